@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * steer.bpf.c - XDP program: frames that pyfwd owns go to the AF_XDP
+ * socket of the receiving queue, everything else to the kernel untouched.
+ *
+ * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
+ * frames to a VIP address too short to tell (the core counts the drop),
+ * ARP naming a VIP, neighbour solicitations for an IPv6 VIP.  This must
+ * match the core's verdicts: a frame the core would PASS is never steered,
+ * since AF_XDP cannot hand a frame back to the kernel.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "steer.h"
+
+#define VLAN_HLEN 4
+#define NH_MAX 4	/* IPv6 extension headers walked before steering */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, STEER_QUEUES_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STEER_VIPS_MAX);
+	__type(key, struct steer_addr);
+	__type(value, __u32);
+} steer_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STEER_VIPS_MAX);
+	__type(key, struct steer_svc);
+	__type(value, __u32);
+} steer_svcs SEC(".maps");
+
+static __always_inline int to_engine(struct xdp_md *ctx)
+{
+	/* No socket on this queue (engine gone): the kernel keeps it. */
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+static __always_inline int is_vip(const void *addr, __u8 family)
+{
+	struct steer_addr k = { .family = family };
+
+	__builtin_memcpy(k.addr, addr, family == 4 ? 4 : 16);
+	return bpf_map_lookup_elem(&steer_addrs, &k) != NULL;
+}
+
+/* TCP/UDP to a VIP address: steer if served, or if too short to tell. */
+static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
+				    __u8 proto, void *l4, void *end)
+{
+	struct steer_svc k = { .family = family, .proto = proto };
+	__be16 *ports = l4;
+
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+		return 1;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if ((void *)(ports + 2) > end)
+		return 1;
+	__builtin_memcpy(k.addr, daddr, family == 4 ? 4 : 16);
+	k.port = ports[1];
+	return bpf_map_lookup_elem(&steer_svcs, &k) != NULL;
+}
+
+static __always_inline int arp_owned(__u8 *a, void *end)
+{
+	/* htype(2) ptype(2) hlen plen op(2) sha(6) spa(4) tha(6) tpa(4) */
+	if ((void *)(a + 28) > end)
+		return 0;
+	return is_vip(a + 24, 4) || is_vip(a + 14, 4);
+}
+
+static __always_inline int ip4_owned(__u8 *ip, void *end)
+{
+	__u32 hlen;
+
+	if ((void *)(ip + 20) > end)
+		return 0;
+	if (!is_vip(ip + 16, 4))
+		return 0;
+	hlen = (ip[0] & 0x0f) * 4;
+	if (hlen < 20)
+		return 1;	/* malformed, to a VIP: the core counts it */
+	if (ip[6] & 0x3f || ip[7])
+		return 1;	/* fragment to a VIP */
+	return l4_owned(ip + 16, 4, ip[9], ip + hlen, end);
+}
+
+static __always_inline int ip6_owned(__u8 *ip, void *end)
+{
+	__u8 *l4 = ip + 40;
+	__u8 nh;
+	int i;
+
+	if ((void *)(ip + 40) > end)
+		return 0;
+	nh = ip[6];
+	if (ip[24] == 0xff) {
+		/* Solicited-node multicast: a neighbour solicitation? */
+		if (nh != IPPROTO_ICMPV6 || (void *)(l4 + 24) > end ||
+		    l4[0] != 135)
+			return 0;
+		return is_vip(l4 + 8, 6);
+	}
+	if (!is_vip(ip + 24, 6))
+		return 0;
+	for (i = 0; i < NH_MAX; i++) {
+		if (nh != 0 && nh != 43 && nh != 60)
+			break;
+		if ((void *)(l4 + 2) > end)
+			return 1;
+		nh = l4[0];
+		l4 += (l4[1] + 1) * 8;
+	}
+	if (nh == 44 || nh == 0 || nh == 43 || nh == 60)
+		return 1;	/* fragment or a long chain: the core decides */
+	return l4_owned(ip + 24, 6, nh, l4, end);
+}
+
+SEC("xdp")
+int pyfwd_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 *l3 = (__u8 *)(eth + 1);
+	__u16 proto;
+
+	if ((void *)l3 > end)
+		return XDP_PASS;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if ((void *)(l3 + VLAN_HLEN) > end)
+			return XDP_PASS;
+		proto = *(__be16 *)(l3 + 2);
+		l3 += VLAN_HLEN;
+	}
+	if (proto == bpf_htons(ETH_P_IP) && ip4_owned(l3, end))
+		return to_engine(ctx);
+	if (proto == bpf_htons(ETH_P_IPV6) && ip6_owned(l3, end))
+		return to_engine(ctx);
+	if (proto == bpf_htons(ETH_P_ARP) && arp_owned(l3, end))
+		return to_engine(ctx);
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * steer.h - maps shared by the XDP steering program and its loader.
+ * Fixed-width fields, explicit padding: the loader fills them from C.
+ */
+#ifndef PYFWD_STEER_H
+#define PYFWD_STEER_H
+
+#define STEER_VIPS_MAX 4096
+#define STEER_QUEUES_MAX 64
+
+/* Key of steer_addrs: a VIP address (IPv4 in the first 4 bytes). */
+struct steer_addr {
+	__u8 addr[16];
+	__u8 family;		/* PYFWD_AF_INET (4) or PYFWD_AF_INET6 (6) */
+	__u8 pad[3];
+};
+
+/* Key of steer_svcs: a VIP service. */
+struct steer_svc {
+	__u8 addr[16];
+	__u8 family;
+	__u8 proto;		/* IPPROTO_TCP / IPPROTO_UDP */
+	__be16 port;		/* network byte order, as on the wire */
+};
+
+#endif /* PYFWD_STEER_H */

@@ -1,0 +1,42 @@
+"""cffi build script for pyfwd._fastpath (out-of-line, API mode).
+
+The cdef is the part of csrc/pyfwd.h between the cffi:begin/cffi:end
+markers, so the header stays the single description of the boundary.
+"""
+
+import os
+import re
+
+from cffi import FFI
+
+CSRC = os.path.dirname(os.path.abspath(__file__))
+HEADER = os.path.join(CSRC, "pyfwd.h")
+
+# The core (pure, no I/O) and the libbpf set-up code.
+SOURCES = ["ctx.c", "classify.c", "bpfload.c"]
+
+
+def boundary_cdef(path=HEADER):
+    """Return the cffi-parseable part of the boundary header."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"/\* cffi:begin \*/(.*)/\* cffi:end \*/", text, re.S)
+    if not m:
+        raise RuntimeError(f"{path}: no cffi:begin/cffi:end markers")
+    return m.group(1)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(boundary_cdef())
+ffibuilder.set_source(
+    "pyfwd._fastpath",
+    '#include "pyfwd.h"',
+    sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
+    include_dirs=[CSRC],
+    libraries=["xdp", "bpf"],
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
+                        "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

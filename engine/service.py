@@ -1,0 +1,76 @@
+"""Services: what a VIP is, as the rest of pyfwd names it.
+
+Pure values, no I/O: parsing and validation of `ADDR:PORT/PROTO` lives here
+so that the CLI, the config file and the API say the same thing.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+PROTOCOLS = ("tcp", "udp")
+
+_VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+)"
+                     r"/(?P<proto>[A-Za-z]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class Vip:
+    """A virtual service: address, port and protocol.
+
+    >>> Vip.parse("10.0.0.100:80/tcp")
+    Vip(address=IPv4Address('10.0.0.100'), port=80, protocol='tcp')
+    """
+
+    address: "ipaddress.IPv4Address | ipaddress.IPv6Address"
+    port: int
+    protocol: str
+
+    def __post_init__(self):
+        addr = self.address
+        if not isinstance(addr, (ipaddress.IPv4Address,
+                                 ipaddress.IPv6Address)):
+            try:
+                addr = ipaddress.ip_address(addr)
+            except ValueError:
+                raise ConfigError(f"vip address {self.address!r}: expected "
+                                  "an IPv4 or IPv6 address") from None
+            object.__setattr__(self, "address", addr)
+        if (addr.is_multicast or addr.is_unspecified or addr.is_loopback
+                or (addr.version == 4 and addr == ipaddress.IPv4Address(
+                    "255.255.255.255"))):
+            raise ConfigError(f"vip address {addr}: expected a unicast "
+                              "address (not multicast, broadcast, loopback "
+                              "or unspecified)")
+        if (isinstance(self.port, bool) or not isinstance(self.port, int)
+                or not 1 <= self.port <= 65535):
+            raise ConfigError(f"vip port {self.port!r}: expected an integer "
+                              "from 1 to 65535")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"vip protocol {self.protocol!r}: expected one "
+                              f"of {', '.join(PROTOCOLS)}")
+
+    @classmethod
+    def parse(cls, text):
+        """Parse `10.0.0.100:80/tcp` or `[fd00::100]:443/udp`.
+
+        Raises ConfigError naming the text and the expected form.
+        """
+        m = _VIP_RE.match(text.strip()) if isinstance(text, str) else None
+        if not m:
+            raise ConfigError(f"vip {text!r}: expected ADDR:PORT/PROTO, e.g. "
+                              "10.0.0.100:80/tcp or [fd00::100]:80/tcp")
+        addr = m.group("v6") or m.group("v4")
+        try:
+            port = int(m.group("port"), 10)
+        except ValueError:
+            raise ConfigError(f"vip {text!r}: port {m.group('port')!r} is "
+                              "not a number") from None
+        return cls(addr, port, m.group("proto").lower())
+
+    def __str__(self):
+        host = (f"[{self.address}]" if self.address.version == 6
+                else str(self.address))
+        return f"{host}:{self.port}/{self.protocol}"

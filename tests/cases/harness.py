@@ -1,0 +1,80 @@
+"""The packet-case harness: frames built with scapy go in, verdicts and
+frames come out and are compared field by field.
+
+A Case says what goes in, what the core must decide and, for frames it
+rewrites, what must come out.  Later modes (DR, NAT, SNAT) add their
+rewrite cases with `out=` set; everything else must come out untouched.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from scapy.layers.l2 import Ether
+
+
+@dataclass
+class Case:
+    name: str
+    description: str
+    frame: bytes
+    reason: str                 # one of pyfwd._native.REASONS
+    vip: Optional[int] = None   # index of the VIP the core must match
+    out: Optional[bytes] = None  # expected frame after; None = unchanged
+    flags: int = 0              # PYFWD_F_* bits the core must report
+    vlan_tci: Optional[int] = None
+
+    @property
+    def expected_out(self):
+        return self.frame if self.out is None else self.out
+
+
+def _fields(frame):
+    """Flatten a frame into (layer, field) -> value, checksums included."""
+    flat = {}
+    pkt = Ether(frame)
+    depth = 0
+    while pkt is not None and pkt.__class__.__name__ != "NoPayload":
+        name = f"{depth}:{pkt.__class__.__name__}"
+        for f in pkt.fields_desc:
+            flat[(name, f.name)] = pkt.getfieldval(f.name)
+        if pkt.__class__.__name__ in ("Raw", "Padding"):
+            flat[(name, "load")] = bytes(pkt)
+        pkt = pkt.payload
+        depth += 1
+    return flat
+
+
+def frame_diff(got, want):
+    """Human-readable field-by-field differences; '' when equal."""
+    if got == want:
+        return ""
+    g, w = _fields(got), _fields(want)
+    lines = [f"  {layer}.{name}: got {g.get((layer, name))!r}, "
+             f"want {w.get((layer, name))!r}"
+             for layer, name in sorted(set(g) | set(w))
+             if g.get((layer, name)) != w.get((layer, name))]
+    if not lines:
+        lines = [f"  bytes differ: got {got.hex()}, want {want.hex()}"]
+    try:
+        lines.append(f"  got:  {Ether(got).command()}")
+    except Exception:  # a frame scapy cannot rebuild: the hex said it
+        pass
+    return "\n".join(lines)
+
+
+def check_case(case, out, result):
+    """Assert that the core's (out, result) for case is what it says."""
+    problems = []
+    if result.reason != case.reason:
+        problems.append(f"reason {result.reason!r}, want {case.reason!r}")
+    if result.vip != case.vip:
+        problems.append(f"vip {result.vip!r}, want {case.vip!r}")
+    if case.flags and (result.flags & case.flags) != case.flags:
+        problems.append(f"flags {result.flags:#x}, want bits {case.flags:#x}")
+    if case.vlan_tci is not None and result.vlan_tci != case.vlan_tci:
+        problems.append(f"vlan_tci {result.vlan_tci!r}, want {case.vlan_tci}")
+    diff = frame_diff(out, case.expected_out)
+    if diff:
+        problems.append("frame differs:\n" + diff)
+    assert not problems, f"{case.name}: {case.description}\n" + "\n".join(
+        problems)

@@ -146,16 +146,18 @@ def lab_exec(name, node, command):
 
 
 @lab.command("demo")
+@click.option("--name", "-n", default="demo", show_default=True,
+              help="lab name used while the demo runs")
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
                                                      "all"]),
               default="all", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True)
-def lab_demo(topology, reals):
+def lab_demo(name, topology, reals):
     """Build the lab, send real traffic through it, explain, tear down."""
     from . import demo
     need_root("pyfwd lab demo")
     topologies = ("one-arm", "two-arm") if topology == "all" else (topology,)
-    if not demo.run(click.echo, topologies, reals):
+    if not demo.run(click.echo, topologies, reals, name=name):
         raise click.ClickException("some requests failed (see above)")
 
 

@@ -59,6 +59,9 @@ class Vip:
         Raises ConfigError naming the text and the expected form.
         """
         m = _VIP_RE.match(text.strip()) if isinstance(text, str) else None
+        if m and m.group("v4") and ":" in m.group("port"):
+            raise ConfigError(f"vip {text!r}: an IPv6 address goes in "
+                              "brackets, e.g. [fd00::100]:80/tcp")
         if not m:
             raise ConfigError(f"vip {text!r}: expected ADDR:PORT/PROTO, e.g. "
                               "10.0.0.100:80/tcp or [fd00::100]:80/tcp")

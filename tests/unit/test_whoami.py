@@ -1,0 +1,40 @@
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from pyfwd.whoami import WhoamiServer
+
+
+@pytest.fixture
+def server():
+    srv = WhoamiServer(("127.0.0.1", 0), "real9")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def url(srv, path):
+    return f"http://127.0.0.1:{srv.server_address[1]}{path}"
+
+
+def test_reports_node_and_addresses(server):
+    body = urllib.request.urlopen(url(server, "/"), timeout=5).read().decode()
+    port = server.server_address[1]
+    assert body.startswith("node=real9 client=127.0.0.1:")
+    assert body.rstrip().endswith(f"local=127.0.0.1:{port}")
+
+
+def test_bytes(server):
+    r = urllib.request.urlopen(url(server, "/bytes/200000"), timeout=5)
+    assert r.headers["X-Node"] == "real9"
+    assert len(r.read()) == 200000
+
+
+def test_bad_bytes_request(server):
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(url(server, "/bytes/lots"), timeout=5)
+    assert exc.value.code == 400

@@ -111,21 +111,22 @@ class Core:
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each.
         """
-        frames = [bytes(f) for f in frames]
-        n = len(frames)
-        descs = ffi.new("struct pyfwd_frame[]", max(n, 1))
-        results = ffi.new("struct pyfwd_result[]", max(n, 1))
-        # Exact-size buffers: a read past the end is a real bug, not slack.
-        bufs = [ffi.new("uint8_t[]", f) if f else ffi.NULL for f in frames]
-        for d, f, b in zip(descs, frames, bufs):
-            d.data = b
-            d.len = len(f)
-            d.cap = len(f)
+        batch = _Batch(frames)
+        self.run(batch)
+        return batch.frames(), batch.results_list()
+
+    def prepare(self, frames):
+        """Copy frames into C buffers once, for `run` (benchmarks, fuzzing).
+
+        Returns an opaque batch; `run(batch)` processes it in place.
+        """
+        return _Batch(frames)
+
+    def run(self, batch):
+        """Process a prepared batch in place; returns how many to forward."""
         with self._lock:
-            lib.pyfwd_process_batch(self._ctx, descs, n, results)
-        out = [bytes(ffi.buffer(d.data, d.len)) if d.len else b""
-               for d in descs[0:n]]
-        return out, [_result(r) for r in results[0:n]]
+            return lib.pyfwd_process_batch(self._ctx, batch.descs, batch.n,
+                                           batch.results)
 
     def classify(self, frame):
         """The Result for a single frame."""
@@ -143,6 +144,27 @@ class Core:
             "vip_generation": s.vip_generation,
             "vip_count": s.vip_count,
         }
+
+
+class _Batch:
+    """Frames in C buffers with their descriptors and result slots."""
+
+    def __init__(self, frames):
+        frames = [bytes(f) for f in frames]
+        self.n = len(frames)
+        self.descs = ffi.new("struct pyfwd_frame[]", max(self.n, 1))
+        self.results = ffi.new("struct pyfwd_result[]", max(self.n, 1))
+        self._bufs = [ffi.new("uint8_t[]", f) if f else ffi.NULL
+                      for f in frames]
+        for d, f, b in zip(self.descs, frames, self._bufs):
+            d.data, d.len, d.cap = b, len(f), len(f)
+
+    def frames(self):
+        return [bytes(ffi.buffer(d.data, d.len)) if d.len else b""
+                for d in self.descs[0:self.n]]
+
+    def results_list(self):
+        return [_result(r) for r in self.results[0:self.n]]
 
 
 def _result(r):

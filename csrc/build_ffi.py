@@ -12,8 +12,8 @@ from cffi import FFI
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
 
-# The core (pure, no I/O) and the libbpf set-up code.
-SOURCES = ["ctx.c", "classify.c", "bpfload.c"]
+# The core (pure, no I/O), BPF loading, AF_XDP set-up and loop.
+SOURCES = ["ctx.c", "classify.c", "bpfload.c", "xsk.c", "loop.c"]
 
 
 def boundary_cdef(path=HEADER):

@@ -53,24 +53,114 @@ struct addr_slot {
 };
 
 /*
- * A bank is one complete VIP table.  There are two: the loop reads the
- * active one while Python builds the other (Katran's and Cilium's way).
+ * A bank is one complete set of tables.  There are two: the workers read
+ * the active one while Python builds the other (Katran's and Cilium's way).
  */
 struct vip_bank {
 	uint32_t mask;		/* slots - 1; slots is a power of two */
-	uint32_t count;
+	uint32_t count;		/* VIPs */
 	struct vip_slot *svc;
 	struct addr_slot *addr;
+	struct pyfwd_vip *vips;		/* max_vips */
+	struct pyfwd_real *reals;	/* max_reals, index = id */
+	uint32_t nreals;
+	uint32_t nring;
+	uint16_t *ring;			/* max_ring */
 };
+
+/* The 5-tuple of a flow, as seen from the client. */
+struct flow_key {
+	uint8_t saddr[16];
+	uint8_t daddr[16];
+	uint16_t sport;
+	uint16_t dport;
+	uint8_t proto;
+	uint8_t family;
+	uint8_t pad[2];
+};
+
+#define FLOW_OPEN 1
+#define FLOW_CLOSING 2	/* FIN or RST seen: short timeout */
+#define FLOW_PROBE 8	/* slots looked at from the hash's */
+
+struct flow {
+	struct flow_key key;
+	uint16_t real;		/* real server id */
+	uint8_t state;
+	uint8_t pad;
+	uint32_t pad2;
+	uint64_t expires_ns;	/* 0 or past: the slot is free */
+	uint64_t pad3;
+};
+
+/* Frames punted to Python, per worker: single producer, single consumer. */
+#define PUNT_SLOTS 256
+#define PUNT_SNAP 2048	/* longer punted frames are cut to this */
+
+struct punt_ring {
+	uint32_t head;		/* written by the worker */
+	uint32_t tail;		/* written by Python */
+	uint16_t len[PUNT_SLOTS];
+	uint8_t (*data)[PUNT_SNAP];
+};
+
+struct xsk_queue;
+
+#define EPOCH_IDLE UINT64_MAX
+
+/*
+ * Everything one loop thread writes.  Aligned so that two workers never
+ * share a cache line.
+ */
+struct worker {
+	uint64_t epoch;		/* generation being read, or EPOCH_IDLE */
+	uint32_t flow_mask;
+	uint32_t pad;
+	struct flow *flows;
+	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
+	struct pyfwd_real_stats *real_stats;
+	struct punt_ring punt;
+	struct xsk_queue *xq;
+	struct pyfwd_stats stats;
+} __attribute__((aligned(64)));
+
+struct xsk_io;
 
 struct pyfwd_ctx {
 	struct pyfwd_config cfg;
 	int any_mac;		/* cfg.mac is all zero: accept any unicast */
-	uint32_t active;	/* bank index; written with a release store */
-	uint64_t generation;
+	uint64_t gen;		/* bank = gen & 1; written with a release store */
+	uint64_t clock_ns;	/* fixed clock for tests, 0 = real clock */
 	struct vip_bank bank[2];
-	struct pyfwd_stats stats __attribute__((aligned(64)));
+	struct worker *workers;	/* cfg.workers of them */
+	struct xsk_io *io;	/* AF_XDP state, NULL when none */
+	void (*io_close)(struct pyfwd_ctx *ctx);	/* set with io */
+	int stop;
 };
+
+/* The bank a worker may read for the rest of a burst (see publish). */
+static inline const struct vip_bank *bank_enter(struct pyfwd_ctx *ctx,
+						struct worker *w)
+{
+	uint64_t g;
+
+	do {
+		g = __atomic_load_n(&ctx->gen, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&w->epoch, g, __ATOMIC_SEQ_CST);
+	} while (__atomic_load_n(&ctx->gen, __ATOMIC_SEQ_CST) != g);
+	return &ctx->bank[g & 1];
+}
+
+static inline void bank_leave(struct worker *w)
+{
+	__atomic_store_n(&w->epoch, EPOCH_IDLE, __ATOMIC_RELEASE);
+}
+
+uint64_t core_now(const struct pyfwd_ctx *ctx);
+uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
+		    struct pyfwd_frame *frames, uint32_t n,
+		    struct pyfwd_result *out);
+void punt_push(struct worker *w, const uint8_t *data, uint32_t len);
 
 static inline uint16_t ld_be16(const uint8_t *p)
 {
@@ -89,19 +179,20 @@ static inline uint32_t reason_verdict(uint32_t reason)
 	return PYFWD_VERDICT_DROP;
 }
 
-/* A 32-bit mix of a VIP key (murmur3's finaliser over the words). */
-static inline uint32_t vip_hash(const uint8_t addr[16], uint8_t family,
-				uint32_t extra)
+/*
+ * murmur3's 32-bit body and finaliser over n words.  Deterministic: the
+ * Maglev pick of a flow must be the same on every node behind ECMP.
+ */
+static inline uint32_t hash_words(const uint32_t *w, int n, uint32_t h)
 {
-	uint32_t w[4], h = family * 0x9e3779b9u ^ extra;
 	int i;
 
-	memcpy(w, addr, sizeof(w));
-	for (i = 0; i < 4; i++) {
-		h ^= w[i];
-		h *= 0xcc9e2d51u;
-		h = (h << 15) | (h >> 17);
-		h *= 0x1b873593u;
+	for (i = 0; i < n; i++) {
+		uint32_t k = w[i] * 0xcc9e2d51u;
+
+		k = (k << 15) | (k >> 17);
+		h ^= k * 0x1b873593u;
+		h = ((h << 13) | (h >> 19)) * 5 + 0xe6546b64u;
 	}
 	h ^= h >> 16;
 	h *= 0x85ebca6bu;
@@ -109,6 +200,24 @@ static inline uint32_t vip_hash(const uint8_t addr[16], uint8_t family,
 	h *= 0xc2b2ae35u;
 	h ^= h >> 16;
 	return h;
+}
+
+static inline uint32_t vip_hash(const uint8_t addr[16], uint8_t family,
+				uint32_t extra)
+{
+	uint32_t w[5];
+
+	memcpy(w, addr, 16);
+	w[4] = extra;
+	return hash_words(w, 5, family);
+}
+
+static inline uint32_t flow_hash(const struct flow_key *k)
+{
+	uint32_t w[sizeof(*k) / 4];
+
+	memcpy(w, k, sizeof(w));
+	return hash_words(w, sizeof(w) / 4, 0x70667764u);
 }
 
 static inline uint32_t svc_extra(uint8_t proto, uint16_t port)

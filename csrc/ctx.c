@@ -2,11 +2,12 @@
 /*
  * ctx.c - set-up side of the core: context, VIP table publication, stats.
  * Everything here runs in the control plane's thread; nothing here runs
- * per packet.
+ * per packet (punt_push and core_now excepted: small and lock-free).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -36,6 +37,7 @@ static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_DROP_L4_TRUNC] = "drop_l4_trunc",
 	[PYFWD_R_DROP_TCP_DOFF] = "drop_tcp_doff",
 	[PYFWD_R_DROP_UDP_LEN] = "drop_udp_len",
+	[PYFWD_R_DROP_NO_REAL] = "drop_no_real",
 };
 
 const char *pyfwd_reason_name(uint32_t reason)
@@ -50,14 +52,13 @@ uint32_t pyfwd_reason_verdict(uint32_t reason)
 	return reason_verdict(reason);
 }
 
-static uint32_t slots_for(uint32_t max_vips)
+static uint32_t pow2_at_least(uint32_t n, uint32_t floor)
 {
-	uint32_t slots = 16;
+	uint32_t p = floor;
 
-	/* At most half full, so a probe always meets an empty slot. */
-	while (slots < 2 * max_vips)
-		slots <<= 1;
-	return slots;
+	while (p < n)
+		p <<= 1;
+	return p;
 }
 
 static void bank_clear(struct vip_bank *b)
@@ -75,67 +76,127 @@ static void bank_free(struct vip_bank *b)
 {
 	free(b->svc);
 	free(b->addr);
-	b->svc = NULL;
-	b->addr = NULL;
+	free(b->vips);
+	free(b->reals);
+	free(b->ring);
+	memset(b, 0, sizeof(*b));
+}
+
+static int bank_alloc(struct vip_bank *b, const struct pyfwd_config *cfg)
+{
+	/* At most half full, so a probe always meets an empty slot. */
+	uint32_t slots = pow2_at_least(2 * cfg->max_vips, 16);
+
+	b->mask = slots - 1;
+	b->svc = calloc(slots, sizeof(*b->svc));
+	b->addr = calloc(slots, sizeof(*b->addr));
+	b->vips = calloc(cfg->max_vips, sizeof(*b->vips));
+	b->reals = calloc(cfg->max_reals, sizeof(*b->reals));
+	b->ring = calloc(cfg->max_ring, sizeof(*b->ring));
+	if (!b->svc || !b->addr || !b->vips || !b->reals || !b->ring)
+		return -ENOMEM;
+	bank_clear(b);
+	return 0;
+}
+
+static void worker_free(struct worker *w)
+{
+	free(w->flows);
+	free(w->seq);
+	free(w->real_stats);
+	free(w->punt.data);
+}
+
+static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
+{
+	uint32_t slots = pow2_at_least(cfg->flows, 64);
+
+	w->epoch = EPOCH_IDLE;
+	w->flow_mask = slots - 1;
+	/* calloc of a large table maps zero pages: memory is used as used */
+	w->flows = calloc(slots, sizeof(*w->flows));
+	w->seq = calloc(cfg->max_vips, sizeof(*w->seq));
+	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
+	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
+	if (!w->flows || !w->seq || !w->real_stats || !w->punt.data)
+		return -ENOMEM;
+	return 0;
+}
+
+static void config_defaults(struct pyfwd_config *c)
+{
+#define DEFAULT(field, value) do { if (!c->field) c->field = (value); } while (0)
+	DEFAULT(workers, 1);
+	DEFAULT(max_frame, PYFWD_FRAME_MAX_DEFAULT);
+	DEFAULT(max_vips, PYFWD_VIPS_MAX_DEFAULT);
+	DEFAULT(max_reals, PYFWD_REALS_MAX_DEFAULT);
+	DEFAULT(max_ring, PYFWD_RING_MAX_DEFAULT);
+	DEFAULT(flows, PYFWD_FLOWS_DEFAULT);
+	DEFAULT(tcp_timeout, 900);
+	DEFAULT(tcp_fin_timeout, 10);
+	DEFAULT(udp_timeout, 300);
+#undef DEFAULT
 }
 
 int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 {
 	static const uint8_t zero_mac[6];
 	struct pyfwd_ctx *ctx;
-	uint32_t slots;
-	int i, err;
+	uint32_t i;
+	int err = -ENOMEM;
 
 	if (!cfg || !out)
 		return -EINVAL;
 	*out = NULL;
-	if (cfg->max_vips > (1u << 20) || cfg->max_frame > 65535)
+	if (cfg->max_vips > (1u << 20) || cfg->max_frame > 65535 ||
+	    cfg->max_reals > PYFWD_NO_REAL || cfg->workers > PYFWD_WORKERS_MAX ||
+	    cfg->flows > (1u << 26) || cfg->max_ring > (1u << 28))
 		return -EINVAL;
 
-	ctx = aligned_alloc(64, (sizeof(*ctx) + 63) & ~(size_t)63);
+	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
-	memset(ctx, 0, sizeof(*ctx));
 	ctx->cfg = *cfg;
-	if (!ctx->cfg.max_frame)
-		ctx->cfg.max_frame = PYFWD_FRAME_MAX_DEFAULT;
-	if (!ctx->cfg.max_vips)
-		ctx->cfg.max_vips = PYFWD_VIPS_MAX_DEFAULT;
+	config_defaults(&ctx->cfg);
 	ctx->any_mac = !memcmp(cfg->mac, zero_mac, sizeof(zero_mac));
 
-	slots = slots_for(ctx->cfg.max_vips);
-	for (i = 0; i < 2; i++) {
-		struct vip_bank *b = &ctx->bank[i];
-
-		b->mask = slots - 1;
-		b->svc = calloc(slots, sizeof(*b->svc));
-		b->addr = calloc(slots, sizeof(*b->addr));
-		if (!b->svc || !b->addr) {
-			err = -ENOMEM;
-			goto err_banks;
-		}
-		bank_clear(b);
-	}
+	for (i = 0; i < 2; i++)
+		if (bank_alloc(&ctx->bank[i], &ctx->cfg))
+			goto err;
+	ctx->workers = aligned_alloc(64, ctx->cfg.workers *
+					     sizeof(*ctx->workers));
+	if (!ctx->workers)
+		goto err;
+	memset(ctx->workers, 0, ctx->cfg.workers * sizeof(*ctx->workers));
+	for (i = 0; i < ctx->cfg.workers; i++)
+		if (worker_alloc(&ctx->workers[i], &ctx->cfg))
+			goto err;
 	*out = ctx;
 	return 0;
 
-err_banks:
-	bank_free(&ctx->bank[0]);
-	bank_free(&ctx->bank[1]);
-	free(ctx);
+err:
+	pyfwd_ctx_destroy(ctx);
 	return err;
 }
 
 void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 {
+	uint32_t i;
+
 	if (!ctx)
 		return;
+	if (ctx->io_close)
+		ctx->io_close(ctx);	/* the core builds without the I/O */
 	bank_free(&ctx->bank[0]);
 	bank_free(&ctx->bank[1]);
+	if (ctx->workers)
+		for (i = 0; i < ctx->cfg.workers; i++)
+			worker_free(&ctx->workers[i]);
+	free(ctx->workers);
 	free(ctx);
 }
 
-static int vip_valid(const struct pyfwd_vip *v)
+static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 {
 	static const uint8_t zero[12];
 
@@ -146,6 +207,12 @@ static int vip_valid(const struct pyfwd_vip *v)
 		return 0;
 	}
 	if (v->proto != PROTO_TCP && v->proto != PROTO_UDP)
+		return 0;
+	if (v->mode != PYFWD_MODE_DR)
+		return 0;
+	if (v->sched != PYFWD_SCHED_HASH && v->sched != PYFWD_SCHED_SEQ)
+		return 0;
+	if (v->ring_off > nring || v->ring_len > nring - v->ring_off)
 		return 0;
 	return v->port != 0;
 }
@@ -181,40 +248,184 @@ static int bank_insert(struct vip_bank *b, const struct pyfwd_vip *v,
 	return 0;
 }
 
-int pyfwd_vip_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		      uint32_t n)
+/* Wait until no worker reads the bank of generation `old`. */
+static int wait_readers(struct pyfwd_ctx *ctx, uint64_t old)
 {
-	uint32_t next, i;
+	const struct timespec nap = { 0, 20000 };
+	uint32_t i, tries;
+
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		for (tries = 0; __atomic_load_n(&ctx->workers[i].epoch,
+						 __ATOMIC_SEQ_CST) == old;
+		     tries++) {
+			if (tries > 100000)	/* ~2 s: a burst never takes that */
+				return -ETIMEDOUT;
+			nanosleep(&nap, NULL);
+		}
+	}
+	return 0;
+}
+
+int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
+			 uint32_t nvips, const struct pyfwd_real *reals,
+			 uint32_t nreals, const uint16_t *ring, uint32_t nring)
+{
+	uint64_t gen;
 	struct vip_bank *b;
+	uint32_t i;
 	int err;
 
-	if (!ctx || (n && !vips))
+	if (!ctx || (nvips && !vips) || (nreals && !reals) || (nring && !ring))
 		return -EINVAL;
-	if (n > ctx->cfg.max_vips)
+	if (nvips > ctx->cfg.max_vips || nreals > ctx->cfg.max_reals ||
+	    nring > ctx->cfg.max_ring)
 		return -E2BIG;
-	for (i = 0; i < n; i++)
-		if (!vip_valid(&vips[i]))
+	for (i = 0; i < nvips; i++)
+		if (!vip_valid(&vips[i], nring))
+			return -EINVAL;
+	for (i = 0; i < nring; i++)
+		if (ring[i] != PYFWD_NO_REAL && ring[i] >= nreals)
 			return -EINVAL;
 
-	next = !__atomic_load_n(&ctx->active, __ATOMIC_RELAXED);
-	b = &ctx->bank[next];
+	gen = __atomic_load_n(&ctx->gen, __ATOMIC_SEQ_CST);
+	/* The bank we overwrite was active at gen - 1. */
+	if (gen) {
+		err = wait_readers(ctx, gen - 1);
+		if (err)
+			return err;
+	}
+	b = &ctx->bank[(gen + 1) & 1];
 	bank_clear(b);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < nvips; i++) {
 		err = bank_insert(b, &vips[i], (int32_t)i);
 		if (err)
 			return err;	/* the active bank is untouched */
 	}
-	b->count = n;
-	__atomic_store_n(&ctx->active, next, __ATOMIC_RELEASE);
-	ctx->generation++;
+	memcpy(b->vips, vips, nvips * sizeof(*vips));
+	memset(b->reals, 0, ctx->cfg.max_reals * sizeof(*reals));
+	memcpy(b->reals, reals, nreals * sizeof(*reals));
+	memcpy(b->ring, ring, nring * sizeof(*ring));
+	b->count = nvips;
+	b->nreals = nreals;
+	b->nring = nring;
+	__atomic_store_n(&ctx->gen, gen + 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
 void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 {
-	uint32_t active = __atomic_load_n(&ctx->active, __ATOMIC_ACQUIRE);
+	uint64_t gen = __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
+	const uint64_t *src;
+	uint64_t *dst = (uint64_t *)out;
+	uint32_t i, k;
 
-	*out = ctx->stats;
-	out->vip_generation = ctx->generation;
-	out->vip_count = ctx->bank[active].count;
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		src = (const uint64_t *)&ctx->workers[i].stats;
+		for (k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+	}
+	out->vip_generation = gen;
+	out->vip_count = ctx->bank[gen & 1].count;
+}
+
+int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
+			  struct pyfwd_real_stats *out, uint32_t n)
+{
+	uint32_t i, r;
+
+	if (n > ctx->cfg.max_reals)
+		return -E2BIG;
+	memset(out, 0, n * sizeof(*out));
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		const struct pyfwd_real_stats *s = ctx->workers[i].real_stats;
+
+		for (r = 0; r < n; r++) {
+			out[r].frames += s[r].frames;
+			out[r].bytes += s[r].bytes;
+			out[r].flows_new += s[r].flows_new;
+		}
+	}
+	return 0;
+}
+
+int pyfwd_flows_count(struct pyfwd_ctx *ctx, uint32_t *per_real, uint32_t n)
+{
+	uint64_t now = core_now(ctx);
+	uint32_t i, f;
+
+	if (n > ctx->cfg.max_reals)
+		return -E2BIG;
+	memset(per_real, 0, n * sizeof(*per_real));
+	/* Racy against the workers by design: a count, not a ledger. */
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		const struct worker *w = &ctx->workers[i];
+
+		for (f = 0; f <= w->flow_mask; f++) {
+			const struct flow *fl = &w->flows[f];
+
+			if (fl->expires_ns > now && fl->real < n)
+				per_real[fl->real]++;
+		}
+	}
+	return 0;
+}
+
+void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns)
+{
+	__atomic_store_n(&ctx->clock_ns, now_ns, __ATOMIC_RELAXED);
+}
+
+uint64_t core_now(const struct pyfwd_ctx *ctx)
+{
+	uint64_t fixed = __atomic_load_n(&ctx->clock_ns, __ATOMIC_RELAXED);
+	struct timespec ts;
+
+	if (fixed)
+		return fixed;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void punt_push(struct worker *w, const uint8_t *data, uint32_t len)
+{
+	struct punt_ring *p = &w->punt;
+	uint32_t head = p->head;
+	uint32_t tail = __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE);
+
+	if (unlikely(head - tail >= PUNT_SLOTS)) {
+		w->stats.punt_overflow++;
+		return;
+	}
+	if (len > PUNT_SNAP)
+		len = PUNT_SNAP;
+	memcpy(p->data[head % PUNT_SLOTS], data, len);
+	p->len[head % PUNT_SLOTS] = (uint16_t)len;
+	__atomic_store_n(&p->head, head + 1, __ATOMIC_RELEASE);
+}
+
+uint32_t pyfwd_punt_drain(struct pyfwd_ctx *ctx, uint8_t *buf, size_t bufsize,
+			  uint32_t *lens, uint32_t max)
+{
+	uint32_t i, got = 0;
+	size_t used = 0;
+
+	for (i = 0; i < ctx->cfg.workers && got < max; i++) {
+		struct punt_ring *p = &ctx->workers[i].punt;
+		uint32_t tail = p->tail;
+		uint32_t head = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+
+		while (tail != head && got < max) {
+			uint32_t len = p->len[tail % PUNT_SLOTS];
+
+			if (used + len > bufsize)
+				break;
+			memcpy(buf + used, p->data[tail % PUNT_SLOTS], len);
+			lens[got++] = len;
+			used += len;
+			tail++;
+		}
+		__atomic_store_n(&p->tail, tail, __ATOMIC_RELEASE);
+	}
+	return got;
 }

@@ -53,7 +53,8 @@
 #define PYFWD_R_DROP_L4_TRUNC 22	/* TCP/UDP/ICMP header cut short */
 #define PYFWD_R_DROP_TCP_DOFF 23	/* TCP data offset < 5 or > segment */
 #define PYFWD_R_DROP_UDP_LEN 24		/* UDP length < 8 or > datagram */
-#define PYFWD_R_MAX 25
+#define PYFWD_R_DROP_NO_REAL 25		/* VIP service with no real to take it */
+#define PYFWD_R_MAX 26
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -68,6 +69,21 @@
 
 #define PYFWD_FRAME_MAX_DEFAULT 9216	/* bytes of L2 frame, jumbo-capable */
 #define PYFWD_VIPS_MAX_DEFAULT 1024
+#define PYFWD_REALS_MAX_DEFAULT 4096
+#define PYFWD_RING_MAX_DEFAULT 1048592	/* 16 Maglev tables of 65537 */
+#define PYFWD_FLOWS_DEFAULT 1048576	/* flow slots per worker */
+#define PYFWD_WORKERS_MAX 64
+#define PYFWD_NO_REAL 65535		/* ring entry: nobody */
+
+/* pyfwd_vip.mode */
+#define PYFWD_MODE_DR 0		/* rewrite the MACs, send back out */
+
+/* pyfwd_vip.sched: how a new flow indexes the VIP's ring */
+#define PYFWD_SCHED_HASH 0	/* hash of the 5-tuple (Maglev) */
+#define PYFWD_SCHED_SEQ 1	/* next entry in turn (weighted round robin) */
+
+/* pyfwd_real.flags */
+#define PYFWD_REAL_F_USED 1	/* the id is a real server: flows may use it */
 
 /* One frame of a batch: the core reads and rewrites it in place. */
 struct pyfwd_frame {
@@ -96,26 +112,95 @@ struct pyfwd_vip {
 	uint8_t family;		/* PYFWD_AF_INET or PYFWD_AF_INET6 */
 	uint8_t proto;		/* IPPROTO_TCP or IPPROTO_UDP */
 	uint16_t port;		/* host byte order, 1..65535 */
-	uint8_t mode;		/* reserved for dr/nat/snat; 0 today */
-	uint8_t pad[3];
+	uint8_t mode;		/* PYFWD_MODE_* */
+	uint8_t sched;		/* PYFWD_SCHED_* */
+	uint16_t pad;
+	uint32_t ring_off;	/* the VIP's ring: ring[ring_off..+ring_len] */
+	uint32_t ring_len;	/* 0: no real, new flows are dropped */
 };
 
-/* Fixed at create time. */
+/* A real server, published at index == its id (ids are stable). */
+struct pyfwd_real {
+	uint8_t mac[6];		/* where DR sends the frame */
+	uint8_t flags;		/* PYFWD_REAL_F_* */
+	uint8_t family;		/* of addr (NAT and SNAT) */
+	uint8_t addr[16];
+	uint16_t port;		/* 0 = the VIP's port */
+	uint16_t pad;
+	uint32_t pad2;
+};
+
+/* Fixed at create time; 0 takes the default everywhere. */
 struct pyfwd_config {
 	uint8_t mac[6];		/* the balancer's MAC; all zero = any */
-	uint16_t pad;
-	uint32_t max_frame;	/* 0 = PYFWD_FRAME_MAX_DEFAULT */
-	uint32_t max_vips;	/* 0 = PYFWD_VIPS_MAX_DEFAULT */
+	uint16_t workers;	/* loop threads, one per RX queue; 0 = 1 */
+	uint32_t max_frame;	/* PYFWD_FRAME_MAX_DEFAULT */
+	uint32_t max_vips;	/* PYFWD_VIPS_MAX_DEFAULT */
+	uint32_t max_reals;	/* PYFWD_REALS_MAX_DEFAULT, at most 65535 */
+	uint32_t max_ring;	/* PYFWD_RING_MAX_DEFAULT entries in all */
+	uint32_t flows;		/* per worker, rounded up to a power of 2 */
+	uint32_t tcp_timeout;	/* idle seconds of a TCP flow: 900 */
+	uint32_t tcp_fin_timeout; /* after FIN or RST: 10 */
+	uint32_t udp_timeout;	/* idle seconds of a UDP flow: 300 */
 };
 
-/* A snapshot of the counters. */
+/* A snapshot of the counters, summed over the workers. */
 struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[25];		/* PYFWD_R_MAX */
+	uint64_t reason[26];		/* PYFWD_R_MAX */
 	uint64_t vip_generation;	/* bumped by every publish */
 	uint64_t vip_count;
+	uint64_t flows_new;		/* flows scheduled */
+	uint64_t flow_hits;		/* frames of a known flow */
+	uint64_t flows_rescheduled;	/* their real was removed */
+	uint64_t flows_evicted;		/* live flows pushed out: table full */
+	/* I/O loop */
+	uint64_t rx;			/* frames from the rings */
+	uint64_t tx;			/* frames put on the TX ring */
+	uint64_t tx_ring_full;		/* forwards dropped: TX ring full */
+	uint64_t punt_overflow;		/* punts dropped: punt ring full */
+	uint64_t wakeups;		/* sendto/recvfrom kicks */
+	uint64_t polls;			/* poll() calls */
+};
+
+/* Per real server id. */
+struct pyfwd_real_stats {
+	uint64_t frames;
+	uint64_t bytes;
+	uint64_t flows_new;
+};
+
+/* AF_XDP set-up. */
+#define PYFWD_XDP_MODE_AUTO 0	/* native, else generic */
+#define PYFWD_XDP_MODE_NATIVE 1
+#define PYFWD_XDP_MODE_GENERIC 2
+#define PYFWD_XSK_COPY_AUTO 0	/* zero-copy, else copy */
+#define PYFWD_XSK_COPY 1
+#define PYFWD_XSK_ZEROCOPY 2
+
+struct pyfwd_xsk_config {
+	uint32_t ifindex;
+	uint32_t queues;	/* RX queues 0..queues-1, one socket each */
+	uint32_t xdp_mode;	/* PYFWD_XDP_MODE_* */
+	uint32_t copy_mode;	/* PYFWD_XSK_* */
+	uint32_t frames;	/* UMEM frames per queue: 4096 */
+	uint32_t frame_size;	/* 4096 (2048 also works) */
+	uint32_t ring_size;	/* RX, TX, fill, completion: 2048 */
+	uint32_t batch;		/* frames per burst: 64 */
+	uint32_t busy_poll_usecs; /* SO_BUSY_POLL; 0 = no busy polling */
+	uint32_t busy_poll_budget; /* SO_BUSY_POLL_BUDGET: 64 */
+};
+
+/* What the set-up got. */
+struct pyfwd_xsk_info {
+	uint32_t xdp_mode;	/* NATIVE or GENERIC */
+	uint32_t copy_mode;	/* COPY or ZEROCOPY */
+	uint32_t busy_poll;	/* 1 if the socket options took */
+	uint32_t queues;
+	uint32_t prog_id;	/* the attached XDP program's id */
+	uint32_t pad;
 };
 
 struct pyfwd_ctx;
@@ -125,13 +210,16 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out);
 void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx);
 
 /*
- * Publish a new VIP table: built in the inactive bank, then made active
- * with one release store.  0 or -errno: -E2BIG (more than max_vips),
- * -EINVAL (bad family, proto or port), -EEXIST (a service twice).
- * Calls must be serialised by the caller (Python holds a lock).
+ * Publish the tables: VIPs, real servers (index = id) and the rings the
+ * VIPs schedule from.  Built in the inactive bank, made active with one
+ * release store, after every worker has left the bank it overwrites.
+ * 0 or -errno: -E2BIG (over max_vips, max_reals or max_ring), -EINVAL (a
+ * bad family, proto, port, mode, sched or ring slice), -EEXIST (a service
+ * twice).  Calls are serialised by the caller (Python holds a lock).
  */
-int pyfwd_vip_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		      uint32_t n);
+int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
+			 uint32_t nvips, const struct pyfwd_real *reals,
+			 uint32_t nreals, const uint16_t *ring, uint32_t nring);
 
 /*
  * The core: classify (and, as modes land, rewrite) n frames in place and
@@ -143,6 +231,49 @@ uint32_t pyfwd_process_batch(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
 			     uint32_t n, struct pyfwd_result *out);
 
 void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out);
+
+/* Counters of real ids 0..n-1 (n <= max_reals), summed over workers. */
+int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
+			  struct pyfwd_real_stats *out, uint32_t n);
+
+/* Flows alive now (not expired) in all workers, per real id 0..n-1. */
+int pyfwd_flows_count(struct pyfwd_ctx *ctx, uint32_t *per_real, uint32_t n);
+
+/* Tests: a fixed clock in ns (0 = CLOCK_MONOTONIC again). */
+void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns);
+
+/*
+ * Punted frames (ARP, ICMP, NDP for a VIP) wait in a ring per worker for
+ * Python.  Copies up to max frames into buf (frames back to back, their
+ * lengths in lens); returns how many, never blocks.
+ */
+uint32_t pyfwd_punt_drain(struct pyfwd_ctx *ctx, uint8_t *buf, size_t bufsize,
+			  uint32_t *lens, uint32_t max);
+
+/*
+ * AF_XDP.  open: load the XDP object, attach it to ifindex with a bpf_link
+ * that is not pinned (the kernel detaches it when the process ends, even
+ * on SIGKILL) and create one socket per queue.  0 or -errno; errbuf says
+ * what failed.  run: the loop of one queue; blocks until stop, the GIL
+ * released (cffi).  close: stop first; detaches and frees.
+ */
+int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
+		   const struct pyfwd_xsk_config *cfg,
+		   struct pyfwd_xsk_info *info, char *errbuf, size_t errlen);
+int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue);
+void pyfwd_xsk_stop(struct pyfwd_ctx *ctx);
+void pyfwd_xsk_close(struct pyfwd_ctx *ctx);
+
+/* Steer these VIPs to the sockets (the XDP program's maps). 0 or -errno. */
+int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
+		    uint32_t n);
+
+/*
+ * Detach whatever XDP program is attached to ifindex by netlink (leftovers
+ * of another attach mode).  0, or -errno (-EBUSY: a live bpf_link holds
+ * it: an engine is running).  *prog_id gets what was attached (0: none).
+ */
+int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id);
 
 /* Names for logs, metrics and tests. */
 const char *pyfwd_reason_name(uint32_t reason);
@@ -158,8 +289,10 @@ int pyfwd_bpf_object_check(const char *path, char *errbuf, size_t errlen);
 
 _Static_assert(sizeof(struct pyfwd_frame) == 16, "pyfwd_frame ABI");
 _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
-_Static_assert(sizeof(struct pyfwd_vip) == 24, "pyfwd_vip ABI");
-_Static_assert(sizeof(struct pyfwd_config) == 16, "pyfwd_config ABI");
+_Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
+_Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
+_Static_assert(sizeof(struct pyfwd_config) == 40, "pyfwd_config ABI");
+_Static_assert(sizeof(struct pyfwd_xsk_config) == 40, "xsk config ABI");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->verdict) ==
 	       PYFWD_VERDICT_MAX * sizeof(uint64_t), "verdict counters");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->reason) ==

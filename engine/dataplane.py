@@ -7,14 +7,18 @@ AF_PACKET loops call the same C function without crossing into Python.
 """
 
 import errno
+import os
 import socket
 import threading
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from . import _native
+from . import tables as tables_mod
 from ._native import REASONS, VERDICTS, ffi, lib
-from .errors import ConfigError
+from .errors import ConfigError, DataplaneError
 
 _PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
@@ -58,55 +62,98 @@ def _mac_bytes(mac):
 class Core:
     """One instance of the C core.
 
-    Core(mac=None, max_frame=0, max_vips=0): mac is the balancer's own MAC
-    (unicast frames to other MACs pass to the kernel); None accepts any.
-    0 takes the C defaults (9216-byte frames, 1024 VIPs).  Raises ConfigError
-    for a bad value, DataplaneError if the context cannot be created.
+    Core(mac=None, workers=1, **limits): mac is the balancer's own MAC
+    (unicast frames to other MACs pass to the kernel, and DR writes it as
+    the source); None accepts any.  limits are pyfwd_config's fields
+    (max_frame, max_vips, max_reals, max_ring, flows, tcp_timeout,
+    tcp_fin_timeout, udp_timeout); 0 takes the C default.  Raises
+    ConfigError for a bad value, DataplaneError if the context cannot be
+    created.
     """
 
-    def __init__(self, mac=None, max_frame=0, max_vips=0):
+    LIMITS = {"max_frame": 65535, "max_vips": 1 << 20, "max_reals": 65535,
+              "max_ring": 1 << 28, "flows": 1 << 26, "tcp_timeout": 1 << 31,
+              "tcp_fin_timeout": 1 << 31, "udp_timeout": 1 << 31,
+              "workers": lib.PYFWD_WORKERS_MAX}
+
+    def __init__(self, mac=None, **limits):
         cfg = ffi.new("struct pyfwd_config *")
-        cfg.mac = list(_mac_bytes(mac))
-        if not isinstance(max_frame, int) or not 0 <= max_frame <= 65535:
-            raise ConfigError(f"max_frame {max_frame!r}: expected 0 to 65535")
-        if not isinstance(max_vips, int) or not 0 <= max_vips <= 1 << 20:
-            raise ConfigError(f"max_vips {max_vips!r}: expected 0 to 1048576")
-        cfg.max_frame = max_frame
-        cfg.max_vips = max_vips
+        self.mac = _mac_bytes(mac)
+        cfg.mac = list(self.mac)
+        for name, value in limits.items():
+            top = self.LIMITS.get(name)
+            if top is None:
+                raise ConfigError(f"core setting {name!r}: expected one of "
+                                  f"{', '.join(sorted(self.LIMITS))}")
+            if (isinstance(value, bool) or not isinstance(value, int)
+                    or not 0 <= value <= top):
+                raise ConfigError(f"{name} {value!r}: expected 0 to {top}")
+            setattr(cfg, name, value)
         out = ffi.new("struct pyfwd_ctx **")
         _native.check(lib.pyfwd_ctx_create(cfg, out), "creating the core")
         self._ctx = ffi.gc(out[0], lib.pyfwd_ctx_destroy)
-        # The C side lets one thread at a time publish or process.
+        self.workers = cfg.workers or 1
+        self.max_reals = cfg.max_reals or lib.PYFWD_REALS_MAX_DEFAULT
+        self.ids = tables_mod.RealIds(self.max_reals)
+        # Python side: one publisher at a time, and process() (tests) does
+        # not run beside a loop thread on worker 0.
         self._lock = threading.Lock()
-        self.vips = ()
+        self.tables = None
+
+    def publish(self, tables):
+        """Make `tables` (a tables.Tables) the data plane's, atomically.
+
+        Raises ConfigError when they exceed the core's limits, and
+        DataplaneError if the C side refuses them.
+        """
+        nv, nr = len(tables.vips), len(tables.reals)
+        vips = ffi.new("struct pyfwd_vip[]", max(nv, 1))
+        for c, e in zip(vips, tables.vips):
+            _fill_addr(c, e.vip.address)
+            c.proto = _PROTO[e.vip.protocol]
+            c.port = e.vip.port
+            c.mode = lib.PYFWD_MODE_DR
+            c.sched = e.sched
+            c.ring_off = e.ring_off
+            c.ring_len = e.ring_len
+        reals = ffi.new("struct pyfwd_real[]", max(nr, 1))
+        for c, e in zip(reals, tables.reals):
+            if e is None or e.mac is None:
+                continue        # unused id, or MAC unknown: not usable
+            c.mac = list(e.mac)
+            c.flags = lib.PYFWD_REAL_F_USED
+            _fill_addr(c, e.address)
+            c.port = e.port
+        ring = np.ascontiguousarray(tables.ring, dtype=np.uint16)
+        with self._lock:
+            ret = lib.pyfwd_tables_publish(
+                self._ctx, vips, nv, reals, nr,
+                ffi.cast("uint16_t *", ffi.from_buffer(ring)), len(ring))
+        if ret == -errno.E2BIG:
+            raise ConfigError(f"{nv} VIPs, {nr} real ids, {len(ring)} ring "
+                              "entries: over this core's limits (max_vips, "
+                              "max_reals, max_ring)")
+        _native.check(ret, "publishing the tables")
+        self.tables = tables
+
+    def publish_services(self, services, macs):
+        """Build tables from services (tables.Service) and real MACs
+        ({address: bytes | None}), publish them and return them."""
+        built = tables_mod.build(services, self.ids, macs)
+        self.publish(built)
+        return built
 
     def publish_vips(self, vips):
-        """Make `vips` (Vip values) the VIP table, atomically.
-
-        Raises ConfigError for a duplicate or too many VIPs.
-        """
+        """Publish VIPs with no real servers (classification only)."""
         vips = tuple(vips)
         if len(set(vips)) != len(vips):
             dup = next(v for v in vips if vips.count(v) > 1)
             raise ConfigError(f"vip {dup}: listed twice")
-        arr = ffi.new("struct pyfwd_vip[]", max(len(vips), 1))
-        for c, v in zip(arr, vips):
-            packed = v.address.packed
-            ffi.memmove(c.addr, packed, len(packed))
-            c.family = (lib.PYFWD_AF_INET if v.address.version == 4
-                        else lib.PYFWD_AF_INET6)
-            c.proto = _PROTO[v.protocol]
-            c.port = v.port
-        with self._lock:
-            ret = lib.pyfwd_vip_publish(self._ctx, arr, len(vips))
-        if ret == -errno.E2BIG:
-            raise ConfigError(f"{len(vips)} VIPs: more than this core's "
-                              "max_vips")
-        _native.check(ret, "publishing the VIP table")
-        self.vips = vips
+        return self.publish_services([tables_mod.Service(v) for v in vips],
+                                     {})
 
     def process(self, frames):
-        """Run frames (bytes) through the core as one batch.
+        """Run frames (bytes) through the core as one batch (worker 0).
 
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each.
@@ -132,18 +179,184 @@ class Core:
         """The Result for a single frame."""
         return self.process([frame])[1][0]
 
+    def set_clock(self, seconds):
+        """Tests: freeze the core's clock at `seconds` (None: real clock)."""
+        lib.pyfwd_clock_set(self._ctx, 0 if seconds is None
+                            else max(1, int(seconds * 1e9)))
+
     def stats(self):
-        """Counters: frames, bytes, per verdict and per reason, VIP table."""
+        """Counters summed over the workers: frames, bytes, per verdict and
+        per reason, flows and the I/O loops'."""
         s = ffi.new("struct pyfwd_stats *")
         lib.pyfwd_stats_read(self._ctx, s)
-        return {
-            "frames": s.frames,
-            "bytes": s.bytes,
-            "verdict": dict(zip(VERDICTS, s.verdict)),
-            "reason": dict(zip(REASONS, s.reason)),
-            "vip_generation": s.vip_generation,
-            "vip_count": s.vip_count,
-        }
+        out = {"frames": s.frames, "bytes": s.bytes,
+               "verdict": dict(zip(VERDICTS, s.verdict)),
+               "reason": dict(zip(REASONS, s.reason))}
+        for name in ("vip_generation", "vip_count", "flows_new",
+                     "flow_hits", "flows_rescheduled", "flows_evicted",
+                     "rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
+                     "polls"):
+            out[name] = getattr(s, name)
+        return out
+
+    def real_stats(self):
+        """{real id: {"frames", "bytes", "flows_new"}} for ids in use."""
+        n = self.ids.high_water
+        arr = ffi.new("struct pyfwd_real_stats[]", max(n, 1))
+        _native.check(lib.pyfwd_real_stats_read(self._ctx, arr, n),
+                      "reading real server counters")
+        return {i: {"frames": arr[i].frames, "bytes": arr[i].bytes,
+                    "flows_new": arr[i].flows_new} for i in range(n)}
+
+    def flows(self):
+        """{real id: flows alive now}, approximate while loops run."""
+        n = self.ids.high_water
+        arr = ffi.new("uint32_t[]", max(n, 1))
+        _native.check(lib.pyfwd_flows_count(self._ctx, arr, n),
+                      "counting flows")
+        return {i: arr[i] for i in range(n)}
+
+    def drain_punts(self, max_frames=256):
+        """Frames the workers punted (ARP, ICMP, NDP for a VIP), oldest
+        first; never blocks."""
+        buf = ffi.new("uint8_t[]", max_frames * 2048)
+        lens = ffi.new("uint32_t[]", max_frames)
+        n = lib.pyfwd_punt_drain(self._ctx, buf, len(buf), lens, max_frames)
+        out, off = [], 0
+        for i in range(n):
+            out.append(bytes(ffi.buffer(buf + off, lens[i])))
+            off += lens[i]
+        return out
+
+
+def _fill_addr(c, address):
+    packed = address.packed
+    ffi.memmove(c.addr, packed, len(packed))
+    c.family = lib.PYFWD_AF_INET if address.version == 4 else \
+        lib.PYFWD_AF_INET6
+
+
+XDP_MODES = {"auto": lib.PYFWD_XDP_MODE_AUTO,
+             "native": lib.PYFWD_XDP_MODE_NATIVE,
+             "generic": lib.PYFWD_XDP_MODE_GENERIC}
+COPY_MODES = {"auto": lib.PYFWD_XSK_COPY_AUTO, "copy": lib.PYFWD_XSK_COPY,
+              "zerocopy": lib.PYFWD_XSK_ZEROCOPY}
+_XDP_MODE_NAMES = {v: k for k, v in XDP_MODES.items()}
+_COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
+
+
+@dataclass(frozen=True)
+class XskInfo:
+    """What the AF_XDP set-up got: xdp_mode "native" | "generic", copy_mode
+    "copy" | "zerocopy", whether busy polling took, queues, program id."""
+
+    xdp_mode: str
+    copy_mode: str
+    busy_poll: bool
+    queues: int
+    prog_id: int
+
+
+class Xsk:
+    """The AF_XDP I/O of a Core: XDP program, sockets, loop threads.
+
+    open() attaches the steering program with an unpinned bpf_link (gone
+    with the process, whatever the way it ends) and makes one socket per
+    RX queue; start() runs one loop thread per queue (the GIL is released
+    inside); steer() says which VIPs the program sends to the sockets;
+    close() stops and detaches.  Raises DataplaneError with the reason.
+    """
+
+    def __init__(self, core):
+        self.core = core
+        self.info = None
+        self._threads = []
+        self.errors = []
+
+    def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
+             busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
+             frame_size=4096, ring_size=2048):
+        if xdp_mode not in XDP_MODES:
+            raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
+                              f"{', '.join(XDP_MODES)}")
+        if copy_mode not in COPY_MODES:
+            raise ConfigError(f"copy mode {copy_mode!r}: expected one of "
+                              f"{', '.join(COPY_MODES)}")
+        cfg = ffi.new("struct pyfwd_xsk_config *")
+        cfg.ifindex = ifindex
+        cfg.queues = queues
+        cfg.xdp_mode = XDP_MODES[xdp_mode]
+        cfg.copy_mode = COPY_MODES[copy_mode]
+        cfg.busy_poll_usecs = busy_poll_usecs
+        cfg.busy_poll_budget = busy_poll_budget
+        cfg.batch = batch
+        cfg.frames = frames
+        cfg.frame_size = frame_size
+        cfg.ring_size = ring_size
+        info = ffi.new("struct pyfwd_xsk_info *")
+        errbuf = ffi.new("char[]", 256)
+        ret = lib.pyfwd_xsk_open(self.core._ctx,
+                                 os.fsencode(_native.bpf_object_path()),
+                                 cfg, info, errbuf, len(errbuf))
+        if ret < 0:
+            what = ffi.string(errbuf).decode(errors="replace") or "AF_XDP"
+            raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
+        self.info = XskInfo(_XDP_MODE_NAMES[info.xdp_mode],
+                            _COPY_MODE_NAMES[info.copy_mode],
+                            bool(info.busy_poll), info.queues, info.prog_id)
+        return self.info
+
+    def steer(self, vips):
+        """Steer these VIPs (Vip values) to the sockets; others pass."""
+        vips = list(vips)
+        arr = ffi.new("struct pyfwd_vip[]", max(len(vips), 1))
+        for c, v in zip(arr, vips):
+            _fill_addr(c, v.address)
+            c.proto = _PROTO[v.protocol]
+            c.port = v.port
+        _native.check(lib.pyfwd_xsk_steer(self.core._ctx, arr, len(vips)),
+                      "updating the XDP steering maps")
+
+    def start(self):
+        """One loop thread per queue."""
+        for q in range(self.info.queues):
+            t = threading.Thread(target=self._loop, args=(q,),
+                                 name=f"pyfwd-xsk-q{q}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self, queue):
+        ret = lib.pyfwd_xsk_run(self.core._ctx, queue)
+        if ret < 0:
+            self.errors.append(DataplaneError(-ret, f"loop of queue {queue}"
+                                              f": {os.strerror(-ret)}"))
+
+    def alive(self):
+        return any(t.is_alive() for t in self._threads)
+
+    def close(self):
+        """Stop the loops, then detach the program and free the sockets."""
+        lib.pyfwd_xsk_stop(self.core._ctx)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        lib.pyfwd_xsk_close(self.core._ctx)
+
+
+def xdp_cleanup(ifindex):
+    """Detach an XDP program left on ifindex by a netlink attach.
+
+    Returns the id of what was attached (0: nothing).  Raises
+    DataplaneError (EBUSY) when a live engine's bpf_link holds it.
+    """
+    prog = ffi.new("uint32_t *")
+    ret = lib.pyfwd_xdp_cleanup(ifindex, prog)
+    if ret == -errno.EBUSY:
+        raise DataplaneError(errno.EBUSY, f"XDP program {prog[0]} on "
+                             f"ifindex {ifindex} is held by a bpf_link: an "
+                             "engine is running there; stop it instead")
+    _native.check(ret, f"detaching XDP from ifindex {ifindex}")
+    return prog[0]
 
 
 class _Batch:
@@ -181,4 +394,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result"]
+__all__ = ["Core", "Result", "Xsk", "XskInfo", "xdp_cleanup"]

@@ -77,3 +77,76 @@ class Vip:
         host = (f"[{self.address}]" if self.address.version == 6
                 else str(self.address))
         return f"{host}:{self.port}/{self.protocol}"
+
+
+_REAL_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:@\[\]]+))"
+                      r"(?::(?P<port>[^@]+))?(?:@(?P<weight>.+))?$")
+
+WEIGHT_MAX = 65535
+
+
+@dataclass(frozen=True, order=True)
+class Real:
+    """A real server of a VIP: address, port (None = the VIP's), weight.
+
+    Weight 0 drains it: established flows continue, no new flow comes.
+
+    >>> Real.parse("10.0.0.11:8080@200")
+    Real(address=IPv4Address('10.0.0.11'), port=8080, weight=200)
+    """
+
+    address: "ipaddress.IPv4Address | ipaddress.IPv6Address"
+    port: "int | None" = None
+    weight: int = 1
+
+    def __post_init__(self):
+        addr = self.address
+        if not isinstance(addr, (ipaddress.IPv4Address,
+                                 ipaddress.IPv6Address)):
+            try:
+                addr = ipaddress.ip_address(addr)
+            except ValueError:
+                raise ConfigError(f"real address {self.address!r}: expected "
+                                  "an IPv4 or IPv6 address") from None
+            object.__setattr__(self, "address", addr)
+        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+            raise ConfigError(f"real address {addr}: expected a unicast "
+                              "address")
+        if self.port is not None and (
+                isinstance(self.port, bool) or not isinstance(self.port, int)
+                or not 1 <= self.port <= 65535):
+            raise ConfigError(f"real port {self.port!r}: expected an integer "
+                              "from 1 to 65535")
+        if (isinstance(self.weight, bool) or not isinstance(self.weight, int)
+                or not 0 <= self.weight <= WEIGHT_MAX):
+            raise ConfigError(f"real weight {self.weight!r}: expected an "
+                              f"integer from 0 to {WEIGHT_MAX}")
+
+    @classmethod
+    def parse(cls, text):
+        """Parse `ADDR[:PORT][@WEIGHT]`, e.g. 10.0.0.11, 10.0.0.11@200,
+        [fd00::11]:8080@5.  Raises ConfigError naming the text."""
+        m = _REAL_RE.match(text.strip()) if isinstance(text, str) else None
+        if not m:
+            raise ConfigError(f"real {text!r}: expected ADDR[:PORT][@WEIGHT], "
+                              "e.g. 10.0.0.11 or 10.0.0.11:8080@200")
+        fields = {}
+        for name in ("port", "weight"):
+            if m.group(name) is not None:
+                try:
+                    fields[name] = int(m.group(name), 10)
+                except ValueError:
+                    raise ConfigError(f"real {text!r}: {name} "
+                                      f"{m.group(name)!r} is not a "
+                                      "number") from None
+        return cls(m.group("v6") or m.group("v4"), **fields)
+
+    @property
+    def key(self):
+        """The real's identity within a VIP (weight aside)."""
+        host = (f"[{self.address}]" if self.address.version == 6
+                else str(self.address))
+        return f"{host}:{self.port}" if self.port else host
+
+    def __str__(self):
+        return f"{self.key}@{self.weight}"

@@ -6,6 +6,8 @@
 #ifndef PYFWD_STEER_H
 #define PYFWD_STEER_H
 
+#include <linux/types.h>
+
 #define STEER_VIPS_MAX 4096
 #define STEER_QUEUES_MAX 64
 

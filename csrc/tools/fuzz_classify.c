@@ -27,9 +27,16 @@ static void add(struct pyfwd_vip *v, int family, const char *addr,
 
 static struct pyfwd_ctx *make_ctx(int with_mac)
 {
-	struct pyfwd_config cfg = { .mac = { 2, 0, 0, 0, 0, 2 } };
+	struct pyfwd_config cfg = { .mac = { 2, 0, 0, 0, 0, 2 },
+				    .flows = 1024 };
+	struct pyfwd_real reals[2] = {
+		{ .mac = { 2, 0, 0, 0, 1, 0x11 }, .flags = PYFWD_REAL_F_USED },
+		{ .mac = { 2, 0, 0, 0, 1, 0x12 }, .flags = PYFWD_REAL_F_USED },
+	};
+	uint16_t ring[3] = { 0, 1, PYFWD_NO_REAL };
 	struct pyfwd_vip vips[5];
 	struct pyfwd_ctx *ctx;
+	int i;
 
 	if (!with_mac)
 		memset(cfg.mac, 0, sizeof(cfg.mac));
@@ -38,7 +45,12 @@ static struct pyfwd_ctx *make_ctx(int with_mac)
 	add(&vips[2], AF_INET, "10.0.0.100", 6, 11112);
 	add(&vips[3], AF_INET6, "fd00::100", 6, 80);
 	add(&vips[4], AF_INET6, "fd00::100", 17, 53);
-	if (pyfwd_ctx_create(&cfg, &ctx) || pyfwd_vip_publish(ctx, vips, 5))
+	for (i = 0; i < 5; i++) {
+		vips[i].sched = i & 1 ? PYFWD_SCHED_SEQ : PYFWD_SCHED_HASH;
+		vips[i].ring_len = i == 4 ? 3 : 2;	/* one with a hole */
+	}
+	if (pyfwd_ctx_create(&cfg, &ctx) ||
+	    pyfwd_tables_publish(ctx, vips, 5, reals, 2, ring, 3))
 		abort();
 	return ctx;
 }

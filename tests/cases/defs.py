@@ -10,7 +10,8 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6,
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from pyfwd.service import Vip
+from pyfwd.service import Real, Vip
+from pyfwd.tables import Service
 
 from .harness import Case
 
@@ -20,14 +21,24 @@ OTHER_MAC = "02:00:00:00:00:99"
 CLIENT4, LB4, VIP4, OTHER4 = "10.0.0.1", "10.0.0.2", "10.0.0.100", "10.0.0.7"
 CLIENT6, VIP6, OTHER6 = "fd00::1", "fd00::100", "fd00::7"
 
+REAL1, REAL2 = "10.0.0.11", "10.0.0.12"
+REAL1_MAC, REAL2_MAC = "02:00:00:00:01:11", "02:00:00:00:01:12"
+MACS = {Real(REAL1).address: bytes.fromhex(REAL1_MAC.replace(":", "")),
+        Real(REAL2).address: bytes.fromhex(REAL2_MAC.replace(":", ""))}
+
 # Published in this order: a case's `vip` is an index into this list.
 VIPS = [
-    Vip.parse(f"{VIP4}:80/tcp"),        # 0: PACS web viewer
-    Vip.parse(f"{VIP4}:53/udp"),        # 1
-    Vip.parse(f"{VIP4}:11112/tcp"),     # 2: DICOM
-    Vip.parse(f"[{VIP6}]:80/tcp"),      # 3
-    Vip.parse(f"[{VIP6}]:53/udp"),      # 4
+    Vip.parse(f"{VIP4}:80/tcp"),        # 0: PACS web viewer -> real1
+    Vip.parse(f"{VIP4}:53/udp"),        # 1 -> real2
+    Vip.parse(f"{VIP4}:11112/tcp"),     # 2: DICOM -> real1
+    Vip.parse(f"[{VIP6}]:80/tcp"),      # 3 -> real2
+    Vip.parse(f"[{VIP6}]:53/udp"),      # 4 -> real1
+    Vip.parse(f"{VIP4}:104/tcp"),       # 5: DICOM, its one real drained
 ]
+REAL_OF = [REAL1_MAC, REAL2_MAC, REAL1_MAC, REAL2_MAC, REAL1_MAC, None]
+SERVICES = [Service(v, [Real(REAL1 if mac == REAL1_MAC else REAL2,
+                             weight=0 if mac is None else 1)])
+            for v, mac in zip(VIPS, REAL_OF)]
 
 F_VLAN, F_IP_OPTIONS, F_FRAGMENT = 1, 2, 4
 
@@ -59,7 +70,16 @@ def ns_for(target):
 
 
 def case(name, description, pkt, reason, **kw):
-    return Case(name, description, bytes(pkt), reason, **kw)
+    frame = bytes(pkt)
+    if reason == "forward":     # DR: the real's MAC, ours as the source
+        kw.setdefault("out", dr(frame, REAL_OF[kw["vip"]]))
+    return Case(name, description, frame, reason, **kw)
+
+
+def dr(frame, real_mac):
+    """frame as DR sends it to real_mac: only the two MACs change."""
+    return (bytes.fromhex(real_mac.replace(":", ""))
+            + bytes.fromhex(LB_MAC.replace(":", "")) + frame[12:])
 
 
 def wellformed():
@@ -146,6 +166,8 @@ def wellformed():
         case("udp-vip-tcp-port", "UDP to VIP:80, served for TCP only",
              eth() / IP(src=CLIENT4, dst=VIP4) / UDP(dport=80),
              "pass_vip_other", vip=0),
+        case("dicom-104-drained", "DICOM to a VIP whose one real drains",
+             eth() / syn(104), "drop_no_real", vip=5),
         case("gre-vip", "GRE to the VIP address",
              eth() / IP(src=CLIENT4, dst=VIP4, proto=47) / Raw(b"\0" * 8),
              "pass_vip_other", vip=0),

@@ -12,11 +12,15 @@ WELLFORMED = defs.wellformed()
 MALFORMED = defs.malformed()
 
 
+def make_core(**kw):
+    c = Core(mac=defs.LB_MAC, flows=4096, **kw)
+    c.publish_services(defs.SERVICES, defs.MACS)
+    return c
+
+
 @pytest.fixture
 def core():
-    c = Core(mac=defs.LB_MAC)
-    c.publish_vips(defs.VIPS)
-    return c
+    return make_core()
 
 
 @pytest.mark.parametrize("case", WELLFORMED + MALFORMED,
@@ -63,11 +67,20 @@ def test_counters_count_every_frame_once(core):
     for reason in REASONS:
         assert s["reason"][reason] == sum(c.reason == reason for c in cases)
     assert sum(s["verdict"].values()) == len(cases)
-    assert s["verdict"]["drop"] == len(MALFORMED)
+    assert s["verdict"]["drop"] == sum(c.reason.startswith("drop_")
+                                       for c in cases)
+    assert s["verdict"]["drop"] > len(MALFORMED) - 1
 
 
 def test_any_mac_core_accepts_other_unicast():
-    core = Core()           # no MAC: used where the NIC filters for us
-    core.publish_vips(defs.VIPS)
+    core = Core(flows=64)   # no MAC: used where the NIC filters for us
+    core.publish_services(defs.SERVICES, defs.MACS)
     frame = bytes(defs.eth(dst=defs.OTHER_MAC) / defs.syn())
     assert core.classify(frame).reason == "forward"
+
+
+def test_vips_without_reals_drop_new_flows_and_say_so():
+    core = Core(mac=defs.LB_MAC, flows=64)
+    core.publish_vips(defs.VIPS)
+    r = core.classify(bytes(defs.eth() / defs.syn()))
+    assert (r.verdict, r.reason, r.vip) == ("drop", "drop_no_real", 0)

@@ -34,8 +34,8 @@ def make(target, out):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """{path: allowed reasons} of every case, one frame per file."""
-    core = Core(mac=defs.LB_MAC)
-    core.publish_vips(defs.VIPS)
+    core = Core(mac=defs.LB_MAC, flows=4096)
+    core.publish_services(defs.SERVICES, defs.MACS)
     cases = [(c, {c.reason}) for c in defs.wellformed() + defs.malformed()]
     cases += defs.truncations(core.classify)
     d = tmp_path_factory.mktemp("corpus")
@@ -51,8 +51,8 @@ def test_sanitizer_build_replays_corpus(tmp_path, corpus):
     _, allowed = corpus
     files = sorted(allowed)
     argv = [str(make("replay", tmp_path)), "-m", defs.LB_MAC]
-    for v in defs.VIPS:
-        argv += ["-v", str(v)]
+    for v, mac in zip(defs.VIPS, defs.REAL_OF):
+        argv += ["-v" if mac else "-V", str(v)]   # -V: no real to take it
     run = subprocess.run(argv + files, capture_output=True, text=True,
                          timeout=120, env=SAN_ENV)
     assert run.returncode == 0, run.stderr[-4000:]

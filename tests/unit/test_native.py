@@ -43,6 +43,8 @@ def test_reason_names_are_unique():
     ({"mac": "zz:00:00:00:00:01"}, "six bytes"),
     ({"max_frame": 70000}, "max_frame"),
     ({"max_vips": -1}, "max_vips"),
+    ({"flows": True}, "flows"),
+    ({"nonsense": 1}, "nonsense"),
 ])
 def test_core_config_errors(kw, words):
     with pytest.raises(ConfigError, match=words):
@@ -50,12 +52,12 @@ def test_core_config_errors(kw, words):
 
 
 def test_publish_errors_keep_the_active_table():
-    core = Core(mac=defs.LB_MAC, max_vips=2)
-    core.publish_vips(defs.VIPS[:2])
+    core = Core(mac=defs.LB_MAC, max_vips=2, flows=64)
+    core.publish_services(defs.SERVICES[:2], defs.MACS)
     frame = bytes(defs.eth() / defs.syn())
     assert core.classify(frame).reason == "forward"
-    with pytest.raises(ConfigError, match="more than"):
-        core.publish_vips(defs.VIPS[:3])
+    with pytest.raises(ConfigError, match="over this core's limits"):
+        core.publish_services(defs.SERVICES[:3], defs.MACS)
     with pytest.raises(ConfigError, match="listed twice"):
         core.publish_vips([defs.VIPS[0], defs.VIPS[0]])
     assert core.classify(frame).reason == "forward"
@@ -64,7 +66,7 @@ def test_publish_errors_keep_the_active_table():
 
 
 def test_table_swap_changes_classification():
-    core = Core(mac=defs.LB_MAC)
+    core = Core(mac=defs.LB_MAC, flows=64)
     frame = bytes(defs.eth() / defs.syn())
     assert core.classify(frame).reason == "pass_not_vip"
     core.publish_vips([Vip.parse("10.0.0.100:80/tcp")])
@@ -80,7 +82,7 @@ def test_table_swap_changes_classification():
 
 
 def test_many_vips_hash_table():
-    core = Core(max_vips=4096)
+    core = Core(max_vips=4096, flows=64)
     vips = [Vip.parse(f"10.{i // 250}.{i % 250}.1:{1000 + i % 7}/tcp")
             for i in range(4096)]
     core.publish_vips(vips)

@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xsk.c - AF_XDP set-up: the XDP program, its bpf_link, UMEMs, sockets,
+ * the steering maps.  Set-up code: errors are -errno, unwound with goto.
+ * The per-packet loop is in loop.c.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+
+#include "bpf/steer.h"
+#include "xsk.h"
+
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
+#endif
+
+static void say(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!errbuf || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static void xsk_config_defaults(struct pyfwd_xsk_config *c)
+{
+	if (!c->frames)
+		c->frames = 4096;
+	if (!c->frame_size)
+		c->frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE;
+	if (!c->ring_size)
+		c->ring_size = 2048;
+	if (!c->batch)
+		c->batch = 64;
+	if (!c->busy_poll_budget)
+		c->busy_poll_budget = 64;
+}
+
+/* Attach with a bpf_link, native first when the mode allows. */
+static int attach(struct xsk_io *io, int prog_fd, uint32_t mode,
+		  struct pyfwd_xsk_info *info)
+{
+	static const uint32_t flags[] = { XDP_FLAGS_DRV_MODE,
+					  XDP_FLAGS_SKB_MODE };
+	int i, fd = -EINVAL;
+
+	for (i = 0; i < 2; i++) {
+		LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags[i]);
+
+		if ((mode == PYFWD_XDP_MODE_NATIVE && i == 1) ||
+		    (mode == PYFWD_XDP_MODE_GENERIC && i == 0))
+			continue;
+		fd = bpf_link_create(prog_fd, (int)io->ifindex, BPF_XDP, &opts);
+		if (fd >= 0) {
+			io->link_fd = fd;
+			info->xdp_mode = i ? PYFWD_XDP_MODE_GENERIC :
+					     PYFWD_XDP_MODE_NATIVE;
+			return 0;
+		}
+		fd = -errno;
+		if (fd == -EBUSY || fd == -EEXIST)
+			break;	/* someone else's program: no fallback */
+	}
+	return fd;
+}
+
+static int busy_poll(struct xsk_queue *q, const struct pyfwd_xsk_config *c)
+{
+	int one = 1, usecs = (int)c->busy_poll_usecs;
+	int budget = (int)c->busy_poll_budget;
+
+	if (!usecs)
+		return 0;
+	if (setsockopt(q->fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one,
+		       sizeof(one)) ||
+	    setsockopt(q->fd, SOL_SOCKET, SO_BUSY_POLL, &usecs,
+		       sizeof(usecs)) ||
+	    setsockopt(q->fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget,
+		       sizeof(budget)))
+		return 0;
+	return 1;
+}
+
+static int queue_open(struct xsk_io *io, struct xsk_queue *q,
+		      const char *ifname, uint32_t queue,
+		      const struct pyfwd_xsk_config *c,
+		      struct pyfwd_xsk_info *info, char *errbuf, size_t errlen)
+{
+	struct xsk_umem_config ucfg = {
+		.fill_size = c->ring_size,
+		.comp_size = c->ring_size,
+		.frame_size = c->frame_size,
+		.frame_headroom = 0,
+	};
+	static const uint16_t copy_flags[] = { XDP_ZEROCOPY, XDP_COPY };
+	uint32_t i, idx, fill;
+	int err = 0, k;
+
+	q->queue = queue;
+	q->frame_size = c->frame_size;
+	q->area_size = (size_t)c->frames * c->frame_size;
+	q->area = mmap(NULL, q->area_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (q->area == MAP_FAILED) {
+		q->area = NULL;
+		say(errbuf, errlen, "UMEM of %zu bytes", q->area_size);
+		return -ENOMEM;
+	}
+	q->free_addrs = calloc(c->frames, sizeof(*q->free_addrs));
+	if (!q->free_addrs)
+		return -ENOMEM;
+	err = xsk_umem__create(&q->umem, q->area, q->area_size, &q->fill,
+			       &q->comp, &ucfg);
+	if (err) {
+		q->umem = NULL;
+		say(errbuf, errlen, "xsk_umem__create (queue %u)", queue);
+		return err;
+	}
+	for (k = 0; k < 2; k++) {
+		struct xsk_socket_config scfg = {
+			.rx_size = c->ring_size,
+			.tx_size = c->ring_size,
+			.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+			.bind_flags = XDP_USE_NEED_WAKEUP | copy_flags[k],
+		};
+
+		if ((c->copy_mode == PYFWD_XSK_COPY && k == 0) ||
+		    (c->copy_mode == PYFWD_XSK_ZEROCOPY && k == 1))
+			continue;
+		err = xsk_socket__create(&q->xsk, ifname, queue, q->umem,
+					 &q->rx, &q->tx, &scfg);
+		if (!err) {
+			info->copy_mode = k ? PYFWD_XSK_COPY :
+					      PYFWD_XSK_ZEROCOPY;
+			break;
+		}
+		q->xsk = NULL;
+	}
+	if (err) {
+		say(errbuf, errlen, "AF_XDP socket on %s queue %u", ifname,
+		    queue);
+		return err;
+	}
+	q->fd = xsk_socket__fd(q->xsk);
+	if (bpf_map_update_elem(io->xsks_fd, &queue, &q->fd, 0)) {
+		err = -errno;
+		say(errbuf, errlen, "xsks map, queue %u", queue);
+		return err;
+	}
+	q->busy_poll = busy_poll(q, c);
+	info->busy_poll = q->busy_poll;
+
+	for (i = 0; i < c->frames; i++)
+		q->free_addrs[i] = (uint64_t)i * c->frame_size;
+	q->nfree = c->frames;
+	fill = c->ring_size < c->frames / 2 ? c->ring_size : c->frames / 2;
+	if (xsk_ring_prod__reserve(&q->fill, fill, &idx) != fill) {
+		say(errbuf, errlen, "fill ring of queue %u", queue);
+		return -ENOSPC;
+	}
+	for (i = 0; i < fill; i++)
+		*xsk_ring_prod__fill_addr(&q->fill, idx + i) =
+			q->free_addrs[--q->nfree];
+	xsk_ring_prod__submit(&q->fill, fill);
+	return 0;
+}
+
+static void queue_close(struct xsk_queue *q)
+{
+	if (q->xsk)
+		xsk_socket__delete(q->xsk);
+	if (q->umem)
+		xsk_umem__delete(q->umem);
+	if (q->area)
+		munmap(q->area, q->area_size);
+	free(q->free_addrs);
+	memset(q, 0, sizeof(*q));
+}
+
+static void io_free(struct xsk_io *io)
+{
+	uint32_t i;
+
+	for (i = 0; i < io->nqueues; i++)
+		queue_close(&io->q[i]);
+	if (io->link_fd >= 0)
+		close(io->link_fd);	/* detaches the program */
+	if (io->obj)
+		bpf_object__close(io->obj);
+	free(io);
+}
+
+int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
+		   const struct pyfwd_xsk_config *cfg_in,
+		   struct pyfwd_xsk_info *info, char *errbuf, size_t errlen)
+{
+	struct pyfwd_xsk_config c = *cfg_in;
+	struct bpf_prog_info pinfo = { 0 };
+	uint32_t plen = sizeof(pinfo), i;
+	char ifname[IF_NAMESIZE];
+	struct bpf_program *prog;
+	struct xsk_io *io;
+	int err, prog_fd;
+
+	say(errbuf, errlen, "%s", "");
+	memset(info, 0, sizeof(*info));
+	if (ctx->io)
+		return -EBUSY;
+	xsk_config_defaults(&c);
+	if (!c.queues || c.queues > ctx->cfg.workers || c.queues >
+	    STEER_QUEUES_MAX || c.batch > XSK_BATCH_MAX ||
+	    (c.frame_size & (c.frame_size - 1)) || c.frame_size < 2048 ||
+	    (c.ring_size & (c.ring_size - 1))) {
+		say(errbuf, errlen, "bad AF_XDP configuration (queues %u, "
+		    "workers %u, batch %u)", c.queues, ctx->cfg.workers,
+		    c.batch);
+		return -EINVAL;
+	}
+	if (!if_indextoname(c.ifindex, ifname)) {
+		say(errbuf, errlen, "no interface with index %u", c.ifindex);
+		return -ENODEV;
+	}
+	io = calloc(1, sizeof(*io) + c.queues * sizeof(io->q[0]));
+	if (!io)
+		return -ENOMEM;
+	io->link_fd = -1;
+	io->ifindex = c.ifindex;
+	io->batch = c.batch;
+
+	io->obj = bpf_object__open_file(bpf_path, NULL);
+	err = libbpf_get_error(io->obj);
+	if (err) {
+		io->obj = NULL;
+		say(errbuf, errlen, "opening %s", bpf_path);
+		goto err;
+	}
+	err = bpf_object__load(io->obj);
+	if (err) {
+		say(errbuf, errlen, "loading %s (verifier)", bpf_path);
+		goto err;
+	}
+	prog = bpf_object__find_program_by_name(io->obj, "pyfwd_steer");
+	io->xsks_fd = bpf_object__find_map_fd_by_name(io->obj, "xsks");
+	io->addrs_fd = bpf_object__find_map_fd_by_name(io->obj,
+						       "steer_addrs");
+	io->svcs_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_svcs");
+	if (!prog || io->xsks_fd < 0 || io->addrs_fd < 0 || io->svcs_fd < 0) {
+		err = -ENOENT;
+		say(errbuf, errlen, "%s lacks pyfwd_steer or its maps",
+		    bpf_path);
+		goto err;
+	}
+	prog_fd = bpf_program__fd(prog);
+	if (!bpf_obj_get_info_by_fd(prog_fd, &pinfo, &plen))
+		info->prog_id = pinfo.id;
+
+	err = attach(io, prog_fd, c.xdp_mode, info);
+	if (err) {
+		say(errbuf, errlen, "attaching XDP to %s%s", ifname,
+		    err == -EBUSY || err == -EEXIST ?
+			    ": another XDP program is attached (pyfwd cleanup "
+			    "removes a leftover of ours)" : "");
+		goto err;
+	}
+	for (i = 0; i < c.queues; i++) {
+		io->nqueues = i + 1;
+		err = queue_open(io, &io->q[i], ifname, i, &c, info, errbuf,
+				 errlen);
+		if (err)
+			goto err;
+		ctx->workers[i].xq = &io->q[i];
+	}
+	info->queues = c.queues;
+	ctx->stop = 0;
+	ctx->io = io;
+	ctx->io_close = pyfwd_xsk_close;
+	return 0;
+
+err:
+	for (i = 0; i < c.queues; i++)
+		ctx->workers[i].xq = NULL;
+	io_free(io);
+	return err < 0 ? err : -EINVAL;
+}
+
+void pyfwd_xsk_stop(struct pyfwd_ctx *ctx)
+{
+	__atomic_store_n(&ctx->stop, 1, __ATOMIC_RELEASE);
+}
+
+void pyfwd_xsk_close(struct pyfwd_ctx *ctx)
+{
+	uint32_t i;
+
+	if (!ctx->io)
+		return;
+	pyfwd_xsk_stop(ctx);
+	for (i = 0; i < ctx->io->nqueues; i++)
+		ctx->workers[i].xq = NULL;
+	io_free(ctx->io);
+	ctx->io = NULL;
+}
+
+static void steer_keys(const struct pyfwd_vip *v, struct steer_addr *a,
+		       struct steer_svc *s)
+{
+	memset(a, 0, sizeof(*a));
+	memset(s, 0, sizeof(*s));
+	memcpy(a->addr, v->addr, 16);
+	a->family = v->family;
+	memcpy(s->addr, v->addr, 16);
+	s->family = v->family;
+	s->proto = v->proto;
+	s->port = htons(v->port);
+}
+
+/* Delete every key of map fd that want() rejects. */
+static int prune(int fd, size_t ksize, const struct pyfwd_vip *vips,
+		 uint32_t n, int svc)
+{
+	uint8_t key[sizeof(struct steer_svc)], next[sizeof(key)];
+	struct steer_addr a;
+	struct steer_svc s;
+	void *prev = NULL;
+	uint32_t i;
+	int keep;
+
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		for (keep = 0, i = 0; i < n && !keep; i++) {
+			steer_keys(&vips[i], &a, &s);
+			keep = !memcmp(next, svc ? (void *)&s : (void *)&a,
+				       ksize);
+		}
+		if (!keep) {
+			if (bpf_map_delete_elem(fd, next))
+				return -errno;
+			continue;	/* the iteration restarts from prev */
+		}
+		memcpy(key, next, ksize);
+		prev = key;
+	}
+	return 0;
+}
+
+int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
+		    uint32_t n)
+{
+	struct xsk_io *io = ctx->io;
+	struct steer_addr a;
+	struct steer_svc s;
+	uint32_t i, one = 1;
+	int err;
+
+	if (!io)
+		return -ENOTCONN;
+	if (n > STEER_VIPS_MAX)
+		return -E2BIG;
+	/* Add first, then remove: a VIP that stays is never unsteered. */
+	for (i = 0; i < n; i++) {
+		steer_keys(&vips[i], &a, &s);
+		if (bpf_map_update_elem(io->addrs_fd, &a, &one, BPF_ANY) ||
+		    bpf_map_update_elem(io->svcs_fd, &s, &one, BPF_ANY))
+			return -errno;
+	}
+	err = prune(io->svcs_fd, sizeof(s), vips, n, 1);
+	if (!err)
+		err = prune(io->addrs_fd, sizeof(a), vips, n, 0);
+	return err;
+}
+
+int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id)
+{
+	static const uint32_t modes[] = { 0, XDP_FLAGS_SKB_MODE,
+					  XDP_FLAGS_DRV_MODE };
+	uint32_t id = 0;
+	int i, err;
+
+	*prog_id = 0;
+	err = bpf_xdp_query_id((int)ifindex, 0, &id);
+	if (err)
+		return err;
+	*prog_id = id;
+	if (!id)
+		return 0;
+	for (i = 0; i < 3; i++) {
+		err = bpf_xdp_detach((int)ifindex, modes[i], NULL);
+		if (!err && !bpf_xdp_query_id((int)ifindex, 0, &id) && !id)
+			return 0;
+	}
+	return err ? err : -EBUSY;
+}

@@ -1,0 +1,162 @@
+"""From services to the data plane's tables: pure values, no I/O.
+
+The C core takes three arrays (csrc/pyfwd.h): VIPs, real servers indexed by
+a stable id, and one ring of real ids per VIP that new flows are scheduled
+from.  `build` makes them from the services and what ARP knows of each real
+server's MAC; `RealIds` keeps a real's id stable while it exists, so a flow
+keeps its real server across every table swap.
+"""
+
+import collections
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from . import scheduler as sched_mod
+from .errors import ConfigError
+from .service import Real, Vip
+
+# How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
+SCHED_HASH, SCHED_SEQ = 0, 1
+RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ}
+MODES = ("dr",)
+
+
+@dataclass
+class Service:
+    """A VIP and its real servers, as the engine holds them."""
+
+    vip: Vip
+    reals: list = field(default_factory=list)     # [Real]
+    scheduler: str = "maglev"
+    mode: str = "dr"
+    maglev_size: int = sched_mod.MAGLEV_SIZE_DEFAULT
+
+    def __post_init__(self):
+        if self.scheduler not in RING_INDEX:
+            raise ConfigError(f"scheduler {self.scheduler!r}: expected one "
+                              f"of {', '.join(sorted(RING_INDEX))}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r}: expected one of "
+                              f"{', '.join(MODES)}")
+        keys = [r.key for r in self.reals]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ConfigError(f"vip {self.vip}: real {dup} listed twice")
+
+    def real(self, key):
+        """The Real with this key (`10.0.0.11` or `10.0.0.11:8080`)."""
+        for r in self.reals:
+            if r.key == key:
+                return r
+        raise ConfigError(f"vip {self.vip}: no real server {key}")
+
+
+class RealIds:
+    """Stable ids for (vip, real key) pairs, 0..limit-1.
+
+    A released id is reused as late as possible (FIFO), so that flows still
+    pointing at a removed real are rescheduled, not sent to a newcomer.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._ids = {}
+        self._free = collections.deque()
+        self._next = 0
+
+    def get(self, vip, key):
+        """The id of (vip, key), allocated on first use.
+
+        Raises ConfigError when all `limit` ids are taken.
+        """
+        k = (vip, key)
+        if k not in self._ids:
+            if self._free:
+                self._ids[k] = self._free.popleft()
+            elif self._next < self.limit:
+                self._ids[k] = self._next
+                self._next += 1
+            else:
+                raise ConfigError(f"more than {self.limit} real servers")
+        return self._ids[k]
+
+    def retain(self, pairs):
+        """Release every id whose (vip, key) is not in pairs."""
+        pairs = set(pairs)
+        for k in [k for k in self._ids if k not in pairs]:
+            self._free.append(self._ids.pop(k))
+
+    @property
+    def high_water(self):
+        return self._next
+
+
+@dataclass
+class VipEntry:
+    vip: Vip
+    sched: int
+    ring_off: int
+    ring_len: int
+    mode: str = "dr"
+
+
+@dataclass
+class RealEntry:
+    mac: Optional[bytes]     # None: unknown, cannot be used
+    address: object
+    port: int                # 0 = the VIP's port
+
+
+@dataclass
+class Tables:
+    vips: list               # [VipEntry], in the order of the services
+    reals: list              # [RealEntry | None] indexed by id
+    ring: np.ndarray         # uint16 real ids, PYFWD_NO_REAL = 0xFFFF
+    unscheduled: dict        # (vip, key) -> why it gets no new flows
+
+
+def build(services, ids, macs):
+    """Tables for services.
+
+    macs maps a real's address to its MAC (bytes) or None when unknown; a
+    real with no MAC is left out of the rings (and of the reals: its flows
+    are rescheduled) and listed in `unscheduled` with the reason.
+    """
+    ids.retain((s.vip, r.key) for s in services for r in s.reals)
+    for s in services:          # every id first: the reals list spans them
+        for r in s.reals:
+            ids.get(s.vip, r.key)
+    reals = [None] * ids.high_water
+    rings, vips, unscheduled = [], [], {}
+    offset = 0
+    for s in services:
+        idv, weights = [], []
+        for r in s.reals:
+            rid = ids.get(s.vip, r.key)
+            mac = macs.get(r.address)
+            if mac is None:
+                unscheduled[(s.vip, r.key)] = "MAC unknown (no ARP answer)"
+            elif r.weight == 0:
+                unscheduled[(s.vip, r.key)] = "draining (weight 0)"
+            reals[rid] = RealEntry(mac, r.address, r.port or 0)
+            idv.append(rid)
+            weights.append(r.weight if mac is not None else 0)
+        if any(weights):
+            name = s.scheduler
+            if name == "rr":    # plain round robin: weights only say "in"
+                name, weights = "wrr", [1 if w else 0 for w in weights]
+            local = sched_mod.build_table(name, [r.key for r in s.reals],
+                                          weights, size=s.maglev_size)
+            lut = np.array(idv + [sched_mod.NO_REAL], dtype=np.uint16)
+            ring = lut[np.where(local == sched_mod.NO_REAL, len(idv), local)]
+        else:
+            ring = np.zeros(0, dtype=np.uint16)
+        vips.append(VipEntry(s.vip, RING_INDEX[s.scheduler], offset,
+                             len(ring), s.mode))
+        rings.append(ring)
+        offset += len(ring)
+    ring = (np.concatenate(rings) if rings else np.zeros(0, np.uint16))
+    return Tables(vips, reals, ring.astype(np.uint16, copy=False),
+                  unscheduled)

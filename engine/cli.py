@@ -41,7 +41,12 @@ def cli():
     \b
     Start here:
       pyfwd lab demo        build a namespace lab and show traffic through it
-      pyfwd lab --help      build, inspect and remove namespace labs
+      pyfwd start --iface eth0 --vip 10.0.0.100:80/tcp --real 10.0.0.11
+                            balance a VIP in direct routing (DR) mode
+      pyfwd realserver setup --vip 10.0.0.100
+                            prepare a Linux real server for DR
+      pyfwd arp-check --iface eth0 --vip 10.0.0.100
+                            find real servers that wrongly answer ARP
       pyfwd doctor          check the build, the kernel and the XDP program
     """
 
@@ -159,6 +164,194 @@ def lab_demo(name, topology, reals):
     topologies = ("one-arm", "two-arm") if topology == "all" else (topology,)
     if not demo.run(click.echo, topologies, reals, name=name):
         raise click.ClickException("some requests failed (see above)")
+
+
+# --- the balancer -----------------------------------------------------------
+
+@cli.command()
+@click.option("--iface", "-i", metavar="IF",
+              help="the interface that receives VIP traffic (DR: the one "
+              "the real servers are on too); or [engine] iface in --config")
+@click.option("--vip", "vips", multiple=True, metavar="ADDR:PORT/PROTO",
+              help="a VIP service, e.g. 10.0.0.100:80/tcp (repeatable)")
+@click.option("--real", "reals", multiple=True, metavar="ADDR[:PORT][@W]",
+              help="a real server of every --vip, e.g. 10.0.0.11@200 "
+              "(repeatable; weight 1 by default, 0 = drain)")
+@click.option("--config", "-c", "config_path", metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="a TOML file of VIPs and real servers instead of "
+              "--vip/--real")
+@click.option("--scheduler", type=click.Choice(["maglev", "wrr", "rr"]),
+              default="maglev", show_default=True,
+              help="how new flows pick a real server (--vip/--real only)")
+@click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]),
+              default="auto", show_default=True,
+              help="XDP attach mode; auto tries native, then generic")
+@click.option("--copy-mode", type=click.Choice(["auto", "copy",
+                                                "zerocopy"]),
+              default="auto", show_default=True,
+              help="AF_XDP mode; auto tries zero-copy, then copy")
+@click.option("--busy-poll", type=click.IntRange(0, 10000), default=20,
+              show_default=True, metavar="USECS",
+              help="preferred busy polling (SO_PREFER_BUSY_POLL, "
+              "SO_BUSY_POLL); 0 sleeps in poll() when idle instead of "
+              "spinning")
+@click.option("--queues", type=click.IntRange(1, 64), default=None,
+              help="RX queues to serve (default: all)")
+@click.option("--flows", type=click.IntRange(64, 1 << 26),
+              default=1 << 20, show_default=True,
+              help="flow table slots per queue (64 bytes each)")
+@click.option("--stats-file", type=click.Path(dir_okay=False),
+              help="write the counters as JSON here every second")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning",
+                                                "error"]),
+              default="info", show_default=True)
+def start(iface, vips, reals, config_path, scheduler, xdp_mode, copy_mode,
+          busy_poll, queues, flows, stats_file, log_level):
+    """Run the balancer in the foreground until SIGINT or SIGTERM.
+
+    \b
+    Direct routing (DR): frames to a VIP get the chosen real server's MAC
+    as destination and go back out of the same interface; the real server
+    (VIP on lo, `pyfwd realserver setup`) answers the client directly.
+    The XDP program is attached with a bpf_link that the kernel removes
+    when this process ends, however it ends.
+    """
+    import signal
+    import time
+
+    from . import config as config_mod
+    from .engine import Engine, parse_services
+
+    if config_path and (vips or reals):
+        raise click.UsageError("give either --config or --vip/--real")
+    if config_path:
+        cfg = config_mod.load(config_path)
+        services, iface = cfg.services, iface or cfg.iface
+    else:
+        if not reals:
+            raise click.UsageError("no --real given")
+        services = parse_services(vips, reals, scheduler)
+    if not iface:
+        raise click.UsageError("no --iface given (nor [engine] iface)")
+    need_root("pyfwd start")
+    logging_setup(log_level)
+    engine = Engine(iface, services, xdp_mode=xdp_mode, copy_mode=copy_mode,
+                    busy_poll=busy_poll, queues=queues, flows=flows,
+                    stats_file=stats_file)
+    stop = []
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    engine.start()
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        engine.stop()
+        s = engine.stats()["core"]
+        click.echo(f"stopped: {s['rx']} frames in, {s['tx']} forwarded, "
+                   f"{s['flows_new']} flows, {s['verdict']['drop']} "
+                   "dropped", err=True)
+
+
+def logging_setup(level):
+    import logging
+    logging.basicConfig(level=level.upper(), format="%(asctime)s pyfwd "
+                        "%(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+@cli.command()
+@click.option("--iface", "-i", required=True, metavar="IF")
+def cleanup(iface):
+    """Remove an XDP program left on IF by another attach mode.
+
+    A running engine holds its program with a bpf_link: that one is not
+    touched (stop the engine instead).
+    """
+    from .dataplane import xdp_cleanup
+    from .engine import interface
+    need_root("pyfwd cleanup")
+    ifindex = interface(iface)[0]
+    prog = xdp_cleanup(ifindex)
+    click.echo(f"{iface}: removed XDP program {prog}" if prog else
+               f"{iface}: no XDP program attached")
+
+
+@cli.group(cls=Group, context_settings=CONTEXT)
+def realserver():
+    """Prepare this Linux host as a DR real server (run it ON the real
+    server)."""
+
+
+@realserver.command("setup")
+@click.option("--vip", required=True, metavar="ADDR",
+              help="the VIP this real server serves")
+@click.option("--dev", default="lo", show_default=True,
+              help="where the VIP goes")
+@click.option("--undo", is_flag=True,
+              help="remove the VIP (and the ARP settings when no VIP "
+              "remains)")
+def realserver_setup(vip, dev, undo):
+    """Put VIP/32 on lo and stop this host answering ARP for it
+    (arp_ignore=1, arp_announce=2).  Idempotent."""
+    from . import realserver as rs
+    need_root("pyfwd realserver setup")
+    changes = rs.setup(vip, undo=undo, dev=dev)
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        click.echo("nothing to change")
+
+
+@realserver.command("status")
+@click.option("--vip", required=True, metavar="ADDR")
+@click.option("--dev", default="lo", show_default=True)
+def realserver_status(vip, dev):
+    """Say whether this host is set up as a DR real server for VIP."""
+    from . import realserver as rs
+    st = rs.status(vip, dev=dev)
+    click.echo("ok" if st["ok"] else "not ready: " + "; ".join(
+        st["problems"]))
+    if not st["ok"]:
+        sys.exit(1)
+
+
+@cli.command("arp-check")
+@click.option("--iface", "-i", required=True, metavar="IF",
+              help="an interface on the VIP's segment")
+@click.option("--vip", required=True, metavar="ADDR")
+@click.option("--balancer-mac", metavar="MAC",
+              help="the balancer's MAC (default: IF's own, when run on "
+              "the balancer)")
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+def arp_check(iface, vip, balancer_mac, timeout):
+    """Ask who has VIP and list every MAC that answers.
+
+    Any answer that is not the balancer's is the ARP problem: that host
+    takes traffic for the VIP away from the balancer.  Exits 1 if any.
+    Run it from any host on the segment; on the balancer itself while the
+    engine runs, the engine reports such answers in its log instead.
+    """
+    from . import arp
+    need_root("pyfwd arp-check")
+    own = balancer_mac
+    if own is None:
+        from .engine import interface
+        own = interface(iface)[1]
+    answers = arp.arp_check(iface, vip, timeout=timeout, own_mac=own)
+    bad = [a for a in answers if not a.is_balancer]
+    for a in answers:
+        click.echo(f"{a.mac}  {'balancer' if a.is_balancer else 'ARP PROBLEM: not the balancer'}")
+    if not answers:
+        click.echo(f"nobody answered ARP for {vip}")
+    if bad:
+        raise click.ClickException(
+            f"{len(bad)} host(s) answer ARP for {vip}: run `pyfwd "
+            f"realserver setup --vip {vip}` on them")
 
 
 # --- doctor ---------------------------------------------------------------

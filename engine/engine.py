@@ -110,6 +110,11 @@ class Engine:
         self.responder = None
         self.started = None
         self._conflicts_logged = set()
+        # MACs are asked from the control thread (it lives in the engine's
+        # network namespace); changes wait for that with this handshake.
+        self._refresh_wanted = threading.Event()
+        self._refreshed = threading.Condition(self._lock)
+        self._refresh_count = 0
 
     # --- life cycle -----------------------------------------------------
 
@@ -127,7 +132,7 @@ class Engine:
         self.mac = mac
         self.core = Core(mac=mac, workers=queues, flows=self.options["flows"])
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
-        self._refresh_macs(log_unknown=True)
+        self._refresh_macs()
         self._publish()
         self.xsk = Xsk(self.core)
         try:
@@ -200,8 +205,12 @@ class Engine:
                 raise ConfigError(f"vip {s.vip}: real {real.key} is "
                                   "there already")
             s.reals.append(real)
-            self._refresh_macs(log_unknown=True)
             self._publish()
+            wanted = self._refresh_count + 1
+            self._refresh_wanted.set()
+            # The control thread resolves its MAC and publishes again.
+            self._refreshed.wait_for(lambda: self._refresh_count >= wanted,
+                                     timeout=5)
         log.info("vip %s: added real %s", s.vip, real)
 
     def remove_real(self, vip, key):
@@ -229,20 +238,24 @@ class Engine:
         return [s.vip.address for s in self.services
                 if s.vip.address.version == 4]
 
-    def _refresh_macs(self, log_unknown=False):
-        """Ask the kernel / the wire for every real's MAC; True if any
-        changed."""
+    def _refresh_macs(self):
+        """Ask the kernel / the wire for every real's MAC (start only)."""
         addrs = {r.address for s in self.services for r in s.reals}
         v4 = [a for a in addrs if a.version == 4]
-        found = arp.refresh(self.iface, v4) if v4 else {}
-        macs = {a: found.get(a) for a in addrs}
-        changed = macs != self.macs
-        for a, m in macs.items():
-            if m is None and (log_unknown or self.macs.get(a) is not None):
+        self._apply_macs(arp.refresh(self.iface, v4) if v4 else {})
+
+    def _apply_macs(self, found):
+        """Take the MACs found; log what changed; True if any did."""
+        addrs = {r.address for s in self.services for r in s.reals}
+        macs = {a: found.get(a, self.macs.get(a)) for a in addrs}
+        for a in addrs:
+            old, new = self.macs.get(a), macs[a]
+            if new is None and (old is not None or a not in self.macs):
                 log.warning("real %s: MAC unknown (no ARP answer on %s): "
                             "not scheduled", a, self.iface)
-            elif m is not None and self.macs.get(a) != m and not log_unknown:
-                log.info("real %s: MAC %s", a, arp.mac_to_str(m))
+            elif new is not None and new != old:
+                log.info("real %s: MAC %s", a, arp.mac_to_str(new))
+        changed = macs != self.macs
         self.macs = macs
         return changed
 
@@ -262,11 +275,11 @@ class Engine:
                 if garps and now - self.started >= garps[0]:
                     garps.pop(0)
                     self._announce()
-                if now - last_refresh >= self.arp_refresh:
+                if (self._refresh_wanted.is_set()
+                        or now - last_refresh >= self.arp_refresh):
+                    self._refresh_wanted.clear()
                     last_refresh = now
-                    with self._lock:
-                        if self._refresh_macs():
-                            self._publish()
+                    self._refresh_and_publish()
                 if self.stats_file and now - last_stats >= 1.0:
                     last_stats = now
                     self._write_stats()
@@ -278,6 +291,16 @@ class Engine:
                 log.error("control: %s", exc)
             except OSError as exc:
                 log.error("control: %s", exc)
+
+    def _refresh_and_publish(self):
+        addrs = {r.address for s in self.services for r in s.reals}
+        v4 = [a for a in addrs if a.version == 4]
+        found = arp.refresh(self.iface, v4) if v4 else {}  # unlocked: slow
+        with self._lock:
+            if self._apply_macs(found):
+                self._publish()
+            self._refresh_count += 1
+            self._refreshed.notify_all()
 
     def _answer_punts(self):
         frames = self.core.drain_punts()

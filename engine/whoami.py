@@ -14,6 +14,7 @@ GET /bytes/N   -> N bytes of payload (for transfer tests), N <= 1 GiB
 import argparse
 import socket
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 64 * 1024
@@ -73,6 +74,24 @@ class WhoamiServer(ThreadingHTTPServer):
         super().__init__(address, WhoamiHandler)
 
 
+def serve_udp(bind, port, node):
+    """Answer every datagram with node=... client=... local=... (a thread)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((bind, port))
+    local = "%s:%d" % sock.getsockname()[:2]
+
+    def loop():
+        while True:
+            data, peer = sock.recvfrom(65535)
+            sock.sendto(f"node={node} client={peer[0]}:{peer[1]} "
+                        f"local={local} len={len(data)}\n".encode(), peer)
+
+    threading.Thread(target=loop, name="whoami-udp", daemon=True).start()
+    return sock
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pyfwd.whoami",
                                 description=__doc__.split("\n\n")[0])
@@ -81,10 +100,16 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=80, help="TCP port (80)")
     p.add_argument("--name", default="whoami",
                    help="node name to report (default whoami)")
+    p.add_argument("--udp", type=int, metavar="PORT",
+                   help="also answer UDP datagrams on PORT")
+    p.add_argument("--udp-bind", metavar="ADDR",
+                   help="address of the UDP socket (default: --bind)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log each request on stderr")
     args = p.parse_args(argv)
     server = WhoamiServer((args.bind, args.port), args.name, args.verbose)
+    if args.udp:
+        serve_udp(args.udp_bind or args.bind, args.udp, args.name)
     print(f"whoami {args.name} listening on {args.bind}:{args.port}",
           flush=True)
     try:

@@ -341,3 +341,52 @@ def test_arp_check_names_a_real_server_that_answers_for_the_vip(lab,
     r = pyfwd(lab, "client", *check)
     assert r.returncode == 0 and real3_mac not in r.stdout
     lab.run("client", ["ip", "neigh", "flush", "all"])
+
+
+def test_leftover_program_passes_traffic_and_cleanup_removes_it(lab):
+    from pyfwd._native import bpf_object_path
+    # Another attach mode (netlink, as `ip` does it) outlives its loader.
+    r = lab.run("lb", ["ip", "link", "set", "dev", "eth0", "xdpgeneric",
+                       "obj", bpf_object_path(), "sec", "xdp"],
+                capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert xdp_prog(lab) != 0
+        # No socket behind the redirect: the kernel keeps the frames.
+        assert own_service_works(lab)
+        # The engine refuses to start over it, and says what to do.
+        bad = pyfwd(lab, "lb", "start", "--iface", "eth0", "--vip",
+                    f"{VIP4}:80/tcp", "--real", "10.0.0.11")
+        assert bad.returncode != 0 and "pyfwd cleanup" in bad.stderr
+        r = pyfwd(lab, "lb", "cleanup", "--iface", "eth0")
+        assert r.returncode == 0 and "removed XDP program" in r.stdout
+        assert xdp_prog(lab) == 0
+        r = pyfwd(lab, "lb", "cleanup", "--iface", "eth0")
+        assert "no XDP program" in r.stdout
+    finally:
+        lab.run("lb", ["ip", "link", "set", "dev", "eth0", "xdpgeneric",
+                       "off"])
+
+
+def test_cleanup_leaves_a_running_engine_alone(lab, engine):
+    prog = xdp_prog(lab)
+    r = pyfwd(lab, "lb", "cleanup", "--iface", "eth0")
+    assert r.returncode == 1 and "engine is running" in r.stderr
+    assert xdp_prog(lab) == prog
+    assert "node=" in curl(lab, f"http://{VIP4}/", timeout=5).stdout
+
+
+def test_generic_xdp_mode_forwards_too(lab):
+    proc = lab.popen("lb", PYFWD + [
+        "start", "--iface", "eth0", "--vip", f"{VIP4}:80/tcp", "--real",
+        "10.0.0.13", "--xdp-mode", "generic", "--busy-poll", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = wait_line(proc, "attached")
+        assert "in generic mode" in lines[-1]
+        r = curl(lab, f"http://{VIP4}/", timeout=5)
+        assert "node=real3" in r.stdout and "client=10.0.0.1:" in r.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert xdp_prog(lab) == 0

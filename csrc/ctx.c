@@ -312,21 +312,44 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	return 0;
 }
 
-void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
+/* Add worker w's counters to out (all of them are uint64_t). */
+static void stats_add(const struct worker *w, struct pyfwd_stats *out)
+{
+	const uint64_t *src = (const uint64_t *)&w->stats;
+	uint64_t *dst = (uint64_t *)out;
+	uint32_t k;
+
+	for (k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+		dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+}
+
+static void stats_tables(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 {
 	uint64_t gen = __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
-	const uint64_t *src;
-	uint64_t *dst = (uint64_t *)out;
-	uint32_t i, k;
 
-	memset(out, 0, sizeof(*out));
-	for (i = 0; i < ctx->cfg.workers; i++) {
-		src = (const uint64_t *)&ctx->workers[i].stats;
-		for (k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
-			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
-	}
 	out->vip_generation = gen;
 	out->vip_count = ctx->bank[gen & 1].count;
+}
+
+void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
+{
+	uint32_t i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < ctx->cfg.workers; i++)
+		stats_add(&ctx->workers[i], out);
+	stats_tables(ctx, out);
+}
+
+int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
+			    struct pyfwd_stats *out)
+{
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	stats_add(&ctx->workers[worker], out);
+	stats_tables(ctx, out);
+	return 0;
 }
 
 int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,

@@ -232,6 +232,10 @@ uint32_t pyfwd_process_batch(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
 
 void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out);
 
+/* The counters of one worker (= RX queue); -EINVAL past the last. */
+int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
+			    struct pyfwd_stats *out);
+
 /* Counters of real ids 0..n-1 (n <= max_reals), summed over workers. */
 int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 			  struct pyfwd_real_stats *out, uint32_t n);

@@ -184,11 +184,15 @@ class Core:
         lib.pyfwd_clock_set(self._ctx, 0 if seconds is None
                             else max(1, int(seconds * 1e9)))
 
-    def stats(self):
-        """Counters summed over the workers: frames, bytes, per verdict and
-        per reason, flows and the I/O loops'."""
+    def stats(self, worker=None):
+        """Counters summed over the workers (or of one worker = RX queue):
+        frames, bytes, per verdict and per reason, flows, the I/O loop's."""
         s = ffi.new("struct pyfwd_stats *")
-        lib.pyfwd_stats_read(self._ctx, s)
+        if worker is None:
+            lib.pyfwd_stats_read(self._ctx, s)
+        else:
+            _native.check(lib.pyfwd_worker_stats_read(self._ctx, worker, s),
+                          f"reading the counters of worker {worker}")
         out = {"frames": s.frames, "bytes": s.bytes,
                "verdict": dict(zip(VERDICTS, s.verdict)),
                "reason": dict(zip(REASONS, s.reason))}

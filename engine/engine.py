@@ -348,6 +348,10 @@ class Engine:
                 "uptime": time.monotonic() - self.started
                 if self.started else 0.0,
                 "xsk": info, "core": core, "vips": vips,
+                "queues": [{k: q[k] for k in ("rx", "tx", "tx_ring_full",
+                                              "wakeups", "polls")}
+                           for q in (self.core.stats(worker=i) for i in
+                                     range(self.core.workers))],
                 "arp": dict(self.responder.counters) if self.responder
                 else {},
                 "arp_conflicts": {str(v): sorted(m) for v, m in

@@ -390,3 +390,39 @@ def test_generic_xdp_mode_forwards_too(lab):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     assert xdp_prog(lab) == 0
+
+
+def set_rx_queues(lab, role, ifname, n):
+    """ethtool -L IF rx n tx n (veth supports it), through the ioctl."""
+    import array
+    import fcntl
+    import struct
+
+    def apply():
+        buf = array.array("I", [0x3d, 0, 0, 0, 0, n, n, 0, 0])
+        ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), 0x8946, ifr)    # ETHTOOL_SCHANNELS
+    lab.call(role, apply)
+
+
+def test_one_loop_per_rx_queue(lab):
+    set_rx_queues(lab, "lb", "eth0", 2)
+    set_rx_queues(lab, "sw", "lb", 2)     # the peer sends on both queues
+    eng = Engine("eth0", [Service(WEB, [Real.parse("10.0.0.11"),
+                                        Real.parse("10.0.0.12")])],
+                 busy_poll=0, flows=1 << 12)
+    try:
+        lab.call("lb", eng.start)
+        assert eng.info.queues == 2
+        r = curl(lab, "-H", "Connection: close", *[f"http://{VIP4}/"] * 100,
+                 timeout=60)
+        assert r.returncode == 0 and r.stdout.count("node=real") == 100
+        queues = eng.stats()["queues"]
+        assert all(q["rx"] > 0 for q in queues), queues
+        assert sum(q["tx"] for q in queues) >= 100 * 3
+    finally:
+        eng.stop()
+        set_rx_queues(lab, "lb", "eth0", 1)
+        set_rx_queues(lab, "sw", "lb", 1)
+    assert xdp_prog(lab) == 0

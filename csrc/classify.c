@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * classify.c - the per-packet core: parse -> classify -> verdict.
+ * classify.c - the per-packet core, first half: parse and classify.
+ * flow.c does the rest (flows, scheduling, rewrites, verdicts).
  *
  * Independent of any I/O backend: the AF_XDP and AF_PACKET loops, the
  * cffi tests and the sanitizer replay all call pyfwd_process_batch().
@@ -9,27 +10,45 @@
  */
 #include "core.h"
 
-struct parse {
-	const uint8_t *p;
-	uint32_t len;		/* bytes of frame */
-	uint32_t l3_end;	/* end of the L3 packet (IP length), <= len */
-	struct pyfwd_result *r;
-	const struct vip_bank *b;
-	struct flow_key key;	/* filled for a frame to a VIP service */
-	uint8_t tcp_flags;
-};
-
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_ACK 0x10
-
-/* Set the result's reason (and so its verdict) and return it. */
-static inline uint32_t decide(struct pyfwd_result *r, uint32_t reason)
+/* The 5-tuple of the TCP/UDP header at l4 into key (bounds checked). */
+static void fill_key(struct flow_key *key, const uint8_t *saddr,
+		     const uint8_t *daddr, uint8_t family, uint8_t proto,
+		     const uint8_t *l4)
 {
-	r->reason = (uint8_t)reason;
-	r->verdict = (uint8_t)reason_verdict(reason);
-	return reason;
+	int alen = family == PYFWD_AF_INET ? 4 : 16;
+
+	memset(key, 0, sizeof(*key));
+	memcpy(key->saddr, saddr, alen);
+	memcpy(key->daddr, daddr, alen);
+	key->sport = ld_be16(l4);
+	key->dport = ld_be16(l4 + 2);
+	key->proto = proto;
+	key->family = family;
+}
+
+/*
+ * An ICMPv4 error (unreachable, time exceeded) at l4 that quotes a TCP or
+ * UDP packet: note where, and the quoted tuple.  0 if it is none of that.
+ */
+static int icmp_error_parse(struct parse *ps, uint32_t l4)
+{
+	const uint8_t *h = ps->p + l4, *in = h + 8;
+	uint32_t avail = ps->l3_end - l4, ihl;
+
+	if (avail < 8 + 20 || (h[0] != 3 && h[0] != 11))
+		return 0;
+	ihl = (uint32_t)(in[0] & 0x0f) * 4;
+	if ((in[0] >> 4) != 4 || ihl < 20 || avail < 8 + ihl + 8)
+		return 0;
+	if (in[9] != PROTO_TCP && in[9] != PROTO_UDP)
+		return 0;
+	if (ld_be16(in + 6) & 0x1fff)
+		return 0;	/* a later fragment quotes no ports */
+	fill_key(&ps->key, in + 12, in + 16, PYFWD_AF_INET, in[9], in + ihl);
+	ps->inner_l3 = l4 + 8;
+	ps->inner_l4 = l4 + 8 + ihl;
+	ps->inner_len = avail - 8;
+	return 1;
 }
 
 static uint32_t classify_arp(struct parse *ps)
@@ -89,6 +108,10 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 	case PROTO_ICMPV6:
 		if (unlikely(avail < (proto == PROTO_ICMP ? 8u : 4u)))
 			return PYFWD_R_DROP_L4_TRUNC;
+		/* About a NAT/SNAT flow?  (core_burst punts it if not.) */
+		if (proto == PROTO_ICMP && ps->b->nat_vips &&
+		    icmp_error_parse(ps, l4))
+			return PYFWD_R_FORWARD_ICMP;
 		return PYFWD_R_PUNT_ICMP;
 	default:
 		return PYFWD_R_PASS_VIP_OTHER;
@@ -97,14 +120,43 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 	if (vip < 0)
 		return PYFWD_R_PASS_VIP_OTHER;
 	ps->r->vip = vip;
-	memcpy(ps->key.saddr, saddr, family == PYFWD_AF_INET ? 4 : 16);
-	memcpy(ps->key.daddr, daddr, family == PYFWD_AF_INET ? 4 : 16);
-	ps->key.sport = ld_be16(h);
-	ps->key.dport = ld_be16(h + 2);
-	ps->key.proto = proto;
-	ps->key.family = family;
+	fill_key(&ps->key, saddr, daddr, family, proto, h);
 	ps->tcp_flags = proto == PROTO_TCP ? h[13] : 0;
 	return PYFWD_R_FORWARD;
+}
+
+/*
+ * IP not to a VIP: may be a real server's answer (NAT, SNAT) or an ICMP
+ * error about a flow.  Tentative: core_burst passes it if no flow has it.
+ */
+static uint32_t classify_return(struct parse *ps, const uint8_t *saddr,
+				const uint8_t *daddr, uint8_t family,
+				uint8_t proto, uint32_t l4)
+{
+	const uint8_t *h = ps->p + l4;
+	uint32_t avail = ps->l3_end - l4;
+
+	ps->r->l4proto = proto;
+	ps->r->l4_off = (uint16_t)l4;
+	switch (proto) {
+	case PROTO_TCP:
+		if (avail < 20 || (h[12] >> 4) < 5 ||
+		    (uint32_t)(h[12] >> 4) * 4 > avail)
+			return PYFWD_R_PASS_NOT_VIP;
+		break;
+	case PROTO_UDP:
+		if (avail < 8 || ld_be16(h + 4) < 8 || ld_be16(h + 4) > avail)
+			return PYFWD_R_PASS_NOT_VIP;
+		break;
+	case PROTO_ICMP:
+		return icmp_error_parse(ps, l4) ? PYFWD_R_FORWARD_ICMP :
+						  PYFWD_R_PASS_NOT_VIP;
+	default:
+		return PYFWD_R_PASS_NOT_VIP;
+	}
+	fill_key(&ps->key, saddr, daddr, family, proto, h);
+	ps->tcp_flags = proto == PROTO_TCP ? h[13] : 0;
+	return PYFWD_R_FORWARD_REPLY;
 }
 
 static uint32_t classify_ip4(struct parse *ps)
@@ -133,8 +185,12 @@ static uint32_t classify_ip4(struct parse *ps)
 
 	memcpy(daddr, ip + 16, 4);
 	vip = vip_addr_lookup(ps->b, daddr, PYFWD_AF_INET);
-	if (vip < 0)
-		return PYFWD_R_PASS_NOT_VIP;
+	if (vip < 0) {
+		if (!ps->b->nat_vips || ld_be16(ip + 6) & 0x3fff)
+			return PYFWD_R_PASS_NOT_VIP;
+		return classify_return(ps, ip + 12, daddr, PYFWD_AF_INET,
+				       ip[9], l3 + hlen);
+	}
 	ps->r->vip = vip;
 	/* MF set or an offset: the ports are not in this frame (or lie). */
 	if (unlikely(ld_be16(ip + 6) & 0x3fff)) {
@@ -213,8 +269,16 @@ static uint32_t classify_ip6(struct parse *ps)
 			return why;
 		return classify_l4(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh, off);
 	}
-	if (!ip6_solicited_node(ip + 24))
-		return PYFWD_R_PASS_NOT_VIP;
+	if (!ip6_solicited_node(ip + 24)) {
+		if (!ps->b->nat_vips)
+			return PYFWD_R_PASS_NOT_VIP;
+		why = ip6_skip_exthdrs(ps, &nh, &off);
+		if (why)
+			return why == PYFWD_R_DROP_FRAGMENT ?
+				       PYFWD_R_PASS_NOT_VIP : why;
+		return classify_return(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh,
+				       off);
+	}
 
 	/* Neighbour solicitation: is its target a VIP? */
 	why = ip6_skip_exthdrs(ps, &nh, &off);
@@ -231,8 +295,8 @@ static uint32_t classify_ip6(struct parse *ps)
 	return PYFWD_R_PUNT_NDP;
 }
 
-static uint32_t classify_frame(const struct pyfwd_ctx *ctx,
-			       struct parse *ps, const struct pyfwd_frame *f)
+uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,
+			const struct pyfwd_frame *f)
 {
 	struct pyfwd_result *r = ps->r;
 	uint32_t l3 = ETH_HLEN_;
@@ -244,7 +308,7 @@ static uint32_t classify_frame(const struct pyfwd_ctx *ctx,
 		return PYFWD_R_DROP_RUNT;
 	/* Unicast to someone else (multicast and broadcast are for all). */
 	if (!ctx->any_mac && !(ps->p[0] & 1) &&
-	    memcmp(ps->p, ctx->cfg.mac, 6))
+	    memcmp(ps->p, ctx->if_mac[f->in_if % PYFWD_IFACES_MAX], 6))
 		return PYFWD_R_PASS_OTHER_MAC;
 
 	type = ld_be16(ps->p + 12);
@@ -269,138 +333,3 @@ static uint32_t classify_frame(const struct pyfwd_ctx *ctx,
 	}
 }
 
-/*
- * The flow of key: its slot if it is alive, else NULL with *slot set to
- * where a new one goes (a free slot, or the oldest of the probe window:
- * *evict then says a live flow is pushed out).
- */
-static struct flow *flow_find(struct worker *w, const struct flow_key *key,
-			      uint32_t h, uint64_t now, struct flow **slot,
-			      int *evict)
-{
-	struct flow *free_ = NULL, *oldest = NULL;
-	uint32_t k;
-
-	for (k = 0; k < FLOW_PROBE; k++) {
-		struct flow *f = &w->flows[(h + k) & w->flow_mask];
-
-		if (f->expires_ns <= now) {
-			if (!free_)
-				free_ = f;
-			continue;
-		}
-		if (!memcmp(&f->key, key, sizeof(*key)))
-			return f;
-		if (!oldest || f->expires_ns < oldest->expires_ns)
-			oldest = f;
-	}
-	*evict = !free_;
-	*slot = free_ ? free_ : oldest;
-	return NULL;
-}
-
-static inline int real_usable(const struct vip_bank *b, uint32_t id)
-{
-	return id < b->nreals && (b->reals[id].flags & PYFWD_REAL_F_USED);
-}
-
-/*
- * A frame to a VIP service: find its flow or schedule a new one, then
- * rewrite it for the VIP's mode.  Returns FORWARD or a drop reason.
- */
-static uint32_t forward(struct pyfwd_ctx *ctx, struct worker *w,
-			const struct vip_bank *b, struct parse *ps,
-			struct pyfwd_frame *f, uint64_t now)
-{
-	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
-	uint32_t h = flow_hash(&ps->key), id, idx;
-	uint8_t fl = ps->tcp_flags;
-	struct flow *flow, *slot = NULL;
-	const struct pyfwd_real *real;
-	int evict = 0;
-
-	flow = flow_find(w, &ps->key, h, now, &slot, &evict);
-	if (flow && real_usable(b, flow->real) &&
-	    !(flow->state == FLOW_CLOSING && (fl & (TCP_SYN | TCP_ACK)) ==
-	      TCP_SYN)) {
-		id = flow->real;
-		w->stats.flow_hits++;
-	} else {
-		if (flow) {
-			/* Its real was halted, or a new SYN reuses the ports. */
-			w->stats.flows_rescheduled += !real_usable(b, flow->real);
-			slot = flow;
-			evict = 0;
-		}
-		if (unlikely(!vip->ring_len))
-			return PYFWD_R_DROP_NO_REAL;
-		idx = vip->sched == PYFWD_SCHED_SEQ ?
-			      w->seq[ps->r->vip]++ % vip->ring_len :
-			      h % vip->ring_len;
-		id = b->ring[vip->ring_off + idx];
-		if (unlikely(!real_usable(b, id)))
-			return PYFWD_R_DROP_NO_REAL;
-		w->stats.flows_evicted += evict;
-		w->stats.flows_new++;
-		w->real_stats[id].flows_new++;
-		flow = slot;
-		flow->key = ps->key;
-		flow->real = (uint16_t)id;
-		flow->state = FLOW_OPEN;
-	}
-
-	if (ps->key.proto == PROTO_UDP) {
-		flow->expires_ns = now + ctx->cfg.udp_timeout * 1000000000ull;
-	} else if (fl & (TCP_FIN | TCP_RST) || flow->state == FLOW_CLOSING) {
-		flow->state = FLOW_CLOSING;
-		flow->expires_ns = now + ctx->cfg.tcp_fin_timeout *
-						 1000000000ull;
-	} else {
-		flow->expires_ns = now + ctx->cfg.tcp_timeout * 1000000000ull;
-	}
-
-	/* DR: the real server's MAC, ours as the source; IP untouched. */
-	real = &b->reals[id];
-	memcpy(f->data, real->mac, 6);
-	memcpy(f->data + 6, ctx->cfg.mac, 6);
-	w->real_stats[id].frames++;
-	w->real_stats[id].bytes += f->len;
-	return PYFWD_R_FORWARD;
-}
-
-uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
-		    struct pyfwd_frame *frames, uint32_t n,
-		    struct pyfwd_result *out)
-{
-	const struct vip_bank *b = bank_enter(ctx, w);
-	uint64_t now = core_now(ctx);
-	uint32_t i, reason, fwd = 0;
-
-	for (i = 0; i < n; i++) {
-		struct pyfwd_result *r = &out[i];
-		struct parse ps = { .p = frames[i].data, .len = frames[i].len,
-				    .r = r, .b = b };
-
-		memset(r, 0, sizeof(*r));
-		r->vip = -1;
-		reason = classify_frame(ctx, &ps, &frames[i]);
-		if (reason == PYFWD_R_FORWARD)
-			reason = forward(ctx, w, b, &ps, &frames[i], now);
-		decide(r, reason);
-		w->stats.frames++;
-		w->stats.bytes += frames[i].len;
-		w->stats.reason[reason]++;
-		w->stats.verdict[r->verdict]++;
-		if (r->verdict == PYFWD_VERDICT_PUNT)
-			punt_push(w, frames[i].data, frames[i].len);
-		fwd += r->verdict == PYFWD_VERDICT_FORWARD;
-	}
-	bank_leave(w);
-	return fwd;
-}
-
-uint32_t pyfwd_process_batch(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
-			     uint32_t n, struct pyfwd_result *out)
-{
-	return core_burst(ctx, &ctx->workers[0], frames, n, out);
-}

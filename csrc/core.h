@@ -66,6 +66,7 @@ struct vip_bank {
 	uint32_t nreals;
 	uint32_t nring;
 	uint16_t *ring;			/* max_ring */
+	uint32_t nat_vips;		/* VIPs in NAT or SNAT mode */
 };
 
 /* The 5-tuple of a flow, as seen from the client. */
@@ -79,18 +80,41 @@ struct flow_key {
 	uint8_t pad[2];
 };
 
-#define FLOW_OPEN 1
+#define FLOW_OPEN 1	/* DR: any packet; NAT: the real answered */
 #define FLOW_CLOSING 2	/* FIN or RST seen: short timeout */
-#define FLOW_PROBE 8	/* slots looked at from the hash's */
+#define FLOW_SYN 3	/* NAT/SNAT: the client's SYN, no answer yet */
+#define FLOW_PROBE 32	/* slots looked at from the hash's: full past that */
 
+#define DIR_ORIG 0	/* client -> VIP */
+#define DIR_REPLY 1	/* real server -> client (NAT and SNAT) */
+#define NO_PEER 0	/* flow.peer is the other entry's slot + 1 */
+
+/*
+ * One direction of a flow: 72 bytes.  A DR flow takes one entry; a NAT or
+ * SNAT flow two (ORIG and REPLY, each the other's peer): 144 bytes.
+ */
 struct flow {
-	struct flow_key key;
-	uint16_t real;		/* real server id */
-	uint8_t state;
-	uint8_t pad;
-	uint32_t pad2;
+	struct flow_key key;	/* the tuple as it arrives */
 	uint64_t expires_ns;	/* 0 or past: the slot is free */
-	uint64_t pad3;
+	uint32_t peer;		/* other direction's slot + 1, or NO_PEER */
+	uint16_t real;		/* real server id */
+	uint16_t snat_port;	/* ORIG of SNAT: the source port we gave */
+	uint8_t state;
+	uint8_t dir;		/* DIR_* */
+	uint8_t mode;		/* PYFWD_MODE_* */
+	uint8_t in_if;		/* ORIG: where the client's frames come in */
+	uint8_t mac[6];		/* ORIG: the MAC they come from (next hop back) */
+	uint8_t pad[6];
+};
+
+_Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
+
+/* SNAT source ports: a stack of free ones, a map of taken ones. */
+struct port_pool {
+	uint16_t *free;		/* stack */
+	uint32_t nfree;
+	uint32_t size;
+	uint8_t *taken;		/* by port number: 65536 */
 };
 
 /* Frames punted to Python, per worker: single producer, single consumer. */
@@ -115,8 +139,9 @@ struct xsk_queue;
 struct worker {
 	uint64_t epoch;		/* generation being read, or EPOCH_IDLE */
 	uint32_t flow_mask;
-	uint32_t pad;
+	uint32_t sweep;		/* next slot the incremental expiry looks at */
 	struct flow *flows;
+	struct port_pool ports;
 	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
 	struct pyfwd_real_stats *real_stats;
 	struct punt_ring punt;
@@ -128,6 +153,8 @@ struct xsk_io;
 
 struct pyfwd_ctx {
 	struct pyfwd_config cfg;
+	uint8_t if_mac[PYFWD_IFACES_MAX][6];	/* per interface slot */
+	struct pyfwd_snat snat;
 	int any_mac;		/* cfg.mac is all zero: accept any unicast */
 	uint64_t gen;		/* bank = gen & 1; written with a release store */
 	uint64_t clock_ns;	/* fixed clock for tests, 0 = real clock */
@@ -156,7 +183,30 @@ static inline void bank_leave(struct worker *w)
 	__atomic_store_n(&w->epoch, EPOCH_IDLE, __ATOMIC_RELEASE);
 }
 
+/* What parsing a frame found; filled by classify_frame. */
+struct parse {
+	const uint8_t *p;
+	uint32_t len;		/* bytes of frame */
+	uint32_t l3_end;	/* end of the L3 packet (IP length), <= len */
+	struct pyfwd_result *r;
+	const struct vip_bank *b;
+	struct flow_key key;	/* TCP/UDP tuple, or the one an ICMP quotes */
+	uint8_t tcp_flags;
+	uint32_t inner_l3;	/* FORWARD_ICMP: the quoted IP header */
+	uint32_t inner_l4;	/* and its L4 header */
+	uint32_t inner_len;	/* bytes quoted (ICMP payload) */
+};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,
+			const struct pyfwd_frame *f);
 uint64_t core_now(const struct pyfwd_ctx *ctx);
+/* Expire NAT/SNAT pairs in the next `slots` slots (loop: when idle). */
+void core_sweep(struct worker *w, uint64_t now, uint32_t slots);
 uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		    struct pyfwd_frame *frames, uint32_t n,
 		    struct pyfwd_result *out);
@@ -170,7 +220,7 @@ static inline uint16_t ld_be16(const uint8_t *p)
 /* The reasons are ordered by verdict: see PYFWD_R_* in pyfwd.h. */
 static inline uint32_t reason_verdict(uint32_t reason)
 {
-	if (reason == PYFWD_R_FORWARD)
+	if (reason <= PYFWD_R_FORWARD_ICMP)
 		return PYFWD_VERDICT_FORWARD;
 	if (reason <= PYFWD_R_PASS_VIP_OTHER)
 		return PYFWD_VERDICT_PASS;
@@ -257,6 +307,29 @@ static inline int32_t vip_svc_lookup(const struct vip_bank *b,
 		    s->family == family && !memcmp(s->addr, addr, 16))
 			return s->vip;
 	}
+}
+
+/*
+ * Internet checksum, updated in place when a 16-bit word of what it covers
+ * changes (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
+ */
+static inline void csum_fix16(uint8_t *sum, uint16_t old, uint16_t new_)
+{
+	uint32_t s = (uint16_t)~((sum[0] << 8) | sum[1]);
+
+	s += (uint16_t)~old;
+	s += new_;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (uint16_t)~s;
+	sum[0] = (uint8_t)(s >> 8);
+	sum[1] = (uint8_t)s;
+}
+
+static inline void st_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
 }
 
 #endif /* PYFWD_CORE_H */

@@ -13,6 +13,8 @@
 
 static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_FORWARD] = "forward",
+	[PYFWD_R_FORWARD_REPLY] = "forward_reply",
+	[PYFWD_R_FORWARD_ICMP] = "forward_icmp",
 	[PYFWD_R_PASS_OTHER_MAC] = "pass_other_mac",
 	[PYFWD_R_PASS_ETHERTYPE] = "pass_ethertype",
 	[PYFWD_R_PASS_ARP] = "pass_arp",
@@ -38,6 +40,8 @@ static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_DROP_TCP_DOFF] = "drop_tcp_doff",
 	[PYFWD_R_DROP_UDP_LEN] = "drop_udp_len",
 	[PYFWD_R_DROP_NO_REAL] = "drop_no_real",
+	[PYFWD_R_DROP_TABLE_FULL] = "drop_table_full",
+	[PYFWD_R_DROP_PORTS_FULL] = "drop_ports_full",
 };
 
 const char *pyfwd_reason_name(uint32_t reason)
@@ -101,6 +105,8 @@ static int bank_alloc(struct vip_bank *b, const struct pyfwd_config *cfg)
 
 static void worker_free(struct worker *w)
 {
+	free(w->ports.free);
+	free(w->ports.taken);
 	free(w->flows);
 	free(w->seq);
 	free(w->real_stats);
@@ -118,7 +124,10 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	w->seq = calloc(cfg->max_vips, sizeof(*w->seq));
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
 	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
-	if (!w->flows || !w->seq || !w->real_stats || !w->punt.data)
+	w->ports.free = calloc(65536, sizeof(*w->ports.free));
+	w->ports.taken = calloc(65536, 1);
+	if (!w->flows || !w->seq || !w->real_stats || !w->punt.data ||
+	    !w->ports.free || !w->ports.taken)
 		return -ENOMEM;
 	return 0;
 }
@@ -135,6 +144,7 @@ static void config_defaults(struct pyfwd_config *c)
 	DEFAULT(tcp_timeout, 900);
 	DEFAULT(tcp_fin_timeout, 10);
 	DEFAULT(udp_timeout, 300);
+	DEFAULT(tcp_syn_timeout, 30);
 #undef DEFAULT
 }
 
@@ -159,6 +169,8 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 	ctx->cfg = *cfg;
 	config_defaults(&ctx->cfg);
 	ctx->any_mac = !memcmp(cfg->mac, zero_mac, sizeof(zero_mac));
+	memcpy(ctx->if_mac[0], cfg->mac, 6);
+	memcpy(ctx->if_mac[1], cfg->mac2, 6);
 
 	for (i = 0; i < 2; i++)
 		if (bank_alloc(&ctx->bank[i], &ctx->cfg))
@@ -196,6 +208,35 @@ void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 	free(ctx);
 }
 
+int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
+{
+	uint32_t i, p, k;
+
+	if (snat->family != PYFWD_AF_INET && snat->family != PYFWD_AF_INET6)
+		return -EINVAL;
+	if (!snat->port_lo || snat->port_lo > snat->port_hi)
+		return -EINVAL;
+	for (i = 0; i < ctx->cfg.workers; i++)
+		if (ctx->workers[i].ports.size != ctx->workers[i].ports.nfree)
+			return -EBUSY;
+	ctx->snat = *snat;
+	/* Worker i owns the ports with (port - lo) % workers == i. */
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		struct port_pool *pp = &ctx->workers[i].ports;
+
+		pp->nfree = pp->size = 0;
+		memset(pp->taken, 0, 65536);
+		for (p = snat->port_hi, k = 0; p >= snat->port_lo; p--, k++) {
+			if ((p - snat->port_lo) % ctx->cfg.workers == i)
+				pp->free[pp->nfree++] = (uint16_t)p;
+			if (p == 0)
+				break;
+		}
+		pp->size = pp->nfree;
+	}
+	return 0;
+}
+
 static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 {
 	static const uint8_t zero[12];
@@ -208,7 +249,7 @@ static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 	}
 	if (v->proto != PROTO_TCP && v->proto != PROTO_UDP)
 		return 0;
-	if (v->mode != PYFWD_MODE_DR)
+	if (v->mode > PYFWD_MODE_SNAT)
 		return 0;
 	if (v->sched != PYFWD_SCHED_HASH && v->sched != PYFWD_SCHED_SEQ)
 		return 0;
@@ -286,6 +327,9 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	for (i = 0; i < nring; i++)
 		if (ring[i] != PYFWD_NO_REAL && ring[i] >= nreals)
 			return -EINVAL;
+	for (i = 0; i < nreals; i++)
+		if (reals[i].out_if >= PYFWD_IFACES_MAX)
+			return -EINVAL;
 
 	gen = __atomic_load_n(&ctx->gen, __ATOMIC_SEQ_CST);
 	/* The bank we overwrite was active at gen - 1. */
@@ -306,6 +350,9 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	memcpy(b->reals, reals, nreals * sizeof(*reals));
 	memcpy(b->ring, ring, nring * sizeof(*ring));
 	b->count = nvips;
+	b->nat_vips = 0;
+	for (i = 0; i < nvips; i++)
+		b->nat_vips += vips[i].mode != PYFWD_MODE_DR;
 	b->nreals = nreals;
 	b->nring = nring;
 	__atomic_store_n(&ctx->gen, gen + 1, __ATOMIC_SEQ_CST);
@@ -387,7 +434,8 @@ int pyfwd_flows_count(struct pyfwd_ctx *ctx, uint32_t *per_real, uint32_t n)
 		for (f = 0; f <= w->flow_mask; f++) {
 			const struct flow *fl = &w->flows[f];
 
-			if (fl->expires_ns > now && fl->real < n)
+			if (fl->expires_ns > now && fl->real < n &&
+			    fl->dir == DIR_ORIG)
 				per_real[fl->real]++;
 		}
 	}

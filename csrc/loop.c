@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loop.c - the AF_XDP loop of one RX queue: rx -> core -> tx, frames
- * recycled through a free stack.  No allocation, no lock, no Python: the
- * only calls out are the kicks the rings ask for (need_wakeup) and poll()
- * when idle without busy polling.
+ * loop.c - the AF_XDP loop of one RX queue: rx -> core -> tx, over the
+ * socket of each interface on that queue (two in a two-arm NAT), frames
+ * recycled through one free stack (the UMEM is shared).  No allocation,
+ * no lock, no Python: the only calls out are the kicks the rings ask for
+ * (need_wakeup) and poll() when idle without busy polling.
  */
 #include <errno.h>
 #include <poll.h>
@@ -12,6 +13,7 @@
 #include "xsk.h"
 
 #define IDLE_POLL_MS 100	/* how soon an idle loop notices stop */
+#define IDLE_SWEEP 4096		/* flow slots expired per idle poll */
 
 static inline void free_push(struct xsk_queue *q, uint64_t addr)
 {
@@ -20,64 +22,151 @@ static inline void free_push(struct xsk_queue *q, uint64_t addr)
 }
 
 /* Frames the kernel has sent come back to the free stack. */
-static void complete_tx(struct xsk_queue *q)
+static void complete_tx(struct xsk_queue *q, struct xsk_port *p)
 {
 	uint32_t idx, n, i;
 
-	n = xsk_ring_cons__peek(&q->comp, XSK_BATCH_MAX, &idx);
+	n = xsk_ring_cons__peek(&p->comp, XSK_BATCH_MAX, &idx);
 	for (i = 0; i < n; i++)
-		free_push(q, *xsk_ring_cons__comp_addr(&q->comp, idx + i));
+		free_push(q, *xsk_ring_cons__comp_addr(&p->comp, idx + i));
 	if (n)
-		xsk_ring_cons__release(&q->comp, n);
+		xsk_ring_cons__release(&p->comp, n);
 }
 
-/* Give the kernel free frames to receive into. */
-static void refill(struct xsk_queue *q)
+/* Give the kernel free frames to receive into, shared between ports. */
+static void refill(struct xsk_queue *q, struct xsk_port *p)
 {
-	uint32_t idx, n, i, want = xsk_prod_nb_free(&q->fill, q->nfree);
+	uint32_t idx, n, i, want = xsk_prod_nb_free(&p->fill, q->nfree);
 
+	if (q->nports > 1)
+		want /= 2;	/* leave the other port its share */
 	if (want > q->nfree)
 		want = q->nfree;
 	if (!want)
 		return;
-	n = xsk_ring_prod__reserve(&q->fill, want, &idx);
+	n = xsk_ring_prod__reserve(&p->fill, want, &idx);
 	for (i = 0; i < n; i++)
-		*xsk_ring_prod__fill_addr(&q->fill, idx + i) =
+		*xsk_ring_prod__fill_addr(&p->fill, idx + i) =
 			q->free_addrs[--q->nfree];
-	xsk_ring_prod__submit(&q->fill, n);
+	xsk_ring_prod__submit(&p->fill, n);
 }
 
-static void kick_tx(struct xsk_queue *q, struct worker *w)
+static void kick_tx(struct xsk_port *p, struct worker *w)
 {
-	if (q->busy_poll || xsk_ring_prod__needs_wakeup(&q->tx)) {
-		sendto(q->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+	if (p->busy_poll || xsk_ring_prod__needs_wakeup(&p->tx)) {
+		sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
 		w->stats.wakeups++;
 	}
 }
 
 /* Nothing received: drive NAPI ourselves, or sleep in poll(). */
-static void idle(struct xsk_queue *q, struct worker *w)
+static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
 {
-	struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
+	struct pollfd pfd[PYFWD_IFACES_MAX];
+	uint32_t i;
 
-	if (q->busy_poll) {
-		recvfrom(q->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
-		w->stats.wakeups++;
+	if (q->port[0].busy_poll) {
+		for (i = 0; i < q->nports; i++)
+			recvfrom(q->port[i].fd, NULL, 0, MSG_DONTWAIT, NULL,
+				 NULL);
+		w->stats.wakeups += q->nports;
 		return;
 	}
-	poll(&pfd, 1, IDLE_POLL_MS);
+	for (i = 0; i < q->nports; i++) {
+		pfd[i].fd = q->port[i].fd;
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	if (!poll(pfd, q->nports, IDLE_POLL_MS))
+		core_sweep(w, core_now(ctx), IDLE_SWEEP);
 	w->stats.polls++;
 }
 
-int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
+/* Forwarded frames onto the TX ring of the port each is sent on. */
+static void transmit(struct xsk_queue *q, struct worker *w,
+		     const uint64_t *addrs, const struct pyfwd_frame *frames,
+		     const struct pyfwd_result *res, uint32_t n)
+{
+	uint32_t want[PYFWD_IFACES_MAX] = { 0 }, tidx[PYFWD_IFACES_MAX];
+	uint32_t i, s, ok[PYFWD_IFACES_MAX];
+
+	for (i = 0; i < n; i++)
+		if (res[i].verdict == PYFWD_VERDICT_FORWARD)
+			want[res[i].out_if < q->nports ? res[i].out_if : 0]++;
+	for (s = 0; s < q->nports; s++) {
+		struct xsk_port *p = &q->port[s];
+
+		ok[s] = !want[s] ||
+			xsk_ring_prod__reserve(&p->tx, want[s], &tidx[s]) ==
+				want[s];
+		if (!ok[s]) {
+			complete_tx(q, p);
+			kick_tx(p, w);
+			ok[s] = xsk_ring_prod__reserve(&p->tx, want[s],
+						       &tidx[s]) == want[s];
+		}
+		if (!ok[s])
+			w->stats.tx_ring_full += want[s];
+	}
+	for (i = 0; i < n; i++) {
+		struct xdp_desc *t;
+
+		s = res[i].out_if < q->nports ? res[i].out_if : 0;
+		if (res[i].verdict != PYFWD_VERDICT_FORWARD || !ok[s]) {
+			free_push(q, addrs[i]);
+			continue;
+		}
+		t = xsk_ring_prod__tx_desc(&q->port[s].tx, tidx[s]++);
+		t->addr = addrs[i];
+		t->len = frames[i].len;
+		t->options = 0;
+	}
+	for (s = 0; s < q->nports; s++) {
+		if (!want[s] || !ok[s])
+			continue;
+		xsk_ring_prod__submit(&q->port[s].tx, want[s]);
+		w->stats.tx += want[s];
+		kick_tx(&q->port[s], w);
+	}
+}
+
+/* One burst from port slot s; the number of frames it had. */
+static uint32_t burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
+		      struct worker *w, uint32_t s, uint32_t batch)
 {
 	struct pyfwd_frame frames[XSK_BATCH_MAX];
 	struct pyfwd_result res[XSK_BATCH_MAX];
 	uint64_t addrs[XSK_BATCH_MAX];
+	struct xsk_port *p = &q->port[s];
+	uint32_t n, i, idx;
+
+	n = xsk_ring_cons__peek(&p->rx, batch, &idx);
+	if (!n)
+		return 0;
+	for (i = 0; i < n; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&p->rx,
+								  idx + i);
+
+		addrs[i] = d->addr;
+		frames[i].data = xsk_umem__get_data(q->area, d->addr);
+		frames[i].len = d->len;
+		frames[i].cap = (uint16_t)(q->frame_size -
+					   (d->addr & (q->frame_size - 1)));
+		frames[i].in_if = (uint8_t)s;
+	}
+	xsk_ring_cons__release(&p->rx, n);
+	w->stats.rx += n;
+	core_burst(ctx, w, frames, n, res);
+	transmit(q, w, addrs, frames, res, n);
+	return n;
+}
+
+int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
+{
 	struct xsk_io *io = ctx->io;
 	struct xsk_queue *q;
 	struct worker *w;
-	uint32_t n, i, idx, nfwd, tidx = 0;
+	uint32_t s, got;
 
 	if (!io || queue >= io->nqueues)
 		return -EINVAL;
@@ -85,54 +174,19 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	w = &ctx->workers[queue];
 
 	while (!__atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE)) {
-		complete_tx(q);
-		refill(q);
-		n = xsk_ring_cons__peek(&q->rx, io->batch, &idx);
-		if (!n) {
-			if (xsk_ring_prod__needs_wakeup(&q->tx))
-				kick_tx(q, w);
-			idle(q, w);
+		got = 0;
+		for (s = 0; s < q->nports; s++) {
+			complete_tx(q, &q->port[s]);
+			refill(q, &q->port[s]);
+		}
+		for (s = 0; s < q->nports; s++)
+			got += burst(ctx, q, w, s, io->batch);
+		if (got)
 			continue;
-		}
-		for (i = 0; i < n; i++) {
-			const struct xdp_desc *d =
-				xsk_ring_cons__rx_desc(&q->rx, idx + i);
-
-			addrs[i] = d->addr;
-			frames[i].data = xsk_umem__get_data(q->area, d->addr);
-			frames[i].len = d->len;
-			frames[i].cap = q->frame_size -
-					(uint32_t)(d->addr & (q->frame_size - 1));
-		}
-		xsk_ring_cons__release(&q->rx, n);
-		w->stats.rx += n;
-
-		nfwd = core_burst(ctx, w, frames, n, res);
-		if (nfwd && xsk_ring_prod__reserve(&q->tx, nfwd, &tidx) != nfwd) {
-			complete_tx(q);
-			kick_tx(q, w);
-			if (xsk_ring_prod__reserve(&q->tx, nfwd, &tidx) != nfwd) {
-				w->stats.tx_ring_full += nfwd;
-				nfwd = 0;
-			}
-		}
-		for (i = 0; i < n; i++) {
-			struct xdp_desc *t;
-
-			if (!nfwd || res[i].verdict != PYFWD_VERDICT_FORWARD) {
-				free_push(q, addrs[i]);
-				continue;
-			}
-			t = xsk_ring_prod__tx_desc(&q->tx, tidx++);
-			t->addr = addrs[i];
-			t->len = frames[i].len;
-			t->options = 0;
-		}
-		if (nfwd) {
-			xsk_ring_prod__submit(&q->tx, nfwd);
-			w->stats.tx += nfwd;
-			kick_tx(q, w);
-		}
+		for (s = 0; s < q->nports; s++)
+			if (xsk_ring_prod__needs_wakeup(&q->port[s].tx))
+				kick_tx(&q->port[s], w);
+		idle(ctx, q, w);
 	}
 	return 0;
 }

@@ -29,32 +29,36 @@
  * verdict (pyfwd_reason_verdict()).  The stats count frames per reason.
  */
 #define PYFWD_R_FORWARD 0		/* a VIP service: TCP/UDP to VIP:port */
-#define PYFWD_R_PASS_OTHER_MAC 1	/* unicast to another host's MAC */
-#define PYFWD_R_PASS_ETHERTYPE 2	/* not ARP, IPv4 or IPv6 (or QinQ) */
-#define PYFWD_R_PASS_ARP 3		/* ARP that names no VIP */
-#define PYFWD_R_PASS_NOT_VIP 4		/* IP to an address that is no VIP */
-#define PYFWD_R_PASS_VIP_OTHER 5	/* VIP address, port/proto not served */
-#define PYFWD_R_PUNT_ARP 6		/* ARP asking for or claiming a VIP */
-#define PYFWD_R_PUNT_ICMP 7		/* ICMP/ICMPv6 to a VIP */
-#define PYFWD_R_PUNT_NDP 8		/* neighbour solicitation for a VIP */
-#define PYFWD_R_DROP_RUNT 9		/* empty or shorter than Ethernet */
-#define PYFWD_R_DROP_OVERSIZE 10	/* longer than max_frame or buffer */
-#define PYFWD_R_DROP_VLAN_TRUNC 11	/* VLAN tag cut short */
-#define PYFWD_R_DROP_ARP_TRUNC 12	/* ARP body cut short */
-#define PYFWD_R_DROP_IP4_TRUNC 13	/* IPv4 header (with options) cut */
-#define PYFWD_R_DROP_IP4_VERSION 14	/* ethertype IPv4, version not 4 */
-#define PYFWD_R_DROP_IP4_IHL 15		/* IHL below 5 */
-#define PYFWD_R_DROP_IP4_TOTLEN 16	/* total length < IHL or > frame */
-#define PYFWD_R_DROP_IP6_TRUNC 17	/* IPv6 fixed header cut short */
-#define PYFWD_R_DROP_IP6_VERSION 18	/* ethertype IPv6, version not 6 */
-#define PYFWD_R_DROP_IP6_PAYLEN 19	/* payload length > frame */
-#define PYFWD_R_DROP_IP6_EXTHDR 20	/* extension header cut or too many */
-#define PYFWD_R_DROP_FRAGMENT 21	/* IP fragment to a VIP */
-#define PYFWD_R_DROP_L4_TRUNC 22	/* TCP/UDP/ICMP header cut short */
-#define PYFWD_R_DROP_TCP_DOFF 23	/* TCP data offset < 5 or > segment */
-#define PYFWD_R_DROP_UDP_LEN 24		/* UDP length < 8 or > datagram */
-#define PYFWD_R_DROP_NO_REAL 25		/* VIP service with no real to take it */
-#define PYFWD_R_MAX 26
+#define PYFWD_R_FORWARD_REPLY 1		/* NAT/SNAT: a real server's answer */
+#define PYFWD_R_FORWARD_ICMP 2		/* an ICMP error about a tracked flow */
+#define PYFWD_R_PASS_OTHER_MAC 3	/* unicast to another host's MAC */
+#define PYFWD_R_PASS_ETHERTYPE 4	/* not ARP, IPv4 or IPv6 (or QinQ) */
+#define PYFWD_R_PASS_ARP 5		/* ARP that names no VIP */
+#define PYFWD_R_PASS_NOT_VIP 6		/* IP to no VIP and of no flow */
+#define PYFWD_R_PASS_VIP_OTHER 7	/* VIP address, port/proto not served */
+#define PYFWD_R_PUNT_ARP 8		/* ARP asking for or claiming a VIP */
+#define PYFWD_R_PUNT_ICMP 9		/* ICMP/ICMPv6 to a VIP */
+#define PYFWD_R_PUNT_NDP 10		/* neighbour solicitation for a VIP */
+#define PYFWD_R_DROP_RUNT 11		/* empty or shorter than Ethernet */
+#define PYFWD_R_DROP_OVERSIZE 12	/* longer than max_frame or buffer */
+#define PYFWD_R_DROP_VLAN_TRUNC 13	/* VLAN tag cut short */
+#define PYFWD_R_DROP_ARP_TRUNC 14	/* ARP body cut short */
+#define PYFWD_R_DROP_IP4_TRUNC 15	/* IPv4 header (with options) cut */
+#define PYFWD_R_DROP_IP4_VERSION 16	/* ethertype IPv4, version not 4 */
+#define PYFWD_R_DROP_IP4_IHL 17		/* IHL below 5 */
+#define PYFWD_R_DROP_IP4_TOTLEN 18	/* total length < IHL or > frame */
+#define PYFWD_R_DROP_IP6_TRUNC 19	/* IPv6 fixed header cut short */
+#define PYFWD_R_DROP_IP6_VERSION 20	/* ethertype IPv6, version not 6 */
+#define PYFWD_R_DROP_IP6_PAYLEN 21	/* payload length > frame */
+#define PYFWD_R_DROP_IP6_EXTHDR 22	/* extension header cut or too many */
+#define PYFWD_R_DROP_FRAGMENT 23	/* IP fragment to a VIP */
+#define PYFWD_R_DROP_L4_TRUNC 24	/* TCP/UDP/ICMP header cut short */
+#define PYFWD_R_DROP_TCP_DOFF 25	/* TCP data offset < 5 or > segment */
+#define PYFWD_R_DROP_UDP_LEN 26		/* UDP length < 8 or > datagram */
+#define PYFWD_R_DROP_NO_REAL 27		/* VIP service with no real to take it */
+#define PYFWD_R_DROP_TABLE_FULL 28	/* NAT/SNAT: no room for a new flow */
+#define PYFWD_R_DROP_PORTS_FULL 29	/* SNAT: every source port is taken */
+#define PYFWD_R_MAX 30
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -77,6 +81,10 @@
 
 /* pyfwd_vip.mode */
 #define PYFWD_MODE_DR 0		/* rewrite the MACs, send back out */
+#define PYFWD_MODE_NAT 1	/* destination := real; replies come back */
+#define PYFWD_MODE_SNAT 2	/* and source := the balancer's address:port */
+
+#define PYFWD_IFACES_MAX 2	/* interface slots: 0 outside, 1 inside */
 
 /* pyfwd_vip.sched: how a new flow indexes the VIP's ring */
 #define PYFWD_SCHED_HASH 0	/* hash of the 5-tuple (Maglev) */
@@ -89,7 +97,9 @@
 struct pyfwd_frame {
 	uint8_t *data;
 	uint32_t len;		/* bytes of frame in data */
-	uint32_t cap;		/* bytes the buffer can hold (>= len) */
+	uint16_t cap;		/* bytes the buffer can hold (>= len) */
+	uint8_t in_if;		/* interface slot it came in on */
+	uint8_t pad;
 };
 
 /* What the core decided for one frame, and what it found on the way. */
@@ -103,7 +113,7 @@ struct pyfwd_result {
 	uint16_t l4_off;	/* offset of the L4 header, 0 if none */
 	uint16_t vlan_tci;	/* valid when flags & PYFWD_F_VLAN */
 	uint8_t flags;		/* PYFWD_F_* */
-	uint8_t pad;
+	uint8_t out_if;		/* FORWARD: interface slot to send it on */
 };
 
 /* A VIP service, as Python publishes it. */
@@ -121,12 +131,13 @@ struct pyfwd_vip {
 
 /* A real server, published at index == its id (ids are stable). */
 struct pyfwd_real {
-	uint8_t mac[6];		/* where DR sends the frame */
+	uint8_t mac[6];		/* next hop toward it (DR: the real itself) */
 	uint8_t flags;		/* PYFWD_REAL_F_* */
 	uint8_t family;		/* of addr (NAT and SNAT) */
 	uint8_t addr[16];
 	uint16_t port;		/* 0 = the VIP's port */
-	uint16_t pad;
+	uint8_t out_if;		/* interface slot toward it */
+	uint8_t pad;
 	uint32_t pad2;
 };
 
@@ -142,6 +153,19 @@ struct pyfwd_config {
 	uint32_t tcp_timeout;	/* idle seconds of a TCP flow: 900 */
 	uint32_t tcp_fin_timeout; /* after FIN or RST: 10 */
 	uint32_t udp_timeout;	/* idle seconds of a UDP flow: 300 */
+	uint32_t tcp_syn_timeout; /* NAT/SNAT: SYN not answered yet: 30 */
+	uint8_t mac2[6];	/* interface slot 1 (two-arm NAT: inside) */
+	uint16_t pad2;
+};
+
+/* SNAT: the balancer's address and the source ports it hands out. */
+struct pyfwd_snat {
+	uint8_t addr[16];
+	uint8_t family;
+	uint8_t pad;
+	uint16_t port_lo;	/* inclusive */
+	uint16_t port_hi;	/* inclusive */
+	uint16_t pad2;
 };
 
 /* A snapshot of the counters, summed over the workers. */
@@ -149,13 +173,15 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[26];		/* PYFWD_R_MAX */
+	uint64_t reason[30];		/* PYFWD_R_MAX */
 	uint64_t vip_generation;	/* bumped by every publish */
 	uint64_t vip_count;
 	uint64_t flows_new;		/* flows scheduled */
 	uint64_t flow_hits;		/* frames of a known flow */
 	uint64_t flows_rescheduled;	/* their real was removed */
-	uint64_t flows_evicted;		/* live flows pushed out: table full */
+	uint64_t flows_evicted;		/* DR flows pushed out: table full */
+	uint64_t flows_expired;		/* NAT/SNAT flows the sweep freed */
+	uint64_t snat_ports_used;	/* SNAT source ports in use now */
 	/* I/O loop */
 	uint64_t rx;			/* frames from the rings */
 	uint64_t tx;			/* frames put on the TX ring */
@@ -181,7 +207,8 @@ struct pyfwd_real_stats {
 #define PYFWD_XSK_ZEROCOPY 2
 
 struct pyfwd_xsk_config {
-	uint32_t ifindex;
+	uint32_t ifindex;	/* interface slot 0 */
+	uint32_t ifindex2;	/* slot 1 (two-arm NAT's inside), 0 = none */
 	uint32_t queues;	/* RX queues 0..queues-1, one socket each */
 	uint32_t xdp_mode;	/* PYFWD_XDP_MODE_* */
 	uint32_t copy_mode;	/* PYFWD_XSK_* */
@@ -191,6 +218,7 @@ struct pyfwd_xsk_config {
 	uint32_t batch;		/* frames per burst: 64 */
 	uint32_t busy_poll_usecs; /* SO_BUSY_POLL; 0 = no busy polling */
 	uint32_t busy_poll_budget; /* SO_BUSY_POLL_BUDGET: 64 */
+	uint32_t pad;
 };
 
 /* What the set-up got. */
@@ -268,9 +296,20 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue);
 void pyfwd_xsk_stop(struct pyfwd_ctx *ctx);
 void pyfwd_xsk_close(struct pyfwd_ctx *ctx);
 
-/* Steer these VIPs to the sockets (the XDP program's maps). 0 or -errno. */
+/*
+ * Steer to the sockets: frames to these VIPs; NAT's returns, i.e. frames
+ * from these real servers (given as addr, family, proto, port in
+ * pyfwd_vip structs); and SNAT's, frames to its address and port range
+ * (snat NULL or port_hi 0: none).  ICMP errors about them too.  0 or
+ * -errno.
+ */
 int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		    uint32_t n);
+		    uint32_t n, const struct pyfwd_vip *replies,
+		    uint32_t nreplies, const struct pyfwd_snat *snat);
+
+/* Set the SNAT address and port range (every worker's pool). 0 or -errno;
+ * -EBUSY when flows hold ports already. */
+int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat);
 
 /*
  * Detach whatever XDP program is attached to ifindex by netlink (leftovers
@@ -295,8 +334,9 @@ _Static_assert(sizeof(struct pyfwd_frame) == 16, "pyfwd_frame ABI");
 _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
 _Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
 _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
-_Static_assert(sizeof(struct pyfwd_config) == 40, "pyfwd_config ABI");
-_Static_assert(sizeof(struct pyfwd_xsk_config) == 40, "xsk config ABI");
+_Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
+_Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
+_Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->verdict) ==
 	       PYFWD_VERDICT_MAX * sizeof(uint64_t), "verdict counters");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->reason) ==

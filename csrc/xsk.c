@@ -55,9 +55,9 @@ static void xsk_config_defaults(struct pyfwd_xsk_config *c)
 		c->busy_poll_budget = 64;
 }
 
-/* Attach with a bpf_link, native first when the mode allows. */
-static int attach(struct xsk_io *io, int prog_fd, uint32_t mode,
-		  struct pyfwd_xsk_info *info)
+/* Attach to interface slot i with a bpf_link, native first if allowed. */
+static int attach(struct xsk_io *io, uint32_t slot, int prog_fd,
+		  uint32_t mode, struct pyfwd_xsk_info *info)
 {
 	static const uint32_t flags[] = { XDP_FLAGS_DRV_MODE,
 					  XDP_FLAGS_SKB_MODE };
@@ -69,9 +69,10 @@ static int attach(struct xsk_io *io, int prog_fd, uint32_t mode,
 		if ((mode == PYFWD_XDP_MODE_NATIVE && i == 1) ||
 		    (mode == PYFWD_XDP_MODE_GENERIC && i == 0))
 			continue;
-		fd = bpf_link_create(prog_fd, (int)io->ifindex, BPF_XDP, &opts);
+		fd = bpf_link_create(prog_fd, (int)io->ifindex[slot], BPF_XDP,
+				     &opts);
 		if (fd >= 0) {
-			io->link_fd = fd;
+			io->link_fd[slot] = fd;
 			info->xdp_mode = i ? PYFWD_XDP_MODE_GENERIC :
 					     PYFWD_XDP_MODE_NATIVE;
 			return 0;
@@ -83,7 +84,7 @@ static int attach(struct xsk_io *io, int prog_fd, uint32_t mode,
 	return fd;
 }
 
-static int busy_poll(struct xsk_queue *q, const struct pyfwd_xsk_config *c)
+static int busy_poll(struct xsk_port *q, const struct pyfwd_xsk_config *c)
 {
 	int one = 1, usecs = (int)c->busy_poll_usecs;
 	int budget = (int)c->busy_poll_budget;
@@ -100,8 +101,82 @@ static int busy_poll(struct xsk_queue *q, const struct pyfwd_xsk_config *c)
 	return 1;
 }
 
-static int queue_open(struct xsk_io *io, struct xsk_queue *q,
-		      const char *ifname, uint32_t queue,
+/* Put n free frames on a port's fill ring. */
+static int fill_from_stack(struct xsk_queue *q, struct xsk_port *p,
+			   uint32_t n)
+{
+	uint32_t idx, i;
+
+	if (xsk_ring_prod__reserve(&p->fill, n, &idx) != n)
+		return -ENOSPC;
+	for (i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&p->fill, idx + i) =
+			q->free_addrs[--q->nfree];
+	xsk_ring_prod__submit(&p->fill, n);
+	return 0;
+}
+
+/* The socket of interface slot `slot` on this queue. */
+static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
+		     const struct pyfwd_xsk_config *c,
+		     struct pyfwd_xsk_info *info, char *errbuf, size_t errlen)
+{
+	static const uint16_t copy_flags[] = { XDP_ZEROCOPY, XDP_COPY };
+	struct xsk_port *p = &q->port[slot];
+	char ifname[IF_NAMESIZE];
+	uint32_t key;
+	int err = -EINVAL, k;
+
+	if (!if_indextoname(io->ifindex[slot], ifname))
+		return -ENODEV;
+	for (k = 0; k < 2; k++) {
+		struct xsk_socket_config scfg = {
+			.rx_size = c->ring_size,
+			.tx_size = c->ring_size,
+			.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+			.bind_flags = XDP_USE_NEED_WAKEUP | copy_flags[k],
+		};
+
+		if ((c->copy_mode == PYFWD_XSK_COPY && k == 0) ||
+		    (c->copy_mode == PYFWD_XSK_ZEROCOPY && k == 1))
+			continue;
+		/* The first socket owns the UMEM's own fill/completion. */
+		if (slot == 0)
+			err = xsk_socket__create(&p->xsk, ifname, q->queue,
+						 q->umem, &p->rx, &p->tx,
+						 &scfg);
+		else
+			err = xsk_socket__create_shared(&p->xsk, ifname,
+							q->queue, q->umem,
+							&p->rx, &p->tx,
+							&p->fill, &p->comp,
+							&scfg);
+		if (!err) {
+			info->copy_mode = k ? PYFWD_XSK_COPY :
+					      PYFWD_XSK_ZEROCOPY;
+			break;
+		}
+		p->xsk = NULL;
+	}
+	if (err) {
+		say(errbuf, errlen, "AF_XDP socket on %s queue %u", ifname,
+		    q->queue);
+		return err;
+	}
+	p->fd = xsk_socket__fd(p->xsk);
+	key = slot * STEER_QUEUES_MAX + q->queue;
+	if (bpf_map_update_elem(io->xsks_fd, &key, &p->fd, 0)) {
+		err = -errno;
+		say(errbuf, errlen, "xsks map, %s queue %u", ifname, q->queue);
+		return err;
+	}
+	p->busy_poll = busy_poll(p, c);
+	info->busy_poll = p->busy_poll;
+	q->nports = slot + 1;
+	return 0;
+}
+
+static int queue_open(struct xsk_io *io, struct xsk_queue *q, uint32_t queue,
 		      const struct pyfwd_xsk_config *c,
 		      struct pyfwd_xsk_info *info, char *errbuf, size_t errlen)
 {
@@ -111,9 +186,8 @@ static int queue_open(struct xsk_io *io, struct xsk_queue *q,
 		.frame_size = c->frame_size,
 		.frame_headroom = 0,
 	};
-	static const uint16_t copy_flags[] = { XDP_ZEROCOPY, XDP_COPY };
-	uint32_t i, idx, fill;
-	int err = 0, k;
+	uint32_t i, slot, fill;
+	int err;
 
 	q->queue = queue;
 	q->frame_size = c->frame_size;
@@ -128,66 +202,40 @@ static int queue_open(struct xsk_io *io, struct xsk_queue *q,
 	q->free_addrs = calloc(c->frames, sizeof(*q->free_addrs));
 	if (!q->free_addrs)
 		return -ENOMEM;
-	err = xsk_umem__create(&q->umem, q->area, q->area_size, &q->fill,
-			       &q->comp, &ucfg);
+	err = xsk_umem__create(&q->umem, q->area, q->area_size,
+			       &q->port[0].fill, &q->port[0].comp, &ucfg);
 	if (err) {
 		q->umem = NULL;
 		say(errbuf, errlen, "xsk_umem__create (queue %u)", queue);
 		return err;
 	}
-	for (k = 0; k < 2; k++) {
-		struct xsk_socket_config scfg = {
-			.rx_size = c->ring_size,
-			.tx_size = c->ring_size,
-			.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
-			.bind_flags = XDP_USE_NEED_WAKEUP | copy_flags[k],
-		};
-
-		if ((c->copy_mode == PYFWD_XSK_COPY && k == 0) ||
-		    (c->copy_mode == PYFWD_XSK_ZEROCOPY && k == 1))
-			continue;
-		err = xsk_socket__create(&q->xsk, ifname, queue, q->umem,
-					 &q->rx, &q->tx, &scfg);
-		if (!err) {
-			info->copy_mode = k ? PYFWD_XSK_COPY :
-					      PYFWD_XSK_ZEROCOPY;
-			break;
-		}
-		q->xsk = NULL;
+	for (slot = 0; slot < io->nifaces; slot++) {
+		err = port_open(io, q, slot, c, info, errbuf, errlen);
+		if (err)
+			return err;
 	}
-	if (err) {
-		say(errbuf, errlen, "AF_XDP socket on %s queue %u", ifname,
-		    queue);
-		return err;
-	}
-	q->fd = xsk_socket__fd(q->xsk);
-	if (bpf_map_update_elem(io->xsks_fd, &queue, &q->fd, 0)) {
-		err = -errno;
-		say(errbuf, errlen, "xsks map, queue %u", queue);
-		return err;
-	}
-	q->busy_poll = busy_poll(q, c);
-	info->busy_poll = q->busy_poll;
-
 	for (i = 0; i < c->frames; i++)
 		q->free_addrs[i] = (uint64_t)i * c->frame_size;
 	q->nfree = c->frames;
-	fill = c->ring_size < c->frames / 2 ? c->ring_size : c->frames / 2;
-	if (xsk_ring_prod__reserve(&q->fill, fill, &idx) != fill) {
-		say(errbuf, errlen, "fill ring of queue %u", queue);
-		return -ENOSPC;
-	}
-	for (i = 0; i < fill; i++)
-		*xsk_ring_prod__fill_addr(&q->fill, idx + i) =
-			q->free_addrs[--q->nfree];
-	xsk_ring_prod__submit(&q->fill, fill);
+	/* Half the frames wait on the fill rings, shared out. */
+	fill = c->frames / 2 / io->nifaces;
+	if (fill > c->ring_size)
+		fill = c->ring_size;
+	for (slot = 0; slot < io->nifaces; slot++)
+		if (fill_from_stack(q, &q->port[slot], fill)) {
+			say(errbuf, errlen, "fill ring of queue %u", queue);
+			return -ENOSPC;
+		}
 	return 0;
 }
 
 static void queue_close(struct xsk_queue *q)
 {
-	if (q->xsk)
-		xsk_socket__delete(q->xsk);
+	uint32_t slot;
+
+	for (slot = 0; slot < PYFWD_IFACES_MAX; slot++)
+		if (q->port[slot].xsk)
+			xsk_socket__delete(q->port[slot].xsk);
 	if (q->umem)
 		xsk_umem__delete(q->umem);
 	if (q->area)
@@ -202,8 +250,9 @@ static void io_free(struct xsk_io *io)
 
 	for (i = 0; i < io->nqueues; i++)
 		queue_close(&io->q[i]);
-	if (io->link_fd >= 0)
-		close(io->link_fd);	/* detaches the program */
+	for (i = 0; i < PYFWD_IFACES_MAX; i++)
+		if (io->link_fd[i] >= 0)
+			close(io->link_fd[i]);	/* detaches the program */
 	if (io->obj)
 		bpf_object__close(io->obj);
 	free(io);
@@ -220,6 +269,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	struct bpf_program *prog;
 	struct xsk_io *io;
 	int err, prog_fd;
+	uint32_t slot;
 
 	say(errbuf, errlen, "%s", "");
 	memset(info, 0, sizeof(*info));
@@ -235,15 +285,21 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		    c.batch);
 		return -EINVAL;
 	}
-	if (!if_indextoname(c.ifindex, ifname)) {
-		say(errbuf, errlen, "no interface with index %u", c.ifindex);
+	if (!if_indextoname(c.ifindex, ifname) ||
+	    (c.ifindex2 && !if_indextoname(c.ifindex2, ifname))) {
+		say(errbuf, errlen, "no interface with index %u",
+		    c.ifindex2 ? c.ifindex2 : c.ifindex);
 		return -ENODEV;
 	}
+	if_indextoname(c.ifindex, ifname);
 	io = calloc(1, sizeof(*io) + c.queues * sizeof(io->q[0]));
 	if (!io)
 		return -ENOMEM;
-	io->link_fd = -1;
-	io->ifindex = c.ifindex;
+	for (i = 0; i < PYFWD_IFACES_MAX; i++)
+		io->link_fd[i] = -1;
+	io->ifindex[0] = c.ifindex;
+	io->ifindex[1] = c.ifindex2;
+	io->nifaces = c.ifindex2 ? 2 : 1;
 	io->batch = c.batch;
 
 	io->obj = bpf_object__open_file(bpf_path, NULL);
@@ -263,7 +319,11 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io->addrs_fd = bpf_object__find_map_fd_by_name(io->obj,
 						       "steer_addrs");
 	io->svcs_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_svcs");
-	if (!prog || io->xsks_fd < 0 || io->addrs_fd < 0 || io->svcs_fd < 0) {
+	io->rsvcs_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_rsvcs");
+	io->snat_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_snat");
+	io->ifslots_fd = bpf_object__find_map_fd_by_name(io->obj, "ifslots");
+	if (!prog || io->xsks_fd < 0 || io->addrs_fd < 0 || io->svcs_fd < 0 ||
+	    io->rsvcs_fd < 0 || io->snat_fd < 0 || io->ifslots_fd < 0) {
 		err = -ENOENT;
 		say(errbuf, errlen, "%s lacks pyfwd_steer or its maps",
 		    bpf_path);
@@ -273,18 +333,26 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	if (!bpf_obj_get_info_by_fd(prog_fd, &pinfo, &plen))
 		info->prog_id = pinfo.id;
 
-	err = attach(io, prog_fd, c.xdp_mode, info);
-	if (err) {
-		say(errbuf, errlen, "attaching XDP to %s%s", ifname,
-		    err == -EBUSY || err == -EEXIST ?
-			    ": another XDP program is attached (pyfwd cleanup "
-			    "removes a leftover of ours)" : "");
-		goto err;
+	for (slot = 0; slot < io->nifaces; slot++) {
+		if (bpf_map_update_elem(io->ifslots_fd, &io->ifindex[slot],
+					&slot, BPF_ANY)) {
+			err = -errno;
+			say(errbuf, errlen, "ifslots map");
+			goto err;
+		}
+		err = attach(io, slot, prog_fd, c.xdp_mode, info);
+		if (err) {
+			if_indextoname(io->ifindex[slot], ifname);
+			say(errbuf, errlen, "attaching XDP to %s%s", ifname,
+			    err == -EBUSY || err == -EEXIST ?
+				    ": another XDP program is attached (pyfwd "
+				    "cleanup removes a leftover of ours)" : "");
+			goto err;
+		}
 	}
 	for (i = 0; i < c.queues; i++) {
 		io->nqueues = i + 1;
-		err = queue_open(io, &io->q[i], ifname, i, &c, info, errbuf,
-				 errlen);
+		err = queue_open(io, &io->q[i], i, &c, info, errbuf, errlen);
 		if (err)
 			goto err;
 		ctx->workers[i].xq = &io->q[i];
@@ -362,28 +430,50 @@ static int prune(int fd, size_t ksize, const struct pyfwd_vip *vips,
 }
 
 int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		    uint32_t n)
+		    uint32_t n, const struct pyfwd_vip *replies,
+		    uint32_t nreplies, const struct pyfwd_snat *snat)
 {
 	struct xsk_io *io = ctx->io;
+	struct steer_ports range;
 	struct steer_addr a;
 	struct steer_svc s;
-	uint32_t i, one = 1;
+	uint32_t i, one = 1, nsnat = 0;
+	struct pyfwd_vip snat_as_vip = { 0 };
 	int err;
 
 	if (!io)
 		return -ENOTCONN;
-	if (n > STEER_VIPS_MAX)
+	if (n > STEER_VIPS_MAX || nreplies > STEER_REALS_MAX)
 		return -E2BIG;
-	/* Add first, then remove: a VIP that stays is never unsteered. */
+	/* Add first, then remove: what stays is never unsteered. */
 	for (i = 0; i < n; i++) {
 		steer_keys(&vips[i], &a, &s);
 		if (bpf_map_update_elem(io->addrs_fd, &a, &one, BPF_ANY) ||
 		    bpf_map_update_elem(io->svcs_fd, &s, &one, BPF_ANY))
 			return -errno;
 	}
+	for (i = 0; i < nreplies; i++) {
+		steer_keys(&replies[i], &a, &s);
+		if (bpf_map_update_elem(io->rsvcs_fd, &s, &one, BPF_ANY))
+			return -errno;
+	}
+	if (snat && snat->port_hi) {
+		memcpy(snat_as_vip.addr, snat->addr, 16);
+		snat_as_vip.family = snat->family;
+		steer_keys(&snat_as_vip, &a, &s);
+		range.lo = snat->port_lo;
+		range.hi = snat->port_hi;
+		if (bpf_map_update_elem(io->snat_fd, &a, &range, BPF_ANY))
+			return -errno;
+		nsnat = 1;
+	}
 	err = prune(io->svcs_fd, sizeof(s), vips, n, 1);
 	if (!err)
 		err = prune(io->addrs_fd, sizeof(a), vips, n, 0);
+	if (!err)
+		err = prune(io->rsvcs_fd, sizeof(s), replies, nreplies, 1);
+	if (!err)
+		err = prune(io->snat_fd, sizeof(a), &snat_as_vip, nsnat, 0);
 	return err;
 }
 

@@ -11,31 +11,45 @@
 
 #define XSK_BATCH_MAX 256
 
-/* One RX queue: its socket, its UMEM and the frames no ring holds. */
-struct xsk_queue {
+/* One interface's socket on a queue, with its four rings. */
+struct xsk_port {
 	struct xsk_ring_prod fill;
 	struct xsk_ring_cons comp;
 	struct xsk_ring_cons rx;
 	struct xsk_ring_prod tx;
-	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
+	int fd;
+	int busy_poll;
+};
+
+/*
+ * One RX queue (one worker): a UMEM shared by the socket of each
+ * interface on that queue, so a frame received on one goes out on the
+ * other without a copy; the frames no ring holds wait in a free stack.
+ */
+struct xsk_queue {
+	struct xsk_port port[PYFWD_IFACES_MAX];
+	uint32_t nports;
+	struct xsk_umem *umem;
 	void *area;
 	size_t area_size;
 	uint64_t *free_addrs;	/* a stack of frame addresses */
 	uint32_t nfree;
 	uint32_t frame_size;
 	uint32_t queue;
-	int fd;
-	int busy_poll;
 } __attribute__((aligned(64)));
 
 struct xsk_io {
 	struct bpf_object *obj;
-	int link_fd;		/* the unpinned bpf_link: dies with us */
+	int link_fd[PYFWD_IFACES_MAX];	/* unpinned bpf_links: die with us */
 	int xsks_fd;
 	int addrs_fd;
 	int svcs_fd;
-	uint32_t ifindex;
+	int rsvcs_fd;
+	int snat_fd;
+	int ifslots_fd;
+	uint32_t ifindex[PYFWD_IFACES_MAX];
+	uint32_t nifaces;
 	uint32_t nqueues;
 	uint32_t batch;
 	struct xsk_queue q[];

@@ -42,6 +42,7 @@ class Result:
     l4_off: int
     vlan_tci: Optional[int]
     flags: int
+    out_if: int = 0
 
 
 def _mac_bytes(mac):
@@ -74,12 +75,14 @@ class Core:
     LIMITS = {"max_frame": 65535, "max_vips": 1 << 20, "max_reals": 65535,
               "max_ring": 1 << 28, "flows": 1 << 26, "tcp_timeout": 1 << 31,
               "tcp_fin_timeout": 1 << 31, "udp_timeout": 1 << 31,
+              "tcp_syn_timeout": 1 << 31,
               "workers": lib.PYFWD_WORKERS_MAX}
 
-    def __init__(self, mac=None, **limits):
+    def __init__(self, mac=None, mac2=None, **limits):
         cfg = ffi.new("struct pyfwd_config *")
         self.mac = _mac_bytes(mac)
         cfg.mac = list(self.mac)
+        cfg.mac2 = list(_mac_bytes(mac2))
         for name, value in limits.items():
             top = self.LIMITS.get(name)
             if top is None:
@@ -112,7 +115,7 @@ class Core:
             _fill_addr(c, e.vip.address)
             c.proto = _PROTO[e.vip.protocol]
             c.port = e.vip.port
-            c.mode = lib.PYFWD_MODE_DR
+            c.mode = tables_mod.MODE_CODE[e.mode]
             c.sched = e.sched
             c.ring_off = e.ring_off
             c.ring_len = e.ring_len
@@ -124,6 +127,7 @@ class Core:
             c.flags = lib.PYFWD_REAL_F_USED
             _fill_addr(c, e.address)
             c.port = e.port
+            c.out_if = e.out_if
         ring = np.ascontiguousarray(tables.ring, dtype=np.uint16)
         with self._lock:
             ret = lib.pyfwd_tables_publish(
@@ -136,12 +140,27 @@ class Core:
         _native.check(ret, "publishing the tables")
         self.tables = tables
 
-    def publish_services(self, services, macs):
-        """Build tables from services (tables.Service) and real MACs
-        ({address: bytes | None}), publish them and return them."""
-        built = tables_mod.build(services, self.ids, macs)
+    def publish_services(self, services, macs, out_ifs=None):
+        """Build tables from services (tables.Service) and the next hop's
+        MAC toward each real ({address: bytes | None}; out_ifs: {address:
+        interface slot}), publish them and return them."""
+        built = tables_mod.build(services, self.ids, macs, out_ifs)
         self.publish(built)
         return built
+
+    def set_snat(self, address, ports):
+        """SNAT's source address and port range (lo, hi), for every
+        worker.  ConfigError for a bad value; DataplaneError (EBUSY) once
+        flows hold ports."""
+        lo, hi = ports
+        if not (isinstance(lo, int) and isinstance(hi, int)
+                and 1 <= lo <= hi <= 65535):
+            raise ConfigError(f"snat ports {lo}-{hi}: expected LOW-HIGH "
+                              "within 1-65535")
+        snat = _snat_struct(address, lo, hi)
+        _native.check(lib.pyfwd_snat_set(self._ctx, snat),
+                      "setting the SNAT address and ports")
+        self.snat = (address, lo, hi)
 
     def publish_vips(self, vips):
         """Publish VIPs with no real servers (classification only)."""
@@ -152,13 +171,14 @@ class Core:
         return self.publish_services([tables_mod.Service(v) for v in vips],
                                      {})
 
-    def process(self, frames):
-        """Run frames (bytes) through the core as one batch (worker 0).
+    def process(self, frames, in_if=0):
+        """Run frames (bytes) through the core as one batch (worker 0), as
+        if they came in on interface slot in_if.
 
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each.
         """
-        batch = _Batch(frames)
+        batch = _Batch(frames, in_if)
         self.run(batch)
         return batch.frames(), batch.results_list()
 
@@ -198,7 +218,7 @@ class Core:
                "reason": dict(zip(REASONS, s.reason))}
         for name in ("vip_generation", "vip_count", "flows_new",
                      "flow_hits", "flows_rescheduled", "flows_evicted",
-                     "rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
+                     "flows_expired", "snat_ports_used", "rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
                      "polls"):
             out[name] = getattr(s, name)
         return out
@@ -231,6 +251,13 @@ class Core:
             out.append(bytes(ffi.buffer(buf + off, lens[i])))
             off += lens[i]
         return out
+
+
+def _snat_struct(address, lo, hi):
+    snat = ffi.new("struct pyfwd_snat *")
+    _fill_addr(snat, address)
+    snat.port_lo, snat.port_hi = lo, hi
+    return snat
 
 
 def _fill_addr(c, address):
@@ -279,7 +306,7 @@ class Xsk:
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
-             frame_size=4096, ring_size=2048):
+             frame_size=4096, ring_size=2048, ifindex2=0):
         if xdp_mode not in XDP_MODES:
             raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
                               f"{', '.join(XDP_MODES)}")
@@ -288,6 +315,7 @@ class Xsk:
                               f"{', '.join(COPY_MODES)}")
         cfg = ffi.new("struct pyfwd_xsk_config *")
         cfg.ifindex = ifindex
+        cfg.ifindex2 = ifindex2
         cfg.queues = queues
         cfg.xdp_mode = XDP_MODES[xdp_mode]
         cfg.copy_mode = COPY_MODES[copy_mode]
@@ -310,15 +338,16 @@ class Xsk:
                             bool(info.busy_poll), info.queues, info.prog_id)
         return self.info
 
-    def steer(self, vips):
-        """Steer these VIPs (Vip values) to the sockets; others pass."""
-        vips = list(vips)
-        arr = ffi.new("struct pyfwd_vip[]", max(len(vips), 1))
-        for c, v in zip(arr, vips):
-            _fill_addr(c, v.address)
-            c.proto = _PROTO[v.protocol]
-            c.port = v.port
-        _native.check(lib.pyfwd_xsk_steer(self.core._ctx, arr, len(vips)),
+    def steer(self, vips, replies=(), snat=None):
+        """Steer to the sockets: frames to these VIPs (Vip values), the
+        answers of these real servers (NAT: Vip values of real addr:port/
+        proto) and frames to SNAT's (address, lo, hi); others pass."""
+        vips, replies = list(vips), list(replies)
+        arr = _vip_array(vips)
+        rep = _vip_array(replies)
+        sn = _snat_struct(*snat) if snat else ffi.NULL
+        _native.check(lib.pyfwd_xsk_steer(self.core._ctx, arr, len(vips),
+                                          rep, len(replies), sn),
                       "updating the XDP steering maps")
 
     def start(self):
@@ -347,6 +376,15 @@ class Xsk:
         lib.pyfwd_xsk_close(self.core._ctx)
 
 
+def _vip_array(vips):
+    arr = ffi.new("struct pyfwd_vip[]", max(len(vips), 1))
+    for c, v in zip(arr, vips):
+        _fill_addr(c, v.address)
+        c.proto = _PROTO[v.protocol]
+        c.port = v.port
+    return arr
+
+
 def xdp_cleanup(ifindex):
     """Detach an XDP program left on ifindex by a netlink attach.
 
@@ -366,7 +404,7 @@ def xdp_cleanup(ifindex):
 class _Batch:
     """Frames in C buffers with their descriptors and result slots."""
 
-    def __init__(self, frames):
+    def __init__(self, frames, in_if=0):
         frames = [bytes(f) for f in frames]
         self.n = len(frames)
         self.descs = ffi.new("struct pyfwd_frame[]", max(self.n, 1))
@@ -374,7 +412,8 @@ class _Batch:
         self._bufs = [ffi.new("uint8_t[]", f) if f else ffi.NULL
                       for f in frames]
         for d, f, b in zip(self.descs, frames, self._bufs):
-            d.data, d.len, d.cap = b, len(f), len(f)
+            d.data, d.len, d.cap = b, len(f), min(len(f), 65535)
+            d.in_if = in_if
 
     def frames(self):
         return [bytes(ffi.buffer(d.data, d.len)) if d.len else b""
@@ -395,6 +434,7 @@ def _result(r):
         l4_off=r.l4_off,
         vlan_tci=r.vlan_tci if r.flags & lib.PYFWD_F_VLAN else None,
         flags=r.flags,
+        out_if=r.out_if,
     )
 
 

@@ -20,7 +20,8 @@ from .service import Real, Vip
 # How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
 SCHED_HASH, SCHED_SEQ = 0, 1
 RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ}
-MODES = ("dr",)
+MODES = ("dr", "nat", "snat")
+MODE_CODE = {"dr": 0, "nat": 1, "snat": 2}     # PYFWD_MODE_*
 
 
 @dataclass
@@ -40,6 +41,12 @@ class Service:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r}: expected one of "
                               f"{', '.join(MODES)}")
+        for r in self.reals:
+            if self.mode != "dr" and r.address.version != \
+                    self.vip.address.version:
+                raise ConfigError(f"vip {self.vip}: real {r.key} is IPv"
+                                  f"{r.address.version}; {self.mode} needs "
+                                  "the VIP's family")
         keys = [r.key for r in self.reals]
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
@@ -104,9 +111,10 @@ class VipEntry:
 
 @dataclass
 class RealEntry:
-    mac: Optional[bytes]     # None: unknown, cannot be used
+    mac: Optional[bytes]     # next hop's MAC; None: unknown, cannot be used
     address: object
     port: int                # 0 = the VIP's port
+    out_if: int = 0          # interface slot toward it
 
 
 @dataclass
@@ -117,13 +125,16 @@ class Tables:
     unscheduled: dict        # (vip, key) -> why it gets no new flows
 
 
-def build(services, ids, macs):
+def build(services, ids, macs, out_ifs=None):
     """Tables for services.
 
-    macs maps a real's address to its MAC (bytes) or None when unknown; a
-    real with no MAC is left out of the rings (and of the reals: its flows
-    are rescheduled) and listed in `unscheduled` with the reason.
+    macs maps a real's address to the MAC of the next hop toward it (the
+    real itself on its segment) or None when unknown; a real with no MAC is
+    left out of the rings (and of the reals: its flows are rescheduled) and
+    listed in `unscheduled` with the reason.  out_ifs maps an address to
+    the interface slot toward it (default 0).
     """
+    out_ifs = out_ifs or {}
     ids.retain((s.vip, r.key) for s in services for r in s.reals)
     for s in services:          # every id first: the reals list spans them
         for r in s.reals:
@@ -140,7 +151,8 @@ def build(services, ids, macs):
                 unscheduled[(s.vip, r.key)] = "MAC unknown (no ARP answer)"
             elif r.weight == 0:
                 unscheduled[(s.vip, r.key)] = "draining (weight 0)"
-            reals[rid] = RealEntry(mac, r.address, r.port or 0)
+            reals[rid] = RealEntry(mac, r.address, r.port or 0,
+                                   out_ifs.get(r.address, 0))
             idv.append(rid)
             weights.append(r.weight if mac is not None else 0)
         if any(weights):

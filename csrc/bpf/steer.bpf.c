@@ -5,9 +5,12 @@
  *
  * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
  * frames to a VIP address too short to tell (the core counts the drop),
- * ARP naming a VIP, neighbour solicitations for an IPv6 VIP.  This must
- * match the core's verdicts: a frame the core would PASS is never steered,
- * since AF_XDP cannot hand a frame back to the kernel.
+ * ARP naming a VIP, neighbour solicitations for an IPv6 VIP; for NAT, the
+ * real servers' answers (from a real addr:port in steer_rsvcs); for SNAT,
+ * frames to its address and port range (steer_snat); and ICMP errors that
+ * quote either.  This must match the core's verdicts: a frame the core
+ * would PASS is never steered, since AF_XDP cannot hand a frame back to
+ * the kernel.  The same program serves both interfaces of a two-arm NAT.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -23,10 +26,34 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, STEER_QUEUES_MAX);
+	__uint(max_entries, STEER_QUEUES_MAX * STEER_IFACES_MAX);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
+
+/* ifindex -> interface slot (0 when absent: the one-interface case) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STEER_IFACES_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ifslots SEC(".maps");
+
+/* NAT: a real server's addr:port/proto (a steer_svc) whose answers we own */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STEER_REALS_MAX);
+	__type(key, struct steer_svc);
+	__type(value, __u32);
+} steer_rsvcs SEC(".maps");
+
+/* SNAT: our address -> the source ports we hand out */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, struct steer_addr);
+	__type(value, struct steer_ports);
+} steer_snat SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -44,8 +71,14 @@ struct {
 
 static __always_inline int to_engine(struct xdp_md *ctx)
 {
+	__u32 ifindex = ctx->ingress_ifindex, *slot;
+	__u32 key = ctx->rx_queue_index;
+
+	slot = bpf_map_lookup_elem(&ifslots, &ifindex);
+	if (slot)
+		key += *slot * STEER_QUEUES_MAX;
 	/* No socket on this queue (engine gone): the kernel keeps it. */
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&xsks, key, XDP_PASS);
 }
 
 static __always_inline int is_vip(const void *addr, __u8 family)
@@ -74,6 +107,48 @@ static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
 	return bpf_map_lookup_elem(&steer_svcs, &k) != NULL;
 }
 
+/* NAT: from a real server's addr:port?  SNAT: to our address and ports? */
+static __always_inline int return_owned(const __u8 *saddr, const __u8 *daddr,
+					__u8 family, __u8 proto,
+					const __be16 *ports)
+{
+	struct steer_svc r = { .family = family, .proto = proto };
+	struct steer_addr a = { .family = family };
+	struct steer_ports *range;
+	__u16 dport;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	__builtin_memcpy(r.addr, saddr, family == 4 ? 4 : 16);
+	r.port = ports[0];
+	if (bpf_map_lookup_elem(&steer_rsvcs, &r))
+		return 1;
+	__builtin_memcpy(a.addr, daddr, family == 4 ? 4 : 16);
+	range = bpf_map_lookup_elem(&steer_snat, &a);
+	if (!range)
+		return 0;
+	dport = bpf_ntohs(ports[1]);
+	return dport >= range->lo && dport <= range->hi;
+}
+
+/* An ICMPv4 error quoting a packet of ours: steer it (the core decides). */
+static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
+{
+	__u8 *in = icmp + 8;
+	__u32 ihl;
+
+	if ((void *)(in + 20) > end || (icmp[0] != 3 && icmp[0] != 11))
+		return 0;
+	ihl = (in[0] & 0x0f) * 4;
+	if (ihl < 20 || (void *)(in + ihl + 4) > end)
+		return 0;
+	/* the quoted packet went out from us: our answer's reverse */
+	return return_owned(in + 16, in + 12, 4, in[9],
+			    (const __be16 *)(in + ihl)) ||
+	       return_owned(in + 12, in + 16, 4, in[9],
+			    (const __be16 *)(in + ihl));
+}
+
 static __always_inline int arp_owned(__u8 *a, void *end)
 {
 	/* htype(2) ptype(2) hlen plen op(2) sha(6) spa(4) tha(6) tpa(4) */
@@ -88,8 +163,16 @@ static __always_inline int ip4_owned(__u8 *ip, void *end)
 
 	if ((void *)(ip + 20) > end)
 		return 0;
-	if (!is_vip(ip + 16, 4))
-		return 0;
+	if (!is_vip(ip + 16, 4)) {
+		hlen = (ip[0] & 0x0f) * 4;
+		if (hlen < 20 || ip[6] & 0x3f || ip[7] ||
+		    (void *)(ip + hlen + 8) > end)
+			return 0;
+		if (ip[9] == IPPROTO_ICMP)
+			return icmp_err_owned(ip + hlen, end);
+		return return_owned(ip + 12, ip + 16, 4, ip[9],
+				    (const __be16 *)(ip + hlen));
+	}
 	hlen = (ip[0] & 0x0f) * 4;
 	if (hlen < 20)
 		return 1;	/* malformed, to a VIP: the core counts it */
@@ -114,8 +197,12 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 			return 0;
 		return is_vip(l4 + 8, 6);
 	}
-	if (!is_vip(ip + 24, 6))
-		return 0;
+	if (!is_vip(ip + 24, 6)) {
+		if ((void *)(l4 + 4) > end)
+			return 0;
+		return return_owned(ip + 8, ip + 24, 6, nh,
+				    (const __be16 *)l4);
+	}
 	for (i = 0; i < NH_MAX; i++) {
 		if (nh != 0 && nh != 43 && nh != 60)
 			break;

@@ -10,6 +10,8 @@
 
 #define STEER_VIPS_MAX 4096
 #define STEER_QUEUES_MAX 64
+#define STEER_IFACES_MAX 2	/* xsks key: slot * STEER_QUEUES_MAX + queue */
+#define STEER_REALS_MAX 16384
 
 /* Key of steer_addrs: a VIP address (IPv4 in the first 4 bytes). */
 struct steer_addr {
@@ -24,6 +26,12 @@ struct steer_svc {
 	__u8 family;
 	__u8 proto;		/* IPPROTO_TCP / IPPROTO_UDP */
 	__be16 port;		/* network byte order, as on the wire */
+};
+
+/* Value of steer_snat (key: a steer_addr): the SNAT port range. */
+struct steer_ports {
+	__u16 lo;		/* host byte order, inclusive */
+	__u16 hi;
 };
 
 #endif /* PYFWD_STEER_H */

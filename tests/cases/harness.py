@@ -22,6 +22,8 @@ class Case:
     out: Optional[bytes] = None  # expected frame after; None = unchanged
     flags: int = 0              # PYFWD_F_* bits the core must report
     vlan_tci: Optional[int] = None
+    in_if: int = 0              # interface slot it comes in on
+    out_if: Optional[int] = None  # FORWARD: the slot it must go out on
 
     @property
     def expected_out(self):
@@ -62,6 +64,27 @@ def frame_diff(got, want):
     return "\n".join(lines)
 
 
+def checksum_problems(frame):
+    """Every IPv4/TCP/UDP/ICMP checksum in frame that scapy, recomputing
+    it, finds wrong (a UDP checksum of 0 means none and is left alone)."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    problems = []
+    pkt = Ether(frame)
+    for layer in (IP, TCP, UDP, ICMP):
+        if not pkt.haslayer(layer):
+            continue
+        got = pkt[layer].chksum
+        if layer is UDP and got == 0:
+            continue
+        fresh = pkt.copy()
+        fresh[layer].chksum = None
+        want = Ether(bytes(fresh))[layer].chksum
+        if got != want:
+            problems.append(f"{layer.__name__} checksum {got:#06x}, "
+                            f"scapy computes {want:#06x}")
+    return problems
+
+
 def check_case(case, out, result):
     """Assert that the core's (out, result) for case is what it says."""
     problems = []
@@ -73,8 +96,12 @@ def check_case(case, out, result):
         problems.append(f"flags {result.flags:#x}, want bits {case.flags:#x}")
     if case.vlan_tci is not None and result.vlan_tci != case.vlan_tci:
         problems.append(f"vlan_tci {result.vlan_tci!r}, want {case.vlan_tci}")
+    if case.out_if is not None and result.out_if != case.out_if:
+        problems.append(f"out_if {result.out_if}, want {case.out_if}")
     diff = frame_diff(out, case.expected_out)
     if diff:
         problems.append("frame differs:\n" + diff)
+    if result.verdict == "forward":
+        problems += checksum_problems(out)
     assert not problems, f"{case.name}: {case.description}\n" + "\n".join(
         problems)

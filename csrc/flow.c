@@ -1,0 +1,528 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * flow.c - the per-packet core, second half: flows (connection tracking),
+ * scheduling, the rewrites of each mode, verdicts.
+ *
+ * DR keeps one entry per flow and rewrites the MACs.  NAT and SNAT keep
+ * two (the client's direction, ORIG, and the real server's, REPLY, each
+ * the other's peer) and translate addresses and ports both ways, with the
+ * checksums updated incrementally (RFC 1624).  A packet we emitted that
+ * comes back quoted in an ICMP error is translated back, so that path MTU
+ * discovery works through the balancer.
+ */
+#include "core.h"
+
+#define NS 1000000000ull
+#define SWEEP_SLOTS 64	/* flow slots the expiry looks at per burst */
+
+/* Set the result's reason (and so its verdict) and return it. */
+static inline uint32_t decide(struct pyfwd_result *r, uint32_t reason)
+{
+	r->reason = (uint8_t)reason;
+	r->verdict = (uint8_t)reason_verdict(reason);
+	return reason;
+}
+
+static inline int alive(const struct flow *f, uint64_t now)
+{
+	return f->expires_ns > now;
+}
+
+static inline struct flow *peer_of(struct worker *w, const struct flow *f)
+{
+	return &w->flows[f->peer - 1];
+}
+
+static inline uint32_t link_to(const struct worker *w, const struct flow *f)
+{
+	return (uint32_t)(f - w->flows) + 1;
+}
+
+static void pair_free(struct worker *w, struct flow *f);
+
+/*
+ * The live flow entry of key, or NULL with *slot set to where a new one
+ * goes: a free slot, else (DR may evict) the oldest of the probe window,
+ * with *evict set; NULL *slot when NAT/SNAT finds no free one.
+ */
+static struct flow *flow_find(struct worker *w, const struct flow_key *key,
+			      uint64_t now, struct flow **slot, int *evict)
+{
+	uint32_t h = flow_hash(key), k;
+	struct flow *free_ = NULL, *oldest = NULL;
+
+	for (k = 0; k < FLOW_PROBE; k++) {
+		struct flow *f = &w->flows[(h + k) & w->flow_mask];
+
+		if (!alive(f, now)) {
+			if (f->peer != NO_PEER) {	/* an expired pair */
+				pair_free(w, f);
+				w->stats.flows_expired++;
+			}
+			if (!free_)
+				free_ = f;
+			continue;
+		}
+		if (!memcmp(&f->key, key, sizeof(*key)))
+			return f;
+		if (f->peer == NO_PEER &&
+		    (!oldest || f->expires_ns < oldest->expires_ns))
+			oldest = f;	/* only DR entries may be pushed out */
+	}
+	*evict = !free_ && oldest;
+	*slot = free_ ? free_ : oldest;
+	return NULL;
+}
+
+/* Free a NAT/SNAT pair (and its SNAT port): expiry and reuse. */
+static void pair_free(struct worker *w, struct flow *f)
+{
+	struct flow *orig = f, *peer;
+
+	if (f->peer == NO_PEER) {
+		f->expires_ns = 0;
+		return;
+	}
+	peer = peer_of(w, f);
+	if (f->dir == DIR_REPLY)
+		orig = peer;
+	if (orig->mode == PYFWD_MODE_SNAT && orig->snat_port &&
+	    w->ports.taken[orig->snat_port]) {
+		w->ports.taken[orig->snat_port] = 0;
+		w->ports.free[w->ports.nfree++] = orig->snat_port;
+		w->stats.snat_ports_used--;
+	}
+	f->expires_ns = peer->expires_ns = 0;
+	f->peer = peer->peer = NO_PEER;
+}
+
+/*
+ * Incremental expiry: a few slots per burst, never the whole table at
+ * once.  A NAT/SNAT pair is freed when its entries expire (SNAT gets its
+ * port back); DR entries just lapse.
+ */
+void core_sweep(struct worker *w, uint64_t now, uint32_t slots)
+{
+	uint32_t k;
+
+	for (k = 0; k < slots; k++) {
+		struct flow *f = &w->flows[w->sweep++ & w->flow_mask];
+
+		if (f->peer != NO_PEER && !alive(f, now)) {
+			pair_free(w, f);
+			w->stats.flows_expired++;
+		}
+	}
+}
+
+/* Refresh a flow (and its peer) after a packet with these TCP flags. */
+static void flow_touch(const struct pyfwd_ctx *ctx, struct worker *w,
+		       struct flow *f, uint8_t fl, int from_real,
+		       uint64_t now)
+{
+	const struct pyfwd_config *c = &ctx->cfg;
+	struct flow *peer = f->peer == NO_PEER ? NULL : peer_of(w, f);
+	uint64_t ttl;
+
+	if (f->key.proto == PROTO_UDP) {
+		ttl = c->udp_timeout;
+	} else {
+		if (fl & (TCP_FIN | TCP_RST))
+			f->state = FLOW_CLOSING;
+		else if (f->state == FLOW_SYN && from_real)
+			f->state = FLOW_OPEN;	/* the real answered */
+		ttl = f->state == FLOW_CLOSING ? c->tcp_fin_timeout :
+		      f->state == FLOW_SYN ? c->tcp_syn_timeout :
+					       c->tcp_timeout;
+	}
+	f->expires_ns = now + ttl * NS;
+	if (peer) {
+		peer->state = f->state;
+		peer->expires_ns = f->expires_ns;
+	}
+}
+
+static inline int real_usable(const struct vip_bank *b, uint32_t id)
+{
+	return id < b->nreals && (b->reals[id].flags & PYFWD_REAL_F_USED);
+}
+
+/* --- rewriting ---------------------------------------------------------- */
+
+/* Write v at p (16 bits), fixing the checksums that cover it. */
+static inline void set16(uint8_t *p, uint16_t v, uint8_t *sum1,
+			 uint8_t *sum2, uint8_t *sum3)
+{
+	uint16_t old = ld_be16(p);
+
+	if (old == v)
+		return;
+	st_be16(p, v);
+	if (sum1)
+		csum_fix16(sum1, old, v);
+	if (sum2)
+		csum_fix16(sum2, old, v);
+	if (sum3)
+		csum_fix16(sum3, old, v);
+}
+
+static inline void set_addr(uint8_t *p, const uint8_t *a, int len,
+			    uint8_t *sum1, uint8_t *sum2, uint8_t *sum3)
+{
+	int k;
+
+	for (k = 0; k < len; k += 2)
+		set16(p + k, ld_be16(a + k), sum1, sum2, sum3);
+}
+
+/*
+ * The L4 checksum field of the TCP/UDP header at l4 if it is within the
+ * `avail` bytes there and in use (IPv4 UDP may send none: 0 stays 0).
+ */
+static inline uint8_t *l4_sum(uint8_t *l4, uint32_t avail, uint8_t proto,
+			      uint8_t family)
+{
+	uint32_t off = proto == PROTO_TCP ? 16 : 6;
+
+	if (avail < off + 2)
+		return NULL;
+	if (proto == PROTO_UDP && family == PYFWD_AF_INET &&
+	    !ld_be16(l4 + off))
+		return NULL;
+	return l4 + off;
+}
+
+/* A UDP checksum that came out 0 is sent as 0xffff (RFC 768). */
+static inline void udp_sum_nonzero(uint8_t *sum, uint8_t proto)
+{
+	if (sum && proto == PROTO_UDP && !ld_be16(sum))
+		st_be16(sum, 0xffff);
+}
+
+/*
+ * Translate the IP packet at l3/l4 to saddr:sport -> daddr:dport.  extra
+ * is a checksum that covers the packet too (ICMP's, for a quoted one).
+ */
+static void translate(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
+		      uint8_t family, uint8_t proto, const uint8_t *saddr,
+		      uint16_t sport, const uint8_t *daddr, uint16_t dport,
+		      uint8_t *extra)
+{
+	uint8_t *sum = l4_sum(l4, l4_avail, proto, family);
+	uint8_t *ipsum = family == PYFWD_AF_INET ? l3 + 10 : NULL;
+	int alen = family == PYFWD_AF_INET ? 4 : 16;
+	uint8_t *src = l3 + (family == PYFWD_AF_INET ? 12 : 8);
+	uint8_t *dst = src + alen;
+
+	uint16_t ipsum0 = ipsum ? ld_be16(ipsum) : 0;
+	uint16_t sum0 = sum ? ld_be16(sum) : 0;
+
+	/* The L4 sum covers the addresses through the pseudo-header. */
+	set_addr(src, saddr, alen, ipsum, sum, extra);
+	set_addr(dst, daddr, alen, ipsum, sum, extra);
+	set16(l4, sport, sum, extra, NULL);
+	set16(l4 + 2, dport, sum, extra, NULL);
+	udp_sum_nonzero(sum, proto);
+	if (extra) {
+		/* The sums we changed are quoted bytes too: extra covers them. */
+		if (ipsum)
+			csum_fix16(extra, ipsum0, ld_be16(ipsum));
+		if (sum)
+			csum_fix16(extra, sum0, ld_be16(sum));
+	}
+}
+
+/* L2: to `mac` from our MAC on interface slot out_if. */
+static inline void set_l2(const struct pyfwd_ctx *ctx, uint8_t *frame,
+			  const uint8_t *mac, uint8_t out_if,
+			  struct pyfwd_result *r)
+{
+	memcpy(frame, mac, 6);
+	memcpy(frame + 6, ctx->if_mac[out_if], 6);
+	r->out_if = out_if;
+}
+
+/* Where a translated packet of entry e goes, and what it becomes. */
+struct xlat {
+	const uint8_t *saddr, *daddr;
+	uint16_t sport, dport;
+	const uint8_t *mac;	/* next hop */
+	uint8_t out_if;
+};
+
+/* A packet matching entry e (DIR_ORIG or DIR_REPLY) as we send it on. */
+static void xlat_out(const struct pyfwd_ctx *ctx, struct worker *w,
+		     const struct vip_bank *b, const struct flow *e,
+		     struct xlat *x)
+{
+	if (e->dir == DIR_ORIG) {
+		const struct pyfwd_real *real = &b->reals[e->real];
+
+		x->daddr = real->addr;
+		x->dport = real->port ? real->port : e->key.dport;
+		x->mac = real->mac;
+		x->out_if = real->out_if;
+		if (e->mode == PYFWD_MODE_SNAT) {
+			x->saddr = ctx->snat.addr;
+			x->sport = e->snat_port;
+		} else {
+			x->saddr = e->key.saddr;
+			x->sport = e->key.sport;
+		}
+	} else {
+		const struct flow *orig = peer_of(w, e);
+
+		x->saddr = orig->key.daddr;	/* the VIP */
+		x->sport = orig->key.dport;
+		x->daddr = orig->key.saddr;	/* the client */
+		x->dport = orig->key.sport;
+		x->mac = orig->mac;
+		x->out_if = orig->in_if;
+	}
+}
+
+/* --- the three kinds of forward ------------------------------------------ */
+
+/* NAT/SNAT: the REPLY entry of a new ORIG entry; 0 or a drop reason. */
+static uint32_t nat_open(const struct pyfwd_ctx *ctx, struct worker *w,
+			 const struct vip_bank *b, struct flow *orig,
+			 uint64_t now)
+{
+	const struct pyfwd_real *real = &b->reals[orig->real];
+	struct flow_key rk = { 0 };
+	struct flow *rep = NULL, *dup;
+	int evict = 0;
+
+	if (orig->mode == PYFWD_MODE_SNAT) {
+		if (unlikely(!w->ports.nfree))
+			return PYFWD_R_DROP_PORTS_FULL;
+		orig->snat_port = w->ports.free[--w->ports.nfree];
+		w->ports.taken[orig->snat_port] = 1;
+		w->stats.snat_ports_used++;
+		memcpy(rk.daddr, ctx->snat.addr, 16);
+		rk.dport = orig->snat_port;
+	} else {
+		memcpy(rk.daddr, orig->key.saddr, 16);
+		rk.dport = orig->key.sport;
+	}
+	memcpy(rk.saddr, real->addr, 16);
+	rk.sport = real->port ? real->port : orig->key.dport;
+	rk.proto = orig->key.proto;
+	rk.family = orig->key.family;
+	dup = flow_find(w, &rk, now, &rep, &evict);
+	if (unlikely(dup || !rep || evict)) {
+		/* no room, or the same reply tuple serves another flow */
+		if (orig->mode == PYFWD_MODE_SNAT) {
+			w->ports.taken[orig->snat_port] = 0;
+			w->ports.free[w->ports.nfree++] = orig->snat_port;
+			w->stats.snat_ports_used--;
+		}
+		return PYFWD_R_DROP_TABLE_FULL;
+	}
+	rep->key = rk;
+	rep->real = orig->real;
+	rep->dir = DIR_REPLY;
+	rep->mode = orig->mode;
+	rep->expires_ns = orig->expires_ns;
+	rep->peer = link_to(w, orig);
+	orig->peer = link_to(w, rep);
+	return 0;
+}
+
+/*
+ * A frame to a VIP service: find its flow or schedule a new one, then
+ * rewrite it for the VIP's mode.  Returns FORWARD or a drop reason.
+ */
+static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
+			const struct vip_bank *b, struct parse *ps,
+			struct pyfwd_frame *f, uint64_t now)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	uint8_t fl = ps->tcp_flags;
+	struct flow *flow, *slot = NULL;
+	uint32_t id, idx, why;
+	struct xlat x;
+	int evict = 0;
+
+	flow = flow_find(w, &ps->key, now, &slot, &evict);
+	if (flow && (!real_usable(b, flow->real) || flow->mode != vip->mode ||
+		     (flow->state == FLOW_CLOSING &&
+		      (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN))) {
+		/* Its real was halted, or a new SYN reuses the ports. */
+		w->stats.flows_rescheduled += !real_usable(b, flow->real);
+		pair_free(w, flow);
+		slot = flow;
+		evict = 0;
+		flow = NULL;
+	}
+	if (flow) {
+		w->stats.flow_hits++;
+	} else {
+		if (unlikely(!vip->ring_len))
+			return PYFWD_R_DROP_NO_REAL;
+		if (unlikely(!slot || (evict && vip->mode != PYFWD_MODE_DR)))
+			return PYFWD_R_DROP_TABLE_FULL;
+		idx = vip->sched == PYFWD_SCHED_SEQ ?
+			      w->seq[ps->r->vip]++ % vip->ring_len :
+			      flow_hash(&ps->key) % vip->ring_len;
+		id = b->ring[vip->ring_off + idx];
+		if (unlikely(!real_usable(b, id)))
+			return PYFWD_R_DROP_NO_REAL;
+		flow = slot;
+		memset(flow, 0, sizeof(*flow));
+		flow->key = ps->key;
+		flow->real = (uint16_t)id;
+		flow->mode = vip->mode;
+		flow->dir = DIR_ORIG;
+		flow->peer = NO_PEER;
+		flow->in_if = f->in_if;
+		memcpy(flow->mac, f->data + 6, 6);
+		if (vip->mode == PYFWD_MODE_DR) {
+			flow->state = FLOW_OPEN;
+		} else {
+			flow->state = ps->key.proto == PROTO_TCP ? FLOW_SYN :
+								   FLOW_OPEN;
+			flow->expires_ns = now + 1;	/* taken while we look */
+			why = nat_open(ctx, w, b, flow, now);
+			if (why) {
+				flow->expires_ns = 0;	/* the slot stays free */
+				return why;
+			}
+		}
+		w->stats.flows_evicted += evict;
+		w->stats.flows_new++;
+		w->real_stats[id].flows_new++;
+	}
+	flow_touch(ctx, w, flow, fl, 0, now);
+	if (flow->mode == PYFWD_MODE_DR && flow->state != FLOW_CLOSING)
+		flow->state = FLOW_OPEN;
+
+	id = flow->real;
+	xlat_out(ctx, w, b, flow, &x);
+	if (flow->mode != PYFWD_MODE_DR) {
+		uint8_t *l3 = f->data + ps->r->l3_off;
+		uint8_t *l4 = f->data + ps->r->l4_off;
+
+		translate(l3, l4, ps->l3_end - ps->r->l4_off,
+			  ps->key.family, ps->key.proto, x.saddr, x.sport,
+			  x.daddr, x.dport, NULL);
+	}
+	set_l2(ctx, f->data, x.mac, x.out_if, ps->r);
+	w->real_stats[id].frames++;
+	w->real_stats[id].bytes += f->len;
+	return PYFWD_R_FORWARD;
+}
+
+/* A real server's answer (NAT, SNAT): back to the client, from the VIP. */
+static uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
+			      const struct vip_bank *b, struct parse *ps,
+			      struct pyfwd_frame *f, uint64_t now)
+{
+	struct flow *slot, *e;
+	struct xlat x;
+	int evict;
+
+	e = flow_find(w, &ps->key, now, &slot, &evict);
+	if (!e || e->dir != DIR_REPLY)
+		return PYFWD_R_PASS_NOT_VIP;
+	flow_touch(ctx, w, e, ps->tcp_flags, 1, now);
+	xlat_out(ctx, w, b, e, &x);
+	translate(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
+		  ps->l3_end - ps->r->l4_off, ps->key.family, ps->key.proto,
+		  x.saddr, x.sport, x.daddr, x.dport, NULL);
+	set_l2(ctx, f->data, x.mac, x.out_if, ps->r);
+	return PYFWD_R_FORWARD_REPLY;
+}
+
+/*
+ * An ICMP error quoting a packet we emitted (after translating it with
+ * entry e): the quoted packet becomes e's original again and the error
+ * goes to its sender.  The quoted tuple Q is the reverse of an entry F's
+ * key; e is F's peer.
+ */
+static uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
+			     const struct vip_bank *b, struct parse *ps,
+			     struct pyfwd_frame *f, uint64_t now)
+{
+	uint8_t *l3 = f->data + ps->r->l3_off, *icmp = f->data + ps->r->l4_off;
+	uint8_t *in3 = f->data + ps->inner_l3, *in4 = f->data + ps->inner_l4;
+	struct flow_key q = ps->key, rev = { 0 };
+	const struct pyfwd_real *real;
+	struct flow *slot, *hit, *e;
+	const uint8_t *mac;
+	uint8_t out_if;
+	int evict;
+
+	memcpy(rev.saddr, q.daddr, 16);
+	memcpy(rev.daddr, q.saddr, 16);
+	rev.sport = q.dport;
+	rev.dport = q.sport;
+	rev.proto = q.proto;
+	rev.family = q.family;
+	hit = flow_find(w, &rev, now, &slot, &evict);
+	if (!hit || hit->peer == NO_PEER)
+		return ps->r->vip >= 0 ? PYFWD_R_PUNT_ICMP : PYFWD_R_PASS_NOT_VIP;
+	e = peer_of(w, hit);
+	if (e->dir == DIR_ORIG) {
+		mac = e->mac;
+		out_if = e->in_if;
+	} else {
+		real = &b->reals[e->real];
+		mac = real->mac;
+		out_if = real->out_if;
+	}
+	/* The quoted packet, as e's sender sent it; ICMP's sum covers it. */
+	translate(in3, in4, ps->inner_len - (ps->inner_l4 - ps->inner_l3),
+		  PYFWD_AF_INET, q.proto, e->key.saddr, e->key.sport,
+		  e->key.daddr, e->key.dport, icmp + 2);
+	/* The error goes to e's sender. */
+	set_addr(l3 + 16, e->key.saddr, 4, l3 + 10, NULL, NULL);
+	set_l2(ctx, f->data, mac, out_if, ps->r);
+	return PYFWD_R_FORWARD_ICMP;
+}
+
+/* --- the burst ------------------------------------------------------------ */
+
+uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
+		    struct pyfwd_frame *frames, uint32_t n,
+		    struct pyfwd_result *out)
+{
+	const struct vip_bank *b = bank_enter(ctx, w);
+	uint64_t now = core_now(ctx);
+	uint32_t i, reason, fwd = 0;
+
+	if (b->nat_vips)
+		core_sweep(w, now, SWEEP_SLOTS);
+	for (i = 0; i < n; i++) {
+		struct pyfwd_result *r = &out[i];
+		struct parse ps = { .p = frames[i].data, .len = frames[i].len,
+				    .r = r, .b = b };
+
+		memset(r, 0, sizeof(*r));
+		r->vip = -1;
+		r->out_if = frames[i].in_if;
+		reason = classify_frame(ctx, &ps, &frames[i]);
+		if (reason == PYFWD_R_FORWARD)
+			reason = forward(ctx, w, b, &ps, &frames[i], now);
+		else if (reason == PYFWD_R_FORWARD_REPLY)
+			reason = forward_reply(ctx, w, b, &ps, &frames[i], now);
+		else if (reason == PYFWD_R_FORWARD_ICMP)
+			reason = forward_icmp(ctx, w, b, &ps, &frames[i], now);
+		decide(r, reason);
+		w->stats.frames++;
+		w->stats.bytes += frames[i].len;
+		w->stats.reason[reason]++;
+		w->stats.verdict[r->verdict]++;
+		if (r->verdict == PYFWD_VERDICT_PUNT)
+			punt_push(w, frames[i].data, frames[i].len);
+		fwd += r->verdict == PYFWD_VERDICT_FORWARD;
+	}
+	bank_leave(w);
+	return fwd;
+}
+
+uint32_t pyfwd_process_batch(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
+			     uint32_t n, struct pyfwd_result *out)
+{
+	return core_burst(ctx, &ctx->workers[0], frames, n, out);
+}

@@ -1,0 +1,177 @@
+"""NAT and SNAT packet cases: a flow's frames in order, both directions,
+TCP and UDP, with and without port translation, and ICMP errors about a
+translated flow.  Expected frames are built by scapy (so their checksums
+are right) and compared byte for byte."""
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from pyfwd.service import Real, Vip
+from pyfwd.tables import Service
+
+from .harness import Case
+
+OUT_MAC, IN_MAC = "02:00:00:00:01:02", "02:00:00:00:02:01"   # lb
+CLIENT_MAC, ROUTER_MAC = "02:00:00:00:01:01", "02:00:00:00:01:fe"
+REAL1_MAC, REAL2_MAC = "02:00:00:00:02:11", "02:00:00:00:02:12"
+SREAL_MAC = "02:00:00:00:01:11"
+CLIENT, ROUTER, VIP, SVIP = "10.0.0.1", "10.0.0.254", "10.0.0.100", \
+    "10.0.0.101"
+REAL1, REAL2, SREAL, SNAT = "192.168.50.11", "192.168.50.12", \
+    "10.0.0.11", "10.0.0.2"
+SNAT_PORTS = (61000, 61001)
+
+WEB = Vip.parse(f"{VIP}:80/tcp")        # NAT, 80 -> 8080
+DNS = Vip.parse(f"{VIP}:53/udp")        # NAT, no port translation
+SWEB = Vip.parse(f"{SVIP}:80/tcp")      # SNAT, 80 -> 8080
+SDNS = Vip.parse(f"{SVIP}:53/udp")      # SNAT
+SERVICES = [Service(WEB, [Real.parse(f"{REAL1}:8080")], "wrr", "nat"),
+            Service(DNS, [Real.parse(REAL2)], "wrr", "nat"),
+            Service(SWEB, [Real.parse(f"{SREAL}:8080")], "wrr", "snat"),
+            Service(SDNS, [Real.parse(SREAL)], "wrr", "snat")]
+
+
+def _mac(text):
+    return bytes.fromhex(text.replace(":", ""))
+
+
+MACS = {Real(REAL1).address: _mac(REAL1_MAC),
+        Real(REAL2).address: _mac(REAL2_MAC),
+        Real(SREAL).address: _mac(SREAL_MAC)}
+OUT_IFS = {Real(REAL1).address: 1, Real(REAL2).address: 1,
+           Real(SREAL).address: 0}
+
+
+def tcp(src, sport, dst, dport, flags, mac_dst, mac_src, payload=b""):
+    return bytes(Ether(dst=mac_dst, src=mac_src) / IP(src=src, dst=dst)
+                 / TCP(sport=sport, dport=dport, flags=flags, seq=1000,
+                       ack=0 if flags == "S" else 5000)
+                 / (Raw(payload) if payload else b""))
+
+
+def udp(src, sport, dst, dport, mac_dst, mac_src, payload=b"q",
+        chksum=None):
+    u = UDP(sport=sport, dport=dport)
+    if chksum is not None:
+        u.chksum = chksum
+    return bytes(Ether(dst=mac_dst, src=mac_src) / IP(src=src, dst=dst) / u
+                 / Raw(payload))
+
+
+def ip_of(frame):
+    """The IP packet inside an Ethernet frame."""
+    return frame[14:]
+
+
+def icmp_err(src, dst, quoted, mac_dst, mac_src, mtu=1400):
+    """A frag-needed from src to dst quoting the IP packet `quoted`."""
+    return bytes(Ether(dst=mac_dst, src=mac_src) / IP(src=src, dst=dst)
+                 / ICMP(type=3, code=4, nexthopmtu=mtu) / Raw(quoted))
+
+
+def step(name, description, frame, reason, out=None, in_if=0, out_if=None,
+         vip=None):
+    return Case(name, description, frame, reason, vip=vip, out=out,
+                in_if=in_if, out_if=out_if)
+
+
+def nat_tcp():
+    syn = tcp(CLIENT, 40000, VIP, 80, "S", OUT_MAC, CLIENT_MAC)
+    syn_out = tcp(CLIENT, 40000, REAL1, 8080, "S", REAL1_MAC, IN_MAC)
+    sa = tcp(REAL1, 8080, CLIENT, 40000, "SA", IN_MAC, REAL1_MAC)
+    sa_out = tcp(VIP, 80, CLIENT, 40000, "SA", CLIENT_MAC, OUT_MAC)
+    data = tcp(CLIENT, 40000, VIP, 80, "PA", OUT_MAC, CLIENT_MAC, b"GET /")
+    data_out = tcp(CLIENT, 40000, REAL1, 8080, "PA", REAL1_MAC, IN_MAC,
+                   b"GET /")
+    return [
+        step("nat-syn", "client SYN to VIP:80 -> real:8080 (inside)", syn,
+             "forward", syn_out, 0, 1, vip=0),
+        step("nat-synack", "the real's SYN-ACK -> from VIP:80 to client",
+             sa, "forward_reply", sa_out, 1, 0),
+        step("nat-data", "the client's data follows the flow", data,
+             "forward", data_out, 0, 1, vip=0),
+        # A router near the client cannot pass our reply (VIP -> client):
+        # its frag-needed reaches the VIP and must reach the real, quoting
+        # the packet as the real sent it.
+        step("nat-icmp-to-vip", "frag-needed about a reply, to the VIP",
+             icmp_err(ROUTER, VIP, ip_of(sa_out), OUT_MAC, ROUTER_MAC),
+             "forward_icmp",
+             icmp_err(ROUTER, REAL1, ip_of(sa), REAL1_MAC, IN_MAC), 0, 1,
+             vip=0),
+        # A router on the inside cannot pass the translated request: its
+        # frag-needed goes to the client, quoting what the client sent.
+        step("nat-icmp-to-client", "frag-needed about a request, inside",
+             icmp_err("192.168.50.254", CLIENT, ip_of(syn_out), IN_MAC,
+                      "02:00:00:00:02:fe"),
+             "forward_icmp",
+             icmp_err("192.168.50.254", CLIENT, ip_of(syn), CLIENT_MAC,
+                      OUT_MAC), 1, 0),
+        step("nat-stray-reply", "an answer of no flow passes",
+             tcp(REAL1, 8080, CLIENT, 40001, "SA", IN_MAC, REAL1_MAC),
+             "pass_not_vip", in_if=1),
+    ]
+
+
+def nat_udp():
+    q = udp(CLIENT, 5353, VIP, 53, OUT_MAC, CLIENT_MAC)
+    q_out = udp(CLIENT, 5353, REAL2, 53, REAL2_MAC, IN_MAC)
+    a = udp(REAL2, 53, CLIENT, 5353, IN_MAC, REAL2_MAC, b"answer")
+    a_out = udp(VIP, 53, CLIENT, 5353, CLIENT_MAC, OUT_MAC, b"answer")
+    z = udp(CLIENT, 5354, VIP, 53, OUT_MAC, CLIENT_MAC, chksum=0)
+    z_out = udp(CLIENT, 5354, REAL2, 53, REAL2_MAC, IN_MAC, chksum=0)
+    return [
+        step("nat-udp-query", "UDP to VIP:53 -> real:53 (no port change)",
+             q, "forward", q_out, 0, 1, vip=1),
+        step("nat-udp-answer", "the answer, from VIP:53", a,
+             "forward_reply", a_out, 1, 0),
+        step("nat-udp-zero-sum", "a UDP checksum of 0 stays 0", z,
+             "forward", z_out, 0, 1, vip=1),
+    ]
+
+
+def snat_tcp():
+    p0 = SNAT_PORTS[0]
+    syn = tcp(CLIENT, 40000, SVIP, 80, "S", OUT_MAC, CLIENT_MAC)
+    syn_out = tcp(SNAT, p0, SREAL, 8080, "S", SREAL_MAC, OUT_MAC)
+    sa = tcp(SREAL, 8080, SNAT, p0, "SA", OUT_MAC, SREAL_MAC)
+    sa_out = tcp(SVIP, 80, CLIENT, 40000, "SA", CLIENT_MAC, OUT_MAC)
+    return [
+        step("snat-syn", "SYN -> from our address and port to real:8080",
+             syn, "forward", syn_out, 0, 0, vip=2),
+        step("snat-synack", "the answer to our port -> VIP:80 to client",
+             sa, "forward_reply", sa_out, 0, 0),
+        step("snat-icmp-to-vip", "frag-needed about a reply, to the VIP",
+             icmp_err(ROUTER, SVIP, ip_of(sa_out), OUT_MAC, ROUTER_MAC),
+             "forward_icmp",
+             icmp_err(ROUTER, SREAL, ip_of(sa), SREAL_MAC, OUT_MAC), 0, 0,
+             vip=2),
+        step("snat-icmp-to-us", "frag-needed about a request, to us",
+             icmp_err(ROUTER, SNAT, ip_of(syn_out), OUT_MAC, ROUTER_MAC),
+             "forward_icmp",
+             icmp_err(ROUTER, CLIENT, ip_of(syn), CLIENT_MAC, OUT_MAC), 0,
+             0),
+    ]
+
+
+def snat_udp():
+    p1 = SNAT_PORTS[1]
+    q = udp(CLIENT, 7000, SVIP, 53, OUT_MAC, CLIENT_MAC)
+    q_out = udp(SNAT, p1, SREAL, 53, SREAL_MAC, OUT_MAC)
+    a = udp(SREAL, 53, SNAT, p1, OUT_MAC, SREAL_MAC, b"answer")
+    a_out = udp(SVIP, 53, CLIENT, 7000, CLIENT_MAC, OUT_MAC, b"answer")
+    return [
+        step("snat-udp-query", "UDP -> from our second port", q, "forward",
+             q_out, 0, 0, vip=3),
+        step("snat-udp-answer", "the answer, back to the client", a,
+             "forward_reply", a_out, 0, 0),
+        step("snat-ports-full", "a third flow: both SNAT ports are taken",
+             udp(CLIENT, 7001, SVIP, 53, OUT_MAC, CLIENT_MAC),
+             "drop_ports_full", vip=3),
+    ]
+
+
+def sequences():
+    """(name, steps): each runs in order on a fresh core."""
+    return [("nat-tcp", nat_tcp()), ("nat-udp", nat_udp()),
+            ("snat-tcp+udp", snat_tcp() + snat_udp())]

@@ -101,6 +101,17 @@ static int busy_poll(struct xsk_port *q, const struct pyfwd_xsk_config *c)
 	return 1;
 }
 
+/* What the kernel says the socket got (XDP_OPTIONS, Linux 5.3+). */
+static int zerocopy(int fd)
+{
+	struct xdp_options opts = { 0 };
+	socklen_t len = sizeof(opts);
+
+	if (getsockopt(fd, SOL_XDP, XDP_OPTIONS, &opts, &len))
+		return 0;
+	return !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
+}
+
 /* Put n free frames on a port's fill ring. */
 static int fill_from_stack(struct xsk_queue *q, struct xsk_port *p,
 			   uint32_t n)
@@ -140,6 +151,8 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 		if ((c->copy_mode == PYFWD_XSK_COPY && k == 0) ||
 		    (c->copy_mode == PYFWD_XSK_ZEROCOPY && k == 1))
 			continue;
+		if (slot > 0 && k == 0)
+			continue;	/* a shared socket takes the UMEM's mode */
 		/* The first socket owns the UMEM's own fill/completion. */
 		if (slot == 0)
 			err = xsk_socket__create(&p->xsk, ifname, q->queue,
@@ -151,11 +164,8 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 							&p->rx, &p->tx,
 							&p->fill, &p->comp,
 							&scfg);
-		if (!err) {
-			info->copy_mode = k ? PYFWD_XSK_COPY :
-					      PYFWD_XSK_ZEROCOPY;
+		if (!err)
 			break;
-		}
 		p->xsk = NULL;
 	}
 	if (err) {
@@ -164,6 +174,7 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 		return err;
 	}
 	p->fd = xsk_socket__fd(p->xsk);
+	info->copy_mode = zerocopy(p->fd) ? PYFWD_XSK_ZEROCOPY : PYFWD_XSK_COPY;
 	key = slot * STEER_QUEUES_MAX + q->queue;
 	if (bpf_map_update_elem(io->xsks_fd, &key, &p->fd, 0)) {
 		err = -errno;

@@ -181,6 +181,19 @@ def lab_demo(name, topology, reals):
               type=click.Path(dir_okay=False),
               help="a TOML file of VIPs and real servers instead of "
               "--vip/--real")
+@click.option("--mode", type=click.Choice(["dr", "nat", "snat"]),
+              default="dr", show_default=True,
+              help="dr: rewrite MACs, replies bypass us; nat: rewrite the "
+              "destination (two-arm: we are the real servers' gateway); "
+              "snat: the source too (--vip/--real only)")
+@click.option("--inside-iface", metavar="IF",
+              help="two-arm NAT: the interface on the real servers' side")
+@click.option("--snat-address", metavar="ADDR",
+              help="SNAT source address (default: --iface's first IPv4)")
+@click.option("--snat-ports", metavar="LOW-HIGH", default="61000-65535",
+              show_default=True,
+              help="SNAT source ports (keep them out of the kernel's "
+              "ip_local_port_range)")
 @click.option("--scheduler", type=click.Choice(["maglev", "wrr", "rr"]),
               default="maglev", show_default=True,
               help="how new flows pick a real server (--vip/--real only)")
@@ -206,14 +219,21 @@ def lab_demo(name, topology, reals):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning",
                                                 "error"]),
               default="info", show_default=True)
-def start(iface, vips, reals, config_path, scheduler, xdp_mode, copy_mode,
-          busy_poll, queues, flows, stats_file, log_level):
+def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
+          snat_ports, scheduler, xdp_mode, copy_mode, busy_poll, queues,
+          flows, stats_file, log_level):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
-    Direct routing (DR): frames to a VIP get the chosen real server's MAC
-    as destination and go back out of the same interface; the real server
-    (VIP on lo, `pyfwd realserver setup`) answers the client directly.
+    dr    frames to a VIP get the chosen real server's MAC as destination
+          and go back out; the real server (VIP on lo, `pyfwd realserver
+          setup`) answers the client directly.
+    nat   destination := real ADDR:PORT (port translation allowed); its
+          answers come back through us (we are its gateway: two-arm with
+          --inside-iface) and leave from the VIP.  Real servers see the
+          client's address.
+    snat  source := our --snat-address and a port of --snat-ports too;
+          real servers may be anywhere the routes reach, and see us.
     The XDP program is attached with a bpf_link that the kernel removes
     when this process ends, however it ends.
     """
@@ -221,22 +241,28 @@ def start(iface, vips, reals, config_path, scheduler, xdp_mode, copy_mode,
     import time
 
     from . import config as config_mod
-    from .engine import Engine, parse_services
+    from .engine import Engine, parse_ports, parse_services
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
     if config_path:
         cfg = config_mod.load(config_path)
         services, iface = cfg.services, iface or cfg.iface
+        inside_iface = inside_iface or cfg.inside_iface
+        snat_address = snat_address or cfg.snat_address
+        snat_ports = cfg.snat_ports or snat_ports
     else:
         if not reals:
             raise click.UsageError("no --real given")
-        services = parse_services(vips, reals, scheduler)
+        services = parse_services(vips, reals, scheduler, mode)
     if not iface:
         raise click.UsageError("no --iface given (nor [engine] iface)")
+    ports = parse_ports(snat_ports)
     need_root("pyfwd start")
     logging_setup(log_level)
-    engine = Engine(iface, services, xdp_mode=xdp_mode, copy_mode=copy_mode,
+    engine = Engine(iface, services, inside_iface=inside_iface,
+                    snat_address=snat_address, snat_ports=ports,
+                    xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
                     stats_file=stats_file)
     stop = []

@@ -5,17 +5,21 @@ expected, before anything on the machine is touched.
 
     [engine]
     iface = "eth0"
+    inside_iface = "eth1"       # two-arm NAT only
+    snat_address = "10.0.0.2"   # SNAT only; default: iface's address
+    snat_ports = "61000-65535"
 
     [[vip]]
     name = "pacs-web"
     address = "10.0.0.100"
     port = 80
     protocol = "tcp"
-    mode = "dr"
+    mode = "dr"                 # dr | nat | snat
     scheduler = "maglev"        # maglev | wrr | rr
 
     [[vip.real]]
     address = "10.0.0.11"
+    port = 8080                 # NAT/SNAT: port translation
     weight = 100
 """
 
@@ -26,7 +30,8 @@ from .errors import ConfigError
 from .service import Real, Vip
 from .tables import MODES, RING_INDEX, Service
 
-ENGINE_KEYS = {"iface": str}
+ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
+               "snat_ports": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "real": list}
 REAL_KEYS = {"address": str, "port": int, "weight": int}
@@ -36,6 +41,9 @@ REAL_KEYS = {"address": str, "port": int, "weight": int}
 class Config:
     path: str
     iface: "str | None" = None
+    inside_iface: "str | None" = None
+    snat_address: "str | None" = None
+    snat_ports: "str | None" = None
     services: list = field(default_factory=list)
     names: dict = field(default_factory=dict)    # Vip -> name
 
@@ -74,6 +82,9 @@ def parse(text, path="<config>"):
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     cfg.iface = engine.get("iface")
+    cfg.inside_iface = engine.get("inside_iface")
+    cfg.snat_address = engine.get("snat_address")
+    cfg.snat_ports = engine.get("snat_ports")
     vips = doc.get("vip", [])
     if not isinstance(vips, list) or not vips:
         raise ConfigError(f"{path}: no [[vip]] configured")

@@ -19,6 +19,7 @@ and announces the VIPs with gratuitous ARP.
 import array
 import errno
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from .tables import Service
 log = logging.getLogger("pyfwd")
 
 TICK = 0.01             # control thread: punt drain period (s)
+SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start (s)
 
@@ -81,16 +83,27 @@ def rx_queues(ifname):
 class Engine:
     """A running balancer on `iface` (see the module's docstring).
 
-    Options: xdp_mode ("auto" | "native" | "generic"), copy_mode ("auto" |
-    "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL, 0 = sleep in
-    poll()), queues (default: every RX queue), flows (flow slots per
-    queue), stats_file (JSON written every second and at stop).
+    Options: inside_iface (two-arm NAT: the real servers' side),
+    snat_address (default: iface's primary IPv4 address) and snat_ports
+    (lo, hi) for SNAT VIPs, xdp_mode ("auto" | "native" | "generic"),
+    copy_mode ("auto" | "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL,
+    0 = sleep in poll()), queues (default: every RX queue), flows (flow
+    slots per queue; a DR flow takes one, a NAT/SNAT flow two), stats_file
+    (JSON written every second and at stop).
     """
 
-    def __init__(self, iface, services, *, xdp_mode="auto", copy_mode="auto",
-                 busy_poll=0, queues=None, flows=1 << 20, stats_file=None,
-                 arp_refresh=ARP_REFRESH):
+    def __init__(self, iface, services, *, inside_iface=None,
+                 snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
+                 copy_mode="auto", busy_poll=0, queues=None, flows=1 << 20,
+                 stats_file=None, arp_refresh=ARP_REFRESH):
         self.iface = iface
+        self.inside_iface = inside_iface
+        self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
+        if inside_iface == iface:
+            raise ConfigError(f"inside iface {inside_iface!r}: the same as "
+                              "iface; leave it out for one-arm")
+        self.snat_address = snat_address
+        self.snat_ports = snat_ports
         vips = [s.vip for s in services]
         if len(set(vips)) != len(vips):
             dup = next(v for v in vips if vips.count(v) > 1)
@@ -101,7 +114,9 @@ class Engine:
         self.stats_file = stats_file
         self.arp_refresh = arp_refresh
         self.core = self.xsk = self.info = None
-        self.macs = {}
+        self.macs = {}          # real address -> next hop MAC or None
+        self.out_ifs = {}       # real address -> interface slot
+        self.why = {}           # real address -> why it has no next hop
         self.tables = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -125,12 +140,30 @@ class Engine:
         or AF_XDP refused), after undoing what it did.
         """
         ifindex, mac, rxq = interface(self.iface)
-        queues = self.options["queues"] or rxq
+        ifindex2, mac2 = 0, None
+        if self.inside_iface:
+            ifindex2, mac2, rxq2 = interface(self.inside_iface)
+            rxq = min(rxq, rxq2)
+        self.ifindexes = [ifindex] + ([ifindex2] if ifindex2 else [])
+        tracked = any(s.mode != "dr" for s in self.services)
+        queues = self.options["queues"] or (1 if tracked else rxq)
         if not 1 <= queues <= rxq:
             raise ConfigError(f"queues {queues}: {self.iface} has {rxq} RX "
                               "queue(s)")
+        if tracked and queues > 1:
+            raise ConfigError(f"queues {queues}: NAT and SNAT run on one "
+                              "queue for now (their flow table is per "
+                              "queue and answers may come in on another)")
+        if tracked and rxq > 1:
+            log.warning("%s: NAT/SNAT serve RX queue 0 only; frames on the "
+                        "other %d queue(s) go to the kernel", self.iface,
+                        rxq - 1)
         self.mac = mac
-        self.core = Core(mac=mac, workers=queues, flows=self.options["flows"])
+        self.core = Core(mac=mac, mac2=mac2, workers=queues,
+                         flows=self.options["flows"])
+        self.snat = self._snat_setting()
+        if self.snat:
+            self.core.set_snat(self.snat[0], self.snat[1:])
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
         self._refresh_macs()
         self._publish()
@@ -139,14 +172,15 @@ class Engine:
             self.info = self.xsk.open(
                 ifindex, queues=queues, xdp_mode=self.options["xdp_mode"],
                 copy_mode=self.options["copy_mode"],
-                busy_poll_usecs=self.options["busy_poll"])
-            self.xsk.steer([s.vip for s in self.services])
+                busy_poll_usecs=self.options["busy_poll"], ifindex2=ifindex2)
+            self._steer()
             self._sock = arp.ArpSocket(self.iface)
         except BaseException:
             self.xsk.close()
             raise
         log.info("%s: XDP program %d attached in %s mode, %d AF_XDP "
-                 "socket(s) in %s mode, busy polling %s", self.iface,
+                 "socket(s) in %s mode, busy polling %s",
+                 "+".join(self.ifaces),
                  self.info.prog_id, self.info.xdp_mode, self.info.queues,
                  self.info.copy_mode,
                  f"on ({self.options['busy_poll']} µs)" if
@@ -154,6 +188,8 @@ class Engine:
         for s in self.services:
             log.info("vip %s (%s, %s): %s", s.vip, s.mode, s.scheduler,
                      ", ".join(str(r) for r in s.reals) or "no real server")
+        if self.snat:
+            log.info("snat: from %s, ports %d-%d", *self.snat)
         self.xsk.start()
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._control,
@@ -238,31 +274,93 @@ class Engine:
         return [s.vip.address for s in self.services
                 if s.vip.address.version == 4]
 
-    def _refresh_macs(self):
-        """Ask the kernel / the wire for every real's MAC (start only)."""
-        addrs = {r.address for s in self.services for r in s.reals}
-        v4 = [a for a in addrs if a.version == 4]
-        self._apply_macs(arp.refresh(self.iface, v4) if v4 else {})
+    def _next_hops(self):
+        """Ask the kernel's routes and ARP for the next hop toward every
+        real server: {address: (mac | None, slot, why)}."""
+        addrs = sorted({r.address for s in self.services for r in s.reals},
+                       key=str)
+        routes = {a: route_to(a) for a in addrs}
+        by_iface = {}
+        for a, (oif, hop) in routes.items():
+            if oif in self.ifaces and hop.version == 4:
+                by_iface.setdefault(oif, set()).add(hop)
+        found = {}
+        for ifname, hops in by_iface.items():
+            for hop, mac in arp.refresh(ifname, sorted(hops, key=str)).items():
+                found[(ifname, hop)] = mac
+        out = {}
+        for a, (oif, hop) in routes.items():
+            if oif not in self.ifaces:
+                out[a] = (None, 0, f"route via {oif or 'nowhere'}, not "
+                          f"{' or '.join(self.ifaces)}")
+            elif hop.version != 4:
+                out[a] = (None, 0, "IPv6 next hops are not resolved yet")
+            else:
+                mac = found.get((oif, hop))
+                via = "" if hop == a else f" (via {hop})"
+                out[a] = (mac, self.ifaces.index(oif),
+                          None if mac else f"MAC unknown{via}: no ARP "
+                          f"answer on {oif}")
+        return out
 
-    def _apply_macs(self, found):
-        """Take the MACs found; log what changed; True if any did."""
-        addrs = {r.address for s in self.services for r in s.reals}
-        macs = {a: found.get(a, self.macs.get(a)) for a in addrs}
-        for a in addrs:
-            old, new = self.macs.get(a), macs[a]
-            if new is None and (old is not None or a not in self.macs):
-                log.warning("real %s: MAC unknown (no ARP answer on %s): "
-                            "not scheduled", a, self.iface)
-            elif new is not None and new != old:
-                log.info("real %s: MAC %s", a, arp.mac_to_str(new))
-        changed = macs != self.macs
-        self.macs = macs
+    def _refresh_macs(self):
+        """Next hops of every real server (start only)."""
+        self._apply_hops(self._next_hops())
+
+    def _apply_hops(self, hops):
+        """Take the next hops found; log what changed; True if any did."""
+        changed = False
+        for a, (mac, slot, why) in hops.items():
+            old = self.macs.get(a)
+            if mac is None and (old is not None or a not in self.macs):
+                log.warning("real %s: %s: not scheduled", a, why)
+            elif mac is not None and mac != old:
+                log.info("real %s: next hop MAC %s on %s", a,
+                         arp.mac_to_str(mac), self.ifaces[slot])
+            changed |= (mac != old or slot != self.out_ifs.get(a))
+            self.macs[a], self.out_ifs[a], self.why[a] = mac, slot, why
         return changed
 
     def _publish(self):
-        self.tables = self.core.publish_services(self.services, self.macs)
+        self.tables = self.core.publish_services(self.services, self.macs,
+                                                 self.out_ifs)
+        for (vip, key), why in self.tables.unscheduled.items():
+            addr = Real.parse(key).address
+            if self.why.get(addr):
+                self.tables.unscheduled[(vip, key)] = self.why[addr]
         if self.responder:
             self.responder.update_vips(self._ipv4_vips())
+        if self.xsk and self.info:
+            self._steer()
+
+    def _steer(self):
+        """What the XDP program sends us: the VIPs; for NAT, the answers
+        of the real servers (from their addr:port); for SNAT, our port
+        range."""
+        replies = [Vip(r.address, r.port or s.vip.port, s.vip.protocol)
+                   for s in self.services if s.mode == "nat"
+                   for r in s.reals]
+        self.xsk.steer([s.vip for s in self.services], set(replies),
+                       self.snat)
+
+    def _snat_setting(self):
+        """(address, lo, hi) when a VIP is in SNAT mode, else None."""
+        if not any(s.mode == "snat" for s in self.services):
+            return None
+        addr = self.snat_address
+        if addr is None:
+            addr = primary_ipv4(self.iface)
+            if addr is None:
+                raise ConfigError(f"snat: {self.iface} has no IPv4 address; "
+                                  "give --snat-address")
+        elif not isinstance(addr, ipaddress.IPv4Address):
+            try:
+                addr = ipaddress.IPv4Address(addr)
+            except ValueError:
+                raise ConfigError(f"snat address {addr!r}: expected an IPv4 "
+                                  "address") from None
+        lo, hi = self.snat_ports
+        return (addr, lo, hi)
 
     def _control(self):
         """Punted frames, MAC refresh, gratuitous ARP, stats file."""
@@ -293,11 +391,9 @@ class Engine:
                 log.error("control: %s", exc)
 
     def _refresh_and_publish(self):
-        addrs = {r.address for s in self.services for r in s.reals}
-        v4 = [a for a in addrs if a.version == 4]
-        found = arp.refresh(self.iface, v4) if v4 else {}  # unlocked: slow
+        hops = self._next_hops()        # unlocked: it waits for ARP
         with self._lock:
-            if self._apply_macs(found):
+            if self._apply_hops(hops):
                 self._publish()
             self._refresh_count += 1
             self._refreshed.notify_all()
@@ -339,6 +435,7 @@ class Engine:
                     reals.append({
                         "real": r.key, "weight": r.weight,
                         "mac": arp.mac_to_str(mac) if mac else None,
+                        "via": self.ifaces[self.out_ifs.get(r.address, 0)],
                         "scheduled": why is None, "why": why,
                         "flows": flows.get(rid, 0), **per_real.get(rid, {})})
                 vips.append({"vip": str(s.vip), "mode": s.mode,
@@ -365,14 +462,54 @@ class Engine:
         os.replace(tmp, self.stats_file)
 
 
-def parse_services(vip_texts, real_texts, scheduler="maglev"):
+def route_to(address):
+    """(output interface name, next hop address) of the kernel's route to
+    address in this network namespace; (None, address) when none."""
+    with IPRoute() as ipr:
+        try:
+            route = ipr.route("get", dst=str(address))[0]
+        except Exception:       # pyroute2 raises NetlinkError: no route
+            return None, address
+        oif = route.get_attr("RTA_OIF")
+        gw = route.get_attr("RTA_GATEWAY")
+        links = ipr.get_links(oif) if oif else []
+    name = links[0].get_attr("IFLA_IFNAME") if links else None
+    return name, ipaddress.ip_address(gw) if gw else address
+
+
+def primary_ipv4(ifname):
+    """The first IPv4 address of ifname (an IPv4Address) or None."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        addrs = ipr.get_addr(index=idx[0], family=socket.AF_INET) \
+            if idx else []
+    for a in addrs:
+        return ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
+    return None
+
+
+def parse_ports(text):
+    """`LOW-HIGH` -> (low, high); ConfigError naming the text."""
+    try:
+        lo, hi = (int(x, 10) for x in str(text).split("-"))
+    except ValueError:
+        raise ConfigError(f"snat ports {text!r}: expected LOW-HIGH, e.g. "
+                          "61000-65535") from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise ConfigError(f"snat ports {text!r}: expected 1024 <= LOW <= "
+                          "HIGH <= 65535")
+    return lo, hi
+
+
+def parse_services(vip_texts, real_texts, scheduler="maglev", mode="dr"):
     """Services from the command line: every --real serves every --vip
     (one VIP is the usual case)."""
     if not vip_texts:
         raise ConfigError("no --vip given (or use --config FILE)")
     reals = [Real.parse(t) for t in real_texts]
-    return [Service(Vip.parse(v), list(reals), scheduler)
+    return [Service(Vip.parse(v), list(reals), scheduler, mode)
             for v in vip_texts]
 
 
-__all__ = ["Engine", "interface", "parse_services"]
+__all__ = ["Engine", "interface", "parse_services", "parse_ports",
+           "route_to", "primary_ipv4"]

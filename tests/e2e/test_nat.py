@@ -1,0 +1,211 @@
+"""L4 NAT (two-arm lab) and SNAT (one-arm lab) end to end: whoami servers
+on port 8080 behind VIP:80 (port translation), curl and UDP from the
+client, the engine on AF_XDP in the lb namespace.  Root; the labs are
+removed whatever happens."""
+
+import collections
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pyfwd.engine import Engine
+from pyfwd.lab import Lab
+from pyfwd.service import Real, Vip
+from pyfwd.tables import Service
+
+pytestmark = pytest.mark.root
+
+VIP4 = "10.0.0.100"
+WEB = Vip.parse(f"{VIP4}:80/tcp")
+UDP = Vip.parse(f"{VIP4}:9000/udp")
+
+
+def wait_line(proc, needle, timeout=15):
+    lines, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"no {needle!r}:\n" + "".join(lines))
+
+
+def build(topology):
+    """A lab whose real servers run whoami on 8080 (TCP) and 9000 (UDP)."""
+    name = "pfn" + secrets.token_hex(3)
+    lab = Lab(name, topology=topology, reals=3).up()
+    try:
+        for role in lab.reals:
+            p = lab.popen(role, [sys.executable, "-m", "pyfwd.whoami",
+                                 "--bind", "0.0.0.0", "--port", "8080",
+                                 "--udp", str(UDP.port), "--name", role],
+                          stdout=subprocess.PIPE, text=True)
+            wait_line(p, "listening")
+    except BaseException:
+        lab.down()
+        raise
+    return lab
+
+
+@pytest.fixture(scope="module")
+def nat_lab():
+    lab = build("two-arm")
+    yield lab
+    lab.down()
+
+
+@pytest.fixture(scope="module")
+def snat_lab():
+    lab = build("one-arm")
+    yield lab
+    lab.down()
+
+
+def services(lab, mode):
+    reals = [Real(lab.ip(r), 8080) for r in lab.reals]
+    return [Service(WEB, reals, "maglev", mode),
+            Service(UDP, [Real(lab.ip(r)) for r in lab.reals], "wrr", mode)]
+
+
+def start(lab, mode, **kw):
+    kw.setdefault("flows", 1 << 16)
+    eng = Engine("eth0", services(lab, mode), busy_poll=0,
+                 inside_iface="eth1" if mode == "nat" else None, **kw)
+    lab.call("lb", eng.start)
+    return eng
+
+
+@pytest.fixture
+def nat(nat_lab):
+    eng = start(nat_lab, "nat")
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture
+def snat(snat_lab):
+    eng = start(snat_lab, "snat")
+    yield eng
+    eng.stop()
+
+
+def curl(lab, *args, timeout=60):
+    return lab.run("client", ["curl", "-sS", "--max-time", str(timeout),
+                              *args], capture_output=True, text=True,
+                   timeout=timeout + 10)
+
+
+def thousand_connections(lab, seen_client):
+    n = 1000
+    r = curl(lab, "-H", "Connection: close", *[f"http://{VIP4}/"] * n,
+             timeout=240)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == n
+    nodes = collections.Counter(re.search(r"node=(\w+)", x).group(1)
+                                for x in lines)
+    assert set(nodes) == {"real1", "real2", "real3"}, nodes
+    assert min(nodes.values()) > n / 6, nodes
+    # port translation: the real servers were asked on 8080
+    assert all(re.search(r"local=[\d.]+:8080", x) for x in lines)
+    clients = {re.search(r"client=([\d.]+):", x).group(1) for x in lines}
+    assert clients == {seen_client}
+    return lines
+
+
+def download_and_udp(lab, eng):
+    size = 100_000_000
+    r = curl(lab, "-o", "/dev/null", "-w", "%{size_download} %{http_code}",
+             f"http://{VIP4}/bytes/{size}", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(size), "200"]
+    sock = lab.socket("client", socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(3)
+    sock.connect((VIP4, UDP.port))
+    for i in range(10):
+        sock.send(b"q" * (i + 1))
+        reply = sock.recv(2048).decode()
+        assert f"len={i + 1}" in reply, reply
+    sock.close()
+    core = eng.stats()["core"]
+    # Both directions cross the balancer in NAT and SNAT.
+    assert core["reason"]["forward_reply"] > 10_000
+    assert core["bytes"] > size
+
+
+def test_nat_1000_connections_keep_the_client_address(nat_lab, nat):
+    thousand_connections(nat_lab, "10.0.0.1")
+    s = nat.stats()
+    assert s["core"]["flows_new"] >= 1000
+    assert s["core"]["reason"]["forward_reply"] >= 1000
+
+
+def test_nat_download_and_udp(nat_lab, nat):
+    download_and_udp(nat_lab, nat)
+
+
+def test_snat_1000_connections_show_the_balancer(snat_lab, snat):
+    thousand_connections(snat_lab, "10.0.0.2")
+    assert snat.stats()["core"]["flows_new"] >= 1000
+
+
+def test_snat_download_and_udp(snat_lab, snat):
+    download_and_udp(snat_lab, snat)
+
+
+def test_full_table_drops_new_flows_while_a_download_completes(nat_lab):
+    eng = start(nat_lab, "nat", flows=64)       # room for ~32 NAT flows
+    try:
+        size = 40_000_000
+        out = {}
+
+        def download():
+            out["r"] = curl(nat_lab, "-o", "/dev/null", "--limit-rate",
+                            "15M", "-w", "%{size_download}",
+                            f"http://{VIP4}/bytes/{size}", timeout=60)
+
+        t = threading.Thread(target=download)
+        t.start()
+        time.sleep(0.5)
+        flood = curl(nat_lab, "--parallel", "--parallel-max", "100",
+                     "-o", "/dev/null", "-w", "%{http_code}\n",
+                     *[f"http://{VIP4}/"] * 100, timeout=3)
+        t.join(60)
+        assert out["r"].returncode == 0, out["r"].stderr
+        assert out["r"].stdout.strip() == str(size)
+        codes = flood.stdout.split()
+        assert codes.count("200") < 100         # some were turned away
+        core = eng.stats()["core"]
+        assert core["reason"]["drop_table_full"] > 0, core["reason"]
+    finally:
+        eng.stop()
+
+
+def test_cli_nat_and_snat_arguments(nat_lab):
+    base = [sys.executable, "-m", "pyfwd.cli", "start", "--iface", "eth0"]
+    bad = nat_lab.run("lb", base + ["--mode", "snat", "--vip",
+                                    f"{VIP4}:80/tcp", "--real",
+                                    "192.168.50.11:8080", "--snat-ports",
+                                    "70000-80000"],
+                      capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "70000-80000" in bad.stderr
+    proc = nat_lab.popen("lb", base + [
+        "--inside-iface", "eth1", "--mode", "nat", "--vip",
+        f"{VIP4}:80/tcp", "--real", "192.168.50.12:8080", "--busy-poll",
+        "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_line(proc, "attached")
+        r = curl(nat_lab, f"http://{VIP4}/", timeout=5)
+        assert "node=real2 client=10.0.0.1:" in r.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0

@@ -83,7 +83,7 @@ struct flow_key {
 #define FLOW_OPEN 1	/* DR: any packet; NAT: the real answered */
 #define FLOW_CLOSING 2	/* FIN or RST seen: short timeout */
 #define FLOW_SYN 3	/* NAT/SNAT: the client's SYN, no answer yet */
-#define FLOW_PROBE 32	/* slots looked at from the hash's: full past that */
+#define FLOW_PROBE 16	/* slots looked at from each of two hashes */
 
 #define DIR_ORIG 0	/* client -> VIP */
 #define DIR_REPLY 1	/* real server -> client (NAT and SNAT) */

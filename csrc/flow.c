@@ -49,18 +49,23 @@ static struct flow *flow_find(struct worker *w, const struct flow_key *key,
 			      uint64_t now, struct flow **slot, int *evict)
 {
 	uint32_t h = flow_hash(key), k;
-	struct flow *free_ = NULL, *oldest = NULL;
+	/* Two windows (two choices) keep the table usable when nearly full. */
+	uint32_t start[2] = { h, (h * 0x9e3779b1u) ^ (h >> 15) ^ 0x5bd1e995u };
+	struct flow *free_[2] = { NULL, NULL }, *oldest = NULL;
+	uint32_t nfree[2] = { 0, 0 };
 
-	for (k = 0; k < FLOW_PROBE; k++) {
-		struct flow *f = &w->flows[(h + k) & w->flow_mask];
+	for (k = 0; k < 2 * FLOW_PROBE; k++) {
+		uint32_t win = k / FLOW_PROBE, at = start[win] + k % FLOW_PROBE;
+		struct flow *f = &w->flows[at & w->flow_mask];
 
 		if (!alive(f, now)) {
 			if (f->peer != NO_PEER) {	/* an expired pair */
 				pair_free(w, f);
 				w->stats.flows_expired++;
 			}
-			if (!free_)
-				free_ = f;
+			if (!free_[win])
+				free_[win] = f;
+			nfree[win]++;
 			continue;
 		}
 		if (!memcmp(&f->key, key, sizeof(*key)))
@@ -69,8 +74,11 @@ static struct flow *flow_find(struct worker *w, const struct flow_key *key,
 		    (!oldest || f->expires_ns < oldest->expires_ns))
 			oldest = f;	/* only DR entries may be pushed out */
 	}
-	*evict = !free_ && oldest;
-	*slot = free_ ? free_ : oldest;
+	/* A new flow goes to the emptier window (the power of two choices). */
+	*slot = nfree[1] > nfree[0] ? free_[1] : free_[0];
+	*evict = !*slot && oldest;
+	if (!*slot)
+		*slot = oldest;
 	return NULL;
 }
 

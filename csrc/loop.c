@@ -77,7 +77,9 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
 		pfd[i].events = POLLIN;
 		pfd[i].revents = 0;
 	}
-	if (!poll(pfd, q->nports, IDLE_POLL_MS))
+	/* Idle: expire NAT/SNAT flows (DR entries just lapse). */
+	if (!poll(pfd, q->nports, IDLE_POLL_MS) &&
+	    ctx->bank[__atomic_load_n(&ctx->gen, __ATOMIC_RELAXED) & 1].nat_vips)
 		core_sweep(w, core_now(ctx), IDLE_SWEEP);
 	w->stats.polls++;
 }

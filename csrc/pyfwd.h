@@ -75,7 +75,8 @@
 #define PYFWD_VIPS_MAX_DEFAULT 1024
 #define PYFWD_REALS_MAX_DEFAULT 4096
 #define PYFWD_RING_MAX_DEFAULT 1048592	/* 16 Maglev tables of 65537 */
-#define PYFWD_FLOWS_DEFAULT 1048576	/* flow slots per worker */
+#define PYFWD_FLOWS_DEFAULT 2097152	/* flow slots per worker: 72 bytes
+					 * each; DR takes 1, NAT/SNAT 2 */
 #define PYFWD_WORKERS_MAX 64
 #define PYFWD_NO_REAL 65535		/* ring entry: nobody */
 

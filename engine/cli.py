@@ -211,9 +211,10 @@ def lab_demo(name, topology, reals):
               "spinning")
 @click.option("--queues", type=click.IntRange(1, 64), default=None,
               help="RX queues to serve (default: all)")
-@click.option("--flows", type=click.IntRange(64, 1 << 26),
-              default=1 << 20, show_default=True,
-              help="flow table slots per queue (64 bytes each)")
+@click.option("--flows", type=click.IntRange(64, 1 << 26), default=None,
+              help="flow table slots per queue, 72 bytes each; a DR flow "
+              "takes one, a NAT/SNAT flow two (default: 2M for DR, 4M with "
+              "NAT/SNAT: about 1.7M flows either way)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning",

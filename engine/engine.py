@@ -40,6 +40,11 @@ log = logging.getLogger("pyfwd")
 
 TICK = 0.01             # control thread: punt drain period (s)
 SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
+# Flow slots per queue.  A table turns new flows away from about 85% full
+# (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
+# slots ~1.7M NAT/SNAT flows (288 MiB).
+FLOWS_DR = 1 << 21
+FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start (s)
 
@@ -88,13 +93,14 @@ class Engine:
     (lo, hi) for SNAT VIPs, xdp_mode ("auto" | "native" | "generic"),
     copy_mode ("auto" | "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL,
     0 = sleep in poll()), queues (default: every RX queue), flows (flow
-    slots per queue; a DR flow takes one, a NAT/SNAT flow two), stats_file
-    (JSON written every second and at stop).
+    slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
+    two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
+    second and at stop).
     """
 
     def __init__(self, iface, services, *, inside_iface=None,
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
-                 copy_mode="auto", busy_poll=0, queues=None, flows=1 << 20,
+                 copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH):
         self.iface = iface
         self.inside_iface = inside_iface
@@ -159,8 +165,9 @@ class Engine:
                         "other %d queue(s) go to the kernel", self.iface,
                         rxq - 1)
         self.mac = mac
-        self.core = Core(mac=mac, mac2=mac2, workers=queues,
-                         flows=self.options["flows"])
+        flows = self.options["flows"] or (FLOWS_TRACKED if tracked
+                                          else FLOWS_DR)
+        self.core = Core(mac=mac, mac2=mac2, workers=queues, flows=flows)
         self.snat = self._snat_setting()
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])

@@ -209,3 +209,31 @@ def test_cli_nat_and_snat_arguments(nat_lab):
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_snat_real_server_behind_a_router(nat_lab):
+    """SNAT to real servers on another subnet: the next hop is a router
+    (here the two-arm lab's lb, whose kernel forwards).  The balancer runs
+    in the client namespace, and the lb namespace plays the client."""
+    lab = nat_lab
+    vip = Vip.parse("10.0.0.200:80/tcp")
+    svc = [Service(vip, [Real(lab.ip(r), 8080) for r in lab.reals],
+                   "wrr", "snat")]
+    eng = Engine("eth0", svc, busy_poll=0, flows=1 << 12)
+    lab.call("client", eng.start)
+    try:
+        reals = eng.stats()["vips"][0]["reals"]
+        lb_mac = lab.node("lb").interfaces[0].mac
+        assert {r["mac"] for r in reals} == {lb_mac}     # via the router
+        r = lab.run("lb", ["curl", "-sS", "--max-time", "5", "-H",
+                           "Connection: close", *[f"http://{vip.address}/"]
+                           * 6], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert len(lines) == 6
+        assert {re.search(r"node=(\w+)", x).group(1) for x in lines} == {
+            "real1", "real2", "real3"}
+        # the real servers saw our (the client namespace's) address
+        assert all("client=10.0.0.1:" in x for x in lines)
+    finally:
+        eng.stop()

@@ -31,6 +31,7 @@
 #define PROTO_FRAGMENT 44
 #define PROTO_ICMPV6 58
 #define PROTO_DSTOPTS 60
+#define PROTO_PERSIST 255	/* flow_key.proto of a persistence entry */
 
 /* How many IPv6 extension headers we walk before giving up on a frame. */
 #define IP6_EXTHDR_MAX 8
@@ -104,7 +105,8 @@ struct flow {
 	uint8_t mode;		/* PYFWD_MODE_* */
 	uint8_t in_if;		/* ORIG: where the client's frames come in */
 	uint8_t mac[6];		/* ORIG: the MAC they come from (next hop back) */
-	uint8_t pad[6];
+	uint8_t counted;	/* in its real's active count */
+	uint8_t pad[5];
 };
 
 _Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
@@ -143,6 +145,7 @@ struct worker {
 	struct flow *flows;
 	struct port_pool ports;
 	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
+	uint32_t *active;	/* per real id: flows alive (this worker) */
 	struct pyfwd_real_stats *real_stats;
 	struct punt_ring punt;
 	struct xsk_queue *xq;

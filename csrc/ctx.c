@@ -109,6 +109,7 @@ static void worker_free(struct worker *w)
 	free(w->ports.taken);
 	free(w->flows);
 	free(w->seq);
+	free(w->active);
 	free(w->real_stats);
 	free(w->punt.data);
 }
@@ -122,11 +123,13 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	/* calloc of a large table maps zero pages: memory is used as used */
 	w->flows = calloc(slots, sizeof(*w->flows));
 	w->seq = calloc(cfg->max_vips, sizeof(*w->seq));
+	w->active = calloc(cfg->max_reals, sizeof(*w->active));
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
 	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
 	w->ports.free = calloc(65536, sizeof(*w->ports.free));
 	w->ports.taken = calloc(65536, 1);
-	if (!w->flows || !w->seq || !w->real_stats || !w->punt.data ||
+	if (!w->flows || !w->seq || !w->active || !w->real_stats ||
+	    !w->punt.data ||
 	    !w->ports.free || !w->ports.taken)
 		return -ENOMEM;
 	return 0;
@@ -251,7 +254,7 @@ static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 		return 0;
 	if (v->mode > PYFWD_MODE_SNAT)
 		return 0;
-	if (v->sched != PYFWD_SCHED_HASH && v->sched != PYFWD_SCHED_SEQ)
+	if (v->sched > PYFWD_SCHED_LEAST)
 		return 0;
 	if (v->ring_off > nring || v->ring_len > nring - v->ring_off)
 		return 0;
@@ -414,32 +417,24 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 			out[r].frames += s[r].frames;
 			out[r].bytes += s[r].bytes;
 			out[r].flows_new += s[r].flows_new;
+			out[r].active += __atomic_load_n(
+				&ctx->workers[i].active[r], __ATOMIC_RELAXED);
 		}
 	}
 	return 0;
 }
 
-int pyfwd_flows_count(struct pyfwd_ctx *ctx, uint32_t *per_real, uint32_t n)
+void pyfwd_expire(struct pyfwd_ctx *ctx)
 {
 	uint64_t now = core_now(ctx);
-	uint32_t i, f;
+	uint32_t i;
 
-	if (n > ctx->cfg.max_reals)
-		return -E2BIG;
-	memset(per_real, 0, n * sizeof(*per_real));
-	/* Racy against the workers by design: a count, not a ledger. */
 	for (i = 0; i < ctx->cfg.workers; i++) {
-		const struct worker *w = &ctx->workers[i];
+		struct worker *w = &ctx->workers[i];
 
-		for (f = 0; f <= w->flow_mask; f++) {
-			const struct flow *fl = &w->flows[f];
-
-			if (fl->expires_ns > now && fl->real < n &&
-			    fl->dir == DIR_ORIG)
-				per_real[fl->real]++;
-		}
+		w->sweep = 0;
+		core_sweep(w, now, w->flow_mask + 1);
 	}
-	return 0;
 }
 
 void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns)

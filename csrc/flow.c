@@ -40,6 +40,15 @@ static inline uint32_t link_to(const struct worker *w, const struct flow *f)
 
 static void pair_free(struct worker *w, struct flow *f);
 
+/* A flow stops counting toward its real's live flows (LC and stats). */
+static inline void uncount(struct worker *w, struct flow *f)
+{
+	if (f->counted) {
+		f->counted = 0;
+		w->active[f->real]--;
+	}
+}
+
 /*
  * The live flow entry of key, or NULL with *slot set to where a new one
  * goes: a free slot, else (DR may evict) the oldest of the probe window,
@@ -63,6 +72,7 @@ static struct flow *flow_find(struct worker *w, const struct flow_key *key,
 				pair_free(w, f);
 				w->stats.flows_expired++;
 			}
+			uncount(w, f);
 			if (!free_[win])
 				free_[win] = f;
 			nfree[win]++;
@@ -88,12 +98,14 @@ static void pair_free(struct worker *w, struct flow *f)
 	struct flow *orig = f, *peer;
 
 	if (f->peer == NO_PEER) {
+		uncount(w, f);
 		f->expires_ns = 0;
 		return;
 	}
 	peer = peer_of(w, f);
 	if (f->dir == DIR_REPLY)
 		orig = peer;
+	uncount(w, orig);
 	if (orig->mode == PYFWD_MODE_SNAT && orig->snat_port &&
 	    w->ports.taken[orig->snat_port]) {
 		w->ports.taken[orig->snat_port] = 0;
@@ -116,10 +128,13 @@ void core_sweep(struct worker *w, uint64_t now, uint32_t slots)
 	for (k = 0; k < slots; k++) {
 		struct flow *f = &w->flows[w->sweep++ & w->flow_mask];
 
-		if (f->peer != NO_PEER && !alive(f, now)) {
+		if (alive(f, now))
+			continue;
+		if (f->peer != NO_PEER) {
 			pair_free(w, f);
 			w->stats.flows_expired++;
 		}
+		uncount(w, f);
 	}
 }
 
@@ -291,6 +306,79 @@ static void xlat_out(const struct pyfwd_ctx *ctx, struct worker *w,
 
 /* --- the three kinds of forward ------------------------------------------ */
 
+/* Fewest live flows per weight among the ring's candidates (lc, wlc). */
+static uint32_t pick_least(const struct vip_bank *b, const struct worker *w,
+			   const struct pyfwd_vip *vip, uint32_t turn)
+{
+	uint32_t i, best = PYFWD_NO_REAL;
+	uint64_t best_a = 0, best_w = 1;
+
+	/* Start at a turning offset so that ties take turns. */
+	for (i = 0; i < vip->ring_len; i++) {
+		uint32_t id = b->ring[vip->ring_off + (turn + i) % vip->ring_len];
+		uint64_t a, wt;
+
+		if (!real_usable(b, id) || !b->reals[id].weight)
+			continue;
+		a = w->active[id];
+		wt = b->reals[id].weight;
+		if (best == PYFWD_NO_REAL || a * best_w < best_a * wt) {
+			best = id;
+			best_a = a;
+			best_w = wt;
+		}
+	}
+	return best;
+}
+
+/* A real server for a new flow of vip; PYFWD_NO_REAL if none. */
+static uint32_t schedule(const struct vip_bank *b, struct worker *w,
+			 const struct pyfwd_vip *vip, int32_t vip_index,
+			 const struct flow_key *key)
+{
+	uint32_t w4[4];
+
+	switch (vip->sched) {
+	case PYFWD_SCHED_SEQ:
+		return b->ring[vip->ring_off +
+			       w->seq[vip_index]++ % vip->ring_len];
+	case PYFWD_SCHED_SRC_HASH:
+		memcpy(w4, key->saddr, 16);
+		return b->ring[vip->ring_off +
+			       hash_words(w4, 4, key->family) % vip->ring_len];
+	case PYFWD_SCHED_LEAST:
+		return pick_least(b, w, vip, w->seq[vip_index]++);
+	default:
+		return b->ring[vip->ring_off + flow_hash(key) % vip->ring_len];
+	}
+}
+
+/*
+ * Persistence: the real this client's address was sent to on this VIP
+ * within the last vip->persist seconds (a flow entry of its own), or
+ * PYFWD_NO_REAL.  Sets *entry to the entry to refresh or fill.
+ */
+static uint32_t persist_lookup(struct worker *w, const struct vip_bank *b,
+			       const struct pyfwd_vip *vip,
+			       const struct flow_key *key, uint64_t now,
+			       struct flow **entry, struct flow_key *pk)
+{
+	struct flow *f, *slot = NULL;
+	int evict = 0;
+
+	memset(pk, 0, sizeof(*pk));
+	memcpy(pk->saddr, key->saddr, 16);
+	memcpy(pk->daddr, vip->addr, 16);
+	pk->dport = vip->port;
+	pk->proto = PROTO_PERSIST;
+	pk->family = key->family;
+	f = flow_find(w, pk, now, &slot, &evict);
+	*entry = f ? f : evict ? NULL : slot;	/* never push a flow out */
+	if (f && real_usable(b, f->real))
+		return f->real;
+	return PYFWD_NO_REAL;
+}
+
 /* NAT/SNAT: the REPLY entry of a new ORIG entry; 0 or a drop reason. */
 static uint32_t nat_open(const struct pyfwd_ctx *ctx, struct worker *w,
 			 const struct vip_bank *b, struct flow *orig,
@@ -347,8 +435,9 @@ static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
 {
 	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
 	uint8_t fl = ps->tcp_flags;
-	struct flow *flow, *slot = NULL;
-	uint32_t id, idx, why;
+	struct flow *flow, *slot = NULL, *pe = NULL;
+	struct flow_key pk;
+	uint32_t id = PYFWD_NO_REAL, why;
 	struct xlat x;
 	int evict = 0;
 
@@ -366,16 +455,29 @@ static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (flow) {
 		w->stats.flow_hits++;
 	} else {
-		if (unlikely(!vip->ring_len))
-			return PYFWD_R_DROP_NO_REAL;
 		if (unlikely(!slot || (evict && vip->mode != PYFWD_MODE_DR)))
 			return PYFWD_R_DROP_TABLE_FULL;
-		idx = vip->sched == PYFWD_SCHED_SEQ ?
-			      w->seq[ps->r->vip]++ % vip->ring_len :
-			      flow_hash(&ps->key) % vip->ring_len;
-		id = b->ring[vip->ring_off + idx];
-		if (unlikely(!real_usable(b, id)))
-			return PYFWD_R_DROP_NO_REAL;
+		if (vip->persist)
+			id = persist_lookup(w, b, vip, &ps->key, now, &pe, &pk);
+		if (id == PYFWD_NO_REAL) {
+			if (unlikely(!vip->ring_len))
+				return PYFWD_R_DROP_NO_REAL;
+			id = schedule(b, w, vip, ps->r->vip, &ps->key);
+			if (unlikely(!real_usable(b, id)))
+				return PYFWD_R_DROP_NO_REAL;
+		}
+		if (pe == slot)
+			pe = NULL;	/* one free slot: the flow comes first */
+		if (pe) {
+			if (!alive(pe, now)) {
+				memset(pe, 0, sizeof(*pe));
+				pe->key = pk;
+			}
+			pe->real = (uint16_t)id;
+			pe->expires_ns = now + (uint64_t)vip->persist * NS;
+		}
+		if (evict)
+			uncount(w, slot);
 		flow = slot;
 		memset(flow, 0, sizeof(*flow));
 		flow->key = ps->key;
@@ -400,6 +502,8 @@ static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
 		w->stats.flows_evicted += evict;
 		w->stats.flows_new++;
 		w->real_stats[id].flows_new++;
+		flow->counted = 1;
+		w->active[id]++;
 	}
 	flow_touch(ctx, w, flow, fl, 0, now);
 	if (flow->mode == PYFWD_MODE_DR && flow->state != FLOW_CLOSING)
@@ -499,8 +603,7 @@ uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
 	uint64_t now = core_now(ctx);
 	uint32_t i, reason, fwd = 0;
 
-	if (b->nat_vips)
-		core_sweep(w, now, SWEEP_SLOTS);
+	core_sweep(w, now, SWEEP_SLOTS);
 	for (i = 0; i < n; i++) {
 		struct pyfwd_result *r = &out[i];
 		struct parse ps = { .p = frames[i].data, .len = frames[i].len,

@@ -77,9 +77,8 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
 		pfd[i].events = POLLIN;
 		pfd[i].revents = 0;
 	}
-	/* Idle: expire NAT/SNAT flows (DR entries just lapse). */
-	if (!poll(pfd, q->nports, IDLE_POLL_MS) &&
-	    ctx->bank[__atomic_load_n(&ctx->gen, __ATOMIC_RELAXED) & 1].nat_vips)
+	/* Idle: expire flows (NAT/SNAT ports back, live counts right). */
+	if (!poll(pfd, q->nports, IDLE_POLL_MS))
 		core_sweep(w, core_now(ctx), IDLE_SWEEP);
 	w->stats.polls++;
 }

@@ -90,6 +90,9 @@
 /* pyfwd_vip.sched: how a new flow indexes the VIP's ring */
 #define PYFWD_SCHED_HASH 0	/* hash of the 5-tuple (Maglev) */
 #define PYFWD_SCHED_SEQ 1	/* next entry in turn (weighted round robin) */
+#define PYFWD_SCHED_SRC_HASH 2	/* hash of the client's address (sh) */
+#define PYFWD_SCHED_LEAST 3	/* fewest live flows per weight (lc, wlc):
+				 * the ring lists the candidates once */
 
 /* pyfwd_real.flags */
 #define PYFWD_REAL_F_USED 1	/* the id is a real server: flows may use it */
@@ -125,7 +128,7 @@ struct pyfwd_vip {
 	uint16_t port;		/* host byte order, 1..65535 */
 	uint8_t mode;		/* PYFWD_MODE_* */
 	uint8_t sched;		/* PYFWD_SCHED_* */
-	uint16_t pad;
+	uint16_t persist;	/* seconds a client sticks to its real; 0 off */
 	uint32_t ring_off;	/* the VIP's ring: ring[ring_off..+ring_len] */
 	uint32_t ring_len;	/* 0: no real, new flows are dropped */
 };
@@ -139,7 +142,7 @@ struct pyfwd_real {
 	uint16_t port;		/* 0 = the VIP's port */
 	uint8_t out_if;		/* interface slot toward it */
 	uint8_t pad;
-	uint32_t pad2;
+	uint32_t weight;	/* PYFWD_SCHED_LEAST: flows per weight */
 };
 
 /* Fixed at create time; 0 takes the default everywhere. */
@@ -197,6 +200,8 @@ struct pyfwd_real_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t flows_new;
+	uint64_t active;	/* flows alive now (expired ones leave a few
+				 * slots at a time: a count, not a ledger) */
 };
 
 /* AF_XDP set-up. */
@@ -269,8 +274,12 @@ int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 			  struct pyfwd_real_stats *out, uint32_t n);
 
-/* Flows alive now (not expired) in all workers, per real id 0..n-1. */
-int pyfwd_flows_count(struct pyfwd_ctx *ctx, uint32_t *per_real, uint32_t n);
+
+/*
+ * Expire now whatever has timed out in every worker's flow table (the
+ * loops do it a few slots at a time themselves).  Not while loops run.
+ */
+void pyfwd_expire(struct pyfwd_ctx *ctx);
 
 /* Tests: a fixed clock in ns (0 = CLOCK_MONOTONIC again). */
 void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns);

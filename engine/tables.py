@@ -18,8 +18,11 @@ from .errors import ConfigError
 from .service import Real, Vip
 
 # How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
-SCHED_HASH, SCHED_SEQ = 0, 1
-RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ}
+SCHED_HASH, SCHED_SEQ, SCHED_SRC_HASH, SCHED_LEAST = 0, 1, 2, 3
+RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ,
+              "sh": SCHED_SRC_HASH, "lc": SCHED_LEAST, "wlc": SCHED_LEAST}
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "maglev")
+PERSIST_MAX = 65535
 MODES = ("dr", "nat", "snat")
 MODE_CODE = {"dr": 0, "nat": 1, "snat": 2}     # PYFWD_MODE_*
 
@@ -33,11 +36,18 @@ class Service:
     scheduler: str = "maglev"
     mode: str = "dr"
     maglev_size: int = sched_mod.MAGLEV_SIZE_DEFAULT
+    persistence: int = 0        # seconds a client sticks to its real
+    name: Optional[str] = None
 
     def __post_init__(self):
         if self.scheduler not in RING_INDEX:
             raise ConfigError(f"scheduler {self.scheduler!r}: expected one "
-                              f"of {', '.join(sorted(RING_INDEX))}")
+                              f"of {', '.join(SCHEDULERS)}")
+        if (isinstance(self.persistence, bool)
+                or not isinstance(self.persistence, int)
+                or not 0 <= self.persistence <= PERSIST_MAX):
+            raise ConfigError(f"persistence {self.persistence!r}: expected "
+                              f"seconds from 0 (off) to {PERSIST_MAX}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r}: expected one of "
                               f"{', '.join(MODES)}")
@@ -107,6 +117,7 @@ class VipEntry:
     ring_off: int
     ring_len: int
     mode: str = "dr"
+    persist: int = 0
 
 
 @dataclass
@@ -115,6 +126,7 @@ class RealEntry:
     address: object
     port: int                # 0 = the VIP's port
     out_if: int = 0          # interface slot toward it
+    weight: int = 1          # lc/wlc: flows per weight
 
 
 @dataclass
@@ -123,6 +135,21 @@ class Tables:
     reals: list              # [RealEntry | None] indexed by id
     ring: np.ndarray         # uint16 real ids, PYFWD_NO_REAL = 0xFFFF
     unscheduled: dict        # (vip, key) -> why it gets no new flows
+
+
+def ring_for(service, weights):
+    """The ring of local indices (into service.reals) for these weights."""
+    keys = [r.key for r in service.reals]
+    name = service.scheduler
+    if name in ("lc", "wlc"):   # the candidates, once each
+        return np.array([i for i, w in enumerate(weights) if w],
+                        dtype=np.uint16)
+    if name == "rr":            # plain round robin: weights only say "in"
+        name, weights = "wrr", [1 if w else 0 for w in weights]
+    if name == "sh":            # a Maglev table, indexed by the source
+        name = "maglev"
+    return sched_mod.build_table(name, keys, weights,
+                                 size=service.maglev_size)
 
 
 def build(services, ids, macs, out_ifs=None):
@@ -152,21 +179,18 @@ def build(services, ids, macs, out_ifs=None):
             elif r.weight == 0:
                 unscheduled[(s.vip, r.key)] = "draining (weight 0)"
             reals[rid] = RealEntry(mac, r.address, r.port or 0,
-                                   out_ifs.get(r.address, 0))
+                                   out_ifs.get(r.address, 0),
+                                   1 if s.scheduler == "lc" else r.weight)
             idv.append(rid)
             weights.append(r.weight if mac is not None else 0)
         if any(weights):
-            name = s.scheduler
-            if name == "rr":    # plain round robin: weights only say "in"
-                name, weights = "wrr", [1 if w else 0 for w in weights]
-            local = sched_mod.build_table(name, [r.key for r in s.reals],
-                                          weights, size=s.maglev_size)
+            local = ring_for(s, weights)
             lut = np.array(idv + [sched_mod.NO_REAL], dtype=np.uint16)
             ring = lut[np.where(local == sched_mod.NO_REAL, len(idv), local)]
         else:
             ring = np.zeros(0, dtype=np.uint16)
         vips.append(VipEntry(s.vip, RING_INDEX[s.scheduler], offset,
-                             len(ring), s.mode))
+                             len(ring), s.mode, s.persistence))
         rings.append(ring)
         offset += len(ring)
     ring = (np.concatenate(rings) if rings else np.zeros(0, np.uint16))

@@ -51,6 +51,7 @@ def answer(frame_out, flags="SA"):
 
 
 def flows_alive(core):
+    core.expire()
     return sum(core.flows().values())
 
 

@@ -194,9 +194,18 @@ def lab_demo(name, topology, reals):
               show_default=True,
               help="SNAT source ports (keep them out of the kernel's "
               "ip_local_port_range)")
-@click.option("--scheduler", type=click.Choice(["maglev", "wrr", "rr"]),
+@click.option("--scheduler", type=click.Choice(["rr", "wrr", "lc", "wlc",
+                                                "sh", "maglev"]),
               default="maglev", show_default=True,
-              help="how new flows pick a real server (--vip/--real only)")
+              help="how new flows pick a real server (--vip/--real only): "
+              "round robin, weighted, least connections, weighted least "
+              "connections, source hash, Maglev consistent hashing")
+@click.option("--control-socket", metavar="PATH",
+              help="the control socket for `pyfwd ctl` (default: "
+              "[engine] control_socket, else /run/pyfwd/pyfwd.sock)")
+@click.option("--metrics", metavar="[ADDR:]PORT",
+              help="serve Prometheus metrics at http://ADDR:PORT/metrics "
+              "(loopback unless ADDR says otherwise)")
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]),
               default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic")
@@ -221,8 +230,8 @@ def lab_demo(name, topology, reals):
                                                 "error"]),
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
-          snat_ports, scheduler, xdp_mode, copy_mode, busy_poll, queues,
-          flows, stats_file, log_level):
+          snat_ports, scheduler, control_socket, metrics, xdp_mode,
+          copy_mode, busy_poll, queues, flows, stats_file, log_level):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -242,7 +251,9 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     import time
 
     from . import config as config_mod
+    from .control import ControlServer
     from .engine import Engine, parse_ports, parse_services
+    from .metrics import MetricsServer, parse_address
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
@@ -252,6 +263,8 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         inside_iface = inside_iface or cfg.inside_iface
         snat_address = snat_address or cfg.snat_address
         snat_ports = cfg.snat_ports or snat_ports
+        control_socket = control_socket or cfg.control_socket
+        metrics = metrics or cfg.metrics
     else:
         if not reals:
             raise click.UsageError("no --real given")
@@ -259,13 +272,17 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     if not iface:
         raise click.UsageError("no --iface given (nor [engine] iface)")
     ports = parse_ports(snat_ports)
+    metrics_addr = parse_address(metrics) if metrics else None
+    control_socket = control_socket or config_mod.CONTROL_SOCKET
     need_root("pyfwd start")
     logging_setup(log_level)
     engine = Engine(iface, services, inside_iface=inside_iface,
                     snat_address=snat_address, snat_ports=ports,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
-                    stats_file=stats_file)
+                    stats_file=stats_file,
+                    config_path=os.path.abspath(config_path)
+                    if config_path else None)
     stop = []
 
     def on_signal(signum, frame):
@@ -273,11 +290,18 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    servers = []
     engine.start()
     try:
+        servers.append(ControlServer(engine, control_socket).start())
+        if metrics_addr:
+            servers.append(MetricsServer(engine.stats, metrics_addr).start())
+            click.echo(f"metrics at {servers[-1].url}", err=True)
         while not stop:
             time.sleep(0.2)
     finally:
+        for server in reversed(servers):
+            server.stop()
         engine.stop()
         s = engine.stats()["core"]
         click.echo(f"stopped: {s['rx']} frames in, {s['tx']} forwarded, "
@@ -379,6 +403,101 @@ def arp_check(iface, vip, balancer_mac, timeout):
         raise click.ClickException(
             f"{len(bad)} host(s) answer ARP for {vip}: run `pyfwd "
             f"realserver setup --vip {vip}` on them")
+
+
+@cli.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+def check_config(file):
+    """Validate a config FILE without touching anything."""
+    from . import config as config_mod
+    cfg = config_mod.load(file)
+    n = sum(len(s.reals) for s in cfg.services)
+    click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
+               "server(s)")
+
+
+# --- ctl --------------------------------------------------------------------
+
+def _ctl_group():
+    """`pyfwd ctl CMD ARGS`: one click command per control command."""
+    from . import control
+
+    @cli.group(cls=Group, context_settings=CONTEXT)
+    @click.option("--socket", "-s", "sock", default=None, metavar="PATH",
+                  help=f"the engine's control socket "
+                  f"[default: {control.DEFAULT_PATH}]")
+    @click.option("--json", "as_json", is_flag=True,
+                  help="print the reply as JSON (for scripts)")
+    @click.pass_context
+    def ctl(ctx, sock, as_json):
+        """Talk to a running engine through its control socket.
+
+        Every change takes effect at once, without dropping established
+        flows (halt and del-real move the flows of that real server).
+        """
+        ctx.obj = {"socket": sock or control.DEFAULT_PATH, "json": as_json}
+
+    for name, spec in control.COMMANDS.items():
+        ctl.add_command(_ctl_command(name, spec))
+    return ctl
+
+
+def _ctl_command(name, spec):
+    from . import control, ctl as fmt
+
+    def run(ctx, **kw):
+        args = {}
+        for a in spec.args:
+            value = kw[a.name]
+            if a.type is int:
+                value = int(value)
+            elif a.type is dict:
+                value = _json_arg(a.name, value)
+            args[a.name] = value
+        result = control.request(ctx.obj["socket"], name, **args)
+        if ctx.obj["json"]:
+            click.echo(json.dumps(result, indent=2))
+            return
+        show = {"status": fmt.format_status, "show": fmt.format_show,
+                "stats": fmt.format_stats, "reload": fmt.format_reload}
+        if name in show:
+            click.echo(show[name](result))
+        elif name == "help":
+            for c in result:
+                click.echo(f"{c['cmd']:<10} {c['help']}")
+        else:
+            click.echo(f"ok: {name} " + " ".join(
+                str(v) if not isinstance(v, dict) else v.get("name", "")
+                for v in args.values()))
+
+    params = [click.Argument([a.name], type=int if a.type is int else str)
+              for a in spec.args]
+    doc = spec.help
+    if any(a.type is dict for a in spec.args):
+        doc += ("\n\nVIP is a JSON object, or @FILE holding one (a [[vip]] "
+                "table of the config file).")
+    return click.Command(name, params=params, help=doc,
+                         callback=click.pass_context(run),
+                         context_settings=CONTEXT)
+
+
+def _json_arg(what, text):
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise click.ClickException(f"{what}: {exc.strerror}: {text[1:]}")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{what}: not JSON: {exc}")
+    if not isinstance(value, dict):
+        raise click.ClickException(f"{what}: expected a JSON object")
+    return value
+
+
+_ctl_group()
 
 
 # --- doctor ---------------------------------------------------------------

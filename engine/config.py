@@ -1,12 +1,15 @@
 """The configuration file: one TOML file of VIPs and their real servers.
 
-Validated up front: every error names the key, the value and what was
-expected, before anything on the machine is touched.
+Validated up front (`pyfwd check-config FILE`): every error names the key,
+the value and what was expected, before anything on the machine is
+touched.
 
     [engine]
     iface = "eth0"
-    inside_iface = "eth1"       # two-arm NAT only
-    snat_address = "10.0.0.2"   # SNAT only; default: iface's address
+    inside_iface = "eth1"                   # two-arm NAT only
+    control_socket = "/run/pyfwd/pyfwd.sock"
+    metrics = "127.0.0.1:9108"              # optional
+    snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
 
     [[vip]]
@@ -14,27 +17,38 @@ expected, before anything on the machine is touched.
     address = "10.0.0.100"
     port = 80
     protocol = "tcp"
-    mode = "dr"                 # dr | nat | snat
-    scheduler = "maglev"        # maglev | wrr | rr
+    mode = "dr"                             # dr | nat | snat
+    scheduler = "wlc"                       # rr | wrr | lc | wlc | sh | maglev
+    persistence = 0                         # seconds of source affinity
+    health = { type = "http", path = "/", expect = 200, interval = 1.0,
+               timeout = 1.0, rise = 2, fall = 2 }
+    fallback = "10.0.0.50:80"               # optional
 
     [[vip.real]]
     address = "10.0.0.11"
-    port = 8080                 # NAT/SNAT: port translation
+    port = 80                               # NAT/SNAT: port translation
     weight = 100
 """
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .health import HealthSpec
 from .service import Real, Vip
-from .tables import MODES, RING_INDEX, Service
+from .tables import MODES, RING_INDEX, SCHEDULERS, Service
+
+CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
-               "snat_ports": str}
+               "snat_ports": str, "control_socket": str, "metrics": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
-            "mode": str, "scheduler": str, "real": list}
+            "mode": str, "scheduler": str, "persistence": int,
+            "health": dict, "fallback": str, "real": list}
 REAL_KEYS = {"address": str, "port": int, "weight": int}
+_KIND = {int: "an integer", str: "a string", dict: "a table",
+         list: "an array of tables"}
 
 
 @dataclass
@@ -44,8 +58,9 @@ class Config:
     inside_iface: "str | None" = None
     snat_address: "str | None" = None
     snat_ports: "str | None" = None
+    control_socket: str = CONTROL_SOCKET
+    metrics: "str | None" = None
     services: list = field(default_factory=list)
-    names: dict = field(default_factory=dict)    # Vip -> name
 
 
 def _check_keys(where, table, allowed):
@@ -59,13 +74,72 @@ def _check_keys(where, table, allowed):
         if not isinstance(value, want) or (want is int and
                                            isinstance(value, bool)):
             raise ConfigError(f"{where}.{key} = {value!r}: expected "
-                              f"{'an integer' if want is int else 'a string' if want is str else 'an array of tables'}")
+                              f"{_KIND[want]}")
 
 
 def _required(where, table, key):
     if key not in table:
         raise ConfigError(f"{where}.{key}: missing")
     return table[key]
+
+
+def _choice(where, key, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{where}.{key} = {value!r}: expected one of "
+                          f"{', '.join(choices)}")
+    return value
+
+
+def parse_fallback(text, vip, where="fallback"):
+    """`ADDR[:PORT]` of the server that takes the VIP's traffic when no
+    real server is healthy."""
+    try:
+        real = Real.parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if real.address.version != vip.address.version:
+        raise ConfigError(f"{where} = {text!r}: expected an IPv"
+                          f"{vip.address.version} address, as the VIP")
+    return real
+
+
+def parse_vip(v, where, names=()):
+    """One [[vip]] table -> Service (ConfigError names what is wrong)."""
+    _check_keys(where, v, VIP_KEYS)
+    name = v.get("name")
+    where = f"vip {name!r}" if name else where
+    if name in names:
+        raise ConfigError(f"{where}: name used twice")
+    try:
+        vip = Vip(_required(where, v, "address"),
+                  _required(where, v, "port"), v.get("protocol", "tcp"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    mode = _choice(where, "mode", v.get("mode", "dr"), MODES)
+    sched = _choice(where, "scheduler", v.get("scheduler", "maglev"),
+                    SCHEDULERS)
+    assert sched in RING_INDEX
+    reals = []
+    for j, r in enumerate(v.get("real", [])):
+        rwhere = f"{where}.real[{j}]"
+        _check_keys(rwhere, r, REAL_KEYS)
+        try:
+            reals.append(Real(_required(rwhere, r, "address"),
+                              r.get("port"), r.get("weight", 1)))
+        except ConfigError as exc:
+            raise ConfigError(f"{rwhere}: {exc}") from None
+    health = None
+    if "health" in v:
+        health = HealthSpec.from_dict(v["health"], where=f"{where}.health")
+    fallback = None
+    if "fallback" in v:
+        fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
+    try:
+        return Service(vip, reals, sched, mode,
+                       persistence=v.get("persistence", 0), name=name,
+                       health=health, fallback=fallback)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def parse(text, path="<config>"):
@@ -81,49 +155,32 @@ def parse(text, path="<config>"):
     cfg = Config(path)
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
-    cfg.iface = engine.get("iface")
-    cfg.inside_iface = engine.get("inside_iface")
-    cfg.snat_address = engine.get("snat_address")
-    cfg.snat_ports = engine.get("snat_ports")
+    for key in ENGINE_KEYS:
+        if key in engine:
+            setattr(cfg, key, engine[key])
+    if cfg.snat_address is not None:
+        try:
+            ipaddress.IPv4Address(cfg.snat_address)
+        except ValueError:
+            raise ConfigError(f"engine.snat_address = {cfg.snat_address!r}"
+                              ": expected an IPv4 address") from None
+    if cfg.snat_ports is not None:
+        from .engine import parse_ports
+        parse_ports(cfg.snat_ports)
+    if cfg.metrics is not None:
+        from .metrics import parse_address
+        parse_address(cfg.metrics)
     vips = doc.get("vip", [])
     if not isinstance(vips, list) or not vips:
         raise ConfigError(f"{path}: no [[vip]] configured")
+    seen = {}
     for i, v in enumerate(vips):
-        where = f"vip[{i}]"
-        _check_keys(where, v, VIP_KEYS)
-        name = v.get("name", where)
-        where = f"vip {name!r}"
-        try:
-            vip = Vip(_required(where, v, "address"),
-                      _required(where, v, "port"),
-                      v.get("protocol", "tcp"))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        if vip in cfg.names:
-            raise ConfigError(f"{where}: {vip} is also vip "
-                              f"{cfg.names[vip]!r}")
-        mode = v.get("mode", "dr")
-        if mode not in MODES:
-            raise ConfigError(f"{where}.mode = {mode!r}: expected one of "
-                              f"{', '.join(MODES)}")
-        sched = v.get("scheduler", "maglev")
-        if sched not in RING_INDEX:
-            raise ConfigError(f"{where}.scheduler = {sched!r}: expected one "
-                              f"of {', '.join(sorted(RING_INDEX))}")
-        reals = []
-        for j, r in enumerate(v.get("real", [])):
-            rwhere = f"{where}.real[{j}]"
-            _check_keys(rwhere, r, REAL_KEYS)
-            try:
-                reals.append(Real(_required(rwhere, r, "address"),
-                                  r.get("port"), r.get("weight", 1)))
-            except ConfigError as exc:
-                raise ConfigError(f"{rwhere}: {exc}") from None
-        try:
-            cfg.services.append(Service(vip, reals, sched, mode))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        cfg.names[vip] = name
+        svc = parse_vip(v, f"vip[{i}]", [s.name for s in cfg.services])
+        if svc.vip in seen:
+            raise ConfigError(f"vip {svc.name or i!r}: {svc.vip} is also "
+                              f"vip {seen[svc.vip]!r}")
+        seen[svc.vip] = svc.name or i
+        cfg.services.append(svc)
     return cfg
 
 

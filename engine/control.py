@@ -6,7 +6,7 @@ may use it).  One JSON object per line each way:
     -> {"cmd": "weight", "vip": "pacs-web", "real": "10.0.0.11", "weight": 50}
     <- {"ok": true, "result": null}
     -> {"cmd": "drain", "vip": "pacs-web"}
-    <- {"ok": false, "error": "drain: missing field 'real' (expects: vip, real)"}
+    <- {"ok": false, "error": "drain: missing field 'real' (expects: ...)"}
 
 A connection may carry any number of requests; the replies come in order.
 `COMMANDS` lists the commands, their fields and what they do ({"cmd":
@@ -45,6 +45,7 @@ DEFAULT_PATH = "/run/pyfwd/pyfwd.sock"
 MAX_LINE = 64 * 1024        # bytes in one request line, newline excluded
 IDLE_TIMEOUT = 300.0        # seconds a connection may stay silent
 MAX_CLIENTS = 64            # connections served at once; more are refused
+BACKLOG = 128               # connections waiting for accept()
 
 
 class Arg(NamedTuple):
@@ -104,7 +105,8 @@ _TYPE_NAMES = {str: "string", int: "integer", dict: "object"}
 
 
 def help_result():
-    """What {"cmd": "help"} returns: [{"cmd", "args": {name: type}, "help"}]."""
+    """What {"cmd": "help"} returns: [{"cmd", "args": {name: type},
+    "help"}]."""
     return [{"cmd": name,
              "args": {a.name: _TYPE_NAMES[a.type] for a in c.args},
              "help": c.help} for name, c in COMMANDS.items()]
@@ -248,7 +250,7 @@ class ControlServer:
             # is no moment when others could connect.
             os.chmod(self.path, 0o600)
             self._ino = os.stat(self.path).st_ino
-            sock.listen(16)
+            sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             raise PyfwdError(f"control socket {self.path}: "
@@ -465,11 +467,24 @@ class Client:
         self._buf = bytearray()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(self.path)
-        except OSError as exc:
-            self._sock.close()
-            raise PyfwdError(_connect_error(self.path, exc)) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock.connect(self.path)
+                break
+            except BlockingIOError:
+                # a unix socket's backlog is full: connect() with a
+                # timeout does not wait for room, so wait here
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                self._sock.close()
+                raise PyfwdError(f"pyfwd engine at {self.path}: busy, "
+                                 f"not accepting within {timeout:g}s") \
+                    from None
+            except OSError as exc:
+                self._sock.close()
+                raise PyfwdError(_connect_error(self.path, exc)) from None
 
     def __enter__(self):
         return self
@@ -484,11 +499,19 @@ class Client:
         """Send {"cmd": cmd, **args}; return the reply's result."""
         line = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
         try:
-            self._sock.sendall(line)
+            try:
+                self._sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                # the engine closed first; it may have said why ("too
+                # many connections"), and that is still ours to read
+                pass
             reply = self._read_line()
         except TimeoutError:
             raise PyfwdError(f"pyfwd engine at {self.path}: no reply within "
                              f"{self.timeout:g}s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise PyfwdError(f"pyfwd engine at {self.path} closed the "
+                             "connection without replying") from None
         except OSError as exc:
             raise PyfwdError(f"pyfwd engine at {self.path}: "
                              f"{exc.strerror or exc}") from None

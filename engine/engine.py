@@ -17,6 +17,7 @@ and announces the VIPs with gratuitous ARP.
 """
 
 import array
+import dataclasses
 import errno
 import fcntl
 import ipaddress
@@ -33,6 +34,7 @@ from pyroute2 import IPRoute
 from . import arp
 from .dataplane import Core, Xsk
 from .errors import ConfigError, PyfwdError
+from .health import HealthMonitor
 from .service import Real, Vip
 from .tables import Service
 
@@ -101,8 +103,9 @@ class Engine:
     def __init__(self, iface, services, *, inside_iface=None,
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
-                 stats_file=None, arp_refresh=ARP_REFRESH):
+                 stats_file=None, arp_refresh=ARP_REFRESH, config_path=None):
         self.iface = iface
+        self.config_path = config_path
         self.inside_iface = inside_iface
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
         if inside_iface == iface:
@@ -124,6 +127,10 @@ class Engine:
         self.out_ifs = {}       # real address -> interface slot
         self.why = {}           # real address -> why it has no next hop
         self.tables = None
+        self.state = {}         # (vip, real key) -> "drain" | "halt"
+        self.fallback_active = set()
+        self.health = {}        # (vip, real key) -> (up, detail)
+        self.monitor = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = None
@@ -198,6 +205,9 @@ class Engine:
         if self.snat:
             log.info("snat: from %s, ports %d-%d", *self.snat)
         self.xsk.start()
+        self.monitor = HealthMonitor(self._on_health)
+        self._health_targets()
+        self.monitor.start()
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
@@ -207,6 +217,9 @@ class Engine:
     def stop(self):
         """Stop forwarding and detach from the interface (idempotent)."""
         self._stop.set()
+        if self.monitor:
+            self.monitor.stop()
+            self.monitor = None
         if self._thread:
             self._thread.join(timeout=5)
             self._thread = None
@@ -226,54 +239,217 @@ class Engine:
     def __exit__(self, *exc_info):
         self.stop()
 
-    # --- changes --------------------------------------------------------
+    # --- changes (the control socket's commands) -----------------------
+    # Each raises ConfigError for a bad request and leaves the engine as
+    # it was; each applies by publishing new tables (established flows
+    # keep their real server unless it is halted or removed).
 
     def service(self, vip):
-        """The Service of vip (a Vip or its text); ConfigError if none."""
-        if not isinstance(vip, Vip):
-            vip = Vip.parse(vip)
+        """The Service of vip: its name, its `ADDR:PORT/PROTO` text or a
+        Vip.  ConfigError if none."""
         for s in self.services:
-            if s.vip == vip:
+            if vip in (s.name, s.vip) or vip == str(s.vip):
                 return s
-        raise ConfigError(f"vip {vip}: not configured")
+        if isinstance(vip, str) and vip.count("/") == 1:
+            v = Vip.parse(vip)
+            for s in self.services:
+                if s.vip == v:
+                    return s
+        raise ConfigError(f"vip {vip}: not configured (by name or "
+                          "ADDR:PORT/PROTO)")
+
+    def _real(self, vip, key):
+        s = self.service(vip)
+        key = str(key)
+        for r in s.reals:
+            if r.key == key or str(r.address) == key:
+                return s, r
+        raise ConfigError(f"vip {s.label}: no real server {key}")
+
+    def add_vip(self, spec):
+        """Add a VIP from a [[vip]] table (a dict, reals included)."""
+        from .config import parse_vip
+        with self._lock:
+            svc = parse_vip(spec, "add-vip", [s.name for s in self.services
+                                              if s.name])
+            if any(s.vip == svc.vip for s in self.services):
+                raise ConfigError(f"vip {svc.vip}: configured already")
+            self.services.append(svc)
+            self._changed(resolve=bool(svc.reals))
+        log.info("vip %s (%s): added", svc.label, svc.vip)
+        return svc.label
+
+    def del_vip(self, vip):
+        """Remove a VIP: its traffic goes to the kernel again."""
+        with self._lock:
+            s = self.service(vip)
+            self.services.remove(s)
+            self._changed()
+        log.info("vip %s: removed", s.label)
 
     def add_real(self, vip, real):
         """Add real (a Real or `ADDR[:PORT][@W]`) to vip; new flows may go
-        to it at once.  ConfigError if it is there already."""
+        to it once ARP knows its MAC (waited for, up to 5 s)."""
         if not isinstance(real, Real):
             real = Real.parse(real)
         with self._lock:
             s = self.service(vip)
             if any(r.key == real.key for r in s.reals):
-                raise ConfigError(f"vip {s.vip}: real {real.key} is "
+                raise ConfigError(f"vip {s.label}: real {real.key} is "
                                   "there already")
             s.reals.append(real)
-            self._publish()
-            wanted = self._refresh_count + 1
-            self._refresh_wanted.set()
-            # The control thread resolves its MAC and publishes again.
-            self._refreshed.wait_for(lambda: self._refresh_count >= wanted,
-                                     timeout=5)
-        log.info("vip %s: added real %s", s.vip, real)
+            self._changed(resolve=True)
+        log.info("vip %s: added real %s", s.label, real)
 
-    def remove_real(self, vip, key):
-        """Halt: remove the real server now; its flows are rescheduled."""
+    def del_real(self, vip, key):
+        """Remove a real server now; its flows are rescheduled."""
         with self._lock:
-            s = self.service(vip)
-            s.reals.remove(s.real(str(key)))
-            self._publish()
-        log.info("vip %s: removed real %s", s.vip, key)
+            s, r = self._real(vip, key)
+            s.reals.remove(r)
+            self._changed()
+        log.info("vip %s: removed real %s", s.label, r.key)
+
+    remove_real = del_real
 
     def set_weight(self, vip, key, weight):
-        """Set a real's weight; 0 drains it (flows go on, no new ones)."""
+        """Set a real's weight (0 to 65535); 0 takes no new flows."""
         with self._lock:
-            s = self.service(vip)
-            old = s.real(str(key))
+            s, old = self._real(vip, key)
             new = Real(old.address, old.port, weight)
             s.reals[s.reals.index(old)] = new
+            self._changed()
+        log.info("vip %s: real %s weight %d -> %d", s.label, old.key,
+                 old.weight, weight)
+
+    def drain(self, vip, key):
+        """No new flows to the real; its established flows go on."""
+        self._set_state(vip, key, "drain")
+
+    def halt(self, vip, key):
+        """Out of the tables now: new and established flows leave it."""
+        self._set_state(vip, key, "halt")
+
+    def online(self, vip, key):
+        """Undo drain or halt."""
+        self._set_state(vip, key, "online")
+
+    def _set_state(self, vip, key, state):
+        with self._lock:
+            s, r = self._real(vip, key)
+            if state == "online":
+                self.state.pop((s.vip, r.key), None)
+            else:
+                self.state[(s.vip, r.key)] = state
+            self._changed()
+        log.info("vip %s: real %s %s", s.label, r.key, state)
+
+    def reload(self):
+        """Read the config file again and apply the difference; returns
+        what changed.  ConfigError (and nothing applied) when it is bad."""
+        from . import config as config_mod
+        if not self.config_path:
+            raise ConfigError("reload: the engine was not started with "
+                              "--config")
+        cfg = config_mod.load(self.config_path)
+        if cfg.iface not in (None, self.iface) or \
+                cfg.inside_iface != self.inside_iface:
+            raise ConfigError("reload: the interfaces cannot change; "
+                              "restart the engine for that")
+        with self._lock:
+            old = {s.vip: s for s in self.services}
+            new = {s.vip: s for s in cfg.services}
+            summary = {"added_vips": [new[v].label for v in new
+                                      if v not in old],
+                       "removed_vips": [old[v].label for v in old
+                                        if v not in new],
+                       "changed": []}
+            for v in new.keys() & old.keys():
+                a, b = old[v], new[v]
+                ra = {r.key: r for r in a.reals}
+                rb = {r.key: r for r in b.reals}
+                for k in rb.keys() - ra.keys():
+                    summary["changed"].append(f"{b.label}: added {k}")
+                for k in ra.keys() - rb.keys():
+                    summary["changed"].append(f"{b.label}: removed {k}")
+                for k in ra.keys() & rb.keys():
+                    if ra[k].weight != rb[k].weight:
+                        summary["changed"].append(
+                            f"{b.label}: {k} weight {ra[k].weight} -> "
+                            f"{rb[k].weight}")
+                for attr in ("mode", "scheduler", "persistence", "health",
+                             "fallback", "name"):
+                    if getattr(a, attr) != getattr(b, attr):
+                        summary["changed"].append(
+                            f"{b.label}: {attr} {getattr(a, attr)} -> "
+                            f"{getattr(b, attr)}")
+            self.services = list(cfg.services)
+            self._changed(resolve=True)
+        log.info("reload: %s", summary)
+        return summary
+
+    def _changed(self, resolve=False):
+        """Publish, steer and check what the services now say."""
+        keys = {(s.vip, r.key) for s in self.services for r in s.reals}
+        for k in [k for k in self.state if k not in keys]:
+            del self.state[k]
+        self._publish()
+        if self.monitor:
+            self._health_targets()
+        if resolve and self._thread:
+            wanted = self._refresh_count + 1
+            self._refresh_wanted.set()
+            # The control thread resolves the MACs and publishes again.
+            self._refreshed.wait_for(lambda: self._refresh_count >= wanted,
+                                     timeout=5)
+
+    # --- health ---------------------------------------------------------
+
+    def _health_targets(self):
+        targets = {}
+        for s in self.services:
+            if s.health is None:
+                continue
+            for r in s.reals:
+                port = s.health.port or r.port or s.vip.port
+                targets[(s.vip, r.key)] = (s.health, r.address, port,
+                                           str(s.vip))
+        for k in [k for k in self.health if k not in targets]:
+            del self.health[k]
+        self.monitor.set_targets(targets)
+
+    def _on_health(self, key, up, detail):
+        with self._lock:
+            self.health[key] = (up, detail)
+            vip, real = key
+            try:
+                label = self.service(vip).label
+            except ConfigError:
+                return          # removed meanwhile
+            log.warning("vip %s: real %s is %s (%s)", label, real,
+                        "up" if up else "DOWN", detail)
             self._publish()
-        log.info("vip %s: real %s weight %d -> %d", s.vip, key, old.weight,
-                 weight)
+
+    def _effective(self):
+        """The services as the tables see them: halted and unhealthy reals
+        left out, drained ones at weight 0, the fallback when no real can
+        take a new flow."""
+        out = []
+        self.fallback_active = set()
+        for s in self.services:
+            reals = []
+            for r in s.reals:
+                st = self.state.get((s.vip, r.key))
+                up = self.health.get((s.vip, r.key), (True, ""))[0]
+                if st == "halt" or not up:
+                    continue
+                reals.append(Real(r.address, r.port, 0) if st == "drain"
+                             else r)
+            if s.fallback and not any(r.weight for r in reals) and \
+                    all(r.key != s.fallback.key for r in reals):
+                reals.append(Real(s.fallback.address, s.fallback.port, 1))
+                self.fallback_active.add(s.vip)
+            out.append(dataclasses.replace(s, reals=reals))
+        return out
 
     # --- inside ---------------------------------------------------------
 
@@ -281,11 +457,16 @@ class Engine:
         return [s.vip.address for s in self.services
                 if s.vip.address.version == 4]
 
+    def _addresses(self):
+        """Every address we may send to: real servers and fallbacks."""
+        return sorted({r.address for s in self.services
+                       for r in s.reals + ([s.fallback] if s.fallback
+                                           else [])}, key=str)
+
     def _next_hops(self):
         """Ask the kernel's routes and ARP for the next hop toward every
         real server: {address: (mac | None, slot, why)}."""
-        addrs = sorted({r.address for s in self.services for r in s.reals},
-                       key=str)
+        addrs = self._addresses()
         routes = {a: route_to(a) for a in addrs}
         by_iface = {}
         for a, (oif, hop) in routes.items():
@@ -329,8 +510,8 @@ class Engine:
         return changed
 
     def _publish(self):
-        self.tables = self.core.publish_services(self.services, self.macs,
-                                                 self.out_ifs)
+        self.tables = self.core.publish_services(self._effective(),
+                                                 self.macs, self.out_ifs)
         for (vip, key), why in self.tables.unscheduled.items():
             addr = Real.parse(key).address
             if self.why.get(addr):
@@ -346,7 +527,7 @@ class Engine:
         range."""
         replies = [Vip(r.address, r.port or s.vip.port, s.vip.protocol)
                    for s in self.services if s.mode == "nat"
-                   for r in s.reals]
+                   for r in s.reals + ([s.fallback] if s.fallback else [])]
         self.xsk.steer([s.vip for s in self.services], set(replies),
                        self.snat)
 
@@ -425,33 +606,78 @@ class Engine:
 
     # --- counters -------------------------------------------------------
 
-    def stats(self):
-        """A JSON-ready snapshot: the data plane's counters, per VIP and
-        real server (frames, bytes, flows), ARP, the XDP/AF_XDP modes."""
+    def status(self):
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes."""
+        return {"iface": self.iface, "inside_iface": self.inside_iface,
+                "pid": os.getpid(),
+                "uptime": round(time.monotonic() - self.started, 3)
+                if self.started else 0.0,
+                "vips": len(self.services),
+                "reals": sum(len(s.reals) for s in self.services),
+                "xsk": dataclasses.asdict(self.info) if self.info else None,
+                "snat": [str(self.snat[0]), self.snat[1], self.snat[2]]
+                if self.snat else None,
+                "config": self.config_path}
+
+    def show(self):
+        """Every VIP with its real servers: weight, admin state, health,
+        whether new flows go to it (and why not), live and new flows,
+        frames and bytes."""
         with self._lock:
-            core = self.core.stats()
             per_real = self.core.real_stats()
-            flows = self.core.flows()
             vips = []
             for s in self.services:
                 reals = []
-                for r in s.reals:
-                    rid = self.core.ids.get(s.vip, r.key)
+                for r in s.reals + ([s.fallback] if s.vip in
+                                    self.fallback_active else []):
+                    k = (s.vip, r.key)
+                    is_fb = r not in s.reals
+                    rid = self.core.ids.lookup(*k)
                     mac = self.macs.get(r.address)
-                    why = self.tables.unscheduled.get((s.vip, r.key))
+                    st = "fallback" if is_fb else \
+                        self.state.get(k, "online")
+                    up, detail = self.health.get(k, (None, None))
+                    checked = s.health is not None and not is_fb
+                    if checked and up is None and self.monitor:
+                        try:
+                            mon = self.monitor.state(k)
+                        except KeyError:    # not checked yet
+                            mon = {"up": True, "last_detail": None}
+                        up, detail = mon["up"], mon.get("last_detail")
+                    why = self.tables.unscheduled.get(k)
+                    if st == "halt":
+                        why = "halted"
+                    elif up is False:
+                        why = f"health: {detail}"
+                    counters = per_real.get(rid, {}) if rid is not None \
+                        else {}
                     reals.append({
-                        "real": r.key, "weight": r.weight,
+                        "real": r.key, "weight": r.weight, "state": st,
+                        "health": None if not checked else
+                        ("up" if up else "down"),
+                        "health_detail": detail,
+                        "scheduled": why is None, "why": why,
                         "mac": arp.mac_to_str(mac) if mac else None,
                         "via": self.ifaces[self.out_ifs.get(r.address, 0)],
-                        "scheduled": why is None, "why": why,
-                        "flows": flows.get(rid, 0), **per_real.get(rid, {})})
-                vips.append({"vip": str(s.vip), "mode": s.mode,
-                             "scheduler": s.scheduler, "reals": reals})
-        info = self.info.__dict__ if self.info else None
-        return {"iface": self.iface, "pid": os.getpid(),
-                "uptime": time.monotonic() - self.started
-                if self.started else 0.0,
-                "xsk": info, "core": core, "vips": vips,
+                        "active": counters.get("active", 0),
+                        "frames": counters.get("frames", 0),
+                        "bytes": counters.get("bytes", 0),
+                        "flows_new": counters.get("flows_new", 0)})
+                vips.append({"name": s.label, "vip": str(s.vip),
+                             "mode": s.mode, "scheduler": s.scheduler,
+                             "persistence": s.persistence,
+                             "fallback": s.fallback.key if s.fallback
+                             else None,
+                             "fallback_active": s.vip in
+                             self.fallback_active,
+                             "reals": reals})
+        return vips
+
+    def stats(self):
+        """A JSON-ready snapshot: the data plane's counters, per VIP and
+        real server (as show()), per queue, ARP, the XDP/AF_XDP modes."""
+        core = self.core.stats()
+        return {**self.status(), "core": core, "vips": self.show(),
                 "queues": [{k: q[k] for k in ("rx", "tx", "tx_ring_full",
                                               "wakeups", "polls")}
                            for q in (self.core.stats(worker=i) for i in

@@ -177,8 +177,12 @@ class HealthSpec:
         interval = kw.get("interval", cls.interval)
         timeout = kw.get("timeout", cls.timeout)
         if timeout > interval:
-            raise ConfigError(f"{where}.timeout = {d.get('timeout', timeout)!r}"
-                              f": expected at most interval ({interval:g} s)")
+            if "timeout" in d:
+                raise _where_key(where, "timeout", d["timeout"],
+                                 f"at most interval ({interval:g} s)")
+            raise _where_key(where, "interval", d["interval"],
+                             f"at least timeout ({timeout:g} s, the "
+                             "default)")
         for key in ("rise", "fall"):
             if key in d:
                 kw[key] = _count(where, key, d[key])
@@ -340,33 +344,46 @@ def parse_http_head(head):
     return int(parts[1]), headers
 
 
+def _sni(host):
+    """The TLS server name for a Host value: its name without a port, or
+    None for an address (SNI carries names only)."""
+    if host is None:
+        return None
+    name = host
+    if name.startswith("["):
+        return None                             # [v6]:port
+    if name.count(":") == 1:
+        name = name.split(":")[0]
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        return name
+
+
 def check_http(spec, address, port, tls=False):
     """GET spec.path; up if the status is spec.expect and, when spec.body is
     set, the first HTTP_READ_LIMIT bytes of the body contain it.  TLS
     certificates are not verified (see the module docstring).  Returns
     (ok, detail); never raises for a failing peer."""
     deadline = _Deadline(spec.timeout)
-    host = spec.host or (f"[{address}]" if address.version == 6
-                         else str(address))
-    if port not in (80, 443):
-        host = host if spec.host else f"{host}:{port}"
+    host = spec.host
+    if host is None:
+        host = f"[{address}]" if address.version == 6 else str(address)
+        if port != (443 if tls else 80):
+            host = f"{host}:{port}"
     sock = None
+    phase = "connect"
     try:
         sock = _connect(address, port, deadline)
+        phase = "TLS handshake"
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-            sni = spec.host
-            if sni:
-                try:
-                    ipaddress.ip_address(sni)
-                    sni = None
-                except ValueError:
-                    sni = sni.rsplit(":", 1)[0] if sni.count(":") == 1 \
-                        else sni
             deadline.arm(sock)
-            sock = ctx.wrap_socket(sock, server_hostname=sni)
+            sock = ctx.wrap_socket(sock, server_hostname=_sni(spec.host))
+        phase = "request"
         deadline.arm(sock)
         sock.sendall(build_http_request(spec.path, host))
         buf = b""
@@ -379,6 +396,7 @@ def check_http(spec, address, port, tls=False):
             if len(buf) > HTTP_READ_LIMIT:
                 raise ProbeError(f"no end of headers in {len(buf)} bytes")
         head, _, body = buf.partition(b"\r\n\r\n")
+        body = body[:HTTP_READ_LIMIT]
         status, headers = parse_http_head(head)
         if status != spec.expect:
             return False, f"HTTP {status}, expected {spec.expect}"
@@ -386,10 +404,11 @@ def check_http(spec, address, port, tls=False):
             return True, f"HTTP {status}"
         want = spec.body.encode("utf-8")
         length = headers.get("content-length", "")
-        length = int(length) if length.isdigit() else None
+        length = int(length) if length.isascii() and length.isdigit() \
+            else None
         while want not in body and len(body) < HTTP_READ_LIMIT and (
                 length is None or len(body) < length):
-            chunk = _recv_some(sock, deadline)
+            chunk = _recv_some(sock, deadline, HTTP_READ_LIMIT - len(body))
             if not chunk:
                 break
             body += chunk
@@ -400,7 +419,7 @@ def check_http(spec, address, port, tls=False):
     except ProbeError as exc:
         return False, str(exc)
     except OSError as exc:
-        return False, _oserror_reason(exc, deadline)
+        return False, f"{phase}: {_oserror_reason(exc, deadline)}"
     finally:
         if sock is not None:
             sock.close()
@@ -701,13 +720,16 @@ def check_dicom(spec, address, port):
     t0 = time.monotonic()
     sock = None
     associated = False
+    phase = "connect"
     try:
         sock = _connect(address, port, deadline)
+        phase = "associate"
         deadline.arm(sock)
         sock.sendall(build_associate_rq(spec.called_ae, spec.calling_ae))
         max_pdu = parse_associate_response(
             *_read_pdu(sock, deadline, "after A-ASSOCIATE-RQ"))
         associated = True
+        phase = "C-ECHO"
         echo = build_echo_rq(message_id=1)
         if max_pdu and len(echo) - 6 > max_pdu:
             raise ProbeError(f"peer's max PDU length {max_pdu} is too small")
@@ -749,7 +771,7 @@ def check_dicom(spec, address, port):
     except ProbeError as exc:
         return False, str(exc)
     except OSError as exc:
-        return False, _oserror_reason(exc, deadline)
+        return False, f"{phase}: {_oserror_reason(exc, deadline)}"
     finally:
         if sock is not None:
             if associated:                      # free the peer's association
@@ -908,7 +930,8 @@ class HealthMonitor:
     state()); calls for one key never overlap and come in order; none comes
     after stop() returned.  It is not called for a target's initial state.
     An exception in on_change is logged and ignored.  Do not call stop()
-    from on_change.
+    from on_change, nor while holding a lock that on_change takes (stop()
+    waits for an on_change in progress, up to its ``wait``).
     """
 
     def __init__(self, on_change, clock=time.monotonic, initial_up=True,
@@ -925,6 +948,7 @@ class HealthMonitor:
         self._thread = None
         self._pool = None
         self._futures = set()
+        self._futures_lock = threading.Lock()   # not _lock: see _done
         self._stopping = False
         self._stopped = False
 
@@ -998,7 +1022,11 @@ class HealthMonitor:
         for key, t in self._targets.items():
             if not t.running and t.next_due <= now:
                 t.running = True
-                t.next_due = max(t.next_due + t.spec.interval, now)
+                # Keep the cadence; when late by a whole interval (a check
+                # that outlasted it, a busy pool), start again from now.
+                t.next_due += t.spec.interval
+                if t.next_due <= now:
+                    t.next_due = now + t.spec.interval
                 due.append((key, t))
         return due
 
@@ -1077,21 +1105,28 @@ class HealthMonitor:
 
     def stop(self, wait=2.0):
         """Stop checking: no check starts and no on_change is called after
-        this returns.  Waits up to ``wait`` seconds for the checks in flight
-        (they end at their timeout anyway; their results are discarded).
-        Idempotent."""
+        this returns (unless an on_change already running outlasts ``wait``:
+        then a warning is logged).  Waits up to ``wait`` seconds in all for
+        the checks in flight (they end at their timeout anyway; their
+        results update state() but are not reported).  Idempotent; start()
+        may be called again afterwards."""
+        end = time.monotonic() + wait
         with self._lock:
             thread, pool = self._thread, self._pool
             self._stopping = True
+            self._stopped = True        # read under _cb_lock by _run_one
             self._wake.notify_all()
-        with self._cb_lock:
-            self._stopped = True
+        # Wait for an on_change in progress; bounded, so that a caller that
+        # holds a lock its on_change wants does not deadlock with us.
+        if self._cb_lock.acquire(timeout=wait):
+            self._cb_lock.release()
+        else:
+            log.warning("health: on_change still running after %g s", wait)
         if thread is None:
             return
-        end = time.monotonic() + wait
         thread.join(max(0.0, end - time.monotonic()))
         pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
+        with self._futures_lock:
             futures = set(self._futures)
         concurrent.futures.wait(futures,
                                 timeout=max(0.0, end - time.monotonic()))
@@ -1108,7 +1143,8 @@ class HealthMonitor:
                     except RuntimeError:        # pool shut down: stopping
                         t.running = False
                         return
-                    self._futures.add(fut)
+                    with self._futures_lock:
+                        self._futures.add(fut)
                     fut.add_done_callback(self._done)
                 waits = [t.next_due for t in self._targets.values()
                          if not t.running]
@@ -1118,7 +1154,9 @@ class HealthMonitor:
                                 else min(max(delay, 0.0), 60.0))
 
     def _done(self, fut):
-        with self._lock:
+        # May run in _loop's thread, under _lock (a future already done when
+        # the callback is added): so it takes only _futures_lock.
+        with self._futures_lock:
             self._futures.discard(fut)
         exc = fut.exception() if not fut.cancelled() else None
         if exc is not None:

@@ -339,6 +339,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    allow_reuse_port = False    # a second engine on the port must fail
 
     def __init__(self, address, get_stats):
         self.get_stats = get_stats

@@ -38,6 +38,8 @@ class Service:
     maglev_size: int = sched_mod.MAGLEV_SIZE_DEFAULT
     persistence: int = 0        # seconds a client sticks to its real
     name: Optional[str] = None
+    health: object = None       # health.HealthSpec, or None: no checks
+    fallback: Optional[Real] = None     # takes the traffic when none is up
 
     def __post_init__(self):
         if self.scheduler not in RING_INDEX:
@@ -61,6 +63,11 @@ class Service:
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ConfigError(f"vip {self.vip}: real {dup} listed twice")
+
+    @property
+    def label(self):
+        """The VIP's name, or its address:port/proto."""
+        return self.name or str(self.vip)
 
     def real(self, key):
         """The Real with this key (`10.0.0.11` or `10.0.0.11:8080`)."""
@@ -98,6 +105,10 @@ class RealIds:
             else:
                 raise ConfigError(f"more than {self.limit} real servers")
         return self._ids[k]
+
+    def lookup(self, vip, key):
+        """The id of (vip, key), or None if it has none."""
+        return self._ids.get((vip, key))
 
     def retain(self, pairs):
         """Release every id whose (vip, key) is not in pairs."""

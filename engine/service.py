@@ -127,6 +127,9 @@ class Real:
         """Parse `ADDR[:PORT][@WEIGHT]`, e.g. 10.0.0.11, 10.0.0.11@200,
         [fd00::11]:8080@5.  Raises ConfigError naming the text."""
         m = _REAL_RE.match(text.strip()) if isinstance(text, str) else None
+        if m and m.group("v4") and m.group("port") and ":" in m.group("port"):
+            raise ConfigError(f"real {text!r}: an IPv6 address goes in "
+                              "brackets, e.g. [fd00::11]:8080")
         if not m:
             raise ConfigError(f"real {text!r}: expected ADDR[:PORT][@WEIGHT], "
                               "e.g. 10.0.0.11 or 10.0.0.11:8080@200")

@@ -457,18 +457,8 @@ def _ctl_command(name, spec):
         result = control.request(ctx.obj["socket"], name, **args)
         if ctx.obj["json"]:
             click.echo(json.dumps(result, indent=2))
-            return
-        show = {"status": fmt.format_status, "show": fmt.format_show,
-                "stats": fmt.format_stats, "reload": fmt.format_reload}
-        if name in show:
-            click.echo(show[name](result))
-        elif name == "help":
-            for c in result:
-                click.echo(f"{c['cmd']:<10} {c['help']}")
         else:
-            click.echo(f"ok: {name} " + " ".join(
-                str(v) if not isinstance(v, dict) else v.get("name", "")
-                for v in args.values()))
+            click.echo(fmt.format_result(name, result))
 
     params = [click.Argument([a.name], type=int if a.type is int else str)
               for a in spec.args]

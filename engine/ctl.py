@@ -130,6 +130,9 @@ def format_status(result):
         engine.append(f"pid {r.pop('pid')}")
     if "iface" in r:
         engine.append(f"interface {r.pop('iface')}")
+    inside = r.pop("inside_iface", None)
+    if inside:
+        engine.append(f"inside interface {inside}")
     if "uptime" in r:
         engine.append(f"up {duration(r.pop('uptime'))}")
     if engine:
@@ -148,8 +151,14 @@ def format_status(result):
         rows.append(("services", ", ".join(parts) or "-"))
     if "xsk" in r:
         rows.append(("data plane", _xsk_line(r.pop("xsk"))))
+    snat = r.pop("snat", None)
+    if isinstance(snat, (list, tuple)) and len(snat) == 3:
+        rows.append(("snat", f"{snat[0]} ports {snat[1]}-{snat[2]}"))
+    elif snat:
+        rows.append(("snat", _scalar(snat)))
     for key, value in r.items():        # whatever else the engine reports
-        rows.append((key.replace("_", " "), _scalar(value)))
+        if value is not None:
+            rows.append((key.replace("_", " "), _scalar(value)))
     return "\n".join(table(None, rows))
 
 
@@ -240,8 +249,9 @@ def _show_row(r):
 _FLOW_KEYS = ("flows_new", "flow_hits", "flows_rescheduled", "flows_evicted",
               "flows_expired", "snat_ports_used")
 _IO_KEYS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups", "polls")
+_TABLE_KEYS = ("vip_count", "vip_generation")
 _SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *_FLOW_KEYS,
-               *_IO_KEYS}
+               *_IO_KEYS, *_TABLE_KEYS}
 
 
 def format_stats(result):
@@ -250,8 +260,12 @@ def format_stats(result):
     r = result or {}
     core = r.get("core") or {}
     out = []
-    rows = [("frames", f"{_exact(core.get('frames'))} "
-             f"({size(core.get('bytes'))})")]
+    rows = []
+    if "pid" in r or "iface" in r:
+        rows.append(("engine", f"pid {r.get('pid', '-')}, interface "
+                     f"{r.get('iface', '-')}, up {duration(r.get('uptime'))}"))
+    rows.append(("frames", f"{_exact(core.get('frames'))} "
+                 f"({size(core.get('bytes'))})"))
     verdict = core.get("verdict") or {}
     if verdict:
         rows.append(("verdicts", "  ".join(f"{k} {_exact(n)}"
@@ -264,6 +278,11 @@ def format_stats(result):
     io = [(k, core[k]) for k in _IO_KEYS if k in core]
     if io:
         rows.append(("io", "  ".join(f"{k} {_exact(n)}" for k, n in io)))
+    tables = [(k, core[k]) for k in _TABLE_KEYS if k in core]
+    if tables:
+        rows.append(("tables", "  ".join(
+            f"{'vips' if k == 'vip_count' else 'generation'} {_exact(n)}"
+            for k, n in tables)))
     other = [(k, v) for k, v in core.items() if k not in _SHOWN_CORE]
     if other:
         rows.append(("other", "  ".join(f"{k} {_scalar(v)}"

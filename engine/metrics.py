@@ -34,6 +34,9 @@ DEFAULT_ADDRESS = ("127.0.0.1", 9108)
 # Engine.stats()["core"] keys other than frames/bytes/verdict/reason:
 # key -> (metric name, type, help).  Unknown keys are left out.
 _CORE = {
+    "vip_count": ("pyfwd_vips", "gauge", "VIPs in the data plane's tables."),
+    "vip_generation": ("pyfwd_table_generation", "gauge",
+                       "Tables published to the data plane so far."),
     "flows_new": ("pyfwd_flows_new_total", "counter",
                   "New flows scheduled to a real server."),
     "flow_hits": ("pyfwd_flow_hits_total", "counter",
@@ -70,6 +73,10 @@ _QUEUE = {
            "Frames sent by a queue's worker."),
     "tx_ring_full": ("pyfwd_queue_tx_ring_full_total", "counter",
                      "Times a queue's TX ring was full."),
+    "wakeups": ("pyfwd_queue_wakeups_total", "counter",
+                "Kernel wake-ups a queue's worker asked for."),
+    "polls": ("pyfwd_queue_polls_total", "counter",
+              "poll() calls of a queue's worker."),
 }
 
 # Per real server keys -> (metric, type, help); the VIP sums them.

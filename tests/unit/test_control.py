@@ -600,6 +600,12 @@ def test_format_status():
     assert ["config", "none (--vip/--real on the command line)"] in rows
     assert ["data", "plane   not running"] in rows
     assert text.splitlines()[-1].split() == ["extra", "thing", "5"]
+    text = ctl.format_status({**STATUS, "inside_iface": "eth1",
+                              "snat": ["10.0.0.1", 61000, 65535],
+                              "unknown": None})
+    assert "interface eth0, inside interface eth1, up" in text
+    assert "snat        10.0.0.1 ports 61000-65535" in text
+    assert "unknown" not in text
 
 
 def test_format_show():
@@ -643,6 +649,10 @@ def test_format_stats():
                        ["forward", "980"], ["pass_not_vip", "10"],
                        ["punt_arp", "2"]]
     assert "drop_fragment" not in text
+    text = ctl.format_stats({**STATUS, **STATS, "core": {
+        **STATS["core"], "vip_count": 2, "vip_generation": 7}})
+    assert "engine    pid 123, interface eth0, up 1h02m05s" in text
+    assert "tables    vips 2  generation 7" in text
     assert any(line.split() == ["1", "400", "390"] for line in lines)
     row = next(line for line in lines if line.strip().startswith(
         "10.0.0.12:80"))

@@ -25,7 +25,7 @@ STATS = {
              "flows_evicted": 0, "flows_expired": 7, "snat_ports_used": 12,
              "rx": 1000, "tx": 980, "tx_ring_full": 0, "punt_overflow": 0,
              "wakeups": 3, "polls": 9, "vip_generation": 4},
-    "queues": [{"rx": 600, "tx": 590, "tx_ring_full": 0},
+    "queues": [{"rx": 600, "tx": 590, "tx_ring_full": 0, "polls": 5},
                {"rx": 400, "tx": 390, "tx_ring_full": 2}],
     "arp": {"requests_answered": 4, "conflicts": 0, "ignored": 1},
     "vips": [
@@ -91,6 +91,8 @@ def test_render_parses_and_equals_the_input():
     assert value(samples, "pyfwd_queue_tx_ring_full_total", queue="1") == 2
     assert value(samples, "pyfwd_arp_events_total", event="ignored") == 1
     assert value(samples, "pyfwd_uptime_seconds") == 12.5
+    assert value(samples, "pyfwd_table_generation") == 4
+    assert value(samples, "pyfwd_queue_polls_total", queue="0") == 5
 
     # per real server and VIP
     real = {**WEB, "real": "10.0.0.11:80"}

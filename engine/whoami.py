@@ -65,6 +65,9 @@ class WhoamiHandler(BaseHTTPRequestHandler):
 class WhoamiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows under a burst of new
+    # connections, and the kernel then makes clients wait to retransmit.
+    request_queue_size = 1024
 
     def __init__(self, address, node, verbose=False):
         self.node = node

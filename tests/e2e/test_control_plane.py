@@ -108,7 +108,9 @@ def engine(lab, tmp_path):
     made = []
 
     def make(*services, config_path=None):
-        for eng, srv in made:       # one engine on an interface at a time
+        if made:                    # one engine on an interface at a time
+            time.sleep(1.0)
+        for eng, srv in made:
             srv.stop()
             eng.stop()
         eng = Engine("eth0", list(services), busy_poll=0, flows=1 << 16,
@@ -121,6 +123,11 @@ def engine(lab, tmp_path):
         return eng
 
     yield make
+    # Let the last connections finish their FIN handshakes through the
+    # engine: cut off, they retransmit for seconds, and the next test's
+    # engine would schedule those packets as new flows (DR does that for
+    # any packet of no flow).
+    time.sleep(1.0)
     for eng, srv in made:
         srv.stop()
         eng.stop()
@@ -320,17 +327,25 @@ def spread(lab, eng, n=3000, sources=("10.0.0.1",)):
                            *sources], capture_output=True, text=True,
                 timeout=120)
     assert r.returncode == 0, r.stderr
+    time.sleep(0.5)             # the last FIN handshakes
     got = {r["real"]: r["flows_new"] - before.get(r["real"], 0)
            for r in eng.show()[0]["reals"]}
-    assert sum(got.values()) == n, got
+    # A late packet of an earlier test's connection makes a flow too (DR
+    # schedules any packet of no flow): allow a few.
+    assert n <= sum(got.values()) <= n + STRAYS, got
     return [got[f"10.0.0.{11 + i}"] for i in range(3)]
 
 
+STRAYS = 3
+
+
+# Expected new flows per real server for 3000 connections; the tolerance
+# covers STRAYS (and for the hash, its spread: 120 is ~4 sigma).
 @pytest.mark.parametrize("scheduler,weights,expect,tolerance", [
-    ("rr", (1, 1, 1), (1000, 1000, 1000), 0),          # in turn
-    ("wrr", (1, 2, 3), (500, 1000, 1500), 0),          # in turn, by weight
-    ("lc", (1, 2, 3), (1000, 1000, 1000), 3),          # fewest live flows
-    ("wlc", (1, 2, 3), (500, 1000, 1500), 6),          # per weight
+    ("rr", (1, 1, 1), (1000, 1000, 1000), STRAYS),     # in turn
+    ("wrr", (1, 2, 3), (500, 1000, 1500), STRAYS),     # in turn, by weight
+    ("lc", (1, 2, 3), (1000, 1000, 1000), 3 + STRAYS),  # fewest live flows
+    ("wlc", (1, 2, 3), (500, 1000, 1500), 6 + STRAYS),  # per weight
     ("maglev", (1, 1, 2), (750, 750, 1500), 120),      # hash of the 5-tuple
 ])
 def test_scheduler_spread_over_3000_connections(lab, engine, scheduler,

@@ -13,7 +13,8 @@ CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
 
 # The core (pure, no I/O), BPF loading, AF_XDP set-up and loop.
-SOURCES = ["ctx.c", "classify.c", "flow.c", "bpfload.c", "xsk.c", "loop.c"]
+SOURCES = ["ctx.c", "classify.c", "flow.c", "bpfload.c", "steer.c", "xsk.c",
+           "loop.c", "afpacket.c"]
 
 
 def boundary_cdef(path=HEADER):

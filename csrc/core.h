@@ -152,7 +152,17 @@ struct worker {
 	struct pyfwd_stats stats;
 } __attribute__((aligned(64)));
 
-struct xsk_io;
+/* The steering maps of the loaded BPF object (whichever backend). */
+struct steer_maps {
+	int addrs;
+	int svcs;
+	int rsvcs;
+	int snat;
+};
+
+#define IO_NONE 0
+#define IO_XSK 1	/* AF_XDP: xsk.c, loop.c */
+#define IO_AFP 2	/* AF_PACKET: afpacket.c */
 
 struct pyfwd_ctx {
 	struct pyfwd_config cfg;
@@ -163,8 +173,10 @@ struct pyfwd_ctx {
 	uint64_t clock_ns;	/* fixed clock for tests, 0 = real clock */
 	struct vip_bank bank[2];
 	struct worker *workers;	/* cfg.workers of them */
-	struct xsk_io *io;	/* AF_XDP state, NULL when none */
+	void *io;		/* the backend's state, NULL when none */
+	int io_kind;		/* IO_* */
 	void (*io_close)(struct pyfwd_ctx *ctx);	/* set with io */
+	struct steer_maps maps;
 	int stop;
 };
 
@@ -204,6 +216,10 @@ struct parse {
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
+
+/* steer.c: the maps of a loaded steering object; 0 or -ENOENT. */
+struct bpf_object;
+int steer_maps_find(struct bpf_object *obj, struct steer_maps *m);
 
 uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,
 			const struct pyfwd_frame *f);

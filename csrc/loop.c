@@ -169,7 +169,7 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	struct worker *w;
 	uint32_t s, got;
 
-	if (!io || queue >= io->nqueues)
+	if (!io || ctx->io_kind != IO_XSK || queue >= io->nqueues)
 		return -EINVAL;
 	q = &io->q[queue];
 	w = &ctx->workers[queue];

@@ -303,6 +303,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   const struct pyfwd_xsk_config *cfg,
 		   struct pyfwd_xsk_info *info, char *errbuf, size_t errlen);
 int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue);
+/* Stop the loops of either backend (they return within 100 ms). */
 void pyfwd_xsk_stop(struct pyfwd_ctx *ctx);
 void pyfwd_xsk_close(struct pyfwd_ctx *ctx);
 
@@ -313,9 +314,21 @@ void pyfwd_xsk_close(struct pyfwd_ctx *ctx);
  * (snat NULL or port_hi 0: none).  ICMP errors about them too.  0 or
  * -errno.
  */
-int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		    uint32_t n, const struct pyfwd_vip *replies,
-		    uint32_t nreplies, const struct pyfwd_snat *snat);
+int pyfwd_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
+		uint32_t n, const struct pyfwd_vip *replies, uint32_t nreplies,
+		const struct pyfwd_snat *snat);
+
+/*
+ * The raw-socket backend (AF_PACKET): one TPACKET_V3 ring per interface
+ * (slot 0 ifindex, slot 1 ifindex2 or 0), a tc program (tcx bpf_link,
+ * gone with the process) that keeps the engine's frames from the kernel.
+ * One loop: run(ctx, 0).  0 or -errno; errbuf says what failed.
+ */
+int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
+		   uint32_t ifindex, uint32_t ifindex2, char *errbuf,
+		   size_t errlen);
+int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue);
+void pyfwd_afp_close(struct pyfwd_ctx *ctx);
 
 /* Set the SNAT address and port range (every worker's pool). 0 or -errno;
  * -EBUSY when flows hold ports already. */

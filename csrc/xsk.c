@@ -285,7 +285,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	say(errbuf, errlen, "%s", "");
 	memset(info, 0, sizeof(*info));
 	if (ctx->io)
-		return -EBUSY;
+		return -EBUSY;	/* one backend at a time */
 	xsk_config_defaults(&c);
 	if (!c.queues || c.queues > ctx->cfg.workers || c.queues >
 	    STEER_QUEUES_MAX || c.batch > XSK_BATCH_MAX ||
@@ -371,7 +371,9 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	info->queues = c.queues;
 	ctx->stop = 0;
 	ctx->io = io;
+	ctx->io_kind = IO_XSK;
 	ctx->io_close = pyfwd_xsk_close;
+	steer_maps_find(io->obj, &ctx->maps);
 	return 0;
 
 err:
@@ -388,104 +390,18 @@ void pyfwd_xsk_stop(struct pyfwd_ctx *ctx)
 
 void pyfwd_xsk_close(struct pyfwd_ctx *ctx)
 {
+	struct xsk_io *io = ctx->io;
 	uint32_t i;
 
-	if (!ctx->io)
+	if (!io || ctx->io_kind != IO_XSK)
 		return;
 	pyfwd_xsk_stop(ctx);
-	for (i = 0; i < ctx->io->nqueues; i++)
+	for (i = 0; i < io->nqueues; i++)
 		ctx->workers[i].xq = NULL;
-	io_free(ctx->io);
+	io_free(io);
 	ctx->io = NULL;
-}
-
-static void steer_keys(const struct pyfwd_vip *v, struct steer_addr *a,
-		       struct steer_svc *s)
-{
-	memset(a, 0, sizeof(*a));
-	memset(s, 0, sizeof(*s));
-	memcpy(a->addr, v->addr, 16);
-	a->family = v->family;
-	memcpy(s->addr, v->addr, 16);
-	s->family = v->family;
-	s->proto = v->proto;
-	s->port = htons(v->port);
-}
-
-/* Delete every key of map fd that want() rejects. */
-static int prune(int fd, size_t ksize, const struct pyfwd_vip *vips,
-		 uint32_t n, int svc)
-{
-	uint8_t key[sizeof(struct steer_svc)], next[sizeof(key)];
-	struct steer_addr a;
-	struct steer_svc s;
-	void *prev = NULL;
-	uint32_t i;
-	int keep;
-
-	while (!bpf_map_get_next_key(fd, prev, next)) {
-		for (keep = 0, i = 0; i < n && !keep; i++) {
-			steer_keys(&vips[i], &a, &s);
-			keep = !memcmp(next, svc ? (void *)&s : (void *)&a,
-				       ksize);
-		}
-		if (!keep) {
-			if (bpf_map_delete_elem(fd, next))
-				return -errno;
-			continue;	/* the iteration restarts from prev */
-		}
-		memcpy(key, next, ksize);
-		prev = key;
-	}
-	return 0;
-}
-
-int pyfwd_xsk_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		    uint32_t n, const struct pyfwd_vip *replies,
-		    uint32_t nreplies, const struct pyfwd_snat *snat)
-{
-	struct xsk_io *io = ctx->io;
-	struct steer_ports range;
-	struct steer_addr a;
-	struct steer_svc s;
-	uint32_t i, one = 1, nsnat = 0;
-	struct pyfwd_vip snat_as_vip = { 0 };
-	int err;
-
-	if (!io)
-		return -ENOTCONN;
-	if (n > STEER_VIPS_MAX || nreplies > STEER_REALS_MAX)
-		return -E2BIG;
-	/* Add first, then remove: what stays is never unsteered. */
-	for (i = 0; i < n; i++) {
-		steer_keys(&vips[i], &a, &s);
-		if (bpf_map_update_elem(io->addrs_fd, &a, &one, BPF_ANY) ||
-		    bpf_map_update_elem(io->svcs_fd, &s, &one, BPF_ANY))
-			return -errno;
-	}
-	for (i = 0; i < nreplies; i++) {
-		steer_keys(&replies[i], &a, &s);
-		if (bpf_map_update_elem(io->rsvcs_fd, &s, &one, BPF_ANY))
-			return -errno;
-	}
-	if (snat && snat->port_hi) {
-		memcpy(snat_as_vip.addr, snat->addr, 16);
-		snat_as_vip.family = snat->family;
-		steer_keys(&snat_as_vip, &a, &s);
-		range.lo = snat->port_lo;
-		range.hi = snat->port_hi;
-		if (bpf_map_update_elem(io->snat_fd, &a, &range, BPF_ANY))
-			return -errno;
-		nsnat = 1;
-	}
-	err = prune(io->svcs_fd, sizeof(s), vips, n, 1);
-	if (!err)
-		err = prune(io->addrs_fd, sizeof(a), vips, n, 0);
-	if (!err)
-		err = prune(io->rsvcs_fd, sizeof(s), replies, nreplies, 1);
-	if (!err)
-		err = prune(io->snat_fd, sizeof(a), &snat_as_vip, nsnat, 0);
-	return err;
+	ctx->io_kind = IO_NONE;
+	memset(&ctx->maps, 0, sizeof(ctx->maps));
 }
 
 int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id)

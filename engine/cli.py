@@ -206,6 +206,11 @@ def lab_demo(name, topology, reals):
 @click.option("--metrics", metavar="[ADDR:]PORT",
               help="serve Prometheus metrics at http://ADDR:PORT/metrics "
               "(loopback unless ADDR says otherwise)")
+@click.option("--backend", type=click.Choice(["auto", "xdp", "afpacket"]),
+              default="auto", show_default=True,
+              help="xdp: AF_XDP sockets; afpacket: raw sockets (TPACKET_V3) "
+              "where AF_XDP does not work; auto: AF_XDP, else raw sockets "
+              "(the log says which and why)")
 @click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]),
               default="auto", show_default=True,
               help="XDP attach mode; auto tries native, then generic")
@@ -230,7 +235,7 @@ def lab_demo(name, topology, reals):
                                                 "error"]),
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
-          snat_ports, scheduler, control_socket, metrics, xdp_mode,
+          snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
           copy_mode, busy_poll, queues, flows, stats_file, log_level):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
@@ -280,7 +285,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                     snat_address=snat_address, snat_ports=ports,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
-                    stats_file=stats_file,
+                    stats_file=stats_file, backend=backend,
                     config_path=os.path.abspath(config_path)
                     if config_path else None)
     stop = []

@@ -292,6 +292,7 @@ class XskInfo:
     busy_poll: bool
     queues: int
     prog_id: int
+    backend: str = "xdp"    # or "afpacket"
 
 
 class Xsk:
@@ -352,9 +353,9 @@ class Xsk:
         arr = _vip_array(vips)
         rep = _vip_array(replies)
         sn = _snat_struct(*snat) if snat else ffi.NULL
-        _native.check(lib.pyfwd_xsk_steer(self.core._ctx, arr, len(vips),
-                                          rep, len(replies), sn),
-                      "updating the XDP steering maps")
+        _native.check(lib.pyfwd_steer(self.core._ctx, arr, len(vips),
+                                      rep, len(replies), sn),
+                      "updating the steering maps")
 
     def start(self):
         """One loop thread per queue."""
@@ -380,6 +381,37 @@ class Xsk:
             t.join(timeout=5)
         self._threads = []
         lib.pyfwd_xsk_close(self.core._ctx)
+
+
+class Afp(Xsk):
+    """The raw-socket (AF_PACKET) I/O of a Core, for where AF_XDP is not
+    available: the same core, steering maps and life cycle as Xsk (steer,
+    start, close), one loop thread.  open() needs tcx (Linux 6.6+) for the
+    tc program that keeps the engine's frames away from the kernel."""
+
+    def open(self, ifindex, ifindex2=0, **_ignored):
+        errbuf = ffi.new("char[]", 256)
+        ret = lib.pyfwd_afp_open(self.core._ctx,
+                                 os.fsencode(_native.bpf_object_path()),
+                                 ifindex, ifindex2, errbuf, len(errbuf))
+        if ret < 0:
+            what = ffi.string(errbuf).decode(errors="replace") or "AF_PACKET"
+            raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
+        self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
+        return self.info
+
+    def _loop(self, queue):
+        ret = lib.pyfwd_afp_run(self.core._ctx, queue)
+        if ret < 0:
+            self.errors.append(DataplaneError(-ret, "raw-socket loop: "
+                                              f"{os.strerror(-ret)}"))
+
+    def close(self):
+        lib.pyfwd_xsk_stop(self.core._ctx)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        lib.pyfwd_afp_close(self.core._ctx)
 
 
 def _vip_array(vips):
@@ -444,4 +476,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result", "Xsk", "XskInfo", "xdp_cleanup"]
+__all__ = ["Core", "Result", "Xsk", "Afp", "XskInfo", "xdp_cleanup"]

@@ -32,8 +32,8 @@ import time
 from pyroute2 import IPRoute
 
 from . import arp
-from .dataplane import Core, Xsk
-from .errors import ConfigError, PyfwdError
+from .dataplane import Afp, Core, Xsk
+from .errors import ConfigError, DataplaneError, PyfwdError
 from .health import HealthMonitor
 from .service import Real, Vip
 from .tables import Service
@@ -41,6 +41,7 @@ from .tables import Service
 log = logging.getLogger("pyfwd")
 
 TICK = 0.01             # control thread: punt drain period (s)
+BACKENDS = ("auto", "xdp", "afpacket")
 SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 # Flow slots per queue.  A table turns new flows away from about 85% full
 # (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
@@ -103,7 +104,12 @@ class Engine:
     def __init__(self, iface, services, *, inside_iface=None,
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
-                 stats_file=None, arp_refresh=ARP_REFRESH, config_path=None):
+                 stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
+                 backend="auto"):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r}: expected one of "
+                              f"{', '.join(BACKENDS)}")
+        self.backend = backend
         self.iface = iface
         self.config_path = config_path
         self.inside_iface = inside_iface
@@ -181,24 +187,25 @@ class Engine:
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
         self._refresh_macs()
         self._publish()
-        self.xsk = Xsk(self.core)
+        self.xsk = self._open_backend(ifindex, ifindex2, queues)
         try:
-            self.info = self.xsk.open(
-                ifindex, queues=queues, xdp_mode=self.options["xdp_mode"],
-                copy_mode=self.options["copy_mode"],
-                busy_poll_usecs=self.options["busy_poll"], ifindex2=ifindex2)
             self._steer()
             self._sock = arp.ArpSocket(self.iface)
         except BaseException:
             self.xsk.close()
             raise
-        log.info("%s: XDP program %d attached in %s mode, %d AF_XDP "
-                 "socket(s) in %s mode, busy polling %s",
-                 "+".join(self.ifaces),
-                 self.info.prog_id, self.info.xdp_mode, self.info.queues,
-                 self.info.copy_mode,
-                 f"on ({self.options['busy_poll']} µs)" if
-                 self.info.busy_poll else "off")
+        if self.info.backend == "afpacket":
+            log.info("%s: raw-socket backend attached (AF_PACKET TPACKET_V3 "
+                     "rings; a tc program keeps the engine's frames from "
+                     "the kernel)", "+".join(self.ifaces))
+        else:
+            log.info("%s: XDP program %d attached in %s mode, %d AF_XDP "
+                     "socket(s) in %s mode, busy polling %s",
+                     "+".join(self.ifaces),
+                     self.info.prog_id, self.info.xdp_mode, self.info.queues,
+                     self.info.copy_mode,
+                     f"on ({self.options['busy_poll']} µs)" if
+                     self.info.busy_poll else "off")
         for s in self.services:
             log.info("vip %s (%s, %s): %s", s.vip, s.mode, s.scheduler,
                      ", ".join(str(r) for r in s.reals) or "no real server")
@@ -214,6 +221,31 @@ class Engine:
         self._thread.start()
         return self
 
+    def _open_backend(self, ifindex, ifindex2, queues):
+        """AF_XDP, or the raw-socket backend where AF_XDP does not work
+        (backend "auto"), or the one asked for.  Returns it, opened."""
+        if self.backend in ("auto", "xdp"):
+            xsk = Xsk(self.core)
+            try:
+                self.info = xsk.open(
+                    ifindex, queues=queues,
+                    xdp_mode=self.options["xdp_mode"],
+                    copy_mode=self.options["copy_mode"],
+                    busy_poll_usecs=self.options["busy_poll"],
+                    ifindex2=ifindex2)
+                return xsk
+            except DataplaneError as exc:
+                # Busy means someone's XDP program is there: raw sockets
+                # beside it would not see what it steers away.
+                if self.backend == "xdp" or exc.errno in (errno.EBUSY,
+                                                          errno.EEXIST):
+                    raise
+                log.warning("AF_XDP does not work here (%s): using the "
+                            "raw-socket backend", exc)
+        afp = Afp(self.core)
+        self.info = afp.open(ifindex, ifindex2)
+        return afp
+
     def stop(self):
         """Stop forwarding and detach from the interface (idempotent)."""
         self._stop.set()
@@ -228,7 +260,9 @@ class Engine:
         if self.xsk:
             self.xsk.close()
             self.xsk = None
-            log.info("%s: XDP program detached", self.iface)
+            log.info("%s: %s detached", self.iface,
+                     "XDP program" if self.info.backend == "xdp" else
+                     "raw-socket backend")
         if self._sock:
             self._sock.close()
             self._sock = None

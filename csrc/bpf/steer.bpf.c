@@ -216,31 +216,101 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 	return l4_owned(ip + 24, 6, nh, l4, end);
 }
 
-SEC("xdp")
-int pyfwd_steer(struct xdp_md *ctx)
+/* Does the engine own the frame at data..end? */
+static __always_inline int owned(void *data, void *end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	__u8 *l3 = (__u8 *)(eth + 1);
 	__u16 proto;
 
 	if ((void *)l3 > end)
-		return XDP_PASS;
+		return 0;
 	proto = eth->h_proto;
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		if ((void *)(l3 + VLAN_HLEN) > end)
-			return XDP_PASS;
+			return 0;
 		proto = *(__be16 *)(l3 + 2);
 		l3 += VLAN_HLEN;
 	}
-	if (proto == bpf_htons(ETH_P_IP) && ip4_owned(l3, end))
-		return to_engine(ctx);
-	if (proto == bpf_htons(ETH_P_IPV6) && ip6_owned(l3, end))
-		return to_engine(ctx);
-	if (proto == bpf_htons(ETH_P_ARP) && arp_owned(l3, end))
+	if (proto == bpf_htons(ETH_P_IP))
+		return ip4_owned(l3, end);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return ip6_owned(l3, end);
+	if (proto == bpf_htons(ETH_P_ARP))
+		return arp_owned(l3, end);
+	return 0;
+}
+
+/* AF_XDP backend: what the engine owns goes to its socket. */
+SEC("xdp")
+int pyfwd_steer(struct xdp_md *ctx)
+{
+	if (owned((void *)(long)ctx->data, (void *)(long)ctx->data_end))
 		return to_engine(ctx);
 	return XDP_PASS;
+}
+
+/*
+ * Raw-socket backend: AF_PACKET sockets get a copy of every frame (they
+ * tap, they do not steal).  Attached at tc ingress (tcx, a bpf_link that
+ * dies with the engine), this drops what the engine owns after the taps
+ * have their copy, so that the kernel does not act on it too: no RST for
+ * SNAT's answers, no second forward of NAT's.
+ */
+SEC("tc")
+int pyfwd_tc_owned(struct __sk_buff *skb)
+{
+	/* The headers must be in the linear part for direct access. */
+	bpf_skb_pull_data(skb, skb->len < 256 ? skb->len : 256);
+	if (owned((void *)(long)skb->data, (void *)(long)skb->data_end))
+		return 2;	/* TC_ACT_SHOT */
+	return 0;		/* TC_ACT_OK */
+}
+
+/*
+ * Raw-socket backend, the sockets' filter: keep what the engine may own
+ * (a superset is fine: the core passes the rest, and the kernel has its
+ * own copy).  Socket filters have no direct packet access: load bytes.
+ */
+SEC("socket")
+int pyfwd_sock_filter(struct __sk_buff *skb)
+{
+	__u8 ip[40], l4[4];
+	__u16 proto;
+	__u32 l3 = ETH_HLEN, hlen;
+
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+		return 0;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if (bpf_skb_load_bytes(skb, 16, &proto, 2))
+			return 0;
+		l3 += VLAN_HLEN;
+	}
+	if (proto == bpf_htons(ETH_P_ARP))
+		return skb->len;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, l3, ip, 20))
+			return 0;
+		if (is_vip(ip + 16, 4) || ip[9] == IPPROTO_ICMP)
+			return skb->len;
+		hlen = (ip[0] & 0x0f) * 4;
+		if (hlen < 20 || bpf_skb_load_bytes(skb, l3 + hlen, l4, 4))
+			return 0;
+		return return_owned(ip + 12, ip + 16, 4, ip[9],
+				    (const __be16 *)l4) ? skb->len : 0;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, l3, ip, 40))
+			return 0;
+		if (ip[24] == 0xff || is_vip(ip + 24, 6) ||
+		    ip[6] == IPPROTO_ICMPV6)
+			return skb->len;
+		if (bpf_skb_load_bytes(skb, l3 + 40, l4, 4))
+			return 0;
+		return return_owned(ip + 8, ip + 24, 6, ip[6],
+				    (const __be16 *)l4) ? skb->len : 0;
+	}
+	return 0;
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

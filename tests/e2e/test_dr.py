@@ -85,19 +85,32 @@ def lab(request):
             p.kill()
 
 
-@pytest.fixture
-def engine(lab):
+def run_engine(lab, backend):
     """An in-process engine in the lb namespace (poll mode: no spinning)."""
     services = [Service(WEB, [Real.parse("10.0.0.11@1"),
                               Real.parse("10.0.0.12@1"),
                               Real.parse("10.0.0.13@2")]),
                 Service(UDP, [Real.parse("10.0.0.11"),
                               Real.parse("10.0.0.12")])]
-    eng = Engine("eth0", services, busy_poll=0, flows=1 << 16)
+    eng = Engine("eth0", services, busy_poll=0, flows=1 << 16,
+                 backend=backend)
     lab.call("lb", eng.start)
+    assert eng.info.backend == backend
     yield eng
+    time.sleep(0.5)         # the last FIN handshakes, through the engine
     eng.stop()
     assert xdp_prog(lab) == 0
+
+
+@pytest.fixture(params=["xdp", "afpacket"])
+def engine(lab, request):
+    """The engine on each backend: every test that takes it runs twice."""
+    yield from run_engine(lab, request.param)
+
+
+@pytest.fixture
+def xdp_engine(lab):
+    yield from run_engine(lab, "xdp")
 
 
 def xdp_prog(lab):
@@ -368,7 +381,7 @@ def test_leftover_program_passes_traffic_and_cleanup_removes_it(lab):
                        "off"])
 
 
-def test_cleanup_leaves_a_running_engine_alone(lab, engine):
+def test_cleanup_leaves_a_running_engine_alone(lab, xdp_engine):
     prog = xdp_prog(lab)
     r = pyfwd(lab, "lb", "cleanup", "--iface", "eth0")
     assert r.returncode == 1 and "engine is running" in r.stderr
@@ -426,3 +439,29 @@ def test_one_loop_per_rx_queue(lab):
         set_rx_queues(lab, "lb", "eth0", 1)
         set_rx_queues(lab, "sw", "lb", 1)
     assert xdp_prog(lab) == 0
+
+
+def test_auto_backend_falls_back_to_raw_sockets_and_says_why(lab, caplog):
+    """Where AF_XDP does not work (here: native XDP forced on a bridge
+    device, which has none), backend auto takes the raw sockets."""
+    def add_dummy():
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="pfdum0", kind="bridge")
+            ipr.link("set", index=ipr.link_lookup(ifname="pfdum0")[0],
+                     state="up")
+    lab.call("lb", add_dummy)
+    eng = Engine("pfdum0", [Service(WEB, [Real.parse("10.0.0.11")])],
+                 busy_poll=0, flows=1 << 10, xdp_mode="native")
+    try:
+        with caplog.at_level("WARNING", logger="pyfwd"):
+            lab.call("lb", eng.start)
+        assert eng.info.backend == "afpacket"
+        assert "AF_XDP does not work here" in caplog.text
+        assert "raw-socket backend" in caplog.text
+    finally:
+        eng.stop()
+
+        def del_dummy():
+            with IPRoute() as ipr:
+                ipr.link("del", index=ipr.link_lookup(ifname="pfdum0")[0])
+        lab.call("lb", del_dummy)

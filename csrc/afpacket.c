@@ -65,17 +65,6 @@ struct afp_io {
 	struct afp_port port[PYFWD_IFACES_MAX];
 };
 
-static void say(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static void port_close(struct afp_port *p)
 {
 	if (p->ring)

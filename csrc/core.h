@@ -217,6 +217,10 @@ struct parse {
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
+/* Set-up code's errors: what failed, for errbuf (steer.c). */
+void say(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* steer.c: the maps of a loaded steering object; 0 or -ENOENT. */
 struct bpf_object;
 int steer_maps_find(struct bpf_object *obj, struct steer_maps *m);

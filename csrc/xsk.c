@@ -30,17 +30,6 @@
 #define SO_BUSY_POLL_BUDGET 70
 #endif
 
-static void say(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static void xsk_config_defaults(struct pyfwd_xsk_config *c)
 {
 	if (!c->frames)

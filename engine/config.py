@@ -45,10 +45,16 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
-            "health": dict, "fallback": str, "real": list}
+            "health": dict, "fallback": str, "real": list,
+            # mode = "l7" (HAProxy) only:
+            "l7_mode": str, "forwardfor": bool, "cookie": str,
+            "tls_cert": str, "send_proxy": bool, "set_headers": dict,
+            "del_headers": list}
+L7_KEYS = ("l7_mode", "forwardfor", "cookie", "tls_cert", "send_proxy",
+           "set_headers", "del_headers")
 REAL_KEYS = {"address": str, "port": int, "weight": int}
 _KIND = {int: "an integer", str: "a string", dict: "a table",
-         list: "an array of tables"}
+         list: "an array", bool: "true or false"}
 
 
 @dataclass
@@ -133,11 +139,22 @@ def parse_vip(v, where, names=()):
         health = HealthSpec.from_dict(v["health"], where=f"{where}.health")
     fallback = None
     if "fallback" in v:
+        if mode == "l7":
+            raise ConfigError(f"{where}.fallback: for L4 VIPs (an L7 VIP "
+                              "has HAProxy's own backup servers: not yet)")
         fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
+    l7 = None
+    given = [k for k in L7_KEYS if k in v]
+    if mode == "l7":
+        from .l7 import L7Options
+        l7 = L7Options.from_dict({k: v[k] for k in given}, where)
+    elif given:
+        raise ConfigError(f"{where}.{given[0]}: only for mode = \"l7\" "
+                          f"(this VIP's mode is {mode!r})")
     try:
         return Service(vip, reals, sched, mode,
                        persistence=v.get("persistence", 0), name=name,
-                       health=health, fallback=fallback)
+                       health=health, fallback=fallback, l7=l7)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

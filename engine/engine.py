@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -134,6 +135,9 @@ class Engine:
         self.why = {}           # real address -> why it has no next hop
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
+        self.haproxy = None
+        self._l7_text = None
+        self._l7_added = []     # VIP addresses we put on the interface
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
         self.monitor = None
@@ -215,6 +219,12 @@ class Engine:
         self.monitor = HealthMonitor(self._on_health)
         self._health_targets()
         self.monitor.start()
+        if self.l7_services:
+            try:
+                self._l7_start()
+            except BaseException:
+                self.stop()
+                raise
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
@@ -252,6 +262,7 @@ class Engine:
         if self.monitor:
             self.monitor.stop()
             self.monitor = None
+        self._l7_stop()
         if self._thread:
             self._thread.join(timeout=5)
             self._thread = None
@@ -427,6 +438,9 @@ class Engine:
         for k in [k for k in self.state if k not in keys]:
             del self.state[k]
         self._publish()
+        if self.l7_services and not self.haproxy and self._thread:
+            self._l7_start()
+        self._l7_sync()
         if self.monitor:
             self._health_targets()
         if resolve and self._thread:
@@ -462,14 +476,25 @@ class Engine:
             log.warning("vip %s: real %s is %s (%s)", label, real,
                         "up" if up else "DOWN", detail)
             self._publish()
+            self._l7_sync()
+
+    @property
+    def l4_services(self):
+        """The VIPs of the C core (DR, NAT, SNAT)."""
+        return [s for s in self.services if s.mode != "l7"]
+
+    @property
+    def l7_services(self):
+        """The VIPs that HAProxy serves."""
+        return [s for s in self.services if s.mode == "l7"]
 
     def _effective(self):
-        """The services as the tables see them: halted and unhealthy reals
-        left out, drained ones at weight 0, the fallback when no real can
-        take a new flow."""
+        """The L4 services as the tables see them: halted and unhealthy
+        reals left out, drained ones at weight 0, the fallback when no real
+        can take a new flow."""
         out = []
         self.fallback_active = set()
-        for s in self.services:
+        for s in self.l4_services:
             reals = []
             for r in s.reals:
                 st = self.state.get((s.vip, r.key))
@@ -485,15 +510,118 @@ class Engine:
             out.append(dataclasses.replace(s, reals=reals))
         return out
 
+    # --- L7: HAProxy ------------------------------------------------------
+
+    def _l7_vips(self):
+        """What HAProxy's configuration says: every configured real server
+        of every L7 VIP (their state is set live through its runtime API)."""
+        from .l7 import L7Vip
+        return [L7Vip(l7_name(s), s.vip,
+                      [(l7_server(r), r.address, r.port or s.vip.port,
+                        r.weight) for r in s.reals],
+                      s.scheduler, s.l7)
+                for s in self.l7_services]
+
+    def _l7_start(self):
+        """HAProxy as our child, the L7 VIPs reachable on the interface."""
+        from .l7 import HAProxy, render
+        base = f"/run/pyfwd/haproxy-{os.getpid()}-{self.iface}"
+        os.makedirs("/run/pyfwd", mode=0o700, exist_ok=True)
+        proxy = HAProxy(f"{base}.cfg", f"{base}.sock")
+        proxy.check_binary()
+        self._l7_addresses()
+        self._l7_text = render(self._l7_vips(), proxy.runtime_socket)
+        proxy.start(self._l7_text)
+        self.haproxy = proxy
+        log.info("HAProxy serves %s", ", ".join(
+            f"{l7_name(s)} ({s.vip}, {s.l7.l7_mode})"
+            for s in self.l7_services))
+        self._l7_sync()
+
+    def _l7_addresses(self):
+        """Put each L7 VIP address on the interface (once; we remove what
+        we added when we stop)."""
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.iface)[0]
+            have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx)}
+            for s in self.l7_services:
+                a = str(s.vip.address)
+                if a in have or a in self._l7_added:
+                    continue
+                ipr.addr("add", index=idx, address=a,
+                         prefixlen=32 if s.vip.address.version == 4 else 128)
+                self._l7_added.append(a)
+                log.info("%s: added L7 VIP address %s", self.iface, a)
+
+    def _l7_sync(self):
+        """HAProxy's configuration (reloaded seamlessly when it changes)
+        and every server's state and weight as pyfwd sees them."""
+        if not self.haproxy:
+            return
+        from .l7 import render
+        self._l7_addresses()
+        text = render(self._l7_vips(), self.haproxy.runtime_socket)
+        if text != self._l7_text:
+            self.haproxy.reload(text)
+            self._l7_text = text
+        for s in self.l7_services:
+            for r in s.reals:
+                k = (s.vip, r.key)
+                up = self.health.get(k, (True, ""))[0]
+                st = self.state.get(k)
+                want = ("maint" if st == "halt" or not up else
+                        "drain" if st == "drain" or not r.weight else
+                        "ready")
+                self.haproxy.set_state(l7_name(s), l7_server(r), want)
+                if r.weight:
+                    self.haproxy.set_weight(l7_name(s), l7_server(r),
+                                            r.weight)
+
+    def _l7_stop(self):
+        if self.haproxy:
+            self.haproxy.stop()
+            self.haproxy = None
+        if self._l7_added:
+            try:
+                with IPRoute() as ipr:
+                    idx = ipr.link_lookup(ifname=self.iface)[0]
+                    for a in self._l7_added:
+                        ipr.addr("del", index=idx, address=a,
+                                 prefixlen=32 if ":" not in a else 128)
+            except Exception as exc:     # gone with its namespace
+                log.warning("removing L7 VIP addresses: %s", exc)
+            self._l7_added = []
+
+    def _l7_rows(self):
+        """{(backend, server): HAProxy's state and counters}."""
+        if not self.haproxy:
+            return {}
+        rows = {}
+        try:
+            for st in self.haproxy.servers_state():
+                rows.setdefault((st["backend"], st["server"]), {}).update(
+                    haproxy_state=st.get("admin_state"),
+                    haproxy_status=st.get("oper_state"))
+            for st in self.haproxy.stats():
+                key = (st.get("pxname"), st.get("svname"))
+                if key in rows:
+                    rows[key].update(active=st.get("scur", 0),
+                                     flows_new=st.get("stot", 0),
+                                     bytes=(st.get("bin", 0) or 0) +
+                                     (st.get("bout", 0) or 0))
+        except PyfwdError as exc:
+            log.warning("HAProxy runtime API: %s", exc)
+        return rows
+
     # --- inside ---------------------------------------------------------
 
     def _ipv4_vips(self):
-        return [s.vip.address for s in self.services
+        return [s.vip.address for s in self.l4_services
                 if s.vip.address.version == 4]
 
     def _addresses(self):
         """Every address we may send to: real servers and fallbacks."""
-        return sorted({r.address for s in self.services
+        return sorted({r.address for s in self.l4_services
                        for r in s.reals + ([s.fallback] if s.fallback
                                            else [])}, key=str)
 
@@ -562,7 +690,7 @@ class Engine:
         replies = [Vip(r.address, r.port or s.vip.port, s.vip.protocol)
                    for s in self.services if s.mode == "nat"
                    for r in s.reals + ([s.fallback] if s.fallback else [])]
-        self.xsk.steer([s.vip for s in self.services], set(replies),
+        self.xsk.steer([s.vip for s in self.l4_services], set(replies),
                        self.snat)
 
     def _snat_setting(self):
@@ -587,7 +715,7 @@ class Engine:
     def _control(self):
         """Punted frames, MAC refresh, gratuitous ARP, stats file."""
         garps = list(GARP_REPEAT)
-        last_refresh = last_stats = time.monotonic()
+        last_refresh = last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
             now = time.monotonic()
             try:
@@ -603,6 +731,15 @@ class Engine:
                 if self.stats_file and now - last_stats >= 1.0:
                     last_stats = now
                     self._write_stats()
+                if self.haproxy and now - last_l7 >= 1.0:
+                    last_l7 = now
+                    restarts = self.haproxy.restarts
+                    self.haproxy.ensure_running()
+                    if self.haproxy.restarts != restarts:
+                        log.warning("HAProxy was down: restarted (%d "
+                                    "times so far)", self.haproxy.restarts)
+                        with self._lock:
+                            self._l7_sync()
                 for err in self.xsk.errors if self.xsk else ():
                     log.error("%s", err)
                 if self.xsk:
@@ -659,6 +796,7 @@ class Engine:
         frames and bytes."""
         with self._lock:
             per_real = self.core.real_stats()
+            l7rows = self._l7_rows()
             vips = []
             for s in self.services:
                 reals = []
@@ -685,6 +823,9 @@ class Engine:
                         why = f"health: {detail}"
                     counters = per_real.get(rid, {}) if rid is not None \
                         else {}
+                    if s.mode == "l7":
+                        counters = l7rows.get((l7_name(s), l7_server(r)),
+                                              {})
                     reals.append({
                         "real": r.key, "weight": r.weight, "state": st,
                         "health": None if not checked else
@@ -696,7 +837,10 @@ class Engine:
                         "active": counters.get("active", 0),
                         "frames": counters.get("frames", 0),
                         "bytes": counters.get("bytes", 0),
-                        "flows_new": counters.get("flows_new", 0)})
+                        "flows_new": counters.get("flows_new", 0),
+                        **({"haproxy_state": counters.get("haproxy_state"),
+                            "haproxy_status": counters.get("haproxy_status")}
+                           if s.mode == "l7" else {})})
                 vips.append({"name": s.label, "vip": str(s.vip),
                              "mode": s.mode, "scheduler": s.scheduler,
                              "persistence": s.persistence,
@@ -727,6 +871,17 @@ class Engine:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.stats(), f, indent=1)
         os.replace(tmp, self.stats_file)
+
+
+def l7_name(service):
+    """HAProxy's frontend/backend name of an L7 VIP."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", service.name or
+                  f"vip_{service.vip.address}_{service.vip.port}")
+
+
+def l7_server(real):
+    """HAProxy's server name of a real server: stable, from its key."""
+    return "r_" + re.sub(r"[^A-Za-z0-9]", "_", real.key)
 
 
 def route_to(address):

@@ -16,6 +16,24 @@ _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+
                      r"/(?P<proto>[A-Za-z]+)$")
 
 
+def _unicast(obj, what):
+    """obj.address as an ipaddress object (set back on the frozen obj);
+    ConfigError unless it is a unicast IPv4 or IPv6 address."""
+    addr = obj.address
+    if not isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        try:
+            addr = ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(f"{what} address {obj.address!r}: expected an "
+                              "IPv4 or IPv6 address") from None
+        object.__setattr__(obj, "address", addr)
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        raise ConfigError(f"{what} address {addr}: expected a unicast "
+                          "address (not multicast, broadcast, loopback or "
+                          "unspecified)")
+    return addr
+
+
 @dataclass(frozen=True, order=True)
 class Vip:
     """A virtual service: address, port and protocol.
@@ -29,18 +47,9 @@ class Vip:
     protocol: str
 
     def __post_init__(self):
-        addr = self.address
-        if not isinstance(addr, (ipaddress.IPv4Address,
-                                 ipaddress.IPv6Address)):
-            try:
-                addr = ipaddress.ip_address(addr)
-            except ValueError:
-                raise ConfigError(f"vip address {self.address!r}: expected "
-                                  "an IPv4 or IPv6 address") from None
-            object.__setattr__(self, "address", addr)
-        if (addr.is_multicast or addr.is_unspecified or addr.is_loopback
-                or (addr.version == 4 and addr == ipaddress.IPv4Address(
-                    "255.255.255.255"))):
+        addr = _unicast(self, "vip")
+        if addr.version == 4 and addr == ipaddress.IPv4Address(
+                "255.255.255.255"):
             raise ConfigError(f"vip address {addr}: expected a unicast "
                               "address (not multicast, broadcast, loopback "
                               "or unspecified)")
@@ -100,18 +109,7 @@ class Real:
     weight: int = 1
 
     def __post_init__(self):
-        addr = self.address
-        if not isinstance(addr, (ipaddress.IPv4Address,
-                                 ipaddress.IPv6Address)):
-            try:
-                addr = ipaddress.ip_address(addr)
-            except ValueError:
-                raise ConfigError(f"real address {self.address!r}: expected "
-                                  "an IPv4 or IPv6 address") from None
-            object.__setattr__(self, "address", addr)
-        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
-            raise ConfigError(f"real address {addr}: expected a unicast "
-                              "address")
+        _unicast(self, "real")
         if self.port is not None and (
                 isinstance(self.port, bool) or not isinstance(self.port, int)
                 or not 1 <= self.port <= 65535):

@@ -23,7 +23,7 @@ RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ,
               "sh": SCHED_SRC_HASH, "lc": SCHED_LEAST, "wlc": SCHED_LEAST}
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "maglev")
 PERSIST_MAX = 65535
-MODES = ("dr", "nat", "snat")
+MODES = ("dr", "nat", "snat", "l7")   # l7: HAProxy, not the C core
 MODE_CODE = {"dr": 0, "nat": 1, "snat": 2}     # PYFWD_MODE_*
 
 
@@ -40,6 +40,7 @@ class Service:
     name: Optional[str] = None
     health: object = None       # health.HealthSpec, or None: no checks
     fallback: Optional[Real] = None     # takes the traffic when none is up
+    l7: object = None           # l7.L7Options of a mode "l7" VIP
 
     def __post_init__(self):
         if self.scheduler not in RING_INDEX:

@@ -27,6 +27,8 @@ from pyfwd.lab import Lab
 from pyfwd.service import Real, Vip
 from pyfwd.tables import Service
 
+from .procs import wait_line
+
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
@@ -34,18 +36,6 @@ WEB = Vip.parse(f"{VIP4}:80/tcp")
 PYFWD = [sys.executable, "-m", "pyfwd.cli"]
 INTERVAL, RISE, FALL = 0.5, 2, 2
 SOURCES = [f"10.0.0.{i}" for i in range(150, 182)]   # extra client addresses
-
-
-def wait_line(proc, needle, timeout=15):
-    lines, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"no {needle!r}:\n" + "".join(lines))
 
 
 class Reals:

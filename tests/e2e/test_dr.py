@@ -27,6 +27,8 @@ from pyfwd.tables import Service
 
 from ..cases import defs
 
+from .procs import wait_line
+
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
@@ -40,19 +42,6 @@ def pyfwd(lab, role, *args, timeout=60):
     return lab.run(role, PYFWD + list(args), capture_output=True, text=True,
                    timeout=timeout)
 
-
-def wait_line(proc, needle, timeout=15):
-    """Read proc's stdout until a line has needle; the lines read."""
-    lines, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"no {needle!r} from the process:\n" +
-                         "".join(lines))
 
 
 @pytest.fixture(scope="module")

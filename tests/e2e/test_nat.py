@@ -19,23 +19,13 @@ from pyfwd.lab import Lab
 from pyfwd.service import Real, Vip
 from pyfwd.tables import Service
 
+from .procs import wait_line
+
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
 UDP = Vip.parse(f"{VIP4}:9000/udp")
-
-
-def wait_line(proc, needle, timeout=15):
-    lines, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"no {needle!r}:\n" + "".join(lines))
 
 
 def build(topology):

@@ -16,8 +16,8 @@ GROUPS = {
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_classify_256(benchmark, group):
-    core = Core(mac=defs.LB_MAC)
-    core.publish_vips(defs.VIPS)
+    core = Core(mac=defs.LB_MAC, flows=1 << 12)
+    core.publish_services(defs.SERVICES, defs.MACS)
     cases = GROUPS[group]
     batch = core.prepare([cases[i % len(cases)].frame for i in range(256)])
     benchmark.extra_info["frames_per_call"] = 256

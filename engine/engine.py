@@ -17,6 +17,7 @@ and announces the VIPs with gratuitous ARP.
 """
 
 import array
+import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -136,6 +137,7 @@ class Engine:
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
         self.haproxy = None
+        self._netns_fd = None
         self._l7_text = None
         self._l7_added = []     # VIP addresses we put on the interface
         self.fallback_active = set()
@@ -529,6 +531,9 @@ class Engine:
         os.makedirs("/run/pyfwd", mode=0o700, exist_ok=True)
         proxy = HAProxy(f"{base}.cfg", f"{base}.sock")
         proxy.check_binary()
+        # The engine's network namespace, for address changes asked from
+        # any thread later (a control request, a reload, stop).
+        self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self._l7_addresses()
         self._l7_text = render(self._l7_vips(), proxy.runtime_socket)
         proxy.start(self._l7_text)
@@ -541,17 +546,24 @@ class Engine:
     def _l7_addresses(self):
         """Put each L7 VIP address on the interface (once; we remove what
         we added when we stop)."""
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=self.iface)[0]
-            have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx)}
-            for s in self.l7_services:
-                a = str(s.vip.address)
-                if a in have or a in self._l7_added:
-                    continue
-                ipr.addr("add", index=idx, address=a,
-                         prefixlen=32 if s.vip.address.version == 4 else 128)
-                self._l7_added.append(a)
-                log.info("%s: added L7 VIP address %s", self.iface, a)
+        want = [s.vip.address for s in self.l7_services
+                if str(s.vip.address) not in self._l7_added]
+        if not want:
+            return
+
+        def add():
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=self.iface)[0]
+                have = {a.get_attr("IFA_ADDRESS")
+                        for a in ipr.get_addr(index=idx)}
+                for a in want:
+                    if str(a) in have:
+                        continue
+                    ipr.addr("add", index=idx, address=str(a),
+                             prefixlen=32 if a.version == 4 else 128)
+                    self._l7_added.append(str(a))
+                    log.info("%s: added L7 VIP address %s", self.iface, a)
+        in_netns(self._netns_fd, add)
 
     def _l7_sync(self):
         """HAProxy's configuration (reloaded seamlessly when it changes)
@@ -582,15 +594,20 @@ class Engine:
             self.haproxy.stop()
             self.haproxy = None
         if self._l7_added:
-            try:
+            def delete():
                 with IPRoute() as ipr:
                     idx = ipr.link_lookup(ifname=self.iface)[0]
                     for a in self._l7_added:
                         ipr.addr("del", index=idx, address=a,
                                  prefixlen=32 if ":" not in a else 128)
+            try:
+                in_netns(self._netns_fd, delete)
             except Exception as exc:     # gone with its namespace
                 log.warning("removing L7 VIP addresses: %s", exc)
             self._l7_added = []
+        if self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None
 
     def _l7_rows(self):
         """{(backend, server): HAProxy's state and counters}."""
@@ -871,6 +888,32 @@ class Engine:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.stats(), f, indent=1)
         os.replace(tmp, self.stats_file)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns(fd, fn, timeout=10.0):
+    """fn() in a thread that entered the network namespace of fd (setns
+    changes only the calling thread); its result or its exception."""
+    box = {}
+
+    def run():
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="pyfwd-netns", daemon=True)
+    t.start()
+    t.join(timeout)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def l7_name(service):

@@ -1,0 +1,239 @@
+"""engine/l7.py without HAProxy: option parsing and the rendered config.
+
+That HAProxy itself accepts what render() writes is checked in
+tests/e2e/test_l7_haproxy.py (it needs the binary).
+"""
+
+import ipaddress
+
+import pytest
+
+from pyfwd.errors import ConfigError
+from pyfwd.l7 import (BALANCE, HAProxy, L7Options, L7Vip, haproxy_weights,
+                      render, sanitize, server_name)
+from pyfwd.service import Real, Vip
+from pyfwd.tables import Service
+
+VIP = Vip.parse("10.0.0.100:80/tcp")
+REALS = [("r_10_0_0_11_80", "10.0.0.11", 80, 1),
+         ("r_10_0_0_12_8080", ipaddress.ip_address("10.0.0.12"), 8080, 3)]
+
+
+def listen_section(text, name):
+    """The lines of `listen name`, stripped."""
+    lines = text.splitlines()
+    start = lines.index(f"listen {name}")
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        out.append(line.strip())
+    return out
+
+
+# -- L7Options ----------------------------------------------------------------
+
+def test_defaults_http():
+    o = L7Options.from_dict({})
+    assert o == L7Options()
+    assert (o.l7_mode, o.forwardfor, o.cookie, o.tls_cert, o.send_proxy) == \
+        ("http", True, None, None, False)
+
+
+def test_defaults_tcp_have_no_forwardfor():
+    o = L7Options.from_dict({"l7_mode": "tcp", "send_proxy": True})
+    assert (o.l7_mode, o.forwardfor, o.send_proxy) == ("tcp", False, True)
+
+
+def test_full_http(tmp_path):
+    pem = tmp_path / "site.pem"
+    pem.write_text("x")
+    o = L7Options.from_dict({
+        "l7_mode": "http", "forwardfor": False, "cookie": "SRV",
+        "tls_cert": str(pem), "send_proxy": True,
+        "set_headers": {"X-Pacs": "a b", "X-Client": "%[src]"},
+        "del_headers": ["X-Debug"], "scheduler": "ignored, not ours"})
+    assert o.cookie == "SRV" and o.tls_cert == str(pem) and o.send_proxy
+    assert o.set_headers == (("X-Pacs", "a b"), ("X-Client", "%[src]"))
+    assert o.del_headers == ("X-Debug",)
+
+
+@pytest.mark.parametrize("d, key, value", [
+    ({"l7_mode": "udp"}, "l7_mode", "'udp'"),
+    ({"forwardfor": "yes"}, "forwardfor", "'yes'"),
+    ({"l7_mode": "tcp", "forwardfor": True}, "forwardfor", "True"),
+    ({"send_proxy": 1}, "send_proxy", "1"),
+    ({"cookie": "a b"}, "cookie", "'a b'"),
+    ({"cookie": 5}, "cookie", "5"),
+    ({"l7_mode": "tcp", "cookie": "SRV"}, "cookie", "'SRV'"),
+    ({"tls_cert": "/nonexistent/x.pem"}, "tls_cert", "'/nonexistent/x.pem'"),
+    ({"tls_cert": ""}, "tls_cert", "''"),
+    ({"set_headers": ["X-A"]}, "set_headers", "['X-A']"),
+    ({"set_headers": {"X A": "v"}}, "set_headers", "'X A'"),
+    ({"set_headers": {"X-A": "v\r\nX-B: w"}}, "set_headers.X-A", "'v\\r\\n"),
+    ({"set_headers": {"X-A": 3}}, "set_headers.X-A", "3"),
+    ({"del_headers": "X-A"}, "del_headers", "'X-A'"),
+    ({"del_headers": ["ok", "not:ok"]}, "del_headers", "'not:ok'"),
+    ({"l7_mode": "tcp", "del_headers": ["X-A"]}, "del_headers", "['X-A']"),
+    ({"l7_mode": "tcp", "set_headers": {"X-A": "v"}}, "set_headers", "{"),
+])
+def test_bad_option_named(d, key, value):
+    with pytest.raises(ConfigError) as e:
+        L7Options.from_dict(d, where="vip web")
+    msg = str(e.value)
+    assert msg.startswith(f"vip web: {key} ") and value in msg \
+        and "expected" in msg, msg
+
+
+def test_tls_in_tcp_refused(tmp_path):
+    pem = tmp_path / "p.pem"
+    pem.write_text("x")
+    with pytest.raises(ConfigError, match="tls_cert .*expected no tls_cert"):
+        L7Options.from_dict({"l7_mode": "tcp", "tls_cert": str(pem)})
+
+
+# -- names and weights ---------------------------------------------------------
+
+def test_server_name_stable_from_key():
+    assert server_name(Real.parse("10.0.0.11:80")) == "r_10_0_0_11_80"
+    assert server_name(Real.parse("10.0.0.11"), 80) == "r_10_0_0_11_80"
+    assert server_name(Real.parse("[fd00::11]:8080")) == "r_fd00__11_8080"
+    assert sanitize("web/vip 1.2") == "web_vip_1_2"
+
+
+def test_haproxy_weights_scale():
+    assert haproxy_weights([1, 3, 0]) == [1, 3, 0]
+    assert haproxy_weights([512, 256, 1, 0]) == [256, 128, 1, 0]
+    assert haproxy_weights([]) == []
+
+
+# -- render ---------------------------------------------------------------------
+
+def test_render_global_and_defaults():
+    text = render([], "/run/pyfwd/haproxy.sock")
+    assert "    master-worker\n" in text
+    assert ('    stats socket "/run/pyfwd/haproxy.sock" mode 600 level admin '
+            'expose-fd listeners\n') in text
+    assert "daemon" not in text
+    for t in ("timeout connect 5s", "timeout client 60s",
+              "timeout server 60s", "timeout tunnel 1h"):
+        assert t in text
+
+
+def test_render_http_everything(tmp_path):
+    pem = tmp_path / "site.pem"
+    pem.write_text("x")
+    o = L7Options.from_dict({
+        "cookie": "SRV", "tls_cert": str(pem), "send_proxy": True,
+        "set_headers": {"X-Pacs": 'say "hi" $HOME'},
+        "del_headers": ["X-Debug"]})
+    text = render([L7Vip("web", VIP, REALS, "wrr", o)], "/tmp/s.sock")
+    sec = listen_section(text, "web")
+    assert sec[:4] == ["mode http",
+                       f'bind 10.0.0.100:80 ssl crt "{pem}"',
+                       "balance roundrobin", "option forwardfor"]
+    assert "http-request set-header X-Forwarded-Proto https" in sec
+    assert "http-request del-header X-Debug" in sec
+    assert r'http-request set-header X-Pacs "say \"hi\" \$HOME"' in sec
+    assert "cookie SRV insert indirect nocache" in sec
+    assert ("server r_10_0_0_11_80 10.0.0.11:80 weight 1 "
+            "cookie r_10_0_0_11_80 send-proxy-v2") in sec
+    assert ("server r_10_0_0_12_8080 10.0.0.12:8080 weight 3 "
+            "cookie r_10_0_0_12_8080 send-proxy-v2") in sec
+    assert "hash-type" not in text
+
+
+def test_render_http_plain():
+    text = render([L7Vip("web", VIP, REALS[:1], "rr",
+                         L7Options.from_dict({"forwardfor": False}))], "/s")
+    sec = listen_section(text, "web")
+    assert sec == ["mode http", "bind 10.0.0.100:80", "balance roundrobin",
+                   "server r_10_0_0_11_80 10.0.0.11:80 weight 1"]
+
+
+def test_render_tcp():
+    o = L7Options.from_dict({"l7_mode": "tcp", "send_proxy": True})
+    v = L7Vip("pacs dicom", Vip.parse("[fd00::100]:104/tcp"),
+              [("r1", "fd00::11", 104, 1)], "lc", o, {"tunnel": "2h"})
+    sec = listen_section(render([v], "/s"), "pacs_dicom")
+    assert sec == ["mode tcp", "bind [fd00::100]:104", "balance leastconn",
+                   "timeout tunnel 2h",
+                   "server r1 [fd00::11]:104 weight 1 send-proxy-v2"]
+
+
+@pytest.mark.parametrize("sched, lines", [
+    ("rr", ["balance roundrobin"]), ("wrr", ["balance roundrobin"]),
+    ("lc", ["balance leastconn"]), ("wlc", ["balance leastconn"]),
+    ("sh", ["balance source"]),
+    ("maglev", ["balance source", "hash-type consistent"]),
+])
+def test_scheduler_mapping(sched, lines):
+    sec = listen_section(render([L7Vip("v", VIP, REALS, sched)], "/s"), "v")
+    assert sec[2:2 + len(lines)] == lines
+    assert set(BALANCE) == {"rr", "wrr", "lc", "wlc", "sh", "maglev"}
+
+
+def test_render_scales_big_weights():
+    reals = [("a", "10.0.0.11", 80, 1000), ("b", "10.0.0.12", 80, 500),
+             ("c", "10.0.0.13", 80, 0)]
+    sec = listen_section(render([L7Vip("v", VIP, reals)], "/s"), "v")
+    assert [ln.split("weight ")[1] for ln in sec if ln.startswith("server")] \
+        == ["256", "128", "0"]
+
+
+@pytest.mark.parametrize("vips, match", [
+    ([L7Vip("v", VIP, scheduler="random")], "scheduler 'random': expected"),
+    ([L7Vip("a.b", VIP), L7Vip("a_b", VIP)], "name 'a_b' is taken"),
+    ([L7Vip("v", VIP, REALS + REALS[:1])], "r_10_0_0_11_80 listed twice"),
+    ([L7Vip("v", VIP, [("a", "10.0.0.1", 80, 70000)])], "weight 70000"),
+    ([L7Vip("v", VIP, timeouts={"client": "soon"})], "timeout client"),
+    ([L7Vip("v", VIP, timeouts={"idle": "5s"})], "timeout idle"),
+])
+def test_render_refuses(vips, match):
+    with pytest.raises(ConfigError, match=match):
+        render(vips, "/s")
+
+
+def test_from_service():
+    svc = Service(VIP, [Real.parse("10.0.0.11"), Real.parse("10.0.0.12:8080@7")],
+                  scheduler="maglev", name="web")
+    v = L7Vip.from_service(svc)
+    assert v.name == "web" and v.scheduler == "maglev"
+    assert v.reals == [("r_10_0_0_11_80", ipaddress.ip_address("10.0.0.11"),
+                        80, 1),
+                       ("r_10_0_0_12_8080",
+                        ipaddress.ip_address("10.0.0.12"), 8080, 7)]
+    unnamed = L7Vip.from_service(Service(VIP, []))
+    assert unnamed.name == "10_0_0_100_80_tcp"
+
+
+# -- HAProxy: what needs no process ------------------------------------------
+
+def test_missing_binary_named(tmp_path):
+    h = HAProxy(tmp_path / "h.cfg", tmp_path / "h.sock",
+                binary="no-such-haproxy-binary")
+    with pytest.raises(ConfigError, match="HAProxy not found.*apt-get "
+                       "install haproxy"):
+        h.check_binary()
+
+
+def test_old_binary_named(tmp_path):
+    fake = tmp_path / "haproxy"
+    fake.write_text("#!/bin/sh\necho 'HA-Proxy version 1.8.19 2019/02/11'\n")
+    fake.chmod(0o755)
+    h = HAProxy(tmp_path / "h.cfg", tmp_path / "h.sock", binary=str(fake))
+    with pytest.raises(ConfigError, match=r"HAProxy 1\.8\.19: expected "
+                       r"version 2\.0"):
+        h.check_binary()
+
+
+def test_bad_state_and_weight_refused_before_any_io(tmp_path):
+    h = HAProxy(tmp_path / "h.cfg", tmp_path / "h.sock")
+    with pytest.raises(ConfigError, match="state 'down': expected"):
+        h.set_state("web", "r1", "down")
+    with pytest.raises(ConfigError, match="weight 257: expected"):
+        h.set_weight("web", "r1", 257)
+    with pytest.raises(ConfigError, match="name 'web/x'"):
+        h.set_state("web/x", "r1", "ready")
+    assert h.ensure_running() is False      # never started: nothing to do
+    h.stop()                                 # idempotent, nothing to stop

@@ -805,6 +805,10 @@ class Engine:
                 "xsk": dataclasses.asdict(self.info) if self.info else None,
                 "snat": [str(self.snat[0]), self.snat[1], self.snat[2]]
                 if self.snat else None,
+                "haproxy": {"pid": self.haproxy.proc.pid if self.haproxy.proc
+                            else None,
+                            "restarts": self.haproxy.restarts}
+                if self.haproxy else None,
                 "config": self.config_path}
 
     def show(self):

@@ -42,6 +42,13 @@ http {{
         }}
         location /blob {{ alias {d}/blob; }}
     }}
+    server {{
+        listen {ip}:8081 proxy_protocol;
+        location / {{
+            default_type text/plain;
+            return 200 "node={role} proxied=$proxy_protocol_addr\n";
+        }}
+    }}
 }}
 """
 DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
@@ -162,6 +169,16 @@ def test_http_forwardfor_cookie_and_spread(lab, engine):
     assert min(spread.values()) >= 90, spread        # round robin: ~100 each
 
 
+def test_proxy_protocol_v2_to_the_real_servers(lab, engine):
+    engine({"name": "pacs-pp", "address": VIP4, "port": 8000, "mode": "l7",
+            "l7_mode": "tcp", "send_proxy": True, "scheduler": "rr",
+            "real": [{"address": lab.ip(r), "port": 8081}
+                     for r in lab.reals]})
+    r = curl(lab, f"http://{VIP4}:8000/")
+    assert r.returncode == 0, r.stderr
+    assert "proxied=10.0.0.1" in r.stdout       # the client, through PROXY
+
+
 def test_https_terminated_at_the_vip(lab, engine):
     engine(web_spec(lab, port=443, name="pacs-tls",
                     tls_cert=str(lab.base / "both.pem")))
@@ -240,3 +257,4 @@ def test_haproxy_worker_killed_is_recovered(lab, engine):
         ok = "node=real" in curl(lab, f"http://{VIP4}/", timeout=2).stdout
     assert ok, "HAProxy did not come back"
     assert eng.haproxy.worker_pid() != pid
+    assert eng.status()["haproxy"]["pid"] is not None

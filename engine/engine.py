@@ -570,14 +570,16 @@ class Engine:
         and every server's state and weight as pyfwd sees them."""
         if not self.haproxy:
             return
-        from .l7 import render
+        from .l7 import haproxy_weights, render
         self._l7_addresses()
         text = render(self._l7_vips(), self.haproxy.runtime_socket)
         if text != self._l7_text:
             self.haproxy.reload(text)
             self._l7_text = text
         for s in self.l7_services:
-            for r in s.reals:
+            # HAProxy's weights are 0..256: the same ratios, scaled.
+            weights = haproxy_weights([r.weight for r in s.reals])
+            for r, hw in zip(s.reals, weights):
                 k = (s.vip, r.key)
                 up = self.health.get(k, (True, ""))[0]
                 st = self.state.get(k)
@@ -586,8 +588,7 @@ class Engine:
                         "ready")
                 self.haproxy.set_state(l7_name(s), l7_server(r), want)
                 if r.weight:
-                    self.haproxy.set_weight(l7_name(s), l7_server(r),
-                                            r.weight)
+                    self.haproxy.set_weight(l7_name(s), l7_server(r), hw)
 
     def _l7_stop(self):
         if self.haproxy:

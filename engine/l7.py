@@ -152,7 +152,8 @@ class L7Options:
         naming the key, the value and what was expected.
         """
         def bad(key, value, expected):
-            return ConfigError(f"{where}: {key} {value!r}: expected {expected}")
+            return ConfigError(f"{where}: {key} {value!r}: expected "
+                               f"{expected}")
 
         mode = d.get("l7_mode", "http")
         if mode not in L7_MODES:
@@ -519,12 +520,21 @@ class HAProxy:
         proc.stdout.close()
 
     def _wait_worker(self, exclude):
-        """Wait until a worker of our master, not `exclude`, answers."""
+        """Wait until a worker of our master, not `exclude`, answers, and
+        the master's CLI too (it listens a few ms after the worker)."""
         deadline = time.monotonic() + self.start_timeout
+        pid = None
         while True:
-            pid = self.worker_pid()
-            if pid is not None and pid != exclude:
-                return pid
+            if pid is None:
+                pid = self.worker_pid()
+                if pid == exclude:
+                    pid = None
+            if pid is not None:
+                try:
+                    self.master_cli("show proc", timeout=0.5)
+                    return pid
+                except PyfwdError:
+                    pass
             if self.proc.poll() is not None:
                 time.sleep(0.1)         # let the drain thread catch up
                 raise PyfwdError(f"HAProxy exited with {self.proc.returncode}"
@@ -581,9 +591,10 @@ class HAProxy:
 
         Restarts HAProxy with the last config when its master died, or when
         the master lives but no worker has answered for stale_after seconds
-        (a hung worker: its connections are lost).  Returns True when it recovered something
-        (counted in `restarts`), False otherwise; never raises PyfwdError
-        (a failed restart is logged and retried on the next call).
+        (a hung worker: its connections are lost).  Returns True when it
+        recovered something (counted in `restarts`), False otherwise; never
+        raises PyfwdError (a failed restart is logged and retried on the
+        next call).  May block ~0.5 s asking a silent runtime socket.
         """
         with self._lock:
             if self._text is None or self.proc is None:

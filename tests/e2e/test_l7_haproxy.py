@@ -315,8 +315,9 @@ def test_stop_leaves_nothing(proxy, backends):
 def test_bad_config_carries_haproxys_message(proxy):
     bad = render([], proxy.runtime_socket) + \
         "\nlisten x\n    bind 127.0.0.1:1\n    balance nosuchalgo\n"
-    with pytest.raises(ConfigError, match=r"HAProxy rejects the configuration: parsing "
-                       r"\[.*haproxy.cfg:\d+\] : balance only supports"):
+    with pytest.raises(ConfigError, match=r"HAProxy rejects the "
+                       r"configuration: parsing \[.*haproxy.cfg:\d+\] : "
+                       r"balance only supports"):
         proxy.start(bad)
     assert proxy.proc is None and not os.path.exists(proxy.config_path)
 

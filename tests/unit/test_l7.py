@@ -92,7 +92,7 @@ def test_tls_in_tcp_refused(tmp_path):
         L7Options.from_dict({"l7_mode": "tcp", "tls_cert": str(pem)})
 
 
-# -- names and weights ---------------------------------------------------------
+# -- names and weights -------------------------------------------------------
 
 def test_server_name_stable_from_key():
     assert server_name(Real.parse("10.0.0.11:80")) == "r_10_0_0_11_80"
@@ -107,7 +107,7 @@ def test_haproxy_weights_scale():
     assert haproxy_weights([]) == []
 
 
-# -- render ---------------------------------------------------------------------
+# -- render ------------------------------------------------------------------
 
 def test_render_global_and_defaults():
     text = render([], "/run/pyfwd/haproxy.sock")
@@ -195,7 +195,8 @@ def test_render_refuses(vips, match):
 
 
 def test_from_service():
-    svc = Service(VIP, [Real.parse("10.0.0.11"), Real.parse("10.0.0.12:8080@7")],
+    svc = Service(VIP, [Real.parse("10.0.0.11"),
+                        Real.parse("10.0.0.12:8080@7")],
                   scheduler="maglev", name="web")
     v = L7Vip.from_service(svc)
     assert v.name == "web" and v.scheduler == "maglev"

@@ -258,3 +258,31 @@ def test_haproxy_worker_killed_is_recovered(lab, engine):
     assert ok, "HAProxy did not come back"
     assert eng.haproxy.worker_pid() != pid
     assert eng.status()["haproxy"]["pid"] is not None
+
+
+def test_health_checks_and_weights_drive_haproxy(lab, engine):
+    """pyfwd's own health checks set HAProxy's server states (here a
+    command check that fails for real2), and pyfwd's weights (0..65535)
+    reach HAProxy scaled to its 0..256."""
+    check = {"type": "command", "interval": 0.3, "timeout": 0.3, "rise": 1,
+             "fall": 1, "command": ["sh", "-c",
+                                    'test "$PYFWD_REAL_ADDRESS" != 10.0.0.12']}
+    eng = engine(web_spec(lab, health=check))
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        rows = {r["real"]: r for r in eng.show()[0]["reals"]}
+        if rows["10.0.0.12:8080"]["haproxy_state"] == "maint":
+            break
+        time.sleep(0.1)
+    assert rows["10.0.0.12:8080"]["health"] == "down"
+    assert rows["10.0.0.12:8080"]["haproxy_state"] == "maint", rows
+    r = curl(lab, *[f"http://{VIP4}/"] * 30)
+    nodes = collections.Counter(re.findall(r"node=(\w+)", r.stdout))
+    assert sum(nodes.values()) == 30 and "real2" not in nodes, nodes
+    eng.set_weight("pacs-web", "10.0.0.11:8080", 1000)
+    eng.set_weight("pacs-web", "10.0.0.13:8080", 500)
+    weights = {row["svname"]: row["weight"] for row in eng.haproxy.stats()
+               if row.get("pxname") == "pacs-web"}
+    w1 = weights[l7_server(Real("10.0.0.11", 8080))]
+    w3 = weights[l7_server(Real("10.0.0.13", 8080))]
+    assert w1 <= 256 and abs(w1 - 2 * w3) <= 1, weights

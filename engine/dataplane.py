@@ -365,8 +365,12 @@ class Xsk:
             t.start()
             self._threads.append(t)
 
+    # The backend's loop and teardown in C (Afp has its own).
+    _run = lib.pyfwd_xsk_run
+    _close = lib.pyfwd_xsk_close
+
     def _loop(self, queue):
-        ret = lib.pyfwd_xsk_run(self.core._ctx, queue)
+        ret = self._run(self.core._ctx, queue)
         if ret < 0:
             self.errors.append(DataplaneError(-ret, f"loop of queue {queue}"
                                               f": {os.strerror(-ret)}"))
@@ -376,11 +380,11 @@ class Xsk:
 
     def close(self):
         """Stop the loops, then detach the program and free the sockets."""
-        lib.pyfwd_xsk_stop(self.core._ctx)
+        lib.pyfwd_xsk_stop(self.core._ctx)     # either backend's loops
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
-        lib.pyfwd_xsk_close(self.core._ctx)
+        self._close(self.core._ctx)
 
 
 class Afp(Xsk):
@@ -400,18 +404,8 @@ class Afp(Xsk):
         self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
         return self.info
 
-    def _loop(self, queue):
-        ret = lib.pyfwd_afp_run(self.core._ctx, queue)
-        if ret < 0:
-            self.errors.append(DataplaneError(-ret, "raw-socket loop: "
-                                              f"{os.strerror(-ret)}"))
-
-    def close(self):
-        lib.pyfwd_xsk_stop(self.core._ctx)
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads = []
-        lib.pyfwd_afp_close(self.core._ctx)
+    _run = lib.pyfwd_afp_run
+    _close = lib.pyfwd_afp_close
 
 
 def _vip_array(vips):

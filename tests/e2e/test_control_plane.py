@@ -207,21 +207,23 @@ def download(lab, size, out):
                     timeout=60)
 
 
-def busy_real(eng):
-    """The real server with a flow in flight."""
-    rows = [r for r in eng.show()[0]["reals"] if r["active"] > 0]
-    assert len(rows) == 1, rows
-    return rows[0]["real"]
-
-
-def test_drain_keeps_a_download_and_avoids_the_server(lab, engine):
-    eng = engine(web())
-    out, size = {}, 30_000_000
+def download_in_flight(lab, eng, size):
+    """(thread, out, real): a download started, and the real server it
+    went to (the one with a live flow)."""
+    out = {}
     t = threading.Thread(target=download, args=(lab, size, out))
     t.start()
     assert wait_for(lambda: any(r["active"] for r in
                                 eng.show()[0]["reals"]), 3)
-    real = busy_real(eng)
+    rows = [r for r in eng.show()[0]["reals"] if r["active"] > 0]
+    assert len(rows) == 1, rows
+    return t, out, rows[0]["real"]
+
+
+def test_drain_keeps_a_download_and_avoids_the_server(lab, engine):
+    eng = engine(web())
+    size = 30_000_000
+    t, out, real = download_in_flight(lab, eng, size)
     ctl(eng, "drain", vip="pacs-web", real=real)
     assert real_row(eng, real)["state"] == "drain"
     rc, nodes = requests(lab, 30)
@@ -237,12 +239,7 @@ def test_drain_keeps_a_download_and_avoids_the_server(lab, engine):
 
 def test_halt_ends_new_and_existing_use(lab, engine):
     eng = engine(web())
-    out, size = {}, 30_000_000
-    t = threading.Thread(target=download, args=(lab, size, out))
-    t.start()
-    assert wait_for(lambda: any(r["active"] for r in
-                                eng.show()[0]["reals"]), 3)
-    real = busy_real(eng)
+    t, out, real = download_in_flight(lab, eng, 30_000_000)
     ctl(eng, "halt", vip=str(WEB), real=real)
     t.join(60)
     # The download's flow left its real server: the one it moved to knows

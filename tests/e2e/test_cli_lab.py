@@ -3,6 +3,7 @@ the real console script, real namespaces (root), always removed."""
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -81,7 +82,13 @@ def test_two_arm_up_down(name):
 def test_demo_runs_and_cleans_up(name):
     r = pyfwd("lab", "demo", "--name", name, timeout=240)
     out = r.stdout
-    assert out.count("node=real") == 6, out       # 3 reals x 2 topologies
-    assert "client=10.0.0.1:" in out
+    # per topology: 3 reals directly, then 6 requests through the VIP
+    assert out.count("node=real") == 18, out
+    assert out.count("client=10.0.0.1:") == 18
     assert "FAIL" not in out
+    dr = re.search(r"^dr +one-arm +([\d.]+)$", out, re.M)
+    nat = re.search(r"^nat +two-arm +([\d.]+)$", out, re.M)
+    assert dr and nat, out
+    # DR's answers bypass the balancer; NAT's 20 MB come back through it
+    assert float(dr.group(1)) < 2 and float(nat.group(1)) > 19
     assert ours(name) == []

@@ -251,6 +251,13 @@ def _render_vips(f, vips):
                           "current one (online, drain, halt).")
             f.add("pyfwd_real_scheduled", r.get("scheduled"), rl, gauge,
                   "1 when new flows may go to a real server.")
+            hs = r.get("haproxy_state")
+            if hs is not None:      # an L7 VIP's server, as HAProxy has it
+                f.add("pyfwd_haproxy_server_state", 1,
+                      {**rl, "state": str(hs),
+                       "status": str(r.get("haproxy_status") or "")}, gauge,
+                      "An L7 real server's state in HAProxy (ready, drain, "
+                      "maint) and its operational status.")
 
 
 def _real_value(real, key):

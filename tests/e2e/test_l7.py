@@ -276,6 +276,14 @@ def test_health_checks_and_weights_drive_haproxy(lab, engine):
         time.sleep(0.1)
     assert rows["10.0.0.12:8080"]["health"] == "down"
     assert rows["10.0.0.12:8080"]["haproxy_state"] == "maint", rows
+    from prometheus_client.parser import text_string_to_metric_families
+    from pyfwd.metrics import render
+    states = {s.labels["real"]: s.labels["state"]
+              for fam in text_string_to_metric_families(render(eng.stats()))
+              if fam.name == "pyfwd_haproxy_server_state"
+              for s in fam.samples}
+    assert states == {"10.0.0.11:8080": "ready", "10.0.0.12:8080": "maint",
+                      "10.0.0.13:8080": "ready"}, states
     r = curl(lab, *[f"http://{VIP4}/"] * 30)
     nodes = collections.Counter(re.findall(r"node=(\w+)", r.stdout))
     assert sum(nodes.values()) == 30 and "real2" not in nodes, nodes

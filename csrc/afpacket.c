@@ -156,7 +156,7 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   uint32_t ifindex, uint32_t ifindex2, char *errbuf,
 		   size_t errlen)
 {
-	struct bpf_program *filter, *tc;
+	struct bpf_program *progs[2];
 	struct afp_io *io;
 	uint32_t i;
 	int err;
@@ -171,40 +171,16 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		io->port[i].rx_fd = io->port[i].tx_fd = io->port[i].link_fd = -1;
 	io->nports = ifindex2 ? 2 : 1;
 
-	io->obj = bpf_object__open_file(bpf_path, NULL);
-	err = libbpf_get_error(io->obj);
-	if (err) {
-		io->obj = NULL;
-		say(errbuf, errlen, "opening %s", bpf_path);
+	err = steer_object_load(bpf_path, (const char *const[]){
+					"pyfwd_sock_filter", "pyfwd_tc_owned" },
+				progs, 2, &io->obj, &ctx->maps, errbuf,
+				errlen);
+	if (err)
 		goto err;
-	}
-	/* Only the two programs of this backend go through the verifier. */
-	bpf_object__for_each_program(filter, io->obj)
-		bpf_program__set_autoload(filter, false);
-	filter = bpf_object__find_program_by_name(io->obj,
-						  "pyfwd_sock_filter");
-	tc = bpf_object__find_program_by_name(io->obj, "pyfwd_tc_owned");
-	if (!filter || !tc) {
-		err = -ENOENT;
-		say(errbuf, errlen, "%s lacks the raw-socket programs",
-		    bpf_path);
-		goto err;
-	}
-	bpf_program__set_autoload(filter, true);
-	bpf_program__set_autoload(tc, true);
-	err = bpf_object__load(io->obj);
-	if (err) {
-		say(errbuf, errlen, "loading %s (verifier)", bpf_path);
-		goto err;
-	}
-	err = steer_maps_find(io->obj, &ctx->maps);
-	if (err) {
-		say(errbuf, errlen, "%s lacks its maps", bpf_path);
-		goto err;
-	}
 	for (i = 0; i < io->nports; i++) {
 		err = port_open(&io->port[i], i ? ifindex2 : ifindex,
-				bpf_program__fd(filter), bpf_program__fd(tc),
+				bpf_program__fd(progs[0]),
+				bpf_program__fd(progs[1]),
 				errbuf, errlen);
 		if (err)
 			goto err;

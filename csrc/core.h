@@ -221,9 +221,16 @@ struct parse {
 void say(char *errbuf, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* steer.c: the maps of a loaded steering object; 0 or -ENOENT. */
+/*
+ * steer.c: open the steering object at path, load only the n programs
+ * named (the backend's), find its maps.  0 or -errno, errbuf says what.
+ */
 struct bpf_object;
-int steer_maps_find(struct bpf_object *obj, struct steer_maps *m);
+struct bpf_program;
+int steer_object_load(const char *path, const char *const *names,
+		      struct bpf_program **progs, int n,
+		      struct bpf_object **objp, struct steer_maps *maps,
+		      char *errbuf, size_t errlen);
 
 uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,
 			const struct pyfwd_frame *f);

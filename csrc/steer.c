@@ -27,7 +27,7 @@ void say(char *errbuf, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-int steer_maps_find(struct bpf_object *obj, struct steer_maps *m)
+static int steer_maps_find(struct bpf_object *obj, struct steer_maps *m)
 {
 	m->addrs = bpf_object__find_map_fd_by_name(obj, "steer_addrs");
 	m->svcs = bpf_object__find_map_fd_by_name(obj, "steer_svcs");
@@ -36,6 +36,50 @@ int steer_maps_find(struct bpf_object *obj, struct steer_maps *m)
 	if (m->addrs < 0 || m->svcs < 0 || m->rsvcs < 0 || m->snat < 0)
 		return -ENOENT;
 	return 0;
+}
+
+int steer_object_load(const char *path, const char *const *names,
+		      struct bpf_program **progs, int n,
+		      struct bpf_object **objp, struct steer_maps *maps,
+		      char *errbuf, size_t errlen)
+{
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	struct bpf_program *p;
+	int i, err = libbpf_get_error(obj);
+
+	*objp = NULL;
+	if (err) {
+		say(errbuf, errlen, "opening %s", path);
+		return err;
+	}
+	/* Only this backend's programs go through the verifier. */
+	bpf_object__for_each_program(p, obj)
+		bpf_program__set_autoload(p, false);
+	for (i = 0; i < n; i++) {
+		progs[i] = bpf_object__find_program_by_name(obj, names[i]);
+		if (!progs[i]) {
+			say(errbuf, errlen, "%s lacks %s", path, names[i]);
+			err = -ENOENT;
+			goto err;
+		}
+		bpf_program__set_autoload(progs[i], true);
+	}
+	err = bpf_object__load(obj);
+	if (err) {
+		say(errbuf, errlen, "loading %s (verifier)", path);
+		goto err;
+	}
+	err = steer_maps_find(obj, maps);
+	if (err) {
+		say(errbuf, errlen, "%s lacks its steering maps", path);
+		goto err;
+	}
+	*objp = obj;
+	return 0;
+
+err:
+	bpf_object__close(obj);
+	return err < 0 ? err : -EINVAL;
 }
 
 static void steer_keys(const struct pyfwd_vip *v, struct steer_addr *a,

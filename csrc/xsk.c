@@ -302,30 +302,16 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io->nifaces = c.ifindex2 ? 2 : 1;
 	io->batch = c.batch;
 
-	io->obj = bpf_object__open_file(bpf_path, NULL);
-	err = libbpf_get_error(io->obj);
-	if (err) {
-		io->obj = NULL;
-		say(errbuf, errlen, "opening %s", bpf_path);
+	err = steer_object_load(bpf_path, (const char *const[]){ "pyfwd_steer" },
+				&prog, 1, &io->obj, &ctx->maps, errbuf,
+				errlen);
+	if (err)
 		goto err;
-	}
-	err = bpf_object__load(io->obj);
-	if (err) {
-		say(errbuf, errlen, "loading %s (verifier)", bpf_path);
-		goto err;
-	}
-	prog = bpf_object__find_program_by_name(io->obj, "pyfwd_steer");
 	io->xsks_fd = bpf_object__find_map_fd_by_name(io->obj, "xsks");
-	io->addrs_fd = bpf_object__find_map_fd_by_name(io->obj,
-						       "steer_addrs");
-	io->svcs_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_svcs");
-	io->rsvcs_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_rsvcs");
-	io->snat_fd = bpf_object__find_map_fd_by_name(io->obj, "steer_snat");
 	io->ifslots_fd = bpf_object__find_map_fd_by_name(io->obj, "ifslots");
-	if (!prog || io->xsks_fd < 0 || io->addrs_fd < 0 || io->svcs_fd < 0 ||
-	    io->rsvcs_fd < 0 || io->snat_fd < 0 || io->ifslots_fd < 0) {
+	if (io->xsks_fd < 0 || io->ifslots_fd < 0) {
 		err = -ENOENT;
-		say(errbuf, errlen, "%s lacks pyfwd_steer or its maps",
+		say(errbuf, errlen, "%s lacks the xsks or ifslots map",
 		    bpf_path);
 		goto err;
 	}
@@ -362,12 +348,12 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	ctx->io = io;
 	ctx->io_kind = IO_XSK;
 	ctx->io_close = pyfwd_xsk_close;
-	steer_maps_find(io->obj, &ctx->maps);
 	return 0;
 
 err:
 	for (i = 0; i < c.queues; i++)
 		ctx->workers[i].xq = NULL;
+	memset(&ctx->maps, 0, sizeof(ctx->maps));
 	io_free(io);
 	return err < 0 ? err : -EINVAL;
 }

@@ -43,10 +43,6 @@ struct xsk_io {
 	struct bpf_object *obj;
 	int link_fd[PYFWD_IFACES_MAX];	/* unpinned bpf_links: die with us */
 	int xsks_fd;
-	int addrs_fd;
-	int svcs_fd;
-	int rsvcs_fd;
-	int snat_fd;
 	int ifslots_fd;
 	uint32_t ifindex[PYFWD_IFACES_MAX];
 	uint32_t nifaces;

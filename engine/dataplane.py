@@ -333,13 +333,8 @@ class Xsk:
         cfg.frame_size = frame_size
         cfg.ring_size = ring_size
         info = ffi.new("struct pyfwd_xsk_info *")
-        errbuf = ffi.new("char[]", 256)
-        ret = lib.pyfwd_xsk_open(self.core._ctx,
-                                 os.fsencode(_native.bpf_object_path()),
-                                 cfg, info, errbuf, len(errbuf))
-        if ret < 0:
-            what = ffi.string(errbuf).decode(errors="replace") or "AF_XDP"
-            raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
+        _open(lib.pyfwd_xsk_open, "AF_XDP", self.core._ctx,
+              os.fsencode(_native.bpf_object_path()), cfg, info)
         self.info = XskInfo(_XDP_MODE_NAMES[info.xdp_mode],
                             _COPY_MODE_NAMES[info.copy_mode],
                             bool(info.busy_poll), info.queues, info.prog_id)
@@ -394,18 +389,23 @@ class Afp(Xsk):
     tc program that keeps the engine's frames away from the kernel."""
 
     def open(self, ifindex, ifindex2=0, **_ignored):
-        errbuf = ffi.new("char[]", 256)
-        ret = lib.pyfwd_afp_open(self.core._ctx,
-                                 os.fsencode(_native.bpf_object_path()),
-                                 ifindex, ifindex2, errbuf, len(errbuf))
-        if ret < 0:
-            what = ffi.string(errbuf).decode(errors="replace") or "AF_PACKET"
-            raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
+        _open(lib.pyfwd_afp_open, "AF_PACKET", self.core._ctx,
+              os.fsencode(_native.bpf_object_path()), ifindex, ifindex2)
         self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
         return self.info
 
     _run = lib.pyfwd_afp_run
     _close = lib.pyfwd_afp_close
+
+
+def _open(fn, what, *args):
+    """A backend's C open(args..., errbuf, errlen); DataplaneError naming
+    what failed (errbuf) when it returns -errno."""
+    errbuf = ffi.new("char[]", 256)
+    ret = fn(*args, errbuf, len(errbuf))
+    if ret < 0:
+        what = ffi.string(errbuf).decode(errors="replace") or what
+        raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
 
 
 def _vip_array(vips):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 from .health import HealthSpec
 from .service import Real, Vip
-from .tables import MODES, RING_INDEX, SCHEDULERS, Service
+from .tables import MODES, SCHEDULERS, Service
 
 CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"
 
@@ -124,7 +124,6 @@ def parse_vip(v, where, names=()):
     mode = _choice(where, "mode", v.get("mode", "dr"), MODES)
     sched = _choice(where, "scheduler", v.get("scheduler", "maglev"),
                     SCHEDULERS)
-    assert sched in RING_INDEX
     reals = []
     for j, r in enumerate(v.get("real", [])):
         rwhere = f"{where}.real[{j}]"

@@ -1,0 +1,363 @@
+"""The figures of one `pyfwd bench` run and the three files made of them:
+results.json (one object per row and metric), results.md (tables with the
+ratios to the references, the DR : NAT headline and the targets, met or
+missed) and results.png (matplotlib).
+
+Pure: values in, text and files out; nothing here touches the machine.
+"""
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+
+PPS_REFS = ("xdp-kernel", "xsk-minimal", "kernel-nat")
+HTTP_MODES = ("dr", "nat", "snat", "kernel-nat", "haproxy-tcp",
+              "haproxy-http")
+HTTP_SIZES = ("1k", "100k", "1m")
+HTTP_METRICS = ("rps", "p50_ms", "p99_ms", "cpu_s_per_1k",
+                "lb_pkts_per_req")
+
+UNITS = {
+    "pps": "packets/s",
+    "rps": "requests/s",
+    "p50_ms": "ms",
+    "p99_ms": "ms",
+    "cpu_s_per_1k": "CPU s / 1000 requests",
+    "lb_pkts_per_req": "packets / request",
+    "ns_per_pkt": "ns",
+    "build_ms": "ms",
+    "bytes_per_flow": "bytes",
+    "mib_per_1m_flows": "MiB",
+}
+
+# Run-to-run noise on this machine kind (shared/FACTS.md): "within noise"
+NOISE = 0.25
+
+
+@dataclass
+class Row:
+    """One row and metric: every run's value (failed runs are not kept)."""
+    name: str
+    metric: str
+    runs: list = field(default_factory=list)
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.metric, "")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "metric": self.metric, "unit": self.unit,
+                "median": self.median, "min": min(self.runs),
+                "max": max(self.runs), "runs": list(self.runs)}
+
+
+class Results:
+    """What a run measured, keyed by (row name, metric), in the order
+    first measured; plus the run's facts (``info``: command, machine,
+    setup of each part) and the rows that failed, with why."""
+
+    def __init__(self, info: dict = None):
+        self.info = dict(info or {})
+        self._rows = {}
+        self.failures = []          # (row name, message)
+
+    def add(self, name: str, metrics: dict) -> None:
+        """Record one run of ``name``: ``{metric: value}``."""
+        for metric, value in metrics.items():
+            if value is None or not math.isfinite(value):
+                continue
+            row = self._rows.setdefault((name, metric), Row(name, metric))
+            row.runs.append(float(value))
+
+    def fail(self, name: str, message: str) -> None:
+        self.failures.append((name, message))
+
+    def rows(self) -> list:
+        return list(self._rows.values())
+
+    def get(self, name: str, metric: str):
+        """The median of ``name``/``metric``, or None if not measured."""
+        row = self._rows.get((name, metric))
+        return row.median if row else None
+
+    def to_json(self) -> dict:
+        return {"info": self.info,
+                "results": [r.to_json() for r in self.rows()],
+                "failures": [{"name": n, "error": m}
+                             for n, m in self.failures]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Results":
+        res = cls(data.get("info"))
+        for r in data.get("results", []):
+            row = res._rows.setdefault((r["name"], r["metric"]),
+                                       Row(r["name"], r["metric"]))
+            row.runs.extend(r["runs"])
+        res.failures = [(f["name"], f["error"])
+                        for f in data.get("failures", [])]
+        return res
+
+
+# --- numbers as text
+
+
+def _num(value, digits=3) -> str:
+    """A figure with ``digits`` significant digits and thousands
+    separators; '—' when not measured."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(value)))
+    places = max(0, digits - 1 - mag)
+    return f"{value:,.{places}f}"
+
+
+def _ratio(a, b) -> str:
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def _spread(res: Results, name: str, metric: str) -> str:
+    row = res._rows.get((name, metric))
+    if row is None:
+        return "—"
+    if len(row.runs) == 1:
+        return _num(row.median)
+    return (f"{_num(row.median)} ({_num(min(row.runs))}–"
+            f"{_num(max(row.runs))})")
+
+
+def _table(header, rows) -> list:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i == 0 else "---:"
+                          for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+# --- what the run was for
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: str
+    met: object         # True, False, or None (not measured)
+
+
+def targets(res: Results) -> list:
+    """The issue's targets against this run's medians."""
+    out = []
+
+    def at_least(what, name, ref, factor):
+        a, b = res.get(name, "pps"), res.get(ref, "pps")
+        if a is None or b is None:
+            out.append(Target(what, "not measured", None))
+        else:
+            out.append(Target(what, f"{a / b:.2f}x ({_num(a)} / "
+                              f"{_num(b)} pps)", a >= factor * b))
+
+    at_least("pyfwd DR (AF_XDP) >= 0.9x the minimal C AF_XDP forwarder",
+             "dr-xdp", "xsk-minimal", 0.9)
+    at_least("pyfwd NAT (AF_XDP) >= 0.85x the kernel's nftables NAT",
+             "nat-xdp", "kernel-nat", 0.85)
+    for name, label in (("core-dr", "a DR rewrite"),
+                        ("core-nat-hit", "a NAT hit")):
+        v = res.get(name, "ns_per_pkt")
+        out.append(Target(f"core <= 50 ns per packet for {label}",
+                          f"{_num(v)} ns" if v is not None
+                          else "not measured",
+                          None if v is None else v <= 50))
+    v = res.get("maglev-1000", "build_ms")
+    out.append(Target("Maglev table for 1000 real servers (M=65537) "
+                      "<= 50 ms", f"{_num(v)} ms" if v is not None
+                      else "not measured", None if v is None else v <= 50))
+    for size in HTTP_SIZES:
+        a = res.get(f"http-nat-{size}", "cpu_s_per_1k")
+        b = res.get(f"http-kernel-nat-{size}", "cpu_s_per_1k")
+        what = (f"pyfwd NAT balancer CPU per request <= the kernel's "
+                f"nftables NAT (within {NOISE:.0%} noise), {size}")
+        if a is None or b is None:
+            out.append(Target(what, "not measured", None))
+        else:
+            out.append(Target(what, f"{a / b:.2f}x ({_num(a)} / {_num(b)} "
+                              f"CPU s per 1000 requests)",
+                              a <= (1 + NOISE) * b))
+    return out
+
+
+def headline(res: Results) -> list:
+    """DR : NAT per response size: (size, rps ratio, NAT:DR balancer CPU
+    per request, NAT:DR packets through the balancer per request)."""
+    out = []
+    for size in HTTP_SIZES:
+        dr, nat = f"http-dr-{size}", f"http-nat-{size}"
+        out.append((size, _ratio(res.get(dr, "rps"), res.get(nat, "rps")),
+                    _ratio(res.get(nat, "cpu_s_per_1k"),
+                           res.get(dr, "cpu_s_per_1k")),
+                    _ratio(res.get(nat, "lb_pkts_per_req"),
+                           res.get(dr, "lb_pkts_per_req"))))
+    return out
+
+
+def markdown(res: Results) -> str:
+    info = res.info
+    lines = ["# pyfwd bench", ""]
+    if info.get("command"):
+        lines += [f"`{info['command']}` — {info.get('date', '')}", ""]
+    if info.get("machine"):
+        lines += [f"Machine: {info['machine']}", ""]
+    if info.get("interrupted"):
+        lines += ["**Interrupted: partial results.**", ""]
+    lines += [f"Medians of {info.get('repeats', '?')} run(s); "
+              "min–max in brackets where more than one. Compare within a "
+              "run: absolute figures on a shared 2-core machine move by up "
+              f"to {NOISE:.0%} between runs.", ""]
+
+    head = headline(res)
+    if any(h[1] != "—" for h in head):
+        lines += ["## DR : NAT (HTTP through the VIP)", "",
+                  *_table(["response", "requests/s DR : NAT",
+                           "balancer CPU per request NAT : DR",
+                           "packets through the balancer NAT : DR"], head),
+                  "",
+                  "DR sends only the client's packets through the balancer "
+                  "(the real servers answer the client directly); NAT "
+                  "carries both directions.", ""]
+
+    tg = targets(res)
+    lines += ["## Targets", "",
+              *_table(["target", "measured", "result"],
+                      [(t.what, t.measured,
+                        "not measured" if t.met is None
+                        else "met" if t.met else "**MISSED**")
+                       for t in tg]), ""]
+    missed = [t for t in tg if t.met is False]
+    if missed:
+        lines += [f"{len(missed)} target(s) missed on this run; see the "
+                  "README's benchmark notes for why.", ""]
+
+    pps_rows = [r for r in res.rows() if r.metric == "pps"]
+    if pps_rows:
+        refs = [ref for ref in PPS_REFS if res.get(ref, "pps")]
+        lines += ["## Packet rate (64-byte UDP, delivered)", "",
+                  *_table(["row", "packets/s"] + [f"x {r}" for r in refs],
+                          [(r.name, _spread(res, r.name, "pps"),
+                            *(_ratio(r.median, res.get(ref, "pps"))
+                              for ref in refs)) for r in pps_rows]), ""]
+
+    names = []
+    for r in res.rows():
+        if r.name.startswith("http-") and r.name not in names:
+            names.append(r.name)
+    if names:
+        lines += ["## HTTP (wrk through the VIP to nginx)", ""]
+        for size in HTTP_SIZES:
+            sized = [n for n in names if n.endswith(f"-{size}")]
+            if not sized:
+                continue
+            knat = res.get(f"http-kernel-nat-{size}", "cpu_s_per_1k")
+            lines += [f"### {size} responses", "",
+                      *_table(["row", "requests/s", "p50 ms", "p99 ms",
+                               "balancer CPU s / 1000 req",
+                               "x kernel-nat CPU", "balancer packets / req"],
+                              [(n, _spread(res, n, "rps"),
+                                _num(res.get(n, "p50_ms")),
+                                _num(res.get(n, "p99_ms")),
+                                _spread(res, n, "cpu_s_per_1k"),
+                                _ratio(res.get(n, "cpu_s_per_1k"), knat),
+                                _num(res.get(n, "lb_pkts_per_req")))
+                               for n in sized]), ""]
+
+    micro = [r for r in res.rows() if r.metric in
+             ("ns_per_pkt", "build_ms", "bytes_per_flow",
+              "mib_per_1m_flows")]
+    if micro:
+        lines += ["## Microbenchmarks (in process)", "",
+                  *_table(["row", "metric", "value"],
+                          [(r.name, r.unit if r.metric != "ns_per_pkt"
+                            else "ns per packet",
+                            _spread(res, r.name, r.metric))
+                           for r in micro]), ""]
+
+    if res.failures:
+        lines += ["## Rows that failed", "",
+                  *[f"- {n}: {m}" for n, m in res.failures], ""]
+
+    notes = info.get("notes")
+    if notes:
+        lines += ["## How it was measured", "", *[f"- {n}" for n in notes],
+                  ""]
+    return "\n".join(lines)
+
+
+def plot(res: Results, path: str) -> None:
+    """results.png: packet rates, HTTP requests/s and balancer CPU per
+    request by mode and size.  Raises ImportError without matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pps = [r for r in res.rows() if r.metric == "pps"]
+    http = [m for m in HTTP_MODES
+            if any(res.get(f"http-{m}-{s}", "rps") for s in HTTP_SIZES)]
+    panels = (1 if pps else 0) + (2 if http else 0)
+    fig, axes = plt.subplots(1, max(panels, 1),
+                             figsize=(5.5 * max(panels, 1), 4.2),
+                             squeeze=False)
+    axes = list(axes[0])
+    if pps:
+        ax = axes.pop(0)
+        ax.barh([r.name for r in pps][::-1],
+                [r.median / 1e6 for r in pps][::-1],
+                xerr=[[(r.median - min(r.runs)) / 1e6 for r in pps][::-1],
+                      [(max(r.runs) - r.median) / 1e6 for r in pps][::-1]],
+                color=["#888" if r.name in PPS_REFS + ("generator",)
+                       else "#2a6" for r in pps][::-1])
+        ax.set_xlabel("Mpps delivered (64 B UDP)")
+        ax.set_title("Packet rate (grey: references)")
+    for metric, label, log in (("rps", "requests/s", True),
+                               ("cpu_s_per_1k",
+                                "balancer CPU s / 1000 requests", True)):
+        if not http:
+            break
+        ax = axes.pop(0)
+        width = 0.8 / len(HTTP_SIZES)
+        for i, size in enumerate(HTTP_SIZES):
+            vals = [res.get(f"http-{m}-{size}", metric) or 0 for m in http]
+            ax.bar([x + i * width for x in range(len(http))], vals, width,
+                   label=size)
+        ax.set_xticks([x + width for x in range(len(http))], http,
+                      rotation=30, ha="right")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.set_title(f"HTTP: {label}")
+        ax.legend(title="response")
+    fig.suptitle(res.info.get("title", "pyfwd bench"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(res: Results, out_dir: str) -> list:
+    """results.json, results.md and results.png in ``out_dir``; the paths
+    written."""
+    import os
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"results.{ext}")
+             for ext in ("json", "md", "png")]
+    with open(paths[0], "w") as f:
+        json.dump(res.to_json(), f, indent=1)
+        f.write("\n")
+    with open(paths[1], "w") as f:
+        f.write(markdown(res))
+    plot(res, paths[2])
+    return paths

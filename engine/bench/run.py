@@ -1,0 +1,256 @@
+"""The harness behind `pyfwd bench`: picks the rows, runs each part's
+rows in one run (microbenchmarks in process, then packet rates, then
+HTTP), repeats them, and writes the results.
+
+Repeats go round the rows (row A, B, C, then A, B, C again) rather than
+row A three times: a slow minute on a shared machine then spreads over
+all rows instead of sinking one.
+"""
+
+import fnmatch
+import os
+import platform
+import shutil
+import signal
+import time
+from datetime import datetime, timezone
+
+from . import results as results_mod
+from .results import HTTP_MODES, HTTP_SIZES, Results
+from .system import BenchError, cpus
+
+PPS_ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat",
+            "dr-xdp", "nat-xdp", "snat-xdp", "dr-afpacket")
+HTTP_ROWS = tuple(f"http-{m}-{s}" for m in HTTP_MODES for s in HTTP_SIZES)
+MICRO_ROWS = ("core-dr", "core-nat-hit", "core-nat-new", "core-drop",
+              "maglev-10", "maglev-1000", "flow-table")
+GROUPS = {"micro": MICRO_ROWS, "pps": PPS_ROWS, "http": HTTP_ROWS}
+ALL_ROWS = MICRO_ROWS + PPS_ROWS + HTTP_ROWS
+
+# (pps window s, wrk duration s, repeats) for a full and a quick run
+FULL = (5.0, 5.0, 3)
+QUICK = (3.0, 3.0, 1)
+
+
+def select(only: str = None) -> list:
+    """The rows ``only`` names, in run order: comma-separated row names,
+    group names (micro, pps, http) or shell patterns (http-*-1m).
+    Raises BenchError naming what matched nothing."""
+    if not only:
+        return list(ALL_ROWS)
+    chosen = set()
+    for word in (w.strip() for w in only.split(",")):
+        if not word:
+            continue
+        hit = set(GROUPS.get(word, ())) or set(fnmatch.filter(ALL_ROWS,
+                                                              word))
+        if not hit:
+            raise BenchError(f"--only: no row is named {word!r}; rows: "
+                             f"{', '.join(ALL_ROWS)} (groups: micro, pps, "
+                             "http; patterns like http-*-1m)")
+        chosen |= hit
+    return [r for r in ALL_ROWS if r in chosen]
+
+
+def preflight(rows: list) -> None:
+    """What the chosen rows need, checked before anything is built."""
+    if os.geteuid() != 0 and any(r not in MICRO_ROWS for r in rows):
+        raise BenchError("pyfwd bench builds namespaces and attaches XDP "
+                         "programs: run it as root (or --only micro)")
+    if any(r not in MICRO_ROWS for r in rows) and len(cpus()) < 2:
+        raise BenchError("pyfwd bench pins the load to one core and the "
+                         "balancer to another: it needs 2 CPUs, this "
+                         f"process may use {len(cpus())}")
+    need = {}
+    if any(r.startswith("http-") for r in rows):
+        need.update(wrk="wrk", nginx="nginx")
+    if any(r.startswith("http-haproxy") for r in rows):
+        need["haproxy"] = "haproxy"
+    if "kernel-nat" in rows or any(r.startswith("http-kernel-nat")
+                                   for r in rows):
+        need["nft"] = "nftables"
+    missing = [f"{tool} (apt-get install {pkg})"
+               for tool, pkg in need.items()
+               if not shutil.which(tool, path=os.environ.get("PATH", "") +
+                                   ":/usr/sbin:/sbin")]
+    if missing:
+        raise BenchError("missing: " + ", ".join(missing))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BenchError("results.png needs matplotlib: pip install "
+                         "'pyfwd[bench]' (or pip install matplotlib)") \
+            from None
+
+
+def machine() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"Linux {platform.release()}, {os.cpu_count()} CPUs"
+            + (f" ({model})" if model else ""))
+
+
+class _Progress:
+    def __init__(self, total: int, log):
+        self.total, self.done, self.log = total, 0, log
+        self.t0 = time.monotonic()
+
+    def step(self, what: str, figures: dict = None, error: str = None):
+        self.done += 1
+        t = time.monotonic() - self.t0
+        if error:
+            text = f"FAILED: {error}"
+        else:
+            text = ", ".join(f"{k} {results_mod._num(v)}"
+                             for k, v in (figures or {}).items())
+        self.log(f"[{self.done}/{self.total} {t:4.0f}s] {what}: {text}")
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM unwinds like Ctrl-C, so every `with` cleans up."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:              # not the main thread
+        return None
+
+
+def _micro(rows, repeats, res, progress):
+    from . import micro
+    for run in range(repeats):
+        for fig in micro.run_all(log=lambda *_: None):
+            name = fig["name"]
+            if name in rows:
+                res.add(name, {fig["metric"]: fig["value"]})
+        progress.step(f"microbenchmarks (run {run + 1}/{repeats})",
+                      {r: res.get(r, m) for r, m in
+                       (("core-dr", "ns_per_pkt"),
+                        ("core-nat-hit", "ns_per_pkt"),
+                        ("maglev-1000", "build_ms")) if r in rows})
+
+
+def _pps(rows, repeats, seconds, res, progress, log):
+    from .pps import PpsBench
+    with PpsBench(seconds=seconds, log=log) as bench:
+        res.info["pps_setup"] = bench.setup()
+        for run in range(repeats):
+            for row in rows:
+                what = f"pps {row} (run {run + 1}/{repeats})"
+                try:
+                    figs = bench.measure(row)
+                except BenchError as exc:
+                    res.fail(row, str(exc))
+                    progress.step(what, error=str(exc))
+                    continue
+                res.add(row, figs)
+                progress.step(what, figs)
+
+
+def _http(rows, repeats, seconds, connections, res, progress, log):
+    from .http import HttpBench
+    with HttpBench(seconds=seconds, connections=connections,
+                   log=log) as bench:
+        res.info["http_setup"] = bench.setup()
+        for run in range(repeats):
+            for mode in HTTP_MODES:
+                sizes = [s for s in HTTP_SIZES
+                         if f"http-{mode}-{s}" in rows]
+                if not sizes:
+                    continue
+                try:
+                    with bench.balancer(mode) as lb:
+                        for size in sizes:
+                            name = f"http-{mode}-{size}"
+                            what = f"{name} (run {run + 1}/{repeats})"
+                            try:
+                                figs = lb.measure(size)
+                            except BenchError as exc:
+                                res.fail(name, str(exc))
+                                progress.step(what, error=str(exc))
+                                continue
+                            res.add(name, figs)
+                            progress.step(what, figs)
+                except BenchError as exc:
+                    for size in sizes:
+                        res.fail(f"http-{mode}-{size}", str(exc))
+                        progress.step(f"http-{mode}-{size} (run {run + 1}/"
+                                      f"{repeats})", error=str(exc))
+
+
+NOTES = [
+    "Cores: the load (generator or wrk, the real servers, the switches) "
+    "runs on CPU 0, the balancer on CPU 1; veth receive work is steered "
+    "with threaded NAPI or RPS so that it lands on the core of the side "
+    "that receives (see pps_setup and http_setup in results.json).",
+    "Packet rates count what arrives at the receiving end (an XDP "
+    "count-and-drop program), not what was sent.",
+    "HTTP rows run the engine in its wake-up mode (poll(), need_wakeup; "
+    "busy polling off): a busy-polling loop burns its core whether it "
+    "works or not, which would make CPU per request meaningless.",
+    "Balancer CPU is CPU 1's busy time (user, system, irq, softirq) over "
+    "the wrk run, from /proc/stat; balancer packets are those received "
+    "on the balancer's interfaces.",
+]
+
+
+def run(out: str, quick: bool = False, only: str = None,
+        repeats: int = None, seconds: float = None, connections: int = 32,
+        log=print, argv: list = None) -> Results:
+    """Measure the rows ``only`` selects (all by default) and write
+    results.{json,md,png} in ``out``.  Returns the Results; failed rows
+    are listed in them (and in results.md).  Raises BenchError before
+    building anything when the run cannot work; KeyboardInterrupt (or
+    SIGTERM) still writes what was measured, then re-raises."""
+    rows = select(only)
+    preflight(rows)
+    pps_s, http_s, n = QUICK if quick else FULL
+    repeats = repeats or n
+    res = Results({
+        "command": " ".join(argv or ["pyfwd", "bench"]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "repeats": repeats,
+        "title": f"pyfwd bench — {machine().split(' (')[0]}",
+        "notes": NOTES,
+    })
+    micro = [r for r in rows if r in MICRO_ROWS]
+    pps = [r for r in rows if r in PPS_ROWS]
+    http = [r for r in rows if r in HTTP_ROWS]
+    steps = repeats * ((1 if micro else 0) + len(pps) + len(http))
+    progress = _Progress(steps, log)
+    log(f"pyfwd bench: {len(rows)} rows, {repeats} run(s) each; "
+        f"results in {out}")
+    old = _sigterm_as_interrupt()
+    try:
+        if micro:
+            _micro(micro, repeats, res, progress)
+        if pps:
+            _pps(pps, repeats, seconds or pps_s, res, progress, log)
+        if http:
+            _http(http, repeats, seconds or http_s, connections, res,
+                  progress, log)
+    except KeyboardInterrupt:
+        res.info["interrupted"] = True
+        log("interrupted: writing what was measured")
+        results_mod.write(res, out)
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    results_mod.write(res, out)
+    return res
+
+
+def main_table(res: Results) -> str:
+    """The table printed at the end: results.md without its notes."""
+    text = results_mod.markdown(res)
+    return text.split("\n## How it was measured")[0].rstrip() + "\n"
+

@@ -1,6 +1,8 @@
 """Build pyfwd's native parts: the cffi extension pyfwd._fastpath (C core,
 AF_XDP I/O, against libxdp and libbpf) and the XDP programs in csrc/bpf/
-(clang -target bpf), installed as package data under pyfwd/bpf/.
+(clang -target bpf), installed as package data under pyfwd/bpf/; and the
+packet-rate benchmark's tools, bench/*.c (executables) and bench/bpf/*.bpf.c,
+installed under pyfwd/bench/bin/.
 
 Metadata lives in pyproject.toml.  A missing compiler, header or library
 stops the build with the Debian package to install.
@@ -20,6 +22,8 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 BPF_SRC = os.path.join(HERE, "csrc", "bpf")
 BPF_OUT = os.path.join(HERE, "engine", "bpf")
+BENCH_SRC = os.path.join(HERE, "bench")
+BENCH_OUT = os.path.join(HERE, "engine", "bench", "bin")
 
 # (what must exist, how to tell, the Debian package that brings it)
 REQUIREMENTS = [
@@ -57,19 +61,42 @@ def multiarch_include():
     return [f"-I{path}"]
 
 
+def _stale(out, inputs):
+    return not os.path.exists(out) or \
+        os.path.getmtime(out) < max(os.path.getmtime(p) for p in inputs)
+
+
+def _bpf_objects(src_dir, out_dir):
+    """Compile src_dir/*.bpf.c into out_dir/*.bpf.o when out of date."""
+    os.makedirs(out_dir, exist_ok=True)
+    headers = glob.glob(os.path.join(src_dir, "*.h"))
+    for src in sorted(glob.glob(os.path.join(src_dir, "*.bpf.c"))):
+        obj = os.path.join(out_dir, os.path.basename(src)[:-2] + ".o")
+        if not _stale(obj, [src, *headers]):
+            continue
+        cmd = ["clang", "-O2", "-g", "-Wall", "-target", "bpf",
+               *multiarch_include(), f"-I{src_dir}", "-c", src, "-o", obj]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
 def build_bpf():
     """Compile csrc/bpf/*.bpf.c into engine/bpf/*.bpf.o when out of date."""
     check_toolchain()
-    os.makedirs(BPF_OUT, exist_ok=True)
-    sources = sorted(glob.glob(os.path.join(BPF_SRC, "*.bpf.c")))
-    headers = glob.glob(os.path.join(BPF_SRC, "*.h"))
-    for src in sources:
-        obj = os.path.join(BPF_OUT, os.path.basename(src)[:-2] + ".o")
-        newest = max(os.path.getmtime(p) for p in [src, *headers])
-        if os.path.exists(obj) and os.path.getmtime(obj) >= newest:
+    _bpf_objects(BPF_SRC, BPF_OUT)
+
+
+def build_bench():
+    """The packet-rate benchmark's tools: bench/*.c into executables
+    engine/bench/bin/<name> (against libxdp and libbpf), bench/bpf/*.bpf.c
+    into engine/bench/bin/*.bpf.o, when out of date."""
+    check_toolchain()
+    _bpf_objects(os.path.join(BENCH_SRC, "bpf"), BENCH_OUT)
+    for src in sorted(glob.glob(os.path.join(BENCH_SRC, "*.c"))):
+        exe = os.path.join(BENCH_OUT, os.path.basename(src)[:-2])
+        if not _stale(exe, [src]):
             continue
-        cmd = ["clang", "-O2", "-g", "-Wall", "-target", "bpf",
-               *multiarch_include(), f"-I{BPF_SRC}", "-c", src, "-o", obj]
+        cmd = ["cc", "-O2", "-g", "-Wall", src, "-o", exe, "-lxdp", "-lbpf"]
         print(" ".join(cmd))
         subprocess.run(cmd, check=True)
 
@@ -77,12 +104,14 @@ def build_bpf():
 class BuildPy(build_py):
     def run(self):
         build_bpf()
+        build_bench()
         super().run()
 
 
 class BuildExt(build_ext):
     def run(self):
         build_bpf()
+        build_bench()
         super().run()
 
 

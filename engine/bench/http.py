@@ -1,0 +1,672 @@
+"""The HTTP rows of `pyfwd bench`: wrk through the VIP to nginx real
+servers, for responses of 1 KB, 100 KB and 1 MB, with each balancer.
+
+Two labs are built once: a one-arm lab (DR, SNAT, HAProxy) and a two-arm
+lab (NAT, kernel nftables NAT: the balancer is the real servers'
+gateway).  Every real server runs nginx (one worker) serving /1k, /100k and
+/1m; DR's real servers hold the VIP on lo (`pyfwd realserver setup`).
+
+Where the work runs, so that CPU 1 is the balancer and only the balancer:
+
+- CPU 1: the balancer's process (pyfwd, HAProxy), and the receive work of
+  the lb namespace's interfaces: threaded NAPI kthreads pinned to CPU 1
+  while an XDP program is attached (veth has NAPI only then), RPS to CPU 1
+  otherwise (kernel NAT, HAProxy, frames XDP passes to the kernel);
+- CPU 0: wrk, nginx, and the receive work of every other interface (client,
+  real servers, every switch port: RPS to CPU 0), so the bridges' work and
+  the work of whatever the balancer transmits land on CPU 0.
+
+A row's balancer CPU is CPU 1's busy time (/proc/stat: user, system, irq,
+softirq) during the wrk run, per 1000 requests; its packets are the frames
+received on the lb namespace's interfaces (rtnetlink rx_packets; on veth
+that includes the frames an XDP program redirects to AF_XDP), per request.
+pyfwd runs in its wake-up mode (--busy-poll 0: poll() with need_wakeup),
+since a busy-polling loop burns its core whether it works or not.
+
+    with HttpBench(seconds=3) as hb:
+        with hb.balancer("nat") as b:
+            row = b.measure("100k")   # {"rps", "p50_ms", "p99_ms", ...}
+"""
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from pyroute2 import IPRoute
+
+from ..control import Client
+from ..errors import PyfwdError
+from ..lab import Lab
+from .system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
+    sysfs_write, thread_napi
+
+MODES = ("dr", "nat", "snat", "kernel-nat", "haproxy-tcp", "haproxy-http")
+SIZES = ("1k", "100k", "1m")
+SIZE_BYTES = {"1k": 1024, "100k": 100 * 1024, "1m": 1024 * 1024}
+
+LB_CPU, OTHER_CPU = 1, 0
+REALS = 2
+VIP = "10.0.0.100"
+PORT = 80
+ENGINE_MODE = "wake-up (poll, need_wakeup), busy polling off"
+TOOLS = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy",
+         "nft": "nftables", "curl": "curl"}
+START_TIMEOUT = 15.0
+PYFWD = [sys.executable, "-m", "pyfwd.cli"]
+
+# Which lab each mode runs in, and whether an XDP program is attached on
+# the balancer's interfaces (then its receive work is NAPI, else RPS).
+_LAB = {"dr": "one-arm", "nat": "two-arm", "snat": "one-arm",
+        "kernel-nat": "two-arm", "haproxy-tcp": "one-arm",
+        "haproxy-http": "one-arm"}
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers (no root): configs and wrk's output
+
+
+_NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    server {{
+        listen {port} reuseport backlog=4096;
+        root {www};
+        location / {{ }}
+    }}
+}}
+"""
+
+NGINX_SETTINGS = {"worker_processes": 1, "sendfile": "on",
+                  "tcp_nopush": "on", "tcp_nodelay": "on",
+                  "access_log": "off", "keepalive_requests": 10_000_000,
+                  "files": {s: SIZE_BYTES[s] for s in SIZES}}
+
+
+def nginx_conf(run: str, www: str, port: int = PORT) -> str:
+    """nginx's config: one worker, files from ``www``, state in ``run``."""
+    return _NGINX_CONF.format(run=run, www=www, port=port)
+
+
+def haproxy_conf(mode: str, vip: str, reals: list, port: int = PORT,
+                 cpu: int = LB_CPU) -> str:
+    """A minimal HAProxy config: one thread mapped to ``cpu``, ``mode``
+    "tcp" or "http", round robin over ``reals`` (addresses, same port)."""
+    lines = ["global", "    nbthread 1", f"    cpu-map 1/1 {cpu}",
+             "    maxconn 4096", "defaults", f"    mode {mode}",
+             "    timeout connect 5s", "    timeout client 60s",
+             "    timeout server 60s"]
+    if mode == "http":
+        lines += ["    option http-keep-alive", "    http-reuse always"]
+    lines += ["frontend fe", f"    bind {vip}:{port}", "    default_backend be",
+              "backend be", "    balance roundrobin"]
+    lines += [f"    server r{i} {addr}:{port}"
+              for i, addr in enumerate(reals, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def nft_ruleset(table: str, vip: str, reals: list, port: int = PORT) -> str:
+    """Kernel NAT: DNAT of VIP:port to the reals in turn (numgen inc);
+    conntrack undoes it on the way back."""
+    spread = ", ".join(f"{i} : {addr}" for i, addr in enumerate(reals))
+    return (f"table ip {table} {{\n"
+            f"  chain pre {{\n"
+            f"    type nat hook prerouting priority dstnat; policy accept;\n"
+            f"    ip daddr {vip} tcp dport {port} dnat to numgen inc mod "
+            f"{len(reals)} map {{ {spread} }}\n"
+            f"  }}\n}}\n")
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise BenchError(f"wrk: unreadable latency {text!r}")
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    """wrk --latency's report: requests, rps, p50_ms, p99_ms, errors (socket
+    errors and non-2xx/3xx responses).  BenchError if a figure is
+    missing."""
+    def need(pattern, what):
+        m = re.search(pattern, out, re.M)
+        if not m:
+            raise BenchError(f"wrk printed no {what}:\n{out.strip()}")
+        return m.group(1)
+
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                  r"timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {"requests": int(need(r"^\s*(\d+) requests in", "request count")),
+            "rps": float(need(r"^Requests/sec:\s*([\d.]+)", "Requests/sec")),
+            "p50_ms": _ms(need(r"^\s*50%\s+(\S+)", "50% latency")),
+            "p99_ms": _ms(need(r"^\s*99%\s+(\S+)", "99% latency")),
+            "errors": errors}
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise BenchError(f"unknown HTTP bench mode {mode!r}: expected one of "
+                         f"{', '.join(MODES)}")
+
+
+def check_size(size: str) -> None:
+    if size not in SIZES:
+        raise BenchError(f"unknown HTTP bench size {size!r}: expected one of "
+                         f"{', '.join(SIZES)}")
+
+
+# ---------------------------------------------------------------------------
+# Machine helpers (root)
+
+
+_WRITE_MANY = """\
+import sys
+bad = []
+for path, value in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        bad.append(f"{path}: {exc.strerror}")
+if bad:
+    sys.exit("; ".join(bad))
+"""
+
+
+def sysfs_write_many(lab, role: str, values: dict) -> None:
+    """Write each {path: value} under /sys as seen from ``role``'s
+    namespace, with one process (system.sysfs_write starts one per file).
+    BenchError naming the files that failed."""
+    argv = [sys.executable, "-c", _WRITE_MANY]
+    for path, value in values.items():
+        argv += [path, str(value)]
+    r = lab.run(role, argv, capture_output=True, text=True)
+    if r.returncode:
+        raise BenchError(f"{role}: {r.stderr.strip()}")
+
+
+def _rps_mask(cpu: int) -> str:
+    return format(1 << cpu, "x")
+
+
+def link_rx(lab, role: str = "lb") -> dict:
+    """{ifname: rx_packets} of ``role``'s interfaces (lo left out), from
+    rtnetlink's 64-bit counters."""
+    def read():
+        with IPRoute() as ipr:
+            out = {}
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                if name == "lo":
+                    continue
+                stats = link.get_attr("IFLA_STATS64") or \
+                    link.get_attr("IFLA_STATS")
+                out[name] = stats["rx_packets"]
+            return out
+    return lab.call(role, read)
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads) in seconds; 0.0
+    when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(proc, grace: float = 5.0) -> None:
+    """SIGTERM the process we started, then SIGKILL; reaped either way."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
+def _tail(path: str, lines: int = 8) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------
+# The bench
+
+
+class HttpBench:
+    """Labs, nginx real servers and steering, built on enter and removed on
+    exit (KeyboardInterrupt too).  ``balancer(mode)`` runs one balancer;
+    its ``measure(size)`` runs wrk for ``seconds`` with ``connections``
+    connections (one thread, CPU 0).  Raises BenchError when something
+    cannot run."""
+
+    def __init__(self, seconds: float = 5.0, connections: int = 32,
+                 log=print):
+        if seconds <= 0 or connections < 1:
+            raise BenchError(f"bad wrk run: {seconds} s, {connections} "
+                             "connections")
+        self.seconds = float(seconds)
+        self.connections = int(connections)
+        self.log = log
+        tag = secrets.token_hex(2)
+        self.prefix = "pfht" + tag
+        self.labs = {"one-arm": Lab(self.prefix + "a", "one-arm", REALS),
+                     "two-arm": Lab(self.prefix + "b", "two-arm", REALS)}
+        self.tmp = None
+        self._up = False
+        self.calibration = None
+        self.details = []           # per measure(): what was counted
+        self._haproxy_version = None
+
+    # -- life cycle
+
+    def __enter__(self) -> "HttpBench":
+        self._preflight()
+        try:
+            self.tmp = tempfile.mkdtemp(prefix="pfht")
+            os.chmod(self.tmp, 0o755)
+            self._files()
+            for lab in self.labs.values():
+                self.log(f"http bench: building lab {lab.name} "
+                         f"({lab.topology}, {REALS} reals)")
+                lab.up()
+            self._steer()
+            one = self.labs["one-arm"]
+            for role in one.reals:      # DR: VIP on lo, no ARP for it
+                r = one.run(role, PYFWD + ["realserver", "setup", "--vip",
+                                           VIP], capture_output=True,
+                            text=True)
+                if r.returncode:
+                    raise BenchError(f"realserver setup on {role}: "
+                                     f"{r.stderr.strip()}")
+            for lab in self.labs.values():
+                for role in lab.reals:
+                    self._nginx(lab, role)
+            self.calibration = self._calibrate()
+        except BaseException:
+            self._cleanup(quiet=True)
+            raise
+        self._up = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._cleanup()
+
+    def _cleanup(self, quiet: bool = False) -> None:
+        self._up = False
+        errors = []
+        for lab in self.labs.values():
+            try:
+                lab.down()          # stops nginx (its Popen) and the rest
+            except Exception as exc:
+                errors.append(f"{lab.name}: {exc}")
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        if errors and not quiet:
+            raise BenchError("http bench cleanup: " + "; ".join(errors))
+
+    def _preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise BenchError("the HTTP bench needs root (namespaces, XDP)")
+        missing = [pkg for tool, pkg in TOOLS.items()
+                   if shutil.which(tool) is None]
+        if missing:
+            raise BenchError(f"missing {', '.join(missing)}: apt-get install "
+                             f"{' '.join(missing)}")
+        if not {LB_CPU, OTHER_CPU} <= set(cpus()):
+            raise BenchError(f"needs CPUs {OTHER_CPU} and {LB_CPU}; this "
+                             f"process may use {cpus()}")
+        r = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
+        m = re.search(r"version (\S+)", r.stdout)
+        self._haproxy_version = m.group(1) if m else r.stdout.strip()
+
+    def _files(self) -> None:
+        www = os.path.join(self.tmp, "www")
+        os.mkdir(www)
+        for name, n in SIZE_BYTES.items():
+            with open(os.path.join(www, name), "wb") as f:
+                f.write(b"x" * n)
+            os.chmod(os.path.join(www, name), 0o644)
+        os.chmod(www, 0o755)
+
+    def _steer(self) -> None:
+        """RPS: the lb's interfaces to CPU 1, every other interface (hosts
+        and switch ports) to CPU 0.  Threaded NAPI comes with an XDP
+        program (balancer())."""
+        for lab in self.labs.values():
+            for node in lab.plan().nodes:
+                if node.kind == "switch":
+                    ifaces = node.ports
+                else:
+                    ifaces = [i.name for i in node.interfaces]
+                cpu = LB_CPU if node.role == "lb" else OTHER_CPU
+                sysfs_write_many(lab, node.role, {
+                    f"/sys/class/net/{i}/queues/rx-0/rps_cpus":
+                        _rps_mask(cpu) for i in ifaces})
+
+    def _nginx(self, lab, role) -> None:
+        run = os.path.join(self.tmp, f"{lab.name}-{role}")
+        os.mkdir(run)
+        conf = os.path.join(run, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(run, os.path.join(self.tmp, "www")))
+        # -e: nginx opens its error log before reading the config
+        argv = ["nginx", "-p", run, "-c", conf, "-e",
+                os.path.join(run, "error.log")]
+        lab.popen(role, argv, stdin=subprocess.DEVNULL,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  preexec_fn=pin_self(OTHER_CPU), start_new_session=True)
+        url = f"http://{lab.ip(role)}:{PORT}/1k"
+        if not self._wait_http(lab, url):
+            raise BenchError(f"nginx on {lab.name} {role} does not answer "
+                             f"{url}: {_tail(os.path.join(run, 'error.log'))}")
+
+    def _wait_http(self, lab, url, timeout=START_TIMEOUT) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = lab.run("client", ["curl", "-sS", "-o", "/dev/null",
+                                   "--max-time", "1", "-w", "%{http_code}",
+                                   url], capture_output=True, text=True,
+                        timeout=10)
+            if r.returncode == 0 and r.stdout == "200":
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _calibrate(self) -> dict:
+        """wrk from the client straight to real1, nothing on the lb's path:
+        the CPU-1 time and lb packets per request this shows are the
+        accounting's floor (other load on the machine, stray frames)."""
+        lab = self.labs["one-arm"]
+        url = f"http://{lab.ip('real1')}:{PORT}/1k"
+        seconds = min(self.seconds, 2.0)
+        row = self._measure(lab, url, seconds, None)
+        out = {"what": "wrk client -> real1 directly, 1k, "
+                       f"{seconds:g} s (nothing on the balancer's path)",
+               **{k: round(v, 4) for k, v in row.items()}}
+        self.log(f"http bench: calibration {out}")
+        return out
+
+    # -- measuring
+
+    def _measure(self, lab, url, seconds, pid) -> dict:
+        argv = ["wrk", "--latency", "-t1", f"-c{self.connections}",
+                f"-d{seconds:g}s", "--timeout", "5s", url]
+        rx0, cpu0 = link_rx(lab), CpuTimes.now()
+        p0 = proc_cpu(pid) if pid else 0.0
+        r = lab.run("client", argv, capture_output=True, text=True,
+                    timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
+        cpu1, rx1 = CpuTimes.now(), link_rx(lab)
+        p1 = proc_cpu(pid) if pid else 0.0
+        if r.returncode:
+            raise BenchError(f"wrk {url} failed: {r.stderr.strip()}")
+        w = parse_wrk(r.stdout)
+        if w["requests"] <= 0:
+            raise BenchError(f"wrk {url}: no request completed:\n{r.stdout}")
+        k = w["requests"] / 1000
+        pkts = sum(rx1.get(i, 0) - rx0.get(i, 0) for i in rx1)
+        self.details.append({
+            "url": url, "requests": w["requests"], "errors": w["errors"],
+            "cpu1_s": cpu1.since(cpu0, LB_CPU),
+            "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
+            "cpu0_s": cpu1.since(cpu0, OTHER_CPU),
+            "balancer_process_s": p1 - p0,
+            "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
+            "wall_s": cpu1.at - cpu0.at})
+        return {"rps": w["rps"], "p50_ms": w["p50_ms"],
+                "p99_ms": w["p99_ms"],
+                "cpu_s_per_1k": cpu1.since(cpu0, LB_CPU) / k,
+                "lb_pkts_per_req": pkts / w["requests"]}
+
+    @contextlib.contextmanager
+    def balancer(self, mode: str):
+        """Run ``mode``'s balancer (pinned to CPU 1) for the with-block;
+        yields a _Row whose measure(size) returns the row's figures."""
+        check_mode(mode)
+        if not self._up:
+            raise BenchError("HttpBench.balancer() outside its with-block")
+        lab = self.labs[_LAB[mode]]
+        start = {"dr": self._pyfwd, "nat": self._pyfwd, "snat": self._pyfwd,
+                 "kernel-nat": self._kernel_nat,
+                 "haproxy-tcp": self._haproxy,
+                 "haproxy-http": self._haproxy}[mode]
+        with contextlib.ExitStack() as stack:
+            self.log(f"http bench: starting {mode} in {lab.ns('lb')}")
+            row = start(stack, lab, mode)
+            if not self._wait_http(lab, f"http://{VIP}:{PORT}/1k"):
+                raise BenchError(f"{mode}: http://{VIP}:{PORT}/1k does not "
+                                 f"answer through the balancer"
+                                 f"{row.why()}")
+            yield row
+
+    # -- the balancers; each registers its own undo on ``stack``
+
+    def _pyfwd(self, stack, lab, mode) -> "_Row":
+        sock = os.path.join(self.tmp, f"{mode}.sock")
+        logf = os.path.join(self.tmp, f"{mode}.log")
+        ifaces = ["eth0", "eth1"] if mode == "nat" else ["eth0"]
+        argv = PYFWD + ["start", "--iface", "eth0", "--mode", mode,
+                        "--vip", f"{VIP}:{PORT}/tcp", "--backend", "xdp",
+                        "--busy-poll", "0", "--flows", "65536",
+                        "--control-socket", sock, "--log-level", "info"]
+        argv += [a for r in lab.reals for a in ("--real", lab.ip(r))]
+        if mode == "nat":
+            argv += ["--inside-iface", "eth1"]
+        before = napi_threads()
+        with open(logf, "w") as out:
+            proc = lab.popen("lb", argv, stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=out,
+                             preexec_fn=pin_self(LB_CPU),
+                             start_new_session=True)
+        stack.callback(self._unthread, lab, ifaces)
+        stack.callback(_stop, proc)
+        row = _Row(self, lab, mode, proc.pid, sock=sock, log=logf)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"pyfwd {mode} exited ({proc.returncode})"
+                                 f"{row.why()}")
+            try:
+                with Client(sock, timeout=1.0) as c:
+                    c.call("stats")
+                break
+            except (PyfwdError, OSError):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"pyfwd {mode}: no control socket "
+                                     f"after {START_TIMEOUT:g}s{row.why()}")
+                time.sleep(0.1)
+        # the XDP program is on: the interfaces have NAPI, thread it on CPU 1
+        row.napi = []
+        for iface in ifaces:
+            row.napi += thread_napi(lab, "lb", iface, LB_CPU, before=before)
+        if len(row.napi) < len(ifaces):
+            raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
+                             f"interface of {ifaces}, got {row.napi}")
+        return row
+
+    def _unthread(self, lab, ifaces) -> None:
+        """Threaded NAPI off again, so the next XDP program's NAPI threads
+        are new (and pinned) ones."""
+        try:
+            sysfs_write_many(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
+                                         for i in ifaces})
+        except (BenchError, PyfwdError, OSError):
+            pass            # the lab is going anyway
+
+    def _vip_address(self, stack, lab) -> None:
+        """The VIP on the lb's eth0, so the client's ARP for it is
+        answered (pyfwd answers ARP itself)."""
+        def ip(op):
+            def fn():
+                with IPRoute() as ipr:
+                    idx = ipr.link_lookup(ifname="eth0")[0]
+                    ipr.addr(op, index=idx, address=VIP, prefixlen=32)
+            lab.call("lb", fn)
+
+        ip("add")
+        stack.callback(lambda: _quiet(lambda: ip("del")))
+
+    def _kernel_nat(self, stack, lab, mode) -> "_Row":
+        table = self.prefix
+        reals = [lab.ip(r) for r in lab.reals]
+        r = lab.run("lb", ["nft", "-f", "-"], capture_output=True, text=True,
+                    input=nft_ruleset(table, VIP, reals))
+        if r.returncode:
+            raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
+        stack.callback(lambda: _quiet(lambda: lab.run(
+            "lb", ["nft", "delete", "table", "ip", table],
+            capture_output=True)))
+        self._vip_address(stack, lab)
+        return _Row(self, lab, mode, None)
+
+    def _haproxy(self, stack, lab, mode) -> "_Row":
+        conf = os.path.join(self.tmp, f"{mode}.cfg")
+        logf = os.path.join(self.tmp, f"{mode}.log")
+        with open(conf, "w") as f:
+            f.write(haproxy_conf(mode.split("-")[1], VIP,
+                                 [lab.ip(r) for r in lab.reals]))
+        self._vip_address(stack, lab)
+        r = lab.run("lb", ["haproxy", "-c", "-q", "-f", conf],
+                    capture_output=True, text=True)
+        if r.returncode:
+            raise BenchError(f"{mode}: haproxy -c: "
+                             f"{(r.stdout + r.stderr).strip()}")
+        with open(logf, "w") as out:
+            proc = lab.popen("lb", ["haproxy", "-db", "-f", conf],
+                             stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=out, preexec_fn=pin_self(LB_CPU),
+                             start_new_session=True)
+        stack.callback(_stop, proc)
+        return _Row(self, lab, mode, proc.pid, log=logf)
+
+    # -- facts
+
+    def setup(self) -> dict:
+        """What the HTTP rows ran on, JSON-ready."""
+        return {
+            "labs": {"one-arm (dr, snat, haproxy-tcp, haproxy-http)":
+                     self.labs["one-arm"].name,
+                     "two-arm (nat, kernel-nat)": self.labs["two-arm"].name},
+            "real_servers": REALS,
+            "pinning": {
+                f"cpu{LB_CPU}": "the balancer: pyfwd / HAProxy process, "
+                                "the lb namespace's receive work",
+                f"cpu{OTHER_CPU}": "wrk, nginx, every other interface's "
+                                   "receive work (client, reals, switch "
+                                   "ports: the bridges)"},
+            "steering": {
+                "lb interfaces": f"threaded NAPI kthreads pinned to CPU "
+                                 f"{LB_CPU} while pyfwd's XDP program is "
+                                 f"attached (veth has NAPI only then); RPS "
+                                 f"to CPU {LB_CPU} (kernel-nat, haproxy, "
+                                 "frames passed to the kernel)",
+                "other interfaces": f"RPS to CPU {OTHER_CPU}"},
+            "wrk": {"threads": 1, "connections": self.connections,
+                    "duration_s": self.seconds, "cpu": OTHER_CPU,
+                    "keep-alive": True, "options": "--latency --timeout 5s"},
+            "engine": {"mode": ENGINE_MODE, "backend": "xdp (AF_XDP, copy "
+                       "mode on veth)", "cli": "pyfwd start --busy-poll 0 "
+                       "--backend xdp", "cpu": LB_CPU,
+                       "scheduler": "maglev"},
+            "haproxy": {"version": self._haproxy_version, "nbthread": 1,
+                        "cpu-map": LB_CPU, "modes": ["tcp", "http"],
+                        "http": "keep-alive, http-reuse always",
+                        "balance": "roundrobin"},
+            "kernel_nat": "nftables prerouting DNAT, numgen inc mod "
+                          f"{REALS} map over the reals, two-arm (reals' "
+                          "gateway = lb), conntrack reverses it",
+            "nginx": NGINX_SETTINGS | {"cpu": OTHER_CPU},
+            "cpu_s_per_1k": f"busy seconds of CPU {LB_CPU} in /proc/stat "
+                            "(user+nice+system+irq+softirq+steal) during "
+                            "the wrk run / (requests / 1000): the "
+                            "balancer's process time plus its interfaces' "
+                            "NAPI/softirq work",
+            "lb_pkts_per_req": "rx_packets (rtnetlink IFLA_STATS64) summed "
+                               "over the lb namespace's interfaces during "
+                               "the run / requests; on veth this counts the "
+                               "frames XDP redirects to AF_XDP too",
+            "calibration": self.calibration,
+        }
+
+
+class _Row:
+    """A running balancer: measure(size) runs wrk through the VIP."""
+
+    def __init__(self, bench, lab, mode, pid, sock=None, log=None):
+        self.bench, self.lab, self.mode = bench, lab, mode
+        self.pid, self.sock, self.logfile = pid, sock, log
+        self.napi = []
+
+    def why(self) -> str:
+        tail = _tail(self.logfile) if self.logfile else ""
+        return f":\n{tail}" if tail else ""
+
+    def engine_rx(self):
+        """pyfwd's own count of frames in (AF_XDP), or None."""
+        if not self.sock:
+            return None
+        with Client(self.sock, timeout=5.0) as c:
+            return c.call("stats")["core"]["rx"]
+
+    def measure(self, size: str) -> dict:
+        """wrk through the VIP for /``size``: {"rps", "p50_ms", "p99_ms",
+        "cpu_s_per_1k", "lb_pkts_per_req"}."""
+        check_size(size)
+        url = f"http://{VIP}:{PORT}/{size}"
+        e0 = self.engine_rx()
+        row = self.bench._measure(self.lab, url, self.bench.seconds, self.pid)
+        detail = self.bench.details[-1]
+        detail["row"] = f"http-{self.mode}-{size}"
+        if e0 is not None:
+            detail["engine_rx"] = self.engine_rx() - e0
+        if detail["errors"]:
+            self.bench.log(f"http bench: {detail['row']}: "
+                           f"{detail['errors']} wrk errors")
+        return row
+
+
+def _quiet(fn) -> None:
+    try:
+        fn()
+    except Exception:       # undoing what a namespace removal undoes too
+        pass

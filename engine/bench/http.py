@@ -280,21 +280,22 @@ class HttpBench:
     cannot run."""
 
     def __init__(self, seconds: float = 5.0, connections: int = 32,
-                 log=print):
+                 log=print, prefix: str = None):
         if seconds <= 0 or connections < 1:
             raise BenchError(f"bad wrk run: {seconds} s, {connections} "
                              "connections")
         self.seconds = float(seconds)
         self.connections = int(connections)
         self.log = log
-        tag = secrets.token_hex(2)
-        self.prefix = "pfht" + tag
+        # lab names: prefix + "a" (one-arm) / "b" (two-arm); the nft table
+        self.prefix = prefix or "pfht" + secrets.token_hex(2)
         self.labs = {"one-arm": Lab(self.prefix + "a", "one-arm", REALS),
                      "two-arm": Lab(self.prefix + "b", "two-arm", REALS)}
         self.tmp = None
         self._up = False
         self.calibration = None
         self.details = []           # per measure(): what was counted
+        self.servers = []           # the nginx Popens
         self._haproxy_version = None
 
     # -- life cycle
@@ -393,9 +394,10 @@ class HttpBench:
         # -e: nginx opens its error log before reading the config
         argv = ["nginx", "-p", run, "-c", conf, "-e",
                 os.path.join(run, "error.log")]
-        lab.popen(role, argv, stdin=subprocess.DEVNULL,
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                  preexec_fn=pin_self(OTHER_CPU), start_new_session=True)
+        self.servers.append(lab.popen(
+            role, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, preexec_fn=pin_self(OTHER_CPU),
+            start_new_session=True))
         url = f"http://{lab.ip(role)}:{PORT}/1k"
         if not self._wait_http(lab, url):
             raise BenchError(f"nginx on {lab.name} {role} does not answer "
@@ -429,15 +431,17 @@ class HttpBench:
 
     # -- measuring
 
-    def _measure(self, lab, url, seconds, pid) -> dict:
+    def _measure(self, lab, url, seconds, pid, engine_rx=None) -> dict:
         argv = ["wrk", "--latency", "-t1", f"-c{self.connections}",
                 f"-d{seconds:g}s", "--timeout", "5s", url]
+        e0 = engine_rx() if engine_rx else None
         rx0, cpu0 = link_rx(lab), CpuTimes.now()
         p0 = proc_cpu(pid) if pid else 0.0
         r = lab.run("client", argv, capture_output=True, text=True,
                     timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
         cpu1, rx1 = CpuTimes.now(), link_rx(lab)
         p1 = proc_cpu(pid) if pid else 0.0
+        e1 = engine_rx() if engine_rx else None
         if r.returncode:
             raise BenchError(f"wrk {url} failed: {r.stderr.strip()}")
         w = parse_wrk(r.stdout)
@@ -453,6 +457,8 @@ class HttpBench:
             "balancer_process_s": p1 - p0,
             "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
             "wall_s": cpu1.at - cpu0.at})
+        if engine_rx:
+            self.details[-1]["engine_rx"] = e1 - e0
         return {"rps": w["rps"], "p50_ms": w["p50_ms"],
                 "p99_ms": w["p99_ms"],
                 "cpu_s_per_1k": cpu1.since(cpu0, LB_CPU) / k,
@@ -653,12 +659,10 @@ class _Row:
         "cpu_s_per_1k", "lb_pkts_per_req"}."""
         check_size(size)
         url = f"http://{VIP}:{PORT}/{size}"
-        e0 = self.engine_rx()
-        row = self.bench._measure(self.lab, url, self.bench.seconds, self.pid)
+        row = self.bench._measure(self.lab, url, self.bench.seconds,
+                                  self.pid, self.sock and self.engine_rx)
         detail = self.bench.details[-1]
         detail["row"] = f"http-{self.mode}-{size}"
-        if e0 is not None:
-            detail["engine_rx"] = self.engine_rx() - e0
         if detail["errors"]:
             self.bench.log(f"http bench: {detail['row']}: "
                            f"{detail['errors']} wrk errors")

@@ -1,0 +1,98 @@
+"""The HTTP rows of `pyfwd bench` (pyfwd.bench.http), short: wrk through
+DR, NAT and HAProxy (TCP) to nginx in namespace labs.  Checks the figures
+are figures, that the accounting sees what crosses the balancer (DR's
+responses bypass it, NAT's do not; XDP-redirected frames are counted), and
+that everything is removed, also when the run is interrupted.  Root; needs
+wrk, nginx, haproxy and nft."""
+
+import os
+
+import pytest
+from pyroute2 import netns
+
+from pyfwd.bench.http import HttpBench
+from pyfwd.bench.system import BenchError, napi_threads
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _sane(row):
+    assert set(row) == {"rps", "p50_ms", "p99_ms", "cpu_s_per_1k",
+                        "lb_pkts_per_req"}, row
+    assert all(isinstance(v, float) for v in row.values()), row
+    assert row["rps"] > 0, row
+    assert row["p99_ms"] >= row["p50_ms"] > 0, row
+    assert row["cpu_s_per_1k"] >= 0, row
+
+
+def _pinned_napi(row):
+    """The balancer's NAPI kthreads exist and run on CPU 1 only."""
+    assert row.napi, "no threaded NAPI for the XDP interfaces"
+    pids = [pid for pid, name in napi_threads().items() if name in row.napi]
+    assert pids, row.napi
+    for pid in pids:
+        assert os.sched_getaffinity(pid) == {1}, pid
+
+
+def _xdp_counted(hb, row):
+    """rtnetlink's rx_packets on the lb counts what XDP redirected to the
+    engine: pyfwd's own count agrees (ARP and the like may add a few)."""
+    d = hb.details[-1]
+    through = sum(d["lb_rx"].values())
+    assert abs(through - d["engine_rx"]) <= through * 0.01 + 50, d
+
+
+def test_http_rows_and_cleanup(new_name):
+    prefix = new_name()
+    hb = HttpBench(seconds=1.0, connections=8, log=lambda *a: None,
+                   prefix=prefix)
+    with pytest.raises(BenchError, match="outside"):
+        with hb.balancer("dr"):
+            pass
+    engine_pid = None
+    with pytest.raises(KeyboardInterrupt):
+        with hb:
+            facts = hb.setup()
+            assert "need_wakeup" in facts["engine"]["mode"]
+            # nothing on the balancer's path: no packets through it
+            assert facts["calibration"]["lb_pkts_per_req"] < 0.01, facts
+            with pytest.raises(BenchError, match="unknown HTTP bench mode"):
+                with hb.balancer("ipvs"):
+                    pass
+            with hb.balancer("dr") as b:
+                _pinned_napi(b)
+                dr = {s: b.measure(s) for s in ("1k", "100k")}
+                _xdp_counted(hb, b)
+                with pytest.raises(BenchError, match="unknown HTTP bench "
+                                                     "size"):
+                    b.measure("10m")
+            with hb.balancer("haproxy-tcp") as b:
+                tcp = b.measure("1k")
+            nginx = [p.pid for p in hb.servers]
+            with hb.balancer("nat") as b:
+                _pinned_napi(b)
+                nat = {s: b.measure(s) for s in ("1k", "100k")}
+                _xdp_counted(hb, b)
+                engine_pid = b.pid
+                raise KeyboardInterrupt     # Ctrl-C in the middle of a run
+    for row in (*dr.values(), *nat.values(), tcp):
+        _sane(row)
+    # every request crosses the balancer at least once
+    assert dr["1k"]["lb_pkts_per_req"] >= 1, dr
+    # a 100 KB response is ~70 segments: NAT carries them, DR does not
+    assert nat["100k"]["lb_pkts_per_req"] > 50, nat
+    assert dr["100k"]["lb_pkts_per_req"] * 5 < \
+        nat["100k"]["lb_pkts_per_req"], (dr, nat)
+    # the interrupt removed everything
+    assert not [n for n in netns.listnetns() if n.startswith(prefix)]
+    assert not _alive(engine_pid)
+    assert not [p for p in nginx if _alive(p)]
+    assert hb.tmp is None

@@ -296,6 +296,7 @@ class HttpBench:
         self.calibration = None
         self.details = []           # per measure(): what was counted
         self.servers = []           # the nginx Popens
+        self.idle = {}              # mode: CPU 1 s/s, balancer up, no load
         self._haproxy_version = None
 
     # -- life cycle
@@ -422,26 +423,44 @@ class HttpBench:
         lab = self.labs["one-arm"]
         url = f"http://{lab.ip('real1')}:{PORT}/1k"
         seconds = min(self.seconds, 2.0)
-        row = self._measure(lab, url, seconds, None)
+        row = self._measure(lab, url, seconds)
         out = {"what": "wrk client -> real1 directly, 1k, "
                        f"{seconds:g} s (nothing on the balancer's path)",
                **{k: round(v, 4) for k, v in row.items()}}
         self.log(f"http bench: calibration {out}")
+        if out["cpu_s_per_1k"] * out["rps"] / 1000 > 0.05:
+            self.log(f"http bench: warning: CPU {LB_CPU} is busy "
+                     f"{out['cpu_s_per_1k'] * out['rps'] / 1000:.2f} s/s "
+                     "with nothing on the balancer's path: the "
+                     "cpu_s_per_1k figures include other load")
         return out
 
     # -- measuring
 
-    def _measure(self, lab, url, seconds, pid, engine_rx=None) -> dict:
+    def _measure(self, lab, url, seconds, procs=None,
+                 engine_rx=None) -> dict:
+        """One wrk run; the row's figures.  ``procs``: {label: pid} of the
+        balancer's processes and NAPI kthreads, whose own CPU time goes in
+        details (a cross-check of CPU 1's total); ``engine_rx``: reads
+        pyfwd's own frame counter, to compare with the links'."""
         argv = ["wrk", "--latency", "-t1", f"-c{self.connections}",
                 f"-d{seconds:g}s", "--timeout", "5s", url]
-        e0 = engine_rx() if engine_rx else None
-        rx0, cpu0 = link_rx(lab), CpuTimes.now()
-        p0 = proc_cpu(pid) if pid else 0.0
-        r = lab.run("client", argv, capture_output=True, text=True,
-                    timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
-        cpu1, rx1 = CpuTimes.now(), link_rx(lab)
-        p1 = proc_cpu(pid) if pid else 0.0
-        e1 = engine_rx() if engine_rx else None
+        procs = procs or {}
+        # This thread (and the helpers it starts: lab.run's fork, lab.call's
+        # thread) stays off the balancer's CPU while it counts.
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {OTHER_CPU})
+        try:
+            e0 = engine_rx() if engine_rx else None
+            p0 = {k: proc_cpu(pid) for k, pid in procs.items()}
+            rx0, cpu0 = link_rx(lab), CpuTimes.now()
+            r = lab.run("client", argv, capture_output=True, text=True,
+                        timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
+            cpu1, rx1 = CpuTimes.now(), link_rx(lab)
+            p1 = {k: proc_cpu(pid) for k, pid in procs.items()}
+            e1 = engine_rx() if engine_rx else None
+        finally:
+            os.sched_setaffinity(0, mask)
         if r.returncode:
             raise BenchError(f"wrk {url} failed: {r.stderr.strip()}")
         w = parse_wrk(r.stdout)
@@ -449,16 +468,28 @@ class HttpBench:
             raise BenchError(f"wrk {url}: no request completed:\n{r.stdout}")
         k = w["requests"] / 1000
         pkts = sum(rx1.get(i, 0) - rx0.get(i, 0) for i in rx1)
-        self.details.append({
+        detail = {
             "url": url, "requests": w["requests"], "errors": w["errors"],
             "cpu1_s": cpu1.since(cpu0, LB_CPU),
             "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
             "cpu0_s": cpu1.since(cpu0, OTHER_CPU),
-            "balancer_process_s": p1 - p0,
+            "procs_s": {k: p1[k] - p0[k] for k in procs},
             "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
-            "wall_s": cpu1.at - cpu0.at})
+            "wall_s": cpu1.at - cpu0.at}
+        # what is known to be the balancer's: its processes, its NAPI
+        # kthreads, softirq on CPU 1.  On a quiet machine this is CPU 1's
+        # busy time; much less means something else ran on CPU 1.
+        detail["attributed_s"] = sum(detail["procs_s"].values()) + \
+            detail["cpu1_softirq_s"]
+        other = detail["cpu1_s"] - detail["attributed_s"]
+        if procs and other > 0.1 + 0.2 * detail["cpu1_s"]:
+            self.log(f"http bench: warning: {url}: CPU {LB_CPU} was busy "
+                     f"{detail['cpu1_s']:.2f} s, the balancer's processes "
+                     f"and softirq account for {detail['attributed_s']:.2f} "
+                     f"s: other load on CPU {LB_CPU}?")
         if engine_rx:
-            self.details[-1]["engine_rx"] = e1 - e0
+            detail["engine_rx"] = e1 - e0
+        self.details.append(detail)
         return {"rps": w["rps"], "p50_ms": w["p50_ms"],
                 "p99_ms": w["p99_ms"],
                 "cpu_s_per_1k": cpu1.since(cpu0, LB_CPU) / k,
@@ -483,7 +514,21 @@ class HttpBench:
                 raise BenchError(f"{mode}: http://{VIP}:{PORT}/1k does not "
                                  f"answer through the balancer"
                                  f"{row.why()}")
+            self.idle[mode] = round(self._idle(), 4)
             yield row
+
+    def _idle(self, seconds: float = 0.5) -> float:
+        """CPU 1's busy seconds per second with the balancer up and no
+        traffic: ~0 in wake-up mode (a busy-polling loop would show 1)."""
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {OTHER_CPU})
+        try:
+            t0 = CpuTimes.now()
+            time.sleep(seconds)
+            t1 = CpuTimes.now()
+        finally:
+            os.sched_setaffinity(0, mask)
+        return t1.since(t0, LB_CPU) / (t1.at - t0.at)
 
     # -- the balancers; each registers its own undo on ``stack``
 
@@ -525,6 +570,8 @@ class HttpBench:
         row.napi = []
         for iface in ifaces:
             row.napi += thread_napi(lab, "lb", iface, LB_CPU, before=before)
+        row.napi_pids = {name: pid for pid, name in napi_threads().items()
+                         if name in row.napi and pid not in before}
         if len(row.napi) < len(ifaces):
             raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
                              f"interface of {ifaces}, got {row.napi}")
@@ -632,6 +679,7 @@ class HttpBench:
                                "the run / requests; on veth this counts the "
                                "frames XDP redirects to AF_XDP too",
             "calibration": self.calibration,
+            "idle_cpu1_s_per_s": dict(self.idle),
         }
 
 
@@ -641,7 +689,8 @@ class _Row:
     def __init__(self, bench, lab, mode, pid, sock=None, log=None):
         self.bench, self.lab, self.mode = bench, lab, mode
         self.pid, self.sock, self.logfile = pid, sock, log
-        self.napi = []
+        self.napi = []              # names of its pinned NAPI kthreads
+        self.napi_pids = {}
 
     def why(self) -> str:
         tail = _tail(self.logfile) if self.logfile else ""
@@ -659,8 +708,10 @@ class _Row:
         "cpu_s_per_1k", "lb_pkts_per_req"}."""
         check_size(size)
         url = f"http://{VIP}:{PORT}/{size}"
-        row = self.bench._measure(self.lab, url, self.bench.seconds,
-                                  self.pid, self.sock and self.engine_rx)
+        procs = {self.mode: self.pid} if self.pid else {}
+        procs.update(self.napi_pids)
+        row = self.bench._measure(self.lab, url, self.bench.seconds, procs,
+                                  self.sock and self.engine_rx)
         detail = self.bench.details[-1]
         detail["row"] = f"http-{self.mode}-{size}"
         if detail["errors"]:

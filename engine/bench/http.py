@@ -120,8 +120,8 @@ def haproxy_conf(mode: str, vip: str, reals: list, port: int = PORT,
              "    timeout server 60s"]
     if mode == "http":
         lines += ["    option http-keep-alive", "    http-reuse always"]
-    lines += ["frontend fe", f"    bind {vip}:{port}", "    default_backend be",
-              "backend be", "    balance roundrobin"]
+    lines += ["frontend fe", f"    bind {vip}:{port}",
+              "    default_backend be", "backend be", "    balance roundrobin"]
     lines += [f"    server r{i} {addr}:{port}"
               for i, addr in enumerate(reals, 1)]
     return "\n".join(lines) + "\n"
@@ -298,6 +298,7 @@ class HttpBench:
         self.servers = []           # the nginx Popens
         self.idle = {}              # mode: CPU 1 s/s, balancer up, no load
         self._haproxy_version = None
+        self.bin = {}
 
     # -- life cycle
 
@@ -350,15 +351,18 @@ class HttpBench:
     def _preflight(self) -> None:
         if os.geteuid() != 0:
             raise BenchError("the HTTP bench needs root (namespaces, XDP)")
+        path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+        self.bin = {tool: shutil.which(tool, path=path) for tool in TOOLS}
         missing = [pkg for tool, pkg in TOOLS.items()
-                   if shutil.which(tool) is None]
+                   if self.bin[tool] is None]
         if missing:
             raise BenchError(f"missing {', '.join(missing)}: apt-get install "
                              f"{' '.join(missing)}")
         if not {LB_CPU, OTHER_CPU} <= set(cpus()):
             raise BenchError(f"needs CPUs {OTHER_CPU} and {LB_CPU}; this "
                              f"process may use {cpus()}")
-        r = subprocess.run(["haproxy", "-v"], capture_output=True, text=True)
+        r = subprocess.run([self.bin["haproxy"], "-v"], capture_output=True,
+                           text=True)
         m = re.search(r"version (\S+)", r.stdout)
         self._haproxy_version = m.group(1) if m else r.stdout.strip()
 
@@ -393,7 +397,7 @@ class HttpBench:
         with open(conf, "w") as f:
             f.write(nginx_conf(run, os.path.join(self.tmp, "www")))
         # -e: nginx opens its error log before reading the config
-        argv = ["nginx", "-p", run, "-c", conf, "-e",
+        argv = [self.bin["nginx"], "-p", run, "-c", conf, "-e",
                 os.path.join(run, "error.log")]
         self.servers.append(lab.popen(
             role, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -407,10 +411,10 @@ class HttpBench:
     def _wait_http(self, lab, url, timeout=START_TIMEOUT) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = lab.run("client", ["curl", "-sS", "-o", "/dev/null",
-                                   "--max-time", "1", "-w", "%{http_code}",
-                                   url], capture_output=True, text=True,
-                        timeout=10)
+            r = lab.run("client", [self.bin["curl"], "-sS", "-o",
+                                   "/dev/null", "--max-time", "1", "-w",
+                                   "%{http_code}", url],
+                        capture_output=True, text=True, timeout=10)
             if r.returncode == 0 and r.stdout == "200":
                 return True
             time.sleep(0.1)
@@ -443,8 +447,9 @@ class HttpBench:
         balancer's processes and NAPI kthreads, whose own CPU time goes in
         details (a cross-check of CPU 1's total); ``engine_rx``: reads
         pyfwd's own frame counter, to compare with the links'."""
-        argv = ["wrk", "--latency", "-t1", f"-c{self.connections}",
-                f"-d{seconds:g}s", "--timeout", "5s", url]
+        argv = [self.bin["wrk"], "--latency", "-t1",
+                f"-c{self.connections}", f"-d{seconds:g}s", "--timeout", "5s",
+                url]
         procs = procs or {}
         # This thread (and the helpers it starts: lab.run's fork, lab.call's
         # thread) stays off the balancer's CPU while it counts.
@@ -602,12 +607,12 @@ class HttpBench:
     def _kernel_nat(self, stack, lab, mode) -> "_Row":
         table = self.prefix
         reals = [lab.ip(r) for r in lab.reals]
-        r = lab.run("lb", ["nft", "-f", "-"], capture_output=True, text=True,
-                    input=nft_ruleset(table, VIP, reals))
+        r = lab.run("lb", [self.bin["nft"], "-f", "-"], capture_output=True,
+                    text=True, input=nft_ruleset(table, VIP, reals))
         if r.returncode:
             raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
         stack.callback(lambda: _quiet(lambda: lab.run(
-            "lb", ["nft", "delete", "table", "ip", table],
+            "lb", [self.bin["nft"], "delete", "table", "ip", table],
             capture_output=True)))
         self._vip_address(stack, lab)
         return _Row(self, lab, mode, None)
@@ -619,13 +624,13 @@ class HttpBench:
             f.write(haproxy_conf(mode.split("-")[1], VIP,
                                  [lab.ip(r) for r in lab.reals]))
         self._vip_address(stack, lab)
-        r = lab.run("lb", ["haproxy", "-c", "-q", "-f", conf],
+        r = lab.run("lb", [self.bin["haproxy"], "-c", "-q", "-f", conf],
                     capture_output=True, text=True)
         if r.returncode:
             raise BenchError(f"{mode}: haproxy -c: "
                              f"{(r.stdout + r.stderr).strip()}")
         with open(logf, "w") as out:
-            proc = lab.popen("lb", ["haproxy", "-db", "-f", conf],
+            proc = lab.popen("lb", [self.bin["haproxy"], "-db", "-f", conf],
                              stdin=subprocess.DEVNULL, stdout=out,
                              stderr=out, preexec_fn=pin_self(LB_CPU),
                              start_new_session=True)
@@ -679,7 +684,9 @@ class HttpBench:
                                "the run / requests; on veth this counts the "
                                "frames XDP redirects to AF_XDP too",
             "calibration": self.calibration,
-            "idle_cpu1_s_per_s": dict(self.idle),
+            # filled in as the balancers run (the same objects)
+            "idle_cpu1_s_per_s": self.idle,
+            "runs": self.details,
         }
 
 

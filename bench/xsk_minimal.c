@@ -101,12 +101,12 @@ static void forward_burst(struct port *p, int fd)
 	__u32 idx_rx, idx_tx, n, i;
 
 	recycle(p);
+	/* preferred busy polling: this call does the NAPI work that fills
+	 * the rx ring, on this core */
+	recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	n = xsk_ring_cons__peek(&p->rx, BATCH, &idx_rx);
-	if (!n) {
-		/* drive NAPI ourselves (busy poll), and kick TX */
-		recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	if (!n)
 		return;
-	}
 	while (xsk_ring_prod__reserve(&p->tx, n, &idx_tx) != n) {
 		sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
 		recycle(p);

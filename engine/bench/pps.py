@@ -1,0 +1,473 @@
+"""The packet-rate rows of `pyfwd bench`: 64-byte UDP frames, delivered
+packets per second counted at the receiving end (not sent).
+
+A point-to-point topology of two namespaces, no bridge in the way::
+
+    <ns>-gen                              <ns>-lb
+    G0 10.77.0.1 (client), .3 (real) ---- L0 10.77.0.2   VIP 10.77.0.100
+    G1 10.78.0.1 (NAT's real)        ---- L1 10.78.0.2   (NAT's inside)
+
+The generator (bench/pktgen.c) sends from G0 to L0's MAC and the VIP, the
+source port cycling over FLOWS values.  What comes back is counted by an XDP
+count-and-drop sink (bench/bpf/sink.bpf.c): on G0 for the one-arm rows (DR:
+the real server 10.77.0.3 is G0's second address; SNAT sends to it too;
+the in-kernel and minimal AF_XDP MAC swaps send it back), on G1 for NAT's
+two arms, and on L0 itself for the generator's own ceiling.
+
+Where the work runs (shared/FACTS.md: veth does its receive work on the
+sender's CPU unless steered):
+
+- CPU 0: the generator, and the sinks' receive work (threaded NAPI on G0
+  and G1, kthreads pinned to CPU 0);
+- CPU 1: the forwarder's process, and L0/L1's receive work: threaded NAPI
+  kthreads pinned to CPU 1 while an XDP program is attached (veth has NAPI
+  only then), plus preferred busy polling for the AF_XDP rows (the loop
+  takes the NAPI over and does that work itself, napi_defer_hard_irqs and
+  gro_flush_timeout set on L0/L1); RPS to CPU 1 for the kernel's own paths
+  (kernel-nat, the raw-socket backend).
+
+Each row reports CPU 0's and CPU 1's busy share over its window, which
+shows where its work landed.
+
+    with PpsBench(seconds=3) as b:
+        b.measure("dr-xdp")     # {"pps": ..., "sent_pps": ..., ...}
+"""
+
+import importlib.resources
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from pyroute2 import netns as _netns
+
+from .. import lab as _lab
+from .system import BenchError, CpuTimes, busy_poll_tuning, cpus, \
+    napi_threads, pin_self, rps, thread_napi
+
+ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",
+        "nat-xdp", "snat-xdp", "dr-afpacket")
+
+GEN_CPU, FWD_CPU = 0, 1
+FLOWS = 1024
+PORT = 9
+VIP = "10.77.0.100"
+BUSY_POLL_US = 20
+BUSY_POLL = {"so_busy_poll_us": BUSY_POLL_US, "so_prefer_busy_poll": 1,
+             "so_busy_poll_budget": 64}
+# (namespace role, name, peer name, address of ours, address of the peer)
+LINKS = (("gen", "G0", "L0", "10.77.0.1/24", "10.77.0.2/24"),
+         ("gen", "G1", "L1", "10.78.0.1/24", "10.78.0.2/24"))
+MACS = {"G0": "02:70:00:00:00:01", "L0": "02:70:00:00:00:02",
+        "G1": "02:70:00:00:01:01", "L1": "02:70:00:00:01:02"}
+REAL_DR = "10.77.0.3"           # G0's second address: DR and SNAT's real
+REAL_NAT = "10.78.0.1"          # G1: NAT's real, behind the inside arm
+SNAT_ADDR = "10.77.0.2"
+STOP_GRACE = 3.0
+
+# per row: the sink's interface, the forwarder's XDP interfaces (threaded
+# NAPI on CPU 1), how its receive work is steered
+_ROWS = {
+    "generator": ("L0", ("L0",), "threaded NAPI of L0 (the sink) on CPU 1"),
+    "xdp-kernel": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1"),
+    "xsk-minimal": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, "
+                    "preferred busy polling by the loop"),
+    "kernel-nat": ("G1", (), "RPS of L0 (and L1) to CPU 1"),
+    "dr-xdp": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, preferred "
+               "busy polling by the engine"),
+    "nat-xdp": ("G1", ("L0", "L1"), "threaded NAPI of L0 and L1 on CPU 1, "
+                "preferred busy polling by the engine"),
+    "snat-xdp": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, preferred "
+                 "busy polling by the engine"),
+    "dr-afpacket": ("G0", (), "RPS of L0 to CPU 1"),
+}
+
+
+def _bin(name: str) -> str:
+    res = importlib.resources.files("pyfwd.bench").joinpath(f"bin/{name}")
+    if not res.is_file():
+        raise BenchError(f"{name} is not built: reinstall pyfwd with "
+                         "`pip install -e .` (needs cc, clang, libxdp-dev, "
+                         "libbpf-dev)")
+    return os.fspath(res)
+
+
+class _Proc:
+    """A program of ours in a namespace: its JSON lines on stdout read
+    on request, stderr kept for error messages."""
+
+    def __init__(self, topo, role, argv, cpu=None, stdin=False):
+        self.argv = argv
+        self.p = topo.popen(role, argv, stdin=subprocess.PIPE if stdin
+                            else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1,
+                            preexec_fn=None if cpu is None
+                            else pin_self(cpu))
+        self.err = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.p.stderr:
+            self.err = (self.err + [line.rstrip()])[-20:]
+
+    def why(self) -> str:
+        return "; ".join(self.err[-3:]) or f"exit status {self.p.poll()}"
+
+    def line(self, timeout=10.0) -> dict:
+        """The next JSON line on stdout; BenchError if the program says
+        nothing in time or ends."""
+        box = []
+        t = threading.Thread(target=lambda: box.append(
+            self.p.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if not box or not box[0]:
+            time.sleep(0.1)
+            raise BenchError(f"{os.path.basename(self.argv[0])}: "
+                             f"{'ended' if box else 'no answer'}: "
+                             f"{self.why()}")
+        try:
+            return json.loads(box[0])
+        except ValueError:
+            raise BenchError(f"{os.path.basename(self.argv[0])}: "
+                             f"unexpected output {box[0]!r}") from None
+
+    def ask(self) -> dict:
+        self.p.stdin.write("\n")
+        self.p.stdin.flush()
+        return self.line()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(STOP_GRACE)
+
+
+class _Engine(_Proc):
+    """`pyfwd start` in the lb namespace on CPU 1; ready once it logs
+    that it attached."""
+
+    def __init__(self, topo, args, sockdir):
+        argv = [sys.executable, "-m", "pyfwd.cli", "start",
+                "--control-socket", os.path.join(sockdir, "ctl.sock"),
+                "--flows", str(1 << 16), "--log-level", "info", *args]
+        self.ready = threading.Event()
+        super().__init__(topo, "lb", argv, cpu=FWD_CPU)
+
+    def _drain(self):
+        for line in self.p.stderr:
+            self.err = (self.err + [line.rstrip()])[-20:]
+            if "attached" in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout=15.0):
+        end = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            if self.p.poll() is not None or time.monotonic() > end:
+                time.sleep(0.2)
+                raise BenchError(f"pyfwd start {' '.join(self.argv[6:])}: "
+                                 f"not ready: {self.why()}")
+
+
+class PpsBench:
+    """The packet-rate rows (ROWS).  A context manager: builds its two
+    namespaces on enter and always removes them, with every process it
+    started, on exit.  measure(row) runs one row; setup() says how."""
+
+    def __init__(self, seconds: float = 5.0, log=print, warmup: float = 1.0,
+                 flows: int = FLOWS):
+        self.seconds, self.warmup, self.flows = seconds, warmup, flows
+        self.log = log
+        self.name = "pfpp" + secrets.token_hex(3)
+        self.ns = {"gen": f"{self.name}-gen", "lb": f"{self.name}-lb"}
+        self._procs = []
+        self._sinks = {}
+        self._tmp = None
+        self._xsk_info = {}
+        self._gen_info = {}
+
+    # -- a Lab's run/popen, for system.py's helpers
+
+    def run(self, role, argv, timeout=30.0, **kwargs):
+        return _lab._spawn(self.ns[role], subprocess.run, argv,
+                           dict(kwargs, timeout=timeout))
+
+    def popen(self, role, argv, **kwargs):
+        proc = _lab._spawn(self.ns[role], subprocess.Popen, argv, kwargs)
+        self._procs.append(proc)
+        return proc
+
+    # -- life cycle
+
+    def __enter__(self) -> "PpsBench":
+        if not {GEN_CPU, FWD_CPU} <= set(cpus()):
+            raise BenchError(f"the packet-rate rows need CPUs {GEN_CPU} and "
+                             f"{FWD_CPU}; this process may use {cpus()}")
+        for name in ("pktgen", "xdpprog", "xsk_minimal", "sink.bpf.o",
+                     "macswap.bpf.o", "xskredir.bpf.o"):
+            _bin(name)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop what we started, remove our namespaces (idempotent)."""
+        for s in self._sinks.values():
+            s.stop()
+        self._sinks.clear()
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self._procs.clear()
+        for ns in self.ns.values():
+            if ns in _netns.listnetns():
+                _netns.remove(ns)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _build(self) -> None:
+        self._tmp = tempfile.mkdtemp(prefix=self.name)
+        for ns in self.ns.values():
+            _netns.create(ns)
+        for role in self.ns:
+            # ARP answered only for the interface's own addresses; no
+            # routing (kernel-nat turns it on for its run)
+            self._sysctls(role, {
+                "net.ipv4.ip_forward": 0,
+                "net.ipv4.conf.all.arp_ignore": 1,
+                "net.ipv4.conf.all.rp_filter": 0,
+                "net.ipv4.conf.default.rp_filter": 0,
+                "net.ipv6.conf.all.disable_ipv6": 1,
+                "net.ipv6.conf.default.disable_ipv6": 1})
+        for role, mine, peer, addr, peer_addr in LINKS:
+            with _lab._iproute(self.ns[role]) as ipr:
+                fd = _lab._open_netns(self.ns["lb"])
+                try:
+                    ipr.link("add", ifname=mine, kind="veth",
+                             address=MACS[mine],
+                             peer={"ifname": peer, "net_ns_fd": fd,
+                                   "address": MACS[peer]})
+                finally:
+                    os.close(fd)
+                idx, = ipr.link_lookup(ifname=mine)
+                ipr.addr("add", index=idx, address=addr.split("/")[0],
+                         prefixlen=24)
+                if mine == "G0":
+                    ipr.addr("add", index=idx, address=REAL_DR,
+                             prefixlen=24)
+                ipr.link("set", index=idx, state="up")
+                ipr.link("set", index=1, state="up")
+            with _lab._iproute(self.ns["lb"]) as ipr:
+                idx, = ipr.link_lookup(ifname=peer)
+                ipr.addr("add", index=idx, address=peer_addr.split("/")[0],
+                         prefixlen=24)
+                ipr.link("set", index=idx, state="up")
+                ipr.link("set", index=1, state="up")
+            for r, ifname in ((role, mine), ("lb", peer)):
+                self._sysctls(r, {f"net/ipv4/conf/{ifname}/rp_filter": 0})
+            rps(self, "lb", peer, FWD_CPU)
+            rps(self, role, mine, GEN_CPU)
+            busy_poll_tuning(self, "lb", peer)
+        # the sinks stay for the whole run; their receive work on CPU 0
+        for ifname in ("G0", "G1"):
+            self._sinks[ifname] = self._attach("gen", "sink.bpf.o", ifname,
+                                               GEN_CPU)
+        self.log(f"pps: namespaces {', '.join(self.ns.values())} up; "
+                 f"sinks on G0, G1")
+
+    def _sysctls(self, role, settings):
+        for key, value in settings.items():
+            _lab.sysctl(self.ns[role], key, value)
+
+    def _attach(self, role, obj, ifname, cpu) -> _Proc:
+        """xdpprog with ``obj`` on ``ifname``, its NAPI kthread on ``cpu``."""
+        before = napi_threads()
+        p = _Proc(self, role, [_bin("xdpprog"), _bin(obj), ifname, "native"],
+                  stdin=True)
+        try:
+            p.line()
+            thread_napi(self, role, ifname, cpu, before=before)
+        except BaseException:
+            p.stop()
+            raise
+        return p
+
+    # -- the rows
+
+    def measure(self, row: str) -> dict:
+        """One run of ``row``: {"pps": delivered packets/s, "sent_pps",
+        "cpu_busy": {cpu: share of the window}, "softirq": {...}}.
+        Raises BenchError if the row cannot run (the topology stays
+        usable)."""
+        if row not in _ROWS:
+            raise BenchError(f"unknown packet-rate row {row!r}: expected "
+                             f"one of {', '.join(ROWS)}")
+        sink_if, xdp_ifs, _ = _ROWS[row]
+        before = napi_threads()
+        stops = []
+        try:
+            sink = self._sinks.get(sink_if)
+            if sink is None:        # the generator row: a sink on L0
+                sink = self._attach("lb", "sink.bpf.o", sink_if, FWD_CPU)
+                stops.append(sink.stop)
+            else:
+                stops += self._forwarder(row, before)
+            return self._window(sink)
+        finally:
+            for stop in reversed(stops):
+                stop()
+
+    def _forwarder(self, row, before) -> list:
+        """Start ``row``'s forwarder on CPU 1; the calls that stop it."""
+        _, xdp_ifs, _ = _ROWS[row]
+        stops = []
+        try:
+            if row == "xdp-kernel":
+                p = _Proc(self, "lb", [_bin("xdpprog"), _bin("macswap.bpf.o"),
+                                       "L0", "native"], stdin=True)
+                stops.append(p.stop)
+                p.line()
+            elif row == "xsk-minimal":
+                p = _Proc(self, "lb", [_bin("xsk_minimal"), "-i", "L0", "-o",
+                                       _bin("xskredir.bpf.o"), "-c",
+                                       str(FWD_CPU), "-b", str(BUSY_POLL_US)],
+                          cpu=FWD_CPU)
+                stops.append(p.stop)
+                self._xsk_info = p.line()
+            elif row == "kernel-nat":
+                stops.append(self._kernel_nat())
+            else:
+                mode, backend = row.split("-")
+                stops.append(self._engine(mode, backend))
+            for ifname in xdp_ifs:
+                thread_napi(self, "lb", ifname, FWD_CPU, before=before)
+        except BaseException:
+            for stop in reversed(stops):
+                stop()
+            raise
+        return stops
+
+    def _engine(self, mode, backend):
+        args = ["-i", "L0", "--vip", f"{VIP}:{PORT}/udp", "--mode", mode,
+                "--scheduler", "maglev"]
+        if mode == "nat":
+            args += ["--real", f"{REAL_NAT}:{PORT}", "--inside-iface", "L1"]
+        elif mode == "snat":
+            args += ["--real", f"{REAL_DR}:{PORT}", "--snat-address",
+                     SNAT_ADDR]
+        else:
+            args += ["--real", REAL_DR]
+        if backend == "xdp":
+            args += ["--backend", "xdp", "--xdp-mode", "native",
+                     "--copy-mode", "copy", "--busy-poll", str(BUSY_POLL_US)]
+        else:
+            args += ["--backend", "afpacket", "--busy-poll", "0"]
+        e = _Engine(self, args, self._tmp)
+        try:
+            e.wait_ready()
+        except BaseException:
+            e.stop()
+            raise
+        return e.stop
+
+    def _kernel_nat(self):
+        if not shutil.which("nft"):
+            raise BenchError("kernel-nat needs nft: apt-get install nftables")
+        rules = (f"table ip {self.name} {{\n"
+                 f"  chain pre {{\n"
+                 f"    type nat hook prerouting priority dstnat;\n"
+                 f"    ip daddr {VIP} udp dport {PORT} dnat to {REAL_NAT}\n"
+                 f"  }}\n}}\n")
+        r = self.run("lb", ["nft", "-f", "-"], input=rules,
+                     capture_output=True, text=True)
+        if r.returncode:
+            raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
+        self._sysctls("lb", {"net.ipv4.ip_forward": 1})
+
+        def stop():
+            self._sysctls("lb", {"net.ipv4.ip_forward": 0})
+            self.run("lb", ["nft", "delete", "table", "ip", self.name],
+                     capture_output=True)
+        return stop
+
+    def _window(self, sink) -> dict:
+        """Send for warmup + seconds; count at the sink over the last
+        ``seconds``."""
+        gen = _Proc(self, "gen", [
+            _bin("pktgen"), "-i", "G0", "-s", MACS["G0"], "-d", MACS["L0"],
+            "-S", LINKS[0][3].split("/")[0], "-D", VIP, "-p", str(PORT),
+            "-f", str(self.flows), "-c", str(GEN_CPU),
+            "-t", str(self.warmup + self.seconds + 0.3)], cpu=GEN_CPU)
+        try:
+            time.sleep(self.warmup)
+            c0, t0 = sink.ask(), CpuTimes.now()
+            time.sleep(self.seconds)
+            c1, t1 = sink.ask(), CpuTimes.now()
+            sent = gen.line(timeout=self.seconds + 10)
+        finally:
+            gen.stop()
+        self._gen_info = {k: sent[k] for k in ("kind", "burst", "flows",
+                                               "cpu")}
+        span = t1.at - t0.at
+        return {
+            "pps": (c1["count"] - c0["count"]) / (c1["t"] - c0["t"]),
+            "sent_pps": sent["pps"],
+            "cpu_busy": {c: round(t1.since(t0, c) / span, 3)
+                         for c in (GEN_CPU, FWD_CPU)},
+            "softirq": {c: round((t1.softirq[c] - t0.softirq[c]) / span, 3)
+                        for c in (GEN_CPU, FWD_CPU)},
+        }
+
+    def setup(self) -> dict:
+        """JSON-able facts: who runs where, the generator, the rings,
+        XDP modes, steering and busy polling, per row."""
+        rows = {}
+        for row, (sink, xdp_ifs, steering) in _ROWS.items():
+            r = {"sink": sink, "steering": steering}
+            if row in ("xdp-kernel", "xsk-minimal", "dr-xdp", "nat-xdp",
+                       "snat-xdp", "generator"):
+                r["xdp"] = "native"
+            if row in ("xsk-minimal", "dr-xdp", "nat-xdp", "snat-xdp"):
+                r["af_xdp"] = "copy (veth has no zero-copy)"
+                r["busy_poll"] = BUSY_POLL
+            if row == "xsk-minimal":
+                r["rings"] = self._xsk_info or {"batch": 64, "ring": 2048,
+                                                "fill": 4096}
+            if row in ("dr-xdp", "nat-xdp", "snat-xdp"):
+                r["rings"] = {"batch": 64, "ring": 2048}
+            if row == "dr-afpacket":
+                r["backend"] = "raw sockets (TPACKET_V3), poll() wake-ups"
+            rows[row] = r
+        return {
+            "generator": dict({"kind": "af_packet", "burst": 64,
+                               "flows": self.flows, "cpu": GEN_CPU,
+                               "frame": "60 B + FCS = 64 B, IPv4 UDP",
+                               "qdisc_bypass": True, "send": "sendmmsg"},
+                              **self._gen_info),
+            "forwarder_cpu": FWD_CPU,
+            "sink": "XDP count-and-drop (per-CPU counter), threaded NAPI "
+                    f"on CPU {GEN_CPU} (G0, G1) or CPU {FWD_CPU} (L0, "
+                    "generator row)",
+            "busy_poll_iface": {"napi_defer_hard_irqs": 2,
+                                "gro_flush_timeout": 200_000},
+            "window_s": self.seconds, "warmup_s": self.warmup,
+            "rows": rows,
+        }

@@ -1,0 +1,600 @@
+"""Microbenchmarks: the C core per packet, Maglev table builds, flow memory.
+
+Plain functions for `pyfwd bench` (no pytest, no scapy: frames are built
+here with struct); bench/test_micro_bench.py runs the same measurements on
+the packet cases of tests/cases under pytest-benchmark.
+
+    core_ns(kind)      ns per packet through process_batch, batch of 64:
+                       "dr" (DR rewrite of an established flow), "nat-hit"
+                       (NAT, a client's packet of an established flow),
+                       "nat-new" (NAT, every packet opens a flow), "drop"
+                       (malformed frames)
+    maglev_ms(reals)   building one Maglev table of 65537 entries
+    flow_bytes(mode)   bytes of flow table per tracked flow
+    table_mib(flows)   memory of a flow table holding that many flows
+    run_all()          all of them, as rows for the results
+
+Every core figure is checked, not assumed: each round's counters must say
+that every frame got the verdict the kind is about, and that the flows were
+hits (dr, nat-hit) or new (nat-new); a mismatch raises BenchError.  The
+figure includes the crossing from Python (one cffi call and the core's
+per-burst work, amortised over the batch): that is what a burst costs the
+I/O loops too, less the Python part.
+"""
+
+import ctypes
+import gc
+import ipaddress
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..dataplane import Core
+from ..scheduler import MAGLEV_SIZE_DEFAULT, maglev_table
+from ..service import Real, Vip
+from ..tables import Service
+from .system import BenchError
+
+KINDS = ("dr", "nat-hit", "nat-new", "drop")
+TARGET_CORE_NS = 50.0       # dr and nat-hit
+TARGET_MAGLEV_MS = 50.0     # 1000 reals, M = 65537
+# The flow table of the core benchmarks: 65536 slots (4.5 MiB), of which
+# the 64 to 2048 flows a round touches stay in cache: the figures are the
+# core's work, not DRAM misses (the engine's tables are 2M-4M slots).
+BENCH_FLOWS = 1 << 16
+CALLS = 32                  # batches per round
+# The engine's tables turn new flows away from about 85% full.
+TABLE_FILL_MAX = 0.85
+
+# The lab's addresses (the same values as tests/cases, without importing
+# them: the installed `pyfwd bench` has no tests).
+LB_MAC = "02:00:00:00:00:02"
+OUT_MAC, IN_MAC = "02:00:00:00:01:02", "02:00:00:00:02:01"
+CLIENT_MAC = "02:00:00:00:00:01"
+CLIENT, VIP = "10.0.0.1", "10.0.0.100"
+DR_REALS = {"10.0.0.11": "02:00:00:00:01:11", "10.0.0.12": "02:00:00:00:01:12"}
+NAT_REALS = {"192.168.50.11": "02:00:00:00:02:11",
+             "192.168.50.12": "02:00:00:00:02:12"}
+NAT_PORT = 8080
+
+TCP, UDP = 6, 17
+TCP_SYN, TCP_ACK, TCP_PSH = 0x02, 0x10, 0x08
+
+
+def _mac(text):
+    return bytes.fromhex(text.replace(":", ""))
+
+
+# --- set-ups ----------------------------------------------------------------
+
+@dataclass
+class Setup:
+    """What a core is given before frames go through it: services, the
+    real servers' MACs and interface slots, its own MACs, SNAT."""
+
+    services: list
+    macs: dict
+    out_ifs: dict = field(default_factory=dict)
+    mac: object = None
+    mac2: object = None
+    snat: Optional[tuple] = None    # (address, (lo, hi))
+
+    def core(self, flows=BENCH_FLOWS, **limits):
+        core = Core(mac=self.mac, mac2=self.mac2, flows=flows, **limits)
+        if self.snat:
+            core.set_snat(*self.snat)
+        core.publish_services(self.services, self.macs, self.out_ifs)
+        return core
+
+
+def dr_setup():
+    """VIP:80/tcp in DR mode over two real servers (Maglev)."""
+    reals = [Real.parse(a) for a in DR_REALS]
+    return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals)],
+                 {r.address: _mac(DR_REALS[str(r.address)]) for r in reals},
+                 mac=LB_MAC)
+
+
+def nat_setup():
+    """Two-arm NAT: VIP:80/tcp -> two reals' :8080 on the inside (slot 1)."""
+    reals = [Real.parse(f"{a}:{NAT_PORT}") for a in NAT_REALS]
+    return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals, "maglev",
+                          "nat")],
+                 {r.address: _mac(NAT_REALS[str(r.address)]) for r in reals},
+                 {r.address: 1 for r in reals}, mac=OUT_MAC, mac2=IN_MAC)
+
+
+# --- frames -----------------------------------------------------------------
+
+def _csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _l4_csum(ip, l4):
+    """The TCP/UDP checksum of segment l4 in IPv4 header ip."""
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
+    s = _csum(pseudo + l4)
+    return 0xFFFF if s == 0 and ip[9] == UDP else s
+
+
+def ipv4_frame(dst_mac, src_mac, src, dst, proto, sport, dport,
+               flags=TCP_ACK, payload=b""):
+    """An Ethernet/IPv4/TCP (or UDP) frame with correct checksums."""
+    if proto == TCP:
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1000,
+                         5000 if flags & TCP_ACK else 0, 5 << 4, flags,
+                         65535, 0, 0) + payload
+        sum_off = 16
+    else:
+        l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+        sum_off = 6
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1,
+                               0x4000, 64, proto, 0,
+                               ipaddress.IPv4Address(src).packed,
+                               ipaddress.IPv4Address(dst).packed))
+    ip[10:12] = struct.pack("!H", _csum(bytes(ip)))
+    l4 = bytearray(l4)
+    l4[sum_off:sum_off + 2] = struct.pack("!H", _l4_csum(ip, bytes(l4)))
+    return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + bytes(ip) + bytes(l4)
+
+
+def _ipv4_parts(frame):
+    """(ihl bytes, proto) of an untagged IPv4 frame, or None."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return None
+    return (frame[14] & 15) * 4, frame[23]
+
+
+def vary(frame, i, checksums=True):
+    """frame (untagged IPv4 TCP/UDP) as the i-th of many clients sends it:
+    the source address and port changed so that every i is another flow
+    (50000 ports per address)."""
+    parts = _ipv4_parts(frame)
+    if parts is None or parts[1] not in (TCP, UDP):
+        raise BenchError("vary: expected an untagged IPv4 TCP/UDP frame")
+    ihl = parts[0]
+    f = bytearray(frame)
+    src = int.from_bytes(f[26:30], "big") + i // 50000
+    f[26:30] = (src & 0xFFFFFFFF).to_bytes(4, "big")
+    f[14 + ihl:16 + ihl] = struct.pack("!H", 10000 + i % 50000)
+    if checksums:
+        end = 14 + int.from_bytes(f[16:18], "big")
+        ip, l4 = f[14:14 + ihl], f[14 + ihl:end]
+        sum_off = 16 if parts[1] == TCP else 6
+        if parts[1] == TCP or l4[6:8] != b"\0\0":
+            l4[sum_off:sum_off + 2] = b"\0\0"
+            f[14 + ihl + sum_off:16 + ihl + sum_off] = struct.pack(
+                "!H", _l4_csum(ip, bytes(l4)))
+        f[24:26] = b"\0\0"
+        f[24:26] = struct.pack("!H", _csum(bytes(f[14:14 + ihl])))
+    return bytes(f)
+
+
+def answer(frame, flags=TCP_SYN | TCP_ACK):
+    """The real server's answer to a frame the core sent it (IPv4)."""
+    ihl, proto = _ipv4_parts(frame)
+    sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
+    src = str(ipaddress.IPv4Address(frame[30:34]))
+    dst = str(ipaddress.IPv4Address(frame[26:30]))
+    return ipv4_frame(frame[6:12].hex(":"), frame[0:6].hex(":"), src, dst,
+                      proto, dport, sport, flags)
+
+
+def dr_frames(n=64):
+    """n established flows' packets to VIP:80 (n client ports)."""
+    return [ipv4_frame(LB_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000 + i, 80,
+                       TCP_ACK | TCP_PSH, b"GET / HTTP/1.1\r\n")
+            for i in range(n)]
+
+
+def nat_frames(n=64):
+    """n NAT flows' client packets to VIP:80."""
+    return [ipv4_frame(OUT_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000 + i, 80,
+                       TCP_ACK | TCP_PSH, b"GET / HTTP/1.1\r\n")
+            for i in range(n)]
+
+
+def nat_new_frames(n=CALLS * 64, template=None):
+    """n SYNs to VIP:80, each of another client address:port."""
+    template = template or ipv4_frame(OUT_MAC, CLIENT_MAC, CLIENT, VIP, TCP,
+                                      40000, 80, TCP_SYN)
+    return [vary(template, i) for i in range(n)]
+
+
+def drop_frames():
+    """Malformed frames, one per way of being broken the parser checks on
+    the way to L4 (each must come out dropped)."""
+    good = ipv4_frame(LB_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000, 80,
+                      TCP_SYN)
+
+    def patch(frame, off, value):
+        f = bytearray(frame)
+        f[off:off + len(value)] = value
+        return bytes(f)
+
+    return [
+        good[:13],                              # runt
+        patch(good, 14, b"\x55"),               # IPv4 version 5
+        patch(good, 14, b"\x44"),               # IHL 4
+        patch(good, 16, b"\x05\xdc"),           # total length 1500
+        patch(good, 20, b"\x20\x00"),           # MF: a fragment to the VIP
+        patch(good, 46, b"\x40"),               # TCP data offset 4
+        patch(good[:44], 16, b"\x00\x1e"),     # 10 bytes of TCP header
+    ]
+
+
+def _default(kind):
+    if kind == "dr":
+        return dr_setup(), dr_frames()
+    if kind == "nat-hit":
+        return nat_setup(), nat_frames()
+    if kind == "nat-new":
+        return nat_setup(), nat_new_frames()
+    return dr_setup(), drop_frames()
+
+
+# --- the core ---------------------------------------------------------------
+
+def _stats(core):
+    s = core.stats()
+    return {"frames": s["frames"], "forward": s["verdict"]["forward"],
+            "drop": s["verdict"]["drop"], "new": s["flows_new"],
+            "hits": s["flow_hits"], "evicted": s["flows_evicted"]}
+
+
+def _check_round(kind, before, after, n):
+    d = {k: after[k] - before[k] for k in after}
+    want = {"frames": n, "drop" if kind == "drop" else "forward": n,
+            "evicted": 0,
+            "new": n if kind == "nat-new" else 0,
+            "hits": n if kind in ("dr", "nat-hit") else 0}
+    wrong = {k: (d[k], v) for k, v in want.items() if d[k] != v}
+    if wrong:
+        raise BenchError(f"core {kind}: the counters of a round are not "
+                         "what the benchmark measures (got, want): "
+                         + ", ".join(f"{k} {g}/{w}"
+                                     for k, (g, w) in wrong.items()))
+
+
+def _warm(kind, core, setup, frames):
+    """Run frames once (opening the flows of dr and nat-hit) and check
+    every verdict; nat-hit's flows are answered, so established."""
+    outs, res = core.process(frames)
+    bad = [(i, r.reason) for i, r in enumerate(res)
+           if r.verdict != ("drop" if kind == "drop" else "forward")]
+    if bad:
+        raise BenchError(f"core {kind}: frame {bad[0][0]} got "
+                         f"{bad[0][1]!r} ({len(bad)} of {len(res)} wrong)")
+    if kind == "dr":
+        macs = set(setup.macs.values())
+        for i, (o, f) in enumerate(zip(outs, frames)):
+            if o[:6] not in macs or o[12:] != f[12:] or (
+                    core.mac != bytes(6) and o[6:12] != core.mac):
+                raise BenchError(f"core dr: frame {i} did not come out "
+                                 "addressed to a real server from us")
+    if kind == "nat-hit":
+        back = [(answer(o), r.out_if) for o, r in zip(outs, res)
+                if _ipv4_parts(o)]
+        for slot in {s for _, s in back}:
+            _, rres = core.process([a for a, s in back if s == slot], slot)
+            if any(r.reason != "forward_reply" for r in rres):
+                raise BenchError("core nat-hit: a real server's answer was "
+                                 "not translated back")
+
+
+class CoreBench:
+    """One kind of core benchmark, set up and checked: a core with the
+    services published, its flows opened (dr, nat-hit) and every verdict
+    of a first run checked.
+
+    rounds(): the batches of one round, copied into C buffers afresh (NAT
+    rewrites frames in place); run(batches): process them back to back;
+    counters() before and check(before, packets) after a round raise
+    BenchError unless every frame got the kind's verdict and every flow
+    was a hit (dr, nat-hit) or new (nat-new).  "nat-new" takes each batch
+    of a round from frames in turn (len(frames) // batch batches) with the
+    core's clock stopped, and rounds() expires the last round's flows, so
+    that each packet opens a flow every round.
+    """
+
+    def __init__(self, kind, frames=None, batch=64, *, setup=None,
+                 flows=BENCH_FLOWS, calls=CALLS):
+        if kind not in KINDS:
+            raise BenchError(f"core kind {kind!r}: expected one of "
+                             f"{', '.join(KINDS)}")
+        if frames is None:
+            dsetup, frames = _default(kind)
+            setup = setup or dsetup
+        self.kind = kind
+        self.setup = setup or (nat_setup() if kind.startswith("nat")
+                               else dr_setup())
+        frames = [bytes(f) for f in frames]
+        if not frames:
+            raise BenchError(f"core {kind}: no frames")
+        self.core = self.setup.core(flows)
+        if kind == "nat-new":
+            calls = len(frames) // batch
+            if not calls:
+                raise BenchError(f"core nat-new: {len(frames)} frames, "
+                                 f"fewer than one batch of {batch}")
+            self.sets = [frames[c * batch:(c + 1) * batch]
+                         for c in range(calls)]
+            if 2 * calls * batch > TABLE_FILL_MAX * flows:
+                raise BenchError(f"core nat-new: {calls * batch} flows "
+                                 f"would fill a table of {flows} slots")
+        else:
+            self.sets = [[frames[i % len(frames)] for i in range(batch)]]
+        self.calls = calls
+        self.packets = calls * batch        # per round
+        self.clock = 1000
+        if kind == "nat-new":
+            self.core.set_clock(self.clock)
+        for s in self.sets:
+            _warm(kind, self.core, self.setup, s)
+
+    def rounds(self):
+        if self.kind == "nat-new":
+            self.clock += 1000      # past every timeout: all flows go
+            self.core.set_clock(self.clock)
+            self.core.expire()
+        return [self.core.prepare(self.sets[c % len(self.sets)])
+                for c in range(self.calls)]
+
+    def run(self, batches):
+        run = self.core.run
+        for b in batches:
+            run(b)
+
+    def counters(self):
+        return _stats(self.core)
+
+    def check(self, before, packets=None):
+        _check_round(self.kind, before, _stats(self.core),
+                     self.packets if packets is None else packets)
+
+
+def core_ns(kind: str, frames: Optional[list] = None, batch: int = 64,
+            repeat: int = 7, *, setup: Optional[Setup] = None,
+            flows: int = BENCH_FLOWS, calls: int = CALLS) -> float:
+    """ns per packet of the core through process_batch, best of repeat.
+
+    kind: "dr", "nat-hit", "nat-new" or "drop".  frames: the packets (bytes)
+    to use, cycled to fill each batch; None builds them (with the matching
+    set-up).  setup: the services the frames are for (default: this
+    module's DR or NAT set-up).  flows: the flow table's slots.  A round is
+    `calls` batches run back to back (see CoreBench); the figure is the
+    best round's time over its packets.  Raises BenchError when the
+    verdicts or counters say the frames are not what kind is about.
+    """
+    bench = CoreBench(kind, frames, batch, setup=setup, flows=flows,
+                      calls=calls)
+    best = float("inf")
+    for _ in range(repeat):
+        batches = bench.rounds()
+        before = bench.counters()
+        t0 = time.perf_counter_ns()
+        bench.run(batches)
+        total = time.perf_counter_ns() - t0
+        bench.check(before)
+        best = min(best, total / bench.packets)
+    return best
+
+
+def call_ns(repeat: int = 7, calls: int = 2000) -> float:
+    """ns of one process_batch call of no frames (the crossing from Python
+    and the core's per-burst work), best of repeat."""
+    core = dr_setup().core()
+    empty = core.prepare([])
+    best = float("inf")
+    for _ in range(repeat):
+        for _ in range(calls):
+            t0 = time.perf_counter_ns()
+            core.run(empty)
+            best = min(best, time.perf_counter_ns() - t0)
+    return best
+
+
+# --- Maglev ---------------------------------------------------------------
+
+def real_keys(n):
+    return [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}:80" for i in range(n)]
+
+
+def maglev_ms(reals: int, repeat: int = 5) -> float:
+    """ms to build one Maglev table (M = 65537) for `reals` real servers of
+    weight 1, best of repeat."""
+    keys, weights = real_keys(reals), [1] * reals
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        maglev_table(keys, weights, MAGLEV_SIZE_DEFAULT)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+# --- flow memory ----------------------------------------------------------
+
+def _malloc_in_use():
+    """Bytes malloc has handed out now, on its heaps and in mapped blocks
+    (glibc's mallinfo2), or None where there is no mallinfo2."""
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+            "fsmblks", "uordblks", "fordblks", "keepcost")]
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return None
+    fn.restype = MallInfo2
+    info = fn()
+    return info.uordblks + info.hblkhd
+
+
+def _rss_anon():
+    """Bytes of anonymous memory resident in this process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError("no RssAnon in /proc/self/status")
+
+
+def slot_bytes() -> int:
+    """Bytes of one flow table slot (one direction of a flow), measured as
+    what the core allocates per slot: the difference between the memory
+    malloc hands a core of 2**20 slots and one of 2**19 (glibc), else the
+    memory a table of 2**19 slots holds resident once every page of it
+    holds a flow."""
+    small, big = 1 << 19, 1 << 20
+    sizes = []
+    for slots in (small, big):
+        gc.collect()
+        before = _malloc_in_use()
+        if before is None:
+            break
+        core = Core(flows=slots)
+        sizes.append(_malloc_in_use() - before)
+        del core
+        gc.collect()
+    if len(sizes) == 2:
+        return round((sizes[1] - sizes[0]) / (big - small))
+    slots = 1 << 19
+    mib = _table_rss(dr_setup(), slots, slots // 2)[0]
+    return round(mib * 2**20 / slots)
+
+
+def flow_bytes(mode: str = "dr") -> int:
+    """Bytes of flow table per tracked flow: a DR flow takes one slot, a
+    NAT or SNAT flow two (the client's direction and the real server's,
+    each found by its own tuple).  The slot is measured (slot_bytes); the
+    slots per flow are the core's design (csrc/core.h)."""
+    if mode not in ("dr", "nat", "snat"):
+        raise BenchError(f"flow mode {mode!r}: expected dr, nat or snat")
+    return slot_bytes() * (1 if mode == "dr" else 2)
+
+
+def _fill(core, template, n, chunk=4096):
+    """Open n flows in core (frames varied from template); returns the
+    counters' flows_new."""
+    for start in range(0, n, chunk):
+        frames = [vary(template, i, checksums=False)
+                  for i in range(start, min(n, start + chunk))]
+        core.run(core.prepare(frames))
+    return core.stats()
+
+
+def _table_rss(setup, slots, flows):
+    """(MiB the flows made resident in a core of `slots` slots, MiB the
+    core allocates in all, counters).  Resident: after the flows are in,
+    less before (the core made, its table calloc'd but untouched).  A
+    table of 32 MiB or more is always mapped afresh by glibc; a smaller
+    one may reuse heap memory already resident, which this cannot see."""
+    nat = setup.services[0].mode != "dr"
+    template = ipv4_frame(setup.mac, CLIENT_MAC, CLIENT, VIP, TCP, 1, 80,
+                          TCP_SYN)
+    warm = setup.core(1 << 12)  # Python's own memory for a chunk, first
+    _fill(warm, template, 4096)
+    del warm
+    gc.collect()
+    mm0 = _malloc_in_use()
+    core = setup.core(slots)
+    core.set_clock(1000)        # nothing expires while it fills
+    mm1 = _malloc_in_use()
+    gc.collect()
+    rss0 = _rss_anon()
+    s = _fill(core, template, flows)
+    gc.collect()
+    rss1 = _rss_anon()
+    if s["flows_new"] != flows or s["flows_evicted"] or \
+            s["reason"]["drop_table_full"]:
+        raise BenchError(f"flow table of {slots} slots: {s['flows_new']} "
+                         f"of {flows} {'NAT' if nat else 'DR'} flows in, "
+                         f"{s['flows_evicted']} evicted, "
+                         f"{s['reason']['drop_table_full']} refused")
+    alloc = (mm1 - mm0) / 2**20 if mm0 is not None else float("nan")
+    del core
+    gc.collect()
+    return (rss1 - rss0) / 2**20, alloc, s
+
+
+def table_slots(flows, mode="dr"):
+    """The power-of-two table (slots) that holds `flows` flows of mode
+    without turning new ones away (at most TABLE_FILL_MAX full)."""
+    need = flows * (1 if mode == "dr" else 2) / TABLE_FILL_MAX
+    slots = 64
+    while slots < need:
+        slots <<= 1
+    return slots
+
+
+def table_mib(flows: int = 1_000_000, mode: str = "dr") -> float:
+    """MiB of memory a flow table holding `flows` flows takes, measured: the
+    anonymous memory resident in this process after `flows` flows were
+    opened through the core, less before (see _table_rss: measure tables
+    of 32 MiB and more, ~250000 flows or more).  The table is
+    the smallest power of two that holds them (table_slots: DR one slot a
+    flow, NAT two, at most 85% full); raises BenchError if a flow was
+    turned away or evicted."""
+    setup = dr_setup() if mode == "dr" else nat_setup()
+    return _table_rss(setup, table_slots(flows, mode), flows)[0]
+
+
+# --- everything -------------------------------------------------------------
+
+def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7) -> list:
+    """Every microbenchmark, as result rows {"name", "metric", "unit",
+    "value", ...}; log(line) says what each found and whether the targets
+    are met.  flows: the flows the table memory is measured with (metric
+    "mib_per_1m_flows" for a million); repeat: rounds of each core and
+    Maglev figure (best taken)."""
+    rows = []
+    mib_metric = ("mib_per_1m_flows" if flows == 1_000_000
+                  else f"mib_per_{flows}_flows")
+
+    def row(name, metric, unit, value, **extra):
+        rows.append({"name": name, "metric": metric, "unit": unit,
+                     "value": value, **extra})
+        return value
+
+    call = call_ns(repeat)
+    log(f"core: a call of no frames costs {call:.0f} ns "
+        f"({call / 64:.1f} ns per packet of a 64-frame batch)")
+    for kind in KINDS:
+        ns = row(f"core-{kind}", "ns_per_pkt", "ns",
+                 core_ns(kind, repeat=repeat), batch=64, flows=BENCH_FLOWS)
+        target = TARGET_CORE_NS if kind in ("dr", "nat-hit") else None
+        log(f"core {kind:8s} {ns:7.1f} ns/packet"
+            + (f"  (target <= {target:.0f}: "
+               f"{'met' if ns <= target else 'MISSED'})" if target else ""))
+    for n in (10, 1000):
+        ms = row(f"maglev-{n}", "build_ms", "ms",
+                 maglev_ms(n, max(1, min(repeat, 5))),
+                 table_size=MAGLEV_SIZE_DEFAULT)
+        log(f"maglev {n:5d} reals, M={MAGLEV_SIZE_DEFAULT}: {ms:7.1f} ms"
+            + (f"  (target <= {TARGET_MAGLEV_MS:.0f}: "
+               f"{'met' if ms <= TARGET_MAGLEV_MS else 'MISSED'})"
+               if n == 1000 else ""))
+    slot = slot_bytes()
+    for name, mode in (("flow-table", "dr"), ("flow-table-nat", "nat")):
+        per = slot * (1 if mode == "dr" else 2)
+        row(name, "bytes_per_flow", "B", per, mode=mode, slot_bytes=slot)
+        slots = table_slots(flows, mode)
+        mib, alloc, _ = _table_rss(
+            dr_setup() if mode == "dr" else nat_setup(), slots, flows)
+        row(name, mib_metric, "MiB", mib, mode=mode, slots=slots,
+            flows=flows, allocated_mib=alloc)
+        log(f"flows {mode:3s}: {per} B per flow ({slot} B a slot); "
+            f"{flows} flows: {slots} slots, {mib:.1f} MiB resident "
+            f"({alloc:.1f} MiB allocated)")
+    return rows
+
+
+__all__ = ["KINDS", "Setup", "dr_setup", "nat_setup", "CoreBench", "core_ns",
+           "call_ns", "maglev_ms", "slot_bytes", "flow_bytes", "table_slots",
+           "table_mib", "run_all", "ipv4_frame", "vary", "answer"]

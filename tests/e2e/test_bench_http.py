@@ -44,10 +44,13 @@ def _pinned_napi(row):
 
 def _xdp_counted(hb, row):
     """rtnetlink's rx_packets on the lb counts what XDP redirected to the
-    engine: pyfwd's own count agrees (ARP and the like may add a few)."""
+    engine: not fewer than pyfwd's own count (FINs after the run's last
+    read aside), and not many more (ARP; frames an AF_XDP ring had no room
+    for when the engine's core was busy)."""
     d = hb.details[-1]
     through = sum(d["lb_rx"].values())
-    assert abs(through - d["engine_rx"]) <= through * 0.01 + 50, d
+    assert d["engine_rx"] * 0.99 - 50 <= through, d
+    assert through <= d["engine_rx"] * 1.1 + 50, d
 
 
 def test_http_rows_and_cleanup(new_name):

@@ -237,6 +237,15 @@ def link_rx(lab, role: str = "lb") -> dict:
     return lab.call(role, read)
 
 
+def net_rx_softirqs() -> list:
+    """NET_RX softirqs run so far, per CPU (/proc/softirqs)."""
+    with open("/proc/softirqs") as f:
+        for line in f:
+            if line.strip().startswith("NET_RX:"):
+                return [int(x) for x in line.split()[1:]]
+    return []
+
+
 def proc_cpu(pid: int) -> float:
     """utime + stime of process ``pid`` (all its threads) in seconds; 0.0
     when it is gone."""
@@ -459,9 +468,11 @@ class HttpBench:
             e0 = engine_rx() if engine_rx else None
             p0 = {k: proc_cpu(pid) for k, pid in procs.items()}
             rx0, cpu0 = link_rx(lab), CpuTimes.now()
+            sirq0 = net_rx_softirqs()
             r = lab.run("client", argv, capture_output=True, text=True,
                         timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
-            cpu1, rx1 = CpuTimes.now(), link_rx(lab)
+            cpu1, sirq1 = CpuTimes.now(), net_rx_softirqs()
+            rx1 = link_rx(lab)
             p1 = {k: proc_cpu(pid) for k, pid in procs.items()}
             e1 = engine_rx() if engine_rx else None
         finally:
@@ -479,6 +490,8 @@ class HttpBench:
             "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
             "cpu0_s": cpu1.since(cpu0, OTHER_CPU),
             "procs_s": {k: p1[k] - p0[k] for k in procs},
+            "net_rx_softirqs": {f"cpu{i}": b - a for i, (a, b) in
+                                enumerate(zip(sirq0, sirq1))},
             "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
             "wall_s": cpu1.at - cpu0.at}
         # what is known to be the balancer's: its processes, its NAPI

@@ -185,8 +185,9 @@ class PpsBench:
     started, on exit.  measure(row) runs one row; setup() says how."""
 
     def __init__(self, seconds: float = 5.0, log=print, warmup: float = 1.0,
-                 flows: int = FLOWS):
+                 flows: int = FLOWS, busy_poll: int = BUSY_POLL_US):
         self.seconds, self.warmup, self.flows = seconds, warmup, flows
+        self.busy_poll = busy_poll
         self.log = log
         self.name = "pfpp" + secrets.token_hex(3)
         self.ns = {"gen": f"{self.name}-gen", "lb": f"{self.name}-lb"}
@@ -348,7 +349,7 @@ class PpsBench:
             elif row == "xsk-minimal":
                 p = _Proc(self, "lb", [_bin("xsk_minimal"), "-i", "L0", "-o",
                                        _bin("xskredir.bpf.o"), "-c",
-                                       str(FWD_CPU), "-b", str(BUSY_POLL_US)],
+                                       str(FWD_CPU), "-b", str(self.busy_poll)],
                           cpu=FWD_CPU)
                 stops.append(p.stop)
                 self._xsk_info = p.line()
@@ -377,7 +378,7 @@ class PpsBench:
             args += ["--real", REAL_DR]
         if backend == "xdp":
             args += ["--backend", "xdp", "--xdp-mode", "native",
-                     "--copy-mode", "copy", "--busy-poll", str(BUSY_POLL_US)]
+                     "--copy-mode", "copy", "--busy-poll", str(self.busy_poll)]
         else:
             args += ["--backend", "afpacket", "--busy-poll", "0"]
         e = _Engine(self, args, self._tmp)

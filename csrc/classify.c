@@ -116,7 +116,12 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 	default:
 		return PYFWD_R_PASS_VIP_OTHER;
 	}
-	vip = vip_svc_lookup(ps->b, daddr, family, proto, ld_be16(h + 2));
+	/* The address's first VIP is often the service itself. */
+	vip = ps->r->vip;
+	if (ps->b->vips[vip].proto != proto ||
+	    ps->b->vips[vip].port != ld_be16(h + 2))
+		vip = vip_svc_lookup(ps->b, daddr, family, proto,
+				     ld_be16(h + 2));
 	if (vip < 0)
 		return PYFWD_R_PASS_VIP_OTHER;
 	ps->r->vip = vip;

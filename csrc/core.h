@@ -260,42 +260,79 @@ static inline uint32_t reason_verdict(uint32_t reason)
 }
 
 /*
- * murmur3's 32-bit body and finaliser over n words.  Deterministic: the
- * Maglev pick of a flow must be the same on every node behind ECMP.
+ * The hash of flows and of the VIP tables.  Words are taken in pairs as
+ * one 64-bit word (a last odd one alone), each xored in, multiplied and
+ * xor-shifted; murmur3's 64-bit finaliser, low 32 bits.  Fixed, never
+ * seeded: it picks a flow's Maglev entry, which must be the same on every
+ * node behind ECMP (changing it moves flows during a rolling upgrade).
+ * Words are in host order (the targets are little-endian).
  */
-static inline uint32_t hash_words(const uint32_t *w, int n, uint32_t h)
+static inline uint64_t hash_mix(uint64_t h, uint64_t v)
 {
-	int i;
-
-	for (i = 0; i < n; i++) {
-		uint32_t k = w[i] * 0xcc9e2d51u;
-
-		k = (k << 15) | (k >> 17);
-		h ^= k * 0x1b873593u;
-		h = ((h << 13) | (h >> 19)) * 5 + 0xe6546b64u;
-	}
-	h ^= h >> 16;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35u;
-	h ^= h >> 16;
-	return h;
+	h ^= v;
+	h *= 0xbf58476d1ce4e5b9ull;
+	return h ^ (h >> 31);
 }
 
+static inline uint32_t hash_fin(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	return (uint32_t)(h ^ (h >> 33));
+}
+
+static inline uint32_t hash_words(const uint32_t *w, int n, uint32_t seed)
+{
+	uint64_t h = seed ^ 0x9e3779b97f4a7c15ull;
+	int i;
+
+	for (i = 0; i + 1 < n; i += 2)
+		h = hash_mix(h, w[i] | (uint64_t)w[i + 1] << 32);
+	if (n & 1)
+		h = hash_mix(h, w[n - 1]);
+	return hash_fin(h);
+}
+
+static inline uint32_t ld_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* IPv4 uses only the address's first word: the rest is zero. */
 static inline uint32_t vip_hash(const uint8_t addr[16], uint8_t family,
 				uint32_t extra)
 {
 	uint32_t w[5];
 
+	if (family == PYFWD_AF_INET)
+		return hash_fin(hash_mix(family ^ 0x9e3779b97f4a7c15ull,
+					 ld_u32(addr) | (uint64_t)extra << 32));
 	memcpy(w, addr, 16);
 	w[4] = extra;
 	return hash_words(w, 5, family);
 }
 
+/*
+ * IPv4: the words saddr, daddr, sport | dport << 16, proto | family << 8,
+ * read field by field (the key was just written that way: no store
+ * forwarding stalls).  IPv6: the whole key, 10 words.
+ */
 static inline uint32_t flow_hash(const struct flow_key *k)
 {
 	uint32_t w[sizeof(*k) / 4];
+	uint64_t h;
 
+	if (k->family == PYFWD_AF_INET) {
+		h = 0x70667764u ^ 0x9e3779b97f4a7c15ull;
+		h = hash_mix(h, ld_u32(k->saddr) |
+				(uint64_t)ld_u32(k->daddr) << 32);
+		h = hash_mix(h, (k->sport | (uint64_t)k->dport << 16) |
+				(uint64_t)(k->proto | k->family << 8) << 32);
+		return hash_fin(h);
+	}
 	memcpy(w, k, sizeof(w));
 	return hash_words(w, sizeof(w) / 4, 0x70667764u);
 }

@@ -220,21 +220,40 @@ def _rps_mask(cpu: int) -> str:
     return format(1 << cpu, "x")
 
 
-def link_rx(lab, role: str = "lb") -> dict:
-    """{ifname: rx_packets} of ``role``'s interfaces (lo left out), from
-    rtnetlink's 64-bit counters."""
+def link_stats(lab, role: str, key: str, only=None) -> dict:
+    """{ifname: counter ``key``} of ``role``'s interfaces (``only`` those
+    names if given, lo left out), from rtnetlink's 64-bit counters."""
     def read():
         with IPRoute() as ipr:
             out = {}
             for link in ipr.get_links():
                 name = link.get_attr("IFLA_IFNAME")
-                if name == "lo":
+                if name == "lo" or (only and name not in only):
                     continue
                 stats = link.get_attr("IFLA_STATS64") or \
                     link.get_attr("IFLA_STATS")
-                out[name] = stats["rx_packets"]
+                out[name] = stats[key]
             return out
     return lab.call(role, read)
+
+
+def link_rx(lab, role: str = "lb") -> dict:
+    """{ifname: rx_packets} of ``role``'s interfaces (lo left out)."""
+    return link_stats(lab, role, "rx_packets")
+
+
+def lb_drops(lab) -> dict:
+    """Frames lost on their way into the balancer, per counter: the lb's
+    rx_dropped (e.g. XDP could not redirect: an AF_XDP ring was full) and
+    the tx_dropped of the switch ports facing it (veth: the lb's NAPI ring
+    was full)."""
+    out = {f"lb {i} rx_dropped": n
+           for i, n in link_stats(lab, "lb", "rx_dropped").items()}
+    for node in lab.plan().switches:
+        if "lb" in node.ports:
+            n = link_stats(lab, node.role, "tx_dropped", only=("lb",))["lb"]
+            out[f"{node.role} port lb tx_dropped"] = n
+    return out
 
 
 def net_rx_softirqs() -> list:
@@ -244,6 +263,13 @@ def net_rx_softirqs() -> list:
             if line.strip().startswith("NET_RX:"):
                 return [int(x) for x in line.split()[1:]]
     return []
+
+
+def backlog_drops() -> list:
+    """Frames dropped because a CPU's input backlog was full
+    (netdev_max_backlog), per CPU (/proc/net/softnet_stat, 2nd column)."""
+    with open("/proc/net/softnet_stat") as f:
+        return [int(line.split()[1], 16) for line in f]
 
 
 def proc_cpu(pid: int) -> float:
@@ -468,11 +494,13 @@ class HttpBench:
             e0 = engine_rx() if engine_rx else None
             p0 = {k: proc_cpu(pid) for k, pid in procs.items()}
             rx0, cpu0 = link_rx(lab), CpuTimes.now()
-            sirq0 = net_rx_softirqs()
+            sirq0, drop0 = net_rx_softirqs(), backlog_drops()
+            lost0 = lb_drops(lab)
             r = lab.run("client", argv, capture_output=True, text=True,
                         timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
             cpu1, sirq1 = CpuTimes.now(), net_rx_softirqs()
-            rx1 = link_rx(lab)
+            drop1 = backlog_drops()
+            rx1, lost1 = link_rx(lab), lb_drops(lab)
             p1 = {k: proc_cpu(pid) for k, pid in procs.items()}
             e1 = engine_rx() if engine_rx else None
         finally:
@@ -492,6 +520,9 @@ class HttpBench:
             "procs_s": {k: p1[k] - p0[k] for k in procs},
             "net_rx_softirqs": {f"cpu{i}": b - a for i, (a, b) in
                                 enumerate(zip(sirq0, sirq1))},
+            "backlog_drops": {f"cpu{i}": b - a for i, (a, b) in
+                              enumerate(zip(drop0, drop1))},
+            "lb_drops": {k: lost1[k] - lost0.get(k, 0) for k in lost1},
             "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
             "wall_s": cpu1.at - cpu0.at}
         # what is known to be the balancer's: its processes, its NAPI
@@ -505,6 +536,13 @@ class HttpBench:
                      f"{detail['cpu1_s']:.2f} s, the balancer's processes "
                      f"and softirq account for {detail['attributed_s']:.2f} "
                      f"s: other load on CPU {LB_CPU}?")
+        lost = {**detail["lb_drops"],
+                **{f"{c} backlog full": n
+                   for c, n in detail["backlog_drops"].items()}}
+        if sum(lost.values()) > 0.001 * pkts:
+            self.log(f"http bench: warning: {url}: frames lost (the "
+                     f"balancer received {pkts}): "
+                     f"{ {k: n for k, n in lost.items() if n} }")
         if engine_rx:
             detail["engine_rx"] = e1 - e0
         self.details.append(detail)

@@ -437,6 +437,41 @@ void pyfwd_expire(struct pyfwd_ctx *ctx)
 	}
 }
 
+int pyfwd_maglev_fill(uint16_t *table, uint32_t size, uint32_t *next,
+		      const uint32_t *skip, uint32_t nreals,
+		      const uint32_t *turns, uint32_t nturns)
+{
+	uint32_t i, k;
+
+	if (!table || size < 2 || nturns > size || nreals >= PYFWD_NO_REAL ||
+	    (nturns && (!next || !skip || !turns)))
+		return -EINVAL;
+	for (i = 0; i < nreals; i++)
+		if (next[i] >= size || !skip[i] || skip[i] >= size)
+			return -EINVAL;
+	for (k = 0; k < nturns; k++)
+		if (turns[k] >= nreals)
+			return -EINVAL;
+	for (k = 0; k < size; k++)
+		table[k] = PYFWD_NO_REAL;
+	for (k = 0; k < nturns; k++) {
+		uint32_t r = turns[k], c = next[r], s = skip[r], tries = size;
+
+		/* size is prime: the permutation visits every entry once. */
+		while (table[c] != PYFWD_NO_REAL) {
+			if (unlikely(!--tries))
+				return -EINVAL;
+			c += s;
+			if (c >= size)
+				c -= size;
+		}
+		table[c] = (uint16_t)r;
+		c += s;
+		next[r] = c >= size ? c - size : c;
+	}
+	return 0;
+}
+
 void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns)
 {
 	__atomic_store_n(&ctx->clock_ns, now_ns, __ATOMIC_RELAXED);

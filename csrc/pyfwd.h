@@ -281,6 +281,20 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
  */
 void pyfwd_expire(struct pyfwd_ctx *ctx);
 
+/*
+ * Fill a Maglev table of size entries (scheduler.py's maglev_table: it
+ * checks the inputs and computes the turns).  Real i's permutation is
+ * next[i] + j * skip[i] mod size; turns[k] is the real whose turn k is,
+ * and each turn claims the first free entry left on its real's
+ * permutation.  next is the reals' offsets on entry, their cursors on
+ * return.  Unclaimed entries are PYFWD_NO_REAL.  0, or -EINVAL for an
+ * offset, skip or turn out of range, nturns > size, or a permutation that
+ * finds no free entry (size not prime).
+ */
+int pyfwd_maglev_fill(uint16_t *table, uint32_t size, uint32_t *next,
+		      const uint32_t *skip, uint32_t nreals,
+		      const uint32_t *turns, uint32_t nturns);
+
 /* Tests: a fixed clock in ns (0 = CLOCK_MONOTONIC again). */
 void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns);
 

@@ -7,6 +7,8 @@ finds the compiled XDP objects.  Everything above it speaks Python values.
 import importlib.resources
 import os
 
+import numpy as np
+
 from .errors import BuildError, DataplaneError
 
 try:
@@ -28,6 +30,33 @@ def check(ret, what):
         code = -ret
         raise DataplaneError(code, f"{what}: {os.strerror(code)}")
     return ret
+
+
+def maglev_fill(size, offsets, skips, turns):
+    """Fill a Maglev table in C (scheduler.maglev_table gives the inputs).
+
+    @param size the table size, a prime
+    @param offsets, skips each real's permutation: offset + j * skip
+    @param turns the real index of each turn, at most `size` of them
+    @return numpy.uint16 array of `size` entries; each turn's real claims
+        the next free entry of its permutation, NO_REAL where none did
+
+    Raises DataplaneError (EINVAL) for values out of range or a size that
+    is not prime.
+    """
+    table = np.empty(size, dtype=np.uint16)
+    cursors = np.array(offsets, dtype=np.uint32)     # written by C
+    skips = np.ascontiguousarray(skips, dtype=np.uint32)
+    turns = np.ascontiguousarray(turns, dtype=np.uint32)
+    if skips.size != cursors.size:
+        raise ValueError(f"{cursors.size} offsets and {skips.size} skips")
+    check(lib.pyfwd_maglev_fill(
+        ffi.from_buffer("uint16_t[]", table), size,
+        ffi.from_buffer("uint32_t[]", cursors),
+        ffi.from_buffer("uint32_t[]", skips), cursors.size,
+        ffi.from_buffer("uint32_t[]", turns), turns.size),
+        f"filling a Maglev table of {size} entries")
+    return table
 
 
 def bpf_object_path(name="steer"):
@@ -53,5 +82,5 @@ def bpf_object_check(path):
                              + (f" ({detail})" if detail else ""))
 
 
-__all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "bpf_object_path",
-           "bpf_object_check"]
+__all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "maglev_fill",
+           "bpf_object_path", "bpf_object_check"]

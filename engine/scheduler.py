@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from . import _native
 from .errors import ConfigError
 
 NO_REAL = 0xFFFF
@@ -95,27 +96,16 @@ def maglev_table(keys, weights, size=MAGLEV_SIZE_DEFAULT):
     gets a turn in round r when floor(r*w/W) > floor((r-1)*w/W), and its
     entry count is within 2 + 2*N*w/sum(weights) of size*w/sum(weights)
     (N reals; e.g. +-2 entries when weights are equal).  The turns are
-    computed with numpy; only the filling is a Python loop (about 0.07 s for
-    65537 entries and 100 reals).
+    computed with numpy and the table filled in C (pyfwd_maglev_fill):
+    about 10 ms for 65537 entries and 1000 reals.
     """
     keys, weights = _check_reals(keys, weights)
     _check_maglev_size(size, len(keys))
     if not any(weights):
         return np.full(size, NO_REAL, dtype=np.uint16)
     offsets, skips = zip(*(_maglev_permutation(k, size) for k in keys))
-    table = [NO_REAL] * size
-    cur = list(offsets)
-    for i in _maglev_turns(weights, size).tolist():
-        c = cur[i]
-        skip = skips[i]
-        while table[c] != NO_REAL:
-            c += skip
-            if c >= size:
-                c -= size
-        table[c] = i
-        c += skip
-        cur[i] = c - size if c >= size else c
-    return np.array(table, dtype=np.uint16)
+    return _native.maglev_fill(size, offsets, skips,
+                               _maglev_turns(weights, size))
 
 
 def wrr_table(weights, max_len=WRR_LEN_DEFAULT):

@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from pyroute2 import IPRoute
@@ -328,6 +329,7 @@ class HttpBench:
                      "two-arm": Lab(self.prefix + "b", "two-arm", REALS)}
         self.tmp = None
         self._up = False
+        self._built = []            # labs this object made (to remove)
         self.calibration = None
         self.details = []           # per measure(): what was counted
         self.servers = []           # the nginx Popens
@@ -344,8 +346,12 @@ class HttpBench:
             os.chmod(self.tmp, 0o755)
             self._files()
             for lab in self.labs.values():
+                if lab.exists():        # not ours: never remove it
+                    raise BenchError(f"a lab named {lab.name} exists "
+                                     "already: pick another prefix")
                 self.log(f"http bench: building lab {lab.name} "
                          f"({lab.topology}, {REALS} reals)")
+                self._built.append(lab)
                 lab.up()
             self._steer()
             one = self.labs["one-arm"]
@@ -372,14 +378,16 @@ class HttpBench:
     def _cleanup(self, quiet: bool = False) -> None:
         self._up = False
         errors = []
-        for lab in self.labs.values():
-            try:
-                lab.down()          # stops nginx (its Popen) and the rest
-            except Exception as exc:
-                errors.append(f"{lab.name}: {exc}")
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
+        with _deferred_signals():       # a second Ctrl-C must not leak
+            for lab in self._built:
+                try:
+                    lab.down()      # stops nginx (its Popen) and the rest
+                except Exception as exc:
+                    errors.append(f"{lab.name}: {exc}")
+            self._built.clear()
+            if self.tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
         if errors and not quiet:
             raise BenchError("http bench cleanup: " + "; ".join(errors))
 
@@ -776,6 +784,29 @@ class _Row:
             self.bench.log(f"http bench: {detail['row']}: "
                            f"{detail['errors']} wrk errors")
         return row
+
+
+@contextlib.contextmanager
+def _deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+    """SIGINT and SIGTERM wait until the block is done, then are delivered
+    again (main thread only; elsewhere the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got, old = [], {}
+
+    def hold(signum, frame):
+        got.append(signum)
+
+    for sig in signums:
+        old[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(got):
+            os.kill(os.getpid(), sig)
 
 
 def _quiet(fn) -> None:

@@ -547,13 +547,18 @@ def table_mib(flows: int = 1_000_000, mode: str = "dr") -> float:
 
 # --- everything -------------------------------------------------------------
 
-def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7) -> list:
+def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
+            only=None) -> list:
     """Every microbenchmark, as result rows {"name", "metric", "unit",
     "value", ...}; log(line) says what each found and whether the targets
     are met.  flows: the flows the table memory is measured with (metric
     "mib_per_1m_flows" for a million); repeat: rounds of each core and
-    Maglev figure (best taken)."""
+    Maglev figure (best taken); only: the row names to measure (default
+    all: core-KIND, maglev-N, flow-table, flow-table-nat)."""
     rows = []
+
+    def wanted(name):
+        return only is None or name in only
     mib_metric = ("mib_per_1m_flows" if flows == 1_000_000
                   else f"mib_per_{flows}_flows")
 
@@ -566,6 +571,8 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7) -> list:
     log(f"core: a call of no frames costs {call:.0f} ns "
         f"({call / 64:.1f} ns per packet of a 64-frame batch)")
     for kind in KINDS:
+        if not wanted(f"core-{kind}"):
+            continue
         ns = row(f"core-{kind}", "ns_per_pkt", "ns",
                  core_ns(kind, repeat=repeat), batch=64, flows=BENCH_FLOWS)
         target = TARGET_CORE_NS if kind in ("dr", "nat-hit") else None
@@ -573,6 +580,8 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7) -> list:
             + (f"  (target <= {target:.0f}: "
                f"{'met' if ns <= target else 'MISSED'})" if target else ""))
     for n in (10, 1000):
+        if not wanted(f"maglev-{n}"):
+            continue
         ms = row(f"maglev-{n}", "build_ms", "ms",
                  maglev_ms(n, max(1, min(repeat, 5))),
                  table_size=MAGLEV_SIZE_DEFAULT)
@@ -582,6 +591,8 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7) -> list:
                if n == 1000 else ""))
     slot = slot_bytes()
     for name, mode in (("flow-table", "dr"), ("flow-table-nat", "nat")):
+        if not wanted(name):
+            continue
         per = slot * (1 if mode == "dr" else 2)
         row(name, "bytes_per_flow", "B", per, mode=mode, slot_bytes=slot)
         slots = table_slots(flows, mode)

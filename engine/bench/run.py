@@ -23,7 +23,7 @@ PPS_ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat",
             "dr-xdp", "nat-xdp", "snat-xdp", "dr-afpacket")
 HTTP_ROWS = tuple(f"http-{m}-{s}" for m in HTTP_MODES for s in HTTP_SIZES)
 MICRO_ROWS = ("core-dr", "core-nat-hit", "core-nat-new", "core-drop",
-              "maglev-10", "maglev-1000", "flow-table")
+              "maglev-10", "maglev-1000", "flow-table", "flow-table-nat")
 GROUPS = {"micro": MICRO_ROWS, "pps": PPS_ROWS, "http": HTTP_ROWS}
 ALL_ROWS = MICRO_ROWS + PPS_ROWS + HTTP_ROWS
 
@@ -126,10 +126,8 @@ def _sigterm_as_interrupt():
 def _micro(rows, repeats, res, progress):
     from . import micro
     for run in range(repeats):
-        for fig in micro.run_all(log=lambda *_: None):
-            name = fig["name"]
-            if name in rows:
-                res.add(name, {fig["metric"]: fig["value"]})
+        for fig in micro.run_all(log=lambda *_: None, only=rows):
+            res.add(fig["name"], {fig["metric"]: fig["value"]})
         progress.step(f"microbenchmarks (run {run + 1}/{repeats})",
                       {r: res.get(r, m) for r, m in
                        (("core-dr", "ns_per_pkt"),

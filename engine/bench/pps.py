@@ -18,7 +18,9 @@ Where the work runs (shared/FACTS.md: veth does its receive work on the
 sender's CPU unless steered):
 
 - CPU 0: the generator, and the sinks' receive work (threaded NAPI on G0
-  and G1, kthreads pinned to CPU 0);
+  and G1, kthreads pinned to CPU 0 and real-time: the generator never
+  sleeps, and a sink that ran late would let veth's 256-frame ring
+  overflow, losing what the forwarder delivered);
 - CPU 1: the forwarder's process, and L0/L1's receive work: threaded NAPI
   kthreads pinned to CPU 1 while an XDP program is attached (veth has NAPI
   only then), plus preferred busy polling for the AF_XDP rows (the loop
@@ -59,8 +61,6 @@ FLOWS = 1024
 PORT = 9
 VIP = "10.77.0.100"
 BUSY_POLL_US = 20
-BUSY_POLL = {"so_busy_poll_us": BUSY_POLL_US, "so_prefer_busy_poll": 1,
-             "so_busy_poll_budget": 64}
 # (namespace role, name, peer name, address of ours, address of the peer)
 LINKS = (("gen", "G0", "L0", "10.77.0.1/24", "10.77.0.2/24"),
          ("gen", "G1", "L1", "10.78.0.1/24", "10.78.0.2/24"))
@@ -70,6 +70,7 @@ REAL_DR = "10.77.0.3"           # G0's second address: DR and SNAT's real
 REAL_NAT = "10.78.0.1"          # G1: NAT's real, behind the inside arm
 SNAT_ADDR = "10.77.0.2"
 STOP_GRACE = 3.0
+SINK_PRIO = 10                  # SCHED_FIFO priority of the sinks' NAPI
 
 # per row: the sink's interface, the forwarder's XDP interfaces (threaded
 # NAPI on CPU 1), how its receive work is steered
@@ -305,7 +306,17 @@ class PpsBench:
                   stdin=True)
         try:
             p.line()
-            thread_napi(self, role, ifname, cpu, before=before)
+            names = thread_napi(self, role, ifname, cpu, before=before)
+            if role == "gen":
+                # The sink shares CPU 0 with the generator, which never
+                # sleeps: as a fair-share thread it would run late, veth's
+                # 256-frame ring would overflow and what the forwarder
+                # delivered would not be counted.  Real-time, it runs as
+                # soon as frames arrive.
+                for pid, name in napi_threads().items():
+                    if name in names:
+                        os.sched_setscheduler(pid, os.SCHED_FIFO,
+                                              os.sched_param(SINK_PRIO))
         except BaseException:
             p.stop()
             raise
@@ -448,12 +459,14 @@ class PpsBench:
                 r["xdp"] = "native"
             if row in ("xsk-minimal", "dr-xdp", "nat-xdp", "snat-xdp"):
                 r["af_xdp"] = "copy (veth has no zero-copy)"
-                r["busy_poll"] = BUSY_POLL
+                r["busy_poll"] = {"so_busy_poll_us": self.busy_poll,
+                                  "so_prefer_busy_poll": 1,
+                                  "so_busy_poll_budget": 64}
             if row == "xsk-minimal":
                 r["rings"] = self._xsk_info or {"batch": 64, "ring": 2048,
                                                 "fill": 4096}
             if row in ("dr-xdp", "nat-xdp", "snat-xdp"):
-                r["rings"] = {"batch": 64, "ring": 2048}
+                r["rings"] = {"batch": 64, "ring": 2048, "frames": 4096}
             if row == "dr-afpacket":
                 r["backend"] = "raw sockets (TPACKET_V3), poll() wake-ups"
             rows[row] = r
@@ -461,12 +474,16 @@ class PpsBench:
             "generator": dict({"kind": "af_packet", "burst": 64,
                                "flows": self.flows, "cpu": GEN_CPU,
                                "frame": "60 B + FCS = 64 B, IPv4 UDP",
-                               "qdisc_bypass": True, "send": "sendmmsg"},
+                               "qdisc_bypass": True, "send": "sendmmsg",
+                               "why": "AF_XDP TX (copy mode on veth) was "
+                                      "tried: no faster, and its completions "
+                                      "count frames veth dropped"},
                               **self._gen_info),
             "forwarder_cpu": FWD_CPU,
-            "sink": "XDP count-and-drop (per-CPU counter), threaded NAPI "
-                    f"on CPU {GEN_CPU} (G0, G1) or CPU {FWD_CPU} (L0, "
-                    "generator row)",
+            "sink": "XDP count-and-drop (per-CPU counter), native mode; "
+                    f"threaded NAPI on CPU {GEN_CPU} at SCHED_FIFO "
+                    f"{SINK_PRIO} (G0, G1: so the generator cannot starve "
+                    f"it), or on CPU {FWD_CPU} (L0, the generator row)",
             "busy_poll_iface": {"napi_defer_hard_irqs": 2,
                                 "gro_flush_timeout": 200_000},
             "window_s": self.seconds, "warmup_s": self.warmup,

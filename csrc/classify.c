@@ -11,19 +11,31 @@
 #include "core.h"
 
 /* The 5-tuple of the TCP/UDP header at l4 into key (bounds checked). */
-static void fill_key(struct flow_key *key, const uint8_t *saddr,
-		     const uint8_t *daddr, uint8_t family, uint8_t proto,
-		     const uint8_t *l4)
+static inline void fill_key(struct flow_key *key, const uint8_t *saddr,
+			    const uint8_t *daddr, uint8_t family,
+			    uint8_t proto, const uint8_t *l4)
 {
-	int alen = family == PYFWD_AF_INET ? 4 : 16;
+	if (family == PYFWD_AF_INET) {
+		/* Five whole-word stores: flow_hash and the compare read them
+		 * back as words (a narrow store would stall those loads). */
+		uint64_t s = ld_u32(saddr), d = ld_u32(daddr), z = 0;
+		uint64_t t = ld_be16(l4) | (uint32_t)ld_be16(l4 + 2) << 16 |
+			     (uint64_t)proto << 32 | (uint64_t)family << 40;
 
-	memset(key, 0, sizeof(*key));
-	memcpy(key->saddr, saddr, alen);
-	memcpy(key->daddr, daddr, alen);
+		memcpy(key->saddr, &s, 8);
+		memcpy(key->saddr + 8, &z, 8);
+		memcpy(key->daddr, &d, 8);
+		memcpy(key->daddr + 8, &z, 8);
+		memcpy(&key->sport, &t, 8);
+		return;
+	}
+	memcpy(key->saddr, saddr, 16);
+	memcpy(key->daddr, daddr, 16);
 	key->sport = ld_be16(l4);
 	key->dport = ld_be16(l4 + 2);
 	key->proto = proto;
 	key->family = family;
+	key->pad[0] = key->pad[1] = 0;
 }
 
 /*

@@ -81,6 +81,11 @@ struct flow_key {
 	uint8_t pad[2];
 };
 
+/* fill_key and flow_hash treat sport..pad as one little-endian word. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian");
+_Static_assert(offsetof(struct flow_key, sport) == 32 &&
+	       sizeof(struct flow_key) == 40, "flow_key layout");
+
 #define FLOW_OPEN 1	/* DR: any packet; NAT: the real answered */
 #define FLOW_CLOSING 2	/* FIN or RST seen: short timeout */
 #define FLOW_SYN 3	/* NAT/SNAT: the client's SYN, no answer yet */
@@ -293,11 +298,19 @@ static inline uint32_t hash_words(const uint32_t *w, int n, uint32_t seed)
 	return hash_fin(h);
 }
 
-static inline uint32_t ld_u32(const uint8_t *p)
+static inline uint32_t ld_u32(const void *p)
 {
 	uint32_t v;
 
 	memcpy(&v, p, 4);
+	return v;
+}
+
+static inline uint64_t ld_u64(const void *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
 	return v;
 }
 
@@ -316,9 +329,9 @@ static inline uint32_t vip_hash(const uint8_t addr[16], uint8_t family,
 }
 
 /*
- * IPv4: the words saddr, daddr, sport | dport << 16, proto | family << 8,
- * read field by field (the key was just written that way: no store
- * forwarding stalls).  IPv6: the whole key, 10 words.
+ * IPv4: the words saddr, daddr, sport | dport << 16 and proto | family
+ * << 8 (pad is 0), loaded as fill_key stored them.  IPv6: the whole key,
+ * 10 words.
  */
 static inline uint32_t flow_hash(const struct flow_key *k)
 {
@@ -329,8 +342,7 @@ static inline uint32_t flow_hash(const struct flow_key *k)
 		h = 0x70667764u ^ 0x9e3779b97f4a7c15ull;
 		h = hash_mix(h, ld_u32(k->saddr) |
 				(uint64_t)ld_u32(k->daddr) << 32);
-		h = hash_mix(h, (k->sport | (uint64_t)k->dport << 16) |
-				(uint64_t)(k->proto | k->family << 8) << 32);
+		h = hash_mix(h, ld_u64(&k->sport));
 		return hash_fin(h);
 	}
 	memcpy(w, k, sizeof(w));

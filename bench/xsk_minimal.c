@@ -96,17 +96,19 @@ static void swap_macs(unsigned char *pkt)
 	memcpy(pkt + ETH_ALEN, tmp, ETH_ALEN);
 }
 
-static void forward_burst(struct port *p, int fd)
+/* One burst; the number of frames it forwarded. */
+static unsigned int forward_burst(struct port *p, int fd, int busy)
 {
 	__u32 idx_rx, idx_tx, n, i;
 
 	recycle(p);
 	/* preferred busy polling: this call does the NAPI work that fills
 	 * the rx ring, on this core */
-	recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	if (busy)
+		recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	n = xsk_ring_cons__peek(&p->rx, BATCH, &idx_rx);
 	if (!n)
-		return;
+		return 0;
 	while (xsk_ring_prod__reserve(&p->tx, n, &idx_tx) != n) {
 		sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
 		recycle(p);
@@ -126,6 +128,7 @@ static void forward_burst(struct port *p, int fd)
 	p->tx_pkts += n;
 	/* copy mode sends only on a syscall */
 	sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+	return n;
 }
 
 int main(int argc, char **argv)
@@ -228,12 +231,11 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	while (!stop) {
-		if (usecs <= 0 && xsk_ring_prod__needs_wakeup(&p.fill)) {
-			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
+		/* without busy polling, sleep until NAPI has frames for us */
+		if (!forward_burst(&p, fd, usecs > 0) && usecs <= 0)
 			poll(&pfd, 1, 100);
-		}
-		forward_burst(&p, fd);
 	}
 	printf("{\"rx\": %llu, \"tx\": %llu}\n", p.rx_pkts, p.tx_pkts);
 	xsk_socket__delete(p.xsk);

@@ -7,7 +7,11 @@
  * IPv4 and UDP checksums); the send loop allocates nothing.
  *
  *   pktgen -i IF -s SRCMAC -d DSTMAC -S SRCIP -D DSTIP [-p DPORT]
- *          [-f FLOWS] [-c CPU] [-t SECONDS]
+ *          [-f FLOWS] [-c CPU] [-t SECONDS] [-r PPS]
+ *
+ * -r caps the rate (bursts paced on the clock): what a forwarder delivers
+ * below its overload point, where no NAPI work is wasted on frames its
+ * rings then drop.
  *
  * Prints one JSON line at the end: what it sent, over how long.
  */
@@ -114,7 +118,8 @@ static int parse_mac(const char *s, unsigned char *mac)
 static int usage(void)
 {
 	fprintf(stderr, "usage: pktgen -i IF -s SRCMAC -d DSTMAC -S SRCIP "
-		"-D DSTIP [-p DPORT] [-f FLOWS] [-c CPU] [-t SECONDS]\n");
+		"-D DSTIP [-p DPORT] [-f FLOWS] [-c CPU] [-t SECONDS] "
+		"[-r PPS]\n");
 	return 2;
 }
 
@@ -124,7 +129,7 @@ int main(int argc, char **argv)
 	struct in_addr src = { 0 }, dst = { 0 };
 	unsigned int dport = 9, flows = 1024, i, off = 0;
 	unsigned long long sent = 0, errors = 0;
-	double seconds = 5, t0, t1, end;
+	double seconds = 5, rate = 0, t0, t1, end;
 	const char *ifname = NULL;
 	int cpu = -1, opt, fd, one = 1, have = 0;
 	struct sockaddr_ll sll = { 0 };
@@ -132,7 +137,7 @@ int main(int argc, char **argv)
 	struct frame *frames;
 	struct iovec *iov;
 
-	while ((opt = getopt(argc, argv, "i:s:d:S:D:p:f:c:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "i:s:d:S:D:p:f:c:t:r:")) != -1) {
 		switch (opt) {
 		case 'i': ifname = optarg; break;
 		case 's': have |= !parse_mac(optarg, smac); break;
@@ -143,6 +148,7 @@ int main(int argc, char **argv)
 		case 'f': flows = atoi(optarg); break;
 		case 'c': cpu = atoi(optarg); break;
 		case 't': seconds = atof(optarg); break;
+		case 'r': rate = atof(optarg); break;
 		default: return usage();
 		}
 	}
@@ -196,7 +202,11 @@ int main(int argc, char **argv)
 	t0 = now();
 	end = t0 + seconds;
 	for (t1 = t0; !stop && t1 < end; t1 = now()) {
-		int n = sendmmsg(fd, &msgs[off], BURST, 0);
+		int n;
+
+		if (rate > 0 && sent > (t1 - t0) * rate)
+			continue;	/* ahead of the rate: spin */
+		n = sendmmsg(fd, &msgs[off], BURST, 0);
 
 		if (n < 0) {
 			errors++;
@@ -209,7 +219,7 @@ int main(int argc, char **argv)
 	}
 	printf("{\"sent\": %llu, \"seconds\": %.6f, \"pps\": %.0f, "
 	       "\"errors\": %llu, \"kind\": \"af_packet\", \"burst\": %d, "
-	       "\"flows\": %u, \"cpu\": %d}\n", sent, t1 - t0,
-	       sent / (t1 - t0), errors, BURST, flows, cpu);
+	       "\"flows\": %u, \"cpu\": %d, \"rate\": %.0f}\n", sent,
+	       t1 - t0, sent / (t1 - t0), errors, BURST, flows, cpu, rate);
 	return 0;
 }

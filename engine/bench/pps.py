@@ -186,8 +186,10 @@ class PpsBench:
     started, on exit.  measure(row) runs one row; setup() says how."""
 
     def __init__(self, seconds: float = 5.0, log=print, warmup: float = 1.0,
-                 flows: int = FLOWS, busy_poll: int = BUSY_POLL_US):
+                 flows: int = FLOWS, busy_poll: int = BUSY_POLL_US,
+                 rate: float = 0):
         self.seconds, self.warmup, self.flows = seconds, warmup, flows
+        self.rate = rate        # offered packets/s; 0: as fast as it can
         self.busy_poll = busy_poll
         self.log = log
         self.name = "pfpp" + secrets.token_hex(3)
@@ -426,7 +428,7 @@ class PpsBench:
         gen = _Proc(self, "gen", [
             _bin("pktgen"), "-i", "G0", "-s", MACS["G0"], "-d", MACS["L0"],
             "-S", LINKS[0][3].split("/")[0], "-D", VIP, "-p", str(PORT),
-            "-f", str(self.flows), "-c", str(GEN_CPU),
+            "-f", str(self.flows), "-c", str(GEN_CPU), "-r", str(self.rate),
             "-t", str(self.warmup + self.seconds + 0.3)], cpu=GEN_CPU)
         try:
             time.sleep(self.warmup)
@@ -437,7 +439,7 @@ class PpsBench:
         finally:
             gen.stop()
         self._gen_info = {k: sent[k] for k in ("kind", "burst", "flows",
-                                               "cpu")}
+                                               "cpu", "rate")}
         span = t1.at - t0.at
         return {
             "pps": (c1["count"] - c0["count"]) / (c1["t"] - c0["t"]),

@@ -10,8 +10,10 @@ Where the work runs, so that CPU 1 is the balancer and only the balancer:
 
 - CPU 1: the balancer's process (pyfwd, HAProxy), and the receive work of
   the lb namespace's interfaces: threaded NAPI kthreads pinned to CPU 1
-  while an XDP program is attached (veth has NAPI only then), RPS to CPU 1
-  otherwise (kernel NAT, HAProxy, frames XDP passes to the kernel);
+  (SCHED_FIFO, so receive work preempts the engine as softirq preempts
+  HAProxy) while an XDP program is attached (veth has NAPI only then), RPS
+  to CPU 1 otherwise (kernel NAT, HAProxy, frames XDP passes to the
+  kernel);
 - CPU 0: wrk, nginx, and the receive work of every other interface (client,
   real servers, every switch port: RPS to CPU 0), so the bridges' work and
   the work of whatever the balancer transmits land on CPU 0.
@@ -53,6 +55,7 @@ SIZES = ("1k", "100k", "1m")
 SIZE_BYTES = {"1k": 1024, "100k": 100 * 1024, "1m": 1024 * 1024}
 
 LB_CPU, OTHER_CPU = 1, 0
+NAPI_RT_PRIORITY = 50       # SCHED_FIFO, as the kernel's threaded IRQs
 REALS = 2
 VIP = "10.0.0.100"
 PORT = 80
@@ -641,6 +644,18 @@ class HttpBench:
         if len(row.napi) < len(ifaces):
             raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
                              f"interface of {ifaces}, got {row.napi}")
+        # Receive work preempts the balancer's process, as softirq does in
+        # the modes without XDP (and as threaded IRQ handlers run): at
+        # SCHED_OTHER the kthread waits for its CFS turn while veth's
+        # 256-frame ring overflows, and retransmissions inflate every
+        # figure.
+        for name, pid in row.napi_pids.items():
+            try:
+                os.sched_setscheduler(pid, os.SCHED_FIFO,
+                                      os.sched_param(NAPI_RT_PRIORITY))
+            except OSError as exc:
+                raise BenchError(f"cannot make {name} SCHED_FIFO: "
+                                 f"{exc.strerror}") from None
         return row
 
     def _unthread(self, lab, ifaces) -> None:
@@ -715,7 +730,10 @@ class HttpBench:
                                    "ports: the bridges)"},
             "steering": {
                 "lb interfaces": f"threaded NAPI kthreads pinned to CPU "
-                                 f"{LB_CPU} while pyfwd's XDP program is "
+                                 f"{LB_CPU} at SCHED_FIFO "
+                                 f"{NAPI_RT_PRIORITY} (receive work "
+                                 "preempts the engine, as softirq preempts "
+                                 "HAProxy) while pyfwd's XDP program is "
                                  f"attached (veth has NAPI only then); RPS "
                                  f"to CPU {LB_CPU} (kernel-nat, haproxy, "
                                  "frames passed to the kernel)",

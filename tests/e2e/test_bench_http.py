@@ -40,6 +40,7 @@ def _pinned_napi(row):
     assert pids, row.napi
     for pid in pids:
         assert os.sched_getaffinity(pid) == {1}, pid
+        assert os.sched_getscheduler(pid) == os.SCHED_FIFO, pid
 
 
 def _xdp_counted(hb, row):

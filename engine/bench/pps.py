@@ -333,7 +333,8 @@ class PpsBench:
 
     def measure(self, row: str) -> dict:
         """One run of ``row``: {"pps": delivered packets/s, "sent_pps",
-        "cpu_busy": {cpu: share of the window}, "softirq": {...}}.
+        "cpu0_busy", "cpu1_busy": share of the window each CPU was busy,
+        "cpu0_softirq", "cpu1_softirq": the softirq part of it}.
         Raises BenchError if the row cannot run (the topology stays
         usable)."""
         if row not in _ROWS:
@@ -449,10 +450,11 @@ class PpsBench:
         return {
             "pps": (c1["count"] - c0["count"]) / (c1["t"] - c0["t"]),
             "sent_pps": sent["pps"],
-            "cpu_busy": {c: round(t1.since(t0, c) / span, 3)
-                         for c in (GEN_CPU, FWD_CPU)},
-            "softirq": {c: round((t1.softirq[c] - t0.softirq[c]) / span, 3)
-                        for c in (GEN_CPU, FWD_CPU)},
+            **{f"cpu{c}_busy": round(t1.since(t0, c) / span, 3)
+               for c in (GEN_CPU, FWD_CPU)},
+            **{f"cpu{c}_softirq": round((t1.softirq[c] - t0.softirq[c])
+                                        / span, 3)
+               for c in (GEN_CPU, FWD_CPU)},
         }
 
     def setup(self) -> dict:

@@ -475,7 +475,7 @@ class HttpBench:
         lab = self.labs["one-arm"]
         url = f"http://{lab.ip('real1')}:{PORT}/1k"
         seconds = min(self.seconds, 2.0)
-        row = self._measure(lab, url, seconds)
+        row = self._measure(lab, url, seconds, label="calibration")
         out = {"what": "wrk client -> real1 directly, 1k, "
                        f"{seconds:g} s (nothing on the balancer's path)",
                **{k: round(v, 4) for k, v in row.items()}}
@@ -490,11 +490,12 @@ class HttpBench:
     # -- measuring
 
     def _measure(self, lab, url, seconds, procs=None,
-                 engine_rx=None) -> dict:
+                 engine_rx=None, label=None) -> dict:
         """One wrk run; the row's figures.  ``procs``: {label: pid} of the
         balancer's processes and NAPI kthreads, whose own CPU time goes in
         details (a cross-check of CPU 1's total); ``engine_rx``: reads
         pyfwd's own frame counter, to compare with the links'."""
+        label = label or url
         argv = [self.bin["wrk"], "--latency", "-t1",
                 f"-c{self.connections}", f"-d{seconds:g}s", "--timeout", "5s",
                 url]
@@ -526,7 +527,8 @@ class HttpBench:
         k = w["requests"] / 1000
         pkts = sum(rx1.get(i, 0) - rx0.get(i, 0) for i in rx1)
         detail = {
-            "url": url, "requests": w["requests"], "errors": w["errors"],
+            "row": label, "url": url, "requests": w["requests"],
+            "errors": w["errors"],
             "cpu1_s": cpu1.since(cpu0, LB_CPU),
             "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
             "cpu0_s": cpu1.since(cpu0, OTHER_CPU),
@@ -545,7 +547,7 @@ class HttpBench:
             detail["cpu1_softirq_s"]
         other = detail["cpu1_s"] - detail["attributed_s"]
         if procs and other > 0.1 + 0.2 * detail["cpu1_s"]:
-            self.log(f"http bench: warning: {url}: CPU {LB_CPU} was busy "
+            self.log(f"http bench: warning: {label}: CPU {LB_CPU} was busy "
                      f"{detail['cpu1_s']:.2f} s, the balancer's processes "
                      f"and softirq account for {detail['attributed_s']:.2f} "
                      f"s: other load on CPU {LB_CPU}?")
@@ -553,7 +555,7 @@ class HttpBench:
                 **{f"{c} backlog full": n
                    for c, n in detail["backlog_drops"].items()}}
         if max(lost.values(), default=0) > 0.001 * pkts:
-            self.log(f"http bench: warning: {url}: frames lost (the "
+            self.log(f"http bench: warning: {label}: frames lost (the "
                      f"balancer received {pkts}; counters overlap): "
                      f"{ {k: n for k, n in lost.items() if n} }")
         if engine_rx:
@@ -806,9 +808,9 @@ class _Row:
         procs = {self.mode: self.pid} if self.pid else {}
         procs.update(self.napi_pids)
         row = self.bench._measure(self.lab, url, self.bench.seconds, procs,
-                                  self.sock and self.engine_rx)
+                                  self.sock and self.engine_rx,
+                                  label=f"http-{self.mode}-{size}")
         detail = self.bench.details[-1]
-        detail["row"] = f"http-{self.mode}-{size}"
         if detail["errors"]:
             self.bench.log(f"http bench: {detail['row']}: "
                            f"{detail['errors']} wrk errors")

@@ -45,7 +45,7 @@ import time
 from pyroute2 import IPRoute
 
 from ..control import Client
-from ..errors import PyfwdError
+from ..errors import LabError, PyfwdError
 from ..lab import Lab
 from .system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
     sysfs_write, thread_napi
@@ -330,8 +330,12 @@ class HttpBench:
         self.log = log
         # lab names: prefix + "a" (one-arm) / "b" (two-arm); the nft table
         self.prefix = prefix or "pfht" + secrets.token_hex(2)
-        self.labs = {"one-arm": Lab(self.prefix + "a", "one-arm", REALS),
-                     "two-arm": Lab(self.prefix + "b", "two-arm", REALS)}
+        try:
+            self.labs = {"one-arm": Lab(self.prefix + "a", "one-arm", REALS),
+                         "two-arm": Lab(self.prefix + "b", "two-arm", REALS)}
+        except LabError as exc:
+            raise BenchError(f"bad lab prefix {self.prefix!r}: {exc}") \
+                from None
         self.tmp = None
         self._up = False
         self._built = []            # labs this object made (to remove)

@@ -333,6 +333,7 @@ class PpsBench:
 
     def measure(self, row: str) -> dict:
         """One run of ``row``: {"pps": delivered packets/s, "sent_pps",
+        "sent", "delivered": frames over the whole run, warm-up included,
         "cpu0_busy", "cpu1_busy": share of the window each CPU was busy,
         "cpu0_softirq", "cpu1_softirq": the softirq part of it}.
         Raises BenchError if the row cannot run (the topology stays
@@ -430,7 +431,8 @@ class PpsBench:
 
     def _window(self, sink) -> dict:
         """Send for warmup + seconds; count at the sink over the last
-        ``seconds``."""
+        ``seconds`` (pps), and over the whole run (delivered <= sent)."""
+        start = sink.ask()
         gen = _Proc(self, "gen", [
             _bin("pktgen"), "-i", "G0", "-s", MACS["G0"], "-d", MACS["L0"],
             "-S", LINKS[0][3].split("/")[0], "-D", VIP, "-p", str(PORT),
@@ -444,12 +446,16 @@ class PpsBench:
             sent = gen.line(timeout=self.seconds + 10)
         finally:
             gen.stop()
+        time.sleep(0.05)            # the last frames through
+        end = sink.ask()
         self._gen_info = {k: sent[k] for k in ("kind", "burst", "flows",
                                                "cpu", "rate")}
         span = t1.at - t0.at
         return {
             "pps": (c1["count"] - c0["count"]) / (c1["t"] - c0["t"]),
             "sent_pps": sent["pps"],
+            "sent": sent["sent"],
+            "delivered": end["count"] - start["count"],
             **{f"cpu{c}_busy": round(t1.since(t0, c) / span, 3)
                for c in (GEN_CPU, FWD_CPU)},
             **{f"cpu{c}_softirq": round((t1.softirq[c] - t0.softirq[c])

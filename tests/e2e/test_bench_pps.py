@@ -46,8 +46,7 @@ def test_rows_deliver_and_clean_up():
         pids = [p.pid for p in bench._procs]
     for row, m in {**got, "generator again": again}.items():
         assert m["pps"] > 1000, (row, m)
-        # counted over the window, sent averaged over the whole run
-        assert m["pps"] <= 1.1 * m["sent_pps"], (row, m)
+        assert 0 < m["delivered"] <= m["sent"], (row, m)
     # busy polling on CPU 1: the engine's loop is there, not on CPU 0
     assert got["dr-xdp"]["cpu1_busy"] > 0.5, got["dr-xdp"]
     assert set(setup["rows"]) == set(ROWS)

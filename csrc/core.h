@@ -252,6 +252,24 @@ static inline uint16_t ld_be16(const uint8_t *p)
 	return (uint16_t)((p[0] << 8) | p[1]);
 }
 
+static inline uint32_t ld_be32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return __builtin_bswap32(v);
+}
+
+/* A ones' complement sum of 16-bit words, kept in 64 bits, to 16. */
+static inline uint16_t csum_fold(uint64_t s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)s;
+}
+
 /* The reasons are ordered by verdict: see PYFWD_R_* in pyfwd.h. */
 static inline uint32_t reason_verdict(uint32_t reason)
 {

@@ -241,35 +241,34 @@ static void translate(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
 	uint16_t sum0 = sum ? ld_be16(sum) : 0;
 
 	if (!extra) {
-		/* One delta for all the words (RFC 1624), folded once. */
-		uint32_t da = 0, dp = 0;
+		/* One delta for all the words (RFC 1624), summed 32 bits at a
+		 * time and folded once. */
+		uint64_t da = 0, dp;
 		int k;
 
-		for (k = 0; k < alen; k += 2) {
-			da += (uint16_t)~ld_be16(src + k) + ld_be16(saddr + k);
-			da += (uint16_t)~ld_be16(dst + k) + ld_be16(daddr + k);
+		for (k = 0; k < alen; k += 4) {
+			da += (uint64_t)(uint32_t)~ld_be32(src + k) +
+			      ld_be32(saddr + k);
+			da += (uint64_t)(uint32_t)~ld_be32(dst + k) +
+			      ld_be32(daddr + k);
 		}
-		dp += (uint16_t)~ld_be16(l4) + sport;
-		dp += (uint16_t)~ld_be16(l4 + 2) + dport;
-		memcpy(src, saddr, alen);
-		memcpy(dst, daddr, alen);
+		dp = (uint64_t)(uint32_t)~ld_be32(l4) +
+		     ((uint32_t)sport << 16 | dport);
+		if (family == PYFWD_AF_INET) {	/* fixed sizes: no calls */
+			memcpy(src, saddr, 4);
+			memcpy(dst, daddr, 4);
+		} else {
+			memcpy(src, saddr, 16);
+			memcpy(dst, daddr, 16);
+		}
 		st_be16(l4, sport);
 		st_be16(l4 + 2, dport);
-		if (ipsum) {
-			uint32_t x = (uint16_t)~ipsum0 + da;
-
-			x = (x & 0xffff) + (x >> 16);
-			x = (x & 0xffff) + (x >> 16);
-			x = (x & 0xffff) + (x >> 16);
-			st_be16(ipsum, (uint16_t)~x);
-		}
+		if (ipsum)
+			st_be16(ipsum, (uint16_t)~csum_fold((uint16_t)~ipsum0 +
+							    da));
 		if (sum) {
-			uint64_t x = (uint16_t)~sum0 + (uint64_t)da + dp;
-
-			x = (x & 0xffff) + (x >> 16);
-			x = (x & 0xffff) + (x >> 16);
-			x = (x & 0xffff) + (x >> 16);
-			st_be16(sum, (uint16_t)~x);
+			st_be16(sum, (uint16_t)~csum_fold((uint16_t)~sum0 + da +
+							  dp));
 			udp_sum_nonzero(sum, proto);
 		}
 		return;

@@ -14,6 +14,8 @@
 
 #define NS 1000000000ull
 #define SWEEP_SLOTS 64	/* flow slots the expiry looks at per burst */
+#define PREFETCH_AHEAD 4	/* frames whose data is fetched ahead */
+#define CORE_CHUNK 64	/* frames classified before their flows are found */
 
 /* Set the result's reason (and so its verdict) and return it. */
 static inline uint32_t decide(struct pyfwd_result *r, uint32_t reason)
@@ -49,15 +51,12 @@ static inline void uncount(struct worker *w, struct flow *f)
 	}
 }
 
-/*
- * The live flow entry of key, or NULL with *slot set to where a new one
- * goes: a free slot, else (DR may evict) the oldest of the probe window,
- * with *evict set; NULL *slot when NAT/SNAT finds no free one.
- */
-static struct flow *flow_find(struct worker *w, const struct flow_key *key,
-			      uint64_t now, struct flow **slot, int *evict)
+/* flow_find's search of both windows, for key of hash h. */
+static __attribute__((noinline)) struct flow *
+flow_probe(struct worker *w, const struct flow_key *key, uint32_t h,
+	   uint64_t now, struct flow **slot, int *evict)
 {
-	uint32_t h = flow_hash(key), k;
+	uint32_t k;
 	/* Two windows (two choices) keep the table usable when nearly full. */
 	uint32_t start[2] = { h, (h * 0x9e3779b1u) ^ (h >> 15) ^ 0x5bd1e995u };
 	struct flow *free_[2] = { NULL, NULL }, *oldest = NULL;
@@ -90,6 +89,31 @@ static struct flow *flow_find(struct worker *w, const struct flow_key *key,
 	if (!*slot)
 		*slot = oldest;
 	return NULL;
+}
+
+/*
+ * The live flow entry of key (hash h), or NULL with *slot set to where a
+ * new one goes: a free slot, else (DR may evict) the oldest of the probe
+ * window, with *evict set; NULL *slot when NAT/SNAT finds no free one.
+ */
+static inline struct flow *flow_find_h(struct worker *w,
+				       const struct flow_key *key, uint32_t h,
+				       uint64_t now, struct flow **slot,
+				       int *evict)
+{
+	struct flow *f = &w->flows[h & w->flow_mask];
+
+	/* Most hits are the first slot of the first window: no set-up. */
+	if (likely(alive(f, now) && !memcmp(&f->key, key, sizeof(*key))))
+		return f;
+	return flow_probe(w, key, h, now, slot, evict);
+}
+
+static inline struct flow *flow_find(struct worker *w,
+				     const struct flow_key *key, uint64_t now,
+				     struct flow **slot, int *evict)
+{
+	return flow_find_h(w, key, flow_hash(key), now, slot, evict);
 }
 
 /* Free a NAT/SNAT pair (and its SNAT port): expiry and reuse. */
@@ -475,7 +499,7 @@ static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct xlat x;
 	int evict = 0;
 
-	flow = flow_find(w, &ps->key, now, &slot, &evict);
+	flow = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
 	if (flow && (!real_usable(b, flow->real) || flow->mode != vip->mode ||
 		     (flow->state == FLOW_CLOSING &&
 		      (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN))) {
@@ -568,7 +592,7 @@ static uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct xlat x;
 	int evict;
 
-	e = flow_find(w, &ps->key, now, &slot, &evict);
+	e = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
 	if (!e || e->dir != DIR_REPLY)
 		return PYFWD_R_PASS_NOT_VIP;
 	flow_touch(ctx, w, e, ps->tcp_flags, 1, now);
@@ -629,38 +653,84 @@ static uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 
 /* --- the burst ------------------------------------------------------------ */
 
+/* The flow slot a parsed frame will look at first, on its way to L1. */
+static inline void flow_prefetch(const struct worker *w, struct parse *ps,
+				 uint32_t reason)
+{
+	const struct flow *f;
+
+	if (reason != PYFWD_R_FORWARD && reason != PYFWD_R_FORWARD_REPLY)
+		return;
+	ps->hash = flow_hash(&ps->key);
+	f = &w->flows[ps->hash & w->flow_mask];
+	__builtin_prefetch(f);
+	__builtin_prefetch(&f->expires_ns);	/* the key may end a line */
+}
+
+/*
+ * Frames are classified a chunk at a time before any of them looks up its
+ * flow: classifying reads only the frame and the bank, and the flow slots
+ * of the whole chunk are fetched while it runs instead of one miss at a
+ * time.  Flows are then looked up and frames rewritten in order.
+ */
 uint32_t core_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		    struct pyfwd_frame *frames, uint32_t n,
 		    struct pyfwd_result *out)
 {
 	const struct vip_bank *b = bank_enter(ctx, w);
 	uint64_t now = core_now(ctx);
-	uint32_t i, reason, fwd = 0;
+	struct parse ps[CORE_CHUNK];
+	uint32_t why[CORE_CHUNK];
+	uint32_t i, j, m, reason, fwd = 0;
 
 	core_sweep(w, now, SWEEP_SLOTS);
-	for (i = 0; i < n; i++) {
-		struct pyfwd_result *r = &out[i];
-		struct parse ps = { .p = frames[i].data, .len = frames[i].len,
-				    .r = r, .b = b };
+	for (j = 0; j < n; j += m) {
+		struct pyfwd_frame *fr = frames + j;
+		struct pyfwd_result *res = out + j;
 
-		memset(r, 0, sizeof(*r));
-		r->vip = -1;
-		r->out_if = frames[i].in_if;
-		reason = classify_frame(ctx, &ps, &frames[i]);
-		if (reason == PYFWD_R_FORWARD)
-			reason = forward(ctx, w, b, &ps, &frames[i], now);
-		else if (reason == PYFWD_R_FORWARD_REPLY)
-			reason = forward_reply(ctx, w, b, &ps, &frames[i], now);
-		else if (reason == PYFWD_R_FORWARD_ICMP)
-			reason = forward_icmp(ctx, w, b, &ps, &frames[i], now);
-		decide(r, reason);
-		w->stats.frames++;
-		w->stats.bytes += frames[i].len;
-		w->stats.reason[reason]++;
-		w->stats.verdict[r->verdict]++;
-		if (r->verdict == PYFWD_VERDICT_PUNT)
-			punt_push(w, frames[i].data, frames[i].len);
-		fwd += r->verdict == PYFWD_VERDICT_FORWARD;
+		m = n - j < CORE_CHUNK ? n - j : CORE_CHUNK;
+		for (i = 0; i < m; i++) {
+			struct pyfwd_result *r = &res[i];
+			struct parse *p = &ps[i];
+
+			/* Frames come from the NIC or Python: not in L1 yet. */
+			if (i + PREFETCH_AHEAD < m)
+				__builtin_prefetch(fr[i + PREFETCH_AHEAD].data);
+			memset(r, 0, sizeof(*r));
+			r->vip = -1;
+			r->out_if = fr[i].in_if;
+			/* All but the key (written before it is read). */
+			p->p = fr[i].data;
+			p->len = fr[i].len;
+			p->l3_end = 0;
+			p->r = r;
+			p->b = b;
+			p->tcp_flags = 0;
+			p->inner_l3 = p->inner_l4 = p->inner_len = 0;
+			why[i] = classify_frame(ctx, p, &fr[i]);
+			flow_prefetch(w, p, why[i]);
+		}
+		for (i = 0; i < m; i++) {
+			struct pyfwd_result *r = &res[i];
+			struct pyfwd_frame *f = &fr[i];
+			struct parse *p = &ps[i];
+
+			reason = why[i];
+			if (reason == PYFWD_R_FORWARD)
+				reason = forward(ctx, w, b, p, f, now);
+			else if (reason == PYFWD_R_FORWARD_REPLY)
+				reason = forward_reply(ctx, w, b, p, f, now);
+			else if (reason == PYFWD_R_FORWARD_ICMP)
+				reason = forward_icmp(ctx, w, b, p, f, now);
+			decide(r, reason);
+			w->stats.frames++;
+			w->stats.bytes += f->len;
+			w->stats.reason[reason]++;
+			w->stats.verdict[r->verdict]++;
+			if (r->verdict == PYFWD_VERDICT_PUNT)
+				punt_push(w, f->data, f->len);
+			fwd += r->verdict == PYFWD_VERDICT_FORWARD;
+		}
 	}
 	bank_leave(w);
 	return fwd;

@@ -444,4 +444,10 @@ static inline void st_be16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)v;
 }
 
+static inline void st_be32(uint8_t *p, uint32_t v)
+{
+	v = __builtin_bswap32(v);
+	memcpy(p, &v, 4);
+}
+
 #endif /* PYFWD_CORE_H */

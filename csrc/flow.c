@@ -247,70 +247,72 @@ static inline void udp_sum_nonzero(uint8_t *sum, uint8_t proto)
 }
 
 /*
- * Translate the IP packet at l3/l4 to saddr:sport -> daddr:dport.  extra
- * is a checksum that covers the packet too (ICMP's, for a quoted one).
+ * Translate the TCP/UDP packet at l3/l4 to saddr:sport -> daddr:dport.
+ * The checksums take one delta for all the words changed (RFC 1624),
+ * summed 32 bits at a time and folded once.
  */
-static void translate(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
-		      uint8_t family, uint8_t proto, const uint8_t *saddr,
-		      uint16_t sport, const uint8_t *daddr, uint16_t dport,
-		      uint8_t *extra)
+static inline void translate(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
+			     uint8_t family, uint8_t proto,
+			     const uint8_t *saddr, uint16_t sport,
+			     const uint8_t *daddr, uint16_t dport)
 {
 	uint8_t *sum = l4_sum(l4, l4_avail, proto, family);
-	uint8_t *ipsum = family == PYFWD_AF_INET ? l3 + 10 : NULL;
-	int alen = family == PYFWD_AF_INET ? 4 : 16;
-	uint8_t *src = l3 + (family == PYFWD_AF_INET ? 12 : 8);
-	uint8_t *dst = src + alen;
+	uint32_t ports = (uint32_t)sport << 16 | dport;
+	uint64_t d = (uint64_t)(uint32_t)~ld_be32(l4) + ports;
+	int k;
 
-	uint16_t ipsum0 = ipsum ? ld_be16(ipsum) : 0;
+	st_be32(l4, ports);
+	if (family == PYFWD_AF_INET) {
+		uint64_t da = (uint64_t)(uint32_t)~ld_be32(l3 + 12) +
+			      ld_be32(saddr) +
+			      (uint64_t)(uint32_t)~ld_be32(l3 + 16) +
+			      ld_be32(daddr);
+
+		memcpy(l3 + 12, saddr, 4);
+		memcpy(l3 + 16, daddr, 4);
+		st_be16(l3 + 10,
+			(uint16_t)~csum_fold((uint16_t)~ld_be16(l3 + 10) + da));
+		d += da;
+	} else {
+		/* No IPv6 header sum; the L4 one covers the addresses. */
+		for (k = 0; k < 16; k += 4)
+			d += (uint64_t)(uint32_t)~ld_be32(l3 + 8 + k) +
+			     ld_be32(saddr + k) +
+			     (uint64_t)(uint32_t)~ld_be32(l3 + 24 + k) +
+			     ld_be32(daddr + k);
+		memcpy(l3 + 8, saddr, 16);
+		memcpy(l3 + 24, daddr, 16);
+	}
+	if (sum) {
+		st_be16(sum, (uint16_t)~csum_fold((uint16_t)~ld_be16(sum) + d));
+		udp_sum_nonzero(sum, proto);
+	}
+}
+
+/*
+ * translate() for a packet quoted in an ICMP error, word by word: `extra`
+ * is the ICMP checksum, which covers the quoted bytes, sums included.
+ */
+static void translate_quoted(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
+			     uint8_t proto, const uint8_t *saddr,
+			     uint16_t sport, const uint8_t *daddr,
+			     uint16_t dport, uint8_t *extra)
+{
+	uint8_t *sum = l4_sum(l4, l4_avail, proto, PYFWD_AF_INET);
+	uint8_t *ipsum = l3 + 10;
+	uint16_t ipsum0 = ld_be16(ipsum);
 	uint16_t sum0 = sum ? ld_be16(sum) : 0;
 
-	if (!extra) {
-		/* One delta for all the words (RFC 1624), summed 32 bits at a
-		 * time and folded once. */
-		uint64_t da = 0, dp;
-		int k;
-
-		for (k = 0; k < alen; k += 4) {
-			da += (uint64_t)(uint32_t)~ld_be32(src + k) +
-			      ld_be32(saddr + k);
-			da += (uint64_t)(uint32_t)~ld_be32(dst + k) +
-			      ld_be32(daddr + k);
-		}
-		dp = (uint64_t)(uint32_t)~ld_be32(l4) +
-		     ((uint32_t)sport << 16 | dport);
-		if (family == PYFWD_AF_INET) {	/* fixed sizes: no calls */
-			memcpy(src, saddr, 4);
-			memcpy(dst, daddr, 4);
-		} else {
-			memcpy(src, saddr, 16);
-			memcpy(dst, daddr, 16);
-		}
-		st_be16(l4, sport);
-		st_be16(l4 + 2, dport);
-		if (ipsum)
-			st_be16(ipsum, (uint16_t)~csum_fold((uint16_t)~ipsum0 +
-							    da));
-		if (sum) {
-			st_be16(sum, (uint16_t)~csum_fold((uint16_t)~sum0 + da +
-							  dp));
-			udp_sum_nonzero(sum, proto);
-		}
-		return;
-	}
-
 	/* The L4 sum covers the addresses through the pseudo-header. */
-	set_addr(src, saddr, alen, ipsum, sum, extra);
-	set_addr(dst, daddr, alen, ipsum, sum, extra);
+	set_addr(l3 + 12, saddr, 4, ipsum, sum, extra);
+	set_addr(l3 + 16, daddr, 4, ipsum, sum, extra);
 	set16(l4, sport, sum, extra, NULL);
 	set16(l4 + 2, dport, sum, extra, NULL);
 	udp_sum_nonzero(sum, proto);
-	if (extra) {
-		/* The sums we changed are quoted bytes too: extra covers them. */
-		if (ipsum)
-			csum_fix16(extra, ipsum0, ld_be16(ipsum));
-		if (sum)
-			csum_fix16(extra, sum0, ld_be16(sum));
-	}
+	/* The sums we changed are quoted bytes too: extra covers them. */
+	csum_fix16(extra, ipsum0, ld_be16(ipsum));
+	if (sum)
+		csum_fix16(extra, sum0, ld_be16(sum));
 }
 
 /* L2: to `mac` from our MAC on interface slot out_if. */
@@ -575,7 +577,7 @@ static uint32_t forward(const struct pyfwd_ctx *ctx, struct worker *w,
 
 		translate(l3, l4, ps->l3_end - ps->r->l4_off,
 			  ps->key.family, ps->key.proto, x.saddr, x.sport,
-			  x.daddr, x.dport, NULL);
+			  x.daddr, x.dport);
 	}
 	set_l2(ctx, f->data, x.mac, x.out_if, ps->r);
 	w->real_stats[id].frames++;
@@ -599,7 +601,7 @@ static uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 	xlat_out(ctx, w, b, e, &x);
 	translate(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
 		  ps->l3_end - ps->r->l4_off, ps->key.family, ps->key.proto,
-		  x.saddr, x.sport, x.daddr, x.dport, NULL);
+		  x.saddr, x.sport, x.daddr, x.dport);
 	set_l2(ctx, f->data, x.mac, x.out_if, ps->r);
 	return PYFWD_R_FORWARD_REPLY;
 }
@@ -642,9 +644,10 @@ static uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 		out_if = real->out_if;
 	}
 	/* The quoted packet, as e's sender sent it; ICMP's sum covers it. */
-	translate(in3, in4, ps->inner_len - (ps->inner_l4 - ps->inner_l3),
-		  PYFWD_AF_INET, q.proto, e->key.saddr, e->key.sport,
-		  e->key.daddr, e->key.dport, icmp + 2);
+	translate_quoted(in3, in4,
+			 ps->inner_len - (ps->inner_l4 - ps->inner_l3), q.proto,
+			 e->key.saddr, e->key.sport, e->key.daddr,
+			 e->key.dport, icmp + 2);
 	/* The error goes to e's sender. */
 	set_addr(l3 + 16, e->key.saddr, 4, l3 + 10, NULL, NULL);
 	set_l2(ctx, f->data, mac, out_if, ps->r);

@@ -21,6 +21,7 @@ from ._native import REASONS, VERDICTS, ffi, lib
 from .errors import ConfigError, DataplaneError
 
 _PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+_process_batch = lib.pyfwd_process_batch
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
            lib.PYFWD_AF_INET: "ipv4", lib.PYFWD_AF_INET6: "ipv6"}
 
@@ -193,9 +194,15 @@ class Core:
 
     def run(self, batch):
         """Process a prepared batch in place; returns how many to forward."""
-        with self._lock:
-            return lib.pyfwd_process_batch(self._ctx, batch.descs, batch.n,
-                                           batch.results)
+        # acquire/release, not `with`: a few hundred ns less per call
+        # here, which is several ns per packet of a batch of 64.
+        lock = self._lock
+        lock.acquire()
+        try:
+            return _process_batch(self._ctx, batch.descs, batch.n,
+                                  batch.results)
+        finally:
+            lock.release()
 
     def classify(self, frame):
         """The Result for a single frame."""

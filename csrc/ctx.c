@@ -114,6 +114,21 @@ static void worker_free(struct worker *w)
 	free(w->punt.data);
 }
 
+/*
+ * Map a fresh table's pages now: a read maps the shared zero page, so no
+ * memory is used until a slot is written.  Otherwise the sweep's first
+ * pass over a new flow table takes a page fault every 56 slots, in the
+ * loop (about one per burst for the first 2M slots / 64 bursts).
+ */
+static void map_zero_pages(const void *p, size_t len)
+{
+	const volatile uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < len; i += 4096)
+		(void)b[i];
+}
+
 static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 {
 	uint32_t slots = pow2_at_least(cfg->flows, 64);
@@ -122,6 +137,8 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	w->flow_mask = slots - 1;
 	/* calloc of a large table maps zero pages: memory is used as used */
 	w->flows = calloc(slots, sizeof(*w->flows));
+	if (w->flows)
+		map_zero_pages(w->flows, (size_t)slots * sizeof(*w->flows));
 	w->seq = calloc(cfg->max_vips, sizeof(*w->seq));
 	w->active = calloc(cfg->max_reals, sizeof(*w->active));
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));

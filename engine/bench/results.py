@@ -31,6 +31,13 @@ UNITS = {
     "mib_per_1m_flows": "MiB",
 }
 
+MICRO_LABELS = {
+    "ns_per_pkt": "ns per packet (batch of 64)",
+    "build_ms": "ms to build (M=65537)",
+    "bytes_per_flow": "bytes per flow",
+    "mib_per_1m_flows": "MiB for 1M flows",
+}
+
 # Run-to-run noise on this machine kind (shared/FACTS.md): "within noise"
 NOISE = 0.25
 
@@ -282,8 +289,7 @@ def markdown(res: Results) -> str:
     if micro:
         lines += ["## Microbenchmarks (in process)", "",
                   *_table(["row", "metric", "value"],
-                          [(r.name, r.unit if r.metric != "ns_per_pkt"
-                            else "ns per packet",
+                          [(r.name, MICRO_LABELS.get(r.metric, r.metric),
                             _spread(res, r.name, r.metric))
                            for r in micro]), ""]
 

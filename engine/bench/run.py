@@ -98,9 +98,15 @@ def machine() -> str:
 
 
 class _Progress:
+    """Counts the steps and says each one; also the place where a stop
+    asked for by a signal is honoured if the signal's KeyboardInterrupt
+    was swallowed (raised inside a fork handler or a finalizer, Python
+    only prints it)."""
+
     def __init__(self, total: int, log):
         self.total, self.done, self.log = total, 0, log
         self.t0 = time.monotonic()
+        self.stop = False
 
     def step(self, what: str, figures: dict = None, error: str = None):
         self.done += 1
@@ -111,16 +117,22 @@ class _Progress:
             text = ", ".join(f"{k} {results_mod._num(v)}"
                              for k, v in (figures or {}).items())
         self.log(f"[{self.done}/{self.total} {t:4.0f}s] {what}: {text}")
+        if self.stop:
+            raise KeyboardInterrupt
 
-
-def _sigterm_as_interrupt():
-    """SIGTERM unwinds like Ctrl-C, so every `with` cleans up."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:              # not the main thread
-        return None
+    def handle_signals(self) -> dict:
+        """SIGINT and SIGTERM unwind like Ctrl-C, so every `with` cleans
+        up; the handlers they replace, to give back."""
+        def handler(signum, frame):
+            self.stop = True
+            raise KeyboardInterrupt
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:      # not the main thread
+                pass
+        return old
 
 
 def _micro(rows, repeats, res, progress):
@@ -226,7 +238,7 @@ def run(out: str, quick: bool = False, only: str = None,
     progress = _Progress(steps, log)
     log(f"pyfwd bench: {len(rows)} rows, {repeats} run(s) each; "
         f"results in {out}")
-    old = _sigterm_as_interrupt()
+    old = progress.handle_signals()
     try:
         if micro:
             _micro(micro, repeats, res, progress)
@@ -241,8 +253,8 @@ def run(out: str, quick: bool = False, only: str = None,
         results_mod.write(res, out)
         raise
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     results_mod.write(res, out)
     return res
 

@@ -266,6 +266,14 @@ def markdown(res: Results) -> str:
             names.append(r.name)
     if names:
         lines += ["## HTTP (wrk through the VIP to nginx)", ""]
+        modes = [m for m in HTTP_MODES
+                 if any(f"http-{m}-{s}" in names for s in HTTP_SIZES)]
+        lines += [*_table(["mode"] + [f"req/s {s}" for s in HTTP_SIZES]
+                          + [f"CPU s/1k req {s}" for s in HTTP_SIZES],
+                          [(m, *(_num(res.get(f"http-{m}-{s}", "rps"))
+                                 for s in HTTP_SIZES),
+                            *(_num(res.get(f"http-{m}-{s}", "cpu_s_per_1k"))
+                              for s in HTTP_SIZES)) for m in modes]), ""]
         for size in HTTP_SIZES:
             sized = [n for n in names if n.endswith(f"-{size}")]
             if not sized:
@@ -346,7 +354,9 @@ def plot(res: Results, path: str) -> None:
             ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.set_title(f"HTTP: {label}")
-        ax.legend(title="response")
+        if not axes:            # the last panel: the legend beside it
+            ax.legend(title="response", loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(res.info.get("title", "pyfwd bench"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

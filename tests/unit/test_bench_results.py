@@ -18,7 +18,9 @@ def sample() -> Results:
         res.add("dr-xdp", {"pps": v})
     res.add("kernel-nat", {"pps": 750_000})
     res.add("nat-xdp", {"pps": 700_000})
-    res.add("core-dr", {"ns_per_pkt": 40.0})
+    res.add("core-dr", {"ns_per_pkt": 70.0})
+    res.add("core-dr", {"ns_per_pkt": 40.0})         # judged on the best
+    res.add("core-dr", {"ns_per_pkt": 90.0})
     res.add("core-nat-hit", {"ns_per_pkt": 61.0})
     res.add("maglev-1000", {"build_ms": 20.0})
     for size, (dr_rps, nat_rps) in {"1k": (9000, 8000),
@@ -57,7 +59,8 @@ def test_targets_are_judged_against_medians():
     assert dr.met is True and dr.measured.startswith("0.94x")
     nat = got("pyfwd NAT (AF_XDP) >= 0.85x the kernel's nftables NAT")
     assert nat.met is True and nat.measured.startswith("0.93x")
-    assert got("core <= 50 ns per packet for a DR rewrite").met is True
+    core = got("core <= 50 ns per packet for a DR rewrite")
+    assert core.met is True and core.measured == "40.0 ns (best of 3)"
     assert got("core <= 50 ns per packet for a NAT hit").met is False
     assert got("Maglev table for 1000 real servers").met is True
     cpu = [t for t in results.targets(sample()) if "CPU" in t.what]

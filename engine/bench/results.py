@@ -320,11 +320,44 @@ def markdown(res: Results) -> str:
         lines += ["## Rows that failed", "",
                   *[f"- {n}: {m}" for n, m in res.failures], ""]
 
-    notes = info.get("notes")
+    notes = list(info.get("notes") or []) + _pps_notes(
+        info.get("pps_setup") or {})
     if notes:
         lines += ["## How it was measured", "", *[f"- {n}" for n in notes],
                   ""]
     return "\n".join(lines)
+
+
+def _words(d) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (d or {}).items())
+
+
+def _pps_notes(setup: dict) -> list:
+    """The packet-rate part's set-up in words: the generator, the modes,
+    the rings and busy polling (results.json has all of it)."""
+    gen = setup.get("generator")
+    if not gen:
+        return []
+    out = [f"Generator: {gen.get('kind')} with "
+           f"{gen.get('send')}, burst {gen.get('burst')}"
+           f"{', PACKET_QDISC_BYPASS' if gen.get('qdisc_bypass') else ''}, "
+           f"{gen.get('flows')} flows, on CPU {gen.get('cpu')}; "
+           f"{gen.get('why', '')}".rstrip("; ")]
+    rows = setup.get("rows", {})
+    for name in ("xsk-minimal", "dr-xdp"):
+        row = rows.get(name)
+        if not row:
+            continue
+        bp = row.get("busy_poll", {})
+        out.append(f"{name}: XDP {row.get('xdp')}, AF_XDP "
+                   f"{row.get('af_xdp')}, {_words(row.get('rings'))}, "
+                   f"busy polling {bp.get('so_busy_poll_us')} µs budget "
+                   f"{bp.get('so_busy_poll_budget')}, "
+                   f"{_words(setup.get('busy_poll_iface'))}; "
+                   f"{row.get('steering')}")
+    if setup.get("sink"):
+        out.append(f"Sink: {setup['sink']}")
+    return out
 
 
 def plot(res: Results, path: str) -> None:

@@ -208,6 +208,10 @@ NOTES = [
     "Balancer CPU is CPU 1's busy time (user, system, irq, softirq) over "
     "the wrk run, from /proc/stat; balancer packets are those received "
     "on the balancer's interfaces.",
+    "With an XDP program on a veth its receive work runs in a NAPI "
+    "kthread (threaded NAPI, pinned to the balancer's core at "
+    "SCHED_FIFO, as a NIC's softirq would preempt the engine); without "
+    "one (kernel NAT, HAProxy) in softirq on that core through RPS.",
 ]
 
 

@@ -147,21 +147,27 @@ def _micro(rows, repeats, res, progress):
                         ("maglev-1000", "build_ms")) if r in rows})
 
 
+def _record(res, progress, name, what, measure) -> None:
+    """One run of one row: its figures recorded, or its failure."""
+    try:
+        figs = measure()
+    except BenchError as exc:
+        res.fail(name, str(exc))
+        progress.step(what, error=str(exc))
+        return
+    res.add(name, figs)
+    progress.step(what, figs)
+
+
 def _pps(rows, repeats, seconds, res, progress, log):
     from .pps import PpsBench
     with PpsBench(seconds=seconds, log=log) as bench:
         res.info["pps_setup"] = bench.setup()
         for run in range(repeats):
             for row in rows:
-                what = f"pps {row} (run {run + 1}/{repeats})"
-                try:
-                    figs = bench.measure(row)
-                except BenchError as exc:
-                    res.fail(row, str(exc))
-                    progress.step(what, error=str(exc))
-                    continue
-                res.add(row, figs)
-                progress.step(what, figs)
+                _record(res, progress, row,
+                        f"pps {row} (run {run + 1}/{repeats})",
+                        lambda: bench.measure(row))
 
 
 def _http(rows, repeats, seconds, connections, res, progress, log):
@@ -179,15 +185,9 @@ def _http(rows, repeats, seconds, connections, res, progress, log):
                     with bench.balancer(mode) as lb:
                         for size in sizes:
                             name = f"http-{mode}-{size}"
-                            what = f"{name} (run {run + 1}/{repeats})"
-                            try:
-                                figs = lb.measure(size)
-                            except BenchError as exc:
-                                res.fail(name, str(exc))
-                                progress.step(what, error=str(exc))
-                                continue
-                            res.add(name, figs)
-                            progress.step(what, figs)
+                            _record(res, progress, name,
+                                    f"{name} (run {run + 1}/{repeats})",
+                                    lambda: lb.measure(size))
                 except BenchError as exc:
                     for size in sizes:
                         res.fail(f"http-{mode}-{size}", str(exc))

@@ -16,3 +16,12 @@ def wait_line(proc, needle, timeout=15):
             return lines
     raise AssertionError(f"no {needle!r} from the process:\n" +
                          "".join(lines))
+
+
+def alive(pid) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,15 +13,9 @@ from pyroute2 import netns
 from pyfwd.bench.http import HttpBench
 from pyfwd.bench.system import BenchError, napi_threads
 
+from .procs import alive
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _sane(row):
@@ -97,6 +91,6 @@ def test_http_rows_and_cleanup(new_name):
         nat["100k"]["lb_pkts_per_req"], (dr, nat)
     # the interrupt removed everything
     assert not [n for n in netns.listnetns() if n.startswith(prefix)]
-    assert not _alive(engine_pid)
-    assert not [p for p in nginx if _alive(p)]
+    assert not alive(engine_pid)
+    assert not [p for p in nginx if alive(p)]
     assert hb.tmp is None

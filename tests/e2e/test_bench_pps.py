@@ -11,15 +11,9 @@ from pyroute2 import netns
 from pyfwd.bench.pps import ROWS, PpsBench
 from pyfwd.bench.system import BenchError, cpus
 
+from .procs import alive
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_unknown_row_is_refused():
@@ -52,5 +46,5 @@ def test_rows_deliver_and_clean_up():
     assert set(setup["rows"]) == set(ROWS)
     assert setup["generator"]["cpu"] == 0 and setup["forwarder_cpu"] == 1
     assert not [n for n in netns.listnetns() if n.startswith(name)]
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
     assert not os.path.exists(f"/run/netns/{name}-lb")

@@ -26,6 +26,8 @@ import pytest
 from pyfwd.errors import ConfigError
 from pyfwd.l7 import BALANCE, HAProxy, L7Options, L7Vip, render
 
+from .procs import alive
+
 pytestmark = pytest.mark.timeout(60)
 
 LO = ipaddress.ip_address("127.0.0.1")
@@ -122,15 +124,6 @@ def _tags(port, n):
         assert status == 200, body
         out.append(body.split("\n")[0])
     return out
-
-
-def _alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _row(rows, **match):
@@ -231,9 +224,9 @@ def test_reload_keeps_inflight_download(proxy, backends):
     status, body = result["got"]
     assert status == 200 and len(body) == SLOW_CHUNKS * SLOW_CHUNK
     deadline = time.monotonic() + 5   # the old worker leaves when done
-    while _alive(old_worker) and time.monotonic() < deadline:
+    while alive(old_worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(old_worker)
+    assert not alive(old_worker)
 
 
 def test_worker_killed_is_recovered(proxy, backends):
@@ -274,10 +267,10 @@ def test_hung_worker_is_restarted(proxy, backends):
             proxy.ensure_running()
             time.sleep(0.2)
         assert proxy.restarts == 1
-        assert proxy.proc.pid != master and not _alive(worker)
+        assert proxy.proc.pid != master and not alive(worker)
         assert _tags(port, 3) == ["A"] * 3
     finally:
-        if _alive(worker):
+        if alive(worker):
             os.kill(worker, signal.SIGKILL)
 
 
@@ -293,7 +286,7 @@ def test_master_killed_is_restarted(proxy, backends):
     assert proxy.ensure_running() is True
     assert proxy.restarts == 1 and proxy.proc.pid != master
     assert _tags(port, 2) == ["A", "A"]
-    assert not _alive(worker)          # the orphan was ended with its group
+    assert not alive(worker)          # the orphan was ended with its group
 
 
 def test_stop_leaves_nothing(proxy, backends):
@@ -305,7 +298,7 @@ def test_stop_leaves_nothing(proxy, backends):
     files = [proxy.config_path, proxy.runtime_socket, proxy.master_socket]
     assert all(os.path.exists(f) for f in files)
     proxy.stop()
-    assert not any(_alive(p) for p in pids), pids
+    assert not any(alive(p) for p in pids), pids
     assert not any(os.path.exists(f) for f in files), files
     with pytest.raises(OSError):
         _get(port, timeout=1)

@@ -48,7 +48,7 @@ from ..control import Client
 from ..errors import LabError, PyfwdError
 from ..lab import Lab
 from .system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
-    sysfs_write, thread_napi
+    rps_mask, sysfs_write, thread_napi
 
 MODES = ("dr", "nat", "snat", "kernel-nat", "haproxy-tcp", "haproxy-http")
 SIZES = ("1k", "100k", "1m")
@@ -192,36 +192,6 @@ def check_size(size: str) -> None:
 
 # ---------------------------------------------------------------------------
 # Machine helpers (root)
-
-
-_WRITE_MANY = """\
-import sys
-bad = []
-for path, value in zip(sys.argv[1::2], sys.argv[2::2]):
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError as exc:
-        bad.append(f"{path}: {exc.strerror}")
-if bad:
-    sys.exit("; ".join(bad))
-"""
-
-
-def sysfs_write_many(lab, role: str, values: dict) -> None:
-    """Write each {path: value} under /sys as seen from ``role``'s
-    namespace, with one process (system.sysfs_write starts one per file).
-    BenchError naming the files that failed."""
-    argv = [sys.executable, "-c", _WRITE_MANY]
-    for path, value in values.items():
-        argv += [path, str(value)]
-    r = lab.run(role, argv, capture_output=True, text=True)
-    if r.returncode:
-        raise BenchError(f"{role}: {r.stderr.strip()}")
-
-
-def _rps_mask(cpu: int) -> str:
-    return format(1 << cpu, "x")
 
 
 def link_stats(lab, role: str, key: str, only=None) -> dict:
@@ -438,9 +408,9 @@ class HttpBench:
                 else:
                     ifaces = [i.name for i in node.interfaces]
                 cpu = LB_CPU if node.role == "lb" else OTHER_CPU
-                sysfs_write_many(lab, node.role, {
+                sysfs_write(lab, node.role, {
                     f"/sys/class/net/{i}/queues/rx-0/rps_cpus":
-                        _rps_mask(cpu) for i in ifaces})
+                        rps_mask(cpu) for i in ifaces})
 
     def _nginx(self, lab, role) -> None:
         run = os.path.join(self.tmp, f"{lab.name}-{role}")
@@ -642,33 +612,26 @@ class HttpBench:
                                      f"after {START_TIMEOUT:g}s{row.why()}")
                 time.sleep(0.1)
         # the XDP program is on: the interfaces have NAPI, thread it on CPU 1
-        row.napi = []
-        for iface in ifaces:
-            row.napi += thread_napi(lab, "lb", iface, LB_CPU, before=before)
-        row.napi_pids = {name: pid for pid, name in napi_threads().items()
-                         if name in row.napi and pid not in before}
-        if len(row.napi) < len(ifaces):
-            raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
-                             f"interface of {ifaces}, got {row.napi}")
         # Receive work preempts the balancer's process, as softirq does in
         # the modes without XDP (and as threaded IRQ handlers run): at
         # SCHED_OTHER the kthread waits for its CFS turn while veth's
         # 256-frame ring overflows, and retransmissions inflate every
         # figure.
-        for name, pid in row.napi_pids.items():
-            try:
-                os.sched_setscheduler(pid, os.SCHED_FIFO,
-                                      os.sched_param(NAPI_RT_PRIORITY))
-            except OSError as exc:
-                raise BenchError(f"cannot make {name} SCHED_FIFO: "
-                                 f"{exc.strerror}") from None
+        for iface in ifaces:
+            pinned = thread_napi(lab, "lb", iface, LB_CPU, before=before,
+                                 priority=NAPI_RT_PRIORITY)
+            row.napi += sorted(pinned.values())
+            row.napi_pids.update({name: pid for pid, name in pinned.items()})
+        if len(row.napi) < len(ifaces):
+            raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
+                             f"interface of {ifaces}, got {row.napi}")
         return row
 
     def _unthread(self, lab, ifaces) -> None:
         """Threaded NAPI off again, so the next XDP program's NAPI threads
         are new (and pinned) ones."""
         try:
-            sysfs_write_many(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
+            sysfs_write(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
                                          for i in ifaces})
         except (BenchError, PyfwdError, OSError):
             pass            # the lab is going anyway

@@ -318,17 +318,12 @@ class PpsBench:
                   stdin=True)
         try:
             p.line()
-            names = thread_napi(self, role, ifname, cpu, before=before)
-            if role == "gen":
-                # The sink shares CPU 0 with the generator, which never
-                # sleeps: as a fair-share thread it would run late, veth's
-                # 256-frame ring would overflow and what the forwarder
-                # delivered would not be counted.  Real-time, it runs as
-                # soon as frames arrive.
-                for pid, name in napi_threads().items():
-                    if name in names:
-                        os.sched_setscheduler(pid, os.SCHED_FIFO,
-                                              os.sched_param(SINK_PRIO))
+            # A sink beside the generator (CPU 0, which never sleeps)
+            # runs real-time: as a fair-share thread it would run late,
+            # veth's 256-frame ring would overflow and what the forwarder
+            # delivered would not be counted.
+            thread_napi(self, role, ifname, cpu, before=before,
+                        priority=SINK_PRIO if role == "gen" else 0)
         except BaseException:
             p.stop()
             raise

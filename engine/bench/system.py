@@ -21,18 +21,31 @@ class BenchError(PyfwdError):
     a row that failed); the message says what and why."""
 
 
-_WRITE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
+_WRITE = """\
+import sys
+bad = []
+for path, value in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        bad.append(f"cannot write {value!r} to {path}: {exc.strerror}")
+if bad:
+    sys.exit("; ".join(bad))
+"""
 _READ = "import sys; print(open(sys.argv[1]).read().strip())"
 
 
-def sysfs_write(lab, role: str, path: str, value) -> None:
-    """Write ``value`` to ``path`` under /sys as seen from ``role``'s
-    namespace.  Raises BenchError naming the file on failure."""
-    r = lab.run(role, [sys.executable, "-c", _WRITE, path, str(value)],
-                capture_output=True, text=True)
+def sysfs_write(lab, role: str, values: dict) -> None:
+    """Write each {path: value} under /sys as seen from ``role``'s
+    namespace, with one process.  Raises BenchError naming the files that
+    failed."""
+    argv = [sys.executable, "-c", _WRITE]
+    for path, value in values.items():
+        argv += [path, str(value)]
+    r = lab.run(role, argv, capture_output=True, text=True)
     if r.returncode:
-        raise BenchError(f"{role}: cannot write {value!r} to {path}: "
-                         f"{r.stderr.strip().splitlines()[-1:]}")
+        raise BenchError(f"{role}: {r.stderr.strip()}")
 
 
 def sysfs_read(lab, role: str, path: str) -> str:
@@ -64,9 +77,11 @@ def napi_threads() -> dict:
 
 
 def thread_napi(lab, role: str, iface: str, cpu: int,
-                before: dict = None, settle: float = 0.2) -> list:
+                before: dict = None, settle: float = 0.2,
+                priority: int = 0) -> dict:
     """Turn on threaded NAPI for ``iface`` in ``role`` and pin its NAPI
-    kthreads to ``cpu``; the pinned kthread names.
+    kthreads to ``cpu`` (and run them SCHED_FIFO at ``priority`` if not
+    0); the pinned kthreads, {pid: name}.
 
     veth only has NAPI while an XDP program is attached (or GRO is on), so
     call this after the program is.  Kthreads are named napi/IF-ID with no
@@ -74,7 +89,7 @@ def thread_napi(lab, role: str, iface: str, cpu: int,
     when it turns threading on (``before``: a napi_threads() snapshot taken
     earlier, if the interface was switched on already by someone else)."""
     before = napi_threads() if before is None else before
-    sysfs_write(lab, role, f"/sys/class/net/{iface}/threaded", 1)
+    sysfs_write(lab, role, {f"/sys/class/net/{iface}/threaded": 1})
     deadline = time.monotonic() + 2.0
     new = {}
     while time.monotonic() < deadline:
@@ -84,20 +99,29 @@ def thread_napi(lab, role: str, iface: str, cpu: int,
             break
         time.sleep(0.05)
     time.sleep(settle)
-    for pid in new:
+    for pid, name in new.items():
         try:
             os.sched_setaffinity(pid, {cpu})
+            if priority:
+                os.sched_setscheduler(pid, os.SCHED_FIFO,
+                                      os.sched_param(priority))
         except OSError as exc:
-            raise BenchError(f"cannot pin {new[pid]} to CPU {cpu}: "
-                             f"{exc.strerror}") from None
-    return sorted(new.values())
+            raise BenchError(f"cannot pin {name} to CPU {cpu}"
+                             + (f" at SCHED_FIFO {priority}" if priority
+                                else "") + f": {exc.strerror}") from None
+    return new
+
+
+def rps_mask(cpu: int) -> str:
+    """rps_cpus for one CPU."""
+    return format(1 << cpu, "x")
 
 
 def rps(lab, role: str, iface: str, cpu: int) -> None:
     """Receive Packet Steering: ``iface``'s receive work (on the kernel's
     own paths: no XDP) runs on ``cpu``."""
-    sysfs_write(lab, role, f"/sys/class/net/{iface}/queues/rx-0/rps_cpus",
-                format(1 << cpu, "x"))
+    sysfs_write(lab, role, {
+        f"/sys/class/net/{iface}/queues/rx-0/rps_cpus": rps_mask(cpu)})
 
 
 def busy_poll_tuning(lab, role: str, iface: str, defer: int = 2,
@@ -106,10 +130,9 @@ def busy_poll_tuning(lab, role: str, iface: str, defer: int = 2,
     deferred (napi_defer_hard_irqs) and a gro_flush_timeout to re-arm
     them, so the application's busy poll does the NAPI work.  Returns
     what was set."""
-    sysfs_write(lab, role, f"/sys/class/net/{iface}/napi_defer_hard_irqs",
-                defer)
-    sysfs_write(lab, role, f"/sys/class/net/{iface}/gro_flush_timeout",
-                flush_ns)
+    sysfs_write(lab, role, {
+        f"/sys/class/net/{iface}/napi_defer_hard_irqs": defer,
+        f"/sys/class/net/{iface}/gro_flush_timeout": flush_ns})
     return {"napi_defer_hard_irqs": defer, "gro_flush_timeout": flush_ns}
 
 

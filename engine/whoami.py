@@ -8,6 +8,7 @@ balancer's) and to which local address it was sent (the VIP in DR).
     python -m pyfwd.whoami --bind 10.0.0.11 --port 80 --name real1
 
 GET /          -> "node=real1 client=10.0.0.1:40312 local=10.0.0.100:80\\n"
+                  (plus " xff=..." when a proxy sent X-Forwarded-For)
 GET /bytes/N   -> N bytes of payload (for transfer tests), N <= 1 GiB
 """
 
@@ -30,8 +31,9 @@ class WhoamiHandler(BaseHTTPRequestHandler):
             return self._bytes(self.path[len("/bytes/"):])
         client = "%s:%d" % self.client_address[:2]
         local = "%s:%d" % self.connection.getsockname()[:2]
-        body = (f"node={self.server.node} client={client} "
-                f"local={local}\n").encode()
+        xff = self.headers.get("X-Forwarded-For")
+        body = (f"node={self.server.node} client={client} local={local}"
+                + (f" xff={xff}" if xff else "") + "\n").encode()
         self._reply(200, body)
 
     def _bytes(self, count):

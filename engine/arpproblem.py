@@ -420,13 +420,9 @@ def lesson(lab, echo: Callable[[str], None]) -> Result:
 
         # -- 1. the failure
         echo(_STEP1.format(vip=VIP, port=PORT))
-        n = 0
-
         def show(r):
-            nonlocal n
-            n += 1
             res.before.append(r)
-            echo(format_request(n, r, macs))
+            echo(format_request(len(res.before), r, macs))
 
         forget(lab, "client", VIP)
         show(request(lab, eng, "the client's cache entry for the VIP had "
@@ -462,7 +458,7 @@ def lesson(lab, echo: Callable[[str], None]) -> Result:
                 break
         show(request(lab, eng, "nothing changed in between"))
 
-        echo(f"\n  The client's cache for the VIP held, in turn: "
+        echo("\n  The client's cache for the VIP held, in turn: "
              + " -> ".join(owner(m, macs) for m in res.cache_history))
         echo(f"  {len(res.bypassed)} of {len(res.before)} requests never "
              f"reached the balancer: it cannot balance, count,\n  drain "

@@ -264,7 +264,7 @@ class Capture:
                     break
                 time.sleep(0.005)
         except OSError:
-            pass        # a socket closed under us (Lab.down()): keep what we have
+            pass        # a socket closed under us (Lab.down()): keep the rest
         finally:
             sel.close()
 

@@ -1,0 +1,614 @@
+"""The PACS workload of the lab: a DICOM study stored and fetched back
+through the balancer (`pyfwd lab demo --pacs`).
+
+Each real server runs Orthanc, a DICOM archive: DICOM on port 104 and
+DICOMweb over HTTP on port 8042.  The balancer has two VIPs over them, the
+DICOM VIP 10.0.0.100:104 and the web VIP 10.0.0.100:8042.  The client makes
+a small study with dcmtk's dump2dcm (one Study Instance UID, a few images
+with SOP Instance UIDs of their own), stores it with dcmtk's storescu through
+the DICOM VIP, then fetches the whole study back with WADO-RS through the web
+VIP, and the SOP Instance UIDs fetched are compared with those stored.
+
+Each Orthanc keeps its own database here (a real PACS cluster shares one),
+so the fetch must reach the node that took the store.  Both VIPs use the
+`sh` scheduler (source hashing) over the same real servers, named by address
+alone: the two VIPs get the same table, and the entry is picked by a hash of
+the client's address, so a client reaches the same node through either VIP.
+Named with their ports (10.0.0.11:104 and 10.0.0.11:8042) the reals would
+give two different tables, agreeing on about half their entries; that is
+why this module builds its services itself instead of labmodes.balancer,
+and why the web VIP keeps the real servers' port 8042 in NAT too.
+
+`store_and_fetch` measures one mode in a lab that is up and returns a
+`Result`; `run` builds the labs, calls it and explains the figures.
+dcmtk is called by full path: pynetdicom installs tools of the same names.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import labmodes
+from .errors import ConfigError, LabError, PyfwdError
+
+__all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Study", "Result", "missing",
+           "run", "store_and_fetch", "explain", "why_same_node", "make_study",
+           "sop_uids", "split_multipart", "archives", "services", "vips",
+           "table_agreement", "balancer"]
+
+MODES = ("dr", "nat")
+DICOM_PORT = 104
+WEB_PORT = 8042
+CLIENT_AET = "PYFWD"
+VIP_AET = "PACS"                # the AE title the client calls at the VIP
+INSTANCES = 3
+ORTHANC = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                    "/usr/lib/orthanc/libOrthancDicomWeb.so")
+STORESCU = "/usr/bin/storescu"
+DUMP2DCM = "/usr/bin/dump2dcm"
+DCMDUMP = "/usr/bin/dcmdump"
+START_TIMEOUT = 20.0            # Orthanc up and listening on both ports
+HTTP_TIMEOUT = 10.0
+DICOM_TIMEOUT = 10              # storescu's connect, ACSE and DIMSE timeouts
+DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
+
+# One instance of the study, as dump2dcm's text form of a dataset.
+_DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
+(0008,0018) UI [{sop}]
+(0008,0020) DA [{date}]
+(0008,0060) CS [OT]
+(0010,0010) PN [PYFWD^LESSON]
+(0010,0020) LO [PYFWD-{n_patient}]
+(0020,000d) UI [{study}]
+(0020,000e) UI [{series}]
+(0020,0010) SH [1]
+(0020,0011) IS [1]
+(0020,0013) IS [{number}]
+"""
+
+_WHAT = {
+    "dr": "DR leaves the client's packets as they are (only the destination "
+          "MAC changes):\nthe archive node sees the client's own address and "
+          "answers it directly.",
+    "nat": "NAT rewrites the destination to the archive node's address "
+           "and leaves the source\nalone: the node sees the client's own "
+           "address and answers through the balancer.",
+}
+
+
+@dataclass
+class Study:
+    """A study made by make_study: its UIDs and its DICOM files."""
+
+    study_uid: str
+    sop_uids: list              # SOP Instance UIDs, in file order
+    files: list                 # paths of the DICOM files
+
+
+@dataclass
+class Result:
+    """What store_and_fetch measured in one mode.
+
+    `holders` maps each real server role to the number of the study's
+    instances its Orthanc holds (asked directly, not through a VIP);
+    `recorded` is the metadata Orthanc kept of the store on the node that
+    holds the study (RemoteIP: the address the association came from,
+    RemoteAET, CalledAET); `flows` maps each VIP name to {role: new flows
+    the balancer sent there}.  `error` is empty when the store and the fetch
+    both worked.
+    """
+
+    mode: str
+    dicom_vip: str
+    web_vip: str
+    client: str
+    study_uid: str
+    stored: list                # SOP Instance UIDs sent with storescu
+    retrieved: list = field(default_factory=list)  # fetched with WADO-RS
+    holders: dict = field(default_factory=dict)
+    recorded: dict = field(default_factory=dict)
+    flows: dict = field(default_factory=dict)
+    reals: dict = field(default_factory=dict)      # role -> address
+    fetch_status: int = 0
+    fetch_bytes: int = 0
+    start_s: float = 0.0        # the archives, from start to listening
+    store_s: float = 0.0
+    fetch_s: float = 0.0
+    error: str = ""
+
+    @property
+    def stored_on(self):
+        """The role holding the study, or None (none, or split)."""
+        full = [r for r, n in self.holders.items() if n]
+        return full[0] if len(full) == 1 else None
+
+    @property
+    def ok(self):
+        """True when the whole study was stored on one node and the same
+        SOP Instance UIDs came back through the web VIP."""
+        return (not self.error and self.stored_on is not None
+                and self.holders[self.stored_on] == len(self.stored)
+                and sorted(self.retrieved) == sorted(self.stored))
+
+
+def missing():
+    """What the PACS workload needs and is not installed, as
+    "what (how to install it)" strings; empty when ready."""
+    out = []
+    if not os.access(ORTHANC, os.X_OK):
+        out.append("orthanc (apt-get install orthanc)")
+    if _dicomweb_plugin() is None:
+        out.append("orthanc-dicomweb (apt-get install orthanc-dicomweb)")
+    if not all(os.access(p, os.X_OK) for p in (STORESCU, DUMP2DCM, DCMDUMP)):
+        out.append("dcmtk (apt-get install dcmtk)")
+    return out
+
+
+def _dicomweb_plugin():
+    return next((p for p in DICOMWEB_PLUGINS if os.path.exists(p)), None)
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ConfigError(f"PACS mode {mode!r}: expected one of "
+                          f"{', '.join(MODES)}")
+
+
+# ---------------------------------------------------------------------------
+# The study
+
+
+def new_uid():
+    """A fresh DICOM UID: 2.25 and a random UUID as an integer."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def make_study(directory, instances=INSTANCES):
+    """Write a study of `instances` small Secondary Capture images into
+    directory with dcmtk's dump2dcm; returns the Study.  LabError if
+    dump2dcm fails or its files do not carry the UIDs asked."""
+    directory = Path(directory)
+    study, series = new_uid(), new_uid()
+    sops, files = [], []
+    for n in range(1, instances + 1):
+        sop = new_uid()
+        txt, dcm = directory / f"study-{n}.txt", directory / f"study-{n}.dcm"
+        txt.write_text(_DATASET.format(
+            sop=sop, study=study, series=series, number=n,
+            date=time.strftime("%Y%m%d"), n_patient=study[-6:]))
+        r = subprocess.run([DUMP2DCM, "--write-xfer-little", str(txt),
+                            str(dcm)], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise LabError(f"dump2dcm: {(r.stderr or r.stdout).strip()}")
+        sops.append(sop)
+        files.append(str(dcm))
+    if sop_uids(files) != sops:
+        raise LabError("dump2dcm wrote other SOP Instance UIDs than asked")
+    return Study(study, sops, files)
+
+
+def sop_uids(paths):
+    """The SOP Instance UID (0008,0018) of each DICOM file, read with
+    dcmtk's dcmdump ("" for a file that has none)."""
+    out = []
+    for path in paths:
+        r = subprocess.run([DCMDUMP, "-q", "+P", "0008,0018", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        m = re.search(r"\(0008,0018\) UI \[([0-9.]+)\]", r.stdout)
+        out.append(m.group(1) if m else "")
+    return out
+
+
+def split_multipart(content_type, body):
+    """The parts' contents of a multipart body (WADO-RS answers with
+    multipart/related); [] when content_type has no boundary."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type or "")
+    if not m:
+        return []
+    parts = []
+    for chunk in body.split(b"--" + m.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):             # the closing delimiter
+            break
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length:
+            content = content[:int(length.group(1))]
+        elif content.endswith(b"\r\n"):
+            content = content[:-2]
+        parts.append(content)
+    return parts
+
+
+# ---------------------------------------------------------------------------
+# The archives (one Orthanc per real server)
+
+
+def orthanc_config(role, directory):
+    """The Orthanc configuration of one real server's archive."""
+    db = str(Path(directory) / "db")
+    return {
+        "Name": f"pyfwd-{role}", "DicomAet": _aet(role),
+        "DicomPort": DICOM_PORT, "HttpPort": WEB_PORT,
+        "StorageDirectory": db, "IndexDirectory": db,
+        "RemoteAccessAllowed": True, "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,       # the client calls VIP_AET
+        "HttpCompressionEnabled": False, "SaveJobs": False,
+        "Plugins": [_dicomweb_plugin()],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+
+
+def _aet(role):
+    return "PACS" + re.sub(r"\D", "", role)
+
+
+def _http(host, port, method, path, body=None, headers=None,
+          timeout=HTTP_TIMEOUT):
+    """(status, headers as a dict with lower-case names, body bytes)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def _rest(lab, role, method, path, body=None):
+    """Orthanc's REST API on role, from inside role's namespace; the JSON
+    answer.  LabError on a status other than 200."""
+    def ask():
+        return _http("127.0.0.1", WEB_PORT, method, path,
+                     None if body is None else json.dumps(body))
+    try:
+        status, _, data = lab.call(role, ask, timeout=HTTP_TIMEOUT + 5)
+    except (OSError, http.client.HTTPException) as exc:
+        raise LabError(f"Orthanc on {role}: {method} {path}: {exc}") from exc
+    if status != 200:
+        raise LabError(f"Orthanc on {role}: {method} {path}: HTTP {status}")
+    return json.loads(data)
+
+
+@contextlib.contextmanager
+def archives(lab, directory, roles=None):
+    """Orthanc on each real server (all of the lab's by default), each with
+    its own configuration and database under directory; yields {role:
+    Popen} once every one answers on both ports.  Stopped on the way out.
+    LabError (with the end of its log) if one does not start within
+    START_TIMEOUT."""
+    procs = {}
+    try:
+        for role in lab.reals if roles is None else roles:
+            d = Path(directory) / role
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "orthanc.json").write_text(json.dumps(
+                orthanc_config(role, d), indent=1))
+            with open(d / "orthanc.log", "wb") as log:
+                procs[role] = lab.popen(
+                    role, [ORTHANC, str(d / "orthanc.json")],
+                    stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # without it, delayed ACKs cost ~40 ms per image
+                    env=dict(os.environ, TCP_NODELAY="1"))
+        for role, proc in procs.items():
+            _wait_orthanc(lab, role, proc, Path(directory) / role)
+        yield procs
+    finally:
+        labmodes.stop_all(list(procs.values()))
+
+
+def _wait_orthanc(lab, role, proc, directory):
+    def wait():
+        import socket
+        end = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                status, _, _ = _http("127.0.0.1", WEB_PORT, "GET", "/system",
+                                     timeout=1)
+                socket.create_connection(("127.0.0.1", DICOM_PORT),
+                                         1).close()
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    if not lab.call(role, wait, timeout=START_TIMEOUT + 5):
+        tail = (directory / "orthanc.log").read_text(errors="replace")
+        tail = " | ".join(tail.strip().splitlines()[-3:])
+        how = ("exited" if proc.poll() is not None
+               else f"did not listen within {START_TIMEOUT:.0f} s")
+        raise LabError(f"Orthanc on {role} {how}: {tail}")
+
+
+# ---------------------------------------------------------------------------
+# The balancer
+
+
+def vips(mode):
+    """(DICOM VIP, web VIP) as ADDR:PORT/tcp texts.  The web VIP keeps the
+    real servers' port in NAT too: see the module docstring."""
+    _check_mode(mode)
+    return (f"{labmodes.VIP}:{DICOM_PORT}/tcp",
+            f"{labmodes.VIP}:{WEB_PORT}/tcp")
+
+
+def services(lab, mode, scheduler="sh", with_ports=False):
+    """The two services, DICOM and web, over every real server of lab.
+
+    The reals are named by address alone (port None: the VIP's port), so
+    both VIPs build the same table; with_ports=True names them
+    address:port instead, for comparison.
+    """
+    from .service import Real, Vip
+    from .tables import Service
+
+    out = []
+    for name, text in zip(("dicom", "web"), vips(mode)):
+        vip = Vip.parse(text)
+        port = vip.port if with_ports else None
+        out.append(Service(vip, [Real(lab.ip(r), port) for r in lab.reals],
+                           scheduler, mode, name=name))
+    return out
+
+
+def table_agreement(services_):
+    """The share of entries on which the schedule tables of the services
+    (same number of reals) pick the same real server."""
+    from .tables import ring_for
+
+    rings = [ring_for(s, [r.weight for r in s.reals]) for s in services_]
+    return float((rings[0] == rings[1]).mean()) if all(
+        len(r) == len(rings[0]) for r in rings) else 0.0
+
+
+@contextlib.contextmanager
+def balancer(lab, mode):
+    """The engine with the two PACS VIPs, running in lab's lb namespace
+    (in DR, the real servers are set up for the VIP first)."""
+    from .engine import Engine
+
+    _check_mode(mode)
+    if labmodes.TOPOLOGY[mode] != lab.topology:
+        raise LabError(f"mode {mode} runs in a {labmodes.TOPOLOGY[mode]} "
+                       f"lab, '{lab.name}' is {lab.topology}")
+    if mode == "dr":
+        labmodes.setup_reals(lab, [labmodes.VIP])
+    eng = Engine("eth0", services(lab, mode),
+                 inside_iface="eth1" if mode == "nat" else None,
+                 busy_poll=0, flows=1 << 14)
+    lab.call("lb", eng.start)
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+
+
+def store_and_fetch(lab, mode, directory, instances=INSTANCES):
+    """Store a fresh study through the DICOM VIP and fetch it back through
+    the web VIP, in `mode`, in `lab` (up, of the mode's topology); every
+    file goes under directory.  Starts Orthanc on every real server and the
+    balancer, and stops them before returning the Result.
+
+    A failed store or fetch is reported in Result.error; raises LabError
+    when the archives or the balancer cannot be set up, ConfigError for a
+    mode other than "dr" or "nat".
+    """
+    _check_mode(mode)
+    directory = Path(directory)
+    study = make_study(directory, instances)
+    dicom_vip, web_vip = vips(mode)
+    res = Result(mode, dicom_vip.split("/")[0], web_vip.split("/")[0],
+                 lab.ip("client"), study.study_uid, list(study.sop_uids),
+                 reals={r: lab.ip(r) for r in lab.reals})
+    t0 = time.monotonic()
+    with archives(lab, directory / "archives"):
+        res.start_s = time.monotonic() - t0
+        with balancer(lab, mode) as eng:
+            res.error = (_store(lab, study, res)
+                         or _fetch(lab, study, res, directory / "fetched"))
+            res.flows = {v["name"]: {
+                role: r["flows_new"] for role in lab.reals
+                for r in v["reals"]
+                if r["real"].split(":")[0] == lab.ip(role)}
+                for v in eng.show()}
+        _locate(lab, study, res)
+    if not res.error and not res.ok:
+        res.error = "the study fetched back is not the study stored"
+    return res
+
+
+def _store(lab, study, res):
+    """storescu through the DICOM VIP, one association; "" or the error."""
+    t0 = time.monotonic()
+    try:
+        r = lab.run("client", [
+            STORESCU, "-aet", CLIENT_AET, "-aec", VIP_AET,
+            "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
+            "-td", str(DICOM_TIMEOUT), labmodes.VIP, str(DICOM_PORT),
+            *study.files], capture_output=True, text=True,
+            env=dict(os.environ, TCP_NODELAY="1"),
+            timeout=3 * DICOM_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"storescu: no answer within {3 * DICOM_TIMEOUT} s"
+    finally:
+        res.store_s = time.monotonic() - t0
+    if r.returncode != 0:
+        return f"storescu: {(r.stderr or r.stdout).strip()[-300:]}"
+    return ""
+
+
+def _fetch(lab, study, res, directory):
+    """WADO-RS GET of the study through the web VIP; "" or the error."""
+    path = f"/dicom-web/studies/{study.study_uid}"
+
+    def get():
+        t0 = time.monotonic()
+        out = _http(labmodes.VIP, WEB_PORT, "GET", path,
+                    headers={"Accept": DICOM_ACCEPT})
+        return out, time.monotonic() - t0
+
+    try:
+        (status, headers, body), res.fetch_s = lab.call(
+            "client", get, timeout=HTTP_TIMEOUT + 5)
+    except (OSError, http.client.HTTPException, LabError) as exc:
+        return f"GET http://{res.web_vip}{path}: {exc}"
+    res.fetch_status, res.fetch_bytes = status, len(body)
+    if status != 200:
+        return f"GET http://{res.web_vip}{path}: HTTP {status}"
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for n, part in enumerate(split_multipart(headers.get("content-type"),
+                                             body), 1):
+        files.append(directory / f"part-{n}.dcm")
+        files[-1].write_bytes(part)
+    res.retrieved = sop_uids(files)
+    return ""
+
+
+def _locate(lab, study, res):
+    """Ask each Orthanc directly (in its namespace) what it holds of the
+    study, and what it recorded of the store."""
+    for role in lab.reals:
+        ids = _rest(lab, role, "POST", "/tools/find", {
+            "Level": "Instance",
+            "Query": {"StudyInstanceUID": study.study_uid}})
+        res.holders[role] = len(ids)
+        if ids and not res.recorded:
+            res.recorded = _rest(lab, role, "GET",
+                                 f"/instances/{ids[0]}/metadata?expand")
+
+
+# ---------------------------------------------------------------------------
+# The lesson
+
+
+def explain(res):
+    """The lesson of one Result, as lines of plain text."""
+    n = len(res.stored)
+    where = res.stored_on
+    got = set(res.retrieved)
+    lines = [_WHAT[res.mode], "",
+             f"  study    {n} images of one study, made with dump2dcm:",
+             f"           Study Instance UID {res.study_uid}",
+             f"  store    storescu from the client ({res.client}) to the "
+             f"DICOM VIP {res.dicom_vip}",
+             f"           (calling AE {VIP_AET}), one association: "
+             f"{_ms(res.store_s)}"]
+    if where:
+        lines.append(f"  archive  {where} ({res.reals[where]}, Orthanc AE "
+                     f"{_aet(where)}) took {res.holders[where]} of {n}; "
+                     + ", ".join(f"{r} holds {k}" for r, k in
+                                 res.holders.items() if r != where))
+    else:
+        lines.append("  archive  held: " + ", ".join(
+            f"{r} {k}" for r, k in res.holders.items()))
+    if res.recorded:
+        ip = res.recorded.get("RemoteIP", "?")
+        lines += [f"  recorded {where or 'Orthanc'} noted the sender as {ip} "
+                  f"(AE {res.recorded.get('RemoteAET', '?')}):",
+                  "           " + ("the client's own address"
+                                   if ip == res.client
+                                   else "not the client's address")]
+    lines += [f"  fetch    WADO-RS GET http://{res.web_vip}/dicom-web/"
+              "studies/<Study UID>",
+              f"           from the client: HTTP {res.fetch_status or '-'}, "
+              f"{len(res.retrieved)} DICOM parts, {res.fetch_bytes} bytes "
+              f"in {_ms(res.fetch_s)}"]
+    for name, per in res.flows.items():
+        sent = [r for r, k in per.items() if k]
+        lines.append(f"  balancer the {name} VIP sent the client to "
+                     f"{', '.join(sent) or 'no real server'}")
+    lines.append("  SOP Instance UIDs, stored -> fetched back:")
+    lines += [f"           {uid} {'yes' if uid in got else 'MISSING'}"
+              for uid in res.stored]
+    if res.ok:
+        lines.append(f"  result   all {n} came back from {where}, the node "
+                     "that stored them: they match")
+    else:
+        lines.append(f"  result   FAILED: {res.error}")
+        if got - set(res.stored):
+            lines.append(f"           {len(got - set(res.stored))} "
+                         "unexpected instances fetched")
+    return lines
+
+
+def why_same_node(agreement):
+    """Why the fetch reaches the node that stored the study (lines);
+    agreement is table_agreement of the reals named with their ports."""
+    return [
+        "Each archive node keeps its own database here (a real PACS cluster",
+        "shares one), so the fetch must reach the node that took the store.",
+        "Both VIPs use the sh scheduler (source hashing) over the same real",
+        "servers, named by address alone: the two VIPs get the same table,",
+        "and the entry is picked by a hash of the client's address, so a",
+        "client reaches the same node through either VIP.  Named with their",
+        "ports (address:104 and address:8042) the reals would give two tables",
+        f"that agree on {agreement:.0%} of their entries: a coin toss per "
+        "client."]
+
+
+def _ms(seconds):
+    return f"{seconds * 1000:.0f} ms"
+
+
+def run(echo, modes=MODES, name="pacs", reals=2):
+    """The PACS lesson: for each mode, a lab named `name` with `reals`
+    real servers, a study stored and fetched back, explained through echo
+    (a print-like callable).  True when every mode stored and fetched back
+    the whole study; what is not installed, or a lab that cannot be built,
+    is said through echo and gives False.  Raises ConfigError, before
+    building anything, for a mode other than "dr" or "nat"."""
+    from .lab import Lab
+
+    need = missing()
+    if need:
+        echo("The PACS workload needs: " + ", ".join(need))
+        return False
+    for mode in modes:
+        _check_mode(mode)
+    ok = True
+    for i, mode in enumerate(modes):
+        if i:
+            echo("")
+        echo(f"== PACS over {mode.upper()}: "
+             f"lab {name} ({labmodes.TOPOLOGY[mode]}, {reals} archive "
+             "nodes running Orthanc) ==")
+        try:
+            with Lab(name, topology=labmodes.TOPOLOGY[mode],
+                     reals=reals) as lab, \
+                    tempfile.TemporaryDirectory(prefix="pyfwd-pacs-") as d:
+                if i == 0:
+                    for line in why_same_node(table_agreement(
+                            services(lab, mode, with_ports=True))):
+                        echo(line)
+                    echo("")
+                res = store_and_fetch(lab, mode, d)
+        except PyfwdError as exc:
+            echo(f"  failed: {exc}")
+            ok = False
+            continue
+        for line in explain(res):
+            echo(line)
+        echo(f"  timings  archives up in {_ms(res.start_s)}, store "
+             f"{_ms(res.store_s)}, fetch {_ms(res.fetch_s)}")
+        ok = ok and res.ok
+    return ok

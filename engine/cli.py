@@ -40,7 +40,10 @@ def cli():
 
     \b
     Start here:
-      pyfwd lab demo        build a namespace lab and show traffic through it
+      pyfwd lab demo        namespace labs: DR, NAT, SNAT and L7 through a VIP,
+                            measured and explained
+      pyfwd lab trace       one request across every hop: pcaps and a diagram
+      pyfwd lab arp-problem the ARP problem of DR: shown, found, fixed
       pyfwd start --iface eth0 --vip 10.0.0.100:80/tcp --real 10.0.0.11
                             balance a VIP in direct routing (DR) mode
       pyfwd realserver setup --vip 10.0.0.100
@@ -69,6 +72,13 @@ def lab():
                 (NAT: the lb is the real servers' default gateway)
     Namespaces are named NAME-client, NAME-lb, NAME-real1.. and NAME-sw*;
     `pyfwd lab show` prints the address plan.
+
+    \b
+    Lessons (each builds its own labs and removes them):
+      demo          every mode through a VIP, measured, then side by side
+      trace         one request across every hop: pcaps and a diagram
+      arp-problem   a real server answering ARP for the VIP: shown, fixed
+    docs/lab.md is a short course of exercises built on them.
     """
 
 
@@ -151,19 +161,91 @@ def lab_exec(name, node, command):
 
 
 @lab.command("demo")
+@click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat", "l7",
+                                                 "all"]),
+              default="all", show_default=True,
+              help="the forwarding mode to show; all ends with a table of "
+              "the modes side by side")
+@click.option("--pacs", is_flag=True,
+              help="also a PACS workload: Orthanc on the real servers, a "
+              "study stored with dcmtk's storescu through the DICOM VIP and "
+              "fetched back over DICOMweb, in DR and NAT (needs the orthanc, "
+              "orthanc-dicomweb and dcmtk packages)")
 @click.option("--name", "-n", default="demo", show_default=True,
               help="lab name used while the demo runs")
-@click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
-                                                     "all"]),
-              default="all", show_default=True)
-@click.option("--reals", "-r", type=int, default=3, show_default=True)
-def lab_demo(name, topology, reals):
-    """Build the lab, send real traffic through it, explain, tear down."""
-    from . import demo
+@click.option("--reals", "-r", type=click.IntRange(1, 8), default=3,
+              show_default=True, help="real servers in each lab")
+def lab_demo(mode, pacs, name, reals):
+    """Show what each forwarding mode does, measured.
+
+    For each mode it builds the lab that mode needs (DR, SNAT, L7: one
+    segment; NAT: the balancer between two), sets up the real servers,
+    starts the balancer, sends requests and a 20 MB download through the
+    VIP, and explains from a capture at the switch ports which real server
+    answered, which client address it saw, which way the reply went and how
+    many packets and bytes crossed the balancer in each direction.  Every
+    lab is removed at the end.
+    """
+    from . import demo, labmodes
     need_root("pyfwd lab demo")
-    topologies = ("one-arm", "two-arm") if topology == "all" else (topology,)
-    if not demo.run(click.echo, topologies, reals, name=name):
+    if pacs:
+        from . import pacs as pacsmod
+        missing = pacsmod.missing()
+        if missing:
+            raise click.ClickException(
+                "--pacs needs " + ", ".join(missing) + " (./tools/run setup "
+                "installs them)")
+    modes = labmodes.MODES if mode == "all" else (mode,)
+    ok = demo.run(click.echo, modes, reals, name=name)
+    if pacs:
+        ok &= pacsmod.run(click.echo, name=name)
+    if not ok:
         raise click.ClickException("some requests failed (see above)")
+
+
+@lab.command("trace")
+@click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat"]),
+              default="dr", show_default=True,
+              help="the L4 mode to follow (L7 is two connections, HAProxy's "
+              "own: `pyfwd lab demo --mode l7` shows it)")
+@click.option("--out", "-o", default="trace", show_default=True,
+              type=click.Path(file_okay=False),
+              help="directory for client.pcap, lb.pcap, real.pcap and "
+              "trace.svg")
+@click.option("--name", "-n", default="trace", show_default=True,
+              help="lab name used while the trace runs")
+def lab_trace(mode, out, name):
+    """Follow one HTTP request and its reply across every hop.
+
+    Builds the mode's lab with one real server, captures one connection on
+    the client, on every interface of the balancer and on the real server
+    (at the switch ports, as a mirror port would), writes one pcap per hop
+    and draws the journey as a sequence diagram, in the terminal and in
+    OUT/trace.svg, with the fields the balancer rewrote highlighted.
+    """
+    from . import trace
+    need_root("pyfwd lab trace")
+    if not trace.run(click.echo, mode=mode, out=out, name=name):
+        raise click.ClickException("the trace is incomplete (see above)")
+
+
+@lab.command("arp-problem")
+@click.option("--name", "-n", default="arp", show_default=True,
+              help="lab name used while the lesson runs")
+def lab_arp_problem(name):
+    """Show the ARP problem of DR, find it and fix it.
+
+    One real server holds the VIP without `pyfwd realserver setup`, so it
+    answers ARP for it: the client's ARP cache flips and connections go to
+    that server directly, past the balancer.  `pyfwd arp-check` finds it;
+    `pyfwd realserver setup` fixes it; the same requests then all cross the
+    balancer.
+    """
+    from . import arpproblem
+    need_root("pyfwd lab arp-problem")
+    if not arpproblem.run(click.echo, name=name):
+        raise click.ClickException("the lesson did not show what it should "
+                                   "(see above)")
 
 
 # --- the balancer -----------------------------------------------------------

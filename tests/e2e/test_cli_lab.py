@@ -79,16 +79,39 @@ def test_two_arm_up_down(name):
     assert ours(name) == []
 
 
-def test_demo_runs_and_cleans_up(name):
-    r = pyfwd("lab", "demo", "--name", name, timeout=240)
+TABLE_ROW = re.compile(r"^(dr|nat|snat|l7) +(one-arm|two-arm) +(\S+) +"
+                       r"(direct to client|via balancer) +(\d+) +([\d.]+) +"
+                       r"([\d.]+)$", re.M)
+
+
+def test_demo_all_modes_measured_and_cleans_up(name):
+    r = pyfwd("lab", "demo", "--name", name, "--reals", "2", timeout=240)
     out = r.stdout
-    # per topology: 3 reals directly, then 6 requests through the VIP
-    assert out.count("node=real") == 18, out
-    assert out.count("client=10.0.0.1:") == 18
     assert "FAIL" not in out
-    dr = re.search(r"^dr +one-arm +([\d.]+)$", out, re.M)
-    nat = re.search(r"^nat +two-arm +([\d.]+)$", out, re.M)
-    assert dr and nat, out
-    # DR's answers bypass the balancer; NAT's 20 MB come back through it
-    assert float(dr.group(1)) < 2 and float(nat.group(1)) > 19
+    # 4 requests per mode (2 per real), each saying who answered it
+    assert len(re.findall(r"ok +answered by real[12] ", out)) == 16, out
+    rows = {m[0]: m[1:] for m in TABLE_ROW.findall(out)}
+    assert sorted(rows) == ["dr", "l7", "nat", "snat"], out
+    topo, saw, path, frames, mb, reply_mb = rows["dr"]
+    # DR: the client's own address reaches the real server; the 20 MB
+    # download's replies never reach the balancer, only the client's ACKs
+    assert (topo, saw, path) == ("one-arm", "10.0.0.1", "direct to client")
+    assert float(reply_mb) == 0 and float(mb) < 2 and int(frames) > 100
+    topo, saw, path, frames, mb, reply_mb = rows["nat"]
+    assert (topo, saw, path) == ("two-arm", "10.0.0.1", "via balancer")
+    assert float(reply_mb) >= 20           # 20 MB and the headers
+    for mode in ("snat", "l7"):            # the balancer's own address
+        topo, saw, path, frames, mb, reply_mb = rows[mode]
+        assert (topo, saw, path) == ("one-arm", "10.0.0.2", "via balancer")
+        assert float(reply_mb) >= 20
+    assert "X-Forwarded-For: 10.0.0.1" in out
+    assert ours(name) == []
+
+
+def test_demo_one_mode(name):
+    r = pyfwd("lab", "demo", "--name", name, "--mode", "nat", "--reals", "2",
+              timeout=120)
+    assert "--- NAT:" in r.stdout and "--- DR:" not in r.stdout
+    assert "side by side" not in r.stdout      # the table needs two modes
+    assert "The replies came back through the balancer (100%" in r.stdout
     assert ours(name) == []

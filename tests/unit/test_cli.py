@@ -19,8 +19,21 @@ def test_help_lists_the_commands():
     for word in ("lab", "doctor", "demo"):
         assert word in r.output
     r = run("lab", "--help")
-    for word in ("up", "down", "show", "exec", "demo", "one-arm", "two-arm"):
+    for word in ("up", "down", "show", "exec", "demo", "trace", "arp-problem",
+                 "one-arm", "two-arm"):
         assert word in r.output
+    r = run("lab", "demo", "--help")
+    for word in ("--mode", "dr|nat|snat|l7|all", "--pacs"):
+        assert word in r.output
+    r = run("lab", "trace", "--help")
+    for word in ("--mode", "dr|nat|snat", "--out"):
+        assert word in r.output
+
+
+def test_lab_modes_refuse_bad_values():
+    assert run("lab", "demo", "--mode", "ipvs").exit_code == 2
+    assert run("lab", "trace", "--mode", "l7").exit_code == 2
+    assert run("lab", "demo", "--reals", "0").exit_code == 2
 
 
 def test_console_script_help():

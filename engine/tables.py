@@ -160,6 +160,13 @@ def ring_for(service, weights):
         name, weights = "wrr", [1 if w else 0 for w in weights]
     if name == "sh":            # a Maglev table, indexed by the source
         name = "maglev"
+        # Named by host alone, VIPs over the same real servers get the same
+        # table whatever their ports, so one client reaches the same real
+        # server on each (a PACS's DICOM and web VIPs).  A VIP that lists a
+        # host twice (two ports) keeps the full names.
+        hosts = [str(r.address) for r in service.reals]
+        if len(set(hosts)) == len(hosts):
+            keys = hosts
     return sched_mod.build_table(name, keys, weights,
                                  size=service.maglev_size)
 

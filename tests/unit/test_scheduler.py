@@ -464,3 +464,29 @@ def test_numpy_weights_are_accepted():
 def test_too_many_reals():
     with pytest.raises(ConfigError, match="65536 reals"):
         wrr_table([1] * 65536)
+
+
+def test_sh_sends_a_client_to_one_real_on_every_vip_of_those_hosts():
+    # A PACS's DICOM VIP (:104) and web VIP (:80 -> :8042) over the same
+    # archive nodes: a study stored through one is fetched through the other
+    from pyfwd.service import Real, Vip
+    from pyfwd.tables import Service, ring_for
+
+    hosts = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+
+    def vip(scheduler, port, real_port):
+        return Service(Vip.parse(f"10.0.0.100:{port}/tcp"),
+                       [Real.parse(f"{h}:{real_port}") for h in hosts],
+                       scheduler, "nat")
+
+    one = [1, 1, 1]
+    assert (ring_for(vip("sh", 104, 104), one) ==
+            ring_for(vip("sh", 80, 8042), one)).all()
+    # maglev names reals with their ports: its tables differ per VIP
+    assert (ring_for(vip("maglev", 104, 104), one) !=
+            ring_for(vip("maglev", 80, 8042), one)).any()
+    # one host twice (two ports) in a VIP: full names, both still used
+    twice = Service(Vip.parse("10.0.0.100:104/tcp"),
+                    [Real.parse("10.0.0.11:104"),
+                     Real.parse("10.0.0.11:11112")], "sh", "nat")
+    assert sorted(set(ring_for(twice, [1, 1]).tolist())) == [0, 1]

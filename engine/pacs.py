@@ -2,25 +2,24 @@
 through the balancer (`pyfwd lab demo --pacs`).
 
 Each real server runs Orthanc, a DICOM archive: DICOM on port 104 and
-DICOMweb over HTTP on port 8042.  The balancer has two VIPs over them, the
-DICOM VIP 10.0.0.100:104 and the web VIP 10.0.0.100:8042.  The client makes
-a small study with dcmtk's dump2dcm (one Study Instance UID, a few images
-with SOP Instance UIDs of their own), stores it with dcmtk's storescu through
-the DICOM VIP, then fetches the whole study back with WADO-RS through the web
-VIP, and the SOP Instance UIDs fetched are compared with those stored.
+DICOMweb over HTTP on port 8042.  The balancer (labmodes.balancer) has two
+VIPs over them: the DICOM VIP 10.0.0.100:104 to the nodes' port 104, and the
+web VIP, 10.0.0.100:80 to their port 8042 in NAT, 10.0.0.100:8042 in DR
+(DR does not translate ports).  The client makes a small study with dcmtk's
+dump2dcm (one Study Instance UID, a few images with SOP Instance UIDs of
+their own), stores it with dcmtk's storescu through the DICOM VIP, then
+fetches the whole study back with WADO-RS through the web VIP, and the SOP
+Instance UIDs fetched are compared with those stored.
 
 Each Orthanc keeps its own database here (a real PACS cluster shares one),
 so the fetch must reach the node that took the store.  Both VIPs use the
-`sh` scheduler (source hashing) over the same real servers, named by address
-alone: the two VIPs get the same table, and the entry is picked by a hash of
-the client's address, so a client reaches the same node through either VIP.
-Named with their ports (10.0.0.11:104 and 10.0.0.11:8042) the reals would
-give two different tables, agreeing on about half their entries; that is
-why this module builds its services itself instead of labmodes.balancer,
-and why the web VIP keeps the real servers' port 8042 in NAT too.
+`sh` scheduler, which hashes the client's address over the archive nodes'
+addresses (their ports aside), so a client reaches the same node through
+either VIP.
 
 `store_and_fetch` measures one mode in a lab that is up and returns a
-`Result`; `run` builds the labs, calls it and explains the figures.
+`Result`, with what the engine showed of each VIP; `run` builds the labs,
+calls it and explains the figures.
 dcmtk is called by full path: pynetdicom installs tools of the same names.
 """
 
@@ -40,9 +39,8 @@ from . import labmodes
 from .errors import ConfigError, LabError, PyfwdError
 
 __all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Study", "Result", "missing",
-           "run", "store_and_fetch", "explain", "why_same_node", "make_study",
-           "sop_uids", "split_multipart", "archives", "services", "vips",
-           "table_agreement", "balancer"]
+           "run", "store_and_fetch", "explain", "make_study", "sop_uids",
+           "split_multipart", "archives", "listeners"]
 
 MODES = ("dr", "nat")
 DICOM_PORT = 104
@@ -79,10 +77,20 @@ _WHAT = {
     "dr": "DR leaves the client's packets as they are (only the destination "
           "MAC changes):\nthe archive node sees the client's own address and "
           "answers it directly.",
-    "nat": "NAT rewrites the destination to the archive node's address "
-           "and leaves the source\nalone: the node sees the client's own "
-           "address and answers through the balancer.",
+    "nat": "NAT rewrites the destination to the archive node's address, "
+           "and the web VIP's\nport 80 to Orthanc's 8042; it leaves the "
+           "source alone: the node sees the\nclient's own address and "
+           "answers through the balancer.",
 }
+
+# Why the fetch finds the study: said once, before the first mode.
+_WHY = [
+    "Both VIPs use the sh scheduler (source hashing): the client's address is",
+    "hashed over the archive nodes' addresses, whatever the VIP's port, so",
+    "the same client reaches the same node through the DICOM VIP and the web",
+    "VIP.  It matters here because each Orthanc keeps its own database; a",
+    "real PACS cluster shares one.",
+]
 
 
 @dataclass
@@ -102,9 +110,10 @@ class Result:
     instances its Orthanc holds (asked directly, not through a VIP);
     `recorded` is the metadata Orthanc kept of the store on the node that
     holds the study (RemoteIP: the address the association came from,
-    RemoteAET, CalledAET); `flows` maps each VIP name to {role: new flows
-    the balancer sent there}.  `error` is empty when the store and the fetch
-    both worked.
+    RemoteAET, CalledAET); `shown` is the engine's show() after the fetch
+    (each VIP with its scheduler and its reals' counters), and `flows` maps
+    each VIP, "dicom" and "web", to {role: new flows the engine sent
+    there}.  `error` is empty when the store and the fetch both worked.
     """
 
     mode: str
@@ -116,6 +125,7 @@ class Result:
     retrieved: list = field(default_factory=list)  # fetched with WADO-RS
     holders: dict = field(default_factory=dict)
     recorded: dict = field(default_factory=dict)
+    shown: list = field(default_factory=list)
     flows: dict = field(default_factory=dict)
     reals: dict = field(default_factory=dict)      # role -> address
     fetch_status: int = 0
@@ -339,63 +349,22 @@ def _wait_orthanc(lab, role, proc, directory):
 # The balancer
 
 
-def vips(mode):
-    """(DICOM VIP, web VIP) as ADDR:PORT/tcp texts.  The web VIP keeps the
-    real servers' port in NAT too: see the module docstring."""
+def listeners(mode):
+    """(DICOM, web) labmodes.Listener of mode: the DICOM VIP :104 to the
+    nodes' 104; the web VIP :80 to their 8042 in NAT, :8042 in DR (DR does
+    not translate ports)."""
     _check_mode(mode)
-    return (f"{labmodes.VIP}:{DICOM_PORT}/tcp",
-            f"{labmodes.VIP}:{WEB_PORT}/tcp")
+    return (labmodes.Listener(DICOM_PORT, DICOM_PORT),
+            labmodes.web_listener(mode, WEB_PORT))
 
 
-def services(lab, mode, scheduler="sh", with_ports=False):
-    """The two services, DICOM and web, over every real server of lab.
-
-    The reals are named by address alone (port None: the VIP's port), so
-    both VIPs build the same table; with_ports=True names them
-    address:port instead, for comparison.
-    """
-    from .service import Real, Vip
-    from .tables import Service
-
-    out = []
-    for name, text in zip(("dicom", "web"), vips(mode)):
-        vip = Vip.parse(text)
-        port = vip.port if with_ports else None
-        out.append(Service(vip, [Real(lab.ip(r), port) for r in lab.reals],
-                           scheduler, mode, name=name))
-    return out
-
-
-def table_agreement(services_):
-    """The share of entries on which the schedule tables of the services
-    (same number of reals) pick the same real server."""
-    from .tables import ring_for
-
-    rings = [ring_for(s, [r.weight for r in s.reals]) for s in services_]
-    return float((rings[0] == rings[1]).mean()) if all(
-        len(r) == len(rings[0]) for r in rings) else 0.0
-
-
-@contextlib.contextmanager
-def balancer(lab, mode):
-    """The engine with the two PACS VIPs, running in lab's lb namespace
-    (in DR, the real servers are set up for the VIP first)."""
-    from .engine import Engine
-
-    _check_mode(mode)
-    if labmodes.TOPOLOGY[mode] != lab.topology:
-        raise LabError(f"mode {mode} runs in a {labmodes.TOPOLOGY[mode]} "
-                       f"lab, '{lab.name}' is {lab.topology}")
-    if mode == "dr":
-        labmodes.setup_reals(lab, [labmodes.VIP])
-    eng = Engine("eth0", services(lab, mode),
-                 inside_iface="eth1" if mode == "nat" else None,
-                 busy_poll=0, flows=1 << 14)
-    lab.call("lb", eng.start)
-    try:
-        yield eng
-    finally:
-        eng.stop()
+def _flows(lab, shown, names):
+    """{name: {role: new flows}} from the engine's show(); names maps a
+    VIP's ADDR:PORT/tcp text to the name."""
+    return {names[v["vip"]]: {
+        role: r["flows_new"] for role in lab.reals for r in v["reals"]
+        if r["real"].split(":")[0] == lab.ip(role)}
+        for v in shown if v["vip"] in names}
 
 
 # ---------------------------------------------------------------------------
@@ -415,35 +384,37 @@ def store_and_fetch(lab, mode, directory, instances=INSTANCES):
     _check_mode(mode)
     directory = Path(directory)
     study = make_study(directory, instances)
-    dicom_vip, web_vip = vips(mode)
-    res = Result(mode, dicom_vip.split("/")[0], web_vip.split("/")[0],
+    dicom, web = listeners(mode)
+    res = Result(mode, f"{dicom.vip}:{dicom.port}", f"{web.vip}:{web.port}",
                  lab.ip("client"), study.study_uid, list(study.sop_uids),
                  reals={r: lab.ip(r) for r in lab.reals})
     t0 = time.monotonic()
     with archives(lab, directory / "archives"):
         res.start_s = time.monotonic() - t0
-        with balancer(lab, mode) as eng:
-            res.error = (_store(lab, study, res)
-                         or _fetch(lab, study, res, directory / "fetched"))
-            res.flows = {v["name"]: {
-                role: r["flows_new"] for role in lab.reals
-                for r in v["reals"]
-                if r["real"].split(":")[0] == lab.ip(role)}
-                for v in eng.show()}
+        with labmodes.balancer(lab, mode, listeners=[dicom, web],
+                               scheduler="sh") as eng:
+            res.error = (_store(lab, study, res, dicom)
+                         or _fetch(lab, study, res, web,
+                                   directory / "fetched"))
+            res.shown = eng.show()
+        res.flows = _flows(lab, res.shown, {
+            f"{li.vip}:{li.port}/tcp": name
+            for name, li in (("dicom", dicom), ("web", web))})
         _locate(lab, study, res)
     if not res.error and not res.ok:
         res.error = "the study fetched back is not the study stored"
     return res
 
 
-def _store(lab, study, res):
-    """storescu through the DICOM VIP, one association; "" or the error."""
+def _store(lab, study, res, vip):
+    """storescu through the DICOM VIP (a Listener), one association; ""
+    or the error."""
     t0 = time.monotonic()
     try:
         r = lab.run("client", [
             STORESCU, "-aet", CLIENT_AET, "-aec", VIP_AET,
             "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
-            "-td", str(DICOM_TIMEOUT), labmodes.VIP, str(DICOM_PORT),
+            "-td", str(DICOM_TIMEOUT), vip.vip, str(vip.port),
             *study.files], capture_output=True, text=True,
             env=dict(os.environ, TCP_NODELAY="1"),
             timeout=3 * DICOM_TIMEOUT)
@@ -456,13 +427,14 @@ def _store(lab, study, res):
     return ""
 
 
-def _fetch(lab, study, res, directory):
-    """WADO-RS GET of the study through the web VIP; "" or the error."""
+def _fetch(lab, study, res, vip, directory):
+    """WADO-RS GET of the study through the web VIP (a Listener); "" or
+    the error."""
     path = f"/dicom-web/studies/{study.study_uid}"
 
     def get():
         t0 = time.monotonic()
-        out = _http(labmodes.VIP, WEB_PORT, "GET", path,
+        out = _http(vip.vip, vip.port, "GET", path,
                     headers={"Accept": DICOM_ACCEPT})
         return out, time.monotonic() - t0
 
@@ -533,6 +505,10 @@ def explain(res):
               f"           from the client: HTTP {res.fetch_status or '-'}, "
               f"{len(res.retrieved)} DICOM parts, {res.fetch_bytes} bytes "
               f"in {_ms(res.fetch_s)}"]
+    port = int(res.web_vip.rsplit(":", 1)[1])
+    if port != WEB_PORT:
+        lines.append(f"           NAT translated the VIP's port {port} to "
+                     f"Orthanc's {WEB_PORT}, and back")
     for name, per in res.flows.items():
         sent = [r for r, k in per.items() if k]
         lines.append(f"  balancer the {name} VIP sent the client to "
@@ -549,21 +525,6 @@ def explain(res):
             lines.append(f"           {len(got - set(res.stored))} "
                          "unexpected instances fetched")
     return lines
-
-
-def why_same_node(agreement):
-    """Why the fetch reaches the node that stored the study (lines);
-    agreement is table_agreement of the reals named with their ports."""
-    return [
-        "Each archive node keeps its own database here (a real PACS cluster",
-        "shares one), so the fetch must reach the node that took the store.",
-        "Both VIPs use the sh scheduler (source hashing) over the same real",
-        "servers, named by address alone: the two VIPs get the same table,",
-        "and the entry is picked by a hash of the client's address, so a",
-        "client reaches the same node through either VIP.  Named with their",
-        "ports (address:104 and address:8042) the reals would give two tables",
-        f"that agree on {agreement:.0%} of their entries: a coin toss per "
-        "client."]
 
 
 def _ms(seconds):
@@ -592,15 +553,13 @@ def run(echo, modes=MODES, name="pacs", reals=2):
         echo(f"== PACS over {mode.upper()}: "
              f"lab {name} ({labmodes.TOPOLOGY[mode]}, {reals} archive "
              "nodes running Orthanc) ==")
+        if i == 0:
+            for line in _WHY + [""]:
+                echo(line)
         try:
             with Lab(name, topology=labmodes.TOPOLOGY[mode],
                      reals=reals) as lab, \
                     tempfile.TemporaryDirectory(prefix="pyfwd-pacs-") as d:
-                if i == 0:
-                    for line in why_same_node(table_agreement(
-                            services(lab, mode, with_ports=True))):
-                        echo(line)
-                    echo("")
                 res = store_and_fetch(lab, mode, d)
         except PyfwdError as exc:
             echo(f"  failed: {exc}")

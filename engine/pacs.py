@@ -483,7 +483,8 @@ def explain(res):
              f"           Study Instance UID {res.study_uid}",
              f"  store    storescu from the client ({res.client}) to the "
              f"DICOM VIP {res.dicom_vip}",
-             f"           (calling AE {VIP_AET}), one association: "
+             f"           (AE {CLIENT_AET} calling AE {VIP_AET}), one "
+             "association: "
              f"{_ms(res.store_s)}"]
     if where:
         lines.append(f"  archive  {where} ({res.reals[where]}, Orthanc AE "

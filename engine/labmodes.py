@@ -22,6 +22,7 @@ listener's real port is its VIP port.
 """
 
 import contextlib
+import logging
 import select
 import subprocess
 import sys
@@ -29,8 +30,11 @@ from dataclasses import dataclass
 
 from .errors import ConfigError, LabError
 
-__all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "Listener",
-           "web_listener", "setup_reals", "balancer", "start_whoami",
+log = logging.getLogger(__name__)
+
+__all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "PYFWD", "Listener",
+           "web_listener", "setup_reals", "services", "balancer", "curl",
+           "parse_whoami", "mac_owners", "start_whoami", "whoami_servers",
            "stop_all"]
 
 VIP = "10.0.0.100"
@@ -65,16 +69,55 @@ def _check_mode(mode: str) -> None:
                           f"{', '.join(MODES)}")
 
 
-def setup_reals(lab, vips=(VIP,), roles=None) -> None:
+def setup_reals(lab, vips=(VIP,), roles=None, timeout=30.0) -> dict:
     """`pyfwd realserver setup --vip V` on each real server (all of the lab's
-    by default), as an operator runs it: the VIP on lo, ARP for it off."""
+    by default), as an operator runs it: the VIP on lo, ARP for it off.
+    Returns {role: what the command printed}; LabError if it fails."""
+    said = {}
     for role in lab.reals if roles is None else roles:
         for vip in vips:
-            r = lab.run(role, PYFWD + ["realserver", "setup", "--vip", vip],
-                        capture_output=True, text=True)
+            argv = PYFWD + ["realserver", "setup", "--vip", vip]
+            try:
+                r = lab.run(role, argv, capture_output=True, text=True,
+                            timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"realserver setup on {role}: no answer in "
+                               f"{timeout:g} s") from None
             if r.returncode != 0:
                 raise LabError(f"realserver setup on {role}: "
                                f"{(r.stderr or r.stdout).strip()}")
+            said[role] = said.get(role, "") + r.stdout
+    return said
+
+
+def curl(lab, role, url, timeout=5.0, args=()):
+    """GET url with curl from role's namespace: (True, body) or (False,
+    why).  `args` go before the URL (e.g. ("-o", "/dev/null"))."""
+    argv = ["curl", "-sS", "--max-time", f"{timeout:g}", *args, url]
+    try:
+        r = lab.run(role, argv, capture_output=True, text=True,
+                    timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return False, f"curl did not finish in {timeout + 5:g} s"
+    return r.returncode == 0, (r.stdout if r.returncode == 0
+                               else r.stderr).strip()
+
+
+def parse_whoami(text) -> dict:
+    """A whoami answer as {"node", "client" (address, no port), "local",
+    "xff" (None when absent)}; missing keys are "?"."""
+    kv = dict(p.split("=", 1) for p in text.split() if "=" in p)
+    return {"node": kv.get("node", "?"),
+            "client": kv.get("client", "?").rsplit(":", 1)[0],
+            "local": kv.get("local", "?"), "xff": kv.get("xff")}
+
+
+def mac_owners(lab) -> dict:
+    """{MAC: who has it} for every host interface of the lab: the role, or
+    "role ifname" for a host with more than one interface."""
+    return {i.mac: (n.role if len(n.interfaces) == 1
+                    else f"{n.role} {i.name}")
+            for n in lab.plan().hosts for i in n.interfaces if i.mac}
 
 
 def services(lab, mode: str, listeners, scheduler: str = "rr",
@@ -124,9 +167,9 @@ def balancer(lab, mode: str, listeners=None, scheduler: str = "rr",
     kw.update(engine_kw)
     eng = Engine("eth0", services(lab, mode, listeners, scheduler, reals),
                  inside_iface="eth1" if mode == "nat" else None, **kw)
-    lab.call("lb", eng.start)
     try:
-        yield eng
+        lab.call("lb", eng.start)      # in the try: a start cut short by a
+        yield eng                       # timeout or Ctrl-C is undone too
     finally:
         eng.stop()
 
@@ -148,7 +191,8 @@ def start_whoami(lab, role: str, port: int = WHOAMI_PORT):
 
 
 def stop_all(procs, grace: float = 5.0) -> None:
-    """SIGTERM every process, then SIGKILL those still there after grace."""
+    """SIGTERM every process, then SIGKILL those still there after grace;
+    their pipes are closed."""
     for p in procs:
         if p.poll() is None:
             p.terminate()
@@ -157,7 +201,13 @@ def stop_all(procs, grace: float = 5.0) -> None:
             p.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait(timeout=grace)
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d outlived SIGKILL by %g s", p.pid, grace)
+        for pipe in (p.stdin, p.stdout, p.stderr):
+            if pipe:
+                pipe.close()
 
 
 @contextlib.contextmanager

@@ -56,9 +56,14 @@ def cli():
 
 # --- lab ------------------------------------------------------------------
 
-LAB_NAME = click.option("--name", "-n", default="pyfwd", show_default=True,
-                        help="lab name: prefix of its namespaces "
-                        "(lowercase letters and digits, 12 at most)")
+def lab_name(default="pyfwd", what="lab name"):
+    """The --name option of the lab commands."""
+    return click.option("--name", "-n", default=default, show_default=True,
+                        help=f"{what}: prefix of its namespaces (a lowercase "
+                        "letter, then letters and digits, 12 at most)")
+
+
+LAB_NAME = lab_name()
 
 
 @cli.group(cls=Group, context_settings=CONTEXT)
@@ -171,8 +176,7 @@ def lab_exec(name, node, command):
               "study stored with dcmtk's storescu through the DICOM VIP and "
               "fetched back over DICOMweb, in DR and NAT (needs the orthanc, "
               "orthanc-dicomweb and dcmtk packages)")
-@click.option("--name", "-n", default="demo", show_default=True,
-              help="lab name used while the demo runs")
+@lab_name("demo", "the lab's name while the demo runs")
 @click.option("--reals", "-r", type=click.IntRange(1, 8), default=3,
               show_default=True, help="real servers in each lab")
 def lab_demo(mode, pacs, name, reals):
@@ -183,7 +187,7 @@ def lab_demo(mode, pacs, name, reals):
     starts the balancer, sends requests and a 20 MB download through the
     VIP, and explains from a capture at the switch ports which real server
     answered, which client address it saw, which way the reply went and how
-    many packets and bytes crossed the balancer in each direction.  Every
+    many frames and bytes crossed the balancer in each direction.  Every
     lab is removed at the end.
     """
     from . import demo, labmodes
@@ -196,11 +200,14 @@ def lab_demo(mode, pacs, name, reals):
                 "--pacs needs " + ", ".join(missing) + " (./tools/run setup "
                 "installs them)")
     modes = labmodes.MODES if mode == "all" else (mode,)
-    ok = demo.run(click.echo, modes, reals, name=name)
-    if pacs:
-        ok &= pacsmod.run(click.echo, name=name)
-    if not ok:
-        raise click.ClickException("some requests failed (see above)")
+    failed = []
+    if not demo.run(click.echo, modes, reals, name=name):
+        failed.append("requests through the VIP failed or a capture lost "
+                      "frames")
+    if pacs and not pacsmod.run(click.echo, name=name):
+        failed.append("the PACS workload did not store and fetch its study")
+    if failed:
+        raise click.ClickException("; ".join(failed) + " (see above)")
 
 
 @lab.command("trace")
@@ -211,9 +218,8 @@ def lab_demo(mode, pacs, name, reals):
 @click.option("--out", "-o", default="trace", show_default=True,
               type=click.Path(file_okay=False),
               help="directory for client.pcap, lb.pcap, real.pcap and "
-              "trace.svg")
-@click.option("--name", "-n", default="trace", show_default=True,
-              help="lab name used while the trace runs")
+              "trace.svg (made if missing; those files are overwritten)")
+@lab_name("trace", "the lab's name while the trace runs")
 def lab_trace(mode, out, name):
     """Follow one HTTP request and its reply across every hop.
 
@@ -230,9 +236,11 @@ def lab_trace(mode, out, name):
 
 
 @lab.command("arp-problem")
-@click.option("--name", "-n", default="arp", show_default=True,
-              help="lab name used while the lesson runs")
-def lab_arp_problem(name):
+@lab_name("arp", "the lab's name while the lesson runs")
+@click.option("--reals", "-r", type=click.IntRange(2, 8), default=2,
+              show_default=True, help="real servers (real1 is the one left "
+              "answering ARP)")
+def lab_arp_problem(name, reals):
     """Show the ARP problem of DR, find it and fix it.
 
     One real server holds the VIP without `pyfwd realserver setup`, so it
@@ -243,7 +251,7 @@ def lab_arp_problem(name):
     """
     from . import arpproblem
     need_root("pyfwd lab arp-problem")
-    if not arpproblem.run(click.echo, name=name):
+    if not arpproblem.run(click.echo, name=name, reals=reals):
         raise click.ClickException("the lesson did not show what it should "
                                    "(see above)")
 

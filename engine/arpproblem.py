@@ -7,18 +7,20 @@ requests carry the VIP as their sender.  Clients on the segment then cache
 that real server's MAC for the VIP, and their connections go straight to it:
 the balancer never sees them.
 
-The lesson builds a one-arm lab, breaks real1 that way, and measures:
+The lesson builds a one-arm lab and goes in five steps, each a function that
+prints its part and returns what it measured:
 
-1. requests from the client, each with the MAC the client's ARP cache held
-   for the VIP before and after, who answered, and whether the balancer saw
-   a new flow;
-2. what `pyfwd arp-check` and the engine itself report;
-3. the same after `pyfwd realserver setup` on real1.
+1. ``break_real()``: real1 gets the VIP on lo and nothing else;
+2. ``show_failure()``: requests from the client, each with the MAC the
+   client's ARP cache held for the VIP before and after, who answered, and
+   what the balancer counted meanwhile; the engine's announcement;
+3. ``find_it()``: what `pyfwd arp-check` and the engine itself report;
+4. ``fix_it()``: `pyfwd realserver setup` on real1;
+5. ``show_right()``: the requests and the check again.
 
-Measuring (``request()``, ``wait_for_announcement()``, ``run_arp_check()``,
-``lesson()``'s ``Result``) is kept apart from the text (``format_*``): the
-tests assert on the values, the student reads the text.  Nothing printed
-claims a result that was not measured.
+Measuring is kept apart from the text (``format_*``): the tests assert on
+the values, the student reads the text.  Nothing printed claims a result
+that was not measured.
 """
 
 import contextlib
@@ -26,6 +28,8 @@ import errno
 import logging
 import re
 import socket
+import subprocess
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -37,9 +41,12 @@ from . import labmodes
 from .errors import LabError
 
 __all__ = ["VIP", "BROKEN", "Request", "Announcement", "ArpCheckRun",
-           "Result", "owner", "parse_arp_check", "format_request",
-           "format_arp_check", "request", "wait_for_announcement",
-           "run_arp_check", "lesson", "run"]
+           "Result", "mac_of", "owner", "parse_arp_check", "cache_history",
+           "frame_counts", "punts_handled", "format_times", "format_request",
+           "format_announcement", "format_arp_check", "request",
+           "wait_for_announcement", "run_arp_check", "break_real",
+           "show_failure", "find_it", "fix_it", "show_right", "lesson",
+           "run"]
 
 VIP = labmodes.VIP
 PORT = labmodes.WHOAMI_PORT
@@ -47,12 +54,13 @@ URL = f"http://{VIP}:{PORT}/"
 BROKEN = "real1"            # the real server left without realserver setup
 
 NETLINK_TIMEOUT = 5.0       # one neighbour-table job in a namespace (s)
-CURL_TIMEOUT = 3            # one HTTP request (s)
+CURL_TIMEOUT = 3.0          # one HTTP request (s)
 CHECK_TIMEOUT = 20.0        # one `pyfwd arp-check` / `realserver setup` (s)
 ANNOUNCE_WAIT = 1.5         # after an announcement is due, wait this long
+SETTLE = 0.5                # at most this long for punts to be handled (s)
+EARLY = 0.05                # a cache read this close before "due" is after
 
-_NODE_RE = re.compile(r"\bnode=(\S+)")
-_MAC_RE = re.compile(r"^([0-9a-f]{2}(?::[0-9a-f]{2}){5})\s", re.I)
+_MAC_RE = re.compile(r"^([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?=\s|$)", re.I)
 
 
 # ---------------------------------------------------------------------------
@@ -66,9 +74,13 @@ class Request:
     ``cause`` says what happened just before it.  ``mac_before`` and
     ``mac_after`` are the client's ARP cache entry for the VIP (None: no
     entry).  ``node`` is the real server that answered (None if the request
-    failed, ``error`` then says why).  ``flows`` and ``frames`` are how many
-    new flows and frames the balancer counted during the request: a request
-    crossed the balancer iff it made a new flow there.
+    failed, ``error`` then says why).  The rest is what the balancer
+    counted while the request ran: ``flows`` new flows, ``frames`` frames
+    in all, of which ``forwarded`` it forwarded to a real server and ``arp``
+    were ARP; ``arp_answered`` ARP requests for the VIP it answered,
+    ``arp_claims`` ARP frames from another MAC naming the VIP as sender.  A
+    request crossed the balancer iff it made a new flow there (only this
+    request's connection runs meanwhile).
     """
 
     cause: str
@@ -78,6 +90,10 @@ class Request:
     flows: int
     frames: int
     error: Optional[str] = None
+    forwarded: int = 0
+    arp: int = 0
+    arp_answered: int = 0
+    arp_claims: int = 0
 
     @property
     def crossed(self) -> bool:
@@ -85,21 +101,36 @@ class Request:
 
     @property
     def bypassed(self) -> bool:
-        """It was answered, and the balancer never saw it."""
+        """It was answered, and the balancer made no flow for it."""
         return self.node is not None and not self.crossed
 
 
 @dataclass(frozen=True)
 class Announcement:
-    """Waiting for the engine's next gratuitous ARP.  ``due`` and ``seen``
-    are seconds after the engine started: when it was scheduled and when
-    the client's cache first held the balancer's MAC (None: it never did
-    before the wait ended, or no announcement was left to wait for)."""
+    """Waiting for the engine's next gratuitous ARP.  ``due`` is when it
+    was scheduled, in seconds after the engine started (None: the engine
+    had made its last one).  ``mac_before`` is the client's cache entry for
+    the VIP last read before it was due, ``mac_after`` the last read.
+    ``seen`` is when the cache first held ``lb_mac`` after holding another
+    MAC (None: it already held it, or never did within the wait)."""
 
     due: Optional[float]
     seen: Optional[float]
     mac_before: Optional[str]
     mac_after: Optional[str]
+    lb_mac: str
+
+    @property
+    def already_held(self) -> bool:
+        """The cache held the balancer's MAC before it was due: the
+        announcement changed nothing there."""
+        return self.mac_before == self.lb_mac
+
+    @property
+    def took(self) -> bool:
+        """The cache went from another MAC to the balancer's after it was
+        due."""
+        return self.seen is not None
 
 
 @dataclass(frozen=True)
@@ -118,11 +149,21 @@ class ArpCheckRun:
         return tuple(m for m in self.macs if m != self.balancer_mac)
 
 
+def mac_of(owners: dict, role: str) -> str:
+    """The MAC of ``role`` in ``owners`` ({MAC: role}).  LabError if none."""
+    for mac, who in owners.items():
+        if who == role:
+            return mac
+    raise LabError(f"the lab has no host {role!r} with one interface")
+
+
 @dataclass
 class Result:
-    """Everything the lesson measured, in order."""
+    """Everything the lesson measured, in order (each step's part under
+    the names it returns them by)."""
 
-    macs: dict                              # role -> eth0 MAC
+    owners: dict                            # MAC -> role (mac_owners)
+    broken_sysctls: dict = field(default_factory=dict)  # on real1
     before: list = field(default_factory=list)         # [Request]
     announcement: Optional[Announcement] = None
     check_before: Optional[ArpCheckRun] = None
@@ -132,31 +173,28 @@ class Result:
     after: list = field(default_factory=list)          # [Request]
     cache_after: Optional[str] = None
     conflict_frames_after: int = 0          # engine conflicts after the fix
+                                            # (ARP frames from another MAC
+                                            # naming the VIP as sender)
     check_after: Optional[ArpCheckRun] = None
 
     @property
     def lb_mac(self) -> str:
-        return self.macs["lb"]
+        return mac_of(self.owners, "lb")
 
     @property
     def broken_mac(self) -> str:
-        return self.macs[BROKEN]
+        return mac_of(self.owners, BROKEN)
 
     @property
     def bypassed(self) -> list:
-        """The requests before the fix that never reached the balancer."""
+        """The requests before the fix that made no flow on the balancer."""
         return [r for r in self.before if r.bypassed]
 
     @property
     def cache_history(self) -> list:
         """The MACs the client's cache held for the VIP before the fix, as
         they followed one another (repeats and empty entries left out)."""
-        history = []
-        for r in self.before:
-            for mac in (r.mac_before, r.mac_after):
-                if mac is not None and (not history or history[-1] != mac):
-                    history.append(mac)
-        return history
+        return cache_history(self.before)
 
     @property
     def flipped(self) -> bool:
@@ -191,15 +229,13 @@ class Result:
 # Pure helpers
 
 
-def owner(mac: Optional[str], macs: dict) -> str:
-    """Whose MAC it is: the role from ``macs`` ({role: mac}), "none" for
-    None, "unknown" for a MAC of no role."""
+def owner(mac: Optional[str], owners: dict) -> str:
+    """Whose MAC it is: its role in ``owners`` ({MAC: role}, as
+    labmodes.mac_owners gives it), "none" for None, "unknown" for a MAC of
+    no role."""
     if mac is None:
         return "none"
-    for role, m in macs.items():
-        if m == mac.lower():
-            return role
-    return "unknown"
+    return owners.get(mac.lower(), "unknown")
 
 
 def parse_arp_check(output: str) -> tuple:
@@ -209,35 +245,115 @@ def parse_arp_check(output: str) -> tuple:
                  map(_MAC_RE.match, output.splitlines()) if m)
 
 
+def cache_history(requests) -> list:
+    """The MACs the client's cache held for the VIP over ``requests``
+    ([Request]), as they followed one another (repeats and empty entries
+    left out)."""
+    history = []
+    for r in requests:
+        for mac in (r.mac_before, r.mac_after):
+            if mac is not None and (not history or history[-1] != mac):
+                history.append(mac)
+    return history
+
+
+def frame_counts(stats: dict) -> dict:
+    """From an ``Engine.stats()`` snapshot, the counters a Request is the
+    difference of: new flows, frames, frames forwarded to a real server,
+    ARP frames, ARP requests for a VIP answered, ARP frames from another
+    MAC naming a VIP as sender."""
+    reason = stats["core"]["reason"]
+    return {"flows": stats["core"]["flows_new"],
+            "frames": stats["core"]["frames"],
+            "forwarded": reason.get("forward", 0),
+            "arp": reason.get("pass_arp", 0) + reason.get("punt_arp", 0),
+            "arp_answered": stats["arp"].get("requests_answered", 0),
+            "arp_claims": stats["arp"].get("conflicts", 0)}
+
+
+def punts_handled(stats: dict) -> bool:
+    """In an ``Engine.stats()`` snapshot, has the control thread handled
+    every frame the data plane punted (its ARP counters count each punted
+    frame once: answered, conflict or ignored)?"""
+    core = stats["core"]
+    return sum(stats["arp"].values()) >= \
+        core["verdict"]["punt"] - core.get("punt_overflow", 0)
+
+
+def format_times(times) -> str:
+    """(0.0, 1.0, 3.0) -> "0, 1 and 3 s"."""
+    words = [f"{t:g}" for t in times]
+    if len(words) < 2:
+        return f"{''.join(words) or 'no time'} s"
+    return f"{', '.join(words[:-1])} and {words[-1]} s"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _mac_cell(mac: Optional[str], macs: dict) -> str:
-    return "(none)" if mac is None else f"{mac} {owner(mac, macs)}"
+def _mac_cell(mac: Optional[str], owners: dict) -> str:
+    return "(none)" if mac is None else f"{mac} {owner(mac, owners)}"
 
 
-def format_request(n: int, r: Request, macs: dict) -> str:
-    """One request as two lines: what came first and the cache, then who
-    answered and whether the balancer saw it."""
-    cache = _mac_cell(r.mac_before, macs)
+def _counted(r: Request) -> str:
+    """What the balancer counted while ``r`` ran, in words."""
+    if not r.frames:
+        return "the balancer counted no frame while it ran"
+    other = r.frames - r.forwarded - r.arp
+    kinds = [f"{r.forwarded} forwarded to a real server" if r.forwarded
+             else "", f"{r.arp} ARP" if r.arp else "",
+             f"{other} other" if other > 0 else ""]
+    text = (f"the balancer counted {_plural(r.frames, 'frame')} while it "
+            f"ran: {', '.join(k for k in kinds if k)}")
+    arp = [f"it answered {_plural(r.arp_answered, 'ARP request')} for the "
+           f"VIP" if r.arp_answered else "",
+           f"{_plural(r.arp_claims, 'ARP frame')} from another MAC named the "
+           f"VIP as sender" if r.arp_claims else ""]
+    if any(arp):
+        text += f"\n     ({'; '.join(a for a in arp if a)})"
+    return text
+
+
+def format_request(n: int, r: Request, owners: dict) -> str:
+    """One request in lines: what came first and the cache, who answered
+    and whether the balancer made a flow for it, what the balancer counted
+    while it ran."""
+    cache = _mac_cell(r.mac_before, owners)
     if r.mac_after != r.mac_before:
-        cache += f" -> {_mac_cell(r.mac_after, macs)}"
+        cache += f" -> {_mac_cell(r.mac_after, owners)}"
     who = f"answered by {r.node}" if r.node else f"FAILED ({r.error})"
-    path = (f"crossed the balancer ({_plural(r.flows, 'new flow')}, "
-            f"{_plural(r.frames, 'frame')})" if r.crossed else
-            f"BYPASSED the balancer ({_plural(r.frames, 'frame')} there)")
+    path = (f"crossed the balancer ({_plural(r.flows, 'new flow')} there)"
+            if r.crossed else "BYPASSED the balancer (no new flow there)")
     return (f"  {n}. {r.cause}\n"
             f"     client's cache for {VIP}: {cache}\n"
-            f"     {who}; {path}")
+            f"     {who}; {path}\n"
+            f"     {_counted(r)}")
 
 
-def format_arp_check(run: ArpCheckRun, macs: dict) -> str:
+def format_announcement(ann: Announcement, owners: dict) -> str:
+    """What waiting for the announcement showed, as it was measured."""
+    if ann.due is None:
+        return "  (the engine had made its last announcement already)"
+    head = f"  The announcement was due {ann.due:g} s after the start"
+    if ann.already_held:
+        return (f"{head}; the client's cache\n  already held "
+                f"{_mac_cell(ann.mac_before, owners)} for {VIP}: it "
+                f"changed nothing there.")
+    if ann.took:
+        return (f"{head}; at {ann.seen:.2f} s the client's cache\n  went "
+                f"from {_mac_cell(ann.mac_before, owners)} to "
+                f"{_mac_cell(ann.mac_after, owners)} for {VIP}.")
+    return (f"{head}; {ANNOUNCE_WAIT:g} s later the client's cache\n"
+            f"  still held {_mac_cell(ann.mac_after, owners)}.")
+
+
+def format_arp_check(run: ArpCheckRun, owners: dict) -> str:
     lines = [f"  client$ pyfwd arp-check --iface eth0 --vip {VIP} "
              f"--balancer-mac {run.balancer_mac}"]
     for line in run.output.splitlines():
-        mac = parse_arp_check(line + " ")
-        who = f"   <- {owner(mac[0], macs)}" if mac else ""
+        mac = parse_arp_check(line)
+        who = f"   <- {owner(mac[0], owners)}" if mac else ""
         lines.append(f"    {line}{who}")
     lines.append(f"  exit status {run.returncode}")
     return "\n".join(lines)
@@ -245,6 +361,14 @@ def format_arp_check(run: ArpCheckRun, macs: dict) -> str:
 
 # ---------------------------------------------------------------------------
 # Measuring, in the lab's namespaces
+
+
+def _netlink(lab, role: str, job: Callable, what: str):
+    """job() in role's namespace; a netlink error becomes a LabError."""
+    try:
+        return lab.call(role, job, timeout=NETLINK_TIMEOUT)
+    except NetlinkError as exc:
+        raise LabError(f"{what} in {role}: {exc}") from None
 
 
 def _neigh_job(ip: str, delete: bool) -> Callable[[], Optional[str]]:
@@ -270,12 +394,14 @@ def _neigh_job(ip: str, delete: bool) -> Callable[[], Optional[str]]:
 
 def cached_mac(lab, role: str, ip: str) -> Optional[str]:
     """The MAC in ``role``'s ARP cache (eth0) for ``ip``, or None."""
-    return lab.call(role, _neigh_job(ip, False), timeout=NETLINK_TIMEOUT)
+    return _netlink(lab, role, _neigh_job(ip, False),
+                    f"reading the ARP cache entry for {ip}")
 
 
 def forget(lab, role: str, ip: str) -> None:
     """Delete ``role``'s ARP cache entry for ``ip`` (if any)."""
-    lab.call(role, _neigh_job(ip, True), timeout=NETLINK_TIMEOUT)
+    _netlink(lab, role, _neigh_job(ip, True),
+             f"deleting the ARP cache entry for {ip}")
 
 
 def _add_vip_on_lo(lab, role: str) -> None:
@@ -285,76 +411,78 @@ def _add_vip_on_lo(lab, role: str) -> None:
         with IPRoute() as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.addr("add", index=lo, address=VIP, prefixlen=32)
-    lab.call(role, job, timeout=NETLINK_TIMEOUT)
+    _netlink(lab, role, job, f"adding {VIP}/32 on lo")
 
 
-def _http_get(lab) -> tuple:
-    """(node or None, error or None) of GET URL from the client."""
-    r = lab.run("client", ["curl", "-sS", "--max-time", str(CURL_TIMEOUT),
-                           URL], capture_output=True, text=True,
-                timeout=CURL_TIMEOUT + 5)
-    if r.returncode != 0:
-        return None, (r.stderr.strip() or f"curl exit {r.returncode}")
-    m = _NODE_RE.search(r.stdout)
-    return (m.group(1), None) if m else (None, f"reply: {r.stdout!r}")
+def _settled_counts(eng) -> dict:
+    """frame_counts() once the control thread has handled the punted
+    frames (it drains them every few ms), or after SETTLE seconds."""
+    deadline = time.monotonic() + SETTLE
+    stats = eng.stats()
+    while not punts_handled(stats) and time.monotonic() < deadline:
+        time.sleep(0.005)
+        stats = eng.stats()
+    return frame_counts(stats)
 
 
 def request(lab, eng, cause: str) -> Request:
     """One GET of the VIP from the client, measured (see Request)."""
     before = cached_mac(lab, "client", VIP)
-    c0 = eng.stats()["core"]
-    node, error = _http_get(lab)
-    c1 = eng.stats()["core"]
+    c0 = _settled_counts(eng)
+    ok, said = labmodes.curl(lab, "client", URL, timeout=CURL_TIMEOUT)
+    c1 = _settled_counts(eng)
     after = cached_mac(lab, "client", VIP)
-    return Request(cause, before, after, node,
-                   c1["flows_new"] - c0["flows_new"],
-                   c1["frames"] - c0["frames"], error)
+    node, error = None, said or "no reply"
+    if ok:
+        node = labmodes.parse_whoami(said)["node"]
+        node, error = (None, f"reply: {said!r}") if node == "?" \
+            else (node, None)
+    return Request(cause, before, after, node, error=error,
+                   **{k: c1[k] - c0[k] for k in c0})
 
 
-def wait_for_announcement(lab, eng, lb_mac: str) -> Announcement:
-    """Wait for the engine's next scheduled gratuitous ARP
-    (pyfwd.engine.GARP_REPEAT after its start) and watch the client's cache
-    until it holds ``lb_mac`` or ANNOUNCE_WAIT after it was due."""
-    from .engine import GARP_REPEAT
+def wait_for_announcement(lab, eng, lb_mac: str, times=None,
+                          wait: float = ANNOUNCE_WAIT) -> Announcement:
+    """Wait for the engine's next scheduled gratuitous ARP (``times``,
+    pyfwd.engine.GARP_REPEAT by default, in seconds after eng.started) and
+    read the client's cache for the VIP until it goes from another MAC to
+    ``lb_mac``, or ``wait`` seconds after the announcement was due."""
+    if times is None:
+        from .engine import GARP_REPEAT as times
 
-    before = cached_mac(lab, "client", VIP)
-    now = time.monotonic() - eng.started
-    due = next((t for t in GARP_REPEAT if t > now + 0.05), None)
+    def since_start():
+        return time.monotonic() - eng.started
+
+    prior = cached_mac(lab, "client", VIP)
+    due = next((t for t in times if t > since_start() + EARLY), None)
     if due is None:
-        return Announcement(None, None, before, before)
-    deadline = eng.started + due + ANNOUNCE_WAIT
-    mac = before
+        return Announcement(None, None, prior, prior, lb_mac)
     while True:
         mac = cached_mac(lab, "client", VIP)
-        if mac == lb_mac and time.monotonic() - eng.started >= due - 0.05:
-            return Announcement(due, time.monotonic() - eng.started,
-                                before, mac)
-        if time.monotonic() > deadline:
-            return Announcement(due, None, before, mac)
+        t = since_start()
+        if t < due - EARLY:
+            prior = mac
+        elif prior != lb_mac and mac == lb_mac:
+            return Announcement(due, t, prior, mac, lb_mac)
+        if t > due + wait:
+            return Announcement(due, None, prior, mac, lb_mac)
         time.sleep(0.02)
 
 
 def run_arp_check(lab, lb_mac: str) -> ArpCheckRun:
     """`pyfwd arp-check --iface eth0 --vip VIP --balancer-mac lb_mac` in
-    the client namespace, as an operator would run it."""
-    r = lab.run("client", labmodes.PYFWD + [
-        "arp-check", "--iface", "eth0", "--vip", VIP, "--balancer-mac",
-        lb_mac], capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+    the client namespace, as an operator would run it.  LabError if it
+    does not finish within CHECK_TIMEOUT."""
+    try:
+        r = lab.run("client", labmodes.PYFWD + [
+            "arp-check", "--iface", "eth0", "--vip", VIP, "--balancer-mac",
+            lb_mac], capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"pyfwd arp-check in the client: no answer in "
+                       f"{CHECK_TIMEOUT:g} s") from None
     output = (r.stdout + r.stderr).strip()
     return ArpCheckRun(r.returncode, output, parse_arp_check(r.stdout),
                        lb_mac)
-
-
-def _realserver_setup(lab, role: str) -> str:
-    """`pyfwd realserver setup --vip VIP` in role; its output.  LabError
-    if it fails."""
-    r = lab.run(role, labmodes.PYFWD + ["realserver", "setup", "--vip",
-                                        VIP],
-                capture_output=True, text=True, timeout=CHECK_TIMEOUT)
-    if r.returncode != 0:
-        raise LabError(f"realserver setup on {role}: "
-                       f"{(r.stderr or r.stdout).strip()}")
-    return r.stdout.strip()
 
 
 class _Collect(logging.Handler):
@@ -382,7 +510,148 @@ def _engine_log():
 
 
 # ---------------------------------------------------------------------------
-# The lesson
+# The lesson, step by step: each step prints its part and returns its
+# measured part of the Result, as {field: value}.
+
+
+def break_real(lab, echo, owners: dict) -> dict:
+    """The other reals get `pyfwd realserver setup`; real1 gets the VIP on
+    lo and nothing else.  Returns real1's ARP sysctls, read back."""
+    echo(_INTRO.format(vip=VIP, port=PORT, broken=BROKEN))
+    for mac, role in owners.items():
+        echo(f"  {role:<7} {lab.ip(role):<11} MAC {mac}")
+    good = [r for r in lab.reals if r != BROKEN]
+    if good:
+        labmodes.setup_reals(lab, roles=good, timeout=CHECK_TIMEOUT)
+    _add_vip_on_lo(lab, BROKEN)
+    sysctls = {k: lab.sysctl(BROKEN, f"net.ipv4.conf.all.{k}")
+               for k in ("arp_ignore", "arp_announce")}
+    echo(f"\n`pyfwd realserver setup --vip {VIP}` ran on "
+         f"{', '.join(good) or 'no real server'}.\n{BROKEN} got {VIP}/32 "
+         f"on lo and nothing else ("
+         + ", ".join(f"{k}={v}" for k, v in sysctls.items()) + ").")
+    return {"broken_sysctls": sysctls}
+
+
+def show_failure(lab, eng, echo, owners: dict) -> dict:
+    """Requests with real1 answering ARP: a fresh lookup, the engine's
+    announcement, real1's own who-has.  Returns the requests ("before")
+    and the announcement."""
+    from .engine import GARP_REPEAT
+
+    lb_mac, bad_mac = mac_of(owners, "lb"), mac_of(owners, BROKEN)
+    before = []
+
+    def show(r):
+        before.append(r)
+        echo(format_request(len(before), r, owners))
+        return r
+
+    echo(_STEP1.format(vip=VIP, port=PORT))
+    forget(lab, "client", VIP)
+    show(request(lab, eng, "the client's cache entry for the VIP was "
+                           "deleted (as an expiry would)"))
+    show(request(lab, eng, "nothing changed in between"))
+
+    echo(_ANNOUNCE.format(times=format_times(GARP_REPEAT)))
+    ann = wait_for_announcement(lab, eng, lb_mac, GARP_REPEAT)
+    echo(format_announcement(ann, owners))
+
+    echo(_ANNOUNCE_BACK.format(broken=BROKEN, vip=VIP))
+    # Round robin gives real1 one new flow in every len(reals): within that
+    # many requests (each a new flow while the cache holds the balancer's
+    # MAC) one reaches real1 and makes it ask for the client.
+    tries_for_round_robin_to_reach_real1 = len(lab.reals)
+    for _ in range(tries_for_round_robin_to_reach_real1):
+        forget(lab, BROKEN, lab.ip("client"))
+        r = show(request(lab, eng, f"{BROKEN}'s cache entry for the client "
+                                   "was deleted"))
+        if r.crossed and r.mac_before == lb_mac and r.mac_after == bad_mac:
+            echo(f"     It began through the balancer (a new flow), then "
+                 f"the client's cache went\n     to {BROKEN} under it: the "
+                 f"balancer forwarded only "
+                 f"{_plural(r.forwarded, 'frame')} to a real\n     server "
+                 f"while it ran.")
+        if r.mac_after != lb_mac:
+            break
+    show(request(lab, eng, "nothing changed in between"))
+
+    bypassed = [r for r in before if r.bypassed]
+    echo("\n  The client's cache for the VIP held, in turn: "
+         + " -> ".join(owner(m, owners) for m in
+                       cache_history(before)))
+    none_forwarded = bypassed and not any(r.forwarded for r in bypassed)
+    echo(textwrap.fill(
+        f"{len(bypassed)} of {len(before)} requests made no flow on the "
+        f"balancer" + (" and it forwarded none of their frames"
+                       if none_forwarded else "")
+        + ": it cannot balance, count, drain or health-check what it never "
+        "sees.", width=76, initial_indent="  ", subsequent_indent="  "))
+    return {"before": before, "announcement": ann}
+
+
+def find_it(lab, eng, echo, owners: dict, engine_log: list) -> dict:
+    """`pyfwd arp-check` from the client, and what the engine recorded.
+    Returns the check, the engine's arp_conflicts and its warnings."""
+    echo(_STEP2)
+    check = run_arp_check(lab, mac_of(owners, "lb"))
+    echo(format_arp_check(check, owners))
+    conflicts = eng.stats()["arp_conflicts"]
+    if conflicts:
+        echo("  The engine saw it too: it hears the segment's ARP "
+             "broadcasts, and at least\n  one came from another MAC with "
+             "the VIP as its sender.")
+        for vip, found in conflicts.items():
+            echo(f"    arp_conflicts {vip}: "
+                 + ", ".join(f"{m} ({owner(m, owners)})" for m in found))
+        for line in engine_log:
+            echo(f"    engine log: {line}")
+    else:
+        echo("  The engine saw no ARP frame claiming the VIP "
+             "(arp_conflicts is empty).")
+    return {"check_before": check, "engine_conflicts": conflicts,
+            "engine_log": list(engine_log)}
+
+
+def fix_it(lab, echo) -> dict:
+    """`pyfwd realserver setup --vip VIP` on real1.  Returns its output."""
+    echo(_STEP3.format(broken=BROKEN, vip=VIP))
+    said = labmodes.setup_reals(lab, roles=[BROKEN],
+                                timeout=CHECK_TIMEOUT)[BROKEN].strip()
+    for line in said.splitlines() or ["(no output)"]:
+        echo(f"    {line}")
+    return {"setup_output": said}
+
+
+def show_right(lab, eng, echo, owners: dict, first: int) -> dict:
+    """Requests after the fix, numbered from ``first``, each after real1's
+    entry for the client was deleted; then the client's cache, the ARP
+    frames from another MAC naming the VIP the engine saw during the
+    step, and arp-check."""
+    lb_mac = mac_of(owners, "lb")
+    claims_before = _settled_counts(eng)["arp_claims"]
+    echo(f"  Again the client's entry for {VIP} is deleted, and before "
+         f"each request\n  {BROKEN}'s entry for the client too.")
+    forget(lab, "client", VIP)
+    after = []
+    two_round_robin_rounds = 2 * len(lab.reals)     # every real answers
+    for k in range(two_round_robin_rounds):
+        forget(lab, BROKEN, lab.ip("client"))
+        r = request(lab, eng, "after the fix" + (
+            ": the client's cache entry was deleted" if k == 0 else ""))
+        after.append(r)
+        echo(format_request(first + k, r, owners))
+    cache = cached_mac(lab, "client", VIP)
+    conflict_frames = _settled_counts(eng)["arp_claims"] - claims_before
+    check = run_arp_check(lab, lb_mac)
+    echo(format_arp_check(check, owners))
+    crossed = sum(r.crossed for r in after)
+    echo(f"  {crossed} of {len(after)} requests crossed the balancer; the "
+         f"client's cache holds {_mac_cell(cache, owners)};\n  the engine "
+         f"saw {_plural(conflict_frames, 'more ARP frame')} from another "
+         f"MAC naming the VIP as sender.")
+    return {"after": after, "cache_after": cache,
+            "conflict_frames_after": conflict_frames, "check_after": check}
 
 
 def lesson(lab, echo: Callable[[str], None]) -> Result:
@@ -390,127 +659,23 @@ def lesson(lab, echo: Callable[[str], None]) -> Result:
     `Lab(name, "one-arm", reals)` makes it) and fix it; returns what was
     measured.  Prints to ``echo`` as it goes.  Raises LabError if the lab
     is not one-arm or a step cannot run (a server does not start, a
-    command fails to start)."""
+    command fails or does not finish in time)."""
     if lab.topology != "one-arm":
         raise LabError(f"the ARP problem lesson needs a one-arm lab, "
                        f"{lab.name!r} is {lab.topology}")
-    roles = ["client", "lb"] + lab.reals
-    macs = {r: lab.node(r).interface("eth0").mac.lower() for r in roles}
-    res = Result(macs)
-    lb_mac, bad_mac = res.lb_mac, res.broken_mac
-    good = [r for r in lab.reals if r != BROKEN]
-
-    echo(_INTRO.format(vip=VIP, port=PORT, broken=BROKEN))
-    for r in roles:
-        echo(f"  {r:<7} {lab.ip(r):<11} MAC {macs[r]}")
-    if good:
-        labmodes.setup_reals(lab, roles=good)
-    _add_vip_on_lo(lab, BROKEN)
-    echo(f"\n`pyfwd realserver setup --vip {VIP}` ran on "
-         f"{', '.join(good) or 'no real server'}.  {BROKEN} got {VIP}/32 "
-         f"on lo\nand nothing else (arp_ignore="
-         f"{lab.sysctl(BROKEN, 'net.ipv4.conf.all.arp_ignore')}, "
-         f"arp_announce="
-         f"{lab.sysctl(BROKEN, 'net.ipv4.conf.all.arp_announce')}).")
+    owners = labmodes.mac_owners(lab)
+    broken = break_real(lab, echo, owners)
 
     with _engine_log() as engine_log, labmodes.whoami_servers(lab), \
             labmodes.balancer(lab, "dr", realserver_setup=False) as eng:
         echo(f"\nThe DR balancer runs in {lab.ns('lb')}: {VIP}:{PORT} round "
              f"robin over {', '.join(lab.reals)}.")
-
-        # -- 1. the failure
-        echo(_STEP1.format(vip=VIP, port=PORT))
-        def show(r):
-            res.before.append(r)
-            echo(format_request(len(res.before), r, macs))
-
-        forget(lab, "client", VIP)
-        show(request(lab, eng, "the client's cache entry for the VIP had "
-                               "expired: it asks who has it"))
-        show(request(lab, eng, "nothing changed in between"))
-
-        echo(_ANNOUNCE)
-        ann = res.announcement = wait_for_announcement(lab, eng, lb_mac)
-        if ann.due is None:
-            echo("  (the engine had made its last announcement already)")
-        elif ann.seen is not None:
-            echo(f"  The announcement was due {ann.due:.1f} s after the "
-                 f"start; at {ann.seen:.2f} s the client's cache\n  held "
-                 f"{_mac_cell(ann.mac_after, macs)} for {VIP}.")
-        else:
-            echo(f"  The announcement was due {ann.due:.1f} s after the "
-                 f"start; {ANNOUNCE_WAIT:g} s later the client's cache\n"
-                 f"  still held {_mac_cell(ann.mac_after, macs)}.")
-
-        echo(_ANNOUNCE_BACK.format(broken=BROKEN, vip=VIP))
-        for _ in lab.reals:
-            forget(lab, BROKEN, lab.ip("client"))
-            r = request(lab, eng, f"{BROKEN}'s cache entry for the client "
-                                  "had expired")
-            show(r)
-            if r.crossed and r.mac_before == lb_mac \
-                    and r.mac_after == bad_mac:
-                echo(f"     It began through the balancer, then the cache "
-                     f"flipped under it: only\n     "
-                     f"{_plural(r.frames, 'frame')} of that connection "
-                     f"reached the balancer.")
-            if r.mac_after != lb_mac:
-                break
-        show(request(lab, eng, "nothing changed in between"))
-
-        echo("\n  The client's cache for the VIP held, in turn: "
-             + " -> ".join(owner(m, macs) for m in res.cache_history))
-        echo(f"  {len(res.bypassed)} of {len(res.before)} requests never "
-             f"reached the balancer: it cannot balance, count,\n  drain "
-             f"or health-check what it never sees.")
-
-        # -- 2. finding it
-        echo(_STEP2)
-        res.check_before = run_arp_check(lab, lb_mac)
-        echo(format_arp_check(res.check_before, macs))
-        stats = eng.stats()
-        res.engine_conflicts = stats["arp_conflicts"]
-        res.engine_log = list(engine_log)
-        conflicts0 = stats["arp"].get("conflicts", 0)
-        if res.engine_conflicts:
-            echo("  The engine saw it too: it hears the segment's ARP "
-                 "broadcasts, and one came\n  from another MAC with the "
-                 "VIP as its sender.")
-            for vip, found in res.engine_conflicts.items():
-                echo(f"    arp_conflicts {vip}: "
-                     + ", ".join(f"{m} ({owner(m, macs)})" for m in found))
-            for line in res.engine_log:
-                echo(f"    engine log: {line}")
-        else:
-            echo("  The engine saw no ARP frame claiming the VIP "
-                 "(arp_conflicts is empty).")
-
-        # -- 3. the fix
-        echo(_STEP3.format(broken=BROKEN, vip=VIP))
-        res.setup_output = _realserver_setup(lab, BROKEN)
-        for line in res.setup_output.splitlines() or ["(no output)"]:
-            echo(f"    {line}")
-        echo(f"  Again the client's entry for {VIP} expires, and before "
-             f"each request\n  {BROKEN}'s entry for the client too.")
-        forget(lab, "client", VIP)
-        for k in range(max(2, 2 * len(lab.reals))):
-            forget(lab, BROKEN, lab.ip("client"))
-            r = request(lab, eng, "after the fix" + (
-                ": the cache entry had expired" if k == 0 else ""))
-            res.after.append(r)
-            echo(format_request(len(res.before) + k + 1, r, macs))
-        res.cache_after = cached_mac(lab, "client", VIP)
-        res.conflict_frames_after = \
-            eng.stats()["arp"].get("conflicts", 0) - conflicts0
-        res.check_after = run_arp_check(lab, lb_mac)
-        echo(format_arp_check(res.check_after, macs))
-        crossed = sum(r.crossed for r in res.after)
-        echo(f"  {crossed} of {len(res.after)} requests crossed the "
-             f"balancer; the client's cache holds "
-             f"{_mac_cell(res.cache_after, macs)};\n  the engine saw "
-             f"{_plural(res.conflict_frames_after, 'more ARP frame')} "
-             f"naming the VIP as sender.")
-    return res
+        failure = show_failure(lab, eng, echo, owners)
+        found = find_it(lab, eng, echo, owners, engine_log)
+        fixed = fix_it(lab, echo)
+        right = show_right(lab, eng, echo, owners,
+                           first=len(failure["before"]) + 1)
+    return Result(owners, **broken, **failure, **found, **fixed, **right)
 
 
 def run(echo: Callable[[str], None], name: str = "arp",
@@ -550,13 +715,14 @@ Here {broken} is that real server.  The lab, one Ethernet segment:"""
 _STEP1 = """
 1. What goes wrong.  The client requests http://{vip}:{port}/.
    For each request: what happened just before, the MAC the client's ARP
-   cache held for the VIP (before -> after), who answered, and whether the
-   balancer counted a new flow for it."""
+   cache held for the VIP (before -> after), who answered, whether the
+   balancer counted a new flow for it, and the frames it counted while
+   the request ran."""
 
 _ANNOUNCE = """
    Now the balancer announces the VIP: a gratuitous ARP, which the engine
-   sends 0, 1 and 3 s after it starts.  Every host that has an entry for
-   the VIP must take the balancer's MAC."""
+   sends {times} after it starts.  A host that has an entry for the
+   VIP should take the balancer's MAC from it."""
 
 _ANNOUNCE_BACK = """
    And back: with arp_announce=0, when {broken} has to ask for the client's

@@ -38,6 +38,20 @@ def test_lesson_shows_the_failure_then_the_fix(one_arm):
     assert res.before[0].mac_after == real1, text
     assert res.flipped, text
     assert res.cache_history[:2] == [real1, lb], text
+    assert res.broken_sysctls == {"arp_ignore": "0", "arp_announce": "0"}
+    # the balancer forwarded nothing of a bypass; the announcement is
+    # credited only for changing real1's MAC to its own
+    assert all(r.forwarded == 0 for r in res.bypassed), text
+    ann = res.announcement
+    assert ann.took and not ann.already_held, text
+    assert (ann.mac_before, ann.mac_after) == (real1, lb), text
+    # real1's own who-has (sender: the VIP) took the cache back under a
+    # request that had begun through the balancer: fewer of its frames
+    # crossed it than of a request after the fix
+    flip = [r for r in res.before
+            if r.crossed and (r.mac_before, r.mac_after) == (lb, real1)]
+    assert flip and flip[0].arp_claims >= 1, text
+    assert flip[0].forwarded < min(r.forwarded for r in res.after), text
 
     # found: arp-check exits 1 naming real1; the engine recorded it too
     assert res.check_before.returncode == 1, text

@@ -5,10 +5,12 @@ scapy, as the capture would see a DR and a NAT connection."""
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
 from scapy.all import IP, TCP, Ether, Raw
 
-from pyfwd import trace
-from pyfwd.capture import Frame
+from pyfwd import labmodes, trace
+from pyfwd.capture import Frame, read_pcap, write_pcap
+from pyfwd.errors import ConfigError
 
 CLIENT, LB_OUT, LB_IN, REAL = ("02:00:00:00:01:01", "02:00:00:00:01:02",
                                "02:00:00:00:02:01", "02:00:00:00:02:11")
@@ -116,6 +118,23 @@ def test_parse_reads_addresses_ports_and_payload_length():
     assert trace.parse(arp) is None
 
 
+def test_parse_leaves_out_what_is_not_one_whole_tcp_segment():
+    def made(**ip):
+        data = bytes(Ether(src=CLIENT, dst=LB_OUT)
+                     / IP(src="10.0.0.1", dst=VIP, **ip)
+                     / TCP(sport=40000, dport=80) / Raw(b"x" * 40))
+        return Frame(1.0, "client", "eth0", True, data, len(data))
+
+    assert trace.parse(made()) is not None
+    assert trace.parse(made(frag=3)) is None        # no TCP header there
+    assert trace.parse(made(flags="MF")) is None
+    bad_ihl = made()
+    bad_ihl = Frame(1.0, "client", "eth0", True,
+                    bad_ihl.data[:14] + b"\x40" + bad_ihl.data[15:],
+                    bad_ihl.wirelen)
+    assert trace.parse(bad_ihl) is None
+
+
 def test_nat_segments_cross_the_balancer_both_ways():
     frames = nat_frames()
     js = trace.journeys(reversed(frames), VIP, 80)  # order comes from ts
@@ -141,7 +160,7 @@ def test_dr_replies_bypass_the_balancer():
         ("real1", "client")]
     assert trace.rewritten(js) == {"c2s": {
         "eth.src": (CLIENT, LB_OUT), "eth.dst": (LB_OUT, DR_REAL)}}
-    text = "\n".join(trace.summary(js, "dr"))
+    text = "\n".join(trace.summary(js))
     assert "server to client: 0 of 2 segments" in text
     assert "bypassed the balancer" in text
 
@@ -196,3 +215,110 @@ def test_svg_is_xml_and_marks_the_rewritten_fields():
                       for f in fields}
     assert {t.text for t in spans if t.get("data-field") == "ip.dst"} == {
         "192.168.50.11"}
+
+
+def passed_through_frames():
+    """A connection whose replies cross the balancer unchanged."""
+    clock, out = Clock(), []
+    for seq, ack, flags, payload, back in (
+            (100, 0, "S", b"", False), (500, 101, "SA", b"", True),
+            (101, 501, "PA", b"GET", False), (501, 104, "PA", b"hi", True)):
+        src, dst, sport, dport = (VIP, "10.0.0.1", 80, 40000) if back else \
+            ("10.0.0.1", VIP, 40000, 80)
+        path = (("real1", True), ("lb", False), ("lb", True),
+                ("client", False)) if back else (
+            ("client", True), ("lb", False), ("lb", True), ("real1", False))
+        for role, sent in path:
+            out.append(frame(clock, role, "eth0", sent, CLIENT, LB_OUT, src,
+                             dst, sport, dport, seq, ack, flags, payload))
+    return out
+
+
+def test_summary_says_translated_back_only_when_it_was():
+    nat = "\n".join(trace.summary(trace.journeys(nat_frames(), VIP, 80)))
+    assert "came back through the balancer, which translated them back" \
+        in nat
+    js = trace.journeys(passed_through_frames(), VIP, 80)
+    assert all(j.crossed_lb for j in js) and trace.rewritten(js) == {}
+    text = "\n".join(trace.summary(js))
+    assert "translated" not in text
+    assert "came back through the balancer, which passed them on " \
+        "unchanged" in text
+    assert "the balancer rewrote nothing" in text
+
+
+def test_both_pictures_are_drawn_from_the_same_rows():
+    js = trace.journeys(dr_frames(), VIP, 8080)
+    rows = list(trace.rows(js, LANES))
+    arrows = [r for r in rows if r.kind == "arrow"]
+    assert len(arrows) == sum(len(j.arrows()) for j in js) == 3 * 2 + 2
+    assert [r.head for r in arrows if r.bypass] == [
+        "#2 SYN+ACK 0 B (bypasses lb)", "#5 PSH+ACK 5 B (bypasses lb)"]
+    assert sum(r.kind == "end" for r in rows) == len(js)
+    text = trace.render_text(js, LANES)
+    assert sum("->" in line or "<-" in line for line in text) == len(arrows)
+    assert sum("(bypasses lb)" in line for line in text) == 2
+    root = ET.fromstring(trace.render_svg(js, LANES, "dr"))
+    lines = [e for e in root.iter("{http://www.w3.org/2000/svg}line")
+             if "arrow" in e.get("class", "")]
+    assert len(lines) == len(arrows)
+    assert sum("bypass" in e.get("class") for e in lines) == 2
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("l7", "HAProxy ends the client's TCP connection"),
+    ("bogus", "mode 'bogus': expected one of dr, nat, snat")])
+def test_run_refuses_l7_and_unknown_modes_before_building_a_lab(
+        tmp_path, mode, message):
+    with pytest.raises(ConfigError, match=message):
+        trace.run(print, mode, str(tmp_path / "out"), "pfrnolab")
+    assert not (tmp_path / "out").exists()
+
+
+class FakeCapture:
+    """What report() reads of a stopped capture.Capture."""
+
+    def __init__(self, frames, lost=()):
+        self._frames, self.lost = frames, list(lost)
+        self.complete = not lost
+
+    def frames(self):
+        return list(self._frames)
+
+    def save_pcap(self, path, role):
+        return write_pcap(path, [f for f in self._frames if f.role == role])
+
+
+def traced(cap, ok=True):
+    return trace.Traced("nat", labmodes.web_listener("nat"),
+                        "http://10.0.0.100:80/", ok, "node=real1", cap,
+                        LANES)
+
+
+def test_report_writes_the_files_and_says_a_complete_trace(tmp_path):
+    lines = []
+    assert trace.report(traced(FakeCapture(nat_frames())), str(tmp_path),
+                        lines.append)
+    for name, role in (("client.pcap", "client"), ("lb.pcap", "lb"),
+                       ("real.pcap", "real1")):
+        assert len(read_pcap(str(tmp_path / name))) == sum(
+            f.role == role for f in nat_frames())
+    ET.parse(tmp_path / "trace.svg")
+    assert not any("incomplete" in line for line in lines)
+
+
+def test_report_says_why_a_trace_is_incomplete(tmp_path):
+    lost = ["lb eth1: 12 frames dropped by the kernel (socket buffer full)"]
+    lines = []
+    assert not trace.report(traced(FakeCapture(nat_frames(), lost), ok=False),
+                            str(tmp_path), lines.append)
+    text = "\n".join(lines)
+    assert "the trace is incomplete:\n  the request failed: node=real1" \
+        in text
+    assert "the capture missed frames" in text
+    assert "    lb eth1: 12 frames dropped by the kernel" in text
+    lines = []
+    assert not trace.report(traced(FakeCapture([])), str(tmp_path),
+                            lines.append)
+    assert "  no TCP connection of the client to 10.0.0.100:80 was " \
+        "captured" in lines

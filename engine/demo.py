@@ -1,4 +1,6 @@
-"""The lab demo: `pyfwd lab demo [--mode dr|nat|snat|l7|all]`, the main job.
+"""The lab demo: `pyfwd lab demo [--mode dr|nat|snat|l7|all]`.
+
+It is the README's main job (`./tools/run demo`).
 
 For each mode it builds the mode's lab (labmodes.TOPOLOGY), starts a whoami
 HTTP server on every real server, starts the balancer in the lb namespace,
@@ -12,15 +14,13 @@ it ends with a table of the modes side by side.
 """
 
 import collections
-import struct
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 from . import lab as labmod
 from . import labmodes
-from .errors import LabError
+from .capture import parse_tcp4
 
 DOWNLOAD = 20_000_000
 SNAPLEN = 96            # Ethernet + IPv4 + TCP headers with options
@@ -42,15 +42,6 @@ _WHAT = {
 }
 
 
-def curl(lab, role, url, timeout=5, *args):
-    """GET url with curl from role's namespace; (ok, body or error)."""
-    r = lab.run(role, ["curl", "-sS", "--max-time", str(timeout), *args,
-                       url], capture_output=True, text=True,
-                timeout=timeout + 5)
-    return r.returncode == 0, (r.stdout if r.returncode == 0
-                               else r.stderr).strip()
-
-
 # ---------------------------------------------------------------------------
 # Counting the capture
 
@@ -58,24 +49,11 @@ def curl(lab, role, url, timeout=5, *args):
 @dataclass
 class Count:
     frames: int = 0
-    bytes: int = 0
+    octets: int = 0             # on the wire: Ethernet header and all
 
     def add(self, wirelen):
         self.frames += 1
-        self.bytes += wirelen
-
-
-def tcp_ports(data):
-    """(source port, destination port) of an Ethernet/IPv4/TCP frame, else
-    None (ARP, IPv6, fragments, short captures)."""
-    if len(data) < 34 or data[12:14] != b"\x08\x00":
-        return None
-    ihl = (data[14] & 0x0F) * 4
-    if data[23] != 6 or ihl < 20 or len(data) < 14 + ihl + 4:
-        return None
-    if struct.unpack_from("!H", data, 20)[0] & 0x1FFF:
-        return None                     # a fragment other than the first
-    return struct.unpack_from("!HH", data, 14 + ihl)
+        self.octets += wirelen
 
 
 @dataclass
@@ -93,17 +71,24 @@ class Wire:
     def at_lb(self, direction, sent):
         return self.lb[direction, sent]
 
+    def into_lb(self):
+        """Everything the balancer received, both directions."""
+        return Count(sum(c.frames for (_, sent), c in self.lb.items()
+                         if not sent),
+                     sum(c.octets for (_, sent), c in self.lb.items()
+                         if not sent))
+
     @classmethod
     def count(cls, frames, ports, owners):
         """Sum `frames` (capture.Frame) of TCP to or from the service
         `ports`; `owners` maps a MAC to the role that has it."""
         w = cls()
         for f in frames:
-            tp = tcp_ports(f.data)
-            if tp is None:
+            seg = parse_tcp4(f.data, f.wirelen)
+            if seg is None:
                 continue
-            direction = ("reply" if tp[0] in ports else
-                         "request" if tp[1] in ports else None)
+            direction = ("reply" if seg.sport in ports else
+                         "request" if seg.dport in ports else None)
             if direction is None:
                 continue
             if f.role == "lb":
@@ -114,8 +99,8 @@ class Wire:
             elif direction == "reply" and f.role == "client" \
                     and not f.sent:
                 w.client_replies.add(f.wirelen)
-                src = ":".join(f"{b:02x}" for b in f.data[6:12])
-                w.client_reply_from[owners.get(src, src)] += 1
+                w.client_reply_from[owners.get(seg.src_mac,
+                                               seg.src_mac)] += 1
         return w
 
 
@@ -124,42 +109,68 @@ class Wire:
 
 
 @dataclass
+class Answer:
+    ok: bool
+    node: str = "?"
+    client: str = "?"           # the client address the real server saw
+    xff: Optional[str] = None
+    error: str = ""
+
+
+@dataclass
 class Result:
     mode: str
     topology: str
-    answers: list = field(default_factory=list)   # (ok, node, client, xff)
+    listener: labmodes.Listener
+    download: int                           # bytes asked for
+    answers: list = field(default_factory=list)     # [Answer]
     download_ok: bool = False
-    download_bytes: int = 0
+    download_bytes: int = 0                 # bytes curl got
     download_seconds: float = 0.0
     wire: Wire = None
-    engine: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)      # counters' increase
+    lost: list = field(default_factory=list)    # why the capture is short
 
     @property
     def ok(self):
-        return self.download_ok and self.answers and \
-            all(a[0] for a in self.answers)
+        return bool(self.download_ok and self.answers
+                    and all(a.ok for a in self.answers)
+                    and self.captured)
+
+    @property
+    def captured(self):
+        """The capture holds every frame: its figures are whole."""
+        return not self.lost
 
     @property
     def saw(self):
         """The client addresses the real servers saw (sorted)."""
-        return sorted({a[2] for a in self.answers if a[0]})
-
-    @property
-    def nodes(self):
-        return collections.Counter(a[1] for a in self.answers if a[0])
+        return sorted({a.client for a in self.answers if a.ok})
 
 
-def _parse_whoami(text):
-    """node, client address, xff from a whoami answer."""
-    kv = dict(p.split("=", 1) for p in text.split() if "=" in p)
-    return (kv.get("node", "?"), kv.get("client", "?").rsplit(":", 1)[0],
-            kv.get("xff"))
+ENGINE_COUNTERS = ("frames", "bytes", "flows_new")
 
 
-def _owners(lab):
-    return {i.mac: (n.role if len(n.interfaces) == 1
-                    else f"{n.role} {i.name}")
-            for n in lab.plan().hosts for i in n.interfaces if i.mac}
+def _engine_counters(eng):
+    core = eng.stats()["core"]
+    return {k: core[k] for k in ENGINE_COUNTERS}
+
+
+def _ask(lab, url):
+    ok, text = labmodes.curl(lab, "client", url)
+    if not ok:
+        return Answer(False, error=text)
+    who = labmodes.parse_whoami(text)
+    return Answer(True, who["node"], who["client"], who["xff"])
+
+
+def _download(lab, url, size, res):
+    t0 = time.monotonic()
+    ok, text = labmodes.curl(lab, "client", f"{url}bytes/{size}", 60,
+                             ("-o", "/dev/null", "-w", "%{size_download}"))
+    res.download_seconds = time.monotonic() - t0
+    res.download_ok = ok
+    res.download_bytes = int(text) if ok and text.isdigit() else 0
 
 
 def measure(lab, mode, requests=None, download=DOWNLOAD):
@@ -170,30 +181,23 @@ def measure(lab, mode, requests=None, download=DOWNLOAD):
 
     listener = labmodes.web_listener(mode)
     url = f"http://{listener.vip}:{listener.port}/"
-    res = Result(mode, lab.topology)
+    res = Result(mode, lab.topology, listener, download)
     with labmodes.balancer(lab, mode) as eng:
         # ARP and HAProxy's first connections before the counted traffic
-        curl(lab, "client", url)
-        with Capture(lab, ["client", "lb", *lab.reals],
-                     snaplen=SNAPLEN) as cap:
+        labmodes.curl(lab, "client", url)
+        before = _engine_counters(eng)
+        cap = Capture(lab, ["client", "lb", *lab.reals], snaplen=SNAPLEN)
+        with cap:
             for _ in range(requests or 2 * len(lab.reals)):
-                ok, text = curl(lab, "client", url)
-                res.answers.append((ok, *_parse_whoami(text)) if ok
-                                   else (False, text, "", None))
-            t0 = time.monotonic()
-            r = lab.run("client", ["curl", "-sS", "--max-time", "60", "-o",
-                                   "/dev/null", "-w", "%{size_download}",
-                                   f"{url}bytes/{download}"],
-                        capture_output=True, text=True, timeout=70)
-            res.download_seconds = time.monotonic() - t0
-            res.download_ok = r.returncode == 0
-            res.download_bytes = int(r.stdout or 0) \
-                if r.stdout.strip().isdigit() else 0
+                res.answers.append(_ask(lab, url))
+            _download(lab, url, download, res)
             time.sleep(0.2)             # the last ACKs and FINs
-        core = eng.stats()["core"]
-        res.engine = {k: core[k] for k in ("frames", "bytes", "flows_new")}
+        after = _engine_counters(eng)
+    res.engine = {k: after[k] - before[k] for k in ENGINE_COUNTERS}
+    res.lost = [] if cap.complete else (cap.lost or ["incomplete"])
     res.wire = Wire.count(cap.frames(),
-                          {listener.port, listener.real_port}, _owners(lab))
+                          {listener.port, listener.real_port},
+                          labmodes.mac_owners(lab))
     return res
 
 
@@ -207,58 +211,73 @@ def _mb(n):
 
 def explain(echo, res, lab):
     """What happened in one mode, in plain words, from res's figures."""
-    listener = labmodes.web_listener(res.mode)
-    vip = f"{listener.vip}:{listener.port}"
-    echo(f"\n--- {res.mode.upper()}: VIP {vip}, real servers on port "
-         f"{listener.real_port}, {res.topology} lab ---")
+    li = res.listener
+    echo(f"\n--- {res.mode.upper()}: VIP {li.vip}:{li.port}, real servers "
+         f"on port {li.real_port}, {res.topology} lab ---")
     echo(_WHAT[res.mode])
-    echo(f"\n{len(res.answers)} requests to http://{vip}/, round robin:")
-    for ok, node, client, xff in res.answers:
-        echo(f"  {'ok  ' if ok else 'FAIL'} answered by {node:<6} which saw "
-             f"the client as {client}" + (f" (X-Forwarded-For: {xff})"
-                                          if xff else "") if ok
-             else f"  FAIL {node}")
-    saw = ", ".join(res.saw) or "nothing"
+    _explain_answers(echo, res, lab)
+    echo(f"\nA {_mb(res.download)} download through the VIP: "
+         + (f"ok, {_mb(res.download_bytes)} in {res.download_seconds:.2f} s."
+            if res.download_ok else "FAIL."))
+    if not res.captured:
+        echo("WARNING: the capture is not whole, the figures below are short "
+             "of the truth:\n  " + "\n  ".join(res.lost))
+    _explain_wire(echo, res)
+    e = res.engine
+    echo(f"The engine counted {e['frames']} frames ({_mb(e['bytes'])}) and "
+         f"{e['flows_new']} new flows meanwhile"
+         + (": HAProxy's connections are its own, the engine's core only "
+            "answers ARP for the VIP." if res.mode == "l7" else "."))
+
+
+def _explain_answers(echo, res, lab):
+    li = res.listener
+    echo(f"\n{len(res.answers)} requests to http://{li.vip}:{li.port}/, "
+         "round robin:")
+    for a in res.answers:
+        echo(f"  ok   answered by {a.node:<6} which saw the client as "
+             f"{a.client}" + (f" (X-Forwarded-For: {a.xff})" if a.xff else "")
+             if a.ok else f"  FAIL {a.error}")
     client = lab.ip("client")
+    lb = {i.addr4 for i in lab.node("lb").interfaces if i.addr4}
     if res.saw == [client]:
         echo(f"The real servers saw the client's own address ({client}).")
+    elif res.saw and set(res.saw) <= lb:
+        echo(f"The real servers saw {', '.join(res.saw)}, not the client's "
+             f"{client}: that is the balancer's own address"
+             + (" (the client's is in X-Forwarded-For)."
+                if any(a.xff == client for a in res.answers) else "."))
     else:
-        echo(f"The real servers saw {saw}, not the client's {client}: "
-             "that is the balancer" + (" (the client's is in "
-                                       "X-Forwarded-For)."
-                                       if res.mode == "l7" else "."))
+        echo(f"The real servers saw {', '.join(res.saw) or 'nothing'}.")
+
+
+def _explain_wire(echo, res):
     w = res.wire
-    echo(f"\nA {_mb(DOWNLOAD)} download through the VIP: "
-         f"{'ok' if res.download_ok else 'FAIL'}, {_mb(res.download_bytes)}"
-         f" in {res.download_seconds:.2f} s.")
     echo("On the wire (captured at the switch ports), all of the above: "
          "requests and the\nclient's ACKs go client -> server, answers and "
          "the download server -> client.")
-    rows = [("client -> server", "request"), ("server -> client", "reply")]
     echo(f"  {'frames / bytes':<22}{'into the balancer':>22}"
          f"{'out of the balancer':>22}")
-    for label, d in rows:
+    for label, d in (("client -> server", "request"),
+                     ("server -> client", "reply")):
         i, o = w.at_lb(d, False), w.at_lb(d, True)
-        echo(f"  {label:<22}{i.frames:>10} / {_mb(i.bytes):>9}"
-             f"{o.frames:>10} / {_mb(o.bytes):>9}")
-    echo(f"  the real servers sent {w.real_replies.frames} reply frames "
-         f"({_mb(w.real_replies.bytes)}); the client received "
-         f"{w.client_replies.frames} ({_mb(w.client_replies.bytes)}), from "
-         + ", ".join(f"{who} ({n})" for who, n in
-                     w.client_reply_from.most_common()) + ".")
-    rep_in = w.at_lb("reply", False)
+        echo(f"  {label:<22}{i.frames:>10} / {_mb(i.octets):>9}"
+             f"{o.frames:>10} / {_mb(o.octets):>9}")
+    senders = ", ".join(f"{who} ({n})" for who, n in
+                        w.client_reply_from.most_common()) or "nobody"
+    echo(f"The real servers sent {w.real_replies.frames} reply frames "
+         f"({_mb(w.real_replies.octets)}); the client received "
+         f"{w.client_replies.frames} ({_mb(w.client_replies.octets)}),\n"
+         f"from {senders}.")
+    rep_in, rep_out = w.at_lb("reply", False), w.at_lb("reply", True)
     if rep_in.frames == 0:
         echo("No reply crossed the balancer: the replies went from the real "
              "servers straight to the client.")
-    else:
-        share = rep_in.bytes / max(1, w.real_replies.bytes)
-        echo(f"The replies came back through the balancer ({share:.0%} of "
-             "the bytes the real servers sent), which passed them on to the "
-             "client.")
-    echo(f"The engine counted {res.engine['frames']} frames, "
-         f"{_mb(res.engine['bytes'])}, {res.engine['flows_new']} new flows"
-         + (" (HAProxy's connections are its own: the engine's core only "
-            "answers ARP)." if res.mode == "l7" else "."))
+        return
+    share = rep_in.octets / max(1, w.real_replies.octets)
+    echo(f"The replies came back through the balancer ({share:.0%} of the "
+         f"bytes the real servers sent);\nit sent {rep_out.frames} frames "
+         f"of them on to the client for the {rep_in.frames} it received.")
 
 
 def table(echo, results):
@@ -269,21 +288,19 @@ def table(echo, results):
     echo(head)
     echo("-" * len(head))
     for r in results:
-        w = r.wire
-        into = sum(c.frames for (d, sent), c in w.lb.items() if not sent)
-        mb = sum(c.bytes for (d, sent), c in w.lb.items() if not sent)
-        rep = w.at_lb("reply", False)
-        path = ("via balancer" if rep.frames else "direct to client")
-        saw = ",".join(r.saw) or "-"
-        echo(f"{r.mode:<5} {r.topology:<8} {saw:<9} {path:<17} "
-             f"{into:>13} {mb / 1e6:>9.1f} {rep.bytes / 1e6:>15.1f}")
+        into, rep = r.wire.into_lb(), r.wire.at_lb("reply", False)
+        path = "via balancer" if rep.frames else "direct to client"
+        echo(f"{r.mode:<5} {r.topology:<8} {','.join(r.saw) or '-':<9} "
+             f"{path:<17} {into.frames:>13} {into.octets / 1e6:>9.1f} "
+             f"{rep.octets / 1e6:>15.1f}")
     echo("frames and MB via lb: what the balancer received of the requests "
          "and replies above,\nthe download included; reply MB: the reply "
          "bytes that crossed it.")
 
 
 def run(echo, modes=labmodes.MODES, reals=3, name="demo"):
-    """The demo; returns True when every request and download worked."""
+    """The demo; True when every request and download worked and the
+    captures are whole."""
     echo("pyfwd lab demo: a client, a load balancer and real servers, each "
          "in its own network\nnamespace on this machine. Each real server "
          "runs a whoami HTTP server that tells\nwho answered and which "

@@ -75,6 +75,7 @@ def lab():
       one-arm   client, lb and real servers on one L2 segment (DR, SNAT)
       two-arm   client outside, real servers inside, lb routes between
                 (NAT: the lb is the real servers' default gateway)
+      one-arm-ha  one-arm with a second balancer, lb2 (an HA pair)
     Namespaces are named NAME-client, NAME-lb, NAME-real1.. and NAME-sw*;
     `pyfwd lab show` prints the address plan.
 
@@ -89,7 +90,8 @@ def lab():
 
 @lab.command("up")
 @LAB_NAME
-@click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm"]),
+@click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
+                                                     "one-arm-ha"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")
@@ -321,12 +323,19 @@ def lab_arp_problem(name, reals):
               "NAT/SNAT: about 1.7M flows either way)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
+@click.option("--standby", "role", flag_value="standby", default=None,
+              help="start as the standby node of an HA pair: everything "
+              "runs but ARP for the VIPs is left to the active node until "
+              "`pyfwd ctl ha active` (keepalived calls it); or [engine] "
+              "role")
+@click.option("--active", "role", flag_value="active",
+              help="start active (the default; overrides [engine] role)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning",
                                                 "error"]),
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
-          copy_mode, busy_poll, queues, flows, stats_file, log_level):
+          copy_mode, busy_poll, queues, flows, stats_file, role, log_level):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -360,6 +369,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         snat_ports = cfg.snat_ports or snat_ports
         control_socket = control_socket or cfg.control_socket
         metrics = metrics or cfg.metrics
+        role = role or cfg.role
     else:
         if not reals:
             raise click.UsageError("no --real given")
@@ -376,6 +386,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
                     stats_file=stats_file, backend=backend,
+                    role=role or "active",
                     config_path=os.path.abspath(config_path)
                     if config_path else None)
     stop = []
@@ -511,6 +522,80 @@ def check_config(file):
                "server(s)")
 
 
+# --- ha ---------------------------------------------------------------------
+
+@cli.group(cls=Group, context_settings=CONTEXT)
+def ha():
+    """High availability: an active/passive pair elected by keepalived.
+
+    \b
+    Both nodes run `pyfwd start` on the same VIPs and real servers (Maglev:
+    a DR flow goes to the same real server through either node); the
+    standby one (`--standby` or [engine] role = "standby") answers no ARP
+    for the VIPs.  keepalived elects; its notify scripts run
+    `pyfwd ctl ha active|standby`, and becoming active sends gratuitous ARP.
+      pyfwd ha keepalived-conf --iface eth0 --priority 150 > keepalived.conf
+    """
+
+
+@ha.command("keepalived-conf")
+@click.option("--iface", "-i", required=True, metavar="IF",
+              help="the interface VRRP runs on: the engine's")
+@click.option("--vrid", type=int, default=51, show_default=True,
+              help="virtual router id, 1-255: the same on both nodes, "
+              "unique on the segment")
+@click.option("--priority", type=int, required=True,
+              help="1-254; the higher wins (e.g. 150 on the preferred "
+              "node, 100 on the other)")
+@click.option("--socket", "-s", "sock", default=None, metavar="PATH",
+              help="the engine's control socket [default: "
+              "/run/pyfwd/pyfwd.sock]")
+@click.option("--peer", "peers", multiple=True, metavar="ADDR",
+              help="the other node's address: unicast VRRP (default: "
+              "multicast 224.0.0.18 on IF)")
+@click.option("--advert-int", type=float, default=1.0, show_default=True,
+              metavar="SECONDS", help="seconds between VRRP adverts; a dead "
+              "master is noticed after about three")
+@click.option("--instance", default="pyfwd", show_default=True,
+              help="the vrrp_instance name")
+@click.option("--pyfwd", "pyfwd_path", metavar="PATH",
+              help="the pyfwd program the notify scripts run [default: "
+              "this one]")
+@click.option("--no-script-security", is_flag=True,
+              help="leave out enable_script_security (keepalived then runs "
+              "a notify program even where another user could replace it, "
+              "e.g. a venv under /tmp)")
+def ha_keepalived_conf(iface, vrid, priority, sock, peers, advert_int,
+                       instance, pyfwd_path, no_script_security):
+    """Print a keepalived.conf that elects this node and drives its engine.
+
+    No virtual_ipaddress: in DR the VIP is not a kernel address of the
+    balancer (pyfwd answers ARP for it when active); keepalived only
+    elects and calls `pyfwd ctl -s SOCK ha active|standby` from
+    notify_master, notify_backup, notify_fault and notify_stop, as root.
+    """
+    from . import control, ha as hamod
+    spec = hamod.KeepalivedSpec(
+        iface, vrid, priority, sock or control.DEFAULT_PATH,
+        pyfwd_path or _own_program(), tuple(peers), advert_int, instance,
+        not no_script_security)
+    click.echo(hamod.keepalived_conf(spec), nl=False)
+
+
+def _own_program():
+    """The absolute path of the running pyfwd program (a console script),
+    else `pyfwd` on PATH."""
+    import shutil
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "pyfwd" and os.path.exists(argv0):
+        return os.path.abspath(argv0)
+    found = shutil.which("pyfwd")
+    if found:
+        return os.path.abspath(found)
+    raise click.ClickException("cannot tell where the pyfwd program is: "
+                               "give --pyfwd PATH")
+
+
 # --- ctl --------------------------------------------------------------------
 
 def _ctl_group():
@@ -555,7 +640,9 @@ def _ctl_command(name, spec):
         else:
             click.echo(fmt.format_result(name, result))
 
-    params = [click.Argument([a.name], type=int if a.type is int else str)
+    params = [click.Argument([a.name], type=click.Choice(a.choices)
+                             if a.choices else int if a.type is int
+                             else str)
               for a in spec.args]
     doc = spec.help
     if any(a.type is dict for a in spec.args):

@@ -11,6 +11,7 @@ touched.
     metrics = "127.0.0.1:9108"              # optional
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
+    role = "active"                         # or "standby" (HA, at start)
 
     [[vip]]
     name = "pacs-web"
@@ -42,7 +43,8 @@ from .tables import MODES, SCHEDULERS, Service
 CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
-               "snat_ports": str, "control_socket": str, "metrics": str}
+               "snat_ports": str, "control_socket": str, "metrics": str,
+               "role": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list,
@@ -66,6 +68,7 @@ class Config:
     snat_ports: "str | None" = None
     control_socket: str = CONTROL_SOCKET
     metrics: "str | None" = None
+    role: str = "active"
     services: list = field(default_factory=list)
 
 
@@ -183,6 +186,8 @@ def parse(text, path="<config>"):
     if cfg.snat_ports is not None:
         from .engine import parse_ports
         parse_ports(cfg.snat_ports)
+    from .ha import parse_role
+    parse_role(cfg.role, "engine.role")
     if cfg.metrics is not None:
         from .metrics import parse_address
         parse_address(cfg.metrics)
@@ -197,6 +202,8 @@ def parse(text, path="<config>"):
                               f"vip {seen[svc.vip]!r}")
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
+    from .ha import check_role
+    check_role(cfg.role, cfg.services, "engine.role =")
     return cfg
 
 

@@ -49,12 +49,13 @@ BACKLOG = 128               # connections waiting for accept()
 
 
 class Arg(NamedTuple):
-    """A request field: its name, its JSON type (str, int or dict) and what
-    it means."""
+    """A request field: its name, its JSON type (str, int or dict), what
+    it means and, when only some values are valid, those (checked here)."""
 
     name: str
     type: type
     help: str
+    choices: tuple = ()
 
 
 class Command(NamedTuple):
@@ -99,6 +100,11 @@ COMMANDS = {
                       "back in service", "online"),
     "reload": Command((), "re-read the config file and apply the "
                       "differences", "reload"),
+    "ha": Command((Arg("role", str, "active: answer ARP for the VIPs and "
+                       "announce them (gratuitous ARP); standby: stop "
+                       "answering", ("active", "standby")),),
+                  "set this node's high-availability role (keepalived's "
+                  "notify scripts call it)", "set_role"),
 }
 
 _TYPE_NAMES = {str: "string", int: "integer", dict: "object"}
@@ -162,6 +168,10 @@ def parse_request(line):
             raise BadRequest(f"{cmd}: field '{a.name}' must be "
                              f"{_article(_TYPE_NAMES[a.type])}, not "
                              f"{_json_type(value)}")
+        if a.choices and value not in a.choices:
+            raise BadRequest(f"{cmd}: field '{a.name}' must be "
+                             f"{' or '.join(map(repr, a.choices))}, not "
+                             f"{_short(value)}")
         args.append(value)
     return cmd, args
 
@@ -198,7 +208,7 @@ class ControlServer:
 
     engine: an object with the methods named in COMMANDS (status, show,
     stats, add_vip, del_vip, add_real, del_real, set_weight, drain, halt,
-    online, reload); each returns JSON-ready data and raises PyfwdError for
+    online, reload, set_role); each returns JSON-ready data and raises PyfwdError for
     a bad request.  start() binds and serves in background threads (one per
     connection); stop() closes every connection and removes the socket.
     """

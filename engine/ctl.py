@@ -6,6 +6,7 @@ Pure functions, values in, text out (no trailing newline):
     format_show(request(path, "show"))
     format_stats(request(path, "stats"))
     format_reload(request(path, "reload"))
+    format_ha(request(path, "ha", role="active"))
     format_result(cmd, result)          # any command: picks one of the above
 
 Tables are aligned, numbers right-aligned, and fit 100 columns with
@@ -18,11 +19,12 @@ each arg (name, type, help), for building the CLI.
 """
 
 import json
+import time
 
 from .control import COMMANDS
 
 __all__ = ["COMMANDS", "format_status", "format_show", "format_stats",
-           "format_reload", "format_result", "table"]
+           "format_reload", "format_ha", "ha_line", "format_result", "table"]
 
 
 # --- helpers ----------------------------------------------------------------
@@ -149,6 +151,8 @@ def format_status(result):
         if _is_number(reals):
             parts.append(_plural(reals, "real server"))
         rows.append(("services", ", ".join(parts) or "-"))
+    if "ha" in r:
+        rows.append(("role", ha_line(r.pop("ha"))))
     if "xsk" in r:
         rows.append(("data plane", _xsk_line(r.pop("xsk"))))
     snat = r.pop("snat", None)
@@ -160,6 +164,31 @@ def format_status(result):
         if value is not None:
             rows.append((key.replace("_", " "), _scalar(value)))
     return "\n".join(table(None, rows))
+
+
+def ha_line(h, now=None):
+    """`active since 14:02:07 (3m07s), 2 transitions`; standby adds how
+    many ARP requests it left to the active node and who holds the VIPs."""
+    if not isinstance(h, dict):
+        return _scalar(h)
+    parts = [str(h.get("role", "?"))]
+    since = h.get("since")
+    if _is_number(since):
+        parts[0] += " since " + time.strftime("%Y-%m-%d %H:%M:%S",
+                                              time.localtime(since))
+        if _is_number(h.get("for")):
+            parts[0] += f" ({duration(h['for'])})"
+    n = h.get("transitions")
+    if _is_number(n):
+        parts.append(_plural(n, "transition"))
+    if h.get("role") == "standby":
+        if _is_number(h.get("arp_withheld")):
+            parts.append(f"{h['arp_withheld']} ARP requests left to the "
+                         "active node")
+        peers = h.get("peers") or {}
+        if peers:
+            parts.append("VIPs held by " + ", ".join(sorted(peers)))
+    return ", ".join(parts)
 
 
 def _xsk_line(xsk):
@@ -291,6 +320,13 @@ def format_stats(result):
     if arp:
         rows.append(("arp", "  ".join(f"{k} {_exact(n)}"
                                        for k, n in arp.items())))
+    h = r.get("ha")
+    if isinstance(h, dict):
+        rows.append(("ha", "  ".join(
+            [f"role {h.get('role', '-')}"] +
+            [f"{k} {_exact(h.get(k))}" for k in ("transitions",
+                                                  "garp_bursts",
+                                                  "arp_withheld")])))
     conflicts = r.get("arp_conflicts") or {}
     for vip, macs in conflicts.items():
         rows.append(("arp conflict", f"{vip} also answered by "
@@ -382,6 +418,23 @@ def _item(x):
     return _scalar(x)
 
 
+def format_ha(result):
+    """The ha command: `active (was standby): gratuitous ARP for
+    10.0.0.100` or `standby (already)`."""
+    if not isinstance(result, dict):
+        return _scalar(result)
+    role = result.get("role", "?")
+    line = role + (f" (was {result.get('previous')})"
+                   if result.get("changed") else " (already)")
+    if role == "active":
+        vips = result.get("announce") or []
+        line += (": gratuitous ARP for " + ", ".join(vips) if vips
+                 else ": no IPv4 VIP to announce")
+    else:
+        line += ": not answering ARP for the VIPs"
+    return line
+
+
 def format_help(result):
     """The help command: one line per command, its fields and what it
     does."""
@@ -394,7 +447,7 @@ def format_help(result):
 
 _FORMATTERS = {"status": format_status, "show": format_show,
                "stats": format_stats, "reload": format_reload,
-               "help": format_help}
+               "help": format_help, "ha": format_ha}
 
 
 def format_result(cmd, result):

@@ -33,7 +33,7 @@ import time
 
 from pyroute2 import IPRoute
 
-from . import arp
+from . import arp, ha
 from .dataplane import Afp, Core, Xsk
 from .errors import ConfigError, DataplaneError, PyfwdError
 from .health import HealthMonitor
@@ -51,7 +51,7 @@ SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
-GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start (s)
+GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start/takeover (s)
 
 
 def interface(ifname):
@@ -100,14 +100,15 @@ class Engine:
     0 = sleep in poll()), queues (default: every RX queue), flows (flow
     slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
     two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
-    second and at stop).
+    second and at stop), role ("active": answer ARP for the VIPs and
+    announce them; "standby": everything else but that, see set_role()).
     """
 
     def __init__(self, iface, services, *, inside_iface=None,
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
-                 backend="auto"):
+                 backend="auto", role="active"):
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r}: expected one of "
                               f"{', '.join(BACKENDS)}")
@@ -126,6 +127,13 @@ class Engine:
             dup = next(v for v in vips if vips.count(v) > 1)
             raise ConfigError(f"vip {dup}: configured twice")
         self.services = list(services)
+        self.role = ha.parse_role(role)
+        ha.check_role(self.role, self.services)
+        self.role_changed = time.time()     # wall clock, for people
+        self.ha_counters = {"transitions": 0, "arp_withheld": 0,
+                            "garp_bursts": 0}
+        self.ha_peers = {}      # MAC text -> VIP it claimed while standby
+        self._garp_at = []      # monotonic times of the announcements due
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows)
         self.stats_file = stats_file
@@ -228,6 +236,12 @@ class Engine:
                 self.stop()
                 raise
         self.started = time.monotonic()
+        if self.role == "active":
+            self._garp_at = [self.started + d for d in GARP_REPEAT]
+        else:
+            log.info("role standby: not answering ARP for the VIPs "
+                     "(`pyfwd ctl ha active` or keepalived makes this "
+                     "node active)")
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
@@ -321,6 +335,7 @@ class Engine:
                                               if s.name])
             if any(s.vip == svc.vip for s in self.services):
                 raise ConfigError(f"vip {svc.vip}: configured already")
+            ha.check_role(self.role, [svc])
             self.services.append(svc)
             self._changed(resolve=bool(svc.reals))
         log.info("vip %s (%s): added", svc.label, svc.vip)
@@ -390,6 +405,45 @@ class Engine:
             self._changed()
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
+    def set_role(self, role):
+        """Become "active" or "standby" (the control command `ha`, which
+        keepalived's notify scripts call).
+
+        Active answers ARP for the VIPs and, from now, sends the gratuitous
+        ARP burst (GARP_REPEAT) for every IPv4 VIP so clients and switches
+        move here at once; asked again while active, it announces again
+        (not counted as a transition).  Standby stops answering and
+        announcing at once; everything else runs on (tables, health,
+        forwarding of whatever still arrives: with Maglev it goes to the
+        same real server as on the active node).  Returns {"role",
+        "previous", "changed", "announce": [VIPs]}.  ConfigError for a bad
+        role, or standby with L7 VIPs (see ha.check_role).
+        """
+        role = ha.parse_role(role, "ha: role")
+        with self._lock:
+            ha.check_role(role, self.services)
+            previous = self.role
+            changed = role != previous
+            if changed:
+                self.role = role
+                self.role_changed = time.time()
+                self.ha_counters["transitions"] += 1
+            now = time.monotonic()
+            self._garp_at = [now + d for d in GARP_REPEAT] \
+                if role == "active" else []
+            announce = [str(a) for a in self._ipv4_vips()] \
+                if role == "active" else []
+        if changed:
+            log.warning("ha: %s -> %s%s", previous, role,
+                        f": announcing {', '.join(announce) or 'no VIP'}"
+                        if role == "active" else
+                        ": not answering ARP for the VIPs")
+        elif announce:
+            log.info("ha: active already: announcing %s again",
+                     ", ".join(announce))
+        return {"role": role, "previous": previous, "changed": changed,
+                "announce": announce}
+
     def reload(self):
         """Read the config file again and apply the difference; returns
         what changed.  ConfigError (and nothing applied) when it is bad."""
@@ -402,6 +456,7 @@ class Engine:
                 cfg.inside_iface != self.inside_iface:
             raise ConfigError("reload: the interfaces cannot change; "
                               "restart the engine for that")
+        ha.check_role(self.role, cfg.services)
         with self._lock:
             old = {s.vip: s for s in self.services}
             new = {s.vip: s for s in cfg.services}
@@ -732,14 +787,14 @@ class Engine:
 
     def _control(self):
         """Punted frames, MAC refresh, gratuitous ARP, stats file."""
-        garps = list(GARP_REPEAT)
         last_refresh = last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
             now = time.monotonic()
             try:
                 self._answer_punts()
-                if garps and now - self.started >= garps[0]:
-                    garps.pop(0)
+                due = self._garp_at     # set_role() may replace it
+                if due and now >= due[0]:
+                    due.pop(0)
                     self._announce()
                 if (self._refresh_wanted.is_set()
                         or now - last_refresh >= self.arp_refresh):
@@ -779,17 +834,40 @@ class Engine:
         frames = self.core.drain_punts()
         if not frames:
             return
-        for reply in self.responder.handle_batch(frames):
-            self._sock.send(reply)
-        for vip, macs in self.responder.conflicts.items():
-            for mac in macs:
-                if (vip, mac) not in self._conflicts_logged:
+        replies = self.responder.handle_batch(frames)
+        if self.role == "active":
+            for reply in replies:
+                self._sock.send(reply)
+        else:                           # the active node answers
+            self.ha_counters["arp_withheld"] += len(replies)
+        for vip, macs in list(self.responder.conflicts.items()):
+            for mac in list(macs):
+                if self.role == "standby":
+                    # The active node claiming the VIPs is no ARP problem.
+                    del macs[mac]
+                    if mac not in self.ha_peers:
+                        log.info("ha: VIP %s is held by %s (the active "
+                                 "node; this one is standby)", vip, mac)
+                    self.ha_peers[mac] = str(vip)
+                elif (vip, mac) not in self._conflicts_logged:
                     self._conflicts_logged.add((vip, mac))
-                    log.warning("ARP problem: %s answers ARP for VIP %s: "
-                                "run `pyfwd realserver setup --vip %s` on "
-                                "that real server", mac, vip, vip)
+                    if mac in self.ha_peers:
+                        log.warning("ha: %s, active while this node was "
+                                    "standby, still claims VIP %s: two "
+                                    "active nodes? check keepalived on "
+                                    "both", mac, vip)
+                    else:
+                        log.warning("ARP problem: %s answers ARP for VIP "
+                                    "%s: run `pyfwd realserver setup --vip "
+                                    "%s` on that real server", mac, vip,
+                                    vip)
+            if not macs:
+                del self.responder.conflicts[vip]
 
     def _announce(self):
+        if self.role != "active":
+            return
+        self.ha_counters["garp_bursts"] += 1
         for addr in self._ipv4_vips():
             self._sock.send(arp.gratuitous(self.mac, addr))
 
@@ -810,7 +888,18 @@ class Engine:
                             else None,
                             "restarts": self.haproxy.restarts}
                 if self.haproxy else None,
-                "config": self.config_path}
+                "config": self.config_path,
+                "ha": self.ha_status()}
+
+    def ha_status(self):
+        """{"role", "since" (epoch seconds of the last change, or of the
+        start), "for" (seconds in this role), "transitions",
+        "arp_withheld" (ARP requests for a VIP not answered while standby),
+        "garp_bursts" (announcements sent), "peers" ({MAC: VIP} seen
+        holding a VIP while standby)}."""
+        return {"role": self.role, "since": round(self.role_changed, 3),
+                "for": round(time.time() - self.role_changed, 3),
+                **self.ha_counters, "peers": dict(self.ha_peers)}
 
     def show(self):
         """Every VIP with its real servers: weight, admin state, health,

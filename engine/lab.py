@@ -3,8 +3,9 @@
 A lab is a small network made only of namespaces, so that it never touches the
 root namespace and two labs never collide:
 
-- one host namespace per role: ``<lab>-client``, ``<lab>-lb``,
-  ``<lab>-real1`` .. ``<lab>-realN``;
+- one host namespace per role: ``<lab>-client``, ``<lab>-lb`` (and
+  ``<lab>-lb2`` in one-arm-ha, the HA pair), ``<lab>-real1`` ..
+  ``<lab>-realN``;
 - one switch namespace per L2 segment (``<lab>-sw`` for one-arm,
   ``<lab>-swout`` and ``<lab>-swin`` for two-arm) holding a bridge ``br0``;
 - one veth pair per host interface, created directly with one end (``eth0``,
@@ -124,6 +125,15 @@ _TOPOLOGIES = {
             _SegmentSpec(1, "sw", "10.0.0.0/24", (
                 ("client", "eth0", 1), ("lb", "eth0", 2),
                 ("real", "eth0", 10))),
+        ),
+        vip_segment="sw",
+    ),
+    # one-arm with a second balancer: an active/passive pair (pyfwd ha)
+    "one-arm-ha": _TopologySpec(
+        segments=(
+            _SegmentSpec(1, "sw", "10.0.0.0/24", (
+                ("client", "eth0", 1), ("lb", "eth0", 2),
+                ("lb2", "eth0", 3), ("real", "eth0", 10))),
         ),
         vip_segment="sw",
     ),
@@ -310,8 +320,8 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
               reals: int = 3) -> Plan:
     """Compute the plan of a lab without touching the kernel.
 
-    Returns a Plan whose nodes are the hosts (client, lb, real1..N) then the
-    switches.  Raises LabError, naming the value, on a bad name, an unknown
+    Returns a Plan whose nodes are the hosts (client, lb, lb2 in one-arm-ha,
+    real1..N) then the switches.  Raises LabError, naming the value, on a bad name, an unknown
     topology or a number of reals outside 1..MAX_REALS.
     """
     _validate(name, topology, reals)
@@ -346,7 +356,7 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
         for role, _ in _expand(r.role, reals):
             routes.setdefault(role, []).extend(new)
 
-    host_roles = ["client", "lb"] + [f"real{i}" for i in range(1, reals + 1)]
+    host_roles = list(ifaces)   # client, lb(, lb2), real1..N: spec order
     nodes = [Node(role, f"{name}-{role}", "host", tuple(ifaces[role]),
                   routes=tuple(routes.get(role, ())),
                   forwarding=role in spec.forwarding)

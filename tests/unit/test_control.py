@@ -117,6 +117,12 @@ class FakeEngine:
         self._call("reload")
         return RELOAD
 
+    def set_role(self, role):
+        with self.lock:
+            self.calls.append(("set_role", (role,)))
+        return {"role": role, "previous": "standby",
+                "changed": role != "standby", "announce": []}
+
 
 @pytest.fixture
 def sockdir():
@@ -202,6 +208,9 @@ class Conn:
     ("online", {"vip": "pacs-web", "real": "10.0.0.11"},
      ("online", ("pacs-web", "10.0.0.11")), None),
     ("reload", {}, ("reload", ()), RELOAD),
+    ("ha", {"role": "active"}, ("set_role", ("active",)),
+     {"role": "active", "previous": "standby", "changed": True,
+      "announce": []}),
 ])
 def test_each_command_round_trips(server, engine, cmd, args, call, result):
     assert request(server.path, cmd, **args) == result

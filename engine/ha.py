@@ -1,0 +1,183 @@
+"""High availability: an active/passive pair elected by keepalived (VRRP).
+
+pyfwd does no election of its own.  keepalived runs beside the engine on
+each node and elects one master per VRRP instance; its notify scripts tell
+the engine what it is:
+
+    notify_master  -> pyfwd ctl -s SOCK ha active
+    notify_backup  -> pyfwd ctl -s SOCK ha standby
+    notify_fault   -> pyfwd ctl -s SOCK ha standby
+    notify_stop    -> pyfwd ctl -s SOCK ha standby
+
+Both nodes run the whole engine (XDP, tables, health checks, control
+socket).  Only the active one answers ARP for the VIPs; on becoming active
+it sends the gratuitous ARP burst (engine.GARP_REPEAT), so clients and
+switches move to its MAC at once.  A DR flow that lands on the new node
+goes to the same real server because Maglev tables built from the same
+inputs are identical on every node.  keepalived has no virtual_ipaddress
+here: in DR the VIP must not be a kernel address of the balancer (pyfwd
+owns ARP for it), keepalived only elects.
+
+Pure: role parsing and the keepalived.conf text; no sockets, no files.
+
+    parse_role("standby")                       # -> "standby"
+    keepalived_conf(KeepalivedSpec("eth0", 51, 150,
+                                   "/run/pyfwd/pyfwd.sock",
+                                   "/usr/local/bin/pyfwd"))
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["ROLES", "parse_role", "check_role", "KeepalivedSpec",
+           "keepalived_conf"]
+
+ROLES = ("active", "standby")
+
+# keepalived splits a notify command at unquoted spaces; paths and names
+# with spaces or quotes would need quoting rules we do not want to get
+# wrong in a failover path.
+_WORD = re.compile(r"[^\s'\"\\{}#!]+")
+_IFNAME = re.compile(r"[^\s/]{1,15}")
+_INSTANCE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_role(value, where="role"):
+    """`value` if it is "active" or "standby"; ConfigError naming `where`
+    and the value otherwise."""
+    if not isinstance(value, str) or value not in ROLES:
+        raise ConfigError(f"{where} = {value!r}: expected \"active\" or "
+                          "\"standby\"")
+    return value
+
+
+def check_role(role, services, where="role"):
+    """ConfigError if `role` cannot serve `services` (Service objects): a
+    standby engine with L7 VIPs.  HAProxy's VIP addresses are on the
+    interface, so the kernel answers ARP for them whatever pyfwd's role,
+    and both nodes would."""
+    if role != "standby":
+        return
+    l7 = [s.label for s in services if s.mode == "l7"]
+    if l7:
+        raise ConfigError(f"{where} standby: L7 VIP(s) {', '.join(l7)} are "
+                          "addresses on the interface and the kernel answers "
+                          "ARP for them whatever the role, so both nodes "
+                          "would; high availability covers L4 VIPs for now")
+
+
+@dataclass(frozen=True)
+class KeepalivedSpec:
+    """What keepalived_conf() needs.
+
+    iface: the interface VRRP runs on (the engine's); vrid: the virtual
+    router id, 1..255, the same on both nodes and unique on the segment;
+    priority: 1..254, higher wins (give the preferred node the higher one);
+    socket: the engine's control socket; pyfwd: the absolute path of the
+    pyfwd program keepalived runs; peers: the other node's address(es) for
+    unicast VRRP (empty: multicast 224.0.0.18); advert_int: seconds
+    between adverts (a dead master is noticed after about 3 of them; a
+    fraction of a second needs VRRPv3, said in the text then);
+    instance: the vrrp_instance name; script_security: emit
+    enable_script_security (keepalived then refuses a notify program that a
+    non-root user could replace: keep it on in production).
+    """
+
+    iface: str
+    vrid: int
+    priority: int
+    socket: str
+    pyfwd: str
+    peers: tuple = ()
+    advert_int: float = 1.0
+    instance: str = "pyfwd"
+    script_security: bool = True
+
+    def check(self):
+        """ConfigError naming the first bad field."""
+        if not isinstance(self.iface, str) or \
+                not _IFNAME.fullmatch(self.iface):
+            raise ConfigError(f"iface {self.iface!r}: expected an interface "
+                              "name (1-15 characters, no spaces or /)")
+        if not _int_in(self.vrid, 1, 255):
+            raise ConfigError(f"vrid {self.vrid!r}: expected 1 to 255 (the "
+                              "same on both nodes, unique on the segment)")
+        if not _int_in(self.priority, 1, 254):
+            raise ConfigError(f"priority {self.priority!r}: expected 1 to "
+                              "254 (higher wins; 255 is for an address "
+                              "owner, which pyfwd never is)")
+        for what, path in (("socket", self.socket), ("pyfwd", self.pyfwd)):
+            if not isinstance(path, str) or not path.startswith("/") or \
+                    not _WORD.fullmatch(path):
+                raise ConfigError(f"{what} {path!r}: expected an absolute "
+                                  "path without spaces or quotes (keepalived "
+                                  "splits notify commands at spaces)")
+        for p in self.peers:
+            try:
+                ipaddress.IPv4Address(p)
+            except ValueError:
+                raise ConfigError(f"peer {p!r}: expected the other node's "
+                                  "IPv4 address") from None
+        if isinstance(self.advert_int, bool) or \
+                not isinstance(self.advert_int, (int, float)) or \
+                not 0.01 <= self.advert_int <= 255:
+            raise ConfigError(f"advert_int {self.advert_int!r}: expected "
+                              "seconds, 0.01 to 255")
+        if not isinstance(self.instance, str) or \
+                not _INSTANCE.fullmatch(self.instance):
+            raise ConfigError(f"instance {self.instance!r}: expected letters, "
+                              "digits, '_', '.' or '-'")
+
+
+def _int_in(value, lo, hi):
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        lo <= value <= hi
+
+
+def keepalived_conf(spec):
+    """keepalived.conf text (global_defs and one vrrp_instance) that makes
+    keepalived elect and tell the engine its role.  ConfigError on a bad
+    spec (see KeepalivedSpec)."""
+    spec.check()
+    ctl = f"{spec.pyfwd} ctl -s {spec.socket} ha"
+    lines = [
+        "# keepalived.conf for a pyfwd active/passive pair (pyfwd ha",
+        "# keepalived-conf).  The same on both nodes but for priority.",
+        "# No virtual_ipaddress: pyfwd answers ARP for the VIPs itself",
+        "# when active; keepalived only elects.",
+        "global_defs {",
+        "    # notify scripts run as root (the control socket is 0600)",
+        "    script_user root",
+    ]
+    if spec.script_security:
+        lines.append("    # ... and only if no other user can replace them")
+        lines.append("    enable_script_security")
+    lines += [
+        "}",
+        "",
+        f"vrrp_instance {spec.instance} {{",
+        # Both start as BACKUP: priority decides, no node claims master
+        # before it has heard the other.
+        "    state BACKUP",
+        f"    interface {spec.iface}",
+        f"    virtual_router_id {spec.vrid}",
+        f"    priority {spec.priority}",
+        f"    advert_int {spec.advert_int:g}",
+    ]
+    if spec.advert_int != int(spec.advert_int):
+        lines.append("    version 3              # VRRPv2 counts whole seconds")
+    if spec.peers:
+        lines.append("    unicast_peer {")
+        lines += [f"        {p}" for p in spec.peers]
+        lines.append("    }")
+    lines += [
+        f"    notify_master \"{ctl} active\"",
+        f"    notify_backup \"{ctl} standby\"",
+        f"    notify_fault \"{ctl} standby\"",
+        f"    notify_stop \"{ctl} standby\"",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"

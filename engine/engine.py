@@ -33,7 +33,7 @@ import time
 
 from pyroute2 import IPRoute
 
-from . import arp, ha
+from . import arp, ha, icmp
 from .dataplane import Afp, Core, Xsk
 from .errors import ConfigError, DataplaneError, PyfwdError
 from .health import HealthMonitor
@@ -156,6 +156,7 @@ class Engine:
         self._thread = None
         self._sock = None
         self.responder = None
+        self.echo = None            # answers ping to the VIPs
         self.started = None
         self._conflicts_logged = set()
         # MACs are asked from the control thread (it lives in the engine's
@@ -199,6 +200,7 @@ class Engine:
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
+        self.echo = icmp.EchoResponder(mac, self._ipv4_vips())
         self._refresh_macs()
         self._publish()
         self.xsk = self._open_backend(ifindex, ifindex2, queues)
@@ -753,6 +755,8 @@ class Engine:
                 self.tables.unscheduled[(vip, key)] = self.why[addr]
         if self.responder:
             self.responder.update_vips(self._ipv4_vips())
+        if self.echo:
+            self.echo.update_vips(self._ipv4_vips())
         if self.xsk and self.info:
             self._steer()
 
@@ -835,8 +839,9 @@ class Engine:
         if not frames:
             return
         replies = self.responder.handle_batch(frames)
+        pongs = self.echo.handle_batch(frames)      # ping to a VIP
         if self.role == "active":
-            for reply in replies:
+            for reply in replies + pongs:
                 self._sock.send(reply)
         else:                           # the active node answers
             self.ha_counters["arp_withheld"] += len(replies)
@@ -973,6 +978,7 @@ class Engine:
                                      range(self.core.workers))],
                 "arp": dict(self.responder.counters) if self.responder
                 else {},
+                "icmp": dict(self.echo.counters) if self.echo else {},
                 "arp_conflicts": {str(v): sorted(m) for v, m in
                                   self.responder.conflicts.items()}
                 if self.responder else {}}

@@ -23,7 +23,7 @@ import struct
 import time
 from typing import Callable, Iterable, Optional, Union
 
-from .arp import ETH_P_8021Q, ETH_P_IP, Mac, mac_to_bytes
+from .arp import ETH_P_8021Q, ETH_P_IP, ArpResponder, Mac, mac_to_bytes
 from .errors import ConfigError
 
 __all__ = ["ICMP_ECHO_REPLY", "ICMP_ECHO_REQUEST", "RATE", "BURST",
@@ -202,15 +202,8 @@ class EchoResponder:
         self.counters[why] += 1
         return reply
 
-    def handle_batch(self, frames: Iterable) -> list:
-        """``handle()`` over a drained batch: the reply frames to send, in
-        order (frames needing no reply are left out)."""
-        replies = []
-        for frame in frames:
-            reply = self.handle(frame)
-            if reply is not None:
-                replies.append(reply)
-        return replies
+    # handle() over a drained batch: the replies, in order
+    handle_batch = ArpResponder.handle_batch
 
     def _decide(self, frame):
         try:

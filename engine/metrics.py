@@ -65,6 +65,21 @@ _CORE = {
               "poll() calls of the I/O loops."),
 }
 
+# The control plane's responders: Engine.stats() key -> what they handle.
+_RESPONDERS = {"arp": "ARP", "icmp": "ICMP to a VIP (ping)",
+               "ndp": "IPv6 neighbour discovery for a VIP"}
+
+# Engine.stats()["ha"] counters -> (metric, help).
+_HA = {
+    "transitions": ("pyfwd_ha_transitions_total",
+                    "Role changes (active <-> standby)."),
+    "arp_withheld": ("pyfwd_ha_arp_withheld_total",
+                     "ARP answers a standby node left to the active one."),
+    "garp_bursts": ("pyfwd_ha_garp_bursts_total",
+                    "Gratuitous ARP bursts sent (at start and on becoming "
+                    "active)."),
+}
+
 # Per queue (RX queue = worker) keys -> (metric, type, help).
 _QUEUE = {
     "rx": ("pyfwd_queue_rx_frames_total", "counter",
@@ -199,12 +214,30 @@ def render(stats):
         for key, (name, kind, help_) in _QUEUE.items():
             f.add(name, q.get(key), {"queue": str(i)}, kind, help_)
 
-    for event, n in (stats.get("arp") or {}).items():
-        f.add("pyfwd_arp_events_total", n, {"event": event}, counter,
-              "ARP handled by the control plane, by outcome.")
+    for key, what in _RESPONDERS.items():
+        for event, n in (stats.get(key) or {}).items():
+            f.add(f"pyfwd_{key}_events_total", n, {"event": event}, counter,
+                  f"{what} handled by the control plane, by outcome.")
+    _render_ha(f, stats.get("ha"))
 
     _render_vips(f, stats.get("vips") or ())
     return f.text()
+
+
+def _render_ha(f, ha):
+    """The node's high-availability role: pyfwd_ha_role{role} is 1 for the
+    role it has, 0 for the other (alert on two nodes with role="active")."""
+    if not isinstance(ha, dict):
+        return
+    for role in ("active", "standby"):
+        f.add("pyfwd_ha_role", int(ha.get("role") == role), {"role": role},
+              "gauge", "This node's high-availability role (1: the one it "
+              "has).")
+    f.add("pyfwd_ha_role_since_seconds", ha.get("since"), kind="gauge",
+          help_="When the role last changed (or the engine started), in "
+          "seconds since the epoch.")
+    for key, (name, help_) in _HA.items():
+        f.add(name, ha.get(key), kind="counter", help_=help_)
 
 
 def _render_vips(f, vips):

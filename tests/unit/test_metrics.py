@@ -308,3 +308,25 @@ def test_stop_frees_the_port_and_is_idempotent():
     assert srv.port is None
     with pytest.raises(urllib.error.URLError):
         get(f"http://127.0.0.1:{port}/metrics")
+
+
+def test_ha_role_and_responder_counters():
+    stats = dict(STATS, icmp={"answered": 3, "rate_limited": 1},
+                 ha={"role": "standby", "since": 1764350000.5,
+                     "transitions": 2, "arp_withheld": 7, "garp_bursts": 1,
+                     "peers": {}})
+    families, samples = parse(metrics.render(stats))
+    assert value(samples, "pyfwd_ha_role", role="standby") == 1
+    assert value(samples, "pyfwd_ha_role", role="active") == 0
+    assert families["pyfwd_ha_role"].type == "gauge"
+    assert value(samples, "pyfwd_ha_role_since_seconds") == 1764350000.5
+    assert value(samples, "pyfwd_ha_transitions_total") == 2
+    assert value(samples, "pyfwd_ha_arp_withheld_total") == 7
+    assert value(samples, "pyfwd_ha_garp_bursts_total") == 1
+    assert value(samples, "pyfwd_icmp_events_total", event="answered") == 3
+    assert value(samples, "pyfwd_icmp_events_total",
+                 event="rate_limited") == 1
+    # an engine without these keys (older stats) renders without them
+    _, plain = parse(metrics.render(STATS))
+    assert not any(n.startswith(("pyfwd_ha_", "pyfwd_icmp_"))
+                   for n, _ in plain)

@@ -446,11 +446,12 @@ def _source_ip(ipr: IPRoute, index: int, target: ipaddress.IPv4Address,
     return min(candidates)[1] if candidates else _ANY4
 
 
-def _kernel_neighbours(ipr: IPRoute, index: int) -> dict:
-    """{IPv4Address: mac bytes} of the usable IPv4 neighbour entries of the
-    interface."""
+def _kernel_neighbours(ipr: IPRoute, index: int,
+                       family: int = socket.AF_INET) -> dict:
+    """{address: mac bytes} of the usable neighbour entries of the
+    interface: IPv4 (IPv4Address), or IPv6 with ``family`` AF_INET6."""
     found = {}
-    for msg in ipr.neigh("dump", family=socket.AF_INET, ifindex=index):
+    for msg in ipr.neigh("dump", family=family, ifindex=index):
         dst, lladdr = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
         if msg["ifindex"] != index or not msg["state"] & _NUD_USABLE \
                 or dst is None or lladdr is None:
@@ -460,7 +461,7 @@ def _kernel_neighbours(ipr: IPRoute, index: int) -> dict:
         except ConfigError:
             continue
         if mac != ZERO_MAC:
-            found[ipaddress.IPv4Address(dst)] = mac
+            found[ipaddress.ip_address(dst)] = mac
     return found
 
 

@@ -252,13 +252,31 @@ static uint32_t ip6_skip_exthdrs(struct parse *ps, uint8_t *nh, uint32_t *off)
 	return PYFWD_R_DROP_IP6_EXTHDR;
 }
 
-/* ff02::1:ffXX:XXXX, where neighbour solicitations are sent. */
-static inline int ip6_solicited_node(const uint8_t *a)
+/*
+ * An NDP message to a multicast address (ff00::/8): a neighbour
+ * solicitation (to the target's solicited-node group) or advertisement
+ * (unsolicited: to all nodes) whose target is a VIP is punted: Python
+ * answers the first and spots another owner in the second.  Any other
+ * multicast is not ours.
+ */
+static uint32_t classify_ndp(struct parse *ps, uint8_t nh, uint32_t off)
 {
-	static const uint8_t pfx[13] = { 0xff, 0x02, 0, 0, 0, 0, 0, 0,
-					 0, 0, 0, 0x01, 0xff };
+	const uint8_t *h;
+	int32_t vip;
 
-	return !memcmp(a, pfx, sizeof(pfx));
+	if (ip6_skip_exthdrs(ps, &nh, &off))
+		return PYFWD_R_PASS_NOT_VIP;
+	h = ps->p + off;
+	if (nh != PROTO_ICMPV6 || ps->l3_end - off < 24 ||
+	    (h[0] != 135 && h[0] != 136))
+		return PYFWD_R_PASS_NOT_VIP;
+	vip = vip_addr_lookup(ps->b, h + 8, PYFWD_AF_INET6);
+	if (vip < 0)
+		return PYFWD_R_PASS_NOT_VIP;
+	ps->r->vip = vip;
+	ps->r->l4proto = PROTO_ICMPV6;
+	ps->r->l4_off = (uint16_t)off;
+	return PYFWD_R_PUNT_NDP;
 }
 
 static uint32_t classify_ip6(struct parse *ps)
@@ -286,30 +304,14 @@ static uint32_t classify_ip6(struct parse *ps)
 			return why;
 		return classify_l4(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh, off);
 	}
-	if (!ip6_solicited_node(ip + 24)) {
-		if (!ps->b->nat_vips)
-			return PYFWD_R_PASS_NOT_VIP;
-		why = ip6_skip_exthdrs(ps, &nh, &off);
-		if (why)
-			return why == PYFWD_R_DROP_FRAGMENT ?
-				       PYFWD_R_PASS_NOT_VIP : why;
-		return classify_return(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh,
-				       off);
-	}
-
-	/* Neighbour solicitation: is its target a VIP? */
+	if (ip[24] == 0xff)
+		return classify_ndp(ps, nh, off);
+	if (!ps->b->nat_vips)
+		return PYFWD_R_PASS_NOT_VIP;
 	why = ip6_skip_exthdrs(ps, &nh, &off);
 	if (why)
-		return why;
-	if (nh != PROTO_ICMPV6 || ps->l3_end - off < 24 || ps->p[off] != 135)
-		return PYFWD_R_PASS_NOT_VIP;
-	vip = vip_addr_lookup(ps->b, ps->p + off + 8, PYFWD_AF_INET6);
-	if (vip < 0)
-		return PYFWD_R_PASS_NOT_VIP;
-	ps->r->vip = vip;
-	ps->r->l4proto = PROTO_ICMPV6;
-	ps->r->l4_off = (uint16_t)off;
-	return PYFWD_R_PUNT_NDP;
+		return why == PYFWD_R_DROP_FRAGMENT ? PYFWD_R_PASS_NOT_VIP : why;
+	return classify_return(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh, off);
 }
 
 uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,

@@ -38,7 +38,7 @@
 #define PYFWD_R_PASS_VIP_OTHER 7	/* VIP address, port/proto not served */
 #define PYFWD_R_PUNT_ARP 8		/* ARP asking for or claiming a VIP */
 #define PYFWD_R_PUNT_ICMP 9		/* ICMP/ICMPv6 to a VIP */
-#define PYFWD_R_PUNT_NDP 10		/* neighbour solicitation for a VIP */
+#define PYFWD_R_PUNT_NDP 10		/* NS or NA to a multicast address, target a VIP */
 #define PYFWD_R_DROP_RUNT 11		/* empty or shorter than Ethernet */
 #define PYFWD_R_DROP_OVERSIZE 12	/* longer than max_frame or buffer */
 #define PYFWD_R_DROP_VLAN_TRUNC 13	/* VLAN tag cut short */

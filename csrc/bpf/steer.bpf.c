@@ -5,7 +5,8 @@
  *
  * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
  * frames to a VIP address too short to tell (the core counts the drop),
- * ARP naming a VIP, neighbour solicitations for an IPv6 VIP; for NAT, the
+ * ARP naming a VIP, neighbour solicitations and advertisements to a
+ * multicast address whose target is an IPv6 VIP; for NAT, the
  * real servers' answers (from a real addr:port in steer_rsvcs); for SNAT,
  * frames to its address and port range (steer_snat); and ICMP errors that
  * quote either.  This must match the core's verdicts: a frame the core
@@ -191,9 +192,10 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 		return 0;
 	nh = ip[6];
 	if (ip[24] == 0xff) {
-		/* Solicited-node multicast: a neighbour solicitation? */
+		/* Multicast: a neighbour solicitation or advertisement whose
+		 * target is a VIP?  (Same layout: the target at 8.) */
 		if (nh != IPPROTO_ICMPV6 || (void *)(l4 + 24) > end ||
-		    l4[0] != 135)
+		    (l4[0] != 135 && l4[0] != 136))
 			return 0;
 		return is_vip(l4 + 8, 6);
 	}

@@ -4,8 +4,10 @@ the truncation cases; see `truncations`.
 """
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6,
-                                IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2,
+                                ICMPv6ND_NA, ICMPv6ND_NS,
+                                ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr,
+                                IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop)
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
@@ -135,6 +137,25 @@ def wellformed():
              "punt_icmp", vip=3),
         case("ndp-ns-vip6", "neighbour solicitation for the IPv6 VIP",
              ns_for(VIP6), "punt_ndp", vip=3),
+        case("ndp-ns-vip6-lladdr", "NS for the IPv6 VIP as Linux sends it "
+             "(source link-layer address option)",
+             ns_for(VIP6) / ICMPv6NDOptSrcLLAddr(lladdr=CLIENT_MAC),
+             "punt_ndp", vip=3),
+        case("ndp-ns-vip6-dad", "duplicate address detection probe (from "
+             "::) for the IPv6 VIP",
+             Ether(dst="33:33:ff:00:01:00", src=OTHER_MAC)
+             / IPv6(src="::", dst=solicited_node(VIP6), hlim=255)
+             / ICMPv6ND_NS(tgt=VIP6), "punt_ndp", vip=3),
+        case("ndp-ns-vip6-unicast", "unicast NS to the IPv6 VIP (neighbour "
+             "unreachability detection): ICMPv6 to the VIP",
+             eth() / IPv6(src=CLIENT6, dst=VIP6, hlim=255)
+             / ICMPv6ND_NS(tgt=VIP6), "punt_icmp", vip=3),
+        case("ndp-na-vip6", "unsolicited NA to all nodes: another MAC "
+             "claims the IPv6 VIP",
+             Ether(dst="33:33:00:00:00:01", src=OTHER_MAC)
+             / IPv6(src=OTHER6, dst="ff02::1", hlim=255)
+             / ICMPv6ND_NA(tgt=VIP6, O=1)
+             / ICMPv6NDOptDstLLAddr(lladdr=OTHER_MAC), "punt_ndp", vip=3),
         # pass
         case("other-mac", "unicast frame to another host's MAC",
              eth(dst=OTHER_MAC) / syn(), "pass_other_mac"),
@@ -158,6 +179,20 @@ def wellformed():
              eth() / syn6(dst=OTHER6), "pass_not_vip"),
         case("ndp-ns-other", "neighbour solicitation for another address",
              ns_for(OTHER6), "pass_not_vip"),
+        case("ndp-na-other", "unsolicited NA for another address",
+             Ether(dst="33:33:00:00:00:01", src=OTHER_MAC)
+             / IPv6(src=OTHER6, dst="ff02::1", hlim=255)
+             / ICMPv6ND_NA(tgt=OTHER6), "pass_not_vip"),
+        case("mld-report", "an MLDv2 report (hop-by-hop header, "
+             "multicast): not ours",
+             Ether(dst="33:33:00:00:00:16", src=CLIENT_MAC)
+             / IPv6(src=CLIENT6, dst="ff02::16", hlim=1)
+             / IPv6ExtHdrHopByHop() / ICMPv6MLReport2(), "pass_not_vip"),
+        case("udp6-multicast", "UDP to a multicast group",
+             Ether(dst="33:33:00:00:00:fb", src=CLIENT_MAC)
+             / IPv6(src=CLIENT6, dst="ff02::fb") / UDP(sport=5353,
+                                                        dport=5353),
+             "pass_not_vip"),
         case("fragment-not-vip", "a fragment to a non-VIP address",
              eth() / IP(src=CLIENT4, dst=LB4, flags="MF") / UDP(dport=9)
              / Raw(b"z" * 16), "pass_not_vip"),
@@ -266,7 +301,8 @@ def _with_l3_len(frame, l3_off, family, new_l3_len):
 TRUNCATION_BASES = ("tcp-syn-vip", "udp-vip", "dicom-vip", "tcp6-syn-vip",
                     "udp6-vip", "vlan-tcp-vip", "ip-options-vip",
                     "ip6-exthdr-vip", "icmp-echo-vip", "icmp6-echo-vip",
-                    "arp-who-has-vip", "ndp-ns-vip6", "tcp-not-vip")
+                    "arp-who-has-vip", "ndp-ns-vip6", "ndp-na-vip6",
+                    "tcp-not-vip")
 
 
 def truncations(core_result_of):

@@ -97,7 +97,7 @@ def _ipv4(value, what: str = "address") -> ipaddress.IPv4Address:
             from None
     if addr.version != 4:
         raise ConfigError(f"{what} {addr}: ARP is IPv4 only (IPv6 uses "
-                          "neighbour discovery, not supported yet)")
+                          "neighbour discovery: pyfwd.ndp)")
     return addr
 
 

@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import PyfwdError
+from .ha import ROLES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -323,19 +324,21 @@ def lab_arp_problem(name, reals):
               "NAT/SNAT: about 1.7M flows either way)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
-@click.option("--standby", "role", flag_value="standby", default=None,
-              help="start as the standby node of an HA pair: everything "
-              "runs but ARP for the VIPs is left to the active node until "
-              "`pyfwd ctl ha active` (keepalived calls it); or [engine] "
-              "role")
-@click.option("--active", "role", flag_value="active",
-              help="start active (the default; overrides [engine] role)")
+@click.option("--role", type=click.Choice(ROLES),
+              default=None,
+              help="the high-availability role at start (overrides [engine] "
+              "role; default active).  standby: everything runs but ARP for "
+              "the VIPs is left to the active node until `pyfwd ctl ha "
+              "active` (keepalived calls it)")
+@click.option("--standby", is_flag=True,
+              help="the same as --role standby")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning",
                                                 "error"]),
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
-          copy_mode, busy_poll, queues, flows, stats_file, role, log_level):
+          copy_mode, busy_poll, queues, flows, stats_file, role, standby,
+          log_level):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -361,15 +364,22 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
+    if standby:
+        if role == "active":
+            raise click.UsageError("--standby and --role active: give one "
+                                   "role")
+        role = "standby"
     if config_path:
-        cfg = config_mod.load(config_path)
+        # the command line's role, not the file's, is checked against the
+        # file's VIPs (standby refuses L7 VIPs)
+        cfg = config_mod.load(config_path, role=role)
         services, iface = cfg.services, iface or cfg.iface
         inside_iface = inside_iface or cfg.inside_iface
         snat_address = snat_address or cfg.snat_address
         snat_ports = cfg.snat_ports or snat_ports
         control_socket = control_socket or cfg.control_socket
         metrics = metrics or cfg.metrics
-        role = role or cfg.role
+        role = cfg.role
     else:
         if not reals:
             raise click.UsageError("no --real given")
@@ -454,7 +464,8 @@ def realserver():
               "remains)")
 def realserver_setup(vip, dev, undo):
     """Put VIP/32 on lo and stop this host answering ARP for it
-    (arp_ignore=1, arp_announce=2).  Idempotent."""
+    (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
+    nodad (Linux answers no NDP for it there).  Idempotent."""
     from . import realserver as rs
     need_root("pyfwd realserver setup")
     changes = rs.setup(vip, undo=undo, dev=dev)
@@ -502,7 +513,9 @@ def arp_check(iface, vip, balancer_mac, timeout):
     answers = arp.arp_check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]
     for a in answers:
-        click.echo(f"{a.mac}  {'balancer' if a.is_balancer else 'ARP PROBLEM: not the balancer'}")
+        what = "balancer" if a.is_balancer else \
+            "ARP PROBLEM: not the balancer"
+        click.echo(f"{a.mac}  {what}")
     if not answers:
         click.echo(f"nobody answered ARP for {vip}")
     if bad:
@@ -531,11 +544,27 @@ def ha():
     \b
     Both nodes run `pyfwd start` on the same VIPs and real servers (Maglev:
     a DR flow goes to the same real server through either node); the
-    standby one (`--standby` or [engine] role = "standby") answers no ARP
-    for the VIPs.  keepalived elects; its notify scripts run
-    `pyfwd ctl ha active|standby`, and becoming active sends gratuitous ARP.
+    standby one (`--role standby` or [engine] role = "standby") answers no
+    ARP for the VIPs.  keepalived elects and checks the engine every
+    second; its notify scripts run `pyfwd ctl ha active|standby`, and
+    becoming active sends gratuitous ARP.
       pyfwd ha keepalived-conf --iface eth0 --priority 150 > keepalived.conf
     """
+
+
+def _advert_int(ctx, param, value):
+    """--advert-int: whole seconds, 1..255, as an int."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number.is_integer() or \
+            not 1 <= number <= 255:
+        raise click.BadParameter(
+            f"{value!r}: expected whole seconds, 1 to 255 (VRRPv2; "
+            "keepalived runs sub-second VRRPv3 adverts only with a "
+            "virtual_ipaddress, which pyfwd cannot have)")
+    return int(number)
 
 
 @ha.command("keepalived-conf")
@@ -553,33 +582,107 @@ def ha():
 @click.option("--peer", "peers", multiple=True, metavar="ADDR",
               help="the other node's address: unicast VRRP (default: "
               "multicast 224.0.0.18 on IF)")
-@click.option("--advert-int", type=float, default=1.0, show_default=True,
-              metavar="SECONDS", help="seconds between VRRP adverts; a dead "
+@click.option("--advert-int", default="1", show_default=True,
+              callback=_advert_int, metavar="SECONDS",
+              help="whole seconds between VRRP adverts, 1-255; a dead "
               "master is noticed after about three")
+@click.option("--nopreempt", is_flag=True,
+              help="a node that comes back (higher priority, engine up "
+              "again) stays backup instead of taking the master role back: "
+              "no second switch-over, so no second outage of a few "
+              "adverts (and, in NAT/SNAT, no second loss of the flows); "
+              "the other node stays master until it fails")
 @click.option("--instance", default="pyfwd", show_default=True,
               help="the vrrp_instance name")
 @click.option("--pyfwd", "pyfwd_path", metavar="PATH",
-              help="the pyfwd program the notify scripts run [default: "
-              "this one]")
+              help="the pyfwd program keepalived runs as root [default: "
+              "this one]; it should be root-owned and not writable by "
+              "others, e.g. installed under /opt/pyfwd")
 @click.option("--no-script-security", is_flag=True,
-              help="leave out enable_script_security (keepalived then runs "
-              "a notify program even where another user could replace it, "
-              "e.g. a venv under /tmp)")
+              help="leave out enable_script_security, which makes "
+              "keepalived refuse a program (or a directory above it) that "
+              "a non-root user could replace; better: install pyfwd where "
+              "only root can write")
 def ha_keepalived_conf(iface, vrid, priority, sock, peers, advert_int,
-                       instance, pyfwd_path, no_script_security):
+                       nopreempt, instance, pyfwd_path, no_script_security):
     """Print a keepalived.conf that elects this node and drives its engine.
 
     No virtual_ipaddress: in DR the VIP is not a kernel address of the
     balancer (pyfwd answers ARP for it when active); keepalived only
-    elects and calls `pyfwd ctl -s SOCK ha active|standby` from
-    notify_master, notify_backup, notify_fault and notify_stop, as root.
+    elects.  It runs `pyfwd ctl -s SOCK status` every second (an engine
+    that does not answer twice puts the node in FAULT, and the peer takes
+    over) and `pyfwd ctl -s SOCK ha active|standby` from notify_master,
+    notify_backup, notify_fault and notify_stop, as root.  A warning on
+    stderr when a non-root user could replace the program or its
+    interpreter.
     """
     from . import control, ha as hamod
     spec = hamod.KeepalivedSpec(
         iface, vrid, priority, sock or control.DEFAULT_PATH,
         pyfwd_path or _own_program(), tuple(peers), advert_int, instance,
-        not no_script_security)
-    click.echo(hamod.keepalived_conf(spec), nl=False)
+        not no_script_security, nopreempt)
+    text = hamod.keepalived_conf(spec)
+    for why in _replaceable(spec.pyfwd):
+        click.echo(f"warning: {why}: a non-root user could replace what "
+                   "keepalived runs as root"
+                   + ("; keepalived (enable_script_security) will refuse "
+                      "to run it" if spec.script_security else "")
+                   + "; install pyfwd where only root can write (e.g. "
+                   "/opt/pyfwd)", err=True)
+    click.echo(text, nl=False)
+
+
+def _replaceable(program):
+    """Why a non-root user could replace `program` or the interpreter its
+    #! line names: ["DIR is writable by others", ...], [] when neither.
+    keepalived's rule for each path component (file or directory): owned
+    by root, not writable by others nor by a non-root group; a directory
+    with the sticky bit (/tmp) may be writable by others.  keepalived
+    checks the program only; the interpreter runs as root just the same.
+    """
+    import stat
+    paths = [program]
+    try:
+        with open(program, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").split()
+        if words and words[0].startswith("/"):
+            paths.append(words[0])
+    out = []
+    for path in paths:
+        for name in _components(path) + _components(os.path.realpath(path)):
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue            # missing: keepalived says so
+            sticky_dir = stat.S_ISDIR(st.st_mode) and \
+                st.st_mode & stat.S_ISVTX
+            if st.st_uid != 0:
+                why = f"{name} is owned by uid {st.st_uid}"
+            elif not sticky_dir and (st.st_mode & stat.S_IWOTH or (
+                    st.st_gid != 0 and st.st_mode & stat.S_IWGRP)):
+                why = f"{name} is writable by " + (
+                    "others" if st.st_mode & stat.S_IWOTH else
+                    f"group {st.st_gid}")
+            else:
+                continue
+            if why not in out:
+                out.append(why)
+            break                   # one reason per path is enough
+    return out
+
+
+def _components(path):
+    """/a/b/c -> ["/", "/a", "/a/b", "/a/b/c"]."""
+    path = os.path.abspath(path)
+    out, head = [path], path
+    while head != "/":
+        head = os.path.dirname(head)
+        out.append(head)
+    return out[::-1]
 
 
 def _own_program():

@@ -12,8 +12,9 @@
 
 Every change rebuilds the tables off to the side and publishes them in one
 step; established flows keep their real server.  A control thread drains
-the punted frames (ARP for the VIPs), keeps the real servers' MACs fresh
-and announces the VIPs with gratuitous ARP.
+the punted frames (ARP for the IPv4 VIPs, neighbour discovery for the IPv6
+ones, pings), keeps the real servers' MACs fresh and announces the VIPs
+(gratuitous ARP, unsolicited neighbour advertisements).
 """
 
 import array
@@ -33,7 +34,7 @@ import time
 
 from pyroute2 import IPRoute
 
-from . import arp, ha, icmp
+from . import arp, ha, icmp, ndp
 from .dataplane import Afp, Core, Xsk
 from .errors import ConfigError, DataplaneError, PyfwdError
 from .health import HealthMonitor
@@ -52,6 +53,8 @@ FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start/takeover (s)
+IPV6_JOIN_GROUP = getattr(socket, "IPV6_JOIN_GROUP", 20)
+IPV6_LEAVE_GROUP = getattr(socket, "IPV6_LEAVE_GROUP", 21)
 
 
 def interface(ifname):
@@ -131,7 +134,7 @@ class Engine:
         ha.check_role(self.role, self.services)
         self.role_changed = time.time()     # wall clock, for people
         self.ha_counters = {"transitions": 0, "arp_withheld": 0,
-                            "garp_bursts": 0}
+                            "ndp_withheld": 0, "garp_bursts": 0}
         self.ha_peers = {}      # MAC text -> VIP it claimed while standby
         self._garp_at = []      # monotonic times of the announcements due
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
@@ -157,6 +160,9 @@ class Engine:
         self._sock = None
         self.responder = None
         self.echo = None            # answers ping to the VIPs
+        self.ndp = None             # NDP and ping for the IPv6 VIPs
+        self._mc_sock = None        # holds the VIPs' solicited-node groups
+        self._groups = set()
         self.started = None
         self._conflicts_logged = set()
         # MACs are asked from the control thread (it lives in the engine's
@@ -201,6 +207,8 @@ class Engine:
             self.core.set_snat(self.snat[0], self.snat[1:])
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
         self.echo = icmp.EchoResponder(mac, self._ipv4_vips())
+        self.ndp = ndp.NdpResponder(mac, self._ipv6_vips())
+        self._mc_sock = _multicast_socket(self.iface)
         self._refresh_macs()
         self._publish()
         self.xsk = self._open_backend(ifindex, ifindex2, queues)
@@ -295,6 +303,10 @@ class Engine:
         if self._sock:
             self._sock.close()
             self._sock = None
+        if self._mc_sock:
+            self._mc_sock.close()       # leaves the groups
+            self._mc_sock = None
+            self._groups = set()
 
     def __enter__(self):
         return self.start()
@@ -411,9 +423,10 @@ class Engine:
         """Become "active" or "standby" (the control command `ha`, which
         keepalived's notify scripts call).
 
-        Active answers ARP for the VIPs and, from now, sends the gratuitous
-        ARP burst (GARP_REPEAT) for every IPv4 VIP so clients and switches
-        move here at once; asked again while active, it announces again
+        Active answers ARP and NDP for the VIPs and, from now, sends the
+        announcement burst (GARP_REPEAT: gratuitous ARP for every IPv4 VIP,
+        an unsolicited neighbour advertisement for every IPv6 one) so
+        clients and switches move here at once; asked again while active, it announces again
         (not counted as a transition).  Standby stops answering and
         announcing at once; everything else runs on (tables, health,
         forwarding of whatever still arrives: with Maglev it goes to the
@@ -433,13 +446,13 @@ class Engine:
             now = time.monotonic()
             self._garp_at = [now + d for d in GARP_REPEAT] \
                 if role == "active" else []
-            announce = [str(a) for a in self._ipv4_vips()] \
-                if role == "active" else []
+            announce = [str(a) for a in self._ipv4_vips()
+                        + self._ipv6_vips()] if role == "active" else []
         if changed:
             log.warning("ha: %s -> %s%s", previous, role,
                         f": announcing {', '.join(announce) or 'no VIP'}"
                         if role == "active" else
-                        ": not answering ARP for the VIPs")
+                        ": not answering ARP/NDP for the VIPs")
         elif announce:
             log.info("ha: active already: announcing %s again",
                      ", ".join(announce))
@@ -694,6 +707,10 @@ class Engine:
         return [s.vip.address for s in self.l4_services
                 if s.vip.address.version == 4]
 
+    def _ipv6_vips(self):
+        return [s.vip.address for s in self.l4_services
+                if s.vip.address.version == 6]
+
     def _addresses(self):
         """Every address we may send to: real servers and fallbacks."""
         return sorted({r.address for s in self.l4_services
@@ -701,30 +718,31 @@ class Engine:
                                            else [])}, key=str)
 
     def _next_hops(self):
-        """Ask the kernel's routes and ARP for the next hop toward every
-        real server: {address: (mac | None, slot, why)}."""
+        """Ask the kernel's routes, then ARP (IPv4) or the kernel's
+        neighbour discovery (IPv6), for the next hop toward every real
+        server: {address: (mac | None, slot, why)}."""
         addrs = self._addresses()
         routes = {a: route_to(a) for a in addrs}
         by_iface = {}
         for a, (oif, hop) in routes.items():
-            if oif in self.ifaces and hop.version == 4:
-                by_iface.setdefault(oif, set()).add(hop)
+            if oif in self.ifaces:
+                by_iface.setdefault((oif, hop.version), set()).add(hop)
         found = {}
-        for ifname, hops in by_iface.items():
-            for hop, mac in arp.refresh(ifname, sorted(hops, key=str)).items():
+        for (ifname, version), hops in by_iface.items():
+            lookup = arp.refresh if version == 4 else ndp.refresh
+            for hop, mac in lookup(ifname, sorted(hops, key=str)).items():
                 found[(ifname, hop)] = mac
         out = {}
         for a, (oif, hop) in routes.items():
             if oif not in self.ifaces:
                 out[a] = (None, 0, f"route via {oif or 'nowhere'}, not "
                           f"{' or '.join(self.ifaces)}")
-            elif hop.version != 4:
-                out[a] = (None, 0, "IPv6 next hops are not resolved yet")
             else:
                 mac = found.get((oif, hop))
                 via = "" if hop == a else f" (via {hop})"
+                how = "ARP" if hop.version == 4 else "neighbour discovery"
                 out[a] = (mac, self.ifaces.index(oif),
-                          None if mac else f"MAC unknown{via}: no ARP "
+                          None if mac else f"MAC unknown{via}: no {how} "
                           f"answer on {oif}")
         return out
 
@@ -757,6 +775,9 @@ class Engine:
             self.responder.update_vips(self._ipv4_vips())
         if self.echo:
             self.echo.update_vips(self._ipv4_vips())
+        if self.ndp:
+            self.ndp.update_vips(self._ipv6_vips())
+        self._join_groups()
         if self.xsk and self.info:
             self._steer()
 
@@ -840,12 +861,26 @@ class Engine:
             return
         replies = self.responder.handle_batch(frames)
         pongs = self.echo.handle_batch(frames)      # ping to a VIP
+        nd = self.ndp.counters
+        before = nd["answered"] + nd["dad_answered"]
+        nd_replies = self.ndp.handle_batch(frames)  # NDP, ping6
         if self.role == "active":
-            for reply in replies + pongs:
+            for reply in replies + pongs + nd_replies:
                 self._sock.send(reply)
         else:                           # the active node answers
             self.ha_counters["arp_withheld"] += len(replies)
-        for vip, macs in list(self.responder.conflicts.items()):
+            self.ha_counters["ndp_withheld"] += \
+                nd["answered"] + nd["dad_answered"] - before
+        self._check_conflicts(self.responder, "ARP problem: %s answers ARP "
+                              "for VIP %s")
+        self._check_conflicts(self.ndp, "NDP problem: %s claims IPv6 VIP "
+                              "%s (advertises it, probes for it or "
+                              "solicits from it)")
+
+    def _check_conflicts(self, responder, problem):
+        """Log (once) the other MACs that claimed a VIP; while standby
+        they are the active node: noted in ha_peers, not a problem."""
+        for vip, macs in list(responder.conflicts.items()):
             for mac in list(macs):
                 if self.role == "standby":
                     # The active node claiming the VIPs is no ARP problem.
@@ -862,12 +897,40 @@ class Engine:
                                     "active nodes? check keepalived on "
                                     "both", mac, vip)
                     else:
-                        log.warning("ARP problem: %s answers ARP for VIP "
-                                    "%s: run `pyfwd realserver setup --vip "
-                                    "%s` on that real server", mac, vip,
-                                    vip)
+                        log.warning(problem + ": run `pyfwd realserver "
+                                    "setup --vip %s` on that real server",
+                                    mac, vip, vip)
             if not macs:
-                del self.responder.conflicts[vip]
+                del responder.conflicts[vip]
+
+    def _join_groups(self):
+        """Hold the solicited-node multicast group of every IPv6 VIP on
+        the interface, so that a NIC filtering multicast MACs and switches
+        snooping MLD deliver the VIPs' neighbour solicitations here (the
+        kernel sends the MLD reports; the XDP program takes the NSes)."""
+        if self._mc_sock is None:
+            return
+        want = {ndp.solicited_node(a) for a in self._ipv6_vips()}
+        index = struct.pack("@I", self.ifindexes[0])
+        for group in sorted(want - self._groups):
+            try:
+                self._mc_sock.setsockopt(socket.IPPROTO_IPV6,
+                                         IPV6_JOIN_GROUP,
+                                         group.packed + index)
+            except OSError as exc:
+                log.warning("%s: cannot join %s (neighbour solicitations "
+                            "for an IPv6 VIP may not reach us): %s",
+                            self.iface, group, exc.strerror or exc)
+                continue
+            self._groups.add(group)
+        for group in sorted(self._groups - want):
+            try:
+                self._mc_sock.setsockopt(socket.IPPROTO_IPV6,
+                                         IPV6_LEAVE_GROUP,
+                                         group.packed + index)
+            except OSError:
+                pass
+            self._groups.discard(group)
 
     def _announce(self):
         if self.role != "active":
@@ -875,6 +938,8 @@ class Engine:
         self.ha_counters["garp_bursts"] += 1
         for addr in self._ipv4_vips():
             self._sock.send(arp.gratuitous(self.mac, addr))
+        for addr in self._ipv6_vips():
+            self._sock.send(ndp.unsolicited_na(self.mac, addr))
 
     # --- counters -------------------------------------------------------
 
@@ -900,6 +965,7 @@ class Engine:
         """{"role", "since" (epoch seconds of the last change, or of the
         start), "for" (seconds in this role), "transitions",
         "arp_withheld" (ARP requests for a VIP not answered while standby),
+        "ndp_withheld" (neighbour solicitations for a VIP, the same),
         "garp_bursts" (announcements sent), "peers" ({MAC: VIP} seen
         holding a VIP while standby)}."""
         return {"role": self.role, "since": round(self.role_changed, 3),
@@ -979,9 +1045,13 @@ class Engine:
                 "arp": dict(self.responder.counters) if self.responder
                 else {},
                 "icmp": dict(self.echo.counters) if self.echo else {},
+                "ndp": dict(self.ndp.counters) if self.ndp else {},
                 "arp_conflicts": {str(v): sorted(m) for v, m in
                                   self.responder.conflicts.items()}
-                if self.responder else {}}
+                if self.responder else {},
+                "ndp_conflicts": {str(v): sorted(m) for v, m in
+                                  self.ndp.conflicts.items()}
+                if self.ndp else {}}
 
     def _write_stats(self):
         tmp = f"{self.stats_file}.tmp"
@@ -1040,6 +1110,17 @@ def route_to(address):
         links = ipr.get_links(oif) if oif else []
     name = links[0].get_attr("IFLA_IFNAME") if links else None
     return name, ipaddress.ip_address(gw) if gw else address
+
+
+def _multicast_socket(ifname):
+    """An IPv6 UDP socket (in this network namespace) to hold multicast
+    groups with; None, said in the log, where IPv6 is off."""
+    try:
+        return socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError as exc:
+        log.info("%s: no IPv6 socket (%s): IPv6 VIPs' solicited-node "
+                 "groups not joined", ifname, exc.strerror or exc)
+        return None
 
 
 def primary_ipv4(ifname):

@@ -12,9 +12,8 @@ only (scapy is for the tests).  A token bucket caps the replies (100/s,
 bursts of 50 by default) so a flood of pings cannot keep the control
 thread, which also answers ARP and checks health, from its other work.
 
-IPv4 only.  ICMPv6 echo is left for when the engine answers neighbour
-discovery for IPv6 VIPs (it does not yet: a client could not reach an IPv6
-VIP's MAC to ping it).
+IPv4 only: ping to an IPv6 VIP is answered by ndp.py's NdpResponder,
+with neighbour discovery (it shares this module's TokenBucket).
 """
 
 import ipaddress
@@ -119,9 +118,8 @@ def _vip_set(vips) -> frozenset:
             raise ConfigError(f"vip {v!r}: expected an IPv4 address") \
                 from None
         if addr.version != 4:
-            raise ConfigError(f"vip {addr}: echo is answered for IPv4 VIPs "
-                              "only (ICMPv6 waits for neighbour discovery, "
-                              "not supported yet)")
+            raise ConfigError(f"vip {addr}: this responder answers IPv4 "
+                              "VIPs only (IPv6: pyfwd.ndp.NdpResponder)")
         out.add(addr)
     return frozenset(out)
 
@@ -156,8 +154,6 @@ class EchoResponder:
     - ``malformed``: truncated Ethernet, tag or IP header, version not 4,
       IHL < 5, total length shorter than the header or longer than the
       frame, an ICMP message shorter than 8 bytes;
-    - ``bad_checksum``: IP header or ICMP checksum wrong (Linux drops
-      these too);
     - ``fragments``: any fragment (MF set or an offset); the data plane
       drops fragments to a VIP before they get here, this is belt and
       braces: a reassembled ping is never answered;
@@ -168,7 +164,17 @@ class EchoResponder:
       source;
     - ``rate_limited``: the token bucket (``rate`` replies/s, ``burst``)
       is empty;
+    - ``bad_checksum``: IP header or ICMP checksum wrong (Linux drops
+      these too);
     - ``answered``: the reply was returned.
+
+    The checksums come last, after the bucket: a flood costs a header
+    parse and a bucket check per frame, never a checksum over its payload.
+    So a frame with a bad checksum spends a token (``bad_checksum`` counts
+    those the bucket let through), and a header damaged in transit is
+    counted under whatever its damaged fields say (``not_echo``,
+    ``not_vip``, ...) rather than ``bad_checksum``; either way it is not
+    answered.
 
     Pure: no sockets, no clock but the one given (``clock``, monotonic
     seconds, feeds the bucket).  Not thread-safe: one thread drains the
@@ -231,8 +237,6 @@ class EchoResponder:
         if vihl >> 4 != 4 or ihl < _IP.size or total < ihl \
                 or off + total > len(frame):
             return None, "malformed"
-        if checksum(frame[off:off + ihl]):
-            return None, "bad_checksum"
         if frag & (_IP_MF | _IP_OFFSET):
             return None, "fragments"
         if proto != IPPROTO_ICMP:
@@ -240,16 +244,18 @@ class EchoResponder:
         icmp = frame[off + ihl:off + total]
         if len(icmp) < _ICMP_HEAD:
             return None, "malformed"
-        if checksum(icmp):
-            return None, "bad_checksum"
         if icmp[0] != ICMP_ECHO_REQUEST or icmp[1] != 0:
             return None, "not_echo"
         if ipaddress.IPv4Address(dst) not in self._vips:
             return None, "not_vip"
         if eth_src[0] & 1 or _bad_source(ipaddress.IPv4Address(src)):
             return None, "bad_source"
+        # The bucket before the checksums: they cost a pass over the
+        # frame, the bucket a subtraction.
         if not self._bucket.take():
             return None, "rate_limited"
+        if checksum(frame[off:off + ihl]) or checksum(icmp):
+            return None, "bad_checksum"
         return self._reply(eth_src, tag, tos, src, dst, icmp), "answered"
 
     def _reply(self, eth_dst, tag, tos, src, dst, icmp) -> bytes:

@@ -136,9 +136,11 @@ def services(lab, mode: str, listeners, scheduler: str = "rr",
             raise ConfigError(f"DR listener {li.vip}:{li.port}: real port "
                               f"{li.real_port} differs (DR does not "
                               "translate ports)")
-        vip = Vip.parse(f"{li.vip}:{li.port}/tcp")
+        host = f"[{li.vip}]" if ":" in li.vip else li.vip   # IPv6
+        vip = Vip.parse(f"{host}:{li.port}/tcp")
         out.append(Service(
-            vip, [Real(lab.ip(r), li.real_port) for r in roles], scheduler,
+            vip, [Real(lab.ip(r, version=vip.address.version),
+                       li.real_port) for r in roles], scheduler,
             mode, l7=L7Options.from_dict({"l7_mode": li.l7_mode})
             if mode == "l7" else None))
     return out

@@ -19,6 +19,17 @@ The kernel applies max(conf.all, conf.<interface>) for both settings, so
 interface that is up (a higher per-interface value, such as arp_ignore=3,
 would otherwise win over ``all``).  Addresses go through netlink
 (pyroute2), settings through /proc/sys, both as seen by the calling thread.
+
+An IPv6 VIP needs only the address: the VIP/128 on ``lo`` with
+``IFA_F_NODAD``.  IPv6 has no arp_ignore because Linux needs none: it
+answers a neighbour solicitation only for an address of the interface the
+solicitation came in on (ndisc_recv_ns looks the target up strictly on
+that device), so a VIP on ``lo`` is never claimed on ``eth0``; and its own
+solicitations carry a source address of the outgoing interface, never the
+VIP (ndisc_solicit uses the packet's source only if it is on that
+interface).  Checked in a lab (see tests/e2e/test_ipv6_dr.py).  What
+breaks it is the VIP on a real interface (that interface answers and
+defends it with DAD): ``status()`` says so.
 """
 
 import ipaddress
@@ -28,6 +39,7 @@ from typing import Optional
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from .errors import ConfigError, PyfwdError
 
@@ -48,19 +60,20 @@ _LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
 # helpers (current network namespace)
 
 
-def _vip(vip) -> ipaddress.IPv4Address:
+def _vip(vip):
+    """An IPv4Address or IPv6Address; ConfigError unless unicast."""
     try:
         addr = ipaddress.ip_address(vip if not isinstance(vip, str)
                                     else vip.strip())
     except ValueError:
-        raise ConfigError(f"vip {vip!r}: expected an IPv4 address") from None
-    if addr.version == 6:
-        raise ConfigError(f"vip {addr}: IPv6 real servers are not supported "
-                          "yet (IPv4 only)")
+        raise ConfigError(f"vip {vip!r}: expected an IPv4 or IPv6 "
+                          "address") from None
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback \
-            or addr == ipaddress.IPv4Address("255.255.255.255"):
+            or addr == ipaddress.IPv4Address("255.255.255.255") \
+            or (addr.version == 6 and addr.is_link_local):
         raise ConfigError(f"vip {addr}: expected a unicast address (not "
-                          "multicast, broadcast, loopback or unspecified)")
+                          "multicast, broadcast, loopback, link-local or "
+                          "unspecified)")
     return addr
 
 
@@ -94,12 +107,13 @@ def _links(ipr: IPRoute) -> dict:
             for msg in ipr.link("dump")}
 
 
-def _ipv4_on(ipr: IPRoute) -> list:
-    """[(index, IPv4Interface)] of every IPv4 address in the namespace."""
-    return [(msg["index"], ipaddress.IPv4Interface(
+def _ipv4_on(ipr: IPRoute, family: int = socket.AF_INET) -> list:
+    """[(index, IPv4Interface)] of every IPv4 address in the namespace
+    (IPv6Interface with ``family`` AF_INET6)."""
+    return [(msg["index"], ipaddress.ip_interface(
                 f"{msg.get('IFA_LOCAL') or msg.get('IFA_ADDRESS')}/"
                 f"{msg['prefixlen']}"))
-            for msg in ipr.addr("dump", family=socket.AF_INET)]
+            for msg in ipr.addr("dump", family=family)]
 
 
 def _dev_index(links: dict, dev: str) -> int:
@@ -130,7 +144,7 @@ def _dr_vips(addrs: list, index: int, vip) -> list:
 
 def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     """Configure the current network namespace as a DR real server for
-    ``vip`` (IPv4), or undo it.  Returns what was changed, one line each,
+    ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line each,
     for the CLI to print; ``[]`` means nothing needed changing (it is
     idempotent).
 
@@ -147,10 +161,16 @@ def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     before setup() are not remembered: an administrator's own non-zero
     setting is reset too.
 
-    Raises ConfigError for a bad or IPv6 ``vip`` ("not yet") or a missing
-    ``dev``; PyfwdError if the kernel refuses a change (e.g. not root).
+    An IPv6 ``vip``: ``dev`` set up if down and ``vip``/128 added with
+    nodad (no duplicate address detection: nothing on the wire), no
+    setting touched (see the module's docstring); undo removes it.
+
+    Raises ConfigError for a bad ``vip`` or a missing ``dev``; PyfwdError
+    if the kernel refuses a change (e.g. not root, IPv6 disabled).
     """
     addr = _vip(vip)
+    if addr.version == 6:
+        return _setup6(addr, undo, dev)
     changes = []
     with IPRoute() as ipr:
         links = _links(ipr)
@@ -173,6 +193,29 @@ def setup(vip, undo: bool = False, dev: str = "lo") -> list:
                 changes.append(f"removed {a} from {dev}")
             if not _dr_vips(addrs, index, addr):
                 changes += _set_arp(links, 0, 0)
+    return changes
+
+
+def _setup6(addr, undo: bool, dev: str) -> list:
+    changes = []
+    with IPRoute() as ipr:
+        links = _links(ipr)
+        index = _dev_index(links, dev)
+        present = [a for i, a in _ipv4_on(ipr, socket.AF_INET6)
+                   if i == index and a.ip == addr]
+        if undo:
+            for a in present:
+                _netlink(ipr.addr, "del", index=index, address=str(a.ip),
+                         prefixlen=a.network.prefixlen)
+                changes.append(f"removed {a} from {dev}")
+            return changes
+        if not links[index][1]:
+            _netlink(ipr.link, "set", index=index, state="up")
+            changes.append(f"set {dev} up")
+        if not present:
+            _netlink(ipr.addr, "add", index=index, address=str(addr),
+                     prefixlen=128, flags=IFA_F_NODAD)
+            changes.append(f"added {addr}/128 to {dev} (nodad)")
     return changes
 
 
@@ -210,13 +253,18 @@ def status(vip, dev: str = "lo") -> dict:
     non-loopback interfaces that are up, "effective": the same with
     max(all, ifname) as the kernel applies, "ok": bool, "problems": [text]}``.
 
+    An IPv6 ``vip`` has no ARP settings: "arp" and "effective" are empty,
+    and only where the VIP is matters (on a non-loopback interface the
+    kernel answers neighbour solicitations for it).
+
     Raises ConfigError like setup().
     """
     addr = _vip(vip)
     with IPRoute() as ipr:
         links = _links(ipr)
         index = _dev_index(links, dev)
-        addrs = _ipv4_on(ipr)
+        addrs = _ipv4_on(ipr, socket.AF_INET if addr.version == 4
+                         else socket.AF_INET6)
     on_dev = any(i == index and a.ip == addr for i, a in addrs)
     elsewhere = sorted({links[i][0] for i, a in addrs
                         if a.ip == addr and i != index and not links[i][2]})
@@ -231,7 +279,12 @@ def status(vip, dev: str = "lo") -> dict:
         problems.append(f"{addr} is not on {dev}")
     for ifname in elsewhere:
         problems.append(f"{addr} is also on {ifname}: that interface "
-                        "answers ARP for it")
+                        f"answers {'ARP' if addr.version == 4 else 'NDP'} "
+                        "for it")
+    if addr.version == 6:
+        return {"vip": str(addr), "dev": dev, "vip_on_dev": on_dev,
+                "vip_elsewhere": elsewhere, "arp": {}, "effective": {},
+                "ok": not problems, "problems": problems}
     # with no interface up, judge conf.all: it applies to every one later
     for ifname, keys in (effective or {"all": arp["all"]}).items():
         if keys["arp_ignore"] not in _IGNORE_OK:

@@ -260,10 +260,12 @@ def test_setup_from_scratch_and_undo_keeps_settings_for_other_vips(
     assert lab.sysctl("real1", "net.ipv4.conf.all.arp_announce") == "0"
 
 
-def test_setup_refuses_ipv6_and_bad_input():
+def test_setup_refuses_bad_input():
     # checked before any kernel call: no root needed
-    with pytest.raises(ConfigError, match="not supported yet"):
-        realserver.setup("fd00::100")
+    with pytest.raises(ConfigError, match="unicast"):
+        realserver.setup("fe80::100")
+    with pytest.raises(ConfigError, match="unicast"):
+        realserver.setup("ff02::1")
     with pytest.raises(ConfigError, match="'10.0.0.300'"):
         realserver.status("10.0.0.300")
     with pytest.raises(ConfigError, match="unicast"):

@@ -14,7 +14,9 @@ nodad), whoami listening on ::, the DR engine in the lb namespace.
 - a real server that advertises the VIP from eth0 is recorded as a
   conflict.
 
-Root; the lab ("pf6" + random hex) is removed whatever happens.
+And NAT with an IPv6 VIP in the two-arm lab, which falls out.
+
+Root; the labs ("pf6" + random hex) are removed whatever happens.
 """
 
 import ipaddress
@@ -240,3 +242,32 @@ def test_a_real_advertising_the_vip_is_recorded(dr6):
             break
         time.sleep(0.05)
     assert conflicts == {str(ipaddress.IPv6Address(VIP6)): [real_mac]}
+
+
+def test_nat_ipv6_two_arm():
+    """NAT falls out: [VIP]:80 to the reals' [fd00:0:0:2::1x]:8080 in the
+    two-arm lab, the client's address kept, answers translated back (the
+    core's NAT is family-agnostic; NDP for the VIP and the reals' MACs are
+    what was missing)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root, as CI runs it")
+    procs = []
+    with Lab("pf6" + secrets.token_hex(3), topology="two-arm",
+             reals=2) as lab, labmodes.balancer(
+                 lab, "nat", listeners=[labmodes.Listener(80, PORT,
+                                                          vip=VIP6)]) as eng:
+        try:
+            for role in lab.reals:
+                procs.append(whoami6(lab, role))
+            seen = {}
+            for _ in range(4):
+                ok, body = labmodes.curl(lab, "client", f"http://[{VIP6}]/",
+                                         args=("-g", "-6"))
+                assert ok, body
+                w = labmodes.parse_whoami(body)
+                seen.setdefault(w["node"], set()).add(w["client"])
+        finally:
+            labmodes.stop_all(procs)
+        reasons = eng.stats()["core"]["reason"]
+    assert seen == {"real1": {"fd00:0:0:1::1"}, "real2": {"fd00:0:0:1::1"}}
+    assert reasons["forward_reply"] > 0, reasons

@@ -432,11 +432,19 @@ class Engine:
         forwarding of whatever still arrives: with Maglev it goes to the
         same real server as on the active node).  Returns {"role",
         "previous", "changed", "announce": [VIPs]}.  ConfigError for a bad
-        role, or standby with L7 VIPs (see ha.check_role).
+        role.  Standby with L7 VIPs is logged as an error (the kernel still
+        answers ARP for them, see ha.check_role) but not refused: standing
+        down must not fail while the peer takes over.
         """
         role = ha.parse_role(role, "ha: role")
         with self._lock:
-            ha.check_role(role, self.services)
+            try:
+                ha.check_role(role, self.services)
+            except ConfigError as exc:
+                # Standing down must not fail: the peer is taking over, and
+                # a refusal here would leave two active nodes.
+                log.error("ha: %s; standing down for the L4 VIPs anyway",
+                          exc)
             previous = self.role
             changed = role != previous
             if changed:
@@ -444,8 +452,12 @@ class Engine:
                 self.role_changed = time.time()
                 self.ha_counters["transitions"] += 1
             now = time.monotonic()
-            self._garp_at = [now + d for d in GARP_REPEAT] \
+            # the first burst leaves now, from this thread: the control
+            # loop may be busy refreshing MACs for up to a second
+            self._garp_at = [now + d for d in GARP_REPEAT if d > 0] \
                 if role == "active" else []
+            if role == "active":
+                self._announce()
             announce = [str(a) for a in self._ipv4_vips()
                         + self._ipv6_vips()] if role == "active" else []
         if changed:
@@ -471,8 +483,8 @@ class Engine:
                 cfg.inside_iface != self.inside_iface:
             raise ConfigError("reload: the interfaces cannot change; "
                               "restart the engine for that")
-        ha.check_role(self.role, cfg.services)
         with self._lock:
+            ha.check_role(self.role, cfg.services)
             old = {s.vip: s for s in self.services}
             new = {s.vip: s for s in cfg.services}
             summary = {"added_vips": [new[v].label for v in new
@@ -846,6 +858,8 @@ class Engine:
                 log.error("control: %s", exc)
             except OSError as exc:
                 log.error("control: %s", exc)
+            except Exception:               # a bug: said, and carried on:
+                log.exception("control: unexpected error")  # ARP must go on
 
     def _refresh_and_publish(self):
         hops = self._next_hops()        # unlocked: it waits for ARP
@@ -859,6 +873,12 @@ class Engine:
         frames = self.core.drain_punts()
         if not frames:
             return
+        # Under the lock: _publish swaps the responders' VIPs and conflicts,
+        # and set_role must not return while replies of the old role leave.
+        with self._lock:
+            self._answer(frames)
+
+    def _answer(self, frames):
         replies = self.responder.handle_batch(frames)
         pongs = self.echo.handle_batch(frames)      # ping to a VIP
         nd = self.ndp.counters
@@ -1037,6 +1057,10 @@ class Engine:
         """A JSON-ready snapshot: the data plane's counters, per VIP and
         real server (as show()), per queue, ARP, the XDP/AF_XDP modes."""
         core = self.core.stats()
+        with self._lock:    # the responders' dicts change under _publish
+            return self._stats(core)
+
+    def _stats(self, core):
         return {**self.status(), "core": core, "vips": self.show(),
                 "queues": [{k: q[k] for k in ("rx", "tx", "tx_ring_full",
                                               "wakeups", "polls")}

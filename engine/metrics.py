@@ -75,6 +75,9 @@ _HA = {
                     "Role changes (active <-> standby)."),
     "arp_withheld": ("pyfwd_ha_arp_withheld_total",
                      "ARP answers a standby node left to the active one."),
+    "ndp_withheld": ("pyfwd_ha_ndp_withheld_total",
+                     "IPv6 neighbour advertisements a standby node left to "
+                     "the active one."),
     "garp_bursts": ("pyfwd_ha_garp_bursts_total",
                     "Gratuitous ARP bursts sent (at start and on becoming "
                     "active)."),

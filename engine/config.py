@@ -161,8 +161,13 @@ def parse_vip(v, where, names=()):
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def parse(text, path="<config>"):
-    """Parse and validate config text; returns a Config."""
+def parse(text, path="<config>", role=None):
+    """Parse and validate config text; returns a Config.
+
+    role: the high-availability role the engine starts in when the command
+    line gives one ("active" or "standby"); it replaces [engine] role
+    before the VIPs are checked against it (standby refuses L7 VIPs).
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -188,6 +193,10 @@ def parse(text, path="<config>"):
         parse_ports(cfg.snat_ports)
     from .ha import parse_role
     parse_role(cfg.role, "engine.role")
+    where = "engine.role ="
+    if role is not None:
+        cfg.role = parse_role(role)
+        where = "role"
     if cfg.metrics is not None:
         from .metrics import parse_address
         parse_address(cfg.metrics)
@@ -203,15 +212,16 @@ def parse(text, path="<config>"):
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
     from .ha import check_role
-    check_role(cfg.role, cfg.services, "engine.role =")
+    check_role(cfg.role, cfg.services, where)
     return cfg
 
 
-def load(path):
-    """Read and validate a config file; ConfigError names what is wrong."""
+def load(path, role=None):
+    """Read and validate a config file; ConfigError names what is wrong.
+    role: see parse()."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"config {path}: {exc.strerror}") from None
-    return parse(text, path)
+    return parse(text, path, role)

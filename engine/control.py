@@ -11,7 +11,9 @@ may use it).  One JSON object per line each way:
 A connection may carry any number of requests; the replies come in order.
 `COMMANDS` lists the commands, their fields and what they do ({"cmd":
 "help"} returns the same list).  Calls into the engine are serialized: one
-request at a time changes or reads it.
+request at a time changes or reads it; `status` and `ha` excepted, which
+answer at once even while a reload waits for ARP (keepalived calls them:
+a failover or the engine check must not wait).
 
 Bad input is answered, never fatal: a line that is not a JSON object, an
 unknown command or field, a field of the wrong type get an error reply
@@ -38,6 +40,7 @@ import time
 from typing import NamedTuple
 
 from .errors import PyfwdError
+from .ha import ROLES
 
 log = logging.getLogger("pyfwd.control")
 
@@ -60,11 +63,15 @@ class Arg(NamedTuple):
 
 class Command(NamedTuple):
     """A control command: its fields (in CLI argument order), a one-line
-    description and the engine method it calls (None: served here)."""
+    description, the engine method it calls (None: served here) and
+    whether it waits for the other engine calls to finish (serialized) or
+    runs at once, beside them (the method is safe for that: it reads, or
+    takes the engine's own lock briefly)."""
 
     args: tuple
     help: str
     method: "str | None"
+    serialized: bool = True
 
 
 _VIP = Arg("vip", str, "the VIP: its name (pacs-web) or ADDR:PORT/PROTO")
@@ -72,8 +79,12 @@ _REAL = Arg("real", str, "the real server: ADDR or ADDR:PORT")
 
 COMMANDS = {
     "help": Command((), "list the commands and their fields", None),
+    # Not serialized: keepalived's engine check runs it every second and
+    # must not take a reload (up to 5 s, waiting for ARP) for a dead
+    # engine.
     "status": Command((), "the engine: interface, pid, uptime, VIP and "
-                      "real server counts, the XDP/AF_XDP modes", "status"),
+                      "real server counts, the XDP/AF_XDP modes", "status",
+                      serialized=False),
     "show": Command((), "the VIPs and their real servers: weight, state, "
                     "health, whether scheduled and why not, counters",
                     "show"),
@@ -100,11 +111,13 @@ COMMANDS = {
                       "back in service", "online"),
     "reload": Command((), "re-read the config file and apply the "
                       "differences", "reload"),
+    # Not serialized: a failover must not wait behind a reload or an
+    # add-vip (set_role takes the engine's lock for a moment only).
     "ha": Command((Arg("role", str, "active: answer ARP for the VIPs and "
                        "announce them (gratuitous ARP); standby: stop "
-                       "answering", ("active", "standby")),),
+                       "answering", ROLES),),
                   "set this node's high-availability role (keepalived's "
-                  "notify scripts call it)", "set_role"),
+                  "notify scripts call it)", "set_role", serialized=False),
 }
 
 _TYPE_NAMES = {str: "string", int: "integer", dict: "object"}
@@ -208,9 +221,11 @@ class ControlServer:
 
     engine: an object with the methods named in COMMANDS (status, show,
     stats, add_vip, del_vip, add_real, del_real, set_weight, drain, halt,
-    online, reload, set_role); each returns JSON-ready data and raises PyfwdError for
-    a bad request.  start() binds and serves in background threads (one per
-    connection); stop() closes every connection and removes the socket.
+    online, reload, set_role); each returns JSON-ready data and raises
+    PyfwdError for a bad request.  The serialized commands run one at a
+    time; the others (status, ha) at once, beside them.  start() binds and
+    serves in background threads (one per connection); stop() closes every
+    connection and removes the socket.
     """
 
     def __init__(self, engine, path=DEFAULT_PATH, *, idle_timeout=IDLE_TIMEOUT,
@@ -434,6 +449,8 @@ class ControlServer:
         try:
             if command.method is None:
                 result = help_result()
+            elif not command.serialized:
+                result = getattr(self.engine, command.method)(*args)
             else:
                 with self._engine_lock:
                     result = getattr(self.engine, command.method)(*args)

@@ -166,9 +166,18 @@ def format_status(result):
     return "\n".join(table(None, rows))
 
 
-def ha_line(h, now=None):
-    """`active since 14:02:07 (3m07s), 2 transitions`; standby adds how
-    many ARP requests it left to the active node and who holds the VIPs."""
+def ha_line(h):
+    """The `role` row of `ctl status`:
+
+        active since 2025-11-28 14:02:07 (3m07s), 2 transitions
+
+    (the local time of the last change, how long ago); standby adds how
+    many ARP requests it left to the active node and the MACs seen holding
+    the VIPs:
+
+        standby since 2025-11-28 14:02:07 (3m07s), 2 transitions, 5 ARP
+        requests left to the active node, VIPs held by 02:00:00:00:01:02
+    """
     if not isinstance(h, dict):
         return _scalar(h)
     parts = [str(h.get("role", "?"))]

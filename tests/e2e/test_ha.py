@@ -6,13 +6,18 @@ same three whoami real servers.
   (`pyfwd arp-check` from the client sees nobody) and `ha active` brings
   them back with a gratuitous ARP;
 - keepalived on each node (started here, in the foreground, its own pid
-  files, killed by PID) elects lb; lb answers ARP, lb2 does not; a slow
-  download runs through lb; lb's link goes down (a SIGKILLed keepalived
-  master would keep its claim: the link is how a dead node is simulated);
-  keepalived on lb2 becomes master, lb2's engine goes active and announces;
-  the client's ARP cache moves to lb2, new requests succeed, and the
-  download completes on the same real server (Maglev tables are identical
-  on both nodes).  The failover time is printed.
+  files, killed by PID; its config from `pyfwd ha keepalived-conf`) elects
+  lb; lb answers ARP, lb2 does not; a slow download runs through lb; lb's
+  link goes down (a SIGKILLed keepalived master would keep its claim: the
+  link is how a dead node is simulated); keepalived on lb2 becomes master,
+  lb2's engine goes active and announces; the client's ARP cache moves to
+  lb2 and pings to the VIP are answered again within a bound (the time is
+  printed), and the download completes on the same real server (Maglev
+  tables are identical on both nodes): lb2's per-real counters grow for
+  that real only, no other TCP traffic meanwhile;
+- lb's engine process is killed while keepalived runs on both: keepalived's
+  engine check puts lb in FAULT, lb2 takes over within a bound (printed);
+  a new engine on lb is elected back (preemption) and lb2 steps down.
 
 Root; labs are named "pfh" + random hex and always removed.
 """
@@ -30,7 +35,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from pyfwd import arp, control
+from pyfwd import arp, control, ha
 from pyfwd.errors import PyfwdError
 from pyfwd.lab import Lab
 from pyfwd.labmodes import setup_reals, whoami_servers
@@ -45,6 +50,15 @@ KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 MAC_RE = re.compile(r"^([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b", re.M)
 DOWNLOAD = 8 << 20          # bytes, at RATE: runs ~8 s, across the failover
 RATE = "1M"
+ADVERT_INT = 1              # keepalived's, seconds
+# A dead master is noticed after 3 adverts and the backup's skew, under
+# 4 s here; 2 s more for notify_master, the gratuitous ARP and the probe.
+FAILOVER_BOUND = 3 * ADVERT_INT + 2
+# A dead engine: the check fails twice a second apart (plus up to its
+# timeout), lb leaves the master role at once (priority 0 advert), lb2
+# takes it after its skew; 2 s for notify_master, ARP and the probe.
+ENGINE_DEATH_BOUND = ha.TRACK_FALL * ha.TRACK_INTERVAL + \
+    ha.TRACK_TIMEOUT + ADVERT_INT + 2
 
 
 class Pair:
@@ -68,14 +82,15 @@ class Pair:
         self.procs.append((what, proc, log))
         return proc
 
-    def engine(self, role, standby):
+    def engine(self, role, standby, what=None):
+        """`pyfwd start` on role's node; its process."""
         reals = [a for r in self.lab.reals for a in
                  ("--real", self.lab.ip(r))]
-        self.start(role, role, [
+        return self.start(what or role, role, [
             PYFWD, "start", "--iface", "eth0", "--vip", f"{VIP}:{PORT}/tcp",
             *reals, "--scheduler", "maglev", "--busy-poll", "0", "--flows",
             "16384", "--control-socket", self.sock(role)] +
-            (["--standby"] if standby else []))
+            (["--role", "standby"] if standby else []))
 
     def ctl(self, role, *args, timeout=10):
         r = subprocess.run([PYFWD, "ctl", "-s", self.sock(role), *args],
@@ -85,6 +100,11 @@ class Pair:
 
     def status(self, role):
         return json.loads(self.ctl(role, "--json", "status"))
+
+    def real_frames(self, role):
+        """{real address: frames forwarded to it} on role's engine."""
+        shown = json.loads(self.ctl(role, "--json", "show"))[0]["reals"]
+        return {r["real"]: r["frames"] for r in shown}
 
     def wait_role(self, role, want, timeout=20):
         end = time.monotonic() + timeout
@@ -164,6 +184,26 @@ def garps_seen(lab, run, timeout=2.0):
         sock.close()
 
 
+def ping_ok(lab, timeout=0.2):
+    """One echo request from the client to the VIP answered (only the
+    active engine answers, and nothing reaches a real server)."""
+    r = lab.run("client", ["ping", "-n", "-q", "-c", "1", "-W",
+                           f"{timeout:g}", VIP],
+                capture_output=True, text=True, timeout=timeout + 5)
+    return r.returncode == 0
+
+
+def until(ok, limit, what, pair):
+    """Seconds until ok() first returns True (AssertionError with the
+    logs after `limit` s) and how many times it said no before."""
+    t0, tries = time.monotonic(), 0
+    while not ok():
+        tries += 1
+        assert time.monotonic() - t0 < limit, f"{what}: not within " \
+            f"{limit} s\n" + pair.logs()
+    return time.monotonic() - t0, tries
+
+
 def curl_ok(lab, timeout=0.5):
     r = lab.run("client", ["curl", "-sS", "--max-time", f"{timeout:g}", URL],
                 capture_output=True, text=True, timeout=timeout + 5)
@@ -220,11 +260,12 @@ def keepalived(pair, role, priority):
     its own pid files; its config from `pyfwd ha keepalived-conf`."""
     argv = [PYFWD, "ha", "keepalived-conf", "--iface", "eth0", "--vrid",
             "51", "--priority", str(priority), "--socket", pair.sock(role),
-            "--pyfwd", PYFWD, "--instance", f"pyfwd_{role}"]
-    conf = subprocess.run(argv, capture_output=True, text=True, timeout=20,
-                          check=True).stdout
+            "--pyfwd", PYFWD, "--instance", f"pyfwd_{role}",
+            "--advert-int", str(ADVERT_INT)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and not r.stderr, (r.stdout, r.stderr)
     path = pair.dir / f"keepalived-{role}.conf"
-    path.write_text(conf)
+    path.write_text(r.stdout)
     pid = pair.dir / f"keepalived-{role}"
     return pair.start(f"ka-{role}", role, [
         KEEPALIVED, "--dont-fork", "--log-console", "--log-detail",
@@ -233,7 +274,9 @@ def keepalived(pair, role, priority):
         "--checkers_pid", f"{pid}-checkers.pid"])
 
 
-def test_keepalived_failover_keeps_the_dr_download(pair):
+def elect(pair):
+    """Both engines standby, keepalived on both; lb (priority 150) is
+    elected, lb2 (100) stays standby; lb answers ARP and requests."""
     if not os.path.exists(KEEPALIVED):
         pytest.fail("keepalived is not installed (tools/run installs it)")
     for role in ("lb", "lb2"):
@@ -249,7 +292,17 @@ def test_keepalived_failover_keeps_the_dr_download(pair):
     assert curl_ok(pair.lab, 3), pair.logs()
     assert client_neighbour(pair.lab) == pair.mac["lb"]
 
-    # A slow DR download through lb, across the failover.
+
+def test_keepalived_failover_keeps_the_dr_download(pair):
+    elect(pair)
+    # lb2 is standby and the client's ARP points to lb: lb2 has forwarded
+    # nothing yet, or close to it (frames sent to it by a stale cache)
+    before = pair.real_frames("lb2")
+
+    # A slow DR download through lb, across the failover.  From here to
+    # its end the only TCP traffic to the VIP is the download's: the
+    # failover is watched with ping, which the active engine answers
+    # itself.
     headers = pair.dir / "download.headers"
     download = pair.lab.popen("client", [
         "curl", "-sS", "--limit-rate", RATE, "--max-time", "90", "-D",
@@ -264,17 +317,13 @@ def test_keepalived_failover_keeps_the_dr_download(pair):
             with IPRoute() as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0],
                          state="down")
-        t0 = time.monotonic()
         pair.lab.call("lb", link_down)
-        tries = 0
-        while not curl_ok(pair.lab, 0.3):
-            tries += 1
-            assert time.monotonic() - t0 < 30, "no request succeeded " \
-                "through lb2 within 30 s\n" + pair.logs()
-        failover = time.monotonic() - t0
+        failover, tries = until(lambda: ping_ok(pair.lab),
+                                FAILOVER_BOUND, "no ping answered by lb2",
+                                pair)
         print(f"\nfailover: {failover:.2f} s from lb's link down to the "
-              f"first request answered through lb2 ({tries} failed "
-              "attempts before)")
+              f"first ping answered by lb2 ({tries} unanswered before; "
+              f"bound {FAILOVER_BOUND} s, advert_int {ADVERT_INT} s)")
         assert client_neighbour(pair.lab) == pair.mac["lb2"]
         assert pair.status("lb2")["ha"]["role"] == "active"
         assert pair.arp_check() == [pair.mac["lb2"]], pair.logs()
@@ -285,17 +334,55 @@ def test_keepalived_failover_keeps_the_dr_download(pair):
             download.kill()
             download.wait(5)
     assert download.returncode == 0, (out, err, pair.logs())
+    after = pair.real_frames("lb2")
     size, code = out.split()
     assert (int(size), code) == (DOWNLOAD, "200"), (out, err)
     node = re.search(r"(?im)^x-node:\s*(\S+)", headers.read_text()).group(1)
     real = pair.lab.ip(node)
-    # lb2 forwarded the download's ACKs to the real that served it
-    shown = json.loads(pair.ctl("lb2", "--json", "show"))[0]["reals"]
-    frames = {r["real"]: r["frames"] for r in shown}
-    assert frames[real] > 0, (node, frames)
+    # After the failover lb2 forwarded the download's ACKs to the real
+    # that served it, and to no other: nothing else went to the VIP.
+    grew = {r: after[r] - before.get(r, 0) for r in after}
+    assert grew[real] > 0, (node, before, after)
+    assert all(n == 0 for r, n in grew.items() if r != real), \
+        (node, before, after)
     print(f"download: {DOWNLOAD} bytes from {node}, completed across the "
-          f"failover; lb2 forwarded {frames[real]} of its frames to {real}")
+          f"failover; lb2 forwarded {grew[real]} of its frames to {real}, "
+          "none to the other reals")
+    assert curl_ok(pair.lab, 3), pair.logs()    # new requests, via lb2
     # keepalived on lb saw its link go: fault, so its engine is standby
     pair.wait_role("lb", "standby", timeout=10)
     h = pair.status("lb2")["ha"]
     assert (h["role"], h["transitions"]) == ("active", 1)
+
+
+def test_dead_engine_hands_over_and_a_new_one_is_elected_back(pair):
+    elect(pair)
+    lb = next(p for what, p, _ in pair.procs if what == "lb")
+    t0 = time.monotonic()
+    os.kill(lb.pid, 9)                  # no clean-up, no notify
+    lb.wait(5)
+    _, tries = until(lambda: ping_ok(pair.lab), ENGINE_DEATH_BOUND,
+                        "no ping answered by lb2 after lb's engine died",
+                        pair)
+    took = time.monotonic() - t0
+    print(f"\nengine death: {took:.2f} s from SIGKILL to the first ping "
+          f"answered by lb2 ({tries} unanswered before; bound "
+          f"{ENGINE_DEATH_BOUND} s; engine check every "
+          f"{ha.TRACK_INTERVAL} s, fall {ha.TRACK_FALL})")
+    assert pair.status("lb2")["ha"]["role"] == "active", pair.logs()
+    assert client_neighbour(pair.lab) == pair.mac["lb2"]
+    assert curl_ok(pair.lab, 3), pair.logs()
+    log = (pair.dir / "ka-lb.log").read_text()
+    assert "FAULT" in log, log[-3000:]
+
+    # A new engine on lb, standby: keepalived sees it answer, leaves
+    # FAULT and, with the higher priority, takes the master role back
+    # (preemption); the notify scripts run again on both nodes.
+    t0 = time.monotonic()
+    pair.engine("lb", standby=True, what="lb-again")
+    pair.wait_role("lb", "active", timeout=20)
+    back = time.monotonic() - t0
+    pair.wait_role("lb2", "standby", timeout=10)
+    print(f"engine back: lb active again {back:.2f} s after its restart")
+    assert pair.arp_check() == [pair.mac["lb"]], pair.logs()
+    assert curl_ok(pair.lab, 3), pair.logs()

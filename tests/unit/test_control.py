@@ -448,6 +448,42 @@ def test_many_concurrent_clients(server, engine):
     assert len(weights) == 40 * 20 and len(set(weights)) == 40 * 20
 
 
+def test_ha_and_status_do_not_wait_behind_a_reload(engine, sockdir):
+    """A reload may hold the engine calls for seconds (it waits for ARP):
+    `ha` (a failover) and `status` (keepalived's engine check) answer at
+    once meanwhile; the other commands still wait their turn."""
+    assert [n for n, c in COMMANDS.items() if not c.serialized] == \
+        ["status", "ha"]
+    assert COMMANDS["ha"].args[0].choices == ("active", "standby")
+    in_reload, release = threading.Event(), threading.Event()
+    plain_reload = engine.reload
+
+    def slow_reload():
+        in_reload.set()
+        assert release.wait(10)
+        return plain_reload()
+
+    engine.reload = slow_reload
+    with ControlServer(engine, os.path.join(sockdir, "s.sock")) as srv:
+        done = []
+        t = threading.Thread(target=lambda: done.append(
+            request(srv.path, "reload")))
+        t.start()
+        try:
+            assert in_reload.wait(5)
+            t0 = time.monotonic()
+            assert request(srv.path, "ha", role="active", timeout=2)[
+                "role"] == "active"
+            assert request(srv.path, "status", timeout=2) == STATUS
+            assert time.monotonic() - t0 < 1.0
+            with pytest.raises(PyfwdError, match="no reply within"):
+                request(srv.path, "show", timeout=0.3)     # serialized
+        finally:
+            release.set()
+            t.join(10)
+        assert done == [RELOAD]
+
+
 # --- the socket file --------------------------------------------------------
 
 def test_stale_socket_is_replaced(engine, sockdir):

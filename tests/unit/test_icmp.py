@@ -300,6 +300,36 @@ def test_rate_limit_spends_nothing_on_frames_not_answered():
     assert r.counters["rate_limited"] == 1
 
 
+def test_rate_limited_frames_cost_no_checksum(monkeypatch):
+    """The bucket comes before the checksums: a frame it refuses is never
+    summed; one it lets through is (IP header and ICMP message), and a
+    bad checksum found then has spent its token."""
+    sums = []
+    real = icmp.checksum
+
+    def counted(data):
+        sums.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(icmp, "checksum", counted)
+    clock = Clock()
+    r = responder(rate=1, burst=2, clock=clock)
+    assert r.handle(echo()) is not None
+    assert len(sums) == 4               # 2 checked, 2 for the reply
+    del sums[:]
+    bad = _set(echo(), ICMP_AT + 2, b"\x12\x34")
+    assert r.handle(bad) is None and r.counters["bad_checksum"] == 1
+    assert len(sums) == 2               # IP header, then ICMP message
+    del sums[:]
+    for frame in [echo(), bad, echo(chksum=0x1234)] * 100:
+        assert r.handle(frame) is None
+    assert sums == []
+    assert r.counters == dict(dict.fromkeys(icmp.COUNTERS, 0), answered=1,
+                              bad_checksum=1, rate_limited=300)
+    clock.now += 1                      # one token: a good frame again
+    assert r.handle(echo()) is not None
+
+
 def test_rate_limit_sustained_and_clock_stepping_back():
     clock = Clock()
     r = responder(rate=128, burst=50, clock=clock)

@@ -478,7 +478,7 @@ class Engine:
         if not self.config_path:
             raise ConfigError("reload: the engine was not started with "
                               "--config")
-        cfg = config_mod.load(self.config_path)
+        cfg = config_mod.load(self.config_path, role=self.role)
         if cfg.iface not in (None, self.iface) or \
                 cfg.inside_iface != self.inside_iface:
             raise ConfigError("reload: the interfaces cannot change; "

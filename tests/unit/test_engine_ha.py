@@ -57,3 +57,21 @@ def test_a_claim_for_a_vip_that_left_is_harmless():
     eng.responder.update_vips([])               # the VIP is gone
     eng.core.punts = [claim]
     eng._answer_punts()                         # must not raise
+
+
+def test_reload_keeps_the_running_role_over_the_files(tmp_path):
+    # started --role active with a file that says standby and has an L7
+    # VIP: the file's role must not make every reload fail
+    from pyfwd import config as config_mod
+    path = tmp_path / "pyfwd.toml"
+    path.write_text('[engine]\niface = "eth0"\nrole = "standby"\n\n'
+                    '[[vip]]\nname = "web"\naddress = "10.0.0.101"\n'
+                    'port = 80\nmode = "l7"\n\n[[vip.real]]\n'
+                    'address = "10.0.0.11"\nport = 8080\n')
+    assert config_mod.load(str(path), role="active").services
+    eng = make_engine()
+    eng.config_path = str(path)
+    try:
+        eng.reload()
+    except Exception as exc:        # noqa: BLE001 - the fake engine may
+        assert "standby" not in str(exc), exc   # stop later: not at the role

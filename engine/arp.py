@@ -33,6 +33,8 @@ from typing import Callable, Iterable, Optional, Union
 from pyroute2 import IPRoute
 
 from .errors import ConfigError, PyfwdError
+from .responder import ETH_P_8021Q, VipResponder, check_tci, eth_header, \
+    unwrap_eth
 
 __all__ = [
     "ETH_P_ARP", "ETH_P_8021Q", "ARPOP_REQUEST", "ARPOP_REPLY",
@@ -43,7 +45,6 @@ __all__ = [
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
-ETH_P_8021Q = 0x8100
 ARPHRD_ETHER = 1
 ARPOP_REQUEST = 1
 ARPOP_REPLY = 2
@@ -52,8 +53,6 @@ BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 _ANY4 = ipaddress.IPv4Address(0)
 
-_ETH = struct.Struct("!6s6sH")          # dst, src, ethertype
-_TAG = struct.Struct("!HH")             # TCI, inner ethertype
 _ARP = struct.Struct("!HHBBH6s4s6s4s")  # 28 bytes for Ethernet / IPv4
 _ARP_HEAD = (ARPHRD_ETHER, ETH_P_IP, 6, 4)
 
@@ -87,7 +86,11 @@ def mac_to_str(mac: Mac) -> str:
     return ":".join(f"{b:02x}" for b in mac_to_bytes(mac))
 
 
-def _ipv4(value, what: str = "address") -> ipaddress.IPv4Address:
+def _ipv4(value, what: str = "address",
+          only: str = "ARP is IPv4 only (IPv6 uses neighbour discovery: "
+          "pyfwd.ndp)") -> ipaddress.IPv4Address:
+    """``value`` as an IPv4Address; raises ConfigError naming ``what``
+    otherwise, with ``only`` as the reason for an IPv6 address."""
     if isinstance(value, ipaddress.IPv4Address):
         return value
     try:
@@ -96,8 +99,7 @@ def _ipv4(value, what: str = "address") -> ipaddress.IPv4Address:
         raise ConfigError(f"{what} {value!r}: expected an IPv4 address") \
             from None
     if addr.version != 4:
-        raise ConfigError(f"{what} {addr}: ARP is IPv4 only (IPv6 uses "
-                          "neighbour discovery: pyfwd.ndp)")
+        raise ConfigError(f"{what} {addr}: {only}")
     return addr
 
 
@@ -150,20 +152,10 @@ def parse_arp(frame) -> Optional[ArpPacket]:
     ARP hardware/protocol types, truncated frames.  Trailing bytes (Ethernet
     padding) are allowed.  Never raises for bad bytes.
     """
-    try:
-        frame = memoryview(frame)
-    except TypeError:
+    l2 = unwrap_eth(frame, (ETH_P_8021Q,))
+    if l2 is None:
         return None
-    if len(frame) < _ETH.size:
-        return None
-    dst, src, ethertype = _ETH.unpack_from(frame)
-    offset = _ETH.size
-    vlan = None
-    if ethertype == ETH_P_8021Q:
-        if len(frame) < offset + _TAG.size:
-            return None
-        vlan, ethertype = _TAG.unpack_from(frame, offset)
-        offset += _TAG.size
+    frame, dst, src, ethertype, tag, offset = l2
     if ethertype != ETH_P_ARP or len(frame) < offset + _ARP.size:
         return None
     htype, ptype, hlen, plen, op, sha, spa, tha, tpa = \
@@ -171,7 +163,8 @@ def parse_arp(frame) -> Optional[ArpPacket]:
     if (htype, ptype, hlen, plen) != _ARP_HEAD:
         return None
     return ArpPacket(op, sha, ipaddress.IPv4Address(spa), tha,
-                     ipaddress.IPv4Address(tpa), src, dst, vlan)
+                     ipaddress.IPv4Address(tpa), src, dst,
+                     None if tag is None else tag[1])
 
 
 def build_arp(op: int, src_mac: Mac, src_ip: IPv4, dst_mac: Mac,
@@ -193,14 +186,11 @@ def build_arp(op: int, src_mac: Mac, src_ip: IPv4, dst_mac: Mac,
     tha = mac_to_bytes(dst_mac)
     if eth_dst is None:
         eth_dst = BROADCAST if tha == ZERO_MAC else tha
-    head = _ETH.pack(mac_to_bytes(eth_dst), sha,
-                     ETH_P_ARP if vlan is None else ETH_P_8021Q)
+    eth_dst = mac_to_bytes(eth_dst)
     if vlan is not None:
-        if isinstance(vlan, bool) or not isinstance(vlan, int) \
-                or not 0 <= vlan <= 0xffff:
-            raise ConfigError(f"vlan {vlan!r}: expected an 802.1Q TCI "
-                              "0..65535 (the VLAN ID for priority 0)")
-        head += _TAG.pack(vlan, ETH_P_ARP)
+        check_tci(vlan)
+    head = eth_header(eth_dst, sha, ETH_P_ARP,
+                      None if vlan is None else (ETH_P_8021Q, vlan))
     return head + _ARP.pack(*_ARP_HEAD, op, sha,
                             _ipv4(src_ip, "sender ip").packed, tha,
                             _ipv4(dst_ip, "target ip").packed)
@@ -224,13 +214,7 @@ def gratuitous(mac: Mac, ip: IPv4, vlan: Optional[int] = None) -> bytes:
 # The responder (pure)
 
 
-def _vip_set(vips) -> frozenset:
-    if isinstance(vips, (str, ipaddress.IPv4Address)):
-        vips = [vips]
-    return frozenset(_ipv4(v, "vip") for v in vips)
-
-
-class ArpResponder:
+class ArpResponder(VipResponder):
     """Answers ARP for the VIPs with ``own_mac`` and spots other owners.
 
     ``handle(frame)`` decides, in this order:
@@ -251,62 +235,34 @@ class ArpResponder:
     ``ignored``.  ``conflicts`` maps each VIP to ``{offending MAC text:
     last-seen time}`` (a dict keyed by MAC, so ``mac in conflicts[vip]``
     works like a set); the time comes from ``clock`` (time.time by default).
-    Pure: no sockets, no clock but the one given.  Not thread-safe: one
-    thread drains the punted frames.
+    ``vips``, ``update_vips()``, ``handle()`` and ``handle_batch()`` are
+    VipResponder's (responder.py).  Pure: no sockets, no clock but the one
+    given.  Not thread-safe: one thread drains the punted frames.
     """
 
     def __init__(self, own_mac: Mac, vips: Iterable[IPv4] = (),
                  clock: Callable[[], float] = time.time):
         self.own_mac = mac_to_bytes(own_mac)
-        self._clock = clock
-        self._vips = _vip_set(vips)
-        self.counters = {"requests_answered": 0, "conflicts": 0,
-                         "ignored": 0}
-        self.conflicts = {}
+        super().__init__(vips, ("requests_answered", "conflicts",
+                                "ignored"), clock)
 
-    @property
-    def vips(self) -> frozenset:
-        """The VIPs answered for, as IPv4Address."""
-        return self._vips
+    @staticmethod
+    def _parse_vip(value) -> ipaddress.IPv4Address:
+        return _ipv4(value, "vip")
 
-    def update_vips(self, vips: Iterable[IPv4]) -> None:
-        """Answer for ``vips`` from now on (a replacement, not an addition).
-        Conflicts recorded for VIPs no longer present are forgotten.  Raises
-        ConfigError on a bad or IPv6 address (then nothing changes)."""
-        self._vips = _vip_set(vips)
-        self.conflicts = {vip: macs for vip, macs in self.conflicts.items()
-                          if vip in self._vips}
-
-    def handle(self, frame) -> Optional[bytes]:
-        """The reply frame to send for ``frame``, or None (see the class
-        docstring).  Never raises for bad bytes."""
+    def _decide(self, frame):
         pkt = parse_arp(frame)
         if pkt is None:
-            self.counters["ignored"] += 1
-            return None
+            return None, "ignored"
         if pkt.spa in self._vips and pkt.sha != self.own_mac:
-            self.counters["conflicts"] += 1
-            macs = self.conflicts.setdefault(pkt.spa, {})
-            macs[mac_to_str(pkt.sha)] = self._clock()
-            return None
+            self._conflict(pkt.spa, pkt.sha)
+            return None, "conflicts"
         if (pkt.op != ARPOP_REQUEST or pkt.tpa not in self._vips
                 or pkt.is_gratuitous or pkt.sha == self.own_mac
                 or pkt.sha == ZERO_MAC or pkt.sha[0] & 1):
-            self.counters["ignored"] += 1
-            return None
-        self.counters["requests_answered"] += 1
+            return None, "ignored"
         return build_arp(ARPOP_REPLY, self.own_mac, pkt.tpa, pkt.sha, pkt.spa,
-                         eth_dst=pkt.sha, vlan=pkt.vlan)
-
-    def handle_batch(self, frames: Iterable) -> list:
-        """``handle()`` over a drained batch: the reply frames to send, in
-        order (frames needing no reply are left out)."""
-        replies = []
-        for frame in frames:
-            reply = self.handle(frame)
-            if reply is not None:
-                replies.append(reply)
-        return replies
+                         eth_dst=pkt.sha, vlan=pkt.vlan), "requests_answered"
 
 
 # ---------------------------------------------------------------------------

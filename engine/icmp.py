@@ -20,10 +20,11 @@ import ipaddress
 import math
 import struct
 import time
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Union
 
-from .arp import ETH_P_8021Q, ETH_P_IP, ArpResponder, Mac, mac_to_bytes
+from .arp import ETH_P_IP, Mac, _ipv4, mac_to_bytes
 from .errors import ConfigError
+from .responder import VLAN_TPIDS, VipResponder, eth_header, unwrap_eth
 
 __all__ = ["ICMP_ECHO_REPLY", "ICMP_ECHO_REQUEST", "RATE", "BURST",
            "COUNTERS", "checksum", "TokenBucket", "EchoResponder"]
@@ -40,8 +41,6 @@ COUNTERS = ("answered", "not_ipv4", "malformed", "bad_checksum",
             "fragments", "not_echo", "not_vip", "bad_source",
             "rate_limited")
 
-_ETH = struct.Struct("!6s6sH")          # dst, src, ethertype
-_TAG = struct.Struct("!HH")             # TCI, inner ethertype
 # version/IHL, TOS, total length, id, flags/fragment offset, TTL,
 # protocol, checksum, source, destination
 _IP = struct.Struct("!BBHHHBBH4s4s")
@@ -106,24 +105,6 @@ class TokenBucket:
         return False
 
 
-def _vip_set(vips) -> frozenset:
-    if isinstance(vips, (str, ipaddress.IPv4Address)):
-        vips = [vips]
-    out = set()
-    for v in vips:
-        try:
-            addr = v if isinstance(v, ipaddress.IPv4Address) \
-                else ipaddress.ip_address(v)
-        except ValueError:
-            raise ConfigError(f"vip {v!r}: expected an IPv4 address") \
-                from None
-        if addr.version != 4:
-            raise ConfigError(f"vip {addr}: this responder answers IPv4 "
-                              "VIPs only (IPv6: pyfwd.ndp.NdpResponder)")
-        out.add(addr)
-    return frozenset(out)
-
-
 def _bad_source(src: ipaddress.IPv4Address) -> bool:
     """A source no reply may go to (RFC 1122 3.2.2.6 and 3.2.1.3)."""
     return (src.is_multicast or src.is_loopback or src.is_unspecified
@@ -131,14 +112,15 @@ def _bad_source(src: ipaddress.IPv4Address) -> bool:
             or src.is_reserved)
 
 
-class EchoResponder:
+class EchoResponder(VipResponder):
     """Answers ICMP echo requests to the VIPs with ``own_mac``.
 
     ``handle(frame)`` takes a whole Ethernet frame, untagged or with one
-    802.1Q tag, and returns the echo reply frame to send, or None.  The
-    reply goes back the way the request came: Ethernet source and
-    destination swapped (the source is ``own_mac``), the same 802.1Q tag
-    (TCI as received, as ArpResponder does), IP source and destination
+    802.1Q or 802.1ad tag (the data plane punts both), and returns the echo
+    reply frame to send, or None.  The reply goes back the way the request
+    came: Ethernet source and destination swapped (the source is
+    ``own_mac``), the same tag (TPID and TCI as received, as NdpResponder
+    does), IP source and destination
     swapped, a fresh 20-byte IP header (no options: they are accepted in
     the request, not echoed; TTL 64, the request's DSCP, ECN cleared, a new
     IP id, DF clear, checksum computed), and the ICMP message echoed with
@@ -176,57 +158,32 @@ class EchoResponder:
     ``not_vip``, ...) rather than ``bad_checksum``; either way it is not
     answered.
 
-    Pure: no sockets, no clock but the one given (``clock``, monotonic
-    seconds, feeds the bucket).  Not thread-safe: one thread drains the
-    punted frames.  Raises ConfigError on a bad MAC, VIP, rate or burst.
+    ``vips``, ``update_vips()``, ``handle()`` and ``handle_batch()`` are
+    VipResponder's (responder.py); ``conflicts`` stays empty (ARP and NDP
+    say who owns an address, ping does not).  Pure: no sockets, no clock
+    but the one given (``clock``, monotonic seconds, feeds the bucket).
+    Not thread-safe: one thread drains the punted frames.  Raises
+    ConfigError on a bad MAC, VIP, rate or burst.
     """
 
     def __init__(self, own_mac: Mac, vips: Iterable[IPv4] = (),
                  rate: float = RATE, burst: float = BURST,
                  clock: Callable[[], float] = time.monotonic):
         self.own_mac = mac_to_bytes(own_mac)
-        self._vips = _vip_set(vips)
+        super().__init__(vips, COUNTERS)
         self._bucket = TokenBucket(rate, burst, clock)
         self._ip_id = 0
-        self.counters = dict.fromkeys(COUNTERS, 0)
 
-    @property
-    def vips(self) -> frozenset:
-        """The VIPs answered for, as IPv4Address."""
-        return self._vips
-
-    def update_vips(self, vips: Iterable[IPv4]) -> None:
-        """Answer for ``vips`` from now on (a replacement, not an addition).
-        Raises ConfigError on a bad or IPv6 address (then nothing
-        changes)."""
-        self._vips = _vip_set(vips)
-
-    def handle(self, frame) -> Optional[bytes]:
-        """The reply frame to send for ``frame``, or None (see the class
-        docstring).  Never raises for bad bytes."""
-        reply, why = self._decide(frame)
-        self.counters[why] += 1
-        return reply
-
-    # handle() over a drained batch: the replies, in order
-    handle_batch = ArpResponder.handle_batch
+    @staticmethod
+    def _parse_vip(value) -> ipaddress.IPv4Address:
+        return _ipv4(value, "vip", "this responder answers IPv4 VIPs only "
+                     "(IPv6: pyfwd.ndp.NdpResponder)")
 
     def _decide(self, frame):
-        try:
-            frame = memoryview(frame).cast("B")
-        except (TypeError, ValueError):
+        l2 = unwrap_eth(frame, VLAN_TPIDS)
+        if l2 is None:
             return None, "malformed"
-        if len(frame) < _ETH.size:
-            return None, "malformed"
-        eth_dst, eth_src, ethertype = _ETH.unpack_from(frame)
-        off = _ETH.size
-        tag = b""
-        if ethertype == ETH_P_8021Q:
-            if len(frame) < off + _TAG.size:
-                return None, "malformed"
-            tci, ethertype = _TAG.unpack_from(frame, off)
-            tag = _TAG.pack(tci, ETH_P_IP)
-            off += _TAG.size
+        frame, _, eth_src, ethertype, tag, off = l2
         if ethertype != ETH_P_IP:
             return None, "not_ipv4"
         if len(frame) < off + _IP.size:
@@ -268,6 +225,5 @@ class EchoResponder:
                                 self._ip_id, 0, REPLY_TTL, IPPROTO_ICMP, 0,
                                 dst, src))
         ip[10:12] = checksum(ip).to_bytes(2, "big")
-        eth = _ETH.pack(eth_dst, self.own_mac,
-                        ETH_P_8021Q if tag else ETH_P_IP)
-        return eth + tag + bytes(ip) + bytes(body)
+        return eth_header(eth_dst, self.own_mac, ETH_P_IP, tag) + bytes(ip) \
+            + bytes(body)

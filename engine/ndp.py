@@ -30,9 +30,11 @@ import time
 from typing import Callable, Iterable, Optional, Union
 
 from . import arp
-from .arp import ETH_P_8021Q, Mac, mac_to_bytes, mac_to_str
+from .arp import Mac, mac_to_bytes
 from .errors import ConfigError, PyfwdError
 from .icmp import BURST, RATE, TokenBucket, checksum
+from .responder import (ETH_P_8021Q, VLAN_TPIDS, VipResponder, check_tci,
+                        eth_header, unwrap_eth)
 
 __all__ = ["ETH_P_IPV6", "ND_NS", "ND_NA", "ECHO_REQUEST", "ECHO_REPLY",
            "ALL_NODES", "COUNTERS", "solicited_node", "multicast_mac",
@@ -40,7 +42,6 @@ __all__ = ["ETH_P_IPV6", "ND_NS", "ND_NA", "ECHO_REQUEST", "ECHO_REPLY",
            "refresh", "resolve"]
 
 ETH_P_IPV6 = 0x86dd
-ETH_P_8021AD = 0x88a8
 IPPROTO_ICMPV6 = 58
 ND_NS, ND_NA = 135, 136
 ECHO_REQUEST, ECHO_REPLY = 128, 129
@@ -60,8 +61,6 @@ COUNTERS = ("answered", "dad_answered", "echo_answered", "conflicts",
             "invalid", "fragments", "not_handled", "not_vip", "bad_source",
             "rate_limited")
 
-_ETH = struct.Struct("!6s6sH")          # dst, src, ethertype
-_TAG = struct.Struct("!HH")             # TCI, inner ethertype
 _IP6 = struct.Struct("!IHBB16s16s")     # ver/tc/flow, plen, nh, hlim, s, d
 _NA = struct.Struct("!BBHB3x16s")       # type, code, sum, flags, target
 _LLA = struct.Struct("!BB6s")           # option type, length (8s), MAC
@@ -116,14 +115,6 @@ def icmp6_checksum(src, dst, message) -> int:
 # Frames (pure)
 
 
-def _l2(eth_dst: bytes, eth_src: bytes, tag) -> bytes:
-    """Ethernet header, with ``tag`` = (TPID, TCI) or None."""
-    if tag is None:
-        return _ETH.pack(eth_dst, eth_src, ETH_P_IPV6)
-    tpid, tci = tag
-    return _ETH.pack(eth_dst, eth_src, tpid) + _TAG.pack(tci, ETH_P_IPV6)
-
-
 def _ip6(src: bytes, dst: bytes, hlim: int, message: bytes,
          tclass: int = 0) -> bytes:
     return _IP6.pack(6 << 28 | (tclass & 0xff) << 20, len(message),
@@ -134,13 +125,6 @@ def _with_checksum(src: bytes, dst: bytes, message: bytearray) -> bytes:
     message[2:4] = b"\0\0"
     message[2:4] = icmp6_checksum(src, dst, message).to_bytes(2, "big")
     return bytes(message)
-
-
-def _check_tag(vlan) -> None:
-    if isinstance(vlan, bool) or not isinstance(vlan, int) \
-            or not 0 <= vlan <= 0xffff:
-        raise ConfigError(f"vlan {vlan!r}: expected an 802.1Q TCI 0..65535 "
-                          "(the VLAN ID for priority 0)")
 
 
 def build_na(own_mac: Mac, target: IPv6, dst_ip: IPv6, dst_mac: Mac,
@@ -165,9 +149,9 @@ def build_na(own_mac: Mac, target: IPv6, dst_ip: IPv6, dst_mac: Mac,
     message = _with_checksum(src, dst, message)
     tag = None
     if vlan is not None:
-        _check_tag(vlan)
+        check_tci(vlan)
         tag = (tpid, vlan)
-    return _l2(mac_to_bytes(dst_mac), own, tag) + \
+    return eth_header(mac_to_bytes(dst_mac), own, ETH_P_IPV6, tag) + \
         _ip6(src, dst, ND_HOP_LIMIT, message)
 
 
@@ -213,18 +197,12 @@ def _lladdr(opts: dict, kind: int):
 # The responder (pure)
 
 
-def _vip_set(vips) -> frozenset:
-    if isinstance(vips, (str, ipaddress.IPv6Address)):
-        vips = [vips]
-    return frozenset(_ipv6(v, "vip") for v in vips)
-
-
 def _bad_source(src: ipaddress.IPv6Address) -> bool:
     """A source no echo reply may go to."""
     return src.is_multicast or src.is_unspecified or src.is_loopback
 
 
-class NdpResponder:
+class NdpResponder(VipResponder):
     """Answers neighbour discovery and ping for the IPv6 VIPs with
     ``own_mac``, and spots other owners.
 
@@ -265,7 +243,9 @@ class NdpResponder:
     then ``answered``, ``dad_answered`` or ``echo_answered``; the rest
     (an NA from us, an echo to a multicast address) is ``not_handled``.
 
-    Pure: no sockets; ``clock`` (wall time) stamps conflicts and
+    ``vips``, ``update_vips()``, ``handle()`` and ``handle_batch()`` are
+    VipResponder's (responder.py).  Pure: no sockets; ``clock`` (wall
+    time) stamps conflicts and
     ``monotonic`` feeds the bucket.  Not thread-safe: one thread drains
     the punted frames.  Raises ConfigError on a bad MAC, VIP, rate or
     burst.
@@ -276,56 +256,18 @@ class NdpResponder:
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic):
         self.own_mac = mac_to_bytes(own_mac)
-        self._vips = _vip_set(vips)
-        self._clock = clock
+        super().__init__(vips, COUNTERS, clock)
         self._bucket = TokenBucket(rate, burst, monotonic)
-        self.counters = dict.fromkeys(COUNTERS, 0)
-        self.conflicts = {}
 
-    @property
-    def vips(self) -> frozenset:
-        """The VIPs answered for, as IPv6Address."""
-        return self._vips
-
-    def update_vips(self, vips: Iterable[IPv6]) -> None:
-        """Answer for ``vips`` from now on (a replacement, not an addition).
-        Conflicts recorded for VIPs no longer present are forgotten.  Raises
-        ConfigError on a bad or IPv4 address (then nothing changes)."""
-        self._vips = _vip_set(vips)
-        self.conflicts = {vip: macs for vip, macs in self.conflicts.items()
-                          if vip in self._vips}
-
-    def handle(self, frame) -> Optional[bytes]:
-        """The reply frame to send for ``frame``, or None (see the class
-        docstring).  Never raises for bad bytes."""
-        reply, why = self._decide(frame)
-        self.counters[why] += 1
-        return reply
-
-    # handle() over a drained batch: the replies, in order
-    handle_batch = arp.ArpResponder.handle_batch
-
-    def _conflict(self, vip, mac: bytes):
-        macs = self.conflicts.setdefault(vip, {})
-        macs[mac_to_str(mac)] = self._clock()
+    @staticmethod
+    def _parse_vip(value) -> ipaddress.IPv6Address:
+        return _ipv6(value, "vip")
 
     def _decide(self, frame):
-        try:
-            frame = memoryview(frame).cast("B")
-        except (TypeError, ValueError):
+        l2 = unwrap_eth(frame, VLAN_TPIDS)
+        if l2 is None:
             return None, "malformed"
-        if len(frame) < _ETH.size:
-            return None, "malformed"
-        eth_dst, eth_src, ethertype = _ETH.unpack_from(frame)
-        off = _ETH.size
-        tag = None
-        if ethertype in (ETH_P_8021Q, ETH_P_8021AD):
-            if len(frame) < off + _TAG.size:
-                return None, "malformed"
-            tci, inner = _TAG.unpack_from(frame, off)
-            tag = (ethertype, tci)
-            ethertype = inner
-            off += _TAG.size
+        frame, _, eth_src, ethertype, tag, off = l2
         if ethertype != ETH_P_IPV6:
             return None, "not_ipv6"
         if len(frame) < off + _IP6.size:
@@ -434,7 +376,7 @@ class NdpResponder:
         body[0] = ECHO_REPLY
         body = _with_checksum(bytes(dst), bytes(src), body)
         tclass = (vtf >> 20) & 0xfc         # DSCP kept, ECN cleared
-        return (_l2(eth_src, self.own_mac, tag)
+        return (eth_header(eth_src, self.own_mac, ETH_P_IPV6, tag)
                 + _ip6(bytes(dst), bytes(src), ECHO_HOP_LIMIT, body, tclass),
                 "echo_answered")
 

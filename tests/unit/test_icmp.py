@@ -7,25 +7,19 @@ import ipaddress
 import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Padding, Raw
 
 from pyfwd import icmp
 from pyfwd.errors import ConfigError
+
+from .responders import Clock, only_counter
 
 LB_MAC = "02:00:00:00:01:02"
 CLIENT_MAC = "02:00:00:00:01:01"
 CLIENT4, VIP4, VIP4B, OTHER4 = "10.0.0.1", "10.0.0.100", "10.0.0.101", \
     "10.0.0.7"
 PAYLOAD = bytes(range(56))
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def echo(dst=VIP4, src=CLIENT4, vlan=None, prio=0, payload=PAYLOAD,
@@ -47,11 +41,7 @@ def responder(**kw):
     return icmp.EchoResponder(LB_MAC, [VIP4, VIP4B], **kw)
 
 
-def only(counters, name, n=1):
-    """``counters`` has ``n`` under ``name`` and nothing anywhere else."""
-    want = dict.fromkeys(icmp.COUNTERS, 0)
-    want[name] = n
-    assert counters == want
+only = only_counter(icmp.COUNTERS)
 
 
 def check_reply(out: bytes, request: bytes):
@@ -116,6 +106,26 @@ def test_vlan_tag_kept():
     pkt = check_reply(responder().handle(req), req)
     assert pkt[Dot1Q].vlan == 42 and pkt[Dot1Q].prio == 5
     assert pkt.type == 0x8100 and pkt[Dot1Q].type == 0x0800
+
+
+def test_8021ad_tag_kept_one_tag_only():
+    """The data plane punts IPv4 under an 802.1ad tag as under 802.1Q (and
+    NdpResponder answers both): the reply keeps the TPID and TCI."""
+    ip = Ether(echo())[IP]
+    req = bytes(Ether(dst=LB_MAC, src=CLIENT_MAC) / Dot1AD(vlan=7, prio=3)
+                / ip)
+    r = responder()
+    pkt = check_reply(r.handle(req), req)
+    assert pkt.type == 0x88a8 and pkt[Dot1AD].type == 0x0800
+    assert pkt[Dot1AD].vlan == 7 and pkt[Dot1AD].prio == 3
+    only(r.counters, "answered")
+    r = responder()
+    assert r.handle(req[:16]) is None                   # tag cut short
+    qinq = bytes(Ether(dst=LB_MAC, src=CLIENT_MAC) / Dot1AD(vlan=7)
+                 / Dot1Q(vlan=42) / ip)
+    assert r.handle(qinq) is None                       # one tag, as the
+    assert r.counters["malformed"] == 1                 # data plane parses
+    assert r.counters["not_ipv4"] == 1
 
 
 def test_ip_options_accepted_not_echoed():

@@ -20,6 +20,8 @@ from scapy.packet import Raw
 from pyfwd import ndp
 from pyfwd.errors import ConfigError
 
+from .responders import Clock, only_counter
+
 LB_MAC = "02:00:00:00:01:02"
 CLIENT_MAC = "02:00:00:00:01:01"
 REAL_MAC = "02:00:00:00:01:11"
@@ -29,22 +31,11 @@ SNMC = "ff02::1:ff00:100"           # VIP6's solicited-node group
 SNMC_MAC = "33:33:ff:00:01:00"
 
 
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 def responder(**kw):
     return ndp.NdpResponder(LB_MAC, [VIP6, VIP6B], **kw)
 
 
-def only(counters, name, n=1):
-    want = dict.fromkeys(ndp.COUNTERS, 0)
-    want[name] = n
-    assert counters == want
+only = only_counter(ndp.COUNTERS)
 
 
 def ns(target=VIP6, src=CLIENT6, dst=None, eth_src=CLIENT_MAC, eth_dst=None,

@@ -303,6 +303,11 @@ def test_keepalived_failover_keeps_the_dr_download(pair):
     # its end the only TCP traffic to the VIP is the download's: the
     # failover is watched with ping, which the active engine answers
     # itself.
+    # curl's --limit-rate paces its reads, not the sender: with the
+    # client's receive buffer autotuned to megabytes, most of the download
+    # can land in the socket before the failover (seen once: 8 MB in
+    # 1.5 s).  A small buffer makes the real server wait for curl.
+    pair.lab.sysctl("client", "net.ipv4.tcp_rmem", "4096 65536 131072")
     headers = pair.dir / "download.headers"
     download = pair.lab.popen("client", [
         "curl", "-sS", "--limit-rate", RATE, "--max-time", "90", "-D",

@@ -134,7 +134,8 @@ class Engine:
         ha.check_role(self.role, self.services)
         self.role_changed = time.time()     # wall clock, for people
         self.ha_counters = {"transitions": 0, "arp_withheld": 0,
-                            "ndp_withheld": 0, "garp_bursts": 0}
+                            "ndp_withheld": 0, "garp_bursts": 0,
+                            "split_brain": 0}
         self.ha_peers = {}      # MAC text -> VIP it claimed while standby
         self._garp_at = []      # monotonic times of the announcements due
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
@@ -912,6 +913,7 @@ class Engine:
                 elif (vip, mac) not in self._conflicts_logged:
                     self._conflicts_logged.add((vip, mac))
                     if mac in self.ha_peers:
+                        self.ha_counters["split_brain"] += 1
                         log.warning("ha: %s, active while this node was "
                                     "standby, still claims VIP %s: two "
                                     "active nodes? check keepalived on "

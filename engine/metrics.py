@@ -78,6 +78,9 @@ _HA = {
     "ndp_withheld": ("pyfwd_ha_ndp_withheld_total",
                      "IPv6 neighbour advertisements a standby node left to "
                      "the active one."),
+    "split_brain": ("pyfwd_ha_split_brain_total",
+                    "VIPs another node still claimed after this one became "
+                    "active (two active nodes?), once per VIP and MAC."),
     "garp_bursts": ("pyfwd_ha_garp_bursts_total",
                     "Gratuitous ARP bursts sent (at start and on becoming "
                     "active)."),

@@ -75,3 +75,18 @@ def test_reload_keeps_the_running_role_over_the_files(tmp_path):
         eng.reload()
     except Exception as exc:        # noqa: BLE001 - the fake engine may
         assert "standby" not in str(exc), exc   # stop later: not at the role
+
+
+def test_a_peer_still_claiming_a_vip_after_takeover_is_counted():
+    eng = make_engine(role="standby")
+    peer = "02:00:00:00:01:03"
+    claim = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=peer)
+                  / ARP(op=2, hwsrc=peer, psrc=VIP4, pdst=VIP4))
+    eng.core.punts = [claim]
+    eng._answer_punts()                 # standby: the active node, noted
+    assert eng.ha_counters["split_brain"] == 0 and peer in eng.ha_peers
+    eng.set_role("active")
+    for _ in range(2):                  # counted once per VIP and MAC
+        eng.core.punts = [claim]
+        eng._answer_punts()
+    assert eng.ha_counters["split_brain"] == 1

@@ -314,7 +314,7 @@ def test_ha_role_and_responder_counters():
     stats = dict(STATS, icmp={"answered": 3, "rate_limited": 1},
                  ha={"role": "standby", "since": 1764350000.5,
                      "transitions": 2, "arp_withheld": 7, "garp_bursts": 1,
-                     "ndp_withheld": 4,
+                     "ndp_withheld": 4, "split_brain": 1,
                      "peers": {}})
     families, samples = parse(metrics.render(stats))
     assert value(samples, "pyfwd_ha_role", role="standby") == 1
@@ -325,6 +325,7 @@ def test_ha_role_and_responder_counters():
     assert value(samples, "pyfwd_ha_arp_withheld_total") == 7
     assert value(samples, "pyfwd_ha_garp_bursts_total") == 1
     assert value(samples, "pyfwd_ha_ndp_withheld_total") == 4
+    assert value(samples, "pyfwd_ha_split_brain_total") == 1
     assert value(samples, "pyfwd_icmp_events_total", event="answered") == 3
     assert value(samples, "pyfwd_icmp_events_total",
                  event="rate_limited") == 1

@@ -19,28 +19,35 @@ either VIP.
 
 `store_and_fetch` measures one mode in a lab that is up and returns a
 `Result`, with what the engine showed of each VIP; `run` builds the labs,
-calls it and explains the figures.
+calls it and explains the figures.  `split_multipart`, `is_dicom` and
+`parse_sop_uid` are pure: they read what they can of a malformed answer and
+say what they could not.
 dcmtk is called by full path: pynetdicom installs tools of the same names.
 """
 
 import contextlib
+import email.message
 import http.client
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import labmodes
 from .errors import ConfigError, LabError, PyfwdError
 
-__all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Study", "Result", "missing",
-           "run", "store_and_fetch", "explain", "make_study", "sop_uids",
-           "split_multipart", "archives", "listeners"]
+__all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Study", "Result", "Part",
+           "missing", "run", "store_and_fetch", "explain", "make_study",
+           "sop_uids", "parse_sop_uid", "split_multipart", "is_dicom",
+           "archives", "listeners"]
 
 MODES = ("dr", "nat")
 DICOM_PORT = 104
@@ -57,6 +64,7 @@ DCMDUMP = "/usr/bin/dcmdump"
 START_TIMEOUT = 20.0            # Orthanc up and listening on both ports
 HTTP_TIMEOUT = 10.0
 DICOM_TIMEOUT = 10              # storescu's connect, ACSE and DIMSE timeouts
+TOOL_TIMEOUT = 30               # dump2dcm, dcmdump: one small file each
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
 
 # One instance of the study, as dump2dcm's text form of a dataset.
@@ -65,7 +73,7 @@ _DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
 (0008,0020) DA [{date}]
 (0008,0060) CS [OT]
 (0010,0010) PN [PYFWD^LESSON]
-(0010,0020) LO [PYFWD-{n_patient}]
+(0010,0020) LO [PYFWD-{patient}]
 (0020,000d) UI [{study}]
 (0020,000e) UI [{series}]
 (0020,0010) SH [1]
@@ -73,14 +81,16 @@ _DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
 (0020,0013) IS [{number}]
 """
 
+# What each mode does to the packets; the lines after it say what was
+# measured (the address Orthanc recorded, the fetch through the web VIP).
 _WHAT = {
-    "dr": "DR leaves the client's packets as they are (only the destination "
-          "MAC changes):\nthe archive node sees the client's own address and "
-          "answers it directly.",
+    "dr": "DR changes only the destination MAC of the client's packets, so "
+          "the archive\nnode should see the client's own address; its "
+          "answers go to the client\ndirectly, not through the balancer.",
     "nat": "NAT rewrites the destination to the archive node's address, "
            "and the web VIP's\nport 80 to Orthanc's 8042; it leaves the "
-           "source alone: the node sees the\nclient's own address and "
-           "answers through the balancer.",
+           "source alone, so the node should see\nthe client's own address; "
+           "its answers go back through the balancer.",
 }
 
 # Why the fetch finds the study: said once, before the first mode.
@@ -113,7 +123,9 @@ class Result:
     RemoteAET, CalledAET); `shown` is the engine's show() after the fetch
     (each VIP with its scheduler and its reals' counters), and `flows` maps
     each VIP, "dicom" and "web", to {role: new flows the engine sent
-    there}.  `error` is empty when the store and the fetch both worked.
+    there}.  `unread` says what of the fetch's answer could not be read
+    (a malformed multipart body, a part that is not DICOM).  `error` is
+    empty when the store and the fetch both worked.
     """
 
     mode: str
@@ -123,6 +135,8 @@ class Result:
     study_uid: str
     stored: list                # SOP Instance UIDs sent with storescu
     retrieved: list = field(default_factory=list)  # fetched with WADO-RS
+    unread: list = field(default_factory=list)     # what of the answer was
+                                                   # not read, and why
     holders: dict = field(default_factory=dict)
     recorded: dict = field(default_factory=dict)
     shown: list = field(default_factory=list)
@@ -155,12 +169,21 @@ def missing():
     "what (how to install it)" strings; empty when ready."""
     out = []
     if not os.access(ORTHANC, os.X_OK):
-        out.append("orthanc (apt-get install orthanc)")
+        out.append(f"orthanc ({ORTHANC}: apt-get install orthanc)")
     if _dicomweb_plugin() is None:
         out.append("orthanc-dicomweb (apt-get install orthanc-dicomweb)")
     if not all(os.access(p, os.X_OK) for p in (STORESCU, DUMP2DCM, DCMDUMP)):
         out.append("dcmtk (apt-get install dcmtk)")
+    if shutil.which("curl") is None:
+        out.append("curl (apt-get install curl)")
     return out
+
+
+def _need():
+    """LabError naming what is missing, if anything is."""
+    need = missing()
+    if need:
+        raise LabError("the PACS workload needs " + ", ".join(need))
 
 
 def _dicomweb_plugin():
@@ -194,51 +217,136 @@ def make_study(directory, instances=INSTANCES):
         txt, dcm = directory / f"study-{n}.txt", directory / f"study-{n}.dcm"
         txt.write_text(_DATASET.format(
             sop=sop, study=study, series=series, number=n,
-            date=time.strftime("%Y%m%d"), n_patient=study[-6:]))
-        r = subprocess.run([DUMP2DCM, "--write-xfer-little", str(txt),
-                            str(dcm)], capture_output=True, text=True,
-                           timeout=30)
-        if r.returncode != 0:
-            raise LabError(f"dump2dcm: {(r.stderr or r.stdout).strip()}")
+            date=time.strftime("%Y%m%d"), patient=study[-6:]))
+        ok, said = _tool([DUMP2DCM, "--write-xfer-little", str(txt),
+                          str(dcm)])
+        if not ok:
+            raise LabError(f"dump2dcm: {said}")
         sops.append(sop)
         files.append(str(dcm))
-    if sop_uids(files) != sops:
-        raise LabError("dump2dcm wrote other SOP Instance UIDs than asked")
+    uids, unread = sop_uids(files)
+    if uids != sops:
+        raise LabError("dump2dcm wrote other SOP Instance UIDs than asked"
+                       + "".join(f"; {u}" for u in unread))
     return Study(study, sops, files)
 
 
+def _tool(argv):
+    """Run a dcmtk tool: (True, stdout) or (False, why)."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True,
+                           errors="replace", timeout=TOOL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {TOOL_TIMEOUT} s"
+    except OSError as exc:
+        return False, str(exc)
+    if r.returncode != 0:
+        return False, ((r.stderr or r.stdout).strip()
+                       or f"exit status {r.returncode}")
+    return True, r.stdout
+
+
+def parse_sop_uid(dcmdump_text):
+    """The SOP Instance UID (0008,0018) in dcmdump's text, "" if none."""
+    m = re.search(r"\(0008,0018\) UI \[([0-9.]+)\]", dcmdump_text or "")
+    return m.group(1) if m else ""
+
+
 def sop_uids(paths):
-    """The SOP Instance UID (0008,0018) of each DICOM file, read with
-    dcmtk's dcmdump ("" for a file that has none)."""
-    out = []
+    """The SOP Instance UID of each DICOM file, read with dcmtk's dcmdump:
+    (uids, unread), uids one per path ("" for a file whose UID could not
+    be read), unread a "name: why" string for each of those files."""
+    uids, unread = [], []
     for path in paths:
-        r = subprocess.run([DCMDUMP, "-q", "+P", "0008,0018", str(path)],
-                           capture_output=True, text=True, timeout=30)
-        m = re.search(r"\(0008,0018\) UI \[([0-9.]+)\]", r.stdout)
-        out.append(m.group(1) if m else "")
-    return out
+        ok, said = _tool([DCMDUMP, "-q", "+P", "0008,0018", str(path)])
+        uid = parse_sop_uid(said) if ok else ""
+        uids.append(uid)
+        if not uid:
+            unread.append(f"{Path(path).name}: "
+                          + (f"dcmdump: {said}" if not ok
+                             else "no SOP Instance UID"))
+    return uids, unread
+
+
+class Part(NamedTuple):
+    """One part of a multipart body."""
+
+    headers: dict               # lower-case names
+    content: bytes
 
 
 def split_multipart(content_type, body):
-    """The parts' contents of a multipart body (WADO-RS answers with
-    multipart/related); [] when content_type has no boundary."""
-    m = re.search(r'boundary="?([^";]+)"?', content_type or "")
-    if not m:
-        return []
-    parts = []
-    for chunk in body.split(b"--" + m.group(1).encode())[1:]:
+    """The parts of a multipart body (WADO-RS answers with
+    multipart/related): (parts, problems), parts the Part of each part
+    that could be read, problems what could not be and why.  Never raises
+    on malformed input: a missing boundary gives ([], [why])."""
+    boundary, why = _boundary(content_type)
+    if why:
+        return [], [why]
+    chunks = (b"\r\n" + (body or b"")).split(b"\r\n--" + boundary)
+    if len(chunks) == 1:
+        return [], [f"the boundary does not occur in the body "
+                    f"({len(body or b'')} bytes)"]
+    parts, problems, closed = [], [], False
+    for n, chunk in enumerate(chunks[1:], 1):
         if chunk.startswith(b"--"):             # the closing delimiter
+            closed = True
             break
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
+        part = _part(chunk)
+        if isinstance(part, str):
+            problems.append(f"part {n}: {part}")
             continue
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-        if length:
-            content = content[:int(length.group(1))]
-        elif content.endswith(b"\r\n"):
-            content = content[:-2]
-        parts.append(content)
-    return parts
+        length = part.headers.get("content-length", "")
+        if length.isdigit() and int(length) > len(part.content):
+            problems.append(f"part {n}: {len(part.content)} bytes of the "
+                            f"{length} its Content-Length says")
+        elif length.isdigit():
+            part = part._replace(content=part.content[:int(length)])
+        parts.append(part)
+    if not closed:
+        problems.append("no closing boundary: the body may be cut short")
+    if not parts and not problems:
+        problems.append("no parts")
+    return parts, problems
+
+
+def _boundary(content_type):
+    """(boundary bytes, "") or (b"", why not)."""
+    msg = email.message.Message()
+    msg["content-type"] = content_type or ""
+    boundary = msg.get_boundary()
+    if msg.get_content_maintype() != "multipart" or not boundary:
+        return b"", f"no multipart boundary in Content-Type {content_type!r}"
+    try:
+        return boundary.encode("ascii"), ""
+    except UnicodeEncodeError:
+        return b"", f"a boundary that is not ASCII: {boundary!r}"
+
+
+def _part(chunk):
+    """A Part from what follows a delimiter, or why it is not one."""
+    padding, eol, rest = chunk.partition(b"\r\n")
+    if not eol:
+        return "cut short after its boundary"
+    if padding.strip():
+        return "text after its boundary on the same line"
+    if rest.startswith(b"\r\n"):               # no header lines
+        return Part({}, rest[2:])
+    head, sep, content = rest.partition(b"\r\n\r\n")
+    if not sep:
+        return "no blank line after its headers"
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return Part(headers, content)
+
+
+def is_dicom(content):
+    """True for a DICOM file (Part 10): "DICM" after the 128-byte
+    preamble, as WADO-RS sends application/dicom."""
+    return len(content) >= 132 and content[128:132] == b"DICM"
 
 
 # ---------------------------------------------------------------------------
@@ -264,15 +372,13 @@ def _aet(role):
     return "PACS" + re.sub(r"\D", "", role)
 
 
-def _http(host, port, method, path, body=None, headers=None,
-          timeout=HTTP_TIMEOUT):
-    """(status, headers as a dict with lower-case names, body bytes)."""
+def _http(host, port, method, path, body=None, timeout=HTTP_TIMEOUT):
+    """(status, body bytes) of one request from the calling namespace."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body)
         resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        return resp.status, resp.read()
     finally:
         conn.close()
 
@@ -283,13 +389,17 @@ def _rest(lab, role, method, path, body=None):
     def ask():
         return _http("127.0.0.1", WEB_PORT, method, path,
                      None if body is None else json.dumps(body))
+    what = f"Orthanc on {role}: {method} {path}"
     try:
-        status, _, data = lab.call(role, ask, timeout=HTTP_TIMEOUT + 5)
+        status, data = lab.call(role, ask, timeout=HTTP_TIMEOUT + 5)
     except (OSError, http.client.HTTPException) as exc:
-        raise LabError(f"Orthanc on {role}: {method} {path}: {exc}") from exc
+        raise LabError(f"{what}: {exc}") from exc
     if status != 200:
-        raise LabError(f"Orthanc on {role}: {method} {path}: HTTP {status}")
-    return json.loads(data)
+        raise LabError(f"{what}: HTTP {status}")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise LabError(f"{what}: not JSON: {data[:80]!r}") from None
 
 
 @contextlib.contextmanager
@@ -321,18 +431,19 @@ def archives(lab, directory, roles=None):
 
 
 def _wait_orthanc(lab, role, proc, directory):
+    """Return once Orthanc on role answers on both ports; LabError with the
+    end of its log if it exits or does not within START_TIMEOUT."""
     def wait():
-        import socket
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end and proc.poll() is None:
             try:
-                status, _, _ = _http("127.0.0.1", WEB_PORT, "GET", "/system",
-                                     timeout=1)
+                status, _ = _http("127.0.0.1", WEB_PORT, "GET", "/system",
+                                  timeout=1)
                 socket.create_connection(("127.0.0.1", DICOM_PORT),
                                          1).close()
                 if status == 200:
                     return True
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.1)
         return False
@@ -375,13 +486,17 @@ def store_and_fetch(lab, mode, directory, instances=INSTANCES):
     """Store a fresh study through the DICOM VIP and fetch it back through
     the web VIP, in `mode`, in `lab` (up, of the mode's topology); every
     file goes under directory.  Starts Orthanc on every real server and the
-    balancer, and stops them before returning the Result.
+    balancer, and stops them before returning the Result (on an exception
+    or Ctrl-C too).
 
-    A failed store or fetch is reported in Result.error; raises LabError
-    when the archives or the balancer cannot be set up, ConfigError for a
-    mode other than "dr" or "nat".
+    A failed store, fetch or look-up of what each archive holds is
+    reported in Result.error; raises ConfigError for a mode other than
+    "dr" or "nat", LabError when something the workload needs is not
+    installed (see missing()) or the study, the archives or the balancer
+    cannot be set up.
     """
     _check_mode(mode)
+    _need()
     directory = Path(directory)
     study = make_study(directory, instances)
     dicom, web = listeners(mode)
@@ -394,28 +509,31 @@ def store_and_fetch(lab, mode, directory, instances=INSTANCES):
         with labmodes.balancer(lab, mode, listeners=[dicom, web],
                                scheduler="sh") as eng:
             res.error = (_store(lab, study, res, dicom)
-                         or _fetch(lab, study, res, web,
-                                   directory / "fetched"))
+                         or _fetch(lab, study, res, directory / "fetched"))
             res.shown = eng.show()
         res.flows = _flows(lab, res.shown, {
             f"{li.vip}:{li.port}/tcp": name
             for name, li in (("dicom", dicom), ("web", web))})
-        _locate(lab, study, res)
+        try:
+            _locate(lab, study, res)
+        except LabError as exc:
+            res.error = res.error or str(exc)
     if not res.error and not res.ok:
-        res.error = "the study fetched back is not the study stored"
+        res.error = "the study fetched back is not the study stored" + "".join(
+            f"; {u}" for u in res.unread)
     return res
 
 
-def _store(lab, study, res, vip):
-    """storescu through the DICOM VIP (a Listener), one association; ""
-    or the error."""
+def _store(lab, study, res, listener):
+    """storescu through the DICOM VIP (listener), one association; "" or
+    the error."""
     t0 = time.monotonic()
     try:
         r = lab.run("client", [
             STORESCU, "-aet", CLIENT_AET, "-aec", VIP_AET,
             "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
-            "-td", str(DICOM_TIMEOUT), vip.vip, str(vip.port),
-            *study.files], capture_output=True, text=True,
+            "-td", str(DICOM_TIMEOUT), listener.vip, str(listener.port),
+            *study.files], capture_output=True, text=True, errors="replace",
             env=dict(os.environ, TCP_NODELAY="1"),
             timeout=3 * DICOM_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -423,42 +541,57 @@ def _store(lab, study, res, vip):
     finally:
         res.store_s = time.monotonic() - t0
     if r.returncode != 0:
-        return f"storescu: {(r.stderr or r.stdout).strip()[-300:]}"
+        said = (r.stderr or r.stdout).strip()[-300:]
+        return f"storescu: {said or f'exit status {r.returncode}'}"
     return ""
 
 
-def _fetch(lab, study, res, vip, directory):
-    """WADO-RS GET of the study through the web VIP (a Listener); "" or
-    the error."""
-    path = f"/dicom-web/studies/{study.study_uid}"
-
-    def get():
-        t0 = time.monotonic()
-        out = _http(vip.vip, vip.port, "GET", path,
-                    headers={"Accept": DICOM_ACCEPT})
-        return out, time.monotonic() - t0
-
-    try:
-        (status, headers, body), res.fetch_s = lab.call(
-            "client", get, timeout=HTTP_TIMEOUT + 5)
-    except (OSError, http.client.HTTPException, LabError) as exc:
-        return f"GET http://{res.web_vip}{path}: {exc}"
-    res.fetch_status, res.fetch_bytes = status, len(body)
-    if status != 200:
-        return f"GET http://{res.web_vip}{path}: HTTP {status}"
+def _fetch(lab, study, res, directory):
+    """WADO-RS GET of the study through the web VIP with curl from the
+    client; "" or the error.  Fills res.fetch_* from curl's own figures
+    and res.retrieved, res.unread from the parts of the answer."""
+    url = f"http://{res.web_vip}/dicom-web/studies/{study.study_uid}"
     directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for n, part in enumerate(split_multipart(headers.get("content-type"),
-                                             body), 1):
-        files.append(directory / f"part-{n}.dcm")
-        files[-1].write_bytes(part)
-    res.retrieved = sop_uids(files)
+    answer = directory / "answer"
+    ok, said = labmodes.curl(lab, "client", url, timeout=HTTP_TIMEOUT, args=(
+        "-H", f"Accept: {DICOM_ACCEPT}", "-o", str(answer),
+        "-w", "%{http_code} %{time_total} %{content_type}"))
+    if not ok:
+        return f"GET {url}: {said}"
+    status, seconds, content_type = (said.split(" ", 2) + ["", "", ""])[:3]
+    try:
+        res.fetch_status, res.fetch_s = int(status), float(seconds)
+    except ValueError:
+        return f"GET {url}: curl said {said!r}"
+    body = answer.read_bytes() if answer.exists() else b""
+    res.fetch_bytes = len(body)
+    if res.fetch_status != 200:
+        return f"GET {url}: HTTP {res.fetch_status}"
+    res.retrieved, res.unread = _read_parts(content_type, body, directory)
     return ""
+
+
+def _read_parts(content_type, body, directory):
+    """(SOP Instance UIDs, what could not be read) of a WADO-RS answer;
+    each DICOM part is written under directory for dcmdump."""
+    parts, unread = split_multipart(content_type, body)
+    files = []
+    for n, part in enumerate(parts, 1):
+        if not is_dicom(part.content):
+            unread.append(f"part {n}: not DICOM ("
+                          f"{part.headers.get('content-type', 'no type')}, "
+                          f"{len(part.content)} bytes)")
+            continue
+        files.append(directory / f"part-{n}.dcm")
+        files[-1].write_bytes(part.content)
+    uids, not_read = sop_uids(files)
+    return [u for u in uids if u], unread + not_read
 
 
 def _locate(lab, study, res):
     """Ask each Orthanc directly (in its namespace) what it holds of the
-    study, and what it recorded of the store."""
+    study, and what it recorded of the store; LabError if one does not
+    answer."""
     for role in lab.reals:
         ids = _rest(lab, role, "POST", "/tools/find", {
             "Level": "Instance",
@@ -475,25 +608,29 @@ def _locate(lab, study, res):
 
 def explain(res):
     """The lesson of one Result, as lines of plain text."""
-    n = len(res.stored)
-    where = res.stored_on
-    got = set(res.retrieved)
-    lines = [_WHAT[res.mode], "",
-             f"  study    {n} images of one study, made with dump2dcm:",
+    return ([_WHAT[res.mode], "",
+             f"  study    {len(res.stored)} images of one study, made with "
+             "dump2dcm:",
              f"           Study Instance UID {res.study_uid}",
              f"  store    storescu from the client ({res.client}) to the "
              f"DICOM VIP {res.dicom_vip}",
              f"           (AE {CLIENT_AET} calling AE {VIP_AET}), one "
-             "association: "
-             f"{_ms(res.store_s)}"]
+             f"association: {_ms(res.store_s)}"]
+            + _archive_lines(res) + _fetch_lines(res) + _result_lines(res))
+
+
+def _archive_lines(res):
+    """Where the study is, and what Orthanc recorded of the sender."""
+    where = res.stored_on
     if where:
-        lines.append(f"  archive  {where} ({res.reals[where]}, Orthanc AE "
-                     f"{_aet(where)}) took {res.holders[where]} of {n}; "
-                     + ", ".join(f"{r} holds {k}" for r, k in
-                                 res.holders.items() if r != where))
+        lines = [f"  archive  {where} ({res.reals[where]}, Orthanc AE "
+                 f"{_aet(where)}) took {res.holders[where]} of "
+                 f"{len(res.stored)}; " + ", ".join(
+                     f"{r} holds {k}" for r, k in res.holders.items()
+                     if r != where)]
     else:
-        lines.append("  archive  held: " + ", ".join(
-            f"{r} {k}" for r, k in res.holders.items()))
+        lines = ["  archive  held: " + (", ".join(
+            f"{r} {k}" for r, k in res.holders.items()) or "not asked")]
     if res.recorded:
         ip = res.recorded.get("RemoteIP", "?")
         lines += [f"  recorded {where or 'Orthanc'} noted the sender as {ip} "
@@ -501,30 +638,49 @@ def explain(res):
                   "           " + ("the client's own address"
                                    if ip == res.client
                                    else "not the client's address")]
-    lines += [f"  fetch    WADO-RS GET http://{res.web_vip}/dicom-web/"
-              "studies/<Study UID>",
-              f"           from the client: HTTP {res.fetch_status or '-'}, "
-              f"{len(res.retrieved)} DICOM parts, {res.fetch_bytes} bytes "
-              f"in {_ms(res.fetch_s)}"]
+    return lines
+
+
+def _fetch_lines(res):
+    """The fetch as curl measured it, and where the engine sent each VIP's
+    flows."""
+    lines = [f"  fetch    WADO-RS GET http://{res.web_vip}/dicom-web/"
+             "studies/<Study UID>",
+             f"           from the client: HTTP {res.fetch_status or '-'}, "
+             f"{len(res.retrieved)} DICOM parts read, {res.fetch_bytes} "
+             f"bytes in {_ms(res.fetch_s)}"]
+    lines += [f"           not read: {u}" for u in res.unread]
     port = int(res.web_vip.rsplit(":", 1)[1])
-    if port != WEB_PORT:
+    if port != WEB_PORT and res.fetch_status == 200:
+        # Orthanc listens on WEB_PORT only: its answer through the VIP's
+        # port is the translation, measured
         lines.append(f"           NAT translated the VIP's port {port} to "
                      f"Orthanc's {WEB_PORT}, and back")
     for name, per in res.flows.items():
         sent = [r for r, k in per.items() if k]
         lines.append(f"  balancer the {name} VIP sent the client to "
                      f"{', '.join(sent) or 'no real server'}")
-    lines.append("  SOP Instance UIDs, stored -> fetched back:")
+    return lines
+
+
+def _result_lines(res):
+    """Each SOP Instance UID stored, whether it came back, and the
+    verdict."""
+    got = set(res.retrieved)
+    lines = ["  SOP Instance UIDs, stored -> fetched back:"]
     lines += [f"           {uid} {'yes' if uid in got else 'MISSING'}"
               for uid in res.stored]
     if res.ok:
-        lines.append(f"  result   all {n} came back from {where}, the node "
-                     "that stored them: they match")
+        lines.append(f"  result   all {len(res.stored)} came back from "
+                     f"{res.stored_on}, the node that stored them: they "
+                     "match")
     else:
-        lines.append(f"  result   FAILED: {res.error}")
-        if got - set(res.stored):
-            lines.append(f"           {len(got - set(res.stored))} "
-                         "unexpected instances fetched")
+        lines.append("  result   FAILED: "
+                     + (res.error or "not the study stored"))
+        unexpected = got - set(res.stored)
+        if unexpected:
+            lines.append(f"           {len(unexpected)} unexpected instances "
+                         "fetched")
     return lines
 
 
@@ -541,12 +697,13 @@ def run(echo, modes=MODES, name="pacs", reals=2):
     building anything, for a mode other than "dr" or "nat"."""
     from .lab import Lab
 
-    need = missing()
-    if need:
-        echo("The PACS workload needs: " + ", ".join(need))
-        return False
     for mode in modes:
         _check_mode(mode)
+    need = missing()
+    if need:
+        echo("The PACS workload needs: " + ", ".join(need)
+             + " (./tools/run setup installs them)")
+        return False
     ok = True
     for i, mode in enumerate(modes):
         if i:

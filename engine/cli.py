@@ -177,7 +177,8 @@ def lab_exec(name, node, command):
 @click.option("--pacs", is_flag=True,
               help="also a PACS workload: Orthanc on the real servers, a "
               "study stored with dcmtk's storescu through the DICOM VIP and "
-              "fetched back over DICOMweb, in DR and NAT (needs the orthanc, "
+              "fetched back over DICOMweb, in DR and NAT (only the --mode "
+              "given, if dr or nat; needs the orthanc, "
               "orthanc-dicomweb and dcmtk packages)")
 @lab_name("demo", "the lab's name while the demo runs")
 @click.option("--reals", "-r", type=click.IntRange(1, 8), default=3,
@@ -207,7 +208,10 @@ def lab_demo(mode, pacs, name, reals):
     if not demo.run(click.echo, modes, reals, name=name):
         failed.append("requests through the VIP failed or a capture lost "
                       "frames")
-    if pacs and not pacsmod.run(click.echo, name=name):
+    # the PACS workload runs in DR and NAT: the chosen one, or both
+    pacs_modes = (mode,) if mode in pacsmod.MODES else pacsmod.MODES
+    if pacs and not pacsmod.run(click.echo, modes=pacs_modes, name=name,
+                                reals=max(2, reals)):
         failed.append("the PACS workload did not store and fetch its study")
     if failed:
         raise click.ClickException("; ".join(failed) + " (see above)")

@@ -115,3 +115,13 @@ def test_demo_one_mode(name):
     assert "side by side" not in r.stdout      # the table needs two modes
     assert "The replies came back through the balancer (100%" in r.stdout
     assert ours(name) == []
+
+
+def test_demo_one_mode_with_pacs(name):
+    r = pyfwd("lab", "demo", "--name", name, "--mode", "nat", "--pacs",
+              "--reals", "2", timeout=180)
+    out = r.stdout
+    assert "--- NAT:" in out and "== PACS over NAT" in out, out
+    assert "PACS over DR" not in out            # only the mode asked for
+    assert "they match" in out, out
+    assert ours(name) == []

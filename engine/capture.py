@@ -30,10 +30,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Optional, Union
 
+from .arp import mac_to_bytes
 from .errors import LabError
 
-__all__ = ["Frame", "Capture", "Tcp4", "parse_tcp4", "mac_text",
-           "mac_bytes", "write_pcap", "read_pcap", "SNAPLEN"]
+__all__ = ["Frame", "Capture", "Tcp4", "parse_tcp4", "write_pcap",
+           "read_pcap", "SNAPLEN"]
 
 SNAPLEN = 65535
 RCVBUF = 64 << 20           # per socket; SO_RCVBUFFORCE (root)
@@ -79,20 +80,6 @@ class Frame:
 
 # ---------------------------------------------------------------------------
 # MAC addresses and TCP/IPv4 headers (pure)
-
-
-def mac_text(raw: bytes) -> str:
-    """Six bytes as "aa:bb:cc:dd:ee:ff"."""
-    return ":".join(f"{b:02x}" for b in raw)
-
-
-def mac_bytes(text: str) -> bytes:
-    """"aa:bb:cc:dd:ee:ff" (or "aabbccddeeff") as six bytes; ValueError if
-    it is not a MAC address."""
-    raw = bytes.fromhex(text.replace(":", ""))
-    if len(raw) != 6:
-        raise ValueError(f"not a MAC address: {text!r}")
-    return raw
 
 
 class Tcp4(NamedTuple):
@@ -158,7 +145,7 @@ def parse_tcp4(data: bytes, wirelen: Optional[int] = None) -> Optional[Tcp4]:
         return None
     if wirelen is not None and total > wirelen - ip:
         return None
-    return Tcp4(mac_text(data[6:12]), mac_text(data[0:6]), vlan,
+    return Tcp4(data[6:12].hex(":"), data[0:6].hex(":"), vlan,
                 socket.inet_ntoa(data[ip + 12:ip + 16]),
                 socket.inet_ntoa(data[ip + 16:ip + 20]), ttl, sport, dport,
                 seq, ack, flags, total - ihl - doff)
@@ -290,7 +277,7 @@ class Capture:
                                f"switch, capture its hosts")
             for iface in node.interfaces:
                 self._taps.append(_Tap(role, iface.name,
-                                       mac_bytes(iface.mac), iface.switch,
+                                       mac_to_bytes(iface.mac), iface.switch,
                                        iface.port))
         self._thread = None
         self._wake_r = self._wake_w = None

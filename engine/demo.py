@@ -194,7 +194,7 @@ def measure(lab, mode, requests=None, download=DOWNLOAD):
             time.sleep(0.2)             # the last ACKs and FINs
         after = _engine_counters(eng)
     res.engine = {k: after[k] - before[k] for k in ENGINE_COUNTERS}
-    res.lost = [] if cap.complete else (cap.lost or ["incomplete"])
+    res.lost = cap.lost                 # [] when the capture is whole
     res.wire = Wire.count(cap.frames(),
                           {listener.port, listener.real_port},
                           labmodes.mac_owners(lab))

@@ -38,7 +38,7 @@ from .errors import ConfigError
 
 __all__ = ["FIELDS", "MODES", "Seg", "Journey", "Row", "parse", "journeys",
            "rewritten", "collapse", "rows", "render_text", "render_svg",
-           "summary", "check_mode", "Traced", "capture", "report", "run"]
+           "summary", "check_mode", "Traced", "trace_request", "report", "run"]
 
 # the fields compared between the balancer's in and out copies
 FIELDS = ("eth.src", "eth.dst", "ip.src", "ip.dst", "ip.ttl", "tcp.sport",

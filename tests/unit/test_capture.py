@@ -15,7 +15,7 @@ import pytest
 from scapy.all import IP, TCP, Dot1Q, Ether, Raw, rdpcap
 
 from pyfwd import capture
-from pyfwd.capture import (Capture, Frame, mac_bytes, mac_text, parse_tcp4,
+from pyfwd.capture import (Capture, Frame, parse_tcp4,
                            read_pcap, write_pcap)
 
 SRC, DST = "02:00:00:00:01:01", "02:00:00:00:01:02"
@@ -109,14 +109,6 @@ def test_read_pcap_refuses_other_files(tmp_path, blob, message):
 
 # ---------------------------------------------------------------------------
 # MAC addresses, parse_tcp4
-
-
-def test_mac_text_and_bytes_round_trip():
-    assert mac_text(b"\x02\x00\xab\x00\x01\xff") == "02:00:ab:00:01:ff"
-    assert mac_bytes("02:00:AB:00:01:ff") == b"\x02\x00\xab\x00\x01\xff"
-    assert mac_bytes(mac_text(bytes(range(6)))) == bytes(range(6))
-    with pytest.raises(ValueError):
-        mac_bytes("02:00:00:00:01")
 
 
 def test_parse_tcp4_reads_every_field():

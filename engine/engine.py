@@ -53,8 +53,6 @@ FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start/takeover (s)
-IPV6_JOIN_GROUP = getattr(socket, "IPV6_JOIN_GROUP", 20)
-IPV6_LEAVE_GROUP = getattr(socket, "IPV6_LEAVE_GROUP", 21)
 
 
 def interface(ifname):
@@ -784,13 +782,14 @@ class Engine:
             addr = Real.parse(key).address
             if self.why.get(addr):
                 self.tables.unscheduled[(vip, key)] = self.why[addr]
+        v4, v6 = self._ipv4_vips(), self._ipv6_vips()
         if self.responder:
-            self.responder.update_vips(self._ipv4_vips())
+            self.responder.update_vips(v4)
         if self.echo:
-            self.echo.update_vips(self._ipv4_vips())
+            self.echo.update_vips(v4)
         if self.ndp:
-            self.ndp.update_vips(self._ipv6_vips())
-        self._join_groups()
+            self.ndp.update_vips(v6)
+        self._join_groups(v6)
         if self.xsk and self.info:
             self._steer()
 
@@ -925,19 +924,20 @@ class Engine:
             if not macs:
                 del responder.conflicts[vip]
 
-    def _join_groups(self):
-        """Hold the solicited-node multicast group of every IPv6 VIP on
-        the interface, so that a NIC filtering multicast MACs and switches
-        snooping MLD deliver the VIPs' neighbour solicitations here (the
-        kernel sends the MLD reports; the XDP program takes the NSes)."""
+    def _join_groups(self, vips):
+        """Hold the solicited-node multicast group of every IPv6 VIP in
+        `vips` (and only those) on the interface, so that a NIC filtering
+        multicast MACs and switches snooping MLD deliver the VIPs' neighbour
+        solicitations here (the kernel sends the MLD reports; the XDP
+        program takes the NSes)."""
         if self._mc_sock is None:
             return
-        want = {ndp.solicited_node(a) for a in self._ipv6_vips()}
+        want = {ndp.solicited_node(a) for a in vips}
         index = struct.pack("@I", self.ifindexes[0])
         for group in sorted(want - self._groups):
             try:
                 self._mc_sock.setsockopt(socket.IPPROTO_IPV6,
-                                         IPV6_JOIN_GROUP,
+                                         socket.IPV6_JOIN_GROUP,
                                          group.packed + index)
             except OSError as exc:
                 log.warning("%s: cannot join %s (neighbour solicitations "
@@ -948,7 +948,7 @@ class Engine:
         for group in sorted(self._groups - want):
             try:
                 self._mc_sock.setsockopt(socket.IPPROTO_IPV6,
-                                         IPV6_LEAVE_GROUP,
+                                         socket.IPV6_LEAVE_GROUP,
                                          group.packed + index)
             except OSError:
                 pass

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyfwd.dataplane import Core  # noqa: E402
+from pyfwd.dataplane.core import Core  # noqa: E402
 from tests.cases import defs  # noqa: E402
 
 

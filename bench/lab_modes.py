@@ -19,10 +19,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyfwd.engine import Engine  # noqa: E402
-from pyfwd.lab import Lab  # noqa: E402
-from pyfwd.service import Real, Vip  # noqa: E402
-from pyfwd.tables import Service  # noqa: E402
+from pyfwd.control.engine import Engine  # noqa: E402
+from pyfwd.lab.topology import Lab  # noqa: E402
+from pyfwd.model import Real, Service, Vip  # noqa: E402
 
 VIP = Vip.parse("10.0.0.100:80/tcp")
 CONNECT = """
@@ -42,7 +41,7 @@ def servers(lab, port):
             lab.run(role, [sys.executable, "-m", "pyfwd.cli", "realserver",
                            "setup", "--vip", str(VIP.address)],
                     capture_output=True, check=True)
-        p = lab.popen(role, [sys.executable, "-m", "pyfwd.whoami", "--bind",
+        p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami", "--bind",
                              "0.0.0.0", "--port", str(port), "--name", role],
                       stdout=subprocess.PIPE, text=True)
         p.stdout.readline()

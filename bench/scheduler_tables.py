@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyfwd.scheduler import (NO_REAL, TABLE_SIZE_MAX,  # noqa: E402
+from pyfwd.dataplane.scheduler import (NO_REAL, TABLE_SIZE_MAX,  # noqa: E402
                              maglev_table, wrr_table)
 
 

@@ -4,7 +4,7 @@ suite; figures, not assertions."""
 
 import pytest
 
-from pyfwd.dataplane import Core
+from pyfwd.dataplane.core import Core
 from tests.cases import defs
 
 GROUPS = {

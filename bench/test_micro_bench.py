@@ -15,8 +15,8 @@ bench`).
 import pytest
 
 from pyfwd.bench import micro
-from pyfwd.scheduler import MAGLEV_SIZE_DEFAULT, maglev_table
-from pyfwd.service import Real
+from pyfwd.dataplane.scheduler import maglev_table
+from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real
 from tests.cases import defs
 from tests.cases import nat_defs as nd
 

@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import PyfwdError
-from .ha import ROLES
+from pyfwd import __version__
+from pyfwd.errors import PyfwdError
+from pyfwd.control.ha import ROLES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -98,7 +98,7 @@ def lab():
               help="number of real servers (1-16)")
 def lab_up(name, topology, reals):
     """Build a lab and print its address plan."""
-    from . import lab as labmod
+    from pyfwd.lab import topology as labmod
     need_root("pyfwd lab up")
     built = labmod.Lab(name, topology=topology, reals=reals).up()
     click.echo(built.format_plan())
@@ -114,7 +114,7 @@ def lab_up(name, topology, reals):
               "pyfwd marked as its own)")
 def lab_down(name, all_):
     """Remove a lab (its namespaces, veths and bridges)."""
-    from . import lab as labmod
+    from pyfwd.lab import topology as labmod
     need_root("pyfwd lab down")
     if all_:
         removed = labmod.down_all()
@@ -129,7 +129,7 @@ def lab_down(name, all_):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def lab_show(name, as_json):
     """Print a running lab's address plan (nodes, interfaces, routes)."""
-    from . import lab as labmod
+    from pyfwd.lab import topology as labmod
     need_root("pyfwd lab show")
     built = labmod.Lab.load(name)
     if as_json:
@@ -141,7 +141,7 @@ def lab_show(name, as_json):
 @lab.command("list")
 def lab_list():
     """List the labs present on this machine."""
-    from . import lab as labmod
+    from pyfwd.lab import topology as labmod
     need_root("pyfwd lab list")
     for name in labmod.list_labs():
         click.echo(name)
@@ -158,7 +158,7 @@ def lab_exec(name, node, command):
     \b
     Example: pyfwd lab exec client -- curl http://10.0.0.11:8080/
     """
-    from . import lab as labmod
+    from pyfwd.lab import topology as labmod
     need_root("pyfwd lab exec")
     built = labmod.Lab.load(name)
     try:
@@ -194,10 +194,11 @@ def lab_demo(mode, pacs, name, reals):
     many frames and bytes crossed the balancer in each direction.  Every
     lab is removed at the end.
     """
-    from . import demo, labmodes
+    from pyfwd.lab import demo
+    from pyfwd.lab import modes as labmodes
     need_root("pyfwd lab demo")
     if pacs:
-        from . import pacs as pacsmod
+        from pyfwd.lab import pacs as pacsmod
         missing = pacsmod.missing()
         if missing:
             raise click.ClickException(
@@ -238,7 +239,7 @@ def lab_trace(mode, out, name):
     and draws the journey as a sequence diagram, in the terminal and in
     OUT/trace.svg, with the fields the balancer rewrote highlighted.
     """
-    from . import trace
+    from pyfwd.lab import trace
     need_root("pyfwd lab trace")
     if not trace.run(click.echo, mode=mode, out=out, name=name):
         raise click.ClickException("the trace is incomplete (see above)")
@@ -258,7 +259,7 @@ def lab_arp_problem(name, reals):
     `pyfwd realserver setup` fixes it; the same requests then all cross the
     balancer.
     """
-    from . import arpproblem
+    from pyfwd.lab import arpproblem
     need_root("pyfwd lab arp-problem")
     if not arpproblem.run(click.echo, name=name, reals=reals):
         raise click.ClickException("the lesson did not show what it should "
@@ -363,10 +364,10 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     import signal
     import time
 
-    from . import config as config_mod
-    from .control import ControlServer
-    from .engine import Engine, parse_ports, parse_services
-    from .metrics import MetricsServer, parse_address
+    from pyfwd.control import config as config_mod
+    from pyfwd.control.server import ControlServer
+    from pyfwd.control.engine import Engine, parse_ports, parse_services
+    from pyfwd.control.metrics import MetricsServer, parse_address
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
@@ -445,8 +446,8 @@ def cleanup(iface):
     A running engine holds its program with a bpf_link: that one is not
     touched (stop the engine instead).
     """
-    from .dataplane import xdp_cleanup
-    from .engine import interface
+    from pyfwd.dataplane.core import xdp_cleanup
+    from pyfwd.control.engine import interface
     need_root("pyfwd cleanup")
     ifindex = interface(iface)[0]
     prog = xdp_cleanup(ifindex)
@@ -472,7 +473,7 @@ def realserver_setup(vip, dev, undo):
     """Put VIP/32 on lo and stop this host answering ARP for it
     (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
     nodad (Linux answers no NDP for it there).  Idempotent."""
-    from . import realserver as rs
+    from pyfwd.ops import realserver as rs
     need_root("pyfwd realserver setup")
     changes = rs.setup(vip, undo=undo, dev=dev)
     for line in changes:
@@ -486,7 +487,7 @@ def realserver_setup(vip, dev, undo):
 @click.option("--dev", default="lo", show_default=True)
 def realserver_status(vip, dev):
     """Say whether this host is set up as a DR real server for VIP."""
-    from . import realserver as rs
+    from pyfwd.ops import realserver as rs
     st = rs.status(vip, dev=dev)
     click.echo("ok" if st["ok"] else "not ready: " + "; ".join(
         st["problems"]))
@@ -510,11 +511,11 @@ def arp_check(iface, vip, balancer_mac, timeout):
     Run it from any host on the segment; on the balancer itself while the
     engine runs, the engine reports such answers in its log instead.
     """
-    from . import arp
+    from pyfwd.neighbours import arp
     need_root("pyfwd arp-check")
     own = balancer_mac
     if own is None:
-        from .engine import interface
+        from pyfwd.control.engine import interface
         own = interface(iface)[1]
     answers = arp.arp_check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]
@@ -534,7 +535,7 @@ def arp_check(iface, vip, balancer_mac, timeout):
 @click.argument("file", type=click.Path(dir_okay=False))
 def check_config(file):
     """Validate a config FILE without touching anything."""
-    from . import config as config_mod
+    from pyfwd.control import config as config_mod
     cfg = config_mod.load(file)
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
@@ -622,7 +623,8 @@ def ha_keepalived_conf(iface, vrid, priority, sock, peers, advert_int,
     stderr when a non-root user could replace the program or its
     interpreter.
     """
-    from . import control, ha as hamod
+    from pyfwd.control import server as control
+    from pyfwd.control import ha as hamod
     spec = hamod.KeepalivedSpec(
         iface, vrid, priority, sock or control.DEFAULT_PATH,
         pyfwd_path or _own_program(), tuple(peers), advert_int, instance,
@@ -709,7 +711,7 @@ def _own_program():
 
 def _ctl_group():
     """`pyfwd ctl CMD ARGS`: one click command per control command."""
-    from . import control
+    from pyfwd.control import server as control
 
     @cli.group(cls=Group, context_settings=CONTEXT)
     @click.option("--socket", "-s", "sock", default=None, metavar="PATH",
@@ -732,7 +734,8 @@ def _ctl_group():
 
 
 def _ctl_command(name, spec):
-    from . import control, ctl as fmt
+    from pyfwd.control import server as control
+    from pyfwd.control import ctl as fmt
 
     def run(ctx, **kw):
         args = {}
@@ -818,8 +821,8 @@ def bench(quick, out, only, repeat, seconds, connections):
     """
     import sys
 
-    from .bench import run as bench_run
-    from .bench.system import BenchError
+    from pyfwd.bench import run as bench_run
+    from pyfwd.bench.system import BenchError
 
     try:
         res = bench_run.run(out, quick=quick, only=only, repeats=repeat,
@@ -843,7 +846,7 @@ def bench(quick, out, only, repeat, seconds, connections):
 @cli.command()
 def doctor():
     """Check the native build, the XDP program and the kernel features."""
-    from . import doctor as doc
+    from pyfwd.ops import doctor as doc
     ok = True
     for check in doc.checks():
         mark = "ok  " if check.ok else "FAIL" if check.required else "warn"

@@ -44,10 +44,10 @@ import time
 
 from pyroute2 import IPRoute
 
-from ..control import Client
-from ..errors import LabError, PyfwdError
-from ..lab import Lab
-from .system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
+from pyfwd.control.server import Client
+from pyfwd.errors import LabError, PyfwdError
+from pyfwd.lab.topology import Lab
+from pyfwd.bench.system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
     rps_mask, sysfs_write, thread_napi
 
 MODES = ("dr", "nat", "snat", "kernel-nat", "haproxy-tcp", "haproxy-http")

@@ -30,11 +30,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..dataplane import Core
-from ..scheduler import MAGLEV_SIZE_DEFAULT, maglev_table
-from ..service import Real, Vip
-from ..tables import Service
-from .system import BenchError
+from pyfwd.dataplane.core import Core
+from pyfwd.dataplane.scheduler import maglev_table
+from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
+from pyfwd.bench.system import BenchError
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
 TARGET_CORE_NS = 50.0       # dr and nat-hit

@@ -56,8 +56,8 @@ import time
 
 from pyroute2 import netns as _netns
 
-from .. import lab as _lab
-from .system import BenchError, CpuTimes, busy_poll_tuning, cpus, \
+from pyfwd.lab import topology as _lab
+from pyfwd.bench.system import BenchError, CpuTimes, busy_poll_tuning, cpus, \
     napi_threads, pin_self, rps, thread_napi
 
 ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",

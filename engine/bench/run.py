@@ -15,9 +15,9 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from . import results as results_mod
-from .results import HTTP_MODES, HTTP_SIZES, Results
-from .system import BenchError, cpus
+from pyfwd.bench import results as results_mod
+from pyfwd.bench.results import HTTP_MODES, HTTP_SIZES, Results
+from pyfwd.bench.system import BenchError, cpus
 
 PPS_ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat",
             "dr-xdp", "nat-xdp", "snat-xdp", "dr-afpacket")
@@ -137,7 +137,7 @@ class _Progress:
 
 def _micro(rows, runs, repeats, res, progress):
     """Microbenchmark runs ``runs`` (numbers out of ``repeats``)."""
-    from . import micro
+    from pyfwd.bench import micro
     for run in runs:
         for fig in micro.run_all(log=lambda *_: None, only=rows):
             res.add(fig["name"], {fig["metric"]: fig["value"]})
@@ -161,7 +161,7 @@ def _record(res, progress, name, what, measure) -> None:
 
 
 def _pps(rows, repeats, seconds, res, progress, log):
-    from .pps import PpsBench
+    from pyfwd.bench.pps import PpsBench
     with PpsBench(seconds=seconds, log=log) as bench:
         res.info["pps_setup"] = bench.setup()
         for run in range(repeats):
@@ -172,7 +172,7 @@ def _pps(rows, repeats, seconds, res, progress, log):
 
 
 def _http(rows, repeats, seconds, connections, res, progress, log):
-    from .http import HttpBench
+    from pyfwd.bench.http import HttpBench
     with HttpBench(seconds=seconds, connections=connections,
                    log=log) as bench:
         res.info["http_setup"] = bench.setup()

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import PyfwdError
+from pyfwd.errors import PyfwdError
 
 
 class BenchError(PyfwdError):

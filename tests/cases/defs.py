@@ -12,8 +12,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2,
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.model import Real, Service, Vip
 
 from .harness import Case
 

@@ -17,7 +17,7 @@ class Case:
     name: str
     description: str
     frame: bytes
-    reason: str                 # one of pyfwd._native.REASONS
+    reason: str                 # one of pyfwd.dataplane.native.REASONS
     vip: Optional[int] = None   # index of the VIP the core must match
     out: Optional[bytes] = None  # expected frame after; None = unchanged
     flags: int = 0              # PYFWD_F_* bits the core must report

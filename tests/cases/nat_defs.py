@@ -7,8 +7,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.model import Real, Service, Vip
 
 from .harness import Case
 

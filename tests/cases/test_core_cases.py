@@ -2,8 +2,8 @@
 
 import pytest
 
-from pyfwd._native import REASONS, VERDICTS, lib
-from pyfwd.dataplane import Core
+from pyfwd.dataplane.native import REASONS, VERDICTS, lib
+from pyfwd.dataplane.core import Core
 
 from . import defs
 from .harness import check_case

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pyfwd.dataplane import Core
-from pyfwd.service import Real
+from pyfwd.dataplane.core import Core
+from pyfwd.model import Real
 
 from . import nat_defs as nd
 from .harness import check_case

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyfwd.dataplane import Core
+from pyfwd.dataplane.core import Core
 
 from . import defs
 

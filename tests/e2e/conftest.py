@@ -14,7 +14,7 @@ import string
 import pytest
 from pyroute2 import netns
 
-from pyfwd import lab
+from pyfwd.lab import topology as lab
 
 PREFIX = "pft" + "".join(random.choices(string.ascii_lowercase + string.digits,
                                         k=5))

@@ -1,4 +1,4 @@
-"""pyfwd.arp and pyfwd.realserver against real kernels in a one-arm lab.
+"""pyfwd.neighbours.arp and pyfwd.ops.realserver against real kernels in a one-arm lab.
 
 The functions act on the current network namespace, so they run either in a
 thread that entered a lab namespace (lab._in_netns) or, for realserver (as
@@ -24,9 +24,10 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
 
-from pyfwd import arp, realserver
+from pyfwd.neighbours import arp
+from pyfwd.ops import realserver
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.lab import Lab, _in_netns
+from pyfwd.lab.topology import Lab, _in_netns
 
 VIP = "10.0.0.100"
 VIP2 = "10.0.0.101"
@@ -121,7 +122,7 @@ def check(the_lab, role, vip=VIP, timeout=CHECK) -> set:
 
 
 def realserver_call(the_lab, role, call: str):
-    """``pyfwd.realserver.<call>`` in a fresh python inside role, as the
+    """``pyfwd.ops.realserver.<call>`` in a fresh python inside role, as the
     CLI would run it; returns its JSON result."""
     code = ("import json; from pyfwd import realserver; "
             f"print(json.dumps(realserver.{call}))")

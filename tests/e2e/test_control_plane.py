@@ -20,12 +20,11 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from pyfwd import control
-from pyfwd.engine import Engine
-from pyfwd.health import HealthSpec
-from pyfwd.lab import Lab
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.control import server as control
+from pyfwd.control.engine import Engine
+from pyfwd.control.health import HealthSpec
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
 
 from .procs import wait_line
 
@@ -45,7 +44,7 @@ class Reals:
         self.lab, self.procs = lab, {}
 
     def start(self, role):
-        p = self.lab.popen(role, [sys.executable, "-m", "pyfwd.whoami",
+        p = self.lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
                                   "--bind", "0.0.0.0", "--port", "80",
                                   "--name", role],
                            stdout=subprocess.PIPE, text=True)
@@ -271,7 +270,7 @@ weight = {weights[i]}
             scheduler = "wrr"
             """) + body)
 
-    from pyfwd import config as config_mod
+    from pyfwd.control import config as config_mod
     write([1, 1], 2)
     eng = engine(*config_mod.load(str(cfg)).services, config_path=str(cfg))
     out, size = {}, 30_000_000

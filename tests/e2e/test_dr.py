@@ -20,10 +20,9 @@ from pyroute2 import IPRoute
 from scapy.layers.inet import UDP as UDPLayer
 from scapy.layers.l2 import Ether
 
-from pyfwd.engine import Engine
-from pyfwd.lab import Lab
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.control.engine import Engine
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
 
 from ..cases import defs
 
@@ -54,7 +53,7 @@ def lab(request):
         for role in lab.reals:
             r = pyfwd(lab, role, "realserver", "setup", "--vip", VIP4)
             assert r.returncode == 0, r.stderr
-            p = lab.popen(role, [sys.executable, "-m", "pyfwd.whoami",
+            p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
                                  "--bind", "0.0.0.0", "--port", "80",
                                  "--udp", str(UDP.port), "--udp-bind", VIP4,
                                  "--name", role],
@@ -62,7 +61,7 @@ def lab(request):
             wait_line(p, "listening")
             procs.append(p)
         # The balancer's own service (think SSH): must work all along.
-        own = lab.popen("lb", [sys.executable, "-m", "pyfwd.whoami",
+        own = lab.popen("lb", [sys.executable, "-m", "pyfwd.lab.whoami",
                                "--bind", LB_OWN, "--port", "22",
                                "--name", "lb"],
                         stdout=subprocess.PIPE, text=True)
@@ -346,7 +345,7 @@ def test_arp_check_names_a_real_server_that_answers_for_the_vip(lab,
 
 
 def test_leftover_program_passes_traffic_and_cleanup_removes_it(lab):
-    from pyfwd._native import bpf_object_path
+    from pyfwd.dataplane.native import bpf_object_path
     # Another attach mode (netlink, as `ip` does it) outlives its loader.
     r = lab.run("lb", ["ip", "link", "set", "dev", "eth0", "xdpgeneric",
                        "obj", bpf_object_path(), "sec", "xdp"],

@@ -35,10 +35,12 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from pyfwd import arp, control, ha
+from pyfwd.neighbours import arp
+from pyfwd.control import server as control
+from pyfwd.control import ha
 from pyfwd.errors import PyfwdError
-from pyfwd.lab import Lab
-from pyfwd.labmodes import setup_reals, whoami_servers
+from pyfwd.lab.topology import Lab
+from pyfwd.lab.modes import setup_reals, whoami_servers
 
 pytestmark = pytest.mark.root
 

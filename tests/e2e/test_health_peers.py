@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from pyfwd import health
-from pyfwd.health import HealthMonitor, HealthSpec
+from pyfwd.control import health
+from pyfwd.control.health import HealthMonitor, HealthSpec
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,6 +1,6 @@
 """`ping VIP` from a lab's client is answered by the balancer.
 
-The data plane punts ICMP to a VIP; the engine's pyfwd.icmp.EchoResponder
+The data plane punts ICMP to a VIP; the engine's pyfwd.neighbours.icmp.EchoResponder
 answers the echo requests among the punted frames, from the VIP, once each.
 Root; the labs ("pfi" + random hex) are removed whatever happens.
 """
@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-from pyfwd import icmp, labmodes
-from pyfwd.lab import Lab
+from pyfwd.neighbours import icmp
+from pyfwd.lab import modes as labmodes
+from pyfwd.lab.topology import Lab
 
 pytestmark = pytest.mark.root
 

@@ -36,8 +36,9 @@ from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_NS,
                                 IPv6)
 from scapy.layers.l2 import Ether
 
-from pyfwd import labmodes, ndp
-from pyfwd.lab import Lab
+from pyfwd.lab import modes as labmodes
+from pyfwd.neighbours import ndp
+from pyfwd.lab.topology import Lab
 
 pytestmark = pytest.mark.root
 
@@ -49,8 +50,8 @@ REQUESTS = 8
 
 
 def whoami6(lab, role):
-    """pyfwd.whoami on [::]:PORT in role's namespace, once it listens."""
-    proc = lab.popen(role, [sys.executable, "-m", "pyfwd.whoami", "--bind",
+    """pyfwd.lab.whoami on [::]:PORT in role's namespace, once it listens."""
+    proc = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami", "--bind",
                             "::", "--port", str(PORT), "--name", role],
                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                      text=True)
@@ -129,7 +130,7 @@ def test_realserver_setup_puts_the_vip_on_lo(dr6):
                     for a in ipr.get_addr(family=socket.AF_INET6, index=lo)]
     for role in lab.reals:
         assert (VIP6, 128) in lab.call(role, on_lo), role
-    from pyfwd import realserver
+    from pyfwd.ops import realserver
     st = lab.call("real1", lambda: realserver.status(VIP6))
     assert st["ok"] and st["vip_on_dev"] and not st["vip_elsewhere"], st
     # idempotent

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from pyfwd.config import parse_vip
-from pyfwd.engine import Engine, l7_name, l7_server
-from pyfwd.lab import Lab
-from pyfwd.service import Real
+from pyfwd.control.config import parse_vip
+from pyfwd.control.engine import Engine, l7_name, l7_server
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real
 
 pytestmark = pytest.mark.root
 
@@ -277,7 +277,7 @@ def test_health_checks_and_weights_drive_haproxy(lab, engine):
     assert rows["10.0.0.12:8080"]["health"] == "down"
     assert rows["10.0.0.12:8080"]["haproxy_state"] == "maint", rows
     from prometheus_client.parser import text_string_to_metric_families
-    from pyfwd.metrics import render
+    from pyfwd.control.metrics import render
     states = {s.labels["real"]: s.labels["state"]
               for fam in text_string_to_metric_families(render(eng.stats()))
               if fam.name == "pyfwd_haproxy_server_state"

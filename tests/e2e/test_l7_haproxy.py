@@ -1,4 +1,4 @@
-"""pyfwd.l7.HAProxy against a real HAProxy on loopback.
+"""pyfwd.control.l7.HAProxy against a real HAProxy on loopback.
 
 No root, no namespaces: the backends are python http.server threads on
 127.0.0.1 free ports, the frontend a free port of 127.0.0.1 (a pyfwd Vip
@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pyfwd.errors import ConfigError
-from pyfwd.l7 import BALANCE, HAProxy, L7Options, L7Vip, render
+from pyfwd.control.l7 import BALANCE, HAProxy, L7Options, L7Vip, render
 
 from .procs import alive
 

@@ -1,4 +1,4 @@
-"""pyfwd.lab against the real kernel: build labs, send traffic, tear down.
+"""pyfwd.lab.topology against the real kernel: build labs, send traffic, tear down.
 
 Traffic uses real programs where it matters (python3 -m http.server in the
 real namespaces, curl in the client) and lab.socket() for quick checks.
@@ -15,7 +15,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 import pyfwd
-from pyfwd import lab
+from pyfwd.lab import topology as lab
 from pyfwd.errors import LabError
 
 HTTP_PORT = 8000

@@ -5,8 +5,9 @@ import secrets
 
 import pytest
 
-from pyfwd import arpproblem, lab as labmod
-from pyfwd.lab import Lab
+from pyfwd.lab import arpproblem
+from pyfwd.lab import topology as labmod
+from pyfwd.lab.topology import Lab
 
 pytestmark = pytest.mark.root
 

@@ -9,8 +9,9 @@ import secrets
 
 import pytest
 
-from pyfwd import labmodes, pacs
-from pyfwd.lab import Lab
+from pyfwd.lab import modes as labmodes
+from pyfwd.lab import pacs
+from pyfwd.lab.topology import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 

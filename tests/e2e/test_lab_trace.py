@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from scapy.all import IP, TCP, Ether, rdpcap
 
-from pyfwd import lab as labmod
-from pyfwd import trace
+from pyfwd.lab import topology as labmod
+from pyfwd.lab import trace
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 

@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from pyfwd.engine import Engine
-from pyfwd.lab import Lab
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.control.engine import Engine
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
 
 from .procs import wait_line
 
@@ -34,7 +33,7 @@ def build(topology):
     lab = Lab(name, topology=topology, reals=3).up()
     try:
         for role in lab.reals:
-            p = lab.popen(role, [sys.executable, "-m", "pyfwd.whoami",
+            p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
                                  "--bind", "0.0.0.0", "--port", "8080",
                                  "--udp", str(UDP.port), "--name", role],
                           stdout=subprocess.PIPE, text=True)

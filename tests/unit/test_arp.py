@@ -1,4 +1,4 @@
-"""pyfwd.arp's pure half: frames against scapy, and the responder's
+"""pyfwd.neighbours.arp's pure half: frames against scapy, and the responder's
 decisions.  No root, no sockets."""
 
 import ipaddress
@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Padding, Raw
 
-from pyfwd import arp
+from pyfwd.neighbours import arp
 from pyfwd.errors import ConfigError
 
 LB_MAC = "02:00:00:00:01:02"

@@ -1,4 +1,4 @@
-"""pyfwd.arpproblem's pure parts: reading arp-check's output, whose MAC,
+"""pyfwd.lab.arpproblem's pure parts: reading arp-check's output, whose MAC,
 the request lines, the announcement, and what the Result concludes from
 its measurements."""
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pyfwd import arpproblem
-from pyfwd.arpproblem import (ArpCheckRun, Request, Result,
+from pyfwd.lab import arpproblem
+from pyfwd.lab.arpproblem import (ArpCheckRun, Request, Result,
                               format_announcement, format_arp_check,
                               format_request, format_times, frame_counts,
                               owner, parse_arp_check, punts_handled,
@@ -139,7 +139,7 @@ def test_format_request_says_what_the_frames_of_a_bypass_were():
 
 
 def test_format_times_follows_the_schedule():
-    from pyfwd.engine import GARP_REPEAT
+    from pyfwd.control.engine import GARP_REPEAT
     assert format_times((0.0, 1.0, 3.0)) == "0, 1 and 3 s"
     assert format_times((0.5, 2.0)) == "0.5 and 2 s"
     assert format_times((1.0,)) == "1 s"

@@ -1,4 +1,4 @@
-"""pyfwd.capture without root: pcap files written, then read back with
+"""pyfwd.lab.capture without root: pcap files written, then read back with
 scapy and with read_pcap(); parse_tcp4() on good and malformed frames; the
 Capture's reader and stop() over fake packet sockets (a flood, a failing
 socket, an interrupted stop)."""
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from scapy.all import IP, TCP, Dot1Q, Ether, Raw, rdpcap
 
-from pyfwd import capture
-from pyfwd.capture import (Capture, Frame, parse_tcp4,
+from pyfwd.lab import capture
+from pyfwd.lab.capture import (Capture, Frame, parse_tcp4,
                            read_pcap, write_pcap)
 
 SRC, DST = "02:00:00:00:01:01", "02:00:00:00:01:02"

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from pyfwd import config
+from pyfwd.control import config
 from pyfwd.errors import ConfigError
 
 GOOD = textwrap.dedent("""

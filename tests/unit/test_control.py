@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from pyfwd import control, ctl
-from pyfwd.control import COMMANDS, ControlServer, parse_request, request
+from pyfwd.control import server as control
+from pyfwd.control import ctl
+from pyfwd.control.server import COMMANDS, ControlServer, parse_request, request
 from pyfwd.errors import ConfigError, PyfwdError
 
 VIPS = [
@@ -335,7 +336,7 @@ def test_request_raises_the_engines_message(server):
 
 def test_engine_bug_is_answered_logged_and_survived(server, caplog):
     c = Conn(server.path)
-    with caplog.at_level(logging.ERROR, logger="pyfwd.control"):
+    with caplog.at_level(logging.ERROR, logger="pyfwd.control.server"):
         reply = c.ask({"cmd": "del-vip", "vip": "boom"})
     assert reply == {"ok": False,
                      "error": "internal error: RuntimeError: kaboom"}

@@ -3,8 +3,8 @@
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd.capture import Frame
-from pyfwd.demo import Wire
+from pyfwd.lab.capture import Frame
+from pyfwd.lab.demo import Wire
 
 CLIENT, LB, REAL = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:11"
 OWNERS = {CLIENT: "client", LB: "lb", REAL: "real1"}

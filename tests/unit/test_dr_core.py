@@ -7,9 +7,8 @@ import collections
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd.dataplane import Core
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.dataplane.core import Core
+from pyfwd.model import Real, Service, Vip
 
 from ..cases import defs
 

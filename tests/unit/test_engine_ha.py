@@ -7,9 +7,8 @@ import logging
 
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd.l7 import L7Options
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.control.l7 import L7Options
+from pyfwd.model import Real, Service, Vip
 
 from .test_engine_ndp import CLIENT_MAC, LB_MAC, VIP4, make_engine
 
@@ -62,7 +61,7 @@ def test_a_claim_for_a_vip_that_left_is_harmless():
 def test_reload_keeps_the_running_role_over_the_files(tmp_path):
     # started --role active with a file that says standby and has an L7
     # VIP: the file's role must not make every reload fail
-    from pyfwd import config as config_mod
+    from pyfwd.control import config as config_mod
     path = tmp_path / "pyfwd.toml"
     path.write_text('[engine]\niface = "eth0"\nrole = "standby"\n\n'
                     '[[vip]]\nname = "web"\naddress = "10.0.0.101"\n'

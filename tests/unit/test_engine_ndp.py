@@ -12,10 +12,12 @@ from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_NS,
                                 IPv6)
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd import arp, engine as engine_mod, icmp, ndp
-from pyfwd.engine import Engine
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.neighbours import arp
+from pyfwd.control import engine as engine_mod
+from pyfwd.neighbours import icmp
+from pyfwd.neighbours import ndp
+from pyfwd.control.engine import Engine
+from pyfwd.model import Real, Service, Vip
 
 LB_MAC = "02:00:00:00:01:02"
 CLIENT_MAC = "02:00:00:00:01:01"

@@ -9,9 +9,12 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from pyfwd import config, ctl, ha, lab
+from pyfwd.control import config
+from pyfwd.control import ctl
+from pyfwd.control import ha
+from pyfwd.lab import topology as lab
 from pyfwd.cli import cli
-from pyfwd.control import COMMANDS, BadRequest, parse_request
+from pyfwd.control.server import COMMANDS, BadRequest, parse_request
 from pyfwd.errors import ConfigError
 
 DR = textwrap.dedent("""

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from pyfwd import health
+from pyfwd.control import health
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.health import HealthMonitor, HealthSpec, ProbeError
+from pyfwd.control.health import HealthMonitor, HealthSpec, ProbeError
 
 pytestmark = pytest.mark.timeout(30)
 

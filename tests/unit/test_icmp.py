@@ -1,4 +1,4 @@
-"""pyfwd.icmp: echo replies for the VIPs, checked against scapy; every frame
+"""pyfwd.neighbours.icmp: echo replies for the VIPs, checked against scapy; every frame
 not answered counted by reason; the rate limit on an injected clock.  No
 root, no sockets."""
 
@@ -10,7 +10,7 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Padding, Raw
 
-from pyfwd import icmp
+from pyfwd.neighbours import icmp
 from pyfwd.errors import ConfigError
 
 from .responders import Clock, only_counter

@@ -9,10 +9,9 @@ import ipaddress
 import pytest
 
 from pyfwd.errors import ConfigError
-from pyfwd.l7 import (BALANCE, HAProxy, L7Options, L7Vip, haproxy_weights,
+from pyfwd.control.l7 import (BALANCE, HAProxy, L7Options, L7Vip, haproxy_weights,
                       render, sanitize, server_name)
-from pyfwd.service import Real, Vip
-from pyfwd.tables import Service
+from pyfwd.model import Real, Service, Vip
 
 VIP = Vip.parse("10.0.0.100:80/tcp")
 REALS = [("r_10_0_0_11_80", "10.0.0.11", 80, 1),

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyfwd import metrics
+from pyfwd.control import metrics
 from pyfwd.errors import ConfigError
 
 XSK = {"xdp_mode": "native", "copy_mode": "zerocopy", "busy_poll": True,

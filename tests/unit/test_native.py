@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pyfwd import _native
-from pyfwd.dataplane import Core
+from pyfwd.dataplane import native as _native
+from pyfwd.dataplane.core import Core
 from pyfwd.errors import ConfigError, DataplaneError
-from pyfwd.service import Vip
+from pyfwd.model import Vip
 
 from ..cases import defs
 

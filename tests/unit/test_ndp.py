@@ -1,4 +1,4 @@
-"""pyfwd.ndp: neighbour advertisements and echo replies for IPv6 VIPs,
+"""pyfwd.neighbours.ndp: neighbour advertisements and echo replies for IPv6 VIPs,
 checked against scapy (checksums, flags, options, addresses); DAD probes;
 conflicts; every frame counted by reason; VLAN tags kept; malformed input
 never raises.  No root, no sockets."""
@@ -17,7 +17,7 @@ from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest,
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from pyfwd import ndp
+from pyfwd.neighbours import ndp
 from pyfwd.errors import ConfigError
 
 from .responders import Clock, only_counter

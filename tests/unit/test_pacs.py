@@ -4,7 +4,7 @@ tools are stand-in scripts)."""
 
 import pytest
 
-from pyfwd import pacs
+from pyfwd.lab import pacs
 from pyfwd.errors import LabError
 
 CT = 'multipart/related; type="application/dicom"; boundary={}'

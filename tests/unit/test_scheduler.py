@@ -3,7 +3,7 @@
 Reference implementations here are literal transcriptions of Katran's
 MaglevHashV2::generateHashRing and nginx's ngx_http_upstream_get_peer, with
 the hash as maglev_table's docstring specifies it, so the fast versions in
-pyfwd.scheduler are checked against the algorithms they claim to be.
+pyfwd.dataplane.scheduler are checked against the algorithms they claim to be.
 """
 
 import errno
@@ -17,9 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-from pyfwd import _native, scheduler
+from pyfwd.dataplane import native as _native
+from pyfwd.dataplane import scheduler
 from pyfwd.errors import ConfigError, DataplaneError
-from pyfwd.scheduler import (MAGLEV_SIZE_DEFAULT, NO_REAL, SCHEDULERS,
+from pyfwd.dataplane.scheduler import (MAGLEV_SIZE_DEFAULT, NO_REAL, SCHEDULERS,
                              TABLE_SIZE_MAX, build_table, maglev_table,
                              rr_table, wrr_table)
 
@@ -194,7 +195,7 @@ def test_maglev_deterministic_across_processes():
     keys, weights = reals(20), list(range(20))
     table = maglev_table(keys, weights)
     assert (maglev_table(keys, weights) == table).all()
-    code = ("import sys; from pyfwd.scheduler import maglev_table; "
+    code = ("import sys; from pyfwd.dataplane.scheduler import maglev_table; "
             f"sys.stdout.write(maglev_table({keys!r}, {weights!r}).tobytes()"
             ".hex())")
     for seed in ("1", "4242"):
@@ -469,8 +470,9 @@ def test_too_many_reals():
 def test_sh_sends_a_client_to_one_real_on_every_vip_of_those_hosts():
     # A PACS's DICOM VIP (:104) and web VIP (:80 -> :8042) over the same
     # archive nodes: a study stored through one is fetched through the other
-    from pyfwd.service import Real, Vip
-    from pyfwd.tables import Service, ring_for
+    from pyfwd.model import Real, Vip
+    from pyfwd.dataplane.tables import ring_for
+    from pyfwd.model import Service
 
     hosts = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
 

@@ -3,7 +3,7 @@ import ipaddress
 import pytest
 
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.service import Vip
+from pyfwd.model import Vip
 
 
 @pytest.mark.parametrize("text,addr,port,proto", [

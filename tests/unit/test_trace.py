@@ -1,4 +1,4 @@
-"""pyfwd.trace's pure parts: segments matched across hops, what the
+"""pyfwd.lab.trace's pure parts: segments matched across hops, what the
 balancer rewrote, the text and SVG diagrams; fed with frames built with
 scapy, as the capture would see a DR and a NAT connection."""
 
@@ -8,8 +8,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from scapy.all import IP, TCP, Ether, Raw
 
-from pyfwd import labmodes, trace
-from pyfwd.capture import Frame, read_pcap, write_pcap
+from pyfwd.lab import modes as labmodes
+from pyfwd.lab import trace
+from pyfwd.lab.capture import Frame, read_pcap, write_pcap
 from pyfwd.errors import ConfigError
 
 CLIENT, LB_OUT, LB_IN, REAL = ("02:00:00:00:01:01", "02:00:00:00:01:02",

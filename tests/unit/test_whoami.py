@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from pyfwd.whoami import WhoamiServer
+from pyfwd.lab.whoami import WhoamiServer
 
 
 @pytest.fixture

@@ -1,0 +1,226 @@
+"""The configuration file: one TOML file of VIPs and their real servers.
+
+Validated up front (`pyfwd check-config FILE`): every error names the key,
+the value and what was expected, before anything on the machine is
+touched.
+
+    [engine]
+    iface = "eth0"
+    inside_iface = "eth1"                   # two-arm NAT only
+    control_socket = "/run/pyfwd/pyfwd.sock"
+    metrics = "127.0.0.1:9108"              # optional
+    snat_address = "10.0.0.2"               # SNAT; default: iface's address
+    snat_ports = "61000-65535"
+    role = "active"                         # or "standby" (HA, at start)
+
+    [[vip]]
+    name = "pacs-web"
+    address = "10.0.0.100"
+    port = 80
+    protocol = "tcp"
+    mode = "dr"                             # dr | nat | snat
+    scheduler = "wlc"                       # rr | wrr | lc | wlc | sh | maglev
+    persistence = 0                         # seconds of source affinity
+    health = { type = "http", path = "/", expect = 200, interval = 1.0,
+               timeout = 1.0, rise = 2, fall = 2 }
+    fallback = "10.0.0.50:80"               # optional
+
+    [[vip.real]]
+    address = "10.0.0.11"
+    port = 80                               # NAT/SNAT: port translation
+    weight = 100
+"""
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+
+from pyfwd.errors import ConfigError
+from pyfwd.control.health import HealthSpec
+from pyfwd.model import MODES, SCHEDULERS, Real, Service, Vip
+
+CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"
+
+ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
+               "snat_ports": str, "control_socket": str, "metrics": str,
+               "role": str}
+VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
+            "mode": str, "scheduler": str, "persistence": int,
+            "health": dict, "fallback": str, "real": list,
+            # mode = "l7" (HAProxy) only:
+            "l7_mode": str, "forwardfor": bool, "cookie": str,
+            "tls_cert": str, "send_proxy": bool, "set_headers": dict,
+            "del_headers": list}
+L7_KEYS = ("l7_mode", "forwardfor", "cookie", "tls_cert", "send_proxy",
+           "set_headers", "del_headers")
+REAL_KEYS = {"address": str, "port": int, "weight": int}
+_KIND = {int: "an integer", str: "a string", dict: "a table",
+         list: "an array", bool: "true or false"}
+
+
+@dataclass
+class Config:
+    path: str
+    iface: "str | None" = None
+    inside_iface: "str | None" = None
+    snat_address: "str | None" = None
+    snat_ports: "str | None" = None
+    control_socket: str = CONTROL_SOCKET
+    metrics: "str | None" = None
+    role: str = "active"
+    services: list = field(default_factory=list)
+
+
+def _check_keys(where, table, allowed):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of "
+                              f"{', '.join(sorted(allowed))})")
+        want = allowed[key]
+        if not isinstance(value, want) or (want is int and
+                                           isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key} = {value!r}: expected "
+                              f"{_KIND[want]}")
+
+
+def _required(where, table, key):
+    if key not in table:
+        raise ConfigError(f"{where}.{key}: missing")
+    return table[key]
+
+
+def _choice(where, key, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{where}.{key} = {value!r}: expected one of "
+                          f"{', '.join(choices)}")
+    return value
+
+
+def parse_fallback(text, vip, where="fallback"):
+    """`ADDR[:PORT]` of the server that takes the VIP's traffic when no
+    real server is healthy."""
+    try:
+        real = Real.parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if real.address.version != vip.address.version:
+        raise ConfigError(f"{where} = {text!r}: expected an IPv"
+                          f"{vip.address.version} address, as the VIP")
+    return real
+
+
+def parse_vip(v, where, names=()):
+    """One [[vip]] table -> Service (ConfigError names what is wrong)."""
+    _check_keys(where, v, VIP_KEYS)
+    name = v.get("name")
+    where = f"vip {name!r}" if name else where
+    if name in names:
+        raise ConfigError(f"{where}: name used twice")
+    try:
+        vip = Vip(_required(where, v, "address"),
+                  _required(where, v, "port"), v.get("protocol", "tcp"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    mode = _choice(where, "mode", v.get("mode", "dr"), MODES)
+    sched = _choice(where, "scheduler", v.get("scheduler", "maglev"),
+                    SCHEDULERS)
+    reals = []
+    for j, r in enumerate(v.get("real", [])):
+        rwhere = f"{where}.real[{j}]"
+        _check_keys(rwhere, r, REAL_KEYS)
+        try:
+            reals.append(Real(_required(rwhere, r, "address"),
+                              r.get("port"), r.get("weight", 1)))
+        except ConfigError as exc:
+            raise ConfigError(f"{rwhere}: {exc}") from None
+    health = None
+    if "health" in v:
+        health = HealthSpec.from_dict(v["health"], where=f"{where}.health")
+    fallback = None
+    if "fallback" in v:
+        if mode == "l7":
+            raise ConfigError(f"{where}.fallback: for L4 VIPs (an L7 VIP "
+                              "has HAProxy's own backup servers: not yet)")
+        fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
+    l7 = None
+    given = [k for k in L7_KEYS if k in v]
+    if mode == "l7":
+        from pyfwd.control.l7 import L7Options
+        l7 = L7Options.from_dict({k: v[k] for k in given}, where)
+    elif given:
+        raise ConfigError(f"{where}.{given[0]}: only for mode = \"l7\" "
+                          f"(this VIP's mode is {mode!r})")
+    try:
+        return Service(vip, reals, sched, mode,
+                       persistence=v.get("persistence", 0), name=name,
+                       health=health, fallback=fallback, l7=l7)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def parse(text, path="<config>", role=None):
+    """Parse and validate config text; returns a Config.
+
+    role: the high-availability role the engine starts in when the command
+    line gives one ("active" or "standby"); it replaces [engine] role
+    before the VIPs are checked against it (standby refuses L7 VIPs).
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in doc:
+        if key not in ("engine", "vip"):
+            raise ConfigError(f"{path}: {key}: unknown section (expected "
+                              "[engine] or [[vip]])")
+    cfg = Config(path)
+    engine = doc.get("engine", {})
+    _check_keys("engine", engine, ENGINE_KEYS)
+    for key in ENGINE_KEYS:
+        if key in engine:
+            setattr(cfg, key, engine[key])
+    if cfg.snat_address is not None:
+        try:
+            ipaddress.IPv4Address(cfg.snat_address)
+        except ValueError:
+            raise ConfigError(f"engine.snat_address = {cfg.snat_address!r}"
+                              ": expected an IPv4 address") from None
+    if cfg.snat_ports is not None:
+        from pyfwd.control.engine import parse_ports
+        parse_ports(cfg.snat_ports)
+    from pyfwd.control.ha import parse_role
+    parse_role(cfg.role, "engine.role")
+    where = "engine.role ="
+    if role is not None:
+        cfg.role = parse_role(role)
+        where = "role"
+    if cfg.metrics is not None:
+        from pyfwd.control.metrics import parse_address
+        parse_address(cfg.metrics)
+    vips = doc.get("vip", [])
+    if not isinstance(vips, list) or not vips:
+        raise ConfigError(f"{path}: no [[vip]] configured")
+    seen = {}
+    for i, v in enumerate(vips):
+        svc = parse_vip(v, f"vip[{i}]", [s.name for s in cfg.services])
+        if svc.vip in seen:
+            raise ConfigError(f"vip {svc.name or i!r}: {svc.vip} is also "
+                              f"vip {seen[svc.vip]!r}")
+        seen[svc.vip] = svc.name or i
+        cfg.services.append(svc)
+    from pyfwd.control.ha import check_role
+    check_role(cfg.role, cfg.services, where)
+    return cfg
+
+
+def load(path, role=None):
+    """Read and validate a config file; ConfigError names what is wrong.
+    role: see parse()."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"config {path}: {exc.strerror}") from None
+    return parse(text, path, role)

@@ -1,0 +1,163 @@
+"""From services to the data plane's tables: pure values, no I/O.
+
+The C core takes three arrays (csrc/pyfwd.h): VIPs, real servers indexed by
+a stable id, and one ring of real ids per VIP that new flows are scheduled
+from.  `build` makes them from the services and what ARP knows of each real
+server's MAC; `RealIds` keeps a real's id stable while it exists, so a flow
+keeps its real server across every table swap.
+"""
+
+import collections
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from pyfwd.dataplane import scheduler as sched_mod
+from pyfwd.errors import ConfigError
+from pyfwd.model import Vip
+
+# How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
+SCHED_HASH, SCHED_SEQ, SCHED_SRC_HASH, SCHED_LEAST = 0, 1, 2, 3
+RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ,
+              "sh": SCHED_SRC_HASH, "lc": SCHED_LEAST, "wlc": SCHED_LEAST}
+MODE_CODE = {"dr": 0, "nat": 1, "snat": 2}     # PYFWD_MODE_*
+
+
+class RealIds:
+    """Stable ids for (vip, real key) pairs, 0..limit-1.
+
+    A released id is reused as late as possible (FIFO), so that flows still
+    pointing at a removed real are rescheduled, not sent to a newcomer.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._ids = {}
+        self._free = collections.deque()
+        self._next = 0
+
+    def get(self, vip, key):
+        """The id of (vip, key), allocated on first use.
+
+        Raises ConfigError when all `limit` ids are taken.
+        """
+        k = (vip, key)
+        if k not in self._ids:
+            if self._free:
+                self._ids[k] = self._free.popleft()
+            elif self._next < self.limit:
+                self._ids[k] = self._next
+                self._next += 1
+            else:
+                raise ConfigError(f"more than {self.limit} real servers")
+        return self._ids[k]
+
+    def lookup(self, vip, key):
+        """The id of (vip, key), or None if it has none."""
+        return self._ids.get((vip, key))
+
+    def retain(self, pairs):
+        """Release every id whose (vip, key) is not in pairs."""
+        pairs = set(pairs)
+        for k in [k for k in self._ids if k not in pairs]:
+            self._free.append(self._ids.pop(k))
+
+    @property
+    def high_water(self):
+        return self._next
+
+
+@dataclass
+class VipEntry:
+    vip: Vip
+    sched: int
+    ring_off: int
+    ring_len: int
+    mode: str = "dr"
+    persist: int = 0
+
+
+@dataclass
+class RealEntry:
+    mac: Optional[bytes]     # next hop's MAC; None: unknown, cannot be used
+    address: object
+    port: int                # 0 = the VIP's port
+    out_if: int = 0          # interface slot toward it
+    weight: int = 1          # lc/wlc: flows per weight
+
+
+@dataclass
+class Tables:
+    vips: list               # [VipEntry], in the order of the services
+    reals: list              # [RealEntry | None] indexed by id
+    ring: np.ndarray         # uint16 real ids, PYFWD_NO_REAL = 0xFFFF
+    unscheduled: dict        # (vip, key) -> why it gets no new flows
+
+
+def ring_for(service, weights):
+    """The ring of local indices (into service.reals) for these weights."""
+    keys = [r.key for r in service.reals]
+    name = service.scheduler
+    if name in ("lc", "wlc"):   # the candidates, once each
+        return np.array([i for i, w in enumerate(weights) if w],
+                        dtype=np.uint16)
+    if name == "rr":            # plain round robin: weights only say "in"
+        name, weights = "wrr", [1 if w else 0 for w in weights]
+    if name == "sh":            # a Maglev table, indexed by the source
+        name = "maglev"
+        # Named by host alone, VIPs over the same real servers get the same
+        # table whatever their ports, so one client reaches the same real
+        # server on each (a PACS's DICOM and web VIPs).  A VIP that lists a
+        # host twice (two ports) keeps the full names.
+        hosts = [str(r.address) for r in service.reals]
+        if len(set(hosts)) == len(hosts):
+            keys = hosts
+    return sched_mod.build_table(name, keys, weights,
+                                 size=service.maglev_size)
+
+
+def build(services, ids, macs, out_ifs=None):
+    """Tables for services.
+
+    macs maps a real's address to the MAC of the next hop toward it (the
+    real itself on its segment) or None when unknown; a real with no MAC is
+    left out of the rings (and of the reals: its flows are rescheduled) and
+    listed in `unscheduled` with the reason.  out_ifs maps an address to
+    the interface slot toward it (default 0).
+    """
+    out_ifs = out_ifs or {}
+    ids.retain((s.vip, r.key) for s in services for r in s.reals)
+    for s in services:          # every id first: the reals list spans them
+        for r in s.reals:
+            ids.get(s.vip, r.key)
+    reals = [None] * ids.high_water
+    rings, vips, unscheduled = [], [], {}
+    offset = 0
+    for s in services:
+        idv, weights = [], []
+        for r in s.reals:
+            rid = ids.get(s.vip, r.key)
+            mac = macs.get(r.address)
+            if mac is None:
+                unscheduled[(s.vip, r.key)] = "MAC unknown (no ARP answer)"
+            elif r.weight == 0:
+                unscheduled[(s.vip, r.key)] = "draining (weight 0)"
+            reals[rid] = RealEntry(mac, r.address, r.port or 0,
+                                   out_ifs.get(r.address, 0),
+                                   1 if s.scheduler == "lc" else r.weight)
+            idv.append(rid)
+            weights.append(r.weight if mac is not None else 0)
+        if any(weights):
+            local = ring_for(s, weights)
+            lut = np.array(idv + [sched_mod.NO_REAL], dtype=np.uint16)
+            ring = lut[np.where(local == sched_mod.NO_REAL, len(idv), local)]
+        else:
+            ring = np.zeros(0, dtype=np.uint16)
+        vips.append(VipEntry(s.vip, RING_INDEX[s.scheduler], offset,
+                             len(ring), s.mode, s.persistence))
+        rings.append(ring)
+        offset += len(ring)
+    ring = (np.concatenate(rings) if rings else np.zeros(0, np.uint16))
+    return Tables(vips, reals, ring.astype(np.uint16, copy=False),
+                  unscheduled)

@@ -1,0 +1,3 @@
+"""Operators' helpers that are not the balancer: set-up of a DR real
+server, and ``pyfwd doctor``.
+"""

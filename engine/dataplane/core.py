@@ -19,6 +19,7 @@ from pyfwd.dataplane import native as _native
 from pyfwd.dataplane import tables as tables_mod
 from pyfwd.dataplane.native import REASONS, VERDICTS, ffi, lib
 from pyfwd.errors import ConfigError, DataplaneError
+from pyfwd.model import Service
 
 _PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _process_batch = lib.pyfwd_process_batch
@@ -171,7 +172,7 @@ class Core:
         if len(set(vips)) != len(vips):
             dup = next(v for v in vips if vips.count(v) > 1)
             raise ConfigError(f"vip {dup}: listed twice")
-        return self.publish_services([tables_mod.Service(v) for v in vips],
+        return self.publish_services([Service(v) for v in vips],
                                      {})
 
     def process(self, frames, in_if=0):

@@ -366,7 +366,8 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
 
     from pyfwd.control import config as config_mod
     from pyfwd.control.server import ControlServer
-    from pyfwd.control.engine import Engine, parse_ports, parse_services
+    from pyfwd.control.config import parse_ports, parse_services
+    from pyfwd.control.engine import Engine
     from pyfwd.control.metrics import MetricsServer, parse_address
 
     if config_path and (vips or reals):
@@ -447,7 +448,7 @@ def cleanup(iface):
     touched (stop the engine instead).
     """
     from pyfwd.dataplane.core import xdp_cleanup
-    from pyfwd.control.engine import interface
+    from pyfwd.neighbours.kernel import interface
     need_root("pyfwd cleanup")
     ifindex = interface(iface)[0]
     prog = xdp_cleanup(ifindex)
@@ -515,7 +516,7 @@ def arp_check(iface, vip, balancer_mac, timeout):
     need_root("pyfwd arp-check")
     own = balancer_mac
     if own is None:
-        from pyfwd.control.engine import interface
+        from pyfwd.neighbours.kernel import interface
         own = interface(iface)[1]
     answers = arp.arp_check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]

@@ -188,7 +188,6 @@ def parse(text, path="<config>", role=None):
             raise ConfigError(f"engine.snat_address = {cfg.snat_address!r}"
                               ": expected an IPv4 address") from None
     if cfg.snat_ports is not None:
-        from pyfwd.control.engine import parse_ports
         parse_ports(cfg.snat_ports)
     from pyfwd.control.ha import parse_role
     parse_role(cfg.role, "engine.role")
@@ -224,3 +223,26 @@ def load(path, role=None):
     except OSError as exc:
         raise ConfigError(f"config {path}: {exc.strerror}") from None
     return parse(text, path, role)
+
+
+def parse_ports(text):
+    """`LOW-HIGH` -> (low, high); ConfigError naming the text."""
+    try:
+        lo, hi = (int(x, 10) for x in str(text).split("-"))
+    except ValueError:
+        raise ConfigError(f"snat ports {text!r}: expected LOW-HIGH, e.g. "
+                          "61000-65535") from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise ConfigError(f"snat ports {text!r}: expected 1024 <= LOW <= "
+                          "HIGH <= 65535")
+    return lo, hi
+
+
+def parse_services(vip_texts, real_texts, scheduler="maglev", mode="dr"):
+    """Services from the command line: every --real serves every --vip
+    (one VIP is the usual case)."""
+    if not vip_texts:
+        raise ConfigError("no --vip given (or use --config FILE)")
+    reals = [Real.parse(t) for t in real_texts]
+    return [Service(Vip.parse(v), list(reals), scheduler, mode)
+            for v in vip_texts]

@@ -17,10 +17,8 @@ ones, pings), keeps the real servers' MACs fresh and announces the VIPs
 (gratuitous ARP, unsolicited neighbour advertisements).
 """
 
-import array
 import dataclasses
 import errno
-import fcntl
 import ipaddress
 import json
 import logging
@@ -33,15 +31,15 @@ import time
 
 from pyroute2 import IPRoute
 
-from pyfwd.neighbours import arp
-from pyfwd.control import ha
-from pyfwd.neighbours import icmp
-from pyfwd.neighbours import ndp
-from pyfwd.dataplane.core import Afp, Core, Xsk
 from pyfwd._netns import in_netns
-from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
+from pyfwd.control import ha
 from pyfwd.control.health import HealthMonitor
-from pyfwd.model import Real, Service, Vip
+from pyfwd.dataplane.core import Afp, Core, Xsk
+from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
+from pyfwd.model import Real, Vip
+from pyfwd.neighbours import arp, icmp, ndp
+from pyfwd.neighbours.kernel import (interface, multicast_socket,
+                                     primary_ipv4, route_to)
 
 log = logging.getLogger("pyfwd")
 
@@ -55,42 +53,6 @@ FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 GARP_REPEAT = (0.0, 1.0, 3.0)   # gratuitous ARP after start/takeover (s)
-
-
-def interface(ifname):
-    """(ifindex, mac bytes, rx queues) of an interface in this netns.
-
-    Raises ConfigError naming the interface when it does not exist.
-    """
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)
-        if not idx:
-            raise ConfigError(f"interface {ifname!r}: no such interface "
-                              "in this network namespace")
-        link = ipr.get_links(idx[0])[0]
-    mac = arp.mac_to_bytes(link.get_attr("IFLA_ADDRESS"))
-    return idx[0], mac, rx_queues(ifname)
-
-
-ETHTOOL_GCHANNELS = 0x3c
-SIOCETHTOOL = 0x8946
-
-
-def rx_queues(ifname):
-    """RX queues in use (ethtool channels: rx or combined); 1 when the
-    driver does not say.  Netlink's IFLA_NUM_RX_QUEUES counts the queues
-    allocated (veth: one per CPU), not those in use."""
-    buf = array.array("I", [ETHTOOL_GCHANNELS] + [0] * 8)
-    ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            return 1
-        raise
-    # cmd, max_rx, max_tx, max_other, max_combined, rx, tx, other, combined
-    return max(buf[5], buf[8], 1)
 
 
 class Engine:
@@ -209,7 +171,7 @@ class Engine:
         self.responder = arp.ArpResponder(mac, self._ipv4_vips())
         self.echo = icmp.EchoResponder(mac, self._ipv4_vips())
         self.ndp = ndp.NdpResponder(mac, self._ipv6_vips())
-        self._mc_sock = _multicast_socket(self.iface)
+        self._mc_sock = multicast_socket(self.iface)
         self._refresh_macs()
         self._publish()
         self.xsk = self._open_backend(ifindex, ifindex2, queues)
@@ -1099,65 +1061,4 @@ def l7_server(real):
     return "r_" + re.sub(r"[^A-Za-z0-9]", "_", real.key)
 
 
-def route_to(address):
-    """(output interface name, next hop address) of the kernel's route to
-    address in this network namespace; (None, address) when none."""
-    with IPRoute() as ipr:
-        try:
-            route = ipr.route("get", dst=str(address))[0]
-        except Exception:       # pyroute2 raises NetlinkError: no route
-            return None, address
-        oif = route.get_attr("RTA_OIF")
-        gw = route.get_attr("RTA_GATEWAY")
-        links = ipr.get_links(oif) if oif else []
-    name = links[0].get_attr("IFLA_IFNAME") if links else None
-    return name, ipaddress.ip_address(gw) if gw else address
-
-
-def _multicast_socket(ifname):
-    """An IPv6 UDP socket (in this network namespace) to hold multicast
-    groups with; None, said in the log, where IPv6 is off."""
-    try:
-        return socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    except OSError as exc:
-        log.info("%s: no IPv6 socket (%s): IPv6 VIPs' solicited-node "
-                 "groups not joined", ifname, exc.strerror or exc)
-        return None
-
-
-def primary_ipv4(ifname):
-    """The first IPv4 address of ifname (an IPv4Address) or None."""
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)
-        addrs = ipr.get_addr(index=idx[0], family=socket.AF_INET) \
-            if idx else []
-    for a in addrs:
-        return ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
-    return None
-
-
-def parse_ports(text):
-    """`LOW-HIGH` -> (low, high); ConfigError naming the text."""
-    try:
-        lo, hi = (int(x, 10) for x in str(text).split("-"))
-    except ValueError:
-        raise ConfigError(f"snat ports {text!r}: expected LOW-HIGH, e.g. "
-                          "61000-65535") from None
-    if not 1024 <= lo <= hi <= 65535:
-        raise ConfigError(f"snat ports {text!r}: expected 1024 <= LOW <= "
-                          "HIGH <= 65535")
-    return lo, hi
-
-
-def parse_services(vip_texts, real_texts, scheduler="maglev", mode="dr"):
-    """Services from the command line: every --real serves every --vip
-    (one VIP is the usual case)."""
-    if not vip_texts:
-        raise ConfigError("no --vip given (or use --config FILE)")
-    reals = [Real.parse(t) for t in real_texts]
-    return [Service(Vip.parse(v), list(reals), scheduler, mode)
-            for v in vip_texts]
-
-
-__all__ = ["Engine", "interface", "parse_services", "parse_ports",
-           "route_to", "primary_ipv4"]
+__all__ = ["Engine"]

@@ -245,7 +245,7 @@ class L7Vip:
 
     @classmethod
     def from_service(cls, service, options=None):
-        """From a tables.Service: named by its label, servers by real key."""
+        """From a model.Service: named by its label, servers by real key."""
         vip = service.vip
         return cls(name=sanitize(service.label), vip=vip,
                    reals=[(server_name(r, vip.port), r.address,

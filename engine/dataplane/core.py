@@ -145,7 +145,7 @@ class Core:
         self.tables = tables
 
     def publish_services(self, services, macs, out_ifs=None):
-        """Build tables from services (tables.Service) and the next hop's
+        """Build tables from services (model.Service) and the next hop's
         MAC toward each real ({address: bytes | None}; out_ifs: {address:
         interface slot}), publish them and return them."""
         built = tables_mod.build(services, self.ids, macs, out_ifs)

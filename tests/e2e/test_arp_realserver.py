@@ -124,7 +124,7 @@ def check(the_lab, role, vip=VIP, timeout=CHECK) -> set:
 def realserver_call(the_lab, role, call: str):
     """``pyfwd.ops.realserver.<call>`` in a fresh python inside role, as the
     CLI would run it; returns its JSON result."""
-    code = ("import json; from pyfwd import realserver; "
+    code = ("import json; from pyfwd.ops import realserver; "
             f"print(json.dumps(realserver.{call}))")
     done = the_lab.run(role, [sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=20)

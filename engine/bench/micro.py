@@ -88,7 +88,8 @@ def dr_setup():
     """VIP:80/tcp in DR mode over two real servers (Maglev)."""
     reals = [Real.parse(a) for a in DR_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals)],
-                 {r.address: mac_to_bytes(DR_REALS[str(r.address)]) for r in reals},
+                 {r.address: mac_to_bytes(DR_REALS[str(r.address)])
+                  for r in reals},
                  mac=LB_MAC)
 
 
@@ -97,7 +98,8 @@ def nat_setup():
     reals = [Real.parse(f"{a}:{NAT_PORT}") for a in NAT_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals, "maglev",
                           "nat")],
-                 {r.address: mac_to_bytes(NAT_REALS[str(r.address)]) for r in reals},
+                 {r.address: mac_to_bytes(NAT_REALS[str(r.address)])
+                  for r in reals},
                  {r.address: 1 for r in reals}, mac=OUT_MAC, mac2=IN_MAC)
 
 

@@ -314,18 +314,15 @@ class NdpResponder(VipResponder):
         if eth_src == self.own_mac or eth_src[0] & 1 \
                 or not is_unicast(sender):
             return None, "bad_source"
+        tpid, vlan = (ETH_P_8021Q, None) if tag is None else tag
         if dad:
             # Someone tries to configure the VIP: defend it, say who.
             self._conflict(target, sender)
             return build_na(self.own_mac, target, ALL_NODES,
                             multicast_mac(ALL_NODES), solicited=False,
-                            vlan=None if tag is None else tag[1],
-                            tpid=ETH_P_8021Q if tag is None else tag[0]), \
-                "dad_answered"
+                            vlan=vlan, tpid=tpid), "dad_answered"
         return build_na(self.own_mac, target, src_ip, sender, solicited=True,
-                        vlan=None if tag is None else tag[1],
-                        tpid=ETH_P_8021Q if tag is None else tag[0]), \
-            "answered"
+                        vlan=vlan, tpid=tpid), "answered"
 
     def _na(self, eth_src, dst_ip, flags, target, opts):
         tll = _lladdr(opts, OPT_TARGET_LL)

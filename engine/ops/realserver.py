@@ -135,8 +135,8 @@ def _on(addrs: list, index: int, vip) -> list:
 
 def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     """Configure the current network namespace as a DR real server for
-    ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line each,
-    for the CLI to print; ``[]`` means nothing needed changing (it is
+    ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line
+    each, for the CLI to print; ``[]`` means nothing needed changing (it is
     idempotent).
 
     Setup, in this order (the VIP never sits on ``dev`` while ARP would

@@ -512,13 +512,13 @@ def arp_check(iface, vip, balancer_mac, timeout):
     Run it from any host on the segment; on the balancer itself while the
     engine runs, the engine reports such answers in its log instead.
     """
-    from pyfwd.neighbours import arp
+    from pyfwd.neighbours.check import arp_check as check
     need_root("pyfwd arp-check")
     own = balancer_mac
     if own is None:
         from pyfwd.neighbours.kernel import interface
         own = interface(iface)[1]
-    answers = arp.arp_check(iface, vip, timeout=timeout, own_mac=own)
+    answers = check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]
     for a in answers:
         what = "balancer" if a.is_balancer else \

@@ -33,6 +33,7 @@ from typing import Optional
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.scheduler import maglev_table
 from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
+from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
 from pyfwd.bench.system import BenchError
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
@@ -61,10 +62,6 @@ TCP, UDP = 6, 17
 TCP_SYN, TCP_ACK, TCP_PSH = 0x02, 0x10, 0x08
 
 
-def _mac(text):
-    return bytes.fromhex(text.replace(":", ""))
-
-
 # --- set-ups ----------------------------------------------------------------
 
 @dataclass
@@ -91,7 +88,8 @@ def dr_setup():
     """VIP:80/tcp in DR mode over two real servers (Maglev)."""
     reals = [Real.parse(a) for a in DR_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals)],
-                 {r.address: _mac(DR_REALS[str(r.address)]) for r in reals},
+                 {r.address: mac_to_bytes(DR_REALS[str(r.address)])
+                  for r in reals},
                  mac=LB_MAC)
 
 
@@ -100,7 +98,8 @@ def nat_setup():
     reals = [Real.parse(f"{a}:{NAT_PORT}") for a in NAT_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals, "maglev",
                           "nat")],
-                 {r.address: _mac(NAT_REALS[str(r.address)]) for r in reals},
+                 {r.address: mac_to_bytes(NAT_REALS[str(r.address)])
+                  for r in reals},
                  {r.address: 1 for r in reals}, mac=OUT_MAC, mac2=IN_MAC)
 
 
@@ -140,7 +139,8 @@ def ipv4_frame(dst_mac, src_mac, src, dst, proto, sport, dport,
     ip[10:12] = struct.pack("!H", _csum(bytes(ip)))
     l4 = bytearray(l4)
     l4[sum_off:sum_off + 2] = struct.pack("!H", _l4_csum(ip, bytes(l4)))
-    return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + bytes(ip) + bytes(l4)
+    return (mac_to_bytes(dst_mac) + mac_to_bytes(src_mac) + b"\x08\x00"
+            + bytes(ip) + bytes(l4))
 
 
 def _ipv4_parts(frame):
@@ -181,8 +181,8 @@ def answer(frame, flags=TCP_SYN | TCP_ACK):
     sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
     src = str(ipaddress.IPv4Address(frame[30:34]))
     dst = str(ipaddress.IPv4Address(frame[26:30]))
-    return ipv4_frame(frame[6:12].hex(":"), frame[0:6].hex(":"), src, dst,
-                      proto, dport, sport, flags)
+    return ipv4_frame(mac_to_str(frame[6:12]), mac_to_str(frame[0:6]), src,
+                      dst, proto, dport, sport, flags)
 
 
 def dr_frames(n=64):

@@ -4,10 +4,11 @@ import pytest
 
 from pyfwd.bench import micro
 from pyfwd.bench.system import BenchError
+from pyfwd.neighbours.frames import mac_to_bytes
 
 from ..cases.harness import checksum_problems
 
-REAL_MACS = {micro._mac(m) for m in micro.DR_REALS.values()}
+REAL_MACS = {mac_to_bytes(m) for m in micro.DR_REALS.values()}
 
 
 def test_dr_frames_come_out_to_a_real_from_us():
@@ -17,7 +18,7 @@ def test_dr_frames_come_out_to_a_real_from_us():
     assert [r.reason for r in res] == ["forward"] * 16
     for f, o in zip(frames, outs):
         assert o[:6] in REAL_MACS
-        assert o[6:12] == micro._mac(micro.LB_MAC)
+        assert o[6:12] == mac_to_bytes(micro.LB_MAC)
         assert o[12:] == f[12:]
 
 

@@ -36,7 +36,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from pyfwd.errors import ConfigError
-from pyfwd.control.health import HealthSpec
+from pyfwd.control.health.spec import HealthSpec
 from pyfwd.model import MODES, SCHEDULERS, Real, Service, Vip
 
 CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"

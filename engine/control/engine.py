@@ -33,7 +33,7 @@ from pyroute2 import IPRoute
 
 from pyfwd._netns import in_netns
 from pyfwd.control import ha
-from pyfwd.control.health import HealthMonitor
+from pyfwd.control.health.monitor import HealthMonitor
 from pyfwd.dataplane.core import Afp, Core, Xsk
 from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
 from pyfwd.model import Real, Vip

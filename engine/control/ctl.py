@@ -13,17 +13,12 @@ Tables are aligned, numbers right-aligned, and fit 100 columns with
 ordinary names (the last column, `why`, runs on).  `show` abbreviates large
 counts (12.3M, 4.5 GiB); `stats` prints them exactly.  `--json` output is
 the result itself and is not made here.
-
-COMMANDS (from control) lists the commands: name -> (args, help, method),
-each arg (name, type, help), for building the CLI.
 """
 
 import json
 import time
 
-from pyfwd.control.server import COMMANDS
-
-__all__ = ["COMMANDS", "format_status", "format_show", "format_stats",
+__all__ = ["format_status", "format_show", "format_stats",
            "format_reload", "format_ha", "ha_line", "format_result", "table"]
 
 

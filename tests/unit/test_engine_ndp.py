@@ -55,11 +55,11 @@ def services():
                     [Real.parse("[fd00:0:0:1::11]")])]
 
 
-def make_punts(role="active", ha=None):
+def make_punts(role="active", ha=None, **kw):
     """Punts for VIP4 and VIP6 with a fake core and socket (punts.core,
-    punts.sock) and an HaState in `role` (or `ha`)."""
+    punts.sock) and an HaState in `role` (or `ha`); kw: Punts' options."""
     return Punts(FakeCore(), FakeSock(), LB_MAC, ha or HaState(role),
-                 vips4=VIPS4, vips6=VIPS6)
+                 vips4=VIPS4, vips6=VIPS6, **kw)
 
 
 def announce(punts):

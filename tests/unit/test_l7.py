@@ -1,4 +1,4 @@
-"""pyfwd.control.l7 (options, render) without HAProxy: option parsing and the rendered config.
+"""pyfwd.control.l7 without HAProxy: option parsing and the rendered config.
 
 That HAProxy itself accepts what render() writes is checked in
 tests/e2e/test_l7_haproxy.py (it needs the binary).

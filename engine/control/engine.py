@@ -164,17 +164,12 @@ class Engine:
                                            ifindex2, queues, self.options)
         try:
             self._steer()
-            sock = arp.ArpSocket(self.iface)
+            with self._lock:
+                self.punts = open_punts(self.iface, ifindex, self.core, mac,
+                                        self.ha, self.services, self._lock)
         except BaseException:
             self.xsk.close()
             raise
-        mc_sock = multicast_socket(self.iface)
-        with self._lock:
-            self.punts = Punts(
-                self.core, sock, mac, self.ha, vips4=self._ipv4_vips(),
-                vips6=self._ipv6_vips(), lock=self._lock,
-                groups=Groups(mc_sock, ifindex, self.iface) if mc_sock
-                else None)
         log_attached(self.info, self.ifaces, self.services, self.snat,
                      self.options["busy_poll"])
         self.xsk.start()
@@ -263,19 +258,14 @@ class Engine:
         if not isinstance(real, Real):
             real = Real.parse(real)
         with self._lock:
-            s = self.service(vip)
-            if any(r.key == real.key for r in s.reals):
-                raise ConfigError(f"vip {s.label}: real {real.key} is "
-                                  "there already")
-            s.reals.append(real)
+            s = svcs.add_real(self.services, vip, real)
             self._changed(resolve=True)
         log.info("vip %s: added real %s", s.label, real)
 
     def del_real(self, vip, key):
         """Remove a real server now; its flows are rescheduled."""
         with self._lock:
-            s, r = svcs.find_real(self.services, vip, key)
-            s.reals.remove(r)
+            s, r = svcs.del_real(self.services, vip, key)
             self._changed()
         log.info("vip %s: removed real %s", s.label, r.key)
 
@@ -284,9 +274,7 @@ class Engine:
     def set_weight(self, vip, key, weight):
         """Set a real's weight (0 to 65535); 0 takes no new flows."""
         with self._lock:
-            s, old = svcs.find_real(self.services, vip, key)
-            new = Real(old.address, old.port, weight)
-            s.reals[s.reals.index(old)] = new
+            s, old = svcs.set_weight(self.services, vip, key, weight)
             self._changed()
         log.info("vip %s: real %s weight %d -> %d", s.label, old.key,
                  old.weight, weight)
@@ -305,11 +293,7 @@ class Engine:
 
     def _set_state(self, vip, key, state):
         with self._lock:
-            s, r = svcs.find_real(self.services, vip, key)
-            if state == "online":
-                self.state.pop((s.vip, r.key), None)
-            else:
-                self.state[(s.vip, r.key)] = state
+            s, r = svcs.set_state(self.services, self.state, vip, key, state)
             self._changed()
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
@@ -330,7 +314,7 @@ class Engine:
     def _announce(self):
         """Announce the L4 VIPs (once started, while active); the VIPs as
         text."""
-        v4, v6 = self._ipv4_vips(), self._ipv6_vips()
+        v4, v6 = svcs.vip_addresses(self.services)
         if self.punts:
             self.punts.announce(v4, v6)
         return [str(a) for a in v4 + v6]
@@ -357,9 +341,7 @@ class Engine:
 
     def _changed(self, resolve=False):
         """Publish, steer and check what the services now say."""
-        keys = {(s.vip, r.key) for s in self.services for r in s.reals}
-        for k in [k for k in self.state if k not in keys]:
-            del self.state[k]
+        svcs.prune(self.state, svcs.real_keys(self.services))
         self._publish()
         if self.l7_services and not self.l7.haproxy and self._thread:
             self.l7.start(self.l7_services, self.state, self.health)
@@ -374,8 +356,7 @@ class Engine:
 
     def _health_targets(self):
         targets = svcs.health_targets(self.services)
-        for k in [k for k in self.health if k not in targets]:
-            del self.health[k]
+        svcs.prune(self.health, targets)
         self.monitor.set_targets(targets)
 
     def _on_health(self, key, up, detail):
@@ -403,12 +384,6 @@ class Engine:
         """The VIPs that HAProxy serves."""
         return svcs.l7(self.services)
 
-    def _ipv4_vips(self):
-        return svcs.vip_addresses(self.services, 4)
-
-    def _ipv6_vips(self):
-        return svcs.vip_addresses(self.services, 6)
-
     def _publish(self):
         """Tables from the effective services, the responders' VIPs and
         the steering (nothing before start(): it publishes)."""
@@ -420,7 +395,7 @@ class Engine:
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
         if self.punts:
-            self.punts.update_vips(self._ipv4_vips(), self._ipv6_vips())
+            self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:
             self._steer()
 
@@ -539,6 +514,16 @@ def log_attached(info, ifaces, services, snat, busy_poll):
                  ", ".join(str(r) for r in s.reals) or "no real server")
     if snat:
         log.info("snat: from %s, ports %d-%d", *snat)
+
+
+def open_punts(iface, ifindex, core, mac, ha, services, lock):
+    """Punts answering through a packet socket on iface, holding the IPv6
+    VIPs' groups (when IPv6 is on), for the L4 VIPs of services."""
+    sock = arp.ArpSocket(iface)
+    mc_sock = multicast_socket(iface)
+    vips4, vips6 = svcs.vip_addresses(services)
+    return Punts(core, sock, mac, ha, vips4=vips4, vips6=vips6, lock=lock,
+                 groups=Groups(mc_sock, ifindex, iface) if mc_sock else None)
 
 
 def open_backend(backend, core, ifindex, ifindex2, queues, options):

@@ -26,11 +26,12 @@ def l7(services):
     return [s for s in services if s.mode == "l7"]
 
 
-def vip_addresses(services, version):
-    """The addresses of the L4 VIPs of one IP version (4 or 6): those the
-    engine answers ARP (4) or neighbour discovery (6) for."""
-    return [s.vip.address for s in l4(services)
-            if s.vip.address.version == version]
+def vip_addresses(services):
+    """The addresses of the L4 VIPs: ([IPv4], [IPv6]), those the engine
+    answers ARP and neighbour discovery for."""
+    vips = [s.vip.address for s in l4(services)]
+    return ([a for a in vips if a.version == 4],
+            [a for a in vips if a.version == 6])
 
 
 def real_addresses(services):
@@ -65,6 +66,52 @@ def find_real(services, vip, key):
         if r.key == key or str(r.address) == key:
             return s, r
     raise ConfigError(f"vip {s.label}: no real server {key}")
+
+
+def add_real(services, vip, real):
+    """Add real (a Real) to vip; its Service.  ConfigError if vip is not
+    there or has that real already."""
+    s = find_service(services, vip)
+    if any(r.key == real.key for r in s.reals):
+        raise ConfigError(f"vip {s.label}: real {real.key} is there already")
+    s.reals.append(real)
+    return s
+
+
+def del_real(services, vip, key):
+    """Remove the real `key` from vip; (Service, the Real removed)."""
+    s, r = find_real(services, vip, key)
+    s.reals.remove(r)
+    return s, r
+
+
+def set_weight(services, vip, key, weight):
+    """Give the real `key` of vip a new weight; (Service, the old Real)."""
+    s, old = find_real(services, vip, key)
+    s.reals[s.reals.index(old)] = Real(old.address, old.port, weight)
+    return s, old
+
+
+def set_state(services, state, vip, key, value):
+    """Set the admin state of the real `key` of vip in `state`: "drain",
+    "halt" or "online" (no entry); (Service, Real)."""
+    s, r = find_real(services, vip, key)
+    if value == "online":
+        state.pop((s.vip, r.key), None)
+    else:
+        state[(s.vip, r.key)] = value
+    return s, r
+
+
+def real_keys(services):
+    """{(vip, real key)} of every configured real server."""
+    return {(s.vip, r.key) for s in services for r in s.reals}
+
+
+def prune(per_real, keys):
+    """Forget, in a {(vip, real key): ...} dict, every key not in keys."""
+    for k in [k for k in per_real if k not in keys]:
+        del per_real[k]
 
 
 def is_up(health, key):
@@ -147,5 +194,6 @@ def reload_summary(old_services, new_services):
 
 
 __all__ = ["l4", "l7", "vip_addresses", "real_addresses", "find_service",
-           "find_real", "is_up", "effective", "steering", "health_targets",
+           "find_real", "add_real", "del_real", "set_weight", "set_state",
+           "real_keys", "prune", "is_up", "effective", "steering", "health_targets",
            "reload_summary"]

@@ -44,8 +44,8 @@ def test_steering_and_addresses():
     assert vips == [WEB, NAT, V6]
     assert replies == {Vip(R3.address, 8080, "tcp"),
                        Vip(FB.address, 104, "tcp")}
-    assert svcs.vip_addresses(services(), 4) == [WEB.address, NAT.address]
-    assert svcs.vip_addresses(services(), 6) == [V6.address]
+    assert svcs.vip_addresses(services()) == ([WEB.address, NAT.address],
+                                              [V6.address])
     assert svcs.real_addresses(services()) == [
         ipaddress.ip_address(a) for a in
         ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.50", "fd00::11")]
@@ -86,3 +86,21 @@ def test_reload_summary_names_every_change():
     assert sorted(summary["changed"]) == sorted([
         "web: added 10.0.0.14", "web: removed 10.0.0.13:8080",
         "web: 10.0.0.12 weight 5 -> 7", "web: scheduler maglev -> rr"])
+
+
+def test_admin_changes_and_their_refusals():
+    s = services()
+    assert svcs.add_real(s, "web", Real.parse("10.0.0.14")) is s[0]
+    with pytest.raises(ConfigError, match="real 10.0.0.14 is there already"):
+        svcs.add_real(s, "web", Real.parse("10.0.0.14@9"))
+    web, old = svcs.set_weight(s, "web", "10.0.0.12", 0)
+    assert old == R2 and web.real(R2.key).weight == 0
+    state = {}
+    svcs.set_state(s, state, "web", "10.0.0.11", "halt")
+    svcs.set_state(s, state, "web", "10.0.0.13:8080", "drain")
+    assert state == {(WEB, R1.key): "halt", (WEB, R3.key): "drain"}
+    svcs.set_state(s, state, "web", "10.0.0.11", "online")
+    assert state == {(WEB, R3.key): "drain"}
+    assert svcs.del_real(s, "web", "10.0.0.13:8080") == (web, R3)
+    svcs.prune(state, svcs.real_keys(s))
+    assert state == {}

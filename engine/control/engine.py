@@ -36,7 +36,7 @@ import time
 from pyfwd.control import ha
 from pyfwd.control import services as svcs
 from pyfwd.control.health import HealthMonitor
-from pyfwd.control.l7 import L7Sync
+from pyfwd.control.l7.sync import L7Sync
 from pyfwd.control.nexthops import NextHops, Refresh
 from pyfwd.control.punts import Groups, Punts
 from pyfwd.control.report import Report, write_stats

@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from pyfwd.control.l7 import l7_name, l7_server
+from pyfwd.control.l7.render import l7_name, l7_server
 from pyfwd.neighbours.arp import mac_to_str
 
 QUEUE_FIELDS = ("rx", "tx", "tx_ring_full", "wakeups", "polls")

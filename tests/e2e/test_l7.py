@@ -17,7 +17,7 @@ import pytest
 
 from pyfwd.control.config import parse_vip
 from pyfwd.control.engine import Engine
-from pyfwd.control.l7 import l7_server
+from pyfwd.control.l7.render import l7_server
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real
 

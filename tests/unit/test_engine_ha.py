@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from pyfwd.control.engine import Engine
 from pyfwd.control.ha import HaState
-from pyfwd.control.l7 import L7Options
+from pyfwd.control.l7.options import L7Options
 from pyfwd.model import Real, Service, Vip
 
 from .test_engine_ndp import (CLIENT_MAC, LB_MAC, VIP4, VIPS6, announce,

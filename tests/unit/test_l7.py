@@ -9,8 +9,10 @@ import ipaddress
 import pytest
 
 from pyfwd.errors import ConfigError
-from pyfwd.control.l7 import (BALANCE, HAProxy, L7Options, L7Vip, haproxy_weights,
-                      render, sanitize, server_name)
+from pyfwd.control.l7.haproxy import HAProxy
+from pyfwd.control.l7.options import L7Options
+from pyfwd.control.l7.render import (BALANCE, L7Vip, haproxy_weights, render,
+                                     sanitize, server_name)
 from pyfwd.model import Real, Service, Vip
 
 VIP = Vip.parse("10.0.0.100:80/tcp")

@@ -4,8 +4,9 @@ change, per-server state and weight, the watchdog, the rows for show)."""
 
 import pytest
 
-from pyfwd.control.l7 import L7Options, L7Sync, l7_name, l7_server
-from pyfwd.control.l7.sync import server_state
+from pyfwd.control.l7.options import L7Options
+from pyfwd.control.l7.render import l7_name, l7_server
+from pyfwd.control.l7.sync import L7Sync, server_state
 from pyfwd.errors import PyfwdError
 from pyfwd.model import Real, Service, Vip
 

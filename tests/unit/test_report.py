@@ -7,7 +7,8 @@ import json
 from types import SimpleNamespace
 
 from pyfwd.control.ha import HaState
-from pyfwd.control.l7 import L7Options, l7_name, l7_server
+from pyfwd.control.l7.options import L7Options
+from pyfwd.control.l7.render import l7_name, l7_server
 from pyfwd.control.nexthops import NextHops
 from pyfwd.control.report import Report, write_stats
 from pyfwd.model import Real, Service, Vip

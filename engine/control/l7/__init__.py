@@ -13,18 +13,3 @@ Processes and sockets:
                the interface, configuration, per-server state and weight,
                HAProxy's rows for `show`)
 """
-
-from pyfwd.control.l7.haproxy import MIN_VERSION, HAProxy
-from pyfwd.control.l7.options import L7_MODES, L7Options
-from pyfwd.control.l7.render import (BALANCE, DEFAULT_TIMEOUTS,
-                                     HAPROXY_WEIGHT_MAX, L7Vip,
-                                     haproxy_weights, l7_name, l7_server,
-                                     l7_vips, render, sanitize, server_name)
-from pyfwd.control.l7.runtime import OP_STATES, STATES, RuntimeApi
-from pyfwd.control.l7.sync import L7Sync
-
-__all__ = ["MIN_VERSION", "HAProxy", "L7_MODES", "L7Options", "BALANCE",
-           "DEFAULT_TIMEOUTS", "HAPROXY_WEIGHT_MAX", "L7Vip",
-           "haproxy_weights", "l7_name", "l7_server", "l7_vips", "render",
-           "sanitize", "server_name", "OP_STATES", "STATES", "RuntimeApi",
-           "L7Sync"]

@@ -24,7 +24,7 @@ from pyfwd.neighbours import arp, icmp, ndp
 
 log = logging.getLogger("pyfwd")
 
-ARP_PROBLEM = ("ARP problem: %s answers ARP for VIP %s")
+ARP_PROBLEM = "ARP problem: %s answers ARP for VIP %s"
 NDP_PROBLEM = ("NDP problem: %s claims IPv6 VIP %s (advertises it, probes "
                "for it or solicits from it)")
 

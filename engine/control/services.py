@@ -195,5 +195,5 @@ def reload_summary(old_services, new_services):
 
 __all__ = ["l4", "l7", "vip_addresses", "real_addresses", "find_service",
            "find_real", "add_real", "del_real", "set_weight", "set_state",
-           "real_keys", "prune", "is_up", "effective", "steering", "health_targets",
-           "reload_summary"]
+           "real_keys", "prune", "is_up", "effective", "steering",
+           "health_targets", "reload_summary"]

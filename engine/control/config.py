@@ -176,7 +176,7 @@ def parse_vip(v, where, names=()):
     l7 = None
     given = [k for k in L7_KEYS if k in v]
     if mode == "l7":
-        from pyfwd.control.l7 import L7Options
+        from pyfwd.control.l7.options import L7Options
         l7 = L7Options.from_dict({k: v[k] for k in given}, where)
     elif given:
         raise ConfigError(f"{where}.{given[0]}: only for mode = \"l7\" "

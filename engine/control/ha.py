@@ -20,7 +20,7 @@ never becomes master.
 
 Both nodes run the whole engine (XDP, tables, health checks, control
 socket).  Only the active one answers ARP for the VIPs; on becoming active
-it sends the gratuitous ARP burst (engine.GARP_REPEAT), so clients and
+it sends the gratuitous ARP burst (GARP_REPEAT), so clients and
 switches move to its MAC at once.  A DR flow that lands on the new node
 goes to the same real server because Maglev tables built from the same
 inputs are identical on every node.  keepalived has no virtual_ipaddress
@@ -30,24 +30,33 @@ VRRPv2, whole-second adverts (keepalived 2.2 refuses a VRRPv3 instance
 without a virtual_ipaddress: "No VIP specified; at least one is
 required").
 
-Pure: role parsing and the keepalived.conf text; no sockets, no files.
+No sockets, no files: role parsing, the keepalived.conf text, and
+`HaState`, the engine's role with its counters, the peers it saw and the
+schedule of its announcements (the frames are sent by control.punts).
 
     parse_role("standby")                       # -> "standby"
+    ha = HaState("standby")
+    ha.set_role("active", services, announce)   # announce() sends the burst
     keepalived_conf(KeepalivedSpec("eth0", 51, 150,
                                    "/run/pyfwd/pyfwd.sock",
                                    "/usr/local/bin/pyfwd"))
 """
 
 import ipaddress
+import logging
 import re
+import time
 from dataclasses import dataclass
 
 from pyfwd.errors import ConfigError
 
-__all__ = ["ROLES", "parse_role", "check_role", "KeepalivedSpec",
-           "keepalived_conf"]
+__all__ = ["ROLES", "GARP_REPEAT", "parse_role", "check_role", "HaState",
+           "KeepalivedSpec", "keepalived_conf"]
+
+log = logging.getLogger("pyfwd")
 
 ROLES = ("active", "standby")
+GARP_REPEAT = (0.0, 1.0, 3.0)   # announcements after start/takeover (s)
 
 # keepalived splits a notify command at unquoted spaces; paths and names
 # with spaces or quotes would need quoting rules we do not want to get
@@ -79,6 +88,139 @@ def check_role(role, services, where="role"):
                           "addresses on the interface and the kernel answers "
                           "ARP for them whatever the role, so both nodes "
                           "would; high availability covers L4 VIPs for now")
+
+
+
+class HaState:
+    """This node's role and what came of it.
+
+    role: "active" (answers ARP and NDP for the VIPs, announces them) or
+    "standby"; since: wall-clock time of the last change (or of the
+    start); counters: transitions, arp_withheld and ndp_withheld (requests
+    for a VIP left unanswered while standby), garp_bursts (announcements
+    sent), split_brain (a MAC seen holding a VIP while this node was
+    standby still claims it after this node became active); peers: {MAC
+    text: VIP} seen holding a VIP while standby; the announcement schedule
+    (GARP_REPEAT after the start and after each takeover).
+
+    clock: monotonic seconds (the schedule); wall: epoch seconds (since).
+    Not thread-safe: the engine calls it under its lock, except
+    announcement_due(), which its control thread calls alone.
+    """
+
+    COUNTERS = ("transitions", "arp_withheld", "ndp_withheld",
+                "garp_bursts", "split_brain")
+
+    def __init__(self, role="active", *, clock=time.monotonic,
+                 wall=time.time):
+        self.role = parse_role(role)
+        self._clock, self._wall = clock, wall
+        self.since = wall()
+        self.counters = dict.fromkeys(self.COUNTERS, 0)
+        self.peers = {}
+        self._due = []          # clock times of the announcements due
+
+    @property
+    def active(self):
+        return self.role == "active"
+
+    @property
+    def pending(self):
+        """The clock times of the announcements still due."""
+        return tuple(self._due)
+
+    def start(self):
+        """The engine started: an active node announces GARP_REPEAT from
+        now (the first at the next control tick)."""
+        now = self._clock()
+        self._due = [now + d for d in GARP_REPEAT] if self.active else []
+
+    def announcement_due(self):
+        """True (once per entry of the schedule) when an announcement is
+        due now."""
+        due = self._due         # set_role() may replace it meanwhile
+        if due and self._clock() >= due[0]:
+            due.pop(0)
+            return True
+        return False
+
+    def set_role(self, role, services, announce):
+        """Become `role` ("active" or "standby") for `services`.
+
+        Active calls announce() at once (it sends the burst and returns the
+        VIPs it covers, as text) and schedules the rest of GARP_REPEAT;
+        asked again while active it announces again (not a transition).
+        Standby clears the schedule.  Returns {"role", "previous",
+        "changed", "announce": [VIPs]}.  ConfigError for a bad role.
+        A standby that check_role() refuses (L7 VIPs) is logged as an error
+        and taken all the same: standing down must not fail while the peer
+        takes over, or two nodes would be active.
+        """
+        role = parse_role(role, "ha: role")
+        try:
+            check_role(role, services)
+        except ConfigError as exc:
+            log.error("ha: %s; standing down for the L4 VIPs anyway", exc)
+        previous = self.role
+        changed = role != previous
+        if changed:
+            self.role = role
+            self.since = self._wall()
+            self.counters["transitions"] += 1
+        now = self._clock()
+        # the first burst leaves now, from the caller's thread: the control
+        # loop may be busy refreshing MACs for up to a second
+        self._due = [now + d for d in GARP_REPEAT if d > 0] \
+            if self.active else []
+        announced = announce() if self.active else []
+        if changed:
+            log.warning("ha: %s -> %s%s", previous, role,
+                        f": announcing {', '.join(announced) or 'no VIP'}"
+                        if self.active else
+                        ": not answering ARP/NDP for the VIPs")
+        elif announced:
+            log.info("ha: active already: announcing %s again",
+                     ", ".join(announced))
+        return {"role": role, "previous": previous, "changed": changed,
+                "announce": announced}
+
+    def withheld(self, arp=0, ndp=0):
+        """Count requests for a VIP left unanswered while standby."""
+        self.counters["arp_withheld"] += arp
+        self.counters["ndp_withheld"] += ndp
+
+    def announced(self):
+        """Count one announcement burst sent."""
+        self.counters["garp_bursts"] += 1
+
+    def peer_claims(self, mac, vip):
+        """While standby: `mac` holds `vip`; it is the active node (logged
+        the first time)."""
+        if mac not in self.peers:
+            log.info("ha: VIP %s is held by %s (the active node; this one "
+                     "is standby)", vip, mac)
+        self.peers[mac] = str(vip)
+
+    def split_brain(self, mac, vip):
+        """While active, `mac` claims `vip`: True (logged and counted) if
+        it was the active node while this one was standby (two active
+        nodes?), False if it is no peer of ours."""
+        if mac not in self.peers:
+            return False
+        self.counters["split_brain"] += 1
+        log.warning("ha: %s, active while this node was standby, still "
+                    "claims VIP %s: two active nodes? check keepalived on "
+                    "both", mac, vip)
+        return True
+
+    def status(self):
+        """{"role", "since" (epoch seconds of the last change, or of the
+        start), "for" (seconds in this role), "transitions",
+        "arp_withheld", "ndp_withheld", "garp_bursts", "split_brain",
+        "peers" ({MAC: VIP} seen holding a VIP while standby)}."""
+        return {"role": self.role, "since": round(self.since, 3),
+                "for": round(self._wall() - self.since, 3),
+                **self.counters, "peers": dict(self.peers)}
 
 
 # The engine check keepalived runs (vrrp_script): every TRACK_INTERVAL s,

@@ -445,11 +445,11 @@ def request(lab, eng, cause: str) -> Request:
 def wait_for_announcement(lab, eng, lb_mac: str, times=None,
                           wait: float = ANNOUNCE_WAIT) -> Announcement:
     """Wait for the engine's next scheduled gratuitous ARP (``times``,
-    pyfwd.control.engine.GARP_REPEAT by default, in seconds after eng.started) and
+    pyfwd.control.ha.GARP_REPEAT by default, in seconds after eng.started) and
     read the client's cache for the VIP until it goes from another MAC to
     ``lb_mac``, or ``wait`` seconds after the announcement was due."""
     if times is None:
-        from pyfwd.control.engine import GARP_REPEAT as times
+        from pyfwd.control.ha import GARP_REPEAT as times
 
     def since_start():
         return time.monotonic() - eng.started
@@ -538,7 +538,7 @@ def show_failure(lab, eng, echo, owners: dict) -> dict:
     """Requests with real1 answering ARP: a fresh lookup, the engine's
     announcement, real1's own who-has.  Returns the requests ("before")
     and the announcement."""
-    from pyfwd.control.engine import GARP_REPEAT
+    from pyfwd.control.ha import GARP_REPEAT
 
     lb_mac, bad_mac = mac_of(owners, "lb"), mac_of(owners, BROKEN)
     before = []

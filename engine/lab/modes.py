@@ -124,7 +124,7 @@ def services(lab, mode: str, listeners, scheduler: str = "rr",
              reals=None) -> list:
     """The engine's Service objects for `listeners` in `mode`, over the
     lab's real servers (or the roles in `reals`)."""
-    from pyfwd.control.l7 import L7Options
+    from pyfwd.control.l7.options import L7Options
     from pyfwd.model import Real, Service, Vip
 
     _check_mode(mode)

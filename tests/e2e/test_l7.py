@@ -16,7 +16,8 @@ import time
 import pytest
 
 from pyfwd.control.config import parse_vip
-from pyfwd.control.engine import Engine, l7_name, l7_server
+from pyfwd.control.engine import Engine
+from pyfwd.control.l7.render import l7_server
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real
 

@@ -24,7 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pyfwd.errors import ConfigError
-from pyfwd.control.l7 import BALANCE, HAProxy, L7Options, L7Vip, render
+from pyfwd.control.l7.haproxy import HAProxy
+from pyfwd.control.l7.options import L7Options
+from pyfwd.control.l7.render import BALANCE, L7Vip, render
 
 from .procs import alive
 

@@ -139,7 +139,7 @@ def test_format_request_says_what_the_frames_of_a_bypass_were():
 
 
 def test_format_times_follows_the_schedule():
-    from pyfwd.control.engine import GARP_REPEAT
+    from pyfwd.control.ha import GARP_REPEAT
     assert format_times((0.0, 1.0, 3.0)) == "0, 1 and 3 s"
     assert format_times((0.5, 2.0)) == "0.5 and 2 s"
     assert format_times((1.0,)) == "1 s"

@@ -1,16 +1,20 @@
 """The engine's role changes without root: standing down never fails, the
 first gratuitous ARP leaves at once on becoming active, and a VIP removed
 while punted frames are answered breaks nothing.  The fake core and socket
-of test_engine_ndp stand in for the data plane."""
+of test_engine_ndp stand in for the data plane; the Engine is not started
+(its set_role and reload work on the services alone)."""
 
 import logging
 
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd.control.l7 import L7Options
+from pyfwd.control.engine import Engine
+from pyfwd.control.ha import HaState
+from pyfwd.control.l7.options import L7Options
 from pyfwd.model import Real, Service, Vip
 
-from .test_engine_ndp import CLIENT_MAC, LB_MAC, VIP4, make_engine
+from .test_engine_ndp import (CLIENT_MAC, LB_MAC, VIP4, VIPS6, announce,
+                              make_punts, services)
 
 
 def garps(sent):
@@ -19,17 +23,22 @@ def garps(sent):
 
 
 def test_becoming_active_announces_at_once():
-    eng = make_engine(role="standby")
+    eng = Engine("eth0", services(), role="standby")
     out = eng.set_role("active")
     assert out["changed"] and VIP4 in out["announce"]
-    sent = garps(eng._sock.sent)
+    assert eng.ha.pending and all(t > 0 for t in eng.ha.pending)   # the rest
+    # the burst leaves from set_role's thread, not at a control tick
+    ha = HaState("standby")
+    punts = make_punts(ha=ha)
+    ha.set_role("active", services(), lambda: announce(punts))
+    sent = garps(punts.sock.sent)
     assert [g[ARP].psrc for g in sent] == [VIP4]      # now, not at a tick
     assert sent[0].src == LB_MAC
-    assert eng._garp_at and all(t > 0 for t in eng._garp_at)   # the rest
+    assert ha.pending and all(t > 0 for t in ha.pending)   # the rest
 
 
 def test_standing_down_never_fails(caplog):
-    eng = make_engine()
+    eng = Engine("eth0", services())
     eng.services.append(Service(Vip.parse("10.0.0.101:80/tcp"),
                                 [Real.parse("10.0.0.11:8080")], "rr", "l7",
                                 l7=L7Options()))
@@ -37,25 +46,25 @@ def test_standing_down_never_fails(caplog):
         out = eng.set_role("standby")
     assert out["role"] == "standby" and eng.role == "standby"
     assert "standing down for the L4 VIPs anyway" in caplog.text
-    eng._sock.sent.clear()
-    eng.core.punts = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_MAC)
-                            / ARP(hwsrc=CLIENT_MAC, psrc="10.0.0.1",
-                                  pdst=VIP4))]
-    eng._answer_punts()
-    assert eng._sock.sent == []                 # standby: no ARP answer
+    punts = make_punts(ha=eng.ha)       # the engine's HA state
+    punts.core.punts = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_MAC)
+                              / ARP(hwsrc=CLIENT_MAC, psrc="10.0.0.1",
+                                    pdst=VIP4))]
+    punts.answer_punts()
+    assert punts.sock.sent == []                # standby: no ARP answer
 
 
 def test_a_claim_for_a_vip_that_left_is_harmless():
-    eng = make_engine()
+    punts = make_punts()
     other = "02:00:00:00:01:11"
     claim = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=other)
                   / ARP(op=2, hwsrc=other, psrc=VIP4, pdst=VIP4))
-    eng.core.punts = [claim]
-    eng._answer_punts()
-    assert (VIP4, other) in {(str(v), m) for v, m in eng._conflicts_logged}
-    eng.responder.update_vips([])               # the VIP is gone
-    eng.core.punts = [claim]
-    eng._answer_punts()                         # must not raise
+    punts.core.punts = [claim]
+    punts.answer_punts()
+    assert (VIP4, other) in {(str(v), m) for v, m in punts.conflicts_logged}
+    punts.update_vips([], VIPS6)                # the VIP is gone
+    punts.core.punts = [claim]
+    punts.answer_punts()                        # must not raise
 
 
 def test_reload_keeps_the_running_role_over_the_files(tmp_path):
@@ -68,24 +77,23 @@ def test_reload_keeps_the_running_role_over_the_files(tmp_path):
                     'port = 80\nmode = "l7"\n\n[[vip.real]]\n'
                     'address = "10.0.0.11"\nport = 8080\n')
     assert config_mod.load(str(path), role="active").services
-    eng = make_engine()
-    eng.config_path = str(path)
+    eng = Engine("eth0", services(), config_path=str(path))
     try:
         eng.reload()
-    except Exception as exc:        # noqa: BLE001 - the fake engine may
-        assert "standby" not in str(exc), exc   # stop later: not at the role
+    except Exception as exc:        # noqa: BLE001 - the engine is not
+        assert "standby" not in str(exc), exc   # started: not at the role
 
 
 def test_a_peer_still_claiming_a_vip_after_takeover_is_counted():
-    eng = make_engine(role="standby")
+    punts = make_punts("standby")
     peer = "02:00:00:00:01:03"
     claim = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=peer)
                   / ARP(op=2, hwsrc=peer, psrc=VIP4, pdst=VIP4))
-    eng.core.punts = [claim]
-    eng._answer_punts()                 # standby: the active node, noted
-    assert eng.ha_counters["split_brain"] == 0 and peer in eng.ha_peers
-    eng.set_role("active")
+    punts.core.punts = [claim]
+    punts.answer_punts()                # standby: the active node, noted
+    assert punts.ha.counters["split_brain"] == 0 and peer in punts.ha.peers
+    punts.ha.set_role("active", services(), lambda: announce(punts))
     for _ in range(2):                  # counted once per VIP and MAC
-        eng.core.punts = [claim]
-        eng._answer_punts()
-    assert eng.ha_counters["split_brain"] == 1
+        punts.core.punts = [claim]
+        punts.answer_punts()
+    assert punts.ha.counters["split_brain"] == 1

@@ -372,3 +372,71 @@ def test_one_arm_ha_plan_has_two_balancers_on_one_segment():
     assert lab.Marker.parse("pyfwd-lab:doc:lb2:one-arm-ha:2") == \
         lab.Marker("doc", "lb2", "one-arm-ha", 2)
     assert lab.Marker.parse("pyfwd-lab:doc:lb2:one-arm:2") is None
+
+
+# -- HaState: the role, its counters and the announcement schedule ----------
+
+class Clock:
+    def __init__(self, t=100.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_ha_state_schedules_the_announcements_after_start():
+    clock = Clock()
+    state = ha.HaState("active", clock=clock)
+    assert state.pending == ()
+    state.start()
+    assert state.pending == tuple(100.0 + d for d in ha.GARP_REPEAT)
+    due = []
+    for t in (100.0, 100.5, 101.0, 102.0, 103.0, 110.0):
+        clock.t = t
+        due.append(state.announcement_due())
+    assert due == [True, False, True, False, True, False]
+    standby = ha.HaState("standby", clock=clock)
+    standby.start()
+    assert standby.pending == () and not standby.announcement_due()
+
+
+def test_ha_state_set_role_counts_transitions_not_repeats():
+    clock, wall = Clock(50.0), Clock(1000.0)
+    state = ha.HaState("standby", clock=clock, wall=wall)
+    calls = []
+
+    def announce():
+        calls.append(clock.t)
+        return ["10.0.0.100"]
+    wall.t = 1010.0
+    out = state.set_role("active", [], announce)
+    assert out == {"role": "active", "previous": "standby", "changed": True,
+                   "announce": ["10.0.0.100"]}
+    assert calls == [50.0]                      # at once
+    assert state.pending == tuple(50.0 + d for d in ha.GARP_REPEAT if d > 0)
+    again = state.set_role("active", [], announce)
+    assert not again["changed"] and len(calls) == 2
+    assert state.counters["transitions"] == 1
+    down = state.set_role("standby", [], announce)
+    assert down["announce"] == [] and len(calls) == 2
+    assert state.pending == () and state.counters["transitions"] == 2
+    wall.t = 1012.5
+    st = state.status()
+    assert (st["role"], st["since"], st["for"]) == ("standby", 1010.0, 2.5)
+    with pytest.raises(ConfigError, match="ha: role = 'master'"):
+        state.set_role("master", [], announce)
+
+
+def test_ha_state_peers_and_split_brain():
+    state = ha.HaState("standby")
+    state.peer_claims("02:00:00:00:01:03", "10.0.0.100")
+    assert state.peers == {"02:00:00:00:01:03": "10.0.0.100"}
+    state.set_role("active", [], lambda: [])
+    assert not state.split_brain("02:00:00:00:01:99", "10.0.0.100")
+    assert state.split_brain("02:00:00:00:01:03", "10.0.0.100")
+    state.withheld(arp=2, ndp=1)
+    state.announced()
+    assert {k: state.counters[k] for k in ("split_brain", "arp_withheld",
+                                           "ndp_withheld", "garp_bursts")} \
+        == {"split_brain": 1, "arp_withheld": 2, "ndp_withheld": 1,
+            "garp_bursts": 1}

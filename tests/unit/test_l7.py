@@ -1,4 +1,4 @@
-"""engine/l7.py without HAProxy: option parsing and the rendered config.
+"""pyfwd.control.l7 without HAProxy: option parsing and the rendered config.
 
 That HAProxy itself accepts what render() writes is checked in
 tests/e2e/test_l7_haproxy.py (it needs the binary).
@@ -9,8 +9,10 @@ import ipaddress
 import pytest
 
 from pyfwd.errors import ConfigError
-from pyfwd.control.l7 import (BALANCE, HAProxy, L7Options, L7Vip, haproxy_weights,
-                      render, sanitize, server_name)
+from pyfwd.control.l7.haproxy import HAProxy
+from pyfwd.control.l7.options import L7Options
+from pyfwd.control.l7.render import (BALANCE, L7Vip, haproxy_weights, render,
+                                     sanitize, server_name)
 from pyfwd.model import Real, Service, Vip
 
 VIP = Vip.parse("10.0.0.100:80/tcp")

@@ -1,0 +1,220 @@
+"""HAProxy's configuration text for the L7 VIPs, and the names in it.
+
+Each L7 VIP is one `listen NAME` section, so the frontend and the backend
+share the name that `set_state`/`set_weight` take.  Real servers get no
+HAProxy checks: pyfwd's own health checks set their state through the
+runtime API.  The engine names a section with l7_name() and a server with
+l7_server() (from the real's key), so names stay the same across reloads
+and HAProxy keeps a server's state by name.
+
+Schedulers map to HAProxy's `balance`: rr, wrr -> roundrobin; lc, wlc ->
+leastconn; sh -> source; maglev -> source with `hash-type consistent` (a
+consistent hash of the client address: adding or removing a real moves only
+its share of clients, which is what maglev is for; it is not Google's maglev
+table).  HAProxy weights run from 0 to 256: a backend whose weights go higher
+is scaled down proportionally (`haproxy_weights`).
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from pyfwd.control.l7.options import L7Options
+from pyfwd.errors import ConfigError
+
+HAPROXY_WEIGHT_MAX = 256
+
+# pyfwd scheduler -> (HAProxy balance algorithm, hash-type or None)
+BALANCE = {"rr": ("roundrobin", None), "wrr": ("roundrobin", None),
+           "lc": ("leastconn", None), "wlc": ("leastconn", None),
+           "sh": ("source", None), "maglev": ("source", "consistent")}
+
+DEFAULT_TIMEOUTS = {"connect": "5s", "client": "60s", "server": "60s",
+                    "tunnel": "1h"}     # tunnel: idle TCP (DICOM), websocket
+
+
+_TIMEOUT_RE = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")
+
+
+def sanitize(name):
+    """A name HAProxy accepts everywhere: every other character becomes _."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(name)) or "_"
+
+
+def server_name(real, default_port=None):
+    """HAProxy's name for a pyfwd Real: `r_10_0_0_11_80`, stable per key.
+
+    A real without a port takes `default_port` (the VIP's) in the name, so
+    that `10.0.0.11` and `10.0.0.11:80` of an :80 VIP are the same server.
+    """
+    port = real.port or default_port
+    host = str(real.address).replace(".", "_").replace(":", "_")
+    return sanitize(f"r_{host}_{port}" if port else f"r_{host}")
+
+
+def l7_name(service):
+    """HAProxy's frontend/backend name of an L7 VIP (a model.Service)."""
+    return sanitize(service.name or
+                    f"vip_{service.vip.address}_{service.vip.port}")
+
+
+def l7_server(real):
+    """HAProxy's server name of a real server: stable, from its key."""
+    return "r_" + re.sub(r"[^A-Za-z0-9]", "_", real.key)
+
+
+def haproxy_weights(weights):
+    """pyfwd weights (0..65535) -> HAProxy weights (0..256), same ratios.
+
+    Unchanged when they all fit; otherwise scaled so the largest is 256, a
+    non-zero weight never rounding down to 0 (0 means drained).
+    """
+    weights = list(weights)
+    top = max(weights, default=0)
+    if top <= HAPROXY_WEIGHT_MAX:
+        return weights
+    return [0 if w == 0 else max(1, round(w * HAPROXY_WEIGHT_MAX / top))
+            for w in weights]
+
+
+def _quote(value):
+    """A double-quoted HAProxy config word: no env expansion, no splitting."""
+    return '"' + (str(value).replace("\\", "\\\\").replace('"', '\\"')
+                  .replace("$", "\\$")) + '"'
+
+
+def _hostport(address, port):
+    addr = ipaddress.ip_address(str(address))
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+
+@dataclass
+class L7Vip:
+    """One L7 VIP as HAProxy gets it: one `listen` section.
+
+    name: the section's name (sanitized to [A-Za-z0-9_-]): the backend name
+    of `HAProxy.set_state`; vip: anything with `.address` and `.port`
+    (a pyfwd.model.Vip); reals: [(server_name, address, port, weight)] with
+    pyfwd weights; scheduler: a pyfwd scheduler name; timeouts: overrides of
+    DEFAULT_TIMEOUTS (connect, client, server, tunnel), HAProxy time values.
+    """
+
+    name: str
+    vip: object
+    reals: list = field(default_factory=list)
+    scheduler: str = "rr"
+    options: L7Options = field(default_factory=L7Options)
+    timeouts: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_service(cls, service, options=None):
+        """From a model.Service: named by its label, servers by real key."""
+        vip = service.vip
+        return cls(name=sanitize(service.label), vip=vip,
+                   reals=[(server_name(r, vip.port), r.address,
+                           r.port or vip.port, r.weight)
+                          for r in service.reals],
+                   scheduler=service.scheduler,
+                   options=options or L7Options())
+
+
+def l7_vips(services):
+    """The L7Vips of the engine's L7 services: every configured real server
+    (their state is set live through the runtime API), named by l7_name()
+    and l7_server()."""
+    return [L7Vip(l7_name(s), s.vip,
+                  [(l7_server(r), r.address, r.port or s.vip.port, r.weight)
+                   for r in s.reals],
+                  s.scheduler, s.l7)
+            for s in services]
+
+
+def render(vips, runtime_socket):
+    """HAProxy's configuration text for a list of L7Vip.
+
+    Raises ConfigError for an unknown scheduler, a bad timeout, a bad weight,
+    or two VIPs (or two servers of a VIP) with the same sanitized name.
+    """
+    out = [
+        "# Written by pyfwd (pyfwd.control.l7): pyfwd rewrites this file.",
+        "global",
+        "    master-worker",
+        f"    stats socket {_quote(runtime_socket)} mode 600 level admin "
+        "expose-fd listeners",
+        # HAProxy's own messages (server state changes, alerts) to our pipe;
+        # per-request logs (level info) are left out.
+        "    log stderr format raw local0 notice",
+        "",
+        "defaults",
+        "    log global",
+    ]
+    out += [f"    timeout {k} {v}" for k, v in DEFAULT_TIMEOUTS.items()]
+    seen = set()
+    for v in vips:
+        name = sanitize(v.name)
+        if name in seen:
+            raise ConfigError(f"vip {v.name!r}: name {name!r} is taken by "
+                              "another L7 VIP")
+        seen.add(name)
+        out += [""] + _render_vip(v, name)
+    return "\n".join(out) + "\n"
+
+
+def _render_vip(v, name):
+    o = v.options
+    where = f"vip {name}"
+    if v.scheduler not in BALANCE:
+        raise ConfigError(f"{where}: scheduler {v.scheduler!r}: expected one "
+                          f"of {', '.join(BALANCE)}")
+    balance, hash_type = BALANCE[v.scheduler]
+    bind = f"    bind {_hostport(v.vip.address, v.vip.port)}"
+    if o.tls_cert:
+        bind += f" ssl crt {_quote(o.tls_cert)}"
+    lines = [f"listen {name}", f"    mode {o.l7_mode}", bind,
+             f"    balance {balance}"]
+    if hash_type:
+        lines.append(f"    hash-type {hash_type}")
+    for key, value in v.timeouts.items():
+        if key not in DEFAULT_TIMEOUTS or not isinstance(value, str) \
+                or not _TIMEOUT_RE.match(value):
+            raise ConfigError(f"{where}: timeout {key} = {value!r}: expected "
+                              f"one of {', '.join(DEFAULT_TIMEOUTS)} = a "
+                              "time like 5s, 500ms or 1h")
+        lines.append(f"    timeout {key} {value}")
+    if o.l7_mode == "http":
+        if o.forwardfor:
+            lines.append("    option forwardfor")
+        if o.tls_cert:
+            lines.append("    http-request set-header X-Forwarded-Proto https")
+        for h in o.del_headers:
+            lines.append(f"    http-request del-header {h}")
+        for h, value in o.set_headers:
+            lines.append(f"    http-request set-header {h} {_quote(value)}")
+        if o.cookie:
+            lines.append(f"    cookie {o.cookie} insert indirect nocache")
+    names = set()
+    for sname, _, _, w in v.reals:
+        if (isinstance(w, bool) or not isinstance(w, int)
+                or not 0 <= w <= 65535):
+            raise ConfigError(f"{where}: server {sname} weight {w!r}: "
+                              "expected an integer from 0 to 65535")
+    weights = haproxy_weights(r[3] for r in v.reals)
+    for (sname, address, port, _), weight in zip(v.reals, weights):
+        sname = sanitize(sname)
+        if sname in names:
+            raise ConfigError(f"{where}: server {sname} listed twice")
+        names.add(sname)
+        line = (f"    server {sname} {_hostport(address, port)} "
+                f"weight {weight}")
+        if o.l7_mode == "http" and o.cookie:
+            line += f" cookie {sname}"
+        if o.send_proxy:
+            line += " send-proxy-v2"
+        lines.append(line)
+    return lines
+
+
+__all__ = ["HAPROXY_WEIGHT_MAX", "BALANCE", "DEFAULT_TIMEOUTS", "sanitize",
+           "server_name", "l7_name", "l7_server", "haproxy_weights", "L7Vip",
+           "l7_vips", "render"]

@@ -1,0 +1,134 @@
+"""What the engine tells: status(), show(), stats() and the stats file.
+
+`Report` builds the answers of the control commands `status`, `show` and
+`stats` (and the metrics, which render stats()) from the engine's public
+parts: its services and admin state, the data plane's counters (core),
+the next hops (hops), the punt answering (punts), the HA state (ha), the
+L7 sync (l7) and the health monitor.  It reads and never changes; the
+engine calls show() and stats() under its lock.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from pyfwd.control.l7.render import l7_name, l7_server
+from pyfwd.neighbours.frames import mac_to_str
+
+QUEUE_FIELDS = ("rx", "tx", "tx_ring_full", "wakeups", "polls")
+
+
+class Report:
+    """The reports of `engine` (a control.engine.Engine or a fake with its
+    public attributes: iface, inside_iface, config_path, started, info,
+    snat, services, state, health, monitor, fallback_active, tables, core,
+    hops, punts, ha, l7).  pid and clock: os.getpid and time.monotonic,
+    for tests."""
+
+    def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
+        self.engine = engine
+        self._pid = pid
+        self._clock = clock
+
+    def status(self):
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes, HA."""
+        e = self.engine
+        return {"iface": e.iface, "inside_iface": e.inside_iface,
+                "pid": self._pid(),
+                "uptime": round(self._clock() - e.started, 3)
+                if e.started else 0.0,
+                "vips": len(e.services),
+                "reals": sum(len(s.reals) for s in e.services),
+                "xsk": dataclasses.asdict(e.info) if e.info else None,
+                "snat": [str(e.snat[0]), e.snat[1], e.snat[2]]
+                if e.snat else None,
+                "haproxy": e.l7.status(),
+                "config": e.config_path,
+                "ha": e.ha.status()}
+
+    def show(self):
+        """Every VIP with its real servers: weight, admin state, health,
+        whether new flows go to it (and why not), next hop, live and new
+        flows, frames and bytes (HAProxy's rows for an L7 VIP)."""
+        e = self.engine
+        per_real = e.core.real_stats()
+        l7rows = e.l7.rows()
+        vips = []
+        for s in e.services:
+            fb = s.vip in e.fallback_active
+            reals = [self._real(s, r, per_real, l7rows) for r in s.reals]
+            if fb:
+                reals.append(self._real(s, s.fallback, per_real, l7rows,
+                                        fallback=True))
+            vips.append({"name": s.label, "vip": str(s.vip),
+                         "mode": s.mode, "scheduler": s.scheduler,
+                         "persistence": s.persistence,
+                         "fallback": s.fallback.key if s.fallback else None,
+                         "fallback_active": fb,
+                         "reals": reals})
+        return vips
+
+    def _real(self, s, r, per_real, l7rows, fallback=False):
+        e = self.engine
+        k = (s.vip, r.key)
+        st = "fallback" if fallback else e.state.get(k, "online")
+        up, detail = e.health.get(k, (None, None))
+        checked = s.health is not None and not fallback
+        if checked and up is None and e.monitor:
+            try:
+                mon = e.monitor.state(k)
+            except KeyError:        # not checked yet
+                mon = {"up": True, "last_detail": None}
+            up, detail = mon["up"], mon.get("last_detail")
+        why = e.tables.unscheduled.get(k)
+        if st == "halt":
+            why = "halted"
+        elif up is False:
+            why = f"health: {detail}"
+        if s.mode == "l7":
+            counters = l7rows.get((l7_name(s), l7_server(r)), {})
+        else:
+            rid = e.core.ids.lookup(*k)
+            counters = per_real.get(rid, {}) if rid is not None else {}
+        mac = e.hops.macs.get(r.address)
+        return {"real": r.key, "weight": r.weight, "state": st,
+                "health": None if not checked else
+                ("up" if up else "down"),
+                "health_detail": detail,
+                "scheduled": why is None, "why": why,
+                "mac": mac_to_str(mac) if mac else None,
+                "via": e.hops.via(r.address),
+                "active": counters.get("active", 0),
+                "frames": counters.get("frames", 0),
+                "bytes": counters.get("bytes", 0),
+                "flows_new": counters.get("flows_new", 0),
+                **({"haproxy_state": counters.get("haproxy_state"),
+                    "haproxy_status": counters.get("haproxy_status")}
+                   if s.mode == "l7" else {})}
+
+    def stats(self, core):
+        """A JSON-ready snapshot: status(), the data plane's counters
+        (`core`, read by the caller outside the lock), per VIP and real
+        server (as show()), per queue, the punt responders' counters and
+        conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts)."""
+        e = self.engine
+        punts = e.punts.counters() if e.punts else {
+            k: {} for k in ("arp", "icmp", "ndp", "arp_conflicts",
+                            "ndp_conflicts")}
+        return {**self.status(), "core": core, "vips": self.show(),
+                "queues": [{k: q[k] for k in QUEUE_FIELDS}
+                           for q in (e.core.stats(worker=i)
+                                     for i in range(e.core.workers))],
+                **punts}
+
+
+def write_stats(path, snapshot):
+    """Write a stats() snapshot to `path` as JSON, atomically."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(snapshot, f, indent=1)
+    os.replace(tmp, path)
+
+
+__all__ = ["Report", "write_stats"]

@@ -299,9 +299,16 @@ class Capture:
             self._close()
             raise
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._reader, daemon=True,
+        self._thread = threading.Thread(target=self._reader,
+                                        args=(self._wake_r,), daemon=True,
                                         name=f"pyfwd-capture:{self._lab.name}")
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._thread = None
+            self._close()
+            raise
+        self._wake_r = None         # the reader's now: it closes it
         return self
 
     def _open(self, tap: _Tap) -> socket.socket:
@@ -329,7 +336,8 @@ class Capture:
 
         Re-raises an exception other than OSError that ended the reader (a
         bug); an OSError is kept in ``error`` (see ``complete``).  The
-        sockets are closed even if the wait is interrupted (Ctrl-C).
+        sockets are closed even if the wait is interrupted (Ctrl-C); the
+        reader still wakes then (see ``_reader``) and ends by itself.
         """
         if self._stopped:
             return
@@ -337,7 +345,10 @@ class Capture:
         try:
             if self._thread is not None:
                 self._stopping = True
-                os.write(self._wake_w, b"x")
+                try:
+                    os.write(self._wake_w, b"x")
+                except BrokenPipeError:
+                    pass        # the reader has ended, its end is closed
                 self._thread.join()
         finally:
             self._close()
@@ -356,6 +367,7 @@ class Capture:
             except OSError:
                 pass            # closed under us by Lab.down()
             sock.close()
+        # _wake_r is still ours only if the reader never started
         for fd in (self._wake_r, self._wake_w):
             if fd is not None:
                 os.close(fd)
@@ -369,7 +381,14 @@ class Capture:
 
     # -- the reader
 
-    def _reader(self) -> None:
+    def _reader(self, wake_r: int) -> None:
+        """The reader thread.  It owns ``wake_r``, the read end of the
+        wake-up pipe, and closes it when it ends.  stop() writes a byte to
+        the write end, then closes the sockets and that write end, even
+        when its wait is cut short.  If stop() closed ``wake_r`` as well,
+        the close would take the pipe out of the epoll set, and the byte's
+        wake-up with it when this thread had not run yet (a loaded
+        machine): it would sleep in select() for good."""
         sel = selectors.DefaultSelector()
         # the sockets, kept here: an interrupted stop() closes the taps'
         live = {tap: tap.sock for tap in self._taps}
@@ -400,7 +419,7 @@ class Capture:
         try:
             for tap, sock in live.items():
                 sel.register(sock, selectors.EVENT_READ, tap)
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            sel.register(wake_r, selectors.EVENT_READ, None)
             while not self._stopping and live:
                 for key, _ in sel.select():
                     if key.data in live:
@@ -421,6 +440,7 @@ class Capture:
             self._error, self._error_ts = e, time.time()
         finally:
             sel.close()
+            os.close(wake_r)
 
     def _drain(self, tap: _Tap, sock, buf: bytearray, anc: int) -> int:
         """Read the frames waiting on ``sock``, at most DRAIN_MAX (so that

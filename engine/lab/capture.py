@@ -32,6 +32,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from pyfwd.neighbours.arp import mac_to_bytes
 from pyfwd.errors import LabError
+from pyfwd.lab.words import plural
 
 __all__ = ["Frame", "Capture", "Tcp4", "parse_tcp4", "write_pcap",
            "read_pcap", "SNAPLEN"]
@@ -239,10 +240,6 @@ class _Tap:
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) + \
         f".{int(ts % 1 * 1000):03d}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' * (n != 1)}"
 
 
 class Capture:
@@ -497,10 +494,10 @@ class Capture:
         out = []
         for tap in self._taps:
             if tap.drops:
-                out.append(f"{tap.where}: {_plural(tap.drops, 'frame')} "
+                out.append(f"{tap.where}: {plural(tap.drops, 'frame')} "
                            "dropped by the kernel (socket buffer full)")
             if tap.unread:
-                out.append(f"{tap.where}: {_plural(tap.unread, 'frame')} "
+                out.append(f"{tap.where}: {plural(tap.unread, 'frame')} "
                            f"still queued after {SETTLE_MAX:g} s of "
                            "stopping, not read")
             if tap.error is not None:

@@ -1,8 +1,9 @@
 """pyfwd.neighbours.arp and pyfwd.ops.realserver against real kernels in a one-arm lab.
 
 The functions act on the current network namespace, so they run either in a
-thread that entered a lab namespace (lab._in_netns) or, for realserver (as
-the CLI would), in a child `python -c` started inside it (lab.run).
+thread that entered a lab namespace (pyfwd.lab.namespaces.in_netns) or,
+for realserver (as the CLI would), in a child `python -c` started inside it
+(lab.run).
 
 Lab: client 10.0.0.1, lb 10.0.0.2, real1 10.0.0.11, real2 10.0.0.12 on one
 bridge; the VIP 10.0.0.100 is nobody's unless a test puts it somewhere.
@@ -27,7 +28,8 @@ from pyroute2.netlink.rtnl import ndmsg
 from pyfwd.neighbours import arp
 from pyfwd.ops import realserver
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.lab.topology import Lab, _in_netns
+from pyfwd.lab.namespaces import in_netns
+from pyfwd.lab.topology import Lab
 
 VIP = "10.0.0.100"
 VIP2 = "10.0.0.101"
@@ -50,7 +52,7 @@ def lab():
 
 def in_ns(the_lab, role, fn, timeout=10.0):
     """fn() in a thread inside role's namespace."""
-    return _in_netns(the_lab.ns(role), fn, timeout=timeout)
+    return in_netns(the_lab.ns(role), fn, timeout=timeout)
 
 
 def mac(the_lab, role) -> str:

@@ -338,9 +338,10 @@ def request(lab, eng, cause: str) -> Request:
 def wait_for_announcement(lab, eng, lb_mac: str, times=None,
                           wait: float = ANNOUNCE_WAIT) -> Announcement:
     """Wait for the engine's next scheduled gratuitous ARP (``times``,
-    pyfwd.control.engine.GARP_REPEAT by default, in seconds after eng.started) and
-    read the client's cache for the VIP until it goes from another MAC to
-    ``lb_mac``, or ``wait`` seconds after the announcement was due."""
+    pyfwd.control.engine.GARP_REPEAT by default, in seconds after
+    eng.started) and read the client's cache for the VIP until it goes from
+    another MAC to ``lb_mac``, or ``wait`` seconds after the announcement
+    was due."""
     if times is None:
         from pyfwd.control.engine import GARP_REPEAT as times
 

@@ -7,10 +7,10 @@ socket on the balancer's own eth0/eth1 misses most of its traffic (XDP
 redirects received frames before the taps; AF_XDP transmits skip them).
 Every lab host interface is one end of a veth pair whose other end, named
 after the host role, is a port of ``br0`` in a switch namespace (see
-pyfwd.lab.topology).  On that port, a frame the bridge transmits (PACKET_OUTGOING)
-is one the host receives, and a frame the port receives is one the host
-sent.  Frames the bridge floods to the port that the host's NIC would drop
-(unicast to another MAC) are left out.
+pyfwd.lab.topology).  On that port, a frame the bridge transmits
+(PACKET_OUTGOING) is one the host receives, and a frame the port receives
+is one the host sent.  Frames the bridge floods to the port that the
+host's NIC would drop (unicast to another MAC) are left out.
 
 One reader thread drains every socket (epoll); the sockets have a large
 receive buffer, so a burst of tens of thousands of frames waits in the

@@ -288,7 +288,7 @@ def test_two_labs_coexist_and_down_all_spares_foreign(new_name, prefix,
 def test_load_from_the_kernel_in_a_new_process(new_name):
     with lab.Lab(new_name(), "two-arm", reals=2) as the_lab:
         assert lab.Lab.load(the_lab.name).plan() == the_lab.plan()
-        code = ("import json, sys; from pyfwd import lab; "
+        code = ("import json, sys; from pyfwd.lab import topology as lab; "
                 "plan = lab.Lab.load(sys.argv[1]).plan(); "
                 "print(json.dumps(plan.to_dict()))")
         package_root = os.path.dirname(os.path.dirname(pyfwd.__file__))

@@ -57,13 +57,15 @@ from pyroute2 import netns as _netns
 from pyfwd.lab.namespaces import iproute, open_netns
 from pyfwd.lab import programs
 from pyfwd.lab.programs import PYFWD, Namespaces
-from pyfwd.bench.system import BenchError, CpuTimes, busy_poll_tuning, cpus, \
-    napi_threads, pin_self, rps, thread_napi
+from pyfwd.bench.configs import nft_ruleset
+from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+                                busy_poll_tuning, cpus, napi_threads,
+                                pin_self, rps, thread_napi)
 
 ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",
         "nat-xdp", "snat-xdp", "dr-afpacket")
 
-GEN_CPU, FWD_CPU = 0, 1
+GEN_CPU, FWD_CPU = LOAD_CPU, LB_CPU     # the generator is the load
 FLOWS = 1024
 PORT = 9
 VIP = "10.77.0.100"
@@ -396,11 +398,7 @@ class PpsBench:
     def _kernel_nat(self):
         if not shutil.which("nft"):
             raise BenchError("kernel-nat needs nft: apt-get install nftables")
-        rules = (f"table ip {self.name} {{\n"
-                 f"  chain pre {{\n"
-                 f"    type nat hook prerouting priority dstnat;\n"
-                 f"    ip daddr {VIP} udp dport {PORT} dnat to {REAL_NAT}\n"
-                 f"  }}\n}}\n")
+        rules = nft_ruleset(self.name, VIP, [REAL_NAT], PORT, "udp")
         r = self.hosts.run("lb", ["nft", "-f", "-"], input=rules,
                      capture_output=True, text=True)
         if r.returncode:

@@ -12,7 +12,7 @@ import ipaddress
 import struct
 
 from pyfwd.bench.system import BenchError
-from pyfwd.neighbours.arp import mac_to_bytes
+from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
 from pyfwd.neighbours.icmp import checksum
 
 __all__ = ["BATCH", "CALLS", "LB_MAC", "OUT_MAC", "IN_MAC", "CLIENT_MAC",
@@ -106,8 +106,8 @@ def answer(frame, flags=TCP_SYN | TCP_ACK):
     sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
     src = str(ipaddress.IPv4Address(frame[30:34]))
     dst = str(ipaddress.IPv4Address(frame[26:30]))
-    return ipv4_frame(frame[6:12].hex(":"), frame[0:6].hex(":"), src, dst,
-                      proto, dport, sport, flags)
+    return ipv4_frame(mac_to_str(frame[6:12]), mac_to_str(frame[0:6]), src,
+                      dst, proto, dport, sport, flags)
 
 
 def dr_frames(n=BATCH):

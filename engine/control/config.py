@@ -31,15 +31,15 @@ touched.
     weight = 100
 """
 
+import dataclasses
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from pyfwd.control.health.spec import HealthSpec
+from pyfwd.control.server import DEFAULT_PATH
 from pyfwd.errors import ConfigError
-from pyfwd.control.health import HealthSpec
 from pyfwd.model import MODES, SCHEDULERS, Real, Service, Vip
-
-CONTROL_SOCKET = "/run/pyfwd/pyfwd.sock"
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
@@ -60,15 +60,44 @@ _KIND = {int: "an integer", str: "a string", dict: "a table",
 
 @dataclass
 class Config:
-    path: str
+    """What an engine runs with: the [engine] keys and the services.  From
+    a file (load, parse) or from the command line alone (path None,
+    services from parse_services); with_flags applies `pyfwd start`'s
+    flags."""
+
+    path: "str | None"
     iface: "str | None" = None
     inside_iface: "str | None" = None
     snat_address: "str | None" = None
     snat_ports: "str | None" = None
-    control_socket: str = CONTROL_SOCKET
+    control_socket: str = DEFAULT_PATH
     metrics: "str | None" = None
     role: str = "active"
     services: list = field(default_factory=list)
+
+    def with_flags(self, *, iface=None, inside_iface=None, snat_address=None,
+                   snat_ports=None, control_socket=None, metrics=None,
+                   role=None):
+        """This config with `pyfwd start`'s flags over it; a new Config.
+
+        A flag given (not None, not empty) replaces the [engine] key of
+        the same name; a flag not given leaves the file's value, else the
+        default.  Except snat_ports: --snat-ports always has a value (its
+        default, 61000-65535), so the file's snat_ports, when set, wins
+        over it.  A role given is checked as load(role=...) checks it:
+        ConfigError for a value other than active or standby, or standby
+        with L7 VIPs.
+        """
+        if role:
+            from pyfwd.control.ha import check_role, parse_role
+            check_role(parse_role(role), self.services)
+        return dataclasses.replace(
+            self, iface=iface or self.iface,
+            inside_iface=inside_iface or self.inside_iface,
+            snat_address=snat_address or self.snat_address,
+            snat_ports=self.snat_ports or snat_ports,
+            control_socket=control_socket or self.control_socket,
+            metrics=metrics or self.metrics, role=role or self.role)
 
 
 def _check_keys(where, table, allowed):

@@ -13,17 +13,12 @@ Tables are aligned, numbers right-aligned, and fit 100 columns with
 ordinary names (the last column, `why`, runs on).  `show` abbreviates large
 counts (12.3M, 4.5 GiB); `stats` prints them exactly.  `--json` output is
 the result itself and is not made here.
-
-COMMANDS (from control) lists the commands: name -> (args, help, method),
-each arg (name, type, help), for building the CLI.
 """
 
 import json
 import time
 
-from pyfwd.control.server import COMMANDS
-
-__all__ = ["COMMANDS", "format_status", "format_show", "format_stats",
+__all__ = ["format_status", "format_show", "format_stats",
            "format_reload", "format_ha", "ha_line", "format_result", "table"]
 
 
@@ -275,7 +270,7 @@ def _show_row(r):
     why = r.get("why")
     if not why and health == "down" and r.get("health_detail"):
         why = r["health_detail"]
-    active = r.get("active", r.get("flows"))
+    active = r.get("active")
     return (r.get("real", "?"), _exact(r.get("weight")),
             r.get("state") or "-", health or "-", count(active),
             count(r.get("flows_new")), count(r.get("frames")),
@@ -284,12 +279,15 @@ def _show_row(r):
 
 # --- stats ------------------------------------------------------------------
 
-_FLOW_KEYS = ("flows_new", "flow_hits", "flows_rescheduled", "flows_evicted",
-              "flows_expired", "snat_ports_used")
-_IO_KEYS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups", "polls")
-_TABLE_KEYS = ("vip_count", "vip_generation")
-_SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *_FLOW_KEYS,
-               *_IO_KEYS, *_TABLE_KEYS}
+# The groups of struct pyfwd_stats's counters in `ctl stats` (each counter
+# in one; tests/unit/test_counters.py pins them to the header).
+FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
+                 "flows_evicted", "flows_expired", "snat_ports_used")
+IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
+               "polls")
+TABLE_COUNTERS = ("vip_count", "vip_generation")
+_SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *FLOW_COUNTERS,
+               *IO_COUNTERS, *TABLE_COUNTERS}
 
 
 def format_stats(result):
@@ -308,15 +306,15 @@ def format_stats(result):
     if verdict:
         rows.append(("verdicts", "  ".join(f"{k} {_exact(n)}"
                                             for k, n in verdict.items())))
-    flows = [(k, core[k]) for k in _FLOW_KEYS if k in core]
+    flows = [(k, core[k]) for k in FLOW_COUNTERS if k in core]
     if flows:
         rows.append(("flows", "  ".join(
             f"{k.replace('flows_', '').replace('flow_', '')} {_exact(n)}"
             for k, n in flows)))
-    io = [(k, core[k]) for k in _IO_KEYS if k in core]
+    io = [(k, core[k]) for k in IO_COUNTERS if k in core]
     if io:
         rows.append(("io", "  ".join(f"{k} {_exact(n)}" for k, n in io)))
-    tables = [(k, core[k]) for k in _TABLE_KEYS if k in core]
+    tables = [(k, core[k]) for k in TABLE_COUNTERS if k in core]
     if tables:
         rows.append(("tables", "  ".join(
             f"{'vips' if k == 'vip_count' else 'generation'} {_exact(n)}"
@@ -380,7 +378,7 @@ def format_stats(result):
                              _exact(real.get("frames")),
                              _exact(real.get("bytes")),
                              _exact(real.get("flows_new")),
-                             _exact(real.get("active", real.get("flows")))])
+                             _exact(real.get("active"))])
         out.append("")
         out.extend(table(("VIP / REAL", "STATE", "PACKETS", "BYTES",
                           "NEW FLOWS", "ACTIVE"), rows, right={2, 3, 4, 5}))
@@ -388,8 +386,7 @@ def format_stats(result):
 
 
 def _sum(reals, key):
-    values = [r.get(key, r.get("flows") if key == "active" else None)
-              for r in reals]
+    values = [r.get(key) for r in reals]
     values = [x for x in values if _is_number(x)]
     return str(sum(values)) if values or not reals else "-"
 

@@ -33,13 +33,17 @@ from pyroute2 import IPRoute
 
 from pyfwd._netns import in_netns
 from pyfwd.control import ha
-from pyfwd.control.health import HealthMonitor
+from pyfwd.control.health.monitor import HealthMonitor
 from pyfwd.dataplane.core import Afp, Core, Xsk
 from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
 from pyfwd.model import Real, Vip
-from pyfwd.neighbours import arp, icmp, ndp
+from pyfwd.neighbours.arp import ArpResponder, gratuitous
+from pyfwd.neighbours.framesocket import FrameSocket
+from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.neighbours.icmp import EchoResponder
 from pyfwd.neighbours.kernel import (interface, multicast_socket,
-                                     primary_ipv4, route_to)
+                                     neighbour_macs, primary_ipv4, route_to)
+from pyfwd.neighbours.ndp import NdpResponder, solicited_node, unsolicited_na
 
 log = logging.getLogger("pyfwd")
 
@@ -168,16 +172,16 @@ class Engine:
         self.snat = self._snat_setting()
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])
-        self.responder = arp.ArpResponder(mac, self._ipv4_vips())
-        self.echo = icmp.EchoResponder(mac, self._ipv4_vips())
-        self.ndp = ndp.NdpResponder(mac, self._ipv6_vips())
+        self.responder = ArpResponder(mac, self._ipv4_vips())
+        self.echo = EchoResponder(mac, self._ipv4_vips())
+        self.ndp = NdpResponder(mac, self._ipv6_vips())
         self._mc_sock = multicast_socket(self.iface)
         self._refresh_macs()
         self._publish()
         self.xsk = self._open_backend(ifindex, ifindex2, queues)
         try:
             self._steer()
-            self._sock = arp.ArpSocket(self.iface)
+            self._sock = FrameSocket(self.iface, ethertype=0)
         except BaseException:
             self.xsk.close()
             raise
@@ -704,8 +708,8 @@ class Engine:
                 by_iface.setdefault((oif, hop.version), set()).add(hop)
         found = {}
         for (ifname, version), hops in by_iface.items():
-            lookup = arp.refresh if version == 4 else ndp.refresh
-            for hop, mac in lookup(ifname, sorted(hops, key=str)).items():
+            for hop, mac in neighbour_macs(ifname,
+                                           sorted(hops, key=str)).items():
                 found[(ifname, hop)] = mac
         out = {}
         for a, (oif, hop) in routes.items():
@@ -734,7 +738,7 @@ class Engine:
                 log.warning("real %s: %s: not scheduled", a, why)
             elif mac is not None and mac != old:
                 log.info("real %s: next hop MAC %s on %s", a,
-                         arp.mac_to_str(mac), self.ifaces[slot])
+                         mac_to_str(mac), self.ifaces[slot])
             changed |= (mac != old or slot != self.out_ifs.get(a))
             self.macs[a], self.out_ifs[a], self.why[a] = mac, slot, why
         return changed
@@ -896,7 +900,7 @@ class Engine:
         program takes the NSes)."""
         if self._mc_sock is None:
             return
-        want = {ndp.solicited_node(a) for a in vips}
+        want = {solicited_node(a) for a in vips}
         index = struct.pack("@I", self.ifindexes[0])
         for group in sorted(want - self._groups):
             try:
@@ -923,9 +927,9 @@ class Engine:
             return
         self.ha_counters["garp_bursts"] += 1
         for addr in self._ipv4_vips():
-            self._sock.send(arp.gratuitous(self.mac, addr))
+            self._sock.send(gratuitous(self.mac, addr))
         for addr in self._ipv6_vips():
-            self._sock.send(ndp.unsolicited_na(self.mac, addr))
+            self._sock.send(unsolicited_na(self.mac, addr))
 
     # --- counters -------------------------------------------------------
 
@@ -1000,7 +1004,7 @@ class Engine:
                         ("up" if up else "down"),
                         "health_detail": detail,
                         "scheduled": why is None, "why": why,
-                        "mac": arp.mac_to_str(mac) if mac else None,
+                        "mac": mac_to_str(mac) if mac else None,
                         "via": self.ifaces[self.out_ifs.get(r.address, 0)],
                         "active": counters.get("active", 0),
                         "frames": counters.get("frames", 0),

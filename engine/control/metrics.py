@@ -31,9 +31,11 @@ log = logging.getLogger("pyfwd.control.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_ADDRESS = ("127.0.0.1", 9108)
 
-# Engine.stats()["core"] keys other than frames/bytes/verdict/reason:
-# key -> (metric name, type, help).  Unknown keys are left out.
-_CORE = {
+# Engine.stats()["core"] keys (struct pyfwd_stats) other than
+# frames/bytes/verdict/reason: key -> (metric name, type, help).  Unknown
+# keys are left out; tests/unit/test_counters.py pins these tables to the
+# header.
+CORE_METRICS = {
     "vip_count": ("pyfwd_vips", "gauge", "VIPs in the data plane's tables."),
     "vip_generation": ("pyfwd_table_generation", "gauge",
                        "Tables published to the data plane so far."),
@@ -86,8 +88,9 @@ _HA = {
                     "active)."),
 }
 
-# Per queue (RX queue = worker) keys -> (metric, type, help).
-_QUEUE = {
+# Per queue (RX queue = worker) keys: the I/O loop's counters of struct
+# pyfwd_stats -> (metric, type, help).
+QUEUE_METRICS = {
     "rx": ("pyfwd_queue_rx_frames_total", "counter",
            "Frames received on an RX queue."),
     "tx": ("pyfwd_queue_tx_frames_total", "counter",
@@ -100,13 +103,13 @@ _QUEUE = {
               "poll() calls of a queue's worker."),
 }
 
-# Per real server keys -> (metric, type, help); the VIP sums them.
-_REAL = {
+# Per real server keys (struct pyfwd_real_stats) -> (metric suffix, type,
+# help); pyfwd_real_SUFFIX, and pyfwd_vip_SUFFIX sums them.
+REAL_METRICS = {
     "frames": ("frames_total", "counter", "Frames forwarded"),
     "bytes": ("bytes_total", "counter", "Bytes forwarded"),
-    "flows_new": ("connections_total", "counter",
-                  "New connections (flows) scheduled"),
-    "active": ("active_connections", "gauge", "Connections (flows) alive"),
+    "flows_new": ("flows_new_total", "counter", "New flows scheduled"),
+    "active": ("flows_active", "gauge", "Flows alive"),
 }
 
 REAL_STATES = ("online", "drain", "halt")
@@ -213,11 +216,11 @@ def render(stats):
         f.add("pyfwd_frames_by_reason_total", n, {"reason": reason},
               counter, "Frames by the reason of their verdict (drop_*: why "
               "a frame was dropped).")
-    for key, (name, kind, help_) in _CORE.items():
+    for key, (name, kind, help_) in CORE_METRICS.items():
         f.add(name, core.get(key), kind=kind, help_=help_)
 
     for i, q in enumerate(stats.get("queues") or ()):
-        for key, (name, kind, help_) in _QUEUE.items():
+        for key, (name, kind, help_) in QUEUE_METRICS.items():
             f.add(name, q.get(key), {"queue": str(i)}, kind, help_)
 
     for key, what in _RESPONDERS.items():
@@ -247,12 +250,12 @@ def _render_ha(f, ha):
 
 
 def _render_vips(f, vips):
-    counter, gauge = "counter", "gauge"
+    gauge = "gauge"
     # declare in a stable order: VIP families first, then the reals'
-    for key, (suffix, kind, help_) in _REAL.items():
+    for key, (suffix, kind, help_) in REAL_METRICS.items():
         f.declare(f"pyfwd_vip_{suffix}", kind, f"{help_} for a VIP (sum of "
                   "its real servers).")
-    for key, (suffix, kind, help_) in _REAL.items():
+    for key, (suffix, kind, help_) in REAL_METRICS.items():
         f.declare(f"pyfwd_real_{suffix}", kind, f"{help_} to a real server.")
     for v in vips:
         address = v.get("vip", "")
@@ -264,15 +267,15 @@ def _render_vips(f, vips):
         f.add("pyfwd_vip_fallback_active", v.get("fallback_active"), vl,
               gauge, "1 when a VIP sends its flows to its fallback server "
               "(no real server is up).")
-        for key, (suffix, kind, help_) in _REAL.items():
-            values = [_real_value(r, key) for r in reals]
+        for key, (suffix, kind, help_) in REAL_METRICS.items():
+            values = [r.get(key) for r in reals]
             values = [x for x in values if _is_number(x)]
             f.add(f"pyfwd_vip_{suffix}", sum(values) if values else
                   (0 if not reals else None), vl, kind)
         for r in reals:
             rl = {**vl, "real": r.get("real", "")}
-            for key, (suffix, kind, help_) in _REAL.items():
-                f.add(f"pyfwd_real_{suffix}", _real_value(r, key), rl, kind)
+            for key, (suffix, kind, help_) in REAL_METRICS.items():
+                f.add(f"pyfwd_real_{suffix}", r.get(key), rl, kind)
             f.add("pyfwd_real_weight", r.get("weight"), rl, gauge,
                   "A real server's weight.")
             health = r.get("health")
@@ -297,12 +300,6 @@ def _render_vips(f, vips):
                        "status": str(r.get("haproxy_status") or "")}, gauge,
                       "An L7 real server's state in HAProxy (ready, drain, "
                       "maint) and its operational status.")
-
-
-def _real_value(real, key):
-    if key == "active" and "active" not in real:
-        return real.get("flows")        # older engines' name
-    return real.get(key)
 
 
 def _is_number(x):

@@ -20,6 +20,7 @@ from pyfwd.dataplane import tables as tables_mod
 from pyfwd.dataplane.native import REASONS, VERDICTS, ffi, lib
 from pyfwd.errors import ConfigError, DataplaneError
 from pyfwd.model import Service
+from pyfwd.neighbours.frames import ZERO_MAC, mac_to_bytes
 
 _PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _process_batch = lib.pyfwd_process_batch
@@ -48,18 +49,7 @@ class Result:
 
 
 def _mac_bytes(mac):
-    if mac is None:
-        return bytes(6)
-    if isinstance(mac, (bytes, bytearray)) and len(mac) == 6:
-        return bytes(mac)
-    try:
-        raw = bytes.fromhex(str(mac).replace(":", "").replace("-", ""))
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
-        raise ConfigError(f"mac {mac!r}: expected six bytes, e.g. "
-                          "02:00:00:00:00:01")
-    return raw
+    return ZERO_MAC if mac is None else mac_to_bytes(mac)
 
 
 class Core:

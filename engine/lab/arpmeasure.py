@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyfwd.errors import LabError
 from pyfwd.lab import modes as labmodes
 from pyfwd.lab.programs import PYFWD
+from pyfwd.neighbours.frames import mac_to_str
 
 __all__ = ["VIP", "BROKEN", "Request", "Announcement", "ArpCheckRun",
            "Result", "mac_of", "parse_arp_check", "cache_history",
@@ -285,7 +286,7 @@ def _neigh_job(ip: str, delete: bool) -> Callable[[], Optional[str]]:
             for n in ipr.neigh("dump", family=socket.AF_INET,
                                ifindex=index):
                 if n.get("NDA_DST") == ip and n.get("NDA_LLADDR"):
-                    return n.get("NDA_LLADDR").lower()
+                    return mac_to_str(n.get("NDA_LLADDR"))
             return None
     return job
 

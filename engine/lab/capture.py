@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Optional, Union
 
-from pyfwd.neighbours.arp import mac_to_bytes
+from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
 from pyfwd.errors import LabError
 from pyfwd.lab.words import plural
 
@@ -146,7 +146,7 @@ def parse_tcp4(data: bytes, wirelen: Optional[int] = None) -> Optional[Tcp4]:
         return None
     if wirelen is not None and total > wirelen - ip:
         return None
-    return Tcp4(data[6:12].hex(":"), data[0:6].hex(":"), vlan,
+    return Tcp4(mac_to_str(data[6:12]), mac_to_str(data[0:6]), vlan,
                 socket.inet_ntoa(data[ip + 12:ip + 16]),
                 socket.inet_ntoa(data[ip + 16:ip + 20]), ttl, sport, dport,
                 seq, ack, flags, total - ihl - doff)

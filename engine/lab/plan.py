@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pyfwd.errors import LabError
+from pyfwd.neighbours.frames import mac_to_str
 
 __all__ = ["DEFAULT_NAME", "TOPOLOGIES", "MAX_REALS", "BRIDGE", "Interface",
            "Route", "Node", "Plan", "Marker", "make_plan", "format_plan"]
@@ -287,8 +288,8 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
         for member, ifname, base in seg.members:
             for role, i in _expand(member, reals):
                 ipv4, ipv6 = _host_addrs(seg, base + i)
-                mac = "02:00:00:00:%02x:%02x" % (seg.number,
-                                                 _same_digits(base + i))
+                mac = mac_to_str(bytes((2, 0, 0, 0, seg.number,
+                                        _same_digits(base + i))))
                 ifaces.setdefault(role, []).append(Interface(
                     ifname, mac, ipv4, ipv6, switch=seg.switch, port=role))
                 ports.setdefault(seg.switch, []).append(role)

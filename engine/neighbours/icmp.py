@@ -22,9 +22,10 @@ import struct
 import time
 from typing import Callable, Iterable, Union
 
-from pyfwd.neighbours.arp import ETH_P_IP, Mac, _ipv4, mac_to_bytes
 from pyfwd.errors import ConfigError
-from pyfwd.neighbours.responder import VLAN_TPIDS, VipResponder, eth_header, unwrap_eth
+from pyfwd.neighbours.frames import ETH_P_IP, Mac, eth_header, ip_of, \
+    unwrap_payload
+from pyfwd.neighbours.responder import VipResponder
 
 __all__ = ["ICMP_ECHO_REPLY", "ICMP_ECHO_REQUEST", "RATE", "BURST",
            "COUNTERS", "checksum", "TokenBucket", "EchoResponder"]
@@ -169,25 +170,20 @@ class EchoResponder(VipResponder):
     def __init__(self, own_mac: Mac, vips: Iterable[IPv4] = (),
                  rate: float = RATE, burst: float = BURST,
                  clock: Callable[[], float] = time.monotonic):
-        self.own_mac = mac_to_bytes(own_mac)
-        super().__init__(vips, COUNTERS)
+        super().__init__(own_mac, vips, COUNTERS)
         self._bucket = TokenBucket(rate, burst, clock)
         self._ip_id = 0
 
     @staticmethod
     def _parse_vip(value) -> ipaddress.IPv4Address:
-        return _ipv4(value, "vip", "this responder answers IPv4 VIPs only "
-                     "(IPv6: pyfwd.neighbours.ndp.NdpResponder)")
+        return ip_of(4, value, "vip", "this responder answers IPv4 VIPs "
+                     "only (IPv6: pyfwd.neighbours.ndp.NdpResponder)")
 
     def _decide(self, frame):
-        l2 = unwrap_eth(frame, VLAN_TPIDS)
+        l2, why = unwrap_payload(frame, ETH_P_IP, _IP.size, "not_ipv4")
         if l2 is None:
-            return None, "malformed"
-        frame, _, eth_src, ethertype, tag, off = l2
-        if ethertype != ETH_P_IP:
-            return None, "not_ipv4"
-        if len(frame) < off + _IP.size:
-            return None, "malformed"
+            return None, why
+        frame, eth_src, tag, off = l2.view, l2.src, l2.tag, l2.offset
         (vihl, tos, total, _id, frag, _ttl, proto, _sum, src,
          dst) = _IP.unpack_from(frame, off)
         ihl = (vihl & 0x0f) * 4

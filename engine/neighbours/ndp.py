@@ -9,39 +9,32 @@ see realserver.py).  The data plane punts the NDP frames that name a VIP
 ICMPv6 sent to a VIP (PUNT_ICMP: pings, and the unicast NS of neighbour
 unreachability detection); this module decides what to do with them.
 
-Two halves, like arp.py:
-
-- pure logic, no sockets, testable without root: the builders
-  (``build_na()``, ``unsolicited_na()``), ``solicited_node()``,
-  ``icmp6_checksum()`` and ``NdpResponder`` (frame in, reply frame or None
-  out, every frame counted by reason, conflicts recorded);
-- I/O in the current network namespace: ``refresh()`` / ``resolve()``, the
-  MACs of IPv6 real servers from the kernel's neighbour table (the kernel
-  is made to solicit the ones it does not know).
+Pure, like arp.py: the builders (``build_na()``, ``unsolicited_na()``),
+``solicited_node()``, ``icmp6_checksum()`` and ``NdpResponder`` (frame in,
+reply frame or None out, every frame counted by reason, conflicts
+recorded); no sockets, testable without root.  The MACs of IPv6 real
+servers come from the kernel's neighbour table: kernel.py's
+``neighbour_macs()``.
 
 Frames are built and parsed with ``struct`` only; scapy is for the tests.
 """
 
 import ipaddress
-import select
-import socket
 import struct
 import time
 from typing import Callable, Iterable, Optional, Union
 
-from pyfwd.neighbours import arp
-from pyfwd.neighbours.arp import Mac, mac_to_bytes
-from pyfwd.errors import ConfigError, PyfwdError
+from pyfwd.neighbours.frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
+                                     check_tci, eth_header, ip_of,
+                                     is_unicast, mac_to_bytes,
+                                     unwrap_payload)
 from pyfwd.neighbours.icmp import BURST, RATE, TokenBucket, checksum
-from pyfwd.neighbours.responder import (ETH_P_8021Q, VLAN_TPIDS, VipResponder, check_tci,
-                        eth_header, unwrap_eth)
+from pyfwd.neighbours.responder import VipResponder
 
-__all__ = ["ETH_P_IPV6", "ND_NS", "ND_NA", "ECHO_REQUEST", "ECHO_REPLY",
-           "ALL_NODES", "COUNTERS", "solicited_node", "multicast_mac",
-           "icmp6_checksum", "build_na", "unsolicited_na", "NdpResponder",
-           "refresh", "resolve"]
+__all__ = ["ND_NS", "ND_NA", "ECHO_REQUEST", "ECHO_REPLY", "ALL_NODES",
+           "COUNTERS", "ipv6", "solicited_node", "multicast_mac",
+           "icmp6_checksum", "build_na", "unsolicited_na", "NdpResponder"]
 
-ETH_P_IPV6 = 0x86dd
 IPPROTO_ICMPV6 = 58
 ND_NS, ND_NA = 135, 136
 ECHO_REQUEST, ECHO_REPLY = 128, 129
@@ -72,31 +65,24 @@ IPv6 = Union[str, ipaddress.IPv6Address]
 # Addresses and checksums (pure)
 
 
-def _ipv6(value, what: str = "address") -> ipaddress.IPv6Address:
-    if isinstance(value, ipaddress.IPv6Address):
-        return value
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ConfigError(f"{what} {value!r}: expected an IPv6 address") \
-            from None
-    if addr.version != 6:
-        raise ConfigError(f"{what} {addr}: neighbour discovery is IPv6 "
-                          "only (ARP answers for IPv4)")
-    return addr
+def ipv6(value, what: str = "address") -> ipaddress.IPv6Address:
+    """``value`` as an IPv6Address; raises ConfigError naming ``what``
+    otherwise."""
+    return ip_of(6, value, what, "neighbour discovery is IPv6 only (ARP "
+                 "answers for IPv4)")
 
 
 def solicited_node(addr: IPv6) -> ipaddress.IPv6Address:
     """The solicited-node multicast address of ``addr`` (ff02::1:ffXX:XXXX,
     RFC 4291 2.7.1), where neighbour solicitations for it are sent."""
     return ipaddress.IPv6Address(_SOLICITED_PREFIX
-                                 + _ipv6(addr).packed[13:])
+                                 + ipv6(addr).packed[13:])
 
 
 def multicast_mac(addr: IPv6) -> bytes:
     """The Ethernet address of an IPv6 multicast address: 33:33 and its
     last four bytes (RFC 2464 7)."""
-    return b"\x33\x33" + _ipv6(addr).packed[12:]
+    return b"\x33\x33" + ipv6(addr).packed[12:]
 
 
 def icmp6_checksum(src, dst, message) -> int:
@@ -140,8 +126,8 @@ def build_na(own_mac: Mac, target: IPv6, dst_ip: IPv6, dst_mac: Mac,
     ConfigError on a bad MAC, address or tag.
     """
     own = mac_to_bytes(own_mac)
-    src = _ipv6(target, "target").packed
-    dst = _ipv6(dst_ip, "destination").packed
+    src = ipv6(target, "target").packed
+    dst = ipv6(dst_ip, "destination").packed
     flags = (NA_SOLICITED if solicited else 0) | \
         (NA_OVERRIDE if override else 0)
     message = bytearray(_NA.pack(ND_NA, 0, 0, flags, src)
@@ -255,23 +241,18 @@ class NdpResponder(VipResponder):
                  rate: float = RATE, burst: float = BURST,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic):
-        self.own_mac = mac_to_bytes(own_mac)
-        super().__init__(vips, COUNTERS, clock)
+        super().__init__(own_mac, vips, COUNTERS, clock)
         self._bucket = TokenBucket(rate, burst, monotonic)
 
     @staticmethod
     def _parse_vip(value) -> ipaddress.IPv6Address:
-        return _ipv6(value, "vip")
+        return ipv6(value, "vip")
 
     def _decide(self, frame):
-        l2 = unwrap_eth(frame, VLAN_TPIDS)
+        l2, why = unwrap_payload(frame, ETH_P_IPV6, _IP6.size, "not_ipv6")
         if l2 is None:
-            return None, "malformed"
-        frame, _, eth_src, ethertype, tag, off = l2
-        if ethertype != ETH_P_IPV6:
-            return None, "not_ipv6"
-        if len(frame) < off + _IP6.size:
-            return None, "malformed"
+            return None, why
+        frame, eth_src, tag, off = l2.view, l2.src, l2.tag, l2.offset
         vtf, plen, nh, hlim, src, dst = _IP6.unpack_from(frame, off)
         end = off + _IP6.size + plen
         if vtf >> 28 != 6 or end > len(frame):
@@ -330,21 +311,18 @@ class NdpResponder(VipResponder):
             return None, "conflicts"
         if target not in self._vips:
             return None, "not_vip"
-        if eth_src == self.own_mac or eth_src[0] & 1 or sender[0] & 1 \
-                or sender == arp.ZERO_MAC:
+        if eth_src == self.own_mac or eth_src[0] & 1 \
+                or not is_unicast(sender):
             return None, "bad_source"
+        tpid, vlan = (ETH_P_8021Q, None) if tag is None else tag
         if dad:
             # Someone tries to configure the VIP: defend it, say who.
             self._conflict(target, sender)
             return build_na(self.own_mac, target, ALL_NODES,
                             multicast_mac(ALL_NODES), solicited=False,
-                            vlan=None if tag is None else tag[1],
-                            tpid=ETH_P_8021Q if tag is None else tag[0]), \
-                "dad_answered"
+                            vlan=vlan, tpid=tpid), "dad_answered"
         return build_na(self.own_mac, target, src_ip, sender, solicited=True,
-                        vlan=None if tag is None else tag[1],
-                        tpid=ETH_P_8021Q if tag is None else tag[0]), \
-            "answered"
+                        vlan=vlan, tpid=tpid), "answered"
 
     def _na(self, eth_src, dst_ip, flags, target, opts):
         tll = _lladdr(opts, OPT_TARGET_LL)
@@ -379,80 +357,3 @@ class NdpResponder(VipResponder):
         return (eth_header(eth_src, self.own_mac, ETH_P_IPV6, tag)
                 + _ip6(bytes(dst), bytes(src), ECHO_HOP_LIMIT, body, tclass),
                 "echo_answered")
-
-
-# ---------------------------------------------------------------------------
-# I/O: IPv6 real servers' MACs, from the kernel's neighbour table
-
-_POLL = 0.02            # s between reads of the neighbour table
-
-
-def _poke(ifname: str, index: int, addrs) -> None:
-    """Make the kernel resolve ``addrs`` on ``ifname``: an ICMPv6 echo
-    request to each through a raw socket bound to the interface (the
-    kernel sends the NS and fills its neighbour table; the echo reply, if
-    any, is dropped with the socket).  Raises PyfwdError if the socket
-    cannot be opened (not root)."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW,
-                             socket.IPPROTO_ICMPV6)
-    except OSError as exc:
-        raise PyfwdError(f"cannot open an ICMPv6 socket on {ifname}: "
-                         f"{exc.strerror or exc} (CAP_NET_RAW is needed)") \
-            from exc
-    with sock:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                            ifname.encode())
-        except OSError as exc:
-            raise PyfwdError(f"interface {ifname!r}: "
-                             f"{exc.strerror or exc}") from exc
-        # type, code, checksum (the kernel fills it), identifier, sequence
-        request = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, 0x7066, 1)
-        for addr in addrs:
-            try:
-                sock.sendto(request, (str(addr), 0, 0, index))
-            except OSError:
-                pass        # no route, link down: it stays unresolved
-
-
-def refresh(ifname: str, ips: Iterable[IPv6], timeout: float = 1.0,
-            retries: int = 3) -> dict:
-    """The current MACs of IPv6 real servers (or next hops) on ``ifname``:
-    ``{ip: mac bytes or None}``, keyed by the items of ``ips`` as given.
-
-    Entries of the kernel's IPv6 neighbour table on that interface in
-    state REACHABLE, STALE, DELAY, PROBE or PERMANENT are used as they
-    are; for the others the kernel is made to solicit them (an ICMPv6 echo
-    request sent to each, see _poke()), ``retries`` times spread over
-    ``timeout`` seconds, and the table read again every 20 ms.  None means
-    the kernel found no MAC: the caller does not schedule that real
-    server.  Raises PyfwdError if the interface does not exist, ConfigError
-    on a bad address, timeout or retries.
-    """
-    arp._check_wait(timeout, retries)
-    wanted = {ip: _ipv6(ip, "real server address") for ip in ips}
-    with arp._iproute() as ipr:
-        index = arp._ifindex(ipr, ifname)
-        known = arp._kernel_neighbours(ipr, index, socket.AF_INET6)
-    missing = {a for a in wanted.values() if a not in known}
-    start = time.monotonic()
-    for attempt in range(1, retries + 1):
-        if not missing:
-            break
-        _poke(ifname, index, sorted(missing))
-        until = start + timeout * attempt / retries
-        while missing and time.monotonic() < until:
-            select.select([], [], [], _POLL)
-            with arp._iproute() as ipr:
-                found = arp._kernel_neighbours(ipr, index, socket.AF_INET6)
-            known.update({a: m for a, m in found.items() if a in missing})
-            missing -= found.keys()
-    return {ip: known.get(addr) for ip, addr in wanted.items()}
-
-
-def resolve(ifname: str, ip: IPv6, timeout: float = 1.0,
-            retries: int = 3) -> Optional[bytes]:
-    """The MAC (6 bytes) of the IPv6 real server ``ip`` on ``ifname``, or
-    None; see refresh()."""
-    return refresh(ifname, [ip], timeout, retries)[ip]

@@ -42,6 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from pyfwd.errors import ConfigError, PyfwdError
+from pyfwd.neighbours.kernel import addresses, ifindex
 
 __all__ = ["ARP_IGNORE", "ARP_ANNOUNCE", "setup", "status"]
 
@@ -107,23 +108,6 @@ def _links(ipr: IPRoute) -> dict:
             for msg in ipr.link("dump")}
 
 
-def _ipv4_on(ipr: IPRoute, family: int = socket.AF_INET) -> list:
-    """[(index, IPv4Interface)] of every IPv4 address in the namespace
-    (IPv6Interface with ``family`` AF_INET6)."""
-    return [(msg["index"], ipaddress.ip_interface(
-                f"{msg.get('IFA_LOCAL') or msg.get('IFA_ADDRESS')}/"
-                f"{msg['prefixlen']}"))
-            for msg in ipr.addr("dump", family=family)]
-
-
-def _dev_index(links: dict, dev: str) -> int:
-    for index, (name, _, _) in links.items():
-        if name == dev:
-            return index
-    raise ConfigError(f"dev {dev!r}: no such interface in this network "
-                      "namespace")
-
-
 def _arp_interfaces(links: dict) -> list:
     """Where the ARP settings matter: ``all`` and every non-loopback
     interface that is up."""
@@ -133,9 +117,16 @@ def _arp_interfaces(links: dict) -> list:
 
 def _dr_vips(addrs: list, index: int, vip) -> list:
     """The DR VIPs on device ``index`` other than ``vip``: its IPv4
-    addresses outside 127.0.0.0/8."""
-    return [a.ip for i, a in addrs
-            if i == index and a.ip != vip and a.ip not in _LOOPBACK4]
+    addresses (of ``addrs``, [kernel.Address]) outside 127.0.0.0/8."""
+    return [a.interface.ip for a in addrs
+            if a.index == index and a.interface.ip != vip
+            and a.interface.ip not in _LOOPBACK4]
+
+
+def _on(addrs: list, index: int, vip) -> list:
+    """The IPv4Interface/IPv6Interface of ``vip`` on device ``index``."""
+    return [a.interface for a in addrs
+            if a.index == index and a.interface.ip == vip]
 
 
 # ---------------------------------------------------------------------------
@@ -144,8 +135,8 @@ def _dr_vips(addrs: list, index: int, vip) -> list:
 
 def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     """Configure the current network namespace as a DR real server for
-    ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line each,
-    for the CLI to print; ``[]`` means nothing needed changing (it is
+    ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line
+    each, for the CLI to print; ``[]`` means nothing needed changing (it is
     idempotent).
 
     Setup, in this order (the VIP never sits on ``dev`` while ARP would
@@ -174,9 +165,9 @@ def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     changes = []
     with IPRoute() as ipr:
         links = _links(ipr)
-        index = _dev_index(links, dev)
-        addrs = _ipv4_on(ipr)
-        present = [a for i, a in addrs if i == index and a.ip == addr]
+        index = ifindex(ipr, dev, "dev")
+        addrs = addresses(ipr, socket.AF_INET)
+        present = _on(addrs, index, addr)
         if not undo:
             changes += _set_arp(links, ARP_IGNORE, ARP_ANNOUNCE)
             if not links[index][1]:
@@ -200,9 +191,8 @@ def _setup6(addr, undo: bool, dev: str) -> list:
     changes = []
     with IPRoute() as ipr:
         links = _links(ipr)
-        index = _dev_index(links, dev)
-        present = [a for i, a in _ipv4_on(ipr, socket.AF_INET6)
-                   if i == index and a.ip == addr]
+        index = ifindex(ipr, dev, "dev")
+        present = _on(addresses(ipr, socket.AF_INET6), index, addr)
         if undo:
             for a in present:
                 _netlink(ipr.addr, "del", index=index, address=str(a.ip),
@@ -262,12 +252,13 @@ def status(vip, dev: str = "lo") -> dict:
     addr = _vip(vip)
     with IPRoute() as ipr:
         links = _links(ipr)
-        index = _dev_index(links, dev)
-        addrs = _ipv4_on(ipr, socket.AF_INET if addr.version == 4
-                         else socket.AF_INET6)
-    on_dev = any(i == index and a.ip == addr for i, a in addrs)
-    elsewhere = sorted({links[i][0] for i, a in addrs
-                        if a.ip == addr and i != index and not links[i][2]})
+        index = ifindex(ipr, dev, "dev")
+        addrs = addresses(ipr, socket.AF_INET if addr.version == 4
+                          else socket.AF_INET6)
+    on_dev = bool(_on(addrs, index, addr))
+    elsewhere = sorted({links[a.index][0] for a in addrs
+                        if a.interface.ip == addr and a.index != index
+                        and not links[a.index][2]})
     arp = {ifname: {key: _read_conf(ifname, key)
                     for key in ("arp_ignore", "arp_announce")}
            for ifname in _arp_interfaces(links)}

@@ -13,6 +13,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from pyfwd.model import Real, Service, Vip
+from pyfwd.neighbours.frames import mac_to_bytes
 
 from .harness import Case
 
@@ -24,8 +25,8 @@ CLIENT6, VIP6, OTHER6 = "fd00::1", "fd00::100", "fd00::7"
 
 REAL1, REAL2 = "10.0.0.11", "10.0.0.12"
 REAL1_MAC, REAL2_MAC = "02:00:00:00:01:11", "02:00:00:00:01:12"
-MACS = {Real(REAL1).address: bytes.fromhex(REAL1_MAC.replace(":", "")),
-        Real(REAL2).address: bytes.fromhex(REAL2_MAC.replace(":", ""))}
+MACS = {Real(REAL1).address: mac_to_bytes(REAL1_MAC),
+        Real(REAL2).address: mac_to_bytes(REAL2_MAC)}
 
 # Published in this order: a case's `vip` is an index into this list.
 VIPS = [
@@ -79,8 +80,7 @@ def case(name, description, pkt, reason, **kw):
 
 def dr(frame, real_mac):
     """frame as DR sends it to real_mac: only the two MACs change."""
-    return (bytes.fromhex(real_mac.replace(":", ""))
-            + bytes.fromhex(LB_MAC.replace(":", "")) + frame[12:])
+    return mac_to_bytes(real_mac) + mac_to_bytes(LB_MAC) + frame[12:]
 
 
 def wellformed():

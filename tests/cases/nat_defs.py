@@ -8,6 +8,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from pyfwd.model import Real, Service, Vip
+from pyfwd.neighbours.frames import mac_to_bytes
 
 from .harness import Case
 
@@ -31,13 +32,9 @@ SERVICES = [Service(WEB, [Real.parse(f"{REAL1}:8080")], "wrr", "nat"),
             Service(SDNS, [Real.parse(SREAL)], "wrr", "snat")]
 
 
-def _mac(text):
-    return bytes.fromhex(text.replace(":", ""))
-
-
-MACS = {Real(REAL1).address: _mac(REAL1_MAC),
-        Real(REAL2).address: _mac(REAL2_MAC),
-        Real(SREAL).address: _mac(SREAL_MAC)}
+MACS = {Real(REAL1).address: mac_to_bytes(REAL1_MAC),
+        Real(REAL2).address: mac_to_bytes(REAL2_MAC),
+        Real(SREAL).address: mac_to_bytes(SREAL_MAC)}
 OUT_IFS = {Real(REAL1).address: 1, Real(REAL2).address: 1,
            Real(SREAL).address: 0}
 

@@ -1,9 +1,10 @@
-"""pyfwd.neighbours.arp and pyfwd.ops.realserver against real kernels in a one-arm lab.
+"""pyfwd.neighbours (the ARP responder, FrameSocket, arp-check, the
+neighbours' MACs) and pyfwd.ops.realserver against real kernels in a
+one-arm lab.
 
 The functions act on the current network namespace, so they run either in a
-thread that entered a lab namespace (pyfwd.lab.namespaces.in_netns) or,
-for realserver (as the CLI would), in a child `python -c` started inside it
-(lab.run).
+thread that entered a lab namespace (lab.call) or, for realserver (as the
+CLI would), in a child `python -c` started inside it (lab.run).
 
 Lab: client 10.0.0.1, lb 10.0.0.2, real1 10.0.0.11, real2 10.0.0.12 on one
 bridge; the VIP 10.0.0.100 is nobody's unless a test puts it somewhere.
@@ -25,11 +26,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
 
-from pyfwd.neighbours import arp
-from pyfwd.ops import realserver
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.lab.namespaces import in_netns
 from pyfwd.lab.topology import Lab
+from pyfwd.neighbours.arp import ArpResponder, gratuitous
+from pyfwd.neighbours.check import arp_check
+from pyfwd.neighbours.framesocket import FrameSocket
+from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
+from pyfwd.neighbours import kernel
+from pyfwd.ops import realserver
 
 VIP = "10.0.0.100"
 VIP2 = "10.0.0.101"
@@ -52,7 +56,7 @@ def lab():
 
 def in_ns(the_lab, role, fn, timeout=10.0):
     """fn() in a thread inside role's namespace."""
-    return in_netns(the_lab.ns(role), fn, timeout=timeout)
+    return the_lab.call(role, fn, timeout=timeout)
 
 
 def mac(the_lab, role) -> str:
@@ -116,7 +120,7 @@ def wait_for(predicate, timeout=3.0, step=0.02):
 def check(the_lab, role, vip=VIP, timeout=CHECK) -> set:
     """{(mac, is_balancer)} answering ARP for vip, seen from role."""
     lb_mac = mac(the_lab, "lb")
-    found = in_ns(the_lab, role, lambda: arp.arp_check(
+    found = in_ns(the_lab, role, lambda: arp_check(
         "eth0", vip, timeout=timeout, own_mac=lb_mac))
     assert all(r.ip == ipaddress.IPv4Address(vip) for r in found)
     assert len(found) == len({r.mac for r in found})      # one per MAC
@@ -126,7 +130,7 @@ def check(the_lab, role, vip=VIP, timeout=CHECK) -> set:
 def realserver_call(the_lab, role, call: str):
     """``pyfwd.ops.realserver.<call>`` in a fresh python inside role, as the
     CLI would run it; returns its JSON result."""
-    code = ("import json; from pyfwd import realserver; "
+    code = ("import json; from pyfwd.ops import realserver; "
             f"print(json.dumps(realserver.{call}))")
     done = the_lab.run(role, [sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=20)
@@ -138,8 +142,8 @@ def realserver_call(the_lab, role, call: str):
 def responder_in(the_lab, role, vips, ifname="eth0"):
     """An ArpResponder answering on role's ifname, in a test thread: the
     engine's ARP loop without the data plane.  Yields (responder, sock)."""
-    sock = in_ns(the_lab, role, lambda: arp.ArpSocket(ifname))
-    responder = arp.ArpResponder(sock.mac, vips)
+    sock = in_ns(the_lab, role, lambda: FrameSocket(ifname))
+    responder = ArpResponder(sock.mac, vips)
     stop = threading.Event()
     errors = []
 
@@ -284,32 +288,36 @@ def test_setup_names_a_missing_device(lab, need_root):
 # -- 2. resolve: a real server's MAC
 
 
+def lb_resolves(the_lab, ip, **kw):
+    """kernel.neighbour_mac() of ip on the lb's eth0."""
+    return in_ns(the_lab, "lb",
+                 lambda: kernel.neighbour_mac("eth0", ip, **kw))
+
+
 @pytest.mark.root
 def test_resolve_by_arp_then_from_the_kernel_table(lab, need_root):
     real1, real2 = lab.ip("real1"), lab.ip("real2")
-    real1_mac = arp.mac_to_bytes(mac(lab, "real1"))
-    real2_mac = arp.mac_to_bytes(mac(lab, "real2"))
+    real1_mac = mac_to_bytes(mac(lab, "real1"))
+    real2_mac = mac_to_bytes(mac(lab, "real2"))
 
     # empty neighbour table: the answer comes off the wire
     assert neighbour(lab, "lb", real1) is None
-    assert in_ns(lab, "lb", lambda: arp.resolve("eth0", real1)) == real1_mac
+    assert lb_resolves(lab, real1) == real1_mac
 
     # the kernel table is used first: a permanent (here bogus) entry wins
     set_neighbour(lab, "lb", real2, "02:00:00:00:99:99", "permanent")
-    assert in_ns(lab, "lb", lambda: arp.resolve("eth0", real2)) == \
-        b"\x02\x00\x00\x00\x99\x99"
-    assert in_ns(lab, "lb", lambda: arp.resolve(
-        "eth0", real2, kernel=False)) == real2_mac
+    assert lb_resolves(lab, real2) == b"\x02\x00\x00\x00\x99\x99"
+    assert lb_resolves(lab, real2, kernel=False) == real2_mac
 
     # an entry the kernel learnt itself (traffic from the lb to real1)
     send_udp(lab, "lb", real1)
     assert wait_for(lambda: (neighbour(lab, "lb", real1) or (0, 0))[1]
                     == ndmsg.states["reachable"])
-    assert in_ns(lab, "lb", lambda: arp.resolve("eth0", real1)) == real1_mac
+    assert lb_resolves(lab, real1) == real1_mac
 
     # nobody: None, within the timeout; refresh does them all at once
     start = time.monotonic()
-    got = in_ns(lab, "lb", lambda: arp.refresh(
+    got = in_ns(lab, "lb", lambda: kernel.neighbour_macs(
         "eth0", [real1, ipaddress.ip_address(real2), "10.0.0.77"],
         timeout=0.4, retries=2, kernel=False))
     assert time.monotonic() - start < 1.5
@@ -320,11 +328,11 @@ def test_resolve_by_arp_then_from_the_kernel_table(lab, need_root):
 @pytest.mark.root
 def test_missing_interface_is_a_clear_error(lab, need_root):
     with pytest.raises(PyfwdError, match="'nope0'"):
-        in_ns(lab, "lb", lambda: arp.ArpSocket("nope0"))
+        in_ns(lab, "lb", lambda: FrameSocket("nope0"))
     with pytest.raises(PyfwdError, match="'nope0'"):
-        in_ns(lab, "lb", lambda: arp.resolve("nope0", "10.0.0.11"))
+        in_ns(lab, "lb", lambda: kernel.neighbour_mac("nope0", "10.0.0.11"))
     with pytest.raises(PyfwdError, match="'nope0'"):
-        in_ns(lab, "lb", lambda: arp.arp_check("nope0", VIP))
+        in_ns(lab, "lb", lambda: arp_check("nope0", VIP))
 
 
 # -- 3. the responder, end to end
@@ -336,7 +344,7 @@ def test_client_kernel_resolves_the_vip_to_the_lb_through_the_responder(
     lb_mac = mac(lab, "lb")
     # the lb's kernel does not own the VIP: only the responder can answer
     with responder_in(lab, "lb", [VIP]) as (responder, sock):
-        assert arp.mac_to_str(sock.mac) == lb_mac
+        assert mac_to_str(sock.mac) == lb_mac
         send_udp(lab, "client", VIP)
         # the entry is INCOMPLETE (no MAC) until the reply arrives
         assert wait_for(lambda: neighbour_mac(lab, "client", VIP)) == lb_mac
@@ -349,6 +357,6 @@ def test_client_kernel_resolves_the_vip_to_the_lb_through_the_responder(
 
         # a gratuitous ARP overrides a stale entry pointing elsewhere
         set_neighbour(lab, "client", VIP, "02:00:00:00:99:99", "stale")
-        sock.send(arp.gratuitous(sock.mac, VIP))
+        sock.send(gratuitous(sock.mac, VIP))
         assert wait_for(lambda: neighbour_mac(lab, "client", VIP)
                         == lb_mac), neighbour(lab, "client", VIP)

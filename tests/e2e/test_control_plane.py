@@ -22,7 +22,7 @@ from pyroute2 import IPRoute
 
 from pyfwd.control import server as control
 from pyfwd.control.engine import Engine
-from pyfwd.control.health import HealthSpec
+from pyfwd.control.health.spec import HealthSpec
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 

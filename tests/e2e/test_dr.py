@@ -23,6 +23,7 @@ from scapy.layers.l2 import Ether
 from pyfwd.control.engine import Engine
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
+from pyfwd.neighbours.frames import mac_to_bytes
 
 from ..cases import defs
 
@@ -232,8 +233,7 @@ def test_malformed_frames_at_the_vip_are_counted_not_disturbing(lab,
         if pkt.haslayer(UDPLayer):      # to the UDP VIP's port, as served
             pkt[UDPLayer].dport = UDP.port
         f = bytes(pkt)
-        frame = (bytes.fromhex(lab.lb_mac.replace(":", ""))
-                 + bytes.fromhex(client_mac.replace(":", "")) + f[12:])
+        frame = mac_to_bytes(lab.lb_mac) + mac_to_bytes(client_mac) + f[12:]
         bad.append((case.reason, frame))
     before = engine.stats()["core"]["reason"]
     raw = lab.socket("client", socket.AF_PACKET, socket.SOCK_RAW)

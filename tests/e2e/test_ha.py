@@ -35,7 +35,9 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from pyfwd.neighbours import arp
+from pyfwd.neighbours.arp import parse_arp
+from pyfwd.neighbours.framesocket import FrameSocket
+from pyfwd.neighbours.frames import mac_to_str
 from pyfwd.control import server as control
 from pyfwd.control import ha
 from pyfwd.errors import PyfwdError
@@ -172,15 +174,15 @@ def pair(tmp_path):
 def garps_seen(lab, run, timeout=2.0):
     """Run `run()` while listening on the client: the MACs that sent a
     gratuitous ARP for the VIP meanwhile."""
-    sock = lab.call("client", lambda: arp.ArpSocket("eth0"))
+    sock = lab.call("client", lambda: FrameSocket("eth0"))
     try:
         run()
         seen, end = set(), time.monotonic() + timeout
         while time.monotonic() < end:
             frame = sock.recv(max(0.0, end - time.monotonic()))
-            pkt = arp.parse_arp(frame) if frame else None
+            pkt = parse_arp(frame) if frame else None
             if pkt and pkt.is_gratuitous and str(pkt.spa) == VIP:
-                seen.add(arp.mac_to_str(pkt.sha))
+                seen.add(mac_to_str(pkt.sha))
         return seen
     finally:
         sock.close()

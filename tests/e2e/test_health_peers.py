@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-from pyfwd.control import health
-from pyfwd.control.health import HealthMonitor, HealthSpec
+from pyfwd.control.health import probes
+from pyfwd.control.health.monitor import HealthMonitor
+from pyfwd.control.health.spec import HealthSpec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,40 +94,40 @@ SPEC = HealthSpec(type="dicom", timeout=2.0, interval=2.0)
 
 def test_echo_storescp(storescp):
     port = storescp("-aet", "ANY-SCP")
-    ok, detail = health.check(SPEC, "127.0.0.1", port)
+    ok, detail = probes.check(SPEC, "127.0.0.1", port)
     assert ok, detail
     assert detail.startswith("C-ECHO ok in ") and "release" not in detail
     # a second echo right after: the first association was released cleanly
-    assert health.check(SPEC, "127.0.0.1", port)[0]
+    assert probes.check(SPEC, "127.0.0.1", port)[0]
 
 
 def test_echo_storescp_other_ae_title(storescp):
     # storescp answers any called AE title (see the module docstring)
     port = storescp("-aet", "OTHER")
-    ok, detail = health.check(SPEC, "127.0.0.1", port)
+    ok, detail = probes.check(SPEC, "127.0.0.1", port)
     assert ok, detail
     spec = HealthSpec.from_dict({"type": "dicom", "called_ae": "OTHER",
                                  "calling_ae": "LB-HEALTH", "timeout": 2})
-    assert health.check(spec, "127.0.0.1", port)[0]
+    assert probes.check(spec, "127.0.0.1", port)[0]
 
 
 def test_echo_storescp_that_demands_implementation_uid(storescp):
     # --reject refuses associations without an Implementation Class UID:
     # ours carries one
     port = storescp("--reject")
-    ok, detail = health.check(SPEC, "127.0.0.1", port)
+    ok, detail = probes.check(SPEC, "127.0.0.1", port)
     assert ok, detail
 
 
 def test_echo_storescp_refusing(storescp):
     port = storescp("--refuse")
-    ok, detail = health.check(SPEC, "127.0.0.1", port)
+    ok, detail = probes.check(SPEC, "127.0.0.1", port)
     assert not ok
     assert detail.startswith("A-ASSOCIATE-RJ: "), detail
 
 
 def test_echo_nothing_listening():
-    ok, detail = health.check(SPEC, "127.0.0.1", _free_port())
+    ok, detail = probes.check(SPEC, "127.0.0.1", _free_port())
     assert (ok, detail) == (False, "connect: Connection refused")
 
 
@@ -188,7 +189,7 @@ def test_echo_fails_against_non_dicom(behaviour, words):
     spec = HealthSpec(type="dicom", timeout=0.5, interval=1.0)
     try:
         t0 = time.monotonic()
-        ok, detail = health.check(spec, "127.0.0.1", srv.port)
+        ok, detail = probes.check(spec, "127.0.0.1", srv.port)
         took = time.monotonic() - t0
     finally:
         srv.close()

@@ -1,4 +1,4 @@
-"""pyfwd.neighbours.arp's pure half: frames against scapy, and the responder's
+"""pyfwd.neighbours.arp: frames against scapy, and the responder's
 decisions.  No root, no sockets."""
 
 import ipaddress
@@ -8,8 +8,9 @@ import pytest
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Padding, Raw
 
-from pyfwd.neighbours import arp
 from pyfwd.errors import ConfigError
+from pyfwd.neighbours import arp
+from pyfwd.neighbours.frames import BROADCAST, ZERO_MAC, mac_to_bytes
 
 LB_MAC = "02:00:00:00:01:02"
 CLIENT_MAC = "02:00:00:00:01:01"
@@ -41,26 +42,6 @@ def same(got: bytes, want: bytes) -> None:
                          f"\nwant: {Ether(want).command()}")
 
 
-# -- MAC helpers
-
-
-def test_mac_round_trip():
-    raw = b"\x02\x00\x00\x00\x01\xab"
-    assert arp.mac_to_bytes("02:00:00:00:01:AB") == raw
-    assert arp.mac_to_bytes("02-00-00-00-01-ab") == raw
-    assert arp.mac_to_bytes(raw) == raw
-    assert arp.mac_to_str(raw) == "02:00:00:00:01:ab"
-    assert arp.mac_to_str("2:0:0:0:1:ab") == "02:00:00:00:01:ab"
-
-
-@pytest.mark.parametrize("bad", ["", "02:00:00:00:01", "02:00:00:00:01:zz",
-                                 "020:00:00:00:01:02", b"\x00" * 5, None, 7])
-def test_mac_errors_name_the_value(bad):
-    with pytest.raises(ConfigError) as exc:
-        arp.mac_to_bytes(bad)
-    assert repr(bad) in str(exc.value)
-
-
 # -- building frames: scapy builds the expected ones
 
 
@@ -73,7 +54,7 @@ def test_build_request_matches_scapy():
 
 def test_build_reply_matches_scapy():
     got = arp.build_arp(2, LB_MAC, ipaddress.ip_address(VIP4),
-                        arp.mac_to_bytes(CLIENT_MAC), CLIENT4)
+                        mac_to_bytes(CLIENT_MAC), CLIENT4)
     same(got, is_at(VIP4, LB_MAC))
 
 
@@ -118,9 +99,9 @@ def test_build_errors(kwargs, words):
 def test_parse_request():
     pkt = arp.parse_arp(who_has(VIP4))
     assert pkt == arp.ArpPacket(
-        op=1, sha=arp.mac_to_bytes(CLIENT_MAC),
-        spa=ipaddress.IPv4Address(CLIENT4), tha=arp.ZERO_MAC, tpa=VIP,
-        eth_src=arp.mac_to_bytes(CLIENT_MAC), eth_dst=arp.BROADCAST,
+        op=1, sha=mac_to_bytes(CLIENT_MAC),
+        spa=ipaddress.IPv4Address(CLIENT4), tha=ZERO_MAC, tpa=VIP,
+        eth_src=mac_to_bytes(CLIENT_MAC), eth_dst=BROADCAST,
         vlan=None)
     assert pkt.is_request and not pkt.is_reply
     assert not pkt.is_gratuitous and not pkt.is_probe
@@ -132,7 +113,7 @@ def test_parse_padded_reply_and_vlan():
     assert len(frame) == 60
     pkt = arp.parse_arp(frame)
     assert pkt.is_reply and pkt.spa == VIP
-    assert pkt.sha == arp.mac_to_bytes(REAL_MAC)
+    assert pkt.sha == mac_to_bytes(REAL_MAC)
     tagged = arp.parse_arp(who_has(VIP4, vlan=42, prio=3))
     assert tagged.vlan == (3 << 13) | 42 and tagged.tpa == VIP
 
@@ -321,7 +302,7 @@ def test_update_vips(responder):
 
 
 def test_a_single_vip_string_is_one_vip():
-    responder = arp.ArpResponder(arp.mac_to_bytes(LB_MAC), VIP4)
+    responder = arp.ArpResponder(mac_to_bytes(LB_MAC), VIP4)
     assert responder.vips == {VIP}
 
 

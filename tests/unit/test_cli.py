@@ -6,7 +6,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pyfwd.cli import cli
+from pyfwd.cli.main import cli
 
 
 def run(*args):

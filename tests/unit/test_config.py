@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from pyfwd.control import config
+from pyfwd.control import config, server
 from pyfwd.errors import ConfigError
 
 GOOD = textwrap.dedent("""
@@ -95,3 +95,64 @@ def test_not_toml_and_no_vip():
         config.parse('[engine]\niface = "eth0"\n')
     with pytest.raises(ConfigError, match="No such file"):
         config.load("/nonexistent/pyfwd.toml")
+
+
+# --- the command line over the file (`pyfwd start`) -------------------------
+
+FILE = textwrap.dedent("""
+    [engine]
+    iface = "eth0"
+    inside_iface = "eth1"
+    snat_address = "10.0.0.2"
+    snat_ports = "40000-40999"
+    control_socket = "/run/file.sock"
+    metrics = "127.0.0.1:9108"
+    role = "standby"
+
+    [[vip]]
+    address = "10.0.0.100"
+    port = 80
+    real = [{ address = "10.0.0.11" }]
+    """)
+
+
+def test_flags_not_given_leave_the_files_keys():
+    cfg = config.parse(FILE).with_flags(snat_ports="61000-65535")
+    assert (cfg.iface, cfg.inside_iface, cfg.snat_address, cfg.snat_ports,
+            cfg.control_socket, cfg.metrics, cfg.role) == (
+        "eth0", "eth1", "10.0.0.2", "40000-40999", "/run/file.sock",
+        "127.0.0.1:9108", "standby")
+
+
+def test_flags_given_override_the_files_keys_but_snat_ports():
+    cfg = config.parse(FILE).with_flags(
+        iface="eth2", inside_iface="eth3", snat_address="10.0.0.3",
+        snat_ports="50000-50999", control_socket="/tmp/flag.sock",
+        metrics=":9200", role="active")
+    assert (cfg.iface, cfg.inside_iface, cfg.snat_address,
+            cfg.control_socket, cfg.metrics, cfg.role) == (
+        "eth2", "eth3", "10.0.0.3", "/tmp/flag.sock", ":9200", "active")
+    # --snat-ports always has a value (its default): the file's wins
+    assert cfg.snat_ports == "40000-40999"
+
+
+def test_without_a_file_the_flags_over_the_defaults():
+    services = config.parse_services(["10.0.0.100:80/tcp"], ["10.0.0.11"])
+    cfg = config.Config(None, services=services)
+    assert cfg.with_flags(snat_ports="61000-65535") == config.Config(
+        None, snat_ports="61000-65535", services=services)
+    assert (cfg.control_socket, cfg.role) == (server.DEFAULT_PATH, "active")
+    cfg = cfg.with_flags(iface="eth0", control_socket="/tmp/s.sock",
+                         role="standby")
+    assert (cfg.iface, cfg.control_socket, cfg.role) == (
+        "eth0", "/tmp/s.sock", "standby")
+
+
+def test_a_role_flag_is_checked_as_the_files():
+    with pytest.raises(ConfigError, match="role = 'master'"):
+        config.parse(FILE).with_flags(role="master")
+    l7 = FILE.replace('role = "standby"', "").replace(
+        "port = 80\n", "port = 80\nmode = \"l7\"\n")
+    cfg = config.parse(l7)
+    with pytest.raises(ConfigError, match="L7 VIP"):
+        cfg.with_flags(role="standby")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pyfwd.cli import cli
+from pyfwd.cli.main import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

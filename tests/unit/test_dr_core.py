@@ -9,6 +9,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from pyfwd.dataplane.core import Core
 from pyfwd.model import Real, Service, Vip
+from pyfwd.neighbours.frames import mac_to_bytes
 
 from ..cases import defs
 
@@ -55,7 +56,7 @@ def test_dr_rewrites_only_the_macs():
     [out], [r] = core.process([frame])
     assert r.verdict == "forward"
     assert out[:6] == MACS[Real("10.0.0.11").address]
-    assert out[6:12] == bytes.fromhex(defs.LB_MAC.replace(":", ""))
+    assert out[6:12] == mac_to_bytes(defs.LB_MAC)
     assert out[12:] == frame[12:]
 
 

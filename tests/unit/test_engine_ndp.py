@@ -1,6 +1,6 @@
 """The engine's IPv6 wiring without root: punted NDP answered only while
 active (standby counts what it withheld), announcements carry an
-unsolicited NA per IPv6 VIP, IPv6 next hops go to ndp.refresh, another
+unsolicited NA per IPv6 VIP, IPv6 next hops go to neighbour_macs, another
 MAC advertising a VIP is logged once.  A fake core and socket stand in
 for the data plane."""
 
@@ -12,10 +12,11 @@ from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_NS,
                                 IPv6)
 from scapy.layers.l2 import ARP, Ether
 
-from pyfwd.neighbours import arp
 from pyfwd.control import engine as engine_mod
-from pyfwd.neighbours import icmp
 from pyfwd.neighbours import ndp
+from pyfwd.neighbours.arp import ArpResponder
+from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.neighbours.icmp import EchoResponder
 from pyfwd.control.engine import Engine
 from pyfwd.model import Real, Service, Vip
 
@@ -47,11 +48,11 @@ def make_engine(role="active"):
                 Service(Vip.parse(f"[{VIP6}]:80/tcp"),
                         [Real.parse("[fd00:0:0:1::11]")])]
     eng = Engine("eth0", services, role=role)
-    eng.mac = arp.mac_to_bytes(LB_MAC)
+    eng.mac = mac_to_bytes(LB_MAC)
     eng.core = FakeCore()
     eng._sock = FakeSock()
-    eng.responder = arp.ArpResponder(LB_MAC, eng._ipv4_vips())
-    eng.echo = icmp.EchoResponder(LB_MAC, eng._ipv4_vips())
+    eng.responder = ArpResponder(LB_MAC, eng._ipv4_vips())
+    eng.echo = EchoResponder(LB_MAC, eng._ipv4_vips())
     eng.ndp = ndp.NdpResponder(LB_MAC, eng._ipv6_vips())
     return eng
 
@@ -141,14 +142,13 @@ def test_ipv6_next_hops_go_to_ndp(monkeypatch):
     monkeypatch.setattr(engine_mod, "route_to",
                         lambda a: (routes[a][0], a))
     asked = {}
+    macs = {4: b"\x02" * 6, 6: None}
 
-    def fake(version, mac):
-        def refresh(ifname, ips):
-            asked[version] = (ifname, list(ips))
-            return {ip: mac for ip in ips}
-        return refresh
-    monkeypatch.setattr(arp, "refresh", fake(4, b"\x02" * 6))
-    monkeypatch.setattr(ndp, "refresh", fake(6, None))
+    def neighbour_macs(ifname, ips):
+        version = ips[0].version            # one family a call
+        asked[version] = (ifname, list(ips))
+        return {ip: macs[version] for ip in ips}
+    monkeypatch.setattr(engine_mod, "neighbour_macs", neighbour_macs)
     hops = eng._next_hops()
     assert asked == {4: ("eth0", [ipaddress.ip_address("10.0.0.11")]),
                      6: ("eth0", [ipaddress.ip_address("fd00:0:0:1::11")])}

@@ -13,7 +13,7 @@ from pyfwd.control import config
 from pyfwd.control import ctl
 from pyfwd.control import ha
 from pyfwd.lab import topology as lab
-from pyfwd.cli import cli
+from pyfwd.cli.main import cli
 from pyfwd.control.server import COMMANDS, BadRequest, parse_request
 from pyfwd.errors import ConfigError
 
@@ -300,7 +300,7 @@ def test_cli_warns_when_others_could_replace_the_program(tmp_path):
     printed."""
     import os
     from click.testing import CliRunner as Runner
-    from pyfwd import cli as climod
+    from pyfwd.cli import ha as climod
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)

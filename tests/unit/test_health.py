@@ -16,9 +16,11 @@ import time
 
 import pytest
 
-from pyfwd.control import health
+from pyfwd.control.health import dicom, probes
+from pyfwd.control.health.connection import ProbeError
+from pyfwd.control.health.monitor import HealthMonitor
+from pyfwd.control.health.spec import HealthSpec
 from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.control.health import HealthMonitor, HealthSpec, ProbeError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -150,7 +152,7 @@ def _walk_items(data):
 
 
 def test_associate_rq_layout():
-    pdu = health.build_associate_rq("PACS", "PYFWD")
+    pdu = dicom.build_associate_rq("PACS", "PYFWD")
     assert pdu[0] == 0x01 and pdu[1] == 0
     assert struct.unpack_from(">I", pdu, 2)[0] == len(pdu) - 6
     assert struct.unpack_from(">H", pdu, 6)[0] == 1       # protocol version
@@ -173,12 +175,12 @@ def test_associate_rq_layout():
 
 
 def test_associate_rq_ae_titles_fill_16_bytes():
-    pdu = health.build_associate_rq("A" * 16, "B")
+    pdu = dicom.build_associate_rq("A" * 16, "B")
     assert pdu[10:26] == b"A" * 16 and pdu[26:42] == b"B" + b" " * 15
 
 
 def test_echo_rq_layout():
-    pdu = health.build_echo_rq(message_id=7)
+    pdu = dicom.build_echo_rq(message_id=7)
     assert pdu[0] == 0x04
     assert struct.unpack_from(">I", pdu, 2)[0] == len(pdu) - 6
     (pdv_len,) = struct.unpack_from(">I", pdu, 6)
@@ -188,7 +190,7 @@ def test_echo_rq_layout():
     # (0000,0000) UL group length, implicit VR little endian
     assert cmd[:8] == struct.pack("<HHI", 0, 0, 4)
     assert struct.unpack_from("<I", cmd, 8)[0] == len(cmd) - 12
-    els = health.parse_command_set(cmd)
+    els = dicom.parse_command_set(cmd)
     assert list(els) == [(0, 0x0000), (0, 0x0002), (0, 0x0100), (0, 0x0110),
                          (0, 0x0800)]
     assert els[(0, 0x0002)] == b"1.2.840.10008.1.1\0"    # even, NUL padded
@@ -198,8 +200,8 @@ def test_echo_rq_layout():
 
 
 def test_release_and_abort():
-    assert health.build_release_rq() == b"\x05\x00\x00\x00\x00\x04" + bytes(4)
-    assert health.build_abort() == b"\x07\x00\x00\x00\x00\x04" + bytes(4)
+    assert dicom.build_release_rq() == b"\x05\x00\x00\x00\x00\x04" + bytes(4)
+    assert dicom.build_abort() == b"\x07\x00\x00\x00\x00\x04" + bytes(4)
 
 
 def _ac_body(result=0, context_id=1, ts="1.2.840.10008.1.2", max_pdu=32768):
@@ -213,7 +215,7 @@ def _ac_body(result=0, context_id=1, ts="1.2.840.10008.1.2", max_pdu=32768):
 
 
 def test_parse_associate_ac():
-    assert health.parse_associate_response(0x02, _ac_body()) == 32768
+    assert dicom.parse_associate_response(0x02, _ac_body()) == 32768
 
 
 @pytest.mark.parametrize("pdu_type,body,words", [
@@ -232,7 +234,7 @@ def test_parse_associate_ac():
 ])
 def test_parse_associate_rejects(pdu_type, body, words):
     with pytest.raises(ProbeError) as exc:
-        health.parse_associate_response(pdu_type, body)
+        dicom.parse_associate_response(pdu_type, body)
     assert words in str(exc.value)
 
 
@@ -245,18 +247,18 @@ def test_parse_associate_rejects(pdu_type, body, words):
 ])
 def test_pdu_header_rejects_garbage(header, words):
     with pytest.raises(ProbeError) as exc:
-        health.parse_pdu_header(header)
+        dicom.parse_pdu_header(header)
     assert words in str(exc.value)
 
 
 def test_parse_p_data_and_echo_rsp():
-    cmd = health.build_command_set({
+    cmd = dicom.build_command_set({
         0x0002: b"1.2.840.10008.1.1\0", 0x0100: struct.pack("<H", 0x8030),
         0x0120: struct.pack("<H", 1), 0x0800: struct.pack("<H", 0x0101),
         0x0900: struct.pack("<H", 0)})
     body = struct.pack(">IBB", 2 + len(cmd), 1, 0x03) + cmd
-    assert health.parse_p_data(body) == [(1, 0x03, cmd)]
-    assert health.parse_echo_rsp(cmd, message_id=1) is None
+    assert dicom.parse_p_data(body) == [(1, 0x03, cmd)]
+    assert dicom.parse_echo_rsp(cmd, message_id=1) is None
 
 
 @pytest.mark.parametrize("elements,words", [
@@ -268,10 +270,10 @@ def test_parse_p_data_and_echo_rsp():
     ({0x0100: 0x8030, 0x0120: 9, 0x0900: 0}, "answers message 9"),
 ])
 def test_echo_rsp_failures(elements, words):
-    cmd = health.build_command_set({e: struct.pack("<H", v)
+    cmd = dicom.build_command_set({e: struct.pack("<H", v)
                                     for e, v in elements.items()})
     with pytest.raises(ProbeError) as exc:
-        health.parse_echo_rsp(cmd)
+        dicom.parse_echo_rsp(cmd)
     assert words in str(exc.value)
 
 
@@ -279,14 +281,14 @@ def test_echo_rsp_failures(elements, words):
                                   b"\x00\x00\x00\x01\x01", b"\x00\x00"])
 def test_parse_p_data_rejects_garbage(body):
     with pytest.raises(ProbeError):
-        health.parse_p_data(body)
+        dicom.parse_p_data(body)
 
 
 def test_parse_command_set_rejects_garbage():
     with pytest.raises(ProbeError, match="overruns"):
-        health.parse_command_set(struct.pack("<HHI", 0, 0x100, 50) + b"xx")
+        dicom.parse_command_set(struct.pack("<HHI", 0, 0x100, 50) + b"xx")
     with pytest.raises(ProbeError, match="truncated"):
-        health.parse_command_set(b"\x00\x00\x00")
+        dicom.parse_command_set(b"\x00\x00\x00")
 
 
 # -- the rise/fall state machine ----------------------------------------------
@@ -548,16 +550,16 @@ def test_tcp(family, host):
     srv = socket.create_server((host, 0), family=family)
     try:
         port = srv.getsockname()[1]
-        ok, detail = health.check(spec, host, port)
+        ok, detail = probes.check(spec, host, port)
         assert ok and "connected" in detail
-        ok, detail = health.check(spec, ipaddress.ip_address(host), port)
+        ok, detail = probes.check(spec, ipaddress.ip_address(host), port)
         assert ok
         # spec.port replaces the real's port
-        ok, _ = health.check(HealthSpec(type="tcp", port=port), host, None)
+        ok, _ = probes.check(HealthSpec(type="tcp", port=port), host, None)
         assert ok
     finally:
         srv.close()
-    ok, detail = health.check(spec, host, _closed_port(family, host))
+    ok, detail = probes.check(spec, host, _closed_port(family, host))
     assert not ok and detail == "connect: Connection refused"
 
 
@@ -566,7 +568,7 @@ def test_tcp_timeout_is_bounded():
     # the kernel says unreachable, within the timeout.
     spec = HealthSpec(type="tcp", timeout=0.3)
     t0 = time.monotonic()
-    ok, detail = health.check(spec, "192.0.2.1", 104)
+    ok, detail = probes.check(spec, "192.0.2.1", 104)
     assert not ok and time.monotonic() - t0 < 0.6
     assert detail.startswith("connect: ")
 
@@ -574,9 +576,9 @@ def test_tcp_timeout_is_bounded():
 def test_check_rejects_bad_input():
     spec = HealthSpec(type="tcp")
     with pytest.raises(ConfigError, match="'pacs.local'"):
-        health.check(spec, "pacs.local", 104)
+        probes.check(spec, "pacs.local", 104)
     with pytest.raises(ConfigError, match="port 0"):
-        health.check(spec, "127.0.0.1", 0)
+        probes.check(spec, "127.0.0.1", 0)
 
 
 # -- http / https -------------------------------------------------------------
@@ -625,30 +627,30 @@ def _http(**kw):
 
 def test_http_status_and_body(web):
     host, port, _ = web
-    assert health.check(_http(path="/ok"), host, port) == (True, "HTTP 200")
-    assert health.check(_http(path="/down"), host, port) == \
+    assert probes.check(_http(path="/ok"), host, port) == (True, "HTTP 200")
+    assert probes.check(_http(path="/down"), host, port) == \
         (False, "HTTP 503, expected 200")
-    assert health.check(_http(path="/down", expect=503), host, port)[0]
-    ok, detail = health.check(_http(path="/ok", body="viewer ready"), host,
+    assert probes.check(_http(path="/down", expect=503), host, port)[0]
+    ok, detail = probes.check(_http(path="/ok", body="viewer ready"), host,
                               port)
     assert ok and "viewer ready" in detail
-    ok, detail = health.check(_http(path="/ok", body="DOWN"), host, port)
+    ok, detail = probes.check(_http(path="/ok", body="DOWN"), host, port)
     assert not ok and detail.startswith("HTTP 200, body lacks 'DOWN'")
-    ok, detail = health.check(_http(path="/big", body="NEEDLE"), host, port)
+    ok, detail = probes.check(_http(path="/big", body="NEEDLE"), host, port)
     assert not ok and "65536 bytes read" in detail    # beyond the read limit
 
 
 def test_http_host_header(web):
     host, port, srv = web
     # the body is the Host header the server saw
-    ok, _ = health.check(_http(path="/echo-host", body=f":{port}"), host,
+    ok, _ = probes.check(_http(path="/echo-host", body=f":{port}"), host,
                          port)
     assert ok
     bracket = f"[{host}]" if ":" in host else host
-    ok, _ = health.check(_http(path="/echo-host",
+    ok, _ = probes.check(_http(path="/echo-host",
                                body=f"{bracket}:{port}"), host, port)
     assert ok
-    ok, _ = health.check(_http(path="/echo-host", host="pacs.example.org",
+    ok, _ = probes.check(_http(path="/echo-host", host="pacs.example.org",
                                body="pacs.example.org"), host, port)
     assert ok
 
@@ -665,7 +667,7 @@ def test_http_against_non_http():
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        ok, detail = health.check(_http(), "127.0.0.1", port)
+        ok, detail = probes.check(_http(), "127.0.0.1", port)
     finally:
         t.join(2)
         srv.close()
@@ -676,7 +678,7 @@ def test_http_silent_server_times_out():
     srv = socket.create_server(("127.0.0.1", 0))
     try:
         t0 = time.monotonic()
-        ok, detail = health.check(_http(timeout=0.3), "127.0.0.1",
+        ok, detail = probes.check(_http(timeout=0.3), "127.0.0.1",
                                   srv.getsockname()[1])
         assert time.monotonic() - t0 < 0.6
     finally:
@@ -709,10 +711,10 @@ def test_https_does_not_verify_certificates(cert):
         spec = HealthSpec.from_dict({"type": "https", "path": "/ok",
                                      "body": "ready", "timeout": 2,
                                      "interval": 2})
-        ok, detail = health.check(spec, "127.0.0.1", port)
+        ok, detail = probes.check(spec, "127.0.0.1", port)
         assert ok, detail
         # plain http against a TLS port fails with a reason
-        ok, detail = health.check(_http(path="/ok"), "127.0.0.1", port)
+        ok, detail = probes.check(_http(path="/ok"), "127.0.0.1", port)
         assert not ok
     finally:
         srv.shutdown()
@@ -723,7 +725,7 @@ def test_https_does_not_verify_certificates(cert):
                          kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
-        ok, detail = health.check(spec, "127.0.0.1", plain.server_address[1])
+        ok, detail = probes.check(spec, "127.0.0.1", plain.server_address[1])
     finally:
         plain.shutdown()
         plain.server_close()
@@ -731,10 +733,10 @@ def test_https_does_not_verify_certificates(cert):
 
 
 def test_sni():
-    assert health._sni(None) is None
-    assert health._sni("pacs.example.org:8443") == "pacs.example.org"
-    assert health._sni("10.0.0.1") is None
-    assert health._sni("[fd00::1]:443") is None
+    assert probes._sni(None) is None
+    assert probes._sni("pacs.example.org:8443") == "pacs.example.org"
+    assert probes._sni("10.0.0.1") is None
+    assert probes._sni("[fd00::1]:443") is None
 
 
 # -- command ------------------------------------------------------------------
@@ -746,11 +748,11 @@ def _cmd(command, timeout=1.0):
 
 
 def test_command_true_false():
-    assert health.check(_cmd(["/bin/true"]), "10.0.0.1", 104) == \
+    assert probes.check(_cmd(["/bin/true"]), "10.0.0.1", 104) == \
         (True, "exit 0")
-    assert health.check(_cmd("/bin/false"), "10.0.0.1", 104) == \
+    assert probes.check(_cmd("/bin/false"), "10.0.0.1", 104) == \
         (False, "exit 1")
-    ok, detail = health.check(_cmd(["/bin/sh", "-c",
+    ok, detail = probes.check(_cmd(["/bin/sh", "-c",
                                     "echo 'PACS says no' >&2; exit 3"]),
                               "10.0.0.1", 104)
     assert (ok, detail) == (False, "exit 3: PACS says no")
@@ -761,7 +763,7 @@ def test_command_environment():
               'test "$PYFWD_REAL_PORT" = 11112 && '
               'test "$PYFWD_CHECK_PORT" = 11112 && '
               'test "$PYFWD_VIP" = pacs-dicom')
-    ok, detail = health.check(_cmd(["/bin/sh", "-c", script]),
+    ok, detail = probes.check(_cmd(["/bin/sh", "-c", script]),
                               ipaddress.ip_address("fd00::11"), 11112,
                               vip="pacs-dicom")
     assert ok, detail
@@ -770,23 +772,23 @@ def test_command_environment():
                                              'echo "$PYFWD_REAL_PORT/'
                                              '$PYFWD_CHECK_PORT/$PYFWD_VIP";'
                                              ' exit 1']})
-    assert health.check(spec, "10.0.0.1", None) == (False, "exit 1: /8042/")
+    assert probes.check(spec, "10.0.0.1", None) == (False, "exit 1: /8042/")
 
 
 def test_command_killed_at_timeout():
     t0 = time.monotonic()
-    ok, detail = health.check(_cmd(["sleep", "5"], timeout=0.3),
+    ok, detail = probes.check(_cmd(["sleep", "5"], timeout=0.3),
                               "10.0.0.1", 104)
     assert time.monotonic() - t0 < 1.5
     assert (ok, detail) == (False, "timed out after 0.3 s (killed)")
     # a shell whose child holds the output pipe: the whole group dies
     t0 = time.monotonic()
-    ok, detail = health.check(_cmd(["/bin/sh", "-c", "sleep 5; true"],
+    ok, detail = probes.check(_cmd(["/bin/sh", "-c", "sleep 5; true"],
                                    timeout=0.3), "10.0.0.1", 104)
     assert not ok and time.monotonic() - t0 < 1.5
 
 
 def test_command_not_found():
-    ok, detail = health.check(_cmd(["/nonexistent/check"]), "10.0.0.1", 104)
+    ok, detail = probes.check(_cmd(["/nonexistent/check"]), "10.0.0.1", 104)
     assert not ok
     assert detail == "cannot run /nonexistent/check: No such file or directory"

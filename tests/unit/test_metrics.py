@@ -99,13 +99,13 @@ def test_render_parses_and_equals_the_input():
     assert families["pyfwd_real_bytes"].type == "counter"
     assert value(samples, "pyfwd_real_bytes_total", **real) == 1000
     assert value(samples, "pyfwd_real_frames_total", **real) == 10
-    assert value(samples, "pyfwd_real_connections_total", **real) == 5
-    assert families["pyfwd_real_active_connections"].type == "gauge"
-    assert value(samples, "pyfwd_real_active_connections", **real) == 3
+    assert value(samples, "pyfwd_real_flows_new_total", **real) == 5
+    assert families["pyfwd_real_flows_active"].type == "gauge"
+    assert value(samples, "pyfwd_real_flows_active", **real) == 3
     assert value(samples, "pyfwd_real_weight", **real) == 100
     assert value(samples, "pyfwd_vip_bytes_total", **WEB) == 98765433100
-    assert value(samples, "pyfwd_vip_active_connections", **WEB) == 4
-    assert value(samples, "pyfwd_vip_connections_total", **WEB) == 6
+    assert value(samples, "pyfwd_vip_flows_active", **WEB) == 4
+    assert value(samples, "pyfwd_vip_flows_new_total", **WEB) == 6
     dicom = {"vip": "dicom", "vip_address": "10.0.0.100:104/tcp"}
     assert value(samples, "pyfwd_vip_frames_total", **dicom) == 0
     assert value(samples, "pyfwd_vip_fallback_active", **dicom) == 1
@@ -173,17 +173,20 @@ def test_missing_and_odd_values_are_left_out():
                                     "reason": {"drop_runt": "x"}},
                            "vips": [{"vip": "10.0.0.1:80/tcp",
                                      "reals": [{"real": "10.0.0.2:80",
-                                                "flows": 7}]}]})
+                                                "active": 7, "flows": 8}]}]})
     families, samples = parse(text)
     assert value(samples, "pyfwd_frames_total") == 5
     assert "pyfwd_bytes" not in families
     assert "pyfwd_frames_by_reason" not in families
     assert "pyfwd_dataplane_info" not in families
-    # a VIP without a name is labelled with its address; "flows" is the
-    # older name of "active"
-    assert value(samples, "pyfwd_real_active_connections",
+    # a VIP without a name is labelled with its address; "flows" (older
+    # engines' name of "active") is not read
+    assert value(samples, "pyfwd_real_flows_active",
                  vip="10.0.0.1:80/tcp", vip_address="10.0.0.1:80/tcp",
                  real="10.0.0.2:80") == 7
+    text = metrics.render({"vips": [{"vip": "10.0.0.1:80/tcp", "reals": [
+        {"real": "10.0.0.2:80", "flows": 8}]}]})
+    assert "pyfwd_real_flows_active{" not in text
     assert metrics.render({}) == ""
 
 

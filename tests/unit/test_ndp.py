@@ -18,6 +18,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from pyfwd.neighbours import ndp
+from pyfwd.neighbours.frames import mac_to_bytes
 from pyfwd.errors import ConfigError
 
 from .responders import Clock, only_counter
@@ -279,7 +280,7 @@ def test_builders_refuse_bad_values():
 def test_solicited_node_and_multicast_mac():
     assert str(ndp.solicited_node(VIP6)) == SNMC
     assert str(ndp.solicited_node("fd00::12:3456:789a")) == "ff02::1:ff56:789a"
-    assert ndp.multicast_mac(SNMC) == bytes.fromhex("3333ff000100")
+    assert ndp.multicast_mac(SNMC) == mac_to_bytes("33:33:ff:00:01:00")
 
 
 # --- echo -------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""python -m pyfwd.cli: the pyfwd program."""
+
+from pyfwd.cli.main import main
+
+main()

@@ -1,0 +1,58 @@
+"""`pyfwd bench`: DR against NAT, side by side with the kernel and
+HAProxy."""
+
+import sys
+
+import click
+
+
+@click.command()
+@click.option("--quick", is_flag=True,
+              help="one run of each row with short windows (3 s) instead "
+              "of three of 5 s: a first look in a few minutes")
+@click.option("--out", "-o", default="bench-results", show_default=True,
+              metavar="DIR", help="where results.json, results.md and "
+              "results.png go")
+@click.option("--only", metavar="NAMES",
+              help="comma-separated rows, groups (micro, pps, http) or "
+              "patterns (http-*-1m); default: every row")
+@click.option("--repeat", type=click.IntRange(1, 20), default=None,
+              help="runs of each row (default 3, 1 with --quick)")
+@click.option("--seconds", type=click.FloatRange(1, 120), default=None,
+              help="measuring window per row (default 5, 3 with --quick)")
+@click.option("--connections", type=click.IntRange(1, 1024), default=32,
+              show_default=True, help="wrk connections for the HTTP rows")
+def bench(quick, out, only, repeat, seconds, connections):
+    """Measure DR against NAT, side by side with the kernel and HAProxy.
+
+    \b
+    Builds its own namespaces (and removes them, also when interrupted):
+      micro   ns per packet of the C core, Maglev build, flow table memory
+      pps     64-byte UDP delivered: generator, xdp-kernel, xsk-minimal,
+              kernel-nat (references), dr-xdp, nat-xdp, snat-xdp,
+              dr-afpacket
+      http    wrk to nginx through the VIP, 1k/100k/1m responses, in dr,
+              nat, snat, kernel-nat, haproxy-tcp, haproxy-http:
+              requests/s, p50/p99, balancer CPU per 1000 requests,
+              packets through the balancer per request
+    The load runs on CPU 0, the balancer on CPU 1.  Writes DIR/results.json,
+    results.md (ratios, the DR : NAT headline, the targets) and results.png.
+    Compare figures within one run: ratios, not absolute numbers.
+    """
+    from pyfwd.bench import run as bench_run
+
+    try:
+        res = bench_run.run(out, quick=quick, only=only, repeats=repeat,
+                            seconds=seconds, connections=connections,
+                            log=lambda m: click.echo(m, err=True),
+                            argv=["pyfwd", "bench", *sys.argv[2:]])
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; partial results in {out}", err=True)
+        sys.exit(130)
+    click.echo(bench_run.main_table(res))
+    click.echo(f"written: {out}/results.json, results.md, results.png",
+               err=True)
+    if res.failures:
+        raise click.ClickException(
+            f"{len(res.failures)} row run(s) failed: "
+            + "; ".join(f"{n}: {m}" for n, m in res.failures[:3]))

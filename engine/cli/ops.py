@@ -1,0 +1,98 @@
+"""Commands that prepare and check hosts: `pyfwd realserver` (a DR real
+server), `pyfwd arp-check` (the ARP problem), `pyfwd doctor` (this
+machine)."""
+
+import sys
+
+import click
+
+from pyfwd.cli.common import CONTEXT, Group, need_root
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+def realserver():
+    """Prepare this Linux host as a DR real server (run it ON the real
+    server)."""
+
+
+@realserver.command("setup")
+@click.option("--vip", required=True, metavar="ADDR",
+              help="the VIP this real server serves")
+@click.option("--dev", default="lo", show_default=True,
+              help="where the VIP goes")
+@click.option("--undo", is_flag=True,
+              help="remove the VIP (and the ARP settings when no VIP "
+              "remains)")
+def realserver_setup(vip, dev, undo):
+    """Put VIP/32 on lo and stop this host answering ARP for it
+    (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
+    nodad (Linux answers no NDP for it there).  Idempotent."""
+    from pyfwd.ops import realserver as rs
+    need_root("pyfwd realserver setup")
+    changes = rs.setup(vip, undo=undo, dev=dev)
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        click.echo("nothing to change")
+
+
+@realserver.command("status")
+@click.option("--vip", required=True, metavar="ADDR")
+@click.option("--dev", default="lo", show_default=True)
+def realserver_status(vip, dev):
+    """Say whether this host is set up as a DR real server for VIP."""
+    from pyfwd.ops import realserver as rs
+    st = rs.status(vip, dev=dev)
+    click.echo("ok" if st["ok"] else "not ready: " + "; ".join(
+        st["problems"]))
+    if not st["ok"]:
+        sys.exit(1)
+
+
+@click.command("arp-check")
+@click.option("--iface", "-i", required=True, metavar="IF",
+              help="an interface on the VIP's segment")
+@click.option("--vip", required=True, metavar="ADDR")
+@click.option("--balancer-mac", metavar="MAC",
+              help="the balancer's MAC (default: IF's own, when run on "
+              "the balancer)")
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+def arp_check(iface, vip, balancer_mac, timeout):
+    """Ask who has VIP and list every MAC that answers.
+
+    Any answer that is not the balancer's is the ARP problem: that host
+    takes traffic for the VIP away from the balancer.  Exits 1 if any.
+    Run it from any host on the segment; on the balancer itself while the
+    engine runs, the engine reports such answers in its log instead.
+    """
+    from pyfwd.neighbours.check import arp_check as check
+    need_root("pyfwd arp-check")
+    own = balancer_mac
+    if own is None:
+        from pyfwd.neighbours.kernel import interface
+        own = interface(iface)[1]
+    answers = check(iface, vip, timeout=timeout, own_mac=own)
+    bad = [a for a in answers if not a.is_balancer]
+    for a in answers:
+        what = "balancer" if a.is_balancer else \
+            "ARP PROBLEM: not the balancer"
+        click.echo(f"{a.mac}  {what}")
+    if not answers:
+        click.echo(f"nobody answered ARP for {vip}")
+    if bad:
+        raise click.ClickException(
+            f"{len(bad)} host(s) answer ARP for {vip}: run `pyfwd "
+            f"realserver setup --vip {vip}` on them")
+
+
+@click.command()
+def doctor():
+    """Check the native build, the XDP program and the kernel features."""
+    from pyfwd.ops import doctor as doc
+    ok = True
+    for check in doc.checks():
+        mark = "ok  " if check.ok else "FAIL" if check.required else "warn"
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        ok &= check.ok or not check.required
+    if not ok:
+        raise click.ClickException("some checks failed")

@@ -59,7 +59,7 @@ from pyfwd.lab.topology import Lab
 
 NAPI_RT_PRIORITY = 50       # SCHED_FIFO, as the kernel's threaded IRQs
 REALS = 2
-VIP = "10.0.0.100"
+VIP = labmodes.VIP             # the lab plan's VIP
 PORT = 80
 ENGINE_MODE = "wake-up (poll, need_wakeup), busy polling off"
 TOOLS = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy",

@@ -11,70 +11,58 @@ within one run, not across runs.
 """
 
 import argparse
+import contextlib
 import os
 import secrets
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyfwd.control.engine import Engine  # noqa: E402
+from pyfwd.lab import modes as labmodes  # noqa: E402
 from pyfwd.lab.topology import Lab  # noqa: E402
-from pyfwd.model import Real, Service, Vip  # noqa: E402
 
-VIP = Vip.parse("10.0.0.100:80/tcp")
-CONNECT = """
+VIP, PORT, REAL_PORT = labmodes.VIP, 80, 8080
+CONNECT = f"""
 import socket, sys, time
 n = int(sys.argv[1]); t0 = time.perf_counter()
 for i in range(n):
-    s = socket.create_connection(("10.0.0.100", 80), timeout=3)
+    s = socket.create_connection(("{VIP}", {PORT}), timeout=3)
     s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); s.recv(4096); s.close()
 print(n / (time.perf_counter() - t0))
 """
 
 
-def servers(lab, port):
-    procs = []
-    for role in lab.reals:
-        if port == 80:      # DR: the VIP on lo, no ARP for it
-            lab.run(role, [sys.executable, "-m", "pyfwd.cli", "realserver",
-                           "setup", "--vip", str(VIP.address)],
-                    capture_output=True, check=True)
-        p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami", "--bind",
-                             "0.0.0.0", "--port", str(port), "--name", role],
-                      stdout=subprocess.PIPE, text=True)
-        p.stdout.readline()
-        procs.append(p)
-    return procs
+def servers(stack, lab, port):
+    """whoami on port of every real server for the rest of the run; on
+    PORT, DR's, the reals first hold the VIP on lo with no ARP for it."""
+    if port == PORT:
+        labmodes.setup_reals(lab)
+    stack.enter_context(labmodes.whoami_servers(lab, port))
 
 
 def measure(lab, mode, backend, size, conns, repeat):
-    port = 80 if mode == "dr" else 8080
-    reals = [Real(lab.ip(r), None if mode == "dr" else port)
-             for r in lab.reals]
-    eng = Engine("eth0", [Service(VIP, reals, "maglev", mode)], busy_poll=0,
-                 backend=backend, flows=1 << 16,
-                 inside_iface="eth1" if mode == "nat" else None)
-    lab.call("lb", eng.start)
-    try:
-        mbs = cps = 0.0
-        for _ in range(repeat):
-            r = lab.run("client", ["curl", "-sS", "-o", "/dev/null", "-w",
-                                   "%{speed_download}",
-                                   f"http://{VIP.address}/bytes/"
-                                   f"{size * 1_000_000}"],
-                        capture_output=True, text=True, timeout=300)
-            mbs = max(mbs, float(r.stdout) / 1e6)
-            r = lab.run("client", [sys.executable, "-c", CONNECT,
-                                   str(conns)], capture_output=True,
-                        text=True, timeout=300)
-            cps = max(cps, float(r.stdout))
-        core = eng.stats()["core"]
-        return mbs, cps, core["bytes"]
-    finally:
-        time.sleep(0.5)
-        eng.stop()
+    listener = labmodes.Listener(PORT, PORT if mode == "dr" else REAL_PORT)
+    with labmodes.balancer(lab, mode, [listener], "maglev",
+                           realserver_setup=False, backend=backend,
+                           flows=1 << 16) as eng:
+        try:
+            mbs = cps = 0.0
+            for _ in range(repeat):
+                r = lab.run("client", [
+                    "curl", "-sS", "-o", "/dev/null", "-w",
+                    "%{speed_download}",
+                    f"http://{VIP}/bytes/{size * 1_000_000}"],
+                    capture_output=True, text=True, timeout=300)
+                mbs = max(mbs, float(r.stdout) / 1e6)
+                r = lab.run("client", [sys.executable, "-c", CONNECT,
+                                       str(conns)], capture_output=True,
+                            text=True, timeout=300)
+                cps = max(cps, float(r.stdout))
+            core = eng.stats()["core"]
+            return mbs, cps, core["bytes"]
+        finally:
+            time.sleep(0.5)
 
 
 def main():
@@ -86,18 +74,16 @@ def main():
     tag = secrets.token_hex(2)
     rows = []
     with Lab("pfb1" + tag, "one-arm", 3) as one, \
-            Lab("pfb2" + tag, "two-arm", 3) as two:
-        procs = servers(one, 80) + servers(one, 8080) + servers(two, 8080)
-        try:
-            for mode, lab in (("dr", one), ("nat", two), ("snat", one)):
-                for backend in ("xdp", "afpacket"):
-                    mbs, cps, through = measure(lab, mode, backend,
-                                                args.size, args.conns,
-                                                args.repeat)
-                    rows.append((f"{mode}-{backend}", mbs, cps, through))
-        finally:
-            for pr in procs:
-                pr.kill()
+            Lab("pfb2" + tag, "two-arm", 3) as two, \
+            contextlib.ExitStack() as stack:
+        servers(stack, one, PORT)
+        servers(stack, one, REAL_PORT)
+        servers(stack, two, REAL_PORT)
+        for mode, lab in (("dr", one), ("nat", two), ("snat", one)):
+            for backend in ("xdp", "afpacket"):
+                mbs, cps, through = measure(lab, mode, backend, args.size,
+                                            args.conns, args.repeat)
+                rows.append((f"{mode}-{backend}", mbs, cps, through))
     base_mbs, base_cps = rows[0][1], rows[0][2]
     print(f"download {args.size} MB, {args.conns} new connections, best of "
           f"{args.repeat}; busy polling off; veth, copy mode")

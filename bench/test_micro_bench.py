@@ -14,6 +14,7 @@ bench`).
 
 import pytest
 
+from pyfwd.bench import frames as bench_frames
 from pyfwd.bench import micro
 from pyfwd.dataplane.scheduler import maglev_table
 from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real
@@ -36,7 +37,7 @@ CASES = {
     "nat-hit": (NAT, [c.frame for c in _NAT_STEPS
                       if c.reason == "forward" and c.vip in NAT_VIPS]),
     # The case's SYN from 2048 client address:ports: a new flow each
-    "nat-new": (NAT, micro.nat_new_frames(
+    "nat-new": (NAT, bench_frames.nat_new_frames(
         template=next(c.frame for c in _NAT_STEPS if c.name == "nat-syn"))),
     # Every malformed case but the 9 KiB one
     "drop": (DR, [c.frame for c in defs.malformed() if len(c.frame) < 2048]),

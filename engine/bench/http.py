@@ -23,7 +23,9 @@ softirq) during the wrk run, per 1000 requests; its packets are the frames
 received on the lb namespace's interfaces (rtnetlink rx_packets; on veth
 that includes the frames an XDP program redirects to AF_XDP), per request.
 pyfwd runs in its wake-up mode (--busy-poll 0: poll() with need_wakeup),
-since a busy-polling loop burns its core whether it works or not.
+since a busy-polling loop burns its core whether it works or not.  The wrk
+run and its accounting are pyfwd.bench.wrk's, the programs' configurations
+pyfwd.bench.configs'.
 
     with HttpBench(seconds=3) as hb:
         with hb.balancer("nat") as b:
@@ -37,33 +39,33 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-from pyroute2 import IPRoute
-
+from pyfwd.bench import wrk
+from pyfwd.bench.configs import (NGINX_SETTINGS, SIZE_BYTES, haproxy_conf,
+                                 nft_ruleset, nginx_conf)
+from pyfwd.bench.results import HTTP_MODES as MODES
+from pyfwd.bench.results import HTTP_SIZES as SIZES
+from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+                                cpus, napi_threads, pin_self, rps_mask,
+                                sysfs_write, thread_napi)
 from pyfwd.control.server import Client
 from pyfwd.errors import LabError, PyfwdError
+from pyfwd.lab import modes as labmodes
+from pyfwd.lab.programs import PYFWD, stop
 from pyfwd.lab.topology import Lab
-from pyfwd.bench.system import BenchError, CpuTimes, cpus, napi_threads, pin_self, \
-    rps_mask, sysfs_write, thread_napi
 
-MODES = ("dr", "nat", "snat", "kernel-nat", "haproxy-tcp", "haproxy-http")
-SIZES = ("1k", "100k", "1m")
-SIZE_BYTES = {"1k": 1024, "100k": 100 * 1024, "1m": 1024 * 1024}
-
-LB_CPU, OTHER_CPU = 1, 0
 NAPI_RT_PRIORITY = 50       # SCHED_FIFO, as the kernel's threaded IRQs
 REALS = 2
-VIP = "10.0.0.100"
+VIP = labmodes.VIP             # the lab plan's VIP
 PORT = 80
 ENGINE_MODE = "wake-up (poll, need_wakeup), busy polling off"
 TOOLS = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy",
          "nft": "nftables", "curl": "curl"}
 START_TIMEOUT = 15.0
-PYFWD = [sys.executable, "-m", "pyfwd.cli"]
+STOP_GRACE = 5.0
 
 # Which lab each mode runs in, and whether an XDP program is attached on
 # the balancer's interfaces (then its receive work is NAPI, else RPS).
@@ -73,109 +75,7 @@ _LAB = {"dr": "one-arm", "nat": "two-arm", "snat": "one-arm",
 
 
 # ---------------------------------------------------------------------------
-# Pure helpers (no root): configs and wrk's output
-
-
-_NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {run}/nginx.pid;
-error_log {run}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 120s;
-    keepalive_requests 10000000;
-    client_body_temp_path {run}/body;
-    proxy_temp_path {run}/proxy;
-    fastcgi_temp_path {run}/fastcgi;
-    uwsgi_temp_path {run}/uwsgi;
-    scgi_temp_path {run}/scgi;
-    server {{
-        listen {port} reuseport backlog=4096;
-        root {www};
-        location / {{ }}
-    }}
-}}
-"""
-
-NGINX_SETTINGS = {"worker_processes": 1, "sendfile": "on",
-                  "tcp_nopush": "on", "tcp_nodelay": "on",
-                  "access_log": "off", "keepalive_requests": 10_000_000,
-                  "files": {s: SIZE_BYTES[s] for s in SIZES}}
-
-
-def nginx_conf(run: str, www: str, port: int = PORT) -> str:
-    """nginx's config: one worker, files from ``www``, state in ``run``."""
-    return _NGINX_CONF.format(run=run, www=www, port=port)
-
-
-def haproxy_conf(mode: str, vip: str, reals: list, port: int = PORT,
-                 cpu: int = LB_CPU) -> str:
-    """A minimal HAProxy config: one thread mapped to ``cpu``, ``mode``
-    "tcp" or "http", round robin over ``reals`` (addresses, same port)."""
-    lines = ["global", "    nbthread 1", f"    cpu-map 1/1 {cpu}",
-             "    maxconn 4096", "defaults", f"    mode {mode}",
-             "    timeout connect 5s", "    timeout client 60s",
-             "    timeout server 60s"]
-    if mode == "http":
-        lines += ["    option http-keep-alive", "    http-reuse always"]
-    lines += ["frontend fe", f"    bind {vip}:{port}",
-              "    default_backend be", "backend be", "    balance roundrobin"]
-    lines += [f"    server r{i} {addr}:{port}"
-              for i, addr in enumerate(reals, 1)]
-    return "\n".join(lines) + "\n"
-
-
-def nft_ruleset(table: str, vip: str, reals: list, port: int = PORT) -> str:
-    """Kernel NAT: DNAT of VIP:port to the reals in turn (numgen inc);
-    conntrack undoes it on the way back."""
-    spread = ", ".join(f"{i} : {addr}" for i, addr in enumerate(reals))
-    return (f"table ip {table} {{\n"
-            f"  chain pre {{\n"
-            f"    type nat hook prerouting priority dstnat; policy accept;\n"
-            f"    ip daddr {vip} tcp dport {port} dnat to numgen inc mod "
-            f"{len(reals)} map {{ {spread} }}\n"
-            f"  }}\n}}\n")
-
-
-_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if not m:
-        raise BenchError(f"wrk: unreadable latency {text!r}")
-    return float(m.group(1)) * _UNIT_MS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict:
-    """wrk --latency's report: requests, rps, p50_ms, p99_ms, errors (socket
-    errors and non-2xx/3xx responses).  BenchError if a figure is
-    missing."""
-    def need(pattern, what):
-        m = re.search(pattern, out, re.M)
-        if not m:
-            raise BenchError(f"wrk printed no {what}:\n{out.strip()}")
-        return m.group(1)
-
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                  r"timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    return {"requests": int(need(r"^\s*(\d+) requests in", "request count")),
-            "rps": float(need(r"^Requests/sec:\s*([\d.]+)", "Requests/sec")),
-            "p50_ms": _ms(need(r"^\s*50%\s+(\S+)", "50% latency")),
-            "p99_ms": _ms(need(r"^\s*99%\s+(\S+)", "99% latency")),
-            "errors": errors}
+# Checks
 
 
 def check_mode(mode: str) -> None:
@@ -188,87 +88,6 @@ def check_size(size: str) -> None:
     if size not in SIZES:
         raise BenchError(f"unknown HTTP bench size {size!r}: expected one of "
                          f"{', '.join(SIZES)}")
-
-
-# ---------------------------------------------------------------------------
-# Machine helpers (root)
-
-
-def link_stats(lab, role: str, key: str, only=None) -> dict:
-    """{ifname: counter ``key``} of ``role``'s interfaces (``only`` those
-    names if given, lo left out), from rtnetlink's 64-bit counters."""
-    def read():
-        with IPRoute() as ipr:
-            out = {}
-            for link in ipr.get_links():
-                name = link.get_attr("IFLA_IFNAME")
-                if name == "lo" or (only and name not in only):
-                    continue
-                stats = link.get_attr("IFLA_STATS64") or \
-                    link.get_attr("IFLA_STATS")
-                out[name] = stats[key]
-            return out
-    return lab.call(role, read)
-
-
-def link_rx(lab, role: str = "lb") -> dict:
-    """{ifname: rx_packets} of ``role``'s interfaces (lo left out)."""
-    return link_stats(lab, role, "rx_packets")
-
-
-def lb_drops(lab) -> dict:
-    """Frames lost on their way into the balancer, per counter: the lb's
-    rx_dropped and the tx_dropped of the switch ports facing it.  With XDP
-    on veth these are distinct (the port's: the lb's NAPI ring was full;
-    the lb's: XDP could not redirect, an AF_XDP ring was full); without,
-    one drop (the lb's CPU backlog full) shows in both, and in
-    /proc/net/softnet_stat.  So the largest is a lower bound of the loss."""
-    out = {f"lb {i} rx_dropped": n
-           for i, n in link_stats(lab, "lb", "rx_dropped").items()}
-    for node in lab.plan().switches:
-        if "lb" in node.ports:
-            n = link_stats(lab, node.role, "tx_dropped", only=("lb",))["lb"]
-            out[f"{node.role} port lb tx_dropped"] = n
-    return out
-
-
-def net_rx_softirqs() -> list:
-    """NET_RX softirqs run so far, per CPU (/proc/softirqs)."""
-    with open("/proc/softirqs") as f:
-        for line in f:
-            if line.strip().startswith("NET_RX:"):
-                return [int(x) for x in line.split()[1:]]
-    return []
-
-
-def backlog_drops() -> list:
-    """Frames dropped because a CPU's input backlog was full
-    (netdev_max_backlog), per CPU (/proc/net/softnet_stat, 2nd column)."""
-    with open("/proc/net/softnet_stat") as f:
-        return [int(line.split()[1], 16) for line in f]
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads) in seconds; 0.0
-    when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stop(proc, grace: float = 5.0) -> None:
-    """SIGTERM the process we started, then SIGKILL; reaped either way."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(grace)
 
 
 def _tail(path: str, lines: int = 8) -> str:
@@ -380,8 +199,8 @@ class HttpBench:
         if missing:
             raise BenchError(f"missing {', '.join(missing)}: apt-get install "
                              f"{' '.join(missing)}")
-        if not {LB_CPU, OTHER_CPU} <= set(cpus()):
-            raise BenchError(f"needs CPUs {OTHER_CPU} and {LB_CPU}; this "
+        if not {LB_CPU, LOAD_CPU} <= set(cpus()):
+            raise BenchError(f"needs CPUs {LOAD_CPU} and {LB_CPU}; this "
                              f"process may use {cpus()}")
         r = subprocess.run([self.bin["haproxy"], "-v"], capture_output=True,
                            text=True)
@@ -407,7 +226,7 @@ class HttpBench:
                     ifaces = node.ports
                 else:
                     ifaces = [i.name for i in node.interfaces]
-                cpu = LB_CPU if node.role == "lb" else OTHER_CPU
+                cpu = LB_CPU if node.role == "lb" else LOAD_CPU
                 sysfs_write(lab, node.role, {
                     f"/sys/class/net/{i}/queues/rx-0/rps_cpus":
                         rps_mask(cpu) for i in ifaces})
@@ -417,13 +236,13 @@ class HttpBench:
         os.mkdir(run)
         conf = os.path.join(run, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(nginx_conf(run, os.path.join(self.tmp, "www")))
+            f.write(nginx_conf(run, os.path.join(self.tmp, "www"), PORT))
         # -e: nginx opens its error log before reading the config
         argv = [self.bin["nginx"], "-p", run, "-c", conf, "-e",
                 os.path.join(run, "error.log")]
         self.servers.append(lab.popen(
             role, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=pin_self(OTHER_CPU),
+            stderr=subprocess.DEVNULL, preexec_fn=pin_self(LOAD_CPU),
             start_new_session=True))
         url = f"http://{lab.ip(role)}:{PORT}/1k"
         if not self._wait_http(lab, url):
@@ -431,13 +250,13 @@ class HttpBench:
                              f"{url}: {_tail(os.path.join(run, 'error.log'))}")
 
     def _wait_http(self, lab, url, timeout=START_TIMEOUT) -> bool:
+        """True once ``url`` answers 200 to the client, False if not within
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = lab.run("client", [self.bin["curl"], "-sS", "-o",
-                                   "/dev/null", "--max-time", "1", "-w",
-                                   "%{http_code}", url],
-                        capture_output=True, text=True, timeout=10)
-            if r.returncode == 0 and r.stdout == "200":
+            ok, status = labmodes.curl(lab, "client", url, 1, (
+                "-o", "/dev/null", "-w", "%{http_code}"))
+            if ok and status == "200":
                 return True
             time.sleep(0.1)
         return False
@@ -465,80 +284,13 @@ class HttpBench:
 
     def _measure(self, lab, url, seconds, procs=None,
                  engine_rx=None, label=None) -> dict:
-        """One wrk run; the row's figures.  ``procs``: {label: pid} of the
-        balancer's processes and NAPI kthreads, whose own CPU time goes in
-        details (a cross-check of CPU 1's total); ``engine_rx``: reads
-        pyfwd's own frame counter, to compare with the links'."""
-        label = label or url
-        argv = [self.bin["wrk"], "--latency", "-t1",
-                f"-c{self.connections}", f"-d{seconds:g}s", "--timeout", "5s",
-                url]
-        procs = procs or {}
-        # This thread (and the helpers it starts: lab.run's fork, lab.call's
-        # thread) stays off the balancer's CPU while it counts.
-        mask = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {OTHER_CPU})
-        try:
-            e0 = engine_rx() if engine_rx else None
-            p0 = {k: proc_cpu(pid) for k, pid in procs.items()}
-            rx0, cpu0 = link_rx(lab), CpuTimes.now()
-            sirq0, drop0 = net_rx_softirqs(), backlog_drops()
-            lost0 = lb_drops(lab)
-            r = lab.run("client", argv, capture_output=True, text=True,
-                        timeout=seconds + 60, preexec_fn=pin_self(OTHER_CPU))
-            cpu1, sirq1 = CpuTimes.now(), net_rx_softirqs()
-            drop1 = backlog_drops()
-            rx1, lost1 = link_rx(lab), lb_drops(lab)
-            p1 = {k: proc_cpu(pid) for k, pid in procs.items()}
-            e1 = engine_rx() if engine_rx else None
-        finally:
-            os.sched_setaffinity(0, mask)
-        if r.returncode:
-            raise BenchError(f"wrk {url} failed: {r.stderr.strip()}")
-        w = parse_wrk(r.stdout)
-        if w["requests"] <= 0:
-            raise BenchError(f"wrk {url}: no request completed:\n{r.stdout}")
-        k = w["requests"] / 1000
-        pkts = sum(rx1.get(i, 0) - rx0.get(i, 0) for i in rx1)
-        detail = {
-            "row": label, "url": url, "requests": w["requests"],
-            "errors": w["errors"],
-            "cpu1_s": cpu1.since(cpu0, LB_CPU),
-            "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
-            "cpu0_s": cpu1.since(cpu0, OTHER_CPU),
-            "procs_s": {k: p1[k] - p0[k] for k in procs},
-            "net_rx_softirqs": {f"cpu{i}": b - a for i, (a, b) in
-                                enumerate(zip(sirq0, sirq1))},
-            "backlog_drops": {f"cpu{i}": b - a for i, (a, b) in
-                              enumerate(zip(drop0, drop1))},
-            "lb_drops": {k: lost1[k] - lost0.get(k, 0) for k in lost1},
-            "lb_rx": {i: rx1[i] - rx0.get(i, 0) for i in rx1},
-            "wall_s": cpu1.at - cpu0.at}
-        # what is known to be the balancer's: its processes, its NAPI
-        # kthreads, softirq on CPU 1.  On a quiet machine this is CPU 1's
-        # busy time; much less means something else ran on CPU 1.
-        detail["attributed_s"] = sum(detail["procs_s"].values()) + \
-            detail["cpu1_softirq_s"]
-        other = detail["cpu1_s"] - detail["attributed_s"]
-        if procs and other > 0.1 + 0.2 * detail["cpu1_s"]:
-            self.log(f"http bench: warning: {label}: CPU {LB_CPU} was busy "
-                     f"{detail['cpu1_s']:.2f} s, the balancer's processes "
-                     f"and softirq account for {detail['attributed_s']:.2f} "
-                     f"s: other load on CPU {LB_CPU}?")
-        lost = {**detail["lb_drops"],
-                **{f"{c} backlog full": n
-                   for c, n in detail["backlog_drops"].items()}}
-        if max(lost.values(), default=0) > 0.001 * pkts:
-            self.log(f"http bench: warning: {label}: frames lost (the "
-                     f"balancer received {pkts}; counters overlap): "
-                     f"{ {k: n for k, n in lost.items() if n} }")
-        if engine_rx:
-            detail["engine_rx"] = e1 - e0
+        """One wrk run (pyfwd.bench.wrk.measure); the row's figures, the
+        detail kept in ``details``."""
+        row, detail = wrk.measure(lab, url, seconds, self.bin["wrk"],
+                                  self.connections, procs, engine_rx, label,
+                                  self.log)
         self.details.append(detail)
-        return {"rps": w["rps"], "p50_ms": w["p50_ms"],
-                "p99_ms": w["p99_ms"],
-                "cpu_s_per_1k": cpu1.since(cpu0, LB_CPU) / k,
-                "lb_pkts_per_req": pkts / w["requests"]}
+        return row
 
     @contextlib.contextmanager
     def balancer(self, mode: str):
@@ -566,7 +318,7 @@ class HttpBench:
         """CPU 1's busy seconds per second with the balancer up and no
         traffic: ~0 in wake-up mode (a busy-polling loop would show 1)."""
         mask = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {OTHER_CPU})
+        os.sched_setaffinity(0, {LOAD_CPU})
         try:
             t0 = CpuTimes.now()
             time.sleep(seconds)
@@ -595,7 +347,7 @@ class HttpBench:
                              preexec_fn=pin_self(LB_CPU),
                              start_new_session=True)
         stack.callback(self._unthread, lab, ifaces)
-        stack.callback(_stop, proc)
+        stack.callback(stop, proc, STOP_GRACE)
         row = _Row(self, lab, mode, proc.pid, sock=sock, log=logf)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -639,21 +391,15 @@ class HttpBench:
     def _vip_address(self, stack, lab) -> None:
         """The VIP on the lb's eth0, so the client's ARP for it is
         answered (pyfwd answers ARP itself)."""
-        def ip(op):
-            def fn():
-                with IPRoute() as ipr:
-                    idx = ipr.link_lookup(ifname="eth0")[0]
-                    ipr.addr(op, index=idx, address=VIP, prefixlen=32)
-            lab.call("lb", fn)
-
-        ip("add")
-        stack.callback(lambda: _quiet(lambda: ip("del")))
+        lab.address("lb", "add", "eth0", VIP, 32)
+        stack.callback(lambda: _quiet(
+            lambda: lab.address("lb", "del", "eth0", VIP, 32)))
 
     def _kernel_nat(self, stack, lab, mode) -> "_Row":
         table = self.prefix
         reals = [lab.ip(r) for r in lab.reals]
         r = lab.run("lb", [self.bin["nft"], "-f", "-"], capture_output=True,
-                    text=True, input=nft_ruleset(table, VIP, reals))
+                    text=True, input=nft_ruleset(table, VIP, reals, PORT))
         if r.returncode:
             raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
         stack.callback(lambda: _quiet(lambda: lab.run(
@@ -667,7 +413,8 @@ class HttpBench:
         logf = os.path.join(self.tmp, f"{mode}.log")
         with open(conf, "w") as f:
             f.write(haproxy_conf(mode.split("-")[1], VIP,
-                                 [lab.ip(r) for r in lab.reals]))
+                                 [lab.ip(r) for r in lab.reals], PORT,
+                                 LB_CPU))
         self._vip_address(stack, lab)
         r = lab.run("lb", [self.bin["haproxy"], "-c", "-q", "-f", conf],
                     capture_output=True, text=True)
@@ -679,7 +426,7 @@ class HttpBench:
                              stdin=subprocess.DEVNULL, stdout=out,
                              stderr=out, preexec_fn=pin_self(LB_CPU),
                              start_new_session=True)
-        stack.callback(_stop, proc)
+        stack.callback(stop, proc, STOP_GRACE)
         return _Row(self, lab, mode, proc.pid, log=logf)
 
     # -- facts
@@ -694,7 +441,7 @@ class HttpBench:
             "pinning": {
                 f"cpu{LB_CPU}": "the balancer: pyfwd / HAProxy process, "
                                 "the lb namespace's receive work",
-                f"cpu{OTHER_CPU}": "wrk, nginx, every other interface's "
+                f"cpu{LOAD_CPU}": "wrk, nginx, every other interface's "
                                    "receive work (client, reals, switch "
                                    "ports: the bridges)"},
             "steering": {
@@ -706,9 +453,9 @@ class HttpBench:
                                  f"attached (veth has NAPI only then); RPS "
                                  f"to CPU {LB_CPU} (kernel-nat, haproxy, "
                                  "frames passed to the kernel)",
-                "other interfaces": f"RPS to CPU {OTHER_CPU}"},
+                "other interfaces": f"RPS to CPU {LOAD_CPU}"},
             "wrk": {"threads": 1, "connections": self.connections,
-                    "duration_s": self.seconds, "cpu": OTHER_CPU,
+                    "duration_s": self.seconds, "cpu": LOAD_CPU,
                     "keep-alive": True, "options": "--latency --timeout 5s"},
             "engine": {"mode": ENGINE_MODE, "backend": "xdp (AF_XDP, copy "
                        "mode on veth)", "cli": "pyfwd start --busy-poll 0 "
@@ -721,7 +468,7 @@ class HttpBench:
             "kernel_nat": "nftables prerouting DNAT, numgen inc mod "
                           f"{REALS} map over the reals, two-arm (reals' "
                           "gateway = lb), conntrack reverses it",
-            "nginx": NGINX_SETTINGS | {"cpu": OTHER_CPU},
+            "nginx": NGINX_SETTINGS | {"cpu": LOAD_CPU},
             "cpu_s_per_1k": f"busy seconds of CPU {LB_CPU} in /proc/stat "
                             "(user+nice+system+irq+softirq+steal) during "
                             "the wrk run / (requests / 1000): the "

@@ -1,8 +1,9 @@
 """Microbenchmarks: the C core per packet, Maglev table builds, flow memory.
 
-Plain functions for `pyfwd bench` (no pytest, no scapy: frames are built
-here with struct); bench/test_micro_bench.py runs the same measurements on
-the packet cases of tests/cases under pytest-benchmark.
+Plain functions for `pyfwd bench` (no pytest, no scapy: the frames are
+pyfwd.bench.frames', built with struct); bench/test_micro_bench.py runs the
+same measurements on the packet cases of tests/cases under
+pytest-benchmark.
 
     core_ns(kind)      ns per packet through process_batch, batch of 64:
                        "dr" (DR rewrite of an established flow), "nat-hit"
@@ -12,7 +13,7 @@ the packet cases of tests/cases under pytest-benchmark.
     maglev_ms(reals)   building one Maglev table of 65537 entries
     flow_bytes(mode)   bytes of flow table per tracked flow
     table_mib(flows)   memory of a flow table holding that many flows
-    run_all()          all of them, as rows for the results
+    run_all()          all of them, as rows for the results (ROWS)
 
 Every core figure is checked, not assumed: each round's counters must say
 that every frame got the verdict the kind is about, and that the flows were
@@ -24,43 +25,36 @@ I/O loops too, less the Python part.
 
 import ctypes
 import gc
-import ipaddress
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pyfwd.bench.frames import (BATCH, CALLS, CLIENT, CLIENT_MAC, DR_REALS,
+                                LB_MAC, IN_MAC, NAT_PORT, NAT_REALS, OUT_MAC,
+                                TCP, TCP_SYN, VIP, answer, dr_frames,
+                                drop_frames, ipv4_frame, ipv4_parts,
+                                nat_frames, nat_new_frames, vary)
+from pyfwd.bench.system import BenchError
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.scheduler import maglev_table
 from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
-from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
-from pyfwd.bench.system import BenchError
+from pyfwd.neighbours.frames import mac_to_bytes
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
+MAGLEV_REALS = (10, 1000)
+FLOW_TABLES = (("flow-table", "dr"), ("flow-table-nat", "nat"))
+# the result rows of run_all, in order
+ROWS = (tuple(f"core-{kind}" for kind in KINDS)
+        + tuple(f"maglev-{n}" for n in MAGLEV_REALS)
+        + tuple(name for name, _ in FLOW_TABLES))
 TARGET_CORE_NS = 50.0       # dr and nat-hit
 TARGET_MAGLEV_MS = 50.0     # 1000 reals, M = 65537
 # The flow table of the core benchmarks: 65536 slots (4.5 MiB), of which
 # the 64 to 2048 flows a round touches stay in cache: the figures are the
 # core's work, not DRAM misses (the engine's tables are 2M-4M slots).
 BENCH_FLOWS = 1 << 16
-CALLS = 32                  # batches per round
 # The engine's tables turn new flows away from about 85% full.
 TABLE_FILL_MAX = 0.85
-
-# The lab's addresses (the same values as tests/cases, without importing
-# them: the installed `pyfwd bench` has no tests).
-LB_MAC = "02:00:00:00:00:02"
-OUT_MAC, IN_MAC = "02:00:00:00:01:02", "02:00:00:00:02:01"
-CLIENT_MAC = "02:00:00:00:00:01"
-CLIENT, VIP = "10.0.0.1", "10.0.0.100"
-DR_REALS = {"10.0.0.11": "02:00:00:00:01:11", "10.0.0.12": "02:00:00:00:01:12"}
-NAT_REALS = {"192.168.50.11": "02:00:00:00:02:11",
-             "192.168.50.12": "02:00:00:00:02:12"}
-NAT_PORT = 8080
-
-TCP, UDP = 6, 17
-TCP_SYN, TCP_ACK, TCP_PSH = 0x02, 0x10, 0x08
-
 
 # --- set-ups ----------------------------------------------------------------
 
@@ -84,13 +78,16 @@ class Setup:
         return core
 
 
+def _macs(reals, macs):
+    """{real's address: its MAC as bytes} from {address text: MAC}."""
+    return {r.address: mac_to_bytes(macs[str(r.address)]) for r in reals}
+
+
 def dr_setup():
     """VIP:80/tcp in DR mode over two real servers (Maglev)."""
     reals = [Real.parse(a) for a in DR_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals)],
-                 {r.address: mac_to_bytes(DR_REALS[str(r.address)])
-                  for r in reals},
-                 mac=LB_MAC)
+                 _macs(reals, DR_REALS), mac=LB_MAC)
 
 
 def nat_setup():
@@ -98,134 +95,8 @@ def nat_setup():
     reals = [Real.parse(f"{a}:{NAT_PORT}") for a in NAT_REALS]
     return Setup([Service(Vip.parse(f"{VIP}:80/tcp"), reals, "maglev",
                           "nat")],
-                 {r.address: mac_to_bytes(NAT_REALS[str(r.address)])
-                  for r in reals},
-                 {r.address: 1 for r in reals}, mac=OUT_MAC, mac2=IN_MAC)
-
-
-# --- frames -----------------------------------------------------------------
-
-def _csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _l4_csum(ip, l4):
-    """The TCP/UDP checksum of segment l4 in IPv4 header ip."""
-    pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
-    s = _csum(pseudo + l4)
-    return 0xFFFF if s == 0 and ip[9] == UDP else s
-
-
-def ipv4_frame(dst_mac, src_mac, src, dst, proto, sport, dport,
-               flags=TCP_ACK, payload=b""):
-    """An Ethernet/IPv4/TCP (or UDP) frame with correct checksums."""
-    if proto == TCP:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1000,
-                         5000 if flags & TCP_ACK else 0, 5 << 4, flags,
-                         65535, 0, 0) + payload
-        sum_off = 16
-    else:
-        l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-        sum_off = 6
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1,
-                               0x4000, 64, proto, 0,
-                               ipaddress.IPv4Address(src).packed,
-                               ipaddress.IPv4Address(dst).packed))
-    ip[10:12] = struct.pack("!H", _csum(bytes(ip)))
-    l4 = bytearray(l4)
-    l4[sum_off:sum_off + 2] = struct.pack("!H", _l4_csum(ip, bytes(l4)))
-    return (mac_to_bytes(dst_mac) + mac_to_bytes(src_mac) + b"\x08\x00"
-            + bytes(ip) + bytes(l4))
-
-
-def _ipv4_parts(frame):
-    """(ihl bytes, proto) of an untagged IPv4 frame, or None."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
-        return None
-    return (frame[14] & 15) * 4, frame[23]
-
-
-def vary(frame, i, checksums=True):
-    """frame (untagged IPv4 TCP/UDP) as the i-th of many clients sends it:
-    the source address and port changed so that every i is another flow
-    (50000 ports per address)."""
-    parts = _ipv4_parts(frame)
-    if parts is None or parts[1] not in (TCP, UDP):
-        raise BenchError("vary: expected an untagged IPv4 TCP/UDP frame")
-    ihl = parts[0]
-    f = bytearray(frame)
-    src = int.from_bytes(f[26:30], "big") + i // 50000
-    f[26:30] = (src & 0xFFFFFFFF).to_bytes(4, "big")
-    f[14 + ihl:16 + ihl] = struct.pack("!H", 10000 + i % 50000)
-    if checksums:
-        end = 14 + int.from_bytes(f[16:18], "big")
-        ip, l4 = f[14:14 + ihl], f[14 + ihl:end]
-        sum_off = 16 if parts[1] == TCP else 6
-        if parts[1] == TCP or l4[6:8] != b"\0\0":
-            l4[sum_off:sum_off + 2] = b"\0\0"
-            f[14 + ihl + sum_off:16 + ihl + sum_off] = struct.pack(
-                "!H", _l4_csum(ip, bytes(l4)))
-        f[24:26] = b"\0\0"
-        f[24:26] = struct.pack("!H", _csum(bytes(f[14:14 + ihl])))
-    return bytes(f)
-
-
-def answer(frame, flags=TCP_SYN | TCP_ACK):
-    """The real server's answer to a frame the core sent it (IPv4)."""
-    ihl, proto = _ipv4_parts(frame)
-    sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
-    src = str(ipaddress.IPv4Address(frame[30:34]))
-    dst = str(ipaddress.IPv4Address(frame[26:30]))
-    return ipv4_frame(mac_to_str(frame[6:12]), mac_to_str(frame[0:6]), src,
-                      dst, proto, dport, sport, flags)
-
-
-def dr_frames(n=64):
-    """n established flows' packets to VIP:80 (n client ports)."""
-    return [ipv4_frame(LB_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000 + i, 80,
-                       TCP_ACK | TCP_PSH, b"GET / HTTP/1.1\r\n")
-            for i in range(n)]
-
-
-def nat_frames(n=64):
-    """n NAT flows' client packets to VIP:80."""
-    return [ipv4_frame(OUT_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000 + i, 80,
-                       TCP_ACK | TCP_PSH, b"GET / HTTP/1.1\r\n")
-            for i in range(n)]
-
-
-def nat_new_frames(n=CALLS * 64, template=None):
-    """n SYNs to VIP:80, each of another client address:port."""
-    template = template or ipv4_frame(OUT_MAC, CLIENT_MAC, CLIENT, VIP, TCP,
-                                      40000, 80, TCP_SYN)
-    return [vary(template, i) for i in range(n)]
-
-
-def drop_frames():
-    """Malformed frames, one per way of being broken the parser checks on
-    the way to L4 (each must come out dropped)."""
-    good = ipv4_frame(LB_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000, 80,
-                      TCP_SYN)
-
-    def patch(frame, off, value):
-        f = bytearray(frame)
-        f[off:off + len(value)] = value
-        return bytes(f)
-
-    return [
-        good[:13],                              # runt
-        patch(good, 14, b"\x55"),               # IPv4 version 5
-        patch(good, 14, b"\x44"),               # IHL 4
-        patch(good, 16, b"\x05\xdc"),           # total length 1500
-        patch(good, 20, b"\x20\x00"),           # MF: a fragment to the VIP
-        patch(good, 46, b"\x40"),               # TCP data offset 4
-        patch(good[:44], 16, b"\x00\x1e"),     # 10 bytes of TCP header
-    ]
+                 _macs(reals, NAT_REALS), {r.address: 1 for r in reals},
+                 mac=OUT_MAC, mac2=IN_MAC)
 
 
 def _default(kind):
@@ -279,7 +150,7 @@ def _warm(kind, core, setup, frames):
                                  "addressed to a real server from us")
     if kind == "nat-hit":
         back = [(answer(o), r.out_if) for o, r in zip(outs, res)
-                if _ipv4_parts(o)]
+                if ipv4_parts(o)]
         for slot in {s for _, s in back}:
             _, rres = core.process([a for a, s in back if s == slot], slot)
             if any(r.reason != "forward_reply" for r in rres):
@@ -302,7 +173,7 @@ class CoreBench:
     that each packet opens a flow every round.
     """
 
-    def __init__(self, kind, frames=None, batch=64, *, setup=None,
+    def __init__(self, kind, frames=None, batch=BATCH, *, setup=None,
                  flows=BENCH_FLOWS, calls=CALLS):
         if kind not in KINDS:
             raise BenchError(f"core kind {kind!r}: expected one of "
@@ -358,7 +229,7 @@ class CoreBench:
                      self.packets if packets is None else packets)
 
 
-def core_ns(kind: str, frames: Optional[list] = None, batch: int = 64,
+def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
             repeat: int = 7, *, setup: Optional[Setup] = None,
             flows: int = BENCH_FLOWS, calls: int = CALLS) -> float:
     """ns per packet of the core through process_batch, best of repeat.
@@ -568,17 +439,18 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
 
     call = call_ns(repeat)
     log(f"core: a call of no frames costs {call:.0f} ns "
-        f"({call / 64:.1f} ns per packet of a 64-frame batch)")
+        f"({call / BATCH:.1f} ns per packet of a {BATCH}-frame batch)")
     for kind in KINDS:
         if not wanted(f"core-{kind}"):
             continue
         ns = row(f"core-{kind}", "ns_per_pkt", "ns",
-                 core_ns(kind, repeat=repeat), batch=64, flows=BENCH_FLOWS)
+                 core_ns(kind, repeat=repeat), batch=BATCH,
+                 flows=BENCH_FLOWS)
         target = TARGET_CORE_NS if kind in ("dr", "nat-hit") else None
         log(f"core {kind:8s} {ns:7.1f} ns/packet"
             + (f"  (target <= {target:.0f}: "
                f"{'met' if ns <= target else 'MISSED'})" if target else ""))
-    for n in (10, 1000):
+    for n in MAGLEV_REALS:
         if not wanted(f"maglev-{n}"):
             continue
         ms = row(f"maglev-{n}", "build_ms", "ms",
@@ -589,7 +461,7 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
                f"{'met' if ms <= TARGET_MAGLEV_MS else 'MISSED'})"
                if n == 1000 else ""))
     slot = slot_bytes()
-    for name, mode in (("flow-table", "dr"), ("flow-table-nat", "nat")):
+    for name, mode in FLOW_TABLES:
         if not wanted(name):
             continue
         per = slot * (1 if mode == "dr" else 2)
@@ -605,6 +477,6 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
     return rows
 
 
-__all__ = ["KINDS", "Setup", "dr_setup", "nat_setup", "CoreBench", "core_ns",
-           "call_ns", "maglev_ms", "slot_bytes", "flow_bytes", "table_slots",
-           "table_mib", "run_all", "ipv4_frame", "vary", "answer"]
+__all__ = ["KINDS", "ROWS", "Setup", "dr_setup", "nat_setup", "CoreBench",
+           "core_ns", "call_ns", "maglev_ms", "slot_bytes", "flow_bytes",
+           "table_slots", "table_mib", "run_all"]

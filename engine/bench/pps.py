@@ -47,23 +47,25 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 from pyroute2 import netns as _netns
 
-from pyfwd.lab import topology as _lab
-from pyfwd.bench.system import BenchError, CpuTimes, busy_poll_tuning, cpus, \
-    napi_threads, pin_self, rps, thread_napi
+from pyfwd.lab.namespaces import iproute, open_netns
+from pyfwd.lab import programs
+from pyfwd.lab.programs import PYFWD, Namespaces
+from pyfwd.bench.configs import nft_ruleset
+from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+                                busy_poll_tuning, cpus, napi_threads,
+                                pin_self, rps, thread_napi)
 
 ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",
         "nat-xdp", "snat-xdp", "dr-afpacket")
 
-GEN_CPU, FWD_CPU = 0, 1
+GEN_CPU, FWD_CPU = LOAD_CPU, LB_CPU     # the generator is the load
 FLOWS = 1024
 PORT = 9
 VIP = "10.77.0.100"
@@ -126,6 +128,10 @@ class _Proc:
     def _drain(self):
         for line in self.p.stderr:
             self.err = (self.err + [line.rstrip()])[-20:]
+            self._said(line)
+
+    def _said(self, line):
+        """Each line of stderr, as it comes (a hook)."""
 
     def why(self) -> str:
         return "; ".join(self.err[-3:]) or f"exit status {self.p.poll()}"
@@ -155,13 +161,7 @@ class _Proc:
         return self.line()
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(STOP_GRACE)
+        programs.stop(self.p, STOP_GRACE)
 
 
 class _Engine(_Proc):
@@ -169,24 +169,23 @@ class _Engine(_Proc):
     that it attached."""
 
     def __init__(self, topo, args, sockdir):
-        argv = [sys.executable, "-m", "pyfwd.cli", "start",
-                "--control-socket", os.path.join(sockdir, "ctl.sock"),
-                "--flows", str(1 << 16), "--log-level", "info", *args]
+        argv = PYFWD + ["start", "--control-socket",
+                        os.path.join(sockdir, "ctl.sock"), "--flows",
+                        str(1 << 16), "--log-level", "info", *args]
         self.ready = threading.Event()
         super().__init__(topo, "lb", argv, cpu=FWD_CPU)
 
-    def _drain(self):
-        for line in self.p.stderr:
-            self.err = (self.err + [line.rstrip()])[-20:]
-            if "attached" in line:
-                self.ready.set()
+    def _said(self, line):
+        if "attached" in line:
+            self.ready.set()
 
     def wait_ready(self, timeout=15.0):
         end = time.monotonic() + timeout
         while not self.ready.wait(0.1):
             if self.p.poll() is not None or time.monotonic() > end:
                 time.sleep(0.2)
-                raise BenchError(f"pyfwd start {' '.join(self.argv[6:])}: "
+                args = self.argv[len(PYFWD) + 3:]     # after the socket
+                raise BenchError(f"pyfwd start {' '.join(args)}: "
                                  f"not ready: {self.why()}")
 
 
@@ -204,22 +203,12 @@ class PpsBench:
         self.log = log
         self.name = "pfpp" + secrets.token_hex(3)
         self.ns = {"gen": f"{self.name}-gen", "lb": f"{self.name}-lb"}
-        self._procs = []
+        # programs in them, for system.py's helpers as for a Lab
+        self.hosts = Namespaces(self.ns)
         self._sinks = {}
         self._tmp = None
         self._xsk_info = {}
         self._gen_info = {}
-
-    # -- a Lab's run/popen, for system.py's helpers
-
-    def run(self, role, argv, timeout=30.0, **kwargs):
-        return _lab._spawn(self.ns[role], subprocess.run, argv,
-                           dict(kwargs, timeout=timeout))
-
-    def popen(self, role, argv, **kwargs):
-        proc = _lab._spawn(self.ns[role], subprocess.Popen, argv, kwargs)
-        self._procs.append(proc)
-        return proc
 
     # -- life cycle
 
@@ -245,11 +234,7 @@ class PpsBench:
         for s in self._sinks.values():
             s.stop()
         self._sinks.clear()
-        for p in self._procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        self._procs.clear()
+        self.hosts.close(STOP_GRACE)
         for ns in self.ns.values():
             if ns in _netns.listnetns():
                 _netns.remove(ns)
@@ -272,8 +257,8 @@ class PpsBench:
                 "net.ipv6.conf.all.disable_ipv6": 1,
                 "net.ipv6.conf.default.disable_ipv6": 1})
         for role, mine, peer, addr, peer_addr in LINKS:
-            with _lab._iproute(self.ns[role]) as ipr:
-                fd = _lab._open_netns(self.ns["lb"])
+            with iproute(self.ns[role]) as ipr:
+                fd = open_netns(self.ns["lb"])
                 try:
                     ipr.link("add", ifname=mine, kind="veth",
                              address=MACS[mine],
@@ -289,7 +274,7 @@ class PpsBench:
                              prefixlen=24)
                 ipr.link("set", index=idx, state="up")
                 ipr.link("set", index=1, state="up")
-            with _lab._iproute(self.ns["lb"]) as ipr:
+            with iproute(self.ns["lb"]) as ipr:
                 idx, = ipr.link_lookup(ifname=peer)
                 ipr.addr("add", index=idx, address=peer_addr.split("/")[0],
                          prefixlen=24)
@@ -297,9 +282,9 @@ class PpsBench:
                 ipr.link("set", index=1, state="up")
             for r, ifname in ((role, mine), ("lb", peer)):
                 self._sysctls(r, {f"net/ipv4/conf/{ifname}/rp_filter": 0})
-            rps(self, "lb", peer, FWD_CPU)
-            rps(self, role, mine, GEN_CPU)
-            busy_poll_tuning(self, "lb", peer)
+            rps(self.hosts, "lb", peer, FWD_CPU)
+            rps(self.hosts, role, mine, GEN_CPU)
+            busy_poll_tuning(self.hosts, "lb", peer)
         # the sinks stay for the whole run; their receive work on CPU 0
         for ifname in ("G0", "G1"):
             self._sinks[ifname] = self._attach("gen", "sink.bpf.o", ifname,
@@ -309,20 +294,20 @@ class PpsBench:
 
     def _sysctls(self, role, settings):
         for key, value in settings.items():
-            _lab.sysctl(self.ns[role], key, value)
+            self.hosts.sysctl(role, key, value)
 
     def _attach(self, role, obj, ifname, cpu) -> _Proc:
         """xdpprog with ``obj`` on ``ifname``, its NAPI kthread on ``cpu``."""
         before = napi_threads()
-        p = _Proc(self, role, [_bin("xdpprog"), _bin(obj), ifname, "native"],
-                  stdin=True)
+        p = _Proc(self.hosts, role, [_bin("xdpprog"), _bin(obj), ifname,
+                                     "native"], stdin=True)
         try:
             p.line()
             # A sink beside the generator (CPU 0, which never sleeps)
             # runs real-time: as a fair-share thread it would run late,
             # veth's 256-frame ring would overflow and what the forwarder
             # delivered would not be counted.
-            thread_napi(self, role, ifname, cpu, before=before,
+            thread_napi(self.hosts, role, ifname, cpu, before=before,
                         priority=SINK_PRIO if role == "gen" else 0)
         except BaseException:
             p.stop()
@@ -362,15 +347,16 @@ class PpsBench:
         stops = []
         try:
             if row == "xdp-kernel":
-                p = _Proc(self, "lb", [_bin("xdpprog"), _bin("macswap.bpf.o"),
-                                       "L0", "native"], stdin=True)
+                p = _Proc(self.hosts, "lb", [_bin("xdpprog"),
+                                             _bin("macswap.bpf.o"), "L0",
+                                             "native"], stdin=True)
                 stops.append(p.stop)
                 p.line()
             elif row == "xsk-minimal":
-                p = _Proc(self, "lb", [_bin("xsk_minimal"), "-i", "L0", "-o",
-                                       _bin("xskredir.bpf.o"), "-c",
-                                       str(FWD_CPU), "-b", str(self.busy_poll)],
-                          cpu=FWD_CPU)
+                p = _Proc(self.hosts, "lb", [
+                    _bin("xsk_minimal"), "-i", "L0", "-o",
+                    _bin("xskredir.bpf.o"), "-c", str(FWD_CPU), "-b",
+                    str(self.busy_poll)], cpu=FWD_CPU)
                 stops.append(p.stop)
                 self._xsk_info = p.line()
             elif row == "kernel-nat":
@@ -379,7 +365,7 @@ class PpsBench:
                 mode, backend = row.split("-")
                 stops.append(self._engine(mode, backend))
             for ifname in xdp_ifs:
-                thread_napi(self, "lb", ifname, FWD_CPU, before=before)
+                thread_napi(self.hosts, "lb", ifname, FWD_CPU, before=before)
         except BaseException:
             for stop in reversed(stops):
                 stop()
@@ -401,7 +387,7 @@ class PpsBench:
                      "--copy-mode", "copy", "--busy-poll", str(self.busy_poll)]
         else:
             args += ["--backend", "afpacket", "--busy-poll", "0"]
-        e = _Engine(self, args, self._tmp)
+        e = _Engine(self.hosts, args, self._tmp)
         try:
             e.wait_ready()
         except BaseException:
@@ -412,12 +398,8 @@ class PpsBench:
     def _kernel_nat(self):
         if not shutil.which("nft"):
             raise BenchError("kernel-nat needs nft: apt-get install nftables")
-        rules = (f"table ip {self.name} {{\n"
-                 f"  chain pre {{\n"
-                 f"    type nat hook prerouting priority dstnat;\n"
-                 f"    ip daddr {VIP} udp dport {PORT} dnat to {REAL_NAT}\n"
-                 f"  }}\n}}\n")
-        r = self.run("lb", ["nft", "-f", "-"], input=rules,
+        rules = nft_ruleset(self.name, VIP, [REAL_NAT], PORT, "udp")
+        r = self.hosts.run("lb", ["nft", "-f", "-"], input=rules,
                      capture_output=True, text=True)
         if r.returncode:
             raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
@@ -425,7 +407,7 @@ class PpsBench:
 
         def stop():
             self._sysctls("lb", {"net.ipv4.ip_forward": 0})
-            self.run("lb", ["nft", "delete", "table", "ip", self.name],
+            self.hosts.run("lb", ["nft", "delete", "table", "ip", self.name],
                      capture_output=True)
         return stop
 
@@ -466,7 +448,7 @@ class PpsBench:
         (pps), and over the whole run (delivered <= sent)."""
         warmup = self.warmup if warmup is None else warmup
         start = sink.ask()
-        gen = _Proc(self, "gen", [
+        gen = _Proc(self.hosts, "gen", [
             _bin("pktgen"), "-i", "G0", "-s", MACS["G0"], "-d", MACS["L0"],
             "-S", LINKS[0][3].split("/")[0], "-D", VIP, "-p", str(PORT),
             "-f", str(self.flows), "-c", str(GEN_CPU), "-r", str(int(rate)),

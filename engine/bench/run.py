@@ -15,15 +15,16 @@ import signal
 import time
 from datetime import datetime, timezone
 
+from pyfwd.bench import micro
 from pyfwd.bench import results as results_mod
+from pyfwd.bench.micro import ROWS as MICRO_ROWS
+from pyfwd.bench.http import HttpBench
+from pyfwd.bench.pps import ROWS as PPS_ROWS
+from pyfwd.bench.pps import PpsBench
 from pyfwd.bench.results import HTTP_MODES, HTTP_SIZES, Results
 from pyfwd.bench.system import BenchError, cpus
 
-PPS_ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat",
-            "dr-xdp", "nat-xdp", "snat-xdp", "dr-afpacket")
 HTTP_ROWS = tuple(f"http-{m}-{s}" for m in HTTP_MODES for s in HTTP_SIZES)
-MICRO_ROWS = ("core-dr", "core-nat-hit", "core-nat-new", "core-drop",
-              "maglev-10", "maglev-1000", "flow-table", "flow-table-nat")
 GROUPS = {"micro": MICRO_ROWS, "pps": PPS_ROWS, "http": HTTP_ROWS}
 ALL_ROWS = MICRO_ROWS + PPS_ROWS + HTTP_ROWS
 
@@ -137,7 +138,6 @@ class _Progress:
 
 def _micro(rows, runs, repeats, res, progress):
     """Microbenchmark runs ``runs`` (numbers out of ``repeats``)."""
-    from pyfwd.bench import micro
     for run in runs:
         for fig in micro.run_all(log=lambda *_: None, only=rows):
             res.add(fig["name"], {fig["metric"]: fig["value"]})
@@ -161,7 +161,6 @@ def _record(res, progress, name, what, measure) -> None:
 
 
 def _pps(rows, repeats, seconds, res, progress, log):
-    from pyfwd.bench.pps import PpsBench
     with PpsBench(seconds=seconds, log=log) as bench:
         res.info["pps_setup"] = bench.setup()
         for run in range(repeats):
@@ -172,7 +171,6 @@ def _pps(rows, repeats, seconds, res, progress, log):
 
 
 def _http(rows, repeats, seconds, connections, res, progress, log):
-    from pyfwd.bench.http import HttpBench
     with HttpBench(seconds=seconds, connections=connections,
                    log=log) as bench:
         res.info["http_setup"] = bench.setup()

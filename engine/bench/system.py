@@ -1,6 +1,11 @@
 """What a benchmark does to the machine, and what it reads back: which
 core runs what (process affinity, veth receive work steered by threaded
-NAPI or RPS), busy-poll tuning on an interface, and CPU time per core.
+NAPI or RPS), busy-poll tuning on an interface, CPU time per core and per
+process, and the counters of interfaces and of the kernel's receive path.
+
+The benchmarks use two cores: LOAD_CPU for the load (the packet generator
+or wrk, the real servers, the switches) and LB_CPU for the balancer or
+forwarder measured, and only for it.
 
 Facts behind it (shared/FACTS.md): veth does its receive work on the
 sender's CPU unless steered, so without this the "balancer" silently runs
@@ -13,7 +18,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+
 from pyfwd.errors import PyfwdError
+
+LOAD_CPU, LB_CPU = 0, 1
 
 
 class BenchError(PyfwdError):
@@ -170,3 +179,68 @@ def pin_self(cpu: int):
     def preexec():
         os.sched_setaffinity(0, {cpu})
     return preexec
+
+
+def link_stats(lab, role: str, key: str, only=None) -> dict:
+    """{ifname: counter ``key``} of ``role``'s interfaces (``only`` those
+    names if given, lo left out), from rtnetlink's 64-bit counters."""
+    def read():
+        with IPRoute() as ipr:
+            out = {}
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                if name == "lo" or (only and name not in only):
+                    continue
+                stats = link.get_attr("IFLA_STATS64") or \
+                    link.get_attr("IFLA_STATS")
+                out[name] = stats[key]
+            return out
+    return lab.call(role, read)
+
+
+def link_rx(lab, role: str = "lb") -> dict:
+    """{ifname: rx_packets} of ``role``'s interfaces (lo left out)."""
+    return link_stats(lab, role, "rx_packets")
+
+
+def lb_drops(lab) -> dict:
+    """Frames lost on their way into the balancer, per counter: the lb's
+    rx_dropped and the tx_dropped of the switch ports facing it.  With XDP
+    on veth these are distinct (the port's: the lb's NAPI ring was full;
+    the lb's: XDP could not redirect, an AF_XDP ring was full); without,
+    one drop (the lb's CPU backlog full) shows in both, and in
+    /proc/net/softnet_stat.  So the largest is a lower bound of the loss."""
+    out = {f"lb {i} rx_dropped": n
+           for i, n in link_stats(lab, "lb", "rx_dropped").items()}
+    for node in lab.plan().switches:
+        if "lb" in node.ports:
+            n = link_stats(lab, node.role, "tx_dropped", only=("lb",))["lb"]
+            out[f"{node.role} port lb tx_dropped"] = n
+    return out
+
+
+def net_rx_softirqs() -> list:
+    """NET_RX softirqs run so far, per CPU (/proc/softirqs)."""
+    with open("/proc/softirqs") as f:
+        for line in f:
+            if line.strip().startswith("NET_RX:"):
+                return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def backlog_drops() -> list:
+    """Frames dropped because a CPU's input backlog was full
+    (netdev_max_backlog), per CPU (/proc/net/softnet_stat, 2nd column)."""
+    with open("/proc/net/softnet_stat") as f:
+        return [int(line.split()[1], 16) for line in f]
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads) in seconds; 0.0
+    when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

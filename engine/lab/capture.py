@@ -7,10 +7,10 @@ socket on the balancer's own eth0/eth1 misses most of its traffic (XDP
 redirects received frames before the taps; AF_XDP transmits skip them).
 Every lab host interface is one end of a veth pair whose other end, named
 after the host role, is a port of ``br0`` in a switch namespace (see
-pyfwd.lab.topology).  On that port, a frame the bridge transmits (PACKET_OUTGOING)
-is one the host receives, and a frame the port receives is one the host
-sent.  Frames the bridge floods to the port that the host's NIC would drop
-(unicast to another MAC) are left out.
+pyfwd.lab.topology).  On that port, a frame the bridge transmits
+(PACKET_OUTGOING) is one the host receives, and a frame the port receives
+is one the host sent.  Frames the bridge floods to the port that the
+host's NIC would drop (unicast to another MAC) are left out.
 
 One reader thread drains every socket (epoll); the sockets have a large
 receive buffer, so a burst of tens of thousands of frames waits in the
@@ -32,6 +32,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
 from pyfwd.errors import LabError
+from pyfwd.lab.words import plural
 
 __all__ = ["Frame", "Capture", "Tcp4", "parse_tcp4", "write_pcap",
            "read_pcap", "SNAPLEN"]
@@ -241,10 +242,6 @@ def _clock(ts: float) -> str:
         f".{int(ts % 1 * 1000):03d}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' * (n != 1)}"
-
-
 class Capture:
     """Capture every frame each of ``roles``' interfaces sends or receives.
 
@@ -299,9 +296,16 @@ class Capture:
             self._close()
             raise
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._reader, daemon=True,
+        self._thread = threading.Thread(target=self._reader,
+                                        args=(self._wake_r,), daemon=True,
                                         name=f"pyfwd-capture:{self._lab.name}")
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._thread = None
+            self._close()
+            raise
+        self._wake_r = None         # the reader's now: it closes it
         return self
 
     def _open(self, tap: _Tap) -> socket.socket:
@@ -329,7 +333,8 @@ class Capture:
 
         Re-raises an exception other than OSError that ended the reader (a
         bug); an OSError is kept in ``error`` (see ``complete``).  The
-        sockets are closed even if the wait is interrupted (Ctrl-C).
+        sockets are closed even if the wait is interrupted (Ctrl-C); the
+        reader still wakes then (see ``_reader``) and ends by itself.
         """
         if self._stopped:
             return
@@ -337,7 +342,10 @@ class Capture:
         try:
             if self._thread is not None:
                 self._stopping = True
-                os.write(self._wake_w, b"x")
+                try:
+                    os.write(self._wake_w, b"x")
+                except BrokenPipeError:
+                    pass        # the reader has ended, its end is closed
                 self._thread.join()
         finally:
             self._close()
@@ -356,6 +364,7 @@ class Capture:
             except OSError:
                 pass            # closed under us by Lab.down()
             sock.close()
+        # _wake_r is still ours only if the reader never started
         for fd in (self._wake_r, self._wake_w):
             if fd is not None:
                 os.close(fd)
@@ -369,7 +378,14 @@ class Capture:
 
     # -- the reader
 
-    def _reader(self) -> None:
+    def _reader(self, wake_r: int) -> None:
+        """The reader thread.  It owns ``wake_r``, the read end of the
+        wake-up pipe, and closes it when it ends.  stop() writes a byte to
+        the write end, then closes the sockets and that write end, even
+        when its wait is cut short.  If stop() closed ``wake_r`` as well,
+        the close would take the pipe out of the epoll set, and the byte's
+        wake-up with it when this thread had not run yet (a loaded
+        machine): it would sleep in select() for good."""
         sel = selectors.DefaultSelector()
         # the sockets, kept here: an interrupted stop() closes the taps'
         live = {tap: tap.sock for tap in self._taps}
@@ -400,7 +416,7 @@ class Capture:
         try:
             for tap, sock in live.items():
                 sel.register(sock, selectors.EVENT_READ, tap)
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            sel.register(wake_r, selectors.EVENT_READ, None)
             while not self._stopping and live:
                 for key, _ in sel.select():
                     if key.data in live:
@@ -421,6 +437,7 @@ class Capture:
             self._error, self._error_ts = e, time.time()
         finally:
             sel.close()
+            os.close(wake_r)
 
     def _drain(self, tap: _Tap, sock, buf: bytearray, anc: int) -> int:
         """Read the frames waiting on ``sock``, at most DRAIN_MAX (so that
@@ -477,10 +494,10 @@ class Capture:
         out = []
         for tap in self._taps:
             if tap.drops:
-                out.append(f"{tap.where}: {_plural(tap.drops, 'frame')} "
+                out.append(f"{tap.where}: {plural(tap.drops, 'frame')} "
                            "dropped by the kernel (socket buffer full)")
             if tap.unread:
-                out.append(f"{tap.where}: {_plural(tap.unread, 'frame')} "
+                out.append(f"{tap.where}: {plural(tap.unread, 'frame')} "
                            f"still queued after {SETTLE_MAX:g} s of "
                            "stopping, not read")
             if tap.error is not None:

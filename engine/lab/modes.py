@@ -22,18 +22,16 @@ listener's real port is its VIP port.
 """
 
 import contextlib
-import logging
 import select
 import subprocess
-import sys
 from dataclasses import dataclass
 
 from pyfwd.errors import ConfigError, LabError
+from pyfwd.lab import whoami
+from pyfwd.lab.programs import PYFWD, stop
 from pyfwd.model import MODES
 
-log = logging.getLogger(__name__)
-
-__all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "PYFWD", "Listener",
+__all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "Listener",
            "web_listener", "setup_reals", "services", "balancer", "curl",
            "parse_whoami", "mac_owners", "start_whoami", "whoami_servers",
            "stop_all"]
@@ -43,7 +41,6 @@ TOPOLOGY = {"dr": "one-arm", "nat": "two-arm", "snat": "one-arm",
             "l7": "one-arm"}
 WHOAMI_PORT = 8080
 START_TIMEOUT = 10.0
-PYFWD = [sys.executable, "-m", "pyfwd.cli"]
 
 
 @dataclass(frozen=True)
@@ -176,11 +173,10 @@ def balancer(lab, mode: str, listeners=None, scheduler: str = "rr",
 
 
 def start_whoami(lab, role: str, port: int = WHOAMI_PORT):
-    """Start pyfwd.lab.whoami on every address of role (DR sends it packets for
-    the VIP); returns the Popen once it listens.  LabError if it does not
-    within START_TIMEOUT."""
-    proc = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami", "--bind",
-                            "0.0.0.0", "--port", str(port), "--name", role],
+    """Start pyfwd.lab.whoami on every address of role (DR sends it packets
+    for the VIP); returns the Popen once it listens.  LabError if it does
+    not within START_TIMEOUT."""
+    proc = lab.popen(role, whoami.command(port, role),
                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                      text=True)
     ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
@@ -192,20 +188,13 @@ def start_whoami(lab, role: str, port: int = WHOAMI_PORT):
 
 
 def stop_all(procs, grace: float = 5.0) -> None:
-    """SIGTERM every process, then SIGKILL those still there after grace;
-    their pipes are closed."""
+    """SIGTERM every process, then SIGKILL those still there after grace
+    (all at once, see pyfwd.lab.programs.stop); their pipes are closed."""
     for p in procs:
         if p.poll() is None:
             p.terminate()
     for p in procs:
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log.warning("pid %d outlived SIGKILL by %g s", p.pid, grace)
+        stop(p, grace)
         for pipe in (p.stdin, p.stdout, p.stderr):
             if pipe:
                 pipe.close()

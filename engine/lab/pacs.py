@@ -19,67 +19,36 @@ either VIP.
 
 `store_and_fetch` measures one mode in a lab that is up and returns a
 `Result`, with what the engine showed of each VIP; `run` builds the labs,
-calls it and explains the figures.  `split_multipart`, `is_dicom` and
 `parse_sop_uid` are pure: they read what they can of a malformed answer and
 say what they could not.
-dcmtk is called by full path: pynetdicom installs tools of the same names.
+
+The tools live apart: pyfwd.lab.dicom makes and reads the DICOM files and
+the WADO-RS answer (dcmtk), pyfwd.lab.orthanc runs the archives.
 """
 
-import contextlib
-import email.message
-import http.client
-import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-from pyfwd.lab import modes as labmodes
 from pyfwd.errors import ConfigError, LabError, PyfwdError
+from pyfwd.lab import dicom, orthanc
+from pyfwd.lab import modes as labmodes
+from pyfwd.lab.dicom import INSTANCES, make_study, read_parts
+from pyfwd.lab.orthanc import DICOM_PORT, WEB_PORT, aet, archives, rest
 
-__all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Study", "Result", "Part",
-           "missing", "run", "store_and_fetch", "explain", "make_study",
-           "sop_uids", "parse_sop_uid", "split_multipart", "is_dicom",
-           "archives", "listeners"]
+__all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Result", "missing", "run",
+           "store_and_fetch", "explain", "listeners"]
 
 MODES = ("dr", "nat")
-DICOM_PORT = 104
-WEB_PORT = 8042
 CLIENT_AET = "PYFWD"
 VIP_AET = "PACS"                # the AE title the client calls at the VIP
-INSTANCES = 3
-ORTHANC = "/usr/sbin/Orthanc"
-DICOMWEB_PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
-                    "/usr/lib/orthanc/libOrthancDicomWeb.so")
-STORESCU = "/usr/bin/storescu"
-DUMP2DCM = "/usr/bin/dump2dcm"
-DCMDUMP = "/usr/bin/dcmdump"
-START_TIMEOUT = 20.0            # Orthanc up and listening on both ports
-HTTP_TIMEOUT = 10.0
+HTTP_TIMEOUT = orthanc.HTTP_TIMEOUT
 DICOM_TIMEOUT = 10              # storescu's connect, ACSE and DIMSE timeouts
-TOOL_TIMEOUT = 30               # dump2dcm, dcmdump: one small file each
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
-
-# One instance of the study, as dump2dcm's text form of a dataset.
-_DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
-(0008,0018) UI [{sop}]
-(0008,0020) DA [{date}]
-(0008,0060) CS [OT]
-(0010,0010) PN [PYFWD^LESSON]
-(0010,0020) LO [PYFWD-{patient}]
-(0020,000d) UI [{study}]
-(0020,000e) UI [{series}]
-(0020,0010) SH [1]
-(0020,0011) IS [1]
-(0020,0013) IS [{number}]
-"""
 
 # What each mode does to the packets; the lines after it say what was
 # measured (the address Orthanc recorded, the fetch through the web VIP).
@@ -101,15 +70,6 @@ _WHY = [
     "VIP.  It matters here because each Orthanc keeps its own database; a",
     "real PACS cluster shares one.",
 ]
-
-
-@dataclass
-class Study:
-    """A study made by make_study: its UIDs and its DICOM files."""
-
-    study_uid: str
-    sop_uids: list              # SOP Instance UIDs, in file order
-    files: list                 # paths of the DICOM files
 
 
 @dataclass
@@ -168,11 +128,12 @@ def missing():
     """What the PACS workload needs and is not installed, as
     "what (how to install it)" strings; empty when ready."""
     out = []
-    if not os.access(ORTHANC, os.X_OK):
-        out.append(f"orthanc ({ORTHANC}: apt-get install orthanc)")
-    if _dicomweb_plugin() is None:
+    if not os.access(orthanc.ORTHANC, os.X_OK):
+        out.append(f"orthanc ({orthanc.ORTHANC}: apt-get install orthanc)")
+    if orthanc.dicomweb_plugin() is None:
         out.append("orthanc-dicomweb (apt-get install orthanc-dicomweb)")
-    if not all(os.access(p, os.X_OK) for p in (STORESCU, DUMP2DCM, DCMDUMP)):
+    dcmtk = (dicom.STORESCU, dicom.DUMP2DCM, dicom.DCMDUMP)
+    if not all(os.access(p, os.X_OK) for p in dcmtk):
         out.append("dcmtk (apt-get install dcmtk)")
     if shutil.which("curl") is None:
         out.append("curl (apt-get install curl)")
@@ -186,274 +147,10 @@ def _need():
         raise LabError("the PACS workload needs " + ", ".join(need))
 
 
-def _dicomweb_plugin():
-    return next((p for p in DICOMWEB_PLUGINS if os.path.exists(p)), None)
-
-
 def _check_mode(mode):
     if mode not in MODES:
         raise ConfigError(f"PACS mode {mode!r}: expected one of "
                           f"{', '.join(MODES)}")
-
-
-# ---------------------------------------------------------------------------
-# The study
-
-
-def new_uid():
-    """A fresh DICOM UID: 2.25 and a random UUID as an integer."""
-    return f"2.25.{uuid.uuid4().int}"
-
-
-def make_study(directory, instances=INSTANCES):
-    """Write a study of `instances` small Secondary Capture images into
-    directory with dcmtk's dump2dcm; returns the Study.  LabError if
-    dump2dcm fails or its files do not carry the UIDs asked."""
-    directory = Path(directory)
-    study, series = new_uid(), new_uid()
-    sops, files = [], []
-    for n in range(1, instances + 1):
-        sop = new_uid()
-        txt, dcm = directory / f"study-{n}.txt", directory / f"study-{n}.dcm"
-        txt.write_text(_DATASET.format(
-            sop=sop, study=study, series=series, number=n,
-            date=time.strftime("%Y%m%d"), patient=study[-6:]))
-        ok, said = _tool([DUMP2DCM, "--write-xfer-little", str(txt),
-                          str(dcm)])
-        if not ok:
-            raise LabError(f"dump2dcm: {said}")
-        sops.append(sop)
-        files.append(str(dcm))
-    uids, unread = sop_uids(files)
-    if uids != sops:
-        raise LabError("dump2dcm wrote other SOP Instance UIDs than asked"
-                       + "".join(f"; {u}" for u in unread))
-    return Study(study, sops, files)
-
-
-def _tool(argv):
-    """Run a dcmtk tool: (True, stdout) or (False, why)."""
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True,
-                           errors="replace", timeout=TOOL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return False, f"no answer within {TOOL_TIMEOUT} s"
-    except OSError as exc:
-        return False, str(exc)
-    if r.returncode != 0:
-        return False, ((r.stderr or r.stdout).strip()
-                       or f"exit status {r.returncode}")
-    return True, r.stdout
-
-
-def parse_sop_uid(dcmdump_text):
-    """The SOP Instance UID (0008,0018) in dcmdump's text, "" if none."""
-    m = re.search(r"\(0008,0018\) UI \[([0-9.]+)\]", dcmdump_text or "")
-    return m.group(1) if m else ""
-
-
-def sop_uids(paths):
-    """The SOP Instance UID of each DICOM file, read with dcmtk's dcmdump:
-    (uids, unread), uids one per path ("" for a file whose UID could not
-    be read), unread a "name: why" string for each of those files."""
-    uids, unread = [], []
-    for path in paths:
-        ok, said = _tool([DCMDUMP, "-q", "+P", "0008,0018", str(path)])
-        uid = parse_sop_uid(said) if ok else ""
-        uids.append(uid)
-        if not uid:
-            unread.append(f"{Path(path).name}: "
-                          + (f"dcmdump: {said}" if not ok
-                             else "no SOP Instance UID"))
-    return uids, unread
-
-
-class Part(NamedTuple):
-    """One part of a multipart body."""
-
-    headers: dict               # lower-case names
-    content: bytes
-
-
-def split_multipart(content_type, body):
-    """The parts of a multipart body (WADO-RS answers with
-    multipart/related): (parts, problems), parts the Part of each part
-    that could be read, problems what could not be and why.  Never raises
-    on malformed input: a missing boundary gives ([], [why])."""
-    boundary, why = _boundary(content_type)
-    if why:
-        return [], [why]
-    chunks = (b"\r\n" + (body or b"")).split(b"\r\n--" + boundary)
-    if len(chunks) == 1:
-        return [], [f"the boundary does not occur in the body "
-                    f"({len(body or b'')} bytes)"]
-    parts, problems, closed = [], [], False
-    for n, chunk in enumerate(chunks[1:], 1):
-        if chunk.startswith(b"--"):             # the closing delimiter
-            closed = True
-            break
-        part = _part(chunk)
-        if isinstance(part, str):
-            problems.append(f"part {n}: {part}")
-            continue
-        length = part.headers.get("content-length", "")
-        if length.isdigit() and int(length) > len(part.content):
-            problems.append(f"part {n}: {len(part.content)} bytes of the "
-                            f"{length} its Content-Length says")
-        elif length.isdigit():
-            part = part._replace(content=part.content[:int(length)])
-        parts.append(part)
-    if not closed:
-        problems.append("no closing boundary: the body may be cut short")
-    if not parts and not problems:
-        problems.append("no parts")
-    return parts, problems
-
-
-def _boundary(content_type):
-    """(boundary bytes, "") or (b"", why not)."""
-    msg = email.message.Message()
-    msg["content-type"] = content_type or ""
-    boundary = msg.get_boundary()
-    if msg.get_content_maintype() != "multipart" or not boundary:
-        return b"", f"no multipart boundary in Content-Type {content_type!r}"
-    try:
-        return boundary.encode("ascii"), ""
-    except UnicodeEncodeError:
-        return b"", f"a boundary that is not ASCII: {boundary!r}"
-
-
-def _part(chunk):
-    """A Part from what follows a delimiter, or why it is not one."""
-    padding, eol, rest = chunk.partition(b"\r\n")
-    if not eol:
-        return "cut short after its boundary"
-    if padding.strip():
-        return "text after its boundary on the same line"
-    if rest.startswith(b"\r\n"):               # no header lines
-        return Part({}, rest[2:])
-    head, sep, content = rest.partition(b"\r\n\r\n")
-    if not sep:
-        return "no blank line after its headers"
-    headers = {}
-    for line in head.decode("latin-1").split("\r\n"):
-        name, colon, value = line.partition(":")
-        if colon:
-            headers[name.strip().lower()] = value.strip()
-    return Part(headers, content)
-
-
-def is_dicom(content):
-    """True for a DICOM file (Part 10): "DICM" after the 128-byte
-    preamble, as WADO-RS sends application/dicom."""
-    return len(content) >= 132 and content[128:132] == b"DICM"
-
-
-# ---------------------------------------------------------------------------
-# The archives (one Orthanc per real server)
-
-
-def orthanc_config(role, directory):
-    """The Orthanc configuration of one real server's archive."""
-    db = str(Path(directory) / "db")
-    return {
-        "Name": f"pyfwd-{role}", "DicomAet": _aet(role),
-        "DicomPort": DICOM_PORT, "HttpPort": WEB_PORT,
-        "StorageDirectory": db, "IndexDirectory": db,
-        "RemoteAccessAllowed": True, "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,       # the client calls VIP_AET
-        "HttpCompressionEnabled": False, "SaveJobs": False,
-        "Plugins": [_dicomweb_plugin()],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-
-
-def _aet(role):
-    return "PACS" + re.sub(r"\D", "", role)
-
-
-def _http(host, port, method, path, body=None, timeout=HTTP_TIMEOUT):
-    """(status, body bytes) of one request from the calling namespace."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _rest(lab, role, method, path, body=None):
-    """Orthanc's REST API on role, from inside role's namespace; the JSON
-    answer.  LabError on a status other than 200."""
-    def ask():
-        return _http("127.0.0.1", WEB_PORT, method, path,
-                     None if body is None else json.dumps(body))
-    what = f"Orthanc on {role}: {method} {path}"
-    try:
-        status, data = lab.call(role, ask, timeout=HTTP_TIMEOUT + 5)
-    except (OSError, http.client.HTTPException) as exc:
-        raise LabError(f"{what}: {exc}") from exc
-    if status != 200:
-        raise LabError(f"{what}: HTTP {status}")
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise LabError(f"{what}: not JSON: {data[:80]!r}") from None
-
-
-@contextlib.contextmanager
-def archives(lab, directory, roles=None):
-    """Orthanc on each real server (all of the lab's by default), each with
-    its own configuration and database under directory; yields {role:
-    Popen} once every one answers on both ports.  Stopped on the way out.
-    LabError (with the end of its log) if one does not start within
-    START_TIMEOUT."""
-    procs = {}
-    try:
-        for role in lab.reals if roles is None else roles:
-            d = Path(directory) / role
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "orthanc.json").write_text(json.dumps(
-                orthanc_config(role, d), indent=1))
-            with open(d / "orthanc.log", "wb") as log:
-                procs[role] = lab.popen(
-                    role, [ORTHANC, str(d / "orthanc.json")],
-                    stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT,
-                    # without it, delayed ACKs cost ~40 ms per image
-                    env=dict(os.environ, TCP_NODELAY="1"))
-        for role, proc in procs.items():
-            _wait_orthanc(lab, role, proc, Path(directory) / role)
-        yield procs
-    finally:
-        labmodes.stop_all(list(procs.values()))
-
-
-def _wait_orthanc(lab, role, proc, directory):
-    """Return once Orthanc on role answers on both ports; LabError with the
-    end of its log if it exits or does not within START_TIMEOUT."""
-    def wait():
-        end = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < end and proc.poll() is None:
-            try:
-                status, _ = _http("127.0.0.1", WEB_PORT, "GET", "/system",
-                                  timeout=1)
-                socket.create_connection(("127.0.0.1", DICOM_PORT),
-                                         1).close()
-                if status == 200:
-                    return True
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.1)
-        return False
-
-    if not lab.call(role, wait, timeout=START_TIMEOUT + 5):
-        tail = (directory / "orthanc.log").read_text(errors="replace")
-        tail = " | ".join(tail.strip().splitlines()[-3:])
-        how = ("exited" if proc.poll() is not None
-               else f"did not listen within {START_TIMEOUT:.0f} s")
-        raise LabError(f"Orthanc on {role} {how}: {tail}")
 
 
 # ---------------------------------------------------------------------------
@@ -530,7 +227,7 @@ def _store(lab, study, res, listener):
     t0 = time.monotonic()
     try:
         r = lab.run("client", [
-            STORESCU, "-aet", CLIENT_AET, "-aec", VIP_AET,
+            dicom.STORESCU, "-aet", CLIENT_AET, "-aec", VIP_AET,
             "-to", str(DICOM_TIMEOUT), "-ta", str(DICOM_TIMEOUT),
             "-td", str(DICOM_TIMEOUT), listener.vip, str(listener.port),
             *study.files], capture_output=True, text=True, errors="replace",
@@ -567,25 +264,8 @@ def _fetch(lab, study, res, directory):
     res.fetch_bytes = len(body)
     if res.fetch_status != 200:
         return f"GET {url}: HTTP {res.fetch_status}"
-    res.retrieved, res.unread = _read_parts(content_type, body, directory)
+    res.retrieved, res.unread = read_parts(content_type, body, directory)
     return ""
-
-
-def _read_parts(content_type, body, directory):
-    """(SOP Instance UIDs, what could not be read) of a WADO-RS answer;
-    each DICOM part is written under directory for dcmdump."""
-    parts, unread = split_multipart(content_type, body)
-    files = []
-    for n, part in enumerate(parts, 1):
-        if not is_dicom(part.content):
-            unread.append(f"part {n}: not DICOM ("
-                          f"{part.headers.get('content-type', 'no type')}, "
-                          f"{len(part.content)} bytes)")
-            continue
-        files.append(directory / f"part-{n}.dcm")
-        files[-1].write_bytes(part.content)
-    uids, not_read = sop_uids(files)
-    return [u for u in uids if u], unread + not_read
 
 
 def _locate(lab, study, res):
@@ -593,12 +273,12 @@ def _locate(lab, study, res):
     study, and what it recorded of the store; LabError if one does not
     answer."""
     for role in lab.reals:
-        ids = _rest(lab, role, "POST", "/tools/find", {
+        ids = rest(lab, role, "POST", "/tools/find", {
             "Level": "Instance",
             "Query": {"StudyInstanceUID": study.study_uid}})
         res.holders[role] = len(ids)
         if ids and not res.recorded:
-            res.recorded = _rest(lab, role, "GET",
+            res.recorded = rest(lab, role, "GET",
                                  f"/instances/{ids[0]}/metadata?expand")
 
 
@@ -624,7 +304,7 @@ def _archive_lines(res):
     where = res.stored_on
     if where:
         lines = [f"  archive  {where} ({res.reals[where]}, Orthanc AE "
-                 f"{_aet(where)}) took {res.holders[where]} of "
+                 f"{aet(where)}) took {res.holders[where]} of "
                  f"{len(res.stored)}; " + ", ".join(
                      f"{r} holds {k}" for r, k in res.holders.items()
                      if r != where)]

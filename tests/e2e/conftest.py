@@ -7,7 +7,6 @@ removes whatever a failed test left behind.
 """
 
 import itertools
-import os
 import random
 import string
 

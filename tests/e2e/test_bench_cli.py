@@ -6,15 +6,16 @@ SIGTERM in the middle still writes what was measured and cleans up.  Root.
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from pyroute2 import netns
 
+from pyfwd.lab.programs import PYFWD
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-BENCH = [sys.executable, "-m", "pyfwd.cli", "bench"]
+BENCH = PYFWD + ["bench"]
 PREFIXES = ("pfpp", "pfht")         # pyfwd.bench.pps and .http namespaces
 
 

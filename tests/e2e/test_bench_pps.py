@@ -31,13 +31,13 @@ def test_rows_deliver_and_clean_up():
             got[row] = bench.measure(row)
             # between rows only the two sinks run: the row's forwarder
             # and generator are gone
-            assert sum(p.poll() is None for p in bench._procs) == 2, row
+            assert sum(p.poll() is None for p in bench.hosts.procs) == 2, row
         with pytest.raises(BenchError, match="unknown packet-rate row"):
             bench.measure("nat-dpdk")
         # the topology is still usable after a refused row
         again = bench.measure("generator")
         setup = bench.setup()
-        pids = [p.pid for p in bench._procs]
+        pids = [p.pid for p in bench.hosts.procs]
     for row, m in {**got, "generator again": again}.items():
         assert m["pps"] > 1000, (row, m)
         assert 0 < m["delivered"] <= m["sent"], (row, m)

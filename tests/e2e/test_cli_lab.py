@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pyfwd.lab.programs import PYFWD
+
 pytestmark = pytest.mark.root
 
 NETNS = Path("/run/netns")
@@ -18,8 +20,7 @@ NETNS = Path("/run/netns")
 
 def pyfwd(*args, timeout=120, check=True):
     exe = Path(sys.executable).parent / "pyfwd"
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m",
-                                             "pyfwd.cli"]
+    argv = [str(exe)] if exe.exists() else PYFWD
     r = subprocess.run(argv + list(args), capture_output=True, text=True,
                        timeout=timeout)
     if check:

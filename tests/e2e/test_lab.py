@@ -1,4 +1,5 @@
-"""pyfwd.lab.topology against the real kernel: build labs, send traffic, tear down.
+"""pyfwd.lab.topology against the real kernel: build labs, send traffic,
+tear down.
 
 Traffic uses real programs where it matters (python3 -m http.server in the
 real namespaces, curl in the client) and lab.socket() for quick checks.

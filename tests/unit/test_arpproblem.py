@@ -1,18 +1,18 @@
-"""pyfwd.lab.arpproblem's pure parts: reading arp-check's output, whose MAC,
-the request lines, the announcement, and what the Result concludes from
-its measurements."""
+"""The ARP problem lesson's pure parts (pyfwd.lab.arpproblem and
+arpmeasure): reading arp-check's output, whose MAC, the request lines, the
+announcement, and what the Result concludes from its measurements."""
 
 import subprocess
 import time
 
 import pytest
 
-from pyfwd.lab import arpproblem
-from pyfwd.lab.arpproblem import (ArpCheckRun, Request, Result,
-                              format_announcement, format_arp_check,
-                              format_request, format_times, frame_counts,
-                              owner, parse_arp_check, punts_handled,
-                              wait_for_announcement)
+from pyfwd.lab import arpmeasure, arpproblem
+from pyfwd.lab.arpmeasure import (ArpCheckRun, Request, Result, frame_counts,
+                                  parse_arp_check, punts_handled,
+                                  wait_for_announcement)
+from pyfwd.lab.arpproblem import (format_announcement, format_arp_check,
+                                  format_request, format_times, owner)
 from pyfwd.errors import LabError
 
 CLIENT, LB, REAL1, REAL2 = "02:00:00:00:01:01", "02:00:00:00:01:02", \
@@ -229,7 +229,7 @@ class _Counting:
 
 
 def test_request_turns_a_curl_timeout_into_a_failed_request():
-    r = arpproblem.request(_Namespaces(), _Counting(), "cause")
+    r = arpmeasure.request(_Namespaces(), _Counting(), "cause")
     assert r.node is None and "did not finish" in r.error
     assert (r.flows, r.frames, r.forwarded, r.arp, r.arp_claims) == \
         (1, 3, 2, 1, 1)
@@ -237,16 +237,16 @@ def test_request_turns_a_curl_timeout_into_a_failed_request():
 
 def test_request_reads_the_node_from_the_whoami_answer():
     ns = _Namespaces("node=real2 client=10.0.0.1:4000 local=10.0.0.100:8080")
-    r = arpproblem.request(ns, _Counting(), "cause")
+    r = arpmeasure.request(ns, _Counting(), "cause")
     assert (r.node, r.error, r.mac_before, r.mac_after) == \
         ("real2", None, LB, LB)
-    r = arpproblem.request(_Namespaces("hello"), _Counting(), "cause")
+    r = arpmeasure.request(_Namespaces("hello"), _Counting(), "cause")
     assert r.node is None and "hello" in r.error
 
 
 def test_run_arp_check_turns_a_timeout_into_a_lab_error():
     with pytest.raises(LabError, match="arp-check.*no answer"):
-        arpproblem.run_arp_check(_Namespaces(), LB)
+        arpmeasure.run_arp_check(_Namespaces(), LB)
 
 
 def test_result_shown_and_fixed():

@@ -2,40 +2,42 @@
 
 import pytest
 
+from pyfwd.bench import frames as bench_frames
 from pyfwd.bench import micro
 from pyfwd.bench.system import BenchError
 from pyfwd.neighbours.frames import mac_to_bytes
 
 from ..cases.harness import checksum_problems
 
-REAL_MACS = {mac_to_bytes(m) for m in micro.DR_REALS.values()}
+REAL_MACS = {mac_to_bytes(m) for m in bench_frames.DR_REALS.values()}
 
 
 def test_dr_frames_come_out_to_a_real_from_us():
-    frames = micro.dr_frames(16)
+    frames = bench_frames.dr_frames(16)
     core = micro.dr_setup().core()
     outs, res = core.process(frames)
     assert [r.reason for r in res] == ["forward"] * 16
     for f, o in zip(frames, outs):
         assert o[:6] in REAL_MACS
-        assert o[6:12] == mac_to_bytes(micro.LB_MAC)
+        assert o[6:12] == mac_to_bytes(bench_frames.LB_MAC)
         assert o[12:] == f[12:]
 
 
 def test_built_frames_have_right_checksums():
-    syn = micro.nat_new_frames(3)
-    frames = (micro.dr_frames(2) + micro.nat_frames(2) + syn
-              + [micro.answer(syn[0]), micro.ipv4_frame(
-                  micro.LB_MAC, micro.CLIENT_MAC, micro.CLIENT, micro.VIP,
-                  micro.UDP, 5353, 53, payload=b"q")])
+    b = bench_frames
+    syn = b.nat_new_frames(3)
+    frames = (b.dr_frames(2) + b.nat_frames(2) + syn
+              + [b.answer(syn[0]), b.ipv4_frame(
+                  b.LB_MAC, b.CLIENT_MAC, b.CLIENT, b.VIP,
+                  b.UDP, 5353, 53, payload=b"q")])
     for f in frames:
         assert not checksum_problems(f)
-    assert len({f[26:30] + f[34:36] for f in micro.nat_new_frames(60000)}) \
+    assert len({f[26:30] + f[34:36] for f in b.nat_new_frames(60000)}) \
         == 60000
 
 
 def test_nat_new_opens_one_flow_per_packet_every_round():
-    bench = micro.CoreBench("nat-new", micro.nat_new_frames(256))
+    bench = micro.CoreBench("nat-new", bench_frames.nat_new_frames(256))
     for _ in range(2):      # the first round's flows expire before the next
         before = bench.counters()
         bench.run(bench.rounds())
@@ -56,16 +58,16 @@ def test_nat_hit_and_dr_are_hits_of_established_flows():
 
 def test_drop_frames_are_all_dropped_for_different_reasons():
     core = micro.dr_setup().core()
-    _, res = core.process(micro.drop_frames())
+    _, res = core.process(bench_frames.drop_frames())
     assert {r.verdict for r in res} == {"drop"}
     assert len({r.reason for r in res}) == len(res)
 
 
 def test_frames_that_are_not_the_kind_are_refused():
     with pytest.raises(BenchError, match="frame 0"):
-        micro.core_ns("dr", micro.drop_frames(), repeat=1)
+        micro.core_ns("dr", bench_frames.drop_frames(), repeat=1)
     with pytest.raises(BenchError, match="new"):    # 64 packets, 1 flow
-        micro.core_ns("nat-new", micro.nat_new_frames(1) * 64, repeat=1)
+        micro.core_ns("nat-new", bench_frames.nat_new_frames(1) * 64, repeat=1)
 
 
 def test_flow_bytes():

@@ -1,10 +1,10 @@
-"""The PACS workload's readers of a WADO-RS answer and of dcmdump, its
-lesson text and what it does without Orthanc (pure: no root, no dcmtk; the
-tools are stand-in scripts)."""
+"""The PACS workload's readers of a WADO-RS answer and of dcmdump
+(pyfwd.lab.dicom), its lesson text and what it does without Orthanc (pure:
+no root, no dcmtk; the tools are stand-in scripts)."""
 
 import pytest
 
-from pyfwd.lab import pacs
+from pyfwd.lab import dicom, orthanc, pacs
 from pyfwd.errors import LabError
 
 CT = 'multipart/related; type="application/dicom"; boundary={}'
@@ -22,7 +22,7 @@ def body(boundary, *parts, close=True):
 def test_split_multipart_reads_every_part():
     b = body(b"XyZ", (b"Content-Type: application/dicom", DICOM),
              (b"Content-Type: application/dicom", DICOM + b"\r\n--"))
-    parts, problems = pacs.split_multipart(CT.format("XyZ"),
+    parts, problems = dicom.split_multipart(CT.format("XyZ"),
                                              b"preamble\r\n" + b)
     assert problems == []
     assert [p.content for p in parts] == [DICOM, DICOM + b"\r\n--"]
@@ -31,7 +31,7 @@ def test_split_multipart_reads_every_part():
 
 def test_split_multipart_quoted_boundary_with_separators():
     b = body(b"a b;c=d", (b"Content-Type: application/dicom", DICOM))
-    parts, problems = pacs.split_multipart(
+    parts, problems = dicom.split_multipart(
         'multipart/related; Boundary="a b;c=d"; type="application/dicom"', b)
     assert problems == [] and [p.content for p in parts] == [DICOM]
 
@@ -39,7 +39,7 @@ def test_split_multipart_quoted_boundary_with_separators():
 def test_split_multipart_content_length_cuts_and_says_short():
     b = body(b"B", (b"Content-Length: 4", b"abcdef"),
              (b"Content-Length: 99", b"xyz"))
-    parts, problems = pacs.split_multipart(CT.format("B"), b)
+    parts, problems = dicom.split_multipart(CT.format("B"), b)
     assert [p.content for p in parts] == [b"abcd", b"xyz"]
     assert problems == ["part 2: 3 bytes of the 99 its Content-Length says"]
 
@@ -48,27 +48,27 @@ def test_split_multipart_content_length_cuts_and_says_short():
     None, "", "application/dicom", "multipart/related",
     "multipart/related; boundary=", 'multipart/related; boundary="é"'])
 def test_split_multipart_without_a_usable_boundary(content_type):
-    parts, problems = pacs.split_multipart(content_type,
+    parts, problems = dicom.split_multipart(content_type,
                                            body(b"B", (b"", b"x")))
     assert parts == [] and len(problems) == 1
 
 
 def test_split_multipart_boundary_not_in_body():
-    parts, problems = pacs.split_multipart(CT.format("B"), b"<html>oops")
+    parts, problems = dicom.split_multipart(CT.format("B"), b"<html>oops")
     assert parts == []
     assert problems == ["the boundary does not occur in the body (10 bytes)"]
 
 
 @pytest.mark.parametrize("raw", [b"", None, b"--B--\r\n"])
 def test_split_multipart_no_parts(raw):
-    parts, problems = pacs.split_multipart(CT.format("B"), raw)
+    parts, problems = dicom.split_multipart(CT.format("B"), raw)
     assert parts == [] and problems      # said, never raised
 
 
 def test_split_multipart_cut_short_keeps_what_came():
     b = body(b"B", (b"Content-Type: application/dicom", DICOM),
              close=False) + b"--B\r\nContent-Type: appli"
-    parts, problems = pacs.split_multipart(CT.format("B"), b)
+    parts, problems = dicom.split_multipart(CT.format("B"), b)
     assert [p.content for p in parts] == [DICOM]
     assert problems == ["part 2: no blank line after its headers",
                         "no closing boundary: the body may be cut short"]
@@ -76,23 +76,23 @@ def test_split_multipart_cut_short_keeps_what_came():
 
 def test_split_multipart_headerless_part_and_junk_after_boundary():
     b = b"--B\r\n\r\nplain\r\n--Bxx\r\n\r\nno\r\n--B--"
-    parts, problems = pacs.split_multipart(CT.format("B"), b)
-    assert parts == [pacs.Part({}, b"plain")]
+    parts, problems = dicom.split_multipart(CT.format("B"), b)
+    assert parts == [dicom.Part({}, b"plain")]
     assert problems == ["part 2: text after its boundary on the same line"]
 
 
 def test_is_dicom():
-    assert pacs.is_dicom(DICOM)
-    assert not pacs.is_dicom(b"")
-    assert not pacs.is_dicom(b"<html>" + b" " * 200)
+    assert dicom.is_dicom(DICOM)
+    assert not dicom.is_dicom(b"")
+    assert not dicom.is_dicom(b"<html>" + b" " * 200)
 
 
 def test_parse_sop_uid():
-    assert pacs.parse_sop_uid(
+    assert dicom.parse_sop_uid(
         "(0008,0018) UI [2.25.123.4]                #  12, 1 SOPInstanceUID"
     ) == "2.25.123.4"
     for text in ("", None, "E: no data dictionary", "(0008,0018) UI []"):
-        assert pacs.parse_sop_uid(text) == ""
+        assert dicom.parse_sop_uid(text) == ""
 
 
 def script(tmp_path, name, text):
@@ -103,13 +103,13 @@ def script(tmp_path, name, text):
 
 
 def test_sop_uids_says_which_files_it_could_not_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(pacs, "DCMDUMP", script(tmp_path, "dcmdump", """
+    monkeypatch.setattr(dicom, "DCMDUMP", script(tmp_path, "dcmdump", """
 case "$4" in
   *good*) echo '(0008,0018) UI [1.2.3]   #  6, 1 SOPInstanceUID' ;;
   *bad*) echo 'E: not DICOM' >&2; exit 1 ;;
   *) echo '(0010,0010) PN [X]' ;;
 esac"""))
-    uids, unread = pacs.sop_uids(["/d/good.dcm", "/d/bad.dcm", "/d/none.dcm"])
+    uids, unread = dicom.sop_uids(["/d/good.dcm", "/d/bad.dcm", "/d/none.dcm"])
     assert uids == ["1.2.3", "", ""]
     assert unread == ["bad.dcm: dcmdump: E: not DICOM",
                       "none.dcm: no SOP Instance UID"]
@@ -117,21 +117,21 @@ esac"""))
 
 def test_sop_uids_timeout_and_missing_tool_are_recorded(tmp_path,
                                                         monkeypatch):
-    monkeypatch.setattr(pacs, "TOOL_TIMEOUT", 0.2)
-    monkeypatch.setattr(pacs, "DCMDUMP", script(tmp_path, "slow", "sleep 5"))
-    assert pacs.sop_uids(["a.dcm"]) == (
+    monkeypatch.setattr(dicom, "TOOL_TIMEOUT", 0.2)
+    monkeypatch.setattr(dicom, "DCMDUMP", script(tmp_path, "slow", "sleep 5"))
+    assert dicom.sop_uids(["a.dcm"]) == (
         [""], ["a.dcm: dcmdump: no answer within 0.2 s"])
-    monkeypatch.setattr(pacs, "DCMDUMP", str(tmp_path / "absent"))
-    uids, unread = pacs.sop_uids(["a.dcm"])
+    monkeypatch.setattr(dicom, "DCMDUMP", str(tmp_path / "absent"))
+    uids, unread = dicom.sop_uids(["a.dcm"])
     assert uids == [""] and unread[0].startswith("a.dcm: dcmdump: ")
 
 
 def test_read_parts_leaves_out_what_is_not_dicom(tmp_path, monkeypatch):
-    monkeypatch.setattr(pacs, "DCMDUMP", script(
+    monkeypatch.setattr(dicom, "DCMDUMP", script(
         tmp_path, "dcmdump", "echo '(0008,0018) UI [1.2.3]'"))
     b = body(b"B", (b"Content-Type: text/html", b"<html>"),
              (b"Content-Type: application/dicom", DICOM))
-    uids, unread = pacs._read_parts(CT.format("B"), b, tmp_path)
+    uids, unread = dicom.read_parts(CT.format("B"), b, tmp_path)
     assert uids == ["1.2.3"]
     assert unread == ["part 1: not DICOM (text/html, 6 bytes)"]
     assert (tmp_path / "part-2.dcm").read_bytes() == DICOM
@@ -183,7 +183,7 @@ def test_explain_says_what_was_not_read():
 
 
 def test_without_orthanc_run_says_so_and_builds_nothing(monkeypatch):
-    monkeypatch.setattr(pacs, "ORTHANC", "/nonexistent/Orthanc")
+    monkeypatch.setattr(orthanc, "ORTHANC", "/nonexistent/Orthanc")
     assert any(m.startswith("orthanc (") for m in pacs.missing())
     said = []
     assert pacs.run(said.append, name="never") is False

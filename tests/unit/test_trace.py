@@ -1,6 +1,7 @@
-"""pyfwd.lab.trace's pure parts: segments matched across hops, what the
-balancer rewrote, the text and SVG diagrams; fed with frames built with
-scapy, as the capture would see a DR and a NAT connection."""
+"""`pyfwd lab trace`'s pure parts (pyfwd.lab.trace, segments, diagram):
+segments matched across hops, what the balancer rewrote, the text and SVG
+diagrams; fed with frames built with scapy, as the capture would see a DR
+and a NAT connection."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -9,7 +10,7 @@ import pytest
 from scapy.all import IP, TCP, Ether, Raw
 
 from pyfwd.lab import modes as labmodes
-from pyfwd.lab import trace
+from pyfwd.lab import diagram, segments, trace
 from pyfwd.lab.capture import Frame, read_pcap, write_pcap
 from pyfwd.errors import ConfigError
 
@@ -109,14 +110,14 @@ LANES = [("client", "10.0.0.1"), ("lb", "eth0 | eth1"),
 
 def test_parse_reads_addresses_ports_and_payload_length():
     f = nat_frames()[12]        # the request, client side
-    s = trace.parse(f)
+    s = segments.parse(f)
     assert (s.ip_src, s.sport, s.ip_dst, s.dport) == ("10.0.0.1", 40000,
                                                       VIP, 80)
     assert (s.eth_src, s.eth_dst, s.length, s.flag_text) == (
         CLIENT, LB_OUT, 18, "PSH+ACK")
     arp = Frame(0.0, "client", "eth0", True, b"\xff" * 12 + b"\x08\x06"
                 + b"\x00" * 28, 42)
-    assert trace.parse(arp) is None
+    assert segments.parse(arp) is None
 
 
 def test_parse_leaves_out_what_is_not_one_whole_tcp_segment():
@@ -126,25 +127,25 @@ def test_parse_leaves_out_what_is_not_one_whole_tcp_segment():
                      / TCP(sport=40000, dport=80) / Raw(b"x" * 40))
         return Frame(1.0, "client", "eth0", True, data, len(data))
 
-    assert trace.parse(made()) is not None
-    assert trace.parse(made(frag=3)) is None        # no TCP header there
-    assert trace.parse(made(flags="MF")) is None
+    assert segments.parse(made()) is not None
+    assert segments.parse(made(frag=3)) is None        # no TCP header there
+    assert segments.parse(made(flags="MF")) is None
     bad_ihl = made()
     bad_ihl = Frame(1.0, "client", "eth0", True,
                     bad_ihl.data[:14] + b"\x40" + bad_ihl.data[15:],
                     bad_ihl.wirelen)
-    assert trace.parse(bad_ihl) is None
+    assert segments.parse(bad_ihl) is None
 
 
 def test_nat_segments_cross_the_balancer_both_ways():
     frames = nat_frames()
-    js = trace.journeys(reversed(frames), VIP, 80)  # order comes from ts
+    js = segments.journeys(reversed(frames), VIP, 80)  # order comes from ts
     assert [j.direction for j in js] == ["c2s", "s2c", "c2s", "c2s", "s2c",
                                          "c2s", "s2c", "c2s"]
     assert all(len(j.copies) == 4 and j.crossed_lb for j in js)
     roles = [(a.frame.role, b.frame.role) for a, b in js[1].arrows()]
     assert roles == [("real1", "lb"), ("lb", "client")]
-    assert trace.rewritten(js) == {
+    assert segments.rewritten(js) == {
         "c2s": {"eth.src": (CLIENT, LB_IN), "eth.dst": (LB_OUT, REAL),
                 "ip.dst": (VIP, "192.168.50.11"),
                 "tcp.dport": ("80", "8080")},
@@ -154,12 +155,12 @@ def test_nat_segments_cross_the_balancer_both_ways():
 
 
 def test_dr_replies_bypass_the_balancer():
-    js = trace.journeys(dr_frames(), VIP, 8080)
+    js = segments.journeys(dr_frames(), VIP, 8080)
     back = [j for j in js if j.direction == "s2c"]
     assert len(back) == 2 and not any(j.crossed_lb for j in back)
     assert [(a.frame.role, b.frame.role) for a, b in back[0].arrows()] == [
         ("real1", "client")]
-    assert trace.rewritten(js) == {"c2s": {
+    assert segments.rewritten(js) == {"c2s": {
         "eth.src": (CLIENT, LB_OUT), "eth.dst": (LB_OUT, DR_REAL)}}
     text = "\n".join(trace.summary(js))
     assert "server to client: 0 of 2 segments" in text
@@ -171,7 +172,7 @@ def test_a_retransmitted_segment_is_two_journeys():
     syn = frames[:4]
     again = [Frame(f.ts + 1, f.role, f.ifname, f.sent, f.data, f.wirelen)
              for f in syn]
-    js = trace.journeys(frames + again, VIP, 8080)
+    js = segments.journeys(frames + again, VIP, 8080)
     syns = [j for j in js if j.first.flag_text == "SYN"]
     assert len(syns) == 2 and all(len(j.copies) == 4 for j in syns)
 
@@ -180,39 +181,39 @@ def test_other_connections_are_left_out():
     clock = Clock()
     other = [frame(clock, "client", "eth0", True, CLIENT, LB_OUT,
                    "10.0.0.1", "10.0.0.9", 40001, 80, 7, 0, "S")]
-    assert trace.journeys(other, VIP, 80) == []
-    assert len(trace.journeys(other + nat_frames(), VIP, 80)) == 8
+    assert segments.journeys(other, VIP, 80) == []
+    assert len(segments.journeys(other + nat_frames(), VIP, 80)) == 8
 
 
 def test_long_transfers_are_collapsed():
-    js = trace.journeys(nat_frames(extra_data=20), VIP, 80)
+    js = segments.journeys(nat_frames(extra_data=20), VIP, 80)
     assert len(js) == 48
-    shown = trace.collapse(js)
+    shown = segments.collapse(js)
     assert 40 in shown
     assert sum(x if isinstance(x, int) else 1 for x in shown) == len(js)
-    lines = trace.render_text(js, LANES)
+    lines = diagram.render_text(js, LANES)
     assert "... 40 more segments like these ..." in "\n".join(lines)
 
 
 def test_text_highlights_rewritten_fields_and_fits_100_columns():
-    js = trace.journeys(nat_frames(), VIP, 80)
-    plain = trace.render_text(js, LANES)
+    js = segments.journeys(nat_frames(), VIP, 80)
+    plain = diagram.render_text(js, LANES)
     assert max(map(len, plain)) <= 100
     assert any("192.168.50.11*:8080*" in line for line in plain)
     assert not any("\x1b[" in line for line in plain)
-    colored = trace.render_text(js, LANES, color=True)
+    colored = diagram.render_text(js, LANES, color=True)
     assert any("\x1b[1;31m192.168.50.11\x1b[0m" in line for line in colored)
     strip = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in colored]
     assert max(map(len, strip)) <= 100
 
 
 def test_svg_is_xml_and_marks_the_rewritten_fields():
-    js = trace.journeys(nat_frames(), VIP, 80)
-    root = ET.fromstring(trace.render_svg(js, LANES, "nat <test>"))
+    js = segments.journeys(nat_frames(), VIP, 80)
+    root = ET.fromstring(diagram.render_svg(js, LANES, "nat <test>"))
     spans = [t for t in root.iter("{http://www.w3.org/2000/svg}tspan")
              if t.get("class") == "rewritten"]
     marked = {(t.get("data-dir"), t.get("data-field")) for t in spans}
-    assert marked == {(d, f) for d, fields in trace.rewritten(js).items()
+    assert marked == {(d, f) for d, fields in segments.rewritten(js).items()
                       for f in fields}
     assert {t.text for t in spans if t.get("data-field") == "ip.dst"} == {
         "192.168.50.11"}
@@ -236,11 +237,11 @@ def passed_through_frames():
 
 
 def test_summary_says_translated_back_only_when_it_was():
-    nat = "\n".join(trace.summary(trace.journeys(nat_frames(), VIP, 80)))
+    nat = "\n".join(trace.summary(segments.journeys(nat_frames(), VIP, 80)))
     assert "came back through the balancer, which translated them back" \
         in nat
-    js = trace.journeys(passed_through_frames(), VIP, 80)
-    assert all(j.crossed_lb for j in js) and trace.rewritten(js) == {}
+    js = segments.journeys(passed_through_frames(), VIP, 80)
+    assert all(j.crossed_lb for j in js) and segments.rewritten(js) == {}
     text = "\n".join(trace.summary(js))
     assert "translated" not in text
     assert "came back through the balancer, which passed them on " \
@@ -249,17 +250,17 @@ def test_summary_says_translated_back_only_when_it_was():
 
 
 def test_both_pictures_are_drawn_from_the_same_rows():
-    js = trace.journeys(dr_frames(), VIP, 8080)
-    rows = list(trace.rows(js, LANES))
+    js = segments.journeys(dr_frames(), VIP, 8080)
+    rows = list(diagram.rows(js, LANES))
     arrows = [r for r in rows if r.kind == "arrow"]
     assert len(arrows) == sum(len(j.arrows()) for j in js) == 3 * 2 + 2
     assert [r.head for r in arrows if r.bypass] == [
         "#2 SYN+ACK 0 B (bypasses lb)", "#5 PSH+ACK 5 B (bypasses lb)"]
     assert sum(r.kind == "end" for r in rows) == len(js)
-    text = trace.render_text(js, LANES)
+    text = diagram.render_text(js, LANES)
     assert sum("->" in line or "<-" in line for line in text) == len(arrows)
     assert sum("(bypasses lb)" in line for line in text) == 2
-    root = ET.fromstring(trace.render_svg(js, LANES, "dr"))
+    root = ET.fromstring(diagram.render_svg(js, LANES, "dr"))
     lines = [e for e in root.iter("{http://www.w3.org/2000/svg}line")
              if "arrow" in e.get("class", "")]
     assert len(lines) == len(arrows)

@@ -5,6 +5,7 @@ the ground up (a room imports only from its own floor or below; the test
 tests/unit/test_layout.py holds the code to it):
 
 - ``errors``, ``model`` (Vip, Real, Service: what the user asks for),
+  ``frames`` (MAC addresses, ethertypes, Ethernet and VLAN headers),
   ``_netns`` (work inside another network namespace): the ground floor.
 - ``dataplane``: the C core and its I/O loops as Python sees them, and the
   tables new flows are scheduled from.  The only room that touches cffi.

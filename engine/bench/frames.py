@@ -12,7 +12,7 @@ import ipaddress
 import struct
 
 from pyfwd.bench.system import BenchError
-from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
+from pyfwd.frames import mac_to_bytes, mac_to_str
 from pyfwd.neighbours.icmp import checksum
 
 __all__ = ["BATCH", "CALLS", "LB_MAC", "OUT_MAC", "IN_MAC", "CLIENT_MAC",

@@ -38,7 +38,7 @@ from pyfwd.bench.system import BenchError
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.scheduler import maglev_table
 from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
 MAGLEV_REALS = (10, 1000)

@@ -20,7 +20,7 @@ import threading
 import time
 
 from pyfwd.model import Real
-from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.frames import mac_to_str
 from pyfwd.neighbours.kernel import neighbour_macs, route_to
 
 log = logging.getLogger("pyfwd")

@@ -14,7 +14,7 @@ import os
 import time
 
 from pyfwd.control.l7.render import l7_name, l7_server
-from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.frames import mac_to_str
 
 QUEUE_FIELDS = ("rx", "tx", "tx_ring_full", "wakeups", "polls")
 

@@ -20,7 +20,7 @@ from pyfwd.dataplane import tables as tables_mod
 from pyfwd.dataplane.native import REASONS, VERDICTS, ffi, lib
 from pyfwd.errors import ConfigError, DataplaneError
 from pyfwd.model import Service
-from pyfwd.neighbours.frames import ZERO_MAC, mac_to_bytes
+from pyfwd.frames import ZERO_MAC, mac_to_bytes
 
 _PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _process_batch = lib.pyfwd_process_batch

@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyfwd.errors import LabError
 from pyfwd.lab import modes as labmodes
 from pyfwd.lab.programs import PYFWD
-from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.frames import mac_to_str
 
 __all__ = ["VIP", "BROKEN", "Request", "Announcement", "ArpCheckRun",
            "Result", "mac_of", "parse_arp_check", "cache_history",

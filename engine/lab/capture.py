@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Optional, Union
 
-from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
+from pyfwd.frames import mac_to_bytes, mac_to_str
 from pyfwd.errors import LabError
 from pyfwd.lab.words import plural
 

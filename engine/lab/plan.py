@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pyfwd.errors import LabError
-from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.frames import mac_to_str
 
 __all__ = ["DEFAULT_NAME", "TOPOLOGIES", "MAX_REALS", "BRIDGE", "Interface",
            "Route", "Node", "Plan", "Marker", "make_plan", "format_plan"]

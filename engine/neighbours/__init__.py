@@ -2,7 +2,6 @@
 discovery for the IPv6 ones, ping to a VIP, and the MACs of the real
 servers' next hops.
 
-- frames.py: MACs (THE MAC helpers), ethertypes, Ethernet/VLAN headers;
 - responder.py: VipResponder, the base of the three responders;
 - arp.py, icmp.py, ndp.py: the frames of each protocol and its responder,
   pure (frame in, reply out), fed the frames the data plane punts;
@@ -12,5 +11,6 @@ servers' next hops.
   neighbour table) and the neighbours' MACs, asked on the wire if need be;
 - check.py: ``pyfwd arp-check``, who answers ARP for a VIP.
 
-Nothing here touches the native core.
+Nothing here touches the native core.  The MAC helpers and the Ethernet
+and VLAN headers they build on are pyfwd.frames, on the floor below.
 """

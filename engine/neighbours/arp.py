@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
 from pyfwd.errors import ConfigError
-from pyfwd.neighbours.frames import (BROADCAST, ETH_P_8021Q, ETH_P_ARP,
+from pyfwd.frames import (BROADCAST, ETH_P_8021Q, ETH_P_ARP,
                                      ETH_P_IP, ZERO_MAC, Mac, check_tci,
                                      eth_header, ip_of, is_unicast,
                                      mac_to_bytes, unwrap_payload)

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyfwd.neighbours.arp import (ARPOP_REQUEST, IPv4, build_arp, ipv4,
                                   parse_arp)
 from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.neighbours.frames import ZERO_MAC, Mac, mac_to_bytes, mac_to_str
+from pyfwd.frames import ZERO_MAC, Mac, mac_to_bytes, mac_to_str
 from pyfwd.neighbours.kernel import check_wait, ifindex, source_ipv4
 
 __all__ = ["ArpAnswer", "arp_check"]

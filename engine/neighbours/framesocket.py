@@ -14,7 +14,7 @@ import time
 from typing import Iterator, Optional
 
 from pyfwd.errors import PyfwdError
-from pyfwd.neighbours.frames import ETH_P_ARP, mac_to_str
+from pyfwd.frames import ETH_P_ARP, mac_to_str
 
 __all__ = ["FrameSocket"]
 

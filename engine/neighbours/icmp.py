@@ -23,7 +23,7 @@ import time
 from typing import Callable, Iterable, Union
 
 from pyfwd.errors import ConfigError
-from pyfwd.neighbours.frames import ETH_P_IP, Mac, eth_header, ip_of, \
+from pyfwd.frames import ETH_P_IP, Mac, eth_header, ip_of, \
     unwrap_payload
 from pyfwd.neighbours.responder import VipResponder
 

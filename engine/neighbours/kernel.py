@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from pyfwd.errors import ConfigError, PyfwdError
 from pyfwd.neighbours.arp import ARPOP_REQUEST, build_arp, parse_arp
 from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.neighbours.frames import ZERO_MAC, is_unicast, mac_to_bytes
+from pyfwd.frames import ZERO_MAC, is_unicast, mac_to_bytes
 from pyfwd.neighbours.ndp import ECHO_REQUEST
 
 __all__ = ["interface", "rx_queues", "route_to", "multicast_socket",

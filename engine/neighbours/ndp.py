@@ -24,7 +24,7 @@ import struct
 import time
 from typing import Callable, Iterable, Optional, Union
 
-from pyfwd.neighbours.frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
+from pyfwd.frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
                                      check_tci, eth_header, ip_of,
                                      is_unicast, mac_to_bytes,
                                      unwrap_payload)

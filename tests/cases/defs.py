@@ -13,7 +13,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from pyfwd.model import Real, Service, Vip
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 
 from .harness import Case
 

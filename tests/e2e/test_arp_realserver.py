@@ -31,7 +31,7 @@ from pyfwd.lab.topology import Lab
 from pyfwd.neighbours.arp import ArpResponder, gratuitous
 from pyfwd.neighbours.check import arp_check
 from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.neighbours.frames import mac_to_bytes, mac_to_str
+from pyfwd.frames import mac_to_bytes, mac_to_str
 from pyfwd.neighbours import kernel
 from pyfwd.ops import realserver
 

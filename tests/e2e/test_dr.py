@@ -23,7 +23,7 @@ from scapy.layers.l2 import Ether
 from pyfwd.control.engine import Engine
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 
 from ..cases import defs
 

@@ -37,7 +37,7 @@ from pyroute2 import IPRoute
 
 from pyfwd.neighbours.arp import parse_arp
 from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.neighbours.frames import mac_to_str
+from pyfwd.frames import mac_to_str
 from pyfwd.control import server as control
 from pyfwd.control import ha
 from pyfwd.errors import PyfwdError

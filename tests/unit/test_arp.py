@@ -10,7 +10,7 @@ from scapy.packet import Padding, Raw
 
 from pyfwd.errors import ConfigError
 from pyfwd.neighbours import arp
-from pyfwd.neighbours.frames import BROADCAST, ZERO_MAC, mac_to_bytes
+from pyfwd.frames import BROADCAST, ZERO_MAC, mac_to_bytes
 
 LB_MAC = "02:00:00:00:01:02"
 CLIENT_MAC = "02:00:00:00:01:01"

@@ -5,7 +5,7 @@ import pytest
 from pyfwd.bench import frames as bench_frames
 from pyfwd.bench import micro
 from pyfwd.bench.system import BenchError
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 
 from ..cases.harness import checksum_problems
 

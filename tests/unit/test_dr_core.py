@@ -9,7 +9,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from pyfwd.dataplane.core import Core
 from pyfwd.model import Real, Service, Vip
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 
 from ..cases import defs
 

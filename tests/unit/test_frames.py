@@ -1,4 +1,4 @@
-"""pyfwd.neighbours.frames: the one set of MAC helpers, Ethernet/VLAN
+"""pyfwd.frames: the one set of MAC helpers, Ethernet/VLAN
 unwrapping and headers, addresses of one family.  No root, no sockets."""
 
 import ipaddress
@@ -7,8 +7,8 @@ import pytest
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from pyfwd.errors import ConfigError
-from pyfwd.neighbours import frames
-from pyfwd.neighbours.frames import (ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
+from pyfwd import frames
+from pyfwd.frames import (ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
                                      ETH_P_IP, mac_to_bytes, mac_to_str)
 
 LB_MAC = "02:00:00:00:01:02"

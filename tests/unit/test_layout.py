@@ -20,7 +20,7 @@ CSRC = os.path.join(ROOT, "csrc")
 # Who may import whom, by room (the first part of the module's name under
 # pyfwd).  Lower rooms never import higher ones: the engine does not know
 # the lab, the bench or the CLI exist.
-BASE = {"errors", "model", "_netns", "__init__"}
+BASE = {"errors", "model", "frames", "_netns", "__init__"}
 MAY_IMPORT = {
     "base": BASE,
     "dataplane": BASE | {"dataplane", "_fastpath"},

@@ -18,7 +18,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from pyfwd.neighbours import ndp
-from pyfwd.neighbours.frames import mac_to_bytes
+from pyfwd.frames import mac_to_bytes
 from pyfwd.errors import ConfigError
 
 from .responders import Clock, only_counter

@@ -8,8 +8,9 @@ look-ups, the lab and the bench all go through them.  MACs are ``bytes``
 (6) on the data path and text (``"02:00:00:00:01:02"``, lower case) in
 logs and reports.
 
-Pure: no sockets, ``struct`` only (scapy is for the tests).  Imports
-nothing from pyfwd but the errors, so every layer above may use it.
+Pure: no sockets, ``struct`` only (scapy is for the tests).  It stands on
+the ground floor beside model.py and imports nothing from pyfwd but the
+errors: the data plane, the neighbours, the lab and the bench all use it.
 """
 
 import ipaddress

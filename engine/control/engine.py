@@ -84,23 +84,14 @@ class Engine:
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active"):
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend {backend!r}: expected one of "
-                              f"{', '.join(BACKENDS)}")
+        check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
         self.config_path = config_path
         self.inside_iface = inside_iface
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
-        if inside_iface == iface:
-            raise ConfigError(f"inside iface {inside_iface!r}: the same as "
-                              "iface; leave it out for one-arm")
         self.snat_address = snat_address
         self.snat_ports = snat_ports
-        vips = [s.vip for s in services]
-        if len(set(vips)) != len(vips):
-            dup = next(v for v in vips if vips.count(v) > 1)
-            raise ConfigError(f"vip {dup}: configured twice")
         self.services = list(services)
         self.ha = ha.HaState(role)
         ha.check_role(self.ha.role, self.services)
@@ -141,12 +132,9 @@ class Engine:
         Raises ConfigError (bad interface or option) or DataplaneError (XDP
         or AF_XDP refused), after undoing what it did.
         """
-        ifindex, mac, rxq = interface(self.iface)
-        ifindex2, mac2 = 0, None
-        if self.inside_iface:
-            ifindex2, mac2, rxq2 = interface(self.inside_iface)
-            rxq = min(rxq, rxq2)
-        self.ifindexes = [ifindex] + ([ifindex2] if ifindex2 else [])
+        self.ifindexes, mac, mac2, rxq = interfaces(self.iface,
+                                                    self.inside_iface)
+        ifindex, ifindex2 = (self.ifindexes + [0])[:2]
         tracked = any(s.mode != "dr" for s in self.services)
         queues = queue_count(self.options["queues"], tracked, self.iface,
                              rxq)
@@ -184,10 +172,6 @@ class Engine:
                 raise
         self.started = time.monotonic()
         self.ha.start()
-        if not self.ha.active:
-            log.info("role standby: not answering ARP for the VIPs "
-                     "(`pyfwd ctl ha active` or keepalived makes this "
-                     "node active)")
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
@@ -459,10 +443,6 @@ class Engine:
         """Engine-wide facts: interfaces, pid, uptime, counts, modes."""
         return self.report.status()
 
-    def ha_status(self):
-        """The HA state: see control.ha.HaState.status()."""
-        return self.ha.status()
-
     def show(self):
         """Every VIP with its real servers: weight, admin state, health,
         whether new flows go to it (and why not), live and new flows,
@@ -479,6 +459,31 @@ class Engine:
 
     def _write_stats(self):
         write_stats(self.stats_file, self.stats())
+
+
+def interfaces(iface, inside_iface):
+    """([ifindex, inside ifindex], MAC, inside MAC or None, the RX queues
+    both have) of the engine's interfaces."""
+    ifindex, mac, rxq = interface(iface)
+    if not inside_iface:
+        return [ifindex], mac, None, rxq
+    ifindex2, mac2, rxq2 = interface(inside_iface)
+    return [ifindex, ifindex2], mac, mac2, min(rxq, rxq2)
+
+
+def check_options(iface, inside_iface, backend, services):
+    """ConfigError for an engine that cannot be: an unknown backend, the
+    inside interface the same as the outside one, a VIP given twice."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: expected one of "
+                          f"{', '.join(BACKENDS)}")
+    if inside_iface == iface:
+        raise ConfigError(f"inside iface {inside_iface!r}: the same as "
+                          "iface; leave it out for one-arm")
+    vips = [s.vip for s in services]
+    if len(set(vips)) != len(vips):
+        dup = next(v for v in vips if vips.count(v) > 1)
+        raise ConfigError(f"vip {dup}: configured twice")
 
 
 def queue_count(asked, tracked, iface, rxq):

@@ -131,9 +131,13 @@ class HaState:
 
     def start(self):
         """The engine started: an active node announces GARP_REPEAT from
-        now (the first at the next control tick)."""
+        now (the first at the next control tick); a standby one says so."""
         now = self._clock()
         self._due = [now + d for d in GARP_REPEAT] if self.active else []
+        if not self.active:
+            log.info("role standby: not answering ARP for the VIPs "
+                     "(`pyfwd ctl ha active` or keepalived makes this "
+                     "node active)")
 
     def announcement_due(self):
         """True (once per entry of the schedule) when an announcement is

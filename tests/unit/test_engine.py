@@ -44,7 +44,7 @@ def test_admin_api_before_start():
         eng.service("dicom")
     with pytest.raises(ConfigError, match="not started with --config"):
         eng.reload()
-    assert eng.status()["vips"] == 1 and eng.ha_status()["role"] == "active"
+    assert eng.status()["vips"] == 1 and eng.ha.status()["role"] == "active"
     assert eng.haproxy is None
 
 

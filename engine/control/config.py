@@ -37,6 +37,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from pyfwd.control.health.spec import HealthSpec
+from pyfwd.control.l7.options import L7Options
 from pyfwd.control.server import DEFAULT_PATH
 from pyfwd.errors import ConfigError
 from pyfwd.model import MODES, SCHEDULERS, Real, Service, Vip
@@ -47,12 +48,7 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list,
-            # mode = "l7" (HAProxy) only:
-            "l7_mode": str, "forwardfor": bool, "cookie": str,
-            "tls_cert": str, "send_proxy": bool, "set_headers": dict,
-            "del_headers": list}
-L7_KEYS = ("l7_mode", "forwardfor", "cookie", "tls_cert", "send_proxy",
-           "set_headers", "del_headers")
+            **L7Options.KEYS}       # mode = "l7" (HAProxy) only
 REAL_KEYS = {"address": str, "port": int, "weight": int}
 _KIND = {int: "an integer", str: "a string", dict: "a table",
          list: "an array", bool: "true or false"}
@@ -174,9 +170,8 @@ def parse_vip(v, where, names=()):
                               "has HAProxy's own backup servers: not yet)")
         fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
     l7 = None
-    given = [k for k in L7_KEYS if k in v]
+    given = [k for k in L7Options.KEYS if k in v]
     if mode == "l7":
-        from pyfwd.control.l7.options import L7Options
         l7 = L7Options.from_dict({k: v[k] for k in given}, where)
     elif given:
         raise ConfigError(f"{where}.{given[0]}: only for mode = \"l7\" "

@@ -11,8 +11,8 @@ import pytest
 from pyfwd.errors import ConfigError
 from pyfwd.control.l7.haproxy import HAProxy
 from pyfwd.control.l7.options import L7Options
-from pyfwd.control.l7.render import (BALANCE, L7Vip, haproxy_weights, render,
-                                     sanitize, server_name)
+from pyfwd.control.l7.render import (BALANCE, L7Vip, haproxy_weights,
+                                     l7_server, l7_vips, render, sanitize)
 from pyfwd.model import Real, Service, Vip
 
 VIP = Vip.parse("10.0.0.100:80/tcp")
@@ -96,9 +96,10 @@ def test_tls_in_tcp_refused(tmp_path):
 # -- names and weights -------------------------------------------------------
 
 def test_server_name_stable_from_key():
-    assert server_name(Real.parse("10.0.0.11:80")) == "r_10_0_0_11_80"
-    assert server_name(Real.parse("10.0.0.11"), 80) == "r_10_0_0_11_80"
-    assert server_name(Real.parse("[fd00::11]:8080")) == "r_fd00__11_8080"
+    assert l7_server(Real.parse("10.0.0.11:80")) == "r_10_0_0_11_80"
+    assert l7_server(Real.parse("10.0.0.11:80@7")) == "r_10_0_0_11_80"
+    assert l7_server(Real.parse("10.0.0.11")) == "r_10_0_0_11"
+    assert l7_server(Real.parse("[fd00::11]:8080")) == "r__fd00__11__8080"
     assert sanitize("web/vip 1.2") == "web_vip_1_2"
 
 
@@ -195,18 +196,18 @@ def test_render_refuses(vips, match):
         render(vips, "/s")
 
 
-def test_from_service():
+def test_l7_vips_from_services():
     svc = Service(VIP, [Real.parse("10.0.0.11"),
                         Real.parse("10.0.0.12:8080@7")],
                   scheduler="maglev", name="web")
-    v = L7Vip.from_service(svc)
+    v, = l7_vips([svc])
     assert v.name == "web" and v.scheduler == "maglev"
-    assert v.reals == [("r_10_0_0_11_80", ipaddress.ip_address("10.0.0.11"),
+    assert v.reals == [("r_10_0_0_11", ipaddress.ip_address("10.0.0.11"),
                         80, 1),
                        ("r_10_0_0_12_8080",
                         ipaddress.ip_address("10.0.0.12"), 8080, 7)]
-    unnamed = L7Vip.from_service(Service(VIP, []))
-    assert unnamed.name == "10_0_0_100_80_tcp"
+    unnamed, = l7_vips([Service(VIP, [])])
+    assert unnamed.name == "vip_10_0_0_100_80"
 
 
 # -- HAProxy: what needs no process ------------------------------------------

@@ -33,8 +33,10 @@ class L7Options:
     set_headers: tuple = ()     # ((name, value), ...), in config order
     del_headers: tuple = ()     # (name, ...)
 
-    KEYS = ("l7_mode", "forwardfor", "cookie", "tls_cert", "send_proxy",
-            "set_headers", "del_headers")
+    # The [[vip]] keys of an L7 VIP, with the TOML type each takes.
+    KEYS = {"l7_mode": str, "forwardfor": bool, "cookie": str,
+            "tls_cert": str, "send_proxy": bool, "set_headers": dict,
+            "del_headers": list}
 
     @classmethod
     def from_dict(cls, d, where="vip"):

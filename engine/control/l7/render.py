@@ -41,17 +41,6 @@ def sanitize(name):
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(name)) or "_"
 
 
-def server_name(real, default_port=None):
-    """HAProxy's name for a pyfwd Real: `r_10_0_0_11_80`, stable per key.
-
-    A real without a port takes `default_port` (the VIP's) in the name, so
-    that `10.0.0.11` and `10.0.0.11:80` of an :80 VIP are the same server.
-    """
-    port = real.port or default_port
-    host = str(real.address).replace(".", "_").replace(":", "_")
-    return sanitize(f"r_{host}_{port}" if port else f"r_{host}")
-
-
 def l7_name(service):
     """HAProxy's frontend/backend name of an L7 VIP (a model.Service)."""
     return sanitize(service.name or
@@ -59,8 +48,9 @@ def l7_name(service):
 
 
 def l7_server(real):
-    """HAProxy's server name of a real server: stable, from its key."""
-    return "r_" + re.sub(r"[^A-Za-z0-9]", "_", real.key)
+    """HAProxy's server name of a real server: stable, from its key
+    (`10.0.0.11:8080` is `r_10_0_0_11_8080`)."""
+    return "r_" + sanitize(real.key)
 
 
 def haproxy_weights(weights):
@@ -106,17 +96,6 @@ class L7Vip:
     scheduler: str = "rr"
     options: L7Options = field(default_factory=L7Options)
     timeouts: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_service(cls, service, options=None):
-        """From a model.Service: named by its label, servers by real key."""
-        vip = service.vip
-        return cls(name=sanitize(service.label), vip=vip,
-                   reals=[(server_name(r, vip.port), r.address,
-                           r.port or vip.port, r.weight)
-                          for r in service.reals],
-                   scheduler=service.scheduler,
-                   options=options or L7Options())
 
 
 def l7_vips(services):
@@ -216,5 +195,5 @@ def _render_vip(v, name):
 
 
 __all__ = ["HAPROXY_WEIGHT_MAX", "BALANCE", "DEFAULT_TIMEOUTS", "sanitize",
-           "server_name", "l7_name", "l7_server", "haproxy_weights", "L7Vip",
+           "l7_name", "l7_server", "haproxy_weights", "L7Vip",
            "l7_vips", "render"]

@@ -15,6 +15,7 @@ PROTOCOLS = ("tcp", "udp")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "maglev")
 MODES = ("dr", "nat", "snat", "l7")   # l7: HAProxy, not the C core
 PERSIST_MAX = 65535
+SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 MAGLEV_SIZE_DEFAULT = 65537     # a prime: the Maglev table's size per VIP
 
 _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+)"

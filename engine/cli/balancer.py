@@ -8,7 +8,7 @@ import click
 from pyfwd.cli.common import need_root
 from pyfwd.control.ha import ROLES
 from pyfwd.control.server import DEFAULT_PATH
-from pyfwd.model import MODES, SCHEDULERS
+from pyfwd.model import MODES, SCHEDULERS, SNAT_PORTS
 
 # The modes of the C core (l7 VIPs come from a config file only).
 L4_MODES = [m for m in MODES if m != "l7"]
@@ -35,10 +35,9 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="two-arm NAT: the interface on the real servers' side")
 @click.option("--snat-address", metavar="ADDR",
               help="SNAT source address (default: --iface's first IPv4)")
-@click.option("--snat-ports", metavar="LOW-HIGH", default="61000-65535",
-              show_default=True,
+@click.option("--snat-ports", metavar="LOW-HIGH",
               help="SNAT source ports (keep them out of the kernel's "
-              "ip_local_port_range)")
+              "ip_local_port_range)  [default: %d-%d]" % SNAT_PORTS)
 @click.option("--scheduler", type=click.Choice(SCHEDULERS),
               default="maglev", show_default=True,
               help="how new flows pick a real server (--vip/--real only): "
@@ -135,7 +134,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                          role=role)
     if not cfg.iface:
         raise click.UsageError("no --iface given (nor [engine] iface)")
-    ports = config_mod.parse_ports(cfg.snat_ports)
+    ports = cfg.ports()
     metrics_addr = parse_address(cfg.metrics) if cfg.metrics else None
     need_root("pyfwd start")
     logging_setup(log_level)

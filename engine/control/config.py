@@ -40,7 +40,7 @@ from pyfwd.control.health.spec import HealthSpec
 from pyfwd.control.l7.options import L7Options
 from pyfwd.control.server import DEFAULT_PATH
 from pyfwd.errors import ConfigError
-from pyfwd.model import MODES, SCHEDULERS, Real, Service, Vip
+from pyfwd.model import MODES, SCHEDULERS, SNAT_PORTS, Real, Service, Vip
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
@@ -71,6 +71,13 @@ class Config:
     role: str = "active"
     services: list = field(default_factory=list)
 
+    def ports(self):
+        """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
+        neither the file nor a flag gave one.  ConfigError for a bad one."""
+        if self.snat_ports is None:
+            return SNAT_PORTS
+        return parse_ports(self.snat_ports)
+
     def with_flags(self, *, iface=None, inside_iface=None, snat_address=None,
                    snat_ports=None, control_socket=None, metrics=None,
                    role=None):
@@ -78,9 +85,7 @@ class Config:
 
         A flag given (not None, not empty) replaces the [engine] key of
         the same name; a flag not given leaves the file's value, else the
-        default.  Except snat_ports: --snat-ports always has a value (its
-        default, 61000-65535), so the file's snat_ports, when set, wins
-        over it.  A role given is checked as load(role=...) checks it:
+        default (snat_ports: model.SNAT_PORTS, see ports()).  A role given is checked as load(role=...) checks it:
         ConfigError for a value other than active or standby, or standby
         with L7 VIPs.
         """
@@ -91,7 +96,7 @@ class Config:
             self, iface=iface or self.iface,
             inside_iface=inside_iface or self.inside_iface,
             snat_address=snat_address or self.snat_address,
-            snat_ports=self.snat_ports or snat_ports,
+            snat_ports=snat_ports or self.snat_ports,
             control_socket=control_socket or self.control_socket,
             metrics=metrics or self.metrics, role=role or self.role)
 

@@ -42,7 +42,7 @@ from pyfwd.control.punts import Groups, Punts
 from pyfwd.control.report import Report, write_stats
 from pyfwd.dataplane.core import Afp, Core, Xsk
 from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
-from pyfwd.model import Real
+from pyfwd.model import SNAT_PORTS, Real
 from pyfwd.neighbours.framesocket import FrameSocket
 from pyfwd.neighbours.kernel import (interface, multicast_socket,
                                      primary_ipv4)
@@ -51,7 +51,6 @@ log = logging.getLogger("pyfwd")
 
 TICK = 0.01             # control thread: punt drain period (s)
 BACKENDS = ("auto", "xdp", "afpacket")
-SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 # Flow slots per queue.  A table turns new flows away from about 85% full
 # (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
 # slots ~1.7M NAT/SNAT flows (288 MiB).

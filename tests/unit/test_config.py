@@ -117,14 +117,14 @@ FILE = textwrap.dedent("""
 
 
 def test_flags_not_given_leave_the_files_keys():
-    cfg = config.parse(FILE).with_flags(snat_ports="61000-65535")
+    cfg = config.parse(FILE).with_flags()
     assert (cfg.iface, cfg.inside_iface, cfg.snat_address, cfg.snat_ports,
             cfg.control_socket, cfg.metrics, cfg.role) == (
         "eth0", "eth1", "10.0.0.2", "40000-40999", "/run/file.sock",
         "127.0.0.1:9108", "standby")
 
 
-def test_flags_given_override_the_files_keys_but_snat_ports():
+def test_flags_given_override_the_files_keys():
     cfg = config.parse(FILE).with_flags(
         iface="eth2", inside_iface="eth3", snat_address="10.0.0.3",
         snat_ports="50000-50999", control_socket="/tmp/flag.sock",
@@ -132,15 +132,17 @@ def test_flags_given_override_the_files_keys_but_snat_ports():
     assert (cfg.iface, cfg.inside_iface, cfg.snat_address,
             cfg.control_socket, cfg.metrics, cfg.role) == (
         "eth2", "eth3", "10.0.0.3", "/tmp/flag.sock", ":9200", "active")
-    # --snat-ports always has a value (its default): the file's wins
-    assert cfg.snat_ports == "40000-40999"
+    # --snat-ports given replaces the file's (it once could not: the flag
+    # always had a value, so the file's won)
+    assert cfg.snat_ports == "50000-50999" and cfg.ports() == (50000, 50999)
+    assert config.parse(FILE).with_flags().ports() == (40000, 40999)
 
 
 def test_without_a_file_the_flags_over_the_defaults():
     services = config.parse_services(["10.0.0.100:80/tcp"], ["10.0.0.11"])
     cfg = config.Config(None, services=services)
-    assert cfg.with_flags(snat_ports="61000-65535") == config.Config(
-        None, snat_ports="61000-65535", services=services)
+    assert cfg.with_flags() == config.Config(None, services=services)
+    assert cfg.ports() == config.SNAT_PORTS == (61000, 65535)
     assert (cfg.control_socket, cfg.role) == (server.DEFAULT_PATH, "active")
     cfg = cfg.with_flags(iface="eth0", control_socket="/tmp/s.sock",
                          role="standby")

@@ -22,15 +22,20 @@ CHUNK = 64 * 1024
 MAX_BYTES = 1 << 30
 
 
-def command(port, name, bind="0.0.0.0", udp=None):
+def command(port, name, bind="0.0.0.0", udp=None, udp_bind=None):
     """The argv that runs this server with this interpreter, as the lab's
     real servers run it: listening on ``bind``:``port`` (every address by
     default, so DR's packets for the VIP on lo reach it too), saying
-    ``name``, and answering UDP on port ``udp`` if given.  It prints one
-    "... listening on ..." line once it listens."""
+    ``name``, and answering UDP on port ``udp`` if given (on ``udp_bind``,
+    if given).  It prints one "... listening on ..." line once it
+    listens."""
     argv = [sys.executable, "-m", "pyfwd.lab.whoami", "--bind", bind,
             "--port", str(port), "--name", name]
-    return argv + (["--udp", str(udp)] if udp else [])
+    if udp:
+        argv += ["--udp", str(udp)]
+    if udp_bind:
+        argv += ["--udp-bind", udp_bind]
+    return argv
 
 
 class WhoamiHandler(BaseHTTPRequestHandler):

@@ -4,7 +4,6 @@ halt, online and reload through the control socket, each scheduler's
 spread over 3000 new connections, the metrics page.  Root; the lab is
 removed whatever happens."""
 
-import collections
 import json
 import os
 import re
@@ -23,6 +22,8 @@ from pyroute2 import IPRoute
 from pyfwd.control import server as control
 from pyfwd.control.engine import Engine
 from pyfwd.control.health.spec import HealthSpec
+from pyfwd.lab import whoami
+from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
-PYFWD = [sys.executable, "-m", "pyfwd.cli"]
 INTERVAL, RISE, FALL = 0.5, 2, 2
 SOURCES = [f"10.0.0.{i}" for i in range(150, 182)]   # extra client addresses
 
@@ -44,9 +44,7 @@ class Reals:
         self.lab, self.procs = lab, {}
 
     def start(self, role):
-        p = self.lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
-                                  "--bind", "0.0.0.0", "--port", "80",
-                                  "--name", role],
+        p = self.lab.popen(role, whoami.command(80, role),
                            stdout=subprocess.PIPE, text=True)
         wait_line(p, "listening")
         self.procs[role] = p

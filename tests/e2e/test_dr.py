@@ -4,16 +4,13 @@ lb namespace, curl and UDP from the client.  Root; the lab is removed
 whatever happens."""
 
 import collections
-import json
 import re
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
@@ -21,6 +18,8 @@ from scapy.layers.inet import UDP as UDPLayer
 from scapy.layers.l2 import Ether
 
 from pyfwd.control.engine import Engine
+from pyfwd.lab import whoami
+from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 from pyfwd.frames import mac_to_bytes
@@ -35,7 +34,6 @@ VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
 UDP = Vip.parse(f"{VIP4}:9000/udp")
 LB_OWN = "10.0.0.2"     # the balancer's own address: SSH would be here
-PYFWD = [sys.executable, "-m", "pyfwd.cli"]
 
 
 def pyfwd(lab, role, *args, timeout=60):
@@ -54,17 +52,13 @@ def lab(request):
         for role in lab.reals:
             r = pyfwd(lab, role, "realserver", "setup", "--vip", VIP4)
             assert r.returncode == 0, r.stderr
-            p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
-                                 "--bind", "0.0.0.0", "--port", "80",
-                                 "--udp", str(UDP.port), "--udp-bind", VIP4,
-                                 "--name", role],
+            p = lab.popen(role, whoami.command(80, role, udp=UDP.port,
+                                               udp_bind=VIP4),
                           stdout=subprocess.PIPE, text=True)
             wait_line(p, "listening")
             procs.append(p)
         # The balancer's own service (think SSH): must work all along.
-        own = lab.popen("lb", [sys.executable, "-m", "pyfwd.lab.whoami",
-                               "--bind", LB_OWN, "--port", "22",
-                               "--name", "lb"],
+        own = lab.popen("lb", whoami.command(22, "lb", bind=LB_OWN),
                         stdout=subprocess.PIPE, text=True)
         wait_line(own, "listening")
         procs.append(own)
@@ -144,7 +138,7 @@ def test_300_connections_spread_by_weight_with_the_client_address(lab,
     # maglev, weights 1:1:2 -> 25% 25% 50%; 300 flows: within 10 points
     for role, share in (("real1", .25), ("real2", .25), ("real3", .5)):
         assert abs(seen[role] / n - share) < 0.10, seen
-    assert all(f"client=10.0.0.1:" in x for x in lines), lines[:3]
+    assert all("client=10.0.0.1:" in x for x in lines), lines[:3]
     assert all(f"local={VIP4}:80" in x for x in lines)
     s = engine.stats()
     assert s["core"]["flows_new"] >= n

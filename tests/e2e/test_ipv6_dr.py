@@ -26,7 +26,6 @@ import secrets
 import select
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -38,6 +37,7 @@ from scapy.layers.l2 import Ether
 
 from pyfwd.lab import modes as labmodes
 from pyfwd.neighbours import ndp
+from pyfwd.lab import whoami
 from pyfwd.lab.topology import Lab
 
 pytestmark = pytest.mark.root
@@ -51,8 +51,7 @@ REQUESTS = 8
 
 def whoami6(lab, role):
     """pyfwd.lab.whoami on [::]:PORT in role's namespace, once it listens."""
-    proc = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami", "--bind",
-                            "::", "--port", str(PORT), "--name", role],
+    proc = lab.popen(role, whoami.command(PORT, role, bind="::"),
                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                      text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 10)

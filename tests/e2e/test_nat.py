@@ -15,6 +15,7 @@ import time
 import pytest
 
 from pyfwd.control.engine import Engine
+from pyfwd.lab import whoami
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
@@ -33,9 +34,7 @@ def build(topology):
     lab = Lab(name, topology=topology, reals=3).up()
     try:
         for role in lab.reals:
-            p = lab.popen(role, [sys.executable, "-m", "pyfwd.lab.whoami",
-                                 "--bind", "0.0.0.0", "--port", "8080",
-                                 "--udp", str(UDP.port), "--name", role],
+            p = lab.popen(role, whoami.command(8080, role, udp=UDP.port),
                           stdout=subprocess.PIPE, text=True)
             wait_line(p, "listening")
     except BaseException:

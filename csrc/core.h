@@ -4,21 +4,24 @@
  * flow table's entries, the workers; and the functions the core's files
  * share.  Not part of the cffi boundary (that is pyfwd.h).
  *
- * The files of the core, each one concern (dependencies run one way,
- * downward in this list):
+ * The files of the core, each one concern; a file calls only files below
+ * it in this list (no cycle):
  *
  *   burst.c     the burst: classify, forward, count, punt (per packet)
  *   forward.c   the three kinds of forward: flow, real, rewrite
  *   sched.c     which real a new flow goes to; Maglev table fill
- *   flow.c      the flow table: probe, pairs, touch, sweep, expiry
- *   classify.c  parse and classify one frame
- *   rewrite.c   NAT/SNAT translation and L2, checksums kept right
+ *   flow.c      the flow table: probe, pairs, sweep, expiry (flow.h: the
+ *               per-packet look-up and touch, inline)
+ *   classify.c  parse and classify one frame (tables.h: the look-ups)
+ *   rewrite.c   NAT/SNAT translation (rewrite.h: L2), checksums kept right
  *   punt.c      the punt ring: the worker pushes, Python drains
- *   tables.c    publishing the tables into the inactive bank
  *   stats.c     counters and reason names, read by Python
  *   ctx.c       the context: create, destroy, SNAT pools, clock
+ *   tables.c    publishing the tables into the inactive bank
  *
- * The I/O backends (io/) feed bursts to burst.c and sweep when idle.
+ * proto.h holds the protocol numbers (shared with bpf/), packet.h the
+ * byte and checksum helpers, hash.h the hash.  The I/O backends (io/)
+ * feed bursts to burst.c and sweep when idle.
  */
 #ifndef PYFWD_CORE_H
 #define PYFWD_CORE_H

@@ -419,9 +419,10 @@ _Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");
-_Static_assert(sizeof(struct pyfwd_stats) ==
-	       (2 + PYFWD_VERDICT_MAX + PYFWD_R_MAX + 2 + 6 + 6) *
-	       sizeof(uint64_t), "pyfwd_stats: uint64_t counters only");
+_Static_assert(sizeof(struct pyfwd_stats) % sizeof(uint64_t) == 0 &&
+	       offsetof(struct pyfwd_stats, io) +
+	       sizeof(struct pyfwd_io_stats) == sizeof(struct pyfwd_stats),
+	       "pyfwd_stats: uint64_t counters, summed as an array");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->verdict) ==
 	       PYFWD_VERDICT_MAX * sizeof(uint64_t), "verdict counters");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->reason) ==

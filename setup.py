@@ -20,7 +20,8 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BPF_SRC = os.path.join(HERE, "csrc", "bpf")
+CSRC = os.path.join(HERE, "csrc")
+BPF_SRC = os.path.join(CSRC, "bpf")
 BPF_OUT = os.path.join(HERE, "engine", "bpf")
 BENCH_SRC = os.path.join(HERE, "bench")
 BENCH_OUT = os.path.join(HERE, "engine", "bench", "bin")
@@ -66,24 +67,29 @@ def _stale(out, inputs):
         os.path.getmtime(out) < max(os.path.getmtime(p) for p in inputs)
 
 
-def _bpf_objects(src_dir, out_dir):
-    """Compile src_dir/*.bpf.c into out_dir/*.bpf.o when out of date."""
+def _bpf_objects(src_dir, out_dir, include=()):
+    """Compile src_dir/*.bpf.c into out_dir/*.bpf.o when out of date.
+
+    include: more header directories (their *.h count for staleness)."""
     os.makedirs(out_dir, exist_ok=True)
-    headers = glob.glob(os.path.join(src_dir, "*.h"))
+    dirs = [src_dir, *include]
+    headers = [h for d in dirs for h in glob.glob(os.path.join(d, "*.h"))]
     for src in sorted(glob.glob(os.path.join(src_dir, "*.bpf.c"))):
         obj = os.path.join(out_dir, os.path.basename(src)[:-2] + ".o")
         if not _stale(obj, [src, *headers]):
             continue
         cmd = ["clang", "-O2", "-g", "-Wall", "-target", "bpf",
-               *multiarch_include(), f"-I{src_dir}", "-c", src, "-o", obj]
+               *multiarch_include(), *(f"-I{d}" for d in dirs), "-c", src,
+               "-o", obj]
         print(" ".join(cmd))
         subprocess.run(cmd, check=True)
 
 
 def build_bpf():
-    """Compile csrc/bpf/*.bpf.c into engine/bpf/*.bpf.o when out of date."""
+    """Compile csrc/bpf/*.bpf.c into engine/bpf/*.bpf.o when out of date
+    (with csrc/ on the include path: proto.h, shared with the core)."""
     check_toolchain()
-    _bpf_objects(BPF_SRC, BPF_OUT)
+    _bpf_objects(BPF_SRC, BPF_OUT, include=[CSRC])
 
 
 def build_bench():

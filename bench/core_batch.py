@@ -1,6 +1,6 @@
 """How much does crossing from Python cost, next to the core's own work?
 
-Runs the same classifier frames through pyfwd_process_batch in batches of
+Runs the same classifier frames through pyfwd_core_burst in batches of
 1, 8, 64 and 256 frames, side by side in one run, and prints ns per frame
 and each batch size's cost relative to the largest.  This is why the data
 plane never calls into Python per packet: at batch 1 the call dominates.

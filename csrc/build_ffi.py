@@ -2,8 +2,13 @@
 
 The cdef is the part of csrc/pyfwd.h between the cffi:begin/cffi:end
 markers, so the header stays the single description of the boundary.
+
+The sources are the layout itself: csrc/*.c is the core (pure, no I/O:
+the Makefile's sanitizer and fuzzing builds take the same files), csrc/io/
+the I/O backends against libxdp and libbpf.
 """
 
+import glob
 import os
 import re
 
@@ -12,9 +17,11 @@ from cffi import FFI
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
 
-# The core (pure, no I/O), BPF loading, AF_XDP set-up and loop.
-SOURCES = ["ctx.c", "classify.c", "flow.c", "bpfload.c", "steer.c", "xsk.c",
-           "loop.c", "afpacket.c"]
+
+def sources():
+    """The core's C files, then the I/O backends', sorted."""
+    return [os.path.relpath(p) for d in ("", "io")
+            for p in sorted(glob.glob(os.path.join(CSRC, d, "*.c")))]
 
 
 def boundary_cdef(path=HEADER):
@@ -32,7 +39,7 @@ ffibuilder.cdef(boundary_cdef())
 ffibuilder.set_source(
     "pyfwd._fastpath",
     '#include "pyfwd.h"',
-    sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
+    sources=sources(),
     include_dirs=[CSRC],
     libraries=["xdp", "bpf"],
     # Hidden: calls between the C files bind directly, not through the PLT.

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * classify.c - the per-packet core, first half: parse and classify.
- * flow.c does the rest (flows, scheduling, rewrites, verdicts).
+ * classify.c - parse and classify one frame: which VIP, service or flow
+ * it may belong to, and why (a PYFWD_R_* reason).  burst.c calls it for
+ * every frame, then forward.c does the rest for the FORWARD* ones.
  *
- * Independent of any I/O backend: the AF_XDP and AF_PACKET loops, the
- * cffi tests and the sanitizer replay all call pyfwd_process_batch().
  * Every read is bounds-checked against the frame's length before it is
  * made; a frame that ends early is dropped with a reason, never read past.
+ * Protocol numbers and layouts come from proto.h, which the BPF programs
+ * that steer frames here read too.
  */
-#include "core.h"
+#include "tables.h"
 
 /* The 5-tuple of the TCP/UDP header at l4 into key (bounds checked). */
 static inline void fill_key(struct flow_key *key, const uint8_t *saddr,
@@ -44,22 +45,24 @@ static inline void fill_key(struct flow_key *key, const uint8_t *saddr,
  */
 static int icmp_error_parse(struct parse *ps, uint32_t l4)
 {
-	const uint8_t *h = ps->p + l4, *in = h + 8;
+	const uint8_t *h = ps->p + l4, *in = h + ICMP4_HDR_LEN;
 	uint32_t avail = ps->l3_end - l4, ihl;
 
-	if (avail < 8 + 20 || (h[0] != 3 && h[0] != 11))
+	if (avail < ICMP4_HDR_LEN + IP4_HDR_MIN || !ICMP4_IS_ERROR(h[0]))
 		return 0;
-	ihl = (uint32_t)(in[0] & 0x0f) * 4;
-	if ((in[0] >> 4) != 4 || ihl < 20 || avail < 8 + ihl + 8)
+	ihl = IP4_IHL(in);
+	if ((in[0] >> 4) != 4 || ihl < IP4_HDR_MIN ||
+	    avail < ICMP4_HDR_LEN + ihl + 8)
 		return 0;
 	if (in[9] != PROTO_TCP && in[9] != PROTO_UDP)
 		return 0;
-	if (ld_be16(in + 6) & 0x1fff)
+	if (ld_be16(in + IP4_FRAG_OFF) & IP4_FRAG_OFFSET)
 		return 0;	/* a later fragment quotes no ports */
-	fill_key(&ps->key, in + 12, in + 16, PYFWD_AF_INET, in[9], in + ihl);
-	ps->inner_l3 = l4 + 8;
-	ps->inner_l4 = l4 + 8 + ihl;
-	ps->inner_len = avail - 8;
+	fill_key(&ps->key, in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
+		 PYFWD_AF_INET, in[9], in + ihl);
+	ps->inner_l3 = l4 + ICMP4_HDR_LEN;
+	ps->inner_l4 = l4 + ICMP4_HDR_LEN + ihl;
+	ps->inner_len = avail - ICMP4_HDR_LEN;
 	return 1;
 }
 
@@ -70,14 +73,14 @@ static uint32_t classify_arp(struct parse *ps)
 	int32_t vip;
 
 	ps->r->family = PYFWD_AF_ARP;
-	if (unlikely(ps->len - ps->r->l3_off < 28))
+	if (unlikely(ps->len - ps->r->l3_off < ARP_LEN))
 		return PYFWD_R_DROP_ARP_TRUNC;
 	/* Only Ethernet/IPv4 ARP can name a VIP. */
-	if (ld_be16(a) != 1 || ld_be16(a + 2) != ETHERTYPE_IPV4 ||
+	if (ld_be16(a) != ARP_HTYPE_ETHER || ld_be16(a + 2) != ETHERTYPE_IPV4 ||
 	    a[4] != 6 || a[5] != 4)
 		return PYFWD_R_PASS_ARP;
-	memcpy(spa, a + 14, 4);
-	memcpy(tpa, a + 24, 4);
+	memcpy(spa, a + ARP_SPA_OFF, 4);
+	memcpy(tpa, a + ARP_TPA_OFF, 4);
 	/* A request for a VIP, or anyone claiming one (the ARP problem). */
 	vip = vip_addr_lookup(ps->b, tpa, PYFWD_AF_INET);
 	if (vip < 0)
@@ -89,6 +92,37 @@ static uint32_t classify_arp(struct parse *ps)
 }
 
 /*
+ * A TCP or UDP header at h with avail bytes of L4 packet: 0 if whole and
+ * consistent, else the drop reason.
+ */
+static inline uint32_t tcp_udp_check(const uint8_t *h, uint32_t avail,
+				     uint8_t proto)
+{
+	if (proto == PROTO_TCP) {
+		if (unlikely(avail < TCP_HDR_MIN))
+			return PYFWD_R_DROP_L4_TRUNC;
+		if (unlikely((h[12] >> 4) < 5 ||
+			     (uint32_t)(h[12] >> 4) * 4 > avail))
+			return PYFWD_R_DROP_TCP_DOFF;
+		return 0;
+	}
+	if (unlikely(avail < UDP_HDR_LEN))
+		return PYFWD_R_DROP_L4_TRUNC;
+	if (unlikely(ld_be16(h + 4) < UDP_HDR_LEN || ld_be16(h + 4) > avail))
+		return PYFWD_R_DROP_UDP_LEN;
+	return 0;
+}
+
+/* A flow's packet: its tuple and TCP flags, for forward.c. */
+static inline void tcp_udp_take(struct parse *ps, const uint8_t *saddr,
+				const uint8_t *daddr, uint8_t family,
+				uint8_t proto, const uint8_t *h)
+{
+	fill_key(&ps->key, saddr, daddr, family, proto, h);
+	ps->tcp_flags = proto == PROTO_TCP ? h[TCP_FLAGS_OFF] : 0;
+}
+
+/*
  * L4 of a packet to a VIP address.  l4 is its offset; the L3 length has
  * already been checked to lie within the frame.
  */
@@ -97,30 +131,24 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 			    uint32_t l4)
 {
 	const uint8_t *h = ps->p + l4;
-	uint32_t avail = ps->l3_end - l4;
+	uint32_t avail = ps->l3_end - l4, why;
 	int32_t vip;
 
 	ps->r->l4proto = proto;
 	ps->r->l4_off = (uint16_t)l4;
 	switch (proto) {
 	case PROTO_TCP:
-		if (unlikely(avail < 20))
-			return PYFWD_R_DROP_L4_TRUNC;
-		if (unlikely((h[12] >> 4) < 5 || (uint32_t)(h[12] >> 4) * 4 >
-							 avail))
-			return PYFWD_R_DROP_TCP_DOFF;
-		break;
 	case PROTO_UDP:
-		if (unlikely(avail < 8))
-			return PYFWD_R_DROP_L4_TRUNC;
-		if (unlikely(ld_be16(h + 4) < 8 || ld_be16(h + 4) > avail))
-			return PYFWD_R_DROP_UDP_LEN;
+		why = tcp_udp_check(h, avail, proto);
+		if (unlikely(why))
+			return why;
 		break;
 	case PROTO_ICMP:
 	case PROTO_ICMPV6:
-		if (unlikely(avail < (proto == PROTO_ICMP ? 8u : 4u)))
+		if (unlikely(avail < (proto == PROTO_ICMP ? ICMP4_HDR_LEN :
+							    ICMP6_HDR_MIN)))
 			return PYFWD_R_DROP_L4_TRUNC;
-		/* About a NAT/SNAT flow?  (core_burst punts it if not.) */
+		/* About a NAT/SNAT flow?  (forward_icmp punts it if not.) */
 		if (proto == PROTO_ICMP && ps->b->nat_vips &&
 		    icmp_error_parse(ps, l4))
 			return PYFWD_R_FORWARD_ICMP;
@@ -137,43 +165,36 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 	if (vip < 0)
 		return PYFWD_R_PASS_VIP_OTHER;
 	ps->r->vip = vip;
-	fill_key(&ps->key, saddr, daddr, family, proto, h);
-	ps->tcp_flags = proto == PROTO_TCP ? h[13] : 0;
+	tcp_udp_take(ps, saddr, daddr, family, proto, h);
 	return PYFWD_R_FORWARD;
 }
 
 /*
  * IP not to a VIP: may be a real server's answer (NAT, SNAT) or an ICMP
- * error about a flow.  Tentative: core_burst passes it if no flow has it.
+ * error about a flow.  Tentative: forward.c passes it if no flow has it;
+ * and what is not a whole TCP/UDP header passes too (it is not to a VIP).
  */
 static uint32_t classify_return(struct parse *ps, const uint8_t *saddr,
 				const uint8_t *daddr, uint8_t family,
 				uint8_t proto, uint32_t l4)
 {
 	const uint8_t *h = ps->p + l4;
-	uint32_t avail = ps->l3_end - l4;
 
 	ps->r->l4proto = proto;
 	ps->r->l4_off = (uint16_t)l4;
 	switch (proto) {
 	case PROTO_TCP:
-		if (avail < 20 || (h[12] >> 4) < 5 ||
-		    (uint32_t)(h[12] >> 4) * 4 > avail)
-			return PYFWD_R_PASS_NOT_VIP;
-		break;
 	case PROTO_UDP:
-		if (avail < 8 || ld_be16(h + 4) < 8 || ld_be16(h + 4) > avail)
+		if (tcp_udp_check(h, ps->l3_end - l4, proto))
 			return PYFWD_R_PASS_NOT_VIP;
-		break;
+		tcp_udp_take(ps, saddr, daddr, family, proto, h);
+		return PYFWD_R_FORWARD_REPLY;
 	case PROTO_ICMP:
 		return icmp_error_parse(ps, l4) ? PYFWD_R_FORWARD_ICMP :
 						  PYFWD_R_PASS_NOT_VIP;
 	default:
 		return PYFWD_R_PASS_NOT_VIP;
 	}
-	fill_key(&ps->key, saddr, daddr, family, proto, h);
-	ps->tcp_flags = proto == PROTO_TCP ? h[13] : 0;
-	return PYFWD_R_FORWARD_REPLY;
 }
 
 static uint32_t classify_ip4(struct parse *ps)
@@ -184,12 +205,12 @@ static uint32_t classify_ip4(struct parse *ps)
 	int32_t vip;
 
 	ps->r->family = PYFWD_AF_INET;
-	if (unlikely(ps->len - l3 < 20))
+	if (unlikely(ps->len - l3 < IP4_HDR_MIN))
 		return PYFWD_R_DROP_IP4_TRUNC;
 	if (unlikely((ip[0] >> 4) != 4))
 		return PYFWD_R_DROP_IP4_VERSION;
-	hlen = (uint32_t)(ip[0] & 0x0f) * 4;
-	if (unlikely(hlen < 20))
+	hlen = IP4_IHL(ip);
+	if (unlikely(hlen < IP4_HDR_MIN))
 		return PYFWD_R_DROP_IP4_IHL;
 	if (unlikely(ps->len - l3 < hlen))
 		return PYFWD_R_DROP_IP4_TRUNC;
@@ -197,24 +218,26 @@ static uint32_t classify_ip4(struct parse *ps)
 	if (unlikely(totlen < hlen || totlen > ps->len - l3))
 		return PYFWD_R_DROP_IP4_TOTLEN;
 	ps->l3_end = l3 + totlen;	/* Ethernet padding is not ours */
-	if (hlen > 20)
+	if (hlen > IP4_HDR_MIN)
 		ps->r->flags |= PYFWD_F_IP_OPTIONS;
 
-	memcpy(daddr, ip + 16, 4);
+	memcpy(daddr, ip + IP4_DADDR_OFF, 4);
 	vip = vip_addr_lookup(ps->b, daddr, PYFWD_AF_INET);
 	if (vip < 0) {
-		if (!ps->b->nat_vips || ld_be16(ip + 6) & 0x3fff)
+		if (!ps->b->nat_vips ||
+		    ld_be16(ip + IP4_FRAG_OFF) & IP4_FRAG_MF_OFFSET)
 			return PYFWD_R_PASS_NOT_VIP;
-		return classify_return(ps, ip + 12, daddr, PYFWD_AF_INET,
-				       ip[9], l3 + hlen);
+		return classify_return(ps, ip + IP4_SADDR_OFF, daddr,
+				       PYFWD_AF_INET, ip[9], l3 + hlen);
 	}
 	ps->r->vip = vip;
 	/* MF set or an offset: the ports are not in this frame (or lie). */
-	if (unlikely(ld_be16(ip + 6) & 0x3fff)) {
+	if (unlikely(ld_be16(ip + IP4_FRAG_OFF) & IP4_FRAG_MF_OFFSET)) {
 		ps->r->flags |= PYFWD_F_FRAGMENT;
 		return PYFWD_R_DROP_FRAGMENT;
 	}
-	return classify_l4(ps, ip + 12, daddr, PYFWD_AF_INET, ip[9], l3 + hlen);
+	return classify_l4(ps, ip + IP4_SADDR_OFF, daddr, PYFWD_AF_INET, ip[9],
+			   l3 + hlen);
 }
 
 /*
@@ -229,25 +252,19 @@ static uint32_t ip6_skip_exthdrs(struct parse *ps, uint8_t *nh, uint32_t *off)
 		const uint8_t *h = ps->p + *off;
 		uint32_t avail = ps->l3_end - *off;
 
-		switch (*nh) {
-		case PROTO_HOPOPTS:
-		case PROTO_ROUTING:
-		case PROTO_DSTOPTS:
-			if (unlikely(avail < 8 ||
-				     avail < ((uint32_t)h[1] + 1) * 8))
-				return PYFWD_R_DROP_IP6_EXTHDR;
-			ps->r->flags |= PYFWD_F_IP_OPTIONS;
-			*nh = h[0];
-			*off += ((uint32_t)h[1] + 1) * 8;
-			break;
-		case PROTO_FRAGMENT:
+		if (*nh == PROTO_FRAGMENT) {
 			if (unlikely(avail < 8))
 				return PYFWD_R_DROP_IP6_EXTHDR;
 			ps->r->flags |= PYFWD_F_FRAGMENT;
 			return PYFWD_R_DROP_FRAGMENT;
-		default:
-			return 0;
 		}
+		if (!IP6_EXTHDR_WALKED(*nh))
+			return 0;
+		if (unlikely(avail < 8 || avail < IP6_EXTHDR_LEN(h)))
+			return PYFWD_R_DROP_IP6_EXTHDR;
+		ps->r->flags |= PYFWD_F_IP_OPTIONS;
+		*nh = h[0];
+		*off += IP6_EXTHDR_LEN(h);
 	}
 	return PYFWD_R_DROP_IP6_EXTHDR;
 }
@@ -267,10 +284,10 @@ static uint32_t classify_ndp(struct parse *ps, uint8_t nh, uint32_t off)
 	if (ip6_skip_exthdrs(ps, &nh, &off))
 		return PYFWD_R_PASS_NOT_VIP;
 	h = ps->p + off;
-	if (nh != PROTO_ICMPV6 || ps->l3_end - off < 24 ||
-	    (h[0] != 135 && h[0] != 136))
+	if (nh != PROTO_ICMPV6 || ps->l3_end - off < NDP_MSG_MIN ||
+	    !NDP_IS_NS_OR_NA(h[0]))
 		return PYFWD_R_PASS_NOT_VIP;
-	vip = vip_addr_lookup(ps->b, h + 8, PYFWD_AF_INET6);
+	vip = vip_addr_lookup(ps->b, h + NDP_TARGET_OFF, PYFWD_AF_INET6);
 	if (vip < 0)
 		return PYFWD_R_PASS_NOT_VIP;
 	ps->r->vip = vip;
@@ -281,13 +298,13 @@ static uint32_t classify_ndp(struct parse *ps, uint8_t nh, uint32_t off)
 
 static uint32_t classify_ip6(struct parse *ps)
 {
-	uint32_t l3 = ps->r->l3_off, off = l3 + 40, why;
+	uint32_t l3 = ps->r->l3_off, off = l3 + IP6_HDR_LEN, why;
 	const uint8_t *ip = ps->p + l3;
 	uint8_t nh;
 	int32_t vip;
 
 	ps->r->family = PYFWD_AF_INET6;
-	if (unlikely(ps->len - l3 < 40))
+	if (unlikely(ps->len - l3 < IP6_HDR_LEN))
 		return PYFWD_R_DROP_IP6_TRUNC;
 	if (unlikely((ip[0] >> 4) != 6))
 		return PYFWD_R_DROP_IP6_VERSION;
@@ -296,48 +313,51 @@ static uint32_t classify_ip6(struct parse *ps)
 	ps->l3_end = off + ld_be16(ip + 4);
 	nh = ip[6];
 
-	vip = vip_addr_lookup(ps->b, ip + 24, PYFWD_AF_INET6);
+	vip = vip_addr_lookup(ps->b, ip + IP6_DADDR_OFF, PYFWD_AF_INET6);
 	if (vip >= 0) {
 		ps->r->vip = vip;
 		why = ip6_skip_exthdrs(ps, &nh, &off);
 		if (why)
 			return why;
-		return classify_l4(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh, off);
+		return classify_l4(ps, ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
+				   PYFWD_AF_INET6, nh, off);
 	}
-	if (ip[24] == 0xff)
+	if (ip[IP6_DADDR_OFF] == IP6_MULTICAST)
 		return classify_ndp(ps, nh, off);
 	if (!ps->b->nat_vips)
 		return PYFWD_R_PASS_NOT_VIP;
 	why = ip6_skip_exthdrs(ps, &nh, &off);
 	if (why)
-		return why == PYFWD_R_DROP_FRAGMENT ? PYFWD_R_PASS_NOT_VIP : why;
-	return classify_return(ps, ip + 8, ip + 24, PYFWD_AF_INET6, nh, off);
+		return why == PYFWD_R_DROP_FRAGMENT ? PYFWD_R_PASS_NOT_VIP :
+						      why;
+	return classify_return(ps, ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
+			       PYFWD_AF_INET6, nh, off);
 }
 
-uint32_t classify_frame(const struct pyfwd_ctx *ctx, struct parse *ps,
+uint32_t frame_classify(const struct pyfwd_ctx *ctx, struct parse *ps,
 			const struct pyfwd_frame *f)
 {
 	struct pyfwd_result *r = ps->r;
-	uint32_t l3 = ETH_HLEN_;
+	uint32_t l3 = ETH_HDR_LEN;
 	uint16_t type;
 
 	if (unlikely(f->len > ctx->cfg.max_frame || f->len > f->cap))
 		return PYFWD_R_DROP_OVERSIZE;
-	if (unlikely(!f->data || f->len < ETH_HLEN_))
+	if (unlikely(!f->data || f->len < ETH_HDR_LEN))
 		return PYFWD_R_DROP_RUNT;
 	/* Unicast to someone else (multicast and broadcast are for all). */
 	if (!ctx->any_mac && !(ps->p[0] & 1) &&
 	    memcmp(ps->p, ctx->if_mac[f->in_if % PYFWD_IFACES_MAX], 6))
 		return PYFWD_R_PASS_OTHER_MAC;
 
-	type = ld_be16(ps->p + 12);
+	type = ld_be16(ps->p + ETH_TYPE_OFF);
 	if (type == ETHERTYPE_VLAN || type == ETHERTYPE_QINQ) {
-		if (unlikely(f->len < ETH_HLEN_ + VLAN_HLEN_))
+		if (unlikely(f->len < ETH_HDR_LEN + VLAN_HDR_LEN))
 			return PYFWD_R_DROP_VLAN_TRUNC;
 		r->flags |= PYFWD_F_VLAN;
-		r->vlan_tci = ld_be16(ps->p + 14);
-		type = ld_be16(ps->p + 16);
-		l3 += VLAN_HLEN_;
+		r->vlan_tci = ld_be16(ps->p + ETH_HDR_LEN);
+		type = ld_be16(ps->p + ETH_HDR_LEN + 2);
+		l3 += VLAN_HDR_LEN;
 	}
 	r->l3_off = (uint16_t)l3;
 	switch (type) {

@@ -80,6 +80,13 @@
 #define PYFWD_WORKERS_MAX 64
 #define PYFWD_NO_REAL 65535		/* ring entry: nobody */
 
+/* The most pyfwd_config (and pyfwd_ctx_create) accepts. */
+#define PYFWD_FRAME_LIMIT 65535
+#define PYFWD_VIPS_LIMIT 1048576	/* 1 << 20 */
+#define PYFWD_REALS_LIMIT 65535		/* ids 0..65534: 65535 is NO_REAL */
+#define PYFWD_RING_LIMIT 268435456	/* 1 << 28 */
+#define PYFWD_FLOWS_LIMIT 67108864	/* 1 << 26 */
+
 /* pyfwd_vip.mode */
 #define PYFWD_MODE_DR 0		/* rewrite the MACs, send back out */
 #define PYFWD_MODE_NAT 1	/* destination := real; replies come back */
@@ -162,6 +169,18 @@ struct pyfwd_config {
 	uint16_t pad2;
 };
 
+/*
+ * An address, port and protocol: a key of the steering maps (a VIP
+ * service; a NAT real server whose answers the engine owns; SNAT's
+ * address, port and proto 0).
+ */
+struct pyfwd_endpoint {
+	uint8_t addr[16];	/* IPv4 in the first 4 bytes, rest zero */
+	uint8_t family;		/* PYFWD_AF_INET or PYFWD_AF_INET6 */
+	uint8_t proto;		/* IPPROTO_TCP or IPPROTO_UDP */
+	uint16_t port;		/* host byte order */
+};
+
 /* SNAT: the balancer's address and the source ports it hands out. */
 struct pyfwd_snat {
 	uint8_t addr[16];
@@ -172,27 +191,43 @@ struct pyfwd_snat {
 	uint16_t pad2;
 };
 
-/* A snapshot of the counters, summed over the workers. */
-struct pyfwd_stats {
-	uint64_t frames;
-	uint64_t bytes;
-	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[30];		/* PYFWD_R_MAX */
+/*
+ * The counters, in groups (Python reads the groups' field names from
+ * here: pyfwd.dataplane.native's TABLE_COUNTERS, FLOW_COUNTERS,
+ * IO_COUNTERS).  Every field is a uint64_t: they are summed as an array.
+ */
+struct pyfwd_table_stats {
 	uint64_t vip_generation;	/* bumped by every publish */
 	uint64_t vip_count;
+};
+
+struct pyfwd_flow_stats {
 	uint64_t flows_new;		/* flows scheduled */
 	uint64_t flow_hits;		/* frames of a known flow */
 	uint64_t flows_rescheduled;	/* their real was removed */
 	uint64_t flows_evicted;		/* DR flows pushed out: table full */
 	uint64_t flows_expired;		/* NAT/SNAT flows the sweep freed */
 	uint64_t snat_ports_used;	/* SNAT source ports in use now */
-	/* I/O loop */
+};
+
+struct pyfwd_io_stats {
 	uint64_t rx;			/* frames from the rings */
 	uint64_t tx;			/* frames put on the TX ring */
 	uint64_t tx_ring_full;		/* forwards dropped: TX ring full */
 	uint64_t punt_overflow;		/* punts dropped: punt ring full */
 	uint64_t wakeups;		/* sendto/recvfrom kicks */
 	uint64_t polls;			/* poll() calls */
+};
+
+/* A snapshot of the counters, summed over the workers (or of one). */
+struct pyfwd_stats {
+	uint64_t frames;
+	uint64_t bytes;
+	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
+	uint64_t reason[30];		/* PYFWD_R_MAX */
+	struct pyfwd_table_stats tables;
+	struct pyfwd_flow_stats flows;
+	struct pyfwd_io_stats io;
 };
 
 /* Per real server id. */
@@ -256,13 +291,15 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 			 uint32_t nreals, const uint16_t *ring, uint32_t nring);
 
 /*
- * The core: classify (and, as modes land, rewrite) n frames in place and
- * write one result per frame.  Pure function of the frames and the
- * published tables; no allocation, no I/O.  Returns the number of frames
- * whose verdict is FORWARD.  One thread per ctx at a time.
+ * The core on a burst of n frames (as worker 0): classify each, find or
+ * make its flow, rewrite it in place, write one result per frame.  Pure
+ * function of the frames, the published tables and the flow table; no
+ * allocation, no I/O.  Returns the number of frames whose verdict is
+ * FORWARD.  One thread per ctx at a time (not beside a loop).  The I/O
+ * loops run the same burst on their own worker.
  */
-uint32_t pyfwd_process_batch(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
-			     uint32_t n, struct pyfwd_result *out);
+uint32_t pyfwd_core_burst(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
+			  uint32_t n, struct pyfwd_result *out);
 
 void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out);
 
@@ -279,7 +316,7 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
  * Expire now whatever has timed out in every worker's flow table (the
  * loops do it a few slots at a time themselves).  Not while loops run.
  */
-void pyfwd_expire(struct pyfwd_ctx *ctx);
+void pyfwd_flows_expire(struct pyfwd_ctx *ctx);
 
 /*
  * Fill a Maglev table of size entries (scheduler.py's maglev_table: it
@@ -306,47 +343,54 @@ void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns);
 uint32_t pyfwd_punt_drain(struct pyfwd_ctx *ctx, uint8_t *buf, size_t bufsize,
 			  uint32_t *lens, uint32_t max);
 
+/* Set the SNAT address and port range (every worker's pool). 0 or -errno;
+ * -EBUSY when flows hold ports already. */
+int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat);
+
 /*
- * AF_XDP.  open: load the XDP object, attach it to ifindex with a bpf_link
- * that is not pinned (the kernel detaches it when the process ends, even
- * on SIGKILL) and create one socket per queue.  0 or -errno; errbuf says
- * what failed.  run: the loop of one queue; blocks until stop, the GIL
- * released (cffi).  close: stop first; detaches and frees.
+ * The I/O backends (csrc/io/), one at a time per context: they feed the
+ * core's bursts from an interface (slot 0) and a second one (slot 1, the
+ * inside of a two-arm NAT) and send what it forwards.  Both load the
+ * steering object bpf_path (bpf/steer.bpf.c).  open: 0 or -errno (-EBUSY:
+ * a backend is open already); errbuf says what failed.  run: the loop of
+ * one queue; blocks until pyfwd_io_stop, the GIL released (cffi).
+ *
+ * AF_XDP: attach the XDP program pyfwd_xdp_steer to ifindex with a
+ * bpf_link that is not pinned (the kernel detaches it when the process
+ * ends, even on SIGKILL) and create one socket per queue.
  */
 int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   const struct pyfwd_xsk_config *cfg,
 		   struct pyfwd_xsk_info *info, char *errbuf, size_t errlen);
 int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue);
-/* Stop the loops of either backend (they return within 100 ms). */
-void pyfwd_xsk_stop(struct pyfwd_ctx *ctx);
-void pyfwd_xsk_close(struct pyfwd_ctx *ctx);
 
 /*
- * Steer to the sockets: frames to these VIPs; NAT's returns, i.e. frames
- * from these real servers (given as addr, family, proto, port in
- * pyfwd_vip structs); and SNAT's, frames to its address and port range
- * (snat NULL or port_hi 0: none).  ICMP errors about them too.  0 or
- * -errno.
- */
-int pyfwd_steer(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
-		uint32_t n, const struct pyfwd_vip *replies, uint32_t nreplies,
-		const struct pyfwd_snat *snat);
-
-/*
- * The raw-socket backend (AF_PACKET): one TPACKET_V3 ring per interface
- * (slot 0 ifindex, slot 1 ifindex2 or 0), a tc program (tcx bpf_link,
- * gone with the process) that keeps the engine's frames from the kernel.
- * One loop: run(ctx, 0).  0 or -errno; errbuf says what failed.
+ * AF_PACKET (raw sockets): one TPACKET_V3 ring per interface (ifindex2 0:
+ * none), a tc program (pyfwd_tc_owned, tcx bpf_link, gone with the
+ * process) that keeps the engine's frames from the kernel.  One loop:
+ * run(ctx, 0).
  */
 int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   uint32_t ifindex, uint32_t ifindex2, char *errbuf,
 		   size_t errlen);
 int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue);
-void pyfwd_afp_close(struct pyfwd_ctx *ctx);
 
-/* Set the SNAT address and port range (every worker's pool). 0 or -errno;
- * -EBUSY when flows hold ports already. */
-int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat);
+/* Stop the loops of the backend (they return within 100 ms). */
+void pyfwd_io_stop(struct pyfwd_ctx *ctx);
+/* Stop, detach and free the backend (none open: nothing to do). */
+void pyfwd_io_close(struct pyfwd_ctx *ctx);
+
+/*
+ * Set what the backend's BPF programs steer to the engine (the whole set:
+ * what is not named any more is removed): frames to these VIP services;
+ * NAT's returns, i.e. frames from these real servers' addr:port/proto; and
+ * SNAT's, frames to its address and port range (snat NULL or port_hi 0:
+ * none).  ICMP errors about them too.  0 or -errno (-ENOTCONN: no backend
+ * open, -E2BIG: over the maps' sizes).
+ */
+int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
+		    uint32_t nvips, const struct pyfwd_endpoint *replies,
+		    uint32_t nreplies, const struct pyfwd_snat *snat);
 
 /*
  * Detach whatever XDP program is attached to ifindex by netlink (leftovers
@@ -374,6 +418,11 @@ _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
 _Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
+_Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");
+_Static_assert(sizeof(struct pyfwd_stats) % sizeof(uint64_t) == 0 &&
+	       offsetof(struct pyfwd_stats, io) +
+	       sizeof(struct pyfwd_io_stats) == sizeof(struct pyfwd_stats),
+	       "pyfwd_stats: uint64_t counters, summed as an array");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->verdict) ==
 	       PYFWD_VERDICT_MAX * sizeof(uint64_t), "verdict counters");
 _Static_assert(sizeof(((struct pyfwd_stats *)0)->reason) ==

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
- * steer.bpf.c - XDP program: frames that pyfwd owns go to the AF_XDP
+ * steer.bpf.c - the steering programs of both backends.  AF_XDP: the XDP
+ * program pyfwd_xdp_steer sends the frames that pyfwd owns to the AF_XDP
  * socket of the receiving queue, everything else to the kernel untouched.
+ * AF_PACKET: pyfwd_sock_filter and pyfwd_tc_owned (below).
  *
  * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
  * frames to a VIP address too short to tell (the core counts the drop),
@@ -15,14 +17,12 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/in6.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "proto.h"	/* csrc/: the core reads frames the same way */
 #include "steer.h"
 
-#define VLAN_HLEN 4
 #define NH_MAX 4	/* IPv6 extension headers walked before steering */
 
 struct {
@@ -86,7 +86,7 @@ static __always_inline int is_vip(const void *addr, __u8 family)
 {
 	struct steer_addr k = { .family = family };
 
-	__builtin_memcpy(k.addr, addr, family == 4 ? 4 : 16);
+	__builtin_memcpy(k.addr, addr, family == STEER_AF_INET ? 4 : 16);
 	return bpf_map_lookup_elem(&steer_addrs, &k) != NULL;
 }
 
@@ -97,13 +97,13 @@ static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
 	struct steer_svc k = { .family = family, .proto = proto };
 	__be16 *ports = l4;
 
-	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+	if (proto == PROTO_ICMP || proto == PROTO_ICMPV6)
 		return 1;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (proto != PROTO_TCP && proto != PROTO_UDP)
 		return 0;
 	if ((void *)(ports + 2) > end)
 		return 1;
-	__builtin_memcpy(k.addr, daddr, family == 4 ? 4 : 16);
+	__builtin_memcpy(k.addr, daddr, family == STEER_AF_INET ? 4 : 16);
 	k.port = ports[1];
 	return bpf_map_lookup_elem(&steer_svcs, &k) != NULL;
 }
@@ -118,13 +118,13 @@ static __always_inline int return_owned(const __u8 *saddr, const __u8 *daddr,
 	struct steer_ports *range;
 	__u16 dport;
 
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (proto != PROTO_TCP && proto != PROTO_UDP)
 		return 0;
-	__builtin_memcpy(r.addr, saddr, family == 4 ? 4 : 16);
+	__builtin_memcpy(r.addr, saddr, family == STEER_AF_INET ? 4 : 16);
 	r.port = ports[0];
 	if (bpf_map_lookup_elem(&steer_rsvcs, &r))
 		return 1;
-	__builtin_memcpy(a.addr, daddr, family == 4 ? 4 : 16);
+	__builtin_memcpy(a.addr, daddr, family == STEER_AF_INET ? 4 : 16);
 	range = bpf_map_lookup_elem(&steer_snat, &a);
 	if (!range)
 		return 0;
@@ -135,87 +135,95 @@ static __always_inline int return_owned(const __u8 *saddr, const __u8 *daddr,
 /* An ICMPv4 error quoting a packet of ours: steer it (the core decides). */
 static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
 {
-	__u8 *in = icmp + 8;
+	__u8 *in = icmp + ICMP4_HDR_LEN;
 	__u32 ihl;
 
-	if ((void *)(in + 20) > end || (icmp[0] != 3 && icmp[0] != 11))
+	if ((void *)(in + IP4_HDR_MIN) > end || !ICMP4_IS_ERROR(icmp[0]))
 		return 0;
-	ihl = (in[0] & 0x0f) * 4;
-	if (ihl < 20 || (void *)(in + ihl + 4) > end)
+	ihl = IP4_IHL(in);
+	if (ihl < IP4_HDR_MIN || (void *)(in + ihl + 4) > end)
 		return 0;
 	/* the quoted packet went out from us: our answer's reverse */
-	return return_owned(in + 16, in + 12, 4, in[9],
-			    (const __be16 *)(in + ihl)) ||
-	       return_owned(in + 12, in + 16, 4, in[9],
-			    (const __be16 *)(in + ihl));
+	return return_owned(in + IP4_DADDR_OFF, in + IP4_SADDR_OFF,
+			    STEER_AF_INET, in[9], (const __be16 *)(in + ihl)) ||
+	       return_owned(in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
+			    STEER_AF_INET, in[9], (const __be16 *)(in + ihl));
 }
 
 static __always_inline int arp_owned(__u8 *a, void *end)
 {
-	/* htype(2) ptype(2) hlen plen op(2) sha(6) spa(4) tha(6) tpa(4) */
-	if ((void *)(a + 28) > end)
+	if ((void *)(a + ARP_LEN) > end)
 		return 0;
-	return is_vip(a + 24, 4) || is_vip(a + 14, 4);
+	return is_vip(a + ARP_TPA_OFF, STEER_AF_INET) ||
+	       is_vip(a + ARP_SPA_OFF, STEER_AF_INET);
+}
+
+/* MF set or an offset: a fragment (the ports are not in this frame). */
+static __always_inline int ip4_fragment(const __u8 *ip)
+{
+	return ((ip[IP4_FRAG_OFF] << 8) | ip[IP4_FRAG_OFF + 1]) &
+	       IP4_FRAG_MF_OFFSET;
 }
 
 static __always_inline int ip4_owned(__u8 *ip, void *end)
 {
 	__u32 hlen;
 
-	if ((void *)(ip + 20) > end)
+	if ((void *)(ip + IP4_HDR_MIN) > end)
 		return 0;
-	if (!is_vip(ip + 16, 4)) {
-		hlen = (ip[0] & 0x0f) * 4;
-		if (hlen < 20 || ip[6] & 0x3f || ip[7] ||
+	hlen = IP4_IHL(ip);
+	if (!is_vip(ip + IP4_DADDR_OFF, STEER_AF_INET)) {
+		if (hlen < IP4_HDR_MIN || ip4_fragment(ip) ||
 		    (void *)(ip + hlen + 8) > end)
 			return 0;
-		if (ip[9] == IPPROTO_ICMP)
+		if (ip[9] == PROTO_ICMP)
 			return icmp_err_owned(ip + hlen, end);
-		return return_owned(ip + 12, ip + 16, 4, ip[9],
+		return return_owned(ip + IP4_SADDR_OFF, ip + IP4_DADDR_OFF,
+				    STEER_AF_INET, ip[9],
 				    (const __be16 *)(ip + hlen));
 	}
-	hlen = (ip[0] & 0x0f) * 4;
-	if (hlen < 20)
+	if (hlen < IP4_HDR_MIN)
 		return 1;	/* malformed, to a VIP: the core counts it */
-	if (ip[6] & 0x3f || ip[7])
+	if (ip4_fragment(ip))
 		return 1;	/* fragment to a VIP */
-	return l4_owned(ip + 16, 4, ip[9], ip + hlen, end);
+	return l4_owned(ip + IP4_DADDR_OFF, STEER_AF_INET, ip[9], ip + hlen,
+			end);
 }
 
 static __always_inline int ip6_owned(__u8 *ip, void *end)
 {
-	__u8 *l4 = ip + 40;
+	__u8 *l4 = ip + IP6_HDR_LEN;
 	__u8 nh;
 	int i;
 
-	if ((void *)(ip + 40) > end)
+	if ((void *)(ip + IP6_HDR_LEN) > end)
 		return 0;
 	nh = ip[6];
-	if (ip[24] == 0xff) {
+	if (ip[IP6_DADDR_OFF] == IP6_MULTICAST) {
 		/* Multicast: a neighbour solicitation or advertisement whose
-		 * target is a VIP?  (Same layout: the target at 8.) */
-		if (nh != IPPROTO_ICMPV6 || (void *)(l4 + 24) > end ||
-		    (l4[0] != 135 && l4[0] != 136))
+		 * target is a VIP? */
+		if (nh != PROTO_ICMPV6 || (void *)(l4 + NDP_MSG_MIN) > end ||
+		    !NDP_IS_NS_OR_NA(l4[0]))
 			return 0;
-		return is_vip(l4 + 8, 6);
+		return is_vip(l4 + NDP_TARGET_OFF, STEER_AF_INET6);
 	}
-	if (!is_vip(ip + 24, 6)) {
+	if (!is_vip(ip + IP6_DADDR_OFF, STEER_AF_INET6)) {
 		if ((void *)(l4 + 4) > end)
 			return 0;
-		return return_owned(ip + 8, ip + 24, 6, nh,
-				    (const __be16 *)l4);
+		return return_owned(ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
+				    STEER_AF_INET6, nh, (const __be16 *)l4);
 	}
 	for (i = 0; i < NH_MAX; i++) {
-		if (nh != 0 && nh != 43 && nh != 60)
+		if (!IP6_EXTHDR_WALKED(nh))
 			break;
 		if ((void *)(l4 + 2) > end)
 			return 1;
 		nh = l4[0];
-		l4 += (l4[1] + 1) * 8;
+		l4 += IP6_EXTHDR_LEN(l4);
 	}
-	if (nh == 44 || nh == 0 || nh == 43 || nh == 60)
+	if (nh == PROTO_FRAGMENT || IP6_EXTHDR_WALKED(nh))
 		return 1;	/* fragment or a long chain: the core decides */
-	return l4_owned(ip + 24, 6, nh, l4, end);
+	return l4_owned(ip + IP6_DADDR_OFF, STEER_AF_INET6, nh, l4, end);
 }
 
 /* Does the engine own the frame at data..end? */
@@ -228,24 +236,25 @@ static __always_inline int owned(void *data, void *end)
 	if ((void *)l3 > end)
 		return 0;
 	proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		if ((void *)(l3 + VLAN_HLEN) > end)
+	if (proto == bpf_htons(ETHERTYPE_VLAN) ||
+	    proto == bpf_htons(ETHERTYPE_QINQ)) {
+		if ((void *)(l3 + VLAN_HDR_LEN) > end)
 			return 0;
 		proto = *(__be16 *)(l3 + 2);
-		l3 += VLAN_HLEN;
+		l3 += VLAN_HDR_LEN;
 	}
-	if (proto == bpf_htons(ETH_P_IP))
+	if (proto == bpf_htons(ETHERTYPE_IPV4))
 		return ip4_owned(l3, end);
-	if (proto == bpf_htons(ETH_P_IPV6))
+	if (proto == bpf_htons(ETHERTYPE_IPV6))
 		return ip6_owned(l3, end);
-	if (proto == bpf_htons(ETH_P_ARP))
+	if (proto == bpf_htons(ETHERTYPE_ARP))
 		return arp_owned(l3, end);
 	return 0;
 }
 
 /* AF_XDP backend: what the engine owns goes to its socket. */
 SEC("xdp")
-int pyfwd_steer(struct xdp_md *ctx)
+int pyfwd_xdp_steer(struct xdp_md *ctx)
 {
 	if (owned((void *)(long)ctx->data, (void *)(long)ctx->data_end))
 		return to_engine(ctx);
@@ -277,39 +286,45 @@ int pyfwd_tc_owned(struct __sk_buff *skb)
 SEC("socket")
 int pyfwd_sock_filter(struct __sk_buff *skb)
 {
-	__u8 ip[40], l4[4];
+	__u8 ip[IP6_HDR_LEN], l4[4];
 	__u16 proto;
-	__u32 l3 = ETH_HLEN, hlen;
+	__u32 l3 = ETH_HDR_LEN, hlen;
 
-	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+	if (bpf_skb_load_bytes(skb, ETH_TYPE_OFF, &proto, 2))
 		return 0;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		if (bpf_skb_load_bytes(skb, 16, &proto, 2))
+	if (proto == bpf_htons(ETHERTYPE_VLAN) ||
+	    proto == bpf_htons(ETHERTYPE_QINQ)) {
+		if (bpf_skb_load_bytes(skb, ETH_HDR_LEN + 2, &proto, 2))
 			return 0;
-		l3 += VLAN_HLEN;
+		l3 += VLAN_HDR_LEN;
 	}
-	if (proto == bpf_htons(ETH_P_ARP))
+	if (proto == bpf_htons(ETHERTYPE_ARP))
 		return skb->len;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, l3, ip, 20))
+	if (proto == bpf_htons(ETHERTYPE_IPV4)) {
+		if (bpf_skb_load_bytes(skb, l3, ip, IP4_HDR_MIN))
 			return 0;
-		if (is_vip(ip + 16, 4) || ip[9] == IPPROTO_ICMP)
+		if (is_vip(ip + IP4_DADDR_OFF, STEER_AF_INET) ||
+		    ip[9] == PROTO_ICMP)
 			return skb->len;
-		hlen = (ip[0] & 0x0f) * 4;
-		if (hlen < 20 || bpf_skb_load_bytes(skb, l3 + hlen, l4, 4))
+		hlen = IP4_IHL(ip);
+		if (hlen < IP4_HDR_MIN ||
+		    bpf_skb_load_bytes(skb, l3 + hlen, l4, 4))
 			return 0;
-		return return_owned(ip + 12, ip + 16, 4, ip[9],
+		return return_owned(ip + IP4_SADDR_OFF, ip + IP4_DADDR_OFF,
+				    STEER_AF_INET, ip[9],
 				    (const __be16 *)l4) ? skb->len : 0;
 	}
-	if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (bpf_skb_load_bytes(skb, l3, ip, 40))
+	if (proto == bpf_htons(ETHERTYPE_IPV6)) {
+		if (bpf_skb_load_bytes(skb, l3, ip, IP6_HDR_LEN))
 			return 0;
-		if (ip[24] == 0xff || is_vip(ip + 24, 6) ||
-		    ip[6] == IPPROTO_ICMPV6)
+		if (ip[IP6_DADDR_OFF] == IP6_MULTICAST ||
+		    is_vip(ip + IP6_DADDR_OFF, STEER_AF_INET6) ||
+		    ip[6] == PROTO_ICMPV6)
 			return skb->len;
-		if (bpf_skb_load_bytes(skb, l3 + 40, l4, 4))
+		if (bpf_skb_load_bytes(skb, l3 + IP6_HDR_LEN, l4, 4))
 			return 0;
-		return return_owned(ip + 8, ip + 24, 6, ip[6],
+		return return_owned(ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
+				    STEER_AF_INET6, ip[6],
 				    (const __be16 *)l4) ? skb->len : 0;
 	}
 	return 0;

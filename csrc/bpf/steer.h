@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * steer.h - maps shared by the XDP steering program and its loader.
- * Fixed-width fields, explicit padding: the loader fills them from C.
+ * steer.h - maps shared by the steering programs (steer.bpf.c: XDP
+ * pyfwd_xdp_steer, tc pyfwd_tc_owned, socket filter pyfwd_sock_filter)
+ * and their loader (io/steer.c).  Fixed-width fields, explicit padding:
+ * the loader fills them from C.
  */
 #ifndef PYFWD_STEER_H
 #define PYFWD_STEER_H
@@ -13,10 +15,15 @@
 #define STEER_IFACES_MAX 2	/* xsks key: slot * STEER_QUEUES_MAX + queue */
 #define STEER_REALS_MAX 16384
 
+/* steer_*.family: pyfwd.h's PYFWD_AF_INET, PYFWD_AF_INET6 (io/steer.c
+ * checks that they agree). */
+#define STEER_AF_INET 4
+#define STEER_AF_INET6 6
+
 /* Key of steer_addrs: a VIP address (IPv4 in the first 4 bytes). */
 struct steer_addr {
 	__u8 addr[16];
-	__u8 family;		/* PYFWD_AF_INET (4) or PYFWD_AF_INET6 (6) */
+	__u8 family;		/* STEER_AF_INET or STEER_AF_INET6 */
 	__u8 pad[3];
 };
 

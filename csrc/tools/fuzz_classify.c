@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../pyfwd.h"
+#include "proto.h"
+#include "pyfwd.h"
 
 static struct pyfwd_ctx *ctx_mac, *ctx_any;
 
@@ -40,11 +41,11 @@ static struct pyfwd_ctx *make_ctx(int with_mac)
 
 	if (!with_mac)
 		memset(cfg.mac, 0, sizeof(cfg.mac));
-	add(&vips[0], AF_INET, "10.0.0.100", 6, 80);
-	add(&vips[1], AF_INET, "10.0.0.100", 17, 53);
-	add(&vips[2], AF_INET, "10.0.0.100", 6, 11112);
-	add(&vips[3], AF_INET6, "fd00::100", 6, 80);
-	add(&vips[4], AF_INET6, "fd00::100", 17, 53);
+	add(&vips[0], AF_INET, "10.0.0.100", PROTO_TCP, 80);
+	add(&vips[1], AF_INET, "10.0.0.100", PROTO_UDP, 53);
+	add(&vips[2], AF_INET, "10.0.0.100", PROTO_TCP, 11112);
+	add(&vips[3], AF_INET6, "fd00::100", PROTO_TCP, 80);
+	add(&vips[4], AF_INET6, "fd00::100", PROTO_UDP, 53);
 	for (i = 0; i < 5; i++) {
 		vips[i].sched = i & 1 ? PYFWD_SCHED_SEQ : PYFWD_SCHED_HASH;
 		vips[i].ring_len = i == 4 ? 3 : 2;	/* one with a hole */
@@ -74,10 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(copy, data, size);
 	f.data = copy;
 	f.len = f.cap = (uint32_t)size;
-	pyfwd_process_batch(ctx_mac, &f, 1, &res);
+	pyfwd_core_burst(ctx_mac, &f, 1, &res);
 	if (res.verdict != pyfwd_reason_verdict(res.reason))
 		abort();
-	pyfwd_process_batch(ctx_any, &f, 1, &res);
+	pyfwd_core_burst(ctx_any, &f, 1, &res);
 	if (res.verdict != pyfwd_reason_verdict(res.reason))
 		abort();
 	free(copy);

@@ -20,7 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../pyfwd.h"
+#include "proto.h"
+#include "pyfwd.h"
 
 #define VIPS_MAX 64
 
@@ -56,9 +57,9 @@ static int parse_vip(const char *s, struct pyfwd_vip *v)
 		return -1;
 	v->port = (uint16_t)port;
 	if (!strcmp(proto, "tcp"))
-		v->proto = 6;
+		v->proto = PROTO_TCP;
 	else if (!strcmp(proto, "udp"))
-		v->proto = 17;
+		v->proto = PROTO_UDP;
 	else
 		return -1;
 	if (inet_pton(AF_INET, host, v->addr) == 1)
@@ -157,7 +158,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		/* One at a time first, then all together: same answers. */
-		pyfwd_process_batch(ctx, &frames[i], 1, &res[i]);
+		pyfwd_core_burst(ctx, &frames[i], 1, &res[i]);
 		printf("%s\t%s\n", pyfwd_reason_name(res[i].reason),
 		       argv[optind + i]);
 	}
@@ -167,14 +168,14 @@ int main(int argc, char **argv)
 
 		if (frames[i].len)
 			memcpy(frames[i].data, orig[i].data, frames[i].len);
-		pyfwd_process_batch(ctx, &frames[i], 1, &res[i]);
+		pyfwd_core_burst(ctx, &frames[i], 1, &res[i]);
 		/* A forwarded frame now carries our MAC: compare the verdict */
 		bad += one.reason != res[i].reason || one.vip != res[i].vip;
 	}
 	for (i = 0; i < n; i++)
 		if (frames[i].len)
 			memcpy(frames[i].data, orig[i].data, frames[i].len);
-	pyfwd_process_batch(ctx, frames, n, res);
+	pyfwd_core_burst(ctx, frames, n, res);
 	for (i = 0; i < n; i++) {
 		free(frames[i].data);
 		free(orig[i].data);

@@ -185,7 +185,7 @@ def cleanup(iface):
     A running engine holds its program with a bpf_link: that one is not
     touched (stop the engine instead).
     """
-    from pyfwd.dataplane.core import xdp_cleanup
+    from pyfwd.dataplane.io import xdp_cleanup
     from pyfwd.neighbours.kernel import interface
     need_root("pyfwd cleanup")
     ifindex = interface(iface)[0]

@@ -40,7 +40,8 @@ from pyfwd.control.l7.sync import L7Sync
 from pyfwd.control.nexthops import NextHops, Refresh
 from pyfwd.control.punts import Groups, Punts
 from pyfwd.control.report import Report, write_stats
-from pyfwd.dataplane.core import Afp, Core, Xsk
+from pyfwd.dataplane.core import Core
+from pyfwd.dataplane.io import Afp, Xsk
 from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
 from pyfwd.model import SNAT_PORTS, Real
 from pyfwd.neighbours.framesocket import FrameSocket

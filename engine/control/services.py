@@ -12,6 +12,7 @@ real key): (up, detail)} (a real without an entry is up).
 
 import dataclasses
 
+from pyfwd.dataplane.io import Endpoint
 from pyfwd.errors import ConfigError
 from pyfwd.model import Real, Vip
 
@@ -143,8 +144,9 @@ def effective(services, state, health):
 
 def steering(services):
     """What the XDP program sends the engine: (the L4 VIPs, {the NAT real
-    servers' addr:port as Vips}: their answers come back through us)."""
-    replies = {Vip(r.address, r.port or s.vip.port, s.vip.protocol)
+    servers' addr:port as Endpoints}: their answers come back through
+    us)."""
+    replies = {Endpoint(r.address, r.port or s.vip.port, s.vip.protocol)
                for s in services if s.mode == "nat"
                for r in s.reals + ([s.fallback] if s.fallback else [])}
     return [s.vip for s in l4(services)], replies

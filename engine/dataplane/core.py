@@ -1,14 +1,14 @@
-"""The data plane as Python sees it: owns the native context.
+"""The data plane's core as Python sees it: owns the native context.
 
-`Core` wraps the C core (csrc/classify.c) that every I/O backend feeds:
-publish a VIP table, run frames through `process`, read counters.  Tests and
-fuzzers call `process` directly with frames built by scapy; the AF_XDP and
-AF_PACKET loops call the same C function without crossing into Python.
+`Core` wraps the C core (csrc/: classify, flows, schedule, rewrite,
+verdict) that every I/O backend feeds: publish the tables, run frames
+through `process` (one burst, pyfwd_core_burst), read the counters, drain
+the punted frames.  Tests and fuzzers call `process` directly with frames
+built by scapy; the AF_XDP and AF_PACKET loops (io.py) run the same C
+burst without crossing into Python.
 """
 
 import errno
-import os
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -17,15 +17,33 @@ import numpy as np
 
 from pyfwd.dataplane import native as _native
 from pyfwd.dataplane import tables as tables_mod
-from pyfwd.dataplane.native import REASONS, VERDICTS, ffi, lib
-from pyfwd.errors import ConfigError, DataplaneError
+from pyfwd.dataplane.native import (PROTOCOLS, REAL_COUNTERS, REASONS,
+                                    VERDICTS, ffi, fill_addr, lib,
+                                    snat_struct)
+from pyfwd.errors import ConfigError
 from pyfwd.model import Service
 from pyfwd.frames import ZERO_MAC, mac_to_bytes
 
-_PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-_process_batch = lib.pyfwd_process_batch
+_core_burst = lib.pyfwd_core_burst
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
            lib.PYFWD_AF_INET: "ipv4", lib.PYFWD_AF_INET6: "ipv6"}
+_TIMEOUT_MAX = 1 << 31      # seconds: the fields are uint32_t
+
+
+def _stats_plan():
+    """How a struct pyfwd_stats becomes Core.stats()'s dict: frames, bytes,
+    verdict and reason (by name), then each group's counters, flat."""
+    arrays = {"verdict": VERDICTS, "reason": REASONS}
+    plan = []
+    for name, field in ffi.typeof("struct pyfwd_stats").fields:
+        sub = None
+        if field.type.kind == "struct":
+            sub = tuple(k for k, _ in field.type.fields)
+        plan.append((name, arrays.get(name), sub))
+    return plan
+
+
+_STATS_PLAN = _stats_plan()
 
 
 @dataclass(frozen=True)
@@ -64,10 +82,13 @@ class Core:
     created.
     """
 
-    LIMITS = {"max_frame": 65535, "max_vips": 1 << 20, "max_reals": 65535,
-              "max_ring": 1 << 28, "flows": 1 << 26, "tcp_timeout": 1 << 31,
-              "tcp_fin_timeout": 1 << 31, "udp_timeout": 1 << 31,
-              "tcp_syn_timeout": 1 << 31,
+    LIMITS = {"max_frame": lib.PYFWD_FRAME_LIMIT,
+              "max_vips": lib.PYFWD_VIPS_LIMIT,
+              "max_reals": lib.PYFWD_REALS_LIMIT,
+              "max_ring": lib.PYFWD_RING_LIMIT,
+              "flows": lib.PYFWD_FLOWS_LIMIT,
+              "tcp_timeout": _TIMEOUT_MAX, "tcp_fin_timeout": _TIMEOUT_MAX,
+              "udp_timeout": _TIMEOUT_MAX, "tcp_syn_timeout": _TIMEOUT_MAX,
               "workers": lib.PYFWD_WORKERS_MAX}
 
     def __init__(self, mac=None, mac2=None, **limits):
@@ -86,7 +107,8 @@ class Core:
             setattr(cfg, name, value)
         out = ffi.new("struct pyfwd_ctx **")
         _native.check(lib.pyfwd_ctx_create(cfg, out), "creating the core")
-        self._ctx = ffi.gc(out[0], lib.pyfwd_ctx_destroy)
+        # The native context: io.py's backends attach to it.
+        self.ctx = ffi.gc(out[0], lib.pyfwd_ctx_destroy)
         self.workers = cfg.workers or 1
         self.max_reals = cfg.max_reals or lib.PYFWD_REALS_MAX_DEFAULT
         self.ids = tables_mod.RealIds(self.max_reals)
@@ -104,8 +126,8 @@ class Core:
         nv, nr = len(tables.vips), len(tables.reals)
         vips = ffi.new("struct pyfwd_vip[]", max(nv, 1))
         for c, e in zip(vips, tables.vips):
-            _fill_addr(c, e.vip.address)
-            c.proto = _PROTO[e.vip.protocol]
+            fill_addr(c, e.vip.address)
+            c.proto = PROTOCOLS[e.vip.protocol]
             c.port = e.vip.port
             c.mode = tables_mod.MODE_CODE[e.mode]
             c.sched = e.sched
@@ -118,14 +140,14 @@ class Core:
                 continue        # unused id, or MAC unknown: not usable
             c.mac = list(e.mac)
             c.flags = lib.PYFWD_REAL_F_USED
-            _fill_addr(c, e.address)
+            fill_addr(c, e.address)
             c.port = e.port
             c.out_if = e.out_if
             c.weight = e.weight
         ring = np.ascontiguousarray(tables.ring, dtype=np.uint16)
         with self._lock:
             ret = lib.pyfwd_tables_publish(
-                self._ctx, vips, nv, reals, nr,
+                self.ctx, vips, nv, reals, nr,
                 ffi.cast("uint16_t *", ffi.from_buffer(ring)), len(ring))
         if ret == -errno.E2BIG:
             raise ConfigError(f"{nv} VIPs, {nr} real ids, {len(ring)} ring "
@@ -151,8 +173,8 @@ class Core:
                 and 1 <= lo <= hi <= 65535):
             raise ConfigError(f"snat ports {lo}-{hi}: expected LOW-HIGH "
                               "within 1-65535")
-        snat = _snat_struct(address, lo, hi)
-        _native.check(lib.pyfwd_snat_set(self._ctx, snat),
+        snat = snat_struct(address, lo, hi)
+        _native.check(lib.pyfwd_snat_set(self.ctx, snat),
                       "setting the SNAT address and ports")
         self.snat = (address, lo, hi)
 
@@ -190,8 +212,8 @@ class Core:
         lock = self._lock
         lock.acquire()
         try:
-            return _process_batch(self._ctx, batch.descs, batch.n,
-                                  batch.results)
+            return _core_burst(self.ctx, batch.descs, batch.n,
+                               batch.results)
         finally:
             lock.release()
 
@@ -201,7 +223,7 @@ class Core:
 
     def set_clock(self, seconds):
         """Tests: freeze the core's clock at `seconds` (None: real clock)."""
-        lib.pyfwd_clock_set(self._ctx, 0 if seconds is None
+        lib.pyfwd_clock_set(self.ctx, 0 if seconds is None
                             else max(1, int(seconds * 1e9)))
 
     def stats(self, worker=None):
@@ -209,36 +231,38 @@ class Core:
         frames, bytes, per verdict and per reason, flows, the I/O loop's."""
         s = ffi.new("struct pyfwd_stats *")
         if worker is None:
-            lib.pyfwd_stats_read(self._ctx, s)
+            lib.pyfwd_stats_read(self.ctx, s)
         else:
-            _native.check(lib.pyfwd_worker_stats_read(self._ctx, worker, s),
+            _native.check(lib.pyfwd_worker_stats_read(self.ctx, worker, s),
                           f"reading the counters of worker {worker}")
-        out = {"frames": s.frames, "bytes": s.bytes,
-               "verdict": dict(zip(VERDICTS, s.verdict)),
-               "reason": dict(zip(REASONS, s.reason))}
-        for name in ("vip_generation", "vip_count", "flows_new",
-                     "flow_hits", "flows_rescheduled", "flows_evicted",
-                     "flows_expired", "snat_ports_used", "rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
-                     "polls"):
-            out[name] = getattr(s, name)
+        out = {}
+        for name, names, sub in _STATS_PLAN:
+            value = getattr(s, name)
+            if sub is not None:             # a group: its counters, flat
+                for k in sub:
+                    out[k] = getattr(value, k)
+            elif names is not None:         # verdict, reason: by name
+                out[name] = dict(zip(names, value))
+            else:
+                out[name] = value
         return out
 
     def real_stats(self):
-        """{real id: {"frames", "bytes", "flows_new", "active"}} for ids in
-        use; active = flows alive (expired ones leave within a sweep)."""
+        """{real id: {"frames", "bytes", "flows_new", "active"}} (the
+        REAL_COUNTERS) for ids in use; active = flows alive (expired ones
+        leave within a sweep)."""
         n = self.ids.high_water
         arr = ffi.new("struct pyfwd_real_stats[]", max(n, 1))
-        _native.check(lib.pyfwd_real_stats_read(self._ctx, arr, n),
+        _native.check(lib.pyfwd_real_stats_read(self.ctx, arr, n),
                       "reading real server counters")
-        return {i: {"frames": arr[i].frames, "bytes": arr[i].bytes,
-                    "flows_new": arr[i].flows_new, "active": arr[i].active}
+        return {i: {k: getattr(arr[i], k) for k in REAL_COUNTERS}
                 for i in range(n)}
 
     def expire(self):
         """Expire every timed-out flow now (tests; the loops do it a few
         slots at a time).  Not while the I/O loops run."""
         with self._lock:
-            lib.pyfwd_expire(self._ctx)
+            lib.pyfwd_flows_expire(self.ctx)
 
     def flows(self):
         """{real id: flows alive now} (the data plane's live counts)."""
@@ -249,186 +273,12 @@ class Core:
         first; never blocks."""
         buf = ffi.new("uint8_t[]", max_frames * 2048)
         lens = ffi.new("uint32_t[]", max_frames)
-        n = lib.pyfwd_punt_drain(self._ctx, buf, len(buf), lens, max_frames)
+        n = lib.pyfwd_punt_drain(self.ctx, buf, len(buf), lens, max_frames)
         out, off = [], 0
         for i in range(n):
             out.append(bytes(ffi.buffer(buf + off, lens[i])))
             off += lens[i]
         return out
-
-
-def _snat_struct(address, lo, hi):
-    snat = ffi.new("struct pyfwd_snat *")
-    _fill_addr(snat, address)
-    snat.port_lo, snat.port_hi = lo, hi
-    return snat
-
-
-def _fill_addr(c, address):
-    packed = address.packed
-    ffi.memmove(c.addr, packed, len(packed))
-    c.family = lib.PYFWD_AF_INET if address.version == 4 else \
-        lib.PYFWD_AF_INET6
-
-
-XDP_MODES = {"auto": lib.PYFWD_XDP_MODE_AUTO,
-             "native": lib.PYFWD_XDP_MODE_NATIVE,
-             "generic": lib.PYFWD_XDP_MODE_GENERIC}
-COPY_MODES = {"auto": lib.PYFWD_XSK_COPY_AUTO, "copy": lib.PYFWD_XSK_COPY,
-              "zerocopy": lib.PYFWD_XSK_ZEROCOPY}
-_XDP_MODE_NAMES = {v: k for k, v in XDP_MODES.items()}
-_COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
-
-
-@dataclass(frozen=True)
-class XskInfo:
-    """What the AF_XDP set-up got: xdp_mode "native" | "generic", copy_mode
-    "copy" | "zerocopy", whether busy polling took, queues, program id."""
-
-    xdp_mode: str
-    copy_mode: str
-    busy_poll: bool
-    queues: int
-    prog_id: int
-    backend: str = "xdp"    # or "afpacket"
-
-
-class Xsk:
-    """The AF_XDP I/O of a Core: XDP program, sockets, loop threads.
-
-    open() attaches the steering program with an unpinned bpf_link (gone
-    with the process, whatever the way it ends) and makes one socket per
-    RX queue; start() runs one loop thread per queue (the GIL is released
-    inside); steer() says which VIPs the program sends to the sockets;
-    close() stops and detaches.  Raises DataplaneError with the reason.
-    """
-
-    def __init__(self, core):
-        self.core = core
-        self.info = None
-        self._threads = []
-        self.errors = []
-
-    def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
-             busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
-             frame_size=4096, ring_size=2048, ifindex2=0):
-        if xdp_mode not in XDP_MODES:
-            raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
-                              f"{', '.join(XDP_MODES)}")
-        if copy_mode not in COPY_MODES:
-            raise ConfigError(f"copy mode {copy_mode!r}: expected one of "
-                              f"{', '.join(COPY_MODES)}")
-        cfg = ffi.new("struct pyfwd_xsk_config *")
-        cfg.ifindex = ifindex
-        cfg.ifindex2 = ifindex2
-        cfg.queues = queues
-        cfg.xdp_mode = XDP_MODES[xdp_mode]
-        cfg.copy_mode = COPY_MODES[copy_mode]
-        cfg.busy_poll_usecs = busy_poll_usecs
-        cfg.busy_poll_budget = busy_poll_budget
-        cfg.batch = batch
-        cfg.frames = frames
-        cfg.frame_size = frame_size
-        cfg.ring_size = ring_size
-        info = ffi.new("struct pyfwd_xsk_info *")
-        _open(lib.pyfwd_xsk_open, "AF_XDP", self.core._ctx,
-              os.fsencode(_native.bpf_object_path()), cfg, info)
-        self.info = XskInfo(_XDP_MODE_NAMES[info.xdp_mode],
-                            _COPY_MODE_NAMES[info.copy_mode],
-                            bool(info.busy_poll), info.queues, info.prog_id)
-        return self.info
-
-    def steer(self, vips, replies=(), snat=None):
-        """Steer to the sockets: frames to these VIPs (Vip values), the
-        answers of these real servers (NAT: Vip values of real addr:port/
-        proto) and frames to SNAT's (address, lo, hi); others pass."""
-        vips, replies = list(vips), list(replies)
-        arr = _vip_array(vips)
-        rep = _vip_array(replies)
-        sn = _snat_struct(*snat) if snat else ffi.NULL
-        _native.check(lib.pyfwd_steer(self.core._ctx, arr, len(vips),
-                                      rep, len(replies), sn),
-                      "updating the steering maps")
-
-    def start(self):
-        """One loop thread per queue."""
-        for q in range(self.info.queues):
-            t = threading.Thread(target=self._loop, args=(q,),
-                                 name=f"pyfwd-xsk-q{q}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    # The backend's loop and teardown in C (Afp has its own).
-    _run = lib.pyfwd_xsk_run
-    _close = lib.pyfwd_xsk_close
-
-    def _loop(self, queue):
-        ret = self._run(self.core._ctx, queue)
-        if ret < 0:
-            self.errors.append(DataplaneError(-ret, f"loop of queue {queue}"
-                                              f": {os.strerror(-ret)}"))
-
-    def alive(self):
-        return any(t.is_alive() for t in self._threads)
-
-    def close(self):
-        """Stop the loops, then detach the program and free the sockets."""
-        lib.pyfwd_xsk_stop(self.core._ctx)     # either backend's loops
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads = []
-        self._close(self.core._ctx)
-
-
-class Afp(Xsk):
-    """The raw-socket (AF_PACKET) I/O of a Core, for where AF_XDP is not
-    available: the same core, steering maps and life cycle as Xsk (steer,
-    start, close), one loop thread.  open() needs tcx (Linux 6.6+) for the
-    tc program that keeps the engine's frames away from the kernel."""
-
-    def open(self, ifindex, ifindex2=0, **_ignored):
-        _open(lib.pyfwd_afp_open, "AF_PACKET", self.core._ctx,
-              os.fsencode(_native.bpf_object_path()), ifindex, ifindex2)
-        self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
-        return self.info
-
-    _run = lib.pyfwd_afp_run
-    _close = lib.pyfwd_afp_close
-
-
-def _open(fn, what, *args):
-    """A backend's C open(args..., errbuf, errlen); DataplaneError naming
-    what failed (errbuf) when it returns -errno."""
-    errbuf = ffi.new("char[]", 256)
-    ret = fn(*args, errbuf, len(errbuf))
-    if ret < 0:
-        what = ffi.string(errbuf).decode(errors="replace") or what
-        raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
-
-
-def _vip_array(vips):
-    arr = ffi.new("struct pyfwd_vip[]", max(len(vips), 1))
-    for c, v in zip(arr, vips):
-        _fill_addr(c, v.address)
-        c.proto = _PROTO[v.protocol]
-        c.port = v.port
-    return arr
-
-
-def xdp_cleanup(ifindex):
-    """Detach an XDP program left on ifindex by a netlink attach.
-
-    Returns the id of what was attached (0: nothing).  Raises
-    DataplaneError (EBUSY) when a live engine's bpf_link holds it.
-    """
-    prog = ffi.new("uint32_t *")
-    ret = lib.pyfwd_xdp_cleanup(ifindex, prog)
-    if ret == -errno.EBUSY:
-        raise DataplaneError(errno.EBUSY, f"XDP program {prog[0]} on "
-                             f"ifindex {ifindex} is held by a bpf_link: an "
-                             "engine is running there; stop it instead")
-    _native.check(ret, f"detaching XDP from ifindex {ifindex}")
-    return prog[0]
 
 
 class _Batch:
@@ -468,4 +318,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result", "Xsk", "Afp", "XskInfo", "xdp_cleanup"]
+__all__ = ["Core", "Result"]

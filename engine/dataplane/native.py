@@ -1,11 +1,21 @@
-"""The only module that touches the cffi extension (pyfwd._fastpath).
+"""The cffi boundary (csrc/pyfwd.h) as Python sees it: the extension
+pyfwd._fastpath, loaded once here.
 
-It loads the extension, turns negative C returns into DataplaneError and
-finds the compiled XDP objects.  Everything above it speaks Python values.
+It turns negative C returns into DataplaneError, reads the facts the header
+defines (verdicts, reasons, the counters' names) so that Python never
+retypes them, turns Python values into the boundary's structs, and finds
+the compiled XDP objects.  core.py and io.py call the C functions through
+``lib``; nothing outside this package does.
+
+What the rest of pyfwd may import from here: VERDICTS, REASONS,
+TABLE_COUNTERS, FLOW_COUNTERS, IO_COUNTERS, QUEUE_COUNTERS, REAL_COUNTERS
+(the keys of Core.stats(), of one queue's and of Core.real_stats()'s
+entries), bpf_object_path, bpf_object_check.
 """
 
 import importlib.resources
 import os
+import socket
 
 import numpy as np
 
@@ -19,9 +29,40 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         f"({exc}); install the package with `pip install -e .` "
         "(see the README for the Debian packages it needs)") from exc
 
-VERDICTS = ("pass", "punt", "forward", "drop")
+
+
+def constants(prefix):
+    """{suffix in lower case: value} of the header's PREFIX* constants
+    (but PREFIX_MAX), in the order of their values."""
+    found = {name[len(prefix):].lower(): getattr(lib, name)
+             for name in dir(lib)
+             if name.startswith(prefix) and name != prefix + "MAX"}
+    return dict(sorted(found.items(), key=lambda kv: kv[1]))
+
+
+def _fields(struct):
+    """The field names of a struct of the header, in order."""
+    return tuple(name for name, _ in ffi.typeof(f"struct {struct}").fields)
+
+
+# Verdict i's name is VERDICTS[i] (PYFWD_VERDICT_*), reason i's REASONS[i].
+VERDICTS = tuple(constants("PYFWD_VERDICT_"))
 REASONS = tuple(ffi.string(lib.pyfwd_reason_name(i)).decode()
                 for i in range(lib.PYFWD_R_MAX))
+
+# The counters of struct pyfwd_stats, by group, as Core.stats() names them.
+TABLE_COUNTERS = _fields("pyfwd_table_stats")   # vip_generation, vip_count
+FLOW_COUNTERS = _fields("pyfwd_flow_stats")     # flows_new, flow_hits, ...
+IO_COUNTERS = _fields("pyfwd_io_stats")         # rx, tx, ... of the loops
+# What is reported per queue (= worker): the loop's own counters; the punt
+# ring, drained for all workers at once, is reported for the engine only.
+QUEUE_COUNTERS = tuple(k for k in IO_COUNTERS if k != "punt_overflow")
+# Per real server id (struct pyfwd_real_stats): frames, bytes, flows_new,
+# active.
+REAL_COUNTERS = _fields("pyfwd_real_stats")
+
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+FAMILIES = {4: lib.PYFWD_AF_INET, 6: lib.PYFWD_AF_INET6}
 
 
 def check(ret, what):
@@ -30,6 +71,32 @@ def check(ret, what):
         code = -ret
         raise DataplaneError(code, f"{what}: {os.strerror(code)}")
     return ret
+
+
+def fill_addr(c, address):
+    """Write an ipaddress address into a struct's addr and family."""
+    packed = address.packed
+    ffi.memmove(c.addr, packed, len(packed))
+    c.family = FAMILIES[address.version]
+
+
+def endpoint_array(endpoints):
+    """A struct pyfwd_endpoint[] of values with .address, .port and
+    .protocol ("tcp" | "udp"): model.Vip, io.Endpoint."""
+    arr = ffi.new("struct pyfwd_endpoint[]", max(len(endpoints), 1))
+    for c, e in zip(arr, endpoints):
+        fill_addr(c, e.address)
+        c.proto = PROTOCOLS[e.protocol]
+        c.port = e.port
+    return arr
+
+
+def snat_struct(address, lo, hi):
+    """A struct pyfwd_snat: SNAT's address and source ports lo..hi."""
+    snat = ffi.new("struct pyfwd_snat *")
+    fill_addr(snat, address)
+    snat.port_lo, snat.port_hi = lo, hi
+    return snat
 
 
 def maglev_fill(size, offsets, skips, turns):
@@ -82,5 +149,7 @@ def bpf_object_check(path):
                              + (f" ({detail})" if detail else ""))
 
 
-__all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "maglev_fill",
-           "bpf_object_path", "bpf_object_check"]
+__all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "TABLE_COUNTERS",
+           "FLOW_COUNTERS", "IO_COUNTERS", "QUEUE_COUNTERS", "REAL_COUNTERS",
+           "PROTOCOLS", "constants", "fill_addr", "endpoint_array", "snat_struct",
+           "maglev_fill", "bpf_object_path", "bpf_object_check"]

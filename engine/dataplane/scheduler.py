@@ -31,8 +31,8 @@ from pyfwd.dataplane import native as _native
 from pyfwd.errors import ConfigError
 from pyfwd.model import MAGLEV_SIZE_DEFAULT
 
-NO_REAL = 0xFFFF
-MAX_REALS = 0xFFFF            # indices 0..65534: 0xFFFF is NO_REAL
+NO_REAL = _native.lib.PYFWD_NO_REAL    # a ring entry of nobody: 0xFFFF
+MAX_REALS = NO_REAL           # indices 0..65534: 0xFFFF is NO_REAL
 MAX_WEIGHT = 0xFFFF
 # The largest table either scheduler builds: Cilium's largest Maglev table.
 TABLE_SIZE_MAX = 131071
@@ -167,15 +167,19 @@ def rr_table(n):
     return np.arange(n, dtype=np.uint16)
 
 
+def _as_list(value, name, what):
+    """value as a list, or ConfigError naming it (a string is not one)."""
+    if not isinstance(value, (str, bytes)):
+        try:
+            return list(value)
+        except TypeError:
+            pass
+    raise ConfigError(f"{name} {value!r}: expected a list of {what}")
+
+
 def _check_weights(weights):
     """Return weights as a list of ints, or raise ConfigError."""
-    if isinstance(weights, (str, bytes)):
-        raise ConfigError(f"weights {weights!r}: expected a list of integers")
-    try:
-        weights = list(weights)
-    except TypeError:
-        raise ConfigError(f"weights {weights!r}: expected a list of "
-                          "integers") from None
+    weights = _as_list(weights, "weights", "integers")
     if len(weights) > MAX_REALS:
         raise ConfigError(f"{len(weights)} reals: expected at most "
                           f"{MAX_REALS}")
@@ -193,13 +197,7 @@ def _check_weights(weights):
 def _check_reals(keys, weights):
     """Return (keys, weights) as lists, or raise ConfigError."""
     weights = _check_weights(weights)
-    if isinstance(keys, (str, bytes)):
-        raise ConfigError(f"keys {keys!r}: expected a list of strings")
-    try:
-        keys = list(keys)
-    except TypeError:
-        raise ConfigError(f"keys {keys!r}: expected a list of "
-                          "strings") from None
+    keys = _as_list(keys, "keys", "strings")
     if len(keys) != len(weights):
         raise ConfigError(f"{len(keys)} keys and {len(weights)} weights: "
                           "expected one weight per key")

@@ -14,14 +14,16 @@ from typing import Optional
 import numpy as np
 
 from pyfwd.dataplane import scheduler as sched_mod
+from pyfwd.dataplane.native import constants, lib
 from pyfwd.errors import ConfigError
 from pyfwd.model import Vip
 
 # How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
-SCHED_HASH, SCHED_SEQ, SCHED_SRC_HASH, SCHED_LEAST = 0, 1, 2, 3
-RING_INDEX = {"maglev": SCHED_HASH, "wrr": SCHED_SEQ, "rr": SCHED_SEQ,
-              "sh": SCHED_SRC_HASH, "lc": SCHED_LEAST, "wlc": SCHED_LEAST}
-MODE_CODE = {"dr": 0, "nat": 1, "snat": 2}     # PYFWD_MODE_*
+RING_INDEX = {"maglev": lib.PYFWD_SCHED_HASH, "wrr": lib.PYFWD_SCHED_SEQ,
+              "rr": lib.PYFWD_SCHED_SEQ, "sh": lib.PYFWD_SCHED_SRC_HASH,
+              "lc": lib.PYFWD_SCHED_LEAST, "wlc": lib.PYFWD_SCHED_LEAST}
+# The modes of the C core and their codes: {"dr": PYFWD_MODE_DR, ...}.
+MODE_CODE = constants("PYFWD_MODE_")
 
 
 class RealIds:

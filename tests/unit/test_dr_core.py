@@ -1,4 +1,4 @@
-"""The DR core's flow table and scheduling, through process_batch (no root):
+"""The DR core's flow table and scheduling, through Core.process (no root):
 flows keep their real server across table swaps, drain and halt, expiry,
 a full table, punts."""
 

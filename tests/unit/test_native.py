@@ -1,5 +1,6 @@
 """The cffi boundary, the core's tables and the XDP object."""
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -7,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from pyfwd.dataplane import native as _native
+from pyfwd.dataplane import tables
 from pyfwd.dataplane.core import Core
+from pyfwd.dataplane.io import Endpoint
 from pyfwd.errors import ConfigError, DataplaneError
-from pyfwd.model import Vip
+from pyfwd.model import MODES, SCHEDULERS, Vip
 
 from ..cases import defs
 
@@ -23,7 +26,7 @@ def test_boundary_header_is_the_cdef():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cdef = mod.boundary_cdef()
-    assert "pyfwd_process_batch" in cdef and "#include" not in cdef
+    assert "pyfwd_core_burst" in cdef and "#include" not in cdef
     # Every PYFWD_R_* the header defines has a name in the C table.
     header = (ROOT / "csrc" / "pyfwd.h").read_text()
     reasons = re.findall(r"#define PYFWD_R_(\w+) (\d+)", header)
@@ -119,3 +122,62 @@ def test_bad_bpf_object_is_a_clear_error(need_root, tmp_path):
         _native.bpf_object_check(str(junk))
     assert str(junk) in str(exc.value)
     assert exc.value.errno > 0
+
+
+def test_verdict_names_are_the_header_codes():
+    for code, name in enumerate(_native.VERDICTS):
+        assert getattr(_native.lib, f"PYFWD_VERDICT_{name.upper()}") == code
+    assert len(_native.VERDICTS) == _native.lib.PYFWD_VERDICT_MAX
+
+
+def test_mode_and_scheduler_codes_are_the_header_codes():
+    lib = _native.lib
+    assert tables.MODE_CODE == {"dr": lib.PYFWD_MODE_DR,
+                                "nat": lib.PYFWD_MODE_NAT,
+                                "snat": lib.PYFWD_MODE_SNAT}
+    assert set(tables.MODE_CODE) == set(MODES) - {"l7"}   # l7: HAProxy
+    assert set(tables.RING_INDEX) == set(SCHEDULERS)
+    assert set(tables.RING_INDEX.values()) == {
+        lib.PYFWD_SCHED_HASH, lib.PYFWD_SCHED_SEQ, lib.PYFWD_SCHED_SRC_HASH,
+        lib.PYFWD_SCHED_LEAST}
+
+
+def test_counter_names_are_the_header_fields():
+    counters = (_native.TABLE_COUNTERS + _native.FLOW_COUNTERS
+                + _native.IO_COUNTERS)
+    stats = Core(flows=64).stats()
+    assert list(stats) == ["frames", "bytes", "verdict", "reason",
+                           *counters]
+    assert list(stats["verdict"]) == list(_native.VERDICTS)
+    assert list(stats["reason"]) == list(_native.REASONS)
+    # Every field is a uint64_t counter the C side sums as an array.
+    assert _native.ffi.sizeof("struct pyfwd_stats") == 8 * (
+        2 + len(_native.VERDICTS) + len(_native.REASONS) + len(counters))
+    assert set(_native.QUEUE_COUNTERS) < set(_native.IO_COUNTERS)
+    assert _native.REAL_COUNTERS == ("frames", "bytes", "flows_new",
+                                     "active")
+
+
+def test_endpoints_cross_as_pyfwd_endpoint():
+    ffi = _native.ffi
+    assert ffi.sizeof("struct pyfwd_endpoint") == 20
+    arr = _native.endpoint_array([
+        Endpoint(ipaddress.ip_address("192.168.50.11"), 8080, "tcp"),
+        Vip.parse("[fd00::100]:53/udp")])
+    assert bytes(arr[0].addr)[:4] == bytes([192, 168, 50, 11])
+    assert (arr[0].family, arr[0].proto, arr[0].port) == (
+        _native.lib.PYFWD_AF_INET, 6, 8080)
+    assert (arr[1].family, arr[1].proto, arr[1].port) == (
+        _native.lib.PYFWD_AF_INET6, 17, 53)
+
+
+def test_protocol_numbers_are_written_once():
+    """classify.c and the steering programs read frames with proto.h's
+    names: neither retypes an ICMP or NDP type, an extension header or a
+    kernel protocol constant."""
+    for path in (ROOT / "csrc" / "classify.c",
+                 ROOT / "csrc" / "bpf" / "steer.bpf.c"):
+        code = re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)
+        for pattern in (r"\b13[56]\b", r"[=!]= ?(3|11|43|44|60)\b",
+                        r"\bETH_P_", r"\bIPPROTO_", r"0x0800|0x86dd"):
+            assert not re.search(pattern, code), (path.name, pattern)

@@ -6,6 +6,7 @@ import ipaddress
 import pytest
 
 from pyfwd.control import services as svcs
+from pyfwd.dataplane.io import Endpoint
 from pyfwd.errors import ConfigError
 from pyfwd.model import Real, Service, Vip
 
@@ -42,8 +43,8 @@ def test_effective_leaves_out_halted_and_unhealthy_drains_to_zero():
 def test_steering_and_addresses():
     vips, replies = svcs.steering(services())
     assert vips == [WEB, NAT, V6]
-    assert replies == {Vip(R3.address, 8080, "tcp"),
-                       Vip(FB.address, 104, "tcp")}
+    assert replies == {Endpoint(R3.address, 8080, "tcp"),
+                       Endpoint(FB.address, 104, "tcp")}
     assert svcs.vip_addresses(services()) == ([WEB.address, NAT.address],
                                               [V6.address])
     assert svcs.real_addresses(services()) == [

@@ -1,14 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xsk.c - AF_XDP set-up: the XDP program, its bpf_link, UMEMs, sockets,
- * the steering maps.  Set-up code: errors are -errno, unwound with goto.
- * The per-packet loop is in loop.c.
+ * xsk.c - AF_XDP set-up: the XDP program, its bpf_link, UMEMs, sockets;
+ * and the clean-up of an XDP program left attached by netlink.  Set-up
+ * code: errors are -errno, unwound with goto.  The per-packet loop is in
+ * xsk_loop.c.
  */
 #include <errno.h>
-#include <arpa/inet.h>
 #include <net/if.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -21,7 +19,7 @@
 #include <linux/if_xdp.h>
 
 #include "bpf/steer.h"
-#include "xsk.h"
+#include "io/xsk.h"
 
 #ifndef SO_PREFER_BUSY_POLL
 #define SO_PREFER_BUSY_POLL 69
@@ -244,8 +242,9 @@ static void queue_close(struct xsk_queue *q)
 	memset(q, 0, sizeof(*q));
 }
 
-static void io_free(struct xsk_io *io)
+static void xsk_io_free(void *p)
 {
+	struct xsk_io *io = p;
 	uint32_t i;
 
 	for (i = 0; i < io->nqueues; i++)
@@ -302,7 +301,8 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io->nifaces = c.ifindex2 ? 2 : 1;
 	io->batch = c.batch;
 
-	err = steer_object_load(bpf_path, (const char *const[]){ "pyfwd_steer" },
+	err = steer_object_load(bpf_path,
+				(const char *const[]){ "pyfwd_xdp_steer" },
 				&prog, 1, &io->obj, &ctx->maps, errbuf,
 				errlen);
 	if (err)
@@ -341,42 +341,15 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		err = queue_open(io, &io->q[i], i, &c, info, errbuf, errlen);
 		if (err)
 			goto err;
-		ctx->workers[i].xq = &io->q[i];
 	}
 	info->queues = c.queues;
-	ctx->stop = 0;
-	ctx->io = io;
-	ctx->io_kind = IO_XSK;
-	ctx->io_close = pyfwd_xsk_close;
+	io_bind(ctx, io, IO_XSK, xsk_io_free);
 	return 0;
 
 err:
-	for (i = 0; i < c.queues; i++)
-		ctx->workers[i].xq = NULL;
-	memset(&ctx->maps, 0, sizeof(ctx->maps));
-	io_free(io);
+	io_unbind(ctx);
+	xsk_io_free(io);
 	return err < 0 ? err : -EINVAL;
-}
-
-void pyfwd_xsk_stop(struct pyfwd_ctx *ctx)
-{
-	__atomic_store_n(&ctx->stop, 1, __ATOMIC_RELEASE);
-}
-
-void pyfwd_xsk_close(struct pyfwd_ctx *ctx)
-{
-	struct xsk_io *io = ctx->io;
-	uint32_t i;
-
-	if (!io || ctx->io_kind != IO_XSK)
-		return;
-	pyfwd_xsk_stop(ctx);
-	for (i = 0; i < io->nqueues; i++)
-		ctx->workers[i].xq = NULL;
-	io_free(io);
-	ctx->io = NULL;
-	ctx->io_kind = IO_NONE;
-	memset(&ctx->maps, 0, sizeof(ctx->maps));
 }
 
 int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id)

@@ -1,19 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loop.c - the AF_XDP loop of one RX queue: rx -> core -> tx, over the
+ * xsk_loop.c - the AF_XDP loop of one RX queue: rx -> core -> tx, over the
  * socket of each interface on that queue (two in a two-arm NAT), frames
  * recycled through one free stack (the UMEM is shared).  No allocation,
  * no lock, no Python: the only calls out are the kicks the rings ask for
  * (need_wakeup) and poll() when idle without busy polling.
  */
 #include <errno.h>
-#include <poll.h>
 #include <sys/socket.h>
 
-#include "xsk.h"
-
-#define IDLE_POLL_MS 100	/* how soon an idle loop notices stop */
-#define IDLE_SWEEP 4096		/* flow slots expired per idle poll */
+#include "io/xsk.h"
 
 static inline void free_push(struct xsk_queue *q, uint64_t addr)
 {
@@ -55,7 +51,7 @@ static void kick_tx(struct xsk_port *p, struct worker *w)
 {
 	if (p->busy_poll || xsk_ring_prod__needs_wakeup(&p->tx)) {
 		sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
-		w->stats.wakeups++;
+		w->stats.io.wakeups++;
 	}
 }
 
@@ -69,7 +65,7 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
 		for (i = 0; i < q->nports; i++)
 			recvfrom(q->port[i].fd, NULL, 0, MSG_DONTWAIT, NULL,
 				 NULL);
-		w->stats.wakeups += q->nports;
+		w->stats.io.wakeups += q->nports;
 		return;
 	}
 	for (i = 0; i < q->nports; i++) {
@@ -77,10 +73,7 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
 		pfd[i].events = POLLIN;
 		pfd[i].revents = 0;
 	}
-	/* Idle: expire flows (NAT/SNAT ports back, live counts right). */
-	if (!poll(pfd, q->nports, IDLE_POLL_MS))
-		core_sweep(w, core_now(ctx), IDLE_SWEEP);
-	w->stats.polls++;
+	io_idle_poll(ctx, w, pfd, q->nports);
 }
 
 /* Forwarded frames onto the TX ring of the port each is sent on. */
@@ -107,7 +100,7 @@ static void transmit(struct xsk_queue *q, struct worker *w,
 						       &tidx[s]) == want[s];
 		}
 		if (!ok[s])
-			w->stats.tx_ring_full += want[s];
+			w->stats.io.tx_ring_full += want[s];
 	}
 	for (i = 0; i < n; i++) {
 		struct xdp_desc *t;
@@ -126,13 +119,13 @@ static void transmit(struct xsk_queue *q, struct worker *w,
 		if (!want[s] || !ok[s])
 			continue;
 		xsk_ring_prod__submit(&q->port[s].tx, want[s]);
-		w->stats.tx += want[s];
+		w->stats.io.tx += want[s];
 		kick_tx(&q->port[s], w);
 	}
 }
 
 /* One burst from port slot s; the number of frames it had. */
-static uint32_t burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
+static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 		      struct worker *w, uint32_t s, uint32_t batch)
 {
 	struct pyfwd_frame frames[XSK_BATCH_MAX];
@@ -156,8 +149,8 @@ static uint32_t burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 		frames[i].in_if = (uint8_t)s;
 	}
 	xsk_ring_cons__release(&p->rx, n);
-	w->stats.rx += n;
-	core_burst(ctx, w, frames, n, res);
+	w->stats.io.rx += n;
+	worker_burst(ctx, w, frames, n, res);
 	transmit(q, w, addrs, frames, res, n);
 	return n;
 }
@@ -174,14 +167,14 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	q = &io->q[queue];
 	w = &ctx->workers[queue];
 
-	while (!__atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE)) {
+	while (!io_stopped(ctx)) {
 		got = 0;
 		for (s = 0; s < q->nports; s++) {
 			complete_tx(q, &q->port[s]);
 			refill(q, &q->port[s]);
 		}
 		for (s = 0; s < q->nports; s++)
-			got += burst(ctx, q, w, s, io->batch);
+			got += rx_burst(ctx, q, w, s, io->batch);
 		if (got)
 			continue;
 		for (s = 0; s < q->nports; s++)

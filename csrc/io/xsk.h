@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xsk.h - AF_XDP state shared by the set-up (xsk.c) and the loop (loop.c).
+ * xsk.h - AF_XDP state shared by the set-up (xsk.c) and the loop
+ * (xsk_loop.c).
  */
 #ifndef PYFWD_XSK_H
 #define PYFWD_XSK_H
 
 #include <xdp/xsk.h>
 
-#include "core.h"
+#include "io/io.h"
 
 #define XSK_BATCH_MAX 256
 
@@ -39,6 +40,7 @@ struct xsk_queue {
 	uint32_t queue;
 } __attribute__((aligned(64)));
 
+/* The backend: ctx->io when ctx->io_kind is IO_XSK. */
 struct xsk_io {
 	struct bpf_object *obj;
 	int link_fd[PYFWD_IFACES_MAX];	/* unpinned bpf_links: die with us */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * afpacket.c - the raw-socket backend: the same core behind AF_PACKET
+ * afp.c - the raw-socket backend's set-up: the same core behind AF_PACKET
  * sockets, for interfaces where AF_XDP is not available.
  *
  * Per interface: a TPACKET_V3 receive ring on a socket whose BPF filter
@@ -9,19 +9,14 @@
  * kernel gets every frame too: a tc ingress program attached with tcx (a
  * bpf_link, gone with the process) drops what the engine owns after the
  * taps took their copy, so that the kernel neither answers SNAT's returns
- * with a reset nor forwards NAT's a second time.  One loop serves every
- * interface.
+ * with a reset nor forwards NAT's a second time.  One loop (afp_loop.c)
+ * serves every interface.
  */
-#define _GNU_SOURCE	/* sendmmsg */
 #include <errno.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
-#include <poll.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -30,7 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "core.h"
+#include "io/afp.h"
 
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
@@ -40,30 +35,6 @@
 #endif
 /* Linux 6.6 (tcx); Debian 12's uapi headers predate it. */
 #define ATTACH_TCX_INGRESS 46
-
-#define AFP_BATCH 64
-#define AFP_BLOCK_SIZE (1u << 18)	/* 256 KiB blocks */
-#define AFP_BLOCKS 16
-#define AFP_FRAME_SIZE 2048
-#define AFP_RETIRE_MS 1		/* hand over a part-filled block after */
-#define IDLE_POLL_MS 100
-#define IDLE_SWEEP 4096
-
-struct afp_port {
-	int rx_fd;
-	int tx_fd;
-	int link_fd;		/* the tcx bpf_link */
-	uint8_t *ring;
-	size_t ring_size;
-	uint32_t cur;		/* next block to look at */
-	uint32_t ifindex;
-};
-
-struct afp_io {
-	struct bpf_object *obj;
-	uint32_t nports;
-	struct afp_port port[PYFWD_IFACES_MAX];
-};
 
 static void port_close(struct afp_port *p)
 {
@@ -79,8 +50,9 @@ static void port_close(struct afp_port *p)
 	p->rx_fd = p->tx_fd = p->link_fd = -1;
 }
 
-static void afp_free(struct afp_io *io)
+static void afp_io_free(void *p)
 {
+	struct afp_io *io = p;
 	uint32_t i;
 
 	for (i = 0; i < PYFWD_IFACES_MAX; i++)
@@ -185,128 +157,11 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		if (err)
 			goto err;
 	}
-	ctx->stop = 0;
-	ctx->io = io;
-	ctx->io_kind = IO_AFP;
-	ctx->io_close = pyfwd_afp_close;
+	io_bind(ctx, io, IO_AFP, afp_io_free);
 	return 0;
 
 err:
-	memset(&ctx->maps, 0, sizeof(ctx->maps));
-	afp_free(io);
+	io_unbind(ctx);
+	afp_io_free(io);
 	return err < 0 ? err : -EINVAL;
-}
-
-void pyfwd_afp_close(struct pyfwd_ctx *ctx)
-{
-	if (!ctx->io || ctx->io_kind != IO_AFP)
-		return;
-	__atomic_store_n(&ctx->stop, 1, __ATOMIC_RELEASE);
-	afp_free(ctx->io);
-	ctx->io = NULL;
-	ctx->io_kind = IO_NONE;
-	memset(&ctx->maps, 0, sizeof(ctx->maps));
-}
-
-/* Send the forwarded frames of a burst, each on its port, in batches. */
-static void transmit(struct afp_io *io, struct worker *w,
-		     struct pyfwd_frame *frames, struct pyfwd_result *res,
-		     uint32_t n)
-{
-	struct mmsghdr msgs[AFP_BATCH];
-	struct iovec iov[AFP_BATCH];
-	uint32_t s, i, k;
-	int sent;
-
-	for (s = 0; s < io->nports; s++) {
-		for (i = 0, k = 0; i < n; i++) {
-			if (res[i].verdict != PYFWD_VERDICT_FORWARD ||
-			    (res[i].out_if < io->nports ? res[i].out_if : 0) != s)
-				continue;
-			iov[k].iov_base = frames[i].data;
-			iov[k].iov_len = frames[i].len;
-			memset(&msgs[k], 0, sizeof(msgs[k]));
-			msgs[k].msg_hdr.msg_iov = &iov[k];
-			msgs[k].msg_hdr.msg_iovlen = 1;
-			k++;
-		}
-		if (!k)
-			continue;
-		sent = sendmmsg(io->port[s].tx_fd, msgs, k, 0);
-		sent = sent < 0 ? 0 : sent;
-		w->stats.tx += (uint32_t)sent;
-		w->stats.tx_ring_full += k - (uint32_t)sent;
-		w->stats.wakeups++;
-	}
-}
-
-/* Every frame of one retired block through the core, in bursts. */
-static void block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
-		  struct tpacket_block_desc *bd, uint8_t slot)
-{
-	struct pyfwd_frame frames[AFP_BATCH];
-	struct pyfwd_result res[AFP_BATCH];
-	struct tpacket3_hdr *h;
-	uint32_t i, n = 0, total = bd->hdr.bh1.num_pkts;
-
-	h = (struct tpacket3_hdr *)((uint8_t *)bd +
-				     bd->hdr.bh1.offset_to_first_pkt);
-	for (i = 0; i < total; i++) {
-		frames[n].data = (uint8_t *)h + h->tp_mac;
-		frames[n].len = h->tp_snaplen;
-		frames[n].cap = (uint16_t)h->tp_snaplen;
-		frames[n].in_if = slot;
-		if (++n == AFP_BATCH || i + 1 == total) {
-			w->stats.rx += n;
-			core_burst(ctx, w, frames, n, res);
-			transmit(io, w, frames, res, n);
-			n = 0;
-		}
-		h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset);
-	}
-}
-
-int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue)
-{
-	struct afp_io *io = ctx->io;
-	struct pollfd pfd[PYFWD_IFACES_MAX];
-	struct worker *w = &ctx->workers[0];
-	uint32_t s, got;
-
-	if (!io || ctx->io_kind != IO_AFP || queue != 0)
-		return -EINVAL;
-	while (!__atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE)) {
-		got = 0;
-		for (s = 0; s < io->nports; s++) {
-			struct afp_port *p = &io->port[s];
-			struct tpacket_block_desc *bd;
-
-			for (;;) {
-				bd = (struct tpacket_block_desc *)
-					(p->ring + (size_t)p->cur *
-						   AFP_BLOCK_SIZE);
-				if (!(__atomic_load_n(&bd->hdr.bh1.block_status,
-						      __ATOMIC_ACQUIRE) &
-				      TP_STATUS_USER))
-					break;
-				block(ctx, io, w, bd, (uint8_t)s);
-				__atomic_store_n(&bd->hdr.bh1.block_status,
-						 TP_STATUS_KERNEL,
-						 __ATOMIC_RELEASE);
-				p->cur = (p->cur + 1) % AFP_BLOCKS;
-				got++;
-			}
-		}
-		if (got)
-			continue;
-		for (s = 0; s < io->nports; s++) {
-			pfd[s].fd = io->port[s].rx_fd;
-			pfd[s].events = POLLIN | POLLERR;
-			pfd[s].revents = 0;
-		}
-		if (!poll(pfd, io->nports, IDLE_POLL_MS))
-			core_sweep(w, core_now(ctx), IDLE_SWEEP);
-		w->stats.polls++;
-	}
-	return 0;
 }

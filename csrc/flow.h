@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * flow.h - the flow table of a worker (connection tracking): its hash and
+ * the per-packet fast path, inline; the rest is in flow.c.
+ *
+ * Fixed-size open addressing, allocated at create time: a new flow takes a
+ * free slot of one of two probe windows; when both are full, DR pushes out
+ * the oldest entry and NAT/SNAT drops the frame (a counted reason).
+ */
+#ifndef PYFWD_FLOW_H
+#define PYFWD_FLOW_H
+
+#include "core.h"
+
+/*
+ * IPv4: the words saddr, daddr, sport | dport << 16 and proto | family
+ * << 8 (pad is 0), loaded as fill_key stored them.  IPv6: the whole key,
+ * 10 words.
+ */
+static inline uint32_t flow_hash(const struct flow_key *k)
+{
+	uint32_t w[sizeof(*k) / 4];
+	uint64_t h;
+
+	if (k->family == PYFWD_AF_INET) {
+		h = 0x70667764u ^ 0x9e3779b97f4a7c15ull;
+		h = hash_mix(h, ld_u32(k->saddr) |
+				(uint64_t)ld_u32(k->daddr) << 32);
+		h = hash_mix(h, ld_u64(&k->sport));
+		return hash_fin(h);
+	}
+	memcpy(w, k, sizeof(w));
+	return hash_words(w, sizeof(w) / 4, 0x70667764u);
+}
+
+static inline int flow_alive(const struct flow *f, uint64_t now)
+{
+	return f->expires_ns > now;
+}
+
+static inline struct flow *flow_peer(struct worker *w, const struct flow *f)
+{
+	return &w->flows[f->peer - 1];
+}
+
+/* What flow.peer holds to name f. */
+static inline uint32_t flow_link(const struct worker *w, const struct flow *f)
+{
+	return (uint32_t)(f - w->flows) + 1;
+}
+
+/* A flow stops counting toward its real's live flows (LC and stats). */
+static inline void flow_uncount(struct worker *w, struct flow *f)
+{
+	if (f->counted) {
+		f->counted = 0;
+		w->active[f->real]--;
+	}
+}
+
+/* flow.c: flow_find's search of both probe windows. */
+struct flow *flow_probe(struct worker *w, const struct flow_key *key,
+			uint32_t h, uint64_t now, struct flow **slot,
+			int *evict);
+
+/*
+ * The live flow entry of key (hash h), or NULL with *slot set to where a
+ * new one goes: a free slot, else (DR may evict) the oldest of the probe
+ * window, with *evict set; NULL *slot when NAT/SNAT finds no free one.
+ */
+static inline struct flow *flow_find_h(struct worker *w,
+				       const struct flow_key *key, uint32_t h,
+				       uint64_t now, struct flow **slot,
+				       int *evict)
+{
+	struct flow *f = &w->flows[h & w->flow_mask];
+
+	/* Most hits are the first slot of the first window: no set-up. */
+	if (likely(flow_alive(f, now) &&
+		   !memcmp(&f->key, key, sizeof(*key))))
+		return f;
+	return flow_probe(w, key, h, now, slot, evict);
+}
+
+static inline struct flow *flow_find(struct worker *w,
+				     const struct flow_key *key, uint64_t now,
+				     struct flow **slot, int *evict)
+{
+	return flow_find_h(w, key, flow_hash(key), now, slot, evict);
+}
+
+/* Refresh a flow (and its peer) after a packet with these TCP flags. */
+static inline void flow_touch(const struct pyfwd_config *c, struct worker *w,
+			      struct flow *f, uint8_t fl, int from_real,
+			      uint64_t now)
+{
+	struct flow *peer = f->peer == NO_PEER ? NULL : flow_peer(w, f);
+	uint64_t ttl;
+
+	if (f->key.proto == PROTO_UDP) {
+		ttl = c->udp_timeout;
+	} else {
+		if (fl & (TCP_FIN | TCP_RST))
+			f->state = FLOW_CLOSING;
+		else if (f->state == FLOW_SYN && from_real)
+			f->state = FLOW_OPEN;	/* the real answered */
+		ttl = f->state == FLOW_CLOSING ? c->tcp_fin_timeout :
+		      f->state == FLOW_SYN ? c->tcp_syn_timeout :
+					       c->tcp_timeout;
+	}
+	f->expires_ns = now + ttl * NS_PER_S;
+	if (peer) {
+		peer->state = f->state;
+		peer->expires_ns = f->expires_ns;
+	}
+}
+
+/* Free a flow: a NAT/SNAT pair both entries (and its SNAT port). */
+void flow_free(struct worker *w, struct flow *f);
+
+/* NAT/SNAT: the REPLY entry of a new ORIG entry; 0 or a drop reason. */
+uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
+			const struct vip_bank *b, struct flow *orig,
+			uint64_t now);
+
+/* Expire NAT/SNAT pairs in the next `slots` slots (loops: when idle). */
+void flow_sweep(struct worker *w, uint64_t now, uint32_t slots);
+
+#endif /* PYFWD_FLOW_H */

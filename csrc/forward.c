@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward.c - the three kinds of forward, once a frame is classified:
+ *
+ *   FORWARD        to a VIP service: find its flow or schedule a new one,
+ *                  rewrite for the VIP's mode (DR: L2; NAT/SNAT: L3/L4)
+ *   FORWARD_REPLY  a real server's answer (NAT, SNAT): back to the
+ *                  client, from the VIP
+ *   FORWARD_ICMP   an ICMP error quoting a packet we emitted: the quoted
+ *                  packet made what its sender sent, to that sender
+ *
+ * Each returns the reason the frame ends with: the one it came with, or
+ * PASS/PUNT when no flow claims it, or DROP when none can be made.
+ */
+#include "flow.h"
+#include "rewrite.h"
+#include "tables.h"
+
+/* Where a translated packet of entry e goes, and what it becomes. */
+struct xlat {
+	const uint8_t *saddr, *daddr;
+	uint16_t sport, dport;
+	const uint8_t *mac;	/* next hop */
+	uint8_t out_if;
+};
+
+/* A packet matching entry e (DIR_ORIG or DIR_REPLY) as we send it on. */
+static void xlat_out(const struct pyfwd_ctx *ctx, struct worker *w,
+		     const struct vip_bank *b, const struct flow *e,
+		     struct xlat *x)
+{
+	if (e->dir == DIR_ORIG) {
+		const struct pyfwd_real *real = &b->reals[e->real];
+
+		x->daddr = real->addr;
+		x->dport = real->port ? real->port : e->key.dport;
+		x->mac = real->mac;
+		x->out_if = real->out_if;
+		if (e->mode == PYFWD_MODE_SNAT) {
+			x->saddr = ctx->snat.addr;
+			x->sport = e->snat_port;
+		} else {
+			x->saddr = e->key.saddr;
+			x->sport = e->key.sport;
+		}
+	} else {
+		const struct flow *orig = flow_peer(w, e);
+
+		x->saddr = orig->key.daddr;	/* the VIP */
+		x->sport = orig->key.dport;
+		x->daddr = orig->key.saddr;	/* the client */
+		x->dport = orig->key.sport;
+		x->mac = orig->mac;
+		x->out_if = orig->in_if;
+	}
+}
+
+/* Rewrite the frame of a parsed flow packet as entry e says. */
+static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
+		       const struct vip_bank *b, const struct flow *e,
+		       struct parse *ps, struct pyfwd_frame *f)
+{
+	struct xlat x;
+
+	xlat_out(ctx, w, b, e, &x);
+	if (e->mode != PYFWD_MODE_DR)
+		rewrite_nat(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
+			    ps->l3_end - ps->r->l4_off, ps->key.family,
+			    ps->key.proto, x.saddr, x.sport, x.daddr, x.dport);
+	rewrite_l2(ctx, f->data, x.mac, x.out_if, ps->r);
+}
+
+/*
+ * A new flow of the VIP into `slot` (evicting its DR entry if `evict`):
+ * its real (persistence first, else the scheduler), its REPLY entry for
+ * NAT/SNAT.  Returns the flow, or NULL with *why a drop reason.
+ */
+static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
+			     const struct vip_bank *b, struct parse *ps,
+			     struct pyfwd_frame *f, uint64_t now,
+			     struct flow *slot, int evict, uint32_t *why)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	uint32_t id = PYFWD_NO_REAL;
+	struct flow *flow, *pe = NULL;
+	struct flow_key pk;
+
+	*why = PYFWD_R_DROP_TABLE_FULL;
+	if (unlikely(!slot || (evict && vip->mode != PYFWD_MODE_DR)))
+		return NULL;
+	if (vip->persist)
+		id = sched_persist_lookup(w, b, vip, &ps->key, now, &pe, &pk);
+	if (id == PYFWD_NO_REAL) {
+		*why = PYFWD_R_DROP_NO_REAL;
+		if (unlikely(!vip->ring_len))
+			return NULL;
+		id = sched_pick(b, w, vip, ps->r->vip, &ps->key);
+		if (unlikely(!real_usable(b, id)))
+			return NULL;
+	}
+	if (pe == slot)
+		pe = NULL;	/* one free slot: the flow comes first */
+	if (pe) {
+		if (!flow_alive(pe, now)) {
+			memset(pe, 0, sizeof(*pe));
+			pe->key = pk;
+		}
+		pe->real = (uint16_t)id;
+		pe->expires_ns = now + (uint64_t)vip->persist * NS_PER_S;
+	}
+	if (evict)
+		flow_uncount(w, slot);
+	flow = slot;
+	memset(flow, 0, sizeof(*flow));
+	flow->key = ps->key;
+	flow->real = (uint16_t)id;
+	flow->mode = vip->mode;
+	flow->dir = DIR_ORIG;
+	flow->peer = NO_PEER;
+	flow->in_if = f->in_if;
+	memcpy(flow->mac, f->data + 6, 6);
+	if (vip->mode == PYFWD_MODE_DR) {
+		flow->state = FLOW_OPEN;
+	} else {
+		flow->state = ps->key.proto == PROTO_TCP ? FLOW_SYN : FLOW_OPEN;
+		flow->expires_ns = now + 1;	/* taken while we look */
+		*why = flow_pair_open(ctx, w, b, flow, now);
+		if (*why) {
+			flow->expires_ns = 0;	/* the slot stays free */
+			return NULL;
+		}
+	}
+	w->stats.flows.flows_evicted += evict;
+	w->stats.flows.flows_new++;
+	w->real_stats[id].flows_new++;
+	flow->counted = 1;
+	w->active[id]++;
+	return flow;
+}
+
+uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
+		     const struct vip_bank *b, struct parse *ps,
+		     struct pyfwd_frame *f, uint64_t now)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	uint8_t fl = ps->tcp_flags;
+	struct flow *flow, *slot = NULL;
+	uint32_t why;
+	int evict = 0;
+
+	flow = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
+	if (flow && (!real_usable(b, flow->real) || flow->mode != vip->mode ||
+		     (flow->state == FLOW_CLOSING &&
+		      (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN))) {
+		/* Its real was halted, or a new SYN reuses the ports. */
+		w->stats.flows.flows_rescheduled +=
+			!real_usable(b, flow->real);
+		flow_free(w, flow);
+		slot = flow;
+		evict = 0;
+		flow = NULL;
+	}
+	if (flow) {
+		w->stats.flows.flow_hits++;
+	} else {
+		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, &why);
+		if (!flow)
+			return why;
+	}
+	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
+	if (flow->mode == PYFWD_MODE_DR && flow->state != FLOW_CLOSING)
+		flow->state = FLOW_OPEN;
+
+	xlat_apply(ctx, w, b, flow, ps, f);
+	w->real_stats[flow->real].frames++;
+	w->real_stats[flow->real].bytes += f->len;
+	return PYFWD_R_FORWARD;
+}
+
+uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
+		       const struct vip_bank *b, struct parse *ps,
+		       struct pyfwd_frame *f, uint64_t now)
+{
+	struct flow *slot, *e;
+	int evict;
+
+	e = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
+	if (!e || e->dir != DIR_REPLY)
+		return PYFWD_R_PASS_NOT_VIP;
+	flow_touch(&ctx->cfg, w, e, ps->tcp_flags, 1, now);
+	xlat_apply(ctx, w, b, e, ps, f);
+	return PYFWD_R_FORWARD_REPLY;
+}
+
+/*
+ * The quoted packet was translated by us with entry e: it becomes e's
+ * original again and the error goes to its sender.  The quoted tuple Q is
+ * the reverse of an entry F's key; e is F's peer.
+ */
+uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
+		      const struct vip_bank *b, struct parse *ps,
+		      struct pyfwd_frame *f, uint64_t now)
+{
+	uint8_t *l3 = f->data + ps->r->l3_off, *icmp = f->data + ps->r->l4_off;
+	uint8_t *in3 = f->data + ps->inner_l3, *in4 = f->data + ps->inner_l4;
+	struct flow_key q = ps->key, rev = { 0 };
+	const struct pyfwd_real *real;
+	struct flow *slot, *hit, *e;
+	const uint8_t *mac;
+	uint8_t out_if;
+	int evict;
+
+	memcpy(rev.saddr, q.daddr, 16);
+	memcpy(rev.daddr, q.saddr, 16);
+	rev.sport = q.dport;
+	rev.dport = q.sport;
+	rev.proto = q.proto;
+	rev.family = q.family;
+	hit = flow_find(w, &rev, now, &slot, &evict);
+	if (!hit || hit->peer == NO_PEER)
+		return ps->r->vip >= 0 ? PYFWD_R_PUNT_ICMP :
+					 PYFWD_R_PASS_NOT_VIP;
+	e = flow_peer(w, hit);
+	if (e->dir == DIR_ORIG) {
+		mac = e->mac;
+		out_if = e->in_if;
+	} else {
+		real = &b->reals[e->real];
+		mac = real->mac;
+		out_if = real->out_if;
+	}
+	/* The quoted packet, as e's sender sent it; ICMP's sum covers it. */
+	rewrite_quoted(in3, in4, ps->inner_len - (ps->inner_l4 - ps->inner_l3),
+		       q.proto, e->key.saddr, e->key.sport, e->key.daddr,
+		       e->key.dport, icmp + 2);
+	/* The error goes to e's sender. */
+	rewrite_ip4_daddr(l3, e->key.saddr);
+	rewrite_l2(ctx, f->data, mac, out_if, ps->r);
+	return PYFWD_R_FORWARD_ICMP;
+}

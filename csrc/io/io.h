@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * io.h - what the I/O backends share: binding a backend to the context,
+ * the idle poll, set-up errors, the steering object.
+ *
+ *   io.c        bind/unbind, stop, the idle poll, errbuf
+ *   bpf.c       BPF objects: the steering object's load, doctor's check
+ *   steer.c     the steering maps: what the BPF programs send the engine
+ *   xsk.c       AF_XDP set-up: XDP program and bpf_link, UMEMs, sockets
+ *   xsk_loop.c  AF_XDP loop of one queue
+ *   afp.c       AF_PACKET set-up: TPACKET_V3 rings, tc program (tcx)
+ *   afp_loop.c  AF_PACKET loop
+ *
+ * Set-up code returns -errno and says what failed in errbuf; the loops
+ * allocate nothing, take no lock and never call Python.
+ */
+#ifndef PYFWD_IO_H
+#define PYFWD_IO_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#include "core.h"
+
+#define IDLE_POLL_MS 100	/* how soon an idle loop notices stop */
+#define IDLE_SWEEP 4096		/* flow slots expired per idle poll */
+
+/* Set-up code's errors: what failed, for errbuf. */
+void say(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * The backend's state `io` becomes the context's (its loops may run until
+ * pyfwd_io_stop); release (or destroying the context) stops the loops,
+ * frees it with free_io and forgets it, and the steering maps (they were
+ * the backend's).  unbind only forgets: the open functions' error path.
+ */
+void io_bind(struct pyfwd_ctx *ctx, void *io, int kind,
+	     void (*free_io)(void *io));
+void io_release(struct pyfwd_ctx *ctx);
+void io_unbind(struct pyfwd_ctx *ctx);
+
+static inline int io_stopped(const struct pyfwd_ctx *ctx)
+{
+	return __atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE);
+}
+
+/* Nothing came: sleep in poll() on n fds; if still nothing, expire flows
+ * (NAT/SNAT ports back, live counts right). */
+void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
+		  uint32_t n);
+
+/*
+ * bpf.c: open the steering object at path, load only the n programs
+ * named (the backend's), find its maps.  0 or -errno, errbuf says what.
+ */
+struct bpf_object;
+struct bpf_program;
+int steer_object_load(const char *path, const char *const *names,
+		      struct bpf_program **progs, int n,
+		      struct bpf_object **objp, struct steer_maps *maps,
+		      char *errbuf, size_t errlen);
+
+/* steer.c: the steering maps' fds in a loaded object; 0 or -ENOENT. */
+int steer_maps_find(struct bpf_object *obj, struct steer_maps *m);
+
+#endif /* PYFWD_IO_H */

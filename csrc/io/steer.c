@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * steer.c - the steering maps of the BPF object (bpf/steer.bpf.c) that
+ * both backends load: what the kernel hands the engine (AF_XDP) or keeps
+ * away from its own stack (AF_PACKET).  Set-up code, not per packet.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "bpf/steer.h"
+#include "io/io.h"
+
+_Static_assert(STEER_AF_INET == PYFWD_AF_INET &&
+	       STEER_AF_INET6 == PYFWD_AF_INET6, "steer.h families");
+_Static_assert(sizeof(struct steer_svc) == 20 &&
+	       sizeof(struct steer_addr) == 20, "steering map keys");
+
+int steer_maps_find(struct bpf_object *obj, struct steer_maps *m)
+{
+	m->addrs = bpf_object__find_map_fd_by_name(obj, "steer_addrs");
+	m->svcs = bpf_object__find_map_fd_by_name(obj, "steer_svcs");
+	m->rsvcs = bpf_object__find_map_fd_by_name(obj, "steer_rsvcs");
+	m->snat = bpf_object__find_map_fd_by_name(obj, "steer_snat");
+	if (m->addrs < 0 || m->svcs < 0 || m->rsvcs < 0 || m->snat < 0)
+		return -ENOENT;
+	return 0;
+}
+
+/* The map keys of an endpoint: its address, and its service. */
+static void steer_keys(const struct pyfwd_endpoint *e, struct steer_addr *a,
+		       struct steer_svc *s)
+{
+	memset(a, 0, sizeof(*a));
+	memset(s, 0, sizeof(*s));
+	memcpy(a->addr, e->addr, 16);
+	a->family = e->family;
+	memcpy(s->addr, e->addr, 16);
+	s->family = e->family;
+	s->proto = e->proto;
+	s->port = htons(e->port);
+}
+
+/*
+ * Delete every key of map fd that is none of the n endpoints' (their
+ * service key if svc, else their address key).
+ */
+static int prune(int fd, const struct pyfwd_endpoint *eps, uint32_t n,
+		 int svc)
+{
+	uint8_t key[sizeof(struct steer_svc)], next[sizeof(key)];
+	size_t ksize = svc ? sizeof(struct steer_svc) :
+			     sizeof(struct steer_addr);
+	struct steer_addr a;
+	struct steer_svc s;
+	void *prev = NULL;
+	uint32_t i;
+	int keep;
+
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		for (keep = 0, i = 0; i < n && !keep; i++) {
+			steer_keys(&eps[i], &a, &s);
+			keep = !memcmp(next, svc ? (void *)&s : (void *)&a,
+				       ksize);
+		}
+		if (!keep) {
+			if (bpf_map_delete_elem(fd, next))
+				return -errno;
+			continue;	/* the iteration restarts from prev */
+		}
+		memcpy(key, next, ksize);
+		prev = key;
+	}
+	return 0;
+}
+
+int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
+		    uint32_t nvips, const struct pyfwd_endpoint *replies,
+		    uint32_t nreplies, const struct pyfwd_snat *snat)
+{
+	const struct steer_maps *m = &ctx->maps;
+	struct pyfwd_endpoint snat_addr = { 0 };
+	struct steer_ports range;
+	struct steer_addr a;
+	struct steer_svc s;
+	uint32_t i, one = 1, nsnat = 0;
+	int err;
+
+	if (ctx->io_kind == IO_NONE)
+		return -ENOTCONN;
+	if (nvips > STEER_VIPS_MAX || nreplies > STEER_REALS_MAX)
+		return -E2BIG;
+	/* Add first, then remove: what stays is never unsteered. */
+	for (i = 0; i < nvips; i++) {
+		steer_keys(&vips[i], &a, &s);
+		if (bpf_map_update_elem(m->addrs, &a, &one, BPF_ANY) ||
+		    bpf_map_update_elem(m->svcs, &s, &one, BPF_ANY))
+			return -errno;
+	}
+	for (i = 0; i < nreplies; i++) {
+		steer_keys(&replies[i], &a, &s);
+		if (bpf_map_update_elem(m->rsvcs, &s, &one, BPF_ANY))
+			return -errno;
+	}
+	if (snat && snat->port_hi) {
+		/* SNAT's map is keyed by its address; the range is the value */
+		memcpy(snat_addr.addr, snat->addr, 16);
+		snat_addr.family = snat->family;
+		steer_keys(&snat_addr, &a, &s);
+		range.lo = snat->port_lo;
+		range.hi = snat->port_hi;
+		if (bpf_map_update_elem(m->snat, &a, &range, BPF_ANY))
+			return -errno;
+		nsnat = 1;
+	}
+	err = prune(m->svcs, vips, nvips, 1);
+	if (!err)
+		err = prune(m->addrs, vips, nvips, 0);
+	if (!err)
+		err = prune(m->rsvcs, replies, nreplies, 1);
+	if (!err)
+		err = prune(m->snat, &snat_addr, nsnat, 0);
+	return err;
+}

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stats.c - the counters as Python reads them: each worker writes its own
+ * (no atomics on the hot path), readers sum them with relaxed loads; and
+ * the names of the verdict reasons.
+ */
+#include <errno.h>
+
+#include "core.h"
+
+static const char *const reason_names[PYFWD_R_MAX] = {
+	[PYFWD_R_FORWARD] = "forward",
+	[PYFWD_R_FORWARD_REPLY] = "forward_reply",
+	[PYFWD_R_FORWARD_ICMP] = "forward_icmp",
+	[PYFWD_R_PASS_OTHER_MAC] = "pass_other_mac",
+	[PYFWD_R_PASS_ETHERTYPE] = "pass_ethertype",
+	[PYFWD_R_PASS_ARP] = "pass_arp",
+	[PYFWD_R_PASS_NOT_VIP] = "pass_not_vip",
+	[PYFWD_R_PASS_VIP_OTHER] = "pass_vip_other",
+	[PYFWD_R_PUNT_ARP] = "punt_arp",
+	[PYFWD_R_PUNT_ICMP] = "punt_icmp",
+	[PYFWD_R_PUNT_NDP] = "punt_ndp",
+	[PYFWD_R_DROP_RUNT] = "drop_runt",
+	[PYFWD_R_DROP_OVERSIZE] = "drop_oversize",
+	[PYFWD_R_DROP_VLAN_TRUNC] = "drop_vlan_trunc",
+	[PYFWD_R_DROP_ARP_TRUNC] = "drop_arp_trunc",
+	[PYFWD_R_DROP_IP4_TRUNC] = "drop_ip4_trunc",
+	[PYFWD_R_DROP_IP4_VERSION] = "drop_ip4_version",
+	[PYFWD_R_DROP_IP4_IHL] = "drop_ip4_ihl",
+	[PYFWD_R_DROP_IP4_TOTLEN] = "drop_ip4_totlen",
+	[PYFWD_R_DROP_IP6_TRUNC] = "drop_ip6_trunc",
+	[PYFWD_R_DROP_IP6_VERSION] = "drop_ip6_version",
+	[PYFWD_R_DROP_IP6_PAYLEN] = "drop_ip6_paylen",
+	[PYFWD_R_DROP_IP6_EXTHDR] = "drop_ip6_exthdr",
+	[PYFWD_R_DROP_FRAGMENT] = "drop_fragment",
+	[PYFWD_R_DROP_L4_TRUNC] = "drop_l4_trunc",
+	[PYFWD_R_DROP_TCP_DOFF] = "drop_tcp_doff",
+	[PYFWD_R_DROP_UDP_LEN] = "drop_udp_len",
+	[PYFWD_R_DROP_NO_REAL] = "drop_no_real",
+	[PYFWD_R_DROP_TABLE_FULL] = "drop_table_full",
+	[PYFWD_R_DROP_PORTS_FULL] = "drop_ports_full",
+};
+
+const char *pyfwd_reason_name(uint32_t reason)
+{
+	if (reason >= PYFWD_R_MAX || !reason_names[reason])
+		return "unknown";
+	return reason_names[reason];
+}
+
+uint32_t pyfwd_reason_verdict(uint32_t reason)
+{
+	return reason_verdict(reason);
+}
+
+/* Add worker w's counters to out (all of them are uint64_t). */
+static void stats_add(const struct worker *w, struct pyfwd_stats *out)
+{
+	const uint64_t *src = (const uint64_t *)&w->stats;
+	uint64_t *dst = (uint64_t *)out;
+	uint32_t k;
+
+	for (k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+		dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+}
+
+/* The tables' figures are the context's, not a worker's. */
+static void stats_tables(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
+{
+	uint64_t gen = __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
+
+	out->tables.vip_generation = gen;
+	out->tables.vip_count = ctx->bank[gen & 1].count;
+}
+
+void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
+{
+	uint32_t i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < ctx->cfg.workers; i++)
+		stats_add(&ctx->workers[i], out);
+	stats_tables(ctx, out);
+}
+
+int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
+			    struct pyfwd_stats *out)
+{
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	stats_add(&ctx->workers[worker], out);
+	stats_tables(ctx, out);
+	return 0;
+}
+
+int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
+			  struct pyfwd_real_stats *out, uint32_t n)
+{
+	uint32_t i, r;
+
+	if (n > ctx->cfg.max_reals)
+		return -E2BIG;
+	memset(out, 0, n * sizeof(*out));
+	for (i = 0; i < ctx->cfg.workers; i++) {
+		const struct pyfwd_real_stats *s = ctx->workers[i].real_stats;
+
+		for (r = 0; r < n; r++) {
+			out[r].frames += s[r].frames;
+			out[r].bytes += s[r].bytes;
+			out[r].flows_new += s[r].flows_new;
+			out[r].active += __atomic_load_n(
+				&ctx->workers[i].active[r], __ATOMIC_RELAXED);
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,185 @@
+"""The data plane's I/O: the backends that feed a Core's bursts from an
+interface, and what they steer to it.
+
+`Xsk` (AF_XDP: the XDP program pyfwd_xdp_steer, one socket and one loop
+thread per RX queue) and `Afp` (raw AF_PACKET sockets, for where AF_XDP
+does not work) share one life cycle: open, steer, start, close.  The loops
+run in C with the GIL released; Python only says what to steer (VIPs, NAT
+real servers as `Endpoint`s, SNAT's ports).  `xdp_cleanup` removes an XDP
+program left on an interface by another attach mode (`pyfwd cleanup`).
+"""
+
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Union
+
+from pyfwd.dataplane import native as _native
+from pyfwd.dataplane.native import endpoint_array, ffi, lib, snat_struct
+from pyfwd.errors import ConfigError, DataplaneError
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address, port and protocol ("tcp" | "udp") the steering programs
+    match: NAT's real servers, whose answers come from theirs."""
+
+    address: Union[IPv4Address, IPv6Address]
+    port: int
+    protocol: str
+
+
+XDP_MODES = {"auto": lib.PYFWD_XDP_MODE_AUTO,
+             "native": lib.PYFWD_XDP_MODE_NATIVE,
+             "generic": lib.PYFWD_XDP_MODE_GENERIC}
+COPY_MODES = {"auto": lib.PYFWD_XSK_COPY_AUTO, "copy": lib.PYFWD_XSK_COPY,
+              "zerocopy": lib.PYFWD_XSK_ZEROCOPY}
+_XDP_MODE_NAMES = {v: k for k, v in XDP_MODES.items()}
+_COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
+
+
+@dataclass(frozen=True)
+class XskInfo:
+    """What the AF_XDP set-up got: xdp_mode "native" | "generic", copy_mode
+    "copy" | "zerocopy", whether busy polling took, queues, program id."""
+
+    xdp_mode: str
+    copy_mode: str
+    busy_poll: bool
+    queues: int
+    prog_id: int
+    backend: str = "xdp"    # or "afpacket"
+
+
+class Xsk:
+    """The AF_XDP I/O of a Core: XDP program, sockets, loop threads.
+
+    open() attaches the steering program with an unpinned bpf_link (gone
+    with the process, whatever the way it ends) and makes one socket per
+    RX queue; start() runs one loop thread per queue (the GIL is released
+    inside); steer() says which VIPs the program sends to the sockets;
+    close() stops and detaches.  Raises DataplaneError with the reason.
+    """
+
+    def __init__(self, core):
+        self.core = core
+        self.info = None
+        self._threads = []
+        self.errors = []
+
+    def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
+             busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
+             frame_size=4096, ring_size=2048, ifindex2=0):
+        if xdp_mode not in XDP_MODES:
+            raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
+                              f"{', '.join(XDP_MODES)}")
+        if copy_mode not in COPY_MODES:
+            raise ConfigError(f"copy mode {copy_mode!r}: expected one of "
+                              f"{', '.join(COPY_MODES)}")
+        cfg = ffi.new("struct pyfwd_xsk_config *")
+        cfg.ifindex = ifindex
+        cfg.ifindex2 = ifindex2
+        cfg.queues = queues
+        cfg.xdp_mode = XDP_MODES[xdp_mode]
+        cfg.copy_mode = COPY_MODES[copy_mode]
+        cfg.busy_poll_usecs = busy_poll_usecs
+        cfg.busy_poll_budget = busy_poll_budget
+        cfg.batch = batch
+        cfg.frames = frames
+        cfg.frame_size = frame_size
+        cfg.ring_size = ring_size
+        info = ffi.new("struct pyfwd_xsk_info *")
+        _open(lib.pyfwd_xsk_open, "AF_XDP", self.core.ctx,
+              os.fsencode(_native.bpf_object_path()), cfg, info)
+        self.info = XskInfo(_XDP_MODE_NAMES[info.xdp_mode],
+                            _COPY_MODE_NAMES[info.copy_mode],
+                            bool(info.busy_poll), info.queues, info.prog_id)
+        return self.info
+
+    def steer(self, vips, replies=(), snat=None):
+        """Steer to the engine (the whole set; the rest passes): frames to
+        these VIPs (model.Vip values), the answers of these real servers
+        (NAT: Endpoint values, the real's address, port and protocol) and
+        frames to SNAT's (address, lo, hi).  DataplaneError if the maps
+        refuse it (E2BIG: too many)."""
+        vips, replies = list(vips), list(replies)
+        sn = snat_struct(*snat) if snat else ffi.NULL
+        _native.check(lib.pyfwd_steer_set(
+            self.core.ctx, endpoint_array(vips), len(vips),
+            endpoint_array(replies), len(replies), sn),
+            "updating the steering maps")
+
+    def start(self):
+        """One loop thread per queue."""
+        for q in range(self.info.queues):
+            t = threading.Thread(target=self._loop, args=(q,),
+                                 name=f"pyfwd-xsk-q{q}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    # The backend's loop in C (Afp has its own).
+    _run = lib.pyfwd_xsk_run
+
+    def _loop(self, queue):
+        ret = self._run(self.core.ctx, queue)
+        if ret < 0:
+            self.errors.append(DataplaneError(-ret, f"loop of queue {queue}"
+                                              f": {os.strerror(-ret)}"))
+
+    def alive(self):
+        return any(t.is_alive() for t in self._threads)
+
+    def close(self):
+        """Stop the loops, then detach the program and free the sockets."""
+        lib.pyfwd_io_stop(self.core.ctx)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        lib.pyfwd_io_close(self.core.ctx)
+
+
+class Afp(Xsk):
+    """The raw-socket (AF_PACKET) I/O of a Core, for where AF_XDP is not
+    available: the same core, steering maps and life cycle as Xsk (steer,
+    start, close), one loop thread.  open() needs tcx (Linux 6.6+) for the
+    tc program that keeps the engine's frames away from the kernel."""
+
+    def open(self, ifindex, ifindex2=0, **_ignored):
+        _open(lib.pyfwd_afp_open, "AF_PACKET", self.core.ctx,
+              os.fsencode(_native.bpf_object_path()), ifindex, ifindex2)
+        self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
+        return self.info
+
+    _run = lib.pyfwd_afp_run
+
+
+def _open(fn, what, *args):
+    """A backend's C open(args..., errbuf, errlen); DataplaneError naming
+    what failed (errbuf) when it returns -errno."""
+    errbuf = ffi.new("char[]", 256)
+    ret = fn(*args, errbuf, len(errbuf))
+    if ret < 0:
+        what = ffi.string(errbuf).decode(errors="replace") or what
+        raise DataplaneError(-ret, f"{what}: {os.strerror(-ret)}")
+
+
+def xdp_cleanup(ifindex):
+    """Detach an XDP program left on ifindex by a netlink attach.
+
+    Returns the id of what was attached (0: nothing).  Raises
+    DataplaneError (EBUSY) when a live engine's bpf_link holds it.
+    """
+    prog = ffi.new("uint32_t *")
+    ret = lib.pyfwd_xdp_cleanup(ifindex, prog)
+    if ret == -errno.EBUSY:
+        raise DataplaneError(errno.EBUSY, f"XDP program {prog[0]} on "
+                             f"ifindex {ifindex} is held by a bpf_link: an "
+                             "engine is running there; stop it instead")
+    _native.check(ret, f"detaching XDP from ifindex {ifindex}")
+    return prog[0]
+
+
+__all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XDP_MODES", "COPY_MODES",
+           "xdp_cleanup"]

@@ -14,9 +14,8 @@ import os
 import time
 
 from pyfwd.control.l7.render import l7_name, l7_server
+from pyfwd.dataplane.native import QUEUE_COUNTERS
 from pyfwd.frames import mac_to_str
-
-QUEUE_FIELDS = ("rx", "tx", "tx_ring_full", "wakeups", "polls")
 
 
 class Report:
@@ -117,7 +116,7 @@ class Report:
             k: {} for k in ("arp", "icmp", "ndp", "arp_conflicts",
                             "ndp_conflicts")}
         return {**self.status(), "core": core, "vips": self.show(),
-                "queues": [{k: q[k] for k in QUEUE_FIELDS}
+                "queues": [{k: q[k] for k in QUEUE_COUNTERS}
                            for q in (e.core.stats(worker=i)
                                      for i in range(e.core.workers))],
                 **punts}

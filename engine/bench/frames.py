@@ -20,7 +20,7 @@ __all__ = ["BATCH", "CALLS", "LB_MAC", "OUT_MAC", "IN_MAC", "CLIENT_MAC",
            "ipv4_frame", "ipv4_parts", "vary", "answer", "dr_frames",
            "nat_frames", "nat_new_frames", "drop_frames"]
 
-BATCH = 64                  # frames per process_batch call
+BATCH = 64                  # frames per pyfwd_core_burst call
 CALLS = 32                  # batches per round
 
 # The lab's addresses (the same values as tests/cases, without importing

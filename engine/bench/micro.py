@@ -5,7 +5,7 @@ pyfwd.bench.frames', built with struct); bench/test_micro_bench.py runs the
 same measurements on the packet cases of tests/cases under
 pytest-benchmark.
 
-    core_ns(kind)      ns per packet through process_batch, batch of 64:
+    core_ns(kind)      ns per packet through pyfwd_core_burst, batch of 64:
                        "dr" (DR rewrite of an established flow), "nat-hit"
                        (NAT, a client's packet of an established flow),
                        "nat-new" (NAT, every packet opens a flow), "drop"
@@ -232,7 +232,7 @@ class CoreBench:
 def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
             repeat: int = 7, *, setup: Optional[Setup] = None,
             flows: int = BENCH_FLOWS, calls: int = CALLS) -> float:
-    """ns per packet of the core through process_batch, best of repeat.
+    """ns per packet of the core through pyfwd_core_burst, best of repeat.
 
     kind: "dr", "nat-hit", "nat-new" or "drop".  frames: the packets (bytes)
     to use, cycled to fill each batch; None builds them (with the matching
@@ -257,7 +257,7 @@ def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
 
 
 def call_ns(repeat: int = 7, calls: int = 2000) -> float:
-    """ns of one process_batch call of no frames (the crossing from Python
+    """ns of one pyfwd_core_burst call of no frames (the crossing from Python
     and the core's per-burst work), best of repeat."""
     core = dr_setup().core()
     empty = core.prepare([])

@@ -252,7 +252,7 @@ def test_c_headers_include_no_cycle():
 def _readme_layout():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    m = re.search(r"^## Layout\n+```\n(.*?)\n```", text, re.S | re.M)
+    m = re.search(r"^## Layout\n.*?^```\n(.*?)\n```", text, re.S | re.M)
     assert m, "README has no Layout section with a code block"
     return m.group(1)
 
@@ -316,3 +316,23 @@ def test_c_files_are_of_a_size_to_read(name):
     assert lines <= MODULE_LINES_MAX or WHY_LARGE in head, (
         f"csrc/{name}: {lines} lines; split it by concern, or say in its "
         f"opening comment why it is one piece ({WHY_LARGE} ...)")
+
+
+def test_readme_layout_files_named_under_a_folder_exist():
+    """`engine/control/  ... engine.py (Engine ...), services.py` names
+    files in that folder (or below it): each must be there."""
+    missing, folder = [], None
+    for line in _readme_layout().splitlines():
+        if line and not line.startswith(" "):
+            first, _, rest = line.strip().partition("  ")
+            folder = first if first.endswith("/") else None
+        else:
+            rest = line
+        if not folder:
+            continue
+        present = {f for _, _, files in os.walk(os.path.join(ROOT, folder))
+                   for f in files}
+        for name in re.findall(r"\b[\w]+\.(?:py|c|h)\b", rest):
+            if name not in present:
+                missing.append(folder + name)
+    assert not missing, f"README Layout names what is not there: {missing}"

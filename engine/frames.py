@@ -17,7 +17,7 @@ import ipaddress
 import struct
 from typing import NamedTuple, Optional, Tuple, Union
 
-from pyfwd.errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["ETH_P_IP", "ETH_P_ARP", "ETH_P_IPV6", "ETH_P_8021Q",
            "ETH_P_8021AD", "VLAN_TPIDS", "ETH_HEADER", "VLAN_TAG",

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyfwd.errors import ConfigError
+from .errors import ConfigError
 
 PROTOCOLS = ("tcp", "udp")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "maglev")

@@ -11,9 +11,9 @@ is BATCH frames, a round CALLS batches.
 import ipaddress
 import struct
 
-from pyfwd.bench.system import BenchError
-from pyfwd.frames import mac_to_bytes, mac_to_str
-from pyfwd.neighbours.icmp import checksum
+from .system import BenchError
+from ..frames import mac_to_bytes, mac_to_str
+from ..neighbours.icmp import checksum
 
 __all__ = ["BATCH", "CALLS", "LB_MAC", "OUT_MAC", "IN_MAC", "CLIENT_MAC",
            "CLIENT", "VIP", "DR_REALS", "NAT_REALS", "NAT_PORT", "TCP", "UDP",

@@ -43,19 +43,19 @@ import tempfile
 import threading
 import time
 
-from pyfwd.bench import wrk
-from pyfwd.bench.configs import (NGINX_SETTINGS, SIZE_BYTES, haproxy_conf,
+from . import wrk
+from .configs import (NGINX_SETTINGS, SIZE_BYTES, haproxy_conf,
                                  nft_ruleset, nginx_conf)
-from pyfwd.bench.results import HTTP_MODES as MODES
-from pyfwd.bench.results import HTTP_SIZES as SIZES
-from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+from .results import HTTP_MODES as MODES
+from .results import HTTP_SIZES as SIZES
+from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
                                 cpus, napi_threads, pin_self, rps_mask,
                                 sysfs_write, thread_napi)
-from pyfwd.control.server import Client
-from pyfwd.errors import LabError, PyfwdError
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.programs import PYFWD, stop
-from pyfwd.lab.topology import Lab
+from ..control.server import Client
+from ..errors import LabError, PyfwdError
+from ..lab import modes as labmodes
+from ..lab.programs import PYFWD, stop
+from ..lab.topology import Lab
 
 NAPI_RT_PRIORITY = 50       # SCHED_FIFO, as the kernel's threaded IRQs
 REALS = 2

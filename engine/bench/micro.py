@@ -29,16 +29,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyfwd.bench.frames import (BATCH, CALLS, CLIENT, CLIENT_MAC, DR_REALS,
+from .frames import (BATCH, CALLS, CLIENT, CLIENT_MAC, DR_REALS,
                                 LB_MAC, IN_MAC, NAT_PORT, NAT_REALS, OUT_MAC,
                                 TCP, TCP_SYN, VIP, answer, dr_frames,
                                 drop_frames, ipv4_frame, ipv4_parts,
                                 nat_frames, nat_new_frames, vary)
-from pyfwd.bench.system import BenchError
-from pyfwd.dataplane.core import Core
-from pyfwd.dataplane.scheduler import maglev_table
-from pyfwd.model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
-from pyfwd.frames import mac_to_bytes
+from .system import BenchError
+from ..dataplane.core import Core
+from ..dataplane.scheduler import maglev_table
+from ..model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
+from ..frames import mac_to_bytes
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
 MAGLEV_REALS = (10, 1000)

@@ -54,11 +54,11 @@ import time
 
 from pyroute2 import netns as _netns
 
-from pyfwd.lab.namespaces import iproute, open_netns
-from pyfwd.lab import programs
-from pyfwd.lab.programs import PYFWD, Namespaces
-from pyfwd.bench.configs import nft_ruleset
-from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+from ..lab.namespaces import iproute, open_netns
+from ..lab import programs
+from ..lab.programs import PYFWD, Namespaces
+from .configs import nft_ruleset
+from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
                                 busy_poll_tuning, cpus, napi_threads,
                                 pin_self, rps, thread_napi)
 

@@ -15,14 +15,14 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from pyfwd.bench import micro
-from pyfwd.bench import results as results_mod
-from pyfwd.bench.micro import ROWS as MICRO_ROWS
-from pyfwd.bench.http import HttpBench
-from pyfwd.bench.pps import ROWS as PPS_ROWS
-from pyfwd.bench.pps import PpsBench
-from pyfwd.bench.results import HTTP_MODES, HTTP_SIZES, Results
-from pyfwd.bench.system import BenchError, cpus
+from . import micro
+from . import results as results_mod
+from .micro import ROWS as MICRO_ROWS
+from .http import HttpBench
+from .pps import ROWS as PPS_ROWS
+from .pps import PpsBench
+from .results import HTTP_MODES, HTTP_SIZES, Results
+from .system import BenchError, cpus
 
 HTTP_ROWS = tuple(f"http-{m}-{s}" for m in HTTP_MODES for s in HTTP_SIZES)
 GROUPS = {"micro": MICRO_ROWS, "pps": PPS_ROWS, "http": HTTP_ROWS}

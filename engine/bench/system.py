@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
-from pyfwd.errors import PyfwdError
+from ..errors import PyfwdError
 
 LOAD_CPU, LB_CPU = 0, 1
 

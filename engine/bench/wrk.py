@@ -14,7 +14,7 @@ NET_RX softirqs, drops) goes in a detail dict, to cross-check it.
 import os
 import re
 
-from pyfwd.bench.system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
+from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
                                 backlog_drops, lb_drops, link_rx,
                                 net_rx_softirqs, pin_self, proc_cpu)
 

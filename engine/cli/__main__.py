@@ -1,5 +1,5 @@
 """python -m pyfwd.cli: the pyfwd program."""
 
-from pyfwd.cli.main import main
+from .main import main
 
 main()

@@ -5,10 +5,10 @@ import os
 
 import click
 
-from pyfwd.cli.common import need_root
-from pyfwd.control.ha import ROLES
-from pyfwd.control.server import DEFAULT_PATH
-from pyfwd.model import MODES, SCHEDULERS, SNAT_PORTS
+from .common import need_root
+from ..control.ha import ROLES
+from ..control.server import DEFAULT_PATH
+from ..model import MODES, SCHEDULERS, SNAT_PORTS
 
 # The modes of the C core (l7 VIPs come from a config file only).
 L4_MODES = [m for m in MODES if m != "l7"]
@@ -107,10 +107,10 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     import signal
     import time
 
-    from pyfwd.control import config as config_mod
-    from pyfwd.control.engine import Engine
-    from pyfwd.control.metrics import MetricsServer, parse_address
-    from pyfwd.control.server import ControlServer
+    from ..control import config as config_mod
+    from ..control.engine import Engine
+    from ..control.metrics import MetricsServer, parse_address
+    from ..control.server import ControlServer
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
@@ -185,8 +185,8 @@ def cleanup(iface):
     A running engine holds its program with a bpf_link: that one is not
     touched (stop the engine instead).
     """
-    from pyfwd.dataplane.io import xdp_cleanup
-    from pyfwd.neighbours.kernel import interface
+    from ..dataplane.io import xdp_cleanup
+    from ..neighbours.kernel import interface
     need_root("pyfwd cleanup")
     ifindex = interface(iface)[0]
     prog = xdp_cleanup(ifindex)
@@ -198,7 +198,7 @@ def cleanup(iface):
 @click.argument("file", type=click.Path(dir_okay=False))
 def check_config(file):
     """Validate a config FILE without touching anything."""
-    from pyfwd.control import config as config_mod
+    from ..control import config as config_mod
     cfg = config_mod.load(file)
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "

@@ -39,7 +39,7 @@ def bench(quick, out, only, repeat, seconds, connections):
     results.md (ratios, the DR : NAT headline, the targets) and results.png.
     Compare figures within one run: ratios, not absolute numbers.
     """
-    from pyfwd.bench import run as bench_run
+    from ..bench import run as bench_run
 
     try:
         res = bench_run.run(out, quick=quick, only=only, repeats=repeat,

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pyfwd.errors import PyfwdError
+from ..errors import PyfwdError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from pyfwd.cli.common import CONTEXT, Group
-from pyfwd.control import ctl as fmt
-from pyfwd.control import server as control
+from .common import CONTEXT, Group
+from ..control import ctl as fmt
+from ..control import server as control
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from pyfwd.cli.common import CONTEXT, Group
-from pyfwd.control.server import DEFAULT_PATH
+from .common import CONTEXT, Group
+from ..control.server import DEFAULT_PATH
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -90,7 +90,7 @@ def ha_keepalived_conf(iface, vrid, priority, sock, peers, advert_int,
     stderr when a non-root user could replace the program or its
     interpreter.
     """
-    from pyfwd.control import ha as hamod
+    from ..control import ha as hamod
     spec = hamod.KeepalivedSpec(
         iface, vrid, priority, sock or DEFAULT_PATH,
         pyfwd_path or _own_program(), tuple(peers), advert_int, instance,

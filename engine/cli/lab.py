@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pyfwd.cli.common import CONTEXT, Group, need_root
+from .common import CONTEXT, Group, need_root
 
 
 def lab_name(default="pyfwd", what="lab name"):
@@ -50,7 +50,7 @@ def lab():
               help="number of real servers (1-16)")
 def lab_up(name, topology, reals):
     """Build a lab and print its address plan."""
-    from pyfwd.lab import topology as labmod
+    from ..lab import topology as labmod
     need_root("pyfwd lab up")
     built = labmod.Lab(name, topology=topology, reals=reals).up()
     click.echo(built.format_plan())
@@ -66,7 +66,7 @@ def lab_up(name, topology, reals):
               "pyfwd marked as its own)")
 def lab_down(name, all_):
     """Remove a lab (its namespaces, veths and bridges)."""
-    from pyfwd.lab import topology as labmod
+    from ..lab import topology as labmod
     need_root("pyfwd lab down")
     if all_:
         removed = labmod.down_all()
@@ -81,7 +81,7 @@ def lab_down(name, all_):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def lab_show(name, as_json):
     """Print a running lab's address plan (nodes, interfaces, routes)."""
-    from pyfwd.lab import topology as labmod
+    from ..lab import topology as labmod
     need_root("pyfwd lab show")
     built = labmod.Lab.load(name)
     if as_json:
@@ -93,7 +93,7 @@ def lab_show(name, as_json):
 @lab.command("list")
 def lab_list():
     """List the labs present on this machine."""
-    from pyfwd.lab import topology as labmod
+    from ..lab import topology as labmod
     need_root("pyfwd lab list")
     for name in labmod.list_labs():
         click.echo(name)
@@ -110,7 +110,7 @@ def lab_exec(name, node, command):
     \b
     Example: pyfwd lab exec client -- curl http://10.0.0.11:8080/
     """
-    from pyfwd.lab import topology as labmod
+    from ..lab import topology as labmod
     need_root("pyfwd lab exec")
     built = labmod.Lab.load(name)
     try:
@@ -146,11 +146,11 @@ def lab_demo(mode, pacs, name, reals):
     many frames and bytes crossed the balancer in each direction.  Every
     lab is removed at the end.
     """
-    from pyfwd.lab import demo
-    from pyfwd.lab import modes as labmodes
+    from ..lab import demo
+    from ..lab import modes as labmodes
     need_root("pyfwd lab demo")
     if pacs:
-        from pyfwd.lab import pacs as pacsmod
+        from ..lab import pacs as pacsmod
         missing = pacsmod.missing()
         if missing:
             raise click.ClickException(
@@ -191,7 +191,7 @@ def lab_trace(mode, out, name):
     and draws the journey as a sequence diagram, in the terminal and in
     OUT/trace.svg, with the fields the balancer rewrote highlighted.
     """
-    from pyfwd.lab import trace
+    from ..lab import trace
     need_root("pyfwd lab trace")
     if not trace.run(click.echo, mode=mode, out=out, name=name):
         raise click.ClickException("the trace is incomplete (see above)")
@@ -211,7 +211,7 @@ def lab_arp_problem(name, reals):
     `pyfwd realserver setup` fixes it; the same requests then all cross the
     balancer.
     """
-    from pyfwd.lab import arpproblem
+    from ..lab import arpproblem
     need_root("pyfwd lab arp-problem")
     if not arpproblem.run(click.echo, name=name, reals=reals):
         raise click.ClickException("the lesson did not show what it should "

@@ -4,9 +4,9 @@ pyfwd.cli per group.  main() is the console script.
 
 import click
 
-from pyfwd import __version__
-from pyfwd.cli import balancer, bench, ctl, ha, lab, ops
-from pyfwd.cli.common import CONTEXT, Group
+from .. import __version__
+from . import balancer, bench, ctl, ha, lab, ops
+from .common import CONTEXT, Group
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

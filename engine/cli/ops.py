@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pyfwd.cli.common import CONTEXT, Group, need_root
+from .common import CONTEXT, Group, need_root
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -27,7 +27,7 @@ def realserver_setup(vip, dev, undo):
     """Put VIP/32 on lo and stop this host answering ARP for it
     (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
     nodad (Linux answers no NDP for it there).  Idempotent."""
-    from pyfwd.ops import realserver as rs
+    from ..ops import realserver as rs
     need_root("pyfwd realserver setup")
     changes = rs.setup(vip, undo=undo, dev=dev)
     for line in changes:
@@ -41,7 +41,7 @@ def realserver_setup(vip, dev, undo):
 @click.option("--dev", default="lo", show_default=True)
 def realserver_status(vip, dev):
     """Say whether this host is set up as a DR real server for VIP."""
-    from pyfwd.ops import realserver as rs
+    from ..ops import realserver as rs
     st = rs.status(vip, dev=dev)
     click.echo("ok" if st["ok"] else "not ready: " + "; ".join(
         st["problems"]))
@@ -65,11 +65,11 @@ def arp_check(iface, vip, balancer_mac, timeout):
     Run it from any host on the segment; on the balancer itself while the
     engine runs, the engine reports such answers in its log instead.
     """
-    from pyfwd.neighbours.check import arp_check as check
+    from ..neighbours.check import arp_check as check
     need_root("pyfwd arp-check")
     own = balancer_mac
     if own is None:
-        from pyfwd.neighbours.kernel import interface
+        from ..neighbours.kernel import interface
         own = interface(iface)[1]
     answers = check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]
@@ -88,7 +88,7 @@ def arp_check(iface, vip, balancer_mac, timeout):
 @click.command()
 def doctor():
     """Check the native build, the XDP program and the kernel features."""
-    from pyfwd.ops import doctor as doc
+    from ..ops import doctor as doc
     ok = True
     for check in doc.checks():
         mark = "ok  " if check.ok else "FAIL" if check.required else "warn"

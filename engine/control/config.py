@@ -36,11 +36,11 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
-from pyfwd.control.health.spec import HealthSpec
-from pyfwd.control.l7.options import L7Options
-from pyfwd.control.server import DEFAULT_PATH
-from pyfwd.errors import ConfigError
-from pyfwd.model import MODES, SCHEDULERS, SNAT_PORTS, Real, Service, Vip
+from .health.spec import HealthSpec
+from .l7.options import L7Options
+from .server import DEFAULT_PATH
+from ..errors import ConfigError
+from ..model import MODES, SCHEDULERS, SNAT_PORTS, Real, Service, Vip
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
@@ -90,7 +90,7 @@ class Config:
         with L7 VIPs.
         """
         if role:
-            from pyfwd.control.ha import check_role, parse_role
+            from .ha import check_role, parse_role
             check_role(parse_role(role), self.services)
         return dataclasses.replace(
             self, iface=iface or self.iface,
@@ -218,14 +218,14 @@ def parse(text, path="<config>", role=None):
                               ": expected an IPv4 address") from None
     if cfg.snat_ports is not None:
         parse_ports(cfg.snat_ports)
-    from pyfwd.control.ha import parse_role
+    from .ha import parse_role
     parse_role(cfg.role, "engine.role")
     where = "engine.role ="
     if role is not None:
         cfg.role = parse_role(role)
         where = "role"
     if cfg.metrics is not None:
-        from pyfwd.control.metrics import parse_address
+        from .metrics import parse_address
         parse_address(cfg.metrics)
     vips = doc.get("vip", [])
     if not isinstance(vips, list) or not vips:
@@ -238,7 +238,7 @@ def parse(text, path="<config>", role=None):
                               f"vip {seen[svc.vip]!r}")
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
-    from pyfwd.control.ha import check_role
+    from .ha import check_role
     check_role(cfg.role, cfg.services, where)
     return cfg
 

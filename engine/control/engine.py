@@ -33,19 +33,19 @@ import logging
 import threading
 import time
 
-from pyfwd.control import ha
-from pyfwd.control import services as svcs
-from pyfwd.control.health.monitor import HealthMonitor
-from pyfwd.control.l7.sync import L7Sync
-from pyfwd.control.nexthops import NextHops, Refresh
-from pyfwd.control.punts import Groups, Punts
-from pyfwd.control.report import Report, write_stats
-from pyfwd.dataplane.core import Core
-from pyfwd.dataplane.io import Afp, Xsk
-from pyfwd.errors import ConfigError, DataplaneError, PyfwdError
-from pyfwd.model import SNAT_PORTS, Real
-from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.neighbours.kernel import (interface, multicast_socket,
+from . import ha
+from . import services as svcs
+from .health.monitor import HealthMonitor
+from .l7.sync import L7Sync
+from .nexthops import NextHops, Refresh
+from .punts import Groups, Punts
+from .report import Report, write_stats
+from ..dataplane.core import Core
+from ..dataplane.io import Afp, Xsk
+from ..errors import ConfigError, DataplaneError, PyfwdError
+from ..model import SNAT_PORTS, Real
+from ..neighbours.framesocket import FrameSocket
+from ..neighbours.kernel import (interface, multicast_socket,
                                      primary_ipv4)
 
 log = logging.getLogger("pyfwd")
@@ -216,7 +216,7 @@ class Engine:
 
     def add_vip(self, spec):
         """Add a VIP from a [[vip]] table (a dict, reals included)."""
-        from pyfwd.control.config import parse_vip
+        from .config import parse_vip
         with self._lock:
             svc = parse_vip(spec, "add-vip", [s.name for s in self.services
                                               if s.name])
@@ -306,7 +306,7 @@ class Engine:
     def reload(self):
         """Read the config file again and apply the difference; returns
         what changed.  ConfigError (and nothing applied) when it is bad."""
-        from pyfwd.control import config as config_mod
+        from . import config as config_mod
         if not self.config_path:
             raise ConfigError("reload: the engine was not started with "
                               "--config")

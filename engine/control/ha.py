@@ -48,7 +48,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from pyfwd.errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["ROLES", "GARP_REPEAT", "parse_role", "check_role", "HaState",
            "KeepalivedSpec", "keepalived_conf"]

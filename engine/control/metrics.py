@@ -24,7 +24,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from pyfwd.errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("pyfwd.control.metrics")
 

@@ -19,9 +19,9 @@ import logging
 import threading
 import time
 
-from pyfwd.model import Real
-from pyfwd.frames import mac_to_str
-from pyfwd.neighbours.kernel import neighbour_macs, route_to
+from ..model import Real
+from ..frames import mac_to_str
+from ..neighbours.kernel import neighbour_macs, route_to
 
 log = logging.getLogger("pyfwd")
 

@@ -20,9 +20,9 @@ import socket
 import struct
 import threading
 
-from pyfwd.neighbours.arp import ArpResponder, gratuitous
-from pyfwd.neighbours.icmp import EchoResponder
-from pyfwd.neighbours.ndp import NdpResponder, solicited_node, unsolicited_na
+from ..neighbours.arp import ArpResponder, gratuitous
+from ..neighbours.icmp import EchoResponder
+from ..neighbours.ndp import NdpResponder, solicited_node, unsolicited_na
 
 log = logging.getLogger("pyfwd")
 

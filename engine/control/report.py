@@ -13,9 +13,9 @@ import json
 import os
 import time
 
-from pyfwd.control.l7.render import l7_name, l7_server
-from pyfwd.dataplane.native import QUEUE_COUNTERS
-from pyfwd.frames import mac_to_str
+from .l7.render import l7_name, l7_server
+from ..dataplane.native import QUEUE_COUNTERS
+from ..frames import mac_to_str
 
 
 class Report:

@@ -39,8 +39,8 @@ import threading
 import time
 from typing import NamedTuple
 
-from pyfwd.errors import PyfwdError
-from pyfwd.control.ha import ROLES
+from ..errors import PyfwdError
+from .ha import ROLES
 
 log = logging.getLogger("pyfwd.control.server")
 

@@ -12,9 +12,9 @@ real key): (up, detail)} (a real without an entry is up).
 
 import dataclasses
 
-from pyfwd.dataplane.io import Endpoint
-from pyfwd.errors import ConfigError
-from pyfwd.model import Real, Vip
+from ..dataplane.io import Endpoint
+from ..errors import ConfigError
+from ..model import Real, Vip
 
 
 def l4(services):

@@ -15,14 +15,14 @@ from typing import Optional
 
 import numpy as np
 
-from pyfwd.dataplane import native as _native
-from pyfwd.dataplane import tables as tables_mod
-from pyfwd.dataplane.native import (PROTOCOLS, REAL_COUNTERS, REASONS,
+from . import native as _native
+from . import tables as tables_mod
+from .native import (PROTOCOLS, REAL_COUNTERS, REASONS,
                                     VERDICTS, ffi, fill_addr, lib,
                                     snat_struct)
-from pyfwd.errors import ConfigError
-from pyfwd.model import Service
-from pyfwd.frames import ZERO_MAC, mac_to_bytes
+from ..errors import ConfigError
+from ..model import Service
+from ..frames import ZERO_MAC, mac_to_bytes
 
 _core_burst = lib.pyfwd_core_burst
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
-from pyfwd.dataplane import native as _native
-from pyfwd.dataplane.native import endpoint_array, ffi, lib, snat_struct
-from pyfwd.errors import ConfigError, DataplaneError
+from . import native as _native
+from .native import endpoint_array, ffi, lib, snat_struct
+from ..errors import ConfigError, DataplaneError
 
 
 @dataclass(frozen=True)

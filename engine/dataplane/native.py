@@ -19,10 +19,10 @@ import socket
 
 import numpy as np
 
-from pyfwd.errors import BuildError, DataplaneError
+from ..errors import BuildError, DataplaneError
 
 try:
-    from pyfwd._fastpath import ffi, lib
+    from .._fastpath import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise BuildError(
         "pyfwd's C extension pyfwd._fastpath is not built "

@@ -27,9 +27,9 @@ import math
 
 import numpy as np
 
-from pyfwd.dataplane import native as _native
-from pyfwd.errors import ConfigError
-from pyfwd.model import MAGLEV_SIZE_DEFAULT
+from . import native as _native
+from ..errors import ConfigError
+from ..model import MAGLEV_SIZE_DEFAULT
 
 NO_REAL = _native.lib.PYFWD_NO_REAL    # a ring entry of nobody: 0xFFFF
 MAX_REALS = NO_REAL           # indices 0..65534: 0xFFFF is NO_REAL

@@ -13,10 +13,10 @@ from typing import Optional
 
 import numpy as np
 
-from pyfwd.dataplane import scheduler as sched_mod
-from pyfwd.dataplane.native import constants, lib
-from pyfwd.errors import ConfigError
-from pyfwd.model import Vip
+from . import scheduler as sched_mod
+from .native import constants, lib
+from ..errors import ConfigError
+from ..model import Vip
 
 # How each scheduler's ring is indexed by the C core (PYFWD_SCHED_*).
 RING_INDEX = {"maglev": lib.PYFWD_SCHED_HASH, "wrr": lib.PYFWD_SCHED_SEQ,

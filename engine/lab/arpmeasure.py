@@ -23,10 +23,10 @@ from typing import Callable, Optional
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pyfwd.errors import LabError
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.programs import PYFWD
-from pyfwd.frames import mac_to_str
+from ..errors import LabError
+from . import modes as labmodes
+from .programs import PYFWD
+from ..frames import mac_to_str
 
 __all__ = ["VIP", "BROKEN", "Request", "Announcement", "ArpCheckRun",
            "Result", "mac_of", "parse_arp_check", "cache_history",
@@ -344,7 +344,7 @@ def wait_for_announcement(lab, eng, lb_mac: str, times=None,
     another MAC to ``lb_mac``, or ``wait`` seconds after the announcement
     was due."""
     if times is None:
-        from pyfwd.control.ha import GARP_REPEAT as times
+        from ..control.ha import GARP_REPEAT as times
 
     def since_start():
         return time.monotonic() - eng.started

@@ -27,15 +27,15 @@ was not measured.
 import textwrap
 from typing import Callable, Optional
 
-from pyfwd.errors import LabError
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.arpmeasure import (ANNOUNCE_WAIT, BROKEN, CHECK_TIMEOUT, PORT,
+from ..errors import LabError
+from . import modes as labmodes
+from .arpmeasure import (ANNOUNCE_WAIT, BROKEN, CHECK_TIMEOUT, PORT,
                                   VIP, Announcement, ArpCheckRun, Request,
                                   Result, add_vip_on_lo, cache_history,
                                   cached_mac, engine_warnings, forget, mac_of,
                                   parse_arp_check, request, run_arp_check,
                                   settled_counts, wait_for_announcement)
-from pyfwd.lab.words import plural
+from .words import plural
 
 __all__ = ["owner", "format_times", "format_request", "format_announcement",
            "format_arp_check", "break_real", "show_failure", "find_it",
@@ -158,7 +158,7 @@ def show_failure(lab, eng, echo, owners: dict) -> dict:
     """Requests with real1 answering ARP: a fresh lookup, the engine's
     announcement, real1's own who-has.  Returns the requests ("before")
     and the announcement."""
-    from pyfwd.control.ha import GARP_REPEAT
+    from ..control.ha import GARP_REPEAT
 
     lb_mac, bad_mac = mac_of(owners, "lb"), mac_of(owners, BROKEN)
     before = []
@@ -305,7 +305,7 @@ def run(echo: Callable[[str], None], name: str = "arp",
     ``reals`` real servers, run the lesson, remove the lab.  Returns True
     when the failure was seen and the fix worked.  Raises LabError if the
     lab cannot be built (e.g. it exists already) or a step cannot run."""
-    from pyfwd.lab.topology import Lab
+    from .topology import Lab
 
     with Lab(name, topology="one-arm", reals=reals) as lab:
         res = lesson(lab, echo)

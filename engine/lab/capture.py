@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Optional, Union
 
-from pyfwd.frames import mac_to_bytes, mac_to_str
-from pyfwd.errors import LabError
-from pyfwd.lab.words import plural
+from ..frames import mac_to_bytes, mac_to_str
+from ..errors import LabError
+from .words import plural
 
 __all__ = ["Frame", "Capture", "Tcp4", "parse_tcp4", "write_pcap",
            "read_pcap", "SNAPLEN"]

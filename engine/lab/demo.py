@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyfwd.lab import topology as labmod
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.capture import parse_tcp4
+from . import topology as labmod
+from . import modes as labmodes
+from .capture import parse_tcp4
 
 DOWNLOAD = 20_000_000
 SNAPLEN = 96            # Ethernet + IPv4 + TCP headers with options
@@ -177,7 +177,7 @@ def measure(lab, mode, requests=None, download=DOWNLOAD):
     """Run `mode` in `lab` (its whoami servers already up): requests, then
     one download through the VIP, captured at every switch port.
     Returns a Result."""
-    from pyfwd.lab.capture import Capture
+    from .capture import Capture
 
     listener = labmodes.web_listener(mode)
     url = f"http://{listener.vip}:{listener.port}/"

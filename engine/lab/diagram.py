@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Iterator
 from xml.sax.saxutils import escape
 
-from pyfwd.lab.segments import LB, Seg, collapse
-from pyfwd.lab.words import plural
+from .segments import LB, Seg, collapse
+from .words import plural
 
 __all__ = ["Row", "rows", "render_text", "render_svg"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from pyfwd.errors import LabError
+from ..errors import LabError
 
 __all__ = ["INSTANCES", "STORESCU", "DUMP2DCM", "DCMDUMP", "Study",
            "Part", "new_uid", "make_study", "parse_sop_uid", "sop_uids",

@@ -26,10 +26,10 @@ import select
 import subprocess
 from dataclasses import dataclass
 
-from pyfwd.errors import ConfigError, LabError
-from pyfwd.lab import whoami
-from pyfwd.lab.programs import PYFWD, stop
-from pyfwd.model import MODES
+from ..errors import ConfigError, LabError
+from . import whoami
+from .programs import PYFWD, stop
+from ..model import MODES
 
 __all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "Listener",
            "web_listener", "setup_reals", "services", "balancer", "curl",
@@ -121,8 +121,8 @@ def services(lab, mode: str, listeners, scheduler: str = "rr",
              reals=None) -> list:
     """The engine's Service objects for `listeners` in `mode`, over the
     lab's real servers (or the roles in `reals`)."""
-    from pyfwd.control.l7.options import L7Options
-    from pyfwd.model import Real, Service, Vip
+    from ..control.l7.options import L7Options
+    from ..model import Real, Service, Vip
 
     _check_mode(mode)
     roles = lab.reals if reals is None else reals
@@ -152,7 +152,7 @@ def balancer(lab, mode: str, listeners=None, scheduler: str = "rr",
     False: the ARP problem lesson leaves that to itself).  `engine_kw` goes
     to Engine (busy_poll, flows, control via ``eng.stats()``...).
     """
-    from pyfwd.control.engine import Engine
+    from ..control.engine import Engine
 
     _check_mode(mode)
     if TOPOLOGY[mode] != lab.topology:

@@ -26,9 +26,9 @@ from typing import Callable, Optional, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pyfwd import _netns
-from pyfwd.errors import LabError
-from pyfwd.lab.plan import Marker
+from .. import _netns
+from ..errors import LabError
+from .plan import Marker
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyfwd.errors import LabError
-from pyfwd.lab.modes import stop_all
+from ..errors import LabError
+from .modes import stop_all
 
 __all__ = ["ORTHANC", "DICOM_PORT", "WEB_PORT", "dicomweb_plugin",
            "orthanc_config", "aet", "http_request", "rest", "archives"]

@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyfwd.errors import ConfigError, LabError, PyfwdError
-from pyfwd.lab import dicom, orthanc
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.dicom import INSTANCES, make_study, read_parts
-from pyfwd.lab.orthanc import DICOM_PORT, WEB_PORT, aet, archives, rest
+from ..errors import ConfigError, LabError, PyfwdError
+from . import dicom, orthanc
+from . import modes as labmodes
+from .dicom import INSTANCES, make_study, read_parts
+from .orthanc import DICOM_PORT, WEB_PORT, aet, archives, rest
 
 __all__ = ["MODES", "DICOM_PORT", "WEB_PORT", "Result", "missing", "run",
            "store_and_fetch", "explain", "listeners"]
@@ -375,7 +375,7 @@ def run(echo, modes=MODES, name="pacs", reals=2):
     the whole study; what is not installed, or a lab that cannot be built,
     is said through echo and gives False.  Raises ConfigError, before
     building anything, for a mode other than "dr" or "nat"."""
-    from pyfwd.lab.topology import Lab
+    from .topology import Lab
 
     for mode in modes:
         _check_mode(mode)

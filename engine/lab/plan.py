@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from pyfwd.errors import LabError
-from pyfwd.frames import mac_to_str
+from ..errors import LabError
+from ..frames import mac_to_str
 
 __all__ = ["DEFAULT_NAME", "TOPOLOGIES", "MAX_REALS", "BRIDGE", "Interface",
            "Route", "Node", "Plan", "Marker", "make_plan", "format_plan"]

@@ -23,9 +23,9 @@ from typing import Callable, Optional, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pyfwd import _netns
-from pyfwd.errors import LabError
-from pyfwd.lab.namespaces import (KILL_GRACE, MS_BIND, MS_REC, MS_SLAVE,
+from .. import _netns
+from ..errors import LabError
+from .namespaces import (KILL_GRACE, MS_BIND, MS_REC, MS_SLAVE,
                                   enter, in_netns, iproute, open_netns,
                                   sysctl)
 

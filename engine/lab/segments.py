@@ -15,7 +15,7 @@ Pure: it takes Frame values, so it is tested with frames built by hand.
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyfwd.lab.capture import parse_tcp4
+from .capture import parse_tcp4
 
 __all__ = ["FIELDS", "LB", "CLIENT", "Seg", "Journey", "parse", "journeys",
            "rewritten", "collapse"]

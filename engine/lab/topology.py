@@ -40,14 +40,14 @@ import socket
 from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-from pyfwd.errors import LabError
-from pyfwd.lab.namespaces import (NETNS_DIR, create_netns, down_all,
+from ..errors import LabError
+from .namespaces import (NETNS_DIR, create_netns, down_all,
                                   in_netns, iproute, list_labs, open_netns,
                                   remove_netns, scan, sysctl, write_sysctls)
-from pyfwd.lab.plan import (BRIDGE, DEFAULT_NAME, MAX_REALS, TOPOLOGIES,
+from .plan import (BRIDGE, DEFAULT_NAME, MAX_REALS, TOPOLOGIES,
                             Interface, Marker, Node, Plan, Route,
                             format_plan, make_plan)
-from pyfwd.lab.programs import Namespaces
+from .programs import Namespaces
 
 log = logging.getLogger(__name__)
 

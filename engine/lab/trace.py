@@ -28,10 +28,10 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from pyfwd.errors import ConfigError
-from pyfwd.lab import modes as labmodes
-from pyfwd.lab.diagram import render_svg, render_text
-from pyfwd.lab.segments import CLIENT, LB, journeys, rewritten
+from ..errors import ConfigError
+from . import modes as labmodes
+from .diagram import render_svg, render_text
+from .segments import CLIENT, LB, journeys, rewritten
 
 __all__ = ["MODES", "summary", "check_mode", "Traced", "trace_request",
            "report", "run"]
@@ -143,8 +143,8 @@ def trace_request(echo: Callable[[str], None], mode: str,
     client, the balancer and the real server.  Returns None (said with
     ``echo``) if the warm-up request fails.  LabError if the lab cannot be
     built or the lab name is taken."""
-    from pyfwd.lab.capture import Capture
-    from pyfwd.lab.topology import Lab
+    from .capture import Capture
+    from .topology import Lab
 
     check_mode(mode)
     listener = labmodes.web_listener(mode)

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
-from pyfwd.errors import ConfigError
-from pyfwd.frames import (BROADCAST, ETH_P_8021Q, ETH_P_ARP,
+from ..errors import ConfigError
+from ..frames import (BROADCAST, ETH_P_8021Q, ETH_P_ARP,
                                      ETH_P_IP, ZERO_MAC, Mac, check_tci,
                                      eth_header, ip_of, is_unicast,
                                      mac_to_bytes, unwrap_payload)
-from pyfwd.neighbours.responder import VipResponder
+from .responder import VipResponder
 
 __all__ = ["ARPOP_REQUEST", "ARPOP_REPLY", "ArpPacket", "ipv4", "parse_arp",
            "build_arp", "gratuitous", "ArpResponder"]

@@ -14,11 +14,11 @@ from typing import Optional
 
 from pyroute2 import IPRoute
 
-from pyfwd.neighbours.arp import (ARPOP_REQUEST, IPv4, build_arp, ipv4,
+from .arp import (ARPOP_REQUEST, IPv4, build_arp, ipv4,
                                   parse_arp)
-from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.frames import ZERO_MAC, Mac, mac_to_bytes, mac_to_str
-from pyfwd.neighbours.kernel import check_wait, ifindex, source_ipv4
+from .framesocket import FrameSocket
+from ..frames import ZERO_MAC, Mac, mac_to_bytes, mac_to_str
+from .kernel import check_wait, ifindex, source_ipv4
 
 __all__ = ["ArpAnswer", "arp_check"]
 

@@ -13,8 +13,8 @@ import socket
 import time
 from typing import Iterator, Optional
 
-from pyfwd.errors import PyfwdError
-from pyfwd.frames import ETH_P_ARP, mac_to_str
+from ..errors import PyfwdError
+from ..frames import ETH_P_ARP, mac_to_str
 
 __all__ = ["FrameSocket"]
 

@@ -22,10 +22,10 @@ import struct
 import time
 from typing import Callable, Iterable, Union
 
-from pyfwd.errors import ConfigError
-from pyfwd.frames import ETH_P_IP, Mac, eth_header, ip_of, \
+from ..errors import ConfigError
+from ..frames import ETH_P_IP, Mac, eth_header, ip_of, \
     unwrap_payload
-from pyfwd.neighbours.responder import VipResponder
+from .responder import VipResponder
 
 __all__ = ["ICMP_ECHO_REPLY", "ICMP_ECHO_REQUEST", "RATE", "BURST",
            "COUNTERS", "checksum", "TokenBucket", "EchoResponder"]

@@ -20,11 +20,11 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from pyroute2 import IPRoute
 
-from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.neighbours.arp import ARPOP_REQUEST, build_arp, parse_arp
-from pyfwd.neighbours.framesocket import FrameSocket
-from pyfwd.frames import ZERO_MAC, is_unicast, mac_to_bytes
-from pyfwd.neighbours.ndp import ECHO_REQUEST
+from ..errors import ConfigError, PyfwdError
+from .arp import ARPOP_REQUEST, build_arp, parse_arp
+from .framesocket import FrameSocket
+from ..frames import ZERO_MAC, is_unicast, mac_to_bytes
+from .ndp import ECHO_REQUEST
 
 __all__ = ["interface", "rx_queues", "route_to", "multicast_socket",
            "primary_ipv4", "ifindex", "Address", "addresses",

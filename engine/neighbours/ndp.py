@@ -24,12 +24,12 @@ import struct
 import time
 from typing import Callable, Iterable, Optional, Union
 
-from pyfwd.frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
+from ..frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
                                      check_tci, eth_header, ip_of,
                                      is_unicast, mac_to_bytes,
                                      unwrap_payload)
-from pyfwd.neighbours.icmp import BURST, RATE, TokenBucket, checksum
-from pyfwd.neighbours.responder import VipResponder
+from .icmp import BURST, RATE, TokenBucket, checksum
+from .responder import VipResponder
 
 __all__ = ["ND_NS", "ND_NA", "ECHO_REQUEST", "ECHO_REPLY", "ALL_NODES",
            "COUNTERS", "ipv6", "solicited_node", "multicast_mac",

@@ -16,7 +16,7 @@ import ipaddress
 import time
 from typing import Callable, Iterable, Optional
 
-from pyfwd.frames import Mac, mac_to_bytes, mac_to_str
+from ..frames import Mac, mac_to_bytes, mac_to_str
 
 __all__ = ["VipResponder"]
 

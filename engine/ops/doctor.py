@@ -21,7 +21,7 @@ class Check:
 
 def _native():
     try:
-        from pyfwd.dataplane import native as _native
+        from ..dataplane import native as _native
     except Exception as exc:  # BuildError, or a broken .so
         return Check("C extension pyfwd._fastpath", False, str(exc)), None
     return Check("C extension pyfwd._fastpath", True,

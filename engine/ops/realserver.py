@@ -41,8 +41,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-from pyfwd.errors import ConfigError, PyfwdError
-from pyfwd.neighbours.kernel import addresses, ifindex
+from ..errors import ConfigError, PyfwdError
+from ..neighbours.kernel import addresses, ifindex
 
 __all__ = ["ARP_IGNORE", "ARP_ANNOUNCE", "setup", "status"]
 

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 
-from pyfwd.errors import PyfwdError
+from ...errors import PyfwdError
 
 
 class ProbeError(PyfwdError):

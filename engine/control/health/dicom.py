@@ -12,7 +12,7 @@ import struct
 import time
 import uuid
 
-from pyfwd.control.health.connection import (ProbeError, converse,
+from .connection import (ProbeError, converse,
                                              oserror_reason)
 
 # The largest PDU we accept from a DICOM peer while echoing (an A-ASSOCIATE-AC

@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 
-from pyfwd.control.health.probes import check
-from pyfwd.control.health.spec import HealthSpec, target_address
-from pyfwd.errors import ConfigError, PyfwdError
+from .probes import check
+from .spec import HealthSpec, target_address
+from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.control.health")
 

@@ -23,10 +23,10 @@ import ssl
 import subprocess
 import time
 
-from pyfwd.control.health.connection import ProbeError, converse
-from pyfwd.control.health.dicom import check_dicom
-from pyfwd.control.health.spec import TYPES, target_address
-from pyfwd.errors import PyfwdError
+from .connection import ProbeError, converse
+from .dicom import check_dicom
+from .spec import TYPES, target_address
+from ...errors import PyfwdError
 
 # How much of an HTTP response we read at most (headers plus the part of the
 # body searched for ``body``).

@@ -16,7 +16,7 @@ import ipaddress
 import math
 import shlex
 
-from pyfwd.errors import ConfigError
+from ...errors import ConfigError
 
 TYPES = ("tcp", "http", "https", "dicom", "command")
 

@@ -28,8 +28,8 @@ import tempfile
 import threading
 import time
 
-from pyfwd.control.l7.runtime import RuntimeApi
-from pyfwd.errors import ConfigError, PyfwdError
+from .runtime import RuntimeApi
+from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.haproxy")
 

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from pyfwd.errors import ConfigError
+from ...errors import ConfigError
 
 L7_MODES = ("http", "tcp")
 

@@ -19,8 +19,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from pyfwd.control.l7.options import L7Options
-from pyfwd.errors import ConfigError
+from .options import L7Options
+from ...errors import ConfigError
 
 HAPROXY_WEIGHT_MAX = 256
 

@@ -6,8 +6,8 @@ import csv
 import re
 import socket
 
-from pyfwd.control.l7.render import HAPROXY_WEIGHT_MAX
-from pyfwd.errors import ConfigError, PyfwdError
+from .render import HAPROXY_WEIGHT_MAX
+from ...errors import ConfigError, PyfwdError
 
 STATES = ("ready", "drain", "maint")
 

@@ -21,12 +21,12 @@ import os
 
 from pyroute2 import IPRoute
 
-from pyfwd._netns import in_netns
-from pyfwd.control.l7.haproxy import HAProxy
-from pyfwd.control.l7.render import (haproxy_weights, l7_name, l7_server,
+from ..._netns import in_netns
+from .haproxy import HAProxy
+from .render import (haproxy_weights, l7_name, l7_server,
                                      l7_vips, render)
-from pyfwd.control.services import is_up
-from pyfwd.errors import PyfwdError
+from ..services import is_up
+from ...errors import PyfwdError
 
 log = logging.getLogger("pyfwd")
 

@@ -11,27 +11,34 @@ from ..control import ctl as fmt
 from ..control import server as control
 
 
-@click.group(cls=Group, context_settings=CONTEXT)
-@click.option("--socket", "-s", "sock", default=None, metavar="PATH",
-              help=f"the engine's control socket "
-              f"[default: {control.DEFAULT_PATH}]")
-@click.option("--json", "as_json", is_flag=True,
-              help="print the reply as JSON (for scripts)")
+def _options():
+    """--socket and --json: the group's and every command's, so that
+    `pyfwd ctl --json show` and `pyfwd ctl show --json` are one."""
+    return [click.Option(["--socket", "-s", "sock"], default=None,
+                         metavar="PATH", help="the engine's control socket "
+                         f"[default: {control.DEFAULT_PATH}]"),
+            click.Option(["--json", "as_json"], is_flag=True,
+                         help="print the reply as JSON (for scripts)")]
+
+
+@click.group(cls=Group, context_settings=CONTEXT, params=_options())
 @click.pass_context
 def ctl(ctx, sock, as_json):
     """Talk to a running engine through its control socket.
 
     Every change takes effect at once, without dropping established
     flows (halt and del-real move the flows of that real server).
+    --socket and --json go before or after the command.
     """
-    ctx.obj = {"socket": sock or control.DEFAULT_PATH, "json": as_json}
+    ctx.obj = {"socket": sock, "json": as_json}
 
 
 def _ctl_command(name, spec):
     """The click command of control command `name` (a server.Command):
     its fields as arguments, its help as the help."""
 
-    def run(ctx, **kw):
+    def run(ctx, sock, as_json, **kw):
+        sock = sock or ctx.obj["socket"] or control.DEFAULT_PATH
         args = {}
         for a in spec.args:
             value = kw[a.name]
@@ -40,8 +47,8 @@ def _ctl_command(name, spec):
             elif a.type is dict:
                 value = _json_arg(a.name, value)
             args[a.name] = value
-        result = control.request(ctx.obj["socket"], name, **args)
-        if ctx.obj["json"]:
+        result = control.request(sock, name, **args)
+        if as_json or ctx.obj["json"]:
             click.echo(json.dumps(result, indent=2))
         else:
             click.echo(fmt.format_result(name, result))
@@ -49,7 +56,7 @@ def _ctl_command(name, spec):
     params = [click.Argument([a.name], type=click.Choice(a.choices)
                              if a.choices else int if a.type is int
                              else str)
-              for a in spec.args]
+              for a in spec.args] + _options()
     doc = spec.help
     if any(a.type is dict for a in spec.args):
         doc += ("\n\nVIP is a JSON object, or @FILE holding one (a [[vip]] "

@@ -731,3 +731,46 @@ def test_format_reload_and_results():
 ])
 def test_number_formats(fn, value, text):
     assert fn(value) == text
+
+
+# --- pyfwd ctl: options before or after the command -------------------------
+
+@pytest.mark.parametrize("argv,result", [
+    (["status"], STATUS),
+    (["show"], VIPS),
+    (["stats"], STATS),
+    (["reload"], RELOAD),
+    (["ha", "active"], {"role": "active", "previous": "standby",
+                        "changed": True, "announce": []}),
+    (["weight", "pacs-web", "10.0.0.11:80", "0"], None),
+    (["add-vip", '{"vip": "10.0.0.101:80/tcp"}'], None),
+])
+def test_ctl_json_before_or_after_the_command(server, engine, argv, result):
+    from click.testing import CliRunner
+    from pyfwd.cli.main import cli
+    outputs = []
+    for args in (["ctl", "--json", "-s", server.path] + argv,   # before
+                 ["ctl"] + argv + ["--json", "-s", server.path],  # after
+                 ["ctl", "-s", server.path] + argv + ["--json"],
+                 ["ctl", "--json"] + argv + ["--socket", server.path]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, (args, r.output)
+        assert json.loads(r.output) == result, args
+        outputs.append(r.output)
+    assert len(set(outputs)) == 1
+    assert len(engine.calls) == 4
+    r = CliRunner().invoke(cli, ["ctl", "-s", server.path] + argv)
+    assert r.exit_code == 0 and r.output == ctl.format_result(
+        argv[0], result) + "\n"
+
+
+def test_ctl_socket_after_the_command_wins(server, sockdir):
+    from click.testing import CliRunner
+    from pyfwd.cli.main import cli
+    missing = os.path.join(sockdir, "none.sock")
+    r = CliRunner().invoke(cli, ["ctl", "-s", missing, "status", "-s",
+                                 server.path])
+    assert r.exit_code == 0 and json.dumps(STATUS["iface"])[1:-1] in r.output
+    r = CliRunner().invoke(cli, ["ctl", "status", "--json", "-s", missing])
+    assert r.exit_code == 1 and missing in r.output, r.output
+    assert "Traceback" not in r.output

@@ -199,7 +199,11 @@ def cleanup(iface):
 def check_config(file):
     """Validate a config FILE without touching anything."""
     from ..control import config as config_mod
+    from ..control.l7.check import check_haproxy
     cfg = config_mod.load(file)
+    l7_note = check_haproxy(cfg.services)
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
                "server(s)")
+    if l7_note:
+        click.echo(f"{file}: {l7_note}")

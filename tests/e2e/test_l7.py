@@ -21,6 +21,8 @@ from pyfwd.control.l7.render import l7_server
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real
 
+from ..certs import self_signed
+
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
@@ -102,14 +104,7 @@ def lab(tmp_path_factory):
             for role in lab.reals:
                 wait_port(lab, "client", lab.ip(role), 8080)
                 wait_port(lab, "client", lab.ip(role), 11112)
-            cert = base / "cert.pem"
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                            "-nodes", "-days", "2", "-subj", "/CN=pacs.test",
-                            "-addext", "subjectAltName=DNS:pacs.test",
-                            "-keyout", str(base / "key.pem"), "-out",
-                            str(cert)], check=True, capture_output=True)
-            (base / "both.pem").write_text(cert.read_text() +
-                                           (base / "key.pem").read_text())
+            self_signed(base)
             lab.base = base
             yield lab
         finally:

@@ -28,6 +28,7 @@ from pyfwd.control.l7.haproxy import HAProxy
 from pyfwd.control.l7.options import L7Options
 from pyfwd.control.l7.render import BALANCE, L7Vip, render
 
+from ..certs import self_signed
 from .procs import alive
 
 pytestmark = pytest.mark.timeout(60)
@@ -332,15 +333,7 @@ def test_bad_reload_keeps_the_running_one(proxy, backends):
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pem")
-    key, crt = d / "k.pem", d / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-keyout", str(key), "-out", str(crt),
-                    "-days", "2", "-subj", "/CN=pyfwd-test"],
-                   check=True, capture_output=True)
-    both = d / "site.pem"
-    both.write_bytes(crt.read_bytes() + key.read_bytes())
-    return str(both)
+    return self_signed(tmp_path_factory.mktemp("pem"), "pyfwd-test")[2]
 
 
 @pytest.mark.parametrize("scheduler", sorted(BALANCE))

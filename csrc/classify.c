@@ -81,8 +81,12 @@ static uint32_t classify_arp(struct parse *ps)
 		return PYFWD_R_PASS_ARP;
 	memcpy(spa, a + ARP_SPA_OFF, 4);
 	memcpy(tpa, a + ARP_TPA_OFF, 4);
-	/* A request for a VIP, or anyone claiming one (the ARP problem). */
-	vip = vip_addr_lookup(ps->b, tpa, PYFWD_AF_INET);
+	/* A request for a VIP, or anyone claiming one (the ARP problem).  A
+	 * reply to a VIP claiming none answers the kernel: it asks from an
+	 * address that an L7 VIP shares with this one. */
+	vip = -1;
+	if (ld_be16(a + ARP_OP_OFF) == ARP_OP_REQUEST)
+		vip = vip_addr_lookup(ps->b, tpa, PYFWD_AF_INET);
 	if (vip < 0)
 		vip = vip_addr_lookup(ps->b, spa, PYFWD_AF_INET);
 	if (vip < 0)
@@ -152,6 +156,13 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 		if (proto == PROTO_ICMP && ps->b->nat_vips &&
 		    icmp_error_parse(ps, l4))
 			return PYFWD_R_FORWARD_ICMP;
+		/* A neighbour advertisement to the VIP for another target
+		 * answers the kernel (as ARP replies do: classify_arp). */
+		if (proto == PROTO_ICMPV6 && avail >= NDP_MSG_MIN &&
+		    h[0] == NDP_NEIGH_ADVERT &&
+		    vip_addr_lookup(ps->b, h + NDP_TARGET_OFF,
+				    PYFWD_AF_INET6) < 0)
+			return PYFWD_R_PASS_VIP_OTHER;
 		return PYFWD_R_PUNT_ICMP;
 	default:
 		return PYFWD_R_PASS_VIP_OTHER;

@@ -25,6 +25,8 @@
 /* ARP for IPv4 over Ethernet: the only kind that can name a VIP */
 #define ARP_HTYPE_ETHER 1
 #define ARP_LEN 28		/* htype ptype hlen plen op sha spa tha tpa */
+#define ARP_OP_OFF 6		/* operation (16 bits) */
+#define ARP_OP_REQUEST 1
 #define ARP_SPA_OFF 14		/* sender's IPv4 address */
 #define ARP_TPA_OFF 24		/* target's IPv4 address */
 

@@ -7,8 +7,11 @@
  *
  * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
  * frames to a VIP address too short to tell (the core counts the drop),
- * ARP naming a VIP, neighbour solicitations and advertisements to a
- * multicast address whose target is an IPv6 VIP; for NAT, the
+ * ARP requests for a VIP and ARP from one, neighbour solicitations and
+ * advertisements to a multicast address whose target is an IPv6 VIP.
+ * Not owned: the rest to a VIP address (other ports, ARP replies and
+ * neighbour advertisements answering the kernel): an L7 VIP may share
+ * the address, and the kernel's HAProxy serves it.  For NAT, the
  * real servers' answers (from a real addr:port in steer_rsvcs); for SNAT,
  * frames to its address and port range (steer_snat); and ICMP errors that
  * quote either.  This must match the core's verdicts: a frame the core
@@ -96,7 +99,12 @@ static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
 {
 	struct steer_svc k = { .family = family, .proto = proto };
 	__be16 *ports = l4;
+	__u8 *icmp = l4;
 
+	/* As the core: an advertisement for another target is the kernel's */
+	if (proto == PROTO_ICMPV6 && (void *)(icmp + NDP_MSG_MIN) <= end &&
+	    icmp[0] == NDP_NEIGH_ADVERT)
+		return is_vip(icmp + NDP_TARGET_OFF, STEER_AF_INET6);
 	if (proto == PROTO_ICMP || proto == PROTO_ICMPV6)
 		return 1;
 	if (proto != PROTO_TCP && proto != PROTO_UDP)
@@ -150,11 +158,13 @@ static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
 			    STEER_AF_INET, in[9], (const __be16 *)(in + ihl));
 }
 
+/* As the core: a request for a VIP, or a sender claiming one. */
 static __always_inline int arp_owned(__u8 *a, void *end)
 {
 	if ((void *)(a + ARP_LEN) > end)
 		return 0;
-	return is_vip(a + ARP_TPA_OFF, STEER_AF_INET) ||
+	return (a[ARP_OP_OFF] == 0 && a[ARP_OP_OFF + 1] == ARP_OP_REQUEST &&
+		is_vip(a + ARP_TPA_OFF, STEER_AF_INET)) ||
 	       is_vip(a + ARP_SPA_OFF, STEER_AF_INET);
 }
 

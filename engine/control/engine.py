@@ -223,7 +223,7 @@ class Engine:
             if any(s.vip == svc.vip for s in self.services):
                 raise ConfigError(f"vip {svc.vip}: configured already")
             ha.check_role(self.role, [svc])
-            self.services.append(svc)
+            self.services = self.l7.checked(self.services + [svc])
             self._changed(resolve=bool(svc.reals))
         log.info("vip %s (%s): added", svc.label, svc.vip)
         return svc.label
@@ -318,7 +318,7 @@ class Engine:
         with self._lock:
             ha.check_role(self.role, cfg.services)
             summary = svcs.reload_summary(self.services, cfg.services)
-            self.services = list(cfg.services)
+            self.services = self.l7.checked(list(cfg.services))
             self._changed(resolve=True)
         log.info("reload: %s", summary)
         return summary

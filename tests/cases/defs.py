@@ -149,6 +149,11 @@ def wellformed():
              "unreachability detection): ICMPv6 to the VIP",
              eth() / IPv6(src=CLIENT6, dst=VIP6, hlim=255)
              / ICMPv6ND_NS(tgt=VIP6), "punt_icmp", vip=3),
+        case("ndp-na-to-vip6-claims", "unicast NA to the IPv6 VIP whose "
+             "target is the VIP: a claim, as above",
+             eth(src=OTHER_MAC) / IPv6(src=OTHER6, dst=VIP6, hlim=255)
+             / ICMPv6ND_NA(tgt=VIP6, O=1)
+             / ICMPv6NDOptDstLLAddr(lladdr=OTHER_MAC), "punt_icmp", vip=3),
         case("ndp-na-vip6", "unsolicited NA to all nodes: another MAC "
              "claims the IPv6 VIP",
              Ether(dst="33:33:00:00:00:01", src=OTHER_MAC)
@@ -167,6 +172,17 @@ def wellformed():
         case("arp-who-has-other", "ARP who-has the balancer's own address",
              Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_MAC)
              / ARP(op=1, psrc=CLIENT4, pdst=LB4), "pass_arp"),
+        case("arp-reply-to-vip", "ARP reply to the VIP: the kernel asked "
+             "from it (an L7 VIP shares the address)",
+             Ether(dst=LB_MAC, src=CLIENT_MAC)
+             / ARP(op=2, hwsrc=CLIENT_MAC, psrc=CLIENT4, hwdst=LB_MAC,
+                   pdst=VIP4), "pass_arp"),
+        case("ndp-na-to-vip6", "unicast NA to the IPv6 VIP for another "
+             "target: the kernel asked from it (an L7 VIP shares it)",
+             eth() / IPv6(src=CLIENT6, dst=VIP6, hlim=255)
+             / ICMPv6ND_NA(tgt=CLIENT6, S=1)
+             / ICMPv6NDOptDstLLAddr(lladdr=CLIENT_MAC), "pass_vip_other",
+             vip=3),
         case("arp-not-ipv4", "ARP for another protocol type",
              Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_MAC)
              / ARP(ptype=0x86dd, plen=4, psrc=CLIENT4, pdst=VIP4),

@@ -9,7 +9,11 @@ Processes and sockets:
                show servers state, show stat, show proc)
   haproxy.py   HAProxy: one master-worker HAProxy tree as pyfwd's child
                (start, seamless reload, watchdog, stop)
+  addresses.py InterfaceAddresses: the L7 VIP addresses on the interface
+               (shared, the operator's left alone, ours removed when
+               unused)
   sync.py      L7Sync: the engine's L7 VIPs kept in HAProxy (addresses on
                the interface, configuration, per-server state and weight,
                HAProxy's rows for `show`)
+  check.py     check_haproxy: `check-config`'s `haproxy -c` of the L7 VIPs
 """

@@ -1,14 +1,17 @@
 """The engine's L7 VIPs kept in HAProxy: what pyfwd says, HAProxy does.
 
 `L7Sync` starts HAProxy as the engine's child when the first L7 VIP comes,
-puts the L7 VIP addresses on the interface (HAProxy binds them), reloads
-HAProxy seamlessly when its configuration text changes, sets every
-server's state and weight through the runtime API as the engine's admin
-state (drain, halt) and health checks say, restarts HAProxy when it died
-(watchdog) and gives HAProxy's rows to `show`.
+puts the L7 VIP addresses on the interface (HAProxy binds them; shared
+addresses and the operator's: addresses.py), reloads HAProxy seamlessly
+when its configuration text changes (and then removes the addresses no L7
+VIP needs any more), sets every server's state and weight through the
+runtime API as the engine's admin state (drain, halt) and health checks
+say, restarts HAProxy when it died (watchdog) and gives HAProxy's rows to
+`show`.
 
     l7 = L7Sync("eth0")
     l7.start(services, state, health)   # services: the L7 ones
+    l7.checked(services)                # before a change: HAProxy's say
     l7.sync(services, state, health)    # after every change
     l7.stop()
 
@@ -19,13 +22,11 @@ state: {(vip, real key): "drain" | "halt"}; health: {(vip, real key):
 import logging
 import os
 
-from pyroute2 import IPRoute
-
-from ..._netns import in_netns
+from .addresses import InterfaceAddresses
+from .check import validate_l7
 from .haproxy import HAProxy
-from .render import (haproxy_weights, l7_name, l7_server,
-                                     l7_vips, render)
-from ..services import is_up
+from .render import haproxy_weights, l7_name, l7_server, l7_vips, render
+from ..services import is_up, l7
 from ...errors import PyfwdError
 
 log = logging.getLogger("pyfwd")
@@ -51,68 +52,12 @@ def server_state(admin, up, weight):
     return "ready"
 
 
-class InterfaceAddresses:
-    """The L7 VIP addresses pyfwd adds to the interface, each once, and
-    removes again at stop.  open() remembers the calling thread's network
-    namespace (the engine's), where changes asked from any thread later
-    (a control request, a reload, stop) are made.  added: what we added."""
-
-    def __init__(self, iface):
-        self.iface = iface
-        self.added = []
-        self._netns_fd = None
-
-    def open(self):
-        if self._netns_fd is None:
-            self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-
-    def add(self, addresses):
-        """Put the addresses (ip_address objects) on the interface, but
-        those that are there already."""
-        want = [a for a in addresses if str(a) not in self.added]
-        if not want:
-            return
-
-        def add():
-            with IPRoute() as ipr:
-                idx = ipr.link_lookup(ifname=self.iface)[0]
-                have = {a.get_attr("IFA_ADDRESS")
-                        for a in ipr.get_addr(index=idx)}
-                for a in want:
-                    if str(a) in have:
-                        continue
-                    ipr.addr("add", index=idx, address=str(a),
-                             prefixlen=32 if a.version == 4 else 128)
-                    self.added.append(str(a))
-                    log.info("%s: added L7 VIP address %s", self.iface, a)
-        in_netns(self._netns_fd, add)
-
-    def close(self):
-        """Remove what we added (logged when that fails: the namespace may
-        be gone); forget the namespace."""
-        if self.added:
-            def delete():
-                with IPRoute() as ipr:
-                    idx = ipr.link_lookup(ifname=self.iface)[0]
-                    for a in self.added:
-                        ipr.addr("del", index=idx, address=a,
-                                 prefixlen=32 if ":" not in a else 128)
-            try:
-                in_netns(self._netns_fd, delete)
-            except Exception as exc:     # gone with its namespace
-                log.warning("removing L7 VIP addresses: %s", exc)
-            self.added = []
-        if self._netns_fd is not None:
-            os.close(self._netns_fd)
-            self._netns_fd = None
-
-
 class L7Sync:
     """HAProxy as the engine's L7 VIPs say (see the module's docstring).
 
     iface: the engine's interface; new_proxy(iface) -> an HAProxy (or a
     fake with its methods); addresses: an InterfaceAddresses (or a fake
-    with open/add/close).  haproxy: the running HAProxy, or None.  Not
+    with open/add/release/close).  haproxy: the running HAProxy, or None.  Not
     thread-safe: the engine calls it under its lock (watchdog() aside).
     """
 
@@ -121,18 +66,18 @@ class L7Sync:
         self.haproxy = None
         self.addresses = addresses or InterfaceAddresses(iface)
         self._new_proxy = new_proxy
-        self._text = None
+        self._text = None           # the configuration HAProxy runs
+        self._bound = set()         # the addresses it binds
 
     def start(self, services, state, health):
         """HAProxy as our child, the L7 VIPs reachable on the interface.
         ConfigError (no or an old HAProxy, a rejected configuration) or
-        PyfwdError (it does not start); call stop() then."""
+        PyfwdError (it does not start, the kernel refuses an address);
+        call stop() then."""
         proxy = self._new_proxy(self.iface)
         proxy.check_binary()
         self.addresses.open()
-        self.addresses.add([s.vip.address for s in services])
-        self._text = render(l7_vips(services), proxy.runtime_socket)
-        proxy.start(self._text)
+        self._configure(proxy, services, proxy.start)
         self.haproxy = proxy
         log.info("HAProxy serves %s", ", ".join(
             f"{l7_name(s)} ({s.vip}, {s.l7.l7_mode})" for s in services))
@@ -143,11 +88,7 @@ class L7Sync:
         and every server's state and weight as pyfwd sees them."""
         if not self.haproxy:
             return
-        self.addresses.add([s.vip.address for s in services])
-        text = render(l7_vips(services), self.haproxy.runtime_socket)
-        if text != self._text:
-            self.haproxy.reload(text)
-            self._text = text
+        self._configure(self.haproxy, services, self.haproxy.reload)
         for s in services:
             # HAProxy's weights are 0..256: the same ratios, scaled.
             weights = haproxy_weights([r.weight for r in s.reals])
@@ -158,6 +99,37 @@ class L7Sync:
                 self.haproxy.set_state(l7_name(s), l7_server(r), want)
                 if r.weight:
                     self.haproxy.set_weight(l7_name(s), l7_server(r), hw)
+
+    def checked(self, services):
+        """`services` (the engine's, L4 and L7), once HAProxy would take
+        their L7 VIPs; ConfigError (see check.validate_l7) otherwise.  The
+        engine asks before it takes a change, so that a refused one
+        changes nothing.  Without HAProxy running, a new one checks them
+        (it must be installed then)."""
+        vips = l7(services)
+        if vips:
+            proxy = self.haproxy or self._new_proxy(self.iface)
+            if render(l7_vips(vips), proxy.runtime_socket) != self._text:
+                validate_l7(proxy, vips)
+        return services
+
+    def _configure(self, proxy, services, run):
+        """run(text) (proxy.start or proxy.reload) when the configuration
+        text changes: the addresses it binds go on the interface before,
+        those no VIP binds any more leave it after.  When run raises, the
+        addresses are those of the configuration still running."""
+        text = render(l7_vips(services), proxy.runtime_socket)
+        if text == self._text:
+            return
+        needed = {s.vip.address for s in services}
+        self.addresses.add(needed)
+        try:
+            run(text)
+        except BaseException:
+            self.addresses.release(keep=self._bound)
+            raise
+        self._text, self._bound = text, needed
+        self.addresses.release(keep=needed)
 
     def watchdog(self):
         """Restart HAProxy when it died (see HAProxy.ensure_running); True
@@ -208,7 +180,8 @@ class L7Sync:
         if self.haproxy:
             self.haproxy.stop()
             self.haproxy = None
+        self._text, self._bound = None, set()
         self.addresses.close()
 
 
-__all__ = ["L7Sync", "InterfaceAddresses", "new_haproxy", "server_state"]
+__all__ = ["L7Sync", "new_haproxy", "server_state"]

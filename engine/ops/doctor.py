@@ -16,9 +16,7 @@ import logging
 import os
 import socket
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from ..errors import ConfigError, PyfwdError
+from ..errors import ConfigError
 from . import ifchecks, ifread
 from .findings import Finding, log_line, ok, problems
 
@@ -151,7 +149,7 @@ def warn_at_start(iface, inside_iface=None, modes=(), backend="auto",
     that cannot run is logged and skipped."""
     try:
         found = start_checks(iface, inside_iface, modes, backend, queues)
-    except (PyfwdError, OSError, NetlinkError) as exc:
+    except Exception as exc:    # a check never keeps the engine from starting
         log.warning("doctor: interface checks skipped: %s", exc)
         return []
     for finding in problems(found):

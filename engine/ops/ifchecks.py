@@ -59,14 +59,15 @@ class Link:
 @dataclass(frozen=True)
 class Host:
     """The host's facts the checks need: net.ipv4.conf.all.rp_filter,
-    bpffs mounted, tcx known to the kernel (None: could not tell) and how
-    that was found, why AF_XDP sockets cannot be made (None: they can)."""
+    bpffs mounted, tcx known to the kernel and how that was found, AF_XDP
+    sockets made and if not, why (None: could not tell)."""
 
     rp_filter_all: Optional[int] = None
     bpffs: bool = True
     tcx: Optional[bool] = True
     tcx_how: str = ""
-    af_xdp_error: Optional[str] = None
+    af_xdp: Optional[bool] = True
+    af_xdp_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def mtu(link, plan):
         f"({plan.frame_size}-byte frames less {XDP_PACKET_HEADROOM} of XDP "
         f"headroom), an MTU of {most} with Ethernet and a VLAN tag: "
         "longer frames are dropped (full-size TCP segments never get "
-        "through) and drivers refuse native XDP",
+        "through), and many drivers refuse native XDP at such an MTU",
         f"`ip link set dev {link.name} mtu {most}` (or less), on the "
         "segment's other hosts too")
 
@@ -238,8 +239,12 @@ def queues(link, plan):
 
 def af_xdp(host):
     """AF_XDP sockets, or the raw-socket backend (slower) in their place."""
-    if host.af_xdp_error is None:
+    if host.af_xdp:
         return ok("AF_XDP sockets", "host", "the kernel creates them")
+    if host.af_xdp is None:
+        return Finding("AF_XDP sockets", "host", "note",
+                       f"not checked ({host.af_xdp_error})",
+                       "run `pyfwd doctor` as root")
     return Finding(
         "AF_XDP sockets", "host", "degrades",
         f"the kernel makes none ({host.af_xdp_error}): pyfwd runs on raw "
@@ -273,7 +278,7 @@ def tcx(host, plan):
             f"could not tell whether the kernel has tcx{how}: the "
             "raw-socket backend needs it",
             "run `pyfwd doctor` as root to probe it")
-    afp_only = plan.backend == "afpacket" or host.af_xdp_error is not None
+    afp_only = plan.backend == "afpacket" or host.af_xdp is False
     return Finding(
         "tcx", "host", "blocks" if afp_only else "note",
         f"the kernel has no tcx{how}: the raw-socket backend, "

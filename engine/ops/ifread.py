@@ -80,27 +80,44 @@ def _look(index):
     return name, features(name)
 
 
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8",
+                  errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def _namespaces():
     """(label, path) of the network namespaces one might enter: the named
-    ones (ip netns), then those of the running processes, once each."""
+    ones (ip netns), then those of the running processes, once each.  The
+    one of kthreadd (kernel threads live in it) is the initial one."""
     seen = {os.stat("/proc/thread-self/ns/net").st_ino}
-    paths = []
-    try:
-        paths += [(f"netns {n}", os.path.join(NETNS_DIR, n))
-                  for n in sorted(os.listdir(NETNS_DIR))]
-    except OSError:
-        pass
-    paths += [(f"the netns of pid {p}", f"/proc/{p}/ns/net")
-              for p in sorted((p for p in os.listdir("/proc")
-                               if p.isdigit()), key=int)]
-    for label, path in paths:
+
+    def new(path):
         try:
             inode = os.stat(path).st_ino
         except OSError:
-            continue
-        if inode not in seen:
-            seen.add(inode)
-            yield label, path
+            return False
+        fresh = inode not in seen
+        seen.add(inode)
+        return fresh
+
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        if new(os.path.join(NETNS_DIR, name)):
+            yield f"netns {name}", os.path.join(NETNS_DIR, name)
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()),
+                      key=int):
+        path = f"/proc/{pid}/ns/net"
+        if new(path):
+            comm = _comm(pid)
+            yield ("the initial netns" if comm == "kthreadd" else
+                   f"the netns of pid {pid} ({comm})"), path
 
 
 def _nsid(ipr, fd):
@@ -160,13 +177,16 @@ def bpffs_mounted():
 
 
 def af_xdp_sockets():
-    """None if the kernel makes AF_XDP sockets, else why not."""
+    """(True, "") if the kernel makes AF_XDP sockets; (False, why) if it
+    does not; (None, why) if we may not ask (not root)."""
     try:
         s = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
     except OSError as exc:
-        return exc.strerror or str(exc)
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return None, "making one needs root"
+        return False, exc.strerror or str(exc)
     s.close()
-    return None
+    return True, ""
 
 
 def kernel_at_least(release, version):
@@ -216,6 +236,7 @@ def tcx(index=1):
 def read_host(index=1):
     """ifchecks.Host of this machine (the tcx probe on ifindex `index`)."""
     has_tcx, how = tcx(index)
+    has_xsk, why = af_xdp_sockets()
     return Host(rp_filter_all=sysctl("net/ipv4/conf/all/rp_filter"),
                 bpffs=bpffs_mounted(), tcx=has_tcx, tcx_how=how,
-                af_xdp_error=af_xdp_sockets())
+                af_xdp=has_xsk, af_xdp_error=why)

@@ -187,7 +187,8 @@ def test_no_tcx_blocks_only_where_raw_sockets_are_the_backend():
     assert "fallback" in ifchecks.tcx(old, PLAN).what
     assert ifchecks.tcx(old, replace(PLAN, backend="afpacket")) \
         .severity == "blocks"
-    no_xdp = replace(old, af_xdp_error="Address family not supported")
+    no_xdp = replace(old, af_xdp=False,
+                     af_xdp_error="Address family not supported")
     assert ifchecks.tcx(no_xdp, PLAN).severity == "blocks"
     assert ifchecks.tcx(old, replace(PLAN, backend="xdp")).severity == "ok"
     assert ifchecks.tcx(Host(tcx=None), PLAN).severity == "note"
@@ -195,8 +196,13 @@ def test_no_tcx_blocks_only_where_raw_sockets_are_the_backend():
 
 
 def test_no_af_xdp_degrades_to_raw_sockets():
-    f = ifchecks.af_xdp(Host(af_xdp_error="Address family not supported"))
+    f = ifchecks.af_xdp(Host(af_xdp=False,
+                             af_xdp_error="Address family not supported"))
     assert f.severity == "degrades" and "raw sockets" in f.what
+    f = ifchecks.af_xdp(Host(af_xdp=None, af_xdp_error="making one needs "
+                             "root"))
+    assert f.severity == "note" and "needs root" in f.what
+    assert ifchecks.af_xdp(Host()).severity == "ok"
 
 
 # --- ARP ----------------------------------------------------------------------

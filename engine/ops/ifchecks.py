@@ -31,7 +31,8 @@ RP_STRICT = 1
 @dataclass(frozen=True)
 class Peer:
     """A veth's other end: its ifindex, where it is ("this namespace",
-    "netns NAME", "netns id N"), and when we could look at it, its name and
+    "netns NAME", "the initial netns", "the netns of pid N (comm)", "netns
+    id N" when not found), and when we could look at it, its name and
     ethtool features; else why not (unseen)."""
 
     index: int
@@ -108,8 +109,8 @@ def checksums(link):
                   "not a veth: frames arrive with finished checksums")
     peer = link.peer
     if peer is None or peer.features is None:
-        where = f"ifindex {peer.index} in {peer.where}" if peer else \
-            "unknown"
+        where = "unknown" if peer is None else \
+            f"{peer.name or 'ifindex ' + str(peer.index)} in {peer.where}"
         why = f" ({peer.unseen})" if peer and peer.unseen else ""
         return Finding(
             "checksums", link.name, "note",
@@ -169,10 +170,10 @@ def mtu(link, plan):
     return Finding(
         "mtu", link.name, "blocks",
         f"MTU {link.mtu}: an AF_XDP frame holds {room} bytes "
-        f"({plan.frame_size}-byte frames less {XDP_PACKET_HEADROOM} of XDP "
-        f"headroom), an MTU of {most} with Ethernet and a VLAN tag: "
-        "longer frames are dropped (full-size TCP segments never get "
-        "through), and many drivers refuse native XDP at such an MTU",
+        f"({plan.frame_size} less {XDP_PACKET_HEADROOM} of XDP headroom), "
+        f"enough for an MTU of {most} with Ethernet and a VLAN tag: longer "
+        "frames are dropped (full-size TCP segments never get through); "
+        "many drivers also refuse native XDP at this MTU",
         f"`ip link set dev {link.name} mtu {most}` (or less), on the "
         "segment's other hosts too")
 
@@ -197,14 +198,14 @@ def rp_filter(link, host, plan):
     return Finding(
         "rp_filter", link.name, "degrades",
         f"{said}: strict, the kernel drops what comes in on {link.name} "
-        "from a source it would route out of another interface. The data "
-        "plane takes its own frames first, but health checks' answers, L7 "
-        "(HAProxy) traffic and frames on RX queues the engine does not "
-        "serve reach the kernel: it matters when NAT replies or clients "
-        f"come in on {link.name} while the route back to them leaves by "
-        "another interface (asymmetric paths)",
+        "from a source it routes out of another interface. The data "
+        "plane's own frames pass before that check; health checks' "
+        "answers, L7 (HAProxy) traffic and frames on unserved RX queues do "
+        "not. It matters on asymmetric paths: NAT replies or clients "
+        f"coming in on {link.name} while the route back leaves by another "
+        "interface",
         f"`sysctl -w net.ipv4.conf.{sysctl}.rp_filter=2` (loose; the "
-        "larger value counts, so this one is enough)")
+        "larger value counts)")
 
 
 def queues(link, plan):

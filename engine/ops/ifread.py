@@ -41,12 +41,12 @@ def sysctl(key):
 
 def features(name):
     """{ethtool feature name: on} of interface `name` in the calling
-    thread's network namespace; {} when the driver says nothing."""
+    thread's network namespace; None when they cannot be read."""
     try:
         with Ethtool() as et:
             found = et.get_features(name).features
     except (OSError, NetlinkError):
-        return {}
+        return None
     return {k: bool(f.enable) for k, f in found.items()}
 
 
@@ -67,7 +67,7 @@ def read_link(name):
         peer = find_peer(msg.get_attr("IFLA_LINK"),
                          msg.get_attr("IFLA_LINK_NETNSID"))
     return Link(name=name, kind=kind, mtu=msg.get_attr("IFLA_MTU"),
-                rx_queues=rx_queues(name), features=features(name),
+                rx_queues=rx_queues(name), features=features(name) or {},
                 rp_filter=sysctl(f"net/ipv4/conf/{name}/rp_filter"),
                 peer=peer)
 
@@ -87,6 +87,14 @@ def _comm(pid):
             return f.read().strip()
     except OSError:
         return "?"
+
+
+def _peer(index, where, looked):
+    """Peer `index` in `where` from what _look() found there."""
+    name, feats = looked
+    return Peer(index, where, name, feats,
+                unseen="" if feats is not None else
+                f"the ethtool features of {name} cannot be read")
 
 
 def _namespaces():
@@ -131,10 +139,10 @@ def _nsid(ipr, fd):
 def _enter(fd, index, label):
     """Peer `index` looked at from inside the namespace of `fd`."""
     try:
-        name, feats = in_netns(fd, lambda: _look(index), name="pyfwd-doctor")
+        return _peer(index, label, in_netns(fd, lambda: _look(index),
+                                            name="pyfwd-doctor"))
     except (OSError, NetlinkError) as exc:
         return Peer(index, label, unseen=str(exc))
-    return Peer(index, label, name, feats)
 
 
 def find_peer(index, nsid):
@@ -144,10 +152,9 @@ def find_peer(index, nsid):
     (RTM_GETNSID, which assigns none), then entered from a thread."""
     if nsid is None:
         try:
-            name, feats = _look(index)
+            return _peer(index, "this namespace", _look(index))
         except NetlinkError as exc:
             return Peer(index, "this namespace", unseen=str(exc))
-        return Peer(index, "this namespace", name, feats)
     if os.geteuid() != 0:
         return Peer(index, f"netns id {nsid}",
                     unseen="entering another namespace needs root")

@@ -41,8 +41,8 @@ def pair(foreign_netns):
     hosts.close()
 
 
-def doctor(pair, *args):
-    return pair.run("lb", PYFWD + ["doctor", "--iface", "eth0", *args],
+def doctor(pair, *args, iface="eth0"):
+    return pair.run("lb", PYFWD + ["doctor", "--iface", iface, *args],
                     capture_output=True, text=True, timeout=60)
 
 
@@ -103,6 +103,16 @@ def test_a_peer_with_tx_checksum_offload_off_is_ok(pair):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok   eth0 checksums: veth peer eth1" in flat(r.stdout)
     assert "tx checksum offload off" in flat(r.stdout)
+
+
+def test_a_peer_in_the_same_namespace_is_found_there(pair):
+    with iproute(pair.ns("lb")) as ipr:
+        ipr.link("add", ifname="veth0", kind="veth", peer="veth1")
+    r = doctor(pair, iface="veth0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("note veth0 checksums: frames from veth1 (this namespace) "
+            "arrive with unfinished checksums") in flat(r.stdout)
+    assert "fix: `ethtool -K veth1 tx off` on this host" in flat(r.stdout)
 
 
 def test_doctor_vip_finds_a_host_answering_arp_for_it(pair):

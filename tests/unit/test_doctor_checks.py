@@ -60,6 +60,16 @@ def test_a_peer_we_cannot_look_at_is_still_a_note_and_says_why():
     assert "needs root" in f.what and "csum_completed" in f.what
 
 
+def test_a_peer_whose_features_cannot_be_read_is_a_note_naming_it():
+    link = replace(veth(), peer=Peer(7, "this namespace", "vb",
+                                     unseen="the ethtool features of vb "
+                                     "cannot be read"))
+    f = ifchecks.checksums(link)
+    assert f.severity == "note"
+    assert f.what.startswith("a veth whose peer (vb in this namespace) "
+                             "could not be looked at (the ethtool features")
+
+
 def test_a_nic_is_not_a_veth():
     assert ifchecks.checksums(NIC).severity == "ok"
 

@@ -109,8 +109,9 @@ def doctor(iface, inside_iface, modes, vip, as_json):
     \b
     ok        nothing to do
     note      it works, at a cost worth knowing
-    warn      it degrades (slower, or less than it could)
-    FAIL      it blocks forwarding, or part of it
+    warn      it degrades: slower, or less than it could (JSON: "degrades")
+    FAIL      it blocks forwarding, or part of it (JSON: "blocks")
+
     Exits 1 when something blocks forwarding.  `pyfwd start` logs the
     same interface checks as warnings (not the ARP one).
     """

@@ -63,8 +63,8 @@ def _xdp_object(native):
         native.bpf_object_check(path)
     except Exception as exc:
         return [found, Finding("XDP verifier", "host", "blocks", str(exc),
-                               "a kernel whose verifier takes it (see "
-                               "the README's requirements)")]
+                               "a kernel whose verifier takes it (the "
+                               "README's set-up: Linux 5.x or newer)")]
     return [found, ok("XDP verifier", "host",
                       "steer.bpf.o loads on this kernel")]
 
@@ -78,7 +78,7 @@ def _frame_size():
     return FRAME_SIZE
 
 
-def plan(inside_iface=None, modes=(), backend="auto", queues=None):
+def _plan(inside_iface=None, modes=(), backend="auto", queues=None):
     """ifchecks.Plan of an engine run with these options (modes: those of
     its VIPs; empty: not known)."""
     return ifchecks.Plan(modes=frozenset(modes), backend=backend,
@@ -99,7 +99,7 @@ def start_checks(iface, inside_iface=None, modes=(), backend="auto",
     """The fast checks: the interfaces' and the host's (AF_XDP, bpffs,
     tcx) findings for an engine run with these options.  Raises
     ConfigError when an interface does not exist."""
-    how = plan(inside_iface, modes, backend, queues)
+    how = _plan(inside_iface, modes, backend, queues)
     host = ifread.read_host(_ifindex(iface))
     found = ifchecks.host_checks(host, how)
     for name in filter(None, (iface, inside_iface)):
@@ -108,10 +108,11 @@ def start_checks(iface, inside_iface=None, modes=(), backend="auto",
 
 
 def _arp(iface, vip, timeout):
-    """The ARP check of `vip` on `iface` (one broadcast request)."""
+    """The ARP check of `vip` (an ipaddress address) on `iface` (one
+    broadcast request)."""
     from ..neighbours.check import arp_check
     from ..neighbours.kernel import interface
-    if ipaddress.ip_address(vip).version != 4:
+    if vip.version != 4:
         return ok("arp", iface, f"{vip}: IPv6, no ARP (not checked)")
     if os.geteuid() != 0:
         return Finding("arp", iface, "note", f"{vip}: not checked (asking "
@@ -132,8 +133,8 @@ def run(iface=None, inside_iface=None, modes=(), vip=None, backend="auto",
         try:
             vip = ipaddress.ip_address(vip)
         except ValueError:
-            raise ConfigError(f"vip {vip!r}: expected an IPv4 or "
-                                     "IPv6 address") from None
+            raise ConfigError(f"vip {vip!r}: expected an IPv4 or IPv6 "
+                              "address") from None
     first, native = _native()
     found = [_root(), first, *_xdp_object(native),
              *start_checks(iface, inside_iface, modes, backend, queues)]

@@ -111,6 +111,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     from ..control.engine import Engine
     from ..control.metrics import MetricsServer, parse_address
     from ..control.server import ControlServer
+    from ..ops.doctor import warn_at_start
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
@@ -138,6 +139,9 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     metrics_addr = parse_address(cfg.metrics) if cfg.metrics else None
     need_root("pyfwd start")
     logging_setup(log_level)
+    # `pyfwd doctor`'s interface checks, as warnings: start carries on
+    warn_at_start(cfg.iface, cfg.inside_iface, backend=backend,
+                  modes={s.mode for s in cfg.services}, queues=queues)
     engine = Engine(cfg.iface, cfg.services, inside_iface=cfg.inside_iface,
                     snat_address=cfg.snat_address, snat_ports=ports,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,

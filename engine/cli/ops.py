@@ -1,12 +1,13 @@
 """Commands that prepare and check hosts: `pyfwd realserver` (a DR real
 server), `pyfwd arp-check` (the ARP problem), `pyfwd doctor` (this
-machine)."""
+machine and its interfaces)."""
 
 import sys
 
 import click
 
 from .common import CONTEXT, Group, need_root
+from ..model import MODES
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -86,13 +87,43 @@ def arp_check(iface, vip, balancer_mac, timeout):
 
 
 @click.command()
-def doctor():
-    """Check the native build, the XDP program and the kernel features."""
+@click.option("--iface", "-i", metavar="IF",
+              help="also check this interface: its veth peer's checksum "
+              "offload, LRO/GRO, MTU, rp_filter, RX queues")
+@click.option("--inside-iface", metavar="IF",
+              help="two-arm NAT: the inside interface, checked too (NAT "
+              "replies come in there)")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES),
+              help="the modes the VIPs will use (repeatable; default: any): "
+              "rp_filter and the RX queues matter for NAT and SNAT")
+@click.option("--vip", metavar="ADDR",
+              help="with --iface: ask who answers ARP for ADDR on IF; any "
+              "host but this one is the ARP problem.  Needs root and sends "
+              "one broadcast ARP request on IF")
+@click.option("--json", "as_json", is_flag=True,
+              help="print the findings as JSON")
+def doctor(iface, inside_iface, modes, vip, as_json):
+    """Check the build, the XDP program, the kernel and, with --iface, an
+    interface: each finding says what breaks and the fix.
+
+    \b
+    ok        nothing to do
+    note      it works, at a cost worth knowing
+    warn      it degrades: slower, or less than it could (JSON: "degrades")
+    FAIL      it blocks forwarding, or part of it (JSON: "blocks")
+
+    Exits 1 when something blocks forwarding.  `pyfwd start` logs the
+    same interface checks as warnings (not the ARP one).
+    """
     from ..ops import doctor as doc
-    ok = True
-    for check in doc.checks():
-        mark = "ok  " if check.ok else "FAIL" if check.required else "warn"
-        click.echo(f"{mark} {check.name}: {check.detail}")
-        ok &= check.ok or not check.required
-    if not ok:
-        raise click.ClickException("some checks failed")
+    from ..ops.findings import blocking, text, to_json
+    if vip and not iface:
+        raise click.UsageError("--vip needs --iface (where to ask)")
+    found = doc.run(iface, inside_iface, modes=modes, vip=vip)
+    click.echo(to_json(found) if as_json else
+               "\n".join(text(f) for f in found))
+    if blocking(found):
+        if as_json:
+            sys.exit(1)
+        raise click.ClickException(
+            f"{len(blocking(found))} finding(s) block forwarding")

@@ -38,6 +38,9 @@ COPY_MODES = {"auto": lib.PYFWD_XSK_COPY_AUTO, "copy": lib.PYFWD_XSK_COPY,
               "zerocopy": lib.PYFWD_XSK_ZEROCOPY}
 _XDP_MODE_NAMES = {v: k for k, v in XDP_MODES.items()}
 _COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
+# Bytes per UMEM frame: a received frame and the kernel's XDP headroom
+# share it (pyfwd doctor checks the MTU against it).
+FRAME_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Xsk:
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
-             frame_size=4096, ring_size=2048, ifindex2=0):
+             frame_size=FRAME_SIZE, ring_size=2048, ifindex2=0):
         if xdp_mode not in XDP_MODES:
             raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
                               f"{', '.join(XDP_MODES)}")
@@ -182,4 +185,4 @@ def xdp_cleanup(ifindex):
 
 
 __all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XDP_MODES", "COPY_MODES",
-           "xdp_cleanup"]
+           "FRAME_SIZE", "xdp_cleanup"]

@@ -1,3 +1,4 @@
 """Operators' helpers that are not the balancer: set-up of a DR real
-server, and ``pyfwd doctor``.
+server (realserver.py), and ``pyfwd doctor`` (doctor.py; its checks in
+ifchecks.py, pure; what they read, ifread.py; their results, findings.py).
 """

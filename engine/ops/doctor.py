@@ -1,77 +1,158 @@
-"""`pyfwd doctor`: is this machine ready to run pyfwd?
+"""`pyfwd doctor`: is this machine, and this interface, ready to run pyfwd?
 
-Each check returns a Check(name, ok, detail); nothing here changes the
-machine.
+Every check gives a findings.Finding: ok, or what breaks (a note, something
+that degrades, something that blocks forwarding) and the fix.  run() looks
+at the machine (the build, the XDP verifier, AF_XDP, bpffs, tcx), an
+interface and its veth peer, and a VIP's ARP answers; warn_at_start() logs
+the fast ones' problems when `pyfwd start` begins.  Nothing here changes
+the machine; the ARP check sends one request.
+
+The checks themselves are pure (ifchecks.py); ifread.py reads what they
+look at.
 """
 
+import ipaddress
+import logging
 import os
 import socket
-from dataclasses import dataclass
 
-AF_XDP = 44   # not in Python's socket module
+from ..errors import ConfigError
+from . import ifchecks, ifread
+from .findings import Finding, log_line, ok, problems
+
+log = logging.getLogger("pyfwd")
+
+EXTENSION = "C extension pyfwd._fastpath"
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    required: bool = True   # False: a warning, pyfwd runs without it
+def _root():
+    if os.geteuid() == 0:
+        return ok("root", "host", "yes")
+    return Finding("root", "host", "blocks",
+                   "no: the engine, the lab and most checks need root",
+                   "run it as root (sudo)")
 
 
 def _native():
+    """(its finding, the module dataplane.native or None)."""
     try:
-        from ..dataplane import native as _native
+        from ..dataplane import native
     except Exception as exc:  # BuildError, or a broken .so
-        return Check("C extension pyfwd._fastpath", False, str(exc)), None
-    return Check("C extension pyfwd._fastpath", True,
-                 f"loaded, {len(_native.REASONS)} verdict reasons"), _native
+        return Finding(EXTENSION, "host", "blocks", str(exc),
+                       "`pip install -e .` (the README lists the Debian "
+                       "packages it needs)"), None
+    return ok(EXTENSION, "host",
+              f"loaded, {len(native.REASONS)} verdict reasons"), native
 
 
 def _xdp_object(native):
     if native is None:
-        return [Check("XDP program", False, "needs the C extension")]
+        return [Finding("XDP program", "host", "blocks",
+                        "needs the C extension", "build it (above)")]
     try:
         path = native.bpf_object_path("steer")
     except Exception as exc:
-        return [Check("XDP program", False, str(exc))]
-    found = Check("XDP program", True, path)
+        return [Finding("XDP program", "host", "blocks", str(exc),
+                        "`pip install -e .` builds it (clang -target bpf)")]
+    found = ok("XDP program", "host", path)
     if os.geteuid() != 0:
-        return [found, Check("XDP verifier", False, "needs root to load")]
+        return [found, Finding("XDP verifier", "host", "note",
+                               "not checked: loading needs root",
+                               "run `pyfwd doctor` as root")]
     try:
         native.bpf_object_check(path)
     except Exception as exc:
-        return [found, Check("XDP verifier", False, str(exc))]
-    return [found, Check("XDP verifier", True,
-                         "steer.bpf.o loads on this kernel")]
+        return [found, Finding("XDP verifier", "host", "blocks", str(exc),
+                               "a kernel whose verifier takes it (the "
+                               "README's set-up: Linux 5.x or newer)")]
+    return [found, ok("XDP verifier", "host",
+                      "steer.bpf.o loads on this kernel")]
 
 
-def _af_xdp():
+def _frame_size():
+    """The AF_XDP frame size, or None when the C extension is missing."""
     try:
-        s = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
-    except OSError as exc:
-        return Check("AF_XDP sockets", False, exc.strerror or str(exc))
-    s.close()
-    return Check("AF_XDP sockets", True, "the kernel creates them")
+        from ..dataplane.io import FRAME_SIZE
+    except Exception:   # BuildError, or a broken .so: reported by _native
+        return None
+    return FRAME_SIZE
 
 
-def _bpffs():
+def _plan(inside_iface=None, modes=(), backend="auto", queues=None):
+    """ifchecks.Plan of an engine run with these options (modes: those of
+    its VIPs; empty: not known)."""
+    return ifchecks.Plan(modes=frozenset(modes), backend=backend,
+                         queues=queues, inside=inside_iface,
+                         frame_size=_frame_size())
+
+
+def _ifindex(name):
+    """ifindex of `name` (the tcx probe's target), or lo's."""
     try:
-        with open("/proc/mounts", encoding="ascii") as f:
-            mounted = any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"]
-                          for line in f)
-    except OSError as exc:
-        return Check("bpffs", False, str(exc))
-    return Check("bpffs", mounted, "mounted at /sys/fs/bpf" if mounted else
-                 "not mounted (libxdp then runs one program per interface, "
-                 "no dispatcher): mount -t bpf bpf /sys/fs/bpf",
-                 required=False)
+        return socket.if_nametoindex(name) if name else 1
+    except OSError:
+        return 1
 
 
-def checks():
-    """All checks, in order."""
+def start_checks(iface, inside_iface=None, modes=(), backend="auto",
+                 queues=None):
+    """The fast checks: the interfaces' and the host's (AF_XDP, bpffs,
+    tcx) findings for an engine run with these options.  Raises
+    ConfigError when an interface does not exist."""
+    how = _plan(inside_iface, modes, backend, queues)
+    host = ifread.read_host(_ifindex(iface))
+    found = ifchecks.host_checks(host, how)
+    for name in filter(None, (iface, inside_iface)):
+        found += ifchecks.link_checks(ifread.read_link(name), host, how)
+    return found
+
+
+def _arp(iface, vip, timeout):
+    """The ARP check of `vip` (an ipaddress address) on `iface` (one
+    broadcast request)."""
+    from ..neighbours.check import arp_check
+    from ..neighbours.kernel import interface
+    if vip.version != 4:
+        return ok("arp", iface, f"{vip}: IPv6, no ARP (not checked)")
+    if os.geteuid() != 0:
+        return Finding("arp", iface, "note", f"{vip}: not checked (asking "
+                       "on the wire needs root)", "run it as root")
+    answers = arp_check(iface, vip, timeout=timeout,
+                        own_mac=interface(iface)[1])
+    return ifchecks.arp(iface, vip, answers)
+
+
+def run(iface=None, inside_iface=None, modes=(), vip=None, backend="auto",
+        queues=None, arp_timeout=1.0):
+    """Every finding, in order: the machine's (root, the build, the XDP
+    verifier, AF_XDP, bpffs, tcx), then the interfaces' (iface and the
+    inside one; none when iface is None), then who answers ARP for `vip`
+    on iface (which sends an ARP request).  Raises ConfigError when an
+    interface does not exist or the VIP is not an address."""
+    if vip is not None:
+        try:
+            vip = ipaddress.ip_address(vip)
+        except ValueError:
+            raise ConfigError(f"vip {vip!r}: expected an IPv4 or IPv6 "
+                              "address") from None
     first, native = _native()
-    root = os.geteuid() == 0
-    return [Check("root", root, "yes" if root else
-                  "no: the engine and the lab need root"),
-            first, *_xdp_object(native), _af_xdp(), _bpffs()]
+    found = [_root(), first, *_xdp_object(native),
+             *start_checks(iface, inside_iface, modes, backend, queues)]
+    if vip is not None and iface:
+        found.append(_arp(iface, vip, arp_timeout))
+    return found
+
+
+def warn_at_start(iface, inside_iface=None, modes=(), backend="auto",
+                  queues=None):
+    """Log every problem start_checks() finds as a warning, blocking ones
+    too (the engine starts anyway); the findings.  Never raises: a check
+    that cannot run is logged and skipped."""
+    try:
+        found = start_checks(iface, inside_iface, modes, backend, queues)
+    except Exception as exc:    # a check never keeps the engine from starting
+        log.warning("doctor: interface checks skipped: %s", exc)
+        return []
+    for finding in problems(found):
+        log.warning("%s", log_line(finding))
+    return found

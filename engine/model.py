@@ -22,6 +22,14 @@ _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+
                      r"/(?P<proto>[A-Za-z]+)$")
 
 
+
+def served_queues(asked, tracked, rxq):
+    """The RX queues an engine serves: `asked` (--queues), else queue 0
+    alone when a VIP is NAT or SNAT (`tracked`: their flow table is per
+    queue), else all `rxq`.  The engine checks the result; doctor reports
+    the queues it leaves to the kernel."""
+    return asked or (1 if tracked else rxq)
+
 def _unicast(obj, what):
     """obj.address as an ipaddress object (set back on the frozen obj);
     ConfigError unless it is a unicast IPv4 or IPv6 address."""

@@ -43,7 +43,7 @@ from .report import Report, write_stats
 from ..dataplane.core import Core
 from ..dataplane.io import Afp, Xsk
 from ..errors import ConfigError, DataplaneError, PyfwdError
-from ..model import SNAT_PORTS, Real
+from ..model import SNAT_PORTS, Real, served_queues
 from ..neighbours.framesocket import FrameSocket
 from ..neighbours.kernel import (interface, multicast_socket,
                                      primary_ipv4)
@@ -490,7 +490,7 @@ def queue_count(asked, tracked, iface, rxq):
     """How many queues to serve: `asked` (None: every RX queue, or one with
     NAT/SNAT VIPs, `tracked`) checked against iface's `rxq` RX queues.
     ConfigError when it cannot be."""
-    queues = asked or (1 if tracked else rxq)
+    queues = served_queues(asked, tracked, rxq)
     if not 1 <= queues <= rxq:
         raise ConfigError(f"queues {queues}: {iface} has {rxq} RX queue(s)")
     if tracked and queues > 1:

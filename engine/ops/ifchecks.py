@@ -9,6 +9,7 @@ Nothing here touches the machine, so every case is tested without root
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from ..model import served_queues
 from .findings import Finding, ok
 
 # The kernel reserves this much at the head of every XDP buffer, an AF_XDP
@@ -211,11 +212,10 @@ def rp_filter(link, host, plan):
 def queues(link, plan):
     """RX queues the engine does not serve: frames the NIC hashes there
     go to the kernel, which does not forward them to a real server.
-    Which queues are served: control.engine.queue_count (the asked
-    number, else queue 0 with NAT/SNAT, else all)."""
+    Which queues are served: model.served_queues."""
     rxq = link.rx_queues
     tracked = bool(plan.modes & TRACKED)
-    served = plan.queues or (1 if tracked else rxq)
+    served = served_queues(plan.queues, tracked, rxq)
     channels = (f"`ethtool -L {link.name} combined {served}` (or rx "
                 f"{served}, as the driver counts them)")
     if served < rxq:

@@ -8,6 +8,7 @@ keeps its real server across every table swap.
 """
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +25,65 @@ RING_INDEX = {"maglev": lib.PYFWD_SCHED_HASH, "wrr": lib.PYFWD_SCHED_SEQ,
               "lc": lib.PYFWD_SCHED_LEAST, "wlc": lib.PYFWD_SCHED_LEAST}
 # The modes of the C core and their codes: {"dr": PYFWD_MODE_DR, ...}.
 MODE_CODE = constants("PYFWD_MODE_")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a core's tables hold (struct pyfwd_config's fields of the same
+    names).  The defaults are the header's PYFWD_*_MAX_DEFAULT: what a Core
+    made without them holds, as the Engine's is."""
+
+    max_vips: int = lib.PYFWD_VIPS_MAX_DEFAULT      # L4 VIPs
+    max_reals: int = lib.PYFWD_REALS_MAX_DEFAULT    # (VIP, real) ids
+    max_ring: int = lib.PYFWD_RING_MAX_DEFAULT      # ring entries in all
+
+
+def ring_need(service):
+    """The most ring entries `build` gives service: its reals at their
+    configured weights or less (drain, halt and health checks only lower
+    them), or its fallback alone.  maglev and sh: the Maglev table's size;
+    wrr: the weights' sum over their gcd, at most that size; rr, lc, wlc:
+    one entry per real."""
+    weights = [r.weight for r in service.reals if r.weight]
+    if not weights:
+        return 0 if service.fallback is None else (
+            service.maglev_size if service.scheduler in ("maglev", "sh")
+            else 1)
+    if service.scheduler in ("maglev", "sh"):
+        return service.maglev_size
+    if service.scheduler == "wrr":
+        return min(sum(weights) // math.gcd(*weights), service.maglev_size)
+    return len(weights)
+
+
+def check_limits(services, limits=Limits()):
+    """ConfigError unless the L4 services fit a core of these Limits
+    whatever their state (drained, halted, down, on their fallback): their
+    count, their (VIP, real) ids (a fallback takes one of its own), their
+    rings (ring_need).  The error names the VIP that goes over, the limit
+    and what fits."""
+    services = [s for s in services if s.mode in MODE_CODE]
+    if len(services) > limits.max_vips:
+        raise ConfigError(f"{len(services)} L4 VIPs: over the data plane's "
+                          f"max_vips, {limits.max_vips}")
+    ids = ring = 0
+    for s in services:
+        keys = {r.key for r in s.reals}
+        ids += len(keys | ({s.fallback.key} if s.fallback else set()))
+        if ids > limits.max_reals:
+            raise ConfigError(
+                f"vip {s.label}: its real servers make {ids} with those "
+                "before it (each VIP's reals and its fallback count apart): "
+                f"over the data plane's max_reals, {limits.max_reals}")
+        need = ring_need(s)
+        ring += need
+        if ring > limits.max_ring:
+            raise ConfigError(
+                f"vip {s.label}: its {s.scheduler} table of {need} entries "
+                f"makes {ring} with those before it: over the data plane's "
+                f"max_ring, {limits.max_ring} entries (a maglev or sh VIP "
+                f"takes {s.maglev_size}; rr, lc and wlc one per real, wrr "
+                "one per unit of weight over the weights' gcd)")
 
 
 class RealIds:

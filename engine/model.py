@@ -52,7 +52,7 @@ def check_name(name):
 _NOT_HOSTS = tuple((ipaddress.ip_network(net), why) for net, why in (
     ("0.0.0.0/8", "'this network' (RFC 1122): a source address before a "
      "host has one, never a destination"),
-    ("::/128", "the unspecified address: never a destination"),
+    ("::/128", "unspecified: never a destination"),
     ("169.254.0.0/16", "link-local (RFC 3927): self-assigned, not routed"),
     ("fe80::/10", "link-local: not routed, and it needs an interface"),
     ("224.0.0.0/4", "multicast: a group, not a host"),

@@ -106,8 +106,9 @@ def set_weight(services, vip, key, weight, limits=Limits()):
 def _check_fits(services, service, reals, limits):
     """ConfigError unless services, with service's reals replaced by reals,
     fit limits."""
-    check_limits([dataclasses.replace(s, reals=reals) if s is service
-                  else s for s in services], limits)
+    new = dataclasses.replace(service, reals=reals)
+    check_limits([new if s is service else s for s in services], limits,
+                 changed=new)
 
 
 def set_state(services, state, vip, key, value):

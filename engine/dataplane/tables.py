@@ -56,34 +56,52 @@ def ring_need(service):
     return len(weights)
 
 
-def check_limits(services, limits=Limits()):
+def check_limits(services, limits=Limits(), changed=None):
     """ConfigError unless the L4 services fit a core of these Limits
     whatever their state (drained, halted, down, on their fallback): their
     count, their (VIP, real) ids (a fallback takes one of its own), their
-    rings (ring_need).  The error names the VIP that goes over, the limit
-    and what fits."""
+    rings (ring_need).  The error names the limit, what fits and a VIP:
+    `changed` (one of services: what a change is about) if given, else the
+    first that goes over."""
     services = [s for s in services if s.mode in MODE_CODE]
     if len(services) > limits.max_vips:
         raise ConfigError(f"{len(services)} L4 VIPs: over the data plane's "
-                          f"max_vips, {limits.max_vips}")
-    ids = ring = 0
-    for s in services:
-        keys = {r.key for r in s.reals}
-        ids += len(keys | ({s.fallback.key} if s.fallback else set()))
-        if ids > limits.max_reals:
-            raise ConfigError(
-                f"vip {s.label}: its real servers make {ids} with those "
-                "before it (each VIP's reals and its fallback count apart): "
-                f"over the data plane's max_reals, {limits.max_reals}")
-        need = ring_need(s)
-        ring += need
-        if ring > limits.max_ring:
-            raise ConfigError(
-                f"vip {s.label}: its {s.scheduler} table of {need} entries "
-                f"makes {ring} with those before it: over the data plane's "
-                f"max_ring, {limits.max_ring} entries (a maglev or sh VIP "
-                f"takes {s.maglev_size}; rr, lc and wlc one per real, wrr "
-                "one per unit of weight over the weights' gcd)")
+                          f"max_vips of {limits.max_vips}")
+    ids = [len({r.key for r in s.reals} | ({s.fallback.key} if s.fallback
+                                             else set())) for s in services]
+    over = _over(services, ids, limits.max_reals, changed)
+    if over:
+        raise ConfigError(
+            f"vip {over[0].label}: its real servers would bring the (VIP, "
+            f"real server) pairs to {over[2]}, over the data plane's "
+            f"max_reals of {limits.max_reals} (a real server of two VIPs "
+            "counts twice, a fallback once more)")
+    over = _over(services, [ring_need(s) for s in services], limits.max_ring,
+                 changed)
+    if over:
+        s, need, total = over
+        raise ConfigError(
+            f"vip {s.label}: its {s.scheduler} table of {need} entries "
+            f"would bring the VIPs' tables to {total}, over the data "
+            f"plane's max_ring of {limits.max_ring} entries "
+            f"({limits.max_ring // s.maglev_size} maglev or sh VIPs of "
+            f"{s.maglev_size}; rr, lc and wlc take one entry per real, "
+            "wrr one per unit of weight over the weights' gcd)")
+
+
+def _over(services, needs, limit, changed):
+    """(service to name, its need, the total) when the needs go over limit:
+    `changed` if it is one of services, else the first that goes over."""
+    total = sum(needs)
+    if total <= limit:
+        return None
+    named = any(s is changed for s in services)
+    upto = 0
+    for s, need in zip(services, needs):
+        upto += need
+        if s is changed if named else upto > limit:
+            return s, need, total
+    raise AssertionError("unreachable: the needs go over the limit")
 
 
 class RealIds:

@@ -87,9 +87,11 @@ class Config:
 
         A flag given (not None, not empty) replaces the [engine] key of
         the same name; a flag not given leaves the file's value, else the
-        default (snat_ports: model.SNAT_PORTS, see ports()).  A role given is checked as load(role=...) checks it:
-        ConfigError for a value other than active or standby, or standby
-        with L7 VIPs.
+        default (snat_ports: model.SNAT_PORTS, see ports()).  A role given
+        is checked as load(role=...) checks it: ConfigError for a value
+        other than active or standby, or standby with L7 VIPs.  The VIPs'
+        own settings (mode, scheduler) have no flag here: the CLI refuses
+        --mode and --scheduler with a file.
         """
         if role:
             from .ha import check_role, parse_role

@@ -161,7 +161,7 @@ def test_a_role_flag_is_checked_as_the_files():
         cfg.with_flags(role="standby")
 
 
-# --- edge cases found by review (issue 15) ------------------------------------
+# --- edge cases found by review (issue 15) -----------------------------------
 
 UNNAMED = textwrap.dedent("""
     [[vip]]

@@ -22,6 +22,51 @@ _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+
                      r"/(?P<proto>[A-Za-z]+)$")
 
 
+# Service names reach logs, terminals, `pyfwd ctl` arguments and HAProxy's
+# configuration: letters, digits, '-' and '_' only (what HAProxy takes as it
+# is, so two names never become one there), a letter or digit first (never
+# an option's dash), at most NAME_MAX characters.
+NAME_MAX = 64
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}" % (NAME_MAX - 1))
+NAME_RULE = (f"1 to {NAME_MAX} letters, digits, '-' or '_', starting with a "
+             "letter or digit")
+
+
+def check_name(name):
+    """ConfigError unless name (a VIP's) is in the set NAME_RULE says."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"name {name!r}: expected {NAME_RULE}")
+    return name
+
+
+# Addresses no VIP and no real server may have, and why.  For a real server
+# as much as for a VIP: nobody has 0.0.0.0/8 or :: (a source before a host
+# has an address, never a destination); a multicast group is no one host, and
+# a flow stays on one; 240/4 (255.255.255.255 with it) is dropped by most
+# hosts, routers and firewalls though Linux routes it; an IPv4-mapped IPv6
+# address is an IPv4 host, written as one elsewhere; a link-local address is
+# self-assigned (RFC 3927, RFC 4862), not routed and re-chosen after a
+# conflict: a VIP there is out of reach of every client off the segment, a
+# real server there may change address, and IPv6's needs an interface that a
+# config cannot name.
+_NOT_HOSTS = tuple((ipaddress.ip_network(net), why) for net, why in (
+    ("0.0.0.0/8", "'this network' (RFC 1122): a source address before a "
+     "host has one, never a destination"),
+    ("::/128", "unspecified: never a destination"),
+    ("169.254.0.0/16", "link-local (RFC 3927): self-assigned, not routed"),
+    ("fe80::/10", "link-local: not routed, and it needs an interface"),
+    ("224.0.0.0/4", "multicast: a group, not a host"),
+    ("ff00::/8", "multicast: a group, not a host"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4 and broadcast): hosts and "
+     "routers drop it"),
+    ("::ffff:0:0/96", "IPv4-mapped: write the IPv4 address"),
+))
+# Loopback is never a VIP's (clients reach a VIP over the wire, where every
+# host drops 127/8 as a martian) and a real server's only behind an L7 VIP:
+# HAProxy on this host connects through the kernel to a server on this host,
+# while the C core puts every frame on the wire (Service.check_real).
+LOOPBACK = "loopback: never on the wire"
+
 
 def served_queues(asked, tracked, rxq):
     """The RX queues an engine serves: `asked` (--queues), else queue 0
@@ -30,9 +75,11 @@ def served_queues(asked, tracked, rxq):
     the queues it leaves to the kernel."""
     return asked or (1 if tracked else rxq)
 
-def _unicast(obj, what):
+
+def _unicast(obj, what, loopback=False):
     """obj.address as an ipaddress object (set back on the frozen obj);
-    ConfigError unless it is a unicast IPv4 or IPv6 address."""
+    ConfigError, saying why, unless a host may have it (_NOT_HOSTS) and,
+    unless `loopback`, it is not a loopback address."""
     addr = obj.address
     if not isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         try:
@@ -41,10 +88,12 @@ def _unicast(obj, what):
             raise ConfigError(f"{what} address {obj.address!r}: expected an "
                               "IPv4 or IPv6 address") from None
         object.__setattr__(obj, "address", addr)
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
-        raise ConfigError(f"{what} address {addr}: expected a unicast "
-                          "address (not multicast, broadcast, loopback or "
-                          "unspecified)")
+    why = next((why for net, why in _NOT_HOSTS if addr in net), None)
+    if why is None and addr.is_loopback and not loopback:
+        why = LOOPBACK
+    if why:
+        raise ConfigError(f"{what} address {addr}: {why}; expected a unicast "
+                          "address")
     return addr
 
 
@@ -61,12 +110,7 @@ class Vip:
     protocol: str
 
     def __post_init__(self):
-        addr = _unicast(self, "vip")
-        if addr.version == 4 and addr == ipaddress.IPv4Address(
-                "255.255.255.255"):
-            raise ConfigError(f"vip address {addr}: expected a unicast "
-                              "address (not multicast, broadcast, loopback "
-                              "or unspecified)")
+        _unicast(self, "vip")
         if (isinstance(self.port, bool) or not isinstance(self.port, int)
                 or not 1 <= self.port <= 65535):
             raise ConfigError(f"vip port {self.port!r}: expected an integer "
@@ -123,7 +167,7 @@ class Real:
     weight: int = 1
 
     def __post_init__(self):
-        _unicast(self, "real")
+        _unicast(self, "real", loopback=True)  # L7 only: Service.check_real
         if self.port is not None and (
                 isinstance(self.port, bool) or not isinstance(self.port, int)
                 or not 1 <= self.port <= 65535):
@@ -194,16 +238,56 @@ class Service:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r}: expected one of "
                               f"{', '.join(MODES)}")
+        if self.name is not None:
+            check_name(self.name)
+        if self.mode == "snat" and self.vip.address.version != 4:
+            raise ConfigError(f"vip {self.vip}: snat takes IPv4 VIPs only "
+                              "(its source address is IPv4); use nat")
         for r in self.reals:
-            if self.mode != "dr" and r.address.version != \
-                    self.vip.address.version:
-                raise ConfigError(f"vip {self.vip}: real {r.key} is IPv"
-                                  f"{r.address.version}; {self.mode} needs "
-                                  "the VIP's family")
+            self.check_real(r)
+        if self.fallback is not None:
+            self.check_real(self.fallback, "fallback")
         keys = [r.key for r in self.reals]
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ConfigError(f"vip {self.vip}: real {dup} listed twice")
+
+    def check_real(self, real, what="real"):
+        """ConfigError unless real (a Real) can serve this VIP in its mode.
+
+        An L4 mode (the C core) puts frames on the wire: no loopback real,
+        and no real at the VIP's own address, which the balancer owns (it
+        answers ARP for it), so frames sent there would come back to it.
+        DR rewrites MAC addresses only: the real server receives the VIP's
+        port, so a real's port, if given, is the VIP's.  Other modes than
+        DR need the real in the VIP's family.  An L7 VIP's HAProxy connects
+        through the kernel: a server on this host is fine, but not the
+        VIP's own address and port (HAProxy itself).
+        """
+        vip = self.vip
+        where = f"vip {vip}: {what} {real.key}"
+        if self.mode != "dr" and real.address.version != vip.address.version:
+            raise ConfigError(f"{where} is IPv{real.address.version}; "
+                              f"{self.mode} needs the VIP's family")
+        if self.mode == "l7":
+            if (real.address, real.port or vip.port) == (vip.address,
+                                                          vip.port):
+                raise ConfigError(f"{where}: the VIP itself (HAProxy would "
+                                  "connect to itself)")
+            return
+        if real.address.is_loopback:
+            raise ConfigError(f"{where}: {LOOPBACK} (only an L7 VIP's "
+                              "HAProxy reaches a server on this host)")
+        if real.address == vip.address:
+            raise ConfigError(f"{where}: the VIP's own address; the "
+                              "balancer owns it (answers ARP for it), so "
+                              "frames sent there would come back to it")
+        if self.mode == "dr" and real.port not in (None, vip.port):
+            raise ConfigError(f"{where}: port {real.port} in DR, which "
+                              "rewrites MAC addresses only, so the real "
+                              f"server receives the VIP's port {vip.port}; "
+                              "leave the port out, or use nat or snat to "
+                              "translate ports")
 
     @property
     def label(self):

@@ -30,7 +30,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--mode", type=click.Choice(L4_MODES), default="dr", show_default=True,
               help="dr: rewrite MACs, replies bypass us; nat: rewrite the "
               "destination (two-arm: we are the real servers' gateway); "
-              "snat: the source too (--vip/--real only)")
+              "snat: the source too (--vip/--real only: with --config, "
+              "each [[vip]] sets its own)")
 @click.option("--inside-iface", metavar="IF",
               help="two-arm NAT: the interface on the real servers' side")
 @click.option("--snat-address", metavar="ADDR",
@@ -115,6 +116,8 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
 
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
+    if config_path:
+        refuse_vip_flags(click.get_current_context(), ("mode", "scheduler"))
     if standby:
         if role == "active":
             raise click.UsageError("--standby and --role active: give one "
@@ -173,6 +176,23 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         click.echo(f"stopped: {s['rx']} frames in, {s['tx']} forwarded, "
                    f"{s['flows_new']} flows, {s['verdict']['drop']} "
                    "dropped", err=True)
+
+
+def refuse_vip_flags(ctx, names):
+    """UsageError if one of these options (a VIP's own settings, for
+    --vip/--real) was given: under --config each [[vip]] says its own, and
+    a flag over them all would not last, since `pyfwd ctl reload` reads the
+    file again."""
+    from click.core import ParameterSource
+    given = [f"--{n}" for n in names
+             if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT,
+                                                    None)]
+    if given:
+        raise click.UsageError(
+            f"{' and '.join(given)} with --config: each [[vip]] sets its own "
+            "(mode = ..., scheduler = ...; a flag over them all would be "
+            "undone by `pyfwd ctl reload`, which reads the file); give "
+            f"{' and '.join(given)} with --vip/--real only")
 
 
 def logging_setup(level):

@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 from .health.spec import HealthSpec
 from .l7.options import L7Options
 from .server import DEFAULT_PATH
+from ..dataplane.tables import check_limits
 from ..errors import ConfigError
-from ..model import MODES, SCHEDULERS, SNAT_PORTS, Real, Service, Vip
+from ..model import (MODES, NAME_RULE, SCHEDULERS, SNAT_PORTS, Real,
+                     Service, Vip, check_name)
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
@@ -85,9 +87,11 @@ class Config:
 
         A flag given (not None, not empty) replaces the [engine] key of
         the same name; a flag not given leaves the file's value, else the
-        default (snat_ports: model.SNAT_PORTS, see ports()).  A role given is checked as load(role=...) checks it:
-        ConfigError for a value other than active or standby, or standby
-        with L7 VIPs.
+        default (snat_ports: model.SNAT_PORTS, see ports()).  A role given
+        is checked as load(role=...) checks it: ConfigError for a value
+        other than active or standby, or standby with L7 VIPs.  The VIPs'
+        own settings (mode, scheduler) have no flag here: the CLI refuses
+        --mode and --scheduler with a file.
         """
         if role:
             from .ha import check_role, parse_role
@@ -99,6 +103,14 @@ class Config:
             snat_ports=snat_ports or self.snat_ports,
             control_socket=control_socket or self.control_socket,
             metrics=metrics or self.metrics, role=role or self.role)
+
+
+def check_ifaces(iface, inside_iface, where=""):
+    """ConfigError when the inside interface (two-arm NAT) is the outside
+    one; where: "engine." for the file's keys."""
+    if inside_iface is not None and inside_iface == iface:
+        raise ConfigError(f"{where}inside_iface = {inside_iface!r}: the same "
+                          f"as {where}iface; leave it out for one-arm")
 
 
 def _check_keys(where, table, allowed):
@@ -145,9 +157,15 @@ def parse_vip(v, where, names=()):
     """One [[vip]] table -> Service (ConfigError names what is wrong)."""
     _check_keys(where, v, VIP_KEYS)
     name = v.get("name")
-    where = f"vip {name!r}" if name else where
-    if name in names:
-        raise ConfigError(f"{where}: name used twice")
+    if name is not None:        # unnamed VIPs go by their address
+        try:
+            check_name(name)
+        except ConfigError:
+            raise ConfigError(f"{where}.name = {name!r}: expected "
+                              f"{NAME_RULE}") from None
+        where = f"vip {name!r}"
+        if name in names:
+            raise ConfigError(f"{where}: name used twice")
     try:
         vip = Vip(_required(where, v, "address"),
                   _required(where, v, "port"), v.get("protocol", "tcp"))
@@ -210,6 +228,7 @@ def parse(text, path="<config>", role=None):
     for key in ENGINE_KEYS:
         if key in engine:
             setattr(cfg, key, engine[key])
+    check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)
@@ -240,6 +259,7 @@ def parse(text, path="<config>", role=None):
         cfg.services.append(svc)
     from .ha import check_role
     check_role(cfg.role, cfg.services, where)
+    check_limits(cfg.services)      # those of the Engine's core
     return cfg
 
 
@@ -247,10 +267,18 @@ def load(path, role=None):
     """Read and validate a config file; ConfigError names what is wrong.
     role: see parse()."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ConfigError(f"config {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"config {path}: not UTF-8 at line {line}, column "
+                          f"{col} (byte 0x{data[exc.start]:02x}); TOML is "
+                          "UTF-8") from None
     return parse(text, path, role)
 
 

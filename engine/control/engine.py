@@ -35,6 +35,7 @@ import time
 
 from . import ha
 from . import services as svcs
+from .config import check_ifaces
 from .health.monitor import HealthMonitor
 from .l7.sync import L7Sync
 from .nexthops import NextHops, Refresh
@@ -42,6 +43,7 @@ from .punts import Groups, Punts
 from .report import Report, write_stats
 from ..dataplane.core import Core
 from ..dataplane.io import Afp, Xsk
+from ..dataplane.tables import check_limits
 from ..errors import ConfigError, DataplaneError, PyfwdError
 from ..model import SNAT_PORTS, Real, served_queues
 from ..neighbours.framesocket import FrameSocket
@@ -223,6 +225,7 @@ class Engine:
             if any(s.vip == svc.vip for s in self.services):
                 raise ConfigError(f"vip {svc.vip}: configured already")
             ha.check_role(self.role, [svc])
+            check_limits(self.services + [svc])     # the core's: default
             self.services = self.l7.checked(self.services + [svc])
             self._changed(resolve=bool(svc.reals))
         log.info("vip %s (%s): added", svc.label, svc.vip)
@@ -473,17 +476,17 @@ def interfaces(iface, inside_iface):
 
 def check_options(iface, inside_iface, backend, services):
     """ConfigError for an engine that cannot be: an unknown backend, the
-    inside interface the same as the outside one, a VIP given twice."""
+    inside interface the same as the outside one, a VIP given twice, more
+    than its core's tables hold."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: expected one of "
                           f"{', '.join(BACKENDS)}")
-    if inside_iface == iface:
-        raise ConfigError(f"inside iface {inside_iface!r}: the same as "
-                          "iface; leave it out for one-arm")
+    check_ifaces(iface, inside_iface)
     vips = [s.vip for s in services]
     if len(set(vips)) != len(vips):
         dup = next(v for v in vips if vips.count(v) > 1)
         raise ConfigError(f"vip {dup}: configured twice")
+    check_limits(services)
 
 
 def queue_count(asked, tracked, iface, rxq):

@@ -13,6 +13,7 @@ real key): (up, detail)} (a real without an entry is up).
 import dataclasses
 
 from ..dataplane.io import Endpoint
+from ..dataplane.tables import Limits, check_limits
 from ..errors import ConfigError
 from ..model import Real, Vip
 
@@ -69,12 +70,16 @@ def find_real(services, vip, key):
     raise ConfigError(f"vip {s.label}: no real server {key}")
 
 
-def add_real(services, vip, real):
+def add_real(services, vip, real, limits=Limits()):
     """Add real (a Real) to vip; its Service.  ConfigError if vip is not
-    there or has that real already."""
+    there, has that real already, cannot take it (Service.check_real), or
+    the services would not fit `limits` (dataplane.tables.Limits; the
+    default: those of the Engine's core) with it."""
     s = find_service(services, vip)
     if any(r.key == real.key for r in s.reals):
         raise ConfigError(f"vip {s.label}: real {real.key} is there already")
+    s.check_real(real)
+    _check_fits(services, s, s.reals + [real], limits)
     s.reals.append(real)
     return s
 
@@ -86,11 +91,24 @@ def del_real(services, vip, key):
     return s, r
 
 
-def set_weight(services, vip, key, weight):
-    """Give the real `key` of vip a new weight; (Service, the old Real)."""
+def set_weight(services, vip, key, weight, limits=Limits()):
+    """Give the real `key` of vip a new weight; (Service, the old Real).
+    ConfigError, and nothing changed, for a bad weight or one that takes
+    the services over `limits` (a wrr VIP's ring grows with its weights)."""
     s, old = find_real(services, vip, key)
-    s.reals[s.reals.index(old)] = Real(old.address, old.port, weight)
+    new = Real(old.address, old.port, weight)
+    i = s.reals.index(old)
+    _check_fits(services, s, s.reals[:i] + [new] + s.reals[i + 1:], limits)
+    s.reals[i] = new
     return s, old
+
+
+def _check_fits(services, service, reals, limits):
+    """ConfigError unless services, with service's reals replaced by reals,
+    fit limits."""
+    new = dataclasses.replace(service, reals=reals)
+    check_limits([new if s is service else s for s in services], limits,
+                 changed=new)
 
 
 def set_state(services, state, vip, key, value):

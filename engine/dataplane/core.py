@@ -110,8 +110,12 @@ class Core:
         # The native context: io.py's backends attach to it.
         self.ctx = ffi.gc(out[0], lib.pyfwd_ctx_destroy)
         self.workers = cfg.workers or 1
-        self.max_reals = cfg.max_reals or lib.PYFWD_REALS_MAX_DEFAULT
-        self.ids = tables_mod.RealIds(self.max_reals)
+        # What the tables may hold (0 took the header's default).
+        dflt = tables_mod.Limits()
+        self.limits = tables_mod.Limits(
+            cfg.max_vips or dflt.max_vips, cfg.max_reals or dflt.max_reals,
+            cfg.max_ring or dflt.max_ring)
+        self.ids = tables_mod.RealIds(self.limits.max_reals)
         # Python side: one publisher at a time, and process() (tests) does
         # not run beside a loop thread on worker 0.
         self._lock = threading.Lock()

@@ -8,6 +8,7 @@ keeps its real server across every table swap.
 """
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +25,83 @@ RING_INDEX = {"maglev": lib.PYFWD_SCHED_HASH, "wrr": lib.PYFWD_SCHED_SEQ,
               "lc": lib.PYFWD_SCHED_LEAST, "wlc": lib.PYFWD_SCHED_LEAST}
 # The modes of the C core and their codes: {"dr": PYFWD_MODE_DR, ...}.
 MODE_CODE = constants("PYFWD_MODE_")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a core's tables hold (struct pyfwd_config's fields of the same
+    names).  The defaults are the header's PYFWD_*_MAX_DEFAULT: what a Core
+    made without them holds, as the Engine's is."""
+
+    max_vips: int = lib.PYFWD_VIPS_MAX_DEFAULT      # L4 VIPs
+    max_reals: int = lib.PYFWD_REALS_MAX_DEFAULT    # (VIP, real) ids
+    max_ring: int = lib.PYFWD_RING_MAX_DEFAULT      # ring entries in all
+
+
+def ring_need(service):
+    """The most ring entries `build` gives service: its reals at their
+    configured weights or less (drain, halt and health checks only lower
+    them), or its fallback alone.  maglev and sh: the Maglev table's size;
+    wrr: the weights' sum over their gcd, at most that size; rr, lc, wlc:
+    one entry per real."""
+    weights = [r.weight for r in service.reals if r.weight]
+    if not weights:
+        return 0 if service.fallback is None else (
+            service.maglev_size if service.scheduler in ("maglev", "sh")
+            else 1)
+    if service.scheduler in ("maglev", "sh"):
+        return service.maglev_size
+    if service.scheduler == "wrr":
+        return min(sum(weights) // math.gcd(*weights), service.maglev_size)
+    return len(weights)
+
+
+def check_limits(services, limits=Limits(), changed=None):
+    """ConfigError unless the L4 services fit a core of these Limits
+    whatever their state (drained, halted, down, on their fallback): their
+    count, their (VIP, real) ids (a fallback takes one of its own), their
+    rings (ring_need).  The error names the limit, what fits and a VIP:
+    `changed` (one of services: what a change is about) if given, else the
+    first that goes over."""
+    services = [s for s in services if s.mode in MODE_CODE]
+    if len(services) > limits.max_vips:
+        raise ConfigError(f"{len(services)} L4 VIPs: over the data plane's "
+                          f"max_vips of {limits.max_vips}")
+    ids = [len({r.key for r in s.reals} | ({s.fallback.key} if s.fallback
+                                             else set())) for s in services]
+    over = _over(services, ids, limits.max_reals, changed)
+    if over:
+        raise ConfigError(
+            f"vip {over[0].label}: its real servers would bring the (VIP, "
+            f"real server) pairs to {over[2]}, over the data plane's "
+            f"max_reals of {limits.max_reals} (a real server of two VIPs "
+            "counts twice, a fallback once more)")
+    over = _over(services, [ring_need(s) for s in services], limits.max_ring,
+                 changed)
+    if over:
+        s, need, total = over
+        raise ConfigError(
+            f"vip {s.label}: its {s.scheduler} table of {need} entries "
+            f"would bring the VIPs' tables to {total}, over the data "
+            f"plane's max_ring of {limits.max_ring} entries "
+            f"({limits.max_ring // s.maglev_size} maglev or sh VIPs of "
+            f"{s.maglev_size}; rr, lc and wlc take one entry per real, "
+            "wrr one per unit of weight over the weights' gcd)")
+
+
+def _over(services, needs, limit, changed):
+    """(service to name, its need, the total) when the needs go over limit:
+    `changed` if it is one of services, else the first that goes over."""
+    total = sum(needs)
+    if total <= limit:
+        return None
+    named = any(s is changed for s in services)
+    upto = 0
+    for s, need in zip(services, needs):
+        upto += need
+        if s is changed if named else upto > limit:
+            return s, need, total
+    raise AssertionError("unreachable: the needs go over the limit")
 
 
 class RealIds:

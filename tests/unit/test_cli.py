@@ -74,3 +74,69 @@ def test_doctor_reports_each_check():
     r = run("doctor")
     for name in ("C extension", "XDP program", "AF_XDP sockets", "bpffs"):
         assert name in r.output
+
+
+# --- start's flags under --config, and check-config (issue 15) --------------
+# `start` is refused before it touches anything; should it not be (a
+# regression, run as root), the interface does not exist: it stops there,
+# never attached to the machine's own interfaces.
+NO_IFACE = "pfnosuch0"
+CONFIG = """
+[engine]
+iface = "NO_IFACE"
+
+[[vip]]
+address = "10.0.0.100"
+port = 80
+real = [{ address = "10.0.0.11" }]
+""".replace("NO_IFACE", NO_IFACE)
+
+
+@pytest.mark.parametrize("flags", [["--mode", "nat"], ["--mode", "dr"],
+                                   ["--scheduler", "rr"],
+                                   ["--mode", "snat", "--scheduler", "sh"]])
+def test_start_refuses_vip_flags_under_config(tmp_path, flags):
+    path = tmp_path / "pyfwd.toml"
+    path.write_text(CONFIG)
+    r = run("start", "--config", str(path), *flags)
+    assert r.exit_code == 2, r.output           # a usage error, before root
+    given = " and ".join(f for f in flags if f.startswith("--"))
+    assert f"{given} with --config: each [[vip]] sets its own" in r.output
+    assert "reload" in r.output and "Traceback" not in r.output
+
+
+def test_check_config_refuses_what_start_would(tmp_path):
+    path = tmp_path / "pyfwd.toml"
+    path.write_text(CONFIG)
+    r = run("check-config", str(path))
+    assert r.exit_code == 0 and "ok: 1 VIP(s), 1 real server(s)" in r.output
+    # the 17th Maglev VIP: its table does not fit the core's ring
+    path.write_text(CONFIG + "".join(
+        f'[[vip]]\nname = "v{i}"\naddress = "10.0.0.100"\nport = {1000 + i}'
+        '\nreal = [{ address = "10.0.0.11" }]\n' for i in range(16)))
+    r = run("check-config", str(path))
+    assert r.exit_code == 1 and r.output.startswith("Error: vip v15: its "
+                                                    "maglev table"), r.output
+    assert "max_ring" in r.output and "Traceback" not in r.output
+    # the interfaces [engine] names, which the engine would refuse
+    path.write_text(CONFIG.replace("[[vip]]", f'inside_iface = "{NO_IFACE}"'
+                                   "\n\n[[vip]]"))
+    r = run("check-config", str(path))
+    assert r.exit_code == 1, r.output
+    assert f"engine.inside_iface = '{NO_IFACE}'" in r.output
+
+
+def test_check_config_of_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "pyfwd.toml"
+    path.write_bytes(CONFIG.encode() + b'# caf\xe9\n')
+    r = run("check-config", str(path))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output == (f"Error: config {path}: not UTF-8 at line 9, column "
+                        "6 (byte 0xe9); TOML is UTF-8\n")
+
+
+def test_start_refuses_a_dr_real_on_another_port_before_root():
+    r = run("start", "--iface", NO_IFACE, "--vip", "10.0.0.100:80/tcp",
+            "--real", "10.0.0.11:8080")
+    assert r.exit_code == 1 and "in DR, which rewrites MAC addresses only" \
+        in r.output, r.output

@@ -7,6 +7,7 @@ import pytest
 
 from pyfwd.control import config, server
 from pyfwd.errors import ConfigError
+from pyfwd.model import Service, Vip
 
 GOOD = textwrap.dedent("""
     [engine]
@@ -79,6 +80,30 @@ def test_the_documented_shape_loads():
                                                             "unknown key"]),
     ('name = "pacs-dicom"', 'name = "pacs-web"', ["pacs-web", "twice"]),
     ("port = 11112", "port = 80", ["10.0.0.100:80/tcp", "also"]),
+    # what cannot work, refused with the reason (issue 15)
+    # DR cannot translate ports
+    ('address = "10.0.0.11"\nport = 80', 'address = "10.0.0.11"\nport = 8080',
+     ["vip 'pacs-web'", "real 10.0.0.11:8080", "DR", "VIP's port 80",
+      "nat or snat"]),
+    ('fallback = "10.0.0.50:80"', 'fallback = "10.0.0.50:8081"',
+     ["fallback 10.0.0.50:8081", "DR"]),
+    # a real server or fallback at the VIP's own address
+    ('address = "192.168.50.11"', 'address = "10.0.0.100"',
+     ["vip 'pacs-dicom'", "real 10.0.0.100:4242", "VIP's own address"]),
+    ('fallback = "10.0.0.50:80"', 'fallback = "10.0.0.100:80"',
+     ["fallback 10.0.0.100:80", "VIP's own address"]),
+    ('health = { type = "dicom"', 'fallback = "10.0.0.100:8080"\n'
+     'health = { type = "dicom"', ["vip 'pacs-dicom'",
+                                   "fallback 10.0.0.100:8080",
+                                   "VIP's own address"]),
+    ('address = "192.168.50.11"', 'address = "127.0.0.1"',
+     ["real 127.0.0.1:4242", "loopback", "L7"]),
+    ('address = "10.0.0.100"\nport = 80', 'address = "169.254.0.100"\n'
+     "port = 80", ["vip address 169.254.0.100", "link-local"]),
+    ('address = "10.0.0.11"', 'address = "240.0.0.11"',
+     ["real address 240.0.0.11", "reserved"]),
+    ('iface = "eth0"', 'iface = "eth0"\ninside_iface = "eth0"',
+     ["engine.inside_iface = 'eth0'", "the same as engine.iface"]),
 ])
 def test_errors_name_key_value_and_expectation(old, new, words):
     assert old in GOOD
@@ -158,3 +183,77 @@ def test_a_role_flag_is_checked_as_the_files():
     cfg = config.parse(l7)
     with pytest.raises(ConfigError, match="L7 VIP"):
         cfg.with_flags(role="standby")
+
+
+# --- edge cases found by review (issue 15) -----------------------------------
+
+UNNAMED = textwrap.dedent("""
+    [[vip]]
+    address = "10.0.0.100"
+    port = 80
+    real = [{ address = "10.0.0.11" }]
+
+    [[vip]]
+    address = "10.0.0.100"
+    port = 443
+    real = [{ address = "10.0.0.11" }]
+    """)
+
+
+def test_vips_without_a_name_are_not_a_name_used_twice():
+    a, b = config.parse(UNNAMED).services
+    assert (a.name, b.name, b.label) == (None, None, "10.0.0.100:443/tcp")
+    named = UNNAMED.replace("port = 443", 'port = 443\nname = "tls"')
+    assert [s.name for s in config.parse(named).services] == [None, "tls"]
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_file_and_place(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[[vip]]\nname = "r\xe9seau"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as exc:
+        config.load(str(path))
+    assert str(exc.value) == (f"config {path}: not UTF-8 at line 2, column "
+                              "10 (byte 0xe9); TOML is UTF-8")
+
+
+@pytest.mark.parametrize("name", [
+    "pacs\nweb", "\x1b[31mred\x1b[0m", "", "-web", "pacs.web", "pacs web",
+    "x" * 65, "web/1", "r\xe9seau", "a:b",
+])
+def test_names_outside_the_sane_set_are_refused_saying_which(name):
+    text = GOOD.replace('name = "pacs-web"', f"name = {json_str(name)}")
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text)
+    msg = str(exc.value)
+    assert msg == (f"vip[0].name = {name!r}: expected 1 to 64 letters, "
+                   "digits, '-' or '_', starting with a letter or digit")
+    assert "\n" not in msg and "\x1b" not in msg      # escaped: repr
+    with pytest.raises(ConfigError, match="expected 1 to 64 letters"):
+        Service(Vip.parse("10.0.0.100:80/tcp"), name=name)
+
+
+@pytest.mark.parametrize("name", ["web", "PACS_dicom-2", "7", "x" * 64])
+def test_sane_names_pass(name):
+    text = GOOD.replace('name = "pacs-web"', f'name = "{name}"')
+    assert config.parse(text).services[0].name == name
+
+
+def json_str(text):
+    import json
+    return json.dumps(text)         # a TOML basic string, escapes and all
+
+
+def test_l7_reals_may_be_on_this_host_but_not_the_vip_itself():
+    l7 = textwrap.dedent("""
+        [[vip]]
+        address = "10.0.0.100"
+        port = 443
+        mode = "l7"
+        real = [{ address = "127.0.0.1", port = 8443 },
+                { address = "10.0.0.100", port = 8080 }]
+        """)
+    reals = config.parse(l7).services[0].reals
+    assert [r.key for r in reals] == ["127.0.0.1:8443", "10.0.0.100:8080"]
+    with pytest.raises(ConfigError, match="real 10.0.0.100:443: the VIP "
+                       "itself"):
+        config.parse(l7.replace("port = 8080", "port = 443"))

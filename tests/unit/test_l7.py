@@ -199,7 +199,7 @@ def test_render_refuses(vips, match):
 def test_l7_vips_from_services():
     svc = Service(VIP, [Real.parse("10.0.0.11"),
                         Real.parse("10.0.0.12:8080@7")],
-                  scheduler="maglev", name="web")
+                  scheduler="maglev", mode="l7", name="web")
     v, = l7_vips([svc])
     assert v.name == "web" and v.scheduler == "maglev"
     assert v.reals == [("r_10_0_0_11", ipaddress.ip_address("10.0.0.11"),

@@ -333,7 +333,8 @@ def test_stop_then_start_configures_again(make):
 
 
 def test_l4_and_l7_on_one_address_steer_only_the_l4_port():
-    dicom = Service(Vip.parse("10.0.0.100:104/tcp"), [R1], mode="dr")
+    dicom = Service(Vip.parse("10.0.0.100:104/tcp"), [Real.parse("10.0.0.11")],
+                    mode="dr")     # DR: the real gets the VIP's port
     vips, _ = svcs.steering([dicom, WEB])
     assert vips == [dicom.vip]              # :80 stays with the kernel
     assert svcs.vip_addresses([dicom, WEB]) == ([ip("10.0.0.100")], [])
@@ -383,7 +384,8 @@ def test_checked_asks_haproxy_only_for_a_new_configuration(make):
     sync, kernel, proxy, log = make()
     checked = []
     proxy.validate = checked.append
-    dicom = Service(Vip.parse("10.0.0.100:104/tcp"), [R1], mode="dr")
+    dicom = Service(Vip.parse("10.0.0.100:104/tcp"), [Real.parse("10.0.0.11")],
+                    mode="dr")     # DR: the real gets the VIP's port
     assert sync.checked([dicom]) == [dicom]     # no L7 VIP: nothing to ask
     sync.checked([WEB])                     # not running: a new one asks
     sync.start([WEB], {}, {})

@@ -63,7 +63,8 @@ def fake_engine(**kw):
                 R3.address: (None, 0, "no ARP answer"),
                 FB.address: (MAC, 0, None)})
     health = SimpleNamespace(port=None)
-    web = Service(WEB, [R1, R2, R3], "maglev", "dr", fallback=FB,
+    # NAT: R2 is on port 8080 (DR cannot translate ports)
+    web = Service(WEB, [R1, R2, R3], "maglev", "nat", fallback=FB,
                   health=health)
     l7 = Service(L7, [R1], "rr", "l7", name="web7", l7=L7Options())
     eng = SimpleNamespace(

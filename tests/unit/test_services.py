@@ -20,7 +20,9 @@ FB = Real.parse("10.0.0.50")
 
 
 def services():
-    return [Service(WEB, [R1, R2, R3], name="web", fallback=FB),
+    # web translates R3's port 8080: SNAT (DR cannot translate ports)
+    return [Service(WEB, [R1, R2, R3], "maglev", "snat", name="web",
+                    fallback=FB),
             Service(NAT, [R3], "rr", "nat", fallback=FB),
             Service(V6, [Real.parse("[fd00::11]")]),
             Service(L7, [R1], "rr", "l7")]
@@ -67,7 +69,8 @@ def test_find_by_name_text_or_vip():
 
 def test_health_targets_take_the_checks_port():
     spec = type("Spec", (), {"port": None})()
-    s = [Service(WEB, [R1, R3], health=spec), Service(NAT, [R1])]
+    s = [Service(WEB, [R1, R3], mode="snat", health=spec),
+         Service(NAT, [R1])]
     assert svcs.health_targets(s) == {
         (WEB, R1.key): (spec, R1.address, 80, str(WEB)),
         (WEB, R3.key): (spec, R3.address, 8080, str(WEB))}
@@ -78,7 +81,7 @@ def test_reload_summary_names_every_change():
     new = services()
     new[0] = Service(WEB, [R1, Real.parse("10.0.0.12@7"),
                            Real.parse("10.0.0.14")], name="web",
-                     scheduler="rr", fallback=FB)
+                     scheduler="rr", mode="snat", fallback=FB)
     del new[1]
     new.append(Service(Vip.parse("10.0.0.102:80/tcp"), [], name="new"))
     summary = svcs.reload_summary(old, new)

@@ -9,6 +9,7 @@
  *
  *   burst.c     the burst: classify, forward, count, punt (per packet)
  *   forward.c   the three kinds of forward: flow, real, rewrite
+ *   csum.c      unfinished TCP/UDP checksums completed (veth's)
  *   sched.c     which real a new flow goes to; Maglev table fill
  *   flow.c      the flow table: probe, pairs, sweep, expiry (flow.h: the
  *               per-packet look-up and touch, inline)
@@ -179,6 +180,8 @@ struct steer_maps {
 struct pyfwd_ctx {
 	struct pyfwd_config cfg;
 	uint8_t if_mac[PYFWD_IFACES_MAX][6];	/* per interface slot */
+	/* Per slot: flags the backend gives every frame (io.c decides). */
+	uint8_t if_flags[PYFWD_IFACES_MAX];
 	struct pyfwd_snat snat;
 	int any_mac;		/* cfg.mac is all zero: accept any unicast */
 	uint64_t gen;		/* bank = gen & 1; a release store writes it */
@@ -301,6 +304,13 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
 			      const struct pyfwd_vip *vip,
 			      const struct flow_key *key, uint64_t now,
 			      struct flow **entry, struct flow_key *pk);
+
+/*
+ * csum.c: a TCP/UDP packet about to be forwarded, flagged
+ * PYFWD_FRAME_CSUM_PARTIAL: its unfinished checksum completed (counted),
+ * a wrong one counted and left as it is.  Before any rewrite.
+ */
+void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame);
 
 /* punt.c: a copy of the frame for Python (counted when the ring is full). */
 void punt_push(struct worker *w, const uint8_t *data, uint32_t len);

@@ -63,6 +63,8 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct xlat x;
 
 	xlat_out(ctx, w, b, e, &x);
+	if (f->flags & PYFWD_FRAME_CSUM_PARTIAL)
+		csum_finish(w, ps, f->data);	/* NAT then starts from it */
 	if (e->mode != PYFWD_MODE_DR)
 		rewrite_nat(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
 			    ps->l3_end - ps->r->l4_off, ps->key.family,
@@ -229,7 +231,11 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 		mac = real->mac;
 		out_if = real->out_if;
 	}
-	/* The quoted packet, as e's sender sent it; ICMP's sum covers it. */
+	/*
+	 * The quoted packet, as e's sender sent it; ICMP's sum covers it.
+	 * No checksum here is unfinished (csum.c): ICMP's are computed in
+	 * software, and the quoted packet is one we sent, completed.
+	 */
 	rewrite_quoted(in3, in4, ps->inner_len - (ps->inner_l4 - ps->inner_l3),
 		       q.proto, e->key.saddr, e->key.sport, e->key.daddr,
 		       e->key.dport, icmp + 2);

@@ -69,6 +69,44 @@ static inline uint16_t csum_fold(uint64_t s)
 }
 
 /*
+ * The ones' complement sum of len bytes at p, added to s: 16-bit words in
+ * the host's order, which the sum does not care about until the end (RFC
+ * 1071, 2.B): fold, then swap to read it big-endian (csum_be16).  Four
+ * sums of 32-bit words run side by side; none of the five can carry out
+ * of 64 bits for any frame.  A last odd byte is the high byte of a
+ * big-endian word: the low one of a little-endian word (core.h asserts
+ * little-endian).
+ */
+static inline uint64_t csum_add(uint64_t s, const uint8_t *p, uint32_t len)
+{
+	uint64_t a = 0, b = 0, c = 0, d = 0;
+
+	for (; len >= 16; p += 16, len -= 16) {
+		a += ld_u32(p);
+		b += ld_u32(p + 4);
+		c += ld_u32(p + 8);
+		d += ld_u32(p + 12);
+	}
+	s += a + b + c + d;
+	for (; len >= 4; p += 4, len -= 4)
+		s += ld_u32(p);
+	if (len >= 2) {
+		s += (uint32_t)p[0] | (uint32_t)p[1] << 8;
+		p += 2;
+		len -= 2;
+	}
+	if (len)
+		s += p[0];
+	return s;
+}
+
+/* csum_add's sum, folded, as the big-endian 16-bit value on the wire. */
+static inline uint16_t csum_be16(uint64_t s)
+{
+	return __builtin_bswap16(csum_fold(s));
+}
+
+/*
  * Internet checksum, updated in place when a 16-bit word of what it covers
  * changes (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
  */

@@ -104,13 +104,21 @@
 /* pyfwd_real.flags */
 #define PYFWD_REAL_F_USED 1	/* the id is a real server: flows may use it */
 
+/*
+ * pyfwd_frame.flags.  CSUM_PARTIAL: the frame's TCP/UDP checksum may be
+ * unfinished (the sender's CHECKSUM_PARTIAL: a veth, or AF_PACKET's
+ * TP_STATUS_CSUMNOTREADY); the core completes it if it is (csum.c).  The
+ * backends set it; without it the core never reads a checksum.
+ */
+#define PYFWD_FRAME_CSUM_PARTIAL 1
+
 /* One frame of a batch: the core reads and rewrites it in place. */
 struct pyfwd_frame {
 	uint8_t *data;
 	uint32_t len;		/* bytes of frame in data */
 	uint16_t cap;		/* bytes the buffer can hold (>= len) */
 	uint8_t in_if;		/* interface slot it came in on */
-	uint8_t pad;
+	uint8_t flags;		/* PYFWD_FRAME_* */
 };
 
 /* What the core decided for one frame, and what it found on the way. */
@@ -194,7 +202,8 @@ struct pyfwd_snat {
 /*
  * The counters, in groups (Python reads the groups' field names from
  * here: pyfwd.dataplane.native's TABLE_COUNTERS, FLOW_COUNTERS,
- * IO_COUNTERS).  Every field is a uint64_t: they are summed as an array.
+ * CSUM_COUNTERS, IO_COUNTERS).  Every field is a uint64_t: they are
+ * summed as an array.
  */
 struct pyfwd_table_stats {
 	uint64_t vip_generation;	/* bumped by every publish */
@@ -208,6 +217,13 @@ struct pyfwd_flow_stats {
 	uint64_t flows_evicted;		/* DR flows pushed out: table full */
 	uint64_t flows_expired;		/* NAT/SNAT flows the sweep freed */
 	uint64_t snat_ports_used;	/* SNAT source ports in use now */
+};
+
+/* TCP/UDP checksums of frames flagged PYFWD_FRAME_CSUM_PARTIAL. */
+struct pyfwd_csum_stats {
+	uint64_t csum_completed;	/* unfinished: completed */
+	uint64_t csum_bad;		/* neither unfinished nor right: sent
+					 * on as they came, wrong */
 };
 
 struct pyfwd_io_stats {
@@ -227,7 +243,8 @@ struct pyfwd_stats {
 	uint64_t reason[30];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
-	struct pyfwd_io_stats io;
+	struct pyfwd_csum_stats csum;
+	struct pyfwd_io_stats io;	/* the last group (see below) */
 };
 
 /* Per real server id. */
@@ -374,6 +391,16 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   uint32_t ifindex, uint32_t ifindex2, char *errbuf,
 		   size_t errlen);
 int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue);
+
+/*
+ * The interface slots whose frames the open backend flags
+ * PYFWD_FRAME_CSUM_PARTIAL, all of them, as a bit mask (bit s: slot s):
+ * those whose driver hands over unfinished checksums (veth), decided at
+ * open from the driver's name (ethtool GDRVINFO).  AF_PACKET flags the
+ * frames the kernel marks TP_STATUS_CSUMNOTREADY on any slot besides.
+ * 0 when no backend is open.
+ */
+uint32_t pyfwd_io_csum_slots(const struct pyfwd_ctx *ctx);
 
 /* Stop the loops of the backend (they return within 100 ms). */
 void pyfwd_io_stop(struct pyfwd_ctx *ctx);

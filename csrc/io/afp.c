@@ -157,6 +157,8 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		if (err)
 			goto err;
 	}
+	io_if_flags_set(ctx, (const uint32_t[]){ ifindex, ifindex2 },
+			io->nports);
 	io_bind(ctx, io, IO_AFP, afp_io_free);
 	return 0;
 

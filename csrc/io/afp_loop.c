@@ -53,6 +53,7 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 	struct pyfwd_result res[AFP_BATCH];
 	struct tpacket3_hdr *h;
 	uint32_t i, n = 0, total = bd->hdr.bh1.num_pkts;
+	uint8_t flags = io_if_flags(ctx, slot);
 
 	h = (struct tpacket3_hdr *)((uint8_t *)bd +
 				     bd->hdr.bh1.offset_to_first_pkt);
@@ -61,6 +62,9 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 		frames[n].len = h->tp_snaplen;
 		frames[n].cap = (uint16_t)h->tp_snaplen;
 		frames[n].in_if = slot;
+		/* CHECKSUM_PARTIAL, whatever the driver (csum.c). */
+		frames[n].flags = flags | (h->tp_status & TP_STATUS_CSUMNOTREADY ?
+					   PYFWD_FRAME_CSUM_PARTIAL : 0);
 		if (++n == AFP_BATCH || i + 1 == total) {
 			w->stats.io.rx += n;
 			worker_burst(ctx, w, frames, n, res);

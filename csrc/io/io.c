@@ -3,8 +3,14 @@
  * io.c - the part of the I/O backends that is the same for both: binding
  * to the context, stopping, the idle poll, set-up error messages.
  */
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "flow.h"
 #include "io/io.h"
@@ -30,8 +36,65 @@ void io_bind(struct pyfwd_ctx *ctx, void *io, int kind,
 	ctx->io_close = io_release;
 }
 
+/*
+ * Drivers whose frames may carry unfinished TCP/UDP checksums under XDP
+ * and AF_XDP copy mode (csum.c).  veth: measured (Linux 6.18).  A NIC
+ * hands over what came off a wire: finished, or wrong.  Others join the
+ * list once measured; AF_PACKET's TP_STATUS_CSUMNOTREADY says it per
+ * frame whatever the driver.
+ */
+static const char *const csum_partial_drivers[] = { "veth" };
+
+/* 1 if ifindex's driver is one of them, or cannot be told. */
+static int csum_partial_driver(uint32_t ifindex)
+{
+	struct ethtool_drvinfo info = { .cmd = ETHTOOL_GDRVINFO };
+	struct ifreq ifr = { .ifr_data = (void *)&info };
+	size_t i;
+	int fd, err;
+
+	if (!if_indextoname(ifindex, ifr.ifr_name))
+		return 1;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 1;
+	err = ioctl(fd, SIOCETHTOOL, &ifr);
+	close(fd);
+	if (err)
+		return 1;
+	for (i = 0; i < sizeof(csum_partial_drivers) /
+			sizeof(csum_partial_drivers[0]); i++)
+		if (!strncmp(info.driver, csum_partial_drivers[i],
+			     sizeof(info.driver)))
+			return 1;
+	return 0;
+}
+
+void io_if_flags_set(struct pyfwd_ctx *ctx, const uint32_t *ifindex,
+		     uint32_t n)
+{
+	uint32_t s;
+
+	for (s = 0; s < PYFWD_IFACES_MAX; s++)
+		ctx->if_flags[s] = s < n && csum_partial_driver(ifindex[s]) ?
+					   PYFWD_FRAME_CSUM_PARTIAL : 0;
+}
+
+uint32_t pyfwd_io_csum_slots(const struct pyfwd_ctx *ctx)
+{
+	uint32_t s, mask = 0;
+
+	if (!ctx->io)
+		return 0;
+	for (s = 0; s < PYFWD_IFACES_MAX; s++)
+		if (ctx->if_flags[s] & PYFWD_FRAME_CSUM_PARTIAL)
+			mask |= 1u << s;
+	return mask;
+}
+
 void io_unbind(struct pyfwd_ctx *ctx)
 {
+	memset(ctx->if_flags, 0, sizeof(ctx->if_flags));
 	ctx->io = NULL;
 	ctx->io_kind = IO_NONE;
 	ctx->io_free = NULL;

@@ -40,6 +40,21 @@ void io_bind(struct pyfwd_ctx *ctx, void *io, int kind,
 void io_release(struct pyfwd_ctx *ctx);
 void io_unbind(struct pyfwd_ctx *ctx);
 
+/*
+ * The flags every frame of slot s (ifindex[s], n slots) is given: set-up,
+ * before io_bind (io_unbind clears them).  CSUM_PARTIAL where the driver
+ * hands over unfinished checksums (csum.c): veth, or a driver whose name
+ * cannot be read (checking costs time, not checking costs the traffic).
+ */
+void io_if_flags_set(struct pyfwd_ctx *ctx, const uint32_t *ifindex,
+		     uint32_t n);
+
+/* The frame flags of slot s as the loops give them. */
+static inline uint8_t io_if_flags(const struct pyfwd_ctx *ctx, uint32_t s)
+{
+	return ctx->if_flags[s < PYFWD_IFACES_MAX ? s : 0];
+}
+
 static inline int io_stopped(const struct pyfwd_ctx *ctx)
 {
 	return __atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE);

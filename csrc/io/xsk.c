@@ -343,6 +343,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 			goto err;
 	}
 	info->queues = c.queues;
+	io_if_flags_set(ctx, io->ifindex, io->nifaces);
 	io_bind(ctx, io, IO_XSK, xsk_io_free);
 	return 0;
 

@@ -132,6 +132,7 @@ static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 	struct pyfwd_result res[XSK_BATCH_MAX];
 	uint64_t addrs[XSK_BATCH_MAX];
 	struct xsk_port *p = &q->port[s];
+	uint8_t flags = io_if_flags(ctx, s);
 	uint32_t n, i, idx;
 
 	n = xsk_ring_cons__peek(&p->rx, batch, &idx);
@@ -147,6 +148,7 @@ static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 		frames[i].cap = (uint16_t)(q->frame_size -
 					   (d->addr & (q->frame_size - 1)));
 		frames[i].in_if = (uint8_t)s;
+		frames[i].flags = flags;
 	}
 	xsk_ring_cons__release(&p->rx, n);
 	w->stats.io.rx += n;

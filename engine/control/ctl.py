@@ -283,11 +283,12 @@ def _show_row(r):
 # in one; tests/unit/test_counters.py pins them to the header).
 FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
                  "flows_evicted", "flows_expired", "snat_ports_used")
+CSUM_COUNTERS = ("csum_completed", "csum_bad")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
                "polls")
 TABLE_COUNTERS = ("vip_count", "vip_generation")
 _SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *FLOW_COUNTERS,
-               *IO_COUNTERS, *TABLE_COUNTERS}
+               *CSUM_COUNTERS, *IO_COUNTERS, *TABLE_COUNTERS}
 
 
 def format_stats(result):
@@ -311,6 +312,10 @@ def format_stats(result):
         rows.append(("flows", "  ".join(
             f"{k.replace('flows_', '').replace('flow_', '')} {_exact(n)}"
             for k, n in flows)))
+    sums = [(k, core[k]) for k in CSUM_COUNTERS if k in core]
+    if sums:
+        rows.append(("checksums", "  ".join(
+            f"{k.replace('csum_', '')} {_exact(n)}" for k, n in sums)))
     io = [(k, core[k]) for k in IO_COUNTERS if k in core]
     if io:
         rows.append(("io", "  ".join(f"{k} {_exact(n)}" for k, n in io)))

@@ -52,6 +52,13 @@ CORE_METRICS = {
                       "Flows expired after being idle."),
     "snat_ports_used": ("pyfwd_snat_ports_used", "gauge",
                         "SNAT source ports in use."),
+    "csum_completed": ("pyfwd_csum_completed_total", "counter",
+                       "TCP/UDP checksums a sender left unfinished (a veth's "
+                       "tx checksum offload), completed before forwarding."),
+    "csum_bad": ("pyfwd_csum_bad_total", "counter",
+                 "TCP/UDP checksums neither unfinished nor right, on an "
+                 "interface whose checksums are checked (veth): forwarded "
+                 "as they came."),
     "rx": ("pyfwd_rx_frames_total", "counter",
            "Frames received from the AF_XDP sockets."),
     "tx": ("pyfwd_tx_frames_total", "counter",

@@ -191,23 +191,25 @@ class Core:
         return self.publish_services([Service(v) for v in vips],
                                      {})
 
-    def process(self, frames, in_if=0):
+    def process(self, frames, in_if=0, csum_partial=False):
         """Run frames (bytes) through the core as one batch (worker 0), as
-        if they came in on interface slot in_if.
+        if they came in on interface slot in_if; csum_partial: as a veth
+        hands them over, their TCP/UDP checksums maybe unfinished (the
+        core completes them: csrc/csum.c).
 
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each.
         """
-        batch = _Batch(frames, in_if)
+        batch = _Batch(frames, in_if, csum_partial)
         self.run(batch)
         return batch.frames(), batch.results_list()
 
-    def prepare(self, frames):
+    def prepare(self, frames, csum_partial=False):
         """Copy frames into C buffers once, for `run` (benchmarks, fuzzing).
 
         Returns an opaque batch; `run(batch)` processes it in place.
         """
-        return _Batch(frames)
+        return _Batch(frames, csum_partial=csum_partial)
 
     def run(self, batch):
         """Process a prepared batch in place; returns how many to forward."""
@@ -288,8 +290,9 @@ class Core:
 class _Batch:
     """Frames in C buffers with their descriptors and result slots."""
 
-    def __init__(self, frames, in_if=0):
+    def __init__(self, frames, in_if=0, csum_partial=False):
         frames = [bytes(f) for f in frames]
+        flags = lib.PYFWD_FRAME_CSUM_PARTIAL if csum_partial else 0
         self.n = len(frames)
         self.descs = ffi.new("struct pyfwd_frame[]", max(self.n, 1))
         self.results = ffi.new("struct pyfwd_result[]", max(self.n, 1))
@@ -298,6 +301,7 @@ class _Batch:
         for d, f, b in zip(self.descs, frames, self._bufs):
             d.data, d.len, d.cap = b, len(f), min(len(f), 65535)
             d.in_if = in_if
+            d.flags = flags
 
     def frames(self):
         return [bytes(ffi.buffer(d.data, d.len)) if d.len else b""

@@ -46,7 +46,10 @@ FRAME_SIZE = 4096
 @dataclass(frozen=True)
 class XskInfo:
     """What the AF_XDP set-up got: xdp_mode "native" | "generic", copy_mode
-    "copy" | "zerocopy", whether busy polling took, queues, program id."""
+    "copy" | "zerocopy", whether busy polling took, queues, program id;
+    csum_slots: the interface slots (0 outside, 1 inside) whose driver
+    (veth) hands over unfinished TCP/UDP checksums, which the core
+    completes (csrc/csum.c)."""
 
     xdp_mode: str
     copy_mode: str
@@ -54,6 +57,7 @@ class XskInfo:
     queues: int
     prog_id: int
     backend: str = "xdp"    # or "afpacket"
+    csum_slots: tuple = ()
 
 
 class Xsk:
@@ -98,7 +102,8 @@ class Xsk:
               os.fsencode(_native.bpf_object_path()), cfg, info)
         self.info = XskInfo(_XDP_MODE_NAMES[info.xdp_mode],
                             _COPY_MODE_NAMES[info.copy_mode],
-                            bool(info.busy_poll), info.queues, info.prog_id)
+                            bool(info.busy_poll), info.queues, info.prog_id,
+                            csum_slots=_csum_slots(self.core.ctx))
         return self.info
 
     def steer(self, vips, replies=(), snat=None):
@@ -152,10 +157,18 @@ class Afp(Xsk):
     def open(self, ifindex, ifindex2=0, **_ignored):
         _open(lib.pyfwd_afp_open, "AF_PACKET", self.core.ctx,
               os.fsencode(_native.bpf_object_path()), ifindex, ifindex2)
-        self.info = XskInfo(None, "copy", False, 1, 0, "afpacket")
+        self.info = XskInfo(None, "copy", False, 1, 0, "afpacket",
+                            _csum_slots(self.core.ctx))
         return self.info
 
     _run = lib.pyfwd_afp_run
+
+
+def _csum_slots(ctx):
+    """The interface slots whose frames the open backend checks for
+    unfinished checksums (pyfwd_io_csum_slots' mask, as a tuple)."""
+    mask = lib.pyfwd_io_csum_slots(ctx)
+    return tuple(s for s in range(lib.PYFWD_IFACES_MAX) if mask >> s & 1)
 
 
 def _open(fn, what, *args):

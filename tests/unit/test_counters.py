@@ -46,6 +46,12 @@ def test_every_engine_counter_has_one_metric():
     assert len(set(names)) == len(names)
 
 
+def test_ctl_stats_groups_are_the_headers():
+    # each ctl group is one struct of the header, in its order
+    assert list(ctl.CSUM_COUNTERS) == fields("pyfwd_csum_stats")
+    assert list(ctl.FLOW_COUNTERS) == fields("pyfwd_flow_stats")
+
+
 def test_every_io_counter_has_a_per_queue_metric():
     # punt_overflow: the engine reports it for the whole engine only (its
     # per-queue rows carry the others)
@@ -57,7 +63,8 @@ def test_every_real_counter_has_a_metric():
 
 
 def test_ctl_stats_groups_every_engine_counter_once():
-    groups = [*ctl.FLOW_COUNTERS, *ctl.IO_COUNTERS, *ctl.TABLE_COUNTERS]
+    groups = [*ctl.FLOW_COUNTERS, *ctl.CSUM_COUNTERS, *ctl.IO_COUNTERS,
+              *ctl.TABLE_COUNTERS]
     assert sorted([*OWN_KEYS, *groups]) == sorted(fields("pyfwd_stats"))
     assert list(ctl.IO_COUNTERS) == io_fields()
 

@@ -9,9 +9,10 @@
  *   replay [-m MAC] [-v ADDR:PORT/PROTO]... [-V ADDR:PORT/PROTO]... FILE...
  *
  * Every -v VIP schedules to one real server (id 0), so forwarded frames
- * go through the flow table and the rewrite too; a -V VIP has no real.  Prints "REASON<TAB>FILE"
- * per frame, then runs the frames again (which must agree) and as one
- * batch, and exits 0; 1 on a disagreement; 2 on a usage or I/O error.
+ * go through the flow table and the rewrite too; a -V VIP has no real.
+ * Prints "REASON<TAB>FILE" per frame, then runs the frames again flagged
+ * as a veth's (which must agree) and as one batch, and exits 0; 1 on a
+ * disagreement; 2 on a usage or I/O error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -162,12 +163,17 @@ int main(int argc, char **argv)
 		printf("%s\t%s\n", pyfwd_reason_name(res[i].reason),
 		       argv[optind + i]);
 	}
-	/* Forwarding rewrote some frames: each pass starts from the file. */
+	/*
+	 * Forwarding rewrote some frames: each pass starts from the file.
+	 * This one flags them as a veth's (csum.c reads the whole L4 packet):
+	 * the same reasons.
+	 */
 	for (i = 0; i < n; i++) {
 		struct pyfwd_result one = res[i];
 
 		if (frames[i].len)
 			memcpy(frames[i].data, orig[i].data, frames[i].len);
+		frames[i].flags = PYFWD_FRAME_CSUM_PARTIAL;
 		pyfwd_core_burst(ctx, &frames[i], 1, &res[i]);
 		/* A forwarded frame now carries our MAC: compare the verdict */
 		bad += one.reason != res[i].reason || one.vip != res[i].vip;

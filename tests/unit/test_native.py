@@ -144,7 +144,7 @@ def test_mode_and_scheduler_codes_are_the_header_codes():
 
 def test_counter_names_are_the_header_fields():
     counters = (_native.TABLE_COUNTERS + _native.FLOW_COUNTERS
-                + _native.IO_COUNTERS)
+                + _native.CSUM_COUNTERS + _native.IO_COUNTERS)
     stats = Core(flows=64).stats()
     assert list(stats) == ["frames", "bytes", "verdict", "reason",
                            *counters]
@@ -154,6 +154,7 @@ def test_counter_names_are_the_header_fields():
     assert _native.ffi.sizeof("struct pyfwd_stats") == 8 * (
         2 + len(_native.VERDICTS) + len(_native.REASONS) + len(counters))
     assert set(_native.QUEUE_COUNTERS) < set(_native.IO_COUNTERS)
+    assert _native.CSUM_COUNTERS == ("csum_completed", "csum_bad")
     assert _native.REAL_COUNTERS == ("frames", "bytes", "flows_new",
                                      "active")
 
@@ -181,3 +182,9 @@ def test_protocol_numbers_are_written_once():
         for pattern in (r"\b13[56]\b", r"[=!]= ?(3|11|43|44|60)\b",
                         r"\bETH_P_", r"\bIPPROTO_", r"0x0800|0x86dd"):
             assert not re.search(pattern, code), (path.name, pattern)
+
+
+def test_no_backend_checks_no_slot_for_unfinished_checksums():
+    # pyfwd_io_csum_slots: decided when a backend opens (tests/e2e/test_dr
+    # sees the lab's veth slot), none before
+    assert _native.lib.pyfwd_io_csum_slots(Core(flows=64).ctx) == 0

@@ -71,25 +71,32 @@ static inline uint16_t csum_fold(uint64_t s)
 /*
  * The ones' complement sum of len bytes at p, added to s: 16-bit words in
  * the host's order, which the sum does not care about until the end (RFC
- * 1071, 2.B): fold, then swap to read it big-endian (csum_be16).  Four
- * sums of 32-bit words run side by side; none of the five can carry out
- * of 64 bits for any frame.  A last odd byte is the high byte of a
- * big-endian word: the low one of a little-endian word (core.h asserts
- * little-endian).
+ * 1071, 2.B): fold, then swap to read it big-endian (csum_be16).  64-bit
+ * words go into a 128-bit sum (add with carry); each carry out of 64 bits
+ * is worth 1, as 2^64 is 1 modulo 2^16 - 1.  A last odd byte is the high
+ * byte of a big-endian word: the low one of a little-endian word (core.h
+ * asserts little-endian).
  */
 static inline uint64_t csum_add(uint64_t s, const uint8_t *p, uint32_t len)
 {
-	uint64_t a = 0, b = 0, c = 0, d = 0;
+	unsigned __int128 w = s;
+	uint64_t lo;
 
-	for (; len >= 16; p += 16, len -= 16) {
-		a += ld_u32(p);
-		b += ld_u32(p + 4);
-		c += ld_u32(p + 8);
-		d += ld_u32(p + 12);
+	for (; len >= 32; p += 32, len -= 32) {
+		w += ld_u64(p);
+		w += ld_u64(p + 8);
+		w += ld_u64(p + 16);
+		w += ld_u64(p + 24);
 	}
-	s += a + b + c + d;
-	for (; len >= 4; p += 4, len -= 4)
+	for (; len >= 8; p += 8, len -= 8)
+		w += ld_u64(p);
+	lo = (uint64_t)w;
+	s = (lo & 0xffffffff) + (lo >> 32) + (uint64_t)(w >> 64);
+	if (len >= 4) {
 		s += ld_u32(p);
+		p += 4;
+		len -= 4;
+	}
 	if (len >= 2) {
 		s += (uint32_t)p[0] | (uint32_t)p[1] << 8;
 		p += 2;

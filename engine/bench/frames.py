@@ -3,9 +3,11 @@ struct: no scapy, since the installed `pyfwd bench` has no tests.
 
 Ethernet/IPv4 TCP and UDP frames with correct checksums (``ipv4_frame``),
 the same frame as many clients send it (``vary``), a real server's answer
-(``answer``), and the sets the benchmarks run: established DR and NAT flows,
-NAT SYNs each opening a flow, malformed frames the parser drops.  A batch
-is BATCH frames, a round CALLS batches.
+(``answer``), the same frame as a veth hands it over when its sender keeps
+tx checksum offload on (``unfinished``), and the sets the benchmarks run:
+established DR and NAT flows (DR ones of any frame size), NAT SYNs each
+opening a flow, malformed frames the parser drops.  A batch is BATCH
+frames, a round CALLS batches.
 """
 
 import ipaddress
@@ -17,8 +19,8 @@ from ..neighbours.icmp import checksum
 
 __all__ = ["BATCH", "CALLS", "LB_MAC", "OUT_MAC", "IN_MAC", "CLIENT_MAC",
            "CLIENT", "VIP", "DR_REALS", "NAT_REALS", "NAT_PORT", "TCP", "UDP",
-           "ipv4_frame", "ipv4_parts", "vary", "answer", "dr_frames",
-           "nat_frames", "nat_new_frames", "drop_frames"]
+           "ipv4_frame", "ipv4_parts", "vary", "answer", "unfinished",
+           "dr_frames", "nat_frames", "nat_new_frames", "drop_frames"]
 
 BATCH = 64                  # frames per pyfwd_core_burst call
 CALLS = 32                  # batches per round
@@ -38,10 +40,14 @@ TCP, UDP = 6, 17
 TCP_SYN, TCP_ACK, TCP_PSH = 0x02, 0x10, 0x08
 
 
+def _pseudo(ip, length):
+    """The IPv4 pseudo-header of a TCP/UDP segment of length bytes."""
+    return ip[12:20] + struct.pack("!BBH", 0, ip[9], length)
+
+
 def _l4_csum(ip, l4):
     """The TCP/UDP checksum of segment l4 in IPv4 header ip."""
-    pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
-    s = checksum(pseudo + l4)
+    s = checksum(_pseudo(ip, len(l4)) + l4)
     return 0xFFFF if s == 0 and ip[9] == UDP else s
 
 
@@ -100,6 +106,22 @@ def vary(frame, i, checksums=True):
     return bytes(f)
 
 
+def unfinished(frame):
+    """frame (untagged IPv4 TCP/UDP, no UDP checksum 0) as a veth hands it
+    over when its sender keeps tx checksum offload on: the checksum field
+    holds the pseudo-header sum, folded and not complemented (csrc/csum.c:
+    what the core completes)."""
+    parts = ipv4_parts(frame)
+    if parts is None or parts[1] not in (TCP, UDP):
+        raise BenchError("unfinished: expected an untagged IPv4 TCP/UDP "
+                         "frame")
+    ihl, proto = parts
+    end = 14 + int.from_bytes(frame[16:18], "big")
+    at = 14 + ihl + (16 if proto == TCP else 6)
+    field = ~checksum(_pseudo(frame[14:14 + ihl], end - 14 - ihl)) & 0xFFFF
+    return frame[:at] + struct.pack("!H", field) + frame[at + 2:]
+
+
 def answer(frame, flags=TCP_SYN | TCP_ACK):
     """The real server's answer to a frame the core sent it (IPv4)."""
     ihl, proto = ipv4_parts(frame)
@@ -110,10 +132,22 @@ def answer(frame, flags=TCP_SYN | TCP_ACK):
                       dst, proto, dport, sport, flags)
 
 
-def dr_frames(n=BATCH):
-    """n established flows' packets to VIP:80 (n client ports)."""
+DR_PAYLOAD = b"GET / HTTP/1.1\r\n"
+FRAME_HEADERS = 14 + 20 + 20        # Ethernet, IPv4, TCP: no options
+
+
+def dr_frames(n=BATCH, size=None):
+    """n established flows' packets to VIP:80 (n client ports), of `size`
+    bytes of frame each (None: a short request)."""
+    payload = DR_PAYLOAD
+    if size is not None:
+        if size < FRAME_HEADERS:
+            raise BenchError(f"a frame of {size} bytes: a TCP/IPv4 frame "
+                             f"takes {FRAME_HEADERS} at least")
+        payload = (DR_PAYLOAD * (size // len(DR_PAYLOAD) + 1))[
+            :size - FRAME_HEADERS]
     return [ipv4_frame(LB_MAC, CLIENT_MAC, CLIENT, VIP, TCP, 40000 + i, 80,
-                       TCP_ACK | TCP_PSH, b"GET / HTTP/1.1\r\n")
+                       TCP_ACK | TCP_PSH, payload)
             for i in range(n)]
 
 

@@ -10,14 +10,20 @@ pytest-benchmark.
                        (NAT, a client's packet of an established flow),
                        "nat-new" (NAT, every packet opens a flow), "drop"
                        (malformed frames)
+    csum_ns(size, way) ns per DR packet of `size` bytes of frame, its
+                       checksum "finished" (a NIC's frame: never read),
+                       "checked" (a veth's, finished: verified) or
+                       "completed" (a veth's, unfinished: completed)
     maglev_ms(reals)   building one Maglev table of 65537 entries
     flow_bytes(mode)   bytes of flow table per tracked flow
     table_mib(flows)   memory of a flow table holding that many flows
     run_all()          all of them, as rows for the results (ROWS)
 
 Every core figure is checked, not assumed: each round's counters must say
-that every frame got the verdict the kind is about, and that the flows were
-hits (dr, nat-hit) or new (nat-new); a mismatch raises BenchError.  The
+that every frame got the verdict the kind is about, that the flows were
+hits (dr, nat-hit) or new (nat-new), and that every checksum was completed
+("completed") or none (the others), none bad; a mismatch raises
+BenchError.  The
 figure includes the crossing from Python (one cffi call and the core's
 per-burst work, amortised over the batch): that is what a burst costs the
 I/O loops too, less the Python part.
@@ -33,7 +39,8 @@ from .frames import (BATCH, CALLS, CLIENT, CLIENT_MAC, DR_REALS,
                                 LB_MAC, IN_MAC, NAT_PORT, NAT_REALS, OUT_MAC,
                                 TCP, TCP_SYN, VIP, answer, dr_frames,
                                 drop_frames, ipv4_frame, ipv4_parts,
-                                nat_frames, nat_new_frames, vary)
+                                nat_frames, nat_new_frames, unfinished,
+                                vary)
 from .system import BenchError
 from ..dataplane.core import Core
 from ..dataplane.scheduler import maglev_table
@@ -41,10 +48,16 @@ from ..model import MAGLEV_SIZE_DEFAULT, Real, Service, Vip
 from ..frames import mac_to_bytes
 
 KINDS = ("dr", "nat-hit", "nat-new", "drop")
+# Checksums of DR frames of these sizes (bytes of frame), three ways: a
+# NIC's frame (never read), a veth's finished one (verified), a veth's
+# unfinished one (completed); see csrc/csum.c.
+CSUM_SIZES = (64, 1500)
+CSUM_WAYS = ("finished", "checked", "completed")
 MAGLEV_REALS = (10, 1000)
 FLOW_TABLES = (("flow-table", "dr"), ("flow-table-nat", "nat"))
 # the result rows of run_all, in order
 ROWS = (tuple(f"core-{kind}" for kind in KINDS)
+        + tuple(f"csum-{size}" for size in CSUM_SIZES)
         + tuple(f"maglev-{n}" for n in MAGLEV_REALS)
         + tuple(name for name, _ in FLOW_TABLES))
 TARGET_CORE_NS = 50.0       # dr and nat-hit
@@ -115,15 +128,17 @@ def _stats(core):
     s = core.stats()
     return {"frames": s["frames"], "forward": s["verdict"]["forward"],
             "drop": s["verdict"]["drop"], "new": s["flows_new"],
-            "hits": s["flow_hits"], "evicted": s["flows_evicted"]}
+            "hits": s["flow_hits"], "evicted": s["flows_evicted"],
+            "completed": s["csum_completed"], "bad": s["csum_bad"]}
 
 
-def _check_round(kind, before, after, n):
+def _check_round(kind, before, after, n, completed=0):
     d = {k: after[k] - before[k] for k in after}
     want = {"frames": n, "drop" if kind == "drop" else "forward": n,
             "evicted": 0,
             "new": n if kind == "nat-new" else 0,
-            "hits": n if kind in ("dr", "nat-hit") else 0}
+            "hits": n if kind in ("dr", "nat-hit") else 0,
+            "completed": completed, "bad": 0}
     wrong = {k: (d[k], v) for k, v in want.items() if d[k] != v}
     if wrong:
         raise BenchError(f"core {kind}: the counters of a round are not "
@@ -170,14 +185,20 @@ class CoreBench:
     was a hit (dr, nat-hit) or new (nat-new).  "nat-new" takes each batch
     of a round from frames in turn (len(frames) // batch batches) with the
     core's clock stopped, and rounds() expires the last round's flows, so
-    that each packet opens a flow every round.
+    that each packet opens a flow every round.  csum: None (frames as a
+    NIC's), "checked" or "completed" (flagged as a veth's; "completed":
+    every frame's checksum unfinished, and completed every round).
     """
 
     def __init__(self, kind, frames=None, batch=BATCH, *, setup=None,
-                 flows=BENCH_FLOWS, calls=CALLS):
+                 flows=BENCH_FLOWS, calls=CALLS, csum=None):
         if kind not in KINDS:
             raise BenchError(f"core kind {kind!r}: expected one of "
                              f"{', '.join(KINDS)}")
+        if csum not in (None, "checked", "completed"):
+            raise BenchError(f"core csum {csum!r}: expected None, "
+                             "'checked' or 'completed'")
+        self.csum = csum
         if frames is None:
             dsetup, frames = _default(kind)
             setup = setup or dsetup
@@ -213,7 +234,8 @@ class CoreBench:
             self.clock += 1000      # past every timeout: all flows go
             self.core.set_clock(self.clock)
             self.core.expire()
-        return [self.core.prepare(self.sets[c % len(self.sets)])
+        return [self.core.prepare(self.sets[c % len(self.sets)],
+                                  csum_partial=self.csum is not None)
                 for c in range(self.calls)]
 
     def run(self, batches):
@@ -225,8 +247,9 @@ class CoreBench:
         return _stats(self.core)
 
     def check(self, before, packets=None):
-        _check_round(self.kind, before, _stats(self.core),
-                     self.packets if packets is None else packets)
+        n = self.packets if packets is None else packets
+        _check_round(self.kind, before, _stats(self.core), n,
+                     n if self.csum == "completed" else 0)
 
 
 def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
@@ -242,8 +265,12 @@ def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
     best round's time over its packets.  Raises BenchError when the
     verdicts or counters say the frames are not what kind is about.
     """
-    bench = CoreBench(kind, frames, batch, setup=setup, flows=flows,
-                      calls=calls)
+    return _best_ns(CoreBench(kind, frames, batch, setup=setup,
+                              flows=flows, calls=calls), repeat)
+
+
+def _best_ns(bench, repeat):
+    """ns per packet of bench's best round of repeat, each checked."""
     best = float("inf")
     for _ in range(repeat):
         batches = bench.rounds()
@@ -254,6 +281,26 @@ def core_ns(kind: str, frames: Optional[list] = None, batch: int = BATCH,
         bench.check(before)
         best = min(best, total / bench.packets)
     return best
+
+
+def csum_ns(size: int, way: str, repeat: int = 7, *,
+            calls: int = CALLS) -> float:
+    """ns per packet of established DR flows' frames of `size` bytes (64
+    distinct flows) whose TCP checksum is: "finished" and not flagged (a
+    NIC's frame: the core never reads it), "checked" (flagged as a veth's,
+    finished: verified, a pass over the segment) or "completed" (flagged,
+    unfinished: completed, the same pass and a store).  Best of repeat
+    rounds; BenchError unless every frame was forwarded and, for
+    "completed", completed (none bad)."""
+    if way not in CSUM_WAYS:
+        raise BenchError(f"checksum way {way!r}: expected one of "
+                         f"{', '.join(CSUM_WAYS)}")
+    frames = dr_frames(BATCH, size)
+    if way == "completed":
+        frames = [unfinished(f) for f in frames]
+    bench = CoreBench("dr", frames, setup=dr_setup(), calls=calls,
+                      csum=None if way == "finished" else way)
+    return _best_ns(bench, repeat)
 
 
 def call_ns(repeat: int = 7, calls: int = 2000) -> float:
@@ -424,7 +471,8 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
     are met.  flows: the flows the table memory is measured with (metric
     "mib_per_1m_flows" for a million); repeat: rounds of each core and
     Maglev figure (best taken); only: the row names to measure (default
-    all: core-KIND, maglev-N, flow-table, flow-table-nat)."""
+    all: core-KIND, csum-SIZE (metrics ns_per_pkt_WAY), maglev-N,
+    flow-table, flow-table-nat)."""
     rows = []
 
     def wanted(name):
@@ -450,6 +498,17 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
         log(f"core {kind:8s} {ns:7.1f} ns/packet"
             + (f"  (target <= {target:.0f}: "
                f"{'met' if ns <= target else 'MISSED'})" if target else ""))
+    for size in CSUM_SIZES:
+        if not wanted(f"csum-{size}"):
+            continue
+        ns = {way: row(f"csum-{size}", f"ns_per_pkt_{way}", "ns",
+                       csum_ns(size, way, repeat), frame_bytes=size,
+                       batch=BATCH)
+              for way in CSUM_WAYS}
+        log(f"checksums, {size:4d}-byte DR frames: "
+            + "  ".join(f"{way} {ns[way]:.1f}" for way in CSUM_WAYS)
+            + f" ns/packet (completing costs "
+            f"{ns['completed'] - ns['finished']:+.1f})")
     for n in MAGLEV_REALS:
         if not wanted(f"maglev-{n}"):
             continue
@@ -477,6 +536,7 @@ def run_all(log=print, *, flows: int = 1_000_000, repeat: int = 7,
     return rows
 
 
-__all__ = ["KINDS", "ROWS", "Setup", "dr_setup", "nat_setup", "CoreBench",
-           "core_ns", "call_ns", "maglev_ms", "slot_bytes", "flow_bytes",
-           "table_slots", "table_mib", "run_all"]
+__all__ = ["KINDS", "CSUM_SIZES", "CSUM_WAYS", "ROWS", "Setup", "dr_setup",
+           "nat_setup", "CoreBench", "core_ns", "csum_ns", "call_ns",
+           "maglev_ms", "slot_bytes", "flow_bytes", "table_slots",
+           "table_mib", "run_all"]

@@ -85,3 +85,33 @@ def test_every_finished_case_comes_out_the_same_when_flagged():
                                            csum_partial=True)
             check_case(case, out, result)
         assert counts(core) == dict.fromkeys(CSUM_COUNTERS, 0)
+
+
+def test_every_payload_length_and_both_families_complete_right():
+    """Completion sums 8 bytes at a time, then 4, 2 and 1: payloads of 0
+    to 80 bytes (every tail), TCP and UDP, IPv4 and IPv6, unfinished then
+    finished, with scapy's checksums coming out."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+
+    from .harness import checksum_problems, unfinished
+    core = make_core("dr")
+    frames = []
+    for n in range(81):
+        payload = Raw(bytes((7 * i + n) & 0xFF for i in range(n)))
+        for l3 in (IP(src=defs.CLIENT4, dst=defs.VIP4),
+                   IPv6(src=defs.CLIENT6, dst=defs.VIP6)):
+            frames.append(bytes(defs.eth() / l3 / TCP(sport=1000 + n,
+                                                      dport=80) / payload))
+            frames.append(bytes(defs.eth() / l3 / UDP(sport=1000 + n,
+                                                      dport=53) / payload))
+    outs, res = core.process([unfinished(f) for f in frames],
+                             csum_partial=True)
+    assert {r.reason for r in res} == {"forward"}
+    assert [o[12:] for o in outs] == [f[12:] for f in frames]
+    assert not [p for o in outs for p in checksum_problems(o)]
+    assert counts(core) == {"csum_completed": len(frames), "csum_bad": 0}
+    outs, _ = core.process(frames, csum_partial=True)
+    assert [o[12:] for o in outs] == [f[12:] for f in frames]
+    assert counts(core) == {"csum_completed": len(frames), "csum_bad": 0}

@@ -7,7 +7,7 @@ from pyfwd.bench import micro
 from pyfwd.bench.system import BenchError
 from pyfwd.frames import mac_to_bytes
 
-from ..cases.harness import checksum_problems
+from ..cases.harness import checksum_problems, unfinished
 
 REAL_MACS = {mac_to_bytes(m) for m in bench_frames.DR_REALS.values()}
 
@@ -70,6 +70,48 @@ def test_frames_that_are_not_the_kind_are_refused():
         micro.core_ns("nat-new", bench_frames.nat_new_frames(1) * 64, repeat=1)
 
 
+def test_dr_frames_of_a_size_and_unfinished_as_a_veth_hands_them():
+    for size in micro.CSUM_SIZES:
+        frames = bench_frames.dr_frames(4, size)
+        assert {len(f) for f in frames} == {size}
+        for f in frames:
+            assert not checksum_problems(f)
+            # the same bytes as the packet cases' (scapy's) unfinished frame
+            assert bench_frames.unfinished(f) == unfinished(f)
+            assert checksum_problems(bench_frames.unfinished(f))
+    with pytest.raises(BenchError, match="53 bytes"):
+        bench_frames.dr_frames(1, 53)
+
+
+def test_csum_rounds_complete_every_checksum_or_none():
+    for way, completed in (("finished", 0), ("checked", 0),
+                           ("completed", 4 * 64)):
+        frames = bench_frames.dr_frames(64, 1500)
+        if way == "completed":
+            frames = [bench_frames.unfinished(f) for f in frames]
+        bench = micro.CoreBench("dr", frames, calls=4,
+                                csum=None if way == "finished" else way)
+        before = bench.counters()
+        bench.run(bench.rounds())
+        bench.check(before)
+        assert bench.counters()["completed"] - before["completed"] \
+            == completed
+    assert micro.csum_ns(64, "completed", repeat=1, calls=2) > 0
+    with pytest.raises(BenchError, match="checksum way"):
+        micro.csum_ns(64, "repaired", repeat=1)
+
+
+def test_a_round_whose_checksums_were_not_completed_is_refused():
+    # "completed" on finished frames: no checksum completed, so the
+    # figure would not be what it says
+    bench = micro.CoreBench("dr", bench_frames.dr_frames(64, 64), calls=2,
+                            csum="completed")
+    before = bench.counters()
+    bench.run(bench.rounds())
+    with pytest.raises(BenchError, match="completed 0/128"):
+        bench.check(before)
+
+
 def test_flow_bytes():
     assert micro.flow_bytes("dr") == 72         # csrc/core.h's struct flow
     assert micro.flow_bytes("nat") == 144
@@ -86,6 +128,9 @@ def test_run_all_reports_every_figure():
     assert set(got) == {
         ("core-dr", "ns_per_pkt"), ("core-nat-hit", "ns_per_pkt"),
         ("core-nat-new", "ns_per_pkt"), ("core-drop", "ns_per_pkt"),
+        *((f"csum-{size}", f"ns_per_pkt_{way}")
+          for size in (64, 1500)
+          for way in ("finished", "checked", "completed")),
         ("maglev-10", "build_ms"), ("maglev-1000", "build_ms"),
         ("flow-table", "bytes_per_flow"), ("flow-table", mib),
         ("flow-table-nat", "bytes_per_flow"), ("flow-table-nat", mib)}

@@ -153,5 +153,6 @@ def bpf_object_check(path):
 
 __all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "TABLE_COUNTERS",
            "FLOW_COUNTERS", "CSUM_COUNTERS", "IO_COUNTERS", "QUEUE_COUNTERS",
-           "REAL_COUNTERS", "PROTOCOLS", "constants", "fill_addr", "endpoint_array", "snat_struct",
-           "maglev_fill", "bpf_object_path", "bpf_object_check"]
+           "REAL_COUNTERS", "PROTOCOLS", "constants", "fill_addr",
+           "endpoint_array", "snat_struct", "maglev_fill", "bpf_object_path",
+           "bpf_object_check"]

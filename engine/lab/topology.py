@@ -12,8 +12,10 @@ root namespace and two labs never collide:
   ``eth1``) in the host namespace and the other (named after the host role)
   in the switch namespace, enslaved to ``br0``.
 
-Host interfaces have tx checksum offload off, so the frames that an XDP or
-AF_XDP balancer sees carry complete checksums (see ``_tx_checksum_off``).
+Host interfaces keep the kernel's default offloads, as a user's own
+namespaces and containers do: a sender's tx checksum offload is on, so the
+TCP/UDP frames a balancer's XDP program sees carry unfinished checksums,
+which the data plane completes (csrc/csum.c).
 
 The lab is four modules, one concern each:
 
@@ -37,7 +39,6 @@ import logging
 import os
 import socket
 
-from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from ..errors import LabError
@@ -75,21 +76,6 @@ def _host_sysctls(forwarding: bool) -> dict:
             f"net.ipv6.conf.{conf}.accept_dad": 0,
         })
     return settings
-
-
-def _tx_checksum_off(ifname: str) -> None:
-    """`ethtool -K <ifname> tx off` in the calling thread's namespace.
-
-    With tx checksum offload a veth hands its peer TCP/UDP packets whose
-    checksum is only the pseudo-header sum (CHECKSUM_PARTIAL).  The kernel
-    copes, but XDP and AF_XDP see those bytes, and a frame forwarded from
-    userspace arrives with a bad checksum and is dropped.  So hosts send
-    complete checksums."""
-    ethtool = IoctlEthtool(ifname)
-    try:
-        ethtool.set_offload_flag("tx-checksumming", 0)
-    finally:
-        ethtool.close()
 
 
 # A switch is a bridge and nothing else: no IPv6 (no link-local chatter).
@@ -275,8 +261,6 @@ class Lab(Namespaces):
                     bridge, = sw.link_lookup(ifname=BRIDGE)
                     sw.link("set", ifname=iface.port, master=bridge,
                             state="up")
-                in_netns(node.namespace,
-                         lambda: _tx_checksum_off(iface.name))
                 index, = ipr.link_lookup(ifname=iface.name)
                 ipr.addr("add", index=index, address=iface.ipv4)
                 ipr.addr("add", index=index, address=iface.ipv6,

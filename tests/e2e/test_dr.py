@@ -106,6 +106,13 @@ def xdp_prog(lab):
     return lab.call("lb", query)
 
 
+def own_socket(lab):
+    """--control-socket of a CLI engine here: its own, not the default
+    /run/pyfwd/pyfwd.sock, which another engine on the machine may hold
+    (/run is not the lab's own)."""
+    return ["--control-socket", f"/tmp/{lab.name}-ctl.sock"]
+
+
 def curl(lab, *args, timeout=30):
     r = lab.run("client", ["curl", "-sS", "--max-time", str(timeout), *args],
                 capture_output=True, text=True, timeout=timeout + 10)
@@ -157,7 +164,9 @@ def test_100mb_download_replies_bypass_the_balancer(lab, engine):
     # Client -> server (ACKs) crosses the balancer; the 100 MB do not.
     assert crossed < size * 0.05, crossed
     assert core["bytes"] < size * 0.05, core["bytes"]
-    assert core["rx"] > 1000          # the ACKs did come through us
+    # The ACKs did come through us: with the default offloads (TSO) one
+    # covers up to 64 KiB, so a few hundred of them at least.
+    assert core["rx"] > 300, core["rx"]
 
 
 def test_udp_exchange(lab, engine):
@@ -255,7 +264,7 @@ def test_cli_engine_killed_by_sigterm_and_sigkill_leaves_no_xdp(lab):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         proc = lab.popen("lb", PYFWD + [
             "start", "--iface", "eth0", "--vip", f"{VIP4}:80/tcp",
-            "--real", "10.0.0.11", "--real", "10.0.0.12"],
+            "--real", "10.0.0.11", "--real", "10.0.0.12", *own_socket(lab)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_line(proc, "attached")
@@ -299,7 +308,7 @@ address = "10.0.0.12"
 weight = 1
 """)
     proc = lab.popen("lb", PYFWD + ["start", "--config", str(cfg),
-                                    "--busy-poll", "0"],
+                                    "--busy-poll", "0", *own_socket(lab)],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                      text=True)
     try:
@@ -374,7 +383,8 @@ def test_cleanup_leaves_a_running_engine_alone(lab, xdp_engine):
 def test_generic_xdp_mode_forwards_too(lab):
     proc = lab.popen("lb", PYFWD + [
         "start", "--iface", "eth0", "--vip", f"{VIP4}:80/tcp", "--real",
-        "10.0.0.13", "--xdp-mode", "generic", "--busy-poll", "0"],
+        "10.0.0.13", "--xdp-mode", "generic", "--busy-poll", "0",
+        *own_socket(lab)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = wait_line(proc, "attached")

@@ -352,7 +352,8 @@ uint32_t frame_classify(const struct pyfwd_ctx *ctx, struct parse *ps,
 	uint32_t l3 = ETH_HDR_LEN;
 	uint16_t type;
 
-	if (unlikely(f->len > ctx->cfg.max_frame || f->len > f->cap))
+	if (unlikely((f->len > ctx->cfg.max_frame &&
+		      !(f->flags & PYFWD_FRAME_GSO)) || f->len > f->cap))
 		return PYFWD_R_DROP_OVERSIZE;
 	if (unlikely(!f->data || f->len < ETH_HDR_LEN))
 		return PYFWD_R_DROP_RUNT;

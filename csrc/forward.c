@@ -60,15 +60,17 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 		       const struct vip_bank *b, const struct flow *e,
 		       struct parse *ps, struct pyfwd_frame *f)
 {
+	int gso = f->flags & PYFWD_FRAME_GSO;	/* the kernel finishes it */
 	struct xlat x;
 
 	xlat_out(ctx, w, b, e, &x);
-	if (f->flags & PYFWD_FRAME_CSUM_PARTIAL)
+	if (!gso && (f->flags & PYFWD_FRAME_CSUM_PARTIAL))
 		csum_finish(w, ps, f->data);	/* NAT then starts from it */
 	if (e->mode != PYFWD_MODE_DR)
 		rewrite_nat(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
 			    ps->l3_end - ps->r->l4_off, ps->key.family,
-			    ps->key.proto, x.saddr, x.sport, x.daddr, x.dport);
+			    ps->key.proto, x.saddr, x.sport, x.daddr, x.dport,
+			    gso);
 	rewrite_l2(ctx, f->data, x.mac, x.out_if, ps->r);
 }
 

@@ -105,12 +105,18 @@
 #define PYFWD_REAL_F_USED 1	/* the id is a real server: flows may use it */
 
 /*
- * pyfwd_frame.flags.  CSUM_PARTIAL: the frame's TCP/UDP checksum may be
- * unfinished (the sender's CHECKSUM_PARTIAL: a veth, or AF_PACKET's
- * TP_STATUS_CSUMNOTREADY); the core completes it if it is (csum.c).  The
- * backends set it; without it the core never reads a checksum.
+ * pyfwd_frame.flags, set by the backends.  CSUM_PARTIAL: the frame's
+ * TCP/UDP checksum may be unfinished (the sender's CHECKSUM_PARTIAL: a
+ * veth, or AF_PACKET's TP_STATUS_CSUMNOTREADY); the core completes it if
+ * it is (csum.c).  Without it the core never reads a checksum.  GSO: the
+ * payload of several segments behind one set of headers (AF_PACKET's
+ * virtio_net_hdr says so: a veth passes a sender's TSO on), which the
+ * kernel cuts on the way out, finishing each segment's checksum: the
+ * checksum stays the pseudo-header sum (NAT keeps it right) and the frame
+ * is not held to max_frame.
  */
 #define PYFWD_FRAME_CSUM_PARTIAL 1
+#define PYFWD_FRAME_GSO 2
 
 /* One frame of a batch: the core reads and rewrites it in place. */
 struct pyfwd_frame {

@@ -63,37 +63,43 @@ static inline uint64_t delta32(const uint8_t *old, const uint8_t *new_)
 	return (uint64_t)(uint32_t)~ld_be32(old) + ld_be32(new_);
 }
 
-/* The delta is summed 32 bits at a time and folded once. */
+/*
+ * The delta is summed 32 bits at a time and folded once.  An unfinished
+ * sum (the pseudo-header's, not complemented) takes the addresses' delta
+ * as it is; the ports are the segment's, summed when it is finished.
+ */
 void rewrite_nat(uint8_t *l3, uint8_t *l4, uint32_t l4_avail, uint8_t family,
 		 uint8_t proto, const uint8_t *saddr, uint16_t sport,
-		 const uint8_t *daddr, uint16_t dport)
+		 const uint8_t *daddr, uint16_t dport, int unfinished)
 {
 	uint8_t *sum = l4_sum(l4, l4_avail, proto, family);
 	uint32_t ports = (uint32_t)sport << 16 | dport;
-	uint64_t d = (uint64_t)(uint32_t)~ld_be32(l4) + ports;
+	uint64_t dports = (uint64_t)(uint32_t)~ld_be32(l4) + ports, daddrs = 0;
 	int k;
 
 	st_be32(l4, ports);
 	if (family == PYFWD_AF_INET) {
 		uint8_t *ipsum = l3 + IP4_CSUM_OFF;
-		uint64_t da = delta32(l3 + IP4_SADDR_OFF, saddr) +
-			      delta32(l3 + IP4_DADDR_OFF, daddr);
 
+		daddrs = delta32(l3 + IP4_SADDR_OFF, saddr) +
+			 delta32(l3 + IP4_DADDR_OFF, daddr);
 		memcpy(l3 + IP4_SADDR_OFF, saddr, 4);
 		memcpy(l3 + IP4_DADDR_OFF, daddr, 4);
 		st_be16(ipsum, (uint16_t)~csum_fold((uint16_t)~ld_be16(ipsum) +
-						    da));
-		d += da;
+						    daddrs));
 	} else {
 		/* No IPv6 header sum; the L4 one covers the addresses. */
 		for (k = 0; k < 16; k += 4)
-			d += delta32(l3 + IP6_SADDR_OFF + k, saddr + k) +
-			     delta32(l3 + IP6_DADDR_OFF + k, daddr + k);
+			daddrs += delta32(l3 + IP6_SADDR_OFF + k, saddr + k) +
+				  delta32(l3 + IP6_DADDR_OFF + k, daddr + k);
 		memcpy(l3 + IP6_SADDR_OFF, saddr, 16);
 		memcpy(l3 + IP6_DADDR_OFF, daddr, 16);
 	}
-	if (sum) {
-		st_be16(sum, (uint16_t)~csum_fold((uint16_t)~ld_be16(sum) + d));
+	if (sum && unfinished) {
+		st_be16(sum, csum_fold(ld_be16(sum) + daddrs));
+	} else if (sum) {
+		st_be16(sum, (uint16_t)~csum_fold((uint16_t)~ld_be16(sum) +
+						  daddrs + dports));
 		udp_sum_nonzero(sum, proto);
 	}
 }

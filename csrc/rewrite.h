@@ -21,11 +21,12 @@ static inline void rewrite_l2(const struct pyfwd_ctx *ctx, uint8_t *frame,
 
 /*
  * Translate the TCP/UDP packet at l3/l4 (l4_avail bytes of L4) to
- * saddr:sport -> daddr:dport, IP and L4 checksums kept right.
+ * saddr:sport -> daddr:dport, IP and L4 checksums kept right; unfinished:
+ * the L4 checksum is the pseudo-header sum and stays so (a GSO frame).
  */
 void rewrite_nat(uint8_t *l3, uint8_t *l4, uint32_t l4_avail, uint8_t family,
 		 uint8_t proto, const uint8_t *saddr, uint16_t sport,
-		 const uint8_t *daddr, uint16_t dport);
+		 const uint8_t *daddr, uint16_t dport, int unfinished);
 
 /*
  * rewrite_nat() for an IPv4 packet quoted in an ICMP error: `icmp_sum` is

@@ -11,6 +11,12 @@
  * taps took their copy, so that the kernel neither answers SNAT's returns
  * with a reset nor forwards NAT's a second time.  One loop (afp_loop.c)
  * serves every interface.
+ *
+ * Both sockets carry a virtio_net_hdr before each frame (PACKET_VNET_HDR):
+ * a veth hands over its sender's TSO frames whole (up to 64 KiB, the
+ * checksum unfinished), and the header that says so on receipt lets the
+ * kernel cut them into segments, and finish their checksums, as they are
+ * sent on.
  */
 #include <errno.h>
 #include <linux/if_ether.h>
@@ -89,6 +95,8 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 		       sizeof(filter_fd)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_VERSION, &v3,
 		       sizeof(v3)) ||
+	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_VNET_HDR, &one,
+		       sizeof(one)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_RX_RING, &req,
 		       sizeof(req)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one,
@@ -106,6 +114,8 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 	sll.sll_protocol = 0;	/* the transmit socket receives nothing */
 	if (bind(p->tx_fd, (struct sockaddr *)&sll, sizeof(sll)) ||
 	    setsockopt(p->tx_fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one,
+		       sizeof(one)) ||
+	    setsockopt(p->tx_fd, SOL_PACKET, PACKET_VNET_HDR, &one,
 		       sizeof(one)))
 		goto errno_out;
 	p->link_fd = bpf_link_create(tc_fd, (int)ifindex, ATTACH_TCX_INGRESS,

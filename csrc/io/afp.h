@@ -6,6 +6,8 @@
 #ifndef PYFWD_AFP_H
 #define PYFWD_AFP_H
 
+#include <linux/virtio_net.h>
+
 #include "io/io.h"
 
 #define AFP_BATCH 64
@@ -13,6 +15,8 @@
 #define AFP_BLOCKS 16
 #define AFP_FRAME_SIZE 2048
 #define AFP_RETIRE_MS 1		/* hand over a part-filled block after */
+/* Before every frame, received and sent (PACKET_VNET_HDR). */
+#define AFP_VNET_HDR_LEN sizeof(struct virtio_net_hdr)
 
 struct afp_port {
 	int rx_fd;

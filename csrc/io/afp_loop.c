@@ -13,13 +13,20 @@
 
 #include "io/afp.h"
 
-/* Send the forwarded frames of a burst, each on its port, in batches. */
+/* A frame sent as it is: its checksums finished, not to be cut. */
+static const struct virtio_net_hdr vnet_none;
+
+/*
+ * Send the forwarded frames of a burst, each on its port, in batches;
+ * each behind its virtio_net_hdr: a GSO frame's as it came (the kernel
+ * cuts it and finishes the checksums), the others' none.
+ */
 static void transmit(struct afp_io *io, struct worker *w,
 		     struct pyfwd_frame *frames, struct pyfwd_result *res,
 		     uint32_t n)
 {
 	struct mmsghdr msgs[AFP_BATCH];
-	struct iovec iov[AFP_BATCH];
+	struct iovec iov[AFP_BATCH][2];
 	uint32_t s, i, k;
 	int sent;
 
@@ -28,11 +35,15 @@ static void transmit(struct afp_io *io, struct worker *w,
 			if (res[i].verdict != PYFWD_VERDICT_FORWARD ||
 			    (res[i].out_if < io->nports ? res[i].out_if : 0) != s)
 				continue;
-			iov[k].iov_base = frames[i].data;
-			iov[k].iov_len = frames[i].len;
+			iov[k][0].iov_base = frames[i].flags & PYFWD_FRAME_GSO ?
+				frames[i].data - AFP_VNET_HDR_LEN :
+				(void *)&vnet_none;
+			iov[k][0].iov_len = AFP_VNET_HDR_LEN;
+			iov[k][1].iov_base = frames[i].data;
+			iov[k][1].iov_len = frames[i].len;
 			memset(&msgs[k], 0, sizeof(msgs[k]));
-			msgs[k].msg_hdr.msg_iov = &iov[k];
-			msgs[k].msg_hdr.msg_iovlen = 1;
+			msgs[k].msg_hdr.msg_iov = iov[k];
+			msgs[k].msg_hdr.msg_iovlen = 2;
 			k++;
 		}
 		if (!k)
@@ -58,13 +69,20 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 	h = (struct tpacket3_hdr *)((uint8_t *)bd +
 				     bd->hdr.bh1.offset_to_first_pkt);
 	for (i = 0; i < total; i++) {
+		const struct virtio_net_hdr *vh;
+
 		frames[n].data = (uint8_t *)h + h->tp_mac;
-		frames[n].len = h->tp_snaplen;
-		frames[n].cap = (uint16_t)h->tp_snaplen;
+		vh = (const void *)(frames[n].data - AFP_VNET_HDR_LEN);
+		/* A frame cut short is longer than its buffer: dropped. */
+		frames[n].len = h->tp_len;
+		frames[n].cap = (uint16_t)(h->tp_snaplen <= UINT16_MAX ?
+					   h->tp_snaplen : 0);
 		frames[n].in_if = slot;
 		/* CHECKSUM_PARTIAL, whatever the driver (csum.c). */
 		frames[n].flags = flags | (h->tp_status & TP_STATUS_CSUMNOTREADY ?
 					   PYFWD_FRAME_CSUM_PARTIAL : 0);
+		if (vh->gso_type != VIRTIO_NET_HDR_GSO_NONE)
+			frames[n].flags |= PYFWD_FRAME_GSO;
 		if (++n == AFP_BATCH || i + 1 == total) {
 			w->stats.io.rx += n;
 			worker_burst(ctx, w, frames, n, res);

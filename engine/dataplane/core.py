@@ -191,16 +191,17 @@ class Core:
         return self.publish_services([Service(v) for v in vips],
                                      {})
 
-    def process(self, frames, in_if=0, csum_partial=False):
+    def process(self, frames, in_if=0, csum_partial=False, gso=False):
         """Run frames (bytes) through the core as one batch (worker 0), as
         if they came in on interface slot in_if; csum_partial: as a veth
         hands them over, their TCP/UDP checksums maybe unfinished (the
-        core completes them: csrc/csum.c).
+        core completes them: csrc/csum.c); gso: as AF_PACKET hands over a
+        veth's TSO frames (checksums unfinished, kept so, for the kernel).
 
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each.
         """
-        batch = _Batch(frames, in_if, csum_partial)
+        batch = _Batch(frames, in_if, csum_partial, gso)
         self.run(batch)
         return batch.frames(), batch.results_list()
 
@@ -290,9 +291,10 @@ class Core:
 class _Batch:
     """Frames in C buffers with their descriptors and result slots."""
 
-    def __init__(self, frames, in_if=0, csum_partial=False):
+    def __init__(self, frames, in_if=0, csum_partial=False, gso=False):
         frames = [bytes(f) for f in frames]
-        flags = lib.PYFWD_FRAME_CSUM_PARTIAL if csum_partial else 0
+        flags = ((lib.PYFWD_FRAME_CSUM_PARTIAL if csum_partial else 0)
+                 | (lib.PYFWD_FRAME_GSO if gso else 0))
         self.n = len(frames)
         self.descs = ffi.new("struct pyfwd_frame[]", max(self.n, 1))
         self.results = ffi.new("struct pyfwd_result[]", max(self.n, 1))

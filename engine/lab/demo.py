@@ -50,10 +50,15 @@ _WHAT = {
 class Count:
     frames: int = 0
     octets: int = 0             # on the wire: Ethernet header and all
+    # TCP payload bytes: the same however the data was cut into frames (a
+    # sender's TSO hands a switch port 64 KiB frames that reach a balancer
+    # with XDP segmented, each with its own headers)
+    payload: int = 0
 
-    def add(self, wirelen):
+    def add(self, wirelen, payload=0):
         self.frames += 1
         self.octets += wirelen
+        self.payload += payload
 
 
 @dataclass
@@ -92,10 +97,10 @@ class Wire:
             if direction is None:
                 continue
             if f.role == "lb":
-                w.lb[direction, f.sent].add(f.wirelen)
+                w.lb[direction, f.sent].add(f.wirelen, seg.payload_len)
             elif direction == "reply" and f.role.startswith("real") \
                     and f.sent:
-                w.real_replies.add(f.wirelen)
+                w.real_replies.add(f.wirelen, seg.payload_len)
             elif direction == "reply" and f.role == "client" \
                     and not f.sent:
                 w.client_replies.add(f.wirelen)
@@ -274,7 +279,7 @@ def _explain_wire(echo, res):
         echo("No reply crossed the balancer: the replies went from the real "
              "servers straight to the client.")
         return
-    share = rep_in.octets / max(1, w.real_replies.octets)
+    share = rep_in.payload / max(1, w.real_replies.payload)
     echo(f"The replies came back through the balancer ({share:.0%} of the "
          f"bytes the real servers sent);\nit sent {rep_out.frames} frames "
          f"of them on to the client for the {rep_in.frames} it received.")

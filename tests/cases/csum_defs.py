@@ -4,7 +4,10 @@ checksum field holding only the pseudo-header sum.  Flagged frames
 (csum_partial) come out with the checksum scapy computes, counted
 csum_completed, in DR, NAT and SNAT, IPv4 and IPv6, both directions; a
 finished one comes out as it came; a wrong one stays wrong (by as much as
-it was) and is counted csum_bad; a UDP checksum of 0 (none) stays 0.
+it was) and is counted csum_bad; a UDP checksum of 0 (none) stays 0.  GSO
+frames (AF_PACKET's view of a sender's TSO: up to 64 KiB, flagged gso) keep
+their unfinished sum, NAT's translation included, for the kernel that cuts
+them on the way out.
 
 sequences() gives (name, setup, steps): setup is "dr" (defs' services),
 "nat" (nat_defs') or "nat6" (NAT6_SERVICES); steps run in order on a fresh
@@ -38,12 +41,17 @@ NAT6_OUT_IFS = {Real(REAL6_1).address: 1, Real(REAL6_2).address: 1}
 
 
 def step(name, description, frame, reason, out=None, *, vip=None,
-         partial=True, csum=None, in_if=0, out_if=None, wrong=False):
-    """A step whose frame is flagged (partial) as a veth's are."""
+         partial=True, csum=None, in_if=0, out_if=None, wrong=False,
+         gso=False):
+    """A step whose frame is flagged (partial) as a veth's are; gso: as
+    AF_PACKET's TSO frames (their sums unfinished in and out)."""
     return Case(name, description, bytes(frame), reason, vip=vip,
                 out=None if out is None else bytes(out), in_if=in_if,
                 out_if=out_if, csum_partial=partial, csum=csum,
-                l4_sum_wrong=wrong)
+                l4_sum_wrong=wrong or gso, gso=gso)
+
+
+GSO_PAYLOAD = bytes(range(256)) * 12        # 3072 bytes: two segments+
 
 
 def udp_sum_zero_payload(pkt):
@@ -78,6 +86,9 @@ def dr_cases():
     zero = eth() / IP(src=c4, dst=v4) / UDP(sport=5356, dport=53, chksum=0) \
         / Raw(b"q")
     wrong = l4_sum_plus(bytes(eth() / syn(dport=11112)), 1)
+    # TSO's frame, bigger than max_frame (9216): whole through AF_PACKET
+    tso = eth() / IP(src=c4, dst=v4) / TCP(sport=40002, dport=80,
+                                           flags="PA") / Raw(GSO_PAYLOAD * 4)
     return [
         step("dr-tcp4-unfinished", "an unfinished TCP/IPv4 sum, completed",
              unfinished(tcp4), "forward", dr(tcp4, 0), vip=0,
@@ -115,6 +126,11 @@ def dr_cases():
              "looked at: unfinished, it leaves unfinished",
              unfinished(tcp4), "forward", dr(unfinished(tcp4), 0), vip=0,
              partial=False, wrong=True),
+        step("dr-gso", "a 12 KiB TSO frame (GSO): forwarded whole, its sum "
+             "left unfinished for the kernel", unfinished(tso), "forward",
+             dr(unfinished(tso), 0), vip=0, gso=True),
+        step("dr-big-not-gso", "the same frame not marked GSO: longer "
+             "than max_frame", unfinished(tso), "drop_oversize"),
     ]
 
 
@@ -138,11 +154,17 @@ def nat_cases():
     a_out = udp(v, 53, c, 5353, cm, om, b"answer")
     z = udp(c, 5354, v, 53, om, cm, chksum=0)
     z_out = udp(c, 5354, r2, 53, nd.REAL2_MAC, im, chksum=0)
+    big = tcp(c, 40000, v, 80, "PA", om, cm, GSO_PAYLOAD)
+    big_out = tcp(c, 40000, r1, 8080, "PA", nd.REAL1_MAC, im, GSO_PAYLOAD)
+    bigr = tcp(r1, 8080, c, 40000, "PA", im, nd.REAL1_MAC, GSO_PAYLOAD)
+    bigr_out = tcp(v, 80, c, 40000, "PA", cm, om, GSO_PAYLOAD)
     p0, sr, sm = nd.SNAT_PORTS[0], nd.SREAL, nd.SREAL_MAC
     ssyn = tcp(c, 41000, nd.SVIP, 80, "S", om, cm)
     ssyn_out = tcp(nd.SNAT, p0, sr, 8080, "S", sm, om)
     ssa = tcp(sr, 8080, nd.SNAT, p0, "SA", om, sm)
     ssa_out = tcp(nd.SVIP, 80, c, 41000, "SA", cm, om)
+    sbig = tcp(sr, 8080, nd.SNAT, p0, "PA", om, sm, GSO_PAYLOAD)
+    sbig_out = tcp(nd.SVIP, 80, c, 41000, "PA", cm, om, GSO_PAYLOAD)
     return [
         step("nat-syn-unfinished", "NAT: an unfinished SYN, completed "
              "before its translation", unfinished(syn), "forward", syn_out,
@@ -157,6 +179,12 @@ def nat_cases():
              "translation keeps it wrong by as much", l4_sum_plus(data2, 1),
              "forward", l4_sum_plus(data2_out, 1), vip=0, out_if=1,
              csum="bad", wrong=True),
+        step("nat-gso", "NAT: a GSO frame, translated, its sum the new "
+             "pseudo-header's", unfinished(big), "forward",
+             unfinished(big_out), vip=0, out_if=1, gso=True),
+        step("nat-gso-reply", "NAT: the real's GSO frame, translated back",
+             unfinished(bigr), "forward_reply", unfinished(bigr_out),
+             in_if=1, out_if=0, gso=True),
         step("nat-icmp-flagged", "NAT: an ICMP error on a veth: nothing "
              "to complete",
              icmp_err(nd.ROUTER, v, ip_of(sa_out), om, nd.ROUTER_MAC),
@@ -177,6 +205,9 @@ def nat_cases():
         step("snat-synack-unfinished", "SNAT: the real's unfinished "
              "answer, back to the client", unfinished(ssa), "forward_reply",
              ssa_out, out_if=0, csum="completed"),
+        step("snat-gso-reply", "SNAT: the real's GSO frame, back to the "
+             "client", unfinished(sbig), "forward_reply",
+             unfinished(sbig_out), out_if=0, gso=True),
     ]
 
 
@@ -203,6 +234,10 @@ def nat6_cases():
            / Raw(b"answer6"))
     a_out = f6(cm, om, VIP6, CLIENT6, UDP(sport=53, dport=5353)
                / Raw(b"answer6"))
+    big = f6(im, rm1, REAL6_1, CLIENT6,
+             TCP(sport=8080, dport=40000, flags="PA") / Raw(GSO_PAYLOAD))
+    big_out = f6(cm, om, VIP6, CLIENT6,
+                 TCP(sport=80, dport=40000, flags="PA") / Raw(GSO_PAYLOAD))
     return [
         step("nat6-syn-unfinished", "NAT/IPv6: an unfinished SYN",
              unfinished(syn), "forward", syn_out, vip=0, out_if=1,
@@ -216,6 +251,9 @@ def nat6_cases():
         step("nat6-udp-answer-unfinished", "NAT/IPv6: the unfinished "
              "answer", unfinished(a), "forward_reply", a_out, in_if=1,
              out_if=0, csum="completed"),
+        step("nat6-gso-reply", "NAT/IPv6: the real's GSO frame",
+             unfinished(big), "forward_reply", unfinished(big_out),
+             in_if=1, out_if=0, gso=True),
     ]
 
 

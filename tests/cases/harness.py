@@ -24,8 +24,10 @@ class Case:
     vlan_tci: Optional[int] = None
     in_if: int = 0              # interface slot it comes in on
     out_if: Optional[int] = None  # FORWARD: the slot it must go out on
-    # Flagged as a veth hands frames over: its TCP/UDP sum maybe unfinished.
+    # Flagged as a veth hands frames over: its TCP/UDP sum maybe unfinished;
+    # gso: as AF_PACKET hands over a TSO frame (its sum stays unfinished).
     csum_partial: bool = False
+    gso: bool = False
     # The checksum counter the frame moves: "completed", "bad" or None.
     csum: Optional[str] = None
     l4_sum_wrong: bool = False  # its TCP/UDP sum is wrong in and out

@@ -38,7 +38,8 @@ def run_steps(core, steps):
     for case in steps:
         before = counts(core)
         [out], [result] = core.process([case.frame], in_if=case.in_if,
-                                       csum_partial=case.csum_partial)
+                                       csum_partial=case.csum_partial,
+                                       gso=case.gso)
         check_case(case, out, result)
         moved = {k: counts(core)[k] - before[k] for k in CSUM_COUNTERS}
         want = {k: int(case.csum is not None and k == f"csum_{case.csum}")
@@ -61,6 +62,9 @@ def test_the_cases_cover_what_they_say():
     assert any(c.csum == "bad" for c in steps)
     assert {"forward", "forward_reply"} <= {c.reason for c in steps
                                             if c.csum == "completed"}
+    gso = {c.name for c in steps if c.gso}
+    assert {"dr-gso", "nat-gso", "nat-gso-reply", "snat-gso-reply",
+            "nat6-gso-reply"} <= gso
 
 
 def flagged(cases):

@@ -136,8 +136,10 @@ def download_and_udp(lab, eng):
         assert f"len={i + 1}" in reply, reply
     sock.close()
     core = eng.stats()["core"]
-    # Both directions cross the balancer in NAT and SNAT.
-    assert core["reason"]["forward_reply"] > 10_000
+    # Both directions cross the balancer in NAT and SNAT: the replies at
+    # least one frame per 64 KiB (the raw-socket backend takes the real
+    # servers' TSO frames whole, and the kernel cuts them on the way out).
+    assert core["reason"]["forward_reply"] >= size // 65536
     assert core["bytes"] > size
 
 
@@ -310,7 +312,10 @@ def test_raw_socket_backend_kernel_stays_out(nat_lab, snat_lab, mode):
         return any(lo <= p <= hi or slo <= p <= shi for p in ports)
 
     tcp = [t for t in tcp_frames(frames) if ours(t)]
-    assert len(tcp) > 1000              # the transfer went through us
+    # The transfer went through us: 20 MB in frames of up to 64 KiB (TSO
+    # frames are sent on whole: the next device cuts them), of which the
+    # capture's socket may miss a few.
+    assert len(tcp) > 100, len(tcp)
     resets = [t for t in tcp if "R" in t[4]]
     assert not resets, resets[:5]
     if mode == "nat":

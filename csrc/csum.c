@@ -47,7 +47,9 @@
  *
  * ICMP needs nothing: Linux computes ICMP checksums in software (no
  * offload covers them), and the packet an ICMP error quotes is one we
- * sent, already complete.
+ * sent, already complete.  A GSO frame (PYFWD_FRAME_GSO) is not completed
+ * either: the kernel cuts it on the way out and finishes each segment's
+ * sum from the unfinished one (forward.c keeps it so).
  */
 #include "core.h"
 

@@ -51,6 +51,18 @@ def step(name, description, frame, reason, out=None, *, vip=None,
                 l4_sum_wrong=wrong or gso, gso=gso)
 
 
+def inward(name, description, frame, out, vip, **kw):
+    """Two-arm NAT: a client's frame to VIP number vip, out inside."""
+    return step(name, description, frame, "forward", out, vip=vip,
+                out_if=1, **kw)
+
+
+def outward(name, description, frame, out, **kw):
+    """Two-arm NAT: a real server's answer (inside), back to the client."""
+    return step(name, description, frame, "forward_reply", out, in_if=1,
+                out_if=0, **kw)
+
+
 GSO_PAYLOAD = bytes(range(256)) * 12        # 3072 bytes: two segments+
 
 
@@ -89,32 +101,22 @@ def dr_cases():
     # TSO's frame, bigger than max_frame (9216): whole through AF_PACKET
     tso = eth() / IP(src=c4, dst=v4) / TCP(sport=40002, dport=80,
                                            flags="PA") / Raw(GSO_PAYLOAD * 4)
-    return [
-        step("dr-tcp4-unfinished", "an unfinished TCP/IPv4 sum, completed",
-             unfinished(tcp4), "forward", dr(tcp4, 0), vip=0,
-             csum="completed"),
-        step("dr-udp4-unfinished", "an unfinished UDP/IPv4 sum, completed",
-             unfinished(udp4), "forward", dr(udp4, 1), vip=1,
-             csum="completed"),
-        step("dr-tcp6-unfinished", "an unfinished TCP/IPv6 sum, completed",
-             unfinished(tcp6), "forward", dr(tcp6, 3), vip=3,
-             csum="completed"),
-        step("dr-udp6-unfinished", "an unfinished UDP/IPv6 sum, completed",
-             unfinished(udp6), "forward", dr(udp6, 4), vip=4,
-             csum="completed"),
-        step("dr-vlan-unfinished", "802.1Q-tagged, unfinished: completed",
-             unfinished(vlan), "forward", dr(vlan, 0), vip=0,
-             csum="completed"),
-        step("dr-ip6-exthdr-unfinished", "behind a destination options "
-             "header, unfinished: completed", unfinished(ext6), "forward",
-             dr(ext6, 3), vip=3, csum="completed"),
-        step("dr-udp-padded-unfinished", "a short UDP datagram and "
-             "Ethernet padding: the sum covers the datagram only",
-             unfinished(padded), "forward", dr(padded, 1), vip=1,
-             csum="completed"),
-        step("dr-udp-completes-to-ffff", "a UDP sum that computes to 0 is "
-             "sent as 0xffff, not 0 (none)", unfinished(to_ffff), "forward",
-             dr(to_ffff, 1), vip=1, csum="completed"),
+    completed = [   # (name, description, the frame finished, its VIP)
+        ("dr-tcp4-unfinished", "TCP/IPv4", tcp4, 0),
+        ("dr-udp4-unfinished", "UDP/IPv4", udp4, 1),
+        ("dr-tcp6-unfinished", "TCP/IPv6", tcp6, 3),
+        ("dr-udp6-unfinished", "UDP/IPv6", udp6, 4),
+        ("dr-vlan-unfinished", "802.1Q-tagged", vlan, 0),
+        ("dr-ip6-exthdr-unfinished", "behind a destination options header",
+         ext6, 3),
+        ("dr-udp-padded-unfinished", "a short UDP datagram and Ethernet "
+         "padding: the sum covers the datagram only", padded, 1),
+        ("dr-udp-completes-to-ffff", "a UDP sum that computes to 0 is sent "
+         "as 0xffff, not 0 (none)", to_ffff, 1),
+    ]
+    return [step(name, f"{what}, unfinished: completed", unfinished(pkt),
+                 "forward", dr(pkt, vip), vip=vip, csum="completed")
+            for name, what, pkt, vip in completed] + [
         step("dr-tcp4-finished", "a finished sum on a veth comes out as it "
              "came", tcp4, "forward", vip=0, out=dr(tcp4, 0)),
         step("dr-udp4-sum-zero", "UDP/IPv4 with checksum 0 (none) stays 0",
@@ -165,40 +167,37 @@ def nat_cases():
     ssa_out = tcp(nd.SVIP, 80, c, 41000, "SA", cm, om)
     sbig = tcp(sr, 8080, nd.SNAT, p0, "PA", om, sm, GSO_PAYLOAD)
     sbig_out = tcp(nd.SVIP, 80, c, 41000, "PA", cm, om, GSO_PAYLOAD)
+    done = {"csum": "completed"}
     return [
-        step("nat-syn-unfinished", "NAT: an unfinished SYN, completed "
-             "before its translation", unfinished(syn), "forward", syn_out,
-             vip=0, out_if=1, csum="completed"),
-        step("nat-synack-unfinished", "NAT: the real's unfinished SYN-ACK "
-             "(inside), completed and translated back", unfinished(sa),
-             "forward_reply", sa_out, in_if=1, out_if=0, csum="completed"),
-        step("nat-data-finished", "NAT: a finished sum, flagged: "
-             "translated as ever", data, "forward", data_out, vip=0,
-             out_if=1),
-        step("nat-data-wrong", "NAT: a wrong sum is counted, and the "
-             "translation keeps it wrong by as much", l4_sum_plus(data2, 1),
-             "forward", l4_sum_plus(data2_out, 1), vip=0, out_if=1,
-             csum="bad", wrong=True),
-        step("nat-gso", "NAT: a GSO frame, translated, its sum the new "
-             "pseudo-header's", unfinished(big), "forward",
-             unfinished(big_out), vip=0, out_if=1, gso=True),
-        step("nat-gso-reply", "NAT: the real's GSO frame, translated back",
-             unfinished(bigr), "forward_reply", unfinished(bigr_out),
-             in_if=1, out_if=0, gso=True),
+        inward("nat-syn-unfinished", "NAT: an unfinished SYN, completed "
+               "before its translation", unfinished(syn), syn_out, 0,
+               **done),
+        outward("nat-synack-unfinished", "NAT: the real's unfinished "
+                "SYN-ACK, completed and translated back", unfinished(sa),
+                sa_out, **done),
+        inward("nat-data-finished", "NAT: a finished sum, flagged: "
+               "translated as ever", data, data_out, 0),
+        inward("nat-data-wrong", "NAT: a wrong sum is counted, and the "
+               "translation keeps it wrong by as much",
+               l4_sum_plus(data2, 1), l4_sum_plus(data2_out, 1), 0,
+               csum="bad", wrong=True),
+        inward("nat-gso", "NAT: a GSO frame, translated, its sum the new "
+               "pseudo-header's", unfinished(big), unfinished(big_out), 0,
+               gso=True),
+        outward("nat-gso-reply", "NAT: the real's GSO frame, translated "
+                "back", unfinished(bigr), unfinished(bigr_out), gso=True),
         step("nat-icmp-flagged", "NAT: an ICMP error on a veth: nothing "
              "to complete",
              icmp_err(nd.ROUTER, v, ip_of(sa_out), om, nd.ROUTER_MAC),
              "forward_icmp",
              icmp_err(nd.ROUTER, r1, ip_of(sa), nd.REAL1_MAC, im), vip=0,
              out_if=1),
-        step("nat-udp-unfinished", "NAT: an unfinished UDP query",
-             unfinished(q), "forward", q_out, vip=1, out_if=1,
-             csum="completed"),
-        step("nat-udp-answer-unfinished", "NAT: the real's unfinished UDP "
-             "answer", unfinished(a), "forward_reply", a_out, in_if=1,
-             out_if=0, csum="completed"),
-        step("nat-udp-sum-zero", "NAT: a UDP checksum of 0 stays 0", z,
-             "forward", z_out, vip=1, out_if=1),
+        inward("nat-udp-unfinished", "NAT: an unfinished UDP query",
+               unfinished(q), q_out, 1, **done),
+        outward("nat-udp-answer-unfinished", "NAT: the real's unfinished "
+                "UDP answer", unfinished(a), a_out, **done),
+        inward("nat-udp-sum-zero", "NAT: a UDP checksum of 0 stays 0", z,
+               z_out, 1),
         step("snat-syn-unfinished", "SNAT: an unfinished SYN, from our "
              "address and port", unfinished(ssyn), "forward", ssyn_out,
              vip=2, out_if=0, csum="completed"),
@@ -238,22 +237,18 @@ def nat6_cases():
              TCP(sport=8080, dport=40000, flags="PA") / Raw(GSO_PAYLOAD))
     big_out = f6(cm, om, VIP6, CLIENT6,
                  TCP(sport=80, dport=40000, flags="PA") / Raw(GSO_PAYLOAD))
+    done = {"csum": "completed"}
     return [
-        step("nat6-syn-unfinished", "NAT/IPv6: an unfinished SYN",
-             unfinished(syn), "forward", syn_out, vip=0, out_if=1,
-             csum="completed"),
-        step("nat6-synack-unfinished", "NAT/IPv6: the real's unfinished "
-             "SYN-ACK", unfinished(sa), "forward_reply", sa_out, in_if=1,
-             out_if=0, csum="completed"),
-        step("nat6-udp-unfinished", "NAT/IPv6: an unfinished UDP query",
-             unfinished(q), "forward", q_out, vip=1, out_if=1,
-             csum="completed"),
-        step("nat6-udp-answer-unfinished", "NAT/IPv6: the unfinished "
-             "answer", unfinished(a), "forward_reply", a_out, in_if=1,
-             out_if=0, csum="completed"),
-        step("nat6-gso-reply", "NAT/IPv6: the real's GSO frame",
-             unfinished(big), "forward_reply", unfinished(big_out),
-             in_if=1, out_if=0, gso=True),
+        inward("nat6-syn-unfinished", "NAT/IPv6: an unfinished SYN",
+               unfinished(syn), syn_out, 0, **done),
+        outward("nat6-synack-unfinished", "NAT/IPv6: the real's "
+                "unfinished SYN-ACK", unfinished(sa), sa_out, **done),
+        inward("nat6-udp-unfinished", "NAT/IPv6: an unfinished UDP query",
+               unfinished(q), q_out, 1, **done),
+        outward("nat6-udp-answer-unfinished", "NAT/IPv6: the unfinished "
+                "answer", unfinished(a), a_out, **done),
+        outward("nat6-gso-reply", "NAT/IPv6: the real's GSO frame",
+                unfinished(big), unfinished(big_out), gso=True),
     ]
 
 

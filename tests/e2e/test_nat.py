@@ -5,7 +5,6 @@ removed whatever happens."""
 
 import collections
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -15,32 +14,21 @@ import time
 import pytest
 
 from pyfwd.control.engine import Engine
-from pyfwd.lab import whoami
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
+from . import labs
 from .procs import wait_line
 
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
-UDP = Vip.parse(f"{VIP4}:9000/udp")
+UDP = Vip.parse(f"{VIP4}:{labs.UDP_PORT}/udp")
 
 
 def build(topology):
     """A lab whose real servers run whoami on 8080 (TCP) and 9000 (UDP)."""
-    name = "pfn" + secrets.token_hex(3)
-    lab = Lab(name, topology=topology, reals=3).up()
-    try:
-        for role in lab.reals:
-            p = lab.popen(role, whoami.command(8080, role, udp=UDP.port),
-                          stdout=subprocess.PIPE, text=True)
-            wait_line(p, "listening")
-    except BaseException:
-        lab.down()
-        raise
-    return lab
+    return labs.build("pfn", topology)
 
 
 @pytest.fixture(scope="module")

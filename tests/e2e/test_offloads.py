@@ -9,58 +9,33 @@ must pass untouched.  DR (one-arm) and NAT (two-arm), on both backends.
 Root; the labs are removed whatever happens."""
 
 import re
-import secrets
-import subprocess
 import time
 
 import pytest
 from pyroute2.ethtool.ioctl import IoctlEthtool
 
 from pyfwd.control.engine import Engine
-from pyfwd.lab import whoami
-from pyfwd.lab.programs import PYFWD
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import wait_line
+from . import labs
 
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
-UDP = Vip.parse(f"{VIP4}:9000/udp")
-
-
-def build(topology, port, dr):
-    """A lab whose real servers run whoami on port (TCP) and 9000 (UDP)."""
-    lab = Lab("pfo" + secrets.token_hex(3), topology=topology, reals=2).up()
-    try:
-        for role in lab.reals:
-            if dr:
-                r = lab.run(role, PYFWD + ["realserver", "setup", "--vip",
-                                           VIP4], capture_output=True,
-                            text=True)
-                assert r.returncode == 0, r.stderr
-            p = lab.popen(role, whoami.command(
-                port, role, udp=UDP.port, udp_bind=VIP4 if dr else None),
-                stdout=subprocess.PIPE, text=True)
-            wait_line(p, "listening")
-    except BaseException:
-        lab.down()
-        raise
-    return lab
+UDP = Vip.parse(f"{VIP4}:{labs.UDP_PORT}/udp")
 
 
 @pytest.fixture(scope="module")
 def dr_lab():
-    lab = build("one-arm", 80, dr=True)
+    lab = labs.build("pfo", "one-arm", reals=2, dr_vip=VIP4)
     yield lab
     lab.down()
 
 
 @pytest.fixture(scope="module")
 def nat_lab():
-    lab = build("two-arm", 8080, dr=False)
+    lab = labs.build("pfo", "two-arm", reals=2)
     yield lab
     lab.down()
 

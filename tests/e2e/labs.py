@@ -1,0 +1,37 @@
+"""Labs whose real servers answer: whoami on each real server (TCP and UDP
+9000), the NAT way (port 8080, behind VIP:80) or the DR way (`pyfwd
+realserver setup` for the VIP, port 80, UDP bound to the VIP).  Shared by
+the e2e tests that forward traffic."""
+
+import secrets
+import subprocess
+
+from pyfwd.lab import whoami
+from pyfwd.lab.programs import PYFWD
+from pyfwd.lab.topology import Lab
+
+from .procs import wait_line
+
+UDP_PORT = 9000
+
+
+def build(prefix, topology, reals=3, dr_vip=None):
+    """A lab named prefix + 6 hex digits, up, its real servers answering
+    (see the module); removed again if that fails."""
+    lab = Lab(prefix + secrets.token_hex(3), topology=topology,
+              reals=reals).up()
+    try:
+        for role in lab.reals:
+            if dr_vip:
+                r = lab.run(role, PYFWD + ["realserver", "setup", "--vip",
+                                           dr_vip], capture_output=True,
+                            text=True)
+                assert r.returncode == 0, r.stderr
+            p = lab.popen(role, whoami.command(
+                80 if dr_vip else 8080, role, udp=UDP_PORT, udp_bind=dr_vip),
+                stdout=subprocess.PIPE, text=True)
+            wait_line(p, "listening")
+    except BaseException:
+        lab.down()
+        raise
+    return lab

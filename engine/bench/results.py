@@ -26,6 +26,9 @@ UNITS = {
     "cpu_s_per_1k": "CPU s / 1000 requests",
     "lb_pkts_per_req": "packets / request",
     "ns_per_pkt": "ns",
+    "ns_per_pkt_finished": "ns",
+    "ns_per_pkt_checked": "ns",
+    "ns_per_pkt_completed": "ns",
     "build_ms": "ms",
     "bytes_per_flow": "bytes",
     "mib_per_1m_flows": "MiB",
@@ -33,6 +36,11 @@ UNITS = {
 
 MICRO_LABELS = {
     "ns_per_pkt": "ns per packet (batch of 64)",
+    # csum-SIZE: DR frames of SIZE bytes, their TCP checksum ...
+    "ns_per_pkt_finished": "ns per packet, a NIC's (never read)",
+    "ns_per_pkt_checked": "ns per packet, a veth's finished (verified)",
+    "ns_per_pkt_completed": "ns per packet, a veth's unfinished "
+                            "(completed)",
     "build_ms": "ms to build (M=65537)",
     "bytes_per_flow": "bytes per flow",
     "mib_per_1m_flows": "MiB for 1M flows",
@@ -323,9 +331,7 @@ def markdown(res: Results) -> str:
                                 _num(res.get(n, "lb_pkts_per_req")))
                                for n in sized]), ""]
 
-    micro = [r for r in res.rows() if r.metric in
-             ("ns_per_pkt", "build_ms", "bytes_per_flow",
-              "mib_per_1m_flows")]
+    micro = [r for r in res.rows() if r.metric in MICRO_LABELS]
     if micro:
         lines += ["## Microbenchmarks (in process)", "",
                   *_table(["row", "metric", "value"],

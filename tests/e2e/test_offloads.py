@@ -70,9 +70,9 @@ def errors(lab):
 def requests(lab):
     """Ten HTTP requests (new connections) and a UDP exchange from the
     client through the VIP; asserts every answer came."""
-    r = lab.run("client", ["curl", "-sS", "--max-time", "10", "-H",
+    r = lab.run("client", ["curl", "-sS", "--max-time", "3", "-H",
                            "Connection: close", *[f"http://{VIP4}/"] * 10],
-                capture_output=True, text=True, timeout=30)
+                capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("node=real") == 10, r.stdout
     udp = lab.run("client", ["python3", "-c", (

@@ -45,12 +45,12 @@ import time
 
 from . import wrk
 from .configs import (NGINX_SETTINGS, SIZE_BYTES, haproxy_conf,
-                                 nft_ruleset, nginx_conf)
+                      nft_ruleset, nginx_conf)
 from .results import HTTP_MODES as MODES
 from .results import HTTP_SIZES as SIZES
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
-                                cpus, napi_threads, pin_self, rps_mask,
-                                sysfs_write, thread_napi)
+                     cpus, napi_threads, pin_self, rps_mask,
+                     sysfs_write, thread_napi)
 from ..control.server import Client
 from ..errors import LabError, PyfwdError
 from ..lab import modes as labmodes

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .frames import (BATCH, CALLS, CLIENT, CLIENT_MAC, DR_REALS,
-                                LB_MAC, IN_MAC, NAT_PORT, NAT_REALS, OUT_MAC,
-                                TCP, TCP_SYN, VIP, answer, dr_frames,
-                                drop_frames, ipv4_frame, ipv4_parts,
-                                nat_frames, nat_new_frames, unfinished,
-                                vary)
+                     LB_MAC, IN_MAC, NAT_PORT, NAT_REALS, OUT_MAC,
+                     TCP, TCP_SYN, VIP, answer, dr_frames,
+                     drop_frames, ipv4_frame, ipv4_parts,
+                     nat_frames, nat_new_frames, unfinished,
+                     vary)
 from .system import BenchError
 from ..dataplane.core import Core
 from ..dataplane.scheduler import maglev_table

@@ -59,8 +59,8 @@ from ..lab import programs
 from ..lab.programs import PYFWD, Namespaces
 from .configs import nft_ruleset
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
-                                busy_poll_tuning, cpus, napi_threads,
-                                pin_self, rps, thread_napi)
+                     busy_poll_tuning, cpus, napi_threads,
+                     pin_self, rps, thread_napi)
 
 ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",
         "nat-xdp", "snat-xdp", "dr-afpacket")

@@ -15,8 +15,8 @@ import os
 import re
 
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
-                                backlog_drops, lb_drops, link_rx,
-                                net_rx_softirqs, pin_self, proc_cpu)
+                     backlog_drops, lb_drops, link_rx,
+                     net_rx_softirqs, pin_self, proc_cpu)
 
 __all__ = ["parse_wrk", "measure"]
 

@@ -48,7 +48,7 @@ from ..errors import ConfigError, DataplaneError, PyfwdError
 from ..model import SNAT_PORTS, Real, served_queues
 from ..neighbours.framesocket import FrameSocket
 from ..neighbours.kernel import (interface, multicast_socket,
-                                     primary_ipv4)
+                                 primary_ipv4)
 
 log = logging.getLogger("pyfwd")
 

@@ -18,8 +18,8 @@ import numpy as np
 from . import native as _native
 from . import tables as tables_mod
 from .native import (PROTOCOLS, REAL_COUNTERS, REASONS,
-                                    VERDICTS, ffi, fill_addr, lib,
-                                    snat_struct)
+                     VERDICTS, ffi, fill_addr, lib,
+                     snat_struct)
 from ..errors import ConfigError
 from ..model import Service
 from ..frames import ZERO_MAC, mac_to_bytes

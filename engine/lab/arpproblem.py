@@ -30,11 +30,11 @@ from typing import Callable, Optional
 from ..errors import LabError
 from . import modes as labmodes
 from .arpmeasure import (ANNOUNCE_WAIT, BROKEN, CHECK_TIMEOUT, PORT,
-                                  VIP, Announcement, ArpCheckRun, Request,
-                                  Result, add_vip_on_lo, cache_history,
-                                  cached_mac, engine_warnings, forget, mac_of,
-                                  parse_arp_check, request, run_arp_check,
-                                  settled_counts, wait_for_announcement)
+                         VIP, Announcement, ArpCheckRun, Request,
+                         Result, add_vip_on_lo, cache_history,
+                         cached_mac, engine_warnings, forget, mac_of,
+                         parse_arp_check, request, run_arp_check,
+                         settled_counts, wait_for_announcement)
 from .words import plural
 
 __all__ = ["owner", "format_times", "format_request", "format_announcement",

@@ -26,8 +26,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import _netns
 from ..errors import LabError
 from .namespaces import (KILL_GRACE, MS_BIND, MS_REC, MS_SLAVE,
-                                  enter, in_netns, iproute, open_netns,
-                                  sysctl)
+                         enter, in_netns, iproute, open_netns,
+                         sysctl)
 
 log = logging.getLogger(__name__)
 

@@ -43,11 +43,11 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from ..errors import LabError
 from .namespaces import (NETNS_DIR, create_netns, down_all,
-                                  in_netns, iproute, list_labs, open_netns,
-                                  remove_netns, scan, sysctl, write_sysctls)
+                         in_netns, iproute, list_labs, open_netns,
+                         remove_netns, scan, sysctl, write_sysctls)
 from .plan import (BRIDGE, DEFAULT_NAME, MAX_REALS, TOPOLOGIES,
-                            Interface, Marker, Node, Plan, Route,
-                            format_plan, make_plan)
+                   Interface, Marker, Node, Plan, Route,
+                   format_plan, make_plan)
 from .programs import Namespaces
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Optional, Union
 
 from ..errors import ConfigError
 from ..frames import (BROADCAST, ETH_P_8021Q, ETH_P_ARP,
-                                     ETH_P_IP, ZERO_MAC, Mac, check_tci,
-                                     eth_header, ip_of, is_unicast,
-                                     mac_to_bytes, unwrap_payload)
+                      ETH_P_IP, ZERO_MAC, Mac, check_tci,
+                      eth_header, ip_of, is_unicast,
+                      mac_to_bytes, unwrap_payload)
 from .responder import VipResponder
 
 __all__ = ["ARPOP_REQUEST", "ARPOP_REPLY", "ArpPacket", "ipv4", "parse_arp",

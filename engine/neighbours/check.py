@@ -15,7 +15,7 @@ from typing import Optional
 from pyroute2 import IPRoute
 
 from .arp import (ARPOP_REQUEST, IPv4, build_arp, ipv4,
-                                  parse_arp)
+                  parse_arp)
 from .framesocket import FrameSocket
 from ..frames import ZERO_MAC, Mac, mac_to_bytes, mac_to_str
 from .kernel import check_wait, ifindex, source_ipv4

@@ -25,9 +25,9 @@ import time
 from typing import Callable, Iterable, Optional, Union
 
 from ..frames import (ETH_P_8021Q, ETH_P_IPV6, Mac,
-                                     check_tci, eth_header, ip_of,
-                                     is_unicast, mac_to_bytes,
-                                     unwrap_payload)
+                      check_tci, eth_header, ip_of,
+                      is_unicast, mac_to_bytes,
+                      unwrap_payload)
 from .icmp import BURST, RATE, TokenBucket, checksum
 from .responder import VipResponder
 

@@ -13,7 +13,7 @@ import time
 import uuid
 
 from .connection import (ProbeError, converse,
-                                             oserror_reason)
+                         oserror_reason)
 
 # The largest PDU we accept from a DICOM peer while echoing (an A-ASSOCIATE-AC
 # is a few hundred bytes; anything near this is not a PACS talking to us).

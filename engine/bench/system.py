@@ -42,7 +42,6 @@ for path, value in zip(sys.argv[1::2], sys.argv[2::2]):
 if bad:
     sys.exit("; ".join(bad))
 """
-_READ = "import sys; print(open(sys.argv[1]).read().strip())"
 
 
 def sysfs_write(lab, role: str, values: dict) -> None:
@@ -55,14 +54,6 @@ def sysfs_write(lab, role: str, values: dict) -> None:
     r = lab.run(role, argv, capture_output=True, text=True)
     if r.returncode:
         raise BenchError(f"{role}: {r.stderr.strip()}")
-
-
-def sysfs_read(lab, role: str, path: str) -> str:
-    r = lab.run(role, [sys.executable, "-c", _READ, path],
-                capture_output=True, text=True)
-    if r.returncode:
-        raise BenchError(f"{role}: cannot read {path}")
-    return r.stdout.strip()
 
 
 def cpus() -> list:

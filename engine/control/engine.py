@@ -362,11 +362,6 @@ class Engine:
     # --- publishing -----------------------------------------------------
 
     @property
-    def l4_services(self):
-        """The VIPs of the C core (DR, NAT, SNAT)."""
-        return svcs.l4(self.services)
-
-    @property
     def l7_services(self):
         """The VIPs that HAProxy serves."""
         return svcs.l7(self.services)

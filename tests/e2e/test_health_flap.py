@@ -1,0 +1,206 @@
+"""A 100 MB download survives a two-second health flap of its own real
+server (issue 16): a one-arm DR lab, nginx on two real servers, the engine
+in the lb namespace with a TCP health check on the real servers' port 80.
+While curl (rate-limited, so it lasts several seconds) downloads through
+the VIP, an nft rule in its real server's namespace refuses the check for
+two seconds: the engine logs DOWN, then up; new flows meanwhile go to the
+other real; with on_down = "quiesce" (the default) the download completes
+whole, with on_down = "reset" it is cut.  Root; the lab is removed whatever
+happens."""
+
+import logging
+import os
+import secrets
+import subprocess
+import time
+
+import pytest
+
+from pyfwd.control.engine import Engine
+from pyfwd.control.health.spec import HealthSpec
+from pyfwd.lab.programs import PYFWD
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+VIP4 = "10.0.0.100"
+WEB = Vip.parse(f"{VIP4}:80/tcp")
+SIZE = 100_000_000
+RATE = "16M"            # curl --limit-rate: ~6 s for SIZE
+FLAP = 2.0              # s the check is refused
+CHECK = HealthSpec(type="tcp", interval=0.2, timeout=0.3, rise=2, fall=2)
+NGINX = """
+user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/t1; proxy_temp_path {d}/t2;
+    fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+    server {{
+        listen 80;
+        location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
+        location = /big {{ alias {d}/big; }}
+    }}
+}}
+"""
+# In a real server's namespace: refuse the health check (to its own address,
+# where the engine checks it), never the VIP's traffic.
+FLAP_RULES = """table inet pfqsflap {{
+    chain input {{
+        type filter hook input priority 0;
+        ip daddr {ip} tcp dport 80 reject with tcp reset
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("needs root, as CI runs it")
+    base = tmp_path_factory.mktemp("flap")
+    procs = []
+    with Lab("pfqs" + secrets.token_hex(3), topology="one-arm",
+             reals=2) as lab:
+        try:
+            for role in lab.reals:
+                r = lab.run(role, PYFWD + ["realserver", "setup", "--vip",
+                                           VIP4], capture_output=True,
+                            text=True)
+                assert r.returncode == 0, r.stderr
+                d = base / role
+                d.mkdir()
+                with open(d / "big", "wb") as f:
+                    f.truncate(SIZE)
+                (d / "nginx.conf").write_text(NGINX.format(d=d, role=role))
+                procs.append(lab.popen(role, ["nginx", "-c",
+                                              str(d / "nginx.conf")],
+                                       stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL))
+            for role in lab.reals:
+                wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
+                                      timeout=2).stdout == f"{role}\n",
+                         10, f"nginx on {role}")
+            yield lab
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait(timeout=5)
+
+
+def wait_for(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def curl(lab, *args, timeout=10):
+    return lab.run("client", ["curl", "-sS", "--max-time", str(timeout),
+                              *args], capture_output=True, text=True,
+                   timeout=timeout + 10)
+
+
+def names(lab, n=16):
+    """Which real server each of n new connections to the VIP reached."""
+    r = curl(lab, "-H", "Connection: close", *[f"http://{VIP4}/name"] * n)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+@pytest.fixture
+def engine(lab, request):
+    on_down = request.param
+    reals = [Real(lab.ip(role)) for role in lab.reals]
+    eng = Engine("eth0", [Service(WEB, reals, "maglev", name="web",
+                                  health=CHECK, on_down=on_down)],
+                 busy_poll=0, flows=1 << 16, backend="xdp")
+    lab.call("lb", eng.start)
+    try:
+        wait_for(lambda: all(eng.monitor.state((WEB, r.key))["last_ok"]
+                             for r in reals), 5, "first health checks")
+        yield eng
+    finally:
+        time.sleep(0.3)
+        eng.stop()
+
+
+def real_of_the_download(eng):
+    """The real server (key) the download's flow is on."""
+    rows = [r for r in eng.show()[0]["reals"] if r["active"]]
+    assert len(rows) == 1, rows
+    return rows[0]["real"]
+
+
+@pytest.mark.parametrize("engine", ["quiesce", "reset"], indirect=True)
+def test_a_download_survives_a_health_flap_of_its_real(lab, engine, caplog,
+                                                       tmp_path):
+    eng = engine
+    on_down = eng.services[0].on_down
+    role_of = {lab.ip(role): role for role in lab.reals}
+    rules = tmp_path / "flap.nft"
+    caplog.set_level(logging.WARNING, logger="pyfwd")
+    t0 = time.monotonic()
+    dl = lab.popen("client", ["curl", "-sS", "--max-time", "60",
+                              "--limit-rate", RATE, "-o", "/dev/null", "-w",
+                              "%{size_download} %{http_code}",
+                              f"http://{VIP4}/big"],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        victim = real_of_the_download(eng)
+        other = next(role for ip, role in role_of.items() if ip != victim)
+        rules.write_text(FLAP_RULES.format(ip=victim))
+        key = (WEB, victim)
+        r = lab.run(role_of[victim], ["nft", "-f", str(rules)],
+                    capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        flapped = time.monotonic()
+        try:
+            wait_for(lambda: not eng.health.get(key, (True,))[0], FLAP,
+                     f"{victim} DOWN")
+            during = names(lab)
+            shown = next(r for r in eng.show()[0]["reals"]
+                         if r["real"] == victim)
+            time.sleep(max(0.0, flapped + FLAP - time.monotonic()))
+        finally:
+            lab.run(role_of[victim], ["nft", "delete", "table", "inet",
+                                      "pfqsflap"])
+        wait_for(lambda: eng.health[key][0], 3, f"{victim} up again")
+        back = time.monotonic()
+        after = names(lab, 32)
+        out, err = dl.communicate(timeout=60)
+    finally:
+        if dl.poll() is None:
+            dl.kill()
+            dl.wait()
+    took = time.monotonic() - t0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"real {victim} is DOWN" in m for m in said), said
+    assert any(f"real {victim} is up" in m for m in said), said
+    # new flows during the flap: the other real only; after: both again
+    assert set(during) == {other}, during
+    assert set(after) == set(lab.reals), after
+    assert shown["health"] == "down" and not shown["scheduled"]
+    print(f"on_down={on_down}: flap {back - flapped:.1f} s (DOWN to up), "
+          f"download {took:.1f} s: curl exit {dl.returncode} {out!r} "
+          f"{err.strip()!r}")
+    rescheduled = eng.core.stats()["flows_rescheduled"]
+    if on_down == "quiesce":
+        assert dl.returncode == 0, err
+        assert out == f"{SIZE} 200", out       # whole
+        assert rescheduled == 0
+        assert "quiesced" in shown["why"], shown
+    else:
+        # its flow went to the other real, which knows no such connection
+        # and resets it
+        assert dl.returncode != 0 and int(out.split()[0]) < SIZE, (out, err)
+        assert rescheduled >= 1
+        assert "quiesced" not in shown["why"], shown

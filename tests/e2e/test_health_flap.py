@@ -1,12 +1,12 @@
 """A 100 MB download survives a two-second health flap of its own real
-server (issue 16): a one-arm DR lab, nginx on two real servers, the engine
-in the lb namespace with a TCP health check on the real servers' port 80.
-While curl (rate-limited, so it lasts several seconds) downloads through
-the VIP, an nft rule in its real server's namespace refuses the check for
-two seconds: the engine logs DOWN, then up; new flows meanwhile go to the
-other real; with on_down = "quiesce" (the default) the download completes
-whole, with on_down = "reset" it is cut.  Root; the lab is removed whatever
-happens."""
+server (issue 16): a one-arm DR lab and a two-arm NAT lab, nginx on two
+real servers (port 80, and 81 for the health check), the engine in the lb
+namespace with a TCP health check on port 81.  While curl (rate-limited,
+so it lasts several seconds) downloads through the VIP, an nft rule in its
+real server's namespace refuses the check for two seconds: the engine logs
+DOWN, then up; new flows meanwhile go to the other real; with on_down =
+"quiesce" (the default) the download completes whole, with on_down =
+"reset" it is cut.  Root; the labs are removed whatever happens."""
 
 import logging
 import os
@@ -29,7 +29,9 @@ WEB = Vip.parse(f"{VIP4}:80/tcp")
 SIZE = 100_000_000
 RATE = "16M"            # curl --limit-rate: ~6 s for SIZE
 FLAP = 2.0              # s the check is refused
-CHECK = HealthSpec(type="tcp", interval=0.2, timeout=0.3, rise=2, fall=2)
+CHECK_PORT = 81
+CHECK = HealthSpec(type="tcp", interval=0.2, timeout=0.3, rise=2, fall=2,
+                   port=CHECK_PORT)
 NGINX = """
 user root;
 worker_processes 1;
@@ -43,49 +45,67 @@ http {{
     fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
     server {{
         listen 80;
+        listen {check};
         location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
         location = /big {{ alias {d}/big; }}
     }}
 }}
 """
-# In a real server's namespace: refuse the health check (to its own address,
-# where the engine checks it), never the VIP's traffic.
+# In a real server's namespace: refuse the health check, never the VIP's
+# traffic (on port 80).
 FLAP_RULES = """table inet pfqsflap {{
     chain input {{
         type filter hook input priority 0;
-        ip daddr {ip} tcp dport 80 reject with tcp reset
+        tcp dport %d reject with tcp reset
     }}
 }}
-"""
+""" % CHECK_PORT
+TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def labs(tmp_path_factory):
+    """{mode: lab}, each built when first asked for, removed at the end."""
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
-    base = tmp_path_factory.mktemp("flap")
+    made = {}
+
+    def get(mode):
+        if mode not in made:
+            gen = make_lab(mode, tmp_path_factory.mktemp(mode))
+            made[mode] = (gen, next(gen))
+        return made[mode][1]
+
+    yield get
+    for gen, _ in made.values():
+        next(gen, None)         # its teardown
+
+
+def make_lab(mode, base):
     procs = []
-    with Lab("pfqs" + secrets.token_hex(3), topology="one-arm",
+    with Lab("pfqs" + secrets.token_hex(3), topology=TOPOLOGY[mode],
              reals=2) as lab:
         try:
             for role in lab.reals:
-                r = lab.run(role, PYFWD + ["realserver", "setup", "--vip",
-                                           VIP4], capture_output=True,
-                            text=True)
-                assert r.returncode == 0, r.stderr
+                if mode == "dr":
+                    r = lab.run(role, PYFWD + ["realserver", "setup",
+                                               "--vip", VIP4],
+                                capture_output=True, text=True)
+                    assert r.returncode == 0, r.stderr
                 d = base / role
                 d.mkdir()
                 with open(d / "big", "wb") as f:
                     f.truncate(SIZE)
-                (d / "nginx.conf").write_text(NGINX.format(d=d, role=role))
+                (d / "nginx.conf").write_text(NGINX.format(
+                    d=d, role=role, check=CHECK_PORT))
                 procs.append(lab.popen(role, ["nginx", "-c",
                                               str(d / "nginx.conf")],
                                        stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL))
             for role in lab.reals:
                 wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
-                                      timeout=2).stdout == f"{role}\n",
-                         10, f"nginx on {role}")
+                                      timeout=2, role="lb").stdout ==
+                         f"{role}\n", 10, f"nginx on {role}")
             yield lab
         finally:
             for p in procs:
@@ -102,8 +122,8 @@ def wait_for(cond, timeout, what):
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
-def curl(lab, *args, timeout=10):
-    return lab.run("client", ["curl", "-sS", "--max-time", str(timeout),
+def curl(lab, *args, timeout=10, role="client"):
+    return lab.run(role, ["curl", "-sS", "--max-time", str(timeout),
                               *args], capture_output=True, text=True,
                    timeout=timeout + 10)
 
@@ -115,21 +135,22 @@ def names(lab, n=16):
     return r.stdout.split()
 
 
-@pytest.fixture
-def engine(lab, request):
-    on_down = request.param
+def start(lab, mode, on_down):
+    """An engine in lab's lb namespace, its real servers checked; stop()
+    it."""
     reals = [Real(lab.ip(role)) for role in lab.reals]
-    eng = Engine("eth0", [Service(WEB, reals, "maglev", name="web",
+    eng = Engine("eth0", [Service(WEB, reals, "maglev", mode, name="web",
                                   health=CHECK, on_down=on_down)],
+                 inside_iface="eth1" if mode == "nat" else None,
                  busy_poll=0, flows=1 << 16, backend="xdp")
     lab.call("lb", eng.start)
     try:
         wait_for(lambda: all(eng.monitor.state((WEB, r.key))["last_ok"]
                              for r in reals), 5, "first health checks")
-        yield eng
-    finally:
-        time.sleep(0.3)
+    except BaseException:
         eng.stop()
+        raise
+    return eng
 
 
 def real_of_the_download(eng):
@@ -139,10 +160,23 @@ def real_of_the_download(eng):
     return rows[0]["real"]
 
 
-@pytest.mark.parametrize("engine", ["quiesce", "reset"], indirect=True)
-def test_a_download_survives_a_health_flap_of_its_real(lab, engine, caplog,
-                                                       tmp_path):
-    eng = engine
+@pytest.mark.parametrize("mode,on_down", [("dr", "quiesce"),
+                                          ("dr", "reset"),
+                                          ("nat", "quiesce"),
+                                          ("nat", "reset")])
+def test_a_download_survives_a_health_flap_of_its_real(labs, mode, on_down,
+                                                       caplog, tmp_path):
+    lab = labs(mode)
+    eng = start(lab, mode, on_down)
+    try:
+        flap(lab, eng, caplog, tmp_path)
+    finally:
+        time.sleep(0.3)
+        eng.stop()
+
+
+def flap(lab, eng, caplog, tmp_path):
+    """Download, flap its real's health check, check what happened."""
     on_down = eng.services[0].on_down
     role_of = {lab.ip(role): role for role in lab.reals}
     rules = tmp_path / "flap.nft"
@@ -189,7 +223,7 @@ def test_a_download_survives_a_health_flap_of_its_real(lab, engine, caplog,
     assert set(during) == {other}, during
     assert set(after) == set(lab.reals), after
     assert shown["health"] == "down" and not shown["scheduled"]
-    print(f"on_down={on_down}: flap {back - flapped:.1f} s (DOWN to up), "
+    print(f"{eng.services[0].mode} on_down={on_down}: flap {back - flapped:.1f} s (DOWN to up), "
           f"download {took:.1f} s: curl exit {dl.returncode} {out!r} "
           f"{err.strip()!r}")
     rescheduled = eng.core.stats()["flows_rescheduled"]

@@ -38,19 +38,26 @@ def down(name, detail="tcp connect: refused"):
     return {(VIP, NAME[name]): (False, detail)}
 
 
+def flows_then_down(ports, scheduler, **kw):
+    """Three reals; a flow from each port; then the real most of them went
+    to (sh and persistence: all) fails its check.  (core, svc, where each
+    flow went, that real)."""
+    svc = Service(VIP, reals("1@1", "2@1", "3@1"), scheduler, **kw)
+    core = Core(mac=defs.LB_MAC, flows=1 << 14)
+    publish(core, svc, {})
+    first = where(core, [seg(p, "S") for p in ports])
+    victim = collections.Counter(first).most_common(1)[0][0]
+    publish(core, svc, down(victim))
+    return core, svc, first, victim
+
+
 @pytest.mark.parametrize("persistence", [0, 300])
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_a_quiesced_real_keeps_its_flows_and_takes_no_new_one(scheduler,
                                                              persistence):
-    svc = Service(VIP, reals("1@1", "2@1", "3@1"), scheduler,
-                  persistence=persistence)
-    core = Core(mac=defs.LB_MAC, flows=1 << 14)
-    publish(core, svc, {})
     ports = range(21000, 21300)
-    first = where(core, [seg(p, "S") for p in ports])
-    # the real most flows went to (sh and persistence: all of them)
-    victim = collections.Counter(first).most_common(1)[0][0]
-    publish(core, svc, down(victim))
+    core, svc, first, victim = flows_then_down(ports, scheduler,
+                                               persistence=persistence)
     assert where(core, [seg(p) for p in ports]) == first
     fresh = where(core, [seg(p, "S") for p in range(31000, 31300)])
     assert victim not in fresh and None not in fresh, (victim, fresh)
@@ -65,14 +72,9 @@ def test_a_quiesced_real_keeps_its_flows_and_takes_no_new_one(scheduler,
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_reset_cuts_the_flows_of_a_real_that_fails(scheduler):
-    svc = Service(VIP, reals("1@1", "2@1", "3@1"), scheduler,
-                  on_down="reset")
-    core = Core(mac=defs.LB_MAC, flows=1 << 14)
-    publish(core, svc, {})
     ports = range(22000, 22300)
-    first = where(core, [seg(p, "S") for p in ports])
-    victim = collections.Counter(first).most_common(1)[0][0]
-    publish(core, svc, down(victim))
+    core, _, first, victim = flows_then_down(ports, scheduler,
+                                             on_down="reset")
     after = where(core, [seg(p) for p in ports])
     moved = [a for f, a in zip(first, after) if f == victim]
     assert moved and victim not in after and None not in after

@@ -6,10 +6,14 @@ so it lasts several seconds) downloads through the VIP, an nft rule in its
 real server's namespace refuses the check for two seconds: the engine logs
 DOWN, then up; new flows meanwhile go to the other real; with on_down =
 "quiesce" (the default) the download completes whole, with on_down =
-"reset" it is cut.  Root; the labs are removed whatever happens."""
+"reset" it is cut.  Likewise when its real server stops answering ARP for
+a few seconds: its last MAC is kept (neighbour_stale), unless the grace is
+shorter than the silence.  Root; the labs are removed whatever happens."""
 
+import ipaddress
 import logging
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -60,6 +64,15 @@ FLAP_RULES = """table inet pfqsflap {{
     }}
 }}
 """ % CHECK_PORT
+# In a real server's namespace: answer no ARP request for its address (its
+# own requests and their answers go on: it still reaches the client).
+ARP_RULES = """table arp pfqsarp {{
+    chain input {{
+        type filter hook input priority 0;
+        arp operation request arp daddr ip {ip} drop
+    }}
+}}
+"""
 TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
 
 
@@ -153,11 +166,38 @@ def start(lab, mode, on_down):
     return eng
 
 
+def download(lab):
+    """curl fetching /big through the VIP, rate-limited: its Popen."""
+    return lab.popen("client", ["curl", "-sS", "--max-time", "60",
+                                "--limit-rate", RATE, "-o", "/dev/null",
+                                "-w", "%{size_download} %{http_code}",
+                                f"http://{VIP4}/big"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+
+
 def real_of_the_download(eng):
     """The real server (key) the download's flow is on."""
     rows = [r for r in eng.show()[0]["reals"] if r["active"]]
     assert len(rows) == 1, rows
     return rows[0]["real"]
+
+
+def row(eng, real):
+    return next(r for r in eng.show()[0]["reals"] if r["real"] == real)
+
+
+def check_download(dl, whole):
+    """The download of dl (ended) came whole, or was cut."""
+    out, err = dl.communicate(timeout=60)
+    if whole:
+        assert dl.returncode == 0, err
+        assert out == f"{SIZE} 200", out
+    else:
+        # its flow went to the other real, which knows no such connection
+        # and resets it
+        assert dl.returncode != 0 and int(out.split()[0]) < SIZE, (out, err)
+    return out, err
 
 
 @pytest.mark.parametrize("mode,on_down", [("dr", "quiesce"),
@@ -182,11 +222,7 @@ def flap(lab, eng, caplog, tmp_path):
     rules = tmp_path / "flap.nft"
     caplog.set_level(logging.WARNING, logger="pyfwd")
     t0 = time.monotonic()
-    dl = lab.popen("client", ["curl", "-sS", "--max-time", "60",
-                              "--limit-rate", RATE, "-o", "/dev/null", "-w",
-                              "%{size_download} %{http_code}",
-                              f"http://{VIP4}/big"],
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dl = download(lab)
     try:
         time.sleep(1.0)
         victim = real_of_the_download(eng)
@@ -201,8 +237,7 @@ def flap(lab, eng, caplog, tmp_path):
             wait_for(lambda: not eng.health.get(key, (True,))[0], FLAP,
                      f"{victim} DOWN")
             during = names(lab)
-            shown = next(r for r in eng.show()[0]["reals"]
-                         if r["real"] == victim)
+            shown = row(eng, victim)
             time.sleep(max(0.0, flapped + FLAP - time.monotonic()))
         finally:
             lab.run(role_of[victim], ["nft", "delete", "table", "inet",
@@ -210,7 +245,7 @@ def flap(lab, eng, caplog, tmp_path):
         wait_for(lambda: eng.health[key][0], 3, f"{victim} up again")
         back = time.monotonic()
         after = names(lab, 32)
-        out, err = dl.communicate(timeout=60)
+        out, err = check_download(dl, whole=on_down == "quiesce")
     finally:
         if dl.poll() is None:
             dl.kill()
@@ -223,18 +258,76 @@ def flap(lab, eng, caplog, tmp_path):
     assert set(during) == {other}, during
     assert set(after) == set(lab.reals), after
     assert shown["health"] == "down" and not shown["scheduled"]
-    print(f"{eng.services[0].mode} on_down={on_down}: flap {back - flapped:.1f} s (DOWN to up), "
-          f"download {took:.1f} s: curl exit {dl.returncode} {out!r} "
-          f"{err.strip()!r}")
+    print(f"{eng.services[0].mode} on_down={on_down}: flap "
+          f"{back - flapped:.1f} s (DOWN to up), download {took:.1f} s: "
+          f"curl exit {dl.returncode} {out!r} {err.strip()!r}")
     rescheduled = eng.core.stats()["flows_rescheduled"]
     if on_down == "quiesce":
-        assert dl.returncode == 0, err
-        assert out == f"{SIZE} 200", out       # whole
         assert rescheduled == 0
         assert "quiesced" in shown["why"], shown
     else:
-        # its flow went to the other real, which knows no such connection
-        # and resets it
-        assert dl.returncode != 0 and int(out.split()[0]) < SIZE, (out, err)
         assert rescheduled >= 1
         assert "quiesced" not in shown["why"], shown
+
+
+@pytest.mark.parametrize("stale", [60, 1])
+def test_a_download_survives_a_silent_arp_of_its_real(labs, stale, caplog,
+                                                      tmp_path):
+    """Its real answers no ARP for 4 s (the refresh asks every 0.5 s): with
+    neighbour_stale 60 its MAC is kept and the download comes whole; with 1
+    the MAC goes after 1 s and the download is cut."""
+    lab = labs("dr")
+    reals = [Real(lab.ip(role)) for role in lab.reals]
+    eng = Engine("eth0", [Service(WEB, reals, "maglev", name="web")],
+                 busy_poll=0, flows=1 << 16, backend="xdp", arp_refresh=0.5,
+                 neighbour_stale=stale)
+    role_of = {lab.ip(role): role for role in lab.reals}
+    rules = tmp_path / "arp.nft"
+    caplog.set_level(logging.INFO, logger="pyfwd")
+    lab.call("lb", eng.start)
+    dl = None
+    try:
+        t0 = time.monotonic()
+        dl = download(lab)
+        time.sleep(1.0)
+        victim = real_of_the_download(eng)
+        a = ipaddress.ip_address(victim)
+        mac = row(eng, victim)["mac"]
+        rules.write_text(ARP_RULES.format(ip=victim))
+        r = lab.run(role_of[victim], ["nft", "-f", str(rules)],
+                    capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        try:
+            # the kernel forgets it, so the engine asks ARP itself
+            lab.run("lb", ["ip", "neigh", "flush", "to", victim, "dev",
+                           "eth0"], check=True)
+            time.sleep(4.0)
+            shown = row(eng, victim)
+        finally:
+            lab.run(role_of[victim], ["nft", "delete", "table", "arp",
+                                      "pfqsarp"])
+        wait_for(lambda: eng.hops.macs.get(a) and a not in
+                 eng.hops.unanswered, 5, f"{victim} answers ARP again")
+        out, err = check_download(dl, whole=stale == 60)
+    finally:
+        if dl and dl.poll() is None:
+            dl.kill()
+            dl.wait()
+        time.sleep(0.3)
+        eng.stop()
+    said = [r.getMessage() for r in caplog.records]
+    print(f"neighbour_stale {stale}: {shown['why']!r}, curl {out!r} "
+          f"{err.strip()!r}, {time.monotonic() - t0:.1f} s")
+    assert any(m.startswith(f"real {victim}: MAC unknown: no ARP answer on "
+                            f"eth0: MAC {mac}") and
+               m.endswith(f"kept for up to {stale} s") for m in said), said
+    assert any(m.startswith(f"real {victim}: next hop answers again") or
+               m.startswith(f"real {victim}: next hop MAC") for m in said)
+    if stale == 60:
+        assert shown["scheduled"] and shown["mac"] == mac, shown
+        assert re.fullmatch(r"MAC kept \(unanswered for [2-4] s\)",
+                            shown["why"]), shown
+    else:
+        assert not shown["scheduled"] and shown["mac"] is None, shown
+        assert any(f"real {victim}: MAC " in m and m.endswith(
+            "(neighbour_stale 1 s): dropped") for m in said), said

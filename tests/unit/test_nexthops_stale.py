@@ -160,3 +160,15 @@ def test_neighbour_stale_in_the_file_and_the_flag():
         config.parse(CONFIG.format(extra="neighbour_stale = true"))
     with pytest.raises(ConfigError, match="--neighbour-stale = -1"):
         cfg.with_flags(neighbour_stale=-1)
+
+
+def test_start_refuses_a_bad_neighbour_stale_before_root(tmp_path):
+    from click.testing import CliRunner
+    from pyfwd.cli.main import cli
+    path = tmp_path / "pyfwd.toml"
+    path.write_text(CONFIG.format(extra='iface = "eth9"'))
+    r = CliRunner().invoke(cli, ["start", "--config", str(path),
+                                 "--neighbour-stale", "-5"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.startswith("Error: --neighbour-stale = -5.0: expected "
+                               "seconds from 0"), r.output

@@ -39,8 +39,8 @@ import tomllib
 from dataclasses import dataclass, field
 
 from .health.spec import HealthSpec
-from .nexthops import NEIGHBOUR_STALE, check_stale
 from .l7.options import L7Options
+from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
@@ -93,10 +93,10 @@ class Config:
         the same name; a flag not given leaves the file's value, else the
         default (snat_ports: model.SNAT_PORTS, see ports()).  A role given
         is checked as load(role=...) checks it: ConfigError for a value
-        other than active or standby, or standby with L7 VIPs.
-        neighbour_stale (seconds, 0 included) is checked as the file's.  The VIPs'
-        own settings (mode, scheduler) have no flag here: the CLI refuses
-        --mode and --scheduler with a file.
+        other than active or standby, or standby with L7 VIPs; so is
+        neighbour_stale (seconds, 0 included) as the file's.  The VIPs' own
+        settings (mode, scheduler, on_down) have no flag here: the CLI
+        refuses --mode and --scheduler with a file.
         """
         if role:
             from .ha import check_role, parse_role
@@ -199,7 +199,8 @@ def parse_vip(v, where, names=()):
             raise ConfigError(f"{where}.fallback: for L4 VIPs (an L7 VIP "
                               "has HAProxy's own backup servers: not yet)")
         fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
-    on_down = _choice(where, "on_down", v.get("on_down", "quiesce"), ON_DOWN)
+    on_down = _choice(where, "on_down", v.get("on_down", Service.on_down),
+                      ON_DOWN)
     l7 = None
     given = [k for k in L7Options.KEYS if k in v]
     if mode == "l7":
@@ -246,7 +247,8 @@ def parse(text, path="<config>", role=None):
                               ": expected an IPv4 address") from None
     if cfg.snat_ports is not None:
         parse_ports(cfg.snat_ports)
-    check_stale(cfg.neighbour_stale, "engine.neighbour_stale")
+    cfg.neighbour_stale = check_stale(cfg.neighbour_stale,
+                                      "engine.neighbour_stale")
     from .ha import parse_role
     parse_role(cfg.role, "engine.role")
     where = "engine.role ="

@@ -49,9 +49,12 @@ def _path(root, rel):
 
 
 def unit_name(vip) -> str:
-    """The unit of one VIP: pyfwd-realserver-10.0.0.100.service (an IPv6
-    VIP keeps its colons: systemd takes them in unit names)."""
-    return f"{UNIT_PREFIX}{ipaddress.ip_address(str(vip))}.service"
+    """The unit of one VIP: pyfwd-realserver-10.0.0.100.service; an IPv6
+    VIP's colons become '_' (pyfwd-realserver-fd00__100.service): systemd
+    takes ':' in a unit name, but ``systemd-analyze verify`` does not take
+    it in a file's path."""
+    text = str(ipaddress.ip_address(str(vip))).replace(":", "_")
+    return f"{UNIT_PREFIX}{text}.service"
 
 
 def unit_text(vip, dev, command) -> str:

@@ -23,21 +23,13 @@ from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
 from .procs import wait_line
+from .test_control_plane import wait_for
 
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
 INTERVAL, FALL, RISE = 0.5, 2, 2
-
-
-def wait_for(pred, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Dot1Q, Ether
 
 from pyfwd.control import config
@@ -49,12 +50,13 @@ port = 80
 protocol = "{protocol}"
 mode = "{mode}"
 health = {{ type = "tcp", via_vip = true }}
-real = [{{ address = "10.0.0.11" }}]
+real = [{{ address = "{'fd00::11' if ':' in address else '10.0.0.11'}" }}]
 """)
 
 
-def test_via_vip_is_taken_by_a_dr_tcp_ipv4_vip():
-    (svc,) = _vip().services
+@pytest.mark.parametrize("address", ["10.0.0.100", "fd00::100"])
+def test_via_vip_is_taken_by_a_dr_tcp_vip(address):
+    (svc,) = _vip(address=address).services
     assert svc.health.via_vip
 
 
@@ -62,7 +64,6 @@ def test_via_vip_is_taken_by_a_dr_tcp_ipv4_vip():
     ({"mode": "nat"}, ['only for mode = "dr"', "mode is 'nat'"]),
     ({"mode": "snat"}, ["mode is 'snat'"]),
     ({"protocol": "udp"}, ["TCP VIPs only", "this one is udp"]),
-    ({"address": "fd00::100"}, ["IPv4 VIPs only"]),
 ])
 def test_via_vip_elsewhere_is_a_config_error(kw, words):
     with pytest.raises(ConfigError) as exc:
@@ -182,6 +183,45 @@ def test_answer_filter_takes_only_the_answers(frame, taken):
     for i, (code, jt, jf, _) in enumerate(program):
         if code in (0x15, 0x45):
             assert i + 1 + max(jt, jf) < len(program)
+
+
+SRC6 = ipaddress.IPv6Address("fd00:0:0:1::2")
+VIP6 = ipaddress.IPv6Address("fd00:0:0:1::100")
+
+
+def test_syn_frame_ipv6():
+    f = Ether(vipprobe.syn_frame(REAL_MAC, LB_MAC, SRC6, VIP6, SPORT, PORT,
+                                 SEQ))
+    assert (f[IPv6].src, f[IPv6].dst, f[IPv6].nh, f[IPv6].plen) == (
+        str(SRC6), str(VIP6), 6, 20)
+    assert (f[TCP].dport, f[TCP].seq, f[TCP].flags) == (PORT, SEQ, "S")
+    chk = f[TCP].chksum
+    del f[TCP].chksum
+    assert Ether(bytes(f))[TCP].chksum == chk
+
+
+def _reply6(flags="SA", ack=(SEQ + 1) & 0xffffffff, src=str(VIP6),
+            sport=PORT, ext=False):
+    ip = IPv6(src=src, dst=str(SRC6))
+    if ext:
+        ip = ip / IPv6ExtHdrDestOpt()
+    return bytes(Ether(src="02:00:00:00:00:11") / ip
+                 / TCP(sport=sport, dport=SPORT, flags=flags, ack=ack))
+
+
+@pytest.mark.parametrize("frame, want, taken", [
+    (_reply6(), ("synack", REAL_MAC), True),
+    (_reply6(flags="R", ack=0), ("rst", REAL_MAC), True),
+    (_reply6(src="fd00:0:0:1::101"), None, False),
+    (_reply6(src="fd00:0:0:2::100"), None, False),
+    (_reply6(sport=81), None, False),
+    (_reply6(ext=True), None, False),
+    (_reply(), None, False),                    # IPv4
+])
+def test_answer_and_filter_ipv6(frame, want, taken):
+    assert vipprobe.answer(frame, SRC6, VIP6, SPORT, PORT, SEQ) == want
+    program = vipprobe.answer_filter(VIP6, PORT, SPORT)
+    assert (_run_cbpf(program, frame) > 0) is taken
 
 
 def test_answer_filter_and_answer_with_ip_options():

@@ -50,10 +50,8 @@ __all__ = ["ARP_IGNORE", "ARP_ANNOUNCE", "setup", "status", "persist",
 
 ARP_IGNORE = 1          # what setup() writes
 ARP_ANNOUNCE = 2
-# arp_ignore values that keep a VIP on lo silent: 1 and 2 (2 is stricter);
-# 8 never replies at all.  3 would answer for a global VIP, 0 always does.
-_IGNORE_OK = (1, 2, 8)
-_ANNOUNCE_OK = (2,)
+_IGNORE_OK = boot.ARP_GOOD["arp_ignore"]
+_ANNOUNCE_OK = boot.ARP_GOOD["arp_announce"]
 
 _IFF_UP = 0x1
 _LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
@@ -239,8 +237,8 @@ def persist(vip, dev: str = "lo", *, root: str = "/", command) -> list:
     """Write under ``root`` what a reboot needs to set this host up again
     for ``vip`` on ``dev`` as setup() did (realserver_boot.py: a sysctl.d
     file with this namespace's good ARP values, or setup()'s, on all and
-    default; an enabled oneshot unit
-    running ``command`` realserver setup).  Call it after setup().
+    default; an enabled oneshot unit running ``command`` realserver
+    setup).  Call it after setup().
     Returns the lines of what it wrote; raises like setup() and PyfwdError
     when a file cannot be written."""
     addr = _vip(vip)
@@ -298,8 +296,8 @@ def status(vip, dev: str = "lo", root: "str | None" = None) -> dict:
         problems.append(f"{addr} is also on {ifname}: that interface "
                         f"answers {'ARP' if addr.version == 4 else 'NDP'} "
                         "for it")
-    persisted = [] if root is None else boot.persisted_problems(
-        addr, dev, root=root, ignore_ok=_IGNORE_OK, announce_ok=_ANNOUNCE_OK)
+    persisted = [] if root is None else \
+        boot.persisted_problems(addr, dev, root=root)
     if addr.version == 6:
         return {"vip": str(addr), "dev": dev, "vip_on_dev": on_dev,
                 "vip_elsewhere": elsewhere, "arp": {}, "effective": {},

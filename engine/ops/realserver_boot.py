@@ -38,10 +38,15 @@ UNIT_PREFIX = "pyfwd-realserver-"
 # /etc/sysctl.conf last (Debian links it as 99-sysctl.conf)
 _SYSCTL_DIRS = ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d",
                 "usr/lib/sysctl.d", "lib/sysctl.d")
-_ARP_KEYS = ("arp_ignore", "arp_announce")
+# The values that keep a VIP on lo silent.  arp_ignore: 1 and 2 (2 is
+# stricter); 8 never replies at all; 3 would answer for a global VIP, 0
+# always does.  arp_announce: 2, never the VIP as the sender of a request.
+ARP_GOOD = {"arp_ignore": (1, 2, 8), "arp_announce": (2,)}
+_ARP_KEYS = tuple(ARP_GOOD)
 
-__all__ = ["SYSCTL_FILE", "unit_name", "unit_text", "sysctl_text", "persist",
-           "unpersist", "persisted_problems", "effective_sysctl"]
+__all__ = ["ARP_GOOD", "SYSCTL_FILE", "unit_name", "unit_text",
+           "sysctl_text", "persist", "unpersist", "persisted_problems",
+           "effective_sysctl"]
 
 
 def _path(root, rel):
@@ -231,13 +236,12 @@ def _unit_exec(path):
     return None
 
 
-def persisted_problems(vip, dev, *, root="/", ignore_ok=(1, 2, 8),
-                       announce_ok=(2,)) -> list:
+def persisted_problems(vip, dev, *, root="/") -> list:
     """What a reboot would lack for ``vip`` on ``dev``, as text, [] when
     nothing: the unit missing, not enabled, for another device or with an
     executable that is not there (under root); for an IPv4 VIP, the sysctl
     files leaving all's arp_ignore or arp_announce at a value that answers
-    ARP for the VIP (a good value: ``ignore_ok``, ``announce_ok``)."""
+    ARP for the VIP (ARP_GOOD)."""
     addr = ipaddress.ip_address(str(vip))
     name = unit_name(addr)
     problems = []
@@ -261,9 +265,7 @@ def persisted_problems(vip, dev, *, root="/", ignore_ok=(1, 2, 8),
             problems.append(f"{name} is not enabled (no link to it in "
                             f"{_path(root, WANTS_DIR)})")
     if addr.version == 4:
-        problems += _sysctl_problems(addr, effective_sysctl(root),
-                                     {"arp_ignore": ignore_ok,
-                                      "arp_announce": announce_ok})
+        problems += _sysctl_problems(addr, effective_sysctl(root), ARP_GOOD)
     return problems
 
 

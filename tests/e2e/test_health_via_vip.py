@@ -1,11 +1,11 @@
 """A DR health check through the VIP (``via_vip = true``) end to end: a
 one-arm lab with two whoami real servers set up with `pyfwd realserver
-setup` for an IPv4 and an IPv6 VIP, the engine (on each backend, in the lb namespace) with an http check plus
-the SYN through each real's MAC to the VIP.  Removing the VIP from one
-real's lo leaves its own address answering the http check, yet `ctl show`
-marks it down and curl through the VIP keeps working on the other; putting
-the VIP back brings it up again.  Root; the lab is removed whatever
-happens."""
+setup` for an IPv4 and an IPv6 VIP, the engine (on each backend, in the lb
+namespace) with an http check plus the SYN through each real's MAC to the
+VIP.  Removing the VIP from one real's lo leaves its own address answering
+the http check, yet `ctl show` marks it down and curl through the VIP keeps
+working on the other; putting the VIP back brings it up again.  Root; the
+lab is removed whatever happens."""
 
 import json
 import secrets
@@ -63,7 +63,8 @@ def engine(lab, tmp_path, request):
     svcs = [Service(Vip(vip, 80, "tcp"), [Real(a) for a in reals], "wrr",
                     name=f"web{len(vip)}", health=spec)
             for vip, reals in REALS.items()]
-    eng = Engine("eth0", svcs, busy_poll=0, flows=1 << 16, backend=request.param)
+    eng = Engine("eth0", svcs, busy_poll=0, flows=1 << 16,
+                 backend=request.param)
     lab.call("lb", eng.start)
     eng.sock = str(tmp_path / "ctl.sock")
     srv = control.ControlServer(eng, eng.sock).start()

@@ -37,6 +37,7 @@ from . import ha
 from . import services as svcs
 from .config import check_ifaces
 from .health.monitor import HealthMonitor
+from .health.vipprobe import checker
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
@@ -165,7 +166,8 @@ class Engine:
         log_attached(self.info, self.ifaces, self.services, self.snat,
                      self.options["busy_poll"])
         self.xsk.start()
-        self.monitor = HealthMonitor(self._on_health)
+        self.monitor = HealthMonitor(self._on_health, check=checker(
+            lambda a: (self.hops.via(a), self.hops.macs.get(a))))
         self._health_targets()
         self.monitor.start()
         if self.l7_services:

@@ -131,9 +131,10 @@ def test_render_http_everything(tmp_path):
         "del_headers": ["X-Debug"]})
     text = render([L7Vip("web", VIP, REALS, "wrr", o)], "/tmp/s.sock")
     sec = listen_section(text, "web")
-    assert sec[:4] == ["mode http",
-                       f'bind 10.0.0.100:80 ssl crt "{pem}"',
-                       "balance roundrobin", "option forwardfor"]
+    assert sec[:6] == ["mode http",
+                       f'bind 10.0.0.100:80 transparent ssl crt "{pem}"',
+                       "maxconn 2000", "balance roundrobin",
+                       "timeout http-request 10s", "option forwardfor"]
     assert "http-request set-header X-Forwarded-Proto https" in sec
     assert "http-request del-header X-Debug" in sec
     assert r'http-request set-header X-Pacs "say \"hi\" \$HOME"' in sec
@@ -149,7 +150,9 @@ def test_render_http_plain():
     text = render([L7Vip("web", VIP, REALS[:1], "rr",
                          L7Options.from_dict({"forwardfor": False}))], "/s")
     sec = listen_section(text, "web")
-    assert sec == ["mode http", "bind 10.0.0.100:80", "balance roundrobin",
+    assert sec == ["mode http", "bind 10.0.0.100:80 transparent",
+                   "maxconn 2000", "balance roundrobin",
+                   "timeout http-request 10s",
                    "server r_10_0_0_11_80 10.0.0.11:80 weight 1"]
 
 
@@ -158,8 +161,8 @@ def test_render_tcp():
     v = L7Vip("pacs dicom", Vip.parse("[fd00::100]:104/tcp"),
               [("r1", "fd00::11", 104, 1)], "lc", o, {"tunnel": "2h"})
     sec = listen_section(render([v], "/s"), "pacs_dicom")
-    assert sec == ["mode tcp", "bind [fd00::100]:104", "balance leastconn",
-                   "timeout tunnel 2h",
+    assert sec == ["mode tcp", "bind [fd00::100]:104 transparent",
+                   "maxconn 2000", "balance leastconn", "timeout tunnel 2h",
                    "server r1 [fd00::11]:104 weight 1 send-proxy-v2"]
 
 
@@ -171,7 +174,7 @@ def test_render_tcp():
 ])
 def test_scheduler_mapping(sched, lines):
     sec = listen_section(render([L7Vip("v", VIP, REALS, sched)], "/s"), "v")
-    assert sec[2:2 + len(lines)] == lines
+    assert sec[3:3 + len(lines)] == lines
     assert set(BALANCE) == {"rr", "wrr", "lc", "wlc", "sh", "maglev"}
 
 

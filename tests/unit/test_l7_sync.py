@@ -48,6 +48,12 @@ class FakeProxy:
     def set_weight(self, backend, server, weight):
         self.calls.append(("weight", server, weight))
 
+    def set_health(self, backend, server, up):
+        self.calls.append(("health", server, up))
+
+    def shutdown_sessions(self, backend, server):
+        self.calls.append(("shutdown", server))
+
     def ensure_running(self):
         if self.dies:
             self.restarts += 1
@@ -118,7 +124,11 @@ def test_sync_reloads_only_when_the_text_changes(synced):
     proxy.calls.clear()
     l7.sync(services(), {}, {(VIP, R1.key): (False, "refused")})
     assert not [c for c in proxy.calls if c[0] == "reload"]
-    assert ("state", l7_server(R1), "maint") in proxy.calls     # unhealthy
+    # unhealthy: DOWN in HAProxy, not MAINT; its sessions go on (quiesce)
+    assert ("state", l7_server(R1), "ready") in proxy.calls
+    assert ("health", l7_server(R1), False) in proxy.calls
+    assert ("health", l7_server(R2), True) in proxy.calls
+    assert not [c for c in proxy.calls if c[0] == "shutdown"]
     proxy.calls.clear()
     l7.sync(services([R1, R2]), {}, {})
     [(kind, text)] = [c for c in proxy.calls if c[0] == "reload"]
@@ -149,7 +159,7 @@ def test_names_and_states():
     assert l7_name(Service(VIP, [], mode="l7")) == "vip_10_0_0_101_80"
     assert l7_server(Real.parse("[fd00::11]:8080")) == "r__fd00__11__8080"
     assert server_state("halt", True, 5) == "maint"
-    assert server_state(None, False, 5) == "maint"
+    assert server_state(None, False, 5) == "ready"     # DOWN: set_health
     assert server_state("drain", True, 5) == "drain"
     assert server_state(None, True, 0) == "drain"
     assert server_state(None, True, 5) == "ready"

@@ -25,6 +25,8 @@ R1, R2, R3 = (Real.parse(t) for t in ("10.0.0.11:8080@1000",
 
 class FakeProxy:
     runtime_socket = "/run/fake.sock"
+    master_socket = "/run/fake.sock.master"
+    config_path = "/run/fake.cfg"
 
     def __init__(self):
         self.calls = []
@@ -145,7 +147,10 @@ def test_watchdog_and_rows(synced):
         "flows_new": 7, "bytes": 10}}
     proxy.answers = False
     assert l7.rows() == {}                  # logged, not raised
-    assert l7.status() == {"pid": None, "restarts": 1}
+    assert l7.status() == {"pid": None, "restarts": 1,
+                           "runtime_socket": "/run/fake.sock",
+                           "master_socket": "/run/fake.sock.master",
+                           "config": "/run/fake.cfg"}
     l7.stop()
     assert proxy.calls[-1] == ("stop",) and addresses.closed
     assert l7.haproxy is None and l7.rows() == {} and l7.status() is None

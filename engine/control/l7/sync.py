@@ -257,12 +257,15 @@ class L7Sync:
         return rows
 
     def status(self):
-        """{"pid" (the master's), "restarts"}, or None without HAProxy."""
+        """{"pid" (the master's), "restarts", "runtime_socket" (the admin
+        socket: `socat stdio PATH`), "master_socket", "config"}, or None
+        without HAProxy."""
         if not self.haproxy:
             return None
-        proc = self.haproxy.proc
-        return {"pid": proc.pid if proc else None,
-                "restarts": self.haproxy.restarts}
+        h = self.haproxy
+        return {"pid": h.proc.pid if h.proc else None,
+                "restarts": h.restarts, "runtime_socket": h.runtime_socket,
+                "master_socket": h.master_socket, "config": h.config_path}
 
     def stop(self):
         """Stop HAProxy; remove the addresses we added (idempotent)."""

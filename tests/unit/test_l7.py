@@ -243,3 +243,77 @@ def test_bad_state_and_weight_refused_before_any_io(tmp_path):
         h.set_state("web/x", "r1", "ready")
     assert h.ensure_running() is False      # never started: nothing to do
     h.stop()                                 # idempotent, nothing to stop
+
+
+# -- issue 16: maxconn, timeout http-request, xff_drop_client, the user ------
+
+def test_operating_options_default_and_given():
+    o = L7Options.from_dict({})
+    assert (o.maxconn, o.timeout_http_request, o.xff_drop_client) == \
+        (2000, "10s", False)
+    o = L7Options.from_dict({"maxconn": 10, "timeout_http_request": "2s",
+                             "xff_drop_client": True})
+    assert (o.maxconn, o.timeout_http_request, o.xff_drop_client) == \
+        (10, "2s", True)
+
+
+@pytest.mark.parametrize("d, key, value", [
+    ({"maxconn": 0}, "maxconn", "0"),
+    ({"maxconn": True}, "maxconn", "True"),
+    ({"maxconn": "100"}, "maxconn", "'100'"),
+    ({"timeout_http_request": "soon"}, "timeout_http_request", "'soon'"),
+    ({"l7_mode": "tcp", "timeout_http_request": "5s"},
+     "timeout_http_request", "'5s'"),
+    ({"xff_drop_client": "yes"}, "xff_drop_client", "'yes'"),
+    ({"l7_mode": "tcp", "xff_drop_client": True}, "xff_drop_client", "True"),
+])
+def test_bad_operating_option_named(d, key, value):
+    with pytest.raises(ConfigError) as e:
+        L7Options.from_dict(d, where="vip web")
+    msg = str(e.value)
+    assert msg.startswith(f"vip web: {key} ") and value in msg \
+        and "expected" in msg, msg
+
+
+def test_render_user_maxconn_and_xff_drop():
+    o = L7Options.from_dict({"xff_drop_client": True, "maxconn": 300,
+                             "timeout_http_request": "3s"})
+    vips = [L7Vip("web", VIP, REALS[:1], "rr", o),
+            L7Vip("tcp", Vip.parse("10.0.0.100:104/tcp"), REALS[:1], "rr",
+                  L7Options.from_dict({"l7_mode": "tcp"}))]
+    text = render(vips, "/s", user=("haproxy", "haproxy"))
+    glob = text.split("\ndefaults")[0].splitlines()
+    assert '    user "haproxy"' in glob and '    group "haproxy"' in glob
+    assert "    maxconn 2300" in glob           # the VIPs' sum
+    sec = listen_section(text, "web")
+    assert "maxconn 300" in sec and "timeout http-request 3s" in sec
+    # the client's header goes before HAProxy adds its own
+    assert sec.index("http-request del-header X-Forwarded-For") < \
+        sec.index("option forwardfor")
+    assert not any("http-request" in ln for ln in listen_section(text, "tcp"))
+    root = render(vips, "/s", user=None)
+    assert "user " not in root and "group " not in root
+
+
+def test_haproxy_user_falls_back(monkeypatch, caplog):
+    import pwd as pwd_mod
+    from pyfwd.control.l7 import render as render_mod
+
+    root = pwd_mod.getpwnam("root")
+
+    def only(names):
+        def getpwnam(name):
+            if name not in names:
+                raise KeyError(name)
+            return root
+        return getpwnam
+    for names, want in ((("haproxy",), "haproxy"), (("nobody",), "nobody"),
+                        ((), None)):
+        render_mod.haproxy_user.cache_clear()
+        monkeypatch.setattr(render_mod.pwd, "getpwnam", only(names))
+        with caplog.at_level("WARNING", logger="pyfwd.haproxy"):
+            got = render_mod.haproxy_user()
+        assert (got[0] if got else None) == want
+        if want != "haproxy":
+            assert "haproxy" in caplog.text     # said, not silent
+    render_mod.haproxy_user.cache_clear()

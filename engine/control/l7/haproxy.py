@@ -256,6 +256,9 @@ class HAProxy(RuntimeApi):
             except BaseException:
                 self.proc, self._text = None, None
                 _unlink(self.config_path)
+                if self._spawner is not None:
+                    self._spawner.close()
+                    self._spawner = None
                 raise
 
     def clear_leftovers(self):

@@ -7,7 +7,9 @@ standby's HAProxy runs and binds it all the same, `transparent`);
 `pyfwd ctl ha standby` on lb then `ha active` on lb2 (what keepalived's
 notify scripts run) moves it, with a gratuitous ARP that moves the
 client's neighbour entry; a client polling with curl sees a gap, measured
-and printed, both ways.
+and printed, both ways.  With keepalived (its config from `pyfwd ha
+keepalived-conf`, both engines started standby), lb is elected, its link
+goes down (a dead node), lb2 takes the address over: the gap is printed.
 
 Root; the lab is named "pfk" + random hex and always removed; every
 process is stopped by its PID."""
@@ -15,47 +17,49 @@ process is stopped by its PID."""
 import json
 import os
 import re
+import sys
 import secrets
+import shutil
 import subprocess
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
 
-from pyfwd.lab import whoami
+from pyfwd.lab.modes import whoami_servers
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 
-from .procs import wait_line
+from .test_ha import VIP, client_neighbour
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
-VIP = "10.0.0.100"
 URL = f"http://{VIP}/"
 GAP_BOUND = 3.0         # s without an answer while the role moves
 POLL_TIMEOUT = 0.5      # s: curl's --max-time per request
+PYFWD_BIN = str(Path(sys.executable).with_name("pyfwd"))
+KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
+# a dead master is noticed after 3 adverts (1 s) and the backup's skew;
+# 3 s more for notify_master, the address, the gratuitous ARP and the
+# polls (each may wait its 0.5 s)
+KEEPALIVED_BOUND = 3 * 1 + 3
 
 
 @pytest.fixture
 def pair(tmp_path):
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
-    procs = []
     with Lab("pfk" + secrets.token_hex(3), topology="one-arm-ha",
-             reals=2) as lab:
+             reals=2) as lab, whoami_servers(lab, 8080):
+        lab.dir = tmp_path
+        lab.engines = {}
         try:
-            for role in lab.reals:
-                p = lab.popen(role, whoami.command(8080, role),
-                              stdout=subprocess.PIPE, text=True)
-                procs.append(p)
-                wait_line(p, "listening")
-            lab.dir = tmp_path
-            lab.engines = {}
             yield lab
         finally:
-            for proc in list(lab.engines.values()) + procs:
+            for proc in lab.engines.values():
                 if proc.poll() is None:
                     proc.terminate()
                     try:
@@ -122,14 +126,6 @@ def holds(lab, node):
     out = lab.run(node, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
                   capture_output=True, text=True, check=True).stdout
     return bool(re.search(rf"inet {re.escape(VIP)}/", out))
-
-
-def client_neighbour(lab):
-    def get():
-        with IPRoute() as ipr:
-            for n in ipr.get_neighbours(dst=VIP):
-                return n.get_attr("NDA_LLADDR")
-    return lab.call("client", get)
 
 
 class Poller:
@@ -209,3 +205,65 @@ def test_l7_vip_follows_the_role(pair):
         assert proc.wait(timeout=20) == 0, logs(lab)
         assert not holds(lab, node)
     assert "Traceback" not in logs(lab)
+
+
+def keepalived(lab, node, priority):
+    """keepalived in node's namespace (VRRP only, foreground, its own pid
+    files), its config from `pyfwd ha keepalived-conf`."""
+    r = subprocess.run(PYFWD + [
+        "ha", "keepalived-conf", "--iface", "eth0", "--vrid", "52",
+        "--priority", str(priority), "--socket",
+        str(lab.dir / f"{node}.sock"), "--pyfwd", PYFWD_BIN, "--instance",
+        f"pyfwd_{node}"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and not r.stderr, (r.stdout, r.stderr)
+    conf = lab.dir / f"ka-{node}.conf"
+    conf.write_text(r.stdout)
+    pid = lab.dir / f"ka-{node}"
+    with open(lab.dir / f"ka-{node}.log", "w") as out:
+        lab.engines[f"ka-{node}"] = lab.popen(node, [
+            KEEPALIVED, "--dont-fork", "--log-console", "--no-syslog",
+            "--vrrp", "--use-file", str(conf), "--pid", f"{pid}.pid",
+            "--vrrp_pid", f"{pid}-vrrp.pid", "--checkers_pid",
+            f"{pid}-checkers.pid"], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+
+
+def test_l7_vip_moves_with_keepalived(pair):
+    """Both engines start standby; keepalived elects lb (150 over 100);
+    lb's link goes down (a dead node); lb2's keepalived becomes master,
+    its engine takes the L7 VIP address and announces it."""
+    lab = pair
+    if not os.path.exists(KEEPALIVED):
+        pytest.fail("keepalived is not installed (tools/run installs it)")
+    mac = {n: lab.node(n).interfaces[0].mac for n in ("lb", "lb2")}
+    start(lab, "lb", "standby")
+    start(lab, "lb2", "standby")
+    wait_ready(lab, "lb", "standby")
+    wait_ready(lab, "lb2", "standby")
+    assert not holds(lab, "lb") and not holds(lab, "lb2")
+    keepalived(lab, "lb", 150)
+    keepalived(lab, "lb2", 100)
+    wait_ready(lab, "lb", "active")
+    assert holds(lab, "lb") and not holds(lab, "lb2")
+    poll = Poller(lab)
+    try:
+        time.sleep(1.5)
+
+        def link_down():
+            with IPRoute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0],
+                         state="down")
+        t = time.monotonic()
+        lab.call("lb", link_down)
+        wait_ready(lab, "lb2", "active")
+        time.sleep(2.0)
+        gap = poll.gap(t)
+    finally:
+        poll.stop()
+    print(f"\nL7 failover with keepalived (advert_int 1 s), lb's link "
+          f"down: {gap:.2f} s without an answer")
+    assert holds(lab, "lb2")
+    assert client_neighbour(lab) == mac["lb2"]
+    assert gap < KEEPALIVED_BOUND, (gap, logs(lab))
+    wait_ready(lab, "lb", "standby")        # keepalived FAULT on lb
+    assert not holds(lab, "lb")

@@ -31,11 +31,12 @@ import pytest
 
 from pyfwd.control.config import parse_vip
 from pyfwd.control.engine import Engine
-from pyfwd.lab import whoami
+from pyfwd.lab.modes import whoami_servers
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 
-from .procs import alive, wait_line
+from .procs import alive
+from .test_l7_addresses import curl, lb_addresses
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -48,20 +49,10 @@ KILL_BOUND = 2.0        # s: HAProxy gone after its pyfwd was SIGKILLed
 def lab():
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
-    procs = []
     with Lab("pfo" + secrets.token_hex(3), topology="one-arm",
              reals=2) as lab:
-        try:
-            for role in lab.reals:
-                p = lab.popen(role, whoami.command(8080, role),
-                              stdout=subprocess.PIPE, text=True)
-                procs.append(p)
-                wait_line(p, "listening")
+        with whoami_servers(lab, 8080):
             yield lab
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait(timeout=5)
 
 
 def l7(lab, name, port, reals=None, **extra):
@@ -74,17 +65,8 @@ def l7(lab, name, port, reals=None, **extra):
             f'mode = "l7"\nscheduler = "rr"\n{more}{body}\n')
 
 
-def curl(lab, url, *args, timeout=10):
-    r = lab.run("client", ["curl", "-sS", "--max-time", str(timeout), *args,
-                           url], capture_output=True, text=True,
-                timeout=timeout + 10)
-    return r.stdout if r.returncode == 0 else f"curl failed: {r.stderr}"
-
-
 def vip_lines(lab):
-    out = lab.run("lb", ["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
-                  capture_output=True, text=True, check=True).stdout
-    return [ln for ln in out.splitlines() if f"inet {VIP4}/" in ln]
+    return [ln for a, ln in lb_addresses(lab).items() if a == VIP4]
 
 
 def children(pid):
@@ -235,7 +217,7 @@ def engine(lab):
 
 
 def spec(lab, name, port, reals=None, **extra):
-    reals = reals or lab.reals
+    reals = lab.reals if reals is None else reals
     return {"name": name, "address": VIP4, "port": port, "mode": "l7",
             "scheduler": "rr", **extra,
             "real": [{"address": lab.ip(r), "port": 8080} for r in reals]}
@@ -317,3 +299,16 @@ def test_haproxy_outlives_the_thread_that_started_it(lab, engine):
     assert alive(pid) and eng.haproxy.proc.pid == pid
     assert "node=real" in curl(lab, f"http://{VIP4}:82/")
     assert "node=real" in curl(lab, f"http://{VIP4}/")
+
+
+def test_haproxy_accepts_the_operating_options(tmp_path):
+    """`haproxy -c` on what render() writes with the new keys, the user
+    lines and transparent binds (no lab: nothing runs)."""
+    from pyfwd.control.l7.haproxy import HAProxy
+    from pyfwd.control.l7.render import l7_vips, render
+    svc = parse_vip(spec(None, "web", 80, reals=[], xff_drop_client=True,
+                         maxconn=100, timeout_http_request="2s"), "test")
+    proxy = HAProxy(tmp_path / "h.cfg", tmp_path / "h.sock")
+    text = render(l7_vips([svc]), proxy.runtime_socket)
+    assert "user " in text and "transparent" in text
+    proxy.validate(text)

@@ -108,7 +108,7 @@ def test_start_takes_one_role(tmp_path):
                                  "active"])
     assert r.exit_code == 2 and "no --iface given" in r.output, r.output
     r = CliRunner().invoke(cli, ["start", "--config", str(path)])
-    assert r.exit_code == 1 and "L7 VIP(s) viewer" in r.output, r.output
+    assert r.exit_code == 2 and "L7 VIP(s) viewer" in r.output, r.output
 
 
 def test_parse_role():

@@ -122,8 +122,9 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
       1  failed: a runtime error, or a start-up one not below
       2  usage or configuration error (options, the file, the interfaces):
          starting again will not help
-      3  the data plane was refused (XDP, AF_XDP or raw sockets: a missing
-         capability, another XDP program on the interface, the driver)
+      3  the data plane was refused (loading the BPF program, attaching
+         XDP, AF_XDP or raw-socket rings: a missing capability, another
+         XDP program on the interface, the driver)
       4  not root
     """
     try:

@@ -234,6 +234,7 @@ def _run(cfg, ports, metrics_addr, options):
         if metrics_addr:
             servers.append(MetricsServer(engine.stats, metrics_addr).start())
             click.echo(f"metrics at {servers[-1].url}", err=True)
+        notify_reloads(engine, notifier)
         notifier.ready(forwarding(engine))
         serve(engine, servers[0], notifier, signals)
     except PyfwdError as exc:
@@ -267,7 +268,7 @@ def serve(engine, control, notifier, signals, *, tick=0.2):
     while True:
         while signals and signals[0] == signal.SIGHUP:
             signals.pop(0)
-            reload_config(control, notifier, engine)
+            reload_config(control, engine)
         if signals:
             return signals[0]
         now = time.monotonic()
@@ -288,21 +289,36 @@ def serve(engine, control, notifier, signals, *, tick=0.2):
         time.sleep(tick)
 
 
-def reload_config(control, notifier, engine):
-    """SIGHUP: the control command `reload`, between RELOADING=1 and
-    READY=1; a failure is logged and the running config stays (STATUS=
-    says so)."""
+def reload_config(control, engine):
+    """SIGHUP: the control command `reload` (between RELOADING=1 and
+    READY=1: notify_reloads); a failure is logged and the running config
+    stays."""
     import json
-    notifier.reloading()
     log.info("SIGHUP: reloading %s", engine.config_path)
     reply = json.loads(control.handle("reload", ()))
-    if reply["ok"]:
-        notifier.ready(forwarding(engine))
-    else:
+    if not reply["ok"]:
         log.error("reload failed, the running config stays: %s",
                   reply["error"])
-        notifier.ready(f"reload failed, running config kept: "
-                       f"{reply['error']}")
+
+
+def notify_reloads(engine, notifier):
+    """Every reload of engine, by SIGHUP or `pyfwd ctl reload`, between
+    RELOADING=1 and READY=1 (STATUS= says what it serves, or that the
+    reload failed and the running config stays).  It wraps the engine's
+    reload, which the control server calls."""
+    reload = engine.reload
+
+    def reload_and_notify():
+        notifier.reloading()
+        try:
+            summary = reload()
+        except Exception as exc:
+            notifier.ready(f"reload failed, running config kept: {exc}")
+            raise
+        notifier.ready(forwarding(engine))
+        return summary
+
+    engine.reload = reload_and_notify
 
 
 def forwarding(engine):

@@ -3,7 +3,7 @@
 - `pyfwd start` speaks sd_notify to a datagram socket the test owns, as
   systemd's would be: READY=1 only once traffic through the VIP works,
   RELOADING=1/READY=1 around a SIGHUP (the reload takes effect; a bad file
-  keeps the running config), WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1
+  keeps the running config) and a `ctl reload`, WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1
   on SIGTERM, exit status 0;
 - under setpriv with exactly the unit's capability bounding set it
   forwards (DR and an L7 VIP); without one of them it stops with a clear
@@ -155,6 +155,15 @@ def test_sd_notify_reload_watchdog_and_stop(lab, tmp_path):
             ready
         assert "node=" in (curl(lab) or "")
         assert proc.poll() is None
+
+        # `pyfwd ctl reload` is told to the service manager the same way
+        config(cfg, sock, reals=("10.0.0.12",))
+        r = lab.run("lb", PYFWD + ["ctl", "--socket", str(sock), "reload"],
+                    capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        j, _ = manager.wait("RELOADING", after=k + 1)
+        k, ready = manager.wait("READY", after=j + 1)
+        assert "1 real server(s)" in ready["STATUS"], ready
 
         # WATCHDOG=1 every 0.5 s, all along
         t0 = manager.got[0][0]

@@ -14,6 +14,7 @@ import pytest
 
 from pyfwd.cli import balancer
 from pyfwd.control.notify import Notifier, monotonic_usec
+from pyfwd.errors import ConfigError, PyfwdError
 
 
 @pytest.fixture
@@ -121,35 +122,57 @@ class FakeEngine:
 
 
 class FakeControl:
-    def __init__(self, error=None):
-        self.error, self.calls = error, []
+    """The control server's handle(): the engine's method, its reply."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
 
     def handle(self, cmd, args):
         self.calls.append(cmd)
-        reply = {"ok": False, "error": self.error} if self.error else \
-            {"ok": True, "result": "1 VIP added"}
+        try:
+            reply = {"ok": True, "result": getattr(self.engine, cmd)()}
+        except PyfwdError as exc:
+            reply = {"ok": False, "error": str(exc)}
         return json.dumps(reply).encode() + b"\n"
 
 
+def reloading_engine(error=None):
+    eng = FakeEngine()
+
+    def reload():
+        if error:
+            raise ConfigError(error)
+        return "1 VIP changed"
+    eng.reload = reload
+    return eng
+
+
 def test_sighup_reloads_through_the_control_server():
-    n, control = FakeNotifier(), FakeControl()
+    n, eng = FakeNotifier(), reloading_engine()
+    balancer.notify_reloads(eng, n)
+    control = FakeControl(eng)
     signals = [signal.SIGHUP, signal.SIGTERM]
-    assert balancer.serve(FakeEngine(), control, n, signals, tick=0) == \
+    assert balancer.serve(eng, control, n, signals, tick=0) == \
         signal.SIGTERM
     assert control.calls == ["reload"]
     assert [s[0] for s in n.sent] == ["reloading", "ready"]
     assert n.sent[1][1] == ("forwarding: 2 VIP(s), 3 real server(s) on "
                             "eth0 (XDP native, AF_XDP copy), active")
+    # `pyfwd ctl reload` (the control socket) is told to systemd the same
+    assert eng.reload() == "1 VIP changed"
+    assert [s[0] for s in n.sent[2:]] == ["reloading", "ready"]
 
 
 def test_a_failed_reload_keeps_the_config_and_says_so(caplog):
     n = FakeNotifier()
-    control = FakeControl(error="config x: line 3: expected '='")
+    eng = reloading_engine(error="config x: line 3: expected '='")
+    balancer.notify_reloads(eng, n)
     with caplog.at_level(logging.ERROR, logger="pyfwd"):
-        balancer.serve(FakeEngine(), control, n,
+        balancer.serve(eng, FakeControl(eng), n,
                        [signal.SIGHUP, signal.SIGINT], tick=0)
-    assert n.sent[-1] == ("ready", "reload failed, running config kept: "
-                          "config x: line 3: expected '='")
+    assert n.sent == [("reloading",), ("ready", "reload failed, running "
+                                       "config kept: config x: line 3: "
+                                       "expected '='")]
     assert "reload failed, the running config stays" in caplog.text
 
 
@@ -159,7 +182,7 @@ def test_watchdog_only_while_alive():
                       ["data-plane loop q0: stalled"], []])
     eng.signals = []
     t0 = time.monotonic()
-    balancer.serve(eng, FakeControl(), n, eng.signals, tick=0.001)
+    balancer.serve(eng, FakeControl(eng), n, eng.signals, tick=0.001)
     assert time.monotonic() - t0 < 5
     assert [s[0] for s in n.sent] == ["alive", "status", "status", "alive",
                                       "status"]

@@ -117,5 +117,5 @@ def problem_text(problems):
     return "engine not alive: " + "; ".join(problems)
 
 
-__all__ = ["Liveness", "EngineLiveness", "engine_parts", "problem_text", "LOOP_STALL",
-           "CONTROL_STALL"]
+__all__ = ["Liveness", "EngineLiveness", "engine_parts", "problem_text",
+           "LOOP_STALL", "CONTROL_STALL"]

@@ -3,8 +3,8 @@
 - `pyfwd start` speaks sd_notify to a datagram socket the test owns, as
   systemd's would be: READY=1 only once traffic through the VIP works,
   RELOADING=1/READY=1 around a SIGHUP (the reload takes effect; a bad file
-  keeps the running config) and a `ctl reload`, WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1
-  on SIGTERM, exit status 0;
+  keeps the running config) and a `ctl reload`, WATCHDOG=1 every
+  WATCHDOG_USEC/2, STOPPING=1 on SIGTERM, exit status 0;
 - under setpriv with exactly the unit's capability bounding set it
   forwards (DR and an L7 VIP); without one of them it stops with a clear
   error and its exit status;
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from pyfwd.cli.balancer import EXIT_DATAPLANE, EXIT_USAGE
+from pyfwd.cli.balancer import EXIT_DATAPLANE, EXIT_STOPPED, EXIT_USAGE
 from pyfwd.control.engine import Engine
 from pyfwd.control.liveness import EngineLiveness, Liveness
 from pyfwd.control.server import ControlServer
@@ -176,7 +176,7 @@ def test_sd_notify_reload_watchdog_and_stop(lab, tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
         manager.close()
-    assert proc.returncode == 0, out
+    assert proc.returncode == EXIT_STOPPED, out
     assert any("STOPPING" in m for _, m in manager.got)
     assert "SIGHUP: reloading" in out and "reload failed" in out
 
@@ -237,7 +237,7 @@ def test_a_configuration_error_exits_2(lab, tmp_path):
     assert "nosuch0" in r.stderr and "Traceback" not in r.stderr
 
 
-# --- liveness -----------------------------------------------------------------
+# --- liveness ---------------------------------------------------------------
 
 def ctl_status(lab, sock):
     r = lab.run("lb", PYFWD + ["ctl", "--socket", str(sock), "status"],

@@ -212,3 +212,27 @@ def test_journal_prefixes(tmp_path):
     assert line(logging.WARNING, "w") == "<4>w"
     assert line(logging.INFO, "a\nb") == "<6>a\n<6>b"
     assert line(logging.DEBUG, "d") == "<7>d"
+
+
+# --- exit statuses ------------------------------------------------------------
+
+def test_exit_statuses_not_root_and_usage(monkeypatch):
+    from click.testing import CliRunner
+
+    from pyfwd.cli.main import cli
+    args = ["start", "--iface", "eth0", "--vip", "10.0.0.100:80/tcp",
+            "--real", "10.0.0.11"]
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == balancer.EXIT_NOT_ROOT == 4, r.output
+    assert r.output == ("Error: pyfwd start needs root (BPF, AF_XDP and the "
+                        "interfaces); run it with sudo or as a service\n")
+    # a configuration error comes first, root or not: 2
+    r = CliRunner().invoke(cli, args[:-1] + ["10.0.0.11:8080"])
+    assert r.exit_code == balancer.EXIT_USAGE == 2, r.output
+    assert (balancer.EXIT_STOPPED, balancer.EXIT_FAILED,
+            balancer.EXIT_DATAPLANE) == (0, 1, 3)
+    # --help says them all
+    r = CliRunner().invoke(cli, ["start", "--help"])
+    for code in range(5):
+        assert f"\n    {code}  " in r.output, r.output

@@ -121,12 +121,16 @@ def test_sd_notify_reload_watchdog_and_stop(lab, tmp_path):
     sock = tmp_path / "ctl.sock"
     cfg = config(tmp_path / "pyfwd.toml", sock)
     manager = Manager(tmp_path / "notify")
+    # stderr is "the journal": a file whose device and inode
+    # JOURNAL_STREAM names, as systemd sets it
+    journal = open(tmp_path / "journal", "w")
+    st = os.fstat(journal.fileno())
     env = dict(os.environ, NOTIFY_SOCKET=manager.path,
-               WATCHDOG_USEC="1000000")
+               WATCHDOG_USEC="1000000",
+               JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
     proc = lab.popen("lb", PYFWD + ["start", "--config", str(cfg),
                                     "--busy-poll", "0"], env=env,
-                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                     text=True)
+                     stdout=subprocess.PIPE, stderr=journal, text=True)
     try:
         i, ready = manager.wait("READY")
         # READY=1 means forwarding: the very first request goes through
@@ -174,11 +178,18 @@ def test_sd_notify_reload_watchdog_and_stop(lab, tmp_path):
         assert max(b - a for a, b in zip(beats, beats[1:])) < 1.0
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        proc.communicate(timeout=20)
         manager.close()
+        journal.close()
+    out = (tmp_path / "journal").read_text()
     assert proc.returncode == EXIT_STOPPED, out
     assert any("STOPPING" in m for _, m in manager.got)
-    assert "SIGHUP: reloading" in out and "reload failed" in out
+    # syslog priorities, no time stamps
+    lines = out.splitlines()
+    assert f"<6>SIGHUP: reloading {cfg}" in lines, out
+    assert any(line.startswith("<3>reload failed, the running config "
+                               "stays: ") for line in lines), out
+    assert any(line.startswith("<6>eth0: XDP program ") for line in lines)
 
 
 def unit_caps():
@@ -255,16 +266,18 @@ def wait_status(lab, sock, fails, timeout=8):
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("backend", ["xdp", "afpacket"])
 def test_ctl_status_fails_when_a_loop_or_the_control_thread_stalls(
-        lab, tmp_path):
+        lab, tmp_path, backend):
     eng = Engine("eth0", [Service(Vip.parse(f"{VIP}:80/tcp"),
                                   [Real.parse("10.0.0.11")], name="dr")],
-                 busy_poll=0, flows=1 << 12)
+                 busy_poll=0, flows=1 << 12, backend=backend)
     eng.liveness = EngineLiveness(eng, Liveness(control_stall=1.0))
     sock = tmp_path / "live.sock"
     lab.call("lb", eng.start)
     server = ControlServer(eng, str(sock)).start()
     try:
+        assert eng.info.backend == backend
         assert ctl_status(lab, sock)[0] == 0
         assert curl(lab)
         # a loop paused: stalled, named; the traffic stops with it

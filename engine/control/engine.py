@@ -38,6 +38,7 @@ from . import services as svcs
 from .config import check_ifaces
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
+from .liveness import EngineLiveness
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
@@ -118,6 +119,7 @@ class Engine:
         self._thread = None
         self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
+        self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
 
     @property
     def role(self):
@@ -408,6 +410,7 @@ class Engine:
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
+            self.ticks += 1
             now = time.monotonic()
             try:
                 self.punts.answer_punts()

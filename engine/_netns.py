@@ -43,8 +43,8 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
             if fd is None:
                 check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)",
                       EnterError)
-            elif not _same_netns(fd):   # setns needs CAP_SYS_ADMIN
-                check(libc.setns(fd, CLONE_NEWNET), "setns", EnterError)
+            else:
+                enter(fd)
             box["value"] = fn()
         except BaseException as exc:    # handed to the caller
             box["error"] = exc
@@ -57,6 +57,14 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def enter(fd):
+    """Move this thread into the network namespace of `fd`, unless it is
+    there already (then no setns, and no CAP_SYS_ADMIN, is needed).
+    EnterError when it cannot."""
+    if not _same_netns(fd):
+        check(libc.setns(fd, CLONE_NEWNET), "setns", EnterError)
 
 
 def _same_netns(fd):

@@ -150,6 +150,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
                     stats_file=stats_file, backend=backend, role=cfg.role,
+                    ha_options=cfg.ha,
                     config_path=os.path.abspath(config_path)
                     if config_path else None)
     stop = []

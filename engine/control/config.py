@@ -13,6 +13,10 @@ touched.
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
 
+    [ha]                                    # optional (ha.HaOptions)
+    lease = 2.5                             # s; 0: no lease
+    gateway = "192.168.50.1/24"             # NAT: the reals' gateway
+
     [[vip]]
     name = "pacs-web"
     address = "10.0.0.100"
@@ -36,6 +40,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from .ha import HaOptions
 from .health.spec import HealthSpec
 from .l7.options import L7Options
 from .server import DEFAULT_PATH
@@ -72,6 +77,7 @@ class Config:
     metrics: "str | None" = None
     role: str = "active"
     services: list = field(default_factory=list)
+    ha: HaOptions = field(default_factory=HaOptions)
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -219,10 +225,10 @@ def parse(text, path="<config>", role=None):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in doc:
-        if key not in ("engine", "vip"):
+        if key not in ("engine", "ha", "vip"):
             raise ConfigError(f"{path}: {key}: unknown section (expected "
-                              "[engine] or [[vip]])")
-    cfg = Config(path)
+                              "[engine], [ha] or [[vip]])")
+    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})))
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:

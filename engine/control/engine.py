@@ -36,6 +36,7 @@ import time
 from . import ha
 from . import services as svcs
 from .config import check_ifaces
+from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .l7.sync import L7Sync
 from .nexthops import NextHops, Refresh
@@ -73,7 +74,8 @@ class Engine:
     slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
     two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
-    announce them; "standby": everything else but that, see set_role()).
+    announce them; "standby": everything else but that, see set_role()),
+    ha_options (ha.HaOptions: [ha] lease and gateway).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the punt answering and the announcements of the
@@ -85,7 +87,7 @@ class Engine:
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
-                 backend="auto", role="active"):
+                 backend="auto", role="active", ha_options=None):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -95,7 +97,7 @@ class Engine:
         self.snat_address = snat_address
         self.snat_ports = snat_ports
         self.services = list(services)
-        self.ha = ha.HaState(role)
+        self.ha = ha.HaState(role, ha_options)
         ha.check_role(self.ha.role, self.services)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows)
@@ -111,6 +113,7 @@ class Engine:
         self.health = {}        # (vip, real key) -> (up, detail)
         self.monitor = None
         self._lock = threading.RLock()
+        self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
         self._thread = None
         self.started = None
@@ -157,6 +160,7 @@ class Engine:
             with self._lock:
                 self.punts = open_punts(self.iface, ifindex, self.core, mac,
                                         self.ha, self.services, self._lock)
+            self.gateway.open(mac2 or mac)
         except BaseException:
             self.xsk.close()
             raise
@@ -199,6 +203,7 @@ class Engine:
                      "raw-socket backend")
         if self.punts:
             self.punts.close()      # its counters stay for stats()
+        self.gateway.close()
 
     def __enter__(self):
         return self.start()
@@ -284,19 +289,17 @@ class Engine:
             self._changed()
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
-    def set_role(self, role):
-        """Become "active" or "standby" (the control command `ha`, which
-        keepalived's notify scripts call); see ha.HaState.set_role().
-
-        Active answers ARP and NDP for the VIPs and sends the announcement
-        burst (gratuitous ARP, unsolicited neighbour advertisements) now
-        and on the ha.GARP_REPEAT schedule.  Standby stops answering and
-        announcing at once: replies leave under the lock, so none of the
-        old role leaves after this returns.  Everything else runs on.
-        Returns {"role", "previous", "changed", "announce": [VIPs]}.
-        """
+    def set_role(self, role, reason=None):
+        """Become "active" or "standby": the control command `ha` (from
+        keepalived's notify scripts) or a lapsed lease (`reason`, logged).
+        What each role does and returns: ha.HaState.set_role()."""
         with self._lock:
-            return self.ha.set_role(role, self.services, self._announce)
+            return self.ha.set_role(role, self.services, self._announce,
+                                    reason)
+
+    def renew_lease(self):
+        """`ctl ha-renew`: ha.HaState.renew() once status() answered."""
+        return self.ha.renew(self.status())
 
     def _announce(self):
         """Announce the L4 VIPs (once started, while active); the VIPs as
@@ -304,6 +307,7 @@ class Engine:
         v4, v6 = svcs.vip_addresses(self.services)
         if self.punts:
             self.punts.announce(v4, v6)
+        self.gateway.announce()
         return [str(a) for a in v4 + v6]
 
     def reload(self):
@@ -402,6 +406,7 @@ class Engine:
             now = time.monotonic()
             try:
                 self.punts.answer_punts()
+                self.ha.tick(self.set_role)     # the lease, the gateway
                 if self.ha.announcement_due():
                     with self._lock:
                         self._announce()

@@ -86,11 +86,11 @@ class Gateway:
     The addresses are ha.options.gateway (ip_interface objects); with
     some, the Gateway sets itself as ha.gateway (HaState.set_role() and
     tick() call it, HaState.status() shows it); with none, every method
-    does nothing.  lock: the engine's (sync, announce and close run under it, so no
-    address of the old role stays after a role change returns); kernel:
-    a GatewayAddresses or a fake (open, marked, hold, drop, close);
-    frames: a callable(iface) -> a socket with send() and close() for the
-    announcements.  Counters: holds (netlink adds and renewals),
+    does nothing.  lock: the engine's (sync, announce and close run under
+    it, so no address of the old role stays after a role change returns);
+    kernel: a GatewayAddresses or a fake (open, marked, hold, drop,
+    close); frames: a callable(iface) -> a socket with send() and close()
+    for the announcements.  Counters: holds (netlink adds and renewals),
     announcements (frames sent), drops, errors.
     """
 
@@ -147,12 +147,8 @@ class Gateway:
                     log.info("%s: holding gateway address(es) %s",
                              self.iface, self._text())
                 self.held = True
-            elif self.held:
-                self.held = False
-                for a in self.addresses:
-                    self._drop(a)
-                log.info("%s: gateway address(es) %s removed (standby)",
-                         self.iface, self._text())
+            else:
+                self._release("standby")
 
     def announce(self):
         """While active: hold the addresses and announce them (a
@@ -180,15 +176,20 @@ class Gateway:
         if self.sock is None:
             return
         with self.lock:
-            if self.held:
-                self.held = False
-                for a in self.addresses:
-                    self._drop(a)
-                log.info("%s: gateway address(es) %s removed (stop)",
-                         self.iface, self._text())
+            self._release("stop")
             self.sock.close()
             self.sock = None
             self.kernel.close()
+
+    def _release(self, why):
+        """Drop the addresses if we hold them."""
+        if not self.held:
+            return
+        self.held = False
+        for a in self.addresses:
+            self._drop(a)
+        log.info("%s: gateway address(es) %s removed (%s)", self.iface,
+                 self._text(), why)
 
     def _drop(self, address):
         """Remove `address`; a failure is logged, not raised: it may have

@@ -292,9 +292,9 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
     """Compute the plan of a lab without touching the kernel.
 
     Returns a Plan whose nodes are the hosts (client, lb, lb2 in one-arm-ha
-    and two-arm-ha, real1..N) then the switches.  Raises LabError, naming the value, on a
-    bad name, an unknown topology or a number of reals outside
-    1..MAX_REALS.
+    and two-arm-ha, real1..N) then the switches.  Raises LabError, naming
+    the value, on a bad name, an unknown topology or a number of reals
+    outside 1..MAX_REALS.
     """
     _validate(name, topology, reals)
     spec = _TOPOLOGIES[topology]

@@ -95,6 +95,22 @@ def outage(polls, since):
     return gap, failed, made
 
 
+def measured(pair, url, act):
+    """Poll url from the client while act() runs (1 s of answered polls
+    before it, 2 s after): (what act returned, the longest time without
+    an answer after act began, unanswered requests, requests made, every
+    poll)."""
+    poller = Poller(pair.lab, url)
+    try:
+        time.sleep(1.0)
+        t0 = time.time()
+        out = act()
+        time.sleep(2.0)
+    finally:
+        polls = poller.stop()
+    return (out, *outage(polls, t0), polls)
+
+
 def role_of(pair, role):
     try:
         return control.request(pair.sock(role), "status", timeout=1)[
@@ -212,20 +228,15 @@ def test_keepalived_killed_stands_down_and_the_peer_serves(ha_pair):
     url = URLS[mode]
     lease_left = control.request(pair.sock("lb"), "status")["ha"]["lease"]
     assert lease_left["armed"], lease_left      # keepalived renews it
-    poller = Poller(pair.lab, url)
-    try:
-        time.sleep(1.0)                 # answered polls before the kill
-        t0 = time.time()
+
+    def act():
         kill_keepalived(pair, "lb")
         down = wait_for(lambda: role_of(pair, "lb") == "standby",
                         STAND_DOWN_BOUND, "lb standing down", pair)
-        took = wait_for(lambda: role_of(pair, "lb2") == "active",
-                        KEEPALIVED_DEATH_BOUND + 2, "lb2 active", pair) + \
-            down
-        time.sleep(2.0)                 # answered polls after it
-    finally:
-        polls = poller.stop()
-    gap, failed, made = outage(polls, t0)
+        return down, down + wait_for(
+            lambda: role_of(pair, "lb2") == "active",
+            KEEPALIVED_DEATH_BOUND + 2, "lb2 active", pair)
+    (down, took), gap, failed, made, polls = measured(pair, url, act)
     print(f"\n{mode}: keepalived on the active node SIGKILLed: its engine "
           f"stood down after {down:.2f} s (lease {lease.LEASE:g} s, bound "
           f"{STAND_DOWN_BOUND:g} s); lb2 active after {took:.2f} s; "
@@ -262,24 +273,19 @@ def test_engine_killed_the_peer_serves(ha_pair):
     mode, pair = ha_pair
     url = URLS[mode]
     lb = next(p for what, p, _ in pair.procs if what == "lb")
-    poller = Poller(pair.lab, url)
-    try:
-        time.sleep(1.0)
-        t0 = time.time()
+
+    def act():
         os.kill(lb.pid, 9)              # no clean-up, no notify
         lb.wait(5)
         took = wait_for(lambda: role_of(pair, "lb2") == "active",
                         ENGINE_DEATH_BOUND, "lb2 active", pair)
-        gone = None
-        if mode == "nat":
-            # the dead engine's gateway address goes with its lifetime
-            gone = wait_for(lambda: gateway_on(pair.lab, "lb") is None,
-                            gateway.LIFETIME + 2, "lb's gateway gone",
-                            pair, step=0.1) + took
-        time.sleep(2.0)
-    finally:
-        polls = poller.stop()
-    gap, failed, made = outage(polls, t0)
+        if mode != "nat":
+            return took, None
+        # the dead engine's gateway address goes with its lifetime
+        return took, took + wait_for(
+            lambda: gateway_on(pair.lab, "lb") is None,
+            gateway.LIFETIME + 2, "lb's gateway gone", pair, step=0.1)
+    (took, gone), gap, failed, made, polls = measured(pair, url, act)
     print(f"\n{mode}: the active engine SIGKILLed: lb2 active after "
           f"{took:.2f} s; longest time without an answer {gap:.2f} s "
           f"({failed} of {made} requests unanswered; bound "

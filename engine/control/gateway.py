@@ -31,7 +31,7 @@ import logging
 import time
 
 from .l7.addresses import IFA_F_NODAD, NetlinkAddresses
-from ..errors import PyfwdError
+from ..errors import ConfigError, PyfwdError
 from ..neighbours.arp import gratuitous
 from ..neighbours.framesocket import FrameSocket
 from ..neighbours.ndp import unsolicited_na
@@ -117,7 +117,8 @@ class Gateway:
         """At start, in the engine's network namespace: remember it, open
         the announcing socket (frames from `mac`, the interface's), and
         remove the gateway addresses a dead pyfwd left (marked
-        GATEWAY_PROTO)."""
+        GATEWAY_PROTO).  ConfigError when a gateway address is on the
+        interface unmarked (configured there: both nodes would hold it)."""
         if not self.addresses:
             return
         self.kernel.open()
@@ -126,6 +127,14 @@ class Gateway:
                 log.info("%s: gateway address %s was left by an earlier "
                          "pyfwd: removed", self.iface, a)
                 self._drop(a)
+            present = self.kernel.present()
+            for a in self.addresses:
+                if a.ip in present:
+                    raise ConfigError(
+                        f"ha.gateway = {str(a)!r}: {a.ip} is an address of "
+                        f"{self.iface} already, not pyfwd's: the active "
+                        "node holds it, so it must be in no interface "
+                        "configuration of either node")
             self.sock = self._frames(self.iface)
         except BaseException:
             self.kernel.close()

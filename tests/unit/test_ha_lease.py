@@ -204,8 +204,9 @@ def test_bad_ha_tables_are_named(table, words):
 class FakeKernel:
     """GatewayAddresses' methods over a dict {ip_interface: lifetime}."""
 
-    def __init__(self, marked=()):
-        self.addrs = {a: None for a in marked}
+    def __init__(self, marked=(), theirs=()):
+        self.addrs = {a: None for a in (*marked, *theirs)}
+        self.theirs = set(theirs)
         self.calls = []
         self.opened = False
 
@@ -216,7 +217,10 @@ class FakeKernel:
         self.opened = False
 
     def marked(self):
-        return list(self.addrs)
+        return [a for a in self.addrs if a not in self.theirs]
+
+    def present(self):
+        return {a.ip: None for a in self.addrs}
 
     def hold(self, address, lifetime):
         self.calls.append(("hold", address, lifetime))
@@ -252,6 +256,18 @@ def test_open_removes_what_a_dead_pyfwd_left():
     gw.open(INSIDE_MAC)
     assert kernel.opened and kernel.addrs == {}
     assert kernel.calls == [("drop", left)]
+
+
+def test_a_gateway_configured_on_the_interface_is_refused():
+    h = ha.HaState("standby", ha.HaOptions(gateway=(GW,)))
+    kernel = FakeKernel(theirs=[GW])
+    gw = gateway.Gateway("eth1", h, threading.RLock(), kernel=kernel,
+                         frames=lambda name: FakeSock())
+    with pytest.raises(ConfigError, match=r"ha.gateway = '192.168.50.1/24':"
+                       " 192.168.50.1 is an address of eth1 already, not "
+                       "pyfwd's"):
+        gw.open(INSIDE_MAC)
+    assert not kernel.opened and GW in kernel.addrs     # left alone
 
 
 def test_active_holds_and_announces_the_gateway_standby_drops_it():

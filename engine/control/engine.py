@@ -290,9 +290,8 @@ class Engine:
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
     def set_role(self, role, reason=None):
-        """Become "active" or "standby": the control command `ha` (from
-        keepalived's notify scripts) or a lapsed lease (`reason`, logged).
-        What each role does and returns: ha.HaState.set_role()."""
+        """Become "active" or "standby": `ha` (keepalived's notify scripts)
+        or a lapsed lease (`reason`, logged); see ha.HaState.set_role()."""
         with self._lock:
             return self.ha.set_role(role, self.services, self._announce,
                                     reason)

@@ -43,7 +43,7 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
             if fd is None:
                 check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)",
                       EnterError)
-            else:
+            elif not _same_netns(fd):   # setns needs CAP_SYS_ADMIN
                 check(libc.setns(fd, CLONE_NEWNET), "setns", EnterError)
             box["value"] = fn()
         except BaseException as exc:    # handed to the caller
@@ -57,3 +57,11 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _same_netns(fd):
+    """True when this thread is in the network namespace of `fd` already
+    (then no setns, and no CAP_SYS_ADMIN, is needed)."""
+    here = os.stat("/proc/thread-self/ns/net")
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

@@ -38,6 +38,8 @@ from . import services as svcs
 from .config import check_ifaces
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
+from .health.vipprobe import checker
+from .liveness import EngineLiveness
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
@@ -107,7 +109,7 @@ class Engine:
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
-        self.l7 = L7Sync(iface)
+        self.l7 = L7Sync(iface, active=self.ha.active)
         self.report = Report(self)
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
@@ -120,6 +122,7 @@ class Engine:
         self._thread = None
         self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
+        self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
 
     @property
     def role(self):
@@ -169,7 +172,8 @@ class Engine:
         log_attached(self.info, self.ifaces, self.services, self.snat,
                      self.options["busy_poll"])
         self.xsk.start()
-        self.monitor = HealthMonitor(self._on_health)
+        self.monitor = HealthMonitor(self._on_health, check=checker(
+            lambda a: (self.hops.via(a), self.hops.macs.get(a))))
         self._health_targets()
         self.monitor.start()
         if self.l7_services:
@@ -178,6 +182,8 @@ class Engine:
             except BaseException:
                 self.stop()
                 raise
+        else:
+            self.l7.clean()         # what a dead engine's HAProxy left
         self.started = time.monotonic()
         self.ha.start()
         self._thread = threading.Thread(target=self._control,
@@ -291,21 +297,23 @@ class Engine:
             self._changed()
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
-    def set_role(self, role, reason=None):
+    def set_role(self, role, why=None):
         """Become "active" or "standby": `ha` (keepalived's notify scripts)
-        or a lapsed lease (`reason`, logged); see ha.HaState.set_role()."""
+        or a lapsed lease (`why`, logged); see ha.HaState.set_role()."""
         with self._lock:
-            return self.ha.set_role(role, self.services, self._announce,
-                                    reason)
+            # L7: the VIP addresses follow the role, before announcing
+            self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
+            return self.ha.set_role(role, self.services, self._announce, why)
 
     def renew_lease(self):
         """`ctl ha-renew`: ha.HaState.renew() once status() answered."""
         return self.ha.renew(self.status())
 
     def _announce(self):
-        """Announce the L4 VIPs (once started, while active); the VIPs as
-        text."""
-        v4, v6 = svcs.vip_addresses(self.services)
+        """Announce the VIPs, L4 and the L7 ones held (once started, while
+        active); the VIPs as text."""
+        v4, v6 = (a + b for a, b in zip(svcs.vip_addresses(self.services),
+                                        self.l7.held()))
         if self.punts:
             self.punts.announce(v4, v6)
         self.gateway.announce()
@@ -404,6 +412,7 @@ class Engine:
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
+            self.ticks += 1
             now = time.monotonic()
             try:
                 self.punts.answer_punts()

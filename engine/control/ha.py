@@ -47,8 +47,10 @@ its lease, the peers it saw and the schedule of its announcements (the
 frames are sent by control.punts and control.gateway).
 
     parse_role("standby")                       # -> "standby"
-    ha = HaState("standby")
+    ha = HaState("standby", HaOptions.from_dict({"lease": 2.5}))
     ha.set_role("active", services, announce)   # announce() sends the burst
+    ha.renew()                                  # `ctl ha-renew`
+    ha.tick(engine.set_role)                    # stands down on a lapse
     keepalived_conf(KeepalivedSpec("eth0", 51, 150,
                                    "/run/pyfwd/pyfwd.sock",
                                    "/usr/local/bin/pyfwd"))

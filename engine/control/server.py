@@ -229,9 +229,8 @@ class ControlServer:
     online, reload, set_role, renew_lease); each returns JSON-ready data
     and raises PyfwdError for a bad request.  The serialized commands run
     one at a time; the others (status, ha, ha-renew) at once, beside
-    them.  start() binds and
-    serves in background threads (one per connection); stop() closes every
-    connection and removes the socket.
+    them.  start() binds and serves in background threads (one per
+    connection); stop() closes every connection and removes the socket.
     """
 
     def __init__(self, engine, path=DEFAULT_PATH, *, idle_timeout=IDLE_TIMEOUT,

@@ -226,7 +226,7 @@ def _run(cfg, ports, metrics_addr, options):
         engine = Engine(cfg.iface, cfg.services,
                         inside_iface=cfg.inside_iface,
                         snat_address=cfg.snat_address, snat_ports=ports,
-                        role=cfg.role,
+                        role=cfg.role, ha_options=cfg.ha,
                         neighbour_stale=cfg.neighbour_stale, **options)
         engine.start()
     except ConfigError as exc:

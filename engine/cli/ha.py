@@ -83,9 +83,11 @@ def ha_keepalived_conf(iface, vrid, priority, sock, peers, advert_int,
 
     No virtual_ipaddress: in DR the VIP is not a kernel address of the
     balancer (pyfwd answers ARP for it when active); keepalived only
-    elects.  It runs `pyfwd ctl -s SOCK status` every second (an engine
+    elects.  It runs `pyfwd ctl -s SOCK ha-renew` every second (an engine
     that does not answer twice puts the node in FAULT, and the peer takes
-    over) and `pyfwd ctl -s SOCK ha active|standby` from notify_master,
+    over; each answer renews the engine's lease, and an active engine
+    whose keepalived stops renewing it stands down after [ha] lease
+    seconds) and `pyfwd ctl -s SOCK ha active|standby` from notify_master,
     notify_backup, notify_fault and notify_stop, as root.  A warning on
     stderr when a non-root user could replace the program or its
     interpreter.

@@ -29,6 +29,8 @@ def lab():
       two-arm   client outside, real servers inside, lb routes between
                 (NAT: the lb is the real servers' default gateway)
       one-arm-ha  one-arm with a second balancer, lb2 (an HA pair)
+      two-arm-ha  two-arm with a second balancer, lb2; the reals'
+                  gateway 192.168.50.1 is held by the active one
     Namespaces are named NAME-client, NAME-lb, NAME-real1.. and NAME-sw*;
     `pyfwd lab show` prints the address plan.
 
@@ -44,7 +46,8 @@ def lab():
 @lab.command("up")
 @LAB_NAME
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
-                                                     "one-arm-ha"]),
+                                                     "one-arm-ha",
+                                                     "two-arm-ha"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")

@@ -14,6 +14,10 @@ touched.
     role = "active"                         # or "standby" (HA, at start)
     neighbour_stale = 60                    # s a real's MAC outlives no ARP
 
+    [ha]                                    # optional (ha.HaOptions)
+    lease = 2.5                             # s; 0: no lease
+    gateway = "192.168.50.1/24"             # NAT: the reals' gateway
+
     [[vip]]
     name = "pacs-web"
     address = "10.0.0.100"
@@ -38,6 +42,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from .ha import HaOptions
 from .health.spec import HealthSpec
 from .health.vipprobe import check_via_vip
 from .l7.options import L7Options
@@ -77,6 +82,7 @@ class Config:
     role: str = "active"
     neighbour_stale: float = NEIGHBOUR_STALE
     services: list = field(default_factory=list)
+    ha: HaOptions = field(default_factory=HaOptions)
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -232,10 +238,10 @@ def parse(text, path="<config>", role=None):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in doc:
-        if key not in ("engine", "vip"):
+        if key not in ("engine", "ha", "vip"):
             raise ConfigError(f"{path}: {key}: unknown section (expected "
-                              "[engine] or [[vip]])")
-    cfg = Config(path)
+                              "[engine], [ha] or [[vip]])")
+    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})))
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:

@@ -7,6 +7,7 @@ Pure functions, values in, text out (no trailing newline):
     format_stats(request(path, "stats"))
     format_reload(request(path, "reload"))
     format_ha(request(path, "ha", role="active"))
+    format_renew(request(path, "ha-renew"))
     format_result(cmd, result)          # any command: picks one of the above
 
 Tables are aligned, numbers right-aligned, and fit 100 columns with
@@ -19,7 +20,8 @@ import json
 import time
 
 __all__ = ["format_status", "format_show", "format_stats",
-           "format_reload", "format_ha", "ha_line", "format_result", "table"]
+           "format_reload", "format_ha", "format_renew", "ha_line",
+           "format_result", "table"]
 
 
 # --- helpers ----------------------------------------------------------------
@@ -172,6 +174,10 @@ def ha_line(h):
 
         standby since 2025-11-28 14:02:07 (3m07s), 2 transitions, 5 ARP
         requests left to the active node, VIPs held by 02:00:00:00:01:02
+
+    then the lease (`lease 2.1s left`, when keepalived renews it), its
+    expiries, and the real servers' gateway (`gateway 192.168.50.1/24
+    held`) when there is one.
     """
     if not isinstance(h, dict):
         return _scalar(h)
@@ -192,6 +198,16 @@ def ha_line(h):
         peers = h.get("peers") or {}
         if peers:
             parts.append("VIPs held by " + ", ".join(sorted(peers)))
+    lease = h.get("lease")
+    if isinstance(lease, dict) and _is_number(lease.get("left")):
+        parts.append(f"lease {lease['left']:.1f}s left")
+    n = h.get("lease_expired")
+    if _is_number(n) and n:
+        parts.append(f"{n} lease expir{'y' if n == 1 else 'ies'}")
+    gw = h.get("gateway")
+    if isinstance(gw, dict):
+        parts.append("gateway " + " ".join(gw.get("addresses") or ()) +
+                     (" held" if gw.get("held") else " not held"))
     return ", ".join(parts)
 
 
@@ -446,6 +462,18 @@ def format_ha(result):
     return line
 
 
+def format_renew(result):
+    """The ha-renew command: `lease renewed for 2.5s (role active)`, or
+    `no lease ([ha] lease = 0), role active`."""
+    if not isinstance(result, dict):
+        return _scalar(result)
+    role = result.get("role", "?")
+    lease = result.get("lease") or {}
+    if not lease.get("seconds"):
+        return f"no lease ([ha] lease = 0), role {role}"
+    return f"lease renewed for {lease['seconds']:g}s (role {role})"
+
+
 def format_help(result):
     """The help command: one line per command, its fields and what it
     does."""
@@ -458,7 +486,8 @@ def format_help(result):
 
 _FORMATTERS = {"status": format_status, "show": format_show,
                "stats": format_stats, "reload": format_reload,
-               "help": format_help, "ha": format_ha}
+               "help": format_help, "ha": format_ha,
+               "ha-renew": format_renew}
 
 
 def format_result(cmd, result):

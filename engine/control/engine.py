@@ -36,6 +36,7 @@ import time
 from . import ha
 from . import services as svcs
 from .config import check_ifaces
+from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
 from .liveness import EngineLiveness
@@ -76,7 +77,8 @@ class Engine:
     two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
-    neighbour_stale (s a real's last MAC is kept unanswered: NextHops).
+    neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
+    ha_options (ha.HaOptions: [ha] lease and gateway).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the punt answering and the announcements of the
@@ -88,7 +90,7 @@ class Engine:
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
-                 backend="auto", role="active",
+                 backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
@@ -99,7 +101,7 @@ class Engine:
         self.snat_address = snat_address
         self.snat_ports = snat_ports
         self.services = list(services)
-        self.ha = ha.HaState(role)
+        self.ha = ha.HaState(role, ha_options)
         ha.check_role(self.ha.role, self.services)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows)
@@ -115,6 +117,7 @@ class Engine:
         self.health = {}        # (vip, real key) -> (up, detail)
         self.monitor = None
         self._lock = threading.RLock()
+        self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
         self._thread = None
         self.started = None
@@ -162,6 +165,7 @@ class Engine:
             with self._lock:
                 self.punts = open_punts(self.iface, ifindex, self.core, mac,
                                         self.ha, self.services, self._lock)
+            self.gateway.open(mac2 or mac)
         except BaseException:
             self.xsk.close()
             raise
@@ -207,6 +211,7 @@ class Engine:
                      "raw-socket backend")
         if self.punts:
             self.punts.close()      # its counters stay for stats()
+        self.gateway.close()
 
     def __enter__(self):
         return self.start()
@@ -292,21 +297,17 @@ class Engine:
             self._changed()
         log.info("vip %s: real %s %s", s.label, r.key, state)
 
-    def set_role(self, role):
-        """Become "active" or "standby" (the control command `ha`, which
-        keepalived's notify scripts call); see ha.HaState.set_role().
-
-        Active answers ARP and NDP for the VIPs and sends the announcement
-        burst (gratuitous ARP, unsolicited neighbour advertisements) now
-        and on the ha.GARP_REPEAT schedule.  Standby stops answering and
-        announcing at once: replies leave under the lock, so none of the
-        old role leaves after this returns.  Everything else runs on.
-        Returns {"role", "previous", "changed", "announce": [VIPs]}.
-        """
+    def set_role(self, role, why=None):
+        """Become "active" or "standby": `ha` (keepalived's notify scripts)
+        or a lapsed lease (`why`, logged); see ha.HaState.set_role()."""
         with self._lock:
             # L7: the VIP addresses follow the role, before announcing
             self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
-            return self.ha.set_role(role, self.services, self._announce)
+            return self.ha.set_role(role, self.services, self._announce, why)
+
+    def renew_lease(self):
+        """`ctl ha-renew`: ha.HaState.renew() once status() answered."""
+        return self.ha.renew(self.status())
 
     def _announce(self):
         """Announce the VIPs, L4 and the L7 ones held (once started, while
@@ -315,6 +316,7 @@ class Engine:
                                         self.l7.held()))
         if self.punts:
             self.punts.announce(v4, v6)
+        self.gateway.announce()
         return [str(a) for a in v4 + v6]
 
     def reload(self):
@@ -414,6 +416,7 @@ class Engine:
             now = time.monotonic()
             try:
                 self.punts.answer_punts()
+                self.ha.tick(self.set_role)     # the lease, the gateway
                 if self.ha.announcement_due():
                     with self._lock:
                         self._announce()

@@ -11,12 +11,23 @@ the engine what it is:
 
 A notify script runs once, at the transition: an engine that is down or
 restarting then misses it.  So keepalived also tracks the engine
-(vrrp_script running `pyfwd ctl -s SOCK status` every second): an engine
-that does not answer twice in a row puts its node in FAULT, the peer takes
-over, and when the engine answers again keepalived elects again and runs
-the notify script of the state it lands in.  The engine is assumed down
-until it first answers (init_fail), so a node whose engine is not up yet
-never becomes master.
+(vrrp_script running `pyfwd ctl -s SOCK ha-renew` every second): an
+engine that does not answer twice in a row puts its node in FAULT, the
+peer takes over, and when the engine answers again keepalived elects
+again and runs the notify script of the state it lands in.  The engine is
+assumed down until it first answers (init_fail), so a node whose engine
+is not up yet never becomes master.
+
+The other way round, the engine watches its keepalived: each `ha-renew`
+renews the active role's lease (control.lease, [ha] lease seconds), and
+an active engine whose lease runs out (its keepalived was killed and ran
+no notify script) stands down.  Its next TRACK_FALL checks then fail, so
+a keepalived that was only late goes through FAULT and elects again
+instead of staying master over a standby engine.
+
+NAT: the real servers' default gateway is an address that follows the
+role ([ha] gateway, control.gateway): added on the inside interface with
+gratuitous ARP by the active node, removed by the standby one.
 
 Both nodes run the whole engine (XDP, tables, health checks, control
 socket).  Only the active one answers ARP for the VIPs; on becoming active
@@ -30,13 +41,16 @@ VRRPv2, whole-second adverts (keepalived 2.2 refuses a VRRPv3 instance
 without a virtual_ipaddress: "No VIP specified; at least one is
 required").
 
-No sockets, no files: role parsing, the keepalived.conf text, and
-`HaState`, the engine's role with its counters, the peers it saw and the
-schedule of its announcements (the frames are sent by control.punts).
+No sockets, no files: role parsing, the [ha] table (`HaOptions`), the
+keepalived.conf text, and `HaState`, the engine's role with its counters,
+its lease, the peers it saw and the schedule of its announcements (the
+frames are sent by control.punts and control.gateway).
 
     parse_role("standby")                       # -> "standby"
-    ha = HaState("standby")
+    ha = HaState("standby", HaOptions.from_dict({"lease": 2.5}))
     ha.set_role("active", services, announce)   # announce() sends the burst
+    ha.renew()                                  # `ctl ha-renew`
+    ha.tick(engine.set_role)                    # stands down on a lapse
     keepalived_conf(KeepalivedSpec("eth0", 51, 150,
                                    "/run/pyfwd/pyfwd.sock",
                                    "/usr/local/bin/pyfwd"))
@@ -48,10 +62,11 @@ import re
 import time
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from .lease import LEASE, Lease, check_seconds
+from ..errors import ConfigError, PyfwdError
 
-__all__ = ["ROLES", "GARP_REPEAT", "parse_role", "check_role", "HaState",
-           "KeepalivedSpec", "keepalived_conf"]
+__all__ = ["ROLES", "GARP_REPEAT", "parse_role", "check_role", "HaOptions",
+           "parse_gateways", "HaState", "KeepalivedSpec", "keepalived_conf"]
 
 log = logging.getLogger("pyfwd")
 
@@ -85,6 +100,69 @@ def check_role(role, services, where="role"):
 
 
 
+def parse_gateways(value, where="ha.gateway"):
+    """The real servers' gateway: "ADDR[/PREFIX]" or a list of them (an
+    IPv4 and an IPv6 one, say) -> a tuple of ip_interface (no prefix: a
+    host address, /32 or /128).  ConfigError naming `where` and the value
+    for anything but unicast host addresses, or one given twice."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or \
+            not all(isinstance(t, str) for t in texts):
+        raise ConfigError(f"{where} = {value!r}: expected \"ADDR/PREFIX\" "
+                          "or a list of them")
+    out = []
+    for text in texts:
+        try:
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise ConfigError(f"{where} = {text!r}: expected an address "
+                              "with its prefix, e.g. \"192.168.50.1/24\"") \
+                from None
+        a, net = iface.ip, iface.network
+        if a.is_multicast or a.is_loopback or a.is_unspecified or \
+                a.is_link_local or (net.num_addresses > 2 and a in (
+                    net.network_address, net.broadcast_address)):
+            raise ConfigError(f"{where} = {text!r}: expected a unicast "
+                              "host address of its subnet")
+        if any(o.ip == a for o in out):
+            raise ConfigError(f"{where}: {a} given twice")
+        out.append(iface)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class HaOptions:
+    """The [ha] table of the config file:
+
+        [ha]
+        lease = 2.5                     # s, 0: off (control.lease)
+        gateway = "192.168.50.1/24"     # NAT: the real servers' gateway
+
+    lease: seconds of the active role's lease that keepalived's check
+    renews; gateway: tuple of ip_interface, the addresses the active node
+    holds on the inside interface (inside_iface, or iface in one-arm) for
+    the real servers to route their replies through (control.gateway)."""
+
+    lease: float = LEASE
+    gateway: tuple = ()
+
+    KEYS = ("lease", "gateway")
+
+    @classmethod
+    def from_dict(cls, table, where="ha"):
+        """HaOptions from the [ha] table; ConfigError naming the key."""
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table, got {table!r}")
+        for key in table:
+            if key not in cls.KEYS:
+                raise ConfigError(f"{where}.{key}: unknown key (expected "
+                                  f"one of {', '.join(cls.KEYS)})")
+        lease = check_seconds(table.get("lease", LEASE), f"{where}.lease")
+        gateway = parse_gateways(table["gateway"], f"{where}.gateway") \
+            if "gateway" in table else ()
+        return cls(lease, gateway)
+
+
 class HaState:
     """This node's role and what came of it.
 
@@ -93,19 +171,26 @@ class HaState:
     start); counters: transitions, arp_withheld and ndp_withheld (requests
     for a VIP left unanswered while standby), garp_bursts (announcements
     sent), split_brain (a MAC seen holding a VIP while this node was
-    standby still claims it after this node became active); peers: {MAC
-    text: VIP} seen holding a VIP while standby; the announcement schedule
-    (GARP_REPEAT after the start and after each takeover).
+    standby still claims it after this node became active), lease_expired
+    (stood down because keepalived's check stopped renewing the lease);
+    peers: {MAC text: VIP} seen holding a VIP while standby; the
+    announcement schedule (GARP_REPEAT after the start and after each
+    takeover); options: the HaOptions ([ha]); lease: the role's
+    control.lease.Lease (of options.lease seconds); gateway: the real
+    servers' gateway that follows the role (a control.gateway.Gateway,
+    which sets itself here when options.gateway has addresses), or None.
 
     clock: monotonic seconds (the schedule); wall: epoch seconds (since).
     Not thread-safe: the engine calls it under its lock, except
-    announcement_due(), which its control thread calls alone.
+    announcement_due() and lease_lapsed(), which its control thread calls
+    alone, and renew(), which keepalived's check calls at once (see
+    control.lease on why that is sound).
     """
 
     COUNTERS = ("transitions", "arp_withheld", "ndp_withheld",
-                "garp_bursts", "split_brain")
+                "garp_bursts", "split_brain", "lease_expired")
 
-    def __init__(self, role="active", *, clock=time.monotonic,
+    def __init__(self, role="active", options=None, *, clock=time.monotonic,
                  wall=time.time):
         self.role = parse_role(role)
         self._clock, self._wall = clock, wall
@@ -113,6 +198,10 @@ class HaState:
         self.counters = dict.fromkeys(self.COUNTERS, 0)
         self.peers = {}
         self._due = []          # clock times of the announcements due
+        self.options = options or HaOptions()
+        self.lease = Lease(self.options.lease, clock=clock)
+        self.gateway = None
+        self._refuse = 0        # renewals to refuse after a lapse
 
     @property
     def active(self):
@@ -142,13 +231,57 @@ class HaState:
             return True
         return False
 
-    def set_role(self, role, services, announce):
+    def renew(self, status=None):
+        """keepalived's check (`ctl ha-renew`, once the engine's `status`
+        answered): renew the lease; {"role", "lease": Lease.status()}.
+        PyfwdError for the TRACK_FALL
+        renewals after this node stood down on a lapsed lease: a
+        keepalived that was only late (still master, so no notify script
+        would come) then goes through FAULT and elects again."""
+        if self._refuse:
+            self._refuse -= 1
+            raise PyfwdError(
+                "ha-renew: this node stood down when its lease ran out; "
+                f"failing keepalived's check {self._refuse + 1} more "
+                "time(s) so that it elects again")
+        self.lease.renew()
+        return {"role": self.role, "lease": self.lease.status()}
+
+    def tick(self, set_role):
+        """From the control thread: stand down through set_role("standby",
+        reason) when the lease lapsed (lease_lapsed()); renew the
+        gateway's lifetime (Gateway.tick())."""
+        why = self.lease_lapsed()
+        if why:
+            set_role("standby", why)
+        if self.gateway is not None:
+            self.gateway.tick()
+
+    def lease_lapsed(self):
+        """Why an active node must stand down now (its armed lease ran
+        out: counted, and the next renewals refused, see renew()), or
+        None.  A lapse while standby only disarms the lease."""
+        if not self.lease.lapsed() or not self.active:
+            return None
+        self.counters["lease_expired"] += 1
+        self._refuse = TRACK_FALL
+        return (f"lease expired: keepalived's check renewed nothing for "
+                f"{self.lease.seconds:g} s (keepalived killed?)")
+
+    def set_role(self, role, services, announce, reason=None):
         """Become `role` ("active" or "standby") for `services`.
 
-        Active calls announce() at once (it sends the burst and returns the
-        VIPs it covers, as text) and schedules the rest of GARP_REPEAT;
-        asked again while active it announces again (not a transition).
-        Standby clears the schedule.  Returns {"role", "previous",
+        Active answers ARP and NDP for the VIPs: it calls announce() at
+        once (it sends the burst, gratuitous ARP and unsolicited neighbour
+        advertisements, and returns the VIPs it covers, as text) and
+        schedules the rest of GARP_REPEAT; asked again while active it
+        announces again (not a transition).  Standby stops answering and
+        announcing at once and clears the schedule: the engine calls this
+        under its lock and replies leave under it, so none of the old
+        role leaves after this returns.  Everything else runs on.  The
+        gateway (if any) follows: held when active (announce() announces
+        it), dropped when standby.  reason: why, when not asked through
+        the control socket (logged).  Returns {"role", "previous",
         "changed", "announce": [VIPs]}.  ConfigError for a bad role.
         A standby that check_role() refuses (L7 VIPs) is logged as an error
         and taken all the same: standing down must not fail while the peer
@@ -170,9 +303,12 @@ class HaState:
         # loop may be busy refreshing MACs for up to a second
         self._due = [now + d for d in GARP_REPEAT if d > 0] \
             if self.active else []
+        if self.gateway is not None:
+            self.gateway.sync()
         announced = announce() if self.active else []
         if changed:
-            log.warning("ha: %s -> %s%s", previous, role,
+            log.warning("ha: %s -> %s%s%s", previous, role,
+                        f" ({reason})" if reason else "",
                         f": announcing {', '.join(announced) or 'no VIP'}"
                         if self.active else
                         ": not answering ARP/NDP for the VIPs")
@@ -215,18 +351,25 @@ class HaState:
         """{"role", "since" (epoch seconds of the last change, or of the
         start), "for" (seconds in this role), "transitions",
         "arp_withheld", "ndp_withheld", "garp_bursts", "split_brain",
-        "peers" ({MAC: VIP} seen holding a VIP while standby)}."""
-        return {"role": self.role, "since": round(self.since, 3),
-                "for": round(self._wall() - self.since, 3),
-                **self.counters, "peers": dict(self.peers)}
+        "lease_expired", "peers" ({MAC: VIP} seen holding a VIP while
+        standby), "lease" (Lease.status()), and "gateway" when the engine
+        has one (control.gateway.Gateway.status())}."""
+        out = {"role": self.role, "since": round(self.since, 3),
+               "for": round(self._wall() - self.since, 3),
+               **self.counters, "peers": dict(self.peers),
+               "lease": self.lease.status()}
+        if self.gateway is not None:
+            out["gateway"] = self.gateway.status()
+        return out
 
 
 # The engine check keepalived runs (vrrp_script): every TRACK_INTERVAL s,
 # TRACK_TIMEOUT s to answer, FAULT after TRACK_FALL failures in a row, back
 # after TRACK_RISE successes.  A dead engine is noticed within about
 # TRACK_FALL * TRACK_INTERVAL s; a hung one within TRACK_FALL *
-# TRACK_TIMEOUT s.  `ctl status` does not wait behind reload or add-vip
-# (control.py), so a long reload is not taken for a dead engine.
+# TRACK_TIMEOUT s.  `ctl ha-renew` (the engine's status, then the lease
+# renewed) does not wait behind reload or add-vip (control.server), so a
+# long reload is not taken for a dead engine.
 TRACK_INTERVAL = 1
 TRACK_TIMEOUT = 2
 TRACK_FALL = 2
@@ -337,9 +480,10 @@ def keepalived_conf(spec):
         "",
         "# The engine answers on its control socket, or this node is in",
         "# FAULT and the other one takes over.  Assumed down until the",
-        "# first answer.",
+        "# first answer.  Each answer renews the engine's lease: an active",
+        "# engine that hears nothing for [ha] lease seconds stands down.",
         f"vrrp_script {check} {{",
-        f"    script \"{ctl} status\"",
+        f"    script \"{ctl} ha-renew\"",
         f"    interval {TRACK_INTERVAL}",
         f"    timeout {TRACK_TIMEOUT}",
         f"    fall {TRACK_FALL}",

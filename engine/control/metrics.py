@@ -93,6 +93,9 @@ _HA = {
     "garp_bursts": ("pyfwd_ha_garp_bursts_total",
                     "Gratuitous ARP bursts sent (at start and on becoming "
                     "active)."),
+    "lease_expired": ("pyfwd_ha_lease_expired_total",
+                      "Times this node stood down because keepalived's "
+                      "check stopped renewing its lease."),
 }
 
 # Per queue (RX queue = worker) keys: the I/O loop's counters of struct

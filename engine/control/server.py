@@ -11,9 +11,9 @@ may use it).  One JSON object per line each way:
 A connection may carry any number of requests; the replies come in order.
 `COMMANDS` lists the commands, their fields and what they do ({"cmd":
 "help"} returns the same list).  Calls into the engine are serialized: one
-request at a time changes or reads it; `status` and `ha` excepted, which
-answer at once even while a reload waits for ARP (keepalived calls them:
-a failover or the engine check must not wait).
+request at a time changes or reads it; `status`, `ha` and `ha-renew`
+excepted, which answer at once even while a reload waits for ARP
+(keepalived calls them: a failover or the engine check must not wait).
 
 Bad input is answered, never fatal: a line that is not a JSON object, an
 unknown command or field, a field of the wrong type get an error reply
@@ -118,6 +118,11 @@ COMMANDS = {
                        "answering", ROLES),),
                   "set this node's high-availability role (keepalived's "
                   "notify scripts call it)", "set_role", serialized=False),
+    # Not serialized, as status: keepalived's engine check.
+    "ha-renew": Command((), "check the engine and renew the active role's "
+                        "lease (keepalived's engine check runs it every "
+                        "second; an active engine whose lease runs out "
+                        "stands down)", "renew_lease", serialized=False),
 }
 
 _TYPE_NAMES = {str: "string", int: "integer", dict: "object"}
@@ -221,11 +226,11 @@ class ControlServer:
 
     engine: an object with the methods named in COMMANDS (status, show,
     stats, add_vip, del_vip, add_real, del_real, set_weight, drain, halt,
-    online, reload, set_role); each returns JSON-ready data and raises
-    PyfwdError for a bad request.  The serialized commands run one at a
-    time; the others (status, ha) at once, beside them.  start() binds and
-    serves in background threads (one per connection); stop() closes every
-    connection and removes the socket.
+    online, reload, set_role, renew_lease); each returns JSON-ready data
+    and raises PyfwdError for a bad request.  The serialized commands run
+    one at a time; the others (status, ha, ha-renew) at once, beside
+    them.  start() binds and serves in background threads (one per
+    connection); stop() closes every connection and removes the socket.
     """
 
     def __init__(self, engine, path=DEFAULT_PATH, *, idle_timeout=IDLE_TIMEOUT,

@@ -55,11 +55,13 @@ class _SegmentSpec:
 @dataclass(frozen=True)
 class _RouteSpec:
     """A static route: ``role`` reaches segment ``to`` (None: default route)
-    through the gateway ``via``'s address on segment ``on``."""
+    through the gateway ``via``'s address on segment ``on``; ``via`` a host
+    number instead of a role: an address of segment ``on`` that no node
+    owns (a floating gateway, held by whichever balancer is active)."""
 
     role: str
     to: Optional[str]
-    via: str
+    via: "str | int"
     on: str
 
 
@@ -104,6 +106,21 @@ _TOPOLOGIES = {
             _RouteSpec("client", to="swin", via="lb", on="swout"),
         ),
         forwarding=("lb",),
+    ),
+    # two-arm with a second balancer (NAT HA): the reals' gateway,
+    # 192.168.50.1, belongs to no node: the active balancer holds it
+    "two-arm-ha": _TopologySpec(
+        segments=(
+            _SegmentSpec(1, "swout", "10.0.0.0/24", (
+                ("client", "eth0", 1), ("lb", "eth0", 2),
+                ("lb2", "eth0", 3))),
+            _SegmentSpec(2, "swin", "192.168.50.0/24", (
+                ("lb", "eth1", 2), ("lb2", "eth1", 3),
+                ("real", "eth0", 10))),
+        ),
+        vip_segment="swout",
+        routes=(_RouteSpec("real", to=None, via=1, on="swin"),),
+        forwarding=("lb", "lb2"),
     ),
 }
 
@@ -274,10 +291,10 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
               reals: int = 3) -> Plan:
     """Compute the plan of a lab without touching the kernel.
 
-    Returns a Plan whose nodes are the hosts (client, lb, lb2 in one-arm-ha,
-    real1..N) then the switches.  Raises LabError, naming the value, on a
-    bad name, an unknown topology or a number of reals outside
-    1..MAX_REALS.
+    Returns a Plan whose nodes are the hosts (client, lb, lb2 in one-arm-ha
+    and two-arm-ha, real1..N) then the switches.  Raises LabError, naming
+    the value, on a bad name, an unknown topology or a number of reals
+    outside 1..MAX_REALS.
     """
     _validate(name, topology, reals)
     spec = _TOPOLOGIES[topology]
@@ -302,7 +319,9 @@ def make_plan(name: str = DEFAULT_NAME, topology: str = "one-arm",
 
     routes = {}
     for r in spec.routes:
-        gw = address_of(r.via, r.on)
+        gw = address_of(r.via, r.on) if isinstance(r.via, str) else \
+            Interface("", ipv4=_host_addrs(segments[r.on], r.via)[0],
+                      ipv6=_host_addrs(segments[r.on], r.via)[1])
         if r.to is None:
             new = (Route("default", gw.addr4), Route("default", gw.addr6))
         else:

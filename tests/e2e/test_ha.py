@@ -208,8 +208,8 @@ def until(ok, limit, what, pair):
     return time.monotonic() - t0, tries
 
 
-def curl_ok(lab, timeout=0.5):
-    r = lab.run("client", ["curl", "-sS", "--max-time", f"{timeout:g}", URL],
+def curl_ok(lab, timeout=0.5, url=URL):
+    r = lab.run("client", ["curl", "-sS", "--max-time", f"{timeout:g}", url],
                 capture_output=True, text=True, timeout=timeout + 5)
     return r.returncode == 0 and "node=" in r.stdout
 
@@ -278,13 +278,18 @@ def keepalived(pair, role, priority):
         "--checkers_pid", f"{pid}-checkers.pid"])
 
 
-def elect(pair):
-    """Both engines standby, keepalived on both; lb (priority 150) is
-    elected, lb2 (100) stays standby; lb answers ARP and requests."""
+def elect(pair, engine=None, url=URL):
+    """Both engines standby (engine(role) starts one: by default the DR
+    one of Pair.engine), keepalived on both; lb (priority 150) is
+    elected, lb2 (100) stays standby; lb answers ARP and requests (to
+    url)."""
     if not os.path.exists(KEEPALIVED):
         pytest.fail("keepalived is not installed (tools/run installs it)")
     for role in ("lb", "lb2"):
-        pair.engine(role, standby=True)
+        if engine:
+            engine(role)
+        else:
+            pair.engine(role, standby=True)
     pair.wait_role("lb", "standby")
     pair.wait_role("lb2", "standby")
     keepalived(pair, "lb", 150)
@@ -293,7 +298,7 @@ def elect(pair):
     time.sleep(1.0)                     # lb2 has heard lb's adverts
     assert pair.status("lb2")["ha"]["role"] == "standby", pair.logs()
     assert pair.arp_check() == [pair.mac["lb"]], pair.logs()
-    assert curl_ok(pair.lab, 3), pair.logs()
+    assert curl_ok(pair.lab, 3, url), pair.logs()
     assert client_neighbour(pair.lab) == pair.mac["lb"]
 
 

@@ -124,6 +124,12 @@ class FakeEngine:
         return {"role": role, "previous": "standby",
                 "changed": role != "standby", "announce": []}
 
+    def renew_lease(self):
+        with self.lock:
+            self.calls.append(("renew_lease", ()))
+        return {"role": "active", "lease": {"seconds": 2.5, "armed": True,
+                                            "left": 2.5, "renewals": 1}}
+
 
 @pytest.fixture
 def sockdir():
@@ -451,10 +457,11 @@ def test_many_concurrent_clients(server, engine):
 
 def test_ha_and_status_do_not_wait_behind_a_reload(engine, sockdir):
     """A reload may hold the engine calls for seconds (it waits for ARP):
-    `ha` (a failover) and `status` (keepalived's engine check) answer at
-    once meanwhile; the other commands still wait their turn."""
+    `ha` (a failover), `status` and `ha-renew` (keepalived's engine
+    check) answer at once meanwhile; the other commands still wait their
+    turn."""
     assert [n for n, c in COMMANDS.items() if not c.serialized] == \
-        ["status", "ha"]
+        ["status", "ha", "ha-renew"]
     assert COMMANDS["ha"].args[0].choices == ("active", "standby")
     in_reload, release = threading.Event(), threading.Event()
     plain_reload = engine.reload
@@ -476,6 +483,8 @@ def test_ha_and_status_do_not_wait_behind_a_reload(engine, sockdir):
             assert request(srv.path, "ha", role="active", timeout=2)[
                 "role"] == "active"
             assert request(srv.path, "status", timeout=2) == STATUS
+            assert request(srv.path, "ha-renew", timeout=2)["lease"][
+                "armed"]
             assert time.monotonic() - t0 < 1.0
             with pytest.raises(PyfwdError, match="no reply within"):
                 request(srv.path, "show", timeout=0.3)     # serialized

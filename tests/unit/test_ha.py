@@ -173,15 +173,16 @@ def test_keepalived_conf_elects_and_calls_ctl_ha():
 
 
 def test_keepalived_conf_tracks_the_engine():
-    """A vrrp_script asks the engine for its status every second; the
-    instance tracks it with no weight, so a dead engine means FAULT."""
+    """A vrrp_script checks the engine and renews its lease every second
+    (ha-renew); the instance tracks it with no weight, so a dead engine
+    means FAULT."""
     text = ha.keepalived_conf(SPEC)
     script = text[text.index("vrrp_script chk_pyfwd {"):]
     script = script[:script.index("}") + 1]
     assert script.splitlines() == [
         "vrrp_script chk_pyfwd {",
         '    script "/usr/local/bin/pyfwd ctl -s /run/pyfwd/pyfwd.sock '
-        'status"',
+        'ha-renew"',
         "    interval 1", "    timeout 2", "    fall 2", "    rise 1",
         "    init_fail", "}"]
     instance = text[text.index("vrrp_instance pyfwd {"):]

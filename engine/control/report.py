@@ -14,6 +14,7 @@ import os
 import time
 
 from .l7.render import l7_name, l7_server
+from .state import atomic_write
 from ..dataplane.native import QUEUE_COUNTERS
 from ..frames import mac_to_str
 
@@ -22,7 +23,7 @@ class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
-    hops, punts, ha, l7).  pid and clock: os.getpid and time.monotonic,
+    hops, punts, ha, l7, changes: its control.changes.Changes or None).  pid and clock: os.getpid and time.monotonic,
     for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
@@ -65,6 +66,7 @@ class Report:
                          "persistence": s.persistence,
                          "fallback": s.fallback.key if s.fallback else None,
                          "fallback_active": fb,
+                         "changed": self._marks(s.vip),
                          "reals": reals})
         return vips
 
@@ -92,6 +94,7 @@ class Report:
             counters = per_real.get(rid, {}) if rid is not None else {}
         mac = e.hops.macs.get(r.address)
         return {"real": r.key, "weight": r.weight, "state": st,
+                "changed": [] if fallback else self._marks(s.vip, r.key),
                 "health": None if not checked else
                 ("up" if up else "down"),
                 "health_detail": detail,
@@ -105,6 +108,13 @@ class Report:
                 **({"haproxy_state": counters.get("haproxy_state"),
                     "haproxy_status": counters.get("haproxy_status")}
                    if s.mode == "l7" else {})}
+
+    def _marks(self, vip, real=None):
+        """What an operator changed of vip's real `real` (None: of the
+        VIP) through ctl, and since when: [{"by", "what", "since"[,
+        "value"][, "conflict"]}] (control.state)."""
+        changes = self.engine.changes
+        return changes.operator.marks(vip, real) if changes else []
 
     def stats(self, core):
         """A JSON-ready snapshot: status(), the data plane's counters
@@ -124,10 +134,8 @@ class Report:
 
 def write_stats(path, snapshot):
     """Write a stats() snapshot to `path` as JSON, atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(snapshot, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(snapshot, indent=1), mode=0o644,
+                 durable=False)
 
 
 __all__ = ["Report", "write_stats"]

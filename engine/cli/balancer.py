@@ -75,6 +75,10 @@ L4_MODES = [m for m in MODES if m != "l7"]
               "NAT/SNAT: about 1.7M flows either way)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
+@click.option("--state-file", type=click.Path(dir_okay=False),
+              help="keep the changes made by `pyfwd ctl` here, to replay "
+              "them at a restart (default: [engine] state_file, else the "
+              "config file's path + .state; none with --vip/--real)")
 @click.option("--role", type=click.Choice(ROLES),
               default=None,
               help="the high-availability role at start (overrides [engine] "
@@ -89,7 +93,7 @@ L4_MODES = [m for m in MODES if m != "l7"]
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
           copy_mode, busy_poll, queues, flows, stats_file, role, standby,
-          log_level):
+          log_level, state_file=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -150,6 +154,8 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
                     stats_file=stats_file, backend=backend, role=cfg.role,
+                    state_file=os.path.abspath(state_file) if state_file
+                    else cfg.state_file,
                     config_path=os.path.abspath(config_path)
                     if config_path else None)
     stop = []

@@ -23,6 +23,7 @@ _thread).
 
 import copy
 import logging
+import os
 
 from . import config as config_mod
 from . import ha
@@ -45,9 +46,12 @@ class ChangeError(PyfwdError):
 
 
 def state_path(config_path, state_file=None):
-    """Where the operator's changes are kept: state_file, else
-    `<config>.state` beside the config file, else None (in memory)."""
+    """Where the operator's changes are kept: state_file (relative to the
+    config file's directory), else `<config>.state` beside the config
+    file, else None (in memory)."""
     if state_file:
+        if config_path and not os.path.isabs(state_file):
+            return os.path.join(os.path.dirname(config_path), state_file)
         return state_file
     return f"{config_path}.state" if config_path else None
 
@@ -151,7 +155,7 @@ class Changes:
         the VIP's) and apply what the file says about them; the changes
         dropped (labels)."""
         e = self.engine
-        vip_text = str(svcs.find_service(e.services + self.base, vip).vip)
+        vip_text = self._vip_text(vip)
 
         def change(services, state):
             dropped = self.operator.forget(
@@ -199,6 +203,17 @@ class Changes:
         log_notes("reload", {"conflicts": summary["conflicts"],
                              "absorbed": summary["absorbed"]})
         return summary
+
+    def _vip_text(self, vip):
+        """vip (a name, ADDR:PORT/PROTO) as its entries name it: running,
+        in the file, or only in the operator's changes (one not applied)."""
+        try:
+            return str(svcs.find_service(self.engine.services + self.base,
+                                         vip).vip)
+        except ConfigError:
+            if any(k[0] == vip for k in self.operator.entries):
+                return vip
+            raise
 
     # --- the transaction ----------------------------------------------------
 

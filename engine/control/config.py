@@ -12,6 +12,8 @@ touched.
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
+    state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
+                                            # default: this file + .state
 
     [[vip]]
     name = "pacs-web"
@@ -46,7 +48,7 @@ from ..model import (MODES, NAME_RULE, SCHEDULERS, SNAT_PORTS, Real,
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
-               "role": str}
+               "role": str, "state_file": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list,
@@ -71,6 +73,7 @@ class Config:
     control_socket: str = DEFAULT_PATH
     metrics: "str | None" = None
     role: str = "active"
+    state_file: "str | None" = None
     services: list = field(default_factory=list)
 
     def ports(self):

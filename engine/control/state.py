@@ -131,7 +131,10 @@ class Change:
         if not isinstance(d.get("vip"), str):
             raise ConfigError(f"{where}.vip = {d.get('vip')!r}: expected "
                               "ADDR:PORT/PROTO")
-        Vip.parse(d["vip"])
+        try:
+            Vip.parse(d["vip"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.vip: {exc}") from None
         real_level = d["what"] not in ("add-vip", "del-vip")
         if real_level != isinstance(d.get("real"), str):
             raise ConfigError(f"{where}.real = {d.get('real')!r}: expected "

@@ -78,7 +78,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--state-file", type=click.Path(dir_okay=False),
               help="keep the changes made by `pyfwd ctl` here, to replay "
               "them at a restart (default: [engine] state_file, else the "
-              "config file's path + .state; none with --vip/--real)")
+              "config file's path + .state; with --vip/--real, none: they "
+              "end with the engine)")
 @click.option("--role", type=click.Choice(ROLES),
               default=None,
               help="the high-availability role at start (overrides [engine] "

@@ -463,6 +463,11 @@ def format_changes(result):
                      f"{changed_line(r)}" for r in rows)
 
 
+def format_forget(result):
+    """The forget command: `forgot: CHANGE; ...`."""
+    return "forgot: " + "; ".join(result or ())
+
+
 def format_ha(result):
     """The ha command: `active (was standby): gratuitous ARP for
     10.0.0.100` or `standby (already)`."""
@@ -493,7 +498,7 @@ def format_help(result):
 _FORMATTERS = {"status": format_status, "show": format_show,
                "stats": format_stats, "reload": format_reload,
                "changes": format_changes,
-               "forget": lambda dropped: "forgot: " + "; ".join(dropped or ()),
+               "forget": format_forget,
                "help": format_help, "ha": format_ha}
 
 

@@ -25,6 +25,9 @@ parts, each testable alone with fakes, do the rest:
     ha      control.ha.HaState: the role, its counters and schedule
     l7      control.l7.L7Sync: HAProxy for the L7 VIPs
     report  control.report.Report: status(), show(), stats()
+    changes control.changes.Changes: the commands as transactions (rolled
+            back when a step fails), the operator's changes kept and
+            replayed (control.state)
 """
 
 import errno

@@ -23,8 +23,8 @@ class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
-    hops, punts, ha, l7, changes: its control.changes.Changes or None).  pid and clock: os.getpid and time.monotonic,
-    for tests."""
+    hops, punts, ha, l7, changes: its control.changes.Changes or None).
+    pid and clock: os.getpid and time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
         self.engine = engine

@@ -2,15 +2,18 @@
 real servers: a drain made with `pyfwd ctl` survives `pyfwd ctl reload`
 and a restart of `pyfwd start` (kept in the state file beside the config,
 marked by `ctl show`); a change that fails while applied (the core's
-real-server limit hit, with the real XDP data plane) leaves the engine as
-it was, traffic flowing, and the next command works.  Root; the lab is
+real-server limit hit, with the real XDP data plane; an L7 VIP that a
+real HAProxy cannot bind) leaves the engine as it was, traffic flowing,
+and the next command works.  Root; the lab is
 removed whatever happens."""
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -23,6 +26,7 @@ from pyfwd.errors import PyfwdError
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 
+from .procs import wait_line
 from .test_control_plane import VIP4, Reals, requests, wait_for, web
 
 pytestmark = pytest.mark.root
@@ -166,3 +170,66 @@ def test_a_limit_hit_leaves_the_engine_and_its_traffic_as_they_were(
         time.sleep(1.0)
         eng.stop()
     assert os.listdir(tmp_path) == []       # no config: no state file
+
+
+def test_an_l7_vip_haproxy_cannot_bind_is_rolled_back(lab, tmp_path):
+    """HAProxy checks the new configuration (`haproxy -c`) fine, but its
+    new worker cannot bind the new VIP (a listener holds it): the reload
+    fails, the engine reloads HAProxy with the configuration it had, and
+    the running L7 VIP serves on."""
+    from pyfwd.control.config import parse_vip
+    l7 = {"name": "web7", "address": "10.0.0.102", "port": 80, "mode": "l7",
+          "scheduler": "rr", "real": [{"address": f"10.0.0.{11 + i}",
+                                       "port": 80} for i in range(3)]}
+    taken = "10.0.0.103"
+    lab.run("lb", ["ip", "addr", "add", f"{taken}/24", "dev", "eth0"],
+            check=True)
+    holder = lab.popen("lb", [sys.executable, "-c", textwrap.dedent(f"""
+        import socket, time
+        s = socket.socket()
+        s.bind(("{taken}", 80))
+        s.listen()
+        print("listening", flush=True)
+        time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    eng = engine_mod.Engine("eth0", [parse_vip(l7, "test")], busy_poll=0,
+                            flows=1 << 12)
+    try:
+        wait_line(holder, "listening")
+        lab.call("lb", eng.start)
+        srv = control.ControlServer(eng, str(tmp_path / "c.sock")).start()
+        try:
+            url = "http://10.0.0.102/"
+            assert {"real1", "real2", "real3"} <= l7_nodes(lab, url)
+            cfg = eng.haproxy.config_path
+            with open(cfg) as f:
+                text = f.read()
+            before = [{k: r[k] for k in ("real", "weight", "state")}
+                      for r in eng.show()[0]["reals"]]
+            with pytest.raises(PyfwdError, match="add-vip: not applied, "
+                               "the engine is as it was: HAProxy"):
+                control.request(srv.path, "add-vip", timeout=60, vip={
+                    **l7, "name": "web8", "address": taken})
+            assert [s.label for s in eng.services] == ["web7"]
+            assert [{k: r[k] for k in ("real", "weight", "state")}
+                    for r in eng.show()[0]["reals"]] == before
+            with open(cfg) as f:
+                assert f.read() == text
+            assert {"real1", "real2", "real3"} <= l7_nodes(lab, url)
+            control.request(srv.path, "drain", vip="web7",
+                            real="10.0.0.13:80", timeout=30)
+            assert wait_for(lambda: "real3" not in l7_nodes(lab, url), 5)
+        finally:
+            srv.stop()
+    finally:
+        eng.stop()
+        holder.kill()
+        holder.wait(timeout=5)
+        lab.run("lb", ["ip", "addr", "del", f"{taken}/24", "dev", "eth0"])
+
+
+def l7_nodes(lab, url, n=12):
+    r = lab.run("client", ["curl", "-sS", "--max-time", "10",
+                           "-H", "Connection: close", *[url] * n],
+                capture_output=True, text=True, timeout=60)
+    return set(re.findall(r"node=(\w+)", r.stdout))

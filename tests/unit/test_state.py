@@ -40,7 +40,7 @@ class Clock:
         return self.now
 
 
-# --- the file -----------------------------------------------------------------
+# --- the file ----------------------------------------------------------------
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "s.state"
@@ -94,7 +94,7 @@ def test_a_bad_state_file_is_named(tmp_path, text, match):
     assert OperatorState.load(str(tmp_path / "none")).entries == {}
 
 
-# --- replaying over the file ------------------------------------------------------
+# --- replaying over the file -------------------------------------------------
 
 def replay(ops, config):
     return ops.apply(config_mod.parse(config).services, config_mod.parse_vip)
@@ -175,7 +175,7 @@ def test_added_and_removed_vips_replay():
                for c in notes["conflicts"])
 
 
-# --- the engine: reload, restart, show, forget ------------------------------------
+# --- the engine: reload, restart, show, forget -------------------------------
 
 def engine_with(tmp_path, config=CONFIG):
     path = tmp_path / "pyfwd.toml"
@@ -285,3 +285,17 @@ def test_a_change_the_file_now_makes_is_absorbed():
     assert notes["absorbed"] == ["10.0.0.100:80/tcp 10.0.0.12: weight 7 "
                                  "(the file now says the same (10.0.0.12@7))"]
     assert ops.entries == {}
+
+
+def test_engine_state_file_key(tmp_path):
+    path = tmp_path / "pyfwd.toml"
+    path.write_text('[engine]\nstate_file = "ops.json"\n\n' + CONFIG)
+    cfg = config_mod.load(str(path))
+    assert cfg.state_file == "ops.json"
+    eng = Engine("eth0", cfg.services, config_path=str(path),
+                 state_file=cfg.state_file)
+    eng.halt("web", "10.0.0.12")
+    assert json.loads((tmp_path / "ops.json").read_text())["changes"][0][
+        "what"] == "halt"
+    with pytest.raises(ConfigError, match="engine.state_file = 1"):
+        config_mod.parse("[engine]\nstate_file = 1\n" + CONFIG)

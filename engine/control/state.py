@@ -355,8 +355,9 @@ class OperatorState:
         """[{"by", "what", "since"[, "value"][, "conflict"]}] of the
         entries of vip's real `real` (None: of the VIP itself)."""
         out = []
-        for ch in self.ordered():
-            if ch.vip == str(vip) and ch.real == real:
+        for aspect in ("presence", "weight", "admin"):
+            ch = self.entries.get((str(vip), real, aspect))
+            if ch is not None:
                 m = {"by": ch.by, "what": ch.what, "since": ch.since}
                 if ch.what in ("weight", "add-real"):
                     m["value"] = ch.value

@@ -73,7 +73,9 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
 	pk->family = key->family;
 	f = flow_find(w, pk, now, &slot, &evict);
 	*entry = f ? f : evict ? NULL : slot;	/* never push a flow out */
-	if (f && real_usable(b, f->real))
+	/* Weight 0 (drained, or quiesced by a failed health check) takes no
+	 * new flow, a persistent client's neither: it moves on. */
+	if (f && real_usable(b, f->real) && b->reals[f->real].weight)
 		return f->real;
 	return PYFWD_NO_REAL;
 }

@@ -17,6 +17,11 @@ MODES = ("dr", "nat", "snat", "l7")   # l7: HAProxy, not the C core
 PERSIST_MAX = 65535
 SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 MAGLEV_SIZE_DEFAULT = 65537     # a prime: the Maglev table's size per VIP
+# What a real server that fails its health check loses: "quiesce" (the
+# default, as IPVS with expire_nodest_conn=0 or ldirectord's quiescent
+# mode): new flows only, its established flows go on; "reset": everything,
+# its established flows are rescheduled (as halt).
+ON_DOWN = ("quiesce", "reset")
 
 _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+)"
                      r"/(?P<proto>[A-Za-z]+)$")
@@ -225,6 +230,7 @@ class Service:
     health: object = None       # control.health.HealthSpec, or None: no checks
     fallback: Optional[Real] = None     # takes the traffic when none is up
     l7: object = None           # control.l7.L7Options of a mode "l7" VIP
+    on_down: str = "quiesce"    # a real failing its check: ON_DOWN
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
@@ -240,6 +246,9 @@ class Service:
                               f"{', '.join(MODES)}")
         if self.name is not None:
             check_name(self.name)
+        if self.on_down not in ON_DOWN:
+            raise ConfigError(f"on_down {self.on_down!r}: expected one of "
+                              f"{', '.join(ON_DOWN)}")
         if self.mode == "snat" and self.vip.address.version != 4:
             raise ConfigError(f"vip {self.vip}: snat takes IPv4 VIPs only "
                               "(its source address is IPv4); use nat")

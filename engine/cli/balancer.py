@@ -73,6 +73,12 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="flow table slots per queue, 72 bytes each; a DR flow "
               "takes one, a NAT/SNAT flow two (default: 2M for DR, 4M with "
               "NAT/SNAT: about 1.7M flows either way)")
+@click.option("--neighbour-stale", type=float, default=None,
+              metavar="SECONDS",
+              help="keep a real server's last MAC this long while ARP or "
+              "neighbour discovery goes unanswered, so one lost answer drops "
+              "no flows (0: drop it at once; default: [engine] "
+              "neighbour_stale, else 60)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
 @click.option("--state-file", type=click.Path(dir_okay=False),
@@ -93,8 +99,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
-          copy_mode, busy_poll, queues, flows, stats_file, role, standby,
-          log_level, state_file=None):
+          copy_mode, busy_poll, queues, flows, neighbour_stale, stats_file,
+          role, standby, log_level, state_file=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -140,7 +146,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     cfg = cfg.with_flags(iface=iface, inside_iface=inside_iface,
                          snat_address=snat_address, snat_ports=snat_ports,
                          control_socket=control_socket, metrics=metrics,
-                         role=role)
+                         role=role, neighbour_stale=neighbour_stale)
     if not cfg.iface:
         raise click.UsageError("no --iface given (nor [engine] iface)")
     ports = cfg.ports()
@@ -155,6 +161,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
                     xdp_mode=xdp_mode, copy_mode=copy_mode,
                     busy_poll=busy_poll, queues=queues, flows=flows,
                     stats_file=stats_file, backend=backend, role=cfg.role,
+                    neighbour_stale=cfg.neighbour_stale,
                     state_file=os.path.abspath(state_file) if state_file
                     else cfg.state_file,
                     config_path=os.path.abspath(config_path)

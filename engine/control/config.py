@@ -12,6 +12,7 @@ touched.
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
+    neighbour_stale = 60                    # s a real's MAC outlives no ARP
     state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
                                             # default: this file + .state
 
@@ -26,6 +27,7 @@ touched.
     health = { type = "http", path = "/", expect = 200, interval = 1.0,
                timeout = 1.0, rise = 2, fall = 2 }
     fallback = "10.0.0.50:80"               # optional
+    on_down = "quiesce"                     # failed check: quiesce | reset
 
     [[vip.real]]
     address = "10.0.0.11"
@@ -40,22 +42,24 @@ from dataclasses import dataclass, field
 
 from .health.spec import HealthSpec
 from .l7.options import L7Options
+from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
-from ..model import (MODES, NAME_RULE, SCHEDULERS, SNAT_PORTS, Real,
-                     Service, Vip, check_name)
+from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
+                     Real, Service, Vip, check_name)
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
-               "role": str, "state_file": str}
+               "role": str, "neighbour_stale": (int, float),
+               "state_file": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
-            "health": dict, "fallback": str, "real": list,
+            "health": dict, "fallback": str, "real": list, "on_down": str,
             **L7Options.KEYS}       # mode = "l7" (HAProxy) only
 REAL_KEYS = {"address": str, "port": int, "weight": int}
 _KIND = {int: "an integer", str: "a string", dict: "a table",
-         list: "an array", bool: "true or false"}
+         list: "an array", bool: "true or false", (int, float): "a number"}
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Config:
     control_socket: str = DEFAULT_PATH
     metrics: "str | None" = None
     role: str = "active"
+    neighbour_stale: float = NEIGHBOUR_STALE
     state_file: "str | None" = None
     services: list = field(default_factory=list)
 
@@ -85,16 +90,17 @@ class Config:
 
     def with_flags(self, *, iface=None, inside_iface=None, snat_address=None,
                    snat_ports=None, control_socket=None, metrics=None,
-                   role=None):
+                   role=None, neighbour_stale=None):
         """This config with `pyfwd start`'s flags over it; a new Config.
 
         A flag given (not None, not empty) replaces the [engine] key of
         the same name; a flag not given leaves the file's value, else the
         default (snat_ports: model.SNAT_PORTS, see ports()).  A role given
         is checked as load(role=...) checks it: ConfigError for a value
-        other than active or standby, or standby with L7 VIPs.  The VIPs'
-        own settings (mode, scheduler) have no flag here: the CLI refuses
-        --mode and --scheduler with a file.
+        other than active or standby, or standby with L7 VIPs; so is
+        neighbour_stale (seconds, 0 included) as the file's.  The VIPs' own
+        settings (mode, scheduler, on_down) have no flag here: the CLI
+        refuses --mode and --scheduler with a file.
         """
         if role:
             from .ha import check_role, parse_role
@@ -105,7 +111,9 @@ class Config:
             snat_address=snat_address or self.snat_address,
             snat_ports=snat_ports or self.snat_ports,
             control_socket=control_socket or self.control_socket,
-            metrics=metrics or self.metrics, role=role or self.role)
+            metrics=metrics or self.metrics, role=role or self.role,
+            neighbour_stale=self.neighbour_stale if neighbour_stale is None
+            else check_stale(neighbour_stale, "--neighbour-stale"))
 
 
 def check_ifaces(iface, inside_iface, where=""):
@@ -124,7 +132,7 @@ def _check_keys(where, table, allowed):
             raise ConfigError(f"{where}.{key}: unknown key (expected one of "
                               f"{', '.join(sorted(allowed))})")
         want = allowed[key]
-        if not isinstance(value, want) or (want is int and
+        if not isinstance(value, want) or (want is not bool and
                                            isinstance(value, bool)):
             raise ConfigError(f"{where}.{key} = {value!r}: expected "
                               f"{_KIND[want]}")
@@ -195,6 +203,8 @@ def parse_vip(v, where, names=()):
             raise ConfigError(f"{where}.fallback: for L4 VIPs (an L7 VIP "
                               "has HAProxy's own backup servers: not yet)")
         fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
+    on_down = _choice(where, "on_down", v.get("on_down", Service.on_down),
+                      ON_DOWN)
     l7 = None
     given = [k for k in L7Options.KEYS if k in v]
     if mode == "l7":
@@ -205,7 +215,8 @@ def parse_vip(v, where, names=()):
     try:
         return Service(vip, reals, sched, mode,
                        persistence=v.get("persistence", 0), name=name,
-                       health=health, fallback=fallback, l7=l7)
+                       health=health, fallback=fallback, l7=l7,
+                       on_down=on_down)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -240,6 +251,8 @@ def parse(text, path="<config>", role=None):
                               ": expected an IPv4 address") from None
     if cfg.snat_ports is not None:
         parse_ports(cfg.snat_ports)
+    cfg.neighbour_stale = check_stale(cfg.neighbour_stale,
+                                      "engine.neighbour_stale")
     from .ha import parse_role
     parse_role(cfg.role, "engine.role")
     where = "engine.role ="

@@ -42,7 +42,7 @@ from .changes import Changes
 from .config import check_ifaces
 from .health.monitor import HealthMonitor
 from .l7.sync import L7Sync
-from .nexthops import NextHops, Refresh
+from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
 from .report import Report, write_stats
 from ..dataplane.core import Core
@@ -78,6 +78,7 @@ class Engine:
     two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
+    neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
     state_file (where the operator's changes are kept; default
     `<config_path>.state`, none without config_path: control.changes).
 
@@ -91,7 +92,8 @@ class Engine:
                  snat_address=None, snat_ports=SNAT_PORTS, xdp_mode="auto",
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
-                 backend="auto", role="active", state_file=None):
+                 backend="auto", role="active",
+                 neighbour_stale=NEIGHBOUR_STALE, state_file=None):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -107,7 +109,7 @@ class Engine:
                             busy_poll=busy_poll, queues=queues, flows=flows)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
-        self.hops = NextHops(self.ifaces)
+        self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
         self.l7 = L7Sync(iface)
         self.report = Report(self)

@@ -6,24 +6,48 @@ ARP (IPv4) or the kernel's neighbour discovery (IPv6) names the next hop's
 MAC.  A real whose route leaves by another interface, or whose next hop
 does not answer, is not scheduled, and `why` says so.
 
-    hops = NextHops(["eth0"])
+One unanswered refresh drops nobody's flows: a next hop that stops
+answering keeps its last known MAC until it has been unanswered for
+`stale` seconds ([engine] neighbour_stale); then its real leaves the
+tables (its flows are rescheduled).  A route that leaves by another
+interface drops the MAC at once: that is no lost answer but a new path.
+
+    hops = NextHops(["eth0"], stale=60)
     changed = hops.apply(hops.find(addresses))  # find() waits for ARP
-    hops.macs[addr], hops.via(addr), hops.why[addr]
+    hops.macs[addr], hops.via(addr), hops.why[addr], hops.note(addr)
 
 The kernel look-ups are parameters, so tests give fakes: route(address)
 -> (interface name | None, next hop address); arp_lookup(ifname, [IPv4])
-and ndp_lookup(ifname, [IPv6]) -> {address: MAC bytes | None}.
+and ndp_lookup(ifname, [IPv6]) -> {address: MAC bytes | None}; clock:
+monotonic seconds.
 """
 
 import logging
 import threading
 import time
 
+from ..errors import ConfigError
 from ..model import Real
 from ..frames import mac_to_str
 from ..neighbours.kernel import neighbour_macs, route_to
 
 log = logging.getLogger("pyfwd")
+
+NEIGHBOUR_STALE = 60.0      # s a known MAC outlives unanswered refreshes
+NEIGHBOUR_STALE_MAX = 86400.0
+UNANSWERED = "MAC unknown"  # how find() says a next hop did not answer
+
+
+def check_stale(value, where="neighbour_stale"):
+    """value (seconds a known MAC outlives unanswered refreshes, 0: none)
+    as a float; ConfigError naming `where` unless it is a number from 0 to
+    NEIGHBOUR_STALE_MAX."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value <= NEIGHBOUR_STALE_MAX):
+        raise ConfigError(f"{where} = {value!r}: expected seconds from 0 "
+                          f"(drop a MAC at the first unanswered refresh) to "
+                          f"{NEIGHBOUR_STALE_MAX:.0f}")
+    return float(value)
 
 
 class NextHops:
@@ -32,12 +56,19 @@ class NextHops:
     ifaces: the engine's interfaces, the first is slot 0 (the outside one)
     and the second, if any, slot 1 (the inside one, two-arm NAT).
     macs: {address: next hop MAC (6 bytes) or None}; out_ifs: {address:
-    interface slot}; why: {address: why it has no next hop, or None}.
+    interface slot}; why: {address: why it has no next hop, or None};
+    unanswered: {address: since when (clock) its next hop has not answered
+    while its last MAC is kept}.  stale: seconds a known MAC is kept
+    unanswered (check_stale); clock: monotonic seconds, for tests.
     """
 
     def __init__(self, ifaces, *, route=None, arp_lookup=None,
-                 ndp_lookup=None):
+                 ndp_lookup=None, stale=NEIGHBOUR_STALE,
+                 clock=time.monotonic):
         self.ifaces = list(ifaces)
+        self.stale = check_stale(stale)
+        self._clock = clock
+        self.unanswered = {}
         self._route = route or route_to
         self._lookup = {4: arp_lookup or neighbour_macs,
                         6: ndp_lookup or neighbour_macs}
@@ -70,16 +101,26 @@ class NextHops:
                 via = "" if hop == a else f" (via {hop})"
                 how = "ARP" if hop.version == 4 else "neighbour discovery"
                 out[a] = (mac, self.ifaces.index(oif),
-                          None if mac else f"MAC unknown{via}: no {how} "
+                          None if mac else f"{UNANSWERED}{via}: no {how} "
                           f"answer on {oif}")
         return out
 
     def apply(self, hops):
         """Take the next hops find() returned; log what changed; True if
-        a MAC or an interface did."""
+        a MAC or an interface did.  A known MAC whose next hop did not
+        answer is kept (and logged once) until it has been unanswered for
+        `stale` seconds, then dropped (and logged)."""
         changed = False
+        now = self._clock()
         for a, (mac, slot, why) in hops.items():
             old = self.macs.get(a)
+            if mac is None and old is not None and \
+                    self._kept(a, old, slot, why, now):
+                continue
+            since = self.unanswered.pop(a, None)
+            if mac is not None and since is not None:
+                log.info("real %s: next hop answers again (after %.0f s "
+                         "unanswered)", a, now - since)
             if mac is None and (old is not None or a not in self.macs):
                 log.warning("real %s: %s: not scheduled", a, why)
             elif mac is not None and mac != old:
@@ -88,6 +129,35 @@ class NextHops:
             changed |= (mac != old or slot != self.out_ifs.get(a))
             self.macs[a], self.out_ifs[a], self.why[a] = mac, slot, why
         return changed
+
+    def _kept(self, a, old, slot, why, now):
+        """Whether the known MAC `old` of address a stays though its next
+        hop did not answer (`why`): only an unanswered look-up on the same
+        interface, for less than `stale` seconds.  Logs the first keep and
+        the drop."""
+        if slot != self.out_ifs.get(a) or not why.startswith(UNANSWERED):
+            return False
+        first = a not in self.unanswered
+        since = self.unanswered.setdefault(a, now)
+        if now - since < self.stale:
+            self.why[a] = None
+            if first:
+                log.warning("real %s: %s: MAC %s kept for up to %.0f s",
+                            a, why, mac_to_str(old), self.stale)
+            return True
+        if not first:       # stale = 0: no grace, the usual log says it
+            log.warning("real %s: MAC %s unanswered for %.0f s "
+                        "(neighbour_stale %.0f s): dropped", a,
+                        mac_to_str(old), now - since, self.stale)
+        return False
+
+    def note(self, address):
+        """"MAC kept (unanswered for N s)" while address's next hop keeps
+        its last MAC unanswered, else None."""
+        since = self.unanswered.get(address)
+        if since is None:
+            return None
+        return f"MAC kept (unanswered for {self._clock() - since:.0f} s)"
 
     def via(self, address):
         """The name of the interface toward address (the first one when
@@ -145,4 +215,4 @@ class Refresh:
                                    timeout=timeout)
 
 
-__all__ = ["NextHops", "Refresh"]
+__all__ = ["NextHops", "Refresh", "NEIGHBOUR_STALE", "check_stale"]

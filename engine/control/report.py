@@ -18,12 +18,16 @@ from .state import atomic_write
 from ..dataplane.native import QUEUE_COUNTERS
 from ..frames import mac_to_str
 
+# What show() adds to the health detail of a real its VIP quiesces
+# (model.ON_DOWN) rather than resets.
+QUIESCED = "; quiesced (on_down): no new flows, established ones go on"
+
 
 class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
-    hops, punts, ha, l7, changes: its control.changes.Changes or None).
+    hops, punts, ha, l7; changes, if any: its control.changes.Changes).
     pid and clock: os.getpid and time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
@@ -64,6 +68,7 @@ class Report:
             vips.append({"name": s.label, "vip": str(s.vip),
                          "mode": s.mode, "scheduler": s.scheduler,
                          "persistence": s.persistence,
+                         "on_down": s.on_down,
                          "fallback": s.fallback.key if s.fallback else None,
                          "fallback_active": fb,
                          "changed": self._marks(s.vip),
@@ -82,23 +87,28 @@ class Report:
             except KeyError:        # not checked yet
                 mon = {"up": True, "last_detail": None}
             up, detail = mon["up"], mon.get("last_detail")
+        mac = e.hops.macs.get(r.address)
         why = e.tables.unscheduled.get(k)
         if st == "halt":
             why = "halted"
         elif up is False:
             why = f"health: {detail}"
+            if s.mode != "l7" and s.on_down == "quiesce" and mac:
+                why += QUIESCED     # in the tables at weight 0
+        scheduled = why is None
+        if scheduled and s.mode != "l7":
+            why = e.hops.note(r.address)    # on a MAC kept unanswered
         if s.mode == "l7":
             counters = l7rows.get((l7_name(s), l7_server(r)), {})
         else:
             rid = e.core.ids.lookup(*k)
             counters = per_real.get(rid, {}) if rid is not None else {}
-        mac = e.hops.macs.get(r.address)
         return {"real": r.key, "weight": r.weight, "state": st,
                 "changed": [] if fallback else self._marks(s.vip, r.key),
                 "health": None if not checked else
                 ("up" if up else "down"),
                 "health_detail": detail,
-                "scheduled": why is None, "why": why,
+                "scheduled": scheduled, "why": why,
                 "mac": mac_to_str(mac) if mac else None,
                 "via": e.hops.via(r.address),
                 "active": counters.get("active", 0),
@@ -113,7 +123,7 @@ class Report:
         """What an operator changed of vip's real `real` (None: of the
         VIP) through ctl, and since when: [{"by", "what", "since"[,
         "value"][, "conflict"]}] (control.state)."""
-        changes = self.engine.changes
+        changes = getattr(self.engine, "changes", None)    # fakes: none
         return changes.operator.marks(vip, real) if changes else []
 
     def stats(self, core):

@@ -140,22 +140,34 @@ def is_up(health, key):
 
 
 def effective(services, state, health):
-    """The L4 services as the tables see them: halted and unhealthy reals
-    left out, drained ones at weight 0, the fallback when no real can take
-    a new flow.  Returns (services, {VIPs whose fallback is in})."""
+    """The L4 services as the tables see them: halted reals left out,
+    drained ones at weight 0, unhealthy ones at weight 0 (the VIP's on_down
+    "quiesce": no new flow, its established flows go on) or left out
+    ("reset": its flows are rescheduled), the fallback when no real can
+    take a new flow (in place of a quiesced real that is the fallback
+    itself).  Returns (services, {VIPs whose fallback is in})."""
     out = []
     fallback_active = set()
     for s in l4(services):
-        reals = []
+        reals, quiesced = [], set()
         for r in s.reals:
             st = state.get((s.vip, r.key))
-            if st == "halt" or not is_up(health, (s.vip, r.key)):
+            down = not is_up(health, (s.vip, r.key))
+            if st == "halt" or (down and s.on_down == "reset"):
                 continue
-            reals.append(Real(r.address, r.port, 0) if st == "drain" else r)
-        if s.fallback and not any(r.weight for r in reals) and \
-                all(r.key != s.fallback.key for r in reals):
-            reals.append(Real(s.fallback.address, s.fallback.port, 1))
-            fallback_active.add(s.vip)
+            if down:
+                quiesced.add(r.key)
+            reals.append(Real(r.address, r.port, 0)
+                         if st == "drain" or down else r)
+        fb = s.fallback
+        if fb and not any(r.weight for r in reals):
+            same = [i for i, r in enumerate(reals) if r.key == fb.key]
+            if not same:
+                reals.append(Real(fb.address, fb.port, 1))
+                fallback_active.add(s.vip)
+            elif fb.key in quiesced:
+                reals[same[0]] = Real(fb.address, fb.port, 1)
+                fallback_active.add(s.vip)
         out.append(dataclasses.replace(s, reals=reals))
     return out, fallback_active
 
@@ -205,7 +217,7 @@ def reload_summary(old_services, new_services):
                     f"{b.label}: {k} weight {ra[k].weight} -> "
                     f"{rb[k].weight}")
         for attr in ("mode", "scheduler", "persistence", "health",
-                     "fallback", "name"):
+                     "fallback", "name", "on_down"):
             if getattr(a, attr) != getattr(b, attr):
                 summary["changed"].append(
                     f"{b.label}: {attr} {getattr(a, attr)} -> "

@@ -225,7 +225,8 @@ def build(services, ids, macs, out_ifs=None):
                 unscheduled[(s.vip, r.key)] = "draining (weight 0)"
             reals[rid] = RealEntry(mac, r.address, r.port or 0,
                                    out_ifs.get(r.address, 0),
-                                   1 if s.scheduler == "lc" else r.weight)
+                                   min(r.weight, 1) if s.scheduler == "lc"
+                                   else r.weight)
             idv.append(rid)
             weights.append(r.weight if mac is not None else 0)
         if any(weights):

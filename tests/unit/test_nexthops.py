@@ -56,7 +56,7 @@ def test_a_silent_router_is_named():
 
 
 def test_apply_logs_changes_and_says_whether_any(caplog):
-    hops = NextHops(["eth0", "eth1"])
+    hops = NextHops(["eth0", "eth1"], stale=0)     # no grace: see below
     a = A("10.0.0.11")
     with caplog.at_level(logging.INFO, logger="pyfwd"):
         assert hops.apply({a: (MAC1, 0, None)})

@@ -31,7 +31,9 @@ def services():
 def test_effective_leaves_out_halted_and_unhealthy_drains_to_zero():
     state = {(WEB, R1.key): "halt", (WEB, R2.key): "drain"}
     health = {(WEB, R3.key): (False, "refused")}
-    out, fallback = svcs.effective(services(), state, health)
+    given = services()
+    given[0].on_down = "reset"      # quiesce (the default): test_quiesce.py
+    out, fallback = svcs.effective(given, state, health)
     assert [s.vip for s in out] == [WEB, NAT, V6]       # L4 only
     web = out[0]
     assert [(r.key, r.weight) for r in web.reals] == \

@@ -16,6 +16,29 @@ def realserver():
     server)."""
 
 
+_ROOT = click.option("--root", default="/", show_default=True,
+                     metavar="DIR", type=click.Path(file_okay=False),
+                     help="where the files a reboot needs are (the target "
+                     "system's root)")
+
+
+def _self_command():
+    """How a unit runs this pyfwd at boot: this script by its absolute
+    path, or this Python with -m pyfwd.cli."""
+    import os
+    argv0 = os.path.abspath(sys.argv[0])
+    if os.path.basename(argv0) == "pyfwd" and os.access(argv0, os.X_OK):
+        return [argv0]
+    return [sys.executable, "-m", "pyfwd.cli"]
+
+
+def _echo(changes):
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        click.echo("nothing to change")
+
+
 @realserver.command("setup")
 @click.option("--vip", required=True, metavar="ADDR",
               help="the VIP this real server serves")
@@ -23,31 +46,63 @@ def realserver():
               help="where the VIP goes")
 @click.option("--undo", is_flag=True,
               help="remove the VIP (and the ARP settings when no VIP "
-              "remains)")
-def realserver_setup(vip, dev, undo):
+              "remains); the same as `teardown`")
+@click.option("--persist", is_flag=True,
+              help="also write what a reboot needs: a sysctl.d file and an "
+              "enabled oneshot systemd unit that runs this setup at boot "
+              "(with --undo: remove them)")
+@_ROOT
+def realserver_setup(vip, dev, undo, persist, root):
     """Put VIP/32 on lo and stop this host answering ARP for it
     (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
     nodad (Linux answers no NDP for it there).  Idempotent."""
     from ..ops import realserver as rs
     need_root("pyfwd realserver setup")
     changes = rs.setup(vip, undo=undo, dev=dev)
-    for line in changes:
-        click.echo(line)
-    if not changes:
-        click.echo("nothing to change")
+    if persist:
+        changes += rs.unpersist(vip, root=root) if undo else \
+            rs.persist(vip, dev, root=root, command=_self_command())
+    _echo(changes)
+
+
+@realserver.command("teardown")
+@click.option("--vip", required=True, metavar="ADDR")
+@click.option("--dev", default="lo", show_default=True)
+@click.option("--persist", is_flag=True,
+              help="also remove what `setup --persist` wrote (the sysctl "
+              "file with the last VIP)")
+@_ROOT
+def realserver_teardown(vip, dev, persist, root):
+    """Undo `setup`: remove VIP from DEV, and the ARP settings when no
+    other VIP remains."""
+    from ..ops import realserver as rs
+    need_root("pyfwd realserver teardown")
+    changes = rs.setup(vip, undo=True, dev=dev)
+    if persist:
+        changes += rs.unpersist(vip, root=root)
+    _echo(changes)
 
 
 @realserver.command("status")
 @click.option("--vip", required=True, metavar="ADDR")
 @click.option("--dev", default="lo", show_default=True)
-def realserver_status(vip, dev):
-    """Say whether this host is set up as a DR real server for VIP."""
+@_ROOT
+@click.option("--running-only", is_flag=True,
+              help="check the running state only, not what a reboot needs")
+def realserver_status(vip, dev, root, running_only):
+    """Say whether this host is set up as a DR real server for VIP, now
+    and after a reboot (what `setup --persist` writes, present and in
+    agreement).  Exits 1 with the reasons when not."""
     from ..ops import realserver as rs
-    st = rs.status(vip, dev=dev)
-    click.echo("ok" if st["ok"] else "not ready: " + "; ".join(
-        st["problems"]))
-    if not st["ok"]:
-        sys.exit(1)
+    st = rs.status(vip, dev=dev, root=None if running_only else root)
+    if st["ok"]:
+        click.echo("ok" if running_only else "ok, and after a reboot too")
+        return
+    if st["problems"]:
+        click.echo("not ready: " + "; ".join(st["problems"]))
+    if st["persisted"]:
+        click.echo("not ready after a reboot: " + "; ".join(st["persisted"]))
+    sys.exit(1)
 
 
 @click.command("arp-check")

@@ -41,6 +41,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from .health.spec import HealthSpec
+from .health.vipprobe import check_via_vip
 from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
@@ -197,6 +198,8 @@ def parse_vip(v, where, names=()):
     health = None
     if "health" in v:
         health = HealthSpec.from_dict(v["health"], where=f"{where}.health")
+        if health.via_vip:
+            check_via_vip(f"{where}.health", mode, vip)
     fallback = None
     if "fallback" in v:
         if mode == "l7":

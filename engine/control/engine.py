@@ -41,6 +41,7 @@ from . import services as svcs
 from .changes import Changes
 from .config import check_ifaces
 from .health.monitor import HealthMonitor
+from .health.vipprobe import checker
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
@@ -111,7 +112,7 @@ class Engine:
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
-        self.l7 = L7Sync(iface)
+        self.l7 = L7Sync(iface, active=self.ha.active)
         self.report = Report(self)
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
@@ -174,7 +175,8 @@ class Engine:
         log_attached(self.info, self.ifaces, self.services, self.snat,
                      self.options["busy_poll"])
         self.xsk.start()
-        self.monitor = HealthMonitor(self._on_health)
+        self.monitor = HealthMonitor(self._on_health, check=checker(
+            lambda a: (self.hops.via(a), self.hops.macs.get(a))))
         self._health_targets()
         self.monitor.start()
         if self.l7_services:
@@ -183,6 +185,8 @@ class Engine:
             except BaseException:
                 self.stop()
                 raise
+        else:
+            self.l7.clean()         # what a dead engine's HAProxy left
         self.started = time.monotonic()
         self.ha.start()
         self._thread = threading.Thread(target=self._control,
@@ -288,12 +292,15 @@ class Engine:
         Returns {"role", "previous", "changed", "announce": [VIPs]}.
         """
         with self._lock:
+            # L7: the VIP addresses follow the role, before announcing
+            self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
             return self.ha.set_role(role, self.services, self._announce)
 
     def _announce(self):
-        """Announce the L4 VIPs (once started, while active); the VIPs as
-        text."""
-        v4, v6 = svcs.vip_addresses(self.services)
+        """Announce the VIPs, L4 and the L7 ones held (once started, while
+        active); the VIPs as text."""
+        v4, v6 = (a + b for a, b in zip(svcs.vip_addresses(self.services),
+                                        self.l7.held()))
         if self.punts:
             self.punts.announce(v4, v6)
         return [str(a) for a in v4 + v6]

@@ -76,18 +76,12 @@ def parse_role(value, where="role"):
 
 
 def check_role(role, services, where="role"):
-    """ConfigError if `role` cannot serve `services` (Service objects): a
-    standby engine with L7 VIPs.  HAProxy's VIP addresses are on the
-    interface, so the kernel answers ARP for them whatever pyfwd's role,
-    and both nodes would."""
-    if role != "standby":
-        return
-    l7 = [s.label for s in services if s.mode == "l7"]
-    if l7:
-        raise ConfigError(f"{where} standby: L7 VIP(s) {', '.join(l7)} are "
-                          "addresses on the interface and the kernel answers "
-                          "ARP for them whatever the role, so both nodes "
-                          "would; high availability covers L4 VIPs for now")
+    """Whether `role` can serve `services` (Service objects): every role
+    serves every mode now, so this never raises.  L7 VIPs too: their
+    addresses follow the role (control.l7.sync.L7Sync.set_active), so a
+    standby node's kernel does not answer ARP for them.  Kept for its
+    callers (config, reload, add-vip)."""
+    del role, services, where
 
 
 

@@ -7,9 +7,11 @@ ARP look-ups (kernel.py's ``neighbour_macs()``, check.py's
 ``arp_check()``) also read the ARP replies from one.
 """
 
+import ctypes
 import errno
 import select
 import socket
+import struct
 import time
 from typing import Iterator, Optional
 
@@ -20,6 +22,8 @@ __all__ = ["FrameSocket"]
 
 _PACKET_OUTGOING = 4
 _RECV_SIZE = 4096
+_SO_ATTACH_FILTER = 26
+_SOCK_FILTER = struct.Struct("HBBI")     # struct sock_filter: code, jt, jf, k
 
 
 class FrameSocket:
@@ -29,12 +33,15 @@ class FrameSocket:
 
     It sends whole Ethernet frames, as given, and receives the frames of
     ``ethertype`` (ETH_P_ARP by default; 0: none, a socket that only
-    sends).  Raises PyfwdError if the interface does not exist or the
+    sends).  ``bpf_filter``: a classic BPF program, [(code, jt, jf, k)],
+    attached before the socket is bound, so that no other frame is ever
+    queued.  Raises PyfwdError if the interface does not exist or the
     socket cannot be opened (e.g. not root).  A context manager;
     ``fileno()`` allows select/poll.
     """
 
-    def __init__(self, ifname: str, ethertype: int = ETH_P_ARP):
+    def __init__(self, ifname: str, ethertype: int = ETH_P_ARP,
+                 bpf_filter=None):
         self.ifname = ifname
         # protocol 0 receives nothing until bind(): no frame from another
         # interface can slip in between socket() and bind()
@@ -46,6 +53,8 @@ class FrameSocket:
             raise PyfwdError(f"cannot open a packet socket for {ifname!r}: "
                              f"{exc.strerror or exc}{hint}") from exc
         try:
+            if bpf_filter:
+                _attach(self._sock, bpf_filter)
             self._sock.bind((ifname, ethertype))
         except OSError as exc:
             self._sock.close()
@@ -117,3 +126,12 @@ class FrameSocket:
 
     def __repr__(self) -> str:
         return f"FrameSocket({self.ifname!r}, mac={mac_to_str(self._mac)})"
+
+
+def _attach(sock, program) -> None:
+    """SO_ATTACH_FILTER: struct sock_fprog {len, pointer to the program}
+    (the kernel copies the program)."""
+    buf = ctypes.create_string_buffer(
+        b"".join(_SOCK_FILTER.pack(*insn) for insn in program))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                    struct.pack("HL", len(program), ctypes.addressof(buf)))

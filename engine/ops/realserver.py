@@ -41,17 +41,17 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
+from . import realserver_boot as boot
 from ..errors import ConfigError, PyfwdError
 from ..neighbours.kernel import addresses, ifindex
 
-__all__ = ["ARP_IGNORE", "ARP_ANNOUNCE", "setup", "status"]
+__all__ = ["ARP_IGNORE", "ARP_ANNOUNCE", "setup", "status", "persist",
+           "unpersist"]
 
 ARP_IGNORE = 1          # what setup() writes
 ARP_ANNOUNCE = 2
-# arp_ignore values that keep a VIP on lo silent: 1 and 2 (2 is stricter);
-# 8 never replies at all.  3 would answer for a global VIP, 0 always does.
-_IGNORE_OK = (1, 2, 8)
-_ANNOUNCE_OK = (2,)
+_IGNORE_OK = boot.ARP_GOOD["arp_ignore"]
+_ANNOUNCE_OK = boot.ARP_GOOD["arp_announce"]
 
 _IFF_UP = 0x1
 _LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
@@ -233,7 +233,28 @@ def _set_arp(links: dict, ignore: int, announce: int) -> list:
     return changes
 
 
-def status(vip, dev: str = "lo") -> dict:
+def persist(vip, dev: str = "lo", *, root: str = "/", command) -> list:
+    """Write under ``root`` what a reboot needs to set this host up again
+    for ``vip`` on ``dev`` as setup() did (realserver_boot.py: a sysctl.d
+    file with this namespace's good ARP values, or setup()'s, on all and
+    default; an enabled oneshot unit running ``command`` realserver
+    setup).  Call it after setup().
+    Returns the lines of what it wrote; raises like setup() and PyfwdError
+    when a file cannot be written."""
+    addr = _vip(vip)
+    arp = {"arp_ignore": ARP_IGNORE, "arp_announce": ARP_ANNOUNCE}
+    if addr.version == 4 and _read_conf("all", "arp_ignore") in _IGNORE_OK:
+        arp["arp_ignore"] = _read_conf("all", "arp_ignore")
+    return boot.persist(addr, dev, root=root, command=command, arp=arp)
+
+
+def unpersist(vip, root: str = "/") -> list:
+    """Remove what persist() wrote for ``vip`` (the sysctl file only with
+    the last VIP's unit); the lines of what it removed."""
+    return boot.unpersist(_vip(vip), root=root)
+
+
+def status(vip, dev: str = "lo", root: "str | None" = None) -> dict:
     """Is the current network namespace a correct DR real server for
     ``vip``?  For diagnostics, JSON-ready:
 
@@ -241,7 +262,10 @@ def status(vip, dev: str = "lo") -> dict:
     (a VIP on a non-loopback interface answers ARP whatever the settings),
     "arp": {ifname: {"arp_ignore": n, "arp_announce": n}} for "all" and the
     non-loopback interfaces that are up, "effective": the same with
-    max(all, ifname) as the kernel applies, "ok": bool, "problems": [text]}``.
+    max(all, ifname) as the kernel applies, "ok": bool, "problems": [text],
+    "persisted": [text] (what a reboot would lack, see
+    realserver_boot.persisted_problems; only with ``root``, else [])}``:
+    "ok" is False when either list has a problem.
 
     An IPv6 ``vip`` has no ARP settings: "arp" and "effective" are empty,
     and only where the VIP is matters (on a non-loopback interface the
@@ -272,10 +296,13 @@ def status(vip, dev: str = "lo") -> dict:
         problems.append(f"{addr} is also on {ifname}: that interface "
                         f"answers {'ARP' if addr.version == 4 else 'NDP'} "
                         "for it")
+    persisted = [] if root is None else \
+        boot.persisted_problems(addr, dev, root=root)
     if addr.version == 6:
         return {"vip": str(addr), "dev": dev, "vip_on_dev": on_dev,
                 "vip_elsewhere": elsewhere, "arp": {}, "effective": {},
-                "ok": not problems, "problems": problems}
+                "ok": not problems and not persisted, "problems": problems,
+                "persisted": persisted}
     # with no interface up, judge conf.all: it applies to every one later
     for ifname, keys in (effective or {"all": arp["all"]}).items():
         if keys["arp_ignore"] not in _IGNORE_OK:
@@ -288,4 +315,5 @@ def status(vip, dev: str = "lo") -> dict:
                             "its ARP requests may carry the VIP")
     return {"vip": str(addr), "dev": dev, "vip_on_dev": on_dev,
             "vip_elsewhere": elsewhere, "arp": arp, "effective": effective,
-            "ok": not problems, "problems": problems}
+            "ok": not problems and not persisted, "problems": problems,
+            "persisted": persisted}

@@ -258,8 +258,8 @@ def test_haproxy_worker_killed_is_recovered(lab, engine):
 
 def test_health_checks_and_weights_drive_haproxy(lab, engine):
     """pyfwd's own health checks set HAProxy's server states (here a
-    command check that fails for real2), and pyfwd's weights (0..65535)
-    reach HAProxy scaled to its 0..256."""
+    command check that fails for real2: DOWN, not MAINT), and pyfwd's
+    weights (0..65535) reach HAProxy scaled to its 0..256."""
     check = {"type": "command", "interval": 0.3, "timeout": 0.3, "rise": 1,
              "fall": 1, "command": ["sh", "-c",
                                     'test "$PYFWD_REAL_ADDRESS" != 10.0.0.12']}
@@ -267,18 +267,22 @@ def test_health_checks_and_weights_drive_haproxy(lab, engine):
     end = time.monotonic() + 5
     while time.monotonic() < end:
         rows = {r["real"]: r for r in eng.show()[0]["reals"]}
-        if rows["10.0.0.12:8080"]["haproxy_state"] == "maint":
+        if rows["10.0.0.12:8080"]["haproxy_status"] == "stopped":
             break
         time.sleep(0.1)
     assert rows["10.0.0.12:8080"]["health"] == "down"
-    assert rows["10.0.0.12:8080"]["haproxy_state"] == "maint", rows
+    assert rows["10.0.0.12:8080"]["haproxy_state"] == "ready", rows
+    assert rows["10.0.0.12:8080"]["haproxy_status"] == "stopped", rows
+    status = {row["svname"]: row["status"] for row in eng.haproxy.stats()
+              if row.get("pxname") == "pacs-web"}
+    assert status[l7_server(Real("10.0.0.12", 8080))] == "DOWN", status
     from prometheus_client.parser import text_string_to_metric_families
     from pyfwd.control.metrics import render
     states = {s.labels["real"]: s.labels["state"]
               for fam in text_string_to_metric_families(render(eng.stats()))
               if fam.name == "pyfwd_haproxy_server_state"
               for s in fam.samples}
-    assert states == {"10.0.0.11:8080": "ready", "10.0.0.12:8080": "maint",
+    assert states == {"10.0.0.11:8080": "ready", "10.0.0.12:8080": "ready",
                       "10.0.0.13:8080": "ready"}, states
     r = curl(lab, *[f"http://{VIP4}/"] * 30)
     nodes = collections.Counter(re.findall(r"node=(\w+)", r.stdout))

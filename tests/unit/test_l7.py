@@ -77,6 +77,14 @@ def test_full_http(tmp_path):
     ({"del_headers": ["ok", "not:ok"]}, "del_headers", "'not:ok'"),
     ({"l7_mode": "tcp", "del_headers": ["X-A"]}, "del_headers", "['X-A']"),
     ({"l7_mode": "tcp", "set_headers": {"X-A": "v"}}, "set_headers", "{"),
+    ({"maxconn": 0}, "maxconn", "0"),
+    ({"maxconn": True}, "maxconn", "True"),
+    ({"maxconn": "100"}, "maxconn", "'100'"),
+    ({"timeout_http_request": "soon"}, "timeout_http_request", "'soon'"),
+    ({"l7_mode": "tcp", "timeout_http_request": "5s"},
+     "timeout_http_request", "'5s'"),
+    ({"xff_drop_client": "yes"}, "xff_drop_client", "'yes'"),
+    ({"l7_mode": "tcp", "xff_drop_client": True}, "xff_drop_client", "True"),
 ])
 def test_bad_option_named(d, key, value):
     with pytest.raises(ConfigError) as e:
@@ -131,9 +139,10 @@ def test_render_http_everything(tmp_path):
         "del_headers": ["X-Debug"]})
     text = render([L7Vip("web", VIP, REALS, "wrr", o)], "/tmp/s.sock")
     sec = listen_section(text, "web")
-    assert sec[:4] == ["mode http",
-                       f'bind 10.0.0.100:80 ssl crt "{pem}"',
-                       "balance roundrobin", "option forwardfor"]
+    assert sec[:6] == ["mode http",
+                       f'bind 10.0.0.100:80 transparent ssl crt "{pem}"',
+                       "maxconn 2000", "balance roundrobin",
+                       "timeout http-request 10s", "option forwardfor"]
     assert "http-request set-header X-Forwarded-Proto https" in sec
     assert "http-request del-header X-Debug" in sec
     assert r'http-request set-header X-Pacs "say \"hi\" \$HOME"' in sec
@@ -149,7 +158,9 @@ def test_render_http_plain():
     text = render([L7Vip("web", VIP, REALS[:1], "rr",
                          L7Options.from_dict({"forwardfor": False}))], "/s")
     sec = listen_section(text, "web")
-    assert sec == ["mode http", "bind 10.0.0.100:80", "balance roundrobin",
+    assert sec == ["mode http", "bind 10.0.0.100:80 transparent",
+                   "maxconn 2000", "balance roundrobin",
+                   "timeout http-request 10s",
                    "server r_10_0_0_11_80 10.0.0.11:80 weight 1"]
 
 
@@ -158,8 +169,8 @@ def test_render_tcp():
     v = L7Vip("pacs dicom", Vip.parse("[fd00::100]:104/tcp"),
               [("r1", "fd00::11", 104, 1)], "lc", o, {"tunnel": "2h"})
     sec = listen_section(render([v], "/s"), "pacs_dicom")
-    assert sec == ["mode tcp", "bind [fd00::100]:104", "balance leastconn",
-                   "timeout tunnel 2h",
+    assert sec == ["mode tcp", "bind [fd00::100]:104 transparent",
+                   "maxconn 2000", "balance leastconn", "timeout tunnel 2h",
                    "server r1 [fd00::11]:104 weight 1 send-proxy-v2"]
 
 
@@ -171,7 +182,7 @@ def test_render_tcp():
 ])
 def test_scheduler_mapping(sched, lines):
     sec = listen_section(render([L7Vip("v", VIP, REALS, sched)], "/s"), "v")
-    assert sec[2:2 + len(lines)] == lines
+    assert sec[3:3 + len(lines)] == lines
     assert set(BALANCE) == {"rr", "wrr", "lc", "wlc", "sh", "maglev"}
 
 
@@ -240,3 +251,59 @@ def test_bad_state_and_weight_refused_before_any_io(tmp_path):
         h.set_state("web/x", "r1", "ready")
     assert h.ensure_running() is False      # never started: nothing to do
     h.stop()                                 # idempotent, nothing to stop
+
+
+# -- issue 16: maxconn, timeout http-request, xff_drop_client, the user ------
+
+def test_operating_options_default_and_given():
+    o = L7Options.from_dict({})
+    assert (o.maxconn, o.timeout_http_request, o.xff_drop_client) == \
+        (2000, "10s", False)
+    o = L7Options.from_dict({"maxconn": 10, "timeout_http_request": "2s",
+                             "xff_drop_client": True})
+    assert (o.maxconn, o.timeout_http_request, o.xff_drop_client) == \
+        (10, "2s", True)
+
+
+def test_render_user_maxconn_and_xff_drop():
+    o = L7Options.from_dict({"xff_drop_client": True, "maxconn": 300,
+                             "timeout_http_request": "3s"})
+    vips = [L7Vip("web", VIP, REALS[:1], "rr", o),
+            L7Vip("tcp", Vip.parse("10.0.0.100:104/tcp"), REALS[:1], "rr",
+                  L7Options.from_dict({"l7_mode": "tcp"}))]
+    text = render(vips, "/s", user=("haproxy", "haproxy"))
+    glob = text.split("\ndefaults")[0].splitlines()
+    assert '    user "haproxy"' in glob and '    group "haproxy"' in glob
+    assert "    maxconn 2300" in glob           # the VIPs' sum
+    sec = listen_section(text, "web")
+    assert "maxconn 300" in sec and "timeout http-request 3s" in sec
+    # the client's header goes before HAProxy adds its own
+    assert sec.index("http-request del-header X-Forwarded-For") < \
+        sec.index("option forwardfor")
+    assert not any("http-request" in ln for ln in listen_section(text, "tcp"))
+    root = render(vips, "/s", user=None)
+    assert "user " not in root and "group " not in root
+
+
+def test_haproxy_user_falls_back(monkeypatch, caplog):
+    import pwd as pwd_mod
+    from pyfwd.control.l7 import render as render_mod
+
+    root = pwd_mod.getpwnam("root")
+
+    def only(names):
+        def getpwnam(name):
+            if name not in names:
+                raise KeyError(name)
+            return root
+        return getpwnam
+    for names, want in ((("haproxy",), "haproxy"), (("nobody",), "nobody"),
+                        ((), None)):
+        render_mod.haproxy_user.cache_clear()
+        monkeypatch.setattr(render_mod.pwd, "getpwnam", only(names))
+        with caplog.at_level("WARNING", logger="pyfwd.haproxy"):
+            got = render_mod.haproxy_user()
+        assert (got[0] if got else None) == want
+        if want != "haproxy":
+            assert "haproxy" in caplog.text     # said, not silent
+    render_mod.haproxy_user.cache_clear()

@@ -71,7 +71,8 @@ exit 0
 
 @pytest.mark.parametrize("refuse_both,named", [
     ("true", "vip tls: "),                       # refused alone: named
-    ("grep -q 'bind 10.0.0.100:80$' \"$3\"", "vip web, tls: "),  # together
+    ("grep -q 'bind 10.0.0.100:80 transparent$' \"$3\"",
+     "vip web, tls: "),  # together
 ])
 def test_a_refusal_names_its_vip(tmp_path, refuse_both, named):
     fake = tmp_path / "haproxy"

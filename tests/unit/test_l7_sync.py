@@ -13,7 +13,7 @@ from pyfwd.control import services as svcs
 from pyfwd.control.l7.addresses import ADDR_PROTO, InterfaceAddresses
 from pyfwd.control.l7.options import L7Options
 from pyfwd.control.l7.render import l7_name, l7_server
-from pyfwd.control.l7.sync import L7Sync, server_state
+from pyfwd.control.l7.sync import L7Sync, cuts_sessions, server_state
 from pyfwd.errors import ConfigError, PyfwdError
 from pyfwd.model import Real, Service, Vip
 
@@ -25,6 +25,8 @@ R1, R2, R3 = (Real.parse(t) for t in ("10.0.0.11:8080@1000",
 
 class FakeProxy:
     runtime_socket = "/run/fake.sock"
+    master_socket = "/run/fake.sock.master"
+    config_path = "/run/fake.cfg"
 
     def __init__(self):
         self.calls = []
@@ -47,6 +49,12 @@ class FakeProxy:
 
     def set_weight(self, backend, server, weight):
         self.calls.append(("weight", server, weight))
+
+    def set_health(self, backend, server, up):
+        self.calls.append(("health", server, up))
+
+    def shutdown_sessions(self, backend, server):
+        self.calls.append(("shutdown", server))
 
     def ensure_running(self):
         if self.dies:
@@ -118,7 +126,11 @@ def test_sync_reloads_only_when_the_text_changes(synced):
     proxy.calls.clear()
     l7.sync(services(), {}, {(VIP, R1.key): (False, "refused")})
     assert not [c for c in proxy.calls if c[0] == "reload"]
-    assert ("state", l7_server(R1), "maint") in proxy.calls     # unhealthy
+    # unhealthy: DOWN in HAProxy, not MAINT; its sessions go on (quiesce)
+    assert ("state", l7_server(R1), "ready") in proxy.calls
+    assert ("health", l7_server(R1), False) in proxy.calls
+    assert ("health", l7_server(R2), True) in proxy.calls
+    assert not [c for c in proxy.calls if c[0] == "shutdown"]
     proxy.calls.clear()
     l7.sync(services([R1, R2]), {}, {})
     [(kind, text)] = [c for c in proxy.calls if c[0] == "reload"]
@@ -135,7 +147,10 @@ def test_watchdog_and_rows(synced):
         "flows_new": 7, "bytes": 10}}
     proxy.answers = False
     assert l7.rows() == {}                  # logged, not raised
-    assert l7.status() == {"pid": None, "restarts": 1}
+    assert l7.status() == {"pid": None, "restarts": 1,
+                           "runtime_socket": "/run/fake.sock",
+                           "master_socket": "/run/fake.sock.master",
+                           "config": "/run/fake.cfg"}
     l7.stop()
     assert proxy.calls[-1] == ("stop",) and addresses.closed
     assert l7.haproxy is None and l7.rows() == {} and l7.status() is None
@@ -149,7 +164,7 @@ def test_names_and_states():
     assert l7_name(Service(VIP, [], mode="l7")) == "vip_10_0_0_101_80"
     assert l7_server(Real.parse("[fd00::11]:8080")) == "r__fd00__11__8080"
     assert server_state("halt", True, 5) == "maint"
-    assert server_state(None, False, 5) == "maint"
+    assert server_state(None, False, 5) == "ready"     # DOWN: set_health
     assert server_state("drain", True, 5) == "drain"
     assert server_state(None, True, 0) == "drain"
     assert server_state(None, True, 5) == "ready"
@@ -393,3 +408,95 @@ def test_checked_asks_haproxy_only_for_a_new_configuration(make):
     assert sync.checked([WEB, TLS]) == [WEB, TLS]
     assert len(checked) == 2 and "10.0.0.100:443" in checked[1]
     assert [c[0] for c in log] == ["add", "start"]     # nothing changed
+
+
+# --- issue 16: DOWN not MAINT, halt and on_down = "reset" cut, the role --
+
+def test_halt_and_reset_shut_the_sessions(synced):
+    l7, proxy, _ = synced
+    proxy.calls.clear()
+    l7.sync(services(), {(VIP, R1.key): "halt"},
+            {(VIP, R2.key): (False, "refused")})
+    assert ("state", l7_server(R1), "maint") in proxy.calls
+    assert ("shutdown", l7_server(R1)) in proxy.calls
+    # R2 down, on_down "quiesce" (the default, no attribute yet): its
+    # sessions go on
+    assert ("health", l7_server(R2), False) in proxy.calls
+    assert ("shutdown", l7_server(R2)) not in proxy.calls
+    reset = services()
+    reset[0].on_down = "reset"
+    proxy.calls.clear()
+    l7.sync(reset, {}, {(VIP, R2.key): (False, "refused")})
+    assert [c for c in proxy.calls if c[0] == "shutdown"] == \
+        [("shutdown", l7_server(R2))]
+    assert cuts_sessions("halt", True, "quiesce")
+    assert cuts_sessions(None, False, "reset")
+    assert not cuts_sessions(None, False, "quiesce")
+    assert not cuts_sessions("drain", True, "reset")
+
+
+def test_standby_holds_no_address_and_takeover_adds_it(make):
+    sync, kernel, proxy, log = make()
+    sync.active = False
+    sync.start([WEB, OTHER], {}, {})
+    assert log == [("start", ["10.0.0.100:80", "10.0.0.101:80"])]
+    assert sync.held() == ([], [])
+    sync.sync([WEB, OTHER, V6], {}, {})        # add-vip while standby
+    assert [e for e in log if e[0] in ("add", "del")] == []
+    sync.set_active(True)
+    assert sorted(e for e in log if e[0] == "add") == [
+        ("add", "10.0.0.100"), ("add", "10.0.0.101"), ("add", "fd00::100")]
+    assert sync.held() == ([ip("10.0.0.100"), ip("10.0.0.101")],
+                           [ip("fd00::100")])
+    log.clear()
+    sync.set_active(False)
+    assert sorted(log) == [("del", "10.0.0.100"), ("del", "10.0.0.101"),
+                           ("del", "fd00::100")]
+    assert sync.held() == ([], [])
+    sync.set_active(False)                      # again: nothing, no error
+
+
+def test_standby_drops_what_a_dead_pyfwd_left(make):
+    sync, kernel, _, log = make({ip("10.0.0.100"): ADDR_PROTO})
+    sync.active = False
+    sync.start([WEB], {}, {})
+    assert ("del", "10.0.0.100") in log and ip("10.0.0.100") not in \
+        kernel.present_
+
+
+def test_takeover_never_raises(make, caplog):
+    sync, kernel, _, log = make()
+    sync.active = False
+    sync.start([WEB], {}, {})
+    kernel.present_[ip("10.0.0.100")] = None    # raced: add fails EEXIST
+    kernel.present = lambda: {}
+    with caplog.at_level(logging.ERROR, logger="pyfwd"):
+        sync.set_active(True)
+    assert "taking over the L7 VIPs" in caplog.text and sync.active
+
+
+def test_clean_clears_leftovers_without_l7_vips(tmp_path):
+    log = []
+    kernel = FakeKernel(log, {ip("10.0.0.100"): ADDR_PROTO,
+                              ip("10.0.0.5"): None})
+
+    class Proxy(FakeProxy):
+        config_path = str(tmp_path / "haproxy-eth0.cfg")
+
+        def clear_leftovers(self):
+            log.append(("clear",))
+
+    (tmp_path / "haproxy-eth0.cfg").write_text("old")
+    sync = L7Sync("eth0", new_proxy=lambda iface: Proxy(),
+                  addresses=InterfaceAddresses("eth0", kernel))
+    sync.clean()
+    assert log == [("clear",), ("del", "10.0.0.100")]
+    assert not (tmp_path / "haproxy-eth0.cfg").exists()
+    assert kernel.opened == 0
+
+
+def test_paths_are_stable_per_interface_and_namespace():
+    from pyfwd.control.l7.sync import paths
+    assert paths("eth0") == paths("eth0")
+    assert paths("eth0", "/x").startswith("/x/haproxy-eth0")
+    assert paths("eth1") != paths("eth0")

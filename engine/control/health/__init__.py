@@ -4,6 +4,7 @@
     probes.py      check(): tcp, http, https and command probes
     dicom.py       the DICOM C-ECHO probe (PDUs built and parsed here)
     connection.py  one probe's TCP conversation within its deadline
+    vipprobe.py    via_vip: a DR real's SYN-ACK at the VIP, through its MAC
     monitor.py     HealthMonitor: probes every interval, rise/fall, reports
                    up/down through on_change
 

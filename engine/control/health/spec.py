@@ -21,7 +21,8 @@ from ...errors import ConfigError
 TYPES = ("tcp", "http", "https", "dicom", "command")
 
 # Keys every type takes, and the keys only some types take.
-_COMMON_KEYS = ("type", "interval", "timeout", "rise", "fall", "port")
+_COMMON_KEYS = ("type", "interval", "timeout", "rise", "fall", "port",
+                "via_vip")
 _TYPE_KEYS = {
     "tcp": (),
     "http": ("path", "expect", "body", "host"),
@@ -78,6 +79,9 @@ class HealthSpec:
     rise: int = 2
     fall: int = 2
     port: "int | None" = None
+    # also a TCP handshake with the VIP through the real's MAC (vipprobe.py;
+    # a DR VIP's only: config.py checks the mode)
+    via_vip: bool = False
     # http, https
     path: str = "/"
     expect: int = 200
@@ -142,6 +146,11 @@ class HealthSpec:
                 raise _where_key(where, "port", port,
                                  "an integer from 1 to 65535")
             kw["port"] = port
+        if "via_vip" in d:
+            if not isinstance(d["via_vip"], bool):
+                raise _where_key(where, "via_vip", d["via_vip"],
+                                 "true or false")
+            kw["via_vip"] = d["via_vip"]
         if "path" in d:
             if not _token(d["path"]) or not d["path"].startswith("/"):
                 raise _where_key(where, "path", d["path"], "a URL path "

@@ -15,11 +15,22 @@ What happens when HAProxy dies (measured with HAProxy 2.6):
 Each recovery is logged and counted in `HAProxy.restarts`.  Client
 connections that the dead worker carried are lost; the listening ports are
 closed for the ~0.1-0.5 s the restart takes.
+
+What happens when pyfwd dies (SIGKILL included): the master is forked with
+a parent-death signal (PR_SET_PDEATHSIG, SIGTERM).  The kernel sends it when
+the *thread* that forked ends, so every fork of one HAProxy happens in one
+thread of its own (`_Spawner`, in the namespace of the thread that first
+started it), which lives until stop() has ended the group: the signal comes
+when pyfwd's process dies, not when a control request's thread ends.  The
+master's SIGTERM ends its workers; a worker whose master was SIGKILLed
+leaves too (the master-worker pipe closes).  A pid file (`-p`) lets the
+next start end an HAProxy that outlived its pyfwd anyway (clear_leftovers).
 """
 
 import collections
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
@@ -29,6 +40,7 @@ import threading
 import time
 
 from .runtime import RuntimeApi
+from ..._netns import CLONE_NEWNET, check, libc
 from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.haproxy")
@@ -36,6 +48,78 @@ log = logging.getLogger("pyfwd.haproxy")
 MIN_VERSION = (2, 0)
 
 _ALERT_RE = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
+PR_SET_PDEATHSIG = 1
+
+
+class _Spawner:
+    """One thread that forks every master of one HAProxy and lives until
+    close(): PR_SET_PDEATHSIG fires when the forking thread ends, so it
+    must not be a control request's thread.  The thread enters the network
+    namespace of the thread that made the _Spawner (HAProxy binds there).
+    """
+
+    def __init__(self):
+        self._jobs = queue.Queue()
+        self._ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="pyfwd-haproxy-spawner")
+        self._thread.start()
+
+    def _run(self):
+        try:
+            check(libc.setns(self._ns, CLONE_NEWNET), "setns")
+        except OSError as exc:
+            self._fail = exc
+        else:
+            self._fail = None
+        finally:
+            os.close(self._ns)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            args, kwargs, box, done = job
+            try:
+                if self._fail:
+                    raise self._fail
+                box["proc"] = subprocess.Popen(*args, **kwargs)
+            except BaseException as exc:    # handed to the caller
+                box["error"] = exc
+            done.set()
+
+    def popen(self, *args, **kwargs):
+        """subprocess.Popen(*args, **kwargs) from the spawner's thread,
+        with a parent-death SIGTERM; raises what Popen raises."""
+        parent = os.getpid()
+        box, done = {}, threading.Event()
+        kwargs["preexec_fn"] = lambda: _die_with(parent)
+        self._jobs.put((args, kwargs, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["proc"]
+
+    def close(self):
+        """End the thread (once the processes it forked are gone)."""
+        self._jobs.put(None)
+        self._thread.join(timeout=5)
+
+
+def _die_with(parent):
+    """In the child, before exec: SIGTERM when the forking thread ends;
+    exit now if the parent is gone already (it died before the prctl)."""
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:
+        os._exit(126)
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _ppid(pid):
@@ -52,8 +136,9 @@ class HAProxy(RuntimeApi):
 
     config_path: the file pyfwd writes (and removes on stop);
     runtime_socket: the admin socket of the workers; the master's CLI socket
-    is `runtime_socket + ".master"` unless given.  Thread-safe: start,
-    reload, ensure_running and stop hold one lock.
+    is `runtime_socket + ".master"` unless given; pid_file (HAProxy's -p,
+    the master's pid): config_path with ".pid" for ".cfg".  Thread-safe:
+    start, reload, ensure_running and stop hold one lock.
     """
 
     def __init__(self, config_path, runtime_socket, binary="haproxy",
@@ -61,6 +146,8 @@ class HAProxy(RuntimeApi):
                  stop_grace=5.0):
         super().__init__(runtime_socket, master_socket)
         self.config_path = str(config_path)
+        self.pid_file = re.sub(r"(\.cfg)?$", ".pid", self.config_path,
+                               count=1)
         self.binary = binary
         self.start_timeout = start_timeout
         self.stale_after = stale_after
@@ -73,6 +160,7 @@ class HAProxy(RuntimeApi):
         self._drain = None
         self._stale_since = None
         self._stopping = False
+        self._spawner = None
         self._lock = threading.RLock()
 
     # -- binary and config ---------------------------------------------------
@@ -168,18 +256,48 @@ class HAProxy(RuntimeApi):
             except BaseException:
                 self.proc, self._text = None, None
                 _unlink(self.config_path)
+                if self._spawner is not None:
+                    self._spawner.close()
+                    self._spawner = None
                 raise
 
+    def clear_leftovers(self):
+        """End an HAProxy that a dead pyfwd left running with our config
+        file (its pid file says which), and remove the pid file and the
+        sockets it left.  Returns the pid ended, or None.  Never raises for
+        what is not there."""
+        with self._lock:
+            pid = None
+            try:
+                with open(self.pid_file) as f:
+                    pid = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+            ended = None
+            if pid and pid != (self.proc and self.proc.pid):
+                cmd = _cmdline(pid)
+                if cmd and "haproxy" in os.path.basename(cmd[0]) and \
+                        self.config_path in cmd:
+                    log.warning("HAProxy %d of an earlier pyfwd still runs "
+                                "with %s: ending it", pid, self.config_path)
+                    _end_group(pid, grace=2.0)
+                    ended = pid
+            for p in (self.pid_file, self.runtime_socket,
+                      self.master_socket):
+                _unlink(p)
+            return ended
+
     def _spawn(self):
-        for p in (self.runtime_socket, self.master_socket):
-            _unlink(p)      # a stale socket file of a dead run
+        self.clear_leftovers()
         self._lines.clear()
         cmd = [self.binary, "-W", "-db", "-f", self.config_path,
-               "-S", f"{self.master_socket},mode,600"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+               "-p", self.pid_file, "-S", f"{self.master_socket},mode,600"]
+        if self._spawner is None:
+            self._spawner = _Spawner()
+        self.proc = self._spawner.popen(cmd, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         self._drain = threading.Thread(target=self._drain_output,
                                        args=(self.proc,), daemon=True,
                                        name=f"haproxy-log-{self.proc.pid}")
@@ -330,8 +448,11 @@ class HAProxy(RuntimeApi):
                 log.info("HAProxy stopped (master %d)", self.proc.pid)
             self.proc = None
             self._text = None
+            if self._spawner is not None:
+                self._spawner.close()
+                self._spawner = None
             for p in (self.runtime_socket, self.master_socket,
-                      self.config_path):
+                      self.config_path, self.pid_file):
                 _unlink(p)
 
     def _kill_group(self, grace=None):
@@ -356,6 +477,25 @@ class HAProxy(RuntimeApi):
         if self._drain is not None:
             self._drain.join(timeout=2)
         self._stopping = False
+
+
+def _end_group(pgid, grace):
+    """TERM a process group that is not our child, KILL it after grace."""
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _running(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(pgid):
+        _killpg(pgid, signal.SIGKILL)
+
+
+def _running(pid):
+    """pid exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _group_alive(pgid):

@@ -8,6 +8,11 @@ from typing import Optional
 from ...errors import ConfigError
 
 L7_MODES = ("http", "tcp")
+MAXCONN = 2000              # per L7 VIP (HAProxy's frontend maxconn)
+MAXCONN_MAX = 1_000_000
+HTTP_REQUEST_TIMEOUT = "10s"    # a whole request's headers (slowloris)
+
+TIME_RE = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")   # an HAProxy time
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")    # RFC 9110 token
 
@@ -23,6 +28,12 @@ class L7Options:
     the real servers; set_headers / del_headers: request headers to set or
     remove (http only).  A set_headers value is an HAProxy log-format string:
     `%[src]` inserts the client address, `%%` is a literal percent sign.
+    maxconn: the VIP's concurrent connections (more wait in the kernel's
+    backlog); timeout_http_request: the time a client has to send a whole
+    request's headers (http only); xff_drop_client: remove an
+    X-Forwarded-For the client sent before adding ours, so the real server
+    sees only the address HAProxy saw (http only; default off, for clients
+    behind a proxy the operator trusts).
     """
 
     l7_mode: str = "http"
@@ -32,11 +43,15 @@ class L7Options:
     send_proxy: bool = False
     set_headers: tuple = ()     # ((name, value), ...), in config order
     del_headers: tuple = ()     # (name, ...)
+    maxconn: int = MAXCONN
+    timeout_http_request: str = HTTP_REQUEST_TIMEOUT
+    xff_drop_client: bool = False
 
     # The [[vip]] keys of an L7 VIP, with the TOML type each takes.
     KEYS = {"l7_mode": str, "forwardfor": bool, "cookie": str,
             "tls_cert": str, "send_proxy": bool, "set_headers": dict,
-            "del_headers": list}
+            "del_headers": list, "maxconn": int, "timeout_http_request": str,
+            "xff_drop_client": bool}
 
     @classmethod
     def from_dict(cls, d, where="vip"):
@@ -66,6 +81,24 @@ class L7Options:
                       "false with l7_mode tcp (X-Forwarded-For is HTTP; use "
                       "send_proxy)")
         send_proxy = boolean("send_proxy", False)
+        xff_drop = boolean("xff_drop_client", False)
+        if xff_drop and not http:
+            raise bad("xff_drop_client", xff_drop, "false with l7_mode tcp "
+                      "(X-Forwarded-For is HTTP)")
+
+        maxconn = d.get("maxconn", MAXCONN)
+        if isinstance(maxconn, bool) or not isinstance(maxconn, int) or \
+                not 1 <= maxconn <= MAXCONN_MAX:
+            raise bad("maxconn", maxconn, f"an integer from 1 to "
+                      f"{MAXCONN_MAX}")
+        http_timeout = d.get("timeout_http_request", HTTP_REQUEST_TIMEOUT)
+        if not isinstance(http_timeout, str) or \
+                not TIME_RE.match(http_timeout):
+            raise bad("timeout_http_request", http_timeout, "a time like "
+                      "10s, 500ms or 1m")
+        if not http and "timeout_http_request" in d:
+            raise bad("timeout_http_request", http_timeout,
+                      "no timeout_http_request with l7_mode tcp")
 
         cookie = d.get("cookie")
         if cookie is not None:
@@ -116,7 +149,10 @@ class L7Options:
         return cls(l7_mode=mode, forwardfor=forwardfor, cookie=cookie,
                    tls_cert=tls_cert, send_proxy=send_proxy,
                    set_headers=tuple(set_headers.items()),
-                   del_headers=tuple(del_headers))
+                   del_headers=tuple(del_headers), maxconn=maxconn,
+                   timeout_http_request=http_timeout,
+                   xff_drop_client=xff_drop)
 
 
-__all__ = ["L7_MODES", "L7Options"]
+__all__ = ["L7_MODES", "MAXCONN", "HTTP_REQUEST_TIMEOUT", "TIME_RE",
+           "L7Options"]

@@ -15,12 +15,18 @@ table).  HAProxy weights run from 0 to 256: a backend whose weights go higher
 is scaled down proportionally (`haproxy_weights`).
 """
 
+import functools
+import grp
 import ipaddress
+import logging
+import pwd
 import re
 from dataclasses import dataclass, field
 
-from .options import L7Options
+from .options import MAXCONN, TIME_RE, L7Options
 from ...errors import ConfigError
+
+log = logging.getLogger("pyfwd.haproxy")
 
 HAPROXY_WEIGHT_MAX = 256
 
@@ -32,13 +38,35 @@ BALANCE = {"rr": ("roundrobin", None), "wrr": ("roundrobin", None),
 DEFAULT_TIMEOUTS = {"connect": "5s", "client": "60s", "server": "60s",
                     "tunnel": "1h"}     # tunnel: idle TCP (DICOM), websocket
 
-
-_TIMEOUT_RE = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")
+# HAProxy's workers run as this user (Debian's haproxy package makes it),
+# else as FALLBACK_USER; the master stays root (it binds, reloads).
+HAPROXY_USER = "haproxy"
+FALLBACK_USER = "nobody"
 
 
 def sanitize(name):
     """A name HAProxy accepts everywhere: every other character becomes _."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(name)) or "_"
+
+
+@functools.lru_cache(maxsize=None)
+def haproxy_user():
+    """(user, group) HAProxy's workers run as: HAPROXY_USER and its group,
+    else FALLBACK_USER and its group (warned once), else None (root,
+    warned once)."""
+    for name in (HAPROXY_USER, FALLBACK_USER):
+        try:
+            pw = pwd.getpwnam(name)
+            group = grp.getgrgid(pw.pw_gid).gr_name
+        except KeyError:
+            continue
+        if name != HAPROXY_USER:
+            log.warning("no user %r (apt-get install haproxy makes it): "
+                        "HAProxy's workers run as %r", HAPROXY_USER, name)
+        return name, group
+    log.warning("neither user %r nor %r exists: HAProxy's workers run as "
+                "root", HAPROXY_USER, FALLBACK_USER)
+    return None
 
 
 def l7_name(service):
@@ -109,18 +137,32 @@ def l7_vips(services):
             for s in services]
 
 
-def render(vips, runtime_socket):
+def render(vips, runtime_socket, user="auto"):
     """HAProxy's configuration text for a list of L7Vip.
+
+    user: (user, group) the workers run as, None for root, "auto" for
+    haproxy_user().  The global maxconn is the sum of the VIPs' (each
+    L7Options.maxconn).  Every bind is `transparent` (IP_TRANSPARENT): HAProxy
+    binds a VIP address that is not on the interface (a standby node's)
+    and serves it once the address comes.
 
     Raises ConfigError for an unknown scheduler, a bad timeout, a bad weight,
     or two VIPs (or two servers of a VIP) with the same sanitized name.
     """
+    if user == "auto":
+        user = haproxy_user()
+    maxconn = sum(v.options.maxconn for v in vips) or MAXCONN
     out = [
         "# Written by pyfwd (pyfwd.control.l7): pyfwd rewrites this file.",
         "global",
         "    master-worker",
         f"    stats socket {_quote(runtime_socket)} mode 600 level admin "
         "expose-fd listeners",
+        f"    maxconn {maxconn}",
+    ]
+    if user:
+        out += [f"    user {_quote(user[0])}", f"    group {_quote(user[1])}"]
+    out += [
         # HAProxy's own messages (server state changes, alerts) to our pipe;
         # per-request logs (level info) are left out.
         "    log stderr format raw local0 notice",
@@ -147,21 +189,24 @@ def _render_vip(v, name):
         raise ConfigError(f"{where}: scheduler {v.scheduler!r}: expected one "
                           f"of {', '.join(BALANCE)}")
     balance, hash_type = BALANCE[v.scheduler]
-    bind = f"    bind {_hostport(v.vip.address, v.vip.port)}"
+    bind = f"    bind {_hostport(v.vip.address, v.vip.port)} transparent"
     if o.tls_cert:
         bind += f" ssl crt {_quote(o.tls_cert)}"
     lines = [f"listen {name}", f"    mode {o.l7_mode}", bind,
-             f"    balance {balance}"]
+             f"    maxconn {o.maxconn}", f"    balance {balance}"]
     if hash_type:
         lines.append(f"    hash-type {hash_type}")
     for key, value in v.timeouts.items():
         if key not in DEFAULT_TIMEOUTS or not isinstance(value, str) \
-                or not _TIMEOUT_RE.match(value):
+                or not TIME_RE.match(value):
             raise ConfigError(f"{where}: timeout {key} = {value!r}: expected "
                               f"one of {', '.join(DEFAULT_TIMEOUTS)} = a "
                               "time like 5s, 500ms or 1h")
         lines.append(f"    timeout {key} {value}")
     if o.l7_mode == "http":
+        lines.append(f"    timeout http-request {o.timeout_http_request}")
+        if o.xff_drop_client:       # before ours is added
+            lines.append("    http-request del-header X-Forwarded-For")
         if o.forwardfor:
             lines.append("    option forwardfor")
         if o.tls_cert:
@@ -195,5 +240,6 @@ def _render_vip(v, name):
 
 
 __all__ = ["HAPROXY_WEIGHT_MAX", "BALANCE", "DEFAULT_TIMEOUTS", "sanitize",
+           "HAPROXY_USER", "FALLBACK_USER", "haproxy_user",
            "l7_name", "l7_server", "haproxy_weights", "L7Vip",
            "l7_vips", "render"]

@@ -86,6 +86,21 @@ class RuntimeApi:
                               f"0 to {HAPROXY_WEIGHT_MAX}")
         self._admin(f"set weight {_name(backend)}/{_name(server)} {weight}")
 
+    def set_health(self, backend, server, up):
+        """Set a server's operational state from pyfwd's health check: UP,
+        or DOWN (no new clients; its sessions go on unless
+        shutdown_sessions()).  HAProxy runs no check of its own on pyfwd's
+        servers, so the state stays until set again; `show stat` says UP
+        as "no check", DOWN as "DOWN".  Raises like set_state."""
+        self._admin(f"set server {_name(backend)}/{_name(server)} health "
+                    + ("up" if up else "down"))
+
+    def shutdown_sessions(self, backend, server):
+        """Close every session of a server now (halt; a DOWN server of an
+        on_down = "reset" VIP).  Raises like set_state."""
+        self._admin(f"shutdown sessions server {_name(backend)}/"
+                    f"{_name(server)}")
+
     def _admin(self, cmd):
         answer = self.runtime(cmd).strip()
         if answer:          # these commands answer nothing when they succeed

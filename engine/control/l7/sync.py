@@ -17,6 +17,21 @@ say, restarts HAProxy when it died (watchdog) and gives HAProxy's rows to
 
 state: {(vip, real key): "drain" | "halt"}; health: {(vip, real key):
 (up, detail)}, a real without an entry is up.
+
+A real that fails pyfwd's health check is DOWN in HAProxy (`set server
+health down`: no new clients, its sessions go on; on_down = "reset" closes
+them too), drain is DRAIN, halt is MAINT with its sessions closed.
+
+The VIP addresses follow the role (`set_active`): an active node has them
+on the interface (and announces them: `held()`), a standby one does not;
+HAProxy binds them either way (`transparent`, render.py), so a takeover
+only adds the addresses.
+
+The files of one engine's HAProxy have stable names (`paths`):
+/run/pyfwd/haproxy-IFACE.{cfg,sock,sock.master,pid}, with the network
+namespace's inode after IFACE outside the host's namespace
+(haproxy-eth0-ns4026532288.sock), so a restarted engine finds and clears
+what a dead one left (`clean`).
 """
 
 import logging
@@ -32,24 +47,50 @@ from ...errors import PyfwdError
 log = logging.getLogger("pyfwd")
 
 RUN_DIR = "/run/pyfwd"
+ON_DOWN = "quiesce"         # a Service without on_down (see model.Service)
+
+
+def _netns_inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def paths(iface, run_dir=RUN_DIR):
+    """The base path (no suffix) of the files of the HAProxy that serves
+    iface's L7 VIPs from this thread's network namespace: stable across
+    restarts of the engine, distinct per interface and namespace."""
+    ns = _netns_inode("/proc/thread-self/ns/net")
+    host = _netns_inode("/proc/1/ns/net")
+    suffix = f"-ns{ns}" if ns is not None and ns != host else ""
+    return f"{run_dir}/haproxy-{iface}{suffix}"
 
 
 def new_haproxy(iface):
-    """An HAProxy with its files in RUN_DIR, named by pid and interface."""
-    base = f"{RUN_DIR}/haproxy-{os.getpid()}-{iface}"
+    """An HAProxy with its files in RUN_DIR (see paths())."""
+    base = paths(iface)
     os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
     return HAProxy(f"{base}.cfg", f"{base}.sock")
 
 
 def server_state(admin, up, weight):
-    """HAProxy's state of a server ("ready", "drain" or "maint") from the
-    engine's admin state ("drain", "halt" or None), its health and its
-    weight."""
-    if admin == "halt" or not up:
+    """HAProxy's admin state of a server ("ready", "drain" or "maint") from
+    the engine's admin state ("drain", "halt" or None) and its weight.
+    `up` (its health) is HAProxy's operational state, set apart
+    (RuntimeApi.set_health): it does not make a server MAINT."""
+    del up
+    if admin == "halt":
         return "maint"
     if admin == "drain" or not weight:
         return "drain"
     return "ready"
+
+
+def cuts_sessions(admin, up, on_down):
+    """True when the server's sessions must be closed: halted, or down on
+    a VIP whose on_down is "reset"."""
+    return admin == "halt" or (not up and on_down == "reset")
 
 
 class L7Sync:
@@ -57,12 +98,15 @@ class L7Sync:
 
     iface: the engine's interface; new_proxy(iface) -> an HAProxy (or a
     fake with its methods); addresses: an InterfaceAddresses (or a fake
-    with open/add/release/close).  haproxy: the running HAProxy, or None.  Not
-    thread-safe: the engine calls it under its lock (watchdog() aside).
+    with open/add/release/close).  active: the node's role (see
+    set_active).  haproxy: the running HAProxy, or None.  Not thread-safe:
+    the engine calls it under its lock (watchdog() aside).
     """
 
-    def __init__(self, iface, *, new_proxy=new_haproxy, addresses=None):
+    def __init__(self, iface, *, new_proxy=new_haproxy, addresses=None,
+                 active=True):
         self.iface = iface
+        self.active = active
         self.haproxy = None
         self.addresses = addresses or InterfaceAddresses(iface)
         self._new_proxy = new_proxy
@@ -92,13 +136,18 @@ class L7Sync:
         for s in services:
             # HAProxy's weights are 0..256: the same ratios, scaled.
             weights = haproxy_weights([r.weight for r in s.reals])
+            on_down = getattr(s, "on_down", ON_DOWN)
             for r, hw in zip(s.reals, weights):
                 k = (s.vip, r.key)
-                want = server_state(state.get(k), is_up(health, k),
-                                    r.weight)
-                self.haproxy.set_state(l7_name(s), l7_server(r), want)
+                admin, up = state.get(k), is_up(health, k)
+                be, srv = l7_name(s), l7_server(r)
+                self.haproxy.set_state(be, srv,
+                                       server_state(admin, up, r.weight))
+                self.haproxy.set_health(be, srv, up)
                 if r.weight:
-                    self.haproxy.set_weight(l7_name(s), l7_server(r), hw)
+                    self.haproxy.set_weight(be, srv, hw)
+                if cuts_sessions(admin, up, on_down):
+                    self.haproxy.shutdown_sessions(be, srv)
 
     def checked(self, services):
         """`services` (the engine's, L4 and L7), once HAProxy would take
@@ -124,16 +173,56 @@ class L7Sync:
             return
         needed = {s.vip.address for s in services}
         try:
-            self.addresses.add(needed)
+            if self.active:
+                self.addresses.add(needed)
             run(text)
         except BaseException:
             # HAProxy's file may hold the refused text: the next call
             # installs its text again, whatever it is.
             self._text = None
-            self.addresses.release(keep=self._bound)
+            self.addresses.release(keep=self._bound if self.active else ())
             raise
         self._text, self._bound = text, needed
-        self.addresses.release(keep=needed)
+        self.addresses.release(keep=needed if self.active else ())
+
+    def set_active(self, active):
+        """Follow the node's role: active puts the addresses HAProxy binds
+        on the interface (then announce held()), standby removes ours.
+        Never raises: a role change must go through for the L4 VIPs too,
+        so an address the kernel refuses is logged as an error."""
+        self.active = bool(active)
+        if not self.haproxy:
+            return
+        if not self.active:
+            self.addresses.release(keep=())
+            return
+        try:
+            self.addresses.add(self._bound)
+        except PyfwdError as exc:
+            log.error("ha: taking over the L7 VIPs: %s", exc)
+
+    def held(self):
+        """The L7 VIP addresses this node holds (active) as ([IPv4],
+        [IPv6]), sorted: those to announce; ([], []) when standby."""
+        if not (self.active and self.haproxy):
+            return [], []
+        held = sorted(self._bound, key=lambda a: (a.version, a))
+        return ([a for a in held if a.version == 4],
+                [a for a in held if a.version == 6])
+
+    def clean(self):
+        """At the engine's start, without L7 VIPs: what a dead engine's
+        HAProxy left (its process if it outlived it, sockets, pid file)
+        and the addresses it added are removed.  Logged, never raises."""
+        try:
+            proxy = self._new_proxy(self.iface)
+            proxy.clear_leftovers()
+            if os.path.exists(proxy.config_path):
+                os.unlink(proxy.config_path)
+            self.addresses.open()
+            self.addresses.close()
+        except (PyfwdError, OSError) as exc:
+            log.warning("L7 clean-up of an earlier run: %s", exc)
 
     def watchdog(self):
         """Restart HAProxy when it died (see HAProxy.ensure_running); True
@@ -172,12 +261,15 @@ class L7Sync:
         return rows
 
     def status(self):
-        """{"pid" (the master's), "restarts"}, or None without HAProxy."""
+        """{"pid" (the master's), "restarts", "runtime_socket" (the admin
+        socket: `socat stdio PATH`), "master_socket", "config"}, or None
+        without HAProxy."""
         if not self.haproxy:
             return None
-        proc = self.haproxy.proc
-        return {"pid": proc.pid if proc else None,
-                "restarts": self.haproxy.restarts}
+        h = self.haproxy
+        return {"pid": h.proc.pid if h.proc else None,
+                "restarts": h.restarts, "runtime_socket": h.runtime_socket,
+                "master_socket": h.master_socket, "config": h.config_path}
 
     def stop(self):
         """Stop HAProxy; remove the addresses we added (idempotent)."""
@@ -188,4 +280,4 @@ class L7Sync:
         self.addresses.close()
 
 
-__all__ = ["L7Sync", "new_haproxy", "server_state"]
+__all__ = ["L7Sync", "paths", "new_haproxy", "server_state", "cuts_sessions"]

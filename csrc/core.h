@@ -161,6 +161,8 @@ struct worker {
 	struct pyfwd_real_stats *real_stats;
 	struct punt_ring punt;
 	struct pyfwd_stats stats;
+	uint64_t beats;		/* loop iterations: the heartbeat (io/io.h) */
+	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
 } __attribute__((aligned(64)));
 
 /* --- the context --------------------------------------------------------- */

@@ -408,6 +408,25 @@ int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue);
  */
 uint32_t pyfwd_io_csum_slots(const struct pyfwd_ctx *ctx);
 
+/*
+ * Liveness.  Each loop adds one to its worker's heartbeat every iteration,
+ * idle ones included (an idle loop wakes from poll() every 100 ms at
+ * most): a count that stops moving while the loop's thread lives is a
+ * stalled loop.  beats: the count of worker (0 past the last).
+ */
+uint64_t pyfwd_io_worker_beats(const struct pyfwd_ctx *ctx, uint32_t worker);
+
+/*
+ * For tests and operators rehearsing a failure: PYFWD_LOOP_PAUSE stalls
+ * the loop of worker (it sleeps, handles no frame and stops beating until
+ * PYFWD_LOOP_RUN or pyfwd_io_stop); PYFWD_LOOP_EXIT makes it return
+ * -ECANCELED, as a loop that died.  0 or -EINVAL (no such worker or how).
+ */
+#define PYFWD_LOOP_RUN 0
+#define PYFWD_LOOP_PAUSE 1
+#define PYFWD_LOOP_EXIT 2
+int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how);
+
 /* Stop the loops of the backend (they return within 100 ms). */
 void pyfwd_io_stop(struct pyfwd_ctx *ctx);
 /* Stop, detach and free the backend (none open: nothing to do). */

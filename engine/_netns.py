@@ -44,7 +44,7 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
                 check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)",
                       EnterError)
             else:
-                check(libc.setns(fd, CLONE_NEWNET), "setns", EnterError)
+                enter(fd)
             box["value"] = fn()
         except BaseException as exc:    # handed to the caller
             box["error"] = exc
@@ -57,3 +57,19 @@ def in_netns(fd, fn, *, timeout=10.0, name="pyfwd-netns"):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def enter(fd):
+    """Move this thread into the network namespace of `fd`, unless it is
+    there already (then no setns, and no CAP_SYS_ADMIN, is needed).
+    EnterError when it cannot."""
+    if not _same_netns(fd):
+        check(libc.setns(fd, CLONE_NEWNET), "setns", EnterError)
+
+
+def _same_netns(fd):
+    """True when this thread is in the network namespace of `fd` already
+    (then no setns, and no CAP_SYS_ADMIN, is needed)."""
+    here = os.stat("/proc/thread-self/ns/net")
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

@@ -99,10 +99,14 @@ int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	struct pollfd pfd[PYFWD_IFACES_MAX];
 	struct worker *w = &ctx->workers[0];
 	uint32_t s, got;
+	int err;
 
 	if (!io || ctx->io_kind != IO_AFP || queue != 0)
 		return -EINVAL;
 	while (!io_stopped(ctx)) {
+		err = io_beat(ctx, w);
+		if (unlikely(err))
+			return err;
 		got = 0;
 		for (s = 0; s < io->nports; s++) {
 			struct afp_port *p = &io->port[s];

@@ -5,11 +5,13 @@
  */
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
+#include <errno.h>
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "flow.h"
@@ -127,4 +129,33 @@ void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 	if (!poll(pfd, n, IDLE_POLL_MS))
 		flow_sweep(w, ctx_now(ctx), IDLE_SWEEP);
 	w->stats.io.polls++;
+}
+
+uint64_t pyfwd_io_worker_beats(const struct pyfwd_ctx *ctx, uint32_t worker)
+{
+	if (worker >= ctx->cfg.workers)
+		return 0;
+	return __atomic_load_n(&ctx->workers[worker].beats, __ATOMIC_RELAXED);
+}
+
+int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how)
+{
+	if (worker >= ctx->cfg.workers || how < PYFWD_LOOP_RUN ||
+	    how > PYFWD_LOOP_EXIT)
+		return -EINVAL;
+	__atomic_store_n(&ctx->workers[worker].hold, how, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* The hold of pyfwd_io_worker_pause: a pause sleeps without beating. */
+int io_held(struct pyfwd_ctx *ctx, struct worker *w)
+{
+	const struct timespec tick = { .tv_nsec = 10 * 1000 * 1000 };
+	int how;
+
+	while ((how = __atomic_load_n(&w->hold, __ATOMIC_RELAXED)) ==
+		       PYFWD_LOOP_PAUSE &&
+	       !io_stopped(ctx))
+		nanosleep(&tick, NULL);
+	return how == PYFWD_LOOP_EXIT ? -ECANCELED : 0;
 }

@@ -3,7 +3,7 @@
  * io.h - what the I/O backends share: binding a backend to the context,
  * the idle poll, set-up errors, the steering object.
  *
- *   io.c        bind/unbind, stop, the idle poll, errbuf
+ *   io.c        bind/unbind, stop, the idle poll, errbuf, heartbeats
  *   bpf.c       BPF objects: the steering object's load, doctor's check
  *   steer.c     the steering maps: what the BPF programs send the engine
  *   xsk.c       AF_XDP set-up: XDP program and bpf_link, UMEMs, sockets
@@ -58,6 +58,21 @@ static inline uint8_t io_if_flags(const struct pyfwd_ctx *ctx, uint32_t s)
 static inline int io_stopped(const struct pyfwd_ctx *ctx)
 {
 	return __atomic_load_n(&ctx->stop, __ATOMIC_ACQUIRE);
+}
+
+int io_held(struct pyfwd_ctx *ctx, struct worker *w);
+
+/*
+ * Every loop iteration: one heartbeat (a relaxed store: one writer), then
+ * the test hook's hold (pyfwd_io_worker_pause).  0, or -ECANCELED when
+ * the loop must return.
+ */
+static inline int io_beat(struct pyfwd_ctx *ctx, struct worker *w)
+{
+	__atomic_store_n(&w->beats, w->beats + 1, __ATOMIC_RELAXED);
+	if (unlikely(__atomic_load_n(&w->hold, __ATOMIC_RELAXED)))
+		return io_held(ctx, w);
+	return 0;
 }
 
 /* Nothing came: sleep in poll() on n fds; if still nothing, expire flows

@@ -163,6 +163,7 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	struct xsk_queue *q;
 	struct worker *w;
 	uint32_t s, got;
+	int err;
 
 	if (!io || ctx->io_kind != IO_XSK || queue >= io->nqueues)
 		return -EINVAL;
@@ -170,6 +171,9 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 	w = &ctx->workers[queue];
 
 	while (!io_stopped(ctx)) {
+		err = io_beat(ctx, w);
+		if (unlikely(err))
+			return err;
 		got = 0;
 		for (s = 0; s < q->nports; s++) {
 			complete_tx(q, &q->port[s]);

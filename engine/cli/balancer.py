@@ -1,14 +1,19 @@
 """The balancer's commands: `pyfwd start` (run it), `pyfwd cleanup` (an
 XDP program left behind), `pyfwd check-config`."""
 
+import logging
 import os
+import sys
 
 import click
 
 from .common import need_root
 from ..control.ha import ROLES
 from ..control.server import DEFAULT_PATH
+from ..errors import ConfigError, DataplaneError, PyfwdError
 from ..model import MODES, SCHEDULERS, SNAT_PORTS
+
+log = logging.getLogger("pyfwd")
 
 # The modes of the C core (l7 VIPs come from a config file only).
 L4_MODES = [m for m in MODES if m != "l7"]
@@ -115,20 +120,70 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           real servers may be anywhere the routes reach, and see us.
     The XDP program is attached with a bpf_link that the kernel removes
     when this process ends, however it ends.
+
+    SIGHUP reads --config again (as `pyfwd ctl reload`; a bad file is
+    logged and the running config kept).  Under systemd (Type=notify,
+    tools/systemd/pyfwd.service) it says READY=1 once forwarding,
+    RELOADING=1/READY=1 around a reload, STOPPING=1, and WATCHDOG=1 only
+    while every data-plane loop and the control thread are alive.
+
+    \b
+    Exit status:
+      0  stopped by SIGTERM or SIGINT
+      1  failed: a runtime error, or a start-up one not below
+      2  usage or configuration error (options, the file, the interfaces):
+         starting again will not help
+      3  the data plane was refused (loading the BPF program, attaching
+         XDP, AF_XDP or raw-socket rings: a missing capability, another
+         XDP program on the interface, the driver)
+      4  not root
     """
-    import signal
-    import time
+    try:
+        cfg, ports, metrics_addr = _start_config(
+            click.get_current_context(), iface, vips, reals, config_path,
+            mode, inside_iface, snat_address, snat_ports, scheduler,
+            control_socket, metrics, role, standby, neighbour_stale)
+    except ConfigError as exc:
+        raise Exit(EXIT_USAGE, exc) from None
+    if os.geteuid() != 0:
+        raise Exit(EXIT_NOT_ROOT, "pyfwd start needs root (BPF, AF_XDP "
+                   "and the interfaces); run it with sudo or as a service")
+    logging_setup(log_level)
+    _run(cfg, ports, metrics_addr, dict(
+        xdp_mode=xdp_mode, copy_mode=copy_mode, busy_poll=busy_poll,
+        queues=queues, flows=flows, stats_file=stats_file, backend=backend,
+        config_path=os.path.abspath(config_path) if config_path else None,
+        state_file=os.path.abspath(state_file) if state_file
+        else cfg.state_file))
 
+
+# pyfwd start's exit statuses (its --help and docs/operating say them).
+EXIT_STOPPED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2          # click's own for a usage error too
+EXIT_DATAPLANE = 3
+EXIT_NOT_ROOT = 4
+
+
+class Exit(click.ClickException):
+    """A one-line error and pyfwd start's exit status for it."""
+
+    def __init__(self, code, message):
+        super().__init__(str(message))
+        self.exit_code = code
+
+
+def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
+                  snat_address, snat_ports, scheduler, control_socket,
+                  metrics, role, standby, neighbour_stale):
+    """(config, SNAT ports, metrics address) from the options and the file;
+    UsageError or ConfigError when they say nothing that can run."""
     from ..control import config as config_mod
-    from ..control.engine import Engine
-    from ..control.metrics import MetricsServer, parse_address
-    from ..control.server import ControlServer
-    from ..ops.doctor import warn_at_start
-
+    from ..control.metrics import parse_address
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
     if config_path:
-        refuse_vip_flags(click.get_current_context(), ("mode", "scheduler"))
+        refuse_vip_flags(ctx, ("mode", "scheduler"))
     if standby:
         if role == "active":
             raise click.UsageError("--standby and --role active: give one "
@@ -136,7 +191,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         role = "standby"
     if config_path:
         # the command line's role, not the file's, is checked against the
-        # file's VIPs (standby refuses L7 VIPs)
+        # file's VIPs
         cfg = config_mod.load(config_path, role=role)
     else:
         if not reals:
@@ -151,38 +206,55 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         raise click.UsageError("no --iface given (nor [engine] iface)")
     ports = cfg.ports()
     metrics_addr = parse_address(cfg.metrics) if cfg.metrics else None
-    need_root("pyfwd start")
-    logging_setup(log_level)
-    # `pyfwd doctor`'s interface checks, as warnings: start carries on
-    warn_at_start(cfg.iface, cfg.inside_iface, backend=backend,
-                  modes={s.mode for s in cfg.services}, queues=queues)
-    engine = Engine(cfg.iface, cfg.services, inside_iface=cfg.inside_iface,
-                    snat_address=cfg.snat_address, snat_ports=ports,
-                    xdp_mode=xdp_mode, copy_mode=copy_mode,
-                    busy_poll=busy_poll, queues=queues, flows=flows,
-                    stats_file=stats_file, backend=backend, role=cfg.role,
-                    neighbour_stale=cfg.neighbour_stale,
-                    state_file=os.path.abspath(state_file) if state_file
-                    else cfg.state_file,
-                    config_path=os.path.abspath(config_path)
-                    if config_path else None)
-    stop = []
+    return cfg, ports, metrics_addr
 
-    def on_signal(signum, frame):
-        stop.append(signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+def _run(cfg, ports, metrics_addr, options):
+    """Start the engine and its servers, tell the service manager, serve
+    until a stop signal (SIGHUP: reload); exits through Exit on failure."""
+    import signal
+
+    from ..control.engine import Engine
+    from ..control.metrics import MetricsServer
+    from ..control.notify import Notifier
+    from ..control.server import ControlServer
+    from ..ops.doctor import warn_at_start
+
+    notifier = Notifier()
+    signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: signals.append(signum))
+    try:
+        # `pyfwd doctor`'s interface checks, as warnings: start carries on
+        warn_at_start(cfg.iface, cfg.inside_iface,
+                      backend=options["backend"],
+                      modes={s.mode for s in cfg.services},
+                      queues=options["queues"])
+        engine = Engine(cfg.iface, cfg.services,
+                        inside_iface=cfg.inside_iface,
+                        snat_address=cfg.snat_address, snat_ports=ports,
+                        role=cfg.role,
+                        neighbour_stale=cfg.neighbour_stale, **options)
+        engine.start()
+    except ConfigError as exc:
+        raise Exit(EXIT_USAGE, exc) from None
+    except DataplaneError as exc:
+        raise Exit(EXIT_DATAPLANE, exc) from None
+    except PyfwdError as exc:
+        raise Exit(EXIT_FAILED, exc) from None
     servers = []
-    engine.start()
     try:
         servers.append(ControlServer(engine, cfg.control_socket).start())
         if metrics_addr:
             servers.append(MetricsServer(engine.stats, metrics_addr).start())
             click.echo(f"metrics at {servers[-1].url}", err=True)
-        while not stop:
-            time.sleep(0.2)
+        notify_reloads(engine, notifier)
+        notifier.ready(forwarding(engine))
+        serve(engine, servers[0], notifier, signals)
+    except PyfwdError as exc:
+        raise Exit(EXIT_FAILED, exc) from None
     finally:
+        notifier.stopping()
         for server in reversed(servers):
             server.stop()
         engine.stop()
@@ -190,6 +262,87 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         click.echo(f"stopped: {s['rx']} frames in, {s['tx']} forwarded, "
                    f"{s['flows_new']} flows, {s['verdict']['drop']} "
                    "dropped", err=True)
+        notifier.close()
+
+
+def serve(engine, control, notifier, signals, *, tick=0.2):
+    """The main loop, until SIGINT or SIGTERM lands in `signals`: reload on
+    SIGHUP (here, not in the signal handler, and through the control
+    server, so that it waits for the ctl commands in progress); WATCHDOG=1
+    every notifier.watchdog_interval() while engine.liveness() finds
+    nothing wrong, nothing otherwise (the service manager then restarts
+    us)."""
+    import signal
+    import time
+
+    interval = notifier.watchdog_interval()
+    tick = min(tick, interval) if interval else tick
+    next_beat = 0.0
+    dead = None
+    while True:
+        while signals and signals[0] == signal.SIGHUP:
+            signals.pop(0)
+            reload_config(control, engine)
+        if signals:
+            return signals[0]
+        now = time.monotonic()
+        if interval and now >= next_beat:
+            next_beat = now + interval
+            problems = engine.liveness()
+            if not problems:
+                notifier.alive()
+                if dead:
+                    log.warning("alive again: watchdog resumed")
+                    notifier.status(forwarding(engine))
+            else:
+                if dead is None:
+                    log.error("not alive, watchdog stopped: %s",
+                              "; ".join(problems))
+                notifier.status("not alive: " + "; ".join(problems))
+            dead = problems or None
+        time.sleep(tick)
+
+
+def reload_config(control, engine):
+    """SIGHUP: the control command `reload` (between RELOADING=1 and
+    READY=1: notify_reloads); a failure is logged and the running config
+    stays."""
+    import json
+    log.info("SIGHUP: reloading %s", engine.config_path)
+    reply = json.loads(control.handle("reload", ()))
+    if not reply["ok"]:
+        log.error("reload failed, the running config stays: %s",
+                  reply["error"])
+
+
+def notify_reloads(engine, notifier):
+    """Every reload of engine, by SIGHUP or `pyfwd ctl reload`, between
+    RELOADING=1 and READY=1 (STATUS= says what it serves, or that the
+    reload failed and the running config stays).  It wraps the engine's
+    reload, which the control server calls."""
+    reload = engine.reload
+
+    def reload_and_notify():
+        notifier.reloading()
+        try:
+            summary = reload()
+        except Exception as exc:
+            notifier.ready(f"reload failed, running config kept: {exc}")
+            raise
+        notifier.ready(forwarding(engine))
+        return summary
+
+    engine.reload = reload_and_notify
+
+
+def forwarding(engine):
+    """STATUS= of a running engine: what it serves, where, how."""
+    st = engine.status()
+    info = engine.info
+    how = (f"XDP {info.xdp_mode}, AF_XDP {info.copy_mode}"
+           if info.backend == "xdp" else "raw sockets")
+    return (f"forwarding: {st['vips']} VIP(s), {st['reals']} real "
+            f"server(s) on {engine.iface} ({how}), {engine.role}")
 
 
 def refuse_vip_flags(ctx, names):
@@ -210,9 +363,46 @@ def refuse_vip_flags(ctx, names):
 
 
 def logging_setup(level):
-    import logging
-    logging.basicConfig(level=level.upper(), format="%(asctime)s pyfwd "
-                        "%(levelname)s %(message)s", datefmt="%H:%M:%S")
+    """Log lines on stderr: with a time stamp on a terminal or in a file;
+    with a syslog priority prefix (`<3>`) and no time stamp when stderr is
+    the journal (it stamps and ranks them itself: `journalctl -p err`)."""
+    handler = logging.StreamHandler()
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s pyfwd %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def stderr_is_journal(env=None, fd=None):
+    """True when stderr is the journal: systemd sets $JOURNAL_STREAM to its
+    DEVICE:INODE, and stderr is that file still (not redirected since)."""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(sys.stderr.fileno() if fd is None else fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>message`: N the syslog priority of the record's level
+    (sd-daemon(3)'s prefixes, which the journal reads)."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
+                  logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self):
+        super().__init__("%(message)s")
+
+    def format(self, record):
+        prio = self.PRIORITIES.get(record.levelno, 6 if record.levelno <
+                                   logging.WARNING else 3)
+        text = super().format(record)
+        # every line of a multi-line record (a traceback) keeps the rank
+        return "\n".join(f"<{prio}>{line}" for line in text.split("\n"))
 
 
 @click.command()

@@ -42,6 +42,7 @@ from .changes import Changes
 from .config import check_ifaces
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
+from .liveness import EngineLiveness
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
@@ -124,6 +125,7 @@ class Engine:
         self._thread = None
         self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
+        self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
         # The commands that change us, atomic; the operator's changes
         # replayed from the state file (over services).
         self.changes = Changes(self, state_file)
@@ -384,6 +386,7 @@ class Engine:
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
+            self.ticks += 1
             now = time.monotonic()
             try:
                 self.punts.answer_punts()

@@ -14,8 +14,10 @@ import os
 import time
 
 from .l7.render import l7_name, l7_server
+from .liveness import problem_text
 from .state import atomic_write
 from ..dataplane.native import QUEUE_COUNTERS
+from ..errors import PyfwdError
 from ..frames import mac_to_str
 
 # What show() adds to the health detail of a real its VIP quiesces
@@ -27,8 +29,9 @@ class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
-    hops, punts, ha, l7; changes, if any: its control.changes.Changes).
-    pid and clock: os.getpid and time.monotonic, for tests."""
+    hops, punts, ha, l7, and liveness(); changes, if any: its
+    control.changes.Changes).  pid and clock: os.getpid and
+    time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
         self.engine = engine
@@ -36,8 +39,14 @@ class Report:
         self._clock = clock
 
     def status(self):
-        """Engine-wide facts: interfaces, pid, uptime, counts, modes, HA."""
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes, HA.
+        PyfwdError naming each part that is not alive (a data-plane loop
+        ended or stalled, the control thread stuck: engine.liveness()), so
+        that keepalived's check fails and the peer takes over."""
         e = self.engine
+        problems = e.liveness()
+        if problems:
+            raise PyfwdError(problem_text(problems))
         return {"iface": e.iface, "inside_iface": e.inside_iface,
                 "pid": self._pid(),
                 "uptime": round(self._clock() - e.started, 3)

@@ -36,6 +36,8 @@ XDP_MODES = {"auto": lib.PYFWD_XDP_MODE_AUTO,
              "generic": lib.PYFWD_XDP_MODE_GENERIC}
 COPY_MODES = {"auto": lib.PYFWD_XSK_COPY_AUTO, "copy": lib.PYFWD_XSK_COPY,
               "zerocopy": lib.PYFWD_XSK_ZEROCOPY}
+LOOP_HOLDS = {"run": lib.PYFWD_LOOP_RUN, "pause": lib.PYFWD_LOOP_PAUSE,
+              "exit": lib.PYFWD_LOOP_EXIT}
 _XDP_MODE_NAMES = {v: k for k, v in XDP_MODES.items()}
 _COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
 # Bytes per UMEM frame: a received frame and the kernel's XDP headroom
@@ -74,6 +76,7 @@ class Xsk:
         self.core = core
         self.info = None
         self._threads = []
+        self._ended = {}        # queue -> why its loop ended
         self.errors = []
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
@@ -132,6 +135,7 @@ class Xsk:
 
     def _loop(self, queue):
         ret = self._run(self.core.ctx, queue)
+        self._ended[queue] = os.strerror(-ret) if ret < 0 else "returned"
         if ret < 0:
             self.errors.append(DataplaneError(-ret, f"loop of queue {queue}"
                                               f": {os.strerror(-ret)}"))
@@ -139,12 +143,35 @@ class Xsk:
     def alive(self):
         return any(t.is_alive() for t in self._threads)
 
+    def loops(self):
+        """The loops started, for liveness (control.liveness): one
+        {"name", "running", "beats", "ended"} per queue: its thread's name,
+        whether it runs, its heartbeat (loop iterations: an idle loop still
+        counts about ten a second) and why it ended (None while running)."""
+        return [{"name": t.name, "running": t.is_alive(),
+                 "beats": lib.pyfwd_io_worker_beats(self.core.ctx, q),
+                 "ended": self._ended.get(q)}
+                for q, t in enumerate(self._threads)]
+
+    def pause(self, queue, how="pause"):
+        """Test hook, for rehearsing a failure: "pause" stalls the loop of
+        queue (no frame handled, no heartbeat), "exit" ends it as if it had
+        died, "run" resumes a paused one.  ConfigError for another how;
+        DataplaneError (EINVAL) for no such queue."""
+        if how not in LOOP_HOLDS:
+            raise ConfigError(f"loop hold {how!r}: expected one of "
+                              f"{', '.join(LOOP_HOLDS)}")
+        _native.check(lib.pyfwd_io_worker_pause(self.core.ctx, queue,
+                                                LOOP_HOLDS[how]),
+                      f"holding the loop of queue {queue}")
+
     def close(self):
         """Stop the loops, then detach the program and free the sockets."""
         lib.pyfwd_io_stop(self.core.ctx)
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
+        self._ended = {}
         lib.pyfwd_io_close(self.core.ctx)
 
 

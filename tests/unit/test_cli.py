@@ -138,5 +138,6 @@ def test_check_config_of_a_file_that_is_not_utf8(tmp_path):
 def test_start_refuses_a_dr_real_on_another_port_before_root():
     r = run("start", "--iface", NO_IFACE, "--vip", "10.0.0.100:80/tcp",
             "--real", "10.0.0.11:8080")
-    assert r.exit_code == 1 and "in DR, which rewrites MAC addresses only" \
+    # 2: a configuration error (pyfwd start's exit statuses)
+    assert r.exit_code == 2 and "in DR, which rewrites MAC addresses only" \
         in r.output, r.output

@@ -169,6 +169,6 @@ def test_start_refuses_a_bad_neighbour_stale_before_root(tmp_path):
     path.write_text(CONFIG.format(extra='iface = "eth9"'))
     r = CliRunner().invoke(cli, ["start", "--config", str(path),
                                  "--neighbour-stale", "-5"])
-    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert r.output.startswith("Error: --neighbour-stale = -5.0: expected "
                                "seconds from 0"), r.output

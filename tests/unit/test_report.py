@@ -74,6 +74,7 @@ def fake_engine(**kw):
         monitor=FakeMonitor(), fallback_active={WEB},
         tables=SimpleNamespace(unscheduled={(WEB, R3.key): "no MAC"}),
         core=FakeCore(), hops=hops, punts=None, ha=HaState("standby"),
+        liveness=list,
         l7=FakeL7({(l7_name(l7), l7_server(R1)): {
             "active": 5, "flows_new": 9, "bytes": 100,
             "haproxy_state": "ready", "haproxy_status": "running"}}))

@@ -40,7 +40,7 @@ import threading
 import time
 
 from .runtime import RuntimeApi
-from ..._netns import CLONE_NEWNET, check, libc
+from ..._netns import enter, libc
 from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.haproxy")
@@ -67,7 +67,7 @@ class _Spawner:
 
     def _run(self):
         try:
-            check(libc.setns(self._ns, CLONE_NEWNET), "setns")
+            enter(self._ns)
         except OSError as exc:
             self._fail = exc
         else:
@@ -294,10 +294,14 @@ class HAProxy(RuntimeApi):
                "-p", self.pid_file, "-S", f"{self.master_socket},mode,600"]
         if self._spawner is None:
             self._spawner = _Spawner()
-        self.proc = self._spawner.popen(cmd, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        try:
+            self.proc = self._spawner.popen(cmd, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise PyfwdError(f"HAProxy: cannot start {self.binary}: "
+                             f"{exc}") from None
         self._drain = threading.Thread(target=self._drain_output,
                                        args=(self.proc,), daemon=True,
                                        name=f"haproxy-log-{self.proc.pid}")

@@ -86,6 +86,11 @@ L4_MODES = [m for m in MODES if m != "l7"]
               "neighbour_stale, else 60)")
 @click.option("--stats-file", type=click.Path(dir_okay=False),
               help="write the counters as JSON here every second")
+@click.option("--state-file", type=click.Path(dir_okay=False),
+              help="keep the changes made by `pyfwd ctl` here, to replay "
+              "them at a restart (default: [engine] state_file, else the "
+              "config file's path + .state; with --vip/--real, none: they "
+              "end with the engine)")
 @click.option("--role", type=click.Choice(ROLES),
               default=None,
               help="the high-availability role at start (overrides [engine] "
@@ -100,7 +105,7 @@ L4_MODES = [m for m in MODES if m != "l7"]
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
           copy_mode, busy_poll, queues, flows, neighbour_stale, stats_file,
-          role, standby, log_level):
+          role, standby, log_level, state_file=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -147,7 +152,9 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     _run(cfg, ports, metrics_addr, dict(
         xdp_mode=xdp_mode, copy_mode=copy_mode, busy_poll=busy_poll,
         queues=queues, flows=flows, stats_file=stats_file, backend=backend,
-        config_path=os.path.abspath(config_path) if config_path else None))
+        config_path=os.path.abspath(config_path) if config_path else None,
+        state_file=os.path.abspath(state_file) if state_file
+        else cfg.state_file))
 
 
 # pyfwd start's exit statuses (its --help and docs/operating say them).

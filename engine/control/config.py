@@ -13,6 +13,8 @@ touched.
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
     neighbour_stale = 60                    # s a real's MAC outlives no ARP
+    state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
+                                            # default: this file + .state
 
     [ha]                                    # optional (ha.HaOptions)
     lease = 2.5                             # s; 0: no lease
@@ -55,7 +57,8 @@ from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
-               "role": str, "neighbour_stale": (int, float)}
+               "role": str, "neighbour_stale": (int, float),
+               "state_file": str}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list, "on_down": str,
@@ -81,6 +84,7 @@ class Config:
     metrics: "str | None" = None
     role: str = "active"
     neighbour_stale: float = NEIGHBOUR_STALE
+    state_file: "str | None" = None
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
 

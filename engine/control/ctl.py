@@ -6,6 +6,7 @@ Pure functions, values in, text out (no trailing newline):
     format_show(request(path, "show"))
     format_stats(request(path, "stats"))
     format_reload(request(path, "reload"))
+    format_changes(request(path, "changes"))
     format_ha(request(path, "ha", role="active"))
     format_renew(request(path, "ha-renew"))
     format_result(cmd, result)          # any command: picks one of the above
@@ -20,7 +21,8 @@ import json
 import time
 
 __all__ = ["format_status", "format_show", "format_stats",
-           "format_reload", "format_ha", "format_renew", "ha_line",
+           "format_reload", "format_changes", "format_ha", "format_renew",
+           "ha_line",
            "format_result", "table"]
 
 
@@ -241,7 +243,8 @@ _SHOW_RIGHT = {1, 4, 5, 6, 7}
 def format_show(result):
     """The show command: per VIP a header line and a table of its real
     servers (weight, state, health, active and new flows, packets, bytes,
-    why it gets no new flows)."""
+    why it gets no new flows); a `*` after the state marks a real changed
+    through ctl, said under the table (what, since when)."""
     vips = list(result or ())
     if not vips:
         return "no VIPs"
@@ -254,6 +257,10 @@ def format_show(result):
                                right=_SHOW_RIGHT, indent="  "))
         else:
             lines.append("  no real servers")
+        for who, marks in [(None, v.get("changed"))] + [
+                (r.get("real", "?"), r.get("changed")) for r in reals]:
+            lines.extend(f"  * {who + ': ' if who else ''}{changed_line(m)}"
+                         for m in marks or ())
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -287,8 +294,9 @@ def _show_row(r):
     if not why and health == "down" and r.get("health_detail"):
         why = r["health_detail"]
     active = r.get("active")
+    state = (r.get("state") or "-") + ("*" if r.get("changed") else "")
     return (r.get("real", "?"), _exact(r.get("weight")),
-            r.get("state") or "-", health or "-", count(active),
+            state, health or "-", count(active),
             count(r.get("flows_new")), count(r.get("frames")),
             size(r.get("bytes")), why or "")
 
@@ -445,6 +453,37 @@ def _item(x):
     return _scalar(x)
 
 
+def changed_line(m):
+    """`drain by ctl since 2026-12-03 17:20:03 UTC` (and its conflict with
+    the config file, if any): one operator change (control.state)."""
+    what = str(m.get("what", "?"))
+    if m.get("value") is not None and not isinstance(m["value"], dict):
+        what += f" {m['value']}"
+    since = m.get("since")
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+            if _is_number(since) else "?")
+    line = f"{what} by {m.get('by', '?')} since {when}"
+    if m.get("conflict"):
+        line += f" NOT APPLIED: {m['conflict']}"
+    return line
+
+
+def format_changes(result):
+    """The changes command: one line per change made through ctl and kept
+    over the config file, or "no changes made by ctl"."""
+    rows = list(result or ())
+    if not rows:
+        return "no changes made by ctl (the config file says everything)"
+    return "\n".join(f"{r.get('vip', '?')}"
+                     f"{' ' + r['real'] if r.get('real') else ''}: "
+                     f"{changed_line(r)}" for r in rows)
+
+
+def format_forget(result):
+    """The forget command: `forgot: CHANGE; ...`."""
+    return "forgot: " + "; ".join(result or ())
+
+
 def format_ha(result):
     """The ha command: `active (was standby): gratuitous ARP for
     10.0.0.100` or `standby (already)`."""
@@ -486,6 +525,8 @@ def format_help(result):
 
 _FORMATTERS = {"status": format_status, "show": format_show,
                "stats": format_stats, "reload": format_reload,
+               "changes": format_changes,
+               "forget": format_forget,
                "help": format_help, "ha": format_ha,
                "ha-renew": format_renew}
 

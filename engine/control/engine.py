@@ -25,6 +25,9 @@ parts, each testable alone with fakes, do the rest:
     ha      control.ha.HaState: the role, its counters and schedule
     l7      control.l7.L7Sync: HAProxy for the L7 VIPs
     report  control.report.Report: status(), show(), stats()
+    changes control.changes.Changes: the commands as transactions (rolled
+            back when a step fails), the operator's changes kept and
+            replayed (control.state)
 """
 
 import errno
@@ -35,6 +38,7 @@ import time
 
 from . import ha
 from . import services as svcs
+from .changes import Changes
 from .config import check_ifaces
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
@@ -48,7 +52,7 @@ from ..dataplane.core import Core
 from ..dataplane.io import Afp, Xsk
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError, DataplaneError, PyfwdError
-from ..model import SNAT_PORTS, Real, served_queues
+from ..model import SNAT_PORTS, served_queues
 from ..neighbours.framesocket import FrameSocket
 from ..neighbours.kernel import (interface, multicast_socket,
                                  primary_ipv4)
@@ -78,7 +82,9 @@ class Engine:
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
-    ha_options (ha.HaOptions: [ha] lease and gateway).
+    ha_options (ha.HaOptions: [ha] lease and gateway), state_file (where
+    the operator's changes are kept; default `<config_path>.state`, none
+    without config_path: control.changes).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the punt answering and the announcements of the
@@ -91,7 +97,7 @@ class Engine:
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active", ha_options=None,
-                 neighbour_stale=NEIGHBOUR_STALE):
+                 neighbour_stale=NEIGHBOUR_STALE, state_file=None):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -123,6 +129,9 @@ class Engine:
         self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
+        # The commands that change us, atomic; the operator's changes
+        # replayed from the state file (over services).
+        self.changes = Changes(self, state_file)
 
     @property
     def role(self):
@@ -220,9 +229,11 @@ class Engine:
         self.stop()
 
     # --- changes (the control socket's commands) -----------------------
-    # Each raises ConfigError for a bad request and leaves the engine as
-    # it was; each applies by publishing new tables (established flows
-    # keep their real server unless it is halted or removed).
+    # Each is a transaction (control.changes): ConfigError for a bad
+    # request, ChangeError when applying failed; either way the engine is
+    # as it was.  Each applies by publishing new tables (established flows
+    # keep their real server unless it is halted or removed) and is kept
+    # as an operator change (ctl reload and a restart replay it).
 
     def service(self, vip):
         """The Service of vip: its name, its `ADDR:PORT/PROTO` text or a
@@ -230,72 +241,51 @@ class Engine:
         return svcs.find_service(self.services, vip)
 
     def add_vip(self, spec):
-        """Add a VIP from a [[vip]] table (a dict, reals included)."""
-        from .config import parse_vip
-        with self._lock:
-            svc = parse_vip(spec, "add-vip", [s.name for s in self.services
-                                              if s.name])
-            if any(s.vip == svc.vip for s in self.services):
-                raise ConfigError(f"vip {svc.vip}: configured already")
-            ha.check_role(self.role, [svc])
-            check_limits(self.services + [svc])     # the core's: default
-            self.services = self.l7.checked(self.services + [svc])
-            self._changed(resolve=bool(svc.reals))
-        log.info("vip %s (%s): added", svc.label, svc.vip)
-        return svc.label
+        """Add a VIP from a [[vip]] table (a dict, reals included); its
+        label."""
+        return self.changes.add_vip(spec)
 
     def del_vip(self, vip):
         """Remove a VIP: its traffic goes to the kernel again."""
-        with self._lock:
-            s = self.service(vip)
-            self.services.remove(s)
-            self._changed()
-        log.info("vip %s: removed", s.label)
+        self.changes.del_vip(vip)
 
     def add_real(self, vip, real):
         """Add real (a Real or `ADDR[:PORT][@W]`) to vip; new flows may go
         to it once ARP knows its MAC (waited for, up to 5 s)."""
-        if not isinstance(real, Real):
-            real = Real.parse(real)
-        with self._lock:
-            s = svcs.add_real(self.services, vip, real)
-            self._changed(resolve=True)
-        log.info("vip %s: added real %s", s.label, real)
+        self.changes.add_real(vip, real)
 
     def del_real(self, vip, key):
         """Remove a real server now; its flows are rescheduled."""
-        with self._lock:
-            s, r = svcs.del_real(self.services, vip, key)
-            self._changed()
-        log.info("vip %s: removed real %s", s.label, r.key)
+        self.changes.del_real(vip, key)
 
     remove_real = del_real
 
     def set_weight(self, vip, key, weight):
         """Set a real's weight (0 to 65535); 0 takes no new flows."""
-        with self._lock:
-            s, old = svcs.set_weight(self.services, vip, key, weight)
-            self._changed()
-        log.info("vip %s: real %s weight %d -> %d", s.label, old.key,
-                 old.weight, weight)
+        self.changes.set_weight(vip, key, weight)
 
     def drain(self, vip, key):
         """No new flows to the real; its established flows go on."""
-        self._set_state(vip, key, "drain")
+        self.changes.set_state(vip, key, "drain")
 
     def halt(self, vip, key):
         """Out of the tables now: new and established flows leave it."""
-        self._set_state(vip, key, "halt")
+        self.changes.set_state(vip, key, "halt")
 
     def online(self, vip, key):
         """Undo drain or halt."""
-        self._set_state(vip, key, "online")
+        self.changes.set_state(vip, key, "online")
 
-    def _set_state(self, vip, key, state):
+    def forget(self, vip, real):
+        """Drop the operator's changes of vip's real (`all`: the VIP's
+        every one) and apply what the config file says; their labels."""
+        return self.changes.forget(vip, real)
+
+    def operator_changes(self):
+        """Every change made through ctl that is kept, with its conflict
+        with the config file if any (control.state)."""
         with self._lock:
-            s, r = svcs.set_state(self.services, self.state, vip, key, state)
-            self._changed()
-        log.info("vip %s: real %s %s", s.label, r.key, state)
+            return self.changes.rows()
 
     def set_role(self, role, why=None):
         """Become "active" or "standby": `ha` (keepalived's notify scripts)
@@ -320,24 +310,10 @@ class Engine:
         return [str(a) for a in v4 + v6]
 
     def reload(self):
-        """Read the config file again and apply the difference; returns
-        what changed.  ConfigError (and nothing applied) when it is bad."""
-        from . import config as config_mod
-        if not self.config_path:
-            raise ConfigError("reload: the engine was not started with "
-                              "--config")
-        cfg = config_mod.load(self.config_path, role=self.role)
-        if cfg.iface not in (None, self.iface) or \
-                cfg.inside_iface != self.inside_iface:
-            raise ConfigError("reload: the interfaces cannot change; "
-                              "restart the engine for that")
-        with self._lock:
-            ha.check_role(self.role, cfg.services)
-            summary = svcs.reload_summary(self.services, cfg.services)
-            self.services = self.l7.checked(list(cfg.services))
-            self._changed(resolve=True)
-        log.info("reload: %s", summary)
-        return summary
+        """Read the config file again, replay the operator's changes over
+        it and apply the difference; returns what changed.  ConfigError
+        (and nothing applied) when it is bad."""
+        return self.changes.reload()
 
     def _changed(self, resolve=False):
         """Publish, steer and check what the services now say."""

@@ -15,6 +15,7 @@ import time
 
 from .l7.render import l7_name, l7_server
 from .liveness import problem_text
+from .state import atomic_write
 from ..dataplane.native import QUEUE_COUNTERS
 from ..errors import PyfwdError
 from ..frames import mac_to_str
@@ -28,7 +29,8 @@ class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
-    hops, punts, ha, l7, and liveness()).  pid and clock: os.getpid and
+    hops, punts, ha, l7, and liveness(); changes, if any: its
+    control.changes.Changes).  pid and clock: os.getpid and
     time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
@@ -78,6 +80,7 @@ class Report:
                          "on_down": s.on_down,
                          "fallback": s.fallback.key if s.fallback else None,
                          "fallback_active": fb,
+                         "changed": self._marks(s.vip),
                          "reals": reals})
         return vips
 
@@ -110,6 +113,7 @@ class Report:
             rid = e.core.ids.lookup(*k)
             counters = per_real.get(rid, {}) if rid is not None else {}
         return {"real": r.key, "weight": r.weight, "state": st,
+                "changed": [] if fallback else self._marks(s.vip, r.key),
                 "health": None if not checked else
                 ("up" if up else "down"),
                 "health_detail": detail,
@@ -123,6 +127,13 @@ class Report:
                 **({"haproxy_state": counters.get("haproxy_state"),
                     "haproxy_status": counters.get("haproxy_status")}
                    if s.mode == "l7" else {})}
+
+    def _marks(self, vip, real=None):
+        """What an operator changed of vip's real `real` (None: of the
+        VIP) through ctl, and since when: [{"by", "what", "since"[,
+        "value"][, "conflict"]}] (control.state)."""
+        changes = getattr(self.engine, "changes", None)    # fakes: none
+        return changes.operator.marks(vip, real) if changes else []
 
     def stats(self, core):
         """A JSON-ready snapshot: status(), the data plane's counters
@@ -142,10 +153,8 @@ class Report:
 
 def write_stats(path, snapshot):
     """Write a stats() snapshot to `path` as JSON, atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(snapshot, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(snapshot, indent=1), mode=0o644,
+                 durable=False)
 
 
 __all__ = ["Report", "write_stats"]

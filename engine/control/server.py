@@ -110,7 +110,17 @@ COMMANDS = {
     "online": Command((_VIP, _REAL), "put a drained or halted real server "
                       "back in service", "online"),
     "reload": Command((), "re-read the config file and apply the "
-                      "differences", "reload"),
+                      "differences (the changes made by ctl are kept)",
+                      "reload"),
+    "changes": Command((), "the changes made by ctl that are kept over the "
+                       "config file (state file), and their conflicts with "
+                       "it", "operator_changes"),
+    "forget": Command((_VIP, Arg("real", str, "the real server (ADDR or "
+                                 "ADDR:PORT), or all: the VIP's every "
+                                 "change")),
+                      "drop the changes made by ctl to a real server (or "
+                      "VIP): the config file's word applies again",
+                      "forget"),
     # Not serialized: a failover must not wait behind a reload or an
     # add-vip (set_role takes the engine's lock for a moment only).
     "ha": Command((Arg("role", str, "active: answer ARP for the VIPs and "

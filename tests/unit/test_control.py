@@ -118,6 +118,14 @@ class FakeEngine:
         self._call("reload")
         return RELOAD
 
+    def operator_changes(self):
+        self._call("operator_changes")
+        return []
+
+    def forget(self, vip, real):
+        self._call("forget", vip, real)
+        return [f"{vip} {real}: drain"]
+
     def set_role(self, role):
         with self.lock:
             self.calls.append(("set_role", (role,)))
@@ -215,6 +223,9 @@ class Conn:
     ("online", {"vip": "pacs-web", "real": "10.0.0.11"},
      ("online", ("pacs-web", "10.0.0.11")), None),
     ("reload", {}, ("reload", ()), RELOAD),
+    ("changes", {}, ("operator_changes", ()), []),
+    ("forget", {"vip": "pacs-web", "real": "10.0.0.11"},
+     ("forget", ("pacs-web", "10.0.0.11")), ["pacs-web 10.0.0.11: drain"]),
     ("ha", {"role": "active"}, ("set_role", ("active",)),
      {"role": "active", "previous": "standby", "changed": True,
       "announce": []}),

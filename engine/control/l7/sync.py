@@ -165,17 +165,21 @@ class L7Sync:
     def _configure(self, proxy, services, run):
         """run(text) (proxy.start or proxy.reload) when the configuration
         text changes: the addresses it binds go on the interface before,
-        those no VIP binds any more leave it after.  When run raises, the
-        addresses are those of the configuration still running."""
+        those no VIP binds any more leave it after.  When adding an address
+        or run raises, the addresses are those of the configuration still
+        running, and the next call runs again."""
         text = render(l7_vips(services), proxy.runtime_socket)
         if text == self._text:
             return
         needed = {s.vip.address for s in services}
-        if self.active:
-            self.addresses.add(needed)
         try:
+            if self.active:
+                self.addresses.add(needed)
             run(text)
         except BaseException:
+            # HAProxy's file may hold the refused text: the next call
+            # installs its text again, whatever it is.
+            self._text = None
             self.addresses.release(keep=self._bound if self.active else ())
             raise
         self._text, self._bound = text, needed

@@ -6,7 +6,7 @@ bug.
     main.py      the `pyfwd` program: the root group, main()
     common.py    what every group shares (CONTEXT, Group, need_root)
     balancer.py  start, cleanup, check-config
-    ctl.py       ctl: made from control/server.py's COMMANDS
+    ctl.py       ctl: made from control/protocol.py's COMMANDS
     ha.py        ha keepalived-conf
     ops.py       realserver, arp-check, doctor
     lab.py       lab (up, down, show, list, exec, demo, trace, arp-problem)

@@ -1,5 +1,5 @@
 """`pyfwd ctl CMD ARGS`: one click command per control command, made from
-control/server.py's COMMANDS (the table that also drives the socket's
+control/protocol.py's COMMANDS (the table that also drives the socket's
 validation and its help)."""
 
 import json
@@ -8,6 +8,7 @@ import click
 
 from .common import CONTEXT, Group
 from ..control import ctl as fmt
+from ..control import protocol
 from ..control import server as control
 
 
@@ -34,7 +35,7 @@ def ctl(ctx, sock, as_json):
 
 
 def _ctl_command(name, spec):
-    """The click command of control command `name` (a server.Command):
+    """The click command of control command `name` (a protocol.Command):
     its fields as arguments, its help as the help."""
 
     def run(ctx, sock, as_json, **kw):
@@ -82,5 +83,5 @@ def _json_arg(what, text):
     return value
 
 
-for _name, _spec in control.COMMANDS.items():
+for _name, _spec in protocol.COMMANDS.items():
     ctl.add_command(_ctl_command(_name, _spec))

@@ -17,7 +17,8 @@ import pytest
 
 from pyfwd.control import server as control
 from pyfwd.control import ctl
-from pyfwd.control.server import COMMANDS, ControlServer, parse_request, request
+from pyfwd.control.protocol import COMMANDS, parse_request
+from pyfwd.control.server import ControlServer, request
 from pyfwd.errors import ConfigError, PyfwdError
 
 VIPS = [

@@ -14,7 +14,7 @@ from pyfwd.control import ctl
 from pyfwd.control import ha
 from pyfwd.lab import topology as lab
 from pyfwd.cli.main import cli
-from pyfwd.control.server import COMMANDS, BadRequest, parse_request
+from pyfwd.control.protocol import COMMANDS, BadRequest, parse_request
 from pyfwd.errors import ConfigError
 
 DR = textwrap.dedent("""

@@ -15,7 +15,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from pyfwd.control import config, ctl, gateway, ha, lease
 from pyfwd.control.engine import Engine
-from pyfwd.control.server import COMMANDS
+from pyfwd.control.protocol import COMMANDS
 from pyfwd.errors import ConfigError, PyfwdError
 from pyfwd.lab import plan
 

@@ -26,7 +26,6 @@ import logging
 import os
 
 from . import config as config_mod
-from . import ha
 from . import services as svcs
 from .state import OperatorState, copy_services, file_sha256
 from ..dataplane.tables import check_limits
@@ -91,7 +90,6 @@ class Changes:
                 s.name for s in services if s.name])
             if any(s.vip == svc.vip for s in services):
                 raise ConfigError(f"vip {svc.vip}: configured already")
-            ha.check_role(e.role, [svc])
             check_limits(services + [svc])      # the core's: default
             services = e.l7.checked(services + [svc])
             self.operator.add_vip(svc.vip, spec, self.base)
@@ -188,7 +186,6 @@ class Changes:
                               "restart the engine for that")
 
         def change(services, state):
-            ha.check_role(e.role, cfg.services)
             new, new_state, notes = self.operator.apply(
                 cfg.services, config_mod.parse_vip)
             check_limits(new)

@@ -104,14 +104,14 @@ class Config:
         the same name; a flag not given leaves the file's value, else the
         default (snat_ports: model.SNAT_PORTS, see ports()).  A role given
         is checked as load(role=...) checks it: ConfigError for a value
-        other than active or standby, or standby with L7 VIPs; so is
+        other than active or standby; so is
         neighbour_stale (seconds, 0 included) as the file's.  The VIPs' own
         settings (mode, scheduler, on_down) have no flag here: the CLI
         refuses --mode and --scheduler with a file.
         """
         if role:
-            from .ha import check_role, parse_role
-            check_role(parse_role(role), self.services)
+            from .ha import parse_role
+            parse_role(role)
         return dataclasses.replace(
             self, iface=iface or self.iface,
             inside_iface=inside_iface or self.inside_iface,
@@ -234,8 +234,7 @@ def parse(text, path="<config>", role=None):
     """Parse and validate config text; returns a Config.
 
     role: the high-availability role the engine starts in when the command
-    line gives one ("active" or "standby"); it replaces [engine] role
-    before the VIPs are checked against it (standby refuses L7 VIPs).
+    line gives one ("active" or "standby"); it replaces [engine] role.
     """
     try:
         doc = tomllib.loads(text)
@@ -264,10 +263,8 @@ def parse(text, path="<config>", role=None):
                                       "engine.neighbour_stale")
     from .ha import parse_role
     parse_role(cfg.role, "engine.role")
-    where = "engine.role ="
     if role is not None:
         cfg.role = parse_role(role)
-        where = "role"
     if cfg.metrics is not None:
         from .metrics import parse_address
         parse_address(cfg.metrics)
@@ -282,8 +279,6 @@ def parse(text, path="<config>", role=None):
                               f"vip {seen[svc.vip]!r}")
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
-    from .ha import check_role
-    check_role(cfg.role, cfg.services, where)
     check_limits(cfg.services)      # those of the Engine's core
     return cfg
 

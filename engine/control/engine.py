@@ -108,7 +108,6 @@ class Engine:
         self.snat_ports = snat_ports
         self.services = list(services)
         self.ha = ha.HaState(role, ha_options)
-        ha.check_role(self.ha.role, self.services)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows)
         self.stats_file = stats_file

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from .lease import LEASE, Lease, check_seconds
 from ..errors import ConfigError, PyfwdError
 
-__all__ = ["ROLES", "GARP_REPEAT", "parse_role", "check_role", "HaOptions",
+__all__ = ["ROLES", "GARP_REPEAT", "parse_role", "HaOptions",
            "parse_gateways", "HaState", "KeepalivedSpec", "keepalived_conf"]
 
 log = logging.getLogger("pyfwd")
@@ -89,14 +89,6 @@ def parse_role(value, where="role"):
                           "\"standby\"")
     return value
 
-
-def check_role(role, services, where="role"):
-    """Whether `role` can serve `services` (Service objects): every role
-    serves every mode now, so this never raises.  L7 VIPs too: their
-    addresses follow the role (control.l7.sync.L7Sync.set_active), so a
-    standby node's kernel does not answer ARP for them.  Kept for its
-    callers (config, reload, add-vip)."""
-    del role, services, where
 
 
 
@@ -283,15 +275,8 @@ class HaState:
         it), dropped when standby.  reason: why, when not asked through
         the control socket (logged).  Returns {"role", "previous",
         "changed", "announce": [VIPs]}.  ConfigError for a bad role.
-        A standby that check_role() refuses (L7 VIPs) is logged as an error
-        and taken all the same: standing down must not fail while the peer
-        takes over, or two nodes would be active.
         """
         role = parse_role(role, "ha: role")
-        try:
-            check_role(role, services)
-        except ConfigError as exc:
-            log.error("ha: %s; standing down for the L4 VIPs anyway", exc)
         previous = self.role
         changed = role != previous
         if changed:

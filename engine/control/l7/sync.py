@@ -47,7 +47,6 @@ from ...errors import PyfwdError
 log = logging.getLogger("pyfwd")
 
 RUN_DIR = "/run/pyfwd"
-ON_DOWN = "quiesce"         # a Service without on_down (see model.Service)
 
 
 def _netns_inode(path):
@@ -136,7 +135,6 @@ class L7Sync:
         for s in services:
             # HAProxy's weights are 0..256: the same ratios, scaled.
             weights = haproxy_weights([r.weight for r in s.reals])
-            on_down = getattr(s, "on_down", ON_DOWN)
             for r, hw in zip(s.reals, weights):
                 k = (s.vip, r.key)
                 admin, up = state.get(k), is_up(health, k)
@@ -146,7 +144,7 @@ class L7Sync:
                 self.haproxy.set_health(be, srv, up)
                 if r.weight:
                     self.haproxy.set_weight(be, srv, hw)
-                if cuts_sessions(admin, up, on_down):
+                if cuts_sessions(admin, up, s.on_down):
                     self.haproxy.shutdown_sessions(be, srv)
 
     def checked(self, services):

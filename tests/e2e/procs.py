@@ -1,6 +1,32 @@
 """Helpers for the programs the end-to-end tests start."""
 
+import subprocess
 import time
+
+# nginx in the foreground as a real server, everything under one folder
+# (the test's); {servers}: its server blocks.
+NGINX = """
+user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/t1; proxy_temp_path {d}/t2;
+    fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+{servers}
+}}
+"""
+
+
+def start_nginx(lab, role, d, servers):
+    """nginx in `role`'s namespace with the server blocks `servers`, its
+    files in the folder d; the Popen."""
+    (d / "nginx.conf").write_text(NGINX.format(d=d, servers=servers))
+    return lab.popen(role, ["nginx", "-c", str(d / "nginx.conf")],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_line(proc, needle, timeout=15):

@@ -26,6 +26,8 @@ from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
+from .procs import start_nginx
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 VIP4 = "10.0.0.100"
@@ -36,25 +38,13 @@ FLAP = 2.0              # s the check is refused
 CHECK_PORT = 81
 CHECK = HealthSpec(type="tcp", interval=0.2, timeout=0.3, rise=2, fall=2,
                    port=CHECK_PORT)
-NGINX = """
-user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/t1; proxy_temp_path {d}/t2;
-    fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+SERVER = """
     server {{
         listen 80;
         listen {check};
         location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
         location = /big {{ alias {d}/big; }}
-    }}
-}}
-"""
+    }}"""
 # In a real server's namespace: refuse the health check, never the VIP's
 # traffic (on port 80).
 FLAP_RULES = """table inet pfqsflap {{
@@ -109,12 +99,8 @@ def make_lab(mode, base):
                 d.mkdir()
                 with open(d / "big", "wb") as f:
                     f.truncate(SIZE)
-                (d / "nginx.conf").write_text(NGINX.format(
-                    d=d, role=role, check=CHECK_PORT))
-                procs.append(lab.popen(role, ["nginx", "-c",
-                                              str(d / "nginx.conf")],
-                                       stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL))
+                procs.append(start_nginx(lab, role, d, SERVER.format(
+                    d=d, role=role, check=CHECK_PORT)))
             for role in lab.reals:
                 wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
                                       timeout=2, role="lb").stdout ==

@@ -22,21 +22,12 @@ from pyfwd.lab.topology import Lab
 from pyfwd.model import Real
 
 from ..certs import self_signed
+from .procs import start_nginx
 
 pytestmark = pytest.mark.root
 
 VIP4 = "10.0.0.100"
-NGINX = """
-user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/t1; proxy_temp_path {d}/t2;
-    fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+SERVERS = """
     server {{
         listen {ip}:8080;
         location / {{
@@ -51,9 +42,7 @@ http {{
             default_type text/plain;
             return 200 "node={role} proxied=$proxy_protocol_addr\n";
         }}
-    }}
-}}
-"""
+    }}"""
 DATASET = """(0008,0016) UI =SecondaryCaptureImageStorage
 (0008,0018) UI [1.2.826.0.1.3680043.8.498.{n}]
 (0008,0060) CS [OT]
@@ -89,12 +78,8 @@ def lab(tmp_path_factory):
                 d.mkdir()
                 with open(d / "blob", "wb") as f:
                     f.truncate(60_000_000)
-                (d / "nginx.conf").write_text(NGINX.format(
-                    d=d, ip=lab.ip(role), role=role))
-                procs.append(lab.popen(role, ["nginx", "-c",
-                                              str(d / "nginx.conf")],
-                                       stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL))
+                procs.append(start_nginx(lab, role, d, SERVERS.format(
+                    d=d, ip=lab.ip(role), role=role)))
                 (d / "scp").mkdir()
                 procs.append(lab.popen(
                     role, ["/usr/bin/storescp", "-aet", "ANY-SCP", "-od",

@@ -20,7 +20,7 @@ UNITS = os.path.join(ROOT, "tools", "systemd")
 INSTALLED = "/usr/local/bin/pyfwd"
 PYFWD = os.path.join(os.path.dirname(sys.executable), "pyfwd")
 # What the engine needs and nothing more (measured under setpriv: see
-# docs/operating/service.md); a change here is a change to measure again.
+# docs/operating.md); a change here is a change to measure again.
 CAPS = {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_NET_RAW",
         "CAP_IPC_LOCK", "CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID",
         "CAP_KILL"}

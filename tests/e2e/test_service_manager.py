@@ -238,6 +238,11 @@ def test_the_units_capabilities_are_enough_and_each_is_needed(lab, tmp_path):
     assert rc == 1 and not web, out
     assert "cannot bind socket (Permission denied) for [10.0.0.101:80]" \
         in out
+    # HAProxy's workers switch to user haproxy (control.l7.render)
+    without = [c for c in caps if c != "setuid"]
+    rc, out, dr, web = start_capped(lab, tmp_path, without)
+    assert rc == 1 and not web, out
+    assert "Cannot set uid" in out, out
 
 
 def test_a_configuration_error_exits_2(lab, tmp_path):

@@ -67,6 +67,9 @@ BACKENDS = ("auto", "xdp", "afpacket")
 FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
+# what the DOWN line adds, by the VIP's on_down
+ON_DOWN_SAYS = {"quiesce": ": quiesced, no new flows, established ones go on",
+                "reset": ": out of the tables, its flows leave it"}
 
 
 class Engine:
@@ -339,11 +342,12 @@ class Engine:
             self.health[key] = (up, detail)
             vip, real = key
             try:
-                label = self.service(vip).label
+                s = self.service(vip)
             except ConfigError:
                 return          # removed meanwhile
-            log.warning("vip %s: real %s is %s (%s)", label, real,
-                        "up" if up else "DOWN", detail)
+            log.warning("vip %s: real %s is %s (%s)%s", s.label, real,
+                        "up" if up else "DOWN", detail, "" if up else
+                        ON_DOWN_SAYS[s.on_down])
             self._publish()
             self._l7_sync()
 

@@ -227,3 +227,18 @@ def test_show_says_a_mac_is_kept():
     r2 = v["reals"][1]
     assert (r2["scheduled"], r2["why"], r2["mac"]) == \
         (True, "MAC kept (unanswered for 12 s)", "02:00:00:00:01:11")
+
+
+@pytest.mark.parametrize("on_down, says", [
+    ("quiesce", "quiesced, no new flows, established ones go on"),
+    ("reset", "out of the tables, its flows leave it")])
+def test_the_log_says_what_a_failed_check_does(on_down, says, caplog):
+    from pyfwd.control.engine import Engine
+    svc = Service(VIP, [Real.parse("10.0.0.11")], on_down=on_down)
+    eng = Engine("eth9", [svc])         # not started: nothing to publish
+    with caplog.at_level("WARNING", logger="pyfwd"):
+        eng._on_health((VIP, "10.0.0.11"), False, "tcp connect: refused")
+        eng._on_health((VIP, "10.0.0.11"), True, "tcp connect")
+    down, up = [r.getMessage() for r in caplog.records]
+    assert down.endswith(f"is DOWN (tcp connect: refused): {says}"), down
+    assert up.endswith("is up (tcp connect)"), up

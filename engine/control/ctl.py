@@ -165,6 +165,26 @@ def format_status(result):
     return "\n".join(table(None, rows))
 
 
+def punt_line(p):
+    """`ctl stats`' punt row: frames the punt thread handled, ARP/NDP
+    answers refused by a rate limit (by the asking MAC's bucket / the
+    total one) and entries pushed out of the bounded tables."""
+    parts = [f"frames {_exact(p.get('frames'))}"]
+    for kind in ("arp", "ndp"):
+        lim = p.get(kind) or {}
+        if lim:
+            parts.append(f"{kind} limited {_exact(lim.get('limited_source'))}"
+                         f"/{_exact(lim.get('limited_total'))} "
+                         f"(source/total)")
+    evicted = sum(n for n in (p.get("arp_conflicts_evicted"),
+                              p.get("ndp_conflicts_evicted"),
+                              *((p.get(k) or {}).get("sources_evicted")
+                                for k in ("arp", "ndp")))
+                  if _is_number(n))
+    parts.append(f"evicted {evicted}")
+    return "  ".join(parts)
+
+
 def ha_line(h):
     """The `role` row of `ctl status`:
 
@@ -363,6 +383,9 @@ def format_stats(result):
             [f"{k} {_exact(h.get(k))}" for k in ("transitions",
                                                   "garp_bursts",
                                                   "arp_withheld")])))
+    punt = r.get("punt")
+    if isinstance(punt, dict) and punt:
+        rows.append(("punt", punt_line(punt)))
     conflicts = r.get("arp_conflicts") or {}
     for vip, macs in conflicts.items():
         rows.append(("arp conflict", f"{vip} also answered by "

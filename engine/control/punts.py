@@ -240,7 +240,8 @@ class Punts:
 
 
 def _limited(responder):
-    return dict(responder.limiter.counters) if responder.limiter else {}
+    return dict(responder.limiter.counters) \
+        if responder.limiter is not None else {}
 
 
 def _conflicts(responder):

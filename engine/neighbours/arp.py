@@ -194,7 +194,8 @@ class ArpResponder(VipResponder):
                  clock: Callable[[], float] = time.time, limiter=None):
         super().__init__(own_mac, vips, ("requests_answered", "conflicts",
                                          "ignored")
-                         + (("rate_limited",) if limiter else ()), clock,
+                         + (("rate_limited",) if limiter is not None
+                            else ()), clock,
                          limiter)
 
     @staticmethod

@@ -246,7 +246,8 @@ class NdpResponder(VipResponder):
                  monotonic: Callable[[], float] = time.monotonic,
                  limiter=None):
         super().__init__(own_mac, vips, COUNTERS
-                         + (("ns_rate_limited",) if limiter else ()), clock,
+                         + (("ns_rate_limited",) if limiter is not None
+                            else ()), clock,
                          limiter)
         self._bucket = TokenBucket(rate, burst, monotonic)
 

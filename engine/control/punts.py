@@ -135,7 +135,10 @@ class Punts:
 
     def answer(self, frames):
         """Answer a batch of punted frames (ARP first, then NDP, then
-        pings); log new conflicts."""
+        pings); log new conflicts.  Each responder sees the frames of its
+        ethertype (and those not plainly one of the three: tagged,
+        truncated) and counts the rest as it would have (a ping flood
+        costs one parse a frame, not three)."""
         view = self.view
         if view is not self._applied:   # VIPs left: their conflicts go
             self.arp.prune()
@@ -146,11 +149,15 @@ class Punts:
         w["batches"] += 1
         w["frames"] += len(frames)
         w["largest_batch"] = max(w["largest_batch"], len(frames))
-        replies = self.arp.handle_batch(frames)
+        arp, ip4, ip6, other = _by_ethertype(frames)
+        replies = self.arp.handle_batch(arp + other)
+        self.arp.counters["ignored"] += len(ip4) + len(ip6)
         nd = self.ndp.counters
         before = nd["answered"] + nd["dad_answered"]
-        nd_replies = self.ndp.handle_batch(frames)  # NDP, ping6
-        pongs = self.echo.handle_batch(frames)      # ping to a VIP
+        nd_replies = self.ndp.handle_batch(ip6 + other)     # NDP, ping6
+        nd["not_ipv6"] += len(arp) + len(ip4)
+        pongs = self.echo.handle_batch(ip4 + other)         # ping to a VIP
+        self.echo.counters["not_ipv4"] += len(arp) + len(ip6)
         if self.ha.active:
             self._send(replies + nd_replies + pongs)
         else:                           # the active node answers
@@ -237,6 +244,19 @@ class Punts:
         self.sock.close()
         if self.groups is not None:
             self.groups.close()
+
+
+_ETHERTYPES = {b"\x08\x06": 0, b"\x08\x00": 1, b"\x86\xdd": 2}
+
+
+def _by_ethertype(frames):
+    """([ARP], [IPv4], [IPv6], [the rest]) of untagged frames by their
+    ethertype; the rest (tagged, shorter than a header, other) go to every
+    responder."""
+    out = ([], [], [], [])
+    for frame in frames:
+        out[_ETHERTYPES.get(bytes(frame[12:14]), 3)].append(frame)
+    return out
 
 
 def _limited(responder):

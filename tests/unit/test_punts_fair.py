@@ -343,3 +343,25 @@ def test_ping_flood_answers_arp_first():
     first = Ether(punts.sock.sent[0])
     assert ARP in first                     # before the echo replies
     assert punts.counters()["icmp"]["rate_limited"] == 150   # burst 50
+
+
+def test_sorting_by_ethertype_counts_as_every_responder_would():
+    from scapy.layers.l2 import Dot1Q
+
+    from pyfwd.neighbours.icmp import EchoResponder
+    frames = [who_has(), ns(), claim(VIP4, mac(1)), b"\x01" * 9,
+              bytes(Ether(dst=LB_MAC, src=CLIENT_MAC)
+                    / IP(src="10.0.0.1", dst=VIP4) / ICMP()),
+              bytes(Ether(dst=LB_MAC, src=CLIENT_MAC) / Dot1Q(vlan=5)
+                    / IP(src="10.0.0.1", dst=VIP4) / ICMP()),
+              bytes(Ether(dst=LB_MAC, src=CLIENT_MAC, type=0x88cc)
+                    / (b"\0" * 40))]
+    punts = make_punts()
+    punts.core.punts = list(frames)
+    punts.answer_punts()
+    alone = {"arp": ArpResponder(LB_MAC, VIPS4),
+             "icmp": EchoResponder(LB_MAC, VIPS4),
+             "ndp": ndp.NdpResponder(LB_MAC, VIPS6)}
+    for kind, responder in alone.items():
+        responder.handle_batch(frames)
+        assert punts.counters()[kind] == responder.counters, kind

@@ -93,11 +93,11 @@ class Punts:
         self.send_lock = threading.Lock()
         self.view = PuntView.of(vips4, vips6)
         self._applied = self.view
-        self.arp = ArpResponder(mac, self.view.vips4, limiter=limits
-                                and limits.limiter())
+        def limiter():
+            return None if limits is None else limits.limiter()
+        self.arp = ArpResponder(mac, self.view.vips4, limiter=limiter())
         self.echo = EchoResponder(mac, self.view.vips4)
-        self.ndp = NdpResponder(mac, self.view.vips6, limiter=limits
-                                and limits.limiter())
+        self.ndp = NdpResponder(mac, self.view.vips6, limiter=limiter())
         self.conflicts_logged = OrderedDict()
         self.work = {"batches": 0, "frames": 0, "largest_batch": 0,
                      "views": 0, "conflicts_unlogged": 0}

@@ -48,4 +48,9 @@ struct afp_io {
  */
 int afp_stats_fold(struct afp_port *p);
 
+/* The sums of slot's receive socket, folded first; queue 0 only.  0 or
+ * -errno (-EINVAL: none such).  io: a struct afp_io (sockstats.c). */
+int afp_sock_stats(void *io, uint32_t queue, uint32_t slot,
+		   struct pyfwd_afp_sock_stats *out);
+
 #endif /* PYFWD_AFP_H */

@@ -147,19 +147,6 @@ int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how)
 	return 0;
 }
 
-int pyfwd_io_sock_stats_read(struct pyfwd_ctx *ctx, uint32_t queue,
-			     uint32_t slot, struct pyfwd_sock_stats *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (!ctx->io)
-		return -ENOTCONN;
-	if (ctx->io_kind == IO_XSK)
-		return xsk_sock_stats(ctx->io, queue, slot, &out->xsk);
-	if (ctx->io_kind == IO_AFP)
-		return afp_sock_stats(ctx->io, queue, slot, &out->afp);
-	return -ENOTCONN;
-}
-
 /* The hold of pyfwd_io_worker_pause: a pause sleeps without beating. */
 int io_held(struct pyfwd_ctx *ctx, struct worker *w)
 {

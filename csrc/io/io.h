@@ -3,14 +3,14 @@
  * io.h - what the I/O backends share: binding a backend to the context,
  * the idle poll, set-up errors, the steering object.
  *
- *   io.c        bind/unbind, stop, the idle poll, errbuf, heartbeats,
- *               the sockets' counters
+ *   io.c        bind/unbind, stop, the idle poll, errbuf, heartbeats
  *   bpf.c       BPF objects: the steering object's load, doctor's check
  *   steer.c     the steering maps: what the BPF programs send the engine
  *   xsk.c       AF_XDP set-up: XDP program and bpf_link, UMEMs, sockets
  *   xsk_loop.c  AF_XDP loop of one queue
  *   afp.c       AF_PACKET set-up: TPACKET_V3 rings, tc program (tcx)
  *   afp_loop.c  AF_PACKET loop
+ *   sockstats.c the kernel's counters of either backend's sockets
  *
  * Set-up code returns -errno and says what failed in errbuf; the loops
  * allocate nothing, take no lock and never call Python.
@@ -91,15 +91,6 @@ int steer_object_load(const char *path, const char *const *names,
 		      struct bpf_program **progs, int n,
 		      struct bpf_object **objp, struct steer_maps *maps,
 		      char *errbuf, size_t errlen);
-
-/*
- * The counters of one socket (pyfwd_io_sock_stats_read), by backend:
- * xsk.c's and afp.c's.  io is the backend's state; 0 or -errno.
- */
-int xsk_sock_stats(void *io, uint32_t queue, uint32_t slot,
-		   struct pyfwd_xsk_sock_stats *out);
-int afp_sock_stats(void *io, uint32_t queue, uint32_t slot,
-		   struct pyfwd_afp_sock_stats *out);
 
 /* steer.c: the steering maps' fds in a loaded object; 0 or -ENOENT. */
 int steer_maps_find(struct bpf_object *obj, struct steer_maps *m);

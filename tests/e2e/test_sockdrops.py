@@ -42,6 +42,13 @@ def lab():
     lab.down()
 
 
+@pytest.fixture(scope="module")
+def nat_lab():
+    lab = labs.build("pfsd", "two-arm", reals=1)
+    yield lab
+    lab.down()
+
+
 def udp_request(lab):
     """One request to the VIP's UDP service: the real's answer, or None."""
     code = ("import socket, sys\n"
@@ -142,4 +149,32 @@ def test_a_stalled_loop_makes_the_kernel_drop_and_it_is_seen(
     finally:
         metrics.stop()
         server.stop()
+        eng.stop()
+
+
+@pytest.mark.parametrize("backend", ["xdp", "afpacket"])
+def test_two_arm_nat_has_a_socket_per_interface(nat_lab, tmp_path, backend):
+    lab = nat_lab
+    [real] = lab.reals
+    eng = Engine("eth0", [Service(Vip.parse(f"{VIP}:{PORT}/udp"),
+                                  [Real.parse(lab.ip(real))], "wrr", "nat",
+                                  name="udp")],
+                 busy_poll=0, flows=1 << 12, backend=backend,
+                 inside_iface="eth1")
+    lab.call("lb", eng.start)
+    try:
+        n = 5
+        for _ in range(n):
+            assert udp_request(lab)
+        sockets = eng.stats()["sockets"][backend]
+        assert [(r["queue"], r["iface"]) for r in sockets] == \
+            [(q, iface) for q in range(eng.info.queues)
+             for iface in ("eth0", "eth1")]
+        for row in sockets:
+            assert sum(row[k] for k in DROPS[backend]) == 0, row
+        if backend == "afpacket":
+            # the requests came in outside, the real's answers inside
+            out, inside = sockets
+            assert out["packets"] >= n and inside["packets"] >= n, sockets
+    finally:
         eng.stop()

@@ -35,18 +35,21 @@ DROPS = {"xdp": ("rx_dropped", "rx_ring_full", "rx_invalid_descs"),
          "afpacket": ("drops",)}
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = labs.build("pfsd", "one-arm", reals=1, dr_vip=VIP)
+def built(topology, **kw):
+    """A lab of one real server for a module's tests, removed after."""
+    lab = labs.build("pfsd", topology, reals=1, **kw)
     yield lab
     lab.down()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from built("one-arm", dr_vip=VIP)
 
 
 @pytest.fixture(scope="module")
 def nat_lab():
-    lab = labs.build("pfsd", "two-arm", reals=1)
-    yield lab
-    lab.down()
+    yield from built("two-arm")
 
 
 def udp_request(lab):

@@ -161,6 +161,7 @@ AFP_SOCK_METRICS = {
 }
 SOCK_METRICS = {"xdp": XSK_SOCK_METRICS, "afpacket": AFP_SOCK_METRICS}
 
+
 def escape_label(value):
     """A label value as the text format wants it: \\ " and newline
     escaped."""

@@ -33,8 +33,8 @@ class Report:
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
     hops, punts, ha, l7, and liveness(); changes, if any: its
-    control.changes.Changes; xsk, if any: its dataplane.io backend).  pid and clock: os.getpid and
-    time.monotonic, for tests."""
+    control.changes.Changes; xsk, if any: its dataplane.io backend).  pid
+    and clock: os.getpid and time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
         self.engine = engine

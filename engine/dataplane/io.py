@@ -7,8 +7,8 @@ does not work) share one life cycle: open, steer, start, close.  The loops
 run in C with the GIL released; Python only says what to steer (VIPs, NAT
 real servers as `Endpoint`s, SNAT's ports) and reads what the kernel
 counted at the sockets (`sock_stats`: frames dropped before a loop saw
-them).  `xdp_cleanup` removes an XDP
-program left on an interface by another attach mode (`pyfwd cleanup`).
+them).  `xdp_cleanup` removes an XDP program left on an interface by
+another attach mode (`pyfwd cleanup`).
 """
 
 import errno
@@ -182,7 +182,7 @@ class Xsk:
             if not self._ifaces:
                 return []
             counters = _native.SOCK_COUNTERS[self.info.backend]
-            group = "xsk" if self.info.backend == "xdp" else "afp"
+            group = _native.SOCK_GROUPS[self.info.backend]
             out = ffi.new("struct pyfwd_sock_stats *")
             rows = []
             for q in range(self.info.queues):

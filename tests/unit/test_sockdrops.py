@@ -18,7 +18,8 @@ from pyfwd.control.report import Report
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.io import Afp, Xsk, XskInfo
 from pyfwd.dataplane.native import (AFP_SOCK_COUNTERS, SOCK_COUNTERS,
-                                    XSK_SOCK_COUNTERS, ffi, lib)
+                                    SOCK_GROUPS, XSK_SOCK_COUNTERS, ffi,
+                                    lib)
 from pyfwd.errors import DataplaneError
 
 from .test_report import fake_engine
@@ -47,6 +48,7 @@ def rows(backend, base=1000):
 def test_the_names_are_the_headers():
     assert list(XSK_SOCK_COUNTERS) == fields("pyfwd_xsk_sock_stats")
     assert list(AFP_SOCK_COUNTERS) == fields("pyfwd_afp_sock_stats")
+    assert SOCK_GROUPS == {b: g for b, (_, g) in STRUCTS.items()}
     # one group per backend, each a struct of uint64_t counters
     groups = dict(ffi.typeof("struct pyfwd_sock_stats").fields)
     assert sorted(groups) == sorted(g for _, g in STRUCTS.values())

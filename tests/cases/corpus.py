@@ -30,7 +30,8 @@ from . import nat_defs as nd
 
 FLOWS = 256             # small: a sequence may fill the table
 MAGLEV = 251            # a prime: small rings, a fresh context per input
-REC_IN_IF1, REC_CSUM_PARTIAL, REC_GSO = 1, 2, 4
+REC_IN_IF1, REC_CSUM_PARTIAL, REC_GSO, REC_CLOCK = 1, 2, 4, 8
+CLOCK_START, CLOCK_STEP = 1000, 64     # seconds, as harness.c
 
 
 def _small(services):
@@ -140,10 +141,22 @@ def _capturing():
         core_mod.lib = real
 
 
+def make_core(kwargs, snat, services, macs, out_ifs):
+    """A Core of a set-up (setups()'s values), its tables published, the
+    clock where harness.c starts it."""
+    core = Core(flows=FLOWS, **kwargs)
+    if snat:
+        core.set_snat(*snat)
+    core.publish_services(_small(services), macs, out_ifs)
+    core.set_clock(CLOCK_START)
+    return core
+
+
 def setup_blob(kwargs, snat, services, macs, out_ifs):
     """A set-up file's bytes (harness.h): what Core publishes for them."""
     cfg = ffi.new("struct pyfwd_config *")
-    core = Core(flows=FLOWS, **kwargs)
+    with _capturing() as cap:
+        core = make_core(kwargs, snat, services, macs, out_ifs)
     cfg.mac = list(core.mac)
     if kwargs.get("mac2"):
         cfg.mac2 = list(mac_to_bytes(kwargs["mac2"]))
@@ -151,10 +164,7 @@ def setup_blob(kwargs, snat, services, macs, out_ifs):
     cfg.max_vips, cfg.max_reals = core.limits.max_vips, 64
     snat_c = ffi.new("struct pyfwd_snat *")
     if snat:
-        core.set_snat(*snat)
         snat_c = core_mod.snat_struct(snat[0], *snat[1])
-    with _capturing() as cap:
-        core.publish_services(_small(services), macs, out_ifs)
     nv, nr, nring, vips, reals, ring = cap.tables
     cfg.max_ring = max(nring, 1)
     return (b"PFZ1" + bytes(ffi.buffer(cfg)) + bytes(ffi.buffer(snat_c))
@@ -162,11 +172,39 @@ def setup_blob(kwargs, snat, services, macs, out_ifs):
             + vips + reals + ring)
 
 
+def run_core(core, records):
+    """The core's reason for each (ctrl, frame) of an input, in order, as
+    harness.c runs them."""
+    now, reasons = CLOCK_START, []
+    for ctrl, frame in records:
+        if ctrl & REC_CLOCK:
+            now += ((ctrl >> 4) + 1) * CLOCK_STEP
+            core.set_clock(now)
+            core.expire()
+        _, [r] = core.process([frame], in_if=ctrl & REC_IN_IF1,
+                              csum_partial=bool(ctrl & REC_CSUM_PARTIAL),
+                              gso=bool(ctrl & REC_GSO))
+        reasons.append(r.reason)
+    return reasons
+
+
 def record(frame, in_if=0, csum_partial=False, gso=False):
+    """One record of an input (harness.h): its ctrl byte, length, frame."""
     ctrl = (in_if and REC_IN_IF1) | (csum_partial and REC_CSUM_PARTIAL) \
         | (gso and REC_GSO)
     assert len(frame) < 1 << 16
     return bytes([ctrl]) + len(frame).to_bytes(2, "big") + frame
+
+
+def read_input(data):
+    """An input's (set-up index, [(ctrl, frame)]), as harness.c reads it
+    (the set-up index still to be taken modulo their number)."""
+    recs, off = [], 1
+    while off + 3 <= len(data):
+        ctrl, n = data[off], int.from_bytes(data[off + 1:off + 3], "big")
+        recs.append((ctrl, data[off + 3:off + 3 + n]))
+        off += 3 + n
+    return (data[0] if data else 0), recs
 
 
 def _case_record(c):

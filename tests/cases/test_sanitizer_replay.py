@@ -84,19 +84,11 @@ def test_corpus_covers_nat_snat_ipv6_and_both_slots():
     names = list(corpus_mod.setups())
     used = {names[data[0]] for _, data, _ in ins}
     assert used == {"dr", "nat", "nat6", "mixed"}
-    slot1 = [n for n, data, _ in ins if _records(data)[1:] and
-             any(ctrl & corpus_mod.REC_IN_IF1 for ctrl in _records(data))]
+    slot1 = [n for n, data, _ in ins
+             if any(ctrl & corpus_mod.REC_IN_IF1
+                    for ctrl, _ in corpus_mod.read_input(data)[1])]
     assert any(n.startswith("nat-") for n in slot1)
     assert any(n == "csum-nat6" for n in slot1)
-
-
-def _records(data):
-    """The ctrl byte of each record of an input."""
-    ctrls, off = [], 1
-    while off + 3 <= len(data):
-        ctrls.append(data[off])
-        off += 3 + int.from_bytes(data[off + 1:off + 3], "big")
-    return ctrls
 
 
 def test_fuzzer_finds_no_crash(tmp_path, corpus):

@@ -128,7 +128,9 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 	const struct setup *s;
 	struct pyfwd_ctx *ctx;
 	struct pyfwd_stats st;
-	uint32_t n = 0;
+	uint32_t n = 0, punted = 0, drained = 0, k, i;
+	uint8_t pbuf[16384];
+	uint32_t plens[64];
 	size_t off = 1;
 
 	if (!size || !nsetups)
@@ -163,12 +165,23 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 		}
 		pyfwd_core_burst(ctx, &f, 1, &r);
 		check(&r, &f, data + off, (uint32_t)len);
+		punted += r.verdict == PYFWD_VERDICT_PUNT;
 		if (report)
 			report(&r, arg);
 		free(buf);
 		off += len;
 		n++;
 	}
+	/* Every punted frame waits for Python, whole or cut to the ring's
+	 * snap length, as many as the ring held. */
+	while ((k = pyfwd_punt_drain(ctx, pbuf, sizeof(pbuf), plens, 64))) {
+		for (i = 0; i < k; i++)
+			if (!plens[i] || plens[i] > sizeof(pbuf))
+				abort();
+		drained += k;
+	}
+	if (drained > punted || (punted && !drained))
+		abort();
 	pyfwd_stats_read(ctx, &st);
 	if (st.frames != n || st.verdict[0] + st.verdict[1] + st.verdict[2] +
 	    st.verdict[3] != n ||

@@ -166,23 +166,15 @@ def format_status(result):
 
 
 def punt_line(p):
-    """`ctl stats`' punt row: frames the punt thread handled, ARP/NDP
-    answers refused by a rate limit (by the asking MAC's bucket / the
-    total one) and entries pushed out of the bounded tables."""
-    parts = [f"frames {_exact(p.get('frames'))}"]
-    for kind in ("arp", "ndp"):
-        lim = p.get(kind) or {}
-        if lim:
-            parts.append(f"{kind} limited {_exact(lim.get('limited_source'))}"
-                         f"/{_exact(lim.get('limited_total'))} "
-                         f"(source/total)")
-    evicted = sum(n for n in (p.get("arp_conflicts_evicted"),
-                              p.get("ndp_conflicts_evicted"),
-                              *((p.get(k) or {}).get("sources_evicted")
-                                for k in ("arp", "ndp")))
-                  if _is_number(n))
-    parts.append(f"evicted {evicted}")
-    return "  ".join(parts)
+    """`ctl stats`' punt row: frames, rate-limited (source/total), evicted."""
+    lim = {k: p.get(k) or {} for k in ("arp", "ndp")}
+    evicted = [p.get("arp_conflicts_evicted"), p.get("ndp_conflicts_evicted"),
+               *(v.get("sources_evicted") for v in lim.values())]
+    return "  ".join([f"frames {_exact(p.get('frames'))}"] + [
+        f"{k} limited {_exact(v.get('limited_source'))}/"
+        f"{_exact(v.get('limited_total'))} (source/total)"
+        for k, v in lim.items() if v] + [
+        f"evicted {sum(n for n in evicted if _is_number(n))}"])
 
 
 def ha_line(h):
@@ -383,9 +375,8 @@ def format_stats(result):
             [f"{k} {_exact(h.get(k))}" for k in ("transitions",
                                                   "garp_bursts",
                                                   "arp_withheld")])))
-    punt = r.get("punt")
-    if isinstance(punt, dict) and punt:
-        rows.append(("punt", punt_line(punt)))
+    if isinstance(r.get("punt"), dict) and r["punt"]:
+        rows.append(("punt", punt_line(r["punt"])))
     conflicts = r.get("arp_conflicts") or {}
     for vip, macs in conflicts.items():
         rows.append(("arp conflict", f"{vip} also answered by "

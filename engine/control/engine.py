@@ -224,6 +224,7 @@ class Engine:
             self._thread = None
         if self.punt_thread:
             self.punt_thread.stop()
+            self.punt_thread = None     # stopped: nothing to judge
         if self.stats_file and self.core:
             self._write_stats()
         if self.xsk:

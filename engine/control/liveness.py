@@ -1,4 +1,5 @@
-"""Is the engine alive?  Every data-plane loop and the control thread.
+"""Is the engine alive?  Every data-plane loop, the control thread and
+the punt thread.
 
 A part is alive while its thread runs and its heartbeat moves: a C loop
 counts its iterations (an idle one wakes from poll() every 100 ms at
@@ -41,13 +42,15 @@ class Liveness:
         self._seen = {}         # part name -> (count, when it last moved)
         self._lock = threading.Lock()
 
-    def problems(self, loops, control):
+    def problems(self, loops, control, punts=None):
         """What is not alive: a list of sentences, [] when all is.
 
         loops: the data plane's loops as Xsk.loops() gives them ({"name",
         "running", "beats", "ended"}); control: the control thread as
         {"name", "running", "beats"}, or None (not started: nothing to
-        judge, as with no loops).
+        judge, as with no loops); punts: the thread that answers ARP, NDP
+        and pings (control.puntthread), the same way, judged as a loop is
+        (it beats every 5 ms and waits on no lock but its own send).
         """
         found = []
         parts = [(f"data-plane loop {lp['name']}", lp, self.loop_stall)
@@ -55,6 +58,9 @@ class Liveness:
         if control is not None:
             parts.append((f"control thread {control['name']}", control,
                           self.control_stall))
+        if punts is not None:
+            parts.append((f"punt thread {punts['name']}", punts,
+                          self.loop_stall))
         now = self._clock()
         with self._lock:
             for name, part, stall in parts:
@@ -99,17 +105,23 @@ class EngineLiveness:
         e = self.engine
         # the backend (None before start and after stop), the control
         # thread and its tick count, which _control() advances
-        return self.judge.problems(*engine_parts(e.xsk, e._thread, e.ticks))
+        return self.judge.problems(*engine_parts(e.xsk, e._thread, e.ticks,
+                                                 e.punt_thread))
 
 
-def engine_parts(xsk, thread, ticks):
+def engine_parts(xsk, thread, ticks, punt_thread=None):
     """The parts of an engine to judge: (its data plane's loops, its
-    control thread) from its backend (an Xsk or Afp, or None), the control
-    thread (a threading.Thread, or None) and that thread's tick count."""
+    control thread, its punt thread) from its backend (an Xsk or Afp, or
+    None), the control thread (a threading.Thread, or None), that thread's
+    tick count and the punt thread (a control.puntthread.PuntThread, or
+    None)."""
     loops = xsk.loops() if xsk is not None else []
     control = None if thread is None else {
         "name": thread.name, "running": thread.is_alive(), "beats": ticks}
-    return loops, control
+    punts = None if punt_thread is None else {
+        "name": punt_thread.name, "running": punt_thread.running,
+        "beats": punt_thread.beats}
+    return loops, control, punts
 
 
 def problem_text(problems):

@@ -88,10 +88,33 @@ class FakeXsk:
 
 def test_engine_parts():
     t = threading.Thread(name="pyfwd-control")
-    assert engine_parts(None, None, 0) == ([], None)
-    loops, ctl = engine_parts(FakeXsk([loop()]), t, 42)
-    assert loops == [loop()]
+    assert engine_parts(None, None, 0) == ([], None, None)
+    loops, ctl, punts = engine_parts(FakeXsk([loop()]), t, 42)
+    assert loops == [loop()] and punts is None
     assert ctl == {"name": "pyfwd-control", "running": False, "beats": 42}
+
+
+def test_a_stuck_punt_thread_is_not_alive():
+    """ARP for the VIPs is answered there: a punt thread that stopped
+    beating fails status (and keepalived's check) as a loop does."""
+    from pyfwd.control.puntthread import PuntThread
+    clock = Clock()
+    live = Liveness(clock=clock)
+    pt = PuntThread(punts=None)             # never started: not running
+    pt.beats = 5
+    *_, punts = engine_parts(None, None, 0, pt)
+    assert punts == {"name": "pyfwd-punts", "running": False, "beats": 5}
+    punts["running"] = True
+    assert live.problems([], None, punts) == []
+    clock.now += LOOP_STALL + 0.5
+    assert live.problems([], None, punts) == [
+        f"punt thread pyfwd-punts: stalled, no heartbeat for "
+        f"{LOOP_STALL + 0.5:.1f} s (more than {LOOP_STALL:g} s)"]
+    punts["beats"] = 6
+    assert live.problems([], None, punts) == []
+    punts["running"] = False
+    assert live.problems([], None, punts) == [
+        "punt thread pyfwd-punts: has ended"]
 
 
 def test_status_fails_naming_what_is_not_alive():

@@ -68,10 +68,10 @@ static void config_defaults(struct pyfwd_config *c)
 	DEFAULT(max_reals, PYFWD_REALS_MAX_DEFAULT);
 	DEFAULT(max_ring, PYFWD_RING_MAX_DEFAULT);
 	DEFAULT(flows, PYFWD_FLOWS_DEFAULT);
-	DEFAULT(tcp_timeout, 900);
-	DEFAULT(tcp_fin_timeout, 10);
-	DEFAULT(udp_timeout, 300);
-	DEFAULT(tcp_syn_timeout, 30);
+	DEFAULT(tcp_timeout, PYFWD_TCP_TIMEOUT_DEFAULT);
+	DEFAULT(tcp_fin_timeout, PYFWD_TCP_FIN_TIMEOUT_DEFAULT);
+	DEFAULT(udp_timeout, PYFWD_UDP_TIMEOUT_DEFAULT);
+	DEFAULT(tcp_syn_timeout, PYFWD_TCP_SYN_TIMEOUT_DEFAULT);
 #undef DEFAULT
 }
 
@@ -89,7 +89,11 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 	    cfg->max_frame > PYFWD_FRAME_LIMIT ||
 	    cfg->max_reals > PYFWD_REALS_LIMIT ||
 	    cfg->workers > PYFWD_WORKERS_MAX ||
-	    cfg->flows > PYFWD_FLOWS_LIMIT || cfg->max_ring > PYFWD_RING_LIMIT)
+	    cfg->flows > PYFWD_FLOWS_LIMIT || cfg->max_ring > PYFWD_RING_LIMIT ||
+	    cfg->tcp_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->tcp_fin_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->udp_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->tcp_syn_timeout > PYFWD_TIMEOUT_LIMIT)
 		return -EINVAL;
 
 	ctx = calloc(1, sizeof(*ctx));
@@ -135,6 +139,12 @@ void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 			worker_free(&ctx->workers[i]);
 	free(ctx->workers);
 	free(ctx);
+}
+
+void pyfwd_ctx_config_read(const struct pyfwd_ctx *ctx,
+			   struct pyfwd_config *out)
+{
+	*out = ctx->cfg;
 }
 
 int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)

@@ -75,6 +75,19 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 }
 
 /*
+ * The state of a new flow (core.h): TCP half-open when made by a SYN, and
+ * in NAT/SNAT until the real answered whatever made it.
+ */
+static inline uint8_t flow_first_state(uint8_t mode, const struct parse *ps)
+{
+	if (ps->key.proto != PROTO_TCP)
+		return FLOW_OPEN;
+	if (mode != PYFWD_MODE_DR || (ps->tcp_flags & TCP_SYN))
+		return FLOW_SYN;
+	return FLOW_OPEN;	/* DR: a connection under way */
+}
+
+/*
  * A new flow of the VIP into `slot` (evicting its DR entry if `evict`):
  * its real (persistence first, else the scheduler), its REPLY entry for
  * NAT/SNAT.  Returns the flow, or NULL with *why a drop reason.
@@ -123,10 +136,8 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow->peer = NO_PEER;
 	flow->in_if = f->in_if;
 	memcpy(flow->mac, f->data + 6, 6);
-	if (vip->mode == PYFWD_MODE_DR) {
-		flow->state = FLOW_OPEN;
-	} else {
-		flow->state = ps->key.proto == PROTO_TCP ? FLOW_SYN : FLOW_OPEN;
+	flow->state = flow_first_state(vip->mode, ps);
+	if (vip->mode != PYFWD_MODE_DR) {
 		flow->expires_ns = now + 1;	/* taken while we look */
 		*why = flow_pair_open(ctx, w, b, flow, now);
 		if (*why) {
@@ -139,6 +150,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	w->real_stats[id].flows_new++;
 	flow->counted = 1;
 	w->active[id]++;
+	w->stats.flows.flows_half_open += flow_half_open(flow->state);
 	return flow;
 }
 
@@ -172,8 +184,6 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 			return why;
 	}
 	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
-	if (flow->mode == PYFWD_MODE_DR && flow->state != FLOW_CLOSING)
-		flow->state = FLOW_OPEN;
 
 	xlat_apply(ctx, w, b, flow, ps, f);
 	w->real_stats[flow->real].frames++;

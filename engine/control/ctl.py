@@ -306,7 +306,8 @@ def _show_row(r):
 # The groups of struct pyfwd_stats's counters in `ctl stats` (each counter
 # in one; tests/unit/test_counters.py pins them to the header).
 FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
-                 "flows_evicted", "flows_expired", "snat_ports_used")
+                 "flows_evicted", "flows_expired", "snat_ports_used",
+                 "flows_half_open")
 CSUM_COUNTERS = ("csum_completed", "csum_bad")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
                "polls")

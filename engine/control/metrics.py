@@ -52,6 +52,9 @@ CORE_METRICS = {
                       "Flows expired after being idle."),
     "snat_ports_used": ("pyfwd_snat_ports_used", "gauge",
                         "SNAT source ports in use."),
+    "flows_half_open": ("pyfwd_flows_half_open", "gauge",
+                        "TCP flows whose handshake is not done (held for "
+                        "the tcp_syn timeout)."),
     "csum_completed": ("pyfwd_csum_completed_total", "counter",
                        "TCP/UDP checksums a sender left unfinished (a veth's "
                        "tx checksum offload), completed before forwarding."),

@@ -92,7 +92,8 @@ def test_tcp_states_set_the_timeouts():
     core.set_clock(106)                 # SYN never answered: gone after 5 s
     assert flows_alive(core) == 0
     [out], _ = core.process([syn(2222)])
-    core.process([answer(out)], in_if=1)  # answered: established
+    core.process([answer(out)], in_if=1)  # answered,
+    core.process([syn(2222, "A")])      # and the client's ACK: established
     core.set_clock(800)
     assert flows_alive(core) == 1
     core.process([syn(2222, "FA")])     # closing

@@ -184,6 +184,12 @@ class Changes:
                 cfg.inside_iface != e.inside_iface:
             raise ConfigError("reload: the interfaces cannot change; "
                               "restart the engine for that")
+        running = e.options["timeouts"]
+        if cfg.timeouts != running:
+            raise ConfigError(f"reload: engine.timeouts {cfg.timeouts} "
+                              f"differ from the running {running}; the core "
+                              "has them from its start: restart the engine "
+                              "for that")
 
         def change(services, state):
             new, new_state, notes = self.operator.apply(

@@ -16,6 +16,12 @@ touched.
     state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
                                             # default: this file + .state
 
+    [engine.timeouts]                       # optional: idle seconds of a flow
+    tcp_syn = 30                            # half-open: handshake not done
+    tcp_established = 900
+    tcp_fin = 10                            # after a FIN or RST
+    udp = 300
+
     [ha]                                    # optional (ha.HaOptions)
     lease = 2.5                             # s; 0: no lease
     gateway = "192.168.50.1/24"             # NAT: the reals' gateway
@@ -50,6 +56,7 @@ from .health.vipprobe import check_via_vip
 from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
+from ..dataplane.core import TIMEOUT_MAX, TIMEOUTS
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
@@ -58,7 +65,7 @@ from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
-               "state_file": str}
+               "state_file": str, "timeouts": dict}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list, "on_down": str,
@@ -87,6 +94,7 @@ class Config:
     state_file: "str | None" = None
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
+    timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -143,6 +151,25 @@ def _check_keys(where, table, allowed):
                                            isinstance(value, bool)):
             raise ConfigError(f"{where}.{key} = {value!r}: expected "
                               f"{_KIND[want]}")
+
+
+def parse_timeouts(table, where="engine.timeouts"):
+    """[engine.timeouts] -> {key: seconds} of those given (the core's
+    defaults stand for the others: dataplane.core.TIMEOUTS); ConfigError
+    for an unknown key or a value that is not whole seconds in range."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} = {table!r}: expected a table")
+    out = {}
+    for key, value in table.items():
+        if key not in TIMEOUTS:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of "
+                              f"{', '.join(TIMEOUTS)})")
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not 1 <= value <= TIMEOUT_MAX):
+            raise ConfigError(f"{where}.{key} = {value!r}: expected whole "
+                              f"seconds, 1 to {TIMEOUT_MAX}")
+        out[key] = value
+    return out
 
 
 def _required(where, table, key):
@@ -251,6 +278,7 @@ def parse(text, path="<config>", role=None):
         if key in engine:
             setattr(cfg, key, engine[key])
     check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
+    cfg.timeouts = parse_timeouts(cfg.timeouts)
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

@@ -154,6 +154,11 @@ def format_status(result):
         rows.append(("role", ha_line(r.pop("ha"))))
     if "xsk" in r:
         rows.append(("data plane", _xsk_line(r.pop("xsk"))))
+    timeouts = r.pop("timeouts", None)
+    if isinstance(timeouts, dict):
+        rows.append(("flow timeouts", ", ".join(
+            f"{k} {_exact(v)}s"
+            for k, v in timeouts.items())))
     snat = r.pop("snat", None)
     if isinstance(snat, (list, tuple)) and len(snat) == 3:
         rows.append(("snat", f"{snat[0]} ports {snat[1]}-{snat[2]}"))

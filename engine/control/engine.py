@@ -87,7 +87,8 @@ class Engine:
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
     ha_options (ha.HaOptions: [ha] lease and gateway), state_file (where
     the operator's changes are kept; default `<config_path>.state`, none
-    without config_path: control.changes).
+    without config_path: control.changes), timeouts ({[engine.timeouts]
+    key: seconds} for the core: dataplane.core.TIMEOUTS).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the punt answering and the announcements of the
@@ -100,7 +101,8 @@ class Engine:
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active", ha_options=None,
-                 neighbour_stale=NEIGHBOUR_STALE, state_file=None):
+                 neighbour_stale=NEIGHBOUR_STALE, state_file=None,
+                 timeouts=None):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -112,7 +114,8 @@ class Engine:
         self.services = list(services)
         self.ha = ha.HaState(role, ha_options)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
-                            busy_poll=busy_poll, queues=queues, flows=flows)
+                            busy_poll=busy_poll, queues=queues, flows=flows,
+                            timeouts=dict(timeouts or {}))
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -162,7 +165,8 @@ class Engine:
         self.mac = mac
         flows = self.options["flows"] or (FLOWS_TRACKED if tracked
                                           else FLOWS_DR)
-        self.core = Core(mac=mac, mac2=mac2, workers=queues, flows=flows)
+        self.core = Core(mac=mac, mac2=mac2, workers=queues, flows=flows,
+                         timeouts=self.options["timeouts"])
         self.snat = snat_setting(self.services, self.iface,
                                  self.snat_address, self.snat_ports)
         if self.snat:

@@ -39,7 +39,8 @@ class Report:
         self._clock = clock
 
     def status(self):
-        """Engine-wide facts: interfaces, pid, uptime, counts, modes, HA.
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes, the
+        flow timeouts (seconds, by [engine.timeouts] key), HA.
         PyfwdError naming each part that is not alive (a data-plane loop
         ended or stalled, the control thread stuck: engine.liveness()), so
         that keepalived's check fails and the peer takes over."""
@@ -58,6 +59,7 @@ class Report:
                 if e.snat else None,
                 "haproxy": e.l7.status(),
                 "config": e.config_path,
+                "timeouts": e.core.timeouts() if e.core else None,
                 "ha": e.ha.status()}
 
     def show(self):

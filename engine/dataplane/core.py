@@ -27,7 +27,13 @@ from ..frames import ZERO_MAC, mac_to_bytes
 _core_burst = lib.pyfwd_core_burst
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
            lib.PYFWD_AF_INET: "ipv4", lib.PYFWD_AF_INET6: "ipv6"}
-_TIMEOUT_MAX = 1 << 31      # seconds: the fields are uint32_t
+_TIMEOUT_MAX = lib.PYFWD_TIMEOUT_LIMIT     # seconds
+# The flow timeouts, by the names of the config file's [engine.timeouts]
+# and `ctl status`: the pyfwd_config field of each (seconds idle; see
+# PYFWD_*_TIMEOUT_DEFAULT in csrc/pyfwd.h for what a flow is in each).
+TIMEOUTS = {"tcp_syn": "tcp_syn_timeout", "tcp_established": "tcp_timeout",
+            "tcp_fin": "tcp_fin_timeout", "udp": "udp_timeout"}
+TIMEOUT_MAX = _TIMEOUT_MAX
 
 
 def _stats_plan():
@@ -73,13 +79,14 @@ def _mac_bytes(mac):
 class Core:
     """One instance of the C core.
 
-    Core(mac=None, workers=1, **limits): mac is the balancer's own MAC
-    (unicast frames to other MACs pass to the kernel, and DR writes it as
-    the source); None accepts any.  limits are pyfwd_config's fields
-    (max_frame, max_vips, max_reals, max_ring, flows, tcp_timeout,
-    tcp_fin_timeout, udp_timeout); 0 takes the C default.  Raises
-    ConfigError for a bad value, DataplaneError if the context cannot be
-    created.
+    Core(mac=None, workers=1, timeouts=None, **limits): mac is the
+    balancer's own MAC (unicast frames to other MACs pass to the kernel,
+    and DR writes it as the source); None accepts any.  timeouts: {name
+    of TIMEOUTS: seconds}, those not given take the C default.  limits
+    are pyfwd_config's fields (max_frame, max_vips, max_reals, max_ring,
+    flows, and the timeouts by their field names: tcp_timeout, ...); 0
+    takes the C default.  Raises ConfigError for a bad value,
+    DataplaneError if the context cannot be created.
     """
 
     LIMITS = {"max_frame": lib.PYFWD_FRAME_LIMIT,
@@ -91,7 +98,12 @@ class Core:
               "udp_timeout": _TIMEOUT_MAX, "tcp_syn_timeout": _TIMEOUT_MAX,
               "workers": lib.PYFWD_WORKERS_MAX}
 
-    def __init__(self, mac=None, mac2=None, **limits):
+    def __init__(self, mac=None, mac2=None, timeouts=None, **limits):
+        for name, seconds in (timeouts or {}).items():
+            if name not in TIMEOUTS:
+                raise ConfigError(f"timeout {name!r}: expected one of "
+                                  f"{', '.join(TIMEOUTS)}")
+            limits[TIMEOUTS[name]] = seconds
         cfg = ffi.new("struct pyfwd_config *")
         self.mac = _mac_bytes(mac)
         cfg.mac = list(self.mac)
@@ -265,6 +277,13 @@ class Core:
         return {i: {k: getattr(arr[i], k) for k in REAL_COUNTERS}
                 for i in range(n)}
 
+    def timeouts(self):
+        """{name of TIMEOUTS: seconds} the core runs with, defaults
+        included."""
+        cfg = ffi.new("struct pyfwd_config *")
+        lib.pyfwd_ctx_config_read(self.ctx, cfg)
+        return {name: getattr(cfg, field) for name, field in TIMEOUTS.items()}
+
     def expire(self):
         """Expire every timed-out flow now (tests; the loops do it a few
         slots at a time).  Not while the I/O loops run."""
@@ -328,4 +347,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result"]
+__all__ = ["Core", "Result", "TIMEOUTS", "TIMEOUT_MAX"]

@@ -135,12 +135,14 @@ struct flow {
 
 _Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
 
-/* SNAT source ports: a stack of free ones, a map of taken ones. */
+/* SNAT source ports: a stack of free ones, the flow of taken ones. */
 struct port_pool {
 	uint16_t *free;		/* stack */
 	uint32_t nfree;
 	uint32_t size;
-	uint8_t *taken;		/* by port number: 65536 */
+	uint32_t *owner;	/* by port number (65536): the ORIG entry's
+				 * flow_link, 0 = not taken */
+	uint32_t cursor;	/* where reclaiming looks next (flow.c) */
 };
 
 /* --- workers ------------------------------------------------------------- */

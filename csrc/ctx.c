@@ -12,7 +12,7 @@
 static void worker_free(struct worker *w)
 {
 	free(w->ports.free);
-	free(w->ports.taken);
+	free(w->ports.owner);
 	free(w->flows);
 	free(w->seq);
 	free(w->active);
@@ -50,10 +50,10 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
 	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
 	w->ports.free = calloc(65536, sizeof(*w->ports.free));
-	w->ports.taken = calloc(65536, 1);
+	w->ports.owner = calloc(65536, sizeof(*w->ports.owner));
 	if (!w->flows || !w->seq || !w->active || !w->real_stats ||
 	    !w->punt.data ||
-	    !w->ports.free || !w->ports.taken)
+	    !w->ports.free || !w->ports.owner)
 		return -ENOMEM;
 	return 0;
 }
@@ -164,7 +164,8 @@ int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 		struct port_pool *pp = &ctx->workers[i].ports;
 
 		pp->nfree = pp->size = 0;
-		memset(pp->taken, 0, 65536);
+		memset(pp->owner, 0, 65536 * sizeof(*pp->owner));
+		pp->cursor = 0;
 		for (p = snat->port_hi, k = 0; p >= snat->port_lo; p--, k++) {
 			if ((p - snat->port_lo) % ctx->cfg.workers == i)
 				pp->free[pp->nfree++] = (uint16_t)p;

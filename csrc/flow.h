@@ -67,6 +67,12 @@ static inline void flow_uncount(struct worker *w, struct flow *f)
 	}
 }
 
+/* flow_probe's *evict: what the slot it gives holds (table full). */
+#define EVICT_NONE 0		/* a free slot */
+#define EVICT_HALF_OPEN 1	/* the oldest half-open flow: any new flow
+				 * may push it out (its pair and port too) */
+#define EVICT_DR 2		/* the oldest DR entry: a DR flow may */
+
 /* flow.c: flow_find's search of both probe windows. */
 struct flow *flow_probe(struct worker *w, const struct flow_key *key,
 			uint32_t h, uint64_t now, struct flow **slot,
@@ -74,8 +80,9 @@ struct flow *flow_probe(struct worker *w, const struct flow_key *key,
 
 /*
  * The live flow entry of key (hash h), or NULL with *slot set to where a
- * new one goes: a free slot, else (DR may evict) the oldest of the probe
- * window, with *evict set; NULL *slot when NAT/SNAT finds no free one.
+ * new one goes: a free slot, else the oldest half-open entry of the probe
+ * windows, else the oldest DR entry, with *evict saying which (EVICT_*);
+ * NULL *slot when there is none of them.
  */
 static inline struct flow *flow_find_h(struct worker *w,
 				       const struct flow_key *key, uint32_t h,

@@ -88,7 +88,8 @@ static inline uint8_t flow_first_state(uint8_t mode, const struct parse *ps)
 }
 
 /*
- * A new flow of the VIP into `slot` (evicting its DR entry if `evict`):
+ * A new flow of the VIP into `slot` (pushing out what it holds if
+ * `evict`, EVICT_*: a half-open flow, or for DR the oldest DR entry):
  * its real (persistence first, else the scheduler), its REPLY entry for
  * NAT/SNAT.  Returns the flow, or NULL with *why a drop reason.
  */
@@ -103,7 +104,8 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct flow_key pk;
 
 	*why = PYFWD_R_DROP_TABLE_FULL;
-	if (unlikely(!slot || (evict && vip->mode != PYFWD_MODE_DR)))
+	if (unlikely(!slot || (evict == EVICT_DR &&
+			       vip->mode != PYFWD_MODE_DR)))
 		return NULL;
 	if (vip->persist)
 		id = sched_persist_lookup(w, b, vip, &ps->key, now, &pe, &pk);
@@ -126,7 +128,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 		pe->expires_ns = now + (uint64_t)vip->persist * NS_PER_S;
 	}
 	if (evict)
-		flow_uncount(w, slot);
+		flow_free(w, slot);	/* a half-open pair: both, its port */
 	flow = slot;
 	memset(flow, 0, sizeof(*flow));
 	flow->key = ps->key;
@@ -136,16 +138,18 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow->peer = NO_PEER;
 	flow->in_if = f->in_if;
 	memcpy(flow->mac, f->data + 6, 6);
-	flow->state = flow_first_state(vip->mode, ps);
 	if (vip->mode != PYFWD_MODE_DR) {
-		flow->expires_ns = now + 1;	/* taken while we look */
+		/* taken while we look; state 0: no half-open to push out */
+		flow->expires_ns = now + 1;
 		*why = flow_pair_open(ctx, w, b, flow, now);
 		if (*why) {
 			flow->expires_ns = 0;	/* the slot stays free */
 			return NULL;
 		}
+		flow_peer(w, flow)->state = flow_first_state(vip->mode, ps);
 	}
-	w->stats.flows.flows_evicted += evict;
+	flow->state = flow_first_state(vip->mode, ps);
+	w->stats.flows.flows_evicted += evict != EVICT_NONE;
 	w->stats.flows.flows_new++;
 	w->real_stats[id].flows_new++;
 	flow->counted = 1;

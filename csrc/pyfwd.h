@@ -232,7 +232,9 @@ struct pyfwd_flow_stats {
 	uint64_t flows_new;		/* flows scheduled */
 	uint64_t flow_hits;		/* frames of a known flow */
 	uint64_t flows_rescheduled;	/* their real was removed */
-	uint64_t flows_evicted;		/* DR flows pushed out: table full */
+	uint64_t flows_evicted;		/* pushed out of a full table (or
+					 * SNAT port range): half-open flows
+					 * first, then DR ones */
 	uint64_t flows_expired;		/* NAT/SNAT flows the sweep freed */
 	uint64_t snat_ports_used;	/* SNAT source ports in use now */
 	uint64_t flows_half_open;	/* TCP flows whose handshake is not

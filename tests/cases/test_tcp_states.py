@@ -171,6 +171,15 @@ def snat_synack(port, snat_port):
                 sa, "forward_reply", out=out, out_if=0)
 
 
+def snat_ack(port, snat_port, flags="A"):
+    c = nd.tcp(nd.CLIENT, port, nd.SVIP, 80, flags, nd.OUT_MAC,
+               nd.CLIENT_MAC)
+    out = nd.tcp(nd.SNAT, snat_port, nd.SREAL, 8080, flags, nd.SREAL_MAC,
+                 nd.OUT_MAC)
+    return Case(f"snat-{flags}-{port}", f"client {flags} from our port",
+                c, "forward", vip=2, out=out, out_if=0)
+
+
 def test_snat_half_open_flows_give_their_ports_back_after_tcp_syn():
     p0, p1 = nd.SNAT_PORTS
     core = nat_core()
@@ -181,21 +190,42 @@ def test_snat_half_open_flows_give_their_ports_back_after_tcp_syn():
     at(core, 1, snat_synack(40001, p1))
     assert core.stats()["snat_ports_used"] == 2
     assert alive(core, 1) == (2, 2)
-    at(core, 2, Case("snat-ports-full", "a third client: no port left",
-                     snat_syn(40002, p0).frame, "drop_ports_full", vip=2))
     # ...for tcp_syn seconds, not tcp_established.
+    assert alive(core, 1 + SYN_S - 1) == (2, 2)
     assert alive(core, 1 + SYN_S + 1) == (0, 0)
     assert core.stats()["snat_ports_used"] == 0
     at(core, 1 + SYN_S + 2, snat_syn(40002, p1))    # the pool's next port
     at(core, 1 + SYN_S + 3, snat_synack(40002, p1))
-    ack = nd.tcp(nd.CLIENT, 40002, nd.SVIP, 80, "A", nd.OUT_MAC,
-                 nd.CLIENT_MAC)
-    at(core, 1 + SYN_S + 4, Case(
-        "snat-ack", "the client's ACK: established", ack, "forward", vip=2,
-        out=nd.tcp(nd.SNAT, p1, nd.SREAL, 8080, "A", nd.SREAL_MAC,
-                   nd.OUT_MAC)))
+    at(core, 1 + SYN_S + 4, snat_ack(40002, p1))    # established
     assert alive(core, 1 + SYN_S + 4 + EST_S - 1) == (1, 0)
     assert core.stats()["snat_ports_used"] == 1
+
+
+def test_snat_ports_of_half_open_flows_are_reclaimed_first():
+    p0, p1 = nd.SNAT_PORTS
+    core = nat_core()
+    at(core, 0, snat_syn(40000, p0))        # a real client: established
+    at(core, 0, snat_synack(40000, p0))
+    at(core, 0, snat_ack(40000, p0))
+    at(core, 1, snat_syn(40001, p1))        # a spoofed SYN, answered
+    at(core, 1, snat_synack(40001, p1))
+    # Every port is taken: the half-open flow gives its port up at once.
+    at(core, 2, snat_syn(40002, p1))
+    s = core.stats()
+    assert (s["flows_evicted"], s["snat_ports_used"]) == (1, 2)
+    assert alive(core, 2) == (2, 1)
+    # the established client keeps its port; the spoofed flow is gone
+    at(core, 3, snat_ack(40000, p0, "PA"))
+    late = snat_synack(40001, p1).frame     # p1 is 40002's now: its SYN-ACK
+    at(core, 3, Case("snat-late", "the evicted flow's answer, mapped to the "
+                     "port's new flow", late, "forward_reply",
+                     out=snat_synack(40002, p1).out, out_if=0))
+    # Established flows only: a new client is turned away, counted.
+    at(core, 4, snat_ack(40002, p1))
+    at(core, 5, Case("snat-ports-full", "every port held by an established "
+                     "flow", snat_syn(40003, p0).frame, "drop_ports_full",
+                     vip=2))
+    assert core.stats()["reason"]["drop_ports_full"] == 1
 
 
 def test_half_open_count_follows_many_flows():
@@ -224,3 +254,23 @@ def test_default_timeouts_are_the_headers():
     assert nat_core().timeouts() == {**TIMEOUTS,
                                      "udp": lib.PYFWD_UDP_TIMEOUT_DEFAULT}
 
+
+
+def test_full_dr_table_pushes_half_open_flows_out_first():
+    """The oldest entries are established, yet a SYN flood pushes out its
+    own half-open flows, never them (before: the oldest went first)."""
+    core = Core(mac=defs.LB_MAC, flows=64, timeouts=TIMEOUTS)
+    core.publish_services([defs.SERVICES[0]], defs.MACS)
+    core.set_clock(T0)
+    est = range(41000, 41030)
+    core.process([dr_seg("S", p).frame for p in est])
+    core.process([dr_seg("A", p).frame for p in est])
+    assert core.stats()["flows_half_open"] == 0
+    core.set_clock(T0 + 1)
+    _, res = core.process([dr_seg("S", p).frame for p in range(20000, 21000)])
+    assert {r.reason for r in res} == {"forward"}
+    s = core.stats()
+    assert s["flows_evicted"] > 900
+    # every established flow is still known: its next segment is a hit
+    core.process([dr_seg("PA", p).frame for p in est])
+    assert core.stats()["flows_new"] == s["flows_new"]

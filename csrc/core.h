@@ -176,6 +176,8 @@ struct worker {
 	struct punt_ring punt;
 	struct pyfwd_stats stats;
 	uint64_t beats;		/* loop iterations: the heartbeat (io/io.h) */
+	uint64_t new_second;	/* new_flows_per_second: the second counted */
+	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
 } __attribute__((aligned(64)));
 

@@ -158,6 +158,51 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	return flow;
 }
 
+/* New flows per second on this worker past the cap (when there is one). */
+static inline int new_flow_over_cap(const struct pyfwd_config *c,
+				    struct worker *w, uint64_t now)
+{
+	uint64_t second = now / NS_PER_S;
+
+	if (likely(!c->new_flows_per_second))
+		return 0;
+	if (w->new_second != second) {
+		w->new_second = second;
+		w->new_in_second = 0;
+	}
+	return w->new_in_second >= c->new_flows_per_second;
+}
+
+/*
+ * A new flow beyond the cap: DR with Maglev sends it by the table without
+ * a flow entry (the same tuple, the same real, while the table stands:
+ * Katran's LRU bypass); anything else is dropped, as for a full table.
+ */
+static uint32_t forward_untracked(const struct pyfwd_ctx *ctx,
+				  struct worker *w, const struct vip_bank *b,
+				  struct parse *ps, struct pyfwd_frame *f)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	struct flow e = { .dir = DIR_ORIG, .mode = PYFWD_MODE_DR };
+	uint32_t id;
+
+	if (vip->mode != PYFWD_MODE_DR || vip->sched != PYFWD_SCHED_HASH ||
+	    vip->persist)
+		return PYFWD_R_DROP_TABLE_FULL;
+	if (unlikely(!vip->ring_len))
+		return PYFWD_R_DROP_NO_REAL;
+	id = sched_pick(b, w, vip, ps->r->vip, &ps->key);
+	if (unlikely(!real_usable(b, id)))
+		return PYFWD_R_DROP_NO_REAL;
+	e.key = ps->key;
+	e.real = (uint16_t)id;
+	xlat_apply(ctx, w, b, &e, ps, f);
+	w->stats.flows.flows_bypassed++;
+	w->real_stats[id].frames++;
+	w->real_stats[id].bytes += f->len;
+	return PYFWD_R_FORWARD;
+}
+
 uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 		     const struct vip_bank *b, struct parse *ps,
 		     struct pyfwd_frame *f, uint64_t now)
@@ -183,9 +228,12 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (flow) {
 		w->stats.flows.flow_hits++;
 	} else {
+		if (unlikely(new_flow_over_cap(&ctx->cfg, w, now)))
+			return forward_untracked(ctx, w, b, ps, f);
 		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, &why);
 		if (!flow)
 			return why;
+		w->new_in_second++;
 	}
 	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
 

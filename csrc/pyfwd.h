@@ -193,6 +193,12 @@ struct pyfwd_config {
 	uint32_t tcp_syn_timeout; /* half-open: handshake not done yet */
 	uint8_t mac2[6];	/* interface slot 1 (two-arm NAT: inside) */
 	uint16_t pad2;
+	/*
+	 * New flows a worker (= RX queue) makes per second; 0 = no cap.
+	 * Beyond it a DR VIP with Maglev forwards by its table without a
+	 * flow entry (flows_bypassed); the others drop (drop_table_full).
+	 */
+	uint32_t new_flows_per_second;
 };
 
 /*
@@ -240,6 +246,9 @@ struct pyfwd_flow_stats {
 	uint64_t flows_half_open;	/* TCP flows whose handshake is not
 					 * done, now (expired ones leave as
 					 * the sweep finds them) */
+	uint64_t flows_bypassed;	/* frames of new flows beyond
+					 * new_flows_per_second, forwarded
+					 * by the Maglev table, untracked */
 };
 
 /* TCP/UDP checksums of frames flagged PYFWD_FRAME_CSUM_PARTIAL. */
@@ -488,7 +497,7 @@ _Static_assert(sizeof(struct pyfwd_frame) == 16, "pyfwd_frame ABI");
 _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
 _Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
 _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
-_Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
+_Static_assert(sizeof(struct pyfwd_config) == 56, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");

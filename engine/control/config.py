@@ -15,6 +15,8 @@ touched.
     neighbour_stale = 60                    # s a real's MAC outlives no ARP
     state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
                                             # default: this file + .state
+    new_flows_per_second = 0                # per queue, 0: no cap; beyond:
+                                            # DR+maglev untracked, else drop
 
     [engine.timeouts]                       # optional: idle seconds of a flow
     tcp_syn = 30                            # half-open: handshake not done
@@ -56,7 +58,7 @@ from .health.vipprobe import check_via_vip
 from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
-from ..dataplane.core import TIMEOUT_MAX, TIMEOUTS
+from ..dataplane.core import NEW_FLOWS_MAX, TIMEOUT_MAX, TIMEOUTS
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
@@ -65,7 +67,8 @@ from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
-               "state_file": str, "timeouts": dict}
+               "state_file": str, "timeouts": dict,
+               "new_flows_per_second": int}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list, "on_down": str,
@@ -95,6 +98,7 @@ class Config:
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
+    new_flows_per_second: int = 0       # per queue; 0: no cap
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -279,6 +283,10 @@ def parse(text, path="<config>", role=None):
             setattr(cfg, key, engine[key])
     check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
     cfg.timeouts = parse_timeouts(cfg.timeouts)
+    if not 0 <= cfg.new_flows_per_second <= NEW_FLOWS_MAX:
+        raise ConfigError(f"engine.new_flows_per_second = "
+                          f"{cfg.new_flows_per_second}: expected 0 (no cap)"
+                          f" to {NEW_FLOWS_MAX} new flows a second per queue")
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

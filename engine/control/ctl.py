@@ -312,7 +312,7 @@ def _show_row(r):
 # in one; tests/unit/test_counters.py pins them to the header).
 FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
                  "flows_evicted", "flows_expired", "snat_ports_used",
-                 "flows_half_open")
+                 "flows_half_open", "flows_bypassed")
 CSUM_COUNTERS = ("csum_completed", "csum_bad")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
                "polls")

@@ -88,7 +88,8 @@ class Engine:
     ha_options (ha.HaOptions: [ha] lease and gateway), state_file (where
     the operator's changes are kept; default `<config_path>.state`, none
     without config_path: control.changes), timeouts ({[engine.timeouts]
-    key: seconds} for the core: dataplane.core.TIMEOUTS).
+    key: seconds} for the core: dataplane.core.TIMEOUTS),
+    new_flows_per_second (per queue, 0: no cap: dataplane.core.Core).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the punt answering and the announcements of the
@@ -102,7 +103,7 @@ class Engine:
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
-                 timeouts=None):
+                 timeouts=None, new_flows_per_second=0):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -115,7 +116,8 @@ class Engine:
         self.ha = ha.HaState(role, ha_options)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
-                            timeouts=dict(timeouts or {}))
+                            timeouts=dict(timeouts or {}),
+                            new_flows_per_second=new_flows_per_second)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -166,7 +168,9 @@ class Engine:
         flows = self.options["flows"] or (FLOWS_TRACKED if tracked
                                           else FLOWS_DR)
         self.core = Core(mac=mac, mac2=mac2, workers=queues, flows=flows,
-                         timeouts=self.options["timeouts"])
+                         timeouts=self.options["timeouts"],
+                         new_flows_per_second=self.options[
+                             "new_flows_per_second"])
         self.snat = snat_setting(self.services, self.iface,
                                  self.snat_address, self.snat_ports)
         if self.snat:

@@ -55,6 +55,9 @@ CORE_METRICS = {
     "flows_half_open": ("pyfwd_flows_half_open", "gauge",
                         "TCP flows whose handshake is not done (held for "
                         "the tcp_syn timeout)."),
+    "flows_bypassed": ("pyfwd_flows_bypassed_total", "counter",
+                       "Frames of new flows beyond new_flows_per_second "
+                       "that DR forwarded by the Maglev table, untracked."),
     "csum_completed": ("pyfwd_csum_completed_total", "counter",
                        "TCP/UDP checksums a sender left unfinished (a veth's "
                        "tx checksum offload), completed before forwarding."),

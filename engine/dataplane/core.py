@@ -34,6 +34,7 @@ _TIMEOUT_MAX = lib.PYFWD_TIMEOUT_LIMIT     # seconds
 TIMEOUTS = {"tcp_syn": "tcp_syn_timeout", "tcp_established": "tcp_timeout",
             "tcp_fin": "tcp_fin_timeout", "udp": "udp_timeout"}
 TIMEOUT_MAX = _TIMEOUT_MAX
+NEW_FLOWS_MAX = (1 << 32) - 1   # new_flows_per_second: a uint32_t
 
 
 def _stats_plan():
@@ -84,8 +85,10 @@ class Core:
     and DR writes it as the source); None accepts any.  timeouts: {name
     of TIMEOUTS: seconds}, those not given take the C default.  limits
     are pyfwd_config's fields (max_frame, max_vips, max_reals, max_ring,
-    flows, and the timeouts by their field names: tcp_timeout, ...); 0
-    takes the C default.  Raises ConfigError for a bad value,
+    flows, the timeouts by their field names: tcp_timeout, ...; and
+    new_flows_per_second, per worker: beyond it a DR VIP with Maglev
+    forwards new flows untracked, others drop them); 0 takes the C
+    default (new_flows_per_second: no cap).  Raises ConfigError for a bad value,
     DataplaneError if the context cannot be created.
     """
 
@@ -96,6 +99,7 @@ class Core:
               "flows": lib.PYFWD_FLOWS_LIMIT,
               "tcp_timeout": _TIMEOUT_MAX, "tcp_fin_timeout": _TIMEOUT_MAX,
               "udp_timeout": _TIMEOUT_MAX, "tcp_syn_timeout": _TIMEOUT_MAX,
+              "new_flows_per_second": NEW_FLOWS_MAX,
               "workers": lib.PYFWD_WORKERS_MAX}
 
     def __init__(self, mac=None, mac2=None, timeouts=None, **limits):
@@ -347,4 +351,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result", "TIMEOUTS", "TIMEOUT_MAX"]
+__all__ = ["Core", "Result", "TIMEOUTS", "TIMEOUT_MAX", "NEW_FLOWS_MAX"]

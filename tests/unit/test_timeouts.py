@@ -118,3 +118,36 @@ def test_half_open_gauge_in_ctl_stats_and_metrics():
         metrics.render({"core": {"flows_half_open": 3}}))}
     fam = families["pyfwd_flows_half_open"]
     assert fam.type == "gauge" and fam.samples[0].value == 3
+
+
+def test_new_flows_per_second_is_read_and_checked():
+    cfg = config_mod.parse(f"[engine]\nnew_flows_per_second = 50000\n{VIP}")
+    assert cfg.new_flows_per_second == 50000
+    assert config_mod.parse(VIP).new_flows_per_second == 0
+    for bad, says in (("-1", "= -1: expected 0 (no cap) to"),
+                      ("1.5", "= 1.5: expected an integer"),
+                      ("true", "= True: expected an integer")):
+        with pytest.raises(ConfigError) as exc:
+            config_mod.parse(f"[engine]\nnew_flows_per_second = {bad}\n"
+                             f"{VIP}")
+        assert f"engine.new_flows_per_second {says}" in str(exc.value)
+
+
+def test_engine_passes_the_cap_and_reload_refuses_a_change(tmp_path):
+    text = f"[engine]\nnew_flows_per_second = 100\n{VIP}"
+    path = tmp_path / "pyfwd.toml"
+    path.write_text(text)
+    cfg = config_mod.load(str(path))
+    eng = Engine("eth0", cfg.services, config_path=str(path),
+                 new_flows_per_second=cfg.new_flows_per_second)
+    assert eng.options["new_flows_per_second"] == 100
+    eng.core = Core(mac=LB_MAC, flows=1024, new_flows_per_second=100)
+    eng.xsk = FakeXsk()
+    eng.hops.apply({s.reals[0].address: (MAC, 0, None)
+                    for s in eng.services})
+    eng._publish()
+    eng.reload()
+    path.write_text(text.replace("100", "200"))
+    with pytest.raises(ConfigError, match="new_flows_per_second 200 differs "
+                       "from the running 100; restart"):
+        eng.reload()

@@ -40,7 +40,8 @@ class Report:
 
     def status(self):
         """Engine-wide facts: interfaces, pid, uptime, counts, modes, the
-        flow timeouts (seconds, by [engine.timeouts] key), HA.
+        flow timeouts (seconds, by [engine.timeouts] key), the cap on new
+        flows per second per queue (0: none), HA.
         PyfwdError naming each part that is not alive (a data-plane loop
         ended or stalled, the control thread stuck: engine.liveness()), so
         that keepalived's check fails and the peer takes over."""
@@ -60,6 +61,8 @@ class Report:
                 "haproxy": e.l7.status(),
                 "config": e.config_path,
                 "timeouts": e.core.timeouts() if e.core else None,
+                "new_flows_per_second": e.core.new_flows_per_second()
+                if e.core else None,
                 "ha": e.ha.status()}
 
     def show(self):

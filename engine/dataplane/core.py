@@ -281,12 +281,20 @@ class Core:
         return {i: {k: getattr(arr[i], k) for k in REAL_COUNTERS}
                 for i in range(n)}
 
+    def _config(self):
+        cfg = ffi.new("struct pyfwd_config *")
+        lib.pyfwd_ctx_config_read(self.ctx, cfg)
+        return cfg
+
     def timeouts(self):
         """{name of TIMEOUTS: seconds} the core runs with, defaults
         included."""
-        cfg = ffi.new("struct pyfwd_config *")
-        lib.pyfwd_ctx_config_read(self.ctx, cfg)
+        cfg = self._config()
         return {name: getattr(cfg, field) for name, field in TIMEOUTS.items()}
+
+    def new_flows_per_second(self):
+        """The cap on new flows per second per worker; 0: none."""
+        return self._config().new_flows_per_second
 
     def expire(self):
         """Expire every timed-out flow now (tests; the loops do it a few

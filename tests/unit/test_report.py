@@ -38,6 +38,9 @@ class FakeCore:
         return {"tcp_syn": 30, "tcp_established": 900, "tcp_fin": 10,
                 "udp": 300}
 
+    def new_flows_per_second(self):
+        return 0
+
     def stats(self, worker=None):
         return {"rx": worker, "tx": 0, "tx_ring_full": 0, "wakeups": 0,
                 "polls": 0, "other": 1}

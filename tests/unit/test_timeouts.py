@@ -2,6 +2,8 @@
 core at create, refused on reload, shown by `ctl status` (and its JSON),
 and the half-open gauge in `ctl stats` and the metrics."""
 
+import re
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -108,6 +110,8 @@ def test_status_shows_the_timeouts():
     text = ctl.format_status(status)
     assert "flow timeouts" in text
     assert "tcp_syn 45s" in text and "tcp_established 900s" in text
+    assert status["new_flows_per_second"] == 0
+    assert re.search(r"^new flows per second +0$", text, re.M), text
     assert Report(fake_engine(core=None)).status()["timeouts"] is None
 
 

@@ -58,6 +58,10 @@ static int icmp_error_parse(struct parse *ps, uint32_t l4)
 		return 0;
 	if (ld_be16(in + IP4_FRAG_OFF) & IP4_FRAG_OFFSET)
 		return 0;	/* a later fragment quotes no ports */
+	/* An error goes to the sender of what it quotes: else not ours. */
+	if (memcmp(ps->p + ps->r->l3_off + IP4_DADDR_OFF, in + IP4_SADDR_OFF,
+		   4))
+		return 0;
 	fill_key(&ps->key, in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
 		 PYFWD_AF_INET, in[9], in + ihl);
 	ps->inner_l3 = l4 + ICMP4_HDR_LEN;

@@ -93,9 +93,21 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian");
 _Static_assert(offsetof(struct flow_key, sport) == 32 &&
 	       sizeof(struct flow_key) == 40, "flow_key layout");
 
-#define FLOW_OPEN 1	/* DR: any packet; NAT: the real answered */
-#define FLOW_CLOSING 2	/* FIN or RST seen: short timeout */
-#define FLOW_SYN 3	/* NAT/SNAT: the client's SYN, no answer yet */
+/*
+ * TCP states, as a balancer needs them (UDP flows stay FLOW_OPEN).  A flow
+ * made by a SYN is half-open (tcp_syn_timeout) until the client's ACK
+ * completes the handshake: DR sees only the client (SYN, then an ACK
+ * without SYN); NAT/SNAT wait for the real's answer first, so that a
+ * spoofed SYN, answered by a SYN-ACK nobody acknowledges, holds its slots
+ * and SNAT port for tcp_syn_timeout, not tcp_timeout.  A DR flow made by
+ * another segment picks up a connection under way (a restart, another
+ * node's flow): established at once; a NAT one still waits for the real.
+ */
+#define FLOW_OPEN 1	/* established: tcp_timeout */
+#define FLOW_CLOSING 2	/* FIN or RST seen: tcp_fin_timeout */
+#define FLOW_SYN 3	/* half-open: the client's SYN, no more yet */
+#define FLOW_SYN_ACK 4	/* half-open, NAT/SNAT: the real answered, the
+			 * client's ACK not seen yet */
 #define FLOW_PROBE 16	/* slots looked at from each of two hashes */
 
 #define DIR_ORIG 0	/* client -> VIP */
@@ -123,12 +135,14 @@ struct flow {
 
 _Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
 
-/* SNAT source ports: a stack of free ones, a map of taken ones. */
+/* SNAT source ports: a stack of free ones, the flow of taken ones. */
 struct port_pool {
 	uint16_t *free;		/* stack */
 	uint32_t nfree;
 	uint32_t size;
-	uint8_t *taken;		/* by port number: 65536 */
+	uint32_t *owner;	/* by port number (65536): the ORIG entry's
+				 * flow_link, 0 = not taken */
+	uint32_t cursor;	/* where reclaiming looks next (flow.c) */
 };
 
 /* --- workers ------------------------------------------------------------- */
@@ -162,6 +176,8 @@ struct worker {
 	struct punt_ring punt;
 	struct pyfwd_stats stats;
 	uint64_t beats;		/* loop iterations: the heartbeat (io/io.h) */
+	uint64_t new_second;	/* new_flows_per_second: the second counted */
+	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
 } __attribute__((aligned(64)));
 

@@ -12,7 +12,7 @@
 static void worker_free(struct worker *w)
 {
 	free(w->ports.free);
-	free(w->ports.taken);
+	free(w->ports.owner);
 	free(w->flows);
 	free(w->seq);
 	free(w->active);
@@ -50,10 +50,10 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
 	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
 	w->ports.free = calloc(65536, sizeof(*w->ports.free));
-	w->ports.taken = calloc(65536, 1);
+	w->ports.owner = calloc(65536, sizeof(*w->ports.owner));
 	if (!w->flows || !w->seq || !w->active || !w->real_stats ||
 	    !w->punt.data ||
-	    !w->ports.free || !w->ports.taken)
+	    !w->ports.free || !w->ports.owner)
 		return -ENOMEM;
 	return 0;
 }
@@ -68,10 +68,10 @@ static void config_defaults(struct pyfwd_config *c)
 	DEFAULT(max_reals, PYFWD_REALS_MAX_DEFAULT);
 	DEFAULT(max_ring, PYFWD_RING_MAX_DEFAULT);
 	DEFAULT(flows, PYFWD_FLOWS_DEFAULT);
-	DEFAULT(tcp_timeout, 900);
-	DEFAULT(tcp_fin_timeout, 10);
-	DEFAULT(udp_timeout, 300);
-	DEFAULT(tcp_syn_timeout, 30);
+	DEFAULT(tcp_timeout, PYFWD_TCP_TIMEOUT_DEFAULT);
+	DEFAULT(tcp_fin_timeout, PYFWD_TCP_FIN_TIMEOUT_DEFAULT);
+	DEFAULT(udp_timeout, PYFWD_UDP_TIMEOUT_DEFAULT);
+	DEFAULT(tcp_syn_timeout, PYFWD_TCP_SYN_TIMEOUT_DEFAULT);
 #undef DEFAULT
 }
 
@@ -89,7 +89,11 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 	    cfg->max_frame > PYFWD_FRAME_LIMIT ||
 	    cfg->max_reals > PYFWD_REALS_LIMIT ||
 	    cfg->workers > PYFWD_WORKERS_MAX ||
-	    cfg->flows > PYFWD_FLOWS_LIMIT || cfg->max_ring > PYFWD_RING_LIMIT)
+	    cfg->flows > PYFWD_FLOWS_LIMIT || cfg->max_ring > PYFWD_RING_LIMIT ||
+	    cfg->tcp_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->tcp_fin_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->udp_timeout > PYFWD_TIMEOUT_LIMIT ||
+	    cfg->tcp_syn_timeout > PYFWD_TIMEOUT_LIMIT)
 		return -EINVAL;
 
 	ctx = calloc(1, sizeof(*ctx));
@@ -137,6 +141,12 @@ void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 	free(ctx);
 }
 
+void pyfwd_ctx_config_read(const struct pyfwd_ctx *ctx,
+			   struct pyfwd_config *out)
+{
+	*out = ctx->cfg;
+}
+
 int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 {
 	uint32_t i, p, k;
@@ -154,7 +164,8 @@ int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 		struct port_pool *pp = &ctx->workers[i].ports;
 
 		pp->nfree = pp->size = 0;
-		memset(pp->taken, 0, 65536);
+		memset(pp->owner, 0, 65536 * sizeof(*pp->owner));
+		pp->cursor = 0;
 		for (p = snat->port_hi, k = 0; p >= snat->port_lo; p--, k++) {
 			if ((p - snat->port_lo) % ctx->cfg.workers == i)
 				pp->free[pp->nfree++] = (uint16_t)p;

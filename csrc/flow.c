@@ -13,7 +13,7 @@
 /* SNAT: a source port back to its worker's pool. */
 static void snat_port_release(struct worker *w, uint16_t port)
 {
-	w->ports.taken[port] = 0;
+	w->ports.owner[port] = 0;
 	w->ports.free[w->ports.nfree++] = port;
 	w->stats.flows.snat_ports_used--;
 }
@@ -35,7 +35,7 @@ flow_probe(struct worker *w, const struct flow_key *key, uint32_t h,
 	uint32_t k;
 	/* Two windows (two choices) keep the table usable when nearly full. */
 	uint32_t start[2] = { h, (h * 0x9e3779b1u) ^ (h >> 15) ^ 0x5bd1e995u };
-	struct flow *free_[2] = { NULL, NULL }, *oldest = NULL;
+	struct flow *free_[2] = { NULL, NULL }, *oldest = NULL, *half = NULL;
 	uint32_t nfree[2] = { 0, 0 };
 
 	for (k = 0; k < 2 * FLOW_PROBE; k++) {
@@ -51,15 +51,22 @@ flow_probe(struct worker *w, const struct flow_key *key, uint32_t h,
 		}
 		if (!memcmp(&f->key, key, sizeof(*key)))
 			return f;
-		if (f->peer == NO_PEER &&
-		    (!oldest || f->expires_ns < oldest->expires_ns))
-			oldest = f;	/* only DR entries may be pushed out */
+		if (flow_half_open(f->state)) {
+			/* spoofed SYNs' first: never established */
+			if (!half || f->expires_ns < half->expires_ns)
+				half = f;
+		} else if (f->peer == NO_PEER &&
+			   (!oldest || f->expires_ns < oldest->expires_ns)) {
+			oldest = f;	/* of the rest, DR entries only */
+		}
 	}
 	/* A new flow goes to the emptier window (the power of two choices). */
 	*slot = nfree[1] > nfree[0] ? free_[1] : free_[0];
-	*evict = !*slot && oldest;
-	if (!*slot)
-		*slot = oldest;
+	*evict = EVICT_NONE;
+	if (!*slot && (half || oldest)) {
+		*evict = half ? EVICT_HALF_OPEN : EVICT_DR;
+		*slot = half ? half : oldest;
+	}
 	return NULL;
 }
 
@@ -77,10 +84,42 @@ void flow_free(struct worker *w, struct flow *f)
 		orig = peer;
 	flow_uncount(w, orig);
 	if (orig->mode == PYFWD_MODE_SNAT && orig->snat_port &&
-	    w->ports.taken[orig->snat_port])
+	    w->ports.owner[orig->snat_port])
 		snat_port_release(w, orig->snat_port);
 	f->expires_ns = peer->expires_ns = 0;
 	f->peer = peer->peer = NO_PEER;
+}
+
+/*
+ * SNAT, every port taken: free a port whose flow is half-open (or expired,
+ * not swept yet), looking at PORT_RECLAIM ports from where the last look
+ * stopped.  1 if one is free now.
+ */
+#define PORT_RECLAIM 64
+
+static int snat_port_reclaim(const struct pyfwd_ctx *ctx, struct worker *w,
+			     uint64_t now)
+{
+	uint32_t lo = ctx->snat.port_lo, n = ctx->snat.port_hi - lo + 1, k;
+
+	for (k = 0; k < PORT_RECLAIM && k < n; k++) {
+		uint32_t port = lo + w->ports.cursor++ % n, o;
+		struct flow *f;
+
+		o = w->ports.owner[port];
+		if (!o)
+			continue;
+		f = &w->flows[o - 1];
+		if (flow_alive(f, now) && !flow_half_open(f->state))
+			continue;
+		if (flow_alive(f, now))
+			w->stats.flows.flows_evicted++;
+		else
+			w->stats.flows.flows_expired++;
+		flow_free(w, f);
+		return 1;
+	}
+	return 0;
 }
 
 uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
@@ -93,10 +132,11 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 	int evict = 0;
 
 	if (orig->mode == PYFWD_MODE_SNAT) {
-		if (unlikely(!w->ports.nfree))
+		if (unlikely(!w->ports.nfree) &&
+		    !snat_port_reclaim(ctx, w, now))
 			return PYFWD_R_DROP_PORTS_FULL;
 		orig->snat_port = w->ports.free[--w->ports.nfree];
-		w->ports.taken[orig->snat_port] = 1;
+		w->ports.owner[orig->snat_port] = flow_link(w, orig);
 		w->stats.flows.snat_ports_used++;
 		memcpy(rk.daddr, ctx->snat.addr, 16);
 		rk.dport = orig->snat_port;
@@ -109,13 +149,18 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 	rk.proto = orig->key.proto;
 	rk.family = orig->key.family;
 	dup = flow_find(w, &rk, now, &rep, &evict);
-	if (unlikely(dup || !rep || evict)) {
+	if (unlikely(dup || !rep || rep == orig || evict == EVICT_DR)) {
 		/* no room, or the same reply tuple serves another flow */
 		if (orig->mode == PYFWD_MODE_SNAT)
 			snat_port_release(w, orig->snat_port);
 		return PYFWD_R_DROP_TABLE_FULL;
 	}
+	if (evict) {			/* a half-open flow goes */
+		flow_free(w, rep);
+		w->stats.flows.flows_evicted++;
+	}
 	rep->key = rk;
+	rep->counted = 0;
 	rep->real = orig->real;
 	rep->dir = DIR_REPLY;
 	rep->mode = orig->mode;

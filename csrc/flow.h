@@ -49,14 +49,29 @@ static inline uint32_t flow_link(const struct worker *w, const struct flow *f)
 	return (uint32_t)(f - w->flows) + 1;
 }
 
-/* A flow stops counting toward its real's live flows (LC and stats). */
+static inline int flow_half_open(uint8_t state)
+{
+	return state == FLOW_SYN || state == FLOW_SYN_ACK;
+}
+
+/*
+ * A flow stops counting toward its real's live flows (LC and stats) and,
+ * half-open, toward flows_half_open.  Only a live ORIG entry counts.
+ */
 static inline void flow_uncount(struct worker *w, struct flow *f)
 {
 	if (f->counted) {
 		f->counted = 0;
 		w->active[f->real]--;
+		w->stats.flows.flows_half_open -= flow_half_open(f->state);
 	}
 }
+
+/* flow_probe's *evict: what the slot it gives holds (table full). */
+#define EVICT_NONE 0		/* a free slot */
+#define EVICT_HALF_OPEN 1	/* the oldest half-open flow: any new flow
+				 * may push it out (its pair and port too) */
+#define EVICT_DR 2		/* the oldest DR entry: a DR flow may */
 
 /* flow.c: flow_find's search of both probe windows. */
 struct flow *flow_probe(struct worker *w, const struct flow_key *key,
@@ -65,8 +80,9 @@ struct flow *flow_probe(struct worker *w, const struct flow_key *key,
 
 /*
  * The live flow entry of key (hash h), or NULL with *slot set to where a
- * new one goes: a free slot, else (DR may evict) the oldest of the probe
- * window, with *evict set; NULL *slot when NAT/SNAT finds no free one.
+ * new one goes: a free slot, else the oldest half-open entry of the probe
+ * windows, else the oldest DR entry, with *evict saying which (EVICT_*);
+ * NULL *slot when there is none of them.
  */
 static inline struct flow *flow_find_h(struct worker *w,
 				       const struct flow_key *key, uint32_t h,
@@ -89,6 +105,23 @@ static inline struct flow *flow_find(struct worker *w,
 	return flow_find_h(w, key, flow_hash(key), now, slot, evict);
 }
 
+/* The state a TCP flow moves to on a segment with flags fl (see core.h). */
+static inline uint8_t flow_tcp_state(const struct flow *f, uint8_t fl,
+				     int from_real)
+{
+	uint8_t syn_ack = fl & (TCP_SYN | TCP_ACK);
+
+	if (fl & (TCP_FIN | TCP_RST))
+		return FLOW_CLOSING;
+	if (from_real)
+		return f->state == FLOW_SYN ? FLOW_SYN_ACK : f->state;
+	if (syn_ack == TCP_ACK &&
+	    (f->state == FLOW_SYN_ACK ||
+	     (f->state == FLOW_SYN && f->mode == PYFWD_MODE_DR)))
+		return FLOW_OPEN;	/* the client's ACK: handshake done */
+	return f->state;
+}
+
 /* Refresh a flow (and its peer) after a packet with these TCP flags. */
 static inline void flow_touch(const struct pyfwd_config *c, struct worker *w,
 			      struct flow *f, uint8_t fl, int from_real,
@@ -100,13 +133,22 @@ static inline void flow_touch(const struct pyfwd_config *c, struct worker *w,
 	if (f->key.proto == PROTO_UDP) {
 		ttl = c->udp_timeout;
 	} else {
-		if (fl & (TCP_FIN | TCP_RST))
-			f->state = FLOW_CLOSING;
-		else if (f->state == FLOW_SYN && from_real)
-			f->state = FLOW_OPEN;	/* the real answered */
-		ttl = f->state == FLOW_CLOSING ? c->tcp_fin_timeout :
-		      f->state == FLOW_SYN ? c->tcp_syn_timeout :
-					       c->tcp_timeout;
+		uint8_t state = flow_tcp_state(f, fl, from_real);
+
+		if (unlikely(flow_half_open(state) !=
+			     flow_half_open(f->state))) {
+			/* the ORIG entry is the counted one */
+			const struct flow *orig = f->dir == DIR_ORIG ? f : peer;
+
+			if (orig->counted && flow_half_open(state))
+				w->stats.flows.flows_half_open++;
+			else if (orig->counted)
+				w->stats.flows.flows_half_open--;
+		}
+		f->state = state;
+		ttl = state == FLOW_CLOSING ? c->tcp_fin_timeout :
+		      flow_half_open(state) ? c->tcp_syn_timeout :
+					      c->tcp_timeout;
 	}
 	f->expires_ns = now + ttl * NS_PER_S;
 	if (peer) {

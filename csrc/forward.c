@@ -75,7 +75,21 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 }
 
 /*
- * A new flow of the VIP into `slot` (evicting its DR entry if `evict`):
+ * The state of a new flow (core.h): TCP half-open when made by a SYN, and
+ * in NAT/SNAT until the real answered whatever made it.
+ */
+static inline uint8_t flow_first_state(uint8_t mode, const struct parse *ps)
+{
+	if (ps->key.proto != PROTO_TCP)
+		return FLOW_OPEN;
+	if (mode != PYFWD_MODE_DR || (ps->tcp_flags & TCP_SYN))
+		return FLOW_SYN;
+	return FLOW_OPEN;	/* DR: a connection under way */
+}
+
+/*
+ * A new flow of the VIP into `slot` (pushing out what it holds if
+ * `evict`, EVICT_*: a half-open flow, or for DR the oldest DR entry):
  * its real (persistence first, else the scheduler), its REPLY entry for
  * NAT/SNAT.  Returns the flow, or NULL with *why a drop reason.
  */
@@ -90,7 +104,8 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct flow_key pk;
 
 	*why = PYFWD_R_DROP_TABLE_FULL;
-	if (unlikely(!slot || (evict && vip->mode != PYFWD_MODE_DR)))
+	if (unlikely(!slot || (evict == EVICT_DR &&
+			       vip->mode != PYFWD_MODE_DR)))
 		return NULL;
 	if (vip->persist)
 		id = sched_persist_lookup(w, b, vip, &ps->key, now, &pe, &pk);
@@ -113,7 +128,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 		pe->expires_ns = now + (uint64_t)vip->persist * NS_PER_S;
 	}
 	if (evict)
-		flow_uncount(w, slot);
+		flow_free(w, slot);	/* a half-open pair: both, its port */
 	flow = slot;
 	memset(flow, 0, sizeof(*flow));
 	flow->key = ps->key;
@@ -123,23 +138,69 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow->peer = NO_PEER;
 	flow->in_if = f->in_if;
 	memcpy(flow->mac, f->data + 6, 6);
-	if (vip->mode == PYFWD_MODE_DR) {
-		flow->state = FLOW_OPEN;
-	} else {
-		flow->state = ps->key.proto == PROTO_TCP ? FLOW_SYN : FLOW_OPEN;
-		flow->expires_ns = now + 1;	/* taken while we look */
+	if (vip->mode != PYFWD_MODE_DR) {
+		/* taken while we look; state 0: no half-open to push out */
+		flow->expires_ns = now + 1;
 		*why = flow_pair_open(ctx, w, b, flow, now);
 		if (*why) {
 			flow->expires_ns = 0;	/* the slot stays free */
 			return NULL;
 		}
+		flow_peer(w, flow)->state = flow_first_state(vip->mode, ps);
 	}
-	w->stats.flows.flows_evicted += evict;
+	flow->state = flow_first_state(vip->mode, ps);
+	w->stats.flows.flows_evicted += evict != EVICT_NONE;
 	w->stats.flows.flows_new++;
 	w->real_stats[id].flows_new++;
 	flow->counted = 1;
 	w->active[id]++;
+	w->stats.flows.flows_half_open += flow_half_open(flow->state);
 	return flow;
+}
+
+/* New flows per second on this worker past the cap (when there is one). */
+static inline int new_flow_over_cap(const struct pyfwd_config *c,
+				    struct worker *w, uint64_t now)
+{
+	uint64_t second = now / NS_PER_S;
+
+	if (likely(!c->new_flows_per_second))
+		return 0;
+	if (w->new_second != second) {
+		w->new_second = second;
+		w->new_in_second = 0;
+	}
+	return w->new_in_second >= c->new_flows_per_second;
+}
+
+/*
+ * A new flow beyond the cap: DR with Maglev sends it by the table without
+ * a flow entry (the same tuple, the same real, while the table stands:
+ * Katran's LRU bypass); anything else is dropped, as for a full table.
+ */
+static uint32_t forward_untracked(const struct pyfwd_ctx *ctx,
+				  struct worker *w, const struct vip_bank *b,
+				  struct parse *ps, struct pyfwd_frame *f)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	struct flow e = { .dir = DIR_ORIG, .mode = PYFWD_MODE_DR };
+	uint32_t id;
+
+	if (vip->mode != PYFWD_MODE_DR || vip->sched != PYFWD_SCHED_HASH ||
+	    vip->persist)
+		return PYFWD_R_DROP_TABLE_FULL;
+	if (unlikely(!vip->ring_len))
+		return PYFWD_R_DROP_NO_REAL;
+	id = sched_pick(b, w, vip, ps->r->vip, &ps->key);
+	if (unlikely(!real_usable(b, id)))
+		return PYFWD_R_DROP_NO_REAL;
+	e.key = ps->key;
+	e.real = (uint16_t)id;
+	xlat_apply(ctx, w, b, &e, ps, f);
+	w->stats.flows.flows_bypassed++;
+	w->real_stats[id].frames++;
+	w->real_stats[id].bytes += f->len;
+	return PYFWD_R_FORWARD;
 }
 
 uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
@@ -167,13 +228,14 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (flow) {
 		w->stats.flows.flow_hits++;
 	} else {
+		if (unlikely(new_flow_over_cap(&ctx->cfg, w, now)))
+			return forward_untracked(ctx, w, b, ps, f);
 		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, &why);
 		if (!flow)
 			return why;
+		w->new_in_second++;
 	}
 	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
-	if (flow->mode == PYFWD_MODE_DR && flow->state != FLOW_CLOSING)
-		flow->state = FLOW_OPEN;
 
 	xlat_apply(ctx, w, b, flow, ps, f);
 	w->real_stats[flow->real].frames++;

@@ -80,6 +80,18 @@
 #define PYFWD_WORKERS_MAX 64
 #define PYFWD_NO_REAL 65535		/* ring entry: nobody */
 
+/*
+ * Flow timeouts, idle seconds by state (pyfwd_config's, 0 = these).  A
+ * TCP flow made by a SYN is half-open (tcp_syn) until the handshake is
+ * done: DR on the client's ACK, NAT/SNAT on the client's ACK after the
+ * real's SYN-ACK; then established (tcp); after a FIN or RST, tcp_fin.
+ */
+#define PYFWD_TCP_SYN_TIMEOUT_DEFAULT 30
+#define PYFWD_TCP_TIMEOUT_DEFAULT 900
+#define PYFWD_TCP_FIN_TIMEOUT_DEFAULT 10
+#define PYFWD_UDP_TIMEOUT_DEFAULT 300
+#define PYFWD_TIMEOUT_LIMIT 2147483648u	/* 1 << 31 seconds */
+
 /* The most pyfwd_config (and pyfwd_ctx_create) accepts. */
 #define PYFWD_FRAME_LIMIT 65535
 #define PYFWD_VIPS_LIMIT 1048576	/* 1 << 20 */
@@ -175,12 +187,18 @@ struct pyfwd_config {
 	uint32_t max_reals;	/* PYFWD_REALS_MAX_DEFAULT, at most 65535 */
 	uint32_t max_ring;	/* PYFWD_RING_MAX_DEFAULT entries in all */
 	uint32_t flows;		/* per worker, rounded up to a power of 2 */
-	uint32_t tcp_timeout;	/* idle seconds of a TCP flow: 900 */
-	uint32_t tcp_fin_timeout; /* after FIN or RST: 10 */
-	uint32_t udp_timeout;	/* idle seconds of a UDP flow: 300 */
-	uint32_t tcp_syn_timeout; /* NAT/SNAT: SYN not answered yet: 30 */
+	uint32_t tcp_timeout;	/* idle seconds of an established TCP flow */
+	uint32_t tcp_fin_timeout; /* after FIN or RST */
+	uint32_t udp_timeout;	/* idle seconds of a UDP flow */
+	uint32_t tcp_syn_timeout; /* half-open: handshake not done yet */
 	uint8_t mac2[6];	/* interface slot 1 (two-arm NAT: inside) */
 	uint16_t pad2;
+	/*
+	 * New flows a worker (= RX queue) makes per second; 0 = no cap.
+	 * Beyond it a DR VIP with Maglev forwards by its table without a
+	 * flow entry (flows_bypassed); the others drop (drop_table_full).
+	 */
+	uint32_t new_flows_per_second;
 };
 
 /*
@@ -220,9 +238,17 @@ struct pyfwd_flow_stats {
 	uint64_t flows_new;		/* flows scheduled */
 	uint64_t flow_hits;		/* frames of a known flow */
 	uint64_t flows_rescheduled;	/* their real was removed */
-	uint64_t flows_evicted;		/* DR flows pushed out: table full */
+	uint64_t flows_evicted;		/* pushed out of a full table (or
+					 * SNAT port range): half-open flows
+					 * first, then DR ones */
 	uint64_t flows_expired;		/* NAT/SNAT flows the sweep freed */
 	uint64_t snat_ports_used;	/* SNAT source ports in use now */
+	uint64_t flows_half_open;	/* TCP flows whose handshake is not
+					 * done, now (expired ones leave as
+					 * the sweep finds them) */
+	uint64_t flows_bypassed;	/* frames of new flows beyond
+					 * new_flows_per_second, forwarded
+					 * by the Maglev table, untracked */
 };
 
 /* TCP/UDP checksums of frames flagged PYFWD_FRAME_CSUM_PARTIAL. */
@@ -300,6 +326,10 @@ struct pyfwd_ctx;
 /* Create a context; 0 or -errno (-EINVAL: bad config, -ENOMEM). */
 int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out);
 void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx);
+
+/* The configuration the context runs with (defaults filled in). */
+void pyfwd_ctx_config_read(const struct pyfwd_ctx *ctx,
+			   struct pyfwd_config *out);
 
 /*
  * Publish the tables: VIPs, real servers (index = id) and the rings the
@@ -526,7 +556,7 @@ _Static_assert(sizeof(struct pyfwd_frame) == 16, "pyfwd_frame ABI");
 _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
 _Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
 _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
-_Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
+_Static_assert(sizeof(struct pyfwd_config) == 56, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");

@@ -235,7 +235,10 @@ def _run(cfg, ports, metrics_addr, options):
                         snat_address=cfg.snat_address, snat_ports=ports,
                         role=cfg.role, ha_options=cfg.ha,
                         neighbour_stale=cfg.neighbour_stale,
-                        neighbour_limits=cfg.neighbour_limits, **options)
+                        neighbour_limits=cfg.neighbour_limits,
+                        timeouts=cfg.timeouts,
+                        new_flows_per_second=cfg.new_flows_per_second,
+                        **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

@@ -184,6 +184,17 @@ class Changes:
                 cfg.inside_iface != e.inside_iface:
             raise ConfigError("reload: the interfaces cannot change; "
                               "restart the engine for that")
+        if cfg.new_flows_per_second != e.options["new_flows_per_second"]:
+            raise ConfigError("reload: engine.new_flows_per_second "
+                              f"{cfg.new_flows_per_second} differs from the "
+                              f"running {e.options['new_flows_per_second']}"
+                              "; restart the engine for that")
+        running = e.options["timeouts"]
+        if cfg.timeouts != running:
+            raise ConfigError(f"reload: engine.timeouts {cfg.timeouts} "
+                              f"differ from the running {running}; the core "
+                              "has them from its start: restart the engine "
+                              "for that")
 
         def change(services, state):
             new, new_state, notes = self.operator.apply(

@@ -19,6 +19,14 @@ touched.
     arp_burst = 500                         # ... at once
     arp_source_rate = 20                    # ... to one asking MAC
     arp_source_burst = 40                   # (neighbours.ratelimit)
+    new_flows_per_second = 0                # per queue, 0: no cap; beyond:
+                                            # DR+maglev untracked, else drop
+
+    [engine.timeouts]                       # optional: idle seconds of a flow
+    tcp_syn = 30                            # half-open: handshake not done
+    tcp_established = 900
+    tcp_fin = 10                            # after a FIN or RST
+    udp = 300
 
     [ha]                                    # optional (ha.HaOptions)
     lease = 2.5                             # s; 0: no lease
@@ -54,6 +62,7 @@ from .health.vipprobe import check_via_vip
 from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
+from ..dataplane.core import NEW_FLOWS_MAX, TIMEOUT_MAX, TIMEOUTS
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
@@ -63,7 +72,8 @@ from ..neighbours.ratelimit import NeighbourLimits
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
-               "state_file": str,
+               "state_file": str, "timeouts": dict,
+               "new_flows_per_second": int,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
@@ -95,6 +105,8 @@ class Config:
     ha: HaOptions = field(default_factory=HaOptions)
     neighbour_limits: NeighbourLimits = field(
         default_factory=NeighbourLimits)
+    timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
+    new_flows_per_second: int = 0       # per queue; 0: no cap
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -151,6 +163,25 @@ def _check_keys(where, table, allowed):
                                            isinstance(value, bool)):
             raise ConfigError(f"{where}.{key} = {value!r}: expected "
                               f"{_KIND[want]}")
+
+
+def parse_timeouts(table, where="engine.timeouts"):
+    """[engine.timeouts] -> {key: seconds} of those given (the core's
+    defaults stand for the others: dataplane.core.TIMEOUTS); ConfigError
+    for an unknown key or a value that is not whole seconds in range."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} = {table!r}: expected a table")
+    out = {}
+    for key, value in table.items():
+        if key not in TIMEOUTS:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of "
+                              f"{', '.join(TIMEOUTS)})")
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not 1 <= value <= TIMEOUT_MAX):
+            raise ConfigError(f"{where}.{key} = {value!r}: expected whole "
+                              f"seconds, 1 to {TIMEOUT_MAX}")
+        out[key] = value
+    return out
 
 
 def _required(where, table, key):
@@ -260,6 +291,11 @@ def parse(text, path="<config>", role=None):
             setattr(cfg, key, engine[key])
     cfg.neighbour_limits = NeighbourLimits.from_config(engine)
     check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
+    cfg.timeouts = parse_timeouts(cfg.timeouts)
+    if not 0 <= cfg.new_flows_per_second <= NEW_FLOWS_MAX:
+        raise ConfigError(f"engine.new_flows_per_second = "
+                          f"{cfg.new_flows_per_second}: expected 0 (no cap)"
+                          f" to {NEW_FLOWS_MAX} new flows a second per queue")
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

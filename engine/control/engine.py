@@ -31,8 +31,6 @@ parts, each testable alone with fakes, do the rest:
             replayed (control.state)
 """
 
-import errno
-import ipaddress
 import logging
 import threading
 import time
@@ -40,35 +38,23 @@ import time
 from . import ha
 from . import services as svcs
 from .changes import Changes
-from .config import check_ifaces
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
 from .liveness import EngineLiveness
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
-from .punts import Groups, Punts
 from .puntthread import PuntThread
 from .report import Report, write_stats
-from ..dataplane.core import Core
-from ..dataplane.io import Afp, Xsk
-from ..dataplane.tables import check_limits
-from ..errors import ConfigError, DataplaneError, PyfwdError
-from ..model import SNAT_PORTS, served_queues
-from ..neighbours.framesocket import FrameSocket
-from ..neighbours.kernel import (interface, multicast_socket,
-                                 primary_ipv4)
+from .startup import (check_options, interfaces, log_attached, open_backend,
+                      open_core, open_punts, queue_count, snat_setting)
+from ..errors import ConfigError, PyfwdError
+from ..model import SNAT_PORTS
 from ..neighbours.ratelimit import NeighbourLimits
 
 log = logging.getLogger("pyfwd")
 
 TICK = 0.01             # control thread period (s)
-BACKENDS = ("auto", "xdp", "afpacket")
-# Flow slots per queue.  A table turns new flows away from about 85% full
-# (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
-# slots ~1.7M NAT/SNAT flows (288 MiB).
-FLOWS_DR = 1 << 21
-FLOWS_TRACKED = 1 << 22
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 # what the DOWN line adds, by the VIP's on_down
 ON_DOWN_SAYS = {"quiesce": ": quiesced, no new flows, established ones go on",
@@ -84,14 +70,17 @@ class Engine:
     copy_mode ("auto" | "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL,
     0 = sleep in poll()), queues (default: every RX queue), flows (flow
     slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
-    two; default FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
+    two; default startup.FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
     ha_options (ha.HaOptions: [ha] lease and gateway), state_file (where
     the operator's changes are kept; default `<config_path>.state`, none
     without config_path: control.changes), neighbour_limits (the rate
-    limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits).
+    limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits),
+    timeouts ({[engine.timeouts] key: seconds} for the core:
+    dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
+    cap: dataplane.core.Core).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -106,7 +95,8 @@ class Engine:
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
-                 neighbour_limits=None):
+                 neighbour_limits=None, timeouts=None,
+                 new_flows_per_second=0):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -118,7 +108,9 @@ class Engine:
         self.services = list(services)
         self.ha = ha.HaState(role, ha_options)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
-                            busy_poll=busy_poll, queues=queues, flows=flows)
+                            busy_poll=busy_poll, queues=queues, flows=flows,
+                            timeouts=dict(timeouts or {}),
+                            new_flows_per_second=new_flows_per_second)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -168,9 +160,7 @@ class Engine:
         queues = queue_count(self.options["queues"], tracked, self.iface,
                              rxq)
         self.mac = mac
-        flows = self.options["flows"] or (FLOWS_TRACKED if tracked
-                                          else FLOWS_DR)
-        self.core = Core(mac=mac, mac2=mac2, workers=queues, flows=flows)
+        self.core = open_core(mac, mac2, queues, tracked, self.options)
         self.snat = snat_setting(self.services, self.iface,
                                  self.snat_address, self.snat_ports)
         if self.snat:
@@ -467,121 +457,6 @@ class Engine:
 
     def _write_stats(self):
         write_stats(self.stats_file, self.stats())
-
-
-def interfaces(iface, inside_iface):
-    """([ifindex, inside ifindex], MAC, inside MAC or None, the RX queues
-    both have) of the engine's interfaces."""
-    ifindex, mac, rxq = interface(iface)
-    if not inside_iface:
-        return [ifindex], mac, None, rxq
-    ifindex2, mac2, rxq2 = interface(inside_iface)
-    return [ifindex, ifindex2], mac, mac2, min(rxq, rxq2)
-
-
-def check_options(iface, inside_iface, backend, services):
-    """ConfigError for an engine that cannot be: an unknown backend, the
-    inside interface the same as the outside one, a VIP given twice, more
-    than its core's tables hold."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend {backend!r}: expected one of "
-                          f"{', '.join(BACKENDS)}")
-    check_ifaces(iface, inside_iface)
-    vips = [s.vip for s in services]
-    if len(set(vips)) != len(vips):
-        dup = next(v for v in vips if vips.count(v) > 1)
-        raise ConfigError(f"vip {dup}: configured twice")
-    check_limits(services)
-
-
-def queue_count(asked, tracked, iface, rxq):
-    """How many queues to serve: `asked` (None: every RX queue, or one with
-    NAT/SNAT VIPs, `tracked`) checked against iface's `rxq` RX queues.
-    ConfigError when it cannot be."""
-    queues = served_queues(asked, tracked, rxq)
-    if not 1 <= queues <= rxq:
-        raise ConfigError(f"queues {queues}: {iface} has {rxq} RX queue(s)")
-    if tracked and queues > 1:
-        raise ConfigError(f"queues {queues}: NAT and SNAT run on one queue "
-                          "for now (their flow table is per queue and "
-                          "answers may come in on another)")
-    if tracked and rxq > 1:
-        log.warning("%s: NAT/SNAT serve RX queue 0 only; frames on the "
-                    "other %d queue(s) go to the kernel", iface, rxq - 1)
-    return queues
-
-
-def log_attached(info, ifaces, services, snat, busy_poll):
-    """Say what start() attached and serves."""
-    if info.backend == "afpacket":
-        log.info("%s: raw-socket backend attached (AF_PACKET TPACKET_V3 "
-                 "rings; a tc program keeps the engine's frames from the "
-                 "kernel)", "+".join(ifaces))
-    else:
-        log.info("%s: XDP program %d attached in %s mode, %d AF_XDP "
-                 "socket(s) in %s mode, busy polling %s", "+".join(ifaces),
-                 info.prog_id, info.xdp_mode, info.queues, info.copy_mode,
-                 f"on ({busy_poll} µs)" if info.busy_poll else "off")
-    for s in services:
-        log.info("vip %s (%s, %s): %s", s.vip, s.mode, s.scheduler,
-                 ", ".join(str(r) for r in s.reals) or "no real server")
-    if snat:
-        log.info("snat: from %s, ports %d-%d", *snat)
-
-
-def open_punts(iface, ifindex, core, mac, ha, services, limits):
-    """Punts answering through a packet socket on iface, holding the IPv6
-    VIPs' groups (when IPv6 is on), for the L4 VIPs of services, within
-    limits (NeighbourLimits)."""
-    sock = FrameSocket(iface, ethertype=0)     # sends only
-    mc_sock = multicast_socket(iface)
-    vips4, vips6 = svcs.vip_addresses(services)
-    return Punts(core, sock, mac, ha, vips4=vips4, vips6=vips6,
-                 limits=limits,
-                 groups=Groups(mc_sock, ifindex, iface) if mc_sock else None)
-
-
-def open_backend(backend, core, ifindex, ifindex2, queues, options):
-    """AF_XDP, or the raw-socket backend where AF_XDP does not work
-    (backend "auto"), or the one asked for: (backend, its XskInfo), opened.
-    options: xdp_mode, copy_mode, busy_poll."""
-    if backend in ("auto", "xdp"):
-        xsk = Xsk(core)
-        try:
-            return xsk, xsk.open(ifindex, queues=queues,
-                                 xdp_mode=options["xdp_mode"],
-                                 copy_mode=options["copy_mode"],
-                                 busy_poll_usecs=options["busy_poll"],
-                                 ifindex2=ifindex2)
-        except DataplaneError as exc:
-            # Busy means someone's XDP program is there: raw sockets
-            # beside it would not see what it steers away.
-            if backend == "xdp" or exc.errno in (errno.EBUSY, errno.EEXIST):
-                raise
-            log.warning("AF_XDP does not work here (%s): using the "
-                        "raw-socket backend", exc)
-    afp = Afp(core)
-    return afp, afp.open(ifindex, ifindex2)
-
-
-def snat_setting(services, iface, address, ports):
-    """(address, lo, hi) when a VIP is in SNAT mode, else None; address
-    defaults to iface's primary IPv4 address."""
-    if not any(s.mode == "snat" for s in services):
-        return None
-    if address is None:
-        address = primary_ipv4(iface)
-        if address is None:
-            raise ConfigError(f"snat: {iface} has no IPv4 address; "
-                              "give --snat-address")
-    elif not isinstance(address, ipaddress.IPv4Address):
-        try:
-            address = ipaddress.IPv4Address(address)
-        except ValueError:
-            raise ConfigError(f"snat address {address!r}: expected an IPv4 "
-                              "address") from None
-    lo, hi = ports
-    return (address, lo, hi)
 
 
 __all__ = ["Engine"]

@@ -24,6 +24,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+from .text import is_number
 from ..errors import ConfigError
 
 log = logging.getLogger("pyfwd.control.metrics")
@@ -52,6 +53,12 @@ CORE_METRICS = {
                       "Flows expired after being idle."),
     "snat_ports_used": ("pyfwd_snat_ports_used", "gauge",
                         "SNAT source ports in use."),
+    "flows_half_open": ("pyfwd_flows_half_open", "gauge",
+                        "TCP flows whose handshake is not done (held for "
+                        "the tcp_syn timeout)."),
+    "flows_bypassed": ("pyfwd_flows_bypassed_total", "counter",
+                       "Frames of new flows beyond new_flows_per_second "
+                       "that DR forwarded by the Maglev table, untracked."),
     "csum_completed": ("pyfwd_csum_completed_total", "counter",
                        "TCP/UDP checksums a sender left unfinished (a veth's "
                        "tx checksum offload), completed before forwarding."),
@@ -363,7 +370,7 @@ def _render_vips(f, vips):
               "(no real server is up).")
         for key, (suffix, kind, help_) in REAL_METRICS.items():
             values = [r.get(key) for r in reals]
-            values = [x for x in values if _is_number(x)]
+            values = [x for x in values if is_number(x)]
             f.add(f"pyfwd_vip_{suffix}", sum(values) if values else
                   (0 if not reals else None), vl, kind)
         for r in reals:
@@ -394,10 +401,6 @@ def _render_vips(f, vips):
                        "status": str(r.get("haproxy_status") or "")}, gauge,
                       "An L7 real server's state in HAProxy (ready, drain, "
                       "maint) and its operational status.")
-
-
-def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # --- HTTP ----------------------------------------------------------------

@@ -42,7 +42,9 @@ class Report:
         self._clock = clock
 
     def status(self):
-        """Engine-wide facts: interfaces, pid, uptime, counts, modes, HA.
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes, the
+        flow timeouts (seconds, by [engine.timeouts] key), the cap on new
+        flows per second per queue (0: none), HA.
         PyfwdError naming each part that is not alive (a data-plane loop
         ended or stalled, the control thread stuck: engine.liveness()), so
         that keepalived's check fails and the peer takes over."""
@@ -61,6 +63,9 @@ class Report:
                 if e.snat else None,
                 "haproxy": e.l7.status(),
                 "config": e.config_path,
+                "timeouts": e.core.timeouts() if e.core else None,
+                "new_flows_per_second": e.core.new_flows_per_second()
+                if e.core else None,
                 "ha": e.ha.status()}
 
     def show(self):

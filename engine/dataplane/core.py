@@ -27,7 +27,14 @@ from ..frames import ZERO_MAC, mac_to_bytes
 _core_burst = lib.pyfwd_core_burst
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
            lib.PYFWD_AF_INET: "ipv4", lib.PYFWD_AF_INET6: "ipv6"}
-_TIMEOUT_MAX = 1 << 31      # seconds: the fields are uint32_t
+_TIMEOUT_MAX = lib.PYFWD_TIMEOUT_LIMIT     # seconds
+# The flow timeouts, by the names of the config file's [engine.timeouts]
+# and `ctl status`: the pyfwd_config field of each (seconds idle; see
+# PYFWD_*_TIMEOUT_DEFAULT in csrc/pyfwd.h for what a flow is in each).
+TIMEOUTS = {"tcp_syn": "tcp_syn_timeout", "tcp_established": "tcp_timeout",
+            "tcp_fin": "tcp_fin_timeout", "udp": "udp_timeout"}
+TIMEOUT_MAX = _TIMEOUT_MAX
+NEW_FLOWS_MAX = (1 << 32) - 1   # new_flows_per_second: a uint32_t
 
 
 def _stats_plan():
@@ -73,13 +80,16 @@ def _mac_bytes(mac):
 class Core:
     """One instance of the C core.
 
-    Core(mac=None, workers=1, **limits): mac is the balancer's own MAC
-    (unicast frames to other MACs pass to the kernel, and DR writes it as
-    the source); None accepts any.  limits are pyfwd_config's fields
-    (max_frame, max_vips, max_reals, max_ring, flows, tcp_timeout,
-    tcp_fin_timeout, udp_timeout); 0 takes the C default.  Raises
-    ConfigError for a bad value, DataplaneError if the context cannot be
-    created.
+    Core(mac=None, workers=1, timeouts=None, **limits): mac is the
+    balancer's own MAC (unicast frames to other MACs pass to the kernel,
+    and DR writes it as the source); None accepts any.  timeouts: {name
+    of TIMEOUTS: seconds}, those not given take the C default.  limits
+    are pyfwd_config's fields (max_frame, max_vips, max_reals, max_ring,
+    flows, the timeouts by their field names: tcp_timeout, ...; and
+    new_flows_per_second, per worker: beyond it a DR VIP with Maglev
+    forwards new flows untracked, others drop them); 0 takes the C
+    default (new_flows_per_second: no cap).  Raises ConfigError for a bad value,
+    DataplaneError if the context cannot be created.
     """
 
     LIMITS = {"max_frame": lib.PYFWD_FRAME_LIMIT,
@@ -89,9 +99,15 @@ class Core:
               "flows": lib.PYFWD_FLOWS_LIMIT,
               "tcp_timeout": _TIMEOUT_MAX, "tcp_fin_timeout": _TIMEOUT_MAX,
               "udp_timeout": _TIMEOUT_MAX, "tcp_syn_timeout": _TIMEOUT_MAX,
+              "new_flows_per_second": NEW_FLOWS_MAX,
               "workers": lib.PYFWD_WORKERS_MAX}
 
-    def __init__(self, mac=None, mac2=None, **limits):
+    def __init__(self, mac=None, mac2=None, timeouts=None, **limits):
+        for name, seconds in (timeouts or {}).items():
+            if name not in TIMEOUTS:
+                raise ConfigError(f"timeout {name!r}: expected one of "
+                                  f"{', '.join(TIMEOUTS)}")
+            limits[TIMEOUTS[name]] = seconds
         cfg = ffi.new("struct pyfwd_config *")
         self.mac = _mac_bytes(mac)
         cfg.mac = list(self.mac)
@@ -265,6 +281,21 @@ class Core:
         return {i: {k: getattr(arr[i], k) for k in REAL_COUNTERS}
                 for i in range(n)}
 
+    def _config(self):
+        cfg = ffi.new("struct pyfwd_config *")
+        lib.pyfwd_ctx_config_read(self.ctx, cfg)
+        return cfg
+
+    def timeouts(self):
+        """{name of TIMEOUTS: seconds} the core runs with, defaults
+        included."""
+        cfg = self._config()
+        return {name: getattr(cfg, field) for name, field in TIMEOUTS.items()}
+
+    def new_flows_per_second(self):
+        """The cap on new flows per second per worker; 0: none."""
+        return self._config().new_flows_per_second
+
     def expire(self):
         """Expire every timed-out flow now (tests; the loops do it a few
         slots at a time).  Not while the I/O loops run."""
@@ -328,4 +359,4 @@ def _result(r):
     )
 
 
-__all__ = ["Core", "Result"]
+__all__ = ["Core", "Result", "TIMEOUTS", "TIMEOUT_MAX", "NEW_FLOWS_MAX"]

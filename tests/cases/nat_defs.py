@@ -137,6 +137,12 @@ def snat_tcp():
              syn, "forward", syn_out, 0, 0, vip=2),
         step("snat-synack", "the answer to our port -> VIP:80 to client",
              sa, "forward_reply", sa_out, 0, 0),
+        # the client's ACK completes the handshake: established, the flow
+        # keeps its port (a half-open one would give it up to a new flow)
+        step("snat-ack", "the client's ACK -> from our port to real:8080",
+             tcp(CLIENT, 40000, SVIP, 80, "A", OUT_MAC, CLIENT_MAC),
+             "forward", tcp(SNAT, p0, SREAL, 8080, "A", SREAL_MAC, OUT_MAC),
+             0, 0, vip=2),
         step("snat-icmp-to-vip", "frag-needed about a reply, to the VIP",
              icmp_err(ROUTER, SVIP, ip_of(sa_out), OUT_MAC, ROUTER_MAC),
              "forward_icmp",

@@ -20,6 +20,7 @@ import time
 import pytest
 
 from pyfwd.control import engine as engine_mod
+from pyfwd.control import startup
 from pyfwd.control import server as control
 from pyfwd.dataplane.core import Core
 from pyfwd.errors import PyfwdError
@@ -138,7 +139,7 @@ def test_a_limit_hit_leaves_the_engine_and_its_traffic_as_they_were(
         lab, tmp_path, monkeypatch):
     # the core holds 3 real ids: a 4th real fails while its tables are
     # built, after the request was checked
-    monkeypatch.setattr(engine_mod, "Core",
+    monkeypatch.setattr(startup, "Core",
                         lambda **kw: Core(max_reals=3, **kw))
     eng = engine_mod.Engine("eth0", [web("rr")], busy_poll=0, flows=1 << 16)
     lab.call("lb", eng.start)

@@ -7,7 +7,7 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyfwd.control import ctl, metrics
+from pyfwd.control import ctl, ctlstats, metrics
 from pyfwd.dataplane.native import REASONS, VERDICTS, ffi
 
 # Counters of struct pyfwd_stats that are rendered from their own keys and
@@ -48,8 +48,8 @@ def test_every_engine_counter_has_one_metric():
 
 def test_ctl_stats_groups_are_the_headers():
     # each ctl group is one struct of the header, in its order
-    assert list(ctl.CSUM_COUNTERS) == fields("pyfwd_csum_stats")
-    assert list(ctl.FLOW_COUNTERS) == fields("pyfwd_flow_stats")
+    assert list(ctlstats.CSUM_COUNTERS) == fields("pyfwd_csum_stats")
+    assert list(ctlstats.FLOW_COUNTERS) == fields("pyfwd_flow_stats")
 
 
 def test_every_io_counter_has_a_per_queue_metric():
@@ -63,10 +63,10 @@ def test_every_real_counter_has_a_metric():
 
 
 def test_ctl_stats_groups_every_engine_counter_once():
-    groups = [*ctl.FLOW_COUNTERS, *ctl.CSUM_COUNTERS, *ctl.IO_COUNTERS,
-              *ctl.TABLE_COUNTERS]
+    groups = [*ctlstats.FLOW_COUNTERS, *ctlstats.CSUM_COUNTERS, *ctlstats.IO_COUNTERS,
+              *ctlstats.TABLE_COUNTERS]
     assert sorted([*OWN_KEYS, *groups]) == sorted(fields("pyfwd_stats"))
-    assert list(ctl.IO_COUNTERS) == io_fields()
+    assert list(ctlstats.IO_COUNTERS) == io_fields()
 
 
 def test_ctl_stats_prints_no_engine_counter_as_other():

@@ -150,6 +150,7 @@ def test_tcp_fin_shortens_the_flow_and_a_new_syn_reschedules():
     where(core, [seg(1234, "FA")])
     # Port reuse within the FIN timeout: a new connection, a new turn.
     assert where(core, [seg(1234, "S")]) == ["real2"]
+    where(core, [seg(1234, "A")])   # the client's ACK: handshake done
     core.set_clock(200)     # the new connection is open: 900 s
     assert where(core, [seg(1234, "A")]) == ["real2"]
     where(core, [seg(1234, "R")])

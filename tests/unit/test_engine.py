@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from pyfwd.control.engine import Engine, queue_count, snat_setting
+from pyfwd.control.engine import Engine
+from pyfwd.control.startup import queue_count, snat_setting
 from pyfwd.errors import ConfigError
 from pyfwd.model import Real, Service, Vip
 

@@ -92,7 +92,8 @@ def test_tcp_states_set_the_timeouts():
     core.set_clock(106)                 # SYN never answered: gone after 5 s
     assert flows_alive(core) == 0
     [out], _ = core.process([syn(2222)])
-    core.process([answer(out)], in_if=1)  # answered: established
+    core.process([answer(out)], in_if=1)  # answered,
+    core.process([syn(2222, "A")])      # and the client's ACK: established
     core.set_clock(800)
     assert flows_alive(core) == 1
     core.process([syn(2222, "FA")])     # closing
@@ -122,8 +123,19 @@ def test_full_table_drops_new_flows_and_keeps_established_ones():
     first, res = core.process([syn(p) for p in range(30000, 30010)])
     assert all(r.reason == "forward" for r in res)
     core.process([answer(o) for o in first], in_if=1)
+    core.process([syn(p, "A") for p in range(30000, 30010)])  # established
+    # New flows push half-open ones out (each other's) before any drop...
     _, res = core.process([syn(p) for p in range(31000, 31200)])
-    reasons = collections.Counter(r.reason for r in res)
+    assert all(r.reason == "forward" for r in res)
+    assert core.stats()["flows_evicted"] > 100
+    # ...and are dropped when the table holds established flows only.
+    reasons = collections.Counter()
+    for p in range(32000, 32200):
+        [o], [r] = core.process([syn(p)])
+        reasons[r.reason] += 1
+        if r.reason == "forward":
+            core.process([answer(o)], in_if=1)
+            core.process([syn(p, "A")])
     assert reasons["drop_table_full"] > 100, reasons
     assert core.stats()["reason"]["drop_table_full"] == \
         reasons["drop_table_full"]
@@ -139,8 +151,13 @@ def test_snat_port_range_full():
     core.set_snat(Real(nd.SNAT).address, (62000, 62009))
     core.publish_services([Service(WEB, list(REALS), "maglev", "snat")],
                           MACS, OUT_IFS)
-    _, res = core.process([syn(p) for p in range(100, 130)])
-    reasons = collections.Counter(r.reason for r in res)
+    # established flows hold their ports (half-open ones give theirs up:
+    # tests/cases/test_tcp_states.py)
+    outs, res = core.process([syn(p) for p in range(100, 110)])
+    core.process([answer(o) for o in outs], in_if=1)
+    core.process([syn(p, "A") for p in range(100, 110)])
+    _, res2 = core.process([syn(p) for p in range(110, 130)])
+    reasons = collections.Counter(r.reason for r in res + res2)
     assert reasons == {"forward": 10, "drop_ports_full": 20}
     assert core.stats()["snat_ports_used"] == 10
 

@@ -15,9 +15,9 @@ from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from pyfwd.control import config as config_mod
-from pyfwd.control import ctl, metrics
+from pyfwd.control import ctl, ctlstats, metrics
 from pyfwd.control.engine import Engine
-from pyfwd.control.ha import MAX_PEERS, HaState
+from pyfwd.control.ha import MAX_PEERS
 from pyfwd.control.punts import Punts, PuntView
 from pyfwd.control.puntthread import BATCH, PuntThread
 from pyfwd.errors import ConfigError
@@ -327,7 +327,7 @@ def test_fairness_counters_reach_metrics_and_ctl():
     assert "pyfwd_ha_peers_evicted_total 0" in text
     assert 'event="rate_limited"' in text
     assert 'event="ns_rate_limited"' in text
-    line = ctl.punt_line(stats["punt"])
+    line = ctlstats.punt_line(stats["punt"])
     assert line.startswith("frames 5") and "arp limited 2/0" in line
     assert "ndp limited 1/0" in line
     assert "punt" in ctl.format_stats(stats)

@@ -34,6 +34,13 @@ class FakeCore:
         return {0: {"active": 2, "frames": 10, "bytes": 600, "flows_new": 4},
                 3: {"active": 1, "frames": 1, "bytes": 60, "flows_new": 1}}
 
+    def timeouts(self):
+        return {"tcp_syn": 30, "tcp_established": 900, "tcp_fin": 10,
+                "udp": 300}
+
+    def new_flows_per_second(self):
+        return 0
+
     def stats(self, worker=None):
         return {"rx": worker, "tx": 0, "tx_ring_full": 0, "wakeups": 0,
                 "polls": 0, "other": 1}

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyfwd.control import ctl, metrics
+from pyfwd.control import ctl, ctlstats, metrics
 from pyfwd.control.report import Report
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.io import Afp, Xsk, XskInfo
@@ -64,10 +64,10 @@ def test_the_names_are_the_headers():
 
 
 def test_ctl_columns_are_the_headers():
-    assert sorted(ctl.SOCK_COLUMNS) == sorted(SOCK_COUNTERS)
+    assert sorted(ctlstats.SOCK_COLUMNS) == sorted(SOCK_COUNTERS)
     for backend, (struct, _) in STRUCTS.items():
-        assert list(ctl.SOCK_COLUMNS[backend]) == fields(struct)
-        columns = list(ctl.SOCK_COLUMNS[backend].values())
+        assert list(ctlstats.SOCK_COLUMNS[backend]) == fields(struct)
+        columns = list(ctlstats.SOCK_COLUMNS[backend].values())
         assert len(set(columns)) == len(columns)
 
 
@@ -139,13 +139,13 @@ def test_no_sockets_when_stopped_or_a_read_fails(caplog):
 @pytest.mark.parametrize("backend", sorted(SOCK_COUNTERS))
 def test_ctl_prints_every_socket_counter_exactly(backend):
     shown = rows(backend, base=123456789)
-    lines = ctl.format_sockets({backend: shown})
+    lines = ctlstats.format_sockets({backend: shown})
     text = "\n".join(lines)
     title = {"xdp": "AF_XDP sockets (XDP_STATISTICS)",
              "afpacket": "raw sockets (PACKET_STATISTICS)"}[backend]
     assert lines[:2] == ["", title]
     header = lines[2]
-    for column in ctl.SOCK_COLUMNS[backend].values():
+    for column in ctlstats.SOCK_COLUMNS[backend].values():
         assert column in header, column
     for row, line in zip(shown, lines[3:]):
         cells = line.split()
@@ -159,7 +159,7 @@ def test_ctl_prints_every_socket_counter_exactly(backend):
 
 
 def test_ctl_shows_what_it_does_not_know_by_name():
-    lines = ctl.format_sockets({"xdp": [{"queue": 1, "iface": "eth0",
+    lines = ctlstats.format_sockets({"xdp": [{"queue": 1, "iface": "eth0",
                                          "rx_dropped": 5,
                                          "rx_new_counter": 9}],
                                 "afpacket": [], "other": [{"drops": 2}]})
@@ -167,7 +167,7 @@ def test_ctl_shows_what_it_does_not_know_by_name():
     assert re.search(r"RX DROPPED .*RX_NEW_COUNTER", text), text
     assert re.search(r"^\s*1\s+eth0\s+5\s+(-\s+){5}9$", text, re.M), text
     assert "other sockets" in text and "raw sockets" not in text
-    assert ctl.format_sockets(None) == ctl.format_sockets({}) == []
+    assert ctlstats.format_sockets(None) == ctlstats.format_sockets({}) == []
     assert "sockets" not in ctl.format_stats({"core": {}})
 
 

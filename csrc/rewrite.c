@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * rewrite.c - NAT and SNAT translation of a forwarded packet, and of the
- * packet an ICMP error quotes (so that path MTU discovery works through
- * the balancer); the TTL or hop limit a router takes off.  Checksums take the delta of the words changed (RFC
- * 1624); a UDP checksum of 0 (none, IPv4) stays 0.
+ * packet an ICMP or ICMPv6 error quotes (so that path MTU discovery works
+ * through the balancer); the TTL or hop limit a router takes off.
+ * Checksums take the delta of the words changed (RFC 1624); a UDP
+ * checksum of 0 (none, IPv4) stays 0.
  */
 #include "rewrite.h"
 

@@ -17,7 +17,8 @@
  * quote either (ICMP errors to a VIP are owned as any ICMP to it: in
  * DR they follow their flow to its real).  This must match the core's
  * verdicts: a frame the core would PASS is never steered, since AF_XDP
- * cannot hand a frame back to the kernel.  The same program serves both interfaces of a two-arm NAT.
+ * cannot hand a frame back to the kernel.  The same program serves both
+ * interfaces of a two-arm NAT.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

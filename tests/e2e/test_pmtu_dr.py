@@ -7,7 +7,8 @@ The dr-mtu lab: client -- router -- (balancer, real servers); the
 router's link toward the client is narrowed to MTU 1400 (the client's own
 is 1500, so its SYN offers MSS 1460 and the reals send 1500-byte packets
 that the router cannot pass), default sysctls everywhere.  nginx on the
-real servers serves a file; the engine (AF_XDP) balances with Maglev.
+real servers serves a file; the engine balances with Maglev, on AF_XDP
+and on the raw-socket backend.
 
 - control: with the router's frag-needed dropped (an nft rule in its
   namespace), the download stalls: the topology needs the errors;
@@ -86,12 +87,13 @@ def lab(tmp_path_factory):
                 p.wait(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def engine(lab):
+@pytest.fixture(scope="module", params=["xdp", "afpacket"])
+def engine(lab, request):
+    """The engine on each backend (Maglev, the default scheduler)."""
     reals = [Real(lab.ip(role)) for role in lab.reals]
     eng = Engine("eth0", [Service(Vip.parse(f"{VIP4}:80/tcp"), reals),
                           Service(Vip.parse(f"[{VIP6}]:80/tcp"), reals)],
-                 busy_poll=0, flows=1 << 14, backend="xdp")
+                 busy_poll=0, flows=1 << 14, backend=request.param)
     lab.call("lb", eng.start)
     yield eng
     eng.stop()
@@ -168,7 +170,8 @@ def test_download_through_lower_mtu_completes(lab, engine, family):
     took = time.monotonic() - t0
     after = engine.stats()["core"]["reason"]
     assert (status, got) == (0, SIZE), (status, got, took)
-    print(f"IPv{family}: {SIZE} bytes in {took:.2f} s")
+    print(f"{engine.info.backend} IPv{family}: {SIZE} bytes in "
+          f"{took:.2f} s")
     assert after["forward_icmp"] > before["forward_icmp"]
     assert after["drop_icmp_no_flow"] == before["drop_icmp_no_flow"]
     assert MTU in learnt_mtu(lab, vip, client).values()

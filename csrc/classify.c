@@ -42,18 +42,22 @@ static inline void fill_key(struct flow_key *key, const uint8_t *saddr,
 
 /*
  * An ICMP error (v4: unreachable, time exceeded; v6: unreachable, packet
- * too big, time exceeded) at l4: 0 if it is not one; FORWARD_ICMP if it
- * quotes a whole IP header (no IPv6 extension header) and 8 bytes of TCP
- * or UDP, with where and the quoted tuple noted; else DROP_ICMP_QUOTE.
+ * too big, time exceeded) at l4: 0 if it is not one, or not to the sender
+ * of the packet it quotes; FORWARD_ICMP if it quotes a whole IP header (no
+ * IPv6 extension header) and 8 bytes of TCP or UDP, with where and the
+ * quoted tuple noted; else DROP_ICMP_QUOTE.
  */
 static uint32_t icmp_error_parse(struct parse *ps, uint32_t l4,
 				 uint8_t family, uint8_t proto)
 {
 	/* Both kinds' headers are 8 bytes, then the quoted packet. */
-	const uint8_t *h = ps->p + l4, *in = h + ICMP4_HDR_LEN;
+	const uint8_t *h = ps->p + l4, *in = h + ICMP4_HDR_LEN, *qsrc;
 	uint32_t avail = ps->l3_end - l4, ihl;
 	uint8_t qproto;
+	int v4;
 
+	if (unlikely(avail < ICMP6_HDR_MIN))
+		return 0;	/* the return path has not looked */
 	if (family == PYFWD_AF_INET && proto == PROTO_ICMP &&
 	    ICMP4_IS_ERROR(h[0])) {
 		if (unlikely(avail < ICMP4_HDR_LEN + IP4_HDR_MIN))
@@ -78,12 +82,14 @@ static uint32_t icmp_error_parse(struct parse *ps, uint32_t l4,
 	}
 	if (unlikely(qproto != PROTO_TCP && qproto != PROTO_UDP))
 		return PYFWD_R_DROP_ICMP_QUOTE;
-	if (family == PYFWD_AF_INET)
-		fill_key(&ps->key, in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
-			 family, qproto, in + ihl);
-	else
-		fill_key(&ps->key, in + IP6_SADDR_OFF, in + IP6_DADDR_OFF,
-			 family, qproto, in + ihl);
+	v4 = family == PYFWD_AF_INET;
+	qsrc = in + (v4 ? IP4_SADDR_OFF : IP6_SADDR_OFF);
+	/* An error goes to the sender of what it quotes: else not ours. */
+	if (memcmp(ps->p + ps->r->l3_off + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF),
+		   qsrc, v4 ? 4 : 16))
+		return 0;
+	fill_key(&ps->key, qsrc, in + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF),
+		 family, qproto, in + ihl);
 	ps->inner_l3 = l4 + ICMP4_HDR_LEN;
 	ps->inner_l4 = l4 + ICMP4_HDR_LEN + ihl;
 	ps->inner_len = avail - ICMP4_HDR_LEN;

@@ -433,6 +433,53 @@ uint64_t pyfwd_io_worker_beats(const struct pyfwd_ctx *ctx, uint32_t worker);
 #define PYFWD_LOOP_EXIT 2
 int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how);
 
+/*
+ * What the kernel counted at the backend's sockets: frames it dropped
+ * there before a loop could see them (a loop too slow or stalled, a ring
+ * too small).  Python reads the field names (pyfwd.dataplane.native's
+ * XSK_SOCK_COUNTERS, AFP_SOCK_COUNTERS); every field is a uint64_t.
+ *
+ * AF_XDP: the socket's XDP_STATISTICS (struct xdp_statistics), the
+ * kernel's counts since the socket was made.
+ */
+struct pyfwd_xsk_sock_stats {
+	uint64_t rx_dropped;		/* dropped, other reasons (frame too
+					 * big, no frame to copy it into) */
+	uint64_t rx_invalid_descs;	/* dropped: a bad RX descriptor */
+	uint64_t tx_invalid_descs;	/* not sent: a bad TX descriptor */
+	uint64_t rx_ring_full;		/* dropped: the RX ring was full */
+	uint64_t rx_fill_ring_empty_descs; /* the fill ring had no frame */
+	uint64_t tx_ring_empty_descs;	/* a kick found the TX ring empty:
+					 * not a drop */
+};
+
+/*
+ * AF_PACKET: the receive socket's PACKET_STATISTICS (struct
+ * tpacket_stats_v3).  The kernel resets them on every read and keeps 32
+ * bits: the backend adds them up from open on (its loop reads them every
+ * AFP_STATS_BLOCKS blocks, and so does every pyfwd_io_sock_stats_read).
+ */
+struct pyfwd_afp_sock_stats {
+	uint64_t packets;	/* frames the filter kept, dropped included */
+	uint64_t drops;		/* dropped: the ring had no room */
+	uint64_t freeze_q_cnt;	/* times the ring filled up (froze) */
+};
+
+/* One socket's: the open backend's group; the other's stays zero. */
+struct pyfwd_sock_stats {
+	struct pyfwd_xsk_sock_stats xsk;
+	struct pyfwd_afp_sock_stats afp;
+};
+
+/*
+ * The counters of the socket of RX queue `queue` on interface slot `slot`
+ * (AF_PACKET: one socket per slot, queue 0).  0 or -errno: -ENOTCONN (no
+ * backend open), -EINVAL (no such queue or slot), getsockopt's.  Not
+ * beside pyfwd_io_close: the caller serialises them (Python holds a lock).
+ */
+int pyfwd_io_sock_stats_read(struct pyfwd_ctx *ctx, uint32_t queue,
+			     uint32_t slot, struct pyfwd_sock_stats *out);
+
 /* Stop the loops of the backend (they return within 100 ms). */
 void pyfwd_io_stop(struct pyfwd_ctx *ctx);
 /* Stop, detach and free the backend (none open: nothing to do). */
@@ -449,6 +496,18 @@ void pyfwd_io_close(struct pyfwd_ctx *ctx);
 int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 		    uint32_t nvips, const struct pyfwd_endpoint *replies,
 		    uint32_t nreplies, const struct pyfwd_snat *snat);
+
+/*
+ * Tests: run the open AF_XDP backend's steering program on one frame
+ * (BPF_PROG_TEST_RUN, as received on RX queue 0 of the calling thread's
+ * namespace's loopback: interface slot 0).  *action gets the XDP action:
+ * XDP_REDIRECT (4) when it steers the frame to the engine's socket (the
+ * redirect is not carried out), XDP_PASS (2) when it leaves it to the
+ * kernel.  0 or -errno: -ENOTCONN (no AF_XDP backend open), -EINVAL (the
+ * kernel takes 14 bytes up to about a page, less its headroom).
+ */
+int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
+			 uint32_t len, uint32_t *action);
 
 /*
  * Detach whatever XDP program is attached to ifindex by netlink (leftovers
@@ -477,6 +536,8 @@ _Static_assert(sizeof(struct pyfwd_config) == 52, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");
+_Static_assert(sizeof(struct pyfwd_sock_stats) == 72,
+	       "pyfwd_sock_stats ABI");
 _Static_assert(sizeof(struct pyfwd_stats) % sizeof(uint64_t) == 0 &&
 	       offsetof(struct pyfwd_stats, io) +
 	       sizeof(struct pyfwd_io_stats) == sizeof(struct pyfwd_stats),

@@ -118,34 +118,38 @@ static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
 	return bpf_map_lookup_elem(&steer_svcs, &k) != NULL;
 }
 
-/* NAT: from a real server's addr:port?  SNAT: to our address and ports? */
+/*
+ * NAT: from a real server's addr:port?  SNAT: to our address and ports?
+ * sport and dport as on the wire.
+ */
 static __always_inline int return_owned(const __u8 *saddr, const __u8 *daddr,
-					__u8 family, __u8 proto,
-					const __be16 *ports)
+					__u8 family, __u8 proto, __be16 sport,
+					__be16 dport)
 {
 	struct steer_svc r = { .family = family, .proto = proto };
 	struct steer_addr a = { .family = family };
 	struct steer_ports *range;
-	__u16 dport;
+	__u16 port;
 
 	if (proto != PROTO_TCP && proto != PROTO_UDP)
 		return 0;
 	__builtin_memcpy(r.addr, saddr, family == STEER_AF_INET ? 4 : 16);
-	r.port = ports[0];
+	r.port = sport;
 	if (bpf_map_lookup_elem(&steer_rsvcs, &r))
 		return 1;
 	__builtin_memcpy(a.addr, daddr, family == STEER_AF_INET ? 4 : 16);
 	range = bpf_map_lookup_elem(&steer_snat, &a);
 	if (!range)
 		return 0;
-	dport = bpf_ntohs(ports[1]);
-	return dport >= range->lo && dport <= range->hi;
+	port = bpf_ntohs(dport);
+	return port >= range->lo && port <= range->hi;
 }
 
 /* An ICMPv4 error quoting a packet of ours: steer it (the core decides). */
 static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
 {
 	__u8 *in = icmp + ICMP4_HDR_LEN;
+	const __be16 *ports;
 	__u32 ihl;
 
 	if ((void *)(in + IP4_HDR_MIN) > end || !ICMP4_IS_ERROR(icmp[0]))
@@ -153,11 +157,13 @@ static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
 	ihl = IP4_IHL(in);
 	if (ihl < IP4_HDR_MIN || (void *)(in + ihl + 4) > end)
 		return 0;
-	/* the quoted packet went out from us: our answer's reverse */
+	ports = (const __be16 *)(in + ihl);
+	/* the quoted packet went out from us: our answer's reverse, its
+	 * addresses and its ports swapped */
 	return return_owned(in + IP4_DADDR_OFF, in + IP4_SADDR_OFF,
-			    STEER_AF_INET, in[9], (const __be16 *)(in + ihl)) ||
+			    STEER_AF_INET, in[9], ports[1], ports[0]) ||
 	       return_owned(in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
-			    STEER_AF_INET, in[9], (const __be16 *)(in + ihl));
+			    STEER_AF_INET, in[9], ports[0], ports[1]);
 }
 
 /* The same for ICMPv6 (NAT's IPv6 returns: an error to the client). */
@@ -166,12 +172,12 @@ static __always_inline int icmp6_err_owned(__u8 *icmp, void *end)
 	__u8 *in = icmp + ICMP6_ERR_HDR_LEN;
 	const __be16 *ports = (const __be16 *)(in + IP6_HDR_LEN);
 
-	if ((void *)(in + IP6_HDR_LEN + 4) > end || !ICMP6_IS_ERROR(icmp[0]))
+	if ((void *)(ports + 2) > end || !ICMP6_IS_ERROR(icmp[0]))
 		return 0;
 	return return_owned(in + IP6_DADDR_OFF, in + IP6_SADDR_OFF,
-			    STEER_AF_INET6, in[6], ports) ||
+			    STEER_AF_INET6, in[6], ports[1], ports[0]) ||
 	       return_owned(in + IP6_SADDR_OFF, in + IP6_DADDR_OFF,
-			    STEER_AF_INET6, in[6], ports);
+			    STEER_AF_INET6, in[6], ports[0], ports[1]);
 }
 
 /* As the core: a request for a VIP, or a sender claiming one. */
@@ -206,7 +212,8 @@ static __always_inline int ip4_owned(__u8 *ip, void *end)
 			return icmp_err_owned(ip + hlen, end);
 		return return_owned(ip + IP4_SADDR_OFF, ip + IP4_DADDR_OFF,
 				    STEER_AF_INET, ip[9],
-				    (const __be16 *)(ip + hlen));
+				    ((const __be16 *)(ip + hlen))[0],
+				    ((const __be16 *)(ip + hlen))[1]);
 	}
 	if (hlen < IP4_HDR_MIN)
 		return 1;	/* malformed, to a VIP: the core counts it */
@@ -239,7 +246,8 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 		if (nh == PROTO_ICMPV6)
 			return icmp6_err_owned(l4, end);
 		return return_owned(ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
-				    STEER_AF_INET6, nh, (const __be16 *)l4);
+				    STEER_AF_INET6, nh, ((const __be16 *)l4)[0],
+				    ((const __be16 *)l4)[1]);
 	}
 	for (i = 0; i < NH_MAX; i++) {
 		if (!IP6_EXTHDR_WALKED(nh))
@@ -340,7 +348,8 @@ int pyfwd_sock_filter(struct __sk_buff *skb)
 			return 0;
 		return return_owned(ip + IP4_SADDR_OFF, ip + IP4_DADDR_OFF,
 				    STEER_AF_INET, ip[9],
-				    (const __be16 *)l4) ? skb->len : 0;
+				    ((const __be16 *)l4)[0],
+				    ((const __be16 *)l4)[1]) ? skb->len : 0;
 	}
 	if (proto == bpf_htons(ETHERTYPE_IPV6)) {
 		if (bpf_skb_load_bytes(skb, l3, ip, IP6_HDR_LEN))
@@ -353,7 +362,8 @@ int pyfwd_sock_filter(struct __sk_buff *skb)
 			return 0;
 		return return_owned(ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
 				    STEER_AF_INET6, ip[6],
-				    (const __be16 *)l4) ? skb->len : 0;
+				    ((const __be16 *)l4)[0],
+				    ((const __be16 *)l4)[1]) ? skb->len : 0;
 	}
 	return 0;
 }

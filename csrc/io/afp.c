@@ -134,6 +134,40 @@ errno_out:
 	return err;
 }
 
+int afp_stats_fold(struct afp_port *p)
+{
+	struct tpacket_stats_v3 st = { 0 };
+	socklen_t len = sizeof(st);
+
+	if (getsockopt(p->rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &len))
+		return -errno;
+	__atomic_fetch_add(&p->sum.packets, st.tp_packets, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&p->sum.drops, st.tp_drops, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&p->sum.freeze_q_cnt, st.tp_freeze_q_cnt,
+			   __ATOMIC_RELAXED);
+	return 0;
+}
+
+int afp_sock_stats(void *io_, uint32_t queue, uint32_t slot,
+		   struct pyfwd_afp_sock_stats *out)
+{
+	struct afp_io *io = io_;
+	struct afp_port *p;
+	int err;
+
+	if (queue != 0 || slot >= io->nports)
+		return -EINVAL;
+	p = &io->port[slot];
+	err = afp_stats_fold(p);
+	if (err)
+		return err;
+	out->packets = __atomic_load_n(&p->sum.packets, __ATOMIC_RELAXED);
+	out->drops = __atomic_load_n(&p->sum.drops, __ATOMIC_RELAXED);
+	out->freeze_q_cnt = __atomic_load_n(&p->sum.freeze_q_cnt,
+					    __ATOMIC_RELAXED);
+	return 0;
+}
+
 int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		   uint32_t ifindex, uint32_t ifindex2, char *errbuf,
 		   size_t errlen)

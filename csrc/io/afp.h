@@ -15,6 +15,9 @@
 #define AFP_BLOCKS 16
 #define AFP_FRAME_SIZE 2048
 #define AFP_RETIRE_MS 1		/* hand over a part-filled block after */
+/* Blocks between two reads of the socket's counters: they hold 32 bits
+ * (a block holds a few thousand frames at most). */
+#define AFP_STATS_BLOCKS 1024
 /* Before every frame, received and sent (PACKET_VNET_HDR). */
 #define AFP_VNET_HDR_LEN sizeof(struct virtio_net_hdr)
 
@@ -26,6 +29,9 @@ struct afp_port {
 	size_t ring_size;
 	uint32_t cur;		/* next block to look at */
 	uint32_t ifindex;
+	uint32_t blocks;	/* retired so far (the loop's) */
+	/* PACKET_STATISTICS added up (afp_stats_fold: atomic adds) */
+	struct pyfwd_afp_sock_stats sum;
 };
 
 /* The backend: ctx->io when ctx->io_kind is IO_AFP. */
@@ -34,5 +40,17 @@ struct afp_io {
 	uint32_t nports;
 	struct afp_port port[PYFWD_IFACES_MAX];
 };
+
+/*
+ * Add what the kernel counted at p's receive socket since the last read
+ * (PACKET_STATISTICS resets them) to p->sum; the loop and readers may
+ * fold at once.  0 or -errno.
+ */
+int afp_stats_fold(struct afp_port *p);
+
+/* The sums of slot's receive socket, folded first; queue 0 only.  0 or
+ * -errno (-EINVAL: none such).  io: a struct afp_io (sockstats.c). */
+int afp_sock_stats(void *io, uint32_t queue, uint32_t slot,
+		   struct pyfwd_afp_sock_stats *out);
 
 #endif /* PYFWD_AFP_H */

@@ -126,6 +126,10 @@ int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue)
 						 __ATOMIC_RELEASE);
 				p->cur = (p->cur + 1) % AFP_BLOCKS;
 				got++;
+				/* before the kernel's 32 bits wrap */
+				if (unlikely(++p->blocks % AFP_STATS_BLOCKS ==
+					     0))
+					afp_stats_fold(p);
 			}
 		}
 		if (got)

@@ -10,6 +10,7 @@
  *   xsk_loop.c  AF_XDP loop of one queue
  *   afp.c       AF_PACKET set-up: TPACKET_V3 rings, tc program (tcx)
  *   afp_loop.c  AF_PACKET loop
+ *   sockstats.c the kernel's counters of either backend's sockets
  *
  * Set-up code returns -errno and says what failed in errbuf; the loops
  * allocate nothing, take no lock and never call Python.

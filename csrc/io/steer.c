@@ -12,6 +12,7 @@
 
 #include "bpf/steer.h"
 #include "io/io.h"
+#include "io/xsk.h"
 
 _Static_assert(STEER_AF_INET == PYFWD_AF_INET &&
 	       STEER_AF_INET6 == PYFWD_AF_INET6, "steer.h families");
@@ -123,4 +124,23 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 	if (!err)
 		err = prune(m->snat, &snat_addr, nsnat, 0);
 	return err;
+}
+
+int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
+			 uint32_t len, uint32_t *action)
+{
+	struct bpf_program *prog;
+	struct xsk_io *io = ctx->io;
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame,
+		    .data_size_in = len, .repeat = 1);
+
+	if (ctx->io_kind != IO_XSK)
+		return -ENOTCONN;
+	prog = bpf_object__find_program_by_name(io->obj, "pyfwd_xdp_steer");
+	if (!prog)
+		return -ENOENT;
+	if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts))
+		return -errno;
+	*action = opts.retval;
+	return 0;
 }

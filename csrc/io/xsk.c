@@ -353,6 +353,27 @@ err:
 	return err < 0 ? err : -EINVAL;
 }
 
+int xsk_sock_stats(void *p, uint32_t queue, uint32_t slot,
+		   struct pyfwd_xsk_sock_stats *out)
+{
+	struct xdp_statistics st = { 0 };	/* older kernels: fewer */
+	socklen_t len = sizeof(st);
+	struct xsk_io *io = p;
+
+	if (queue >= io->nqueues || slot >= io->q[queue].nports)
+		return -EINVAL;
+	if (getsockopt(io->q[queue].port[slot].fd, SOL_XDP, XDP_STATISTICS,
+		       &st, &len))
+		return -errno;
+	out->rx_dropped = st.rx_dropped;
+	out->rx_invalid_descs = st.rx_invalid_descs;
+	out->tx_invalid_descs = st.tx_invalid_descs;
+	out->rx_ring_full = st.rx_ring_full;
+	out->rx_fill_ring_empty_descs = st.rx_fill_ring_empty_descs;
+	out->tx_ring_empty_descs = st.tx_ring_empty_descs;
+	return 0;
+}
+
 int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id)
 {
 	static const uint32_t modes[] = { 0, XDP_FLAGS_SKB_MODE,

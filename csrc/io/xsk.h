@@ -53,4 +53,9 @@ struct xsk_io {
 	struct xsk_queue q[];
 };
 
+/* XDP_STATISTICS of the socket of (queue, slot); 0 or -errno (-EINVAL:
+ * none such).  io: a struct xsk_io (sockstats.c). */
+int xsk_sock_stats(void *io, uint32_t queue, uint32_t slot,
+		   struct pyfwd_xsk_sock_stats *out);
+
 #endif /* PYFWD_XSK_H */

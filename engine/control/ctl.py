@@ -20,7 +20,7 @@ the result itself and is not made here.
 import json
 import time
 
-__all__ = ["format_status", "format_show", "format_stats",
+__all__ = ["format_status", "format_show", "format_stats", "format_sockets",
            "format_reload", "format_changes", "format_ha", "format_renew",
            "ha_line",
            "format_result", "table"]
@@ -390,6 +390,7 @@ def format_stats(result):
                          [[str(i)] + [_exact(q.get(k)) for k in keys]
                           for i, q in enumerate(queues)],
                          right=set(range(len(keys) + 1))))
+    out.extend(format_sockets(r.get("sockets")))
 
     vips = r.get("vips") or ()
     if vips:
@@ -412,6 +413,46 @@ def format_stats(result):
         out.extend(table(("VIP / REAL", "STATE", "PACKETS", "BYTES",
                           "NEW FLOWS", "ACTIVE"), rows, right={2, 3, 4, 5}))
     return "\n".join(out)
+
+
+# What the kernel counted at the data plane's sockets (Report.sockets():
+# struct pyfwd_sock_stats), by backend: counter -> its column in `ctl
+# stats` (tests/unit/test_sockdrops.py pins them to the header).
+SOCK_COLUMNS = {
+    "xdp": {"rx_dropped": "RX DROPPED", "rx_invalid_descs": "RX INVALID",
+            "tx_invalid_descs": "TX INVALID", "rx_ring_full": "RX RING FULL",
+            "rx_fill_ring_empty_descs": "FILL EMPTY",
+            "tx_ring_empty_descs": "TX EMPTY"},
+    "afpacket": {"packets": "PACKETS", "drops": "DROPS",
+                 "freeze_q_cnt": "RING FROZEN"},
+}
+_SOCK_TITLES = {"xdp": "AF_XDP sockets (XDP_STATISTICS)",
+                "afpacket": "raw sockets (PACKET_STATISTICS)"}
+
+
+def format_sockets(sockets):
+    """The lines of `ctl stats` for {backend: [{"queue", "iface",
+    counter...}]}: a table per backend, one row per socket, the kernel's
+    counters of frames it dropped before the loops saw them (a counter of
+    another pyfwd: a column of its own name)."""
+    out = []
+    for backend, rows in (sockets or {}).items():
+        if not rows:
+            continue
+        columns = dict(SOCK_COLUMNS.get(backend, {}))
+        for row in rows:
+            columns.update({k: k.upper() for k in row
+                            if k not in columns and k not in ("queue",
+                                                              "iface")})
+        out.append("")
+        out.append(_SOCK_TITLES.get(backend, f"{backend} sockets"))
+        out.extend(table(["QUEUE", "IFACE", *columns.values()],
+                         [[str(row.get("queue", "-")),
+                           str(row.get("iface", "-")),
+                           *(_exact(row.get(k)) for k in columns)]
+                          for row in rows],
+                         right={0} | set(range(2, len(columns) + 2))))
+    return out
 
 
 def _sum(reals, key):

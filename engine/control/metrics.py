@@ -124,6 +124,44 @@ REAL_METRICS = {
 
 REAL_STATES = ("online", "drain", "halt")
 
+# What the kernel counted at the data plane's sockets (Engine.stats()
+# ["sockets"]: struct pyfwd_sock_stats), by backend: key -> (metric, help);
+# all counters, labelled queue and iface.  tests/unit/test_sockdrops.py
+# pins these tables to the header.
+XSK_SOCK_METRICS = {
+    "rx_dropped": ("pyfwd_xsk_rx_dropped_total",
+                   "Frames an AF_XDP socket dropped for other reasons than "
+                   "the ones counted apart (too big for a UMEM frame, no "
+                   "free frame to copy into)."),
+    "rx_invalid_descs": ("pyfwd_xsk_rx_invalid_descs_total",
+                         "Frames an AF_XDP socket dropped: an invalid RX "
+                         "descriptor."),
+    "tx_invalid_descs": ("pyfwd_xsk_tx_invalid_descs_total",
+                         "Frames an AF_XDP socket did not send: an invalid "
+                         "TX descriptor."),
+    "rx_ring_full": ("pyfwd_xsk_rx_ring_full_total",
+                     "Frames an AF_XDP socket dropped because its RX ring "
+                     "was full (the queue's loop fell behind or stalled)."),
+    "rx_fill_ring_empty_descs": ("pyfwd_xsk_rx_fill_ring_empty_descs_total",
+                                 "Times an AF_XDP socket found its fill "
+                                 "ring empty (no frame to receive into)."),
+    "tx_ring_empty_descs": ("pyfwd_xsk_tx_ring_empty_descs_total",
+                            "Times the kernel found an AF_XDP socket's TX "
+                            "ring empty when kicked (not a drop)."),
+}
+AFP_SOCK_METRICS = {
+    "packets": ("pyfwd_afp_packets_total",
+                "Frames a raw socket's filter kept for the engine, dropped "
+                "ones included."),
+    "drops": ("pyfwd_afp_drops_total",
+              "Frames a raw socket dropped: its ring had no room (the loop "
+              "fell behind or stalled)."),
+    "freeze_q_cnt": ("pyfwd_afp_freeze_q_cnt_total",
+                     "Times a raw socket's ring filled up (froze)."),
+}
+SOCK_METRICS = {"xdp": XSK_SOCK_METRICS, "afpacket": AFP_SOCK_METRICS}
+
+
 def escape_label(value):
     """A label value as the text format wants it: \\ " and newline
     escaped."""
@@ -233,6 +271,8 @@ def render(stats):
         for key, (name, kind, help_) in QUEUE_METRICS.items():
             f.add(name, q.get(key), {"queue": str(i)}, kind, help_)
 
+    _render_sockets(f, stats.get("sockets"))
+
     for key, what in _RESPONDERS.items():
         for event, n in (stats.get(key) or {}).items():
             f.add(f"pyfwd_{key}_events_total", n, {"event": event}, counter,
@@ -241,6 +281,21 @@ def render(stats):
 
     _render_vips(f, stats.get("vips") or ())
     return f.text()
+
+
+def _render_sockets(f, sockets):
+    """The kernel's counters of each socket (SOCK_METRICS), labelled queue
+    and iface; a backend or counter this pyfwd does not know is left
+    out."""
+    if not isinstance(sockets, dict):
+        return
+    for backend, rows in sockets.items():
+        table = SOCK_METRICS.get(backend, {})
+        for row in rows if isinstance(rows, list) else ():
+            labels = {"queue": str(row.get("queue", "")),
+                      "iface": str(row.get("iface", ""))}
+            for key, (name, help_) in table.items():
+                f.add(name, row.get(key), labels, "counter", help_)
 
 
 def _render_ha(f, ha):

@@ -10,6 +10,7 @@ engine calls show() and stats() under its lock.
 
 import dataclasses
 import json
+import logging
 import os
 import time
 
@@ -17,8 +18,10 @@ from .l7.render import l7_name, l7_server
 from .liveness import problem_text
 from .state import atomic_write
 from ..dataplane.native import QUEUE_COUNTERS
-from ..errors import PyfwdError
+from ..errors import DataplaneError, PyfwdError
 from ..frames import mac_to_str
+
+log = logging.getLogger("pyfwd.control.report")
 
 # What show() adds to the health detail of a real its VIP quiesces
 # (model.ON_DOWN) rather than resets.
@@ -30,8 +33,8 @@ class Report:
     public attributes: iface, inside_iface, config_path, started, info,
     snat, services, state, health, monitor, fallback_active, tables, core,
     hops, punts, ha, l7, and liveness(); changes, if any: its
-    control.changes.Changes).  pid and clock: os.getpid and
-    time.monotonic, for tests."""
+    control.changes.Changes; xsk, if any: its dataplane.io backend).  pid
+    and clock: os.getpid and time.monotonic, for tests."""
 
     def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
         self.engine = engine
@@ -139,7 +142,8 @@ class Report:
         """A JSON-ready snapshot: status(), the data plane's counters
         (`core`, read by the caller outside the lock), per VIP and real
         server (as show()), per queue, the punt responders' counters and
-        conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts)."""
+        conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts), what the
+        kernel counted at the sockets (sockets(): drops before a loop)."""
         e = self.engine
         punts = e.punts.counters() if e.punts else {
             k: {} for k in ("arp", "icmp", "ndp", "arp_conflicts",
@@ -148,7 +152,24 @@ class Report:
                 "queues": [{k: q[k] for k in QUEUE_COUNTERS}
                            for q in (e.core.stats(worker=i)
                                      for i in range(e.core.workers))],
-                **punts}
+                "sockets": self.sockets(), **punts}
+
+    def sockets(self):
+        """What the kernel counted at the data plane's sockets, frames it
+        dropped there before a loop saw them: {backend ("xdp" |
+        "afpacket"): [{"queue", "iface", counter: value...}]} (the rows of
+        dataplane.io.Xsk.sock_stats(); names: native.SOCK_COUNTERS); {}
+        when no backend runs, or when the kernel refused a read (logged)."""
+        e = self.engine
+        xsk, info = getattr(e, "xsk", None), getattr(e, "info", None)
+        if xsk is None or info is None or not hasattr(xsk, "sock_stats"):
+            return {}
+        try:
+            rows = xsk.sock_stats()
+        except DataplaneError as exc:
+            log.warning("socket counters: %s", exc)
+            return {}
+        return {info.backend: rows} if rows else {}
 
 
 def write_stats(path, snapshot):

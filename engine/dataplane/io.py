@@ -5,12 +5,15 @@ interface, and what they steer to it.
 thread per RX queue) and `Afp` (raw AF_PACKET sockets, for where AF_XDP
 does not work) share one life cycle: open, steer, start, close.  The loops
 run in C with the GIL released; Python only says what to steer (VIPs, NAT
-real servers as `Endpoint`s, SNAT's ports).  `xdp_cleanup` removes an XDP
-program left on an interface by another attach mode (`pyfwd cleanup`).
+real servers as `Endpoint`s, SNAT's ports) and reads what the kernel
+counted at the sockets (`sock_stats`: frames dropped before a loop saw
+them).  `xdp_cleanup` removes an XDP program left on an interface by
+another attach mode (`pyfwd cleanup`).
 """
 
 import errno
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -78,6 +81,8 @@ class Xsk:
         self._threads = []
         self._ended = {}        # queue -> why its loop ended
         self.errors = []
+        self._ifaces = ()       # the interfaces' names, by slot
+        self._io_lock = threading.Lock()    # sock_stats against close
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
@@ -107,6 +112,7 @@ class Xsk:
                             _COPY_MODE_NAMES[info.copy_mode],
                             bool(info.busy_poll), info.queues, info.prog_id,
                             csum_slots=_csum_slots(self.core.ctx))
+        self._ifaces = _names(ifindex, ifindex2)
         return self.info
 
     def steer(self, vips, replies=(), snat=None):
@@ -165,6 +171,31 @@ class Xsk:
                                                 LOOP_HOLDS[how]),
                       f"holding the loop of queue {queue}")
 
+    def sock_stats(self):
+        """What the kernel counted at each socket (struct pyfwd_sock_stats,
+        the backend's group: native.SOCK_COUNTERS[info.backend]): one
+        {"queue", "iface", counter: value...} per RX queue and interface
+        (AF_PACKET: one socket per interface, queue 0); [] when not open.
+        Any thread may call it, beside the loops and close().  Raises
+        DataplaneError if the kernel refuses a read."""
+        with self._io_lock:
+            if not self._ifaces:
+                return []
+            counters = _native.SOCK_COUNTERS[self.info.backend]
+            group = _native.SOCK_GROUPS[self.info.backend]
+            out = ffi.new("struct pyfwd_sock_stats *")
+            rows = []
+            for q in range(self.info.queues):
+                for slot, iface in enumerate(self._ifaces):
+                    _native.check(lib.pyfwd_io_sock_stats_read(
+                        self.core.ctx, q, slot, out),
+                        f"reading the counters of {iface}'s socket on "
+                        f"queue {q}")
+                    g = getattr(out, group)
+                    rows.append({"queue": q, "iface": iface,
+                                 **{k: getattr(g, k) for k in counters}})
+            return rows
+
     def close(self):
         """Stop the loops, then detach the program and free the sockets."""
         lib.pyfwd_io_stop(self.core.ctx)
@@ -172,7 +203,9 @@ class Xsk:
             t.join(timeout=5)
         self._threads = []
         self._ended = {}
-        lib.pyfwd_io_close(self.core.ctx)
+        with self._io_lock:
+            lib.pyfwd_io_close(self.core.ctx)
+            self._ifaces = ()
 
 
 class Afp(Xsk):
@@ -186,6 +219,7 @@ class Afp(Xsk):
               os.fsencode(_native.bpf_object_path()), ifindex, ifindex2)
         self.info = XskInfo(None, "copy", False, 1, 0, "afpacket",
                             _csum_slots(self.core.ctx))
+        self._ifaces = _names(ifindex, ifindex2)
         return self.info
 
     _run = lib.pyfwd_afp_run
@@ -196,6 +230,20 @@ def _csum_slots(ctx):
     unfinished checksums (pyfwd_io_csum_slots' mask, as a tuple)."""
     mask = lib.pyfwd_io_csum_slots(ctx)
     return tuple(s for s in range(lib.PYFWD_IFACES_MAX) if mask >> s & 1)
+
+
+def _names(*ifindexes):
+    """The names of the interfaces (0: none), read at open: in the
+    namespace the backend opened in, which a reader's thread may not be
+    in."""
+    names = []
+    for i in ifindexes:
+        if i:
+            try:
+                names.append(socket.if_indextoname(i))
+            except OSError:
+                names.append(f"ifindex {i}")
+    return tuple(names)
 
 
 def _open(fn, what, *args):

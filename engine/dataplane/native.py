@@ -11,7 +11,8 @@ What the rest of pyfwd may import from here: VERDICTS, REASONS,
 TABLE_COUNTERS, FLOW_COUNTERS, CSUM_COUNTERS, IO_COUNTERS, QUEUE_COUNTERS,
 REAL_COUNTERS
 (the keys of Core.stats(), of one queue's and of Core.real_stats()'s
-entries), bpf_object_path, bpf_object_check.
+entries), SOCK_COUNTERS (of a backend's sockets: io.Xsk.sock_stats()),
+bpf_object_path, bpf_object_check.
 """
 
 import importlib.resources
@@ -62,6 +63,15 @@ QUEUE_COUNTERS = tuple(k for k in IO_COUNTERS if k != "punt_overflow")
 # Per real server id (struct pyfwd_real_stats): frames, bytes, flows_new,
 # active.
 REAL_COUNTERS = _fields("pyfwd_real_stats")
+# What the kernel counted at a backend's sockets (struct pyfwd_sock_stats,
+# one group per backend): AF_XDP's XDP_STATISTICS (rx_dropped, ...,
+# rx_ring_full, ...), AF_PACKET's PACKET_STATISTICS (packets, drops,
+# freeze_q_cnt).  By backend, as XskInfo.backend names it; SOCK_GROUPS:
+# the backend's group (struct pyfwd_<group>_sock_stats).
+XSK_SOCK_COUNTERS = _fields("pyfwd_xsk_sock_stats")
+AFP_SOCK_COUNTERS = _fields("pyfwd_afp_sock_stats")
+SOCK_COUNTERS = {"xdp": XSK_SOCK_COUNTERS, "afpacket": AFP_SOCK_COUNTERS}
+SOCK_GROUPS = {"xdp": "xsk", "afpacket": "afp"}
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 FAMILIES = {4: lib.PYFWD_AF_INET, 6: lib.PYFWD_AF_INET6}
@@ -153,6 +163,7 @@ def bpf_object_check(path):
 
 __all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "TABLE_COUNTERS",
            "FLOW_COUNTERS", "CSUM_COUNTERS", "IO_COUNTERS", "QUEUE_COUNTERS",
-           "REAL_COUNTERS", "PROTOCOLS", "constants", "fill_addr",
+           "REAL_COUNTERS", "XSK_SOCK_COUNTERS", "AFP_SOCK_COUNTERS",
+           "SOCK_COUNTERS", "SOCK_GROUPS", "PROTOCOLS", "constants", "fill_addr",
            "endpoint_array", "snat_struct", "maglev_fill", "bpf_object_path",
            "bpf_object_check"]

@@ -291,6 +291,10 @@ def nat6():
         case("nat6-ptb-no-flow", "about no flow: counted",
              ptb(f6(cm, om, v, c, TCP(sport=80, dport=40009))[14:], v,
                  mac_dst=om), "drop_icmp_no_flow", vip=0),
+        case("nat6-icmp6-empty", "ICMPv6 from a real with no byte of "
+             "header (a fuzzer's find: once read past the end)",
+             bytes(Ether(dst=im, src=rm) / IPv6(src=r, dst=c, nh=58)),
+             "pass_not_vip", in_if=1),
         case("nat6-hlim-1", "hop limit 1: a router drops it, counted",
              f6(om, cm, c, v, TCP(sport=40001, dport=80, flags="S"),
                 hlim=1), "drop_ttl_expired", vip=0),
@@ -320,7 +324,11 @@ def nat_ttl():
 
     sa_out = bytes(Ether(dst=cm, src=om) / IP(src=nd.VIP, dst=nd.CLIENT)
                    / TCP(sport=80, dport=40000, flags="SA"))
+    empty = bytes(Ether(dst=im, src=nd.REAL1_MAC)
+                  / IP(src=nd.REAL1, dst=nd.CLIENT, proto=1))
     return [
+        case("nat-icmp-empty", "ICMP from a real with no byte of header",
+             empty, "pass_not_vip", in_if=1),
         case("nat-ttl-1", "TTL 1 to a NAT VIP: dropped, counted, no flow",
              syn4(40000, 1), "drop_ttl_expired", vip=0),
         case("nat-ttl-2", "TTL 2: goes on with TTL 1, its header sum "

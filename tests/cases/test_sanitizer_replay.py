@@ -1,11 +1,16 @@
-"""The core built standalone with ASan and UBSan, outside Python:
+"""The core built standalone with ASan and UBSan, outside Python, on the
+corpus tests/cases/corpus.py writes from the packet cases (csrc/tools/
+harness.h: set-ups and inputs): DR, two-arm NAT and SNAT, IPv4 and IPv6,
+the return path, ICMP errors and SNAT's ports, frames on slots 0 and 1.
 
-- the replayer runs every packet case, malformed and truncated ones
-  included: no report, and the same reasons as the cffi build;
-- a short libFuzzer run, seeded with the same corpus, finds no crash.
+- the replayer runs every input: no sanitizer report, no broken promise
+  (the harness aborts), and the same reasons as the cffi build's cases;
+- a short libFuzzer run with a fixed seed, seeded with the same corpus,
+  finds no crash.
 
 (make -C csrc replay | fuzz; needs cc with libasan/libubsan, clang with
-libclang-rt-dev: tools/run installs them.)"""
+libclang-rt-dev: tools/run installs them.  docs/reliability/fuzz.md: the
+long run and the coverage.)"""
 
 import os
 import subprocess
@@ -13,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from pyfwd.dataplane.core import Core
+from pyfwd.dataplane.native import REASONS
 
-from . import defs
+from . import corpus as corpus_mod
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
-FUZZ_SECONDS = 20
+FUZZ_RUNS = 20000
 SAN_ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
 
@@ -33,50 +38,72 @@ def make(target, out):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """{path: allowed reasons} of every case, one frame per file."""
-    core = Core(mac=defs.LB_MAC, flows=4096)
-    core.publish_services(defs.SERVICES, defs.MACS)
-    cases = [(c, {c.reason}) for c in defs.wellformed() + defs.malformed()]
-    cases += defs.truncations(core.classify)
+    """(directory, [set-up paths], {input path: [allowed reasons]})."""
     d = tmp_path_factory.mktemp("corpus")
-    allowed = {}
-    for i, (case, ok) in enumerate(cases):
-        path = d / f"{i:05d}-{case.name}.bin"
-        path.write_bytes(case.frame)
-        allowed[str(path)] = ok
-    return d, allowed
+    setups, allowed = corpus_mod.write(d)
+    return d, setups, allowed
 
 
-def test_sanitizer_build_replays_corpus(tmp_path, corpus):
-    _, allowed = corpus
-    files = sorted(allowed)
-    argv = [str(make("replay", tmp_path)), "-m", defs.LB_MAC]
-    for v, mac in zip(defs.VIPS, defs.REAL_OF):
-        argv += ["-v" if mac else "-V", str(v)]   # -V: no real to take it
-    run = subprocess.run(argv + files, capture_output=True, text=True,
-                         timeout=120, env=SAN_ENV)
+def sanitizer_clean(run):
     assert run.returncode == 0, run.stderr[-4000:]
     assert "runtime error" not in run.stderr, run.stderr[-4000:]
     assert "Sanitizer" not in run.stderr, run.stderr[-4000:]
-    got = dict(line.split("\t")[::-1] for line in run.stdout.splitlines())
+
+
+def test_sanitizer_build_replays_corpus(tmp_path, corpus):
+    _, setups, allowed = corpus
+    files = sorted(allowed)
+    argv = [str(make("replay", tmp_path))]
+    for s in setups:
+        argv += ["-s", str(s)]
+    run = subprocess.run(argv + files, capture_output=True, text=True,
+                         timeout=120, env=SAN_ENV)
+    sanitizer_clean(run)
+    got = {f: r.split() for f, r in (line.split("\t")
+                                     for line in run.stdout.splitlines())}
     assert set(got) == set(files)
-    wrong = [f"{Path(f).name}: {got[f]}, want {sorted(allowed[f])}"
-             for f in files if got[f] not in allowed[f]]
+    wrong = []
+    for f in files:
+        want = allowed[f]
+        if len(got[f]) != len(want):
+            wrong.append(f"{Path(f).name}: {len(got[f])} frames run, "
+                         f"want {len(want)}")
+        wrong += [f"{Path(f).name} frame {i}: {g}, want {sorted(w)}"
+                  for i, (g, w) in enumerate(zip(got[f], want))
+                  if g not in w]
     assert not wrong, "\n".join(wrong[:40])
     assert len(files) > 500
+    # What the corpus reaches: every reason but the full flow table
+    # (test_nat_core fills one), every kind of forward on both slots.
+    reached = {r for rs in got.values() for r in rs}
+    assert set(REASONS) - reached == {"drop_table_full"}
+
+
+def test_corpus_covers_nat_snat_ipv6_and_both_slots():
+    ins = corpus_mod.inputs()
+    names = list(corpus_mod.setups())
+    used = {names[data[0]] for _, data, _ in ins}
+    assert used == {"dr", "nat", "nat6", "mixed", "icmp"}
+    slot1 = [n for n, data, _ in ins
+             if any(ctrl & corpus_mod.REC_IN_IF1
+                    for ctrl, _ in corpus_mod.read_input(data)[1])]
+    assert any(n.startswith("nat-") for n in slot1)
+    assert any(n == "csum-nat6" for n in slot1)
 
 
 def test_fuzzer_finds_no_crash(tmp_path, corpus):
-    seeds, _ = corpus
+    d, setups, _ = corpus
     work = tmp_path / "work"
     work.mkdir()
     fuzzer = make("fuzz", tmp_path)
-    run = subprocess.run([str(fuzzer), f"-max_total_time={FUZZ_SECONDS}",
-                          "-max_len=2048", "-print_final_stats=1",
+    env = dict(SAN_ENV, PYFWD_FUZZ_SETUPS=":".join(map(str, setups)))
+    run = subprocess.run([str(fuzzer), "-seed=1", f"-runs={FUZZ_RUNS}",
+                          "-max_len=4096", "-print_final_stats=1",
                           f"-artifact_prefix={tmp_path}/", str(work),
-                          str(seeds)], capture_output=True, text=True,
-                         timeout=FUZZ_SECONDS + 120, env=SAN_ENV)
-    assert run.returncode == 0, run.stderr[-4000:]
+                          str(d / "seeds")], capture_output=True,
+                         text=True, timeout=300, env=env)
+    sanitizer_clean(run)
     runs = [line for line in run.stderr.splitlines()
             if line.startswith("stat::number_of_executed_units")]
-    assert runs and int(runs[0].split(":")[-1]) > 10000, run.stderr[-2000:]
+    assert runs and int(runs[0].split(":")[-1]) >= FUZZ_RUNS, \
+        run.stderr[-2000:]

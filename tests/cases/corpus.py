@@ -6,9 +6,9 @@ nat_defs: two-arm NAT and SNAT, its port pool of two; csum_defs: IPv6
 NAT), captured from Core itself, plus "mixed": every scheduler,
 persistence, DR, NAT and SNAT side by side, and "icmp" (icmp_defs' DR).
 Inputs are every case of defs (its truncations included), every sequence
-of nat_defs, csum_defs and icmp_defs as one input (the return path, ICMP errors and SNAT ports
-need the flow the first frames make), with the interface slot and the
-checksum flags of each step.
+of nat_defs, csum_defs and icmp_defs as one input (the return path, ICMP
+errors and SNAT ports need the flow the first frames make), with the
+interface slot and the checksum flags of each step.
 
     python -m tests.cases.corpus DIR    writes DIR/setups/, DIR/seeds/
 """

@@ -43,10 +43,12 @@ WEB = Vip.parse(f"{VIP}:80/tcp")            # 0: wrr, the reals in turn
 DNS = Vip.parse(f"{VIP}:53/udp")            # 1: maglev
 WEB6 = Vip.parse(f"[{VIP6}]:80/tcp")        # 2: wrr
 SH = Vip.parse(f"{VIP}:443/tcp")            # 3: sh
+PERSIST = Vip.parse(f"{VIP}:8080/tcp")      # 4: maglev, persistence
 DR_SERVICES = [Service(WEB, list(REALS), "wrr"),
                Service(DNS, list(REALS), "maglev"),
                Service(WEB6, list(REALS), "wrr"),
-               Service(SH, list(REALS), "sh")]
+               Service(SH, list(REALS), "sh"),
+               Service(PERSIST, list(REALS), "maglev", persistence=60)]
 DR_MACS = {Real(REAL1).address: mac_to_bytes(REAL1_MAC),
            Real(REAL2).address: mac_to_bytes(REAL2_MAC)}
 
@@ -167,6 +169,22 @@ def dr_sh():
              "real", e, "forward_icmp", to(e, REAL2_MAC), vip=3),
         case("dr-sh-syn", "the client's flow: the same real", s, "forward",
              to(s, REAL2_MAC), vip=3),
+    ]
+
+
+def dr_persist():
+    """Persistence first, as for a new flow: port 42002 alone hashes to
+    real2 (measured on a fresh core), but this client is on real1."""
+    s, s2 = syn(42000, 8080), syn(42002, 8080)
+    e = frag_needed(reply(42002, 8080))
+    return [
+        case("dr-persist-syn", "the client's first flow: real1", s,
+             "forward", to(s, REAL1_MAC), vip=4),
+        case("dr-persist-no-flow", "about another port of it, no flow: "
+             "its persistent real", e, "forward_icmp", to(e, REAL1_MAC),
+             vip=4),
+        case("dr-persist-syn-2", "that port's flow: the same real", s2,
+             "forward", to(s2, REAL1_MAC), vip=4),
     ]
 
 
@@ -349,6 +367,7 @@ def nat_ttl():
 def sequences():
     """(name, make_core, steps): each runs in order on a fresh core."""
     return [("dr-flows", dr_core, dr_flows()), ("dr-sh", dr_core, dr_sh()),
+            ("dr-persist", dr_core, dr_persist()),
             ("dr6", dr_core, dr6()), ("malformed", dr_core, malformed()),
             ("quote-cuts", dr_core, quote_cuts()),
             ("nat6", nat6_core, nat6()), ("nat-ttl", nat_core, nat_ttl())]

@@ -50,3 +50,10 @@ def test_mangled_quotes_are_counted_never_read_past():
     for f, out, r in zip(frames, outs, results):
         assert r.reason in REASONS
         assert r.verdict == "forward" or out == f
+
+
+def test_the_persistence_case_is_not_the_hash():
+    # dr-persist means something only if the hash alone says real2.
+    s = idefs.syn(42002, 8080)
+    [out], _ = idefs.dr_core().process([s])
+    assert out == idefs.to(s, idefs.REAL2_MAC)

@@ -234,7 +234,8 @@ def _run(cfg, ports, metrics_addr, options):
                         inside_iface=cfg.inside_iface,
                         snat_address=cfg.snat_address, snat_ports=ports,
                         role=cfg.role, ha_options=cfg.ha,
-                        neighbour_stale=cfg.neighbour_stale, **options)
+                        neighbour_stale=cfg.neighbour_stale,
+                        neighbour_limits=cfg.neighbour_limits, **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

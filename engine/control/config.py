@@ -15,6 +15,10 @@ touched.
     neighbour_stale = 60                    # s a real's MAC outlives no ARP
     state_file = "/var/lib/pyfwd/pyfwd.state"  # the changes made by ctl;
                                             # default: this file + .state
+    arp_rate = 2000                         # ARP/NDP answers per second
+    arp_burst = 500                         # ... at once
+    arp_source_rate = 20                    # ... to one asking MAC
+    arp_source_burst = 40                   # (neighbours.ratelimit)
 
     [ha]                                    # optional (ha.HaOptions)
     lease = 2.5                             # s; 0: no lease
@@ -54,11 +58,13 @@ from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
                      Real, Service, Vip, check_name)
+from ..neighbours.ratelimit import NeighbourLimits
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
-               "state_file": str}
+               "state_file": str,
+               **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
             "health": dict, "fallback": str, "real": list, "on_down": str,
@@ -87,6 +93,8 @@ class Config:
     state_file: "str | None" = None
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
+    neighbour_limits: NeighbourLimits = field(
+        default_factory=NeighbourLimits)
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -248,8 +256,9 @@ def parse(text, path="<config>", role=None):
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:
-        if key in engine:
+        if key in engine and key not in NeighbourLimits.KEYS:
             setattr(cfg, key, engine[key])
+    cfg.neighbour_limits = NeighbourLimits.from_config(engine)
     check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
     if cfg.snat_address is not None:
         try:

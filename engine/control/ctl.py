@@ -165,6 +165,18 @@ def format_status(result):
     return "\n".join(table(None, rows))
 
 
+def punt_line(p):
+    """`ctl stats`' punt row: frames, rate-limited (source/total), evicted."""
+    lim = {k: p.get(k) or {} for k in ("arp", "ndp")}
+    evicted = [p.get("arp_conflicts_evicted"), p.get("ndp_conflicts_evicted"),
+               *(v.get("sources_evicted") for v in lim.values())]
+    return "  ".join([f"frames {_exact(p.get('frames'))}"] + [
+        f"{k} limited {_exact(v.get('limited_source'))}/"
+        f"{_exact(v.get('limited_total'))} (source/total)"
+        for k, v in lim.items() if v] + [
+        f"evicted {sum(n for n in evicted if _is_number(n))}"])
+
+
 def ha_line(h):
     """The `role` row of `ctl status`:
 
@@ -363,6 +375,8 @@ def format_stats(result):
             [f"{k} {_exact(h.get(k))}" for k in ("transitions",
                                                   "garp_bursts",
                                                   "arp_withheld")])))
+    if isinstance(r.get("punt"), dict) and r["punt"]:
+        rows.append(("punt", punt_line(r["punt"])))
     conflicts = r.get("arp_conflicts") or {}
     for vip, macs in conflicts.items():
         rows.append(("arp conflict", f"{vip} also answered by "

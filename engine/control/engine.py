@@ -11,10 +11,11 @@
     eng.stop()                   # detach; also done by the kernel on exit
 
 Every change rebuilds the tables off to the side and publishes them in one
-step; established flows keep their real server.  A control thread drains
+step; established flows keep their real server.  A punt thread answers
 the punted frames (ARP for the IPv4 VIPs, neighbour discovery for the IPv6
-ones, pings), keeps the real servers' MACs fresh and announces the VIPs
-(gratuitous ARP, unsolicited neighbour advertisements).
+ones, pings) without the engine's lock; a control thread keeps the real
+servers' MACs fresh and announces the VIPs (gratuitous ARP, unsolicited
+neighbour advertisements).
 
 The Engine keeps the life cycle, the admin API and reload, publishing
 (effective services -> tables -> steering) and the control thread; its
@@ -47,6 +48,7 @@ from .liveness import EngineLiveness
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .punts import Groups, Punts
+from .puntthread import PuntThread
 from .report import Report, write_stats
 from ..dataplane.core import Core
 from ..dataplane.io import Afp, Xsk
@@ -56,10 +58,11 @@ from ..model import SNAT_PORTS, served_queues
 from ..neighbours.framesocket import FrameSocket
 from ..neighbours.kernel import (interface, multicast_socket,
                                  primary_ipv4)
+from ..neighbours.ratelimit import NeighbourLimits
 
 log = logging.getLogger("pyfwd")
 
-TICK = 0.01             # control thread: punt drain period (s)
+TICK = 0.01             # control thread period (s)
 BACKENDS = ("auto", "xdp", "afpacket")
 # Flow slots per queue.  A table turns new flows away from about 85% full
 # (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
@@ -87,12 +90,14 @@ class Engine:
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
     ha_options (ha.HaOptions: [ha] lease and gateway), state_file (where
     the operator's changes are kept; default `<config_path>.state`, none
-    without config_path: control.changes).
+    without config_path: control.changes), neighbour_limits (the rate
+    limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits).
 
     Locking: one re-entrant lock (taken by every change, by show() and
-    stats(), and by the punt answering and the announcements of the
-    control thread) guards the services, the admin state, the tables and
-    the parts; the kernel look-ups of the next hops run outside it.
+    stats(), and by the announcements of the control thread) guards the
+    services, the admin state, the tables and the parts; the kernel
+    look-ups of the next hops run outside it, and so does the punt thread
+    (control.puntthread), which answers from snapshots (control.punts).
     """
 
     def __init__(self, iface, services, *, inside_iface=None,
@@ -100,7 +105,8 @@ class Engine:
                  copy_mode="auto", busy_poll=0, queues=None, flows=None,
                  stats_file=None, arp_refresh=ARP_REFRESH, config_path=None,
                  backend="auto", role="active", ha_options=None,
-                 neighbour_stale=NEIGHBOUR_STALE, state_file=None):
+                 neighbour_stale=NEIGHBOUR_STALE, state_file=None,
+                 neighbour_limits=None):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -117,6 +123,8 @@ class Engine:
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
+        self.punt_limits = neighbour_limits or NeighbourLimits()
+        self.punt_thread = None
         self.l7 = L7Sync(iface, active=self.ha.active)
         self.report = Report(self)
         self.tables = None
@@ -175,7 +183,8 @@ class Engine:
             self._steer()
             with self._lock:
                 self.punts = open_punts(self.iface, ifindex, self.core, mac,
-                                        self.ha, self.services, self._lock)
+                                        self.ha, self.services,
+                                        self.punt_limits)
             self.gateway.open(mac2 or mac)
         except BaseException:
             self.xsk.close()
@@ -197,6 +206,7 @@ class Engine:
             self.l7.clean()         # what a dead engine's HAProxy left
         self.started = time.monotonic()
         self.ha.start()
+        self.punt_thread = PuntThread(self.punts).start()
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
@@ -212,6 +222,8 @@ class Engine:
         if self._thread:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.punt_thread:
+            self.punt_thread.stop()
         if self.stats_file and self.core:
             self._write_stats()
         if self.xsk:
@@ -295,7 +307,10 @@ class Engine:
         with self._lock:
             # L7: the VIP addresses follow the role, before announcing
             self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
-            return self.ha.set_role(role, self.services, self._announce, why)
+            out = self.ha.set_role(role, self.services, self._announce, why)
+            if self.punts:      # no reply of the old role leaves after this
+                self.punts.settle()
+            return out
 
     def renew_lease(self):
         """`ctl ha-renew`: ha.HaState.renew() once status() answered."""
@@ -386,15 +401,15 @@ class Engine:
     # --- the control thread ---------------------------------------------
 
     def _control(self):
-        """Punted frames, MAC refresh, announcements, stats file, the
-        HAProxy watchdog, the data plane's errors: every TICK.  An error is
+        """MAC refresh, announcements, stats file, the HAProxy watchdog,
+        the data plane's errors: every TICK (the punted frames: the punt
+        thread).  An error is
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
         while not self._stop.wait(TICK):
             self.ticks += 1
             now = time.monotonic()
             try:
-                self.punts.answer_punts()
                 self.ha.tick(self.set_role)     # the lease, the gateway
                 if self.ha.announcement_due():
                     with self._lock:
@@ -513,13 +528,15 @@ def log_attached(info, ifaces, services, snat, busy_poll):
         log.info("snat: from %s, ports %d-%d", *snat)
 
 
-def open_punts(iface, ifindex, core, mac, ha, services, lock):
+def open_punts(iface, ifindex, core, mac, ha, services, limits):
     """Punts answering through a packet socket on iface, holding the IPv6
-    VIPs' groups (when IPv6 is on), for the L4 VIPs of services."""
+    VIPs' groups (when IPv6 is on), for the L4 VIPs of services, within
+    limits (NeighbourLimits)."""
     sock = FrameSocket(iface, ethertype=0)     # sends only
     mc_sock = multicast_socket(iface)
     vips4, vips6 = svcs.vip_addresses(services)
-    return Punts(core, sock, mac, ha, vips4=vips4, vips6=vips6, lock=lock,
+    return Punts(core, sock, mac, ha, vips4=vips4, vips6=vips6,
+                 limits=limits,
                  groups=Groups(mc_sock, ifindex, iface) if mc_sock else None)
 
 

@@ -72,6 +72,7 @@ log = logging.getLogger("pyfwd")
 
 ROLES = ("active", "standby")
 GARP_REPEAT = (0.0, 1.0, 3.0)   # announcements after start/takeover (s)
+MAX_PEERS = 64                  # MACs kept in HaState.peers (oldest out)
 
 # keepalived splits a notify command at unquoted spaces; paths and names
 # with spaces or quotes would need quoting rules we do not want to get
@@ -164,8 +165,10 @@ class HaState:
     for a VIP left unanswered while standby), garp_bursts (announcements
     sent), split_brain (a MAC seen holding a VIP while this node was
     standby still claims it after this node became active), lease_expired
-    (stood down because keepalived's check stopped renewing the lease);
-    peers: {MAC text: VIP} seen holding a VIP while standby; the
+    (stood down because keepalived's check stopped renewing the lease),
+    peers_evicted (peers pushed out of the table);
+    peers: {MAC text: VIP} seen holding a VIP while standby, the
+    MAX_PEERS heard from most recently (forged claims cannot grow it); the
     announcement schedule (GARP_REPEAT after the start and after each
     takeover); options: the HaOptions ([ha]); lease: the role's
     control.lease.Lease (of options.lease seconds); gateway: the real
@@ -175,12 +178,15 @@ class HaState:
     clock: monotonic seconds (the schedule); wall: epoch seconds (since).
     Not thread-safe: the engine calls it under its lock, except
     announcement_due() and lease_lapsed(), which its control thread calls
-    alone, and renew(), which keepalived's check calls at once (see
-    control.lease on why that is sound).
+    alone, renew(), which keepalived's check calls at once (see
+    control.lease on why that is sound), and withheld(), peer_claims() and
+    split_brain(), which the punt thread calls alone (control.punts; their
+    counters and peers are its own, read by status() as copies).
     """
 
     COUNTERS = ("transitions", "arp_withheld", "ndp_withheld",
-                "garp_bursts", "split_brain", "lease_expired")
+                "garp_bursts", "split_brain", "lease_expired",
+                "peers_evicted")
 
     def __init__(self, role="active", options=None, *, clock=time.monotonic,
                  wall=time.time):
@@ -316,8 +322,19 @@ class HaState:
         """While standby: `mac` holds `vip`; it is the active node (logged
         the first time)."""
         if mac not in self.peers:
-            log.info("ha: VIP %s is held by %s (the active node; this one "
-                     "is standby)", vip, mac)
+            if len(self.peers) >= MAX_PEERS:
+                del self.peers[next(iter(self.peers))]
+                self.counters["peers_evicted"] += 1
+                if self.counters["peers_evicted"] == 1:
+                    log.warning("ha: more than %d MACs claim the VIPs (a "
+                                "flood of forged claims?): the oldest are "
+                                "forgotten and no longer logged",
+                                MAX_PEERS)
+            else:
+                log.info("ha: VIP %s is held by %s (the active node; this "
+                         "one is standby)", vip, mac)
+        else:
+            del self.peers[mac]     # to the end: heard from most recently
         self.peers[mac] = str(vip)
 
     def split_brain(self, mac, vip):

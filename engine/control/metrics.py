@@ -96,6 +96,9 @@ _HA = {
     "lease_expired": ("pyfwd_ha_lease_expired_total",
                       "Times this node stood down because keepalived's "
                       "check stopped renewing its lease."),
+    "peers_evicted": ("pyfwd_ha_peers_evicted_total",
+                      "MACs seen holding a VIP while standby that were "
+                      "pushed out of the bounded peer table."),
 }
 
 # Per queue (RX queue = worker) keys: the I/O loop's counters of struct
@@ -278,6 +281,7 @@ def render(stats):
             f.add(f"pyfwd_{key}_events_total", n, {"event": event}, counter,
                   f"{what} handled by the control plane, by outcome.")
     _render_ha(f, stats.get("ha"))
+    _render_punt(f, stats.get("punt"))
 
     _render_vips(f, stats.get("vips") or ())
     return f.text()
@@ -312,6 +316,31 @@ def _render_ha(f, ha):
           "seconds since the epoch.")
     for key, (name, help_) in _HA.items():
         f.add(name, ha.get(key), kind="counter", help_=help_)
+
+
+def _render_punt(f, punt):
+    """The punt thread (control.punts.Punts.fairness()): its work, the
+    rate limits of ARP/NDP answers and the bounded conflict tables."""
+    if not isinstance(punt, dict):
+        return
+    f.add("pyfwd_punt_frames_total", punt.get("frames"), kind="counter",
+          help_="Punted frames the punt thread answered or judged.")
+    f.add("pyfwd_punt_batches_total", punt.get("batches"), kind="counter",
+          help_="Batches the punt thread drained from the punt ring.")
+    for kind in ("arp", "ndp"):
+        limits = punt.get(kind) or {}
+        for by in ("source", "total"):
+            f.add("pyfwd_punt_rate_limited_total",
+                  limits.get(f"limited_{by}"), {"kind": kind, "by": by},
+                  "counter", "ARP/NDP answers refused by a rate limit "
+                  "(by: the asking MAC's own bucket, or the total one).")
+        f.add("pyfwd_punt_sources_evicted_total",
+              limits.get("sources_evicted"), {"kind": kind}, "counter",
+              "Asking MACs pushed out of the rate limiter's bounded table.")
+        f.add("pyfwd_punt_conflicts_evicted_total",
+              punt.get(f"{kind}_conflicts_evicted"), {"kind": kind},
+              "counter", "(VIP, MAC) claims pushed out of the bounded "
+              "conflict table.")
 
 
 def _render_vips(f, vips):

@@ -142,12 +142,14 @@ class Report:
         """A JSON-ready snapshot: status(), the data plane's counters
         (`core`, read by the caller outside the lock), per VIP and real
         server (as show()), per queue, the punt responders' counters and
-        conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts), what the
+        conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts), the
+        punt thread's fairness counters (punt: Punts.fairness()), what the
         kernel counted at the sockets (sockets(): drops before a loop)."""
         e = self.engine
-        punts = e.punts.counters() if e.punts else {
-            k: {} for k in ("arp", "icmp", "ndp", "arp_conflicts",
-                            "ndp_conflicts")}
+        punts = {**e.punts.counters(), "punt": e.punts.fairness()} \
+            if e.punts else {k: {} for k in ("arp", "icmp", "ndp",
+                                             "arp_conflicts",
+                                             "ndp_conflicts", "punt")}
         return {**self.status(), "core": core, "vips": self.show(),
                 "queues": [{k: q[k] for k in QUEUE_COUNTERS}
                            for q in (e.core.stats(worker=i)

@@ -5,6 +5,7 @@ servers' next hops.
 - responder.py: VipResponder, the base of the three responders;
 - arp.py, icmp.py, ndp.py: the frames of each protocol and its responder,
   pure (frame in, reply out), fed the frames the data plane punts;
+- ratelimit.py: the per-source and total limits on ARP/NDP answers;
 - framesocket.py: FrameSocket, the raw socket the replies and
   announcements leave by;
 - kernel.py: the kernel's view (interfaces, addresses, routes, the

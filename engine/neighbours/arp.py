@@ -179,18 +179,24 @@ class ArpResponder(VipResponder):
     - anything else -> ignored.
 
     ``counters`` counts ``requests_answered``, ``conflicts`` (frames) and
-    ``ignored``.  ``conflicts`` maps each VIP to ``{offending MAC text:
-    last-seen time}`` (a dict keyed by MAC, so ``mac in conflicts[vip]``
-    works like a set); the time comes from ``clock`` (time.time by default).
+    ``ignored``; with a ``limiter`` (ratelimit.SourceLimiter, keyed by the
+    asking MAC), also ``rate_limited``: requests it would have answered.
+    ``conflicts`` maps each VIP to ``{offending MAC text: last-seen
+    time}`` (a dict keyed by MAC, so ``mac in conflicts[vip]`` works like a
+    set; bounded, see VipResponder); the time comes from ``clock``
+    (time.time by default).
     ``vips``, ``update_vips()``, ``handle()`` and ``handle_batch()`` are
     VipResponder's (responder.py).  Pure: no sockets, no clock but the one
     given.  Not thread-safe: one thread drains the punted frames.
     """
 
     def __init__(self, own_mac: Mac, vips: Iterable[IPv4] = (),
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, limiter=None):
         super().__init__(own_mac, vips, ("requests_answered", "conflicts",
-                                         "ignored"), clock)
+                                         "ignored")
+                         + (("rate_limited",) if limiter is not None
+                            else ()), clock,
+                         limiter)
 
     @staticmethod
     def _parse_vip(value) -> ipaddress.IPv4Address:
@@ -207,5 +213,7 @@ class ArpResponder(VipResponder):
                 or pkt.is_gratuitous or pkt.sha == self.own_mac
                 or not is_unicast(pkt.sha)):
             return None, "ignored"
+        if not self._allow(pkt.sha):
+            return None, "rate_limited"
         return build_arp(ARPOP_REPLY, self.own_mac, pkt.tpa, pkt.sha, pkt.spa,
                          eth_dst=pkt.sha, vlan=pkt.vlan), "requests_answered"

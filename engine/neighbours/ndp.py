@@ -228,6 +228,9 @@ class NdpResponder(VipResponder):
     from a multicast, unspecified or loopback address), ``rate_limited``,
     then ``answered``, ``dad_answered`` or ``echo_answered``; the rest
     (an NA from us, an echo to a multicast address) is ``not_handled``.
+    With a ``limiter`` (ratelimit.SourceLimiter, keyed by the soliciting
+    MAC), solicitations it refuses count as ``ns_rate_limited`` (after
+    ``bad_source``; a refused DAD probe is still recorded as a conflict).
 
     ``vips``, ``update_vips()``, ``handle()`` and ``handle_batch()`` are
     VipResponder's (responder.py).  Pure: no sockets; ``clock`` (wall
@@ -240,8 +243,12 @@ class NdpResponder(VipResponder):
     def __init__(self, own_mac: Mac, vips: Iterable[IPv6] = (),
                  rate: float = RATE, burst: float = BURST,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic):
-        super().__init__(own_mac, vips, COUNTERS, clock)
+                 monotonic: Callable[[], float] = time.monotonic,
+                 limiter=None):
+        super().__init__(own_mac, vips, COUNTERS
+                         + (("ns_rate_limited",) if limiter is not None
+                            else ()), clock,
+                         limiter)
         self._bucket = TokenBucket(rate, burst, monotonic)
 
     @staticmethod
@@ -314,6 +321,8 @@ class NdpResponder(VipResponder):
         if eth_src == self.own_mac or eth_src[0] & 1 \
                 or not is_unicast(sender):
             return None, "bad_source"
+        if not self._allow(sender):
+            return None, "ns_rate_limited"
         tpid, vlan = (ETH_P_8021Q, None) if tag is None else tag
         if dad:
             # Someone tries to configure the VIP: defend it, say who.

@@ -14,11 +14,14 @@ Pure: no sockets, no clock but the one given.
 
 import ipaddress
 import time
+from collections import OrderedDict
 from typing import Callable, Iterable, Optional
 
 from ..frames import Mac, mac_to_bytes, mac_to_str
 
-__all__ = ["VipResponder"]
+__all__ = ["VipResponder", "MAX_CONFLICTS"]
+
+MAX_CONFLICTS = 256     # (VIP, MAC) pairs remembered (oldest out)
 
 
 class VipResponder:
@@ -34,19 +37,31 @@ class VipResponder:
     ``counters`` counts every frame ``handle()`` sees under its reason.
     ``conflicts`` maps each VIP to ``{offending MAC text: last-seen time}``
     (a dict keyed by MAC, so ``mac in conflicts[vip]`` works like a set);
-    the time comes from ``clock`` (time.time by default).  Not thread-safe:
+    the time comes from ``clock`` (time.time by default).  It holds at
+    most ``max_conflicts`` (VIP, MAC) pairs: a new one beyond that pushes
+    out the one seen least recently (counted in ``conflicts_evicted``), so
+    a flood of forged claims cannot grow it.
+
+    ``limiter``: a ratelimit.SourceLimiter asked before each answer to a
+    neighbour request (ARP, NDP), or None (no limit); with one, the
+    subclass adds a counter for the answers it refused.  Not thread-safe:
     one thread drains the punted frames.  Raises ConfigError on a bad MAC
     or VIP.
     """
 
     def __init__(self, own_mac: Mac, vips: Iterable,
                  counters: Iterable[str],
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 limiter=None, max_conflicts: int = MAX_CONFLICTS):
         self.own_mac = mac_to_bytes(own_mac)
         self._vips = self._vip_set(vips)
         self._clock = clock
         self.counters = dict.fromkeys(counters, 0)
         self.conflicts = {}
+        self.limiter = limiter
+        self.max_conflicts = max_conflicts
+        self.conflicts_evicted = 0
+        self._seen = OrderedDict()      # (vip, MAC text), least recent first
 
     @staticmethod
     def _parse_vip(value):
@@ -72,7 +87,19 @@ class VipResponder:
         one address alone is one VIP).  Conflicts recorded for VIPs no
         longer present are forgotten.  Raises ConfigError on a bad address
         or one of the other family (then nothing changes)."""
+        self.set_vips(vips)
+        self.prune()
+
+    def set_vips(self, vips: Iterable) -> None:
+        """update_vips() but for the conflicts: one store of a new
+        frozenset, safe from a thread other than the one handling frames,
+        which prunes the conflicts later (prune()).  Raises like
+        update_vips()."""
         self._vips = self._vip_set(vips)
+
+    def prune(self) -> None:
+        """Forget the conflicts recorded for VIPs no longer answered for
+        (the thread handling frames calls it)."""
         self.conflicts = {vip: macs for vip, macs in self.conflicts.items()
                           if vip in self._vips}
 
@@ -93,6 +120,22 @@ class VipResponder:
                 replies.append(reply)
         return replies
 
+    def _allow(self, source: bytes) -> bool:
+        """May an answer to ``source`` (the asking MAC) leave now?"""
+        return self.limiter is None or self.limiter.allow(source)
+
     def _conflict(self, vip, mac: bytes) -> None:
-        """Record that ``mac`` (6 bytes) claims ``vip``, now."""
-        self.conflicts.setdefault(vip, {})[mac_to_str(mac)] = self._clock()
+        """Record that ``mac`` (6 bytes) claims ``vip``, now; push out the
+        least recent pair beyond max_conflicts."""
+        text = mac_to_str(mac)
+        self.conflicts.setdefault(vip, {})[text] = self._clock()
+        self._seen[(vip, text)] = None
+        self._seen.move_to_end((vip, text))
+        while len(self._seen) > self.max_conflicts:
+            (old, old_mac), _ = self._seen.popitem(last=False)
+            macs = self.conflicts.get(old)
+            if macs is not None and old_mac in macs:
+                del macs[old_mac]
+                self.conflicts_evicted += 1
+                if not macs:
+                    del self.conflicts[old]

@@ -9,6 +9,7 @@
  * Protocol numbers and layouts come from proto.h, which the BPF programs
  * that steer frames here read too.
  */
+#include "rewrite.h"
 #include "tables.h"
 
 /* The 5-tuple of the TCP/UDP header at l4 into key (bounds checked). */
@@ -40,34 +41,79 @@ static inline void fill_key(struct flow_key *key, const uint8_t *saddr,
 }
 
 /*
- * An ICMPv4 error (unreachable, time exceeded) at l4 that quotes a TCP or
- * UDP packet: note where, and the quoted tuple.  0 if it is none of that.
+ * An ICMP error (v4: unreachable, time exceeded; v6: unreachable, packet
+ * too big, time exceeded) at l4: 0 if it is not one, or not to the sender
+ * of the packet it quotes; FORWARD_ICMP if it quotes a whole IP header (no
+ * IPv6 extension header) and 8 bytes of TCP or UDP, with where and the
+ * quoted tuple noted; else DROP_ICMP_QUOTE.
  */
-static int icmp_error_parse(struct parse *ps, uint32_t l4)
+static uint32_t icmp_error_parse(struct parse *ps, uint32_t l4,
+				 uint8_t family, uint8_t proto)
 {
-	const uint8_t *h = ps->p + l4, *in = h + ICMP4_HDR_LEN;
+	/* Both kinds' headers are 8 bytes, then the quoted packet. */
+	const uint8_t *h = ps->p + l4, *in = h + ICMP4_HDR_LEN, *qsrc;
 	uint32_t avail = ps->l3_end - l4, ihl;
+	uint8_t qproto;
+	int v4;
 
-	if (avail < ICMP4_HDR_LEN + IP4_HDR_MIN || !ICMP4_IS_ERROR(h[0]))
+	if (unlikely(avail < ICMP6_HDR_MIN))
+		return 0;	/* the return path has not looked */
+	if (family == PYFWD_AF_INET && proto == PROTO_ICMP &&
+	    ICMP4_IS_ERROR(h[0])) {
+		if (unlikely(avail < ICMP4_HDR_LEN + IP4_HDR_MIN))
+			return PYFWD_R_DROP_ICMP_QUOTE;
+		ihl = IP4_IHL(in);
+		if (unlikely((in[0] >> 4) != 4 || ihl < IP4_HDR_MIN ||
+			     avail < ICMP4_HDR_LEN + ihl + 8))
+			return PYFWD_R_DROP_ICMP_QUOTE;
+		/* a later fragment quotes no ports */
+		if (unlikely(ld_be16(in + IP4_FRAG_OFF) & IP4_FRAG_OFFSET))
+			return PYFWD_R_DROP_ICMP_QUOTE;
+		qproto = in[9];
+	} else if (family == PYFWD_AF_INET6 && proto == PROTO_ICMPV6 &&
+		   ICMP6_IS_ERROR(h[0])) {
+		ihl = IP6_HDR_LEN;
+		if (unlikely(avail < ICMP6_ERR_HDR_LEN + ihl + 8 ||
+			     (in[0] >> 4) != 6))
+			return PYFWD_R_DROP_ICMP_QUOTE;
+		qproto = in[6];
+	} else {
 		return 0;
-	ihl = IP4_IHL(in);
-	if ((in[0] >> 4) != 4 || ihl < IP4_HDR_MIN ||
-	    avail < ICMP4_HDR_LEN + ihl + 8)
-		return 0;
-	if (in[9] != PROTO_TCP && in[9] != PROTO_UDP)
-		return 0;
-	if (ld_be16(in + IP4_FRAG_OFF) & IP4_FRAG_OFFSET)
-		return 0;	/* a later fragment quotes no ports */
+	}
+	if (unlikely(qproto != PROTO_TCP && qproto != PROTO_UDP))
+		return PYFWD_R_DROP_ICMP_QUOTE;
+	v4 = family == PYFWD_AF_INET;
+	qsrc = in + (v4 ? IP4_SADDR_OFF : IP6_SADDR_OFF);
 	/* An error goes to the sender of what it quotes: else not ours. */
-	if (memcmp(ps->p + ps->r->l3_off + IP4_DADDR_OFF, in + IP4_SADDR_OFF,
-		   4))
+	if (memcmp(ps->p + ps->r->l3_off + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF),
+		   qsrc, v4 ? 4 : 16))
 		return 0;
-	fill_key(&ps->key, in + IP4_SADDR_OFF, in + IP4_DADDR_OFF,
-		 PYFWD_AF_INET, in[9], in + ihl);
+	fill_key(&ps->key, qsrc, in + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF),
+		 family, qproto, in + ihl);
 	ps->inner_l3 = l4 + ICMP4_HDR_LEN;
 	ps->inner_l4 = l4 + ICMP4_HDR_LEN + ihl;
 	ps->inner_len = avail - ICMP4_HDR_LEN;
-	return 1;
+	return PYFWD_R_FORWARD_ICMP;
+}
+
+/*
+ * An ICMP error to a VIP address: about a VIP service's packet (the
+ * quoted source is the service: a DR real's or NAT's reply, as it went
+ * out) it follows the packet's flow (forward.c); about anything else
+ * (an L7 VIP's, say) it is Python's, as any ICMP to a VIP.
+ */
+static uint32_t icmp_error_vip(struct parse *ps, uint32_t why)
+{
+	int32_t vip;
+
+	if (why != PYFWD_R_FORWARD_ICMP)
+		return why;
+	vip = vip_svc_lookup(ps->b, ps->key.saddr, ps->key.family,
+			     ps->key.proto, ps->key.sport);
+	if (vip < 0)
+		return PYFWD_R_PUNT_ICMP;
+	ps->r->vip = vip;
+	return PYFWD_R_FORWARD_ICMP;
 }
 
 static uint32_t classify_arp(struct parse *ps)
@@ -156,10 +202,10 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 		if (unlikely(avail < (proto == PROTO_ICMP ? ICMP4_HDR_LEN :
 							    ICMP6_HDR_MIN)))
 			return PYFWD_R_DROP_L4_TRUNC;
-		/* About a NAT/SNAT flow?  (forward_icmp punts it if not.) */
-		if (proto == PROTO_ICMP && ps->b->nat_vips &&
-		    icmp_error_parse(ps, l4))
-			return PYFWD_R_FORWARD_ICMP;
+		/* An error about a flow's packet? */
+		why = icmp_error_parse(ps, l4, family, proto);
+		if (why)
+			return icmp_error_vip(ps, why);
 		/* A neighbour advertisement to the VIP for another target
 		 * answers the kernel (as ARP replies do: classify_arp). */
 		if (proto == PROTO_ICMPV6 && avail >= NDP_MSG_MIN &&
@@ -180,6 +226,10 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 	if (vip < 0)
 		return PYFWD_R_PASS_VIP_OTHER;
 	ps->r->vip = vip;
+	/* NAT/SNAT route (rewrite_ttl_dec): a router drops it here. */
+	if (ps->b->vips[vip].mode != PYFWD_MODE_DR &&
+	    unlikely(ip_ttl(ps->p + ps->r->l3_off, family) <= 1))
+		return PYFWD_R_DROP_TTL_EXPIRED;
 	tcp_udp_take(ps, saddr, daddr, family, proto, h);
 	return PYFWD_R_FORWARD;
 }
@@ -205,8 +255,10 @@ static uint32_t classify_return(struct parse *ps, const uint8_t *saddr,
 		tcp_udp_take(ps, saddr, daddr, family, proto, h);
 		return PYFWD_R_FORWARD_REPLY;
 	case PROTO_ICMP:
-		return icmp_error_parse(ps, l4) ? PYFWD_R_FORWARD_ICMP :
-						  PYFWD_R_PASS_NOT_VIP;
+	case PROTO_ICMPV6:
+		return icmp_error_parse(ps, l4, family, proto) ==
+		       PYFWD_R_FORWARD_ICMP ? PYFWD_R_FORWARD_ICMP :
+					      PYFWD_R_PASS_NOT_VIP;
 	default:
 		return PYFWD_R_PASS_NOT_VIP;
 	}

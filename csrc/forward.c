@@ -6,8 +6,9 @@
  *                  rewrite for the VIP's mode (DR: L2; NAT/SNAT: L3/L4)
  *   FORWARD_REPLY  a real server's answer (NAT, SNAT): back to the
  *                  client, from the VIP
- *   FORWARD_ICMP   an ICMP error quoting a packet we emitted: the quoted
- *                  packet made what its sender sent, to that sender
+ *   FORWARD_ICMP   an ICMP error quoting a packet of a flow: DR, to the
+ *                  flow's real; NAT/SNAT, the quoted packet made what
+ *                  its sender sent, to that sender
  *
  * Each returns the reason the frame ends with: the one it came with, or
  * PASS/PUNT when no flow claims it, or DROP when none can be made.
@@ -66,6 +67,8 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 	xlat_out(ctx, w, b, e, &x);
 	if (!gso && (f->flags & PYFWD_FRAME_CSUM_PARTIAL))
 		csum_finish(w, ps, f->data);	/* NAT then starts from it */
+	if (e->mode != PYFWD_MODE_DR)	/* routed: a hop (classify.c) */
+		rewrite_ttl_dec(f->data + ps->r->l3_off, ps->key.family);
 	if (e->mode != PYFWD_MODE_DR)
 		rewrite_nat(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
 			    ps->l3_end - ps->r->l4_off, ps->key.family,
@@ -253,15 +256,49 @@ uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 	e = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
 	if (!e || e->dir != DIR_REPLY)
 		return PYFWD_R_PASS_NOT_VIP;
+	if (unlikely(ip_ttl(f->data + ps->r->l3_off, ps->key.family) <= 1))
+		return PYFWD_R_DROP_TTL_EXPIRED;	/* as a router */
 	flow_touch(&ctx->cfg, w, e, ps->tcp_flags, 1, now);
 	xlat_apply(ctx, w, b, e, ps, f);
 	return PYFWD_R_FORWARD_REPLY;
 }
 
 /*
- * The quoted packet was translated by us with entry e: it becomes e's
- * original again and the error goes to its sender.  The quoted tuple Q is
- * the reverse of an entry F's key; e is F's peer.
+ * DR: the real that holds the quoted packet's flow (hit, or NULL), else
+ * the one a new flow of that key would get if the VIP's scheduler says
+ * so by a hash of it alone (Maglev, sh; persistence first, as flow_new):
+ * another queue's flow, or one made before a restart, lands there too.
+ * PYFWD_NO_REAL if none.
+ */
+static uint32_t icmp_dr_real(struct worker *w, const struct vip_bank *b,
+			     const struct parse *ps, const struct flow *hit,
+			     const struct flow_key *key, uint64_t now)
+{
+	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
+	uint32_t id = PYFWD_NO_REAL;
+	struct flow *pe;
+	struct flow_key pk;
+
+	if (hit && real_usable(b, hit->real))
+		return hit->real;
+	if (vip->mode != PYFWD_MODE_DR || !vip->ring_len ||
+	    (vip->sched != PYFWD_SCHED_HASH &&
+	     vip->sched != PYFWD_SCHED_SRC_HASH))
+		return PYFWD_NO_REAL;
+	if (vip->persist)
+		id = sched_persist_lookup(w, b, vip, key, now, &pe, &pk);
+	if (id == PYFWD_NO_REAL)
+		id = sched_pick(b, w, vip, ps->r->vip, key);
+	return real_usable(b, id) ? id : PYFWD_NO_REAL;
+}
+
+/*
+ * An ICMP or ICMPv6 error quoting a packet Q we sent on (NAT, SNAT) or a
+ * DR real sent from the VIP.  Q's tuple reversed is an entry F's key.
+ * DR: F is the client's flow; the error goes to its real, only the MACs
+ * rewritten, as the flow's frames (IPVS and Katran do the same), so that
+ * path MTU discovery works.  NAT/SNAT: F's peer e translated Q; Q becomes
+ * e's original again and the error goes to e's sender, routed (TTL).
  */
 uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 		      const struct vip_bank *b, struct parse *ps,
@@ -273,6 +310,7 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 	const struct pyfwd_real *real;
 	struct flow *slot, *hit, *e;
 	const uint8_t *mac;
+	uint32_t id;
 	uint8_t out_if;
 	int evict;
 
@@ -283,9 +321,18 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 	rev.proto = q.proto;
 	rev.family = q.family;
 	hit = flow_find(w, &rev, now, &slot, &evict);
-	if (!hit || hit->peer == NO_PEER)
-		return ps->r->vip >= 0 ? PYFWD_R_PUNT_ICMP :
-					 PYFWD_R_PASS_NOT_VIP;
+	if (!hit || hit->peer == NO_PEER) {
+		if (ps->r->vip < 0)
+			return PYFWD_R_PASS_NOT_VIP;
+		id = icmp_dr_real(w, b, ps, hit, &rev, now);
+		if (id == PYFWD_NO_REAL)
+			return PYFWD_R_DROP_ICMP_NO_FLOW;
+		real = &b->reals[id];
+		rewrite_l2(ctx, f->data, real->mac, real->out_if, ps->r);
+		return PYFWD_R_FORWARD_ICMP;
+	}
+	if (unlikely(ip_ttl(l3, q.family) <= 1))
+		return PYFWD_R_DROP_TTL_EXPIRED;
 	e = flow_peer(w, hit);
 	if (e->dir == DIR_ORIG) {
 		mac = e->mac;
@@ -301,10 +348,11 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 	 * software, and the quoted packet is one we sent, completed.
 	 */
 	rewrite_quoted(in3, in4, ps->inner_len - (ps->inner_l4 - ps->inner_l3),
-		       q.proto, e->key.saddr, e->key.sport, e->key.daddr,
-		       e->key.dport, icmp + 2);
+		       q.family, q.proto, e->key.saddr, e->key.sport,
+		       e->key.daddr, e->key.dport, icmp + 2);
 	/* The error goes to e's sender. */
-	rewrite_ip4_daddr(l3, e->key.saddr);
+	rewrite_ip_daddr(l3, q.family, e->key.saddr, icmp + 2);
+	rewrite_ttl_dec(l3, q.family);
 	rewrite_l2(ctx, f->data, mac, out_if, ps->r);
 	return PYFWD_R_FORWARD_ICMP;
 }

@@ -80,7 +80,20 @@
 #define ICMP4_TIME_EXCEEDED 11
 #define ICMP4_IS_ERROR(type) \
 	((type) == ICMP4_DEST_UNREACH || (type) == ICMP4_TIME_EXCEEDED)
+
+/* ICMPv6: the errors that quote the packet they are about */
 #define ICMP6_HDR_MIN 4
+#define ICMP6_ERR_HDR_LEN 8	/* then the quoted IPv6 header */
+#define ICMP6_DEST_UNREACH 1
+#define ICMP6_PACKET_TOO_BIG 2
+#define ICMP6_TIME_EXCEEDED 3
+#define ICMP6_IS_ERROR(type) \
+	((type) >= ICMP6_DEST_UNREACH && (type) <= ICMP6_TIME_EXCEEDED)
+
+/* Where the IPv4 TTL (beside the protocol, one 16-bit word) and the IPv6
+ * hop limit are */
+#define IP4_TTL_OFF 8
+#define IP6_HOPLIMIT_OFF 7
 
 /* NDP (ICMPv6): neighbour solicitation and advertisement */
 #define NDP_NEIGH_SOLICIT 135

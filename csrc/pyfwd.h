@@ -30,7 +30,8 @@
  */
 #define PYFWD_R_FORWARD 0		/* a VIP service: TCP/UDP to VIP:port */
 #define PYFWD_R_FORWARD_REPLY 1		/* NAT/SNAT: a real server's answer */
-#define PYFWD_R_FORWARD_ICMP 2		/* an ICMP error about a tracked flow */
+#define PYFWD_R_FORWARD_ICMP 2		/* an ICMP error about a flow: DR, to
+					 * its real; NAT/SNAT, translated */
 #define PYFWD_R_PASS_OTHER_MAC 3	/* unicast to another host's MAC */
 #define PYFWD_R_PASS_ETHERTYPE 4	/* not ARP, IPv4 or IPv6 (or QinQ) */
 #define PYFWD_R_PASS_ARP 5		/* ARP that names no VIP */
@@ -58,7 +59,12 @@
 #define PYFWD_R_DROP_NO_REAL 27		/* VIP service with no real to take it */
 #define PYFWD_R_DROP_TABLE_FULL 28	/* NAT/SNAT: no room for a new flow */
 #define PYFWD_R_DROP_PORTS_FULL 29	/* SNAT: every source port is taken */
-#define PYFWD_R_MAX 30
+#define PYFWD_R_DROP_ICMP_QUOTE 30	/* ICMP error to a VIP quoting no whole
+					 * TCP/UDP header (cut, bad, other) */
+#define PYFWD_R_DROP_ICMP_NO_FLOW 31	/* ICMP error about a VIP service's
+					 * packet: no flow, no hash to follow */
+#define PYFWD_R_DROP_TTL_EXPIRED 32	/* NAT/SNAT: TTL or hop limit <= 1 */
+#define PYFWD_R_MAX 33
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -272,7 +278,7 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[30];		/* PYFWD_R_MAX */
+	uint64_t reason[33];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * rewrite.c - NAT and SNAT translation of a forwarded packet, and of the
- * packet an ICMP error quotes (so that path MTU discovery works through
- * the balancer).  Checksums take the delta of the words changed (RFC
- * 1624); a UDP checksum of 0 (none, IPv4) stays 0.
+ * packet an ICMP or ICMPv6 error quotes (so that path MTU discovery works
+ * through the balancer); the TTL or hop limit a router takes off.
+ * Checksums take the delta of the words changed (RFC 1624); a UDP
+ * checksum of 0 (none, IPv4) stays 0.
  */
 #include "rewrite.h"
 
@@ -104,29 +105,56 @@ void rewrite_nat(uint8_t *l3, uint8_t *l4, uint32_t l4_avail, uint8_t family,
 	}
 }
 
-/* Word by word: every word changed also changes icmp_sum's cover. */
+/*
+ * Word by word: every word changed also changes icmp_sum's cover.  IPv4:
+ * the quoted header's own sum changes too, and is quoted as well.
+ */
 void rewrite_quoted(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
-		    uint8_t proto, const uint8_t *saddr, uint16_t sport,
-		    const uint8_t *daddr, uint16_t dport, uint8_t *icmp_sum)
+		    uint8_t family, uint8_t proto, const uint8_t *saddr,
+		    uint16_t sport, const uint8_t *daddr, uint16_t dport,
+		    uint8_t *icmp_sum)
 {
-	uint8_t *sum = l4_sum(l4, l4_avail, proto, PYFWD_AF_INET);
-	uint8_t *ipsum = l3 + IP4_CSUM_OFF;
-	uint16_t ipsum0 = ld_be16(ipsum);
+	uint8_t *sum = l4_sum(l4, l4_avail, proto, family);
+	int v4 = family == PYFWD_AF_INET, alen = v4 ? 4 : 16;
+	uint8_t *ipsum = v4 ? l3 + IP4_CSUM_OFF : NULL;
+	uint16_t ipsum0 = v4 ? ld_be16(ipsum) : 0;
 	uint16_t sum0 = sum ? ld_be16(sum) : 0;
 
 	/* The L4 sum covers the addresses through the pseudo-header. */
-	set_addr(l3 + IP4_SADDR_OFF, saddr, 4, ipsum, sum, icmp_sum);
-	set_addr(l3 + IP4_DADDR_OFF, daddr, 4, ipsum, sum, icmp_sum);
+	set_addr(l3 + (v4 ? IP4_SADDR_OFF : IP6_SADDR_OFF), saddr, alen,
+		 ipsum, sum, icmp_sum);
+	set_addr(l3 + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF), daddr, alen,
+		 ipsum, sum, icmp_sum);
 	set16(l4, sport, sum, icmp_sum, NULL);
 	set16(l4 + 2, dport, sum, icmp_sum, NULL);
 	udp_sum_nonzero(sum, proto);
 	/* The sums we changed are quoted bytes too: icmp_sum covers them. */
-	csum_fix16(icmp_sum, ipsum0, ld_be16(ipsum));
+	if (v4)
+		csum_fix16(icmp_sum, ipsum0, ld_be16(ipsum));
 	if (sum)
 		csum_fix16(icmp_sum, sum0, ld_be16(sum));
 }
 
-void rewrite_ip4_daddr(uint8_t *l3, const uint8_t *daddr)
+void rewrite_ip_daddr(uint8_t *l3, uint8_t family, const uint8_t *daddr,
+		      uint8_t *icmp6_sum)
 {
-	set_addr(l3 + IP4_DADDR_OFF, daddr, 4, l3 + IP4_CSUM_OFF, NULL, NULL);
+	if (family == PYFWD_AF_INET)
+		set_addr(l3 + IP4_DADDR_OFF, daddr, 4, l3 + IP4_CSUM_OFF,
+			 NULL, NULL);
+	else
+		set_addr(l3 + IP6_DADDR_OFF, daddr, 16, icmp6_sum, NULL,
+			 NULL);
+}
+
+void rewrite_ttl_dec(uint8_t *l3, uint8_t family)
+{
+	uint16_t old;
+
+	if (family != PYFWD_AF_INET) {
+		l3[IP6_HOPLIMIT_OFF]--;
+		return;
+	}
+	old = ld_be16(l3 + IP4_TTL_OFF);
+	l3[IP4_TTL_OFF]--;
+	csum_fix16(l3 + IP4_CSUM_OFF, old, ld_be16(l3 + IP4_TTL_OFF));
 }

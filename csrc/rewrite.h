@@ -29,14 +29,31 @@ void rewrite_nat(uint8_t *l3, uint8_t *l4, uint32_t l4_avail, uint8_t family,
 		 const uint8_t *daddr, uint16_t dport, int unfinished);
 
 /*
- * rewrite_nat() for an IPv4 packet quoted in an ICMP error: `icmp_sum` is
- * the ICMP checksum, which covers the quoted bytes, sums included.
+ * rewrite_nat() for a packet quoted in an ICMP or ICMPv6 error:
+ * `icmp_sum` is the error's checksum, which covers the quoted bytes, sums
+ * included.
  */
 void rewrite_quoted(uint8_t *l3, uint8_t *l4, uint32_t l4_avail,
-		    uint8_t proto, const uint8_t *saddr, uint16_t sport,
-		    const uint8_t *daddr, uint16_t dport, uint8_t *icmp_sum);
+		    uint8_t family, uint8_t proto, const uint8_t *saddr,
+		    uint16_t sport, const uint8_t *daddr, uint16_t dport,
+		    uint8_t *icmp_sum);
 
-/* The IPv4 header at l3 to daddr, its checksum kept right. */
-void rewrite_ip4_daddr(uint8_t *l3, const uint8_t *daddr);
+/*
+ * The IP header at l3 to daddr, its checksum kept right: IPv4's header
+ * sum; IPv6 has none, but icmp6_sum (an ICMPv6 sum, or NULL) covers the
+ * address through its pseudo-header.
+ */
+void rewrite_ip_daddr(uint8_t *l3, uint8_t family, const uint8_t *daddr,
+		      uint8_t *icmp6_sum);
+
+/* The TTL (IPv4, its header sum kept right) or hop limit minus one: the
+ * caller has checked that it is above 1. */
+void rewrite_ttl_dec(uint8_t *l3, uint8_t family);
+
+/* The TTL or hop limit of the IP header at l3. */
+static inline uint8_t ip_ttl(const uint8_t *l3, uint8_t family)
+{
+	return l3[family == PYFWD_AF_INET ? IP4_TTL_OFF : IP6_HOPLIMIT_OFF];
+}
 
 #endif /* PYFWD_REWRITE_H */

@@ -39,6 +39,9 @@ static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_DROP_NO_REAL] = "drop_no_real",
 	[PYFWD_R_DROP_TABLE_FULL] = "drop_table_full",
 	[PYFWD_R_DROP_PORTS_FULL] = "drop_ports_full",
+	[PYFWD_R_DROP_ICMP_QUOTE] = "drop_icmp_quote",
+	[PYFWD_R_DROP_ICMP_NO_FLOW] = "drop_icmp_no_flow",
+	[PYFWD_R_DROP_TTL_EXPIRED] = "drop_ttl_expired",
 };
 
 const char *pyfwd_reason_name(uint32_t reason)

@@ -14,9 +14,11 @@
  * the address, and the kernel's HAProxy serves it.  For NAT, the
  * real servers' answers (from a real addr:port in steer_rsvcs); for SNAT,
  * frames to its address and port range (steer_snat); and ICMP errors that
- * quote either.  This must match the core's verdicts: a frame the core
- * would PASS is never steered, since AF_XDP cannot hand a frame back to
- * the kernel.  The same program serves both interfaces of a two-arm NAT.
+ * quote either (ICMP errors to a VIP are owned as any ICMP to it: in
+ * DR they follow their flow to its real).  This must match the core's
+ * verdicts: a frame the core would PASS is never steered, since AF_XDP
+ * cannot hand a frame back to the kernel.  The same program serves both
+ * interfaces of a two-arm NAT.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -164,6 +166,20 @@ static __always_inline int icmp_err_owned(__u8 *icmp, void *end)
 			    STEER_AF_INET, in[9], ports[0], ports[1]);
 }
 
+/* The same for ICMPv6 (NAT's IPv6 returns: an error to the client). */
+static __always_inline int icmp6_err_owned(__u8 *icmp, void *end)
+{
+	__u8 *in = icmp + ICMP6_ERR_HDR_LEN;
+	const __be16 *ports = (const __be16 *)(in + IP6_HDR_LEN);
+
+	if ((void *)(ports + 2) > end || !ICMP6_IS_ERROR(icmp[0]))
+		return 0;
+	return return_owned(in + IP6_DADDR_OFF, in + IP6_SADDR_OFF,
+			    STEER_AF_INET6, in[6], ports[1], ports[0]) ||
+	       return_owned(in + IP6_SADDR_OFF, in + IP6_DADDR_OFF,
+			    STEER_AF_INET6, in[6], ports[0], ports[1]);
+}
+
 /* As the core: a request for a VIP, or a sender claiming one. */
 static __always_inline int arp_owned(__u8 *a, void *end)
 {
@@ -227,6 +243,8 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 	if (!is_vip(ip + IP6_DADDR_OFF, STEER_AF_INET6)) {
 		if ((void *)(l4 + 4) > end)
 			return 0;
+		if (nh == PROTO_ICMPV6)
+			return icmp6_err_owned(l4, end);
 		return return_owned(ip + IP6_SADDR_OFF, ip + IP6_DADDR_OFF,
 				    STEER_AF_INET6, nh, ((const __be16 *)l4)[0],
 				    ((const __be16 *)l4)[1]);

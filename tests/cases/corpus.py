@@ -4,11 +4,11 @@ the packet cases (csrc/tools/harness.h says the format).
 Set-ups are what the packet-case tests publish (defs: DR, IPv4 and IPv6;
 nat_defs: two-arm NAT and SNAT, its port pool of two; csum_defs: IPv6
 NAT), captured from Core itself, plus "mixed": every scheduler,
-persistence, DR, NAT and SNAT side by side.  Inputs are every case of defs
-(its truncations included), every sequence of nat_defs
-and csum_defs as one input (the return path, ICMP errors and SNAT ports
-need the flow the first frames make), with the interface slot and the
-checksum flags of each step.
+persistence, DR, NAT and SNAT side by side, and "icmp" (icmp_defs' DR).
+Inputs are every case of defs (its truncations included), every sequence
+of nat_defs, csum_defs and icmp_defs as one input (the return path, ICMP
+errors and SNAT ports need the flow the first frames make), with the
+interface slot and the checksum flags of each step.
 
     python -m tests.cases.corpus DIR    writes DIR/setups/, DIR/seeds/
 """
@@ -26,6 +26,7 @@ from pyfwd.model import Real, Service, Vip
 
 from . import csum_defs as cd
 from . import defs
+from . import icmp_defs as idefs
 from . import nat_defs as nd
 
 FLOWS = 256             # small: a sequence may fill the table
@@ -111,6 +112,8 @@ def setups():
         "mixed": (dict(mac=nd.OUT_MAC, mac2=nd.IN_MAC),
                   (Real("10.0.0.2").address, (20000, 20003)), mixed,
                   mixed_macs, mixed_ifs),
+        "icmp": (dict(mac=idefs.LB_MAC), None, idefs.DR_SERVICES,
+                 idefs.DR_MACS, None),
     }
 
 
@@ -231,6 +234,11 @@ def inputs():
     for name, setup, steps in cd.sequences():
         add(f"csum-{name}", setup, [(c, {c.reason}) for c in steps])
     add("mixed", "mixed", _mixed_steps())
+    icmp_setup = {idefs.dr_core: "icmp", idefs.nat_core: "nat",
+                  idefs.nat6_core: "nat6"}
+    for name, make, steps in idefs.sequences():
+        add(f"icmp-{name}", icmp_setup[make], [(c, {c.reason})
+                                               for c in steps])
     return out
 
 

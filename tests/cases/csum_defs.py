@@ -53,13 +53,14 @@ def step(name, description, frame, reason, out=None, *, vip=None,
 
 def inward(name, description, frame, out, vip, **kw):
     """Two-arm NAT: a client's frame to VIP number vip, out inside."""
-    return step(name, description, frame, "forward", out, vip=vip,
+    return step(name, description, frame, "forward", nd.routed(out), vip=vip,
                 out_if=1, **kw)
 
 
 def outward(name, description, frame, out, **kw):
     """Two-arm NAT: a real server's answer (inside), back to the client."""
-    return step(name, description, frame, "forward_reply", out, in_if=1,
+    return step(name, description, frame, "forward_reply", nd.routed(out),
+                in_if=1,
                 out_if=0, **kw)
 
 
@@ -190,7 +191,8 @@ def nat_cases():
              "to complete",
              icmp_err(nd.ROUTER, v, ip_of(sa_out), om, nd.ROUTER_MAC),
              "forward_icmp",
-             icmp_err(nd.ROUTER, r1, ip_of(sa), nd.REAL1_MAC, im), vip=0,
+             nd.routed(icmp_err(nd.ROUTER, r1, ip_of(sa), nd.REAL1_MAC,
+                                im)), vip=0,
              out_if=1),
         inward("nat-udp-unfinished", "NAT: an unfinished UDP query",
                unfinished(q), q_out, 1, **done),
@@ -199,14 +201,15 @@ def nat_cases():
         inward("nat-udp-sum-zero", "NAT: a UDP checksum of 0 stays 0", z,
                z_out, 1),
         step("snat-syn-unfinished", "SNAT: an unfinished SYN, from our "
-             "address and port", unfinished(ssyn), "forward", ssyn_out,
+             "address and port", unfinished(ssyn), "forward",
+             nd.routed(ssyn_out),
              vip=2, out_if=0, csum="completed"),
         step("snat-synack-unfinished", "SNAT: the real's unfinished "
              "answer, back to the client", unfinished(ssa), "forward_reply",
-             ssa_out, out_if=0, csum="completed"),
+             nd.routed(ssa_out), out_if=0, csum="completed"),
         step("snat-gso-reply", "SNAT: the real's GSO frame, back to the "
              "client", unfinished(sbig), "forward_reply",
-             unfinished(sbig_out), out_if=0, gso=True),
+             nd.routed(unfinished(sbig_out)), out_if=0, gso=True),
     ]
 
 

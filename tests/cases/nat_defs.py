@@ -66,10 +66,25 @@ def icmp_err(src, dst, quoted, mac_dst, mac_src, mtu=1400):
                  / ICMP(type=3, code=4, nexthopmtu=mtu) / Raw(quoted))
 
 
+def routed(frame):
+    """frame as a router sends it on: NAT and SNAT route, so the TTL (the
+    IPv4 header checksum recomputed) or hop limit is one less."""
+    from scapy.layers.inet6 import IPv6
+    p = Ether(frame)
+    if p.haslayer(IPv6):
+        p[IPv6].hlim -= 1
+    else:
+        p[IP].ttl -= 1
+        del p[IP].chksum
+    return bytes(p)
+
+
 def step(name, description, frame, reason, out=None, in_if=0, out_if=None,
          vip=None):
-    return Case(name, description, frame, reason, vip=vip, out=out,
-                in_if=in_if, out_if=out_if)
+    """Every frame NAT/SNAT sends on is routed (routed(out))."""
+    return Case(name, description, frame, reason, vip=vip,
+                out=None if out is None else routed(out), in_if=in_if,
+                out_if=out_if)
 
 
 def nat_tcp():

@@ -22,9 +22,11 @@ REAL_PORT = 8080
 # what each mode must rewrite, per direction
 EXPECTED = {
     "dr": {("c2s", "eth.src"), ("c2s", "eth.dst")},
+    # NAT routes: the TTL is one less each way (issue 17)
     "nat": {("c2s", "eth.src"), ("c2s", "eth.dst"), ("c2s", "ip.dst"),
-            ("c2s", "tcp.dport"), ("s2c", "eth.src"), ("s2c", "eth.dst"),
-            ("s2c", "ip.src"), ("s2c", "tcp.sport")},
+            ("c2s", "ip.ttl"), ("c2s", "tcp.dport"), ("s2c", "eth.src"),
+            ("s2c", "eth.dst"), ("s2c", "ip.src"), ("s2c", "ip.ttl"),
+            ("s2c", "tcp.sport")},
 }
 
 

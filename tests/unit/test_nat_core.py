@@ -199,7 +199,7 @@ def test_translated_checksums_random_tuples():
             src = ".".join(str(rng.randint(1, 254)) for _ in range(4))
             payload = bytes(rng.randrange(256)
                             for _ in range(rng.randint(0, 9)))
-            ip = IP(src=src, dst=nd.VIP, ttl=rng.randint(1, 255),
+            ip = IP(src=src, dst=nd.VIP, ttl=rng.randint(2, 255),  # 1: expired
                     id=rng.randrange(65536))
             if rng.random() < 0.5:
                 l4 = TCP(sport=rng.randint(1, 65535), dport=80,

@@ -107,7 +107,7 @@ def nat_steps(flags_from_client, port=40000):
                nd.CLIENT_MAC)
     out = nd.tcp(nd.CLIENT, port, nd.REAL1, 8080, flags_from_client,
                  nd.REAL1_MAC, nd.IN_MAC)
-    return Case(f"nat-{flags_from_client}", "client -> real1:8080", c,
+    return nd.step(f"nat-{flags_from_client}", "client -> real1:8080", c,
                 "forward", vip=0, out=out, out_if=1)
 
 
@@ -116,7 +116,7 @@ def nat_synack(port=40000):
                 nd.REAL1_MAC)
     out = nd.tcp(nd.VIP, 80, nd.CLIENT, port, "SA", nd.CLIENT_MAC,
                  nd.OUT_MAC)
-    return Case("nat-synack", "the real's SYN-ACK -> client", sa,
+    return nd.step("nat-synack", "the real's SYN-ACK -> client", sa,
                 "forward_reply", out=out, in_if=1, out_if=0)
 
 
@@ -130,7 +130,7 @@ def test_nat_synack_without_the_clients_ack_expires_after_tcp_syn():
     assert core.stats()["flows_expired"] == 1
     # the real's late retransmission belongs to no flow any more
     late = nat_synack()
-    at(core, 1 + SYN_S + 2, Case("nat-late-synack", "no flow: passes",
+    at(core, 1 + SYN_S + 2, nd.step("nat-late-synack", "no flow: passes",
                                  late.frame, "pass_not_vip", in_if=1))
 
 
@@ -158,7 +158,7 @@ def snat_syn(port, snat_port):
     c = nd.tcp(nd.CLIENT, port, nd.SVIP, 80, "S", nd.OUT_MAC, nd.CLIENT_MAC)
     out = nd.tcp(nd.SNAT, snat_port, nd.SREAL, 8080, "S", nd.SREAL_MAC,
                  nd.OUT_MAC)
-    return Case(f"snat-syn-{port}", f"SYN -> from our port {snat_port}", c,
+    return nd.step(f"snat-syn-{port}", f"SYN -> from our port {snat_port}", c,
                 "forward", vip=2, out=out, out_if=0)
 
 
@@ -167,7 +167,7 @@ def snat_synack(port, snat_port):
                 nd.SREAL_MAC)
     out = nd.tcp(nd.SVIP, 80, nd.CLIENT, port, "SA", nd.CLIENT_MAC,
                  nd.OUT_MAC)
-    return Case(f"snat-synack-{snat_port}", "the real's SYN-ACK -> client",
+    return nd.step(f"snat-synack-{snat_port}", "the real's SYN-ACK -> client",
                 sa, "forward_reply", out=out, out_if=0)
 
 
@@ -176,7 +176,7 @@ def snat_ack(port, snat_port, flags="A"):
                nd.CLIENT_MAC)
     out = nd.tcp(nd.SNAT, snat_port, nd.SREAL, 8080, flags, nd.SREAL_MAC,
                  nd.OUT_MAC)
-    return Case(f"snat-{flags}-{port}", f"client {flags} from our port",
+    return nd.step(f"snat-{flags}-{port}", f"client {flags} from our port",
                 c, "forward", vip=2, out=out, out_if=0)
 
 
@@ -219,10 +219,10 @@ def test_snat_ports_of_half_open_flows_are_reclaimed_first():
     late = snat_synack(40001, p1).frame     # p1 is 40002's now: its SYN-ACK
     at(core, 3, Case("snat-late", "the evicted flow's answer, mapped to the "
                      "port's new flow", late, "forward_reply",
-                     out=snat_synack(40002, p1).out, out_if=0))
+                     out=snat_synack(40002, p1).out, out_if=0))  # routed
     # Established flows only: a new client is turned away, counted.
     at(core, 4, snat_ack(40002, p1))
-    at(core, 5, Case("snat-ports-full", "every port held by an established "
+    at(core, 5, nd.step("snat-ports-full", "every port held by an established "
                      "flow", snat_syn(40003, p0).frame, "drop_ports_full",
                      vip=2))
     assert core.stats()["reason"]["drop_ports_full"] == 1

@@ -62,6 +62,7 @@ def soak(minutes, seconds, rate, name, out, flows, as_json):
         import json
         click.echo(json.dumps(report, indent=1))
     else:
-        click.echo(open(f"{out}/report.md").read())
+        with open(f"{out}/report.md") as f:
+            click.echo(f.read())
     if not report["ok"]:
         raise SystemExit(1)

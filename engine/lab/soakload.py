@@ -158,11 +158,14 @@ def udp_stream(st, rec, stop):
         while pacer.wait():
             seq += 1
             t = time.monotonic()
+            # the answer says the datagram's length: one of 1,000
+            # lengths per datagram tells a late answer from this one's
+            size = 16 + seq % 1000
             try:
-                sock.sendto(f"soak {seq}".encode(), (st["host"], st["port"]))
+                sock.sendto(b"s" * size, (st["host"], st["port"]))
                 while True:     # skip late answers to earlier datagrams
                     data = sock.recv(2048).decode(errors="replace")
-                    if f"len={len(f'soak {seq}')}" in data:
+                    if f"len={size}\n" in data:
                         break
                 node = parse_node(data) or node
                 rec.success(name, t, node)

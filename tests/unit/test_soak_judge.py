@@ -225,3 +225,46 @@ def test_connections_the_client_still_holds_are_allowed_flows():
              "ESTAB 0 0 10.0.0.1:46500 10.0.0.101:80",
              "ESTAB 0 0 10.0.0.1:46502 10.0.0.9:80"]
     assert still_open(lines) == {"web": 1, "l7": 1}
+
+
+def test_the_load_counts_answers_per_real_and_records_failures():
+    """soakload's HTTP and UDP streams against a local whoami (no lab)."""
+    import socket
+    import threading
+
+    from pyfwd.lab import soakload, whoami
+
+    server = whoami.WhoamiServer(("127.0.0.1", 0), "realx")
+    port = server.server_address[1]
+    udp = whoami.serve_udp("127.0.0.1", 0, "realu")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))       # bound, never listening: refused
+    try:
+        spec = {"seconds": 1.0, "streams": [
+            {"name": "ka", "kind": "http", "vip": "web", "host":
+             "127.0.0.1", "port": port, "rate": 20, "keepalive": True,
+             "conns": 2},
+            {"name": "close", "kind": "http", "vip": "web", "host":
+             "127.0.0.1", "port": port, "rate": 20},
+            {"name": "udp", "kind": "udp", "vip": "udp", "host":
+             "127.0.0.1", "port": udp.getsockname()[1], "rate": 20},
+            {"name": "refused", "kind": "http", "vip": "dicom", "host":
+             "127.0.0.1", "port": closed.getsockname()[1], "rate": 5}]}
+        rec = soakload.run(spec, soakload.Recorder(), threading.Event())
+    finally:
+        server.shutdown()
+        server.server_close()
+        udp.close()
+        closed.close()
+    out = rec.to_dict()
+    ok = {}
+    for _sec, stream, node, n in out["ok"]:
+        ok[stream, node] = ok.get((stream, node), 0) + n
+    assert ok[("ka", "realx")] >= 10 and ok[("close", "realx")] >= 10
+    assert ok[("udp", "realu")] >= 10
+    assert out["failures"] and all(
+        f["stream"] == "refused" and f["real"] is None
+        and "ConnectionRefused" in f["error"] for f in out["failures"])
+    assert soakload.parse_node("node=real2 client=x") == "real2"
+    assert soakload.parse_node("nothing") is None

@@ -281,7 +281,9 @@ def run(opts, say=print):
         sock = os.path.join(out, "pyfwd.sock")
         with open(config, "w") as f:
             f.write(config_text(lab, sock, in_file))
-        for stale in (config + ".state", os.path.join(out, "engine.log")):
+        for stale in [config + ".state"] + [
+                os.path.join(out, f) for f in ("engine.log", "load.json",
+                                               "report.json")]:
             if os.path.exists(stale):
                 os.remove(stale)
         servers = Servers(lab)

@@ -5,7 +5,7 @@ pyfwd.cli per group.  main() is the console script.
 import click
 
 from .. import __version__
-from . import balancer, bench, ctl, ha, lab, ops
+from . import balancer, bench, ctl, ha, lab, ops, soak
 from .common import CONTEXT, Group
 
 
@@ -28,12 +28,13 @@ def cli():
       pyfwd arp-check --iface eth0 --vip 10.0.0.100
                             find real servers that wrongly answer ARP
       pyfwd doctor          check the build, the kernel and the XDP program
+      pyfwd soak            minutes of load and faults in a lab, then verdicts
     """
 
 
 for command in (lab.lab, balancer.start, balancer.cleanup,
                 balancer.check_config, ops.realserver, ops.arp_check,
-                ops.doctor, ha.ha, ctl.ctl, bench.bench):
+                ops.doctor, ha.ha, ctl.ctl, bench.bench, soak.soak):
     cli.add_command(command)
 
 

@@ -104,7 +104,7 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 			w->stats.reason[reason]++;
 			w->stats.verdict[r->verdict]++;
 			if (r->verdict == PYFWD_VERDICT_PUNT)
-				punt_push(w, f->data, f->len);
+				punt_push(w, f->data, f->len, reason);
 			fwd += r->verdict == PYFWD_VERDICT_FORWARD;
 		}
 	}

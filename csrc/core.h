@@ -155,6 +155,9 @@ struct port_pool {
 
 /* Frames punted to Python, per worker: single producer, single consumer. */
 #define PUNT_SLOTS 256
+/* The last PUNT_NEIGH slots take ARP and NDP only: a ping flood at a VIP
+ * fills the ring no further, and the neighbours are still answered. */
+#define PUNT_NEIGH 64
 #define PUNT_SNAP 2048	/* longer punted frames are cut to this */
 
 struct punt_ring {
@@ -337,6 +340,7 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
 void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame);
 
 /* punt.c: a copy of the frame for Python (counted when the ring is full). */
-void punt_push(struct worker *w, const uint8_t *data, uint32_t len);
+void punt_push(struct worker *w, const uint8_t *data, uint32_t len,
+	       uint32_t reason);
 
 #endif /* PYFWD_CORE_H */

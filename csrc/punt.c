@@ -4,16 +4,20 @@
  * ICMP and NDP for a VIP) wait in a ring per worker for Python to drain
  * them in a batch.  Single producer (the worker), single consumer (the
  * control plane); lock-free, fixed size: a full ring counts and drops.
+ * ARP and NDP have PUNT_NEIGH slots that nothing else may take.
  */
 #include "core.h"
 
-void punt_push(struct worker *w, const uint8_t *data, uint32_t len)
+void punt_push(struct worker *w, const uint8_t *data, uint32_t len,
+	       uint32_t reason)
 {
 	struct punt_ring *p = &w->punt;
 	uint32_t head = p->head;
 	uint32_t tail = __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE);
+	int neigh = reason == PYFWD_R_PUNT_ARP || reason == PYFWD_R_PUNT_NDP;
+	uint32_t room = neigh ? PUNT_SLOTS : PUNT_SLOTS - PUNT_NEIGH;
 
-	if (unlikely(head - tail >= PUNT_SLOTS)) {
+	if (unlikely(head - tail >= room)) {
 		w->stats.io.punt_overflow++;
 		return;
 	}

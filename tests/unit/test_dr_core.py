@@ -188,6 +188,21 @@ def test_punted_frames_reach_python():
     assert core.drain_punts() == []
 
 
+def test_a_ping_flood_leaves_the_punt_ring_room_for_arp():
+    """Pings fill the ring up to its last 64 slots (csrc/punt.c); ARP and
+    NDP requests still get in, so the VIP's neighbours are answered."""
+    from scapy.layers.inet import ICMP, IP
+    core = make()
+    ping = bytes(Ether(dst=defs.LB_MAC, src=defs.CLIENT_MAC)
+                 / IP(src=defs.CLIENT4, dst="10.0.0.100") / ICMP())
+    who_has = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=defs.CLIENT_MAC)
+                    / ARP(op=1, psrc=defs.CLIENT4, pdst="10.0.0.100"))
+    core.process([ping] * 300 + [who_has] * 10)
+    got = core.drain_punts(max_frames=512)
+    assert got.count(ping) == 192 and got.count(who_has) == 10
+    assert core.stats()["punt_overflow"] == 108
+
+
 def test_punt_ring_overflow_is_counted():
     core = make()
     who_has = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=defs.CLIENT_MAC)

@@ -135,15 +135,9 @@ struct flow {
 
 _Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
 
-/*
- * SNAT source ports: a FIFO ring of free ones (a port freed goes last, so
- * it is used again as late as the pool allows: the real server may hold
- * its previous connection in TIME-WAIT for 60 s and drop a new SYN from
- * it), the flow of taken ones.
- */
+/* SNAT source ports: a stack of free ones, the flow of taken ones. */
 struct port_pool {
-	uint16_t *free;		/* ring of 65536: nfree ports from head */
-	uint32_t head;
+	uint16_t *free;		/* stack */
 	uint32_t nfree;
 	uint32_t size;
 	uint32_t *owner;	/* by port number (65536): the ORIG entry's

@@ -14,7 +14,7 @@
 static void snat_port_release(struct worker *w, uint16_t port)
 {
 	w->ports.owner[port] = 0;
-	w->ports.free[(w->ports.head + w->ports.nfree++) & 0xffff] = port;
+	w->ports.free[w->ports.nfree++] = port;
 	w->stats.flows.snat_ports_used--;
 }
 
@@ -135,9 +135,7 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 		if (unlikely(!w->ports.nfree) &&
 		    !snat_port_reclaim(ctx, w, now))
 			return PYFWD_R_DROP_PORTS_FULL;
-		orig->snat_port = w->ports.free[w->ports.head];
-		w->ports.head = (w->ports.head + 1) & 0xffff;
-		w->ports.nfree--;
+		orig->snat_port = w->ports.free[--w->ports.nfree];
 		w->ports.owner[orig->snat_port] = flow_link(w, orig);
 		w->stats.flows.snat_ports_used++;
 		memcpy(rk.daddr, ctx->snat.addr, 16);

@@ -3,6 +3,8 @@
 import subprocess
 import time
 
+from pyfwd.lab.programs import PYFWD
+
 # nginx in the foreground as a real server, everything under one folder
 # (the test's); {servers}: its server blocks.
 NGINX = """
@@ -19,6 +21,23 @@ http {{
 {servers}
 }}
 """
+
+
+def realserver_setup(lab, role, vip):
+    """`pyfwd realserver setup --vip vip` in role's namespace (a DR real
+    server); AssertionError with its stderr if it fails."""
+    r = lab.run(role, PYFWD + ["realserver", "setup", "--vip", vip],
+                capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def nginx_with_big_file(lab, role, d, servers, size):
+    """start_nginx() in the new folder d, which also holds `big`, a file of
+    `size` bytes for the server blocks to serve (alias {d}/big)."""
+    d.mkdir()
+    with open(d / "big", "wb") as f:
+        f.truncate(size)
+    return start_nginx(lab, role, d, servers)
 
 
 def start_nginx(lab, role, d, servers):

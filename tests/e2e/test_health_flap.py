@@ -22,11 +22,10 @@ import pytest
 
 from pyfwd.control.engine import Engine
 from pyfwd.control.health.spec import HealthSpec
-from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import start_nginx
+from .procs import nginx_with_big_file, realserver_setup
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -91,16 +90,10 @@ def make_lab(mode, base):
         try:
             for role in lab.reals:
                 if mode == "dr":
-                    r = lab.run(role, PYFWD + ["realserver", "setup",
-                                               "--vip", VIP4],
-                                capture_output=True, text=True)
-                    assert r.returncode == 0, r.stderr
+                    realserver_setup(lab, role, VIP4)
                 d = base / role
-                d.mkdir()
-                with open(d / "big", "wb") as f:
-                    f.truncate(SIZE)
-                procs.append(start_nginx(lab, role, d, SERVER.format(
-                    d=d, role=role, check=CHECK_PORT)))
+                procs.append(nginx_with_big_file(lab, role, d, SERVER.format(
+                    d=d, role=role, check=CHECK_PORT), SIZE))
             for role in lab.reals:
                 wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
                                       timeout=2, role="lb").stdout ==

@@ -21,17 +21,15 @@ Root; the lab is removed whatever happens."""
 import os
 import re
 import secrets
-import subprocess
 import time
 
 import pytest
 
 from pyfwd.control.engine import Engine
-from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import start_nginx
+from .procs import nginx_with_big_file, realserver_setup
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -67,16 +65,10 @@ def lab(tmp_path_factory):
         try:
             for role in lab.reals:
                 for vip in (VIP4, VIP6):
-                    r = lab.run(role, PYFWD + ["realserver", "setup",
-                                               "--vip", vip],
-                                capture_output=True, text=True)
-                    assert r.returncode == 0, r.stderr
+                    realserver_setup(lab, role, vip)
                 d = base / role
-                d.mkdir()
-                with open(d / "big", "wb") as f:
-                    f.truncate(SIZE)
-                procs.append(start_nginx(lab, role, d, SERVER.format(
-                    d=d, role=role)))
+                procs.append(nginx_with_big_file(lab, role, d, SERVER.format(
+                    d=d, role=role), SIZE))
             run(lab, "router", "ip", "link", "set", "eth0", "mtu", str(MTU))
             for role in lab.reals:
                 wait_nginx(lab, role)

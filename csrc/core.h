@@ -135,9 +135,19 @@ struct flow {
 
 _Static_assert(sizeof(struct flow) == 72, "flow entry size (documented)");
 
-/* SNAT source ports: a stack of free ones, the flow of taken ones. */
+/*
+ * SNAT source ports: a FIFO ring of free ones, the flow of taken ones.  A
+ * freed port goes last, so that it is used again as late as the pool
+ * allows: the real server keeps its connection from that port in
+ * TIME-WAIT for 60 s, and drops a new SYN from it whose TCP timestamp is
+ * older (PAWS), as a new connection's is half the time (Linux clients
+ * offset their timestamps per connection).  See flow.c snat_port_take.
+ */
+#define PORT_RING_MASK 0xffffu	/* the ring holds 65536 */
+
 struct port_pool {
-	uint16_t *free;		/* stack */
+	uint16_t *free;		/* ring: nfree ports from head */
+	uint32_t head;
 	uint32_t nfree;
 	uint32_t size;
 	uint32_t *owner;	/* by port number (65536): the ORIG entry's

@@ -149,7 +149,7 @@ void pyfwd_ctx_config_read(const struct pyfwd_ctx *ctx,
 
 int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 {
-	uint32_t i, p, k;
+	uint32_t i, p;
 
 	if (snat->family != PYFWD_AF_INET && snat->family != PYFWD_AF_INET6)
 		return -EINVAL;
@@ -163,15 +163,12 @@ int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 	for (i = 0; i < ctx->cfg.workers; i++) {
 		struct port_pool *pp = &ctx->workers[i].ports;
 
-		pp->nfree = pp->size = 0;
+		pp->head = pp->nfree = pp->size = 0;
 		memset(pp->owner, 0, 65536 * sizeof(*pp->owner));
 		pp->cursor = 0;
-		for (p = snat->port_hi, k = 0; p >= snat->port_lo; p--, k++) {
+		for (p = snat->port_lo; p <= snat->port_hi; p++)
 			if ((p - snat->port_lo) % ctx->cfg.workers == i)
 				pp->free[pp->nfree++] = (uint16_t)p;
-			if (p == 0)
-				break;
-		}
 		pp->size = pp->nfree;
 	}
 	return 0;

@@ -10,12 +10,51 @@
  */
 #include "flow.h"
 
-/* SNAT: a source port back to its worker's pool. */
+/* SNAT: a source port back to its worker's pool, last in the ring. */
 static void snat_port_release(struct worker *w, uint16_t port)
 {
-	w->ports.owner[port] = 0;
-	w->ports.free[w->ports.nfree++] = port;
+	struct port_pool *pp = &w->ports;
+
+	pp->owner[port] = 0;
+	pp->free[(pp->head + pp->nfree++) & PORT_RING_MASK] = port;
 	w->stats.flows.snat_ports_used--;
+}
+
+/* SNAT: a port taken but never sent from goes back first in the ring. */
+static void snat_port_unget(struct worker *w, uint16_t port)
+{
+	struct port_pool *pp = &w->ports;
+
+	pp->owner[port] = 0;
+	pp->head = (pp->head - 1) & PORT_RING_MASK;
+	pp->free[pp->head] = port;
+	pp->nfree++;
+	w->stats.flows.snat_ports_used--;
+}
+
+/*
+ * SNAT: a source port for a new flow (the pool is not empty): the one
+ * freed longest ago; or `keep`, when it is the one freed last.  forward.c
+ * asks to keep the port of a closing flow whose client sends a new SYN on
+ * the same tuple: that is how a Linux client answers a real server whose
+ * TIME-WAIT on the port dropped its SYN (the real's ACK of its old
+ * connection; the client's RST ends that TIME-WAIT, then its SYN comes
+ * again ~10 ms later, once).  The same port finds the real clear; the
+ * next port in the ring may not, and then the client waits seconds.
+ */
+static uint16_t snat_port_take(struct port_pool *pp, uint16_t keep)
+{
+	uint32_t last = (pp->head + pp->nfree - 1) & PORT_RING_MASK;
+	uint16_t port;
+
+	if (keep && pp->free[last] == keep) {
+		pp->nfree--;
+		return keep;
+	}
+	port = pp->free[pp->head];
+	pp->head = (pp->head + 1) & PORT_RING_MASK;
+	pp->nfree--;
+	return port;
 }
 
 /* An entry found expired: a pair is freed now, a DR entry just lapses. */
@@ -124,7 +163,7 @@ static int snat_port_reclaim(const struct pyfwd_ctx *ctx, struct worker *w,
 
 uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 			const struct vip_bank *b, struct flow *orig,
-			uint64_t now)
+			uint64_t now, uint16_t keep)
 {
 	const struct pyfwd_real *real = &b->reals[orig->real];
 	struct flow_key rk = { 0 };
@@ -135,7 +174,7 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 		if (unlikely(!w->ports.nfree) &&
 		    !snat_port_reclaim(ctx, w, now))
 			return PYFWD_R_DROP_PORTS_FULL;
-		orig->snat_port = w->ports.free[--w->ports.nfree];
+		orig->snat_port = snat_port_take(&w->ports, keep);
 		w->ports.owner[orig->snat_port] = flow_link(w, orig);
 		w->stats.flows.snat_ports_used++;
 		memcpy(rk.daddr, ctx->snat.addr, 16);
@@ -152,7 +191,7 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (unlikely(dup || !rep || rep == orig || evict == EVICT_DR)) {
 		/* no room, or the same reply tuple serves another flow */
 		if (orig->mode == PYFWD_MODE_SNAT)
-			snat_port_release(w, orig->snat_port);
+			snat_port_unget(w, orig->snat_port);
 		return PYFWD_R_DROP_TABLE_FULL;
 	}
 	if (evict) {			/* a half-open flow goes */

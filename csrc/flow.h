@@ -160,10 +160,13 @@ static inline void flow_touch(const struct pyfwd_config *c, struct worker *w,
 /* Free a flow: a NAT/SNAT pair both entries (and its SNAT port). */
 void flow_free(struct worker *w, struct flow *f);
 
-/* NAT/SNAT: the REPLY entry of a new ORIG entry; 0 or a drop reason. */
+/*
+ * NAT/SNAT: the REPLY entry of a new ORIG entry (SNAT: its source port,
+ * `keep` if that is the port freed last, see flow.c); 0 or a drop reason.
+ */
 uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 			const struct vip_bank *b, struct flow *orig,
-			uint64_t now);
+			uint64_t now, uint16_t keep);
 
 /* Expire NAT/SNAT pairs in the next `slots` slots (loops: when idle). */
 void flow_sweep(struct worker *w, uint64_t now, uint32_t slots);

@@ -94,12 +94,14 @@ static inline uint8_t flow_first_state(uint8_t mode, const struct parse *ps)
  * A new flow of the VIP into `slot` (pushing out what it holds if
  * `evict`, EVICT_*: a half-open flow, or for DR the oldest DR entry):
  * its real (persistence first, else the scheduler), its REPLY entry for
- * NAT/SNAT.  Returns the flow, or NULL with *why a drop reason.
+ * NAT/SNAT (SNAT: `keep`, a port just freed, if the pool can give it:
+ * flow.c).  Returns the flow, or NULL with *why a drop reason.
  */
 static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 			     const struct vip_bank *b, struct parse *ps,
 			     struct pyfwd_frame *f, uint64_t now,
-			     struct flow *slot, int evict, uint32_t *why)
+			     struct flow *slot, int evict, uint16_t keep,
+			     uint32_t *why)
 {
 	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
 	uint32_t id = PYFWD_NO_REAL;
@@ -144,7 +146,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (vip->mode != PYFWD_MODE_DR) {
 		/* taken while we look; state 0: no half-open to push out */
 		flow->expires_ns = now + 1;
-		*why = flow_pair_open(ctx, w, b, flow, now);
+		*why = flow_pair_open(ctx, w, b, flow, now, keep);
 		if (*why) {
 			flow->expires_ns = 0;	/* the slot stays free */
 			return NULL;
@@ -214,15 +216,19 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	uint8_t fl = ps->tcp_flags;
 	struct flow *flow, *slot = NULL;
 	uint32_t why;
+	uint16_t keep = 0;
 	int evict = 0;
 
 	flow = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
 	if (flow && (!real_usable(b, flow->real) || flow->mode != vip->mode ||
 		     (flow->state == FLOW_CLOSING &&
 		      (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN))) {
-		/* Its real was halted, or a new SYN reuses the ports. */
+		/* Its real was halted, or a new SYN reuses the ports: SNAT
+		 * then keeps the flow's source port (flow.c). */
 		w->stats.flows.flows_rescheduled +=
 			!real_usable(b, flow->real);
+		if (flow->state == FLOW_CLOSING && flow->dir == DIR_ORIG)
+			keep = flow->snat_port;
 		flow_free(w, flow);
 		slot = flow;
 		evict = 0;
@@ -233,7 +239,8 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	} else {
 		if (unlikely(new_flow_over_cap(&ctx->cfg, w, now)))
 			return forward_untracked(ctx, w, b, ps, f);
-		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, &why);
+		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, keep,
+				&why);
 		if (!flow)
 			return why;
 		w->new_in_second++;

@@ -194,9 +194,10 @@ def test_snat_half_open_flows_give_their_ports_back_after_tcp_syn():
     assert alive(core, 1 + SYN_S - 1) == (2, 2)
     assert alive(core, 1 + SYN_S + 1) == (0, 0)
     assert core.stats()["snat_ports_used"] == 0
-    at(core, 1 + SYN_S + 2, snat_syn(40002, p1))    # the pool's next port
-    at(core, 1 + SYN_S + 3, snat_synack(40002, p1))
-    at(core, 1 + SYN_S + 4, snat_ack(40002, p1))    # established
+    # the pool's next port: the one freed first (a FIFO: csrc/core.h)
+    at(core, 1 + SYN_S + 2, snat_syn(40002, p0))
+    at(core, 1 + SYN_S + 3, snat_synack(40002, p0))
+    at(core, 1 + SYN_S + 4, snat_ack(40002, p0))    # established
     assert alive(core, 1 + SYN_S + 4 + EST_S - 1) == (1, 0)
     assert core.stats()["snat_ports_used"] == 1
 

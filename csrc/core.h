@@ -73,6 +73,11 @@ struct vip_bank {
 	uint32_t nring;
 	uint16_t *ring;			/* max_ring */
 	uint32_t nat_vips;		/* VIPs in NAT or SNAT mode */
+	/* NAT VIPs' reals' addr:port/proto (vip: the VIP), the sources of
+	 * their answers: one no flow claims is a stray (forward.c). */
+	struct vip_slot *nat_reals;
+	uint32_t nat_mask;		/* its slots - 1 */
+	uint8_t *seen;			/* publishing's scratch, per real id */
 };
 
 /* --- flows (flow.c, flow.h) ---------------------------------------------- */

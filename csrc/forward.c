@@ -253,6 +253,29 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	return PYFWD_R_FORWARD;
 }
 
+/*
+ * A TCP/UDP answer (key) that no flow claims: one from a NAT real's
+ * addr:port or to SNAT's address and ports is a stray (a real answering
+ * a flow it does not hold, a flow long gone).  The steering program sends
+ * the engine those (it cannot see flows), so the kernel never has it: a
+ * drop, counted.  Anything else passes (not ours).
+ */
+static uint32_t stray_answer(const struct pyfwd_ctx *ctx,
+			     const struct vip_bank *b,
+			     const struct flow_key *key)
+{
+	const struct pyfwd_snat *s = &ctx->snat;
+
+	if (nat_real_lookup(b, key->saddr, key->family, key->proto,
+			    key->sport) >= 0)
+		return PYFWD_R_DROP_NO_FLOW;
+	if (s->port_hi && s->family == key->family &&
+	    key->dport >= s->port_lo && key->dport <= s->port_hi &&
+	    addr_eq(s->addr, key->daddr, key->family))
+		return PYFWD_R_DROP_NO_FLOW;
+	return PYFWD_R_PASS_NOT_VIP;
+}
+
 uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 		       const struct vip_bank *b, struct parse *ps,
 		       struct pyfwd_frame *f, uint64_t now)
@@ -262,7 +285,7 @@ uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 
 	e = flow_find_h(w, &ps->key, ps->hash, now, &slot, &evict);
 	if (!e || e->dir != DIR_REPLY)
-		return PYFWD_R_PASS_NOT_VIP;
+		return stray_answer(ctx, b, &ps->key);
 	if (unlikely(ip_ttl(f->data + ps->r->l3_off, ps->key.family) <= 1))
 		return PYFWD_R_DROP_TTL_EXPIRED;	/* as a router */
 	flow_touch(&ctx->cfg, w, e, ps->tcp_flags, 1, now);
@@ -330,7 +353,7 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 	hit = flow_find(w, &rev, now, &slot, &evict);
 	if (!hit || hit->peer == NO_PEER) {
 		if (ps->r->vip < 0)
-			return PYFWD_R_PASS_NOT_VIP;
+			return stray_answer(ctx, b, &rev);
 		id = icmp_dr_real(w, b, ps, hit, &rev, now);
 		if (id == PYFWD_NO_REAL)
 			return PYFWD_R_DROP_ICMP_NO_FLOW;

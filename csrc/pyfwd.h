@@ -64,7 +64,11 @@
 #define PYFWD_R_DROP_ICMP_NO_FLOW 31	/* ICMP error about a VIP service's
 					 * packet: no flow, no hash to follow */
 #define PYFWD_R_DROP_TTL_EXPIRED 32	/* NAT/SNAT: TTL or hop limit <= 1 */
-#define PYFWD_R_MAX 33
+#define PYFWD_R_DROP_NO_FLOW 33		/* an answer from a NAT real's
+					 * addr:port or to SNAT's ports (or
+					 * an ICMP error about one) that no
+					 * flow claims */
+#define PYFWD_R_MAX 34
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -278,7 +282,7 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[33];		/* PYFWD_R_MAX */
+	uint64_t reason[34];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;

@@ -19,6 +19,8 @@ static void bank_clear(struct vip_bank *b)
 		b->svc[i].vip = -1;
 		b->addr[i].vip = -1;
 	}
+	for (i = 0; i <= b->nat_mask; i++)
+		b->nat_reals[i].vip = -1;
 	b->count = 0;
 }
 
@@ -29,6 +31,8 @@ void bank_free(struct vip_bank *b)
 	free(b->vips);
 	free(b->reals);
 	free(b->ring);
+	free(b->nat_reals);
+	free(b->seen);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -43,7 +47,12 @@ int bank_alloc(struct vip_bank *b, const struct pyfwd_config *cfg)
 	b->vips = calloc(cfg->max_vips, sizeof(*b->vips));
 	b->reals = calloc(cfg->max_reals, sizeof(*b->reals));
 	b->ring = calloc(cfg->max_ring, sizeof(*b->ring));
-	if (!b->svc || !b->addr || !b->vips || !b->reals || !b->ring)
+	/* one endpoint per real id at most: half full at most, likewise */
+	b->nat_mask = pow2_at_least(2 * cfg->max_reals, 16) - 1;
+	b->nat_reals = calloc(b->nat_mask + 1, sizeof(*b->nat_reals));
+	b->seen = calloc(cfg->max_reals, 1);
+	if (!b->svc || !b->addr || !b->vips || !b->reals || !b->ring ||
+	    !b->nat_reals || !b->seen)
 		return -ENOMEM;
 	bank_clear(b);
 	return 0;
@@ -70,25 +79,37 @@ static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 	return v->port != 0;
 }
 
+/* addr:port/proto into a table of vip_slots (not full): -EEXIST if in. */
+static int svc_insert(struct vip_slot *t, uint32_t mask, const uint8_t *addr,
+		      uint8_t family, uint8_t proto, uint16_t port,
+		      int32_t index)
+{
+	uint32_t i;
+
+	i = vip_hash(addr, family, svc_extra(proto, port)) & mask;
+	for (; t[i].vip >= 0; i = (i + 1) & mask) {
+		const struct vip_slot *s = &t[i];
+
+		if (s->port == port && s->proto == proto &&
+		    s->family == family && !memcmp(s->addr, addr, 16))
+			return -EEXIST;
+	}
+	memcpy(t[i].addr, addr, 16);
+	t[i].family = family;
+	t[i].proto = proto;
+	t[i].port = port;
+	t[i].vip = index;
+	return 0;
+}
+
 static int bank_insert(struct vip_bank *b, const struct pyfwd_vip *v,
 		       int32_t index)
 {
 	uint32_t i;
 
-	i = vip_hash(v->addr, v->family, svc_extra(v->proto, v->port)) &
-	    b->mask;
-	for (; b->svc[i].vip >= 0; i = (i + 1) & b->mask) {
-		const struct vip_slot *s = &b->svc[i];
-
-		if (s->port == v->port && s->proto == v->proto &&
-		    s->family == v->family && !memcmp(s->addr, v->addr, 16))
-			return -EEXIST;
-	}
-	memcpy(b->svc[i].addr, v->addr, 16);
-	b->svc[i].family = v->family;
-	b->svc[i].proto = v->proto;
-	b->svc[i].port = v->port;
-	b->svc[i].vip = index;
+	if (svc_insert(b->svc, b->mask, v->addr, v->family, v->proto, v->port,
+		       index))
+		return -EEXIST;
 
 	if (vip_addr_lookup(b, v->addr, v->family) >= 0)
 		return 0;
@@ -99,6 +120,38 @@ static int bank_insert(struct vip_bank *b, const struct pyfwd_vip *v,
 	b->addr[i].family = v->family;
 	b->addr[i].vip = index;
 	return 0;
+}
+
+/*
+ * The NAT VIPs' reals' endpoints (addr, port or the VIP's, the VIP's
+ * protocol), from the rings: what the steering program takes as answers
+ * (services.steering), but for reals in no ring (weight 0), whose stray
+ * answers are then said pass_not_vip.  A real id is one VIP's.
+ */
+static void bank_nat_reals(struct vip_bank *b, const struct pyfwd_vip *vips,
+			   uint32_t nvips, const struct pyfwd_real *reals,
+			   uint32_t nreals, const uint16_t *ring)
+{
+	uint32_t i, k;
+
+	memset(b->seen, 0, nreals);
+	for (i = 0; i < nvips; i++) {
+		const struct pyfwd_vip *v = &vips[i];
+
+		if (v->mode != PYFWD_MODE_NAT)
+			continue;
+		for (k = v->ring_off; k < v->ring_off + v->ring_len; k++) {
+			const struct pyfwd_real *r;
+
+			if (ring[k] == PYFWD_NO_REAL || b->seen[ring[k]])
+				continue;
+			b->seen[ring[k]] = 1;
+			r = &reals[ring[k]];
+			svc_insert(b->nat_reals, b->nat_mask, r->addr,
+				   r->family, v->proto,
+				   r->port ? r->port : v->port, (int32_t)i);
+		}
+	}
 }
 
 /* Wait until no worker reads the bank of generation `old`. */
@@ -166,6 +219,7 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	b->nat_vips = 0;
 	for (i = 0; i < nvips; i++)
 		b->nat_vips += vips[i].mode != PYFWD_MODE_DR;
+	bank_nat_reals(b, vips, nvips, reals, nreals, ring);
 	b->nreals = nreals;
 	b->nring = nring;
 	__atomic_store_n(&ctx->gen, gen + 1, __ATOMIC_SEQ_CST);

@@ -61,15 +61,15 @@ static inline int32_t vip_addr_lookup(const struct vip_bank *b,
 	}
 }
 
-/* Index of the VIP serving addr:port/proto, or -1. */
-static inline int32_t vip_svc_lookup(const struct vip_bank *b,
-				     const uint8_t addr[16], uint8_t family,
-				     uint8_t proto, uint16_t port)
+/* The vip of addr:port/proto in a table of vip_slots, or -1. */
+static inline int32_t svc_lookup(const struct vip_slot *t, uint32_t mask,
+				 const uint8_t addr[16], uint8_t family,
+				 uint8_t proto, uint16_t port)
 {
-	uint32_t i = vip_hash(addr, family, svc_extra(proto, port)) & b->mask;
+	uint32_t i = vip_hash(addr, family, svc_extra(proto, port)) & mask;
 
-	for (;; i = (i + 1) & b->mask) {
-		const struct vip_slot *s = &b->svc[i];
+	for (;; i = (i + 1) & mask) {
+		const struct vip_slot *s = &t[i];
 
 		if (s->vip < 0)
 			return -1;
@@ -77,6 +77,23 @@ static inline int32_t vip_svc_lookup(const struct vip_bank *b,
 		    s->family == family && addr_eq(s->addr, addr, family))
 			return s->vip;
 	}
+}
+
+/* Index of the VIP serving addr:port/proto, or -1. */
+static inline int32_t vip_svc_lookup(const struct vip_bank *b,
+				     const uint8_t addr[16], uint8_t family,
+				     uint8_t proto, uint16_t port)
+{
+	return svc_lookup(b->svc, b->mask, addr, family, proto, port);
+}
+
+/* The NAT VIP whose real answers from addr:port/proto, or -1. */
+static inline int32_t nat_real_lookup(const struct vip_bank *b,
+				      const uint8_t addr[16], uint8_t family,
+				      uint8_t proto, uint16_t port)
+{
+	return svc_lookup(b->nat_reals, b->nat_mask, addr, family, proto,
+			  port);
 }
 
 static inline int real_usable(const struct vip_bank *b, uint32_t id)

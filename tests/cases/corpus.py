@@ -94,7 +94,7 @@ def _mixed_steps():
                                / l4(sport=real.port or v.port, dport=port))
                 steps.append((Case(f"mixed-{i}-answer", str(v), answer,
                                    "forward_reply", in_if=slot),
-                              {"forward_reply", "pass_not_vip"}))
+                              {"forward_reply", "drop_no_flow"}))
     return steps
 
 

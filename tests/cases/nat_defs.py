@@ -118,9 +118,10 @@ def nat_tcp():
              "forward_icmp",
              icmp_err("192.168.50.254", CLIENT, ip_of(syn), CLIENT_MAC,
                       OUT_MAC), 1, 0),
-        step("nat-stray-reply", "an answer of no flow passes",
+        step("nat-stray-reply", "an answer of no flow: dropped (steered "
+             "to us, the kernel never has it)",
              tcp(REAL1, 8080, CLIENT, 40001, "SA", IN_MAC, REAL1_MAC),
-             "pass_not_vip", in_if=1),
+             "drop_no_flow", in_if=1),
     ]
 
 

@@ -47,11 +47,11 @@ KERNEL_DROPS_TOO = {"pass_other_mac"}
 def stray_answer(frame, setup):
     """Is frame a TCP/UDP answer from a NAT real's addr:port, or to SNAT's
     address and ports, or an ICMP error quoting what we would send as one
-    (reversed), that no flow claims?  The program steers those (it cannot
-    see flows); the core says pass_not_vip, and the loop then drops it
-    (the kernel never sees it: AF_XDP took it, and AF_PACKET's tc program
-    keeps it from the stack).  Known, reported in docs/reliability/
-    fuzz.md: a drop counted as a pass."""
+    (reversed)?  The program steers those (it cannot see flows); when no
+    flow claims one, the core says drop_no_flow (the kernel never sees it:
+    AF_XDP took it, and AF_PACKET's tc program keeps it from the stack).
+    It said pass_not_vip until the core could tell them (docs/reliability/
+    fuzz.md): a drop counted as a pass."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, \
         UDPerror
     from scapy.layers.inet6 import IPv6
@@ -122,8 +122,11 @@ def disagreements(name, setup_name, reasons, actions, frames, setup,
         if action is None:
             continue
         verdict = reason.split("_")[0]
-        if action == XDP_REDIRECT and reason == "pass_not_vip" and \
-                stray_answer(f, setup):
+        if reason == "drop_no_flow":
+            if not stray_answer(f, setup) or action == XDP_PASS:
+                bad.append(f"{name}[{i}] ({setup_name}): drop_no_flow, "
+                           f"not a stray answer the program steers "
+                           f"(action {action}): {f.hex()}")
             known.append(f"{name}[{i}]")
         elif action == XDP_REDIRECT and verdict == "pass" \
                 and reason not in KERNEL_DROPS_TOO:
@@ -173,8 +176,8 @@ def test_steering_agrees_with_the_core(need_root):
     assert not bad, f"{len(bad)} disagreements:\n" + "\n".join(bad[:30])
     assert ran > 900 and steered > 300, (ran, steered)
     assert skipped < ran // 50, (skipped, ran)    # runts never reach XDP
-    # the stray answers of the corpus: nat-stray-reply, and mixed's
-    # answers from the real without the flow
+    # the stray answers of the corpus, dropped and steered: nat-stray-reply,
+    # and mixed's answers from the real without the flow
     assert "nat-tcp[5]" in known, known
     print(f"steer crosscheck: {ran} frames run, {steered} steered, "
           f"{skipped} too long to run, {len(known)} stray answers")

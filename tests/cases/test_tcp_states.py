@@ -130,8 +130,8 @@ def test_nat_synack_without_the_clients_ack_expires_after_tcp_syn():
     assert core.stats()["flows_expired"] == 1
     # the real's late retransmission belongs to no flow any more
     late = nat_synack()
-    at(core, 1 + SYN_S + 2, nd.step("nat-late-synack", "no flow: passes",
-                                 late.frame, "pass_not_vip", in_if=1))
+    at(core, 1 + SYN_S + 2, nd.step("nat-late-synack", "no flow: dropped",
+                                 late.frame, "drop_no_flow", in_if=1))
 
 
 def test_nat_ack_before_the_reals_answer_does_not_establish():

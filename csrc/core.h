@@ -105,8 +105,9 @@ _Static_assert(offsetof(struct flow_key, sport) == 32 &&
  * without SYN); NAT/SNAT wait for the real's answer first, so that a
  * spoofed SYN, answered by a SYN-ACK nobody acknowledges, holds its slots
  * and SNAT port for tcp_syn_timeout, not tcp_timeout.  A DR flow made by
- * another segment picks up a connection under way (a restart, another
- * node's flow): established at once; a NAT one still waits for the real.
+ * another segment (a connection under way: a restart, another node's
+ * flow; or a lone late segment of one gone) is half-open too, until the
+ * client's next segment; a NAT one still waits for the real.
  */
 #define FLOW_OPEN 1	/* established: tcp_timeout */
 #define FLOW_CLOSING 2	/* FIN or RST seen: tcp_fin_timeout */

@@ -78,16 +78,15 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 }
 
 /*
- * The state of a new flow (core.h): TCP half-open when made by a SYN, and
- * in NAT/SNAT until the real answered whatever made it.
+ * The state of a new flow (core.h): TCP half-open, whatever made it (a
+ * FIN or RST makes it closing at once: flow_touch).  A DR flow made by
+ * another segment than a SYN becomes established with the client's next
+ * segment (forward_vip): a lone late segment (a straggler of a connection
+ * gone) keeps it tcp_syn_timeout, not tcp_timeout.
  */
-static inline uint8_t flow_first_state(uint8_t mode, const struct parse *ps)
+static inline uint8_t flow_first_state(const struct parse *ps)
 {
-	if (ps->key.proto != PROTO_TCP)
-		return FLOW_OPEN;
-	if (mode != PYFWD_MODE_DR || (ps->tcp_flags & TCP_SYN))
-		return FLOW_SYN;
-	return FLOW_OPEN;	/* DR: a connection under way */
+	return ps->key.proto == PROTO_TCP ? FLOW_SYN : FLOW_OPEN;
 }
 
 /*
@@ -151,9 +150,9 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 			flow->expires_ns = 0;	/* the slot stays free */
 			return NULL;
 		}
-		flow_peer(w, flow)->state = flow_first_state(vip->mode, ps);
+		flow_peer(w, flow)->state = flow_first_state(ps);
 	}
-	flow->state = flow_first_state(vip->mode, ps);
+	flow->state = flow_first_state(ps);
 	w->stats.flows.flows_evicted += evict != EVICT_NONE;
 	w->stats.flows.flows_new++;
 	w->real_stats[id].flows_new++;
@@ -237,6 +236,7 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (flow) {
 		w->stats.flows.flow_hits++;
 	} else {
+		fl &= (uint8_t)~TCP_ACK;	/* the next segment's ACK counts */
 		if (unlikely(new_flow_over_cap(&ctx->cfg, w, now)))
 			return forward_untracked(ctx, w, b, ps, f);
 		flow = flow_new(ctx, w, b, ps, f, now, slot, evict, keep,

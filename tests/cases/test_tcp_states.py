@@ -82,13 +82,36 @@ def test_dr_client_ack_makes_the_flow_established():
     assert alive(core, 1 + EST_S + 1) == (0, 0)
 
 
-def test_dr_flow_picked_up_under_way_is_established():
-    """A first segment without SYN (a restart, a flow another node had) is
-    a connection under way: established at once."""
+def test_dr_flow_picked_up_under_way_is_established_by_the_next_segment():
+    """A first segment without SYN (a restart, a flow another node had) may
+    be a connection under way: half-open until the client's next segment,
+    then established."""
     core = dr_core()
     at(core, 0, dr_seg("PA"))
+    assert alive(core, 0) == (1, 1)
+    at(core, 5, dr_seg("A"))
+    assert alive(core, 5) == (1, 0)
+    assert alive(core, 5 + SYN_S + 1) == (1, 0)
+    assert alive(core, 5 + EST_S + 1) == (0, 0)
+
+
+def test_dr_flow_of_a_lone_late_segment_lives_tcp_syn_not_established():
+    """The soak's stragglers: a lone ACK of a connection already gone (cut
+    by a fault, its flow expired) made a flow kept tcp_established (900 s);
+    now tcp_syn, as a half-open one."""
+    core = dr_core()
+    at(core, 0, dr_seg("A"))
+    assert alive(core, SYN_S - 1) == (1, 1)
+    assert alive(core, SYN_S + 1) == (0, 0)
+    s = core.stats()
+    assert (s["flows_new"], s["flow_hits"]) == (1, 0)
+
+
+def test_dr_flow_made_by_a_fin_is_closing_at_once():
+    core = dr_core()
+    at(core, 0, dr_seg("FA"))
     assert alive(core, 0) == (1, 0)
-    assert alive(core, SYN_S + 1) == (1, 0)
+    assert alive(core, FIN_S + 1) == (0, 0)
 
 
 def test_dr_half_open_flow_closed_by_rst_leaves_the_count():

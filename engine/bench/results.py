@@ -231,6 +231,10 @@ def headline(res: Results) -> list:
     return out
 
 
+def _count(value) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
 def _http_ref(name: str, size: str) -> str:
     """The row an HTTP row's CPU per request is compared with."""
     if name in HTTP_ROWS:
@@ -293,7 +297,7 @@ def markdown(res: Results) -> str:
                              for ref in refs),
                            _spread(res, r.name, "full_pps"),
                            num(res.get(r.name, "offered_pps")),
-                           num(res.get(r.name, "rungs")))
+                           _count(res.get(r.name, "rungs")))
                           for r in pps_rows]), "",
                   "Best: the highest delivered rate over the ladder of "
                   "offered loads every row climbs down (full speed, then "

@@ -217,7 +217,12 @@ NOTES = [
     "work (schedstat); the kernel's XDP_STATISTICS of its AF_XDP sockets, "
     "read from outside through pidfd_getfd for pyfwd and the references "
     "alike; busy polling judged engaged when a socket has SO_BUSY_POLL, a "
-    "NAPI id, and the namespace's BusyPollRxPackets grew.",
+    "NAPI id, and the namespace's BusyPollRxPackets grew. Since Linux "
+    "6.13 an AF_XDP socket gets its NAPI id at bind, in zero-copy mode "
+    "only (commit \"xsk: Bring back busy polling support\"): in copy mode, "
+    "as on veth, it has none and busy polling never engages (measured "
+    "here: NAPI id 0, BusyPollRxPackets unchanged); the NAPI kthread does "
+    "the receive work.",
     "HTTP rows run the engine in its wake-up mode (poll(), need_wakeup; "
     "busy polling off): a busy-polling loop burns its core whether it "
     "works or not, which would make CPU per request meaningless.",

@@ -187,8 +187,9 @@ class Running:
     def measure(self, size: str, conn: str = "keep-alive") -> dict:
         """wrk through the VIP for /``size`` (``conn``: "keep-alive" or
         "close", rows.CONNECTIONS): {"rps", "p50_ms", "p99_ms",
-        "cpu_s_per_1k", "lb_pkts_per_req"} and observe.summary()'s
-        figures of the run."""
+        "cpu_s_per_1k", "lb_pkts_per_req"}, "cpu1_softirq" (CPU 1's
+        softirq share of the run) and observe.summary()'s figures of the
+        run."""
         check_size(size)
         if conn not in CONNECTIONS:
             raise BenchError(f"unknown HTTP connection kind {conn!r}: "
@@ -204,6 +205,7 @@ class Running:
                                   close=conn == "close")
         detail = self.bench.details[-1]
         row.update(summary(detail["observed"]))
+        row["cpu1_softirq"] = detail["cpu1_softirq_s"] / detail["wall_s"]
         if detail["errors"]:
             self.bench.log(f"http bench: {detail['row']}: "
                            f"{detail['errors']} wrk errors")

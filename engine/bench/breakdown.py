@@ -89,11 +89,12 @@ def http_lines(res, names: list) -> list:
         if res.get(n, "cpu_s_per_1k") is not None:
             busy = res.get(n, "cpu_s_per_1k") * res.get(n, "rps") / 1000
         rows.append((n, num(res.get(n, "rps")), share(busy),
+                     share(res.get(n, "cpu1_softirq")),
                      *_threads(res, n), *_xsk(res, n), _busy(res, n)))
     if not rows:
         return []
     return ["### Where the balancer's time went", "",
-            *table(["row", "requests/s", "CPU 1 busy",
+            *table(["row", "requests/s", "CPU 1 busy", "softirq",
                     *(h for _, h in THREAD_KINDS),
                     "XSK drops/s", "fill empty/s", "TX empty/s",
                     "busy poll"], rows), "",

@@ -151,6 +151,12 @@ def _micro(rows, runs, repeats, res, progress):
                         ("maglev-1000", "build_ms")) if r in rows})
 
 
+# observe.summary()'s figures: in results.md's breakdown, not in the
+# progress lines
+_OBSERVED = ("cpu_", "xsk_", "busy_poll", "full_cpu", "full_xsk_",
+             "full_busy_poll", "cpu1_softirq")
+
+
 def _record(res, progress, name, what, measure) -> None:
     """One run of one row: its figures recorded, or its failure."""
     try:
@@ -160,7 +166,8 @@ def _record(res, progress, name, what, measure) -> None:
         progress.step(what, error=str(exc))
         return
     res.add(name, figs)
-    progress.step(what, figs)
+    progress.step(what, {k: v for k, v in figs.items()
+                         if not k.startswith(_OBSERVED)})
 
 
 def serpentine(items: list, run: int) -> list:

@@ -59,8 +59,9 @@ class PpsRow:
             return f"RPS of {ifs} to CPU 1"
         words = f"threaded NAPI of {ifs} on CPU 1"
         if self.af_xdp:
-            words += ", preferred busy polling by the " + (
-                "loop" if self.kind == "xsk-minimal" else "engine")
+            words += ", preferred busy polling set on the " + (
+                "loop's" if self.kind == "xsk-minimal" else "engine's") + \
+                " socket (whether it engaged: observe)"
         return words
 
 

@@ -165,3 +165,25 @@ def test_markdown_gives_full_speed_and_best_apart_with_the_breakdown():
     assert "| xdp-kernel | full speed |" not in md
     assert "| xdp-kernel | best | — | 1,000,000 | — | — | 70% |" in md
     assert "| xsk-minimal | full speed | — | 200,000 | 99% |" in md
+
+
+def test_markdown_http_breakdown_and_close_rows_against_their_reference():
+    res = Results({"repeats": 1})
+    for name, cpu in (("http-kernel-nat-close-1k", 0.02),
+                      ("http-nat-close-1k", 0.05), ("http-nat-1k", 0.01),
+                      ("http-kernel-nat-1k", 0.02)):
+        res.add(name, {"rps": 10_000, "p50_ms": 1.0, "p99_ms": 2.0,
+                       "cpu_s_per_1k": cpu, "lb_pkts_per_req": 2.0,
+                       "cpu1_softirq": 0.1})
+    _observed(res, "http-nat-1k")
+    md = results.markdown(res)
+    # a close row is compared with the kernel's NAT, closing too
+    assert "| http-nat-close-1k | 10,000 | 1.00 | 2.00 | 0.0500 | 2.50x |" \
+        in md
+    assert "### Where the balancer's time went" in md
+    assert "| http-nat-1k | 10,000 | 10% | 10% | 25% | 50% | 1% | — | — " \
+           "| 30.0 | 10.0 | 10.0 | no (0%) |" in md
+    assert "| http-kernel-nat-1k | 10,000 | 20% | 10% | — |" in md
+    tg = [t for t in results.targets(res) if "one connection per request"
+          in t.what]
+    assert [(t.met, t.measured[:5]) for t in tg] == [(False, "2.50x")]

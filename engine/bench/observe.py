@@ -208,17 +208,34 @@ class Probe:
         self.procs = dict(procs)
         self.kthreads = dict(kthreads or {})
         self.netstat, self.rx = netstat, rx
+        self.errors = []        # what could not be read, in words
         self._t0 = None
 
     def _snap(self) -> dict:
         socks = []
         for pid in self.procs:
-            socks += [dict(s, pid=pid) for s in xsk_sockets(pid)]
+            try:
+                socks += [dict(s, pid=pid) for s in xsk_sockets(pid)]
+            except OSError as exc:      # not root, a ptrace policy
+                self.errors.append(f"AF_XDP sockets of {pid}: "
+                                   f"{exc.strerror}")
         return {"at": time.monotonic(),
                 "threads": threads(self.procs, self.kthreads),
                 "sockets": socks,
-                "bp": busy_poll_rx(self.netstat()) if self.netstat else None,
-                "rx": self.rx() if self.rx else None}
+                "bp": self._read("netstat", self.netstat, busy_poll_rx),
+                "rx": self._read("rx", self.rx)}
+
+    def _read(self, what, fn, then=None):
+        """fn()'s value (through ``then``), or None if there is no fn or
+        it failed (the failure kept in ``errors``)."""
+        if fn is None:
+            return None
+        try:
+            value = fn()
+        except Exception as exc:        # the window still counts
+            self.errors.append(f"{what}: {exc}")
+            return None
+        return then(value) if then else value
 
     def start(self) -> None:
         self._t0 = self._snap()
@@ -228,7 +245,9 @@ class Probe:
         "name", "kind", "cpu_s", "share"}], "cpu": {kind: share of the
         window}, "xsk": {"sockets": n, field: delta...}, "busy_poll":
         {"so_busy_poll_us", "prefer", "napi_ids", "rx_packets", "share",
-        "engaged"}}."""
+        "engaged"}, "rx_frames", and "errors" (what could not be read:
+        the rest still counts)}.  Never raises for a counter it cannot
+        read."""
         a, b = self._t0, self._snap()
         span = max(b["at"] - a["at"], 1e-9)
         rows = []
@@ -251,9 +270,10 @@ class Probe:
               "prefer": max((s["prefer_busy_poll"] for s in socks),
                             default=0),
               "napi_ids": sorted({s["napi_id"] for s in socks})}
-        if a["bp"] is not None:
+        if a["bp"] is not None and b["bp"] is not None:
             bp["rx_packets"] = b["bp"] - a["bp"]
-        rx = b["rx"] - a["rx"] if self.rx else None
+        rx = None if a["rx"] is None or b["rx"] is None else \
+            b["rx"] - a["rx"]
         if rx and "rx_packets" in bp:
             bp["share"] = round(min(bp["rx_packets"] / rx, 1.0), 4)
         bp["engaged"] = bool(bp["so_busy_poll_us"] > 0
@@ -261,7 +281,8 @@ class Probe:
                              and bp.get("rx_packets", 0) > 0)
         return {"seconds": round(span, 3), "threads": rows, "cpu": cpu,
                 "xsk": xsk, "busy_poll": bp,
-                **({"rx_frames": rx} if rx is not None else {})}
+                **({"rx_frames": rx} if rx is not None else {}),
+                **({"errors": self.errors} if self.errors else {})}
 
 
 def summary(detail: dict, prefix: str = "") -> dict:

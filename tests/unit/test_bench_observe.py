@@ -187,3 +187,15 @@ def test_markdown_http_breakdown_and_close_rows_against_their_reference():
     tg = [t for t in results.targets(res) if "one connection per request"
           in t.what]
     assert [(t.met, t.measured[:5]) for t in tg] == [(False, "2.50x")]
+
+
+def test_probe_keeps_the_window_when_a_counter_cannot_be_read():
+    def broken():
+        raise OSError(2, "No such file or directory")
+    p = observe.Probe({os.getpid(): "engine"}, netstat=broken, rx=broken)
+    p.start()
+    seen = p.stop()
+    assert "rx_packets" not in seen["busy_poll"] and "rx_frames" not in seen
+    assert seen["busy_poll"]["engaged"] is False
+    assert len(seen["errors"]) == 4 and "netstat" in seen["errors"][0]
+    assert seen["threads"]

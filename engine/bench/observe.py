@@ -39,7 +39,7 @@ import struct
 import time
 
 __all__ = ["Probe", "XSK_FIELDS", "xsk_sockets", "kind_of", "summary",
-           "kernel_threads"]
+           "kernel_threads", "SUMMARY_NAMES"]
 
 AF_XDP = 44
 SOL_XDP = 283
@@ -54,6 +54,8 @@ XSK_FIELDS = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs",
               "rx_ring_full", "rx_fill_ring_empty_descs",
               "tx_ring_empty_descs")
 KINDS = ("napi", "ksoftirqd", "loop", "python", "ref")
+# the names summary() gives its figures (with or without "full_")
+SUMMARY_NAMES = tuple(f"cpu_{k}" for k in KINDS) + ("xsk_", "busy_poll")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

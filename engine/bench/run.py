@@ -20,6 +20,7 @@ from . import micro
 from . import results as results_mod
 from .micro import ROWS as MICRO_ROWS
 from .http import HttpBench
+from .observe import SUMMARY_NAMES
 from .pps import PpsBench
 from .results import Results
 from .rows import (BALANCERS, HTTP, HTTP_ROWS, PPS, PPS_ROWS,
@@ -151,10 +152,10 @@ def _micro(rows, runs, repeats, res, progress):
                         ("maglev-1000", "build_ms")) if r in rows})
 
 
-# observe.summary()'s figures: in results.md's breakdown, not in the
-# progress lines
-_OBSERVED = ("cpu_", "xsk_", "busy_poll", "full_cpu", "full_xsk_",
-             "full_busy_poll", "cpu1_softirq")
+# observe.summary()'s figures and the full-speed window's: in results.md's
+# breakdown, not in the progress lines
+_OBSERVED = SUMMARY_NAMES + ("full_cpu", "full_xsk_", "full_busy_poll",
+                             "cpu0_softirq", "cpu1_softirq")
 
 
 def _record(res, progress, name, what, measure) -> None:

@@ -44,6 +44,18 @@ def _threads(res, name, prefix=""):
                  for k, _ in THREAD_KINDS)
 
 
+def _other(busy, res, name, prefix=""):
+    """CPU 1's busy share that neither softirq nor a watched thread
+    accounts for: other load on the balancer's core (ksoftirqd left out:
+    its time is softirq already)."""
+    if busy is None:
+        return "—"
+    soft = res.get(name, prefix + "cpu1_softirq") or 0
+    mine = sum(res.get(name, f"{prefix}cpu_{k}") or 0
+               for k, _ in THREAD_KINDS if k != "ksoftirqd")
+    return share(max(0.0, busy - soft - mine))
+
+
 def pps_lines(res, names: list) -> list:
     """The packet-rate rows' table: for each row its best window and, when
     full speed did not keep up, its full-speed window."""
@@ -58,21 +70,25 @@ def pps_lines(res, names: list) -> list:
                          num(res.get(n, delivered)),
                          share(res.get(n, pre + "cpu1_busy")),
                          share(res.get(n, pre + "cpu1_softirq")),
-                         *_threads(res, n, pre), *_xsk(res, n, pre),
-                         _busy(res, n, pre)))
+                         *_threads(res, n, pre),
+                         _other(res.get(n, pre + "cpu1_busy"), res, n, pre),
+                         *_xsk(res, n, pre), _busy(res, n, pre)))
     if not rows:
         return []
     return ["### Where the forwarder's time went", "",
             *table(["row", "window", "sent pps", "delivered pps",
                     "CPU 1 busy", "softirq",
-                    *(h for _, h in THREAD_KINDS),
+                    *(h for _, h in THREAD_KINDS), "other",
                     "XSK drops/s", "fill empty/s", "TX empty/s",
                     "busy poll"], rows), "",
             "Shares of the window (medians over the runs) of CPU 1's busy "
             "time, of its softirq time, and of each kind of thread: the "
             "NAPI kthreads of the forwarder's interfaces, the engine's C "
             "loop threads (pyfwd-xsk-qN) and its Python threads, a "
-            "reference's own threads, CPU 1's ksoftirqd. XSK: the kernel's "
+            "reference's own threads, CPU 1's ksoftirqd; other: CPU 1's "
+            "busy time none of these account for (other load on the "
+            "machine: the figures of that row are suspect). XSK: the "
+            "kernel's "
             "XDP_STATISTICS of the forwarder's AF_XDP sockets (drops = "
             "rx_dropped + rx_ring_full + rx_invalid_descs). Busy poll: "
             "engaged or not (SO_BUSY_POLL set, a NAPI id, BusyPollRxPackets "
@@ -90,12 +106,13 @@ def http_lines(res, names: list) -> list:
             busy = res.get(n, "cpu_s_per_1k") * res.get(n, "rps") / 1000
         rows.append((n, num(res.get(n, "rps")), share(busy),
                      share(res.get(n, "cpu1_softirq")),
-                     *_threads(res, n), *_xsk(res, n), _busy(res, n)))
+                     *_threads(res, n), _other(busy, res, n),
+                     *_xsk(res, n), _busy(res, n)))
     if not rows:
         return []
     return ["### Where the balancer's time went", "",
             *table(["row", "requests/s", "CPU 1 busy", "softirq",
-                    *(h for _, h in THREAD_KINDS),
+                    *(h for _, h in THREAD_KINDS), "other",
                     "XSK drops/s", "fill empty/s", "TX empty/s",
                     "busy poll"], rows), "",
             "As for the packet rates, over the wrk run. pyfwd runs in its "

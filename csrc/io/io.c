@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,6 +146,14 @@ int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how)
 		return -EINVAL;
 	__atomic_store_n(&ctx->workers[worker].hold, how, __ATOMIC_RELAXED);
 	return 0;
+}
+
+void io_name_thread(const char *kind, uint32_t queue)
+{
+	char name[16];		/* TASK_COMM_LEN */
+
+	snprintf(name, sizeof(name), "pyfwd-%s-q%u", kind, queue);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
 /* The hold of pyfwd_io_worker_pause: a pause sleeps without beating. */

@@ -64,6 +64,13 @@ static inline int io_stopped(const struct pyfwd_ctx *ctx)
 int io_held(struct pyfwd_ctx *ctx, struct worker *w);
 
 /*
+ * Names the calling loop thread "pyfwd-KIND-qQUEUE" (the kernel's comm, as
+ * top -H, /proc/PID/task/TID/comm and `pyfwd bench` show it), so its CPU
+ * time can be told from the Python threads'.  Best effort.
+ */
+void io_name_thread(const char *kind, uint32_t queue);
+
+/*
  * Every loop iteration: one heartbeat (a relaxed store: one writer), then
  * the test hook's hold (pyfwd_io_worker_pause).  0, or -ECANCELED when
  * the loop must return.

@@ -169,6 +169,7 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 		return -EINVAL;
 	q = &io->q[queue];
 	w = &ctx->workers[queue];
+	io_name_thread("xsk", queue);
 
 	while (!io_stopped(ctx)) {
 		err = io_beat(ctx, w);

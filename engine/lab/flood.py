@@ -26,6 +26,7 @@ As a program, inside a namespace you made (never the machine's own)::
 
 import argparse
 import ipaddress
+import json
 import os
 import random
 import socket
@@ -414,7 +415,7 @@ def main(argv=None) -> int:
     try:
         flood = SynFlood(a.iface, addr, int(port), a.dst_mac, src_mac,
                          a.sources)
-        print(flood.run(a.rate, a.duration))
+        print(json.dumps(flood.run(a.rate, a.duration)))
     except LabError as exc:
         p.error(str(exc))
     return 0

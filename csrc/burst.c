@@ -13,6 +13,7 @@
 #include "flow.h"
 
 #define SWEEP_SLOTS 64		/* flow slots the expiry looks at per burst */
+#define SWEEP_MAX 16384		/* and at most, when the table is behind */
 #define PREFETCH_AHEAD 4	/* frames whose data is fetched ahead */
 #define CORE_CHUNK 64		/* frames classified before flows are found */
 
@@ -69,6 +70,24 @@ static void chunk_classify(const struct pyfwd_ctx *ctx,
 	}
 }
 
+/*
+ * The expiry looks at SWEEP_SLOTS slots per burst, and at least the whole
+ * table per second: with few bursts a second and a big table, a flood's
+ * expired flows would otherwise linger in the gauges for minutes.
+ */
+static inline void burst_sweep(struct worker *w, uint64_t now)
+{
+	uint64_t due = (uint64_t)(w->flow_mask + 1) * (now - w->swept_ns) /
+		       NS_PER_S;
+
+	if (due <= SWEEP_SLOTS) {
+		flow_sweep(w, now, SWEEP_SLOTS);
+		return;
+	}
+	flow_sweep(w, now, due < SWEEP_MAX ? (uint32_t)due : SWEEP_MAX);
+	w->swept_ns = now;
+}
+
 uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		      struct pyfwd_frame *frames, uint32_t n,
 		      struct pyfwd_result *out)
@@ -79,7 +98,7 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 	uint32_t why[CORE_CHUNK];
 	uint32_t i, j, m, reason, fwd = 0;
 
-	flow_sweep(w, now, SWEEP_SLOTS);
+	burst_sweep(w, now);
 	for (j = 0; j < n; j += m) {
 		struct pyfwd_frame *fr = frames + j;
 		struct pyfwd_result *res = out + j;

@@ -181,6 +181,7 @@ struct worker {
 	uint64_t beats;		/* loop iterations: the heartbeat (io/io.h) */
 	uint64_t new_second;	/* new_flows_per_second: the second counted */
 	uint32_t new_in_second;	/* and the new flows made in it */
+	uint64_t swept_ns;	/* when burst_sweep last caught up (burst.c) */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
 } __attribute__((aligned(64)));
 

@@ -54,7 +54,7 @@ from ..neighbours.ratelimit import NeighbourLimits
 
 log = logging.getLogger("pyfwd")
 
-TICK = 0.01             # control thread period (s)
+TICK = 0.1              # control thread period (s); a refresh asked wakes it
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 # what the DOWN line adds, by the VIP's on_down
 ON_DOWN_SAYS = {"quiesce": ": quiesced, no new flows, established ones go on",
@@ -397,7 +397,7 @@ class Engine:
         thread).  An error is
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
-        while not self._stop.wait(TICK):
+        while not self._refresh.sleep(TICK, self._stop):
             self.ticks += 1
             now = time.monotonic()
             try:

@@ -92,6 +92,7 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_io *io, struct xsk_queue *q,
 			recvfrom(q->port[i].fd, NULL, 0, MSG_DONTWAIT, NULL,
 				 NULL);
 		w->stats.io.wakeups += q->nports;
+		worker_sweep(w, ctx_now(ctx));
 		return;
 	}
 	for (i = 0; i < q->nports; i++) {

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
 from . import native as _native
+from .napi import NapiTuning
 from .native import endpoint_array, ffi, lib, snat_struct
 from ..errors import ConfigError, DataplaneError
 
@@ -137,9 +138,10 @@ class Xsk:
 
     open() attaches the steering program with an unpinned bpf_link (gone
     with the process, whatever the way it ends) and makes one socket per
-    RX queue; start() runs one loop thread per queue (the GIL is released
-    inside); steer() says which VIPs the program sends to the sockets;
-    close() stops and detaches.  Raises DataplaneError with the reason.
+    RX queue (busy polling: with the interfaces' NAPI settings for it,
+    dataplane.napi); start() runs one loop thread per queue (the GIL is
+    released inside); steer() says which VIPs the program sends to the
+    sockets; close() stops, detaches and puts the settings back.  Raises DataplaneError with the reason.
     """
 
     def __init__(self, core):
@@ -150,6 +152,7 @@ class Xsk:
         self.errors = []
         self._ifaces = ()       # the interfaces' names, by slot
         self._io_lock = threading.Lock()    # sock_stats against close
+        self._napi = NapiTuning()   # busy polling's interface settings
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=0,
@@ -193,6 +196,9 @@ class Xsk:
                             bool(info.busy_poll), info.queues, info.prog_id,
                             csum_slots=_csum_slots(self.core.ctx))
         self._ifaces = _names(ifindex, ifindex2)
+        if self.info.busy_poll:     # put back by close()
+            for iface in self._ifaces:
+                self._napi.apply(iface)
         return self.info
 
     def steer(self, vips, replies=(), snat=None):
@@ -286,6 +292,7 @@ class Xsk:
         with self._io_lock:
             lib.pyfwd_io_close(self.core.ctx)
             self._ifaces = ()
+        self._napi.restore()
 
 
 class Afp(Xsk):

@@ -189,8 +189,7 @@ struct worker {
 
 /* The steering maps of the loaded BPF object (whichever backend). */
 struct steer_maps {
-	int addrs;
-	int svcs;
+	int vips;
 	int rsvcs;
 	int snat;
 };

@@ -354,10 +354,11 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	if (err)
 		goto err;
 	io->xsks_fd = bpf_object__find_map_fd_by_name(io->obj, "xsks");
-	io->ifslots_fd = bpf_object__find_map_fd_by_name(io->obj, "ifslots");
-	if (io->xsks_fd < 0 || io->ifslots_fd < 0) {
+	io->ifaces_fd = bpf_object__find_map_fd_by_name(io->obj,
+							"steer_ifaces");
+	if (io->xsks_fd < 0 || io->ifaces_fd < 0) {
 		err = -ENOENT;
-		say(errbuf, errlen, "%s lacks the xsks or ifslots map",
+		say(errbuf, errlen, "%s lacks the xsks or steer_ifaces map",
 		    bpf_path);
 		goto err;
 	}
@@ -366,10 +367,10 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		info->prog_id = pinfo.id;
 
 	for (slot = 0; slot < io->nifaces; slot++) {
-		if (bpf_map_update_elem(io->ifslots_fd, &io->ifindex[slot],
-					&slot, BPF_ANY)) {
+		if (bpf_map_update_elem(io->ifaces_fd, &slot,
+					&io->ifindex[slot], BPF_ANY)) {
 			err = -errno;
-			say(errbuf, errlen, "ifslots map");
+			say(errbuf, errlen, "steer_ifaces map");
 			goto err;
 		}
 		err = attach(io, slot, prog_fd, c.xdp_mode, info);

@@ -52,7 +52,7 @@ struct xsk_io {
 	struct bpf_object *obj;
 	int link_fd[PYFWD_IFACES_MAX];	/* unpinned bpf_links: die with us */
 	int xsks_fd;
-	int ifslots_fd;
+	int ifaces_fd;		/* steer_ifaces: slot -> ifindex */
 	uint32_t ifindex[PYFWD_IFACES_MAX];
 	uint32_t nifaces;
 	uint32_t nqueues;

@@ -54,6 +54,7 @@ import time
 
 from pyroute2 import netns as _netns
 
+from ..dataplane.io import XskRings
 from ..lab.namespaces import iproute, open_netns
 from ..lab import programs
 from ..lab.programs import PYFWD, Namespaces
@@ -496,7 +497,10 @@ class PpsBench:
                 r["rings"] = self._xsk_info or {"batch": 64, "ring": 2048,
                                                 "fill": 4096}
             if row in ("dr-xdp", "nat-xdp", "snat-xdp"):
-                r["rings"] = {"batch": 64, "ring": 2048, "frames": 4096}
+                rings = XskRings()      # the engine's defaults
+                r["rings"] = {"batch": 64, **vars(rings),
+                              "frames": rings.umem_frames(
+                                  2 if row == "nat-xdp" else 1)}
             if row == "dr-afpacket":
                 r["backend"] = "raw sockets (TPACKET_V3), poll() wake-ups"
             rows[row] = r

@@ -20,7 +20,7 @@ from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import wait_line
+from .procs import realserver_setup, wait_line
 
 pytestmark = pytest.mark.root
 
@@ -36,9 +36,7 @@ def lab():
     with Lab("pfxk" + secrets.token_hex(3), topology="one-arm",
              reals=1) as lab:
         role = lab.reals[0]
-        r = lab.run(role, [*PYFWD, "realserver", "setup", "--vip", VIP4],
-                    capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        realserver_setup(lab, role, VIP4)
         p = lab.popen(role, whoami.command(80, role),
                       stdout=subprocess.PIPE, text=True)
         wait_line(p, "listening")

@@ -399,7 +399,7 @@ class Engine:
         thread).  An error is
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
-        while not self._refresh.sleep(TICK, self._stop):
+        while not self._refresh.sleep(self._pause(), self._stop):
             self.ticks += 1
             now = time.monotonic()
             try:
@@ -427,6 +427,13 @@ class Engine:
                 log.error("control: %s", exc)
             except Exception:               # a bug: said, and carried on:
                 log.exception("control: unexpected error")  # ARP must go on
+
+    def _pause(self):
+        """Seconds to the next control round: TICK, or less when an
+        announcement falls due sooner (the first is due at start)."""
+        due = self.ha.pending
+        return min(TICK, max(0.0, due[0] - time.monotonic())) if due \
+            else TICK
 
     def _refresh_and_publish(self):
         with self._lock:

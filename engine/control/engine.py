@@ -80,8 +80,7 @@ class Engine:
     limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits),
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
-    cap: dataplane.core.Core), rings (dataplane.io.XskRings, None: its
-    defaults), poll ("busy" | "adaptive" when busy_poll: POLL_MODES).
+    cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -399,7 +398,7 @@ class Engine:
         thread).  An error is
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
-        while not self._refresh.sleep(self._pause(), self._stop):
+        while not self._refresh.sleep(control_pause(self.ha), self._stop):
             self.ticks += 1
             now = time.monotonic()
             try:
@@ -427,13 +426,6 @@ class Engine:
                 log.error("control: %s", exc)
             except Exception:               # a bug: said, and carried on:
                 log.exception("control: unexpected error")  # ARP must go on
-
-    def _pause(self):
-        """Seconds to the next control round: TICK, or less when an
-        announcement falls due sooner (the first is due at start)."""
-        due = self.ha.pending
-        return min(TICK, max(0.0, due[0] - time.monotonic())) if due \
-            else TICK
 
     def _refresh_and_publish(self):
         with self._lock:
@@ -466,6 +458,13 @@ class Engine:
 
     def _write_stats(self):
         write_stats(self.stats_file, self.stats())
+
+
+def control_pause(ha):
+    """Seconds to the control thread's next round: TICK, or less when an
+    announcement of `ha` (a HaState) falls due sooner (one is at start)."""
+    due = ha.pending
+    return min(TICK, max(0.0, due[0] - time.monotonic())) if due else TICK
 
 
 __all__ = ["Engine"]

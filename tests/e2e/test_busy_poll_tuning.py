@@ -1,7 +1,8 @@
 """The engine sets busy polling's interface settings itself (issue 18,
 point 2e): `pyfwd start --busy-poll 20` (here with --poll adaptive and
 non-default ring sizes) writes napi_defer_hard_irqs and gro_flush_timeout
-of its interface, forwards, and puts them back when it stops.  An
+of its interface, forwards, sleeps when idle (adaptive), and puts them
+back when it stops.  An
 in-process engine whose thread entered the namespace by setns sees the
 machine's /sys, not the namespace's: it must leave the machine's devices
 alone (and say so).  Root; the lab is removed at the end."""
@@ -11,6 +12,7 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -50,6 +52,18 @@ def napi(lab):
     return tuple(r.stdout.split())
 
 
+def cpu_share(pid, seconds):
+    """The share of one CPU that process pid used over `seconds`."""
+    def ticks():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])    # utime + stime
+    t0, c0 = time.monotonic(), ticks()
+    time.sleep(seconds)
+    used = (ticks() - c0) / os.sysconf("SC_CLK_TCK")
+    return used / (time.monotonic() - t0)
+
+
 def test_start_sets_them_while_it_runs_and_puts_them_back(lab):
     before = napi(lab)
     assert before != ("2", "200000")
@@ -66,6 +80,9 @@ def test_start_sets_them_while_it_runs_and_puts_them_back(lab):
                                f"http://{VIP4}/"], capture_output=True,
                     text=True, timeout=15)
         assert r.returncode == 0 and "node=real1" in r.stdout, r.stderr
+        # idle, the adaptive loop sleeps in poll(): the engine takes a
+        # small share of a CPU (busy polling would take all of one)
+        assert cpu_share(proc.pid, 1.0) < 0.3
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=15)[0]

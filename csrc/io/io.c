@@ -127,8 +127,8 @@ void pyfwd_io_close(struct pyfwd_ctx *ctx)
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n)
 {
-	if (!poll(pfd, n, IDLE_POLL_MS))
-		flow_sweep(w, ctx_now(ctx), IDLE_SWEEP);
+	poll(pfd, n, IDLE_POLL_MS);
+	worker_sweep(w, ctx_now(ctx));
 	w->stats.io.polls++;
 }
 

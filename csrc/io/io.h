@@ -24,7 +24,6 @@
 #include "core.h"
 
 #define IDLE_POLL_MS 100	/* how soon an idle loop notices stop */
-#define IDLE_SWEEP 4096		/* flow slots expired per idle poll */
 
 /* Set-up code's errors: what failed, for errbuf. */
 void say(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -83,8 +82,8 @@ static inline int io_beat(struct pyfwd_ctx *ctx, struct worker *w)
 	return 0;
 }
 
-/* Nothing came: sleep in poll() on n fds; if still nothing, expire flows
- * (NAT/SNAT ports back, live counts right). */
+/* Nothing came: sleep in poll() on n fds, then expire flows as the
+ * clock says (worker_sweep: NAT/SNAT ports back, live counts right). */
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n);
 

@@ -57,6 +57,7 @@ import time
 
 from pyroute2 import netns as _netns
 
+from ..dataplane.io import XskRings
 from ..lab.namespaces import iproute, open_netns
 from ..lab import programs
 from ..lab.programs import PYFWD, Namespaces
@@ -521,7 +522,10 @@ class PpsBench:
                                     f"{spec.backend} "
                                     + " ".join(spec.extra)).strip()
                 if spec.backend == "xdp":
-                    r["rings"] = {"batch": 64, "ring": 2048, "frames": 4096}
+                    rings = XskRings()      # the engine's defaults
+                    r["rings"] = {"batch": 64, **vars(rings),
+                                  "frames": rings.umem_frames(
+                                      2 if spec.mode == "nat" else 1)}
                 else:
                     r["backend"] = ("raw sockets (TPACKET_V3), poll() "
                                     "wake-ups")

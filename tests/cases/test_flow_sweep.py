@@ -1,5 +1,5 @@
 """The expiry keeps up with a big table (issue 17, point 2): besides a few
-slots per burst, the bursts look at the whole flow table at least once a
+slots per burst, the sweep looks at the whole flow table about once a
 second, so a flood's expired half-open flows leave the gauges about
 tcp_syn after the flood, even when few bursts come (without it: 64 slots a
 burst, 1,024 bursts for a 65,536-slot table)."""

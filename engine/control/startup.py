@@ -116,7 +116,8 @@ def open_core(mac, mac2, queues, tracked, options):
 def open_backend(backend, core, ifindex, ifindex2, queues, options):
     """AF_XDP, or the raw-socket backend where AF_XDP does not work
     (backend "auto"), or the one asked for: (backend, its XskInfo), opened.
-    options: xdp_mode, copy_mode, busy_poll."""
+    options: xdp_mode, copy_mode, busy_poll, rings (an XskRings or None),
+    poll (dataplane.io.POLL_MODES)."""
     if backend in ("auto", "xdp"):
         xsk = Xsk(core)
         try:
@@ -124,7 +125,8 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
                                  xdp_mode=options["xdp_mode"],
                                  copy_mode=options["copy_mode"],
                                  busy_poll_usecs=options["busy_poll"],
-                                 ifindex2=ifindex2)
+                                 ifindex2=ifindex2, rings=options["rings"],
+                                 poll=options["poll"])
         except DataplaneError as exc:
             # Busy means someone's XDP program is there: raw sockets
             # beside it would not see what it steers away.

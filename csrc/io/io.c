@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fastmap.h"
 #include "flow.h"
 #include "io/io.h"
 
@@ -110,6 +111,7 @@ void io_release(struct pyfwd_ctx *ctx)
 		return;
 	pyfwd_io_stop(ctx);
 	ctx->io_free(ctx->io);
+	fastmap_close(ctx);	/* its arrays stay mapped until here */
 	io_unbind(ctx);
 }
 

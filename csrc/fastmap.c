@@ -90,6 +90,11 @@ int fastmap_revive_(struct worker *w, struct flow *fl, uint64_t now)
  * handshake, or UDP) whose packet came in plain (no tag, no options) on
  * the interface it goes out of, and did not change its state.
  */
+static inline uint8_t io_flags(const struct pyfwd_ctx *ctx, uint8_t in_if)
+{
+	return ctx->if_flags[in_if % PYFWD_IFACES_MAX];
+}
+
 static int fast_carries(const struct flow *fl, const struct parse *ps,
 			const struct pyfwd_frame *f)
 {
@@ -149,7 +154,10 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 	v.max_frame = (uint16_t)(ctx->cfg.max_frame > 0xffff ?
 				 0xffff : ctx->cfg.max_frame);
 	v.action = FAST_DR;
-	v.csum_check = !!(f->flags & PYFWD_FRAME_CSUM_PARTIAL);
+	/* The interface's flag, not this frame's: any of its frames may
+	 * come unfinished (csum.c) */
+	v.csum_check = !!((f->flags | io_flags(ctx, f->in_if)) &
+			  PYFWD_FRAME_CSUM_PARTIAL);
 	/* seen now (the flow was just touched): its expiry less its ttl */
 	__atomic_store_n(&fw->m->seen[idx], fl->expires_ns -
 			 (fl->key.proto == PROTO_UDP ? fw->m->udp_ttl_ns :

@@ -21,6 +21,8 @@ touched.
     arp_source_burst = 40                   # (neighbours.ratelimit)
     new_flows_per_second = 0                # per queue, 0: no cap; beyond:
                                             # DR+maglev untracked, else drop
+    fastpath = "off"                        # "xdp": established flows sent
+                                            # by XDP (docs/fastpath.md)
 
     [engine.timeouts]                       # optional: idle seconds of a flow
     tcp_syn = 30                            # half-open: handshake not done
@@ -67,13 +69,14 @@ from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
                      Real, Service, Vip, check_name)
+from ..dataplane.fastpath import MODES as fastpath_modes
 from ..neighbours.ratelimit import NeighbourLimits
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
                "state_file": str, "timeouts": dict,
-               "new_flows_per_second": int,
+               "new_flows_per_second": int, "fastpath": str,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
@@ -107,6 +110,7 @@ class Config:
         default_factory=NeighbourLimits)
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
     new_flows_per_second: int = 0       # per queue; 0: no cap
+    fastpath: str = "off"               # dataplane.fastpath.MODES
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -296,6 +300,9 @@ def parse(text, path="<config>", role=None):
         raise ConfigError(f"engine.new_flows_per_second = "
                           f"{cfg.new_flows_per_second}: expected 0 (no cap)"
                           f" to {NEW_FLOWS_MAX} new flows a second per queue")
+    if cfg.fastpath not in fastpath_modes:
+        raise ConfigError(f"engine.fastpath = {cfg.fastpath!r}: expected "
+                          f"one of {', '.join(fastpath_modes)}")
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

@@ -80,7 +80,8 @@ class Engine:
     limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits),
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
-    cap: dataplane.core.Core).
+    cap: dataplane.core.Core), fastpath ("off" | "xdp": the XDP fast path,
+    docs/fastpath.md).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -96,7 +97,7 @@ class Engine:
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
-                 new_flows_per_second=0):
+                 new_flows_per_second=0, fastpath="off"):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -110,7 +111,8 @@ class Engine:
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
-                            new_flows_per_second=new_flows_per_second)
+                            new_flows_per_second=new_flows_per_second,
+                            fastpath=fastpath)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)

@@ -129,7 +129,8 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 	}
 	if (!fast_carries(fl, ps, f))
 		return;
-	gen = __atomic_load_n(&fw->m->gens[fl->real], __ATOMIC_SEQ_CST);
+	gen = (uint32_t)__atomic_load_n(&fw->m->gens[fl->real],
+					__ATOMIC_SEQ_CST);
 	if (s->seen1 && s->gen == gen)
 		return;				/* installed */
 	/* A bank already replaced may hold a real the new one halted: the

@@ -41,7 +41,7 @@ struct fastmap {
 	int stats_fd;		/* fast_stats (per CPU) */
 	uint32_t ncpus;		/* possible CPUs: fast_stats' values */
 	uint64_t *seen;		/* fast_seen, mmapped */
-	uint32_t *gens;		/* fast_gens, mmapped */
+	uint64_t *gens;		/* fast_gens, mmapped */
 	size_t seen_size, gens_size;
 	uint32_t ifindex[PYFWD_IFACES_MAX];
 	uint64_t tcp_ttl_ns, udp_ttl_ns;

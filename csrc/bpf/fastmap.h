@@ -44,7 +44,7 @@ struct fast_val {
 	__u8 dmac[6];		/* the next hop's */
 	__u8 smac[6];		/* ours: the packet's destination MAC too */
 	__u32 seen;		/* index into fast_seen */
-	__u32 gen;		/* fast_gens[real] when installed */
+	__u32 gen;		/* fast_gens[real] when installed (low 32 bits) */
 	__u16 real;		/* its real server's id */
 	__u16 max_frame;	/* longer frames: the core's (it drops them) */
 	__u8 action;		/* FAST_* */

@@ -48,13 +48,15 @@ struct {
 	__type(value, __u64);
 } fast_seen SEC(".maps");
 
-/* By real id: bumped by the core when a real changes (halted, moved). */
+/* By real id: bumped by the core when a real changes (halted, moved).
+ * 64-bit values: an array's elements are 8-byte aligned, and the core
+ * indexes the mmapped values as an array. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, FAST_REALS_MAX);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 } fast_gens SEC(".maps");
 
 struct {
@@ -115,8 +117,7 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 	struct fast_val *v;
 	__u8 *l3 = data + ETH_HDR_LEN, *l4;
 	__be16 *sum;
-	__u32 *gen;
-	__u64 *seen, now;
+	__u64 *gen, *seen, now;
 	__u8 proto;
 
 	cfg = bpf_map_lookup_elem(&fast_cfg, &zero);
@@ -182,7 +183,7 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 	gen = bpf_map_lookup_elem(&fast_gens, &(__u32){ v->real });
 	if (!st || !gen)
 		return FAST_CORE;
-	if (*gen != v->gen) {
+	if ((__u32)*gen != v->gen) {
 		st->stale++;	/* the core reschedules, or reinstalls */
 		return FAST_CORE;
 	}

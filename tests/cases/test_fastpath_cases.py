@@ -194,3 +194,62 @@ def test_every_case_gives_the_same_bytes_on_both_paths(need_root):
     # inputs are truncations and malformed frames: the core's)
     assert per_setup["dr"][1] >= 8 and per_setup["icmp"][1] >= 5 and \
         per_setup["mixed"][1] >= 1, per_setup
+
+
+def test_a_changed_real_sends_its_flows_back_to_the_core(need_root):
+    """Established flows on two reals, installed; a publish without one of
+    them (halted) makes the program steer that one's flows to the core
+    (which reschedules them, as without the fast path) and keeps sending
+    the other's: each real id's generation (fast_gens) is its own."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from pyfwd.dataplane.core import Core
+    from pyfwd.frames import mac_to_bytes
+    from pyfwd.model import Real, Service, Vip
+
+    web = Vip.parse("10.0.0.100:80/tcp")
+    reals = [Real.parse("10.0.0.11"), Real.parse("10.0.0.12")]
+    macs = {r.address: mac_to_bytes(f"02:00:00:00:01:1{i + 1}")
+            for i, r in enumerate(reals)}
+    lb = "02:00:00:00:00:02"
+
+    def run():
+        subprocess.run(["ip", "link", "add", IFACES[0], "type", "veth",
+                        "peer", "name", IFACES[1]], check=True)
+        for dev in ("lo", *IFACES):
+            subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+        out = {}
+        for halted in (0, 1):
+            core = Core(mac=lb, flows=4096)
+            core.publish_services([Service(web, reals, "maglev", "dr")],
+                                  macs)
+            xsk = Xsk(core)
+            xsk.open(socket.if_nametoindex(IFACES[0]), queues=1,
+                     frames=256, ring_size=64)
+            try:
+                xsk.steer([web])
+                fastpath.enable(xsk)
+                flows = {}
+                for sport in range(40000, 40016):
+                    f = bytes(Ether(dst=lb, src="02:00:00:00:00:01")
+                              / IP(src="10.0.0.1", dst=str(web.address))
+                              / TCP(sport=sport, dport=80, flags="A"))
+                    [o], _ = core.process([f])
+                    flows[f] = o[:6]
+                before = [fastpath.test_run(core, f)[0] for f in flows]
+                core.publish_services([Service(
+                    web, [r for i, r in enumerate(reals) if i != halted],
+                    "maglev", "dr")], macs)
+                gone = macs[reals[halted].address]
+                out[halted] = (before, [
+                    (fastpath.test_run(core, f)[0], mac == gone)
+                    for f, mac in flows.items()])
+            finally:
+                xsk.close()
+        return out
+
+    for halted, (before, after) in in_netns(None, run, timeout=60,
+                                            name="pffp-gens").items():
+        assert set(before) == {fastpath.XDP_TX}, before
+        assert {a for a, gone in after if gone} == {fastpath.XDP_REDIRECT}
+        assert {a for a, gone in after if not gone} == {fastpath.XDP_TX}

@@ -1,0 +1,194 @@
+"""The XDP fast path end to end (docs/fastpath.md): an HTTP download
+through a DR VIP with `fastpath="xdp"` comes whole, and the fast path
+carries most of its packets; a halted real's flows leave it as without the
+fast path (its download is cut: the packets go to the other real, which
+resets them).  A one-arm lab, nginx on two real servers; the client sends
+with tx checksum offload off (a veth's unfinished sums are the core's:
+with it on, the core completes every packet and the fast path carries
+none), and the switch port facing the balancer runs an XDP program (see
+xdp_on_the_lbs_peer).  Root; the lab is removed whatever happens."""
+
+import ctypes
+import os
+import secrets
+import struct
+import subprocess
+import time
+
+import pytest
+from pyroute2 import IPRoute
+from pyroute2.ethtool.ioctl import IoctlEthtool
+
+from pyfwd.control.engine import Engine
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
+
+from .procs import nginx_with_big_file, realserver_setup
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+VIP4 = "10.0.0.100"
+WEB = Vip.parse(f"{VIP4}:80/tcp")
+SIZE = 40_000_000
+libc = ctypes.CDLL(None, use_errno=True)
+NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP = 321, 5, 6     # x86_64
+SERVER = """
+    server {{
+        listen 80;
+        location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
+        location = /big {{ alias {d}/big; }}
+    }}"""
+
+
+def offload(lab, role, ifname, flag, on):
+    """`ethtool -K ifname flag on|off` in role's namespace."""
+    def apply():
+        ethtool = IoctlEthtool(ifname)
+        try:
+            ethtool.set_offload_flag(flag, int(on))
+        finally:
+            ethtool.close()
+    lab.call(role, apply)
+
+
+def xdp_pass_fd():
+    """A loaded XDP program that passes every frame (r0 = XDP_PASS; exit),
+    through bpf(2): its fd."""
+    insns = ctypes.create_string_buffer(struct.pack(
+        "<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), 16)
+    licence = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2,
+                     ctypes.addressof(insns), ctypes.addressof(licence))
+    fd = libc.syscall(NR_BPF, BPF_PROG_LOAD, attr, len(attr))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "BPF_PROG_LOAD")
+    return fd
+
+
+def xdp_on_the_lbs_peer(lab):
+    """veth hands XDP_TX frames to its peer at once only when the peer
+    runs an XDP program (else they wait in its ring for other traffic to
+    wake it: Linux 6.18 veth_xdp_flush): one that passes everything on the
+    switch port of lb's eth0.  A NIC needs nothing of the kind."""
+    iface = lab.node("lb").interface("eth0")
+
+    def attach():
+        fd = xdp_pass_fd()
+        try:
+            with IPRoute() as ipr:
+                idx, = ipr.link_lookup(ifname=iface.port)
+                ipr.link("set", index=idx, xdp_fd=fd)
+        finally:
+            os.close(fd)
+    lab.call(iface.switch, attach)
+
+
+@pytest.fixture(scope="module")
+def dr_lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("needs root, as CI runs it")
+    base = tmp_path_factory.mktemp("fastpath")
+    procs = []
+    with Lab("pffp" + secrets.token_hex(3), topology="one-arm",
+             reals=2) as lab:
+        try:
+            for role in lab.reals:
+                realserver_setup(lab, role, VIP4)
+                d = base / role
+                procs.append(nginx_with_big_file(
+                    lab, role, d, SERVER.format(d=d, role=role), SIZE))
+            offload(lab, "client", "eth0", "tx-checksumming", False)
+            xdp_on_the_lbs_peer(lab)
+            for role in lab.reals:
+                wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
+                                      timeout=2, role="lb").stdout ==
+                         f"{role}\n", 10, f"nginx on {role}")
+            yield lab
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait(timeout=5)
+
+
+def wait_for(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def curl(lab, *args, timeout=10, role="client"):
+    return lab.run(role, ["curl", "-sS", "--max-time", str(timeout),
+                          *args], capture_output=True, text=True,
+                   timeout=timeout + 10)
+
+
+FAST = "xdp"
+
+
+def start(lab):
+    reals = [Real(lab.ip(role)) for role in lab.reals]
+    eng = Engine("eth0", [Service(WEB, reals, "maglev", "dr", name="web")],
+                 busy_poll=0, flows=1 << 16, backend="xdp", fastpath=FAST)
+    lab.call("lb", eng.start)
+    return eng
+
+
+def download(lab, rate=None):
+    return lab.popen("client", ["curl", "-sS", "--max-time", "60",
+                                *(["--limit-rate", rate] if rate else []),
+                                "-o", "/dev/null",
+                                "-w", "%{size_download} %{http_code}",
+                                f"http://{VIP4}/big"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+
+
+def test_a_download_goes_by_the_fast_path(dr_lab):
+    eng = start(dr_lab)
+    try:
+        dl = download(dr_lab)
+        out, err = dl.communicate(timeout=60)
+        s = eng.core.stats()
+    finally:
+        eng.stop()
+    assert dl.returncode == 0, err
+    assert out == f"{SIZE} 200", (out, err)
+    forwarded = s["reason"]["forward"]
+    print(f"dr download: {forwarded} frames forwarded, {s['fast_frames']} "
+          f"by XDP; installed {s['fast_installed']}, removed "
+          f"{s['fast_removed']}")
+    assert s["fast_installed"] >= 1
+    # all but the handshake and the close
+    assert s["fast_frames"] >= 0.9 * forwarded and forwarded > 50, s
+    # merged: what XDP carried counts as forwarded flow hits
+    assert s["flow_hits"] >= s["fast_frames"]
+
+
+def test_a_halted_reals_flows_leave_it(dr_lab):
+    eng = start(dr_lab)
+    try:
+        dl = download(dr_lab, rate="8M")      # ~5 s
+        try:
+            wait_for(lambda: eng.core.stats()["fast_frames"] > 20, 5,
+                     "the download on the fast path")
+            rows = [r for r in eng.show()[0]["reals"] if r["active"]]
+            assert len(rows) == 1, rows
+            eng.halt(WEB, rows[0]["real"])
+            out, err = dl.communicate(timeout=60)
+        finally:
+            if dl.poll() is None:
+                dl.kill()
+                dl.wait()
+        s = eng.core.stats()
+    finally:
+        eng.stop()
+    # as without the fast path: its flow goes to the other real, which
+    # knows no such connection and resets it
+    assert dl.returncode != 0 and int(out.split()[0]) < SIZE, (
+        out, err, {k: v for k, v in s.items() if "fast" in k or "resch" in k})
+    assert s["flows_rescheduled"] >= 1 and s["fast_stale"] >= 1, s
+    assert s["fast_removed"] >= 1, s

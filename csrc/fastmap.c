@@ -22,7 +22,7 @@
 #include "flow.h"
 
 _Static_assert(sizeof(struct fast_key) == 44 &&
-	       sizeof(struct fast_val) == 28, "fast_flows layout");
+	       sizeof(struct fast_val) == 96, "fast_flows layout");
 
 static int map_call(int cmd, int fd, const void *key, void *value,
 		    uint64_t flags)
@@ -38,7 +38,7 @@ static int map_call(int cmd, int fd, const void *key, void *value,
 }
 
 static void fast_key_of(const struct fastmap *m, const struct flow *fl,
-			struct fast_key *k)
+			uint8_t in_if, struct fast_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	memcpy(k->saddr, fl->key.saddr, 16);
@@ -47,7 +47,7 @@ static void fast_key_of(const struct fastmap *m, const struct flow *fl,
 	st_be16((uint8_t *)&k->dport, fl->key.dport);
 	k->proto = fl->key.proto;
 	k->family = fl->key.family;
-	k->ifindex = m->ifindex[fl->in_if % PYFWD_IFACES_MAX];
+	k->ifindex = m->ifindex[in_if % PYFWD_IFACES_MAX];
 }
 
 void fastmap_forget_(struct worker *w, struct flow *fl)
@@ -58,22 +58,40 @@ void fastmap_forget_(struct worker *w, struct flow *fl)
 
 	if (!s->seen1)
 		return;
-	fast_key_of(fw->m, fl, &k);
+	fast_key_of(fw->m, fl, s->in_if, &k);
 	map_call(BPF_MAP_DELETE_ELEM, fw->m->flows_fd, &k, NULL, 0);
 	fw->free[fw->nfree++] = s->seen1 - 1;
 	s->seen1 = 0;
 	w->stats.fast.fast_removed++;
 }
 
+/* When the program last carried entry fl (0: it does not). */
+static uint64_t fast_seen_of(struct worker *w, const struct flow *fl)
+{
+	const struct fast_slot *s = &w->fast->slot[fl - w->flows];
+
+	if (!s->seen1)
+		return 0;
+	return __atomic_load_n(&w->fast->m->seen[s->seen1 - 1],
+			       __ATOMIC_RELAXED);
+}
+
 int fastmap_revive_(struct worker *w, struct flow *fl, uint64_t now)
 {
 	struct fast_worker *fw = w->fast;
-	struct fast_slot *s = &fw->slot[fl - w->flows];
-	uint64_t seen, ttl;
+	struct flow *peer = fl->peer == NO_PEER ? NULL : flow_peer(w, fl);
+	uint64_t seen, other, ttl;
 
-	if (!s->seen1 || !fl->expires_ns)
-		return 0;	/* not installed, or freed on purpose */
-	seen = __atomic_load_n(&fw->m->seen[s->seen1 - 1], __ATOMIC_RELAXED);
+	if (!fl->expires_ns)
+		return 0;	/* freed on purpose */
+	/* A pair lives while either way is seen, as the core's flow_touch
+	 * refreshes both. */
+	seen = fast_seen_of(w, fl);
+	other = peer ? fast_seen_of(w, peer) : 0;
+	if (other > seen)
+		seen = other;
+	if (!seen)
+		return 0;
 	/* A test's fixed clock is not the program's: it alone decides. */
 	if (__atomic_load_n(&fw->m->ctx->clock_ns, __ATOMIC_RELAXED))
 		return 0;
@@ -82,26 +100,29 @@ int fastmap_revive_(struct worker *w, struct flow *fl, uint64_t now)
 	if (seen + ttl <= now)
 		return 0;
 	fl->expires_ns = seen + ttl;
+	if (peer)
+		peer->expires_ns = fl->expires_ns;
 	return 1;
 }
 
 /*
- * What the program can carry: an established DR flow (TCP past its
- * handshake, or UDP) whose packet came in plain (no tag, no options) on
- * the interface it goes out of, and did not change its state.
+ * What the program can carry: an established flow (TCP past its
+ * handshake, or UDP) whose packet came in plain (no tag, no options), a
+ * client's on the interface its flow came in on, and did not change its
+ * state; out where it came in (XDP_TX), or for NAT/SNAT out of the other
+ * interface (a redirect).
  */
-static inline uint8_t io_flags(const struct pyfwd_ctx *ctx, uint8_t in_if)
-{
-	return ctx->if_flags[in_if % PYFWD_IFACES_MAX];
-}
-
-static int fast_carries(const struct flow *fl, const struct parse *ps,
-			const struct pyfwd_frame *f)
+static int fast_carries(const struct fastmap *m, const struct flow *fl,
+			const struct parse *ps, const struct pyfwd_frame *f)
 {
 	const struct pyfwd_result *r = ps->r;
 
-	if (fl->dir != DIR_ORIG || fl->mode != PYFWD_MODE_DR ||
-	    fl->in_if != f->in_if || r->out_if != f->in_if)
+	if (fl->dir == DIR_ORIG ? fl->in_if != f->in_if :
+				  fl->mode == PYFWD_MODE_DR)
+		return 0;
+	if (r->out_if != f->in_if &&
+	    (fl->mode == PYFWD_MODE_DR ||
+	     !m->ifindex[r->out_if % PYFWD_IFACES_MAX]))
 		return 0;
 	if (fl->key.proto == PROTO_TCP && fl->state != FLOW_OPEN)
 		return 0;
@@ -110,6 +131,41 @@ static int fast_carries(const struct flow *fl, const struct parse *ps,
 	return !(r->flags & (PYFWD_F_VLAN | PYFWD_F_IP_OPTIONS |
 			     PYFWD_F_FRAGMENT)) &&
 	       !(f->flags & PYFWD_FRAME_GSO);
+}
+
+static inline uint8_t io_flags(const struct pyfwd_ctx *ctx, uint8_t in_if)
+{
+	return ctx->if_flags[in_if % PYFWD_IFACES_MAX];
+}
+
+/* What replacing the 32-bit word at old by the one at new_ adds to a sum
+ * (rewrite.c's). */
+static inline uint64_t delta32(const uint8_t *old, const uint8_t *new_)
+{
+	return (uint64_t)(uint32_t)~ld_be32(old) + ld_be32(new_);
+}
+
+/*
+ * NAT, SNAT: the packet's tuple as the core wrote it (f, rewritten) and
+ * the deltas rewrite_nat() added to its sums, from the tuple it came with
+ * (fl's key): constants of the flow.
+ */
+static void fast_nat_of(const struct flow *fl, const struct parse *ps,
+			const struct pyfwd_frame *f, struct fast_val *v)
+{
+	const uint8_t *l3 = f->data + ps->r->l3_off;
+	const uint8_t *l4 = f->data + ps->r->l4_off;
+	int v4 = fl->key.family == PYFWD_AF_INET, alen = v4 ? 4 : 16, k;
+	uint32_t old_ports = (uint32_t)fl->key.sport << 16 | fl->key.dport;
+
+	memcpy(v->saddr, l3 + (v4 ? IP4_SADDR_OFF : IP6_SADDR_OFF), alen);
+	memcpy(v->daddr, l3 + (v4 ? IP4_DADDR_OFF : IP6_DADDR_OFF), alen);
+	memcpy(&v->sport, l4, 2);
+	memcpy(&v->dport, l4 + 2, 2);
+	for (k = 0; k < alen; k += 4)
+		v->daddrs += delta32(fl->key.saddr + k, v->saddr + k) +
+			     delta32(fl->key.daddr + k, v->daddr + k);
+	v->dports = (uint64_t)(uint32_t)~old_ports + ld_be32(l4);
 }
 
 void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
@@ -127,8 +183,10 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 		fastmap_forget_(w, fl);		/* FIN or RST: the core's */
 		return;
 	}
-	if (!fast_carries(fl, ps, f))
+	if (!fast_carries(fw->m, fl, ps, f))
 		return;
+	if (s->seen1 && s->in_if != f->in_if)
+		fastmap_forget_(w, fl);	/* answers that moved: a new key */
 	gen = (uint32_t)__atomic_load_n(&fw->m->gens[fl->real],
 					__ATOMIC_SEQ_CST);
 	if (s->seen1 && s->gen == gen)
@@ -146,15 +204,21 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 		w->stats.fast.fast_install_failed++;
 		return;
 	}
-	fast_key_of(fw->m, fl, &k);
+	fast_key_of(fw->m, fl, f->in_if, &k);
 	memcpy(v.dmac, f->data, 6);
 	memcpy(v.smac, f->data + 6, 6);
+	memcpy(v.mymac, ctx->if_mac[f->in_if % PYFWD_IFACES_MAX], 6);
+	v.out_slot = ps->r->out_if;
+	v.out_ifindex = fw->m->ifindex[v.out_slot % PYFWD_IFACES_MAX];
+	v.reply = fl->dir == DIR_REPLY;
+	if (fl->mode != PYFWD_MODE_DR)
+		fast_nat_of(fl, ps, f, &v);
 	v.seen = idx;
 	v.gen = gen;
 	v.real = fl->real;
 	v.max_frame = (uint16_t)(ctx->cfg.max_frame > 0xffff ?
 				 0xffff : ctx->cfg.max_frame);
-	v.action = FAST_DR;
+	v.action = fl->mode == PYFWD_MODE_DR ? FAST_DR : FAST_NAT;
 	/* The interface's flag, not this frame's: any of its frames may
 	 * come unfinished (csum.c) */
 	v.csum_check = !!((f->flags | io_flags(ctx, f->in_if)) &
@@ -174,6 +238,7 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 	w->stats.fast.fast_installed += !s->seen1;
 	s->seen1 = idx + 1;
 	s->gen = gen;
+	s->in_if = f->in_if;
 }
 
 /* The VIPs as flows see them: a change sends every flow back. */

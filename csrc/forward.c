@@ -262,6 +262,7 @@ uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 		return PYFWD_R_DROP_TTL_EXPIRED;	/* as a router */
 	flow_touch(&ctx->cfg, w, e, ps->tcp_flags, 1, now);
 	xlat_apply(ctx, w, b, e, ps, f);
+	fastmap_learn(ctx, w, b, e, ps, f);
 	return PYFWD_R_FORWARD_REPLY;
 }
 

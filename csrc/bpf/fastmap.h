@@ -37,12 +37,18 @@ struct fast_key {
 	__u32 ifindex;		/* where it arrives */
 };
 
-#define FAST_DR 1		/* the MACs only, back out where it came */
+#define FAST_DR 1		/* the MACs only */
+#define FAST_NAT 2		/* NAT, SNAT: addresses, ports, their sums,
+				 * the TTL (a routed hop), the MACs */
 
 /* Value of fast_flows: what the core did to the flow's last packet. */
 struct fast_val {
+	/* NAT: what the addresses' and the ports' change add to a sum, as
+	 * rewrite_nat() sums them (constants of the flow) */
+	__u64 daddrs;
+	__u64 dports;
 	__u8 dmac[6];		/* the next hop's */
-	__u8 smac[6];		/* ours: the packet's destination MAC too */
+	__u8 smac[6];		/* ours on the way out */
 	__u32 seen;		/* index into fast_seen */
 	__u32 gen;		/* fast_gens[real] when installed (low 32 bits) */
 	__u16 real;		/* its real server's id */
@@ -50,7 +56,16 @@ struct fast_val {
 	__u8 action;		/* FAST_* */
 	__u8 csum_check;	/* the interface hands over unfinished L4
 				 * sums (veth): those go to the core */
-	__u8 pad[2];
+	__u8 out_slot;		/* interface slot out (fast_ports' key) */
+	__u8 reply;		/* a real server's answer (NAT, SNAT) */
+	__u8 mymac[6];		/* ours on the way in (the frame's dst) */
+	__u8 pad2[2];
+	__u8 saddr[16];		/* NAT: the packet as it leaves */
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u32 out_ifindex;	/* the way in: XDP_TX; else a redirect */
+	__u32 pad3;
 };
 
 /* fast_stats (per CPU): what the program carried, by reason. */

@@ -59,6 +59,14 @@ struct {
 	__type(value, __u64);
 } fast_gens SEC(".maps");
 
+/* Interface slot -> ifindex: the way out of a two-arm NAT's packets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, STEER_IFACES_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_ports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -76,9 +84,9 @@ static __always_inline __u16 fast_fold(__u64 s)
 }
 
 /* Is the L4 sum at sum the pseudo-header's, i.e. unfinished (csum.c)? */
-static __always_inline int fast_unfinished(const __u8 *l3, __u8 family,
-					   __u8 proto, __u32 l4_len,
-					   const __be16 *sum)
+static __always_inline int fast_unfinished(const __u8 *l3, void *end,
+					   __u8 family, __u8 proto,
+					   __u32 l4_len, const __be16 *sum)
 {
 	const __be32 *a = (const __be32 *)(l3 + (family == STEER_AF_INET ?
 						 IP4_SADDR_OFF :
@@ -91,11 +99,74 @@ static __always_inline int fast_unfinished(const __u8 *l3, __u8 family,
 	if (family == STEER_AF_INET) {
 		s += bpf_ntohl(a[0]) + (__u64)bpf_ntohl(a[1]);
 	} else {
+		if ((void *)(l3 + IP6_HDR_LEN) > end)
+			return 1;	/* (the verifier's: never) */
 #pragma unroll
 		for (k = 0; k < 8; k++)
 			s += bpf_ntohl(a[k]);
 	}
 	return bpf_ntohs(*sum) == fast_fold(s);
+}
+
+/* packet.h's csum_fix16, to the bit: the sum at sum when a 16-bit word
+ * it covers goes from old to new_ (RFC 1624, eqn. 3). */
+static __always_inline void fast_fix16(__u8 *sum, __u16 old, __u16 new_)
+{
+	__u32 s = (__u16)~((sum[0] << 8) | sum[1]);
+
+	s += (__u16)~old;
+	s += new_;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (__u16)~s;
+	sum[0] = (__u8)(s >> 8);
+	sum[1] = (__u8)s;
+}
+
+/* ~fold(~sum + delta), written back: rewrite.c's incremental update. */
+static __always_inline void fast_sum_add(__u8 *sum, __u64 delta)
+{
+	__u64 s = (__u16)~((sum[0] << 8) | sum[1]);
+	__u16 r = (__u16)~fast_fold(s + delta);
+
+	sum[0] = (__u8)(r >> 8);
+	sum[1] = (__u8)r;
+}
+
+/*
+ * NAT, SNAT: as forward.c's xlat_apply on a finished sum: the TTL or hop
+ * limit less one (rewrite_ttl_dec), then the addresses and ports and the
+ * sums that cover them (rewrite_nat).  The caller checked the TTL.
+ */
+static __always_inline void fast_nat(__u8 *l3, __u8 *l4, void *end,
+				     __u8 family, __u8 proto, __be16 *sum,
+				     const struct fast_val *v)
+{
+	__u16 old;
+
+	if (family == STEER_AF_INET) {
+		old = (l3[IP4_TTL_OFF] << 8) | l3[IP4_TTL_OFF + 1];
+		l3[IP4_TTL_OFF]--;
+		fast_fix16(l3 + IP4_CSUM_OFF, old,
+			   (l3[IP4_TTL_OFF] << 8) | l3[IP4_TTL_OFF + 1]);
+		fast_sum_add(l3 + IP4_CSUM_OFF, v->daddrs);
+		__builtin_memcpy(l3 + IP4_SADDR_OFF, v->saddr, 4);
+		__builtin_memcpy(l3 + IP4_DADDR_OFF, v->daddr, 4);
+	} else {
+		if ((void *)(l3 + IP6_HDR_LEN) > end)
+			return;		/* (the verifier's: never) */
+		l3[IP6_HOPLIMIT_OFF]--;
+		__builtin_memcpy(l3 + IP6_SADDR_OFF, v->saddr, 16);
+		__builtin_memcpy(l3 + IP6_DADDR_OFF, v->daddr, 16);
+	}
+	((__be16 *)l4)[0] = v->sport;
+	((__be16 *)l4)[1] = v->dport;
+	/* IPv4 UDP without a sum keeps none */
+	if (proto == PROTO_UDP && family == STEER_AF_INET && !*sum)
+		return;
+	fast_sum_add((__u8 *)sum, v->daddrs + v->dports);
+	if (proto == PROTO_UDP && !*sum)
+		*sum = 0xffff;		/* RFC 768 */
 }
 
 static __always_inline int fast_mac_eq(const __u8 *a, const __u8 *b)
@@ -123,7 +194,7 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&fast_cfg, &zero);
 	if (!cfg || !cfg->on)
 		return FAST_CORE;
-	if ((void *)(l3 + IP6_HDR_LEN) > end)
+	if ((void *)(l3 + IP4_HDR_MIN) > end)
 		return FAST_CORE;	/* too short for either: the core's */
 	if (eth->h_proto == bpf_htons(ETHERTYPE_IPV4)) {
 		if (l3[0] != 0x45)	/* version 4, no options */
@@ -140,7 +211,7 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 		__builtin_memcpy(k.saddr, l3 + IP4_SADDR_OFF, 4);
 		__builtin_memcpy(k.daddr, l3 + IP4_DADDR_OFF, 4);
 	} else if (eth->h_proto == bpf_htons(ETHERTYPE_IPV6)) {
-		if ((l3[0] >> 4) != 6)
+		if ((void *)(l3 + IP6_HDR_LEN) > end || (l3[0] >> 4) != 6)
 			return FAST_CORE;
 		l4_len = bpf_ntohs(*(__be16 *)(l3 + 4));
 		if (l4_len > len - ETH_HDR_LEN - IP6_HDR_LEN)
@@ -177,7 +248,11 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 	v = bpf_map_lookup_elem(&fast_flows, &k);
 	if (!v)
 		return FAST_CORE;
-	if (len > v->max_frame || !fast_mac_eq(eth->h_dest, v->smac))
+	if (len > v->max_frame || !fast_mac_eq(eth->h_dest, v->mymac))
+		return FAST_CORE;
+	/* a routed hop: the core drops what has no hop left */
+	if (v->action == FAST_NAT &&
+	    l3[k.family == STEER_AF_INET ? IP4_TTL_OFF : IP6_HOPLIMIT_OFF] <= 1)
 		return FAST_CORE;
 	st = bpf_map_lookup_elem(&fast_stats, &zero);
 	gen = bpf_map_lookup_elem(&fast_gens, &(__u32){ v->real });
@@ -187,7 +262,8 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 		st->stale++;	/* the core reschedules, or reinstalls */
 		return FAST_CORE;
 	}
-	if (v->csum_check && fast_unfinished(l3, k.family, proto, plen, sum))
+	if (v->csum_check &&
+	    fast_unfinished(l3, end, k.family, proto, plen, sum))
 		return FAST_CORE;
 	seen = bpf_map_lookup_elem(&fast_seen, &v->seen);
 	if (seen) {
@@ -195,12 +271,19 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 		if (*seen != now)	/* a coarse clock: mostly the same */
 			*seen = now;
 	}
+	if (v->action == FAST_NAT)
+		fast_nat(l3, l4, end, k.family, proto, sum, v);
 	__builtin_memcpy(eth->h_dest, v->dmac, 6);
 	__builtin_memcpy(eth->h_source, v->smac, 6);
 	st->frames++;
 	st->bytes += len;
-	st->forward++;
-	return XDP_TX;
+	if (v->reply)
+		st->forward_reply++;
+	else
+		st->forward++;
+	if (v->out_ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect_map(&fast_ports, v->out_slot, 0);
 }
 
 #endif /* PYFWD_BPF_FASTPATH_H */

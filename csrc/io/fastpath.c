@@ -39,7 +39,7 @@ int pyfwd_fastpath_open(struct pyfwd_ctx *ctx)
 	struct fast_cfg on = { .on = 1 };
 	struct fastmap *m;
 	uint32_t zero = 0, s;
-	int cfg_fd, err, ncpus = libbpf_num_possible_cpus();
+	int cfg_fd, ports_fd, err, ncpus = libbpf_num_possible_cpus();
 
 	if (ctx->io_kind != IO_XSK)
 		return -ENOTCONN;
@@ -64,8 +64,16 @@ int pyfwd_fastpath_open(struct pyfwd_ctx *ctx)
 		err = errno ? -errno : -ENOENT;
 		goto err;
 	}
-	for (s = 0; s < io->nifaces; s++)
+	ports_fd = bpf_object__find_map_fd_by_name(io->obj, "fast_ports");
+	for (s = 0; s < io->nifaces; s++) {
 		m->ifindex[s] = io->ifindex[s];
+		if (ports_fd < 0 || bpf_map_update_elem(ports_fd, &s,
+							&io->ifindex[s],
+							BPF_ANY)) {
+			err = ports_fd < 0 ? -ENOENT : -errno;
+			goto err;
+		}
+	}
 	err = fastmap_start(ctx, m);
 	if (err) {
 		fastmap_close(ctx);

@@ -1,12 +1,13 @@
 """The XDP fast path end to end (docs/fastpath.md): an HTTP download
-through a DR VIP with `fastpath="xdp"` comes whole, and the fast path
-carries most of its packets; a halted real's flows leave it as without the
-fast path (its download is cut: the packets go to the other real, which
-resets them).  A one-arm lab, nginx on two real servers; the client sends
-with tx checksum offload off (a veth's unfinished sums are the core's:
-with it on, the core completes every packet and the fast path carries
-none), and the switch port facing the balancer runs an XDP program (see
-xdp_on_the_lbs_peer).  Root; the lab is removed whatever happens."""
+through a DR VIP (one-arm) and a NAT VIP (two-arm) with `fastpath="xdp"`
+comes whole, and the fast path carries most of its packets; a halted
+real's flows leave it as without the fast path (its download is cut: the
+packets go to the other real, which resets them).  nginx on two real
+servers; the client (and NAT's reals) send with tx checksum offload off (a
+veth's unfinished sums are the core's: with it on, the core completes
+every packet and the fast path carries none), and the switch ports facing
+the balancer run an XDP program (see xdp_on_the_lbs_peers).  Root; the
+labs are removed whatever happens."""
 
 import ctypes
 import os
@@ -66,40 +67,64 @@ def xdp_pass_fd():
     return fd
 
 
-def xdp_on_the_lbs_peer(lab):
-    """veth hands XDP_TX frames to its peer at once only when the peer
-    runs an XDP program (else they wait in its ring for other traffic to
-    wake it: Linux 6.18 veth_xdp_flush): one that passes everything on the
-    switch port of lb's eth0.  A NIC needs nothing of the kind."""
-    iface = lab.node("lb").interface("eth0")
+def xdp_on_the_lbs_peers(lab, ifnames):
+    """veth hands XDP_TX and redirected frames to its peer at once only
+    when the peer runs an XDP program (else they wait in its ring for other
+    traffic to wake it: Linux 6.18 veth_xdp_flush): one that passes
+    everything, on the switch ports facing the balancer.  A NIC needs
+    nothing of the kind."""
+    for ifname in ifnames:
+        iface = lab.node("lb").interface(ifname)
 
-    def attach():
-        fd = xdp_pass_fd()
-        try:
-            with IPRoute() as ipr:
-                idx, = ipr.link_lookup(ifname=iface.port)
-                ipr.link("set", index=idx, xdp_fd=fd)
-        finally:
-            os.close(fd)
-    lab.call(iface.switch, attach)
+        def attach(port=iface.port):
+            fd = xdp_pass_fd()
+            try:
+                with IPRoute() as ipr:
+                    idx, = ipr.link_lookup(ifname=port)
+                    ipr.link("set", index=idx, xdp_fd=fd)
+            finally:
+                os.close(fd)
+        lab.call(iface.switch, attach)
+
+
+TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
 
 
 @pytest.fixture(scope="module")
-def dr_lab(tmp_path_factory):
+def labs(tmp_path_factory):
+    """{mode: lab}, each built when first asked for, removed at the end."""
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
-    base = tmp_path_factory.mktemp("fastpath")
+    made = {}
+
+    def get(mode):
+        if mode not in made:
+            gen = make_lab(mode, tmp_path_factory.mktemp(mode))
+            made[mode] = (gen, next(gen))
+        return made[mode][1]
+
+    yield get
+    for gen, _ in made.values():
+        next(gen, None)         # its teardown
+
+
+def make_lab(mode, base):
     procs = []
-    with Lab("pffp" + secrets.token_hex(3), topology="one-arm",
+    with Lab("pffp" + secrets.token_hex(3), topology=TOPOLOGY[mode],
              reals=2) as lab:
         try:
             for role in lab.reals:
-                realserver_setup(lab, role, VIP4)
+                if mode == "dr":
+                    realserver_setup(lab, role, VIP4)
                 d = base / role
                 procs.append(nginx_with_big_file(
                     lab, role, d, SERVER.format(d=d, role=role), SIZE))
-            offload(lab, "client", "eth0", "tx-checksumming", False)
-            xdp_on_the_lbs_peer(lab)
+            # finished sums: DR's real answers the client itself, NAT's
+            # answers come back through the balancer
+            for role in ["client", *(lab.reals if mode == "nat" else ())]:
+                offload(lab, role, "eth0", "tx-checksumming", False)
+            xdp_on_the_lbs_peers(lab, ["eth0", "eth1"] if mode == "nat"
+                                 else ["eth0"])
             for role in lab.reals:
                 wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
                                       timeout=2, role="lb").stdout ==
@@ -129,9 +154,10 @@ def curl(lab, *args, timeout=10, role="client"):
 FAST = "xdp"
 
 
-def start(lab):
+def start(lab, mode):
     reals = [Real(lab.ip(role)) for role in lab.reals]
-    eng = Engine("eth0", [Service(WEB, reals, "maglev", "dr", name="web")],
+    eng = Engine("eth0", [Service(WEB, reals, "maglev", mode, name="web")],
+                 inside_iface="eth1" if mode == "nat" else None,
                  busy_poll=0, flows=1 << 16, backend="xdp", fastpath=FAST)
     lab.call("lb", eng.start)
     return eng
@@ -147,31 +173,37 @@ def download(lab, rate=None):
                      text=True)
 
 
-def test_a_download_goes_by_the_fast_path(dr_lab):
-    eng = start(dr_lab)
+@pytest.mark.parametrize("mode", ["dr", "nat"])
+def test_a_download_goes_by_the_fast_path(labs, mode):
+    lab = labs(mode)
+    eng = start(lab, mode)
     try:
-        dl = download(dr_lab)
+        dl = download(lab)
         out, err = dl.communicate(timeout=60)
         s = eng.core.stats()
     finally:
         eng.stop()
     assert dl.returncode == 0, err
     assert out == f"{SIZE} 200", (out, err)
-    forwarded = s["reason"]["forward"]
-    print(f"dr download: {forwarded} frames forwarded, {s['fast_frames']} "
-          f"by XDP; installed {s['fast_installed']}, removed "
-          f"{s['fast_removed']}")
+    forwarded = s["reason"]["forward"] + s["reason"]["forward_reply"]
+    print(f"{mode} download: {forwarded} frames forwarded, "
+          f"{s['fast_frames']} by XDP; installed {s['fast_installed']}, "
+          f"removed {s['fast_removed']}")
     assert s["fast_installed"] >= 1
     # all but the handshake and the close
     assert s["fast_frames"] >= 0.9 * forwarded and forwarded > 50, s
-    # merged: what XDP carried counts as forwarded flow hits
-    assert s["flow_hits"] >= s["fast_frames"]
+    # merged: what XDP carried in the client's way counts as flow hits
+    assert s["flow_hits"] >= s["fast_frames"] - s["reason"]["forward_reply"]
+    if mode == "nat":       # the answers went by XDP too (the bulk)
+        assert s["reason"]["forward_reply"] > s["reason"]["forward"]
 
 
-def test_a_halted_reals_flows_leave_it(dr_lab):
-    eng = start(dr_lab)
+@pytest.mark.parametrize("mode", ["dr", "nat"])
+def test_a_halted_reals_flows_leave_it(labs, mode):
+    lab = labs(mode)
+    eng = start(lab, mode)
     try:
-        dl = download(dr_lab, rate="8M")      # ~5 s
+        dl = download(lab, rate="8M")      # ~5 s
         try:
             wait_for(lambda: eng.core.stats()["fast_frames"] > 20, 5,
                      "the download on the fast path")

@@ -114,7 +114,8 @@ static int snat_port_reclaim(const struct pyfwd_ctx *ctx, struct worker *w,
 		if (!o)
 			continue;
 		f = &w->flows[o - 1];
-		if (flow_alive(f, now) && !flow_half_open(f->state))
+		if ((flow_alive(f, now) || fastmap_revive(w, f, now)) &&
+		    !flow_half_open(f->state))
 			continue;
 		if (flow_alive(f, now))
 			w->stats.flows.flows_evicted++;

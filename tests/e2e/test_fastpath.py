@@ -138,11 +138,12 @@ def make_lab(mode, base):
 FAST = "xdp"
 
 
-def start(lab, mode):
+def start(lab, mode, timeouts=None):
     reals = [Real(lab.ip(role)) for role in lab.reals]
     eng = Engine("eth0", [Service(WEB, reals, "maglev", mode, name="web")],
                  inside_iface="eth1" if mode == "nat" else None,
-                 busy_poll=0, flows=1 << 16, backend="xdp", fastpath=FAST)
+                 busy_poll=0, flows=1 << 16, backend="xdp", fastpath=FAST,
+                 timeouts=timeouts)
     lab.call("lb", eng.start)
     return eng
 
@@ -208,3 +209,21 @@ def test_a_halted_reals_flows_leave_it(labs, mode):
         out, err, {k: v for k, v in s.items() if "fast" in k or "resch" in k})
     assert s["flows_rescheduled"] >= 1 and s["fast_stale"] >= 1, s
     assert s["fast_removed"] >= 1, s
+
+
+def test_a_flow_xdp_carries_outlives_the_cores_timeout(labs):
+    """A NAT download that lasts longer than tcp_established while XDP
+    carries it: the core's sweep asks the program's last-seen times and
+    keeps the flow (and its pair) rather than freeing it, so the answers
+    keep their way back and the download comes whole, on its first
+    entries."""
+    lab = labs("nat")
+    eng = start(lab, "nat", timeouts={"tcp_established": 1})
+    try:
+        dl = download(lab, rate="10M")      # ~4 s
+        out, err = dl.communicate(timeout=60)
+        s = eng.core.stats()
+    finally:
+        eng.stop()
+    assert dl.returncode == 0 and out == f"{SIZE} 200", (out, err)
+    assert s["fast_installed"] == 2 and s["flows_new"] == 1, s

@@ -282,7 +282,7 @@ void fastmap_stats_add(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 	struct fast_stats st[PYFWD_FAST_CPUS_MAX], sum = { 0 };
 	uint32_t zero = 0, c;
 
-	if (!m || m->ncpus > PYFWD_FAST_CPUS_MAX ||
+	if (!m || m->folded || m->ncpus > PYFWD_FAST_CPUS_MAX ||
 	    map_call(BPF_MAP_LOOKUP_ELEM, m->stats_fd, &zero, st, 0))
 		return;
 	for (c = 0; c < m->ncpus; c++) {
@@ -302,6 +302,25 @@ void fastmap_stats_add(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 	out->fast.fast_frames += sum.frames;
 	out->fast.fast_bytes += sum.bytes;
 	out->fast.fast_stale += sum.stale;
+}
+
+void fastmap_real_stats_add(const struct pyfwd_ctx *ctx,
+			    struct pyfwd_real_stats *out, uint32_t n)
+{
+	const struct fastmap *m = ctx->fast;
+	struct fast_real_stats st[PYFWD_FAST_CPUS_MAX];
+	uint32_t r, c;
+
+	if (!m || m->folded || m->ncpus > PYFWD_FAST_CPUS_MAX)
+		return;
+	for (r = 0; r < n && r < FAST_REAL_STATS_MAX; r++) {
+		if (map_call(BPF_MAP_LOOKUP_ELEM, m->reals_fd, &r, st, 0))
+			return;
+		for (c = 0; c < m->ncpus; c++) {
+			out[r].frames += st[c].frames;
+			out[r].bytes += st[c].bytes;
+		}
+	}
 }
 
 int fastmap_start(struct pyfwd_ctx *ctx, struct fastmap *m)
@@ -352,6 +371,17 @@ void fastmap_free(struct fastmap *m)
 	if (m->gens)
 		munmap(m->gens, m->gens_size);
 	free(m);
+}
+
+void fastmap_fold(struct pyfwd_ctx *ctx)
+{
+	struct worker *w0 = &ctx->workers[0];
+
+	if (!ctx->fast)
+		return;
+	fastmap_stats_add(ctx, &w0->stats);
+	fastmap_real_stats_add(ctx, w0->real_stats, ctx->cfg.max_reals);
+	ctx->fast->folded = 1;
 }
 
 void fastmap_close(struct pyfwd_ctx *ctx)

@@ -41,6 +41,7 @@ struct fastmap {
 	const struct pyfwd_ctx *ctx;
 	int flows_fd;		/* fast_flows */
 	int stats_fd;		/* fast_stats (per CPU) */
+	int reals_fd;		/* fast_reals (per CPU) */
 	uint32_t ncpus;		/* possible CPUs: fast_stats' values */
 	uint64_t *seen;		/* fast_seen, mmapped */
 	uint64_t *gens;		/* fast_gens, mmapped */
@@ -52,6 +53,7 @@ struct fastmap {
 	struct pyfwd_vip *vips;		/* max_vips */
 	uint32_t nvips;
 	uint32_t nworkers;
+	int folded;		/* its counters are worker 0's now */
 	struct fast_worker w[];
 };
 
@@ -95,9 +97,16 @@ void fastmap_published(struct pyfwd_ctx *ctx);
 /* stats.c: the program's counters into a snapshot (summed over CPUs). */
 void fastmap_stats_add(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out);
 
+/* stats.c: what the program sent to real ids 0..n-1 into out. */
+void fastmap_real_stats_add(const struct pyfwd_ctx *ctx,
+			    struct pyfwd_real_stats *out, uint32_t n);
+
 /* io/fastpath.c: set up (maps found, arrays mapped) and torn down. */
 int fastmap_start(struct pyfwd_ctx *ctx, struct fastmap *m);
 void fastmap_close(struct pyfwd_ctx *ctx);
+/* io.c, the loops stopped: the program's counters into worker 0's, which
+ * outlive the maps (the counters stay where they were). */
+void fastmap_fold(struct pyfwd_ctx *ctx);
 void fastmap_free(struct fastmap *m);	/* fastmap_start's error path */
 
 #endif /* PYFWD_FASTMAP_CORE_H */

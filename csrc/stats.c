@@ -117,5 +117,6 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 				&ctx->workers[i].active[r], __ATOMIC_RELAXED);
 		}
 	}
+	fastmap_real_stats_add(ctx, out, n);
 	return 0;
 }

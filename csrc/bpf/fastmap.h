@@ -17,6 +17,7 @@
 
 #define FAST_FLOWS_MAX 65536	/* entries of fast_flows, and fast_seen */
 #define FAST_REALS_MAX 65536	/* fast_gens: by real id */
+#define FAST_REAL_STATS_MAX 4096	/* fast_reals: real ids counted */
 
 /* fast_cfg's one entry: is the fast path on (the program looks for
  * nothing when it is off: one array load). */
@@ -75,6 +76,12 @@ struct fast_stats {
 	__u64 forward;		/* PYFWD_R_FORWARD: to a real */
 	__u64 forward_reply;	/* PYFWD_R_FORWARD_REPLY (NAT, SNAT) */
 	__u64 stale;		/* an entry whose real changed: the core's */
+};
+
+/* fast_reals (per CPU, by real id): what the program sent to it. */
+struct fast_real_stats {
+	__u64 frames;
+	__u64 bytes;
 };
 
 #endif /* PYFWD_FASTMAP_H */

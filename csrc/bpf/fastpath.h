@@ -59,6 +59,13 @@ struct {
 	__type(value, __u64);
 } fast_gens SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FAST_REAL_STATS_MAX);
+	__type(key, __u32);
+	__type(value, struct fast_real_stats);
+} fast_reals SEC(".maps");
+
 /* Interface slot -> ifindex: the way out of a two-arm NAT's packets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
@@ -277,10 +284,19 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 	__builtin_memcpy(eth->h_source, v->smac, 6);
 	st->frames++;
 	st->bytes += len;
-	if (v->reply)
+	if (v->reply) {
 		st->forward_reply++;
-	else
+	} else {
+		/* to its real, as forward_vip counts it */
+		struct fast_real_stats *rs =
+			bpf_map_lookup_elem(&fast_reals, &(__u32){ v->real });
+
 		st->forward++;
+		if (rs) {
+			rs->frames++;
+			rs->bytes += len;
+		}
+	}
 	if (v->out_ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect_map(&fast_ports, v->out_slot, 0);

@@ -53,8 +53,10 @@ int pyfwd_fastpath_open(struct pyfwd_ctx *ctx)
 	m->ncpus = (uint32_t)ncpus;
 	m->flows_fd = bpf_object__find_map_fd_by_name(io->obj, "fast_flows");
 	m->stats_fd = bpf_object__find_map_fd_by_name(io->obj, "fast_stats");
+	m->reals_fd = bpf_object__find_map_fd_by_name(io->obj, "fast_reals");
 	cfg_fd = bpf_object__find_map_fd_by_name(io->obj, "fast_cfg");
-	if (m->flows_fd < 0 || m->stats_fd < 0 || cfg_fd < 0) {
+	if (m->flows_fd < 0 || m->stats_fd < 0 || m->reals_fd < 0 ||
+	    cfg_fd < 0) {
 		err = -ENOENT;
 		goto err;
 	}

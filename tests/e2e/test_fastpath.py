@@ -166,8 +166,10 @@ def test_a_download_goes_by_the_fast_path(labs, mode):
         dl = download(lab)
         out, err = dl.communicate(timeout=60)
         s = eng.core.stats()
+        reals = eng.core.real_stats()
     finally:
         eng.stop()
+    after = eng.core.stats()        # the backend closed: kept, folded
     assert dl.returncode == 0, err
     assert out == f"{SIZE} 200", (out, err)
     forwarded = s["reason"]["forward"] + s["reason"]["forward_reply"]
@@ -181,6 +183,11 @@ def test_a_download_goes_by_the_fast_path(labs, mode):
     assert s["flow_hits"] >= s["fast_frames"] - s["reason"]["forward_reply"]
     if mode == "nat":       # the answers went by XDP too (the bulk)
         assert s["reason"]["forward_reply"] > s["reason"]["forward"]
+    # per real too: every frame sent to a real, whichever path
+    assert sum(r["frames"] for r in reals.values()) >= \
+        s["reason"]["forward"], (reals, s["reason"])
+    assert after["fast_frames"] >= s["fast_frames"] and \
+        after["frames"] >= s["frames"], (after, s)
 
 
 @pytest.mark.parametrize("mode", ["dr", "nat"])

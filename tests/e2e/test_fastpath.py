@@ -227,10 +227,14 @@ def test_a_flow_xdp_carries_outlives_the_cores_timeout(labs):
     lab = labs("nat")
     eng = start(lab, "nat", timeouts={"tcp_established": 1})
     try:
-        dl = download(lab, rate="10M")      # ~4 s
+        dl = download(lab, rate="5M")       # ~8 s
         out, err = dl.communicate(timeout=60)
         s = eng.core.stats()
     finally:
         eng.stop()
     assert dl.returncode == 0 and out == f"{SIZE} 200", (out, err)
-    assert s["fast_installed"] == 2 and s["flows_new"] == 1, s
+    # one pair, installed once: never freed and made again on the way
+    # (the client's FIN may find it idle past the timeout at the end, as
+    # without the fast path: the FIN is not installed)
+    assert s["fast_installed"] == 2, {k: v for k, v in s.items()
+                                      if "fast" in k or "flows" in k}

@@ -76,7 +76,7 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="xdp: established flows are rewritten and sent by the "
               "XDP program itself, new flows and state changes stay on "
               "AF_XDP (docs/fastpath.md); default [engine] fastpath, else "
-              "off")
+              "off; a reload does not change it")
 @click.option("--queues", type=click.IntRange(1, 64), default=None,
               help="RX queues to serve (default: all)")
 @click.option("--flows", type=click.IntRange(64, 1 << 26), default=None,

@@ -300,9 +300,7 @@ def parse(text, path="<config>", role=None):
         raise ConfigError(f"engine.new_flows_per_second = "
                           f"{cfg.new_flows_per_second}: expected 0 (no cap)"
                           f" to {NEW_FLOWS_MAX} new flows a second per queue")
-    if cfg.fastpath not in fastpath_modes:
-        raise ConfigError(f"engine.fastpath = {cfg.fastpath!r}: expected "
-                          f"one of {', '.join(fastpath_modes)}")
+    _choice("engine", "fastpath", cfg.fastpath, fastpath_modes)
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

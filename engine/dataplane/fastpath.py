@@ -1,7 +1,8 @@
 """The XDP fast path (csrc/bpf/fastpath.h, csrc/fastmap.c): established
 flows rewritten and sent by the steering program itself, from BPF maps the
 C core fills.  The core keeps owning connection tracking; the maps are its
-cache.  Off by default (`pyfwd start --fastpath xdp` turns it on).
+cache.  Off by default (`pyfwd start --fastpath xdp`, or [engine]
+fastpath = "xdp", turns it on at start; a reload does not change it).
 
 `enable(xsk)` turns it on for an open AF_XDP backend, before its loops
 start; it goes with the backend.  `test_run` runs the XDP program on one
@@ -12,21 +13,12 @@ and what it carried counts in frames, forward and flow_hits as well.
 
 from . import native as _native
 from .native import ffi, lib
-from ..errors import ConfigError
 
 MODES = ("off", "xdp")
 # The XDP actions the program returns (linux/bpf.h).
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 ACTIONS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass",
            XDP_TX: "tx", XDP_REDIRECT: "redirect"}
-
-
-def check_mode(mode):
-    """mode if it is one of MODES, else ConfigError."""
-    if mode not in MODES:
-        raise ConfigError(f"fastpath {mode!r}: expected one of "
-                          f"{', '.join(MODES)}")
-    return mode
 
 
 def enable(xsk):

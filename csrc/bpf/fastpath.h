@@ -31,8 +31,11 @@ struct {
 	__type(value, struct fast_cfg);
 } fast_cfg SEC(".maps");
 
+/* Not preallocated: the core adds entries from a syscall, one per flow,
+ * and an engine with the fast path off holds none. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, FAST_FLOWS_MAX);
 	__type(key, struct fast_key);
 	__type(value, struct fast_val);

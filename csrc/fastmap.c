@@ -20,7 +20,9 @@
 
 #include "fastmap.h"
 #include "flow.h"
+#include "pyfwd_fast.h"
 
+_Static_assert(PYFWD_FAST_FLOWS_MAX == FAST_FLOWS_MAX, "pyfwd_fast.h");
 _Static_assert(sizeof(struct fast_key) == 44 &&
 	       sizeof(struct fast_val) == 96, "fast_flows layout");
 
@@ -56,8 +58,11 @@ void fastmap_forget_(struct worker *w, struct flow *fl)
 	struct fast_slot *s = &fw->slot[fl - w->flows];
 	struct fast_key k;
 
-	if (!s->seen1)
+	if (!s->seen1) {
+		if (unlikely(s->refused))
+			s->refused = 0;		/* a new flow may try again */
 		return;
+	}
 	fast_key_of(fw->m, fl, s->in_if, &k);
 	map_call(BPF_MAP_DELETE_ELEM, fw->m->flows_fd, &k, NULL, 0);
 	fw->free[fw->nfree++] = s->seen1 - 1;
@@ -183,7 +188,7 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 		fastmap_forget_(w, fl);		/* FIN or RST: the core's */
 		return;
 	}
-	if (!fast_carries(fw->m, fl, ps, f))
+	if (s->refused || !fast_carries(fw->m, fl, ps, f))
 		return;
 	if (s->seen1 && s->in_if != f->in_if)
 		fastmap_forget_(w, fl);	/* answers that moved: a new key */
@@ -202,6 +207,7 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 		idx = fw->free[--fw->nfree];
 	} else {
 		w->stats.fast.fast_install_failed++;
+		s->refused = 1;
 		return;
 	}
 	fast_key_of(fw->m, fl, f->in_if, &k);
@@ -230,9 +236,13 @@ void fastmap_learn_(const struct pyfwd_ctx *ctx, struct worker *w,
 			 __ATOMIC_RELAXED);
 	if (map_call(BPF_MAP_UPDATE_ELEM, fw->m->flows_fd, &k, &v,
 		     BPF_ANY)) {
+		/* a stale entry of its own must not stay behind */
+		map_call(BPF_MAP_DELETE_ELEM, fw->m->flows_fd, &k, NULL, 0);
 		w->stats.fast.fast_install_failed++;
+		w->stats.fast.fast_removed += !!s->seen1;
 		fw->free[fw->nfree++] = idx;
 		s->seen1 = 0;
+		s->refused = 1;
 		return;
 	}
 	w->stats.fast.fast_installed += !s->seen1;

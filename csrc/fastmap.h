@@ -25,7 +25,9 @@ struct fast_slot {
 	uint32_t seen1;		/* its fast_seen index + 1 */
 	uint32_t gen;		/* the real's generation it was installed at */
 	uint8_t in_if;		/* the interface slot of its key */
-	uint8_t pad[3];
+	uint8_t refused;	/* the map refused it: no retry per packet
+				 * until the flow is freed */
+	uint8_t pad[2];
 };
 
 /* One worker's share of the maps (w->fast): its own seen indices. */

@@ -12,6 +12,10 @@
 
 /* cffi:begin */
 
+/* Flows the fast path holds at most (DR: one entry each, NAT/SNAT two),
+ * shared by the queues: bpf/fastmap.h's FAST_FLOWS_MAX. */
+#define PYFWD_FAST_FLOWS_MAX 65536
+
 /*
  * Turn the XDP fast path on for the open AF_XDP backend (before its loops
  * start): established flows are installed in the steering object's maps

@@ -15,6 +15,8 @@ from . import native as _native
 from .native import ffi, lib
 
 MODES = ("off", "xdp")
+# Entries of the fast path's flow map (DR: one per flow, NAT/SNAT two).
+FLOWS_MAX = lib.PYFWD_FAST_FLOWS_MAX
 # The XDP actions the program returns (linux/bpf.h).
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 ACTIONS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass",

@@ -360,3 +360,58 @@ def test_nat_and_snat_conversations_on_both_paths(need_root):
         assert t.carried >= 4, (vip, t.carried, t.steered)
     assert stats["reason"]["forward_reply"] >= 8 and \
         stats["fast_frames"] >= 16, stats
+
+
+def test_a_full_map_leaves_flows_on_the_core_counted_once(need_root):
+    """More established flows than fast_flows holds: the ones beyond stay
+    on AF_XDP (steered), counted once each in fast_install_failed however
+    many of their packets come, and the others go by XDP."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from pyfwd.dataplane.core import Core
+    from pyfwd.frames import mac_to_bytes
+    from pyfwd.model import Real, Service, Vip
+
+    web = Vip.parse("10.0.0.100:80/tcp")
+    real = Real.parse("10.0.0.11")
+    lb, extra = "02:00:00:00:00:02", 10
+    template = bytes(Ether(dst=lb, src="02:00:00:00:00:01")
+                     / IP(src="10.0.0.1", dst=str(web.address))
+                     / TCP(sport=1, dport=80, flags="A"))
+    n = fastpath.FLOWS_MAX + extra
+
+    def flow(i):     # source address and port from i (DR: sums untouched)
+        f = bytearray(template)
+        f[28:30] = (i >> 16 | 0x0a00).to_bytes(2, "big")
+        f[34:36] = (i & 0xFFFF).to_bytes(2, "big")
+        return bytes(f)
+
+    def run():
+        subprocess.run(["ip", "link", "add", IFACES[0], "type", "veth",
+                        "peer", "name", IFACES[1]], check=True)
+        for dev in ("lo", *IFACES):
+            subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+        core = Core(mac=lb, flows=1 << 18)
+        core.publish_services([Service(web, [real], "maglev", "dr")],
+                              {real.address: mac_to_bytes("02:00:00:00:01:11")})
+        xsk = Xsk(core)
+        xsk.open(socket.if_nametoindex(IFACES[0]), queues=1, frames=256,
+                 ring_size=64)
+        try:
+            xsk.steer([web])
+            fastpath.enable(xsk)
+            frames = [flow(i) for i in range(n)]
+            for _ in range(2):
+                for k in range(0, n, 4096):
+                    core.process(frames[k:k + 4096])
+            return (core.stats(), fastpath.flows(core),
+                    fastpath.test_run(core, frames[0])[0],
+                    fastpath.test_run(core, frames[-1])[0])
+        finally:
+            xsk.close()
+
+    stats, flows, first, last = in_netns(None, run, timeout=120,
+                                         name="pffp-full")
+    assert flows == fastpath.FLOWS_MAX and stats["fast_installed"] == flows
+    assert stats["fast_install_failed"] == extra, stats
+    assert (first, last) == (fastpath.XDP_TX, fastpath.XDP_REDIRECT)

@@ -9,7 +9,8 @@
  *   xsk_minimal -i IF -o XSKREDIR.bpf.o [-q QUEUE] [-c CPU] [-b USECS]
  *
  * Prints a JSON line when ready and one with its counters on SIGINT or
- * SIGTERM.  The XDP program is attached through an unpinned bpf_link, so
+ * SIGTERM: frames forwarded and the kernel's XDP_STATISTICS of its socket
+ * (pyfwd bench reads those from outside, through pidfd_getfd, per window).  The XDP program is attached through an unpinned bpf_link, so
  * it goes when this process does.
  */
 #define _GNU_SOURCE
@@ -237,7 +238,23 @@ int main(int argc, char **argv)
 		if (!forward_burst(&p, fd, usecs > 0) && usecs <= 0)
 			poll(&pfd, 1, 100);
 	}
-	printf("{\"rx\": %llu, \"tx\": %llu}\n", p.rx_pkts, p.tx_pkts);
+	{
+		struct xdp_statistics st = { 0 };
+		socklen_t len = sizeof(st);
+
+		getsockopt(fd, SOL_XDP, XDP_STATISTICS, &st, &len);
+		printf("{\"rx\": %llu, \"tx\": %llu, \"rx_dropped\": %llu, "
+		       "\"rx_invalid_descs\": %llu, \"tx_invalid_descs\": %llu, "
+		       "\"rx_ring_full\": %llu, "
+		       "\"rx_fill_ring_empty_descs\": %llu, "
+		       "\"tx_ring_empty_descs\": %llu}\n", p.rx_pkts, p.tx_pkts,
+		       (unsigned long long)st.rx_dropped,
+		       (unsigned long long)st.rx_invalid_descs,
+		       (unsigned long long)st.tx_invalid_descs,
+		       (unsigned long long)st.rx_ring_full,
+		       (unsigned long long)st.rx_fill_ring_empty_descs,
+		       (unsigned long long)st.tx_ring_empty_descs);
+	}
 	xsk_socket__delete(p.xsk);
 	xsk_umem__delete(p.umem);
 	close(link);

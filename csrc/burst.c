@@ -12,7 +12,9 @@
  */
 #include "flow.h"
 
-#define SWEEP_SLOTS 64		/* flow slots the expiry looks at per burst */
+#define SWEEP_TICK_NS 1000000ULL	/* the expiry runs at most once a ms */
+#define SWEEP_ROUND_SHIFT 10	/* a pass of the table per 2^10 ms (~1 s) */
+#define SWEEP_SLOTS_MIN 64	/* slots per run at least: small tables */
 #define PREFETCH_AHEAD 4	/* frames whose data is fetched ahead */
 #define CORE_CHUNK 64		/* frames classified before flows are found */
 
@@ -69,6 +71,32 @@ static void chunk_classify(const struct pyfwd_ctx *ctx,
 	}
 }
 
+/*
+ * Expiry by the clock, not per burst: a burst of one frame used to look
+ * at 64 slots, more work than the frame.  Each ms a slice of the table,
+ * so that a pass takes about 1 s whatever the load: a flow is freed
+ * within a second of its timeout (probing lapses what it meets meanwhile),
+ * and a flood's half-open flows leave the gauges about tcp_syn after it
+ * (a pass in 8 s left a 65,536-slot table's flood counted for seconds).
+ */
+void worker_sweep(struct worker *w, uint64_t now)
+{
+	uint64_t ms, slots, table = (uint64_t)w->flow_mask + 1;
+
+	if (now - w->swept_ns < SWEEP_TICK_NS)
+		return;
+	ms = (now - w->swept_ns) / SWEEP_TICK_NS;	/* a clock set back: */
+	if (ms > (1ULL << SWEEP_ROUND_SHIFT))		/* a huge gap */
+		ms = 1ULL << SWEEP_ROUND_SHIFT;
+	slots = table * ms >> SWEEP_ROUND_SHIFT;
+	if (slots < SWEEP_SLOTS_MIN)
+		slots = SWEEP_SLOTS_MIN;
+	if (slots > table)
+		slots = table;
+	flow_sweep(w, now, (uint32_t)slots);
+	w->swept_ns = now;
+}
+
 uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		      struct pyfwd_frame *frames, uint32_t n,
 		      struct pyfwd_result *out)
@@ -79,7 +107,7 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 	uint32_t why[CORE_CHUNK];
 	uint32_t i, j, m, reason, fwd = 0;
 
-	flow_sweep(w, now, SWEEP_SLOTS);
+	worker_sweep(w, now);
 	for (j = 0; j < n; j += m) {
 		struct pyfwd_frame *fr = frames + j;
 		struct pyfwd_result *res = out + j;

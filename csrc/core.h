@@ -171,6 +171,7 @@ struct worker {
 	uint64_t epoch;		/* generation being read, or EPOCH_IDLE */
 	uint32_t flow_mask;
 	uint32_t sweep;		/* next slot the incremental expiry looks at */
+	uint64_t swept_ns;	/* when it last looked (burst.c) */
 	struct flow *flows;
 	struct port_pool ports;
 	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
@@ -189,8 +190,7 @@ struct worker {
 
 /* The steering maps of the loaded BPF object (whichever backend). */
 struct steer_maps {
-	int addrs;
-	int svcs;
+	int vips;
 	int rsvcs;
 	int snat;
 };
@@ -293,6 +293,11 @@ struct parse {
 uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		      struct pyfwd_frame *frames, uint32_t n,
 		      struct pyfwd_result *out);
+
+/* burst.c: expire the slice of w's flow table the clock says is due (a
+ * whole pass every SWEEP_ROUND ms, at most once a ms); the loops call it
+ * when idle, worker_burst on every burst. */
+void worker_sweep(struct worker *w, uint64_t now);
 
 /* classify.c: the reason for frame f (ps->r filled on the way). */
 uint32_t frame_classify(const struct pyfwd_ctx *ctx, struct parse *ps,

@@ -321,14 +321,20 @@ struct pyfwd_xsk_config {
 	uint32_t queues;	/* RX queues 0..queues-1, one socket each */
 	uint32_t xdp_mode;	/* PYFWD_XDP_MODE_* */
 	uint32_t copy_mode;	/* PYFWD_XSK_* */
-	uint32_t frames;	/* UMEM frames per queue: 4096 */
+	uint32_t frames;	/* UMEM frames per queue: 2 fill rings each */
 	uint32_t frame_size;	/* 4096 (2048 also works) */
-	uint32_t ring_size;	/* RX, TX, fill, completion: 2048 */
+	uint32_t ring_size;	/* the rings below left 0: 2048 */
 	uint32_t batch;		/* frames per burst: 64 */
 	uint32_t busy_poll_usecs; /* SO_BUSY_POLL; 0 = no busy polling */
 	uint32_t busy_poll_budget; /* SO_BUSY_POLL_BUDGET: 64 */
-	uint32_t pad;
+	uint32_t poll_mode;	/* PYFWD_POLL_* (io/xsk_loop.c) */
+	uint32_t rx_ring;	/* ring sizes, powers of two; 0: ring_size */
+	uint32_t tx_ring;
+	uint32_t fill_ring;	/* 0: 2 * ring_size */
+	uint32_t comp_ring;
 };
+#define PYFWD_POLL_BUSY 0	/* busy polling: always */
+#define PYFWD_POLL_ADAPTIVE 1	/* under load; poll() when idle */
 
 /* What the set-up got. */
 struct pyfwd_xsk_info {
@@ -576,7 +582,7 @@ _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
 _Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
 _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
 _Static_assert(sizeof(struct pyfwd_config) == 56, "pyfwd_config ABI");
-_Static_assert(sizeof(struct pyfwd_xsk_config) == 48, "xsk config ABI");
+_Static_assert(sizeof(struct pyfwd_xsk_config) == 64, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");
 _Static_assert(sizeof(struct pyfwd_sock_stats) == 72,

@@ -5,10 +5,11 @@
  * socket of the receiving queue, everything else to the kernel untouched.
  * AF_PACKET: pyfwd_sock_filter and pyfwd_tc_owned (below).
  *
- * Owned: TCP/UDP to a VIP service, ICMP and fragments to a VIP address,
- * frames to a VIP address too short to tell (the core counts the drop),
- * ARP requests for a VIP and ARP from one, neighbour solicitations and
- * advertisements to a multicast address whose target is an IPv6 VIP.
+ * Owned: TCP/UDP to a VIP service (one look-up: steer_vips holds each
+ * VIP address with the ports served on it), ICMP and fragments to a VIP
+ * address, frames to a VIP address too short to tell (the core counts the
+ * drop), ARP requests for a VIP and ARP from one, neighbour solicitations
+ * and advertisements to a multicast address whose target is an IPv6 VIP.
  * Not owned: the rest to a VIP address (other ports, ARP replies and
  * neighbour advertisements answering the kernel): an L7 VIP may share
  * the address, and the kernel's HAProxy serves it.  For NAT, the
@@ -38,13 +39,14 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-/* ifindex -> interface slot (0 when absent: the one-interface case) */
+/* interface slot -> its ifindex (an array: the verifier inlines the
+ * look-up; slot 1's is 0 with one interface) */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, STEER_IFACES_MAX);
 	__type(key, __u32);
 	__type(value, __u32);
-} ifslots SEC(".maps");
+} steer_ifaces SEC(".maps");
 
 /* NAT: a real server's addr:port/proto (a steer_svc) whose answers we own */
 struct {
@@ -62,45 +64,56 @@ struct {
 	__type(value, struct steer_ports);
 } steer_snat SEC(".maps");
 
+/* VIP address -> the ports served on it: the one look-up of the VIP path
+ * (entries are 16 KiB: allocated as VIP addresses come, not up front) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, STEER_VIPS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct steer_addr);
-	__type(value, __u32);
-} steer_addrs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, STEER_VIPS_MAX);
-	__type(key, struct steer_svc);
-	__type(value, __u32);
-} steer_svcs SEC(".maps");
+	__type(value, struct steer_vip);
+} steer_vips SEC(".maps");
 
 static __always_inline int to_engine(struct xdp_md *ctx)
 {
-	__u32 ifindex = ctx->ingress_ifindex, *slot;
-	__u32 key = ctx->rx_queue_index;
+	__u32 key = ctx->rx_queue_index, one = 1, *second;
 
-	slot = bpf_map_lookup_elem(&ifslots, &ifindex);
-	if (slot)
-		key += *slot * STEER_QUEUES_MAX;
+	second = bpf_map_lookup_elem(&steer_ifaces, &one);
+	if (second && *second && *second == ctx->ingress_ifindex)
+		key += STEER_QUEUES_MAX;
 	/* No socket on this queue (engine gone): the kernel keeps it. */
 	return bpf_redirect_map(&xsks, key, XDP_PASS);
 }
 
-static __always_inline int is_vip(const void *addr, __u8 family)
+/* The VIP at addr and the ports it serves, or NULL: not a VIP. */
+static __always_inline struct steer_vip *vip_of(const void *addr,
+						__u8 family)
 {
 	struct steer_addr k = { .family = family };
 
 	__builtin_memcpy(k.addr, addr, family == STEER_AF_INET ? 4 : 16);
-	return bpf_map_lookup_elem(&steer_addrs, &k) != NULL;
+	return bpf_map_lookup_elem(&steer_vips, &k);
 }
 
-/* TCP/UDP to a VIP address: steer if served, or if too short to tell. */
-static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
-				    __u8 proto, void *l4, void *end)
+static __always_inline int is_vip(const void *addr, __u8 family)
 {
-	struct steer_svc k = { .family = family, .proto = proto };
+	return vip_of(addr, family) != NULL;
+}
+
+/* Is TCP/UDP port `port` (as on the wire) served on VIP v? */
+static __always_inline int vip_serves(const struct steer_vip *v, __u8 proto,
+				      __be16 port)
+{
+	__u32 p = bpf_ntohs(port);
+	const __u64 *bits = proto == PROTO_TCP ? v->tcp : v->udp;
+
+	return (bits[(p >> 6) & (STEER_PORT_WORDS - 1)] >> (p & 63)) & 1;
+}
+
+/* To VIP v: TCP/UDP steered if served, or if too short to tell. */
+static __always_inline int l4_owned(const struct steer_vip *v, __u8 proto,
+				    void *l4, void *end)
+{
 	__be16 *ports = l4;
 	__u8 *icmp = l4;
 
@@ -114,9 +127,7 @@ static __always_inline int l4_owned(const __u8 *daddr, __u8 family,
 		return 0;
 	if ((void *)(ports + 2) > end)
 		return 1;
-	__builtin_memcpy(k.addr, daddr, family == STEER_AF_INET ? 4 : 16);
-	k.port = ports[1];
-	return bpf_map_lookup_elem(&steer_svcs, &k) != NULL;
+	return vip_serves(v, proto, ports[1]);
 }
 
 /*
@@ -200,12 +211,14 @@ static __always_inline int ip4_fragment(const __u8 *ip)
 
 static __always_inline int ip4_owned(__u8 *ip, void *end)
 {
+	struct steer_vip *v;
 	__u32 hlen;
 
 	if ((void *)(ip + IP4_HDR_MIN) > end)
 		return 0;
 	hlen = IP4_IHL(ip);
-	if (!is_vip(ip + IP4_DADDR_OFF, STEER_AF_INET)) {
+	v = vip_of(ip + IP4_DADDR_OFF, STEER_AF_INET);
+	if (!v) {
 		if (hlen < IP4_HDR_MIN || ip4_fragment(ip) ||
 		    (void *)(ip + hlen + 8) > end)
 			return 0;
@@ -220,13 +233,13 @@ static __always_inline int ip4_owned(__u8 *ip, void *end)
 		return 1;	/* malformed, to a VIP: the core counts it */
 	if (ip4_fragment(ip))
 		return 1;	/* fragment to a VIP */
-	return l4_owned(ip + IP4_DADDR_OFF, STEER_AF_INET, ip[9], ip + hlen,
-			end);
+	return l4_owned(v, ip[9], ip + hlen, end);
 }
 
 static __always_inline int ip6_owned(__u8 *ip, void *end)
 {
 	__u8 *l4 = ip + IP6_HDR_LEN;
+	struct steer_vip *v;
 	__u8 nh;
 	int i;
 
@@ -241,7 +254,8 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 			return 0;
 		return is_vip(l4 + NDP_TARGET_OFF, STEER_AF_INET6);
 	}
-	if (!is_vip(ip + IP6_DADDR_OFF, STEER_AF_INET6)) {
+	v = vip_of(ip + IP6_DADDR_OFF, STEER_AF_INET6);
+	if (!v) {
 		if ((void *)(l4 + 4) > end)
 			return 0;
 		if (nh == PROTO_ICMPV6)
@@ -260,7 +274,7 @@ static __always_inline int ip6_owned(__u8 *ip, void *end)
 	}
 	if (nh == PROTO_FRAGMENT || IP6_EXTHDR_WALKED(nh))
 		return 1;	/* fragment or a long chain: the core decides */
-	return l4_owned(ip + IP6_DADDR_OFF, STEER_AF_INET6, nh, l4, end);
+	return l4_owned(v, nh, l4, end);
 }
 
 /* Does the engine own the frame at data..end? */

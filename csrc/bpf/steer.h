@@ -20,14 +20,26 @@
 #define STEER_AF_INET 4
 #define STEER_AF_INET6 6
 
-/* Key of steer_addrs: a VIP address (IPv4 in the first 4 bytes). */
+/* Key of steer_vips: a VIP address (IPv4 in the first 4 bytes). */
 struct steer_addr {
 	__u8 addr[16];
 	__u8 family;		/* STEER_AF_INET or STEER_AF_INET6 */
 	__u8 pad[3];
 };
 
-/* Key of steer_svcs: a VIP service. */
+#define STEER_PORT_WORDS (65536 / 64)
+
+/*
+ * Value of steer_vips: the TCP and UDP ports served on that VIP address,
+ * one bit each (port p: word p / 64, bit p % 64, host byte order), so
+ * that one look-up says both "a VIP" and "served".
+ */
+struct steer_vip {
+	__u64 tcp[STEER_PORT_WORDS];
+	__u64 udp[STEER_PORT_WORDS];
+};
+
+/* Key of steer_rsvcs: a NAT real server's service. */
 struct steer_svc {
 	__u8 addr[16];
 	__u8 family;

@@ -103,6 +103,7 @@ int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue)
 
 	if (!io || ctx->io_kind != IO_AFP || queue != 0)
 		return -EINVAL;
+	io_name_thread("afp", queue);
 	while (!io_stopped(ctx)) {
 		err = io_beat(ctx, w);
 		if (unlikely(err))

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -129,8 +130,8 @@ void pyfwd_io_close(struct pyfwd_ctx *ctx)
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n)
 {
-	if (!poll(pfd, n, IDLE_POLL_MS))
-		flow_sweep(w, ctx_now(ctx), IDLE_SWEEP);
+	poll(pfd, n, IDLE_POLL_MS);
+	worker_sweep(w, ctx_now(ctx));
 	w->stats.io.polls++;
 }
 
@@ -148,6 +149,14 @@ int pyfwd_io_worker_pause(struct pyfwd_ctx *ctx, uint32_t worker, int how)
 		return -EINVAL;
 	__atomic_store_n(&ctx->workers[worker].hold, how, __ATOMIC_RELAXED);
 	return 0;
+}
+
+void io_name_thread(const char *kind, uint32_t queue)
+{
+	char name[16];		/* TASK_COMM_LEN */
+
+	snprintf(name, sizeof(name), "pyfwd-%s-q%u", kind, queue);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
 /* The hold of pyfwd_io_worker_pause: a pause sleeps without beating. */

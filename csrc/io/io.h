@@ -24,7 +24,6 @@
 #include "core.h"
 
 #define IDLE_POLL_MS 100	/* how soon an idle loop notices stop */
-#define IDLE_SWEEP 4096		/* flow slots expired per idle poll */
 
 /* Set-up code's errors: what failed, for errbuf. */
 void say(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -64,6 +63,13 @@ static inline int io_stopped(const struct pyfwd_ctx *ctx)
 int io_held(struct pyfwd_ctx *ctx, struct worker *w);
 
 /*
+ * Names the calling loop thread "pyfwd-KIND-qQUEUE" (the kernel's comm, as
+ * top -H, /proc/PID/task/TID/comm and `pyfwd bench` show it), so its CPU
+ * time can be told from the Python threads'.  Best effort.
+ */
+void io_name_thread(const char *kind, uint32_t queue);
+
+/*
  * Every loop iteration: one heartbeat (a relaxed store: one writer), then
  * the test hook's hold (pyfwd_io_worker_pause).  0, or -ECANCELED when
  * the loop must return.
@@ -76,8 +82,8 @@ static inline int io_beat(struct pyfwd_ctx *ctx, struct worker *w)
 	return 0;
 }
 
-/* Nothing came: sleep in poll() on n fds; if still nothing, expire flows
- * (NAT/SNAT ports back, live counts right). */
+/* Nothing came: sleep in poll() on n fds, then expire flows as the
+ * clock says (worker_sweep: NAT/SNAT ports back, live counts right). */
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n);
 

@@ -6,6 +6,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -18,14 +20,14 @@ _Static_assert(STEER_AF_INET == PYFWD_AF_INET &&
 	       STEER_AF_INET6 == PYFWD_AF_INET6, "steer.h families");
 _Static_assert(sizeof(struct steer_svc) == 20 &&
 	       sizeof(struct steer_addr) == 20, "steering map keys");
+_Static_assert(sizeof(struct steer_vip) == 16384, "steer_vips value");
 
 int steer_maps_find(struct bpf_object *obj, struct steer_maps *m)
 {
-	m->addrs = bpf_object__find_map_fd_by_name(obj, "steer_addrs");
-	m->svcs = bpf_object__find_map_fd_by_name(obj, "steer_svcs");
+	m->vips = bpf_object__find_map_fd_by_name(obj, "steer_vips");
 	m->rsvcs = bpf_object__find_map_fd_by_name(obj, "steer_rsvcs");
 	m->snat = bpf_object__find_map_fd_by_name(obj, "steer_snat");
-	if (m->addrs < 0 || m->svcs < 0 || m->rsvcs < 0 || m->snat < 0)
+	if (m->vips < 0 || m->rsvcs < 0 || m->snat < 0)
 		return -ENOENT;
 	return 0;
 }
@@ -77,6 +79,38 @@ static int prune(int fd, const struct pyfwd_endpoint *eps, uint32_t n,
 	return 0;
 }
 
+/*
+ * The steer_vips entry of vips[at]'s address into *a and *v: the ports
+ * of every VIP service on it.  0, or 1 when an earlier one has the same
+ * address (its entry is made already).
+ */
+static int vip_entry(const struct pyfwd_endpoint *vips, uint32_t n,
+		     uint32_t at, struct steer_addr *a, struct steer_vip *v)
+{
+	struct steer_addr b;
+	struct steer_svc s;
+	uint32_t i;
+
+	steer_keys(&vips[at], a, &s);
+	for (i = 0; i < at; i++) {
+		steer_keys(&vips[i], &b, &s);
+		if (!memcmp(&b, a, sizeof(b)))
+			return 1;
+	}
+	memset(v, 0, sizeof(*v));
+	for (i = at; i < n; i++) {
+		uint64_t *bits = vips[i].proto == IPPROTO_TCP ? v->tcp : v->udp;
+
+		steer_keys(&vips[i], &b, &s);
+		if (memcmp(&b, a, sizeof(b)) ||
+		    (vips[i].proto != IPPROTO_TCP &&
+		     vips[i].proto != IPPROTO_UDP))
+			continue;
+		bits[vips[i].port >> 6] |= 1ULL << (vips[i].port & 63);
+	}
+	return 0;
+}
+
 int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 		    uint32_t nvips, const struct pyfwd_endpoint *replies,
 		    uint32_t nreplies, const struct pyfwd_snat *snat)
@@ -84,6 +118,7 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 	const struct steer_maps *m = &ctx->maps;
 	struct pyfwd_endpoint snat_addr = { 0 };
 	struct steer_ports range;
+	struct steer_vip *v;
 	struct steer_addr a;
 	struct steer_svc s;
 	uint32_t i, one = 1, nsnat = 0;
@@ -93,13 +128,21 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 		return -ENOTCONN;
 	if (nvips > STEER_VIPS_MAX || nreplies > STEER_REALS_MAX)
 		return -E2BIG;
-	/* Add first, then remove: what stays is never unsteered. */
+	v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	/* Add first, then remove: what stays is never unsteered.  An
+	 * address's ports are replaced whole: one update each. */
 	for (i = 0; i < nvips; i++) {
-		steer_keys(&vips[i], &a, &s);
-		if (bpf_map_update_elem(m->addrs, &a, &one, BPF_ANY) ||
-		    bpf_map_update_elem(m->svcs, &s, &one, BPF_ANY))
-			return -errno;
+		if (vip_entry(vips, nvips, i, &a, v))
+			continue;
+		if (bpf_map_update_elem(m->vips, &a, v, BPF_ANY)) {
+			err = -errno;
+			free(v);
+			return err;
+		}
 	}
+	free(v);
 	for (i = 0; i < nreplies; i++) {
 		steer_keys(&replies[i], &a, &s);
 		if (bpf_map_update_elem(m->rsvcs, &s, &one, BPF_ANY))
@@ -116,9 +159,7 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 			return -errno;
 		nsnat = 1;
 	}
-	err = prune(m->svcs, vips, nvips, 1);
-	if (!err)
-		err = prune(m->addrs, vips, nvips, 0);
+	err = prune(m->vips, vips, nvips, 0);
 	if (!err)
 		err = prune(m->rsvcs, replies, nreplies, 1);
 	if (!err)

@@ -28,18 +28,61 @@
 #define SO_BUSY_POLL_BUDGET 70
 #endif
 
+/* Ring sizes the kernel takes (xsk_init_queue: a power of two). */
+#define XSK_RING_MIN 64
+#define XSK_RING_MAX 65536
+
+/*
+ * The defaults keep the fill ring stocked: as the minimal forwarder, the
+ * fill ring holds twice the RX ring, and half the UMEM waits on it.
+ */
 static void xsk_config_defaults(struct pyfwd_xsk_config *c)
 {
-	if (!c->frames)
-		c->frames = 4096;
 	if (!c->frame_size)
 		c->frame_size = XSK_UMEM__DEFAULT_FRAME_SIZE;
 	if (!c->ring_size)
 		c->ring_size = 2048;
+	if (!c->rx_ring)
+		c->rx_ring = c->ring_size;
+	if (!c->tx_ring)
+		c->tx_ring = c->ring_size;
+	if (!c->comp_ring)
+		c->comp_ring = c->ring_size;
+	if (!c->fill_ring)
+		c->fill_ring = 2 * c->ring_size;
+	if (!c->frames)		/* twice the fill ring per interface */
+		c->frames = 2 * c->fill_ring * (c->ifindex2 ? 2 : 1);
 	if (!c->batch)
 		c->batch = 64;
 	if (!c->busy_poll_budget)
 		c->busy_poll_budget = 64;
+}
+
+static int ring_bad(uint32_t n)
+{
+	return n < XSK_RING_MIN || n > XSK_RING_MAX || (n & (n - 1));
+}
+
+/* NULL, or what is wrong with c (defaults filled in) for n interfaces. */
+static const char *xsk_config_check(const struct pyfwd_xsk_config *c,
+				    uint32_t workers, uint32_t n)
+{
+	if (!c->queues || c->queues > workers ||
+	    c->queues > STEER_QUEUES_MAX)
+		return "queues";
+	if (!c->batch || c->batch > XSK_BATCH_MAX)
+		return "batch";
+	if ((c->frame_size & (c->frame_size - 1)) || c->frame_size < 2048)
+		return "frame_size";
+	if (ring_bad(c->rx_ring) || ring_bad(c->tx_ring) ||
+	    ring_bad(c->fill_ring) || ring_bad(c->comp_ring))
+		return "ring sizes (powers of two, 64 to 65536)";
+	if (c->poll_mode > PYFWD_POLL_ADAPTIVE)
+		return "poll_mode";
+	if ((uint64_t)c->frames < (uint64_t)n * 2 * XSK_RING_MIN ||
+	    c->frames > (1u << 20))
+		return "frames";
+	return NULL;
 }
 
 /* Attach to interface slot i with a bpf_link, native first if allowed. */
@@ -129,8 +172,8 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 		return -ENODEV;
 	for (k = 0; k < 2; k++) {
 		struct xsk_socket_config scfg = {
-			.rx_size = c->ring_size,
-			.tx_size = c->ring_size,
+			.rx_size = c->rx_ring,
+			.tx_size = c->tx_ring,
 			.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
 			.bind_flags = XDP_USE_NEED_WAKEUP | copy_flags[k],
 		};
@@ -161,7 +204,8 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 		return err;
 	}
 	p->fd = xsk_socket__fd(p->xsk);
-	info->copy_mode = zerocopy(p->fd) ? PYFWD_XSK_ZEROCOPY : PYFWD_XSK_COPY;
+	p->copy = !zerocopy(p->fd);
+	info->copy_mode = p->copy ? PYFWD_XSK_COPY : PYFWD_XSK_ZEROCOPY;
 	key = slot * STEER_QUEUES_MAX + q->queue;
 	if (bpf_map_update_elem(io->xsks_fd, &key, &p->fd, 0)) {
 		err = -errno;
@@ -179,8 +223,8 @@ static int queue_open(struct xsk_io *io, struct xsk_queue *q, uint32_t queue,
 		      struct pyfwd_xsk_info *info, char *errbuf, size_t errlen)
 {
 	struct xsk_umem_config ucfg = {
-		.fill_size = c->ring_size,
-		.comp_size = c->ring_size,
+		.fill_size = c->fill_ring,
+		.comp_size = c->comp_ring,
 		.frame_size = c->frame_size,
 		.frame_headroom = 0,
 	};
@@ -215,10 +259,11 @@ static int queue_open(struct xsk_io *io, struct xsk_queue *q, uint32_t queue,
 	for (i = 0; i < c->frames; i++)
 		q->free_addrs[i] = (uint64_t)i * c->frame_size;
 	q->nfree = c->frames;
-	/* Half the frames wait on the fill rings, shared out. */
+	/* Half the frames wait on the fill rings, shared out; the rest are
+	 * on the RX and TX rings or free, for the loop to refill from. */
 	fill = c->frames / 2 / io->nifaces;
-	if (fill > c->ring_size)
-		fill = c->ring_size;
+	if (fill > c->fill_ring)
+		fill = c->fill_ring;
 	for (slot = 0; slot < io->nifaces; slot++)
 		if (fill_from_stack(q, &q->port[slot], fill)) {
 			say(errbuf, errlen, "fill ring of queue %u", queue);
@@ -267,6 +312,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	char ifname[IF_NAMESIZE];
 	struct bpf_program *prog;
 	struct xsk_io *io;
+	const char *bad;
 	int err, prog_fd;
 	uint32_t slot;
 
@@ -275,13 +321,12 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	if (ctx->io)
 		return -EBUSY;	/* one backend at a time */
 	xsk_config_defaults(&c);
-	if (!c.queues || c.queues > ctx->cfg.workers || c.queues >
-	    STEER_QUEUES_MAX || c.batch > XSK_BATCH_MAX ||
-	    (c.frame_size & (c.frame_size - 1)) || c.frame_size < 2048 ||
-	    (c.ring_size & (c.ring_size - 1))) {
-		say(errbuf, errlen, "bad AF_XDP configuration (queues %u, "
-		    "workers %u, batch %u)", c.queues, ctx->cfg.workers,
-		    c.batch);
+	bad = xsk_config_check(&c, ctx->cfg.workers, c.ifindex2 ? 2 : 1);
+	if (bad) {
+		say(errbuf, errlen, "bad AF_XDP configuration: %s (queues %u, "
+		    "workers %u, batch %u, frames %u, rings rx %u tx %u fill "
+		    "%u comp %u)", bad, c.queues, ctx->cfg.workers, c.batch,
+		    c.frames, c.rx_ring, c.tx_ring, c.fill_ring, c.comp_ring);
 		return -EINVAL;
 	}
 	if (!if_indextoname(c.ifindex, ifname) ||
@@ -300,6 +345,7 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io->ifindex[1] = c.ifindex2;
 	io->nifaces = c.ifindex2 ? 2 : 1;
 	io->batch = c.batch;
+	io->poll_mode = c.poll_mode;
 
 	err = steer_object_load(bpf_path,
 				(const char *const[]){ "pyfwd_xdp_steer" },
@@ -308,10 +354,11 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	if (err)
 		goto err;
 	io->xsks_fd = bpf_object__find_map_fd_by_name(io->obj, "xsks");
-	io->ifslots_fd = bpf_object__find_map_fd_by_name(io->obj, "ifslots");
-	if (io->xsks_fd < 0 || io->ifslots_fd < 0) {
+	io->ifaces_fd = bpf_object__find_map_fd_by_name(io->obj,
+							"steer_ifaces");
+	if (io->xsks_fd < 0 || io->ifaces_fd < 0) {
 		err = -ENOENT;
-		say(errbuf, errlen, "%s lacks the xsks or ifslots map",
+		say(errbuf, errlen, "%s lacks the xsks or steer_ifaces map",
 		    bpf_path);
 		goto err;
 	}
@@ -320,10 +367,10 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 		info->prog_id = pinfo.id;
 
 	for (slot = 0; slot < io->nifaces; slot++) {
-		if (bpf_map_update_elem(io->ifslots_fd, &io->ifindex[slot],
-					&slot, BPF_ANY)) {
+		if (bpf_map_update_elem(io->ifaces_fd, &slot,
+					&io->ifindex[slot], BPF_ANY)) {
 			err = -errno;
-			say(errbuf, errlen, "ifslots map");
+			say(errbuf, errlen, "steer_ifaces map");
 			goto err;
 		}
 		err = attach(io, slot, prog_fd, c.xdp_mode, info);

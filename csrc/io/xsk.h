@@ -21,7 +21,13 @@ struct xsk_port {
 	struct xsk_socket *xsk;
 	int fd;
 	int busy_poll;
+	int copy;		/* copy mode: a kick sends XSK_COPY_TX_MAX */
 };
+
+/* Frames one sendto() sends in copy mode (the kernel's TX_BATCH_SIZE). */
+#define XSK_COPY_TX_MAX 32
+/* Empty rounds before an adaptive loop sleeps in poll() (PYFWD_POLL_*). */
+#define XSK_ADAPTIVE_IDLE 512
 
 /*
  * One RX queue (one worker): a UMEM shared by the socket of each
@@ -38,6 +44,7 @@ struct xsk_queue {
 	uint32_t nfree;
 	uint32_t frame_size;
 	uint32_t queue;
+	uint32_t empty;		/* rounds in a row that received nothing */
 } __attribute__((aligned(64)));
 
 /* The backend: ctx->io when ctx->io_kind is IO_XSK. */
@@ -45,11 +52,12 @@ struct xsk_io {
 	struct bpf_object *obj;
 	int link_fd[PYFWD_IFACES_MAX];	/* unpinned bpf_links: die with us */
 	int xsks_fd;
-	int ifslots_fd;
+	int ifaces_fd;		/* steer_ifaces: slot -> ifindex */
 	uint32_t ifindex[PYFWD_IFACES_MAX];
 	uint32_t nifaces;
 	uint32_t nqueues;
 	uint32_t batch;
+	uint32_t poll_mode;	/* PYFWD_POLL_* */
 	struct xsk_queue q[];
 };
 

@@ -4,7 +4,8 @@
  * socket of each interface on that queue (two in a two-arm NAT), frames
  * recycled through one free stack (the UMEM is shared).  No allocation,
  * no lock, no Python: the only calls out are the kicks the rings ask for
- * (need_wakeup) and poll() when idle without busy polling.
+ * (need_wakeup; copy mode: one per XSK_COPY_TX_MAX frames queued), the
+ * busy polls and poll() when idle.
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -47,25 +48,51 @@ static void refill(struct xsk_queue *q, struct xsk_port *p)
 	xsk_ring_prod__submit(&p->fill, n);
 }
 
+/*
+ * Have the kernel send what waits on the TX ring.  Zero-copy: one kick
+ * when it asks.  Copy mode sends only inside sendto(), XSK_COPY_TX_MAX
+ * frames per call: kick until the ring is drained (or the kernel says
+ * it cannot take more now), else a 64-frame burst leaves half behind
+ * and the ring fills.
+ */
 static void kick_tx(struct xsk_port *p, struct worker *w)
 {
-	if (p->busy_poll || xsk_ring_prod__needs_wakeup(&p->tx)) {
-		sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+	uint32_t pending, k;
+
+	if (!p->copy) {
+		if (p->busy_poll || xsk_ring_prod__needs_wakeup(&p->tx)) {
+			sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+			w->stats.io.wakeups++;
+		}
+		return;
+	}
+	pending = p->tx.size - xsk_prod_nb_free(&p->tx, p->tx.size);
+	for (k = 0; k == 0 || k * XSK_COPY_TX_MAX < pending; k++) {
 		w->stats.io.wakeups++;
+		if (sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
+		    errno != EINTR)
+			break;	/* EAGAIN, ENOBUFS: the device is full */
 	}
 }
 
-/* Nothing received: drive NAPI ourselves, or sleep in poll(). */
-static void idle(struct pyfwd_ctx *ctx, struct xsk_queue *q, struct worker *w)
+/*
+ * Nothing received: drive NAPI ourselves (busy polling; adaptive: only
+ * for XSK_ADAPTIVE_IDLE empty rounds in a row), or sleep in poll().
+ */
+static void idle(struct pyfwd_ctx *ctx, struct xsk_io *io, struct xsk_queue *q,
+		 struct worker *w)
 {
 	struct pollfd pfd[PYFWD_IFACES_MAX];
 	uint32_t i;
 
-	if (q->port[0].busy_poll) {
+	if (q->port[0].busy_poll && (io->poll_mode == PYFWD_POLL_BUSY ||
+				     q->empty < XSK_ADAPTIVE_IDLE)) {
+		q->empty++;
 		for (i = 0; i < q->nports; i++)
 			recvfrom(q->port[i].fd, NULL, 0, MSG_DONTWAIT, NULL,
 				 NULL);
 		w->stats.io.wakeups += q->nports;
+		worker_sweep(w, ctx_now(ctx));
 		return;
 	}
 	for (i = 0; i < q->nports; i++) {
@@ -169,6 +196,7 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 		return -EINVAL;
 	q = &io->q[queue];
 	w = &ctx->workers[queue];
+	io_name_thread("xsk", queue);
 
 	while (!io_stopped(ctx)) {
 		err = io_beat(ctx, w);
@@ -181,12 +209,14 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 		}
 		for (s = 0; s < q->nports; s++)
 			got += rx_burst(ctx, q, w, s, io->batch);
-		if (got)
+		if (got) {
+			q->empty = 0;
 			continue;
+		}
 		for (s = 0; s < q->nports; s++)
 			if (xsk_ring_prod__needs_wakeup(&q->port[s].tx))
 				kick_tx(&q->port[s], w);
-		idle(ctx, q, w);
+		idle(ctx, io, q, w);
 	}
 	return 0;
 }

@@ -44,34 +44,24 @@ import threading
 import time
 
 from . import wrk
-from .configs import (NGINX_SETTINGS, SIZE_BYTES, haproxy_conf,
-                      nft_ruleset, nginx_conf)
-from .results import HTTP_MODES as MODES
-from .results import HTTP_SIZES as SIZES
+from .balancers import (NAPI_RT_PRIORITY, PORT, START, START_TIMEOUT, VIP,
+                        check_size, tail)
+from .configs import NGINX_SETTINGS, SIZE_BYTES, nginx_conf
+from .rows import BALANCERS
+from .rows import HTTP_MODES as MODES
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
-                     cpus, napi_threads, pin_self, rps_mask,
-                     sysfs_write, thread_napi)
-from ..control.server import Client
-from ..errors import LabError, PyfwdError
+                     cpus, pin_self, rps_mask, sysfs_write)
+from ..errors import LabError
 from ..lab import modes as labmodes
-from ..lab.programs import PYFWD, stop
+from ..lab.programs import PYFWD
 from ..lab.topology import Lab
 
-NAPI_RT_PRIORITY = 50       # SCHED_FIFO, as the kernel's threaded IRQs
+__all__ = ["HttpBench", "check_mode", "check_size"]
+
 REALS = 2
-VIP = labmodes.VIP             # the lab plan's VIP
-PORT = 80
 ENGINE_MODE = "wake-up (poll, need_wakeup), busy polling off"
 TOOLS = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy",
          "nft": "nftables", "curl": "curl"}
-START_TIMEOUT = 15.0
-STOP_GRACE = 5.0
-
-# Which lab each mode runs in, and whether an XDP program is attached on
-# the balancer's interfaces (then its receive work is NAPI, else RPS).
-_LAB = {"dr": "one-arm", "nat": "two-arm", "snat": "one-arm",
-        "kernel-nat": "two-arm", "haproxy-tcp": "one-arm",
-        "haproxy-http": "one-arm"}
 
 
 # ---------------------------------------------------------------------------
@@ -82,20 +72,6 @@ def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise BenchError(f"unknown HTTP bench mode {mode!r}: expected one of "
                          f"{', '.join(MODES)}")
-
-
-def check_size(size: str) -> None:
-    if size not in SIZES:
-        raise BenchError(f"unknown HTTP bench size {size!r}: expected one of "
-                         f"{', '.join(SIZES)}")
-
-
-def _tail(path: str, lines: int = 8) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:]).strip()
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------
@@ -247,7 +223,7 @@ class HttpBench:
         url = f"http://{lab.ip(role)}:{PORT}/1k"
         if not self._wait_http(lab, url):
             raise BenchError(f"nginx on {lab.name} {role} does not answer "
-                             f"{url}: {_tail(os.path.join(run, 'error.log'))}")
+                             f"{url}: {tail(os.path.join(run, 'error.log'))}")
 
     def _wait_http(self, lab, url, timeout=START_TIMEOUT) -> bool:
         """True once ``url`` answers 200 to the client, False if not within
@@ -283,30 +259,30 @@ class HttpBench:
     # -- measuring
 
     def _measure(self, lab, url, seconds, procs=None,
-                 engine_rx=None, label=None) -> dict:
+                 engine_rx=None, label=None, probe=None,
+                 close=False) -> dict:
         """One wrk run (pyfwd.bench.wrk.measure); the row's figures, the
         detail kept in ``details``."""
         row, detail = wrk.measure(lab, url, seconds, self.bin["wrk"],
                                   self.connections, procs, engine_rx, label,
-                                  self.log)
+                                  self.log, probe, close)
         self.details.append(detail)
         return row
 
     @contextlib.contextmanager
     def balancer(self, mode: str):
         """Run ``mode``'s balancer (pinned to CPU 1) for the with-block;
-        yields a _Row whose measure(size) returns the row's figures."""
+        yields a balancers.Running whose measure(size) returns the row's
+        figures."""
         check_mode(mode)
         if not self._up:
             raise BenchError("HttpBench.balancer() outside its with-block")
-        lab = self.labs[_LAB[mode]]
-        start = {"dr": self._pyfwd, "nat": self._pyfwd, "snat": self._pyfwd,
-                 "kernel-nat": self._kernel_nat,
-                 "haproxy-tcp": self._haproxy,
-                 "haproxy-http": self._haproxy}[mode]
+        spec = BALANCERS[mode]
+        lab = self.labs[spec.lab]
+        start = START[spec.kind]
         with contextlib.ExitStack() as stack:
             self.log(f"http bench: starting {mode} in {lab.ns('lb')}")
-            row = start(stack, lab, mode)
+            row = start(self, stack, lab, mode)
             if not self._wait_http(lab, f"http://{VIP}:{PORT}/1k"):
                 raise BenchError(f"{mode}: http://{VIP}:{PORT}/1k does not "
                                  f"answer through the balancer"
@@ -326,108 +302,6 @@ class HttpBench:
         finally:
             os.sched_setaffinity(0, mask)
         return t1.since(t0, LB_CPU) / (t1.at - t0.at)
-
-    # -- the balancers; each registers its own undo on ``stack``
-
-    def _pyfwd(self, stack, lab, mode) -> "_Row":
-        sock = os.path.join(self.tmp, f"{mode}.sock")
-        logf = os.path.join(self.tmp, f"{mode}.log")
-        ifaces = ["eth0", "eth1"] if mode == "nat" else ["eth0"]
-        argv = PYFWD + ["start", "--iface", "eth0", "--mode", mode,
-                        "--vip", f"{VIP}:{PORT}/tcp", "--backend", "xdp",
-                        "--busy-poll", "0", "--flows", "65536",
-                        "--control-socket", sock, "--log-level", "info"]
-        argv += [a for r in lab.reals for a in ("--real", lab.ip(r))]
-        if mode == "nat":
-            argv += ["--inside-iface", "eth1"]
-        before = napi_threads()
-        with open(logf, "w") as out:
-            proc = lab.popen("lb", argv, stdin=subprocess.DEVNULL,
-                             stdout=out, stderr=out,
-                             preexec_fn=pin_self(LB_CPU),
-                             start_new_session=True)
-        stack.callback(self._unthread, lab, ifaces)
-        stack.callback(stop, proc, STOP_GRACE)
-        row = _Row(self, lab, mode, proc.pid, sock=sock, log=logf)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"pyfwd {mode} exited ({proc.returncode})"
-                                 f"{row.why()}")
-            try:
-                with Client(sock, timeout=1.0) as c:
-                    c.call("stats")
-                break
-            except (PyfwdError, OSError):
-                if time.monotonic() > deadline:
-                    raise BenchError(f"pyfwd {mode}: no control socket "
-                                     f"after {START_TIMEOUT:g}s{row.why()}")
-                time.sleep(0.1)
-        # the XDP program is on: the interfaces have NAPI, thread it on CPU 1
-        # Receive work preempts the balancer's process, as softirq does in
-        # the modes without XDP (and as threaded IRQ handlers run): at
-        # SCHED_OTHER the kthread waits for its CFS turn while veth's
-        # 256-frame ring overflows, and retransmissions inflate every
-        # figure.
-        for iface in ifaces:
-            pinned = thread_napi(lab, "lb", iface, LB_CPU, before=before,
-                                 priority=NAPI_RT_PRIORITY)
-            row.napi += sorted(pinned.values())
-            row.napi_pids.update({name: pid for pid, name in pinned.items()})
-        if len(row.napi) < len(ifaces):
-            raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
-                             f"interface of {ifaces}, got {row.napi}")
-        return row
-
-    def _unthread(self, lab, ifaces) -> None:
-        """Threaded NAPI off again, so the next XDP program's NAPI threads
-        are new (and pinned) ones."""
-        try:
-            sysfs_write(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
-                                         for i in ifaces})
-        except (BenchError, PyfwdError, OSError):
-            pass            # the lab is going anyway
-
-    def _vip_address(self, stack, lab) -> None:
-        """The VIP on the lb's eth0, so the client's ARP for it is
-        answered (pyfwd answers ARP itself)."""
-        lab.address("lb", "add", "eth0", VIP, 32)
-        stack.callback(lambda: _quiet(
-            lambda: lab.address("lb", "del", "eth0", VIP, 32)))
-
-    def _kernel_nat(self, stack, lab, mode) -> "_Row":
-        table = self.prefix
-        reals = [lab.ip(r) for r in lab.reals]
-        r = lab.run("lb", [self.bin["nft"], "-f", "-"], capture_output=True,
-                    text=True, input=nft_ruleset(table, VIP, reals, PORT))
-        if r.returncode:
-            raise BenchError(f"kernel-nat: nft: {r.stderr.strip()}")
-        stack.callback(lambda: _quiet(lambda: lab.run(
-            "lb", [self.bin["nft"], "delete", "table", "ip", table],
-            capture_output=True)))
-        self._vip_address(stack, lab)
-        return _Row(self, lab, mode, None)
-
-    def _haproxy(self, stack, lab, mode) -> "_Row":
-        conf = os.path.join(self.tmp, f"{mode}.cfg")
-        logf = os.path.join(self.tmp, f"{mode}.log")
-        with open(conf, "w") as f:
-            f.write(haproxy_conf(mode.split("-")[1], VIP,
-                                 [lab.ip(r) for r in lab.reals], PORT,
-                                 LB_CPU))
-        self._vip_address(stack, lab)
-        r = lab.run("lb", [self.bin["haproxy"], "-c", "-q", "-f", conf],
-                    capture_output=True, text=True)
-        if r.returncode:
-            raise BenchError(f"{mode}: haproxy -c: "
-                             f"{(r.stdout + r.stderr).strip()}")
-        with open(logf, "w") as out:
-            proc = lab.popen("lb", [self.bin["haproxy"], "-db", "-f", conf],
-                             stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=out, preexec_fn=pin_self(LB_CPU),
-                             start_new_session=True)
-        stack.callback(stop, proc, STOP_GRACE)
-        return _Row(self, lab, mode, proc.pid, log=logf)
 
     # -- facts
 
@@ -456,7 +330,14 @@ class HttpBench:
                 "other interfaces": f"RPS to CPU {LOAD_CPU}"},
             "wrk": {"threads": 1, "connections": self.connections,
                     "duration_s": self.seconds, "cpu": LOAD_CPU,
-                    "keep-alive": True, "options": "--latency --timeout 5s"},
+                    "keep-alive": "wrk keeps its connections open (nginx "
+                                  "keepalive_requests 10M) except in the "
+                                  "-close- rows: -H 'Connection: close', "
+                                  "one connection per request",
+                    "options": "--latency --timeout 5s"},
+            "balancers": {b.name: {"lab": b.lab, "kind": b.kind,
+                                   "mode": b.mode, "extra": list(b.extra)}
+                          for b in BALANCERS.values()},
             "engine": {"mode": ENGINE_MODE, "backend": "xdp (AF_XDP, copy "
                        "mode on veth)", "cli": "pyfwd start --busy-poll 0 "
                        "--backend xdp", "cpu": LB_CPU,
@@ -486,49 +367,14 @@ class HttpBench:
                       "procs_s (the balancer's processes and NAPI kthreads, "
                       "tick-sampled; softirq run in a process's context "
                       "counts in both, so attributed_s can exceed cpu1_s), "
-                      "NET_RX softirqs per CPU, drops",
+                      "NET_RX softirqs per CPU, drops; observed: CPU "
+                      "per thread, XDP_STATISTICS of the balancer's AF_XDP "
+                      "sockets, busy polling (pyfwd.bench.observe)",
             "calibration": self.calibration,
             # filled in as the balancers run (the same objects)
             "idle_cpu1_s_per_s": self.idle,
             "runs": self.details,
         }
-
-
-class _Row:
-    """A running balancer: measure(size) runs wrk through the VIP."""
-
-    def __init__(self, bench, lab, mode, pid, sock=None, log=None):
-        self.bench, self.lab, self.mode = bench, lab, mode
-        self.pid, self.sock, self.logfile = pid, sock, log
-        self.napi = []              # names of its pinned NAPI kthreads
-        self.napi_pids = {}
-
-    def why(self) -> str:
-        tail = _tail(self.logfile) if self.logfile else ""
-        return f":\n{tail}" if tail else ""
-
-    def engine_rx(self):
-        """pyfwd's own count of frames in (AF_XDP), or None."""
-        if not self.sock:
-            return None
-        with Client(self.sock, timeout=5.0) as c:
-            return c.call("stats")["core"]["rx"]
-
-    def measure(self, size: str) -> dict:
-        """wrk through the VIP for /``size``: {"rps", "p50_ms", "p99_ms",
-        "cpu_s_per_1k", "lb_pkts_per_req"}."""
-        check_size(size)
-        url = f"http://{VIP}:{PORT}/{size}"
-        procs = {self.mode: self.pid} if self.pid else {}
-        procs.update(self.napi_pids)
-        row = self.bench._measure(self.lab, url, self.bench.seconds, procs,
-                                  self.sock and self.engine_rx,
-                                  label=f"http-{self.mode}-{size}")
-        detail = self.bench.details[-1]
-        if detail["errors"]:
-            self.bench.log(f"http bench: {detail['row']}: "
-                           f"{detail['errors']} wrk errors")
-        return row
 
 
 @contextlib.contextmanager
@@ -552,10 +398,3 @@ def _deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
             signal.signal(sig, handler)
         for sig in dict.fromkeys(got):
             os.kill(os.getpid(), sig)
-
-
-def _quiet(fn) -> None:
-    try:
-        fn()
-    except Exception:       # undoing what a namespace removal undoes too
-        pass

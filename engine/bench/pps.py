@@ -31,12 +31,15 @@ sender's CPU unless steered):
   does a good part of the NAPI work (20-50% of CPU 1 measured).
 
 Each row reports CPU 0's and CPU 1's busy share over its window, which
-shows where its work landed.  A forwarder slower than the generator at
-full speed wastes NAPI work on frames its rings then drop and delivers
-far less than just below its limit (livelock), so each measure tries up
-to SEARCH offered loads (full speed, then around what was delivered;
-``rate`` caps the first) and reports the best delivered rate, the load
-that gave it, and whether full speed saturated the forwarder at all.
+shows where its work landed, and what pyfwd.bench.observe sees of the
+forwarder (CPU per thread, its AF_XDP sockets' XDP_STATISTICS, busy
+polling).  A forwarder slower than the generator at full speed wastes
+NAPI work on frames its rings then drop and delivers far less than just
+below its limit (livelock), so every row climbs down the same ladder of
+offered loads (pyfwd.bench.ladder: full speed, then fractions of the
+generator's ceiling measured once per run; ``rate`` caps the first) and
+reports the full-speed figure and the best one apart.  The rows are
+pyfwd.bench.rows' table.
 
     with PpsBench(seconds=3) as b:
         b.measure("dr-xdp")     # {"pps": ..., "sent_pps": ..., ...}
@@ -54,16 +57,17 @@ import time
 
 from pyroute2 import netns as _netns
 
+from ..dataplane.io import XskRings
 from ..lab.namespaces import iproute, open_netns
 from ..lab import programs
 from ..lab.programs import PYFWD, Namespaces
+from . import ladder
 from .configs import nft_ruleset
+from .observe import Probe, kernel_threads, summary
+from .rows import PPS, PPS_ROWS as ROWS, pps_row
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
-                     busy_poll_tuning, cpus, napi_threads,
+                     busy_poll_tuning, cpus, link_stats, napi_threads,
                      pin_self, rps, thread_napi)
-
-ROWS = ("generator", "xdp-kernel", "xsk-minimal", "kernel-nat", "dr-xdp",
-        "nat-xdp", "snat-xdp", "dr-afpacket")
 
 GEN_CPU, FWD_CPU = LOAD_CPU, LB_CPU     # the generator is the load
 FLOWS = 1024
@@ -79,27 +83,7 @@ REAL_DR = "10.77.0.3"           # G0's second address: DR and SNAT's real
 REAL_NAT = "10.78.0.1"          # G1: NAT's real, behind the inside arm
 SNAT_ADDR = "10.77.0.2"
 STOP_GRACE = 3.0
-SEARCH = 4                      # offered loads tried per measure
-CLIMB = 1.25                    # next load after one that kept up
-LOSSLESS = 0.97                 # delivered/sent at or above: kept up
 SINK_PRIO = 10                  # SCHED_FIFO priority of the sinks' NAPI
-
-# per row: the sink's interface, the forwarder's XDP interfaces (threaded
-# NAPI on CPU 1), how its receive work is steered
-_ROWS = {
-    "generator": ("L0", ("L0",), "threaded NAPI of L0 (the sink) on CPU 1"),
-    "xdp-kernel": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1"),
-    "xsk-minimal": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, "
-                    "preferred busy polling by the loop"),
-    "kernel-nat": ("G1", (), "RPS of L0 (and L1) to CPU 1"),
-    "dr-xdp": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, preferred "
-               "busy polling by the engine"),
-    "nat-xdp": ("G1", ("L0", "L1"), "threaded NAPI of L0 and L1 on CPU 1, "
-                "preferred busy polling by the engine"),
-    "snat-xdp": ("G0", ("L0",), "threaded NAPI of L0 on CPU 1, preferred "
-                 "busy polling by the engine"),
-    "dr-afpacket": ("G0", (), "RPS of L0 to CPU 1"),
-}
 
 
 def _bin(name: str) -> str:
@@ -196,12 +180,19 @@ class PpsBench:
 
     def __init__(self, seconds: float = 5.0, log=print, warmup: float = 1.0,
                  flows: int = FLOWS, busy_poll: int = BUSY_POLL_US,
-                 rate: float = 0):
+                 rate: float = 0, fractions=ladder.FRACTIONS,
+                 prefix: str = "pfpp"):
         self.seconds, self.warmup, self.flows = seconds, warmup, flows
         self.rate = rate        # offered packets/s; 0: as fast as it can
+        self.fractions = tuple(fractions)
+        self.loads = []         # the ladder (ladder.rungs), once measured
+        self.ceiling = {}       # the window that measured it
+        self.details = []       # per measure(): the ladder, what was seen
+        # the forwarder CPU's softirq thread, watched in every window
+        self._kernel = kernel_threads(f"ksoftirqd/{FWD_CPU}")
         self.busy_poll = busy_poll
         self.log = log
-        self.name = "pfpp" + secrets.token_hex(3)
+        self.name = prefix + secrets.token_hex(3)
         self.ns = {"gen": f"{self.name}-gen", "lb": f"{self.name}-lb"}
         # programs in them, for system.py's helpers as for a Lab
         self.hosts = Namespaces(self.ns)
@@ -307,8 +298,9 @@ class PpsBench:
             # runs real-time: as a fair-share thread it would run late,
             # veth's 256-frame ring would overflow and what the forwarder
             # delivered would not be counted.
-            thread_napi(self.hosts, role, ifname, cpu, before=before,
-                        priority=SINK_PRIO if role == "gen" else 0)
+            p.napi = thread_napi(self.hosts, role, ifname, cpu,
+                                 before=before,
+                                 priority=SINK_PRIO if role == "gen" else 0)
         except BaseException:
             p.stop()
             raise
@@ -317,62 +309,119 @@ class PpsBench:
     # -- the rows
 
     def measure(self, row: str) -> dict:
-        """One run of ``row``: {"pps": delivered packets/s, "sent_pps",
-        "sent", "delivered": frames over the whole run, warm-up included,
-        "cpu0_busy", "cpu1_busy": share of the window each CPU was busy,
-        "cpu0_softirq", "cpu1_softirq": the softirq part of it}.
-        Raises BenchError if the row cannot run (the topology stays
-        usable)."""
-        if row not in _ROWS:
+        """One run of ``row`` down the ladder (ladder.climb): {"pps": the
+        best delivered packets/s, "sent_pps", "sent", "delivered" (frames
+        over its window, warm-up included), "cpu0_busy", "cpu1_busy",
+        "cpu0_softirq", "cpu1_softirq" of that window; "full_pps",
+        "full_sent_pps" of the full-speed window; "offered_pps" (the
+        sent rate of the best window), "saturated" (0: full speed kept
+        up), "rungs" (windows run); observe.summary()'s figures of the
+        best window and, "full_"-prefixed, of the full-speed one}.  What
+        each window saw goes in ``details``.  Raises BenchError if the row
+        cannot run (the topology stays usable)."""
+        try:
+            spec = pps_row(row)
+        except KeyError:
             raise BenchError(f"unknown packet-rate row {row!r}: expected "
-                             f"one of {', '.join(ROWS)}")
-        sink_if, xdp_ifs, _ = _ROWS[row]
+                             f"one of {', '.join(ROWS)}") from None
+        loads = self.ladder()
         before = napi_threads()
         stops = []
         try:
-            sink = self._sinks.get(sink_if)
+            sink = self._sinks.get(spec.sink)
             if sink is None:        # the generator row: a sink on L0
-                sink = self._attach("lb", "sink.bpf.o", sink_if, FWD_CPU)
+                sink = self._attach("lb", "sink.bpf.o", spec.sink, FWD_CPU)
                 stops.append(sink.stop)
+                watch = ({}, sink.napi)
             else:
-                stops += self._forwarder(row, before)
-            return self._best(sink)
+                watch = self._forwarder(spec, before, stops)
+            return self._climb(row, sink, loads, *watch)
         finally:
             for stop in reversed(stops):
                 stop()
 
-    def _forwarder(self, row, before) -> list:
-        """Start ``row``'s forwarder on CPU 1; the calls that stop it."""
-        _, xdp_ifs, _ = _ROWS[row]
-        stops = []
-        try:
-            if row == "xdp-kernel":
-                p = _Proc(self.hosts, "lb", [_bin("xdpprog"),
-                                             _bin("macswap.bpf.o"), "L0",
-                                             "native"], stdin=True)
-                stops.append(p.stop)
-                p.line()
-            elif row == "xsk-minimal":
-                p = _Proc(self.hosts, "lb", [
-                    _bin("xsk_minimal"), "-i", "L0", "-o",
-                    _bin("xskredir.bpf.o"), "-c", str(FWD_CPU), "-b",
-                    str(self.busy_poll)], cpu=FWD_CPU)
-                stops.append(p.stop)
-                self._xsk_info = p.line()
-            elif row == "kernel-nat":
-                stops.append(self._kernel_nat())
-            else:
-                mode, backend = row.split("-")
-                stops.append(self._engine(mode, backend))
-            for ifname in xdp_ifs:
-                thread_napi(self.hosts, "lb", ifname, FWD_CPU, before=before)
-        except BaseException:
-            for stop in reversed(stops):
-                stop()
-            raise
-        return stops
+    def ladder(self) -> list:
+        """The offered loads of every row of this bench (ladder.rungs):
+        measured once, from the generator's ceiling (a full-speed window,
+        or ``rate``, into a sink on L0)."""
+        if not self.loads:
+            sink = self._attach("lb", "sink.bpf.o", "L0", FWD_CPU)
+            try:
+                top = self._window(sink, self.rate)
+            finally:
+                sink.stop()
+            top.pop("observed")
+            self.ceiling.update(top)
+            self.loads[:] = ladder.rungs(top["sent_pps"], self.fractions)
+            if self.rate:
+                self.loads[0] = int(self.rate)
+            self.log(f"pps: ladder {self.loads} packets/s (0: full speed)")
+        return self.loads
 
-    def _engine(self, mode, backend):
+    def _climb(self, row, sink, loads, procs, kthreads) -> dict:
+        def window(rate, i):
+            return self._window(sink, rate, None if i == 0 else
+                                min(self.warmup, 0.5),
+                                Probe(procs, {**kthreads, **self._kernel},
+                                      self._netstat, self._lb_rx))
+        full, best, tried = ladder.climb(window, loads)
+        full_seen = full.pop("observed")
+        best_seen = best.pop("observed", full_seen)
+        self.details.append({"row": row, "ladder": tried, "full": full_seen,
+                             "best": "full" if best is full else best_seen})
+        return dict(best, full_pps=full["pps"],
+                    full_sent_pps=full["sent_pps"],
+                    offered_pps=best["sent_pps"],
+                    **{f"full_{k}": full[k] for k in full
+                       if k.startswith("cpu")},
+                    saturated=0 if tried[0]["kept_up"] else 1,
+                    rungs=len(tried), **summary(best_seen),
+                    **summary(full_seen, "full_"))
+
+    def _netstat(self) -> str:
+        def read():
+            with open("/proc/thread-self/net/netstat") as f:
+                return f.read()
+        return self.hosts.call("lb", read)
+
+    def _lb_rx(self) -> int:
+        return sum(link_stats(self.hosts, "lb", "rx_packets",
+                              only=("L0", "L1")).values())
+
+    def _forwarder(self, spec, before, stops) -> tuple:
+        """Start ``spec``'s forwarder on CPU 1, the calls that stop it
+        added to ``stops``; what observe.Probe watches of it: ({pid:
+        role}, {NAPI kthread pid: name})."""
+        procs, napi = {}, {}
+        if spec.kind == "xdp-kernel":
+            p = _Proc(self.hosts, "lb", [_bin("xdpprog"),
+                                         _bin("macswap.bpf.o"), "L0",
+                                         "native"], stdin=True)
+            stops.append(p.stop)
+            p.line()
+            procs[p.p.pid] = "ref"
+        elif spec.kind == "xsk-minimal":
+            p = _Proc(self.hosts, "lb", [
+                _bin("xsk_minimal"), "-i", "L0", "-o",
+                _bin("xskredir.bpf.o"), "-c", str(FWD_CPU), "-b",
+                str(self.busy_poll)], cpu=FWD_CPU)
+            stops.append(p.stop)
+            self._xsk_info = p.line()
+            procs[p.p.pid] = "ref"
+        elif spec.kind == "kernel-nat":
+            stops.append(self._kernel_nat())
+        elif spec.kind == "pyfwd":
+            procs[self._engine(spec, stops)] = "engine"
+        else:
+            raise BenchError(f"{spec.name}: unknown forwarder {spec.kind!r}")
+        for ifname in spec.xdp:
+            napi.update(thread_napi(self.hosts, "lb", ifname, FWD_CPU,
+                                    before=before))
+        return procs, napi
+
+    def _engine(self, spec, stops) -> int:
+        """`pyfwd start` for ``spec``; its pid."""
+        mode = spec.mode
         args = ["-i", "L0", "--vip", f"{VIP}:{PORT}/udp", "--mode", mode,
                 "--scheduler", "maglev"]
         if mode == "nat":
@@ -382,18 +431,15 @@ class PpsBench:
                      SNAT_ADDR]
         else:
             args += ["--real", REAL_DR]
-        if backend == "xdp":
+        if spec.backend == "xdp":
             args += ["--backend", "xdp", "--xdp-mode", "native",
                      "--copy-mode", "copy", "--busy-poll", str(self.busy_poll)]
         else:
-            args += ["--backend", "afpacket", "--busy-poll", "0"]
-        e = _Engine(self.hosts, args, self._tmp)
-        try:
-            e.wait_ready()
-        except BaseException:
-            e.stop()
-            raise
-        return e.stop
+            args += ["--backend", spec.backend, "--busy-poll", "0"]
+        e = _Engine(self.hosts, args + list(spec.extra), self._tmp)
+        stops.append(e.stop)
+        e.wait_ready()
+        return e.p.pid
 
     def _kernel_nat(self):
         if not shutil.which("nft"):
@@ -411,41 +457,12 @@ class PpsBench:
                      capture_output=True)
         return stop
 
-    def _best(self, sink) -> dict:
-        """The highest delivered rate over up to SEARCH offered loads.
-        Full speed (or ``rate``) first; if that loses frames, offer 1.1x
-        what it delivered, then climb by CLIMB while windows keep up and
-        bisect once one does not.  Why: a forwarder that the full-speed
-        generator overloads livelocks (its NAPI work on frames that its
-        rings then drop takes the core) and delivers far less than just
-        below its limit, so one full-speed window measures the collapse,
-        not the forwarder.  Every row is measured the same way;
-        "offered_pps" says which load won, "full_pps" what full speed
-        delivered."""
-        first = best = self._window(sink, self.rate)
-        top = first["sent_pps"]
-        if first["pps"] >= LOSSLESS * top:      # kept up with full speed
-            return dict(first, full_pps=first["pps"], offered_pps=top,
-                        saturated=0)
-        ok, bad = 0.0, top             # offered loads kept up / not
-        offer = 1.1 * first["pps"]
-        for _ in range(SEARCH - 1):
-            got = self._window(sink, offer, warmup=min(self.warmup, 0.5))
-            if got["pps"] > best["pps"]:
-                best = got
-            if got["pps"] >= LOSSLESS * got["sent_pps"]:
-                ok = got["sent_pps"]
-            else:
-                bad = min(bad, got["sent_pps"])
-            offer = min(CLIMB * ok, (ok + bad) / 2) if ok else \
-                0.8 * offer
-        return dict(best, full_pps=first["pps"],
-                    offered_pps=best["sent_pps"], saturated=1)
-
-    def _window(self, sink, rate=0, warmup=None) -> dict:
+    def _window(self, sink, rate=0, warmup=None, probe=None) -> dict:
         """Send for warmup + seconds at ``rate`` packets/s (0: as fast as
         the generator can); count at the sink over the last ``seconds``
-        (pps), and over the whole run (delivered <= sent)."""
+        (pps), and over the whole run (delivered <= sent); "observed":
+        what ``probe`` (an observe.Probe) saw over those seconds, or
+        None."""
         warmup = self.warmup if warmup is None else warmup
         start = sink.ask()
         gen = _Proc(self.hosts, "gen", [
@@ -455,9 +472,12 @@ class PpsBench:
             "-t", str(warmup + self.seconds + 0.3)], cpu=GEN_CPU)
         try:
             time.sleep(warmup)
+            if probe:
+                probe.start()
             c0, t0 = sink.ask(), CpuTimes.now()
             time.sleep(self.seconds)
             c1, t1 = sink.ask(), CpuTimes.now()
+            seen = probe.stop() if probe else None
             sent = gen.line(timeout=self.seconds + 10)
         finally:
             gen.stop()
@@ -476,30 +496,40 @@ class PpsBench:
             **{f"cpu{c}_softirq": round((t1.softirq[c] - t0.softirq[c])
                                         / span, 3)
                for c in (GEN_CPU, FWD_CPU)},
+            "observed": seen,
         }
 
     def setup(self) -> dict:
         """JSON-able facts: who runs where, the generator, the rings,
-        XDP modes, steering and busy polling, per row."""
+        XDP modes, steering and busy polling, per row; the ladder and,
+        as rows run, what each run saw ("runs": ``details``)."""
         rows = {}
-        for row, (sink, xdp_ifs, steering) in _ROWS.items():
-            r = {"sink": sink, "steering": steering}
-            if row in ("xdp-kernel", "xsk-minimal", "dr-xdp", "nat-xdp",
-                       "snat-xdp", "generator"):
+        for spec in PPS:
+            r = {"sink": spec.sink, "steering": spec.steering,
+                 "compared_with": spec.ref}
+            if spec.xdp:
                 r["xdp"] = "native"
-            if row in ("xsk-minimal", "dr-xdp", "nat-xdp", "snat-xdp"):
+            if spec.af_xdp:
                 r["af_xdp"] = "copy (veth has no zero-copy)"
                 r["busy_poll"] = {"so_busy_poll_us": self.busy_poll,
                                   "so_prefer_busy_poll": 1,
                                   "so_busy_poll_budget": 64}
-            if row == "xsk-minimal":
+            if spec.kind == "xsk-minimal":
                 r["rings"] = self._xsk_info or {"batch": 64, "ring": 2048,
                                                 "fill": 4096}
-            if row in ("dr-xdp", "nat-xdp", "snat-xdp"):
-                r["rings"] = {"batch": 64, "ring": 2048, "frames": 4096}
-            if row == "dr-afpacket":
-                r["backend"] = "raw sockets (TPACKET_V3), poll() wake-ups"
-            rows[row] = r
+            elif spec.kind == "pyfwd":
+                r["pyfwd_start"] = (f"--mode {spec.mode} --backend "
+                                    f"{spec.backend} "
+                                    + " ".join(spec.extra)).strip()
+                if spec.backend == "xdp":
+                    rings = XskRings()      # the engine's defaults
+                    r["rings"] = {"batch": 64, **vars(rings),
+                                  "frames": rings.umem_frames(
+                                      2 if spec.mode == "nat" else 1)}
+                else:
+                    r["backend"] = ("raw sockets (TPACKET_V3), poll() "
+                                    "wake-ups")
+            rows[spec.name] = r
         return {
             "generator": dict({"kind": "af_packet", "burst": 64,
                                "flows": self.flows, "cpu": GEN_CPU,
@@ -517,5 +547,10 @@ class PpsBench:
             "busy_poll_iface": {"napi_defer_hard_irqs": 2,
                                 "gro_flush_timeout": 200_000},
             "window_s": self.seconds, "warmup_s": self.warmup,
+            # filled in as the rows run (the same objects)
+            "ladder": {"fractions": list(self.fractions),
+                       "lossless": ladder.LOSSLESS,
+                       "loads_pps": self.loads, "ceiling": self.ceiling},
             "rows": rows,
+            "runs": self.details,
         }

@@ -2,9 +2,10 @@
 rows in one run (microbenchmarks in process, then packet rates, then
 HTTP), repeats them, and writes the results.
 
-Repeats go round the rows (row A, B, C, then A, B, C again) rather than
-row A three times: a slow minute on a shared machine then spreads over
-all rows instead of sinking one.
+Repeats go round the rows (row A, B, C, then C, B, A: serpentine)
+rather than row A three times: a slow minute on a shared machine then
+spreads over all rows instead of sinking one, and a row and the reference
+beside it (pyfwd.bench.rows interleaves them) share it.
 """
 
 import fnmatch
@@ -19,12 +20,14 @@ from . import micro
 from . import results as results_mod
 from .micro import ROWS as MICRO_ROWS
 from .http import HttpBench
-from .pps import ROWS as PPS_ROWS
+from .observe import SUMMARY_NAMES
 from .pps import PpsBench
-from .results import HTTP_MODES, HTTP_SIZES, Results
+from .results import Results
+from .rows import (BALANCERS, HTTP, HTTP_ROWS, PPS, PPS_ROWS,
+                   balancer_order, http_row)
 from .system import BenchError, cpus
+from .text import num
 
-HTTP_ROWS = tuple(f"http-{m}-{s}" for m in HTTP_MODES for s in HTTP_SIZES)
 GROUPS = {"micro": MICRO_ROWS, "pps": PPS_ROWS, "http": HTTP_ROWS}
 ALL_ROWS = MICRO_ROWS + PPS_ROWS + HTTP_ROWS
 
@@ -63,12 +66,13 @@ def preflight(rows: list) -> None:
                          "balancer to another: it needs 2 CPUs, this "
                          f"process may use {len(cpus())}")
     need = {}
-    if any(r.startswith("http-") for r in rows):
+    kinds = {BALANCERS[r.balancer].kind for r in HTTP if r.name in rows}
+    kinds |= {r.kind for r in PPS if r.name in rows}
+    if any(r in HTTP_ROWS for r in rows):
         need.update(wrk="wrk", nginx="nginx")
-    if any(r.startswith("http-haproxy") for r in rows):
+    if "haproxy" in kinds:
         need["haproxy"] = "haproxy"
-    if "kernel-nat" in rows or any(r.startswith("http-kernel-nat")
-                                   for r in rows):
+    if "kernel-nat" in kinds:
         need["nft"] = "nftables"
     missing = [f"{tool} (apt-get install {pkg})"
                for tool, pkg in need.items()
@@ -115,7 +119,7 @@ class _Progress:
         if error:
             text = f"FAILED: {error}"
         else:
-            text = ", ".join(f"{k} {results_mod._num(v)}"
+            text = ", ".join(f"{k} {num(v)}"
                              for k, v in (figures or {}).items())
         self.log(f"[{self.done}/{self.total} {t:4.0f}s] {what}: {text}")
         if self.stop:
@@ -148,6 +152,12 @@ def _micro(rows, runs, repeats, res, progress):
                         ("maglev-1000", "build_ms")) if r in rows})
 
 
+# observe.summary()'s figures and the full-speed window's: in results.md's
+# breakdown, not in the progress lines
+_OBSERVED = SUMMARY_NAMES + ("full_cpu", "full_xsk_", "full_busy_poll",
+                             "cpu0_softirq", "cpu1_softirq")
+
+
 def _record(res, progress, name, what, measure) -> None:
     """One run of one row: its figures recorded, or its failure."""
     try:
@@ -157,14 +167,20 @@ def _record(res, progress, name, what, measure) -> None:
         progress.step(what, error=str(exc))
         return
     res.add(name, figs)
-    progress.step(what, figs)
+    progress.step(what, {k: v for k, v in figs.items()
+                         if not k.startswith(_OBSERVED)})
+
+
+def serpentine(items: list, run: int) -> list:
+    """``items`` in order on even runs, reversed on odd ones."""
+    return list(items) if run % 2 == 0 else list(reversed(items))
 
 
 def _pps(rows, repeats, seconds, res, progress, log):
     with PpsBench(seconds=seconds, log=log) as bench:
         res.info["pps_setup"] = bench.setup()
         for run in range(repeats):
-            for row in rows:
+            for row in serpentine(rows, run):
                 _record(res, progress, row,
                         f"pps {row} (run {run + 1}/{repeats})",
                         lambda: bench.measure(row))
@@ -175,22 +191,19 @@ def _http(rows, repeats, seconds, connections, res, progress, log):
                    log=log) as bench:
         res.info["http_setup"] = bench.setup()
         for run in range(repeats):
-            for mode in HTTP_MODES:
-                sizes = [s for s in HTTP_SIZES
-                         if f"http-{mode}-{s}" in rows]
-                if not sizes:
-                    continue
+            for mode in serpentine(balancer_order(rows), run):
+                mine = [http_row(n) for n in rows
+                        if http_row(n).balancer == mode]
                 try:
                     with bench.balancer(mode) as lb:
-                        for size in sizes:
-                            name = f"http-{mode}-{size}"
-                            _record(res, progress, name,
-                                    f"{name} (run {run + 1}/{repeats})",
-                                    lambda: lb.measure(size))
+                        for r in mine:
+                            _record(res, progress, r.name,
+                                    f"{r.name} (run {run + 1}/{repeats})",
+                                    lambda: lb.measure(r.size, r.conn))
                 except BenchError as exc:
-                    for size in sizes:
-                        res.fail(f"http-{mode}-{size}", str(exc))
-                        progress.step(f"http-{mode}-{size} (run {run + 1}/"
+                    for r in mine:
+                        res.fail(r.name, str(exc))
+                        progress.step(f"{r.name} (run {run + 1}/"
                                       f"{repeats})", error=str(exc))
 
 
@@ -201,6 +214,23 @@ NOTES = [
     "that receives (see pps_setup and http_setup in results.json).",
     "Packet rates count what arrives at the receiving end (an XDP "
     "count-and-drop program), not what was sent.",
+    "Rows run interleaved (each pyfwd row beside the reference it is "
+    "compared with), in one direction on odd runs and the other on even "
+    "ones. Every packet-rate row climbs down the same ladder of offered "
+    "loads (full speed, then fixed fractions of the generator's ceiling, "
+    "measured once per run: pps_setup.ladder) to the first it keeps up "
+    "with; results.md gives the full-speed figure and the best apart.",
+    "Per window (pyfwd.bench.observe): CPU time of each thread of the "
+    "forwarder's processes and of the kernel threads doing its receive "
+    "work (schedstat); the kernel's XDP_STATISTICS of its AF_XDP sockets, "
+    "read from outside through pidfd_getfd for pyfwd and the references "
+    "alike; busy polling judged engaged when a socket has SO_BUSY_POLL, a "
+    "NAPI id, and the namespace's BusyPollRxPackets grew. Since Linux "
+    "6.13 an AF_XDP socket gets its NAPI id at bind, in zero-copy mode "
+    "only (commit \"xsk: Bring back busy polling support\"): in copy mode, "
+    "as on veth, it has none and busy polling never engages (measured "
+    "here: NAPI id 0, BusyPollRxPackets unchanged); the NAPI kthread does "
+    "the receive work.",
     "HTTP rows run the engine in its wake-up mode (poll(), need_wakeup; "
     "busy polling off): a busy-polling loop burns its core whether it "
     "works or not, which would make CPU per request meaningless.",

@@ -56,7 +56,7 @@ def parse_wrk(out: str) -> dict:
 
 
 def measure(lab, url, seconds, wrk, connections, procs=None, engine_rx=None,
-            label=None, log=print) -> tuple:
+            label=None, log=print, probe=None, close=False) -> tuple:
     """One run of ``wrk`` (its path) from the lab's client to ``url`` for
     ``seconds`` with ``connections`` connections, one thread, on LOAD_CPU:
     (the row's figures, the detail of what was counted).
@@ -65,10 +65,15 @@ def measure(lab, url, seconds, wrk, connections, procs=None, engine_rx=None,
     whose own CPU time goes in the detail (a cross-check of LB_CPU's
     total); ``engine_rx``: reads pyfwd's own frame counter, to compare with
     the links'.  ``log`` says what looks wrong (other load on LB_CPU,
-    frames lost).  BenchError if wrk fails or completes no request."""
+    frames lost).  ``probe``: a pyfwd.bench.observe.Probe watching the
+    balancer over the same run (detail["observed"]).  ``close``: every
+    request on a new connection (Connection: close) instead of wrk's
+    keep-alive connections.  BenchError if wrk fails or completes no
+    request."""
     label = label or url
     argv = [wrk, "--latency", "-t1", f"-c{connections}", f"-d{seconds:g}s",
-            "--timeout", "5s", url]
+            "--timeout", "5s"] + (["-H", "Connection: close"] if close
+                                  else []) + [url]
     procs = procs or {}
     # This thread (and the helpers it starts: lab.run's fork, lab.call's
     # thread) stays off the balancer's CPU while it counts.
@@ -80,9 +85,12 @@ def measure(lab, url, seconds, wrk, connections, procs=None, engine_rx=None,
         rx0, cpu0 = link_rx(lab), CpuTimes.now()
         sirq0, drop0 = net_rx_softirqs(), backlog_drops()
         lost0 = lb_drops(lab)
+        if probe:
+            probe.start()
         r = lab.run("client", argv, capture_output=True, text=True,
                     timeout=seconds + 60, preexec_fn=pin_self(LOAD_CPU))
         cpu1, sirq1 = CpuTimes.now(), net_rx_softirqs()
+        seen = probe.stop() if probe else None
         drop1 = backlog_drops()
         rx1, lost1 = link_rx(lab), lb_drops(lab)
         p1 = {k: proc_cpu(pid) for k, pid in procs.items()}
@@ -130,6 +138,8 @@ def measure(lab, url, seconds, wrk, connections, procs=None, engine_rx=None,
             f"{ {k: n for k, n in lost.items() if n} }")
     if engine_rx:
         detail["engine_rx"] = e1 - e0
+    if seen:
+        detail["observed"] = seen
     return {"rps": w["rps"], "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"],
             "cpu_s_per_1k": cpu1.since(cpu0, LB_CPU) / k,
             "lb_pkts_per_req": pkts / w["requests"]}, detail

@@ -72,6 +72,24 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="preferred busy polling (SO_PREFER_BUSY_POLL, "
               "SO_BUSY_POLL); 0 sleeps in poll() when idle instead of "
               "spinning")
+@click.option("--poll", type=click.Choice(["busy", "adaptive"]),
+              default=None,
+              help="with --busy-poll: busy spins all the time; adaptive "
+              "spins while frames come and sleeps in poll() once idle "
+              "(less CPU when the load is light; default: [engine] poll, "
+              "else busy)")
+@click.option("--frames", type=int, default=None, metavar="N",
+              help="AF_XDP UMEM frames (4 KiB) per queue (default: [engine] "
+              "frames, else twice the fill ring per interface)")
+@click.option("--rx-ring", type=int, default=None, metavar="N",
+              help="AF_XDP RX ring size, a power of two (default 2048)")
+@click.option("--tx-ring", type=int, default=None, metavar="N",
+              help="AF_XDP TX ring size, a power of two (default 2048)")
+@click.option("--fill-ring", type=int, default=None, metavar="N",
+              help="AF_XDP fill ring size, a power of two (default 4096)")
+@click.option("--comp-ring", type=int, default=None, metavar="N",
+              help="AF_XDP completion ring size, a power of two (default "
+              "2048)")
 @click.option("--fastpath", type=click.Choice(["off", "xdp"]), default=None,
               help="xdp: established flows are rewritten and sent by the "
               "XDP program itself, new flows and state changes stay on "
@@ -109,8 +127,9 @@ L4_MODES = [m for m in MODES if m != "l7"]
               default="info", show_default=True)
 def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
-          copy_mode, busy_poll, queues, flows, neighbour_stale, stats_file,
-          role, standby, log_level, state_file=None, fastpath=None):
+          copy_mode, busy_poll, poll, frames, rx_ring, tx_ring, fill_ring,
+          comp_ring, queues, flows, neighbour_stale, stats_file, role,
+          standby, log_level, state_file=None, fastpath=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -148,6 +167,9 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
             click.get_current_context(), iface, vips, reals, config_path,
             mode, inside_iface, snat_address, snat_ports, scheduler,
             control_socket, metrics, role, standby, neighbour_stale)
+        cfg = cfg.with_flags(poll=poll, rings=dict(
+            frames=frames, rx_ring=rx_ring, tx_ring=tx_ring,
+            fill_ring=fill_ring, comp_ring=comp_ring))
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None
     if os.geteuid() != 0:
@@ -244,7 +266,7 @@ def _run(cfg, ports, metrics_addr, options):
                         neighbour_limits=cfg.neighbour_limits,
                         timeouts=cfg.timeouts,
                         new_flows_per_second=cfg.new_flows_per_second,
-                        **options)
+                        rings=cfg.rings, poll=cfg.poll, **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

@@ -32,9 +32,12 @@ def bench(quick, out, only, repeat, seconds, connections):
               kernel-nat (references), dr-xdp, nat-xdp, snat-xdp,
               dr-afpacket
       http    wrk to nginx through the VIP, 1k/100k/1m responses, in dr,
-              nat, snat, kernel-nat, haproxy-tcp, haproxy-http:
+              nat, snat, kernel-nat, haproxy-tcp, haproxy-http (and nat,
+              kernel-nat with a connection per request: http-*-close-*):
               requests/s, p50/p99, balancer CPU per 1000 requests,
               packets through the balancer per request
+    Each row also records CPU per thread, the AF_XDP sockets' counters
+    and whether busy polling engaged (results.md: where the time went).
     The load runs on CPU 0, the balancer on CPU 1.  Writes DIR/results.json,
     results.md (ratios, the DR : NAT headline, the targets) and results.png.
     Compare figures within one run: ratios, not absolute numbers.

@@ -21,6 +21,13 @@ touched.
     arp_source_burst = 40                   # (neighbours.ratelimit)
     new_flows_per_second = 0                # per queue, 0: no cap; beyond:
                                             # DR+maglev untracked, else drop
+    poll = "busy"                           # busy polling: always, or
+                                            # "adaptive": under load only
+    frames = 0                              # AF_XDP UMEM frames per queue
+    rx_ring = 2048                          # ring sizes: powers of two
+    tx_ring = 2048                          # (dataplane.io.XskRings; frames
+    fill_ring = 4096                        # 0: twice the fill ring per
+    comp_ring = 2048                        # interface)
     fastpath = "off"                        # "xdp": established flows sent
                                             # by XDP (docs/fastpath.md)
 
@@ -65,6 +72,7 @@ from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
 from ..dataplane.core import NEW_FLOWS_MAX, TIMEOUT_MAX, TIMEOUTS
+from ..dataplane.io import POLL_MODES, XskRings
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
@@ -76,7 +84,9 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
                "role": str, "neighbour_stale": (int, float),
                "state_file": str, "timeouts": dict,
-               "new_flows_per_second": int, "fastpath": str,
+               "new_flows_per_second": int, "poll": str,
+               **dict.fromkeys(XskRings.KEYS, int),
+               "fastpath": str,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
@@ -110,6 +120,8 @@ class Config:
         default_factory=NeighbourLimits)
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
     new_flows_per_second: int = 0       # per queue; 0: no cap
+    rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
+    poll: str = "busy"                  # dataplane.io.POLL_MODES
     fastpath: str = "off"               # dataplane.fastpath.MODES
 
     def ports(self):
@@ -121,7 +133,8 @@ class Config:
 
     def with_flags(self, *, iface=None, inside_iface=None, snat_address=None,
                    snat_ports=None, control_socket=None, metrics=None,
-                   role=None, neighbour_stale=None):
+                   role=None, neighbour_stale=None, rings=None,
+                   poll=None):
         """This config with `pyfwd start`'s flags over it; a new Config.
 
         A flag given (not None, not empty) replaces the [engine] key of
@@ -131,13 +144,24 @@ class Config:
         other than active or standby; so is
         neighbour_stale (seconds, 0 included) as the file's.  The VIPs' own
         settings (mode, scheduler, on_down) have no flag here: the CLI
-        refuses --mode and --scheduler with a file.
+        refuses --mode and --scheduler with a file.  rings: {XskRings key:
+        value or None} of the flags (--frames, --rx-ring, ...), each given
+        one over the file's; poll: "busy" | "adaptive".
         """
         if role:
             from .ha import parse_role
             parse_role(role)
+        if poll and poll not in POLL_MODES:
+            raise ConfigError(f"--poll {poll!r}: expected one of "
+                              f"{', '.join(POLL_MODES)}")
+        given = {k: v for k, v in (rings or {}).items() if v is not None}
+        inside = inside_iface or self.inside_iface
+        if given:
+            rings = XskRings.of({**vars(self.rings), **given}, "--",
+                                ifaces=2 if inside else 1)
         return dataclasses.replace(
-            self, iface=iface or self.iface,
+            self, rings=rings if given else self.rings,
+            poll=poll or self.poll, iface=iface or self.iface,
             inside_iface=inside_iface or self.inside_iface,
             snat_address=snat_address or self.snat_address,
             snat_ports=snat_ports or self.snat_ports,
@@ -291,11 +315,15 @@ def parse(text, path="<config>", role=None):
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:
-        if key in engine and key not in NeighbourLimits.KEYS:
+        if key in engine and key not in (*NeighbourLimits.KEYS,
+                                          *XskRings.KEYS):
             setattr(cfg, key, engine[key])
     cfg.neighbour_limits = NeighbourLimits.from_config(engine)
     check_ifaces(cfg.iface, cfg.inside_iface, "engine.")
     cfg.timeouts = parse_timeouts(cfg.timeouts)
+    cfg.rings = XskRings.of({k: engine.get(k) for k in XskRings.KEYS},
+                            "engine.", ifaces=2 if cfg.inside_iface else 1)
+    _choice("engine", "poll", cfg.poll, POLL_MODES)
     if not 0 <= cfg.new_flows_per_second <= NEW_FLOWS_MAX:
         raise ConfigError(f"engine.new_flows_per_second = "
                           f"{cfg.new_flows_per_second}: expected 0 (no cap)"

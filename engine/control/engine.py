@@ -54,7 +54,7 @@ from ..neighbours.ratelimit import NeighbourLimits
 
 log = logging.getLogger("pyfwd")
 
-TICK = 0.01             # control thread period (s)
+TICK = 0.1              # control thread period (s); a refresh asked wakes it
 ARP_REFRESH = 5.0       # real servers' MACs (s)
 # what the DOWN line adds, by the VIP's on_down
 ON_DOWN_SAYS = {"quiesce": ": quiesced, no new flows, established ones go on",
@@ -80,8 +80,8 @@ class Engine:
     limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits),
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
-    cap: dataplane.core.Core), fastpath ("off" | "xdp": the XDP fast path,
-    docs/fastpath.md).
+    cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
+    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -97,7 +97,8 @@ class Engine:
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
-                 new_flows_per_second=0, fastpath="off"):
+                 new_flows_per_second=0, rings=None, poll="busy",
+                 fastpath="off"):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -112,7 +113,7 @@ class Engine:
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
                             new_flows_per_second=new_flows_per_second,
-                            fastpath=fastpath)
+                            rings=rings, poll=poll, fastpath=fastpath)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -399,7 +400,7 @@ class Engine:
         thread).  An error is
         logged and the loop carries on (ARP must go on)."""
         last_stats = last_l7 = time.monotonic()
-        while not self._stop.wait(TICK):
+        while not self._refresh.sleep(control_pause(self.ha), self._stop):
             self.ticks += 1
             now = time.monotonic()
             try:
@@ -459,6 +460,13 @@ class Engine:
 
     def _write_stats(self):
         write_stats(self.stats_file, self.stats())
+
+
+def control_pause(ha):
+    """Seconds to the control thread's next round: TICK, or less when an
+    announcement of `ha` (a HaState) falls due sooner (one is at start)."""
+    due = ha.pending
+    return min(TICK, max(0.0, due[0] - time.monotonic())) if due else TICK
 
 
 __all__ = ["Engine"]

@@ -4,7 +4,7 @@ the punt thread.
 A part is alive while its thread runs and its heartbeat moves: a C loop
 counts its iterations (an idle one wakes from poll() every 100 ms at
 most: dataplane.io.Xsk.loops()), the control thread its ticks (every
-10 ms).  `Liveness` remembers each count and when it last saw it move; a
+100 ms, control.engine.TICK).  `Liveness` remembers each count and when it last saw it move; a
 count that has not moved for longer than the part's stall threshold is a
 stalled part.  The answer is a list of problems, each naming the part and
 what is wrong with it; [] is alive.
@@ -50,7 +50,7 @@ class Liveness:
         {"name", "running", "beats"}, or None (not started: nothing to
         judge, as with no loops); punts: the thread that answers ARP, NDP
         and pings (control.puntthread), the same way, judged as a loop is
-        (it beats every 5 ms and waits on no lock but its own send).
+        (it beats every 5 to 20 ms and waits on no lock but its own send).
         """
         found = []
         parts = [(f"data-plane loop {lp['name']}", lp, self.loop_stall)

@@ -201,6 +201,12 @@ class Refresh:
             return True
         return False
 
+    def sleep(self, seconds, stop):
+        """The control thread's pause between rounds: `seconds`, cut short
+        when a refresh is asked; whether `stop` (an Event) is set."""
+        self._wanted.wait(seconds)
+        return stop.is_set()
+
     def done(self):
         """A refresh ran (call it under the lock)."""
         self._count += 1

@@ -117,8 +117,9 @@ def open_core(mac, mac2, queues, tracked, options):
 def open_backend(backend, core, ifindex, ifindex2, queues, options):
     """AF_XDP, or the raw-socket backend where AF_XDP does not work
     (backend "auto"), or the one asked for: (backend, its XskInfo), opened.
-    options: xdp_mode, copy_mode, busy_poll, fastpath ("xdp": the XDP
-    fast path on, which needs AF_XDP)."""
+    options: xdp_mode, copy_mode, busy_poll, rings (an XskRings or None),
+    poll (dataplane.io.POLL_MODES), fastpath ("xdp": the XDP fast path on,
+    which needs AF_XDP)."""
     fast = options.get("fastpath", "off") == "xdp"
     if fast and backend == "afpacket":
         raise ConfigError("fastpath xdp: needs the AF_XDP backend (its XDP "
@@ -130,7 +131,8 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
                             xdp_mode=options["xdp_mode"],
                             copy_mode=options["copy_mode"],
                             busy_poll_usecs=options["busy_poll"],
-                            ifindex2=ifindex2)
+                            ifindex2=ifindex2, rings=options["rings"],
+                            poll=options["poll"])
             if fast:
                 _enable_fastpath(xsk)
             return xsk, info

@@ -125,6 +125,8 @@ class Core:
         _native.check(lib.pyfwd_ctx_create(cfg, out), "creating the core")
         # The native context: io.py's backends attach to it.
         self.ctx = ffi.gc(out[0], lib.pyfwd_ctx_destroy)
+        self._punt_bufs = {}    # drain_punts' C buffers, by batch size
+        self._punt_lock = threading.Lock()
         self.workers = cfg.workers or 1
         # What the tables may hold (0 took the header's default).
         dflt = tables_mod.Limits()
@@ -308,15 +310,21 @@ class Core:
 
     def drain_punts(self, max_frames=256):
         """Frames the workers punted (ARP, ICMP, NDP for a VIP), oldest
-        first; never blocks."""
-        buf = ffi.new("uint8_t[]", max_frames * 2048)
-        lens = ffi.new("uint32_t[]", max_frames)
-        n = lib.pyfwd_punt_drain(self.ctx, buf, len(buf), lens, max_frames)
-        out, off = [], 0
-        for i in range(n):
-            out.append(bytes(ffi.buffer(buf + off, lens[i])))
-            off += lens[i]
-        return out
+        first; never blocks.  The C buffers are made once per size and
+        reused."""
+        with self._punt_lock:
+            if max_frames not in self._punt_bufs:
+                self._punt_bufs[max_frames] = (
+                    ffi.new("uint8_t[]", max_frames * 2048),
+                    ffi.new("uint32_t[]", max_frames))
+            buf, lens = self._punt_bufs[max_frames]
+            n = lib.pyfwd_punt_drain(self.ctx, buf, len(buf), lens,
+                                     max_frames)
+            out, off = [], 0
+            for i in range(n):
+                out.append(bytes(ffi.buffer(buf + off, lens[i])))
+                off += lens[i]
+            return out
 
 
 class _Batch:

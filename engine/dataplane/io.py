@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
 from . import native as _native
+from .napi import NapiTuning
 from .native import endpoint_array, ffi, lib, snat_struct
 from ..errors import ConfigError, DataplaneError
 
@@ -46,6 +47,73 @@ _COPY_MODE_NAMES = {v: k for k, v in COPY_MODES.items()}
 # Bytes per UMEM frame: a received frame and the kernel's XDP headroom
 # share it (pyfwd doctor checks the MTU against it).
 FRAME_SIZE = 4096
+# How a loop waits for frames when busy polling (`--poll`): "busy" spins
+# (SO_PREFER_BUSY_POLL) all the time, "adaptive" spins while frames come
+# and sleeps in poll() once idle.  Without busy polling it always sleeps.
+POLL_MODES = {"busy": lib.PYFWD_POLL_BUSY,
+              "adaptive": lib.PYFWD_POLL_ADAPTIVE}
+RING_MIN, RING_MAX = 64, 65536      # what the kernel takes (xsk.c)
+FRAMES_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class XskRings:
+    """The UMEM and ring sizes of each queue (`pyfwd start --frames ...`,
+    [engine] frames, rx_ring, tx_ring, fill_ring, comp_ring).
+
+    frames: UMEM frames (FRAME_SIZE bytes each) shared by the queue's
+    sockets, 0: twice the fill ring per interface (umem_frames()); the
+    rings: descriptors, powers of two from RING_MIN to RING_MAX.  The
+    defaults are the minimal forwarder's (bench/xsk_minimal.c): a fill
+    ring twice the RX ring and half the UMEM on it, so the kernel does
+    not find it empty while the TX ring is full.
+    """
+
+    frames: int = 0
+    rx_ring: int = 2048
+    tx_ring: int = 2048
+    fill_ring: int = 4096
+    comp_ring: int = 2048
+
+    KEYS = ("frames", "rx_ring", "tx_ring", "fill_ring", "comp_ring")
+
+    @classmethod
+    def of(cls, values, where="", ifaces=1):
+        """XskRings from {key: value} (missing or None: the default),
+        checked.  where: the prefix of the names in errors ("engine." for
+        the file's keys, "--" for the flags); ifaces: the interfaces
+        sharing the UMEM (two-arm NAT: 2).  ConfigError naming the key,
+        the value and what was expected."""
+        rings = cls(**{k: v for k, v in values.items() if v is not None})
+        rings.check(where, ifaces)
+        return rings
+
+    def check(self, where="", ifaces=1):
+        """ConfigError for a size the kernel refuses, or a UMEM too small
+        to keep the fill ring stocked."""
+        def name(key):
+            return where + key.replace("_", "-") if where == "--" \
+                else where + key
+        for key in self.KEYS:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name(key)} {v!r}: expected an integer")
+        for key in self.KEYS[1:]:
+            v = getattr(self, key)
+            if not RING_MIN <= v <= RING_MAX or v & (v - 1):
+                raise ConfigError(f"{name(key)} {v}: expected a power of "
+                                  f"two from {RING_MIN} to {RING_MAX}")
+        need = ifaces * (self.fill_ring + self.tx_ring)
+        if self.frames and not need <= self.frames <= FRAMES_MAX:
+            raise ConfigError(
+                f"{name('frames')} {self.frames}: expected {need} (fill "
+                f"ring + TX ring{' per interface' if ifaces > 1 else ''}) "
+                f"to {FRAMES_MAX}, so that the fill ring stays stocked "
+                "while the TX ring is full")
+
+    def umem_frames(self, ifaces=1):
+        """The UMEM's frames for `ifaces` interfaces."""
+        return self.frames or 2 * self.fill_ring * ifaces
 
 
 @dataclass(frozen=True)
@@ -70,9 +138,10 @@ class Xsk:
 
     open() attaches the steering program with an unpinned bpf_link (gone
     with the process, whatever the way it ends) and makes one socket per
-    RX queue; start() runs one loop thread per queue (the GIL is released
-    inside); steer() says which VIPs the program sends to the sockets;
-    close() stops and detaches.  Raises DataplaneError with the reason.
+    RX queue (busy polling: with the interfaces' NAPI settings for it,
+    dataplane.napi); start() runs one loop thread per queue (the GIL is
+    released inside); steer() says which VIPs the program sends to the
+    sockets; close() stops, detaches and puts the settings back.  Raises DataplaneError with the reason.
     """
 
     def __init__(self, core):
@@ -83,16 +152,24 @@ class Xsk:
         self.errors = []
         self._ifaces = ()       # the interfaces' names, by slot
         self._io_lock = threading.Lock()    # sock_stats against close
+        self._napi = NapiTuning()   # busy polling's interface settings
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
-             busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=4096,
-             frame_size=FRAME_SIZE, ring_size=2048, ifindex2=0):
+             busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=0,
+             frame_size=FRAME_SIZE, ring_size=0, ifindex2=0, rings=None,
+             poll="busy"):
+        """Attach and open the sockets; the XskInfo.  rings: an XskRings
+        (None: frames and ring_size, 0 taking the C defaults, which are
+        XskRings'); poll: a POLL_MODES key."""
         if xdp_mode not in XDP_MODES:
             raise ConfigError(f"xdp mode {xdp_mode!r}: expected one of "
                               f"{', '.join(XDP_MODES)}")
         if copy_mode not in COPY_MODES:
             raise ConfigError(f"copy mode {copy_mode!r}: expected one of "
                               f"{', '.join(COPY_MODES)}")
+        if poll not in POLL_MODES:
+            raise ConfigError(f"poll {poll!r}: expected one of "
+                              f"{', '.join(POLL_MODES)}")
         cfg = ffi.new("struct pyfwd_xsk_config *")
         cfg.ifindex = ifindex
         cfg.ifindex2 = ifindex2
@@ -105,6 +182,12 @@ class Xsk:
         cfg.frames = frames
         cfg.frame_size = frame_size
         cfg.ring_size = ring_size
+        cfg.poll_mode = POLL_MODES[poll]
+        if rings is not None:
+            rings.check(ifaces=2 if ifindex2 else 1)
+            cfg.frames = rings.umem_frames(2 if ifindex2 else 1)
+            cfg.rx_ring, cfg.tx_ring = rings.rx_ring, rings.tx_ring
+            cfg.fill_ring, cfg.comp_ring = rings.fill_ring, rings.comp_ring
         info = ffi.new("struct pyfwd_xsk_info *")
         _open(lib.pyfwd_xsk_open, "AF_XDP", self.core.ctx,
               os.fsencode(_native.bpf_object_path()), cfg, info)
@@ -113,6 +196,9 @@ class Xsk:
                             bool(info.busy_poll), info.queues, info.prog_id,
                             csum_slots=_csum_slots(self.core.ctx))
         self._ifaces = _names(ifindex, ifindex2)
+        if self.info.busy_poll:     # put back by close()
+            for iface in self._ifaces:
+                self._napi.apply(iface)
         return self.info
 
     def steer(self, vips, replies=(), snat=None):
@@ -206,6 +292,7 @@ class Xsk:
         with self._io_lock:
             lib.pyfwd_io_close(self.core.ctx)
             self._ifaces = ()
+        self._napi.restore()
 
 
 class Afp(Xsk):
@@ -272,5 +359,5 @@ def xdp_cleanup(ifindex):
     return prog[0]
 
 
-__all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XDP_MODES", "COPY_MODES",
-           "FRAME_SIZE", "xdp_cleanup"]
+__all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XskRings", "XDP_MODES",
+           "COPY_MODES", "POLL_MODES", "FRAME_SIZE", "xdp_cleanup"]

@@ -392,8 +392,8 @@ def test_a_full_map_leaves_flows_on_the_core_counted_once(need_root):
         for dev in ("lo", *IFACES):
             subprocess.run(["ip", "link", "set", dev, "up"], check=True)
         core = Core(mac=lb, flows=1 << 18)
-        core.publish_services([Service(web, [real], "maglev", "dr")],
-                              {real.address: mac_to_bytes("02:00:00:00:01:11")})
+        macs = {real.address: mac_to_bytes("02:00:00:00:01:11")}
+        core.publish_services([Service(web, [real], "maglev", "dr")], macs)
         xsk = Xsk(core)
         xsk.open(socket.if_nametoindex(IFACES[0]), queues=1, frames=256,
                  ring_size=64)

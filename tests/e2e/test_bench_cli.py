@@ -27,7 +27,8 @@ def test_one_run_of_each_part(tmp_path):
     before = _ours()
     out = tmp_path / "res"
     r = subprocess.run(BENCH + ["--only", "core-dr,maglev-10,generator,"
-                                "dr-xdp,http-dr-1k,http-nat-1k",
+                                "dr-xdp,http-dr-1k,http-nat-1k,"
+                                "http-nat-close-1k",
                                 "--repeat", "1", "--seconds", "1",
                                 "--out", str(out)],
                        capture_output=True, text=True, timeout=280)
@@ -37,17 +38,34 @@ def test_one_run_of_each_part(tmp_path):
     for key in [("core-dr", "ns_per_pkt"), ("maglev-10", "build_ms"),
                 ("generator", "pps"), ("dr-xdp", "pps"),
                 ("http-dr-1k", "rps"), ("http-nat-1k", "rps"),
-                ("http-nat-1k", "lb_pkts_per_req")]:
+                ("http-nat-1k", "lb_pkts_per_req"),
+                ("http-nat-close-1k", "rps"), ("dr-xdp", "full_pps"),
+                ("dr-xdp", "cpu_loop"), ("dr-xdp", "full_cpu_napi"),
+                ("http-nat-1k", "cpu_loop")]:
         assert got[key]["median"] > 0, key
         assert got[key]["runs"] == [got[key]["median"]]
     assert data["failures"] == []
     assert data["info"]["pps_setup"] and data["info"]["http_setup"]
+    # what each window saw, in the run's facts
+    pps = data["info"]["pps_setup"]
+    runs = {d["row"]: d for d in pps["runs"]}
+    assert set(runs) == {"generator", "dr-xdp"}
+    assert [t["offered_pps"] for t in runs["dr-xdp"]["ladder"]] == \
+        pps["ladder"]["loads_pps"][:len(runs["dr-xdp"]["ladder"])]
+    assert runs["dr-xdp"]["full"]["xsk"]["sockets"] == 1
+    http = {d["row"]: d for d in data["info"]["http_setup"]["runs"]}
+    assert "observed" in http["http-nat-close-1k"]
     md = (out / "results.md").read_text()
     assert "| 1k |" in md and "| 100k | — |" in md     # the headline row
+    assert "packets/s at full speed" in md
+    assert "### Where the forwarder's time went" in md
+    assert "| dr-xdp | best |" in md
+    assert "### Where the balancer's time went" in md
+    assert "| http-nat-close-1k |" in md
     assert md.split("## How it was measured")[0].strip() in r.stdout
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     # progress on stderr, one line per measured row (micro counts as one)
-    assert r.stderr.count("(run 1/1)") == 5
+    assert r.stderr.count("(run 1/1)") == 6
     assert _ours() == before
 
 

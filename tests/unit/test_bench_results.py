@@ -55,8 +55,9 @@ def test_targets_are_judged_against_medians():
         (t,) = [t for t in tg if t.what.startswith(start)]
         return t
 
-    dr = got("pyfwd DR (AF_XDP) >= 0.9x the minimal C AF_XDP forwarder")
-    assert dr.met is True and dr.measured.startswith("0.94x")
+    # issue 18: 0.95x (it was 0.9x)
+    dr = got("pyfwd DR (AF_XDP) >= 0.95x the minimal C AF_XDP forwarder")
+    assert dr.met is False and dr.measured.startswith("0.94x")
     nat = got("pyfwd NAT (AF_XDP) >= 0.85x the kernel's nftables NAT")
     assert nat.met is True and nat.measured.startswith("0.93x")
     core = got("core <= 50 ns per packet for a DR rewrite")
@@ -76,7 +77,7 @@ def test_markdown_headline_ratios_and_missed_targets():
     md = results.markdown(sample())
     assert "| 100k | 4.00x | 4.00x | 4.00x |" in md
     assert "| 1m | 8.00x | 4.00x | 4.00x |" in md
-    assert md.count("**MISSED**") == 4
+    assert md.count("**MISSED**") == 5
     assert "| dr-xdp | 610,000 (500,000–640,000) | 0.94x | 0.81x |" in md
 
 

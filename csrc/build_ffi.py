@@ -16,6 +16,8 @@ from cffi import FFI
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
+# The boundary's second part (pyfwd.h keeps under its size): the fast path.
+HEADERS = (HEADER, os.path.join(CSRC, "pyfwd_fast.h"))
 
 
 def sources():
@@ -35,10 +37,10 @@ def boundary_cdef(path=HEADER):
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(boundary_cdef())
+ffibuilder.cdef("".join(boundary_cdef(h) for h in HEADERS))
 ffibuilder.set_source(
     "pyfwd._fastpath",
-    '#include "pyfwd.h"',
+    "".join(f'#include "{os.path.basename(h)}"\n' for h in HEADERS),
     sources=sources(),
     include_dirs=[CSRC],
     libraries=["xdp", "bpf"],

@@ -199,6 +199,7 @@ struct worker {
 	uint64_t new_second;	/* new_flows_per_second: the second counted */
 	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
+	struct fast_worker *fast;	/* the XDP fast path's, or NULL */
 } __attribute__((aligned(64)));
 
 /* --- the context --------------------------------------------------------- */
@@ -231,6 +232,7 @@ struct pyfwd_ctx {
 	void (*io_free)(void *io);	/* the backend's: frees io */
 	void (*io_close)(struct pyfwd_ctx *ctx);	/* set with io */
 	struct steer_maps maps;
+	struct fastmap *fast;	/* the XDP fast path (fastmap.h), or NULL */
 	int stop;
 };
 

@@ -8,6 +8,7 @@
  * freed together.  Nothing here allocates: the table and the port pools
  * are sized at create time (ctx.c).
  */
+#include "fastmap.h"
 #include "flow.h"
 
 /* SNAT: a source port back to its worker's pool, last in the ring. */
@@ -60,6 +61,7 @@ static uint16_t snat_port_take(struct port_pool *pp, uint16_t keep)
 /* An entry found expired: a pair is freed now, a DR entry just lapses. */
 static inline void flow_lapse(struct worker *w, struct flow *f)
 {
+	fastmap_forget(w, f);
 	if (f->peer != NO_PEER) {
 		flow_free(w, f);
 		w->stats.flows.flows_expired++;
@@ -81,7 +83,7 @@ flow_probe(struct worker *w, const struct flow_key *key, uint32_t h,
 		uint32_t win = k / FLOW_PROBE, at = start[win] + k % FLOW_PROBE;
 		struct flow *f = &w->flows[at & w->flow_mask];
 
-		if (!flow_alive(f, now)) {
+		if (!flow_alive(f, now) && !fastmap_revive(w, f, now)) {
 			flow_lapse(w, f);
 			if (!free_[win])
 				free_[win] = f;
@@ -113,12 +115,14 @@ void flow_free(struct worker *w, struct flow *f)
 {
 	struct flow *orig = f, *peer;
 
+	fastmap_forget(w, f);
 	if (f->peer == NO_PEER) {
 		flow_uncount(w, f);
 		f->expires_ns = 0;
 		return;
 	}
 	peer = flow_peer(w, f);
+	fastmap_forget(w, peer);
 	if (f->dir == DIR_REPLY)
 		orig = peer;
 	flow_uncount(w, orig);
@@ -149,7 +153,8 @@ static int snat_port_reclaim(const struct pyfwd_ctx *ctx, struct worker *w,
 		if (!o)
 			continue;
 		f = &w->flows[o - 1];
-		if (flow_alive(f, now) && !flow_half_open(f->state))
+		if ((flow_alive(f, now) || fastmap_revive(w, f, now)) &&
+		    !flow_half_open(f->state))
 			continue;
 		if (flow_alive(f, now))
 			w->stats.flows.flows_evicted++;
@@ -221,7 +226,7 @@ void flow_sweep(struct worker *w, uint64_t now, uint32_t slots)
 	for (k = 0; k < slots; k++) {
 		struct flow *f = &w->flows[w->sweep++ & w->flow_mask];
 
-		if (!flow_alive(f, now))
+		if (!flow_alive(f, now) && !fastmap_revive(w, f, now))
 			flow_lapse(w, f);
 	}
 }

@@ -13,6 +13,7 @@
  * Each returns the reason the frame ends with: the one it came with, or
  * PASS/PUNT when no flow claims it, or DROP when none can be made.
  */
+#include "fastmap.h"
 #include "flow.h"
 #include "rewrite.h"
 #include "tables.h"
@@ -248,6 +249,7 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
 
 	xlat_apply(ctx, w, b, flow, ps, f);
+	fastmap_learn(ctx, w, b, flow, ps, f);
 	w->real_stats[flow->real].frames++;
 	w->real_stats[flow->real].bytes += f->len;
 	return PYFWD_R_FORWARD;
@@ -290,6 +292,7 @@ uint32_t forward_reply(const struct pyfwd_ctx *ctx, struct worker *w,
 		return PYFWD_R_DROP_TTL_EXPIRED;	/* as a router */
 	flow_touch(&ctx->cfg, w, e, ps->tcp_flags, 1, now);
 	xlat_apply(ctx, w, b, e, ps, f);
+	fastmap_learn(ctx, w, b, e, ps, f);
 	return PYFWD_R_FORWARD_REPLY;
 }
 

@@ -277,6 +277,18 @@ struct pyfwd_io_stats {
 	uint64_t polls;			/* poll() calls */
 };
 
+/* The XDP fast path (csrc/fastmap.c): frames it carried count in
+ * frames, bytes, verdict and reason, and flow_hits, as the core's. */
+struct pyfwd_fast_stats {
+	uint64_t fast_frames;		/* of those, carried by XDP */
+	uint64_t fast_bytes;
+	uint64_t fast_stale;		/* entries whose real changed: the
+					 * frame went to the core */
+	uint64_t fast_installed;	/* flows handed to XDP */
+	uint64_t fast_removed;		/* taken back: closed, expired, freed */
+	uint64_t fast_install_failed;	/* no room: stayed on AF_XDP */
+};
+
 /* A snapshot of the counters, summed over the workers (or of one). */
 struct pyfwd_stats {
 	uint64_t frames;
@@ -286,6 +298,7 @@ struct pyfwd_stats {
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;
+	struct pyfwd_fast_stats fast;
 	struct pyfwd_io_stats io;	/* the last group (see below) */
 };
 

@@ -6,7 +6,7 @@
  */
 #include <errno.h>
 
-#include "core.h"
+#include "fastmap.h"
 
 static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_FORWARD] = "forward",
@@ -85,6 +85,7 @@ void pyfwd_stats_read(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 	for (i = 0; i < ctx->cfg.workers; i++)
 		stats_add(&ctx->workers[i], out);
 	stats_tables(ctx, out);
+	fastmap_stats_add(ctx, out);
 }
 
 int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
@@ -117,5 +118,6 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 				&ctx->workers[i].active[r], __ATOMIC_RELAXED);
 		}
 	}
+	fastmap_real_stats_add(ctx, out, n);
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "fastmap.h"
 #include "tables.h"
 
 static void bank_clear(struct vip_bank *b)
@@ -223,5 +224,6 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	b->nreals = nreals;
 	b->nring = nring;
 	__atomic_store_n(&ctx->gen, gen + 1, __ATOMIC_SEQ_CST);
+	fastmap_published(ctx);
 	return 0;
 }

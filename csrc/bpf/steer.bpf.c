@@ -28,6 +28,7 @@
 
 #include "proto.h"	/* csrc/: the core reads frames the same way */
 #include "steer.h"
+#include "fastpath.h"	/* established flows, sent from here */
 
 #define NH_MAX 4	/* IPv6 extension headers walked before steering */
 
@@ -306,6 +307,10 @@ static __always_inline int owned(void *data, void *end)
 SEC("xdp")
 int pyfwd_xdp_steer(struct xdp_md *ctx)
 {
+	int fast = fastpath_run(ctx);
+
+	if (fast != FAST_CORE)
+		return fast;
 	if (owned((void *)(long)ctx->data, (void *)(long)ctx->data_end))
 		return to_engine(ctx);
 	return XDP_PASS;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fastmap.h"
 #include "flow.h"
 #include "io/io.h"
 
@@ -110,7 +111,9 @@ void io_release(struct pyfwd_ctx *ctx)
 	if (!ctx->io)
 		return;
 	pyfwd_io_stop(ctx);
+	fastmap_fold(ctx);	/* the program's counters, while its maps are */
 	ctx->io_free(ctx->io);
+	fastmap_close(ctx);	/* its arrays stay mapped until here */
 	io_unbind(ctx);
 }
 

@@ -78,6 +78,13 @@ PPS = (
     PpsRow("kernel-nat", None, "kernel-nat", "G1"),
     PpsRow("nat-xdp", "kernel-nat", "pyfwd", "G1", ("L0", "L1"), "nat",
            "xdp"),
+    # the XDP fast path (docs/fastpath.md): established flows sent by XDP
+    PpsRow("dr-fastpath", "xdp-kernel", "pyfwd", "G0", ("L0",), "dr", "xdp",
+           ("--fastpath", "xdp")),
+    PpsRow("snat-fastpath", "xdp-kernel", "pyfwd", "G0", ("L0",), "snat",
+           "xdp", ("--fastpath", "xdp")),
+    PpsRow("nat-fastpath", "kernel-nat", "pyfwd", "G1", ("L0", "L1"), "nat",
+           "xdp", ("--fastpath", "xdp")),
 )
 PPS_ROWS = tuple(r.name for r in PPS)
 PPS_REFS = tuple(r.name for r in PPS if r.ref is None and r.kind != "sink")

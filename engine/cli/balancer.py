@@ -90,6 +90,11 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--comp-ring", type=int, default=None, metavar="N",
               help="AF_XDP completion ring size, a power of two (default "
               "2048)")
+@click.option("--fastpath", type=click.Choice(["off", "xdp"]), default=None,
+              help="xdp: established flows are rewritten and sent by the "
+              "XDP program itself, new flows and state changes stay on "
+              "AF_XDP (docs/fastpath.md); default [engine] fastpath, else "
+              "off; a reload does not change it")
 @click.option("--queues", type=click.IntRange(1, 64), default=None,
               help="RX queues to serve (default: all)")
 @click.option("--flows", type=click.IntRange(64, 1 << 26), default=None,
@@ -124,7 +129,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
           copy_mode, busy_poll, poll, frames, rx_ring, tx_ring, fill_ring,
           comp_ring, queues, flows, neighbour_stale, stats_file, role,
-          standby, log_level, state_file=None):
+          standby, log_level, state_file=None, fastpath=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -174,6 +179,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
     _run(cfg, ports, metrics_addr, dict(
         xdp_mode=xdp_mode, copy_mode=copy_mode, busy_poll=busy_poll,
         queues=queues, flows=flows, stats_file=stats_file, backend=backend,
+        fastpath=fastpath or cfg.fastpath,
         config_path=os.path.abspath(config_path) if config_path else None,
         state_file=os.path.abspath(state_file) if state_file
         else cfg.state_file))

@@ -28,6 +28,8 @@ touched.
     tx_ring = 2048                          # (dataplane.io.XskRings; frames
     fill_ring = 4096                        # 0: twice the fill ring per
     comp_ring = 2048                        # interface)
+    fastpath = "off"                        # "xdp": established flows sent
+                                            # by XDP (docs/fastpath.md)
 
     [engine.timeouts]                       # optional: idle seconds of a flow
     tcp_syn = 30                            # half-open: handshake not done
@@ -75,6 +77,7 @@ from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
                      Real, Service, Vip, check_name)
+from ..dataplane.fastpath import MODES as fastpath_modes
 from ..neighbours.ratelimit import NeighbourLimits
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
@@ -83,6 +86,7 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "state_file": str, "timeouts": dict,
                "new_flows_per_second": int, "poll": str,
                **dict.fromkeys(XskRings.KEYS, int),
+               "fastpath": str,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": int,
@@ -118,6 +122,7 @@ class Config:
     new_flows_per_second: int = 0       # per queue; 0: no cap
     rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
     poll: str = "busy"                  # dataplane.io.POLL_MODES
+    fastpath: str = "off"               # dataplane.fastpath.MODES
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -323,6 +328,7 @@ def parse(text, path="<config>", role=None):
         raise ConfigError(f"engine.new_flows_per_second = "
                           f"{cfg.new_flows_per_second}: expected 0 (no cap)"
                           f" to {NEW_FLOWS_MAX} new flows a second per queue")
+    _choice("engine", "fastpath", cfg.fastpath, fastpath_modes)
     if cfg.snat_address is not None:
         try:
             ipaddress.IPv4Address(cfg.snat_address)

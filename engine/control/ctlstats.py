@@ -25,11 +25,14 @@ FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
                  "flows_evicted", "flows_expired", "snat_ports_used",
                  "flows_half_open", "flows_bypassed")
 CSUM_COUNTERS = ("csum_completed", "csum_bad")
+FAST_COUNTERS = ("fast_frames", "fast_bytes", "fast_stale", "fast_installed",
+                 "fast_removed", "fast_install_failed")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
                "polls")
 TABLE_COUNTERS = ("vip_count", "vip_generation")
 _SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *FLOW_COUNTERS,
-               *CSUM_COUNTERS, *IO_COUNTERS, *TABLE_COUNTERS}
+               *CSUM_COUNTERS, *FAST_COUNTERS, *IO_COUNTERS,
+               *TABLE_COUNTERS}
 
 
 def format_stats(result):
@@ -57,6 +60,10 @@ def format_stats(result):
     if sums:
         rows.append(("checksums", "  ".join(
             f"{k.replace('csum_', '')} {exact(n)}" for k, n in sums)))
+    fast = [(k, core[k]) for k in FAST_COUNTERS if k in core]
+    if fast and any(fast_n for _, fast_n in fast):
+        rows.append(("fast path", "  ".join(
+            f"{k.replace('fast_', '')} {exact(n)}" for k, n in fast)))
     io = [(k, core[k]) for k in IO_COUNTERS if k in core]
     if io:
         rows.append(("io", "  ".join(f"{k} {exact(n)}" for k, n in io)))
@@ -184,4 +191,4 @@ def _sum(reals, key):
 
 
 __all__ = ["format_stats", "format_sockets", "punt_line", "FLOW_COUNTERS",
-           "CSUM_COUNTERS", "IO_COUNTERS", "TABLE_COUNTERS", "SOCK_COLUMNS"]
+           "CSUM_COUNTERS", "FAST_COUNTERS", "IO_COUNTERS", "TABLE_COUNTERS", "SOCK_COLUMNS"]

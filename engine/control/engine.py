@@ -80,7 +80,8 @@ class Engine:
     limits of ARP/NDP answers: neighbours.ratelimit.NeighbourLimits),
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
-    cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open).
+    cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
+    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -96,7 +97,8 @@ class Engine:
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
-                 new_flows_per_second=0, rings=None, poll="busy"):
+                 new_flows_per_second=0, rings=None, poll="busy",
+                 fastpath="off"):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -111,7 +113,7 @@ class Engine:
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
                             new_flows_per_second=new_flows_per_second,
-                            rings=rings, poll=poll)
+                            rings=rings, poll=poll, fastpath=fastpath)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)

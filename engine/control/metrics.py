@@ -66,6 +66,22 @@ CORE_METRICS = {
                  "TCP/UDP checksums neither unfinished nor right, on an "
                  "interface whose checksums are checked (veth): forwarded "
                  "as they came."),
+    "fast_frames": ("pyfwd_fast_frames_total", "counter",
+                    "Frames the XDP fast path carried (counted in the "
+                    "frames and forward totals as well)."),
+    "fast_bytes": ("pyfwd_fast_bytes_total", "counter",
+                   "Bytes the XDP fast path carried."),
+    "fast_stale": ("pyfwd_fast_stale_total", "counter",
+                   "Fast path entries found stale (their real changed): "
+                   "the frame went to the core."),
+    "fast_installed": ("pyfwd_fast_installed_total", "counter",
+                       "Established flows handed to the XDP fast path."),
+    "fast_removed": ("pyfwd_fast_removed_total", "counter",
+                     "Flows taken back from the XDP fast path (closed, "
+                     "expired, rescheduled)."),
+    "fast_install_failed": ("pyfwd_fast_install_failed_total", "counter",
+                            "Flows the XDP fast path had no room for (they "
+                            "stay on AF_XDP)."),
     "rx": ("pyfwd_rx_frames_total", "counter",
            "Frames received from the AF_XDP sockets."),
     "tx": ("pyfwd_tx_frames_total", "counter",

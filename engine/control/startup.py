@@ -14,6 +14,7 @@ from . import services as svcs
 from .config import check_ifaces
 from .punts import Groups, Punts
 from ..dataplane.core import Core
+from ..dataplane import fastpath
 from ..dataplane.io import Afp, Xsk
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError, DataplaneError
@@ -117,25 +118,44 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
     """AF_XDP, or the raw-socket backend where AF_XDP does not work
     (backend "auto"), or the one asked for: (backend, its XskInfo), opened.
     options: xdp_mode, copy_mode, busy_poll, rings (an XskRings or None),
-    poll (dataplane.io.POLL_MODES)."""
+    poll (dataplane.io.POLL_MODES), fastpath ("xdp": the XDP fast path on,
+    which needs AF_XDP)."""
+    fast = options.get("fastpath", "off") == "xdp"
+    if fast and backend == "afpacket":
+        raise ConfigError("fastpath xdp: needs the AF_XDP backend (its XDP "
+                          "program), not afpacket")
     if backend in ("auto", "xdp"):
         xsk = Xsk(core)
         try:
-            return xsk, xsk.open(ifindex, queues=queues,
-                                 xdp_mode=options["xdp_mode"],
-                                 copy_mode=options["copy_mode"],
-                                 busy_poll_usecs=options["busy_poll"],
-                                 ifindex2=ifindex2, rings=options["rings"],
-                                 poll=options["poll"])
+            info = xsk.open(ifindex, queues=queues,
+                            xdp_mode=options["xdp_mode"],
+                            copy_mode=options["copy_mode"],
+                            busy_poll_usecs=options["busy_poll"],
+                            ifindex2=ifindex2, rings=options["rings"],
+                            poll=options["poll"])
+            if fast:
+                _enable_fastpath(xsk)
+            return xsk, info
         except DataplaneError as exc:
             # Busy means someone's XDP program is there: raw sockets
             # beside it would not see what it steers away.
-            if backend == "xdp" or exc.errno in (errno.EBUSY, errno.EEXIST):
+            if backend == "xdp" or fast or \
+                    exc.errno in (errno.EBUSY, errno.EEXIST):
                 raise
             log.warning("AF_XDP does not work here (%s): using the "
                         "raw-socket backend", exc)
     afp = Afp(core)
     return afp, afp.open(ifindex, ifindex2)
+
+
+def _enable_fastpath(xsk):
+    """The XDP fast path on for an open Xsk (closed again if it fails)."""
+    try:
+        fastpath.enable(xsk)
+    except DataplaneError:
+        xsk.close()
+        raise
+    log.info("XDP fast path on: established flows are sent by XDP")
 
 
 def snat_setting(services, iface, address, ports):

@@ -8,7 +8,8 @@ the compiled XDP objects.  core.py and io.py call the C functions through
 ``lib``; nothing outside this package does.
 
 What the rest of pyfwd may import from here: VERDICTS, REASONS,
-TABLE_COUNTERS, FLOW_COUNTERS, CSUM_COUNTERS, IO_COUNTERS, QUEUE_COUNTERS,
+TABLE_COUNTERS, FLOW_COUNTERS, CSUM_COUNTERS, FAST_COUNTERS, IO_COUNTERS,
+QUEUE_COUNTERS,
 REAL_COUNTERS
 (the keys of Core.stats(), of one queue's and of Core.real_stats()'s
 entries), SOCK_COUNTERS (of a backend's sockets: io.Xsk.sock_stats()),
@@ -56,6 +57,7 @@ REASONS = tuple(ffi.string(lib.pyfwd_reason_name(i)).decode()
 TABLE_COUNTERS = _fields("pyfwd_table_stats")   # vip_generation, vip_count
 FLOW_COUNTERS = _fields("pyfwd_flow_stats")     # flows_new, flow_hits, ...
 CSUM_COUNTERS = _fields("pyfwd_csum_stats")     # csum_completed, csum_bad
+FAST_COUNTERS = _fields("pyfwd_fast_stats")     # fast_frames, ... (XDP)
 IO_COUNTERS = _fields("pyfwd_io_stats")         # rx, tx, ... of the loops
 # What is reported per queue (= worker): the loop's own counters; the punt
 # ring, drained for all workers at once, is reported for the engine only.
@@ -162,7 +164,7 @@ def bpf_object_check(path):
 
 
 __all__ = ["ffi", "lib", "check", "VERDICTS", "REASONS", "TABLE_COUNTERS",
-           "FLOW_COUNTERS", "CSUM_COUNTERS", "IO_COUNTERS", "QUEUE_COUNTERS",
+           "FLOW_COUNTERS", "CSUM_COUNTERS", "FAST_COUNTERS", "IO_COUNTERS", "QUEUE_COUNTERS",
            "REAL_COUNTERS", "XSK_SOCK_COUNTERS", "AFP_SOCK_COUNTERS",
            "SOCK_COUNTERS", "SOCK_GROUPS", "PROTOCOLS", "constants", "fill_addr",
            "endpoint_array", "snat_struct", "maglev_fill", "bpf_object_path",

@@ -70,3 +70,21 @@ def alive(pid) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def wait_for(cond, timeout, what):
+    """Poll cond() every 50 ms; AssertionError naming `what` if it is not
+    true within `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def curl(lab, *args, timeout=10, role="client"):
+    """curl -sS in role's namespace: its CompletedProcess (text)."""
+    return lab.run(role, ["curl", "-sS", "--max-time", str(timeout),
+                          *args], capture_output=True, text=True,
+                   timeout=timeout + 10)

@@ -25,7 +25,7 @@ from pyfwd.control.health.spec import HealthSpec
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import nginx_with_big_file, realserver_setup
+from .procs import curl, nginx_with_big_file, realserver_setup, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -103,21 +103,6 @@ def make_lab(mode, base):
             for p in procs:
                 p.kill()
                 p.wait(timeout=5)
-
-
-def wait_for(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def curl(lab, *args, timeout=10, role="client"):
-    return lab.run(role, ["curl", "-sS", "--max-time", str(timeout),
-                              *args], capture_output=True, text=True,
-                   timeout=timeout + 10)
 
 
 def names(lab, n=16):

@@ -50,6 +50,7 @@ def test_ctl_stats_groups_are_the_headers():
     # each ctl group is one struct of the header, in its order
     assert list(ctlstats.CSUM_COUNTERS) == fields("pyfwd_csum_stats")
     assert list(ctlstats.FLOW_COUNTERS) == fields("pyfwd_flow_stats")
+    assert list(ctlstats.FAST_COUNTERS) == fields("pyfwd_fast_stats")
 
 
 def test_every_io_counter_has_a_per_queue_metric():
@@ -63,7 +64,8 @@ def test_every_real_counter_has_a_metric():
 
 
 def test_ctl_stats_groups_every_engine_counter_once():
-    groups = [*ctlstats.FLOW_COUNTERS, *ctlstats.CSUM_COUNTERS, *ctlstats.IO_COUNTERS,
+    groups = [*ctlstats.FLOW_COUNTERS, *ctlstats.CSUM_COUNTERS,
+              *ctlstats.FAST_COUNTERS, *ctlstats.IO_COUNTERS,
               *ctlstats.TABLE_COUNTERS]
     assert sorted([*OWN_KEYS, *groups]) == sorted(fields("pyfwd_stats"))
     assert list(ctlstats.IO_COUNTERS) == io_fields()

@@ -144,7 +144,8 @@ def test_mode_and_scheduler_codes_are_the_header_codes():
 
 def test_counter_names_are_the_header_fields():
     counters = (_native.TABLE_COUNTERS + _native.FLOW_COUNTERS
-                + _native.CSUM_COUNTERS + _native.IO_COUNTERS)
+                + _native.CSUM_COUNTERS + _native.FAST_COUNTERS
+                + _native.IO_COUNTERS)
     stats = Core(flows=64).stats()
     assert list(stats) == ["frames", "bytes", "verdict", "reason",
                            *counters]

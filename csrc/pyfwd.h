@@ -551,18 +551,6 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 		    uint32_t nreplies, const struct pyfwd_snat *snat);
 
 /*
- * Tests: run the open AF_XDP backend's steering program on one frame
- * (BPF_PROG_TEST_RUN, as received on RX queue 0 of the calling thread's
- * namespace's loopback: interface slot 0).  *action gets the XDP action:
- * XDP_REDIRECT (4) when it steers the frame to the engine's socket (the
- * redirect is not carried out), XDP_PASS (2) when it leaves it to the
- * kernel.  0 or -errno: -ENOTCONN (no AF_XDP backend open), -EINVAL (the
- * kernel takes 14 bytes up to about a page, less its headroom).
- */
-int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
-			 uint32_t len, uint32_t *action);
-
-/*
  * Detach whatever XDP program is attached to ifindex by netlink (leftovers
  * of another attach mode).  0, or -errno (-EBUSY: a live bpf_link holds
  * it: an engine is running).  *prog_id gets what was attached (0: none).

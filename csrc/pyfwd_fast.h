@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pyfwd_fast.h - the boundary's functions for the XDP fast path (a second
- * part of pyfwd.h, which stays under its size: csrc/build_ffi.py reads
- * both between the cffi markers).  Counters: pyfwd.h's struct
+ * pyfwd_fast.h - the boundary's functions for the XDP fast path, and the
+ * test runs of the XDP program (a second part of pyfwd.h, which stays
+ * under its size: csrc/build_ffi.py reads both between the cffi markers).  Counters: pyfwd.h's struct
  * pyfwd_fast_stats.
  */
 #ifndef PYFWD_FAST_H
@@ -36,6 +36,18 @@ int pyfwd_fastpath_open(struct pyfwd_ctx *ctx);
 int pyfwd_fastpath_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
 			    uint32_t len, uint32_t in_if, uint8_t *out,
 			    uint32_t *out_len, uint32_t *action);
+
+/*
+ * Tests: run the open AF_XDP backend's steering program on one frame
+ * (BPF_PROG_TEST_RUN, as received on RX queue 0 of the calling thread's
+ * namespace's loopback: interface slot 0).  *action gets the XDP action:
+ * XDP_REDIRECT (4) when it steers the frame to the engine's socket (the
+ * redirect is not carried out), XDP_PASS (2) when it leaves it to the
+ * kernel.  0 or -errno: -ENOTCONN (no AF_XDP backend open), -EINVAL (the
+ * kernel takes 14 bytes up to about a page, less its headroom).
+ */
+int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
+			 uint32_t len, uint32_t *action);
 
 /* Flows installed in the fast path now, summed over workers. */
 uint64_t pyfwd_fastpath_flows(const struct pyfwd_ctx *ctx);

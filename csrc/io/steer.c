@@ -15,6 +15,7 @@
 #include "bpf/steer.h"
 #include "io/io.h"
 #include "io/xsk.h"
+#include "pyfwd_fast.h"
 
 _Static_assert(STEER_AF_INET == PYFWD_AF_INET &&
 	       STEER_AF_INET6 == PYFWD_AF_INET6, "steer.h families");

@@ -301,6 +301,7 @@ void fastmap_stats_add(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 		sum.forward += st[c].forward;
 		sum.forward_reply += st[c].forward_reply;
 		sum.stale += st[c].stale;
+		sum.csum_completed += st[c].csum_completed;
 	}
 	/* One view: what the program carried counts as the core's would. */
 	out->frames += sum.frames;
@@ -312,6 +313,7 @@ void fastmap_stats_add(const struct pyfwd_ctx *ctx, struct pyfwd_stats *out)
 	out->fast.fast_frames += sum.frames;
 	out->fast.fast_bytes += sum.bytes;
 	out->fast.fast_stale += sum.stale;
+	out->csum.csum_completed += sum.csum_completed;
 }
 
 void fastmap_real_stats_add(const struct pyfwd_ctx *ctx,

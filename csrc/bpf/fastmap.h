@@ -56,7 +56,7 @@ struct fast_val {
 	__u16 max_frame;	/* longer frames: the core's (it drops them) */
 	__u8 action;		/* FAST_* */
 	__u8 csum_check;	/* the interface hands over unfinished L4
-				 * sums (veth): those go to the core */
+				 * sums (veth): completed (csum.c's rule) */
 	__u8 out_slot;		/* interface slot out (fast_ports' key) */
 	__u8 reply;		/* a real server's answer (NAT, SNAT) */
 	__u8 mymac[6];		/* ours on the way in (the frame's dst) */
@@ -76,6 +76,7 @@ struct fast_stats {
 	__u64 forward;		/* PYFWD_R_FORWARD: to a real */
 	__u64 forward_reply;	/* PYFWD_R_FORWARD_REPLY (NAT, SNAT) */
 	__u64 stale;		/* an entry whose real changed: the core's */
+	__u64 csum_completed;	/* unfinished L4 sums completed (csum.c) */
 };
 
 /* fast_reals (per CPU, by real id): what the program sent to it. */

@@ -11,8 +11,9 @@
  * options, no fragment) or IPv6 (no extension header) TCP or UDP packet,
  * whole and consistent as classify.c checks it, without SYN, FIN or RST,
  * to our MAC, whose entry's real is unchanged since it was installed
- * (fast_gens) and, on an interface that hands over unfinished L4 sums,
- * whose sum is not the unfinished one (the core completes those: csum.c).
+ * (fast_gens).  On an interface that hands over unfinished L4 sums (veth),
+ * an unfinished sum is completed here by csum.c's rule (fast_complete),
+ * in frames of up to FAST_CSUM_FRAME_MAX bytes (longer: the core's).
  * Everything else, the first packets of every flow, state changes and
  * whatever the core counts apart, stays the core's: one behaviour, two
  * paths (tests/cases/test_fastpath_cases.py runs every case through both).
@@ -23,6 +24,10 @@
 #include "fastmap.h"
 
 #define FAST_CORE (-1)		/* not the fast path's: the steering's */
+/* Frames up to this long have an unfinished L4 sum completed here (the
+ * bound of fast_l4_sum's loop); longer ones are the core's. */
+#define FAST_CSUM_FRAME_MAX 4608
+#define FAST_CSUM_WORDS ((FAST_CSUM_FRAME_MAX - ETH_HDR_LEN - IP4_HDR_MIN) / 4)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -93,7 +98,8 @@ static __always_inline __u16 fast_fold(__u64 s)
 	return (__u16)s;
 }
 
-/* Is the L4 sum at sum the pseudo-header's, i.e. unfinished (csum.c)? */
+/* Is the L4 sum at sum the pseudo-header's, i.e. unfinished (csum.c's
+ * pseudo_sum and its test, to the bit)? */
 static __always_inline int fast_unfinished(const __u8 *l3, void *end,
 					   __u8 family, __u8 proto,
 					   __u32 l4_len, const __be16 *sum)
@@ -116,6 +122,74 @@ static __always_inline int fast_unfinished(const __u8 *l3, void *end,
 			s += bpf_ntohl(a[k]);
 	}
 	return bpf_ntohs(*sum) == fast_fold(s);
+}
+
+/*
+ * The ones' complement sum of the len bytes at off in ctx's frame, folded,
+ * as the big-endian value on the wire (packet.h's csum_be16(csum_add(0,
+ * ...)): host-order words, a last odd byte the low one of its word), or
+ * -1 when they are not all in the frame (the verifier's: never).
+ *
+ * A global function: the verifier checks it once, on its own, rather
+ * than walking its loop (up to FAST_CSUM_WORDS rounds, each with its own
+ * packet bound) inside every path of fastpath_run.  It does not change
+ * the packet, so the caller's packet pointers stay valid.
+ */
+__attribute__((noinline)) int fast_l4_sum(struct xdp_md *ctx, __u64 off,
+					  __u64 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 s = 0, i;
+	__u8 *p;
+
+	/* 64-bit arguments: a 32-bit one is widened in a copy, whose check
+	 * the verifier does not carry over to the register used */
+	if (off > ETH_HDR_LEN + IP6_HDR_LEN || len > FAST_CSUM_WORDS * 4)
+		return -1;
+	p = data + off;
+	for (i = 0; i < FAST_CSUM_WORDS; i++) {
+		if (len - i * 4 < 4)
+			break;
+		if ((void *)(p + 4) > end)
+			return -1;
+		s += *(__u32 *)p;
+		p += 4;
+	}
+	if (len & 2) {
+		if ((void *)(p + 2) > end)
+			return -1;
+		s += *(__u16 *)p;
+		p += 2;
+	}
+	if (len & 1) {
+		if ((void *)(p + 1) > end)
+			return -1;
+		s += *p;
+	}
+	return __builtin_bswap16(fast_fold(s));
+}
+
+/*
+ * csum.c's completion of an unfinished sum (the caller checked it is):
+ * the complement of the segment's sum, its field (the pseudo-header sum)
+ * included; a UDP sum that comes out 0 is sent as 0xffff (RFC 768).  0,
+ * or -1 (the verifier's bounds: the frame goes to the core unchanged).
+ */
+static __always_inline int fast_complete(struct xdp_md *ctx, __u32 l4_off,
+					 __u32 l4_len, __u8 proto,
+					 __be16 *sum)
+{
+	int seg = fast_l4_sum(ctx, l4_off, l4_len);
+	__u16 v;
+
+	if (seg < 0)
+		return -1;
+	v = (__u16)~seg;
+	if (!v && proto == PROTO_UDP)
+		v = 0xffff;
+	*sum = bpf_htons(v);
+	return 0;
 }
 
 /* packet.h's csum_fix16, to the bit: the sum at sum when a 16-bit word
@@ -272,9 +346,16 @@ static __always_inline int fastpath_run(struct xdp_md *ctx)
 		st->stale++;	/* the core reschedules, or reinstalls */
 		return FAST_CORE;
 	}
+	/* csum.c's rule: an unfinished sum is completed before NAT's
+	 * incremental update, which then starts from it */
 	if (v->csum_check &&
-	    fast_unfinished(l3, end, k.family, proto, plen, sum))
-		return FAST_CORE;
+	    fast_unfinished(l3, end, k.family, proto, plen, sum)) {
+		if (len > FAST_CSUM_FRAME_MAX ||
+		    fast_complete(ctx, (__u32)(l4 - (__u8 *)data), plen, proto,
+				  sum))
+			return FAST_CORE;
+		st->csum_completed++;
+	}
 	seen = bpf_map_lookup_elem(&fast_seen, &v->seen);
 	if (seen) {
 		now = bpf_ktime_get_coarse_ns();

@@ -19,7 +19,7 @@ the result itself and is not made here.
 
 import time
 
-from .ctlstats import format_stats
+from .ctlstats import fastpath_text, format_stats
 from .text import count, duration, exact, is_number, plural, scalar, size, table
 
 __all__ = ["format_status", "format_show", "format_stats",
@@ -140,6 +140,9 @@ def _xsk_line(xsk):
         parts.append(plural(q, "queue") if is_number(q) else f"queues {q}")
     if "prog_id" in x:
         parts.append(f"program id {x.pop('prog_id')}")
+    if "fastpath" in x:
+        parts.append("fast path " + fastpath_text(x.pop("fastpath"),
+                                                  x.pop("fastpath_why", "")))
     parts.extend(f"{k.replace('_', ' ')} {scalar(v)}" for k, v in x.items())
     return ", ".join(parts)
 

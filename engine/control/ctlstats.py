@@ -19,6 +19,14 @@ def punt_line(p):
         f"evicted {sum(n for n in evicted if is_number(n))}"])
 
 
+def fastpath_text(state, why=""):
+    """The XDP fast path's state as `ctl status` and `ctl stats` say it:
+    "on", "off", or "REFUSED (off): why" (XskInfo.fastpath, _why)."""
+    if state == "refused":
+        return f"REFUSED (off): {why}"
+    return state or "off"
+
+
 # The groups of struct pyfwd_stats's counters in `ctl stats` (each counter
 # in one; tests/unit/test_counters.py pins them to the header).
 FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
@@ -64,6 +72,10 @@ def format_stats(result):
     if fast and any(fast_n for _, fast_n in fast):
         rows.append(("fast path", "  ".join(
             f"{k.replace('fast_', '')} {exact(n)}" for k, n in fast)))
+    xsk = r.get("xsk")
+    if isinstance(xsk, dict) and xsk.get("fastpath") == "refused":
+        rows.append(("fast path", fastpath_text("refused",
+                                                xsk.get("fastpath_why"))))
     io = [(k, core[k]) for k in IO_COUNTERS if k in core]
     if io:
         rows.append(("io", "  ".join(f"{k} {exact(n)}" for k, n in io)))

@@ -274,8 +274,10 @@ def render(stats):
             "busy_poll": ("true" if busy else "false")
             if isinstance(busy, bool) else str(busy or ""),
             "queues": str(xsk.get("queues", "")),
+            "fastpath": str(xsk.get("fastpath", "")),
         }, gauge, "The data plane's set-up (XDP mode, AF_XDP copy mode, "
-                  "busy polling, queues); always 1.")
+                  "busy polling, queues, the XDP fast path: on, off or "
+                  "refused); always 1.")
 
     core = stats.get("core") or {}
     f.add("pyfwd_frames_total", core.get("frames"), kind=counter,

@@ -6,6 +6,7 @@ sockets, SNAT's source address and how many queues to serve.
     xsk, info = open_backend("auto", core, ifindex, 0, queues, options)
 """
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -14,7 +15,7 @@ from . import services as svcs
 from .config import check_ifaces
 from .punts import Groups, Punts
 from ..dataplane.core import Core
-from ..dataplane import fastpath
+from ..dataplane import fastpath, vethpeer
 from ..dataplane.io import Afp, Xsk
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError, DataplaneError
@@ -119,7 +120,8 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
     (backend "auto"), or the one asked for: (backend, its XskInfo), opened.
     options: xdp_mode, copy_mode, busy_poll, rings (an XskRings or None),
     poll (dataplane.io.POLL_MODES), fastpath ("xdp": the XDP fast path on,
-    which needs AF_XDP)."""
+    which needs AF_XDP; kept off, said in the XskInfo and logged, on a veth
+    whose peer runs no XDP program: dataplane.vethpeer)."""
     fast = options.get("fastpath", "off") == "xdp"
     if fast and backend == "afpacket":
         raise ConfigError("fastpath xdp: needs the AF_XDP backend (its XDP "
@@ -134,7 +136,7 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
                             ifindex2=ifindex2, rings=options["rings"],
                             poll=options["poll"])
             if fast:
-                _enable_fastpath(xsk)
+                info = _enable_fastpath(xsk, info, (ifindex, ifindex2))
             return xsk, info
         except DataplaneError as exc:
             # Busy means someone's XDP program is there: raw sockets
@@ -148,14 +150,29 @@ def open_backend(backend, core, ifindex, ifindex2, queues, options):
     return afp, afp.open(ifindex, ifindex2)
 
 
-def _enable_fastpath(xsk):
-    """The XDP fast path on for an open Xsk (closed again if it fails)."""
+def _enable_fastpath(xsk, info, ifindexes):
+    """The XDP fast path on for an open Xsk (closed again if it fails),
+    unless an interface is a veth whose peer would drop what XDP sends
+    (vethpeer.refusal): then off, with a warning.  The XskInfo saying
+    which."""
+    try:
+        why = vethpeer.refusal(ifindexes)
+    except OSError as exc:     # netlink itself: keep off, and say so
+        why = f"the interfaces' veth peers cannot be looked at ({exc})"
+    if why:
+        log.warning("XDP fast path refused, established flows stay on "
+                    "AF_XDP: %s. Attach an XDP program in driver mode to "
+                    "the peer (one that passes everything will do), then "
+                    "restart", why)
+        return dataclasses.replace(info, fastpath="refused",
+                                   fastpath_why=why)
     try:
         fastpath.enable(xsk)
     except DataplaneError:
         xsk.close()
         raise
     log.info("XDP fast path on: established flows are sent by XDP")
+    return dataclasses.replace(info, fastpath="on")
 
 
 def snat_setting(services, iface, address, ports):

@@ -122,7 +122,9 @@ class XskInfo:
     "copy" | "zerocopy", whether busy polling took, queues, program id;
     csum_slots: the interface slots (0 outside, 1 inside) whose driver
     (veth) hands over unfinished TCP/UDP checksums, which the core
-    completes (csrc/csum.c)."""
+    completes (csrc/csum.c); fastpath: the XDP fast path "off" (not asked
+    for), "on", or "refused", and then why (fastpath_why: a veth whose
+    peer runs no XDP program, dataplane.vethpeer)."""
 
     xdp_mode: str
     copy_mode: str
@@ -131,6 +133,8 @@ class XskInfo:
     prog_id: int
     backend: str = "xdp"    # or "afpacket"
     csum_slots: tuple = ()
+    fastpath: str = "off"
+    fastpath_why: str = ""
 
 
 class Xsk:

@@ -675,6 +675,20 @@ def test_format_status():
     assert "unknown" not in text
 
 
+def test_status_and_stats_say_why_the_fast_path_was_refused():
+    why = ("eth0: its veth peer eth1 (netns id 0) runs no XDP program; a "
+           "veth drops what XDP sends to a peer without one in driver mode")
+    xsk = {**XSK, "fastpath": "refused", "fastpath_why": why}
+    status = ctl.format_status({**STATUS, "xsk": xsk})
+    assert "program id 42, fast path REFUSED (off): " + why in status
+    assert "fast path on" in ctl.format_status(
+        {**STATUS, "xsk": {**XSK, "fastpath": "on"}})
+    stats = ctl.format_stats({**STATS, "xsk": xsk}).splitlines()
+    assert "fast path  REFUSED (off): " + why in stats
+    assert not any("REFUSED" in line for line in ctl.format_stats(
+        {**STATS, "xsk": {**XSK, "fastpath": "on"}}).splitlines())
+
+
 def test_format_show():
     text = ctl.format_show(VIPS)
     lines = text.splitlines()

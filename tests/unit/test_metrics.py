@@ -13,7 +13,7 @@ from pyfwd.control import metrics
 from pyfwd.errors import ConfigError
 
 XSK = {"xdp_mode": "native", "copy_mode": "zerocopy", "busy_poll": True,
-       "queues": 4, "prog_id": 42}
+       "queues": 4, "prog_id": 42, "fastpath": "on"}
 STATS = {
     "iface": "eth0", "pid": 99, "uptime": 12.5, "xsk": XSK,
     "core": {"frames": 1000, "bytes": 64000,
@@ -131,7 +131,8 @@ def test_render_parses_and_equals_the_input():
     info = [s for s in families["pyfwd_dataplane_info"].samples]
     assert len(info) == 1 and info[0].value == 1
     assert info[0].labels == {"xdp_mode": "native", "copy_mode": "zerocopy",
-                              "busy_poll": "true", "queues": "4"}
+                              "busy_poll": "true", "queues": "4",
+                              "fastpath": "on"}
 
 
 def test_large_counters_are_exact_in_the_text():

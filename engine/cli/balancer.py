@@ -257,7 +257,8 @@ def _run(cfg, ports, metrics_addr, options):
         warn_at_start(cfg.iface, cfg.inside_iface,
                       backend=options["backend"],
                       modes={s.mode for s in cfg.services},
-                      queues=options["queues"])
+                      queues=options["queues"],
+                      fastpath=options["fastpath"] == "xdp")
         engine = Engine(cfg.iface, cfg.services,
                         inside_iface=cfg.inside_iface,
                         snat_address=cfg.snat_address, snat_ports=ports,

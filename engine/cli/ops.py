@@ -144,7 +144,8 @@ def arp_check(iface, vip, balancer_mac, timeout):
 @click.command()
 @click.option("--iface", "-i", metavar="IF",
               help="also check this interface: its veth peer's checksum "
-              "offload, LRO/GRO, MTU, rp_filter, RX queues")
+              "offload and XDP program (the fast path), LRO/GRO, MTU, "
+              "rp_filter, RX queues")
 @click.option("--inside-iface", metavar="IF",
               help="two-arm NAT: the inside interface, checked too (NAT "
               "replies come in there)")
@@ -155,9 +156,13 @@ def arp_check(iface, vip, balancer_mac, timeout):
               help="with --iface: ask who answers ARP for ADDR on IF; any "
               "host but this one is the ARP problem.  Needs root and sends "
               "one broadcast ARP request on IF")
+@click.option("--fastpath", type=click.Choice(["off", "xdp"]), default=None,
+              help="the XDP fast path the engine will run with (default: "
+              "either): with xdp, or by default, a veth whose peer runs no "
+              "XDP program is a warning")
 @click.option("--json", "as_json", is_flag=True,
               help="print the findings as JSON")
-def doctor(iface, inside_iface, modes, vip, as_json):
+def doctor(iface, inside_iface, modes, vip, fastpath, as_json):
     """Check the build, the XDP program, the kernel and, with --iface, an
     interface: each finding says what breaks and the fix.
 
@@ -174,7 +179,8 @@ def doctor(iface, inside_iface, modes, vip, as_json):
     from ..ops.findings import blocking, text, to_json
     if vip and not iface:
         raise click.UsageError("--vip needs --iface (where to ask)")
-    found = doc.run(iface, inside_iface, modes=modes, vip=vip)
+    found = doc.run(iface, inside_iface, modes=modes, vip=vip,
+                    fastpath=None if fastpath is None else fastpath == "xdp")
     click.echo(to_json(found) if as_json else
                "\n".join(text(f) for f in found))
     if blocking(found):

@@ -78,12 +78,14 @@ def _frame_size():
     return FRAME_SIZE
 
 
-def _plan(inside_iface=None, modes=(), backend="auto", queues=None):
+def _plan(inside_iface=None, modes=(), backend="auto", queues=None,
+          fastpath=None):
     """ifchecks.Plan of an engine run with these options (modes: those of
-    its VIPs; empty: not known)."""
+    its VIPs; empty: not known; fastpath: the XDP fast path asked for,
+    None: not known)."""
     return ifchecks.Plan(modes=frozenset(modes), backend=backend,
                          queues=queues, inside=inside_iface,
-                         frame_size=_frame_size())
+                         frame_size=_frame_size(), fastpath=fastpath)
 
 
 def _ifindex(name):
@@ -95,11 +97,11 @@ def _ifindex(name):
 
 
 def start_checks(iface, inside_iface=None, modes=(), backend="auto",
-                 queues=None):
+                 queues=None, fastpath=None):
     """The fast checks: the interfaces' and the host's (AF_XDP, bpffs,
     tcx) findings for an engine run with these options.  Raises
     ConfigError when an interface does not exist."""
-    how = _plan(inside_iface, modes, backend, queues)
+    how = _plan(inside_iface, modes, backend, queues, fastpath)
     host = ifread.read_host(_ifindex(iface))
     found = ifchecks.host_checks(host, how)
     for name in filter(None, (iface, inside_iface)):
@@ -123,7 +125,7 @@ def _arp(iface, vip, timeout):
 
 
 def run(iface=None, inside_iface=None, modes=(), vip=None, backend="auto",
-        queues=None, arp_timeout=1.0):
+        queues=None, arp_timeout=1.0, fastpath=None):
     """Every finding, in order: the machine's (root, the build, the XDP
     verifier, AF_XDP, bpffs, tcx), then the interfaces' (iface and the
     inside one; none when iface is None), then who answers ARP for `vip`
@@ -137,19 +139,21 @@ def run(iface=None, inside_iface=None, modes=(), vip=None, backend="auto",
                               "address") from None
     first, native = _native()
     found = [_root(), first, *_xdp_object(native),
-             *start_checks(iface, inside_iface, modes, backend, queues)]
+             *start_checks(iface, inside_iface, modes, backend, queues,
+                           fastpath)]
     if vip is not None and iface:
         found.append(_arp(iface, vip, arp_timeout))
     return found
 
 
 def warn_at_start(iface, inside_iface=None, modes=(), backend="auto",
-                  queues=None):
+                  queues=None, fastpath=None):
     """Log every problem start_checks() finds as a warning, blocking ones
     too (the engine starts anyway); the findings.  Never raises: a check
     that cannot run is logged and skipped."""
     try:
-        found = start_checks(iface, inside_iface, modes, backend, queues)
+        found = start_checks(iface, inside_iface, modes, backend, queues,
+                             fastpath)
     except Exception as exc:    # a check never keeps the engine from starting
         log.warning("doctor: interface checks skipped: %s", exc)
         return []

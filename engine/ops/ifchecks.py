@@ -33,14 +33,16 @@ RP_STRICT = 1
 class Peer:
     """A veth's other end: its ifindex, where it is ("this namespace",
     "netns NAME", "the initial netns", "the netns of pid N (comm)", "netns
-    id N" when not found), and when we could look at it, its name and
-    ethtool features; else why not (unseen)."""
+    id N" when not found), and when we could look at it, its name, ethtool
+    features and XDP program (dataplane.vethpeer.xdp_mode: "native",
+    "generic", ... or None); else why not (unseen)."""
 
     index: int
     where: str
     name: Optional[str] = None
     features: Optional[Mapping[str, bool]] = None
     unseen: str = ""
+    xdp: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,15 @@ class Plan:
     not known, any), the backend, the RX queues asked for (None: the
     engine's default), the inside interface of two-arm NAT, the AF_XDP
     frame size (dataplane.io.FRAME_SIZE; None: the C extension is not
-    there to say)."""
+    there to say), whether the XDP fast path is asked for (None: not
+    known)."""
 
     modes: frozenset = frozenset()
     backend: str = "auto"
     queues: Optional[int] = None
     inside: Optional[str] = None
     frame_size: Optional[int] = None
+    fastpath: Optional[bool] = None
 
     def may(self, modes):
         """True if any of `modes` may run (all may when none is known)."""
@@ -146,6 +150,47 @@ def offloads(link):
         "generic XDP (slower), or the kernel turns them off when the "
         "program attaches",
         f"`ethtool -K {link.name} {names}`")
+
+
+def fastpath(link, plan):
+    """The XDP fast path sends on a veth only when the peer runs an XDP
+    program in driver mode: a veth drops what XDP sends to a peer without
+    one (dataplane.vethpeer), so the engine keeps the fast path off there.
+    A warning when the fast path is asked for or may be (doctor), nothing
+    to do when it is off."""
+    if plan.fastpath is False or plan.backend == "afpacket":
+        return ok("fastpath", link.name, "the XDP fast path is not asked "
+                  "for: nothing needed")
+    if link.kind != "veth":
+        return ok("fastpath", link.name, "not a veth: the XDP fast path "
+                  "needs nothing of the other end")
+    peer = link.peer
+    off = (f"`pyfwd start --fastpath xdp` keeps the XDP fast path off on "
+           f"{link.name} (established flows stay on AF_XDP): a veth drops "
+           "what XDP sends to a peer without an XDP program in driver mode")
+    if peer is None or peer.name is None:
+        where = "unknown" if peer is None else \
+            f"ifindex {peer.index} in {peer.where}"
+        why = f" ({peer.unseen})" if peer and peer.unseen else ""
+        return Finding("fastpath", link.name, "degrades",
+                       f"a veth whose peer ({where}) could not be looked "
+                       f"at{why}: {off}",
+                       "run `pyfwd doctor` as root, then attach an XDP "
+                       "program in driver mode to the peer")
+    if peer.xdp == "native":
+        return ok("fastpath", link.name,
+                  f"veth peer {peer.name} ({peer.where}) runs an XDP "
+                  "program in driver mode: the XDP fast path can send on "
+                  f"{link.name}")
+    has = f"runs an XDP program in {peer.xdp} mode only" if peer.xdp \
+        else "runs no XDP program"
+    return Finding(
+        "fastpath", link.name, "degrades",
+        f"veth peer {peer.name} ({peer.where}) {has}: {off}",
+        f"attach an XDP program in driver mode to {peer.name} "
+        f"{_on(peer.where)} (one that passes everything will do: `ip link "
+        f"set dev {peer.name} xdpdrv obj PROG.o sec xdp`), then start the "
+        "engine; or run without the fast path")
 
 
 def mtu_max(frame_size):
@@ -309,7 +354,8 @@ def arp(subject, vip, answers):
 def link_checks(link, host, plan):
     """Every check of one interface, in order."""
     return [checksums(link), offloads(link), mtu(link, plan),
-            rp_filter(link, host, plan), queues(link, plan)]
+            rp_filter(link, host, plan), queues(link, plan),
+            fastpath(link, plan)]
 
 
 def host_checks(host, plan):

@@ -20,6 +20,7 @@ from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .._netns import in_netns
+from ..dataplane.vethpeer import xdp_mode
 from ..neighbours.kernel import ifindex, rx_queues
 from .ifchecks import Host, Link, Peer
 
@@ -73,11 +74,12 @@ def read_link(name):
 
 
 def _look(index):
-    """(name, features) of ifindex `index` in the calling thread's
-    namespace."""
+    """(name, features, XDP mode) of ifindex `index` in the calling
+    thread's namespace."""
     with IPRoute() as ipr:
-        name = ipr.get_links(index)[0].get_attr("IFLA_IFNAME")
-    return name, features(name)
+        msg = ipr.get_links(index)[0]
+    name = msg.get_attr("IFLA_IFNAME")
+    return name, features(name), xdp_mode(msg)
 
 
 def _comm(pid):
@@ -91,10 +93,10 @@ def _comm(pid):
 
 def _peer(index, where, looked):
     """Peer `index` in `where` from what _look() found there."""
-    name, feats = looked
+    name, feats, xdp = looked
     return Peer(index, where, name, feats,
                 unseen="" if feats is not None else
-                f"the ethtool features of {name} cannot be read")
+                f"the ethtool features of {name} cannot be read", xdp=xdp)
 
 
 def _namespaces():

@@ -182,6 +182,59 @@ def test_queues_with_the_modes_unknown_are_a_note_for_nat():
     assert ifchecks.queues(NIC, PLAN).severity == "ok"
 
 
+# --- the XDP fast path --------------------------------------------------------
+
+def xdp_peer(xdp, where="netns pfdo-b", **kw):
+    return replace(veth(), peer=Peer(7, where, "vb", TX_ON, xdp=xdp, **kw))
+
+
+def test_a_veth_peer_without_xdp_warns_that_the_fast_path_stays_off():
+    for plan in (PLAN, replace(PLAN, fastpath=True)):   # unknown, asked
+        f = ifchecks.fastpath(xdp_peer(None), plan)
+        assert f.severity == "degrades"
+        assert f.what == (
+            "veth peer vb (netns pfdo-b) runs no XDP program: `pyfwd start "
+            "--fastpath xdp` keeps the XDP fast path off on va (established "
+            "flows stay on AF_XDP): a veth drops what XDP sends to a peer "
+            "without an XDP program in driver mode")
+        assert f.fix.startswith("attach an XDP program in driver mode to "
+                                "vb in netns pfdo-b (one that passes "
+                                "everything will do: `ip link set dev vb "
+                                "xdpdrv obj PROG.o sec xdp`)")
+
+
+def test_a_generic_mode_program_on_the_peer_is_not_enough():
+    f = ifchecks.fastpath(xdp_peer("generic", where="this namespace"), PLAN)
+    assert f.severity == "degrades"
+    assert "runs an XDP program in generic mode only" in f.what
+    assert "to vb on this host" in f.fix
+
+
+def test_a_veth_peer_with_a_driver_mode_program_is_ok():
+    f = ifchecks.fastpath(xdp_peer("native"), PLAN)
+    assert f.severity == "ok" and "vb" in f.what and "can send" in f.what
+
+
+def test_a_peer_we_cannot_look_at_warns_and_says_why():
+    link = replace(veth(), peer=Peer(7, "netns id 3",
+                                     unseen="entering another namespace "
+                                     "needs root"))
+    f = ifchecks.fastpath(link, PLAN)
+    assert f.severity == "degrades"
+    assert f.what.startswith("a veth whose peer (ifindex 7 in netns id 3) "
+                             "could not be looked at (entering another "
+                             "namespace needs root): `pyfwd start "
+                             "--fastpath xdp` keeps the XDP fast path off")
+
+
+def test_a_nic_or_no_fast_path_needs_nothing():
+    assert ifchecks.fastpath(NIC, PLAN).severity == "ok"
+    assert "not a veth" in ifchecks.fastpath(NIC, PLAN).what
+    for plan in (replace(PLAN, fastpath=False),
+                 replace(PLAN, backend="afpacket")):
+        assert ifchecks.fastpath(xdp_peer(None), plan).severity == "ok"
+
+
 # --- host -------------------------------------------------------------------
 
 def test_no_bpffs_is_a_note_with_the_mount_command():
@@ -234,7 +287,7 @@ def test_another_host_answering_arp_for_the_vip_blocks():
 def test_link_checks_give_one_finding_each():
     found = ifchecks.link_checks(veth(), HOST, PLAN)
     assert [f.check for f in found] == ["checksums", "offloads", "mtu",
-                                        "rp_filter", "queues"]
+                                        "rp_filter", "queues", "fastpath"]
     assert [f.check for f in ifchecks.host_checks(HOST, PLAN)] == [
         "AF_XDP sockets", "bpffs", "tcx"]
 

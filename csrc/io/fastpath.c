@@ -2,8 +2,8 @@
 /*
  * fastpath.c - the XDP fast path's set-up (set-up code, not per packet):
  * its maps found in the loaded steering object, the mmapped arrays, the
- * switch turned on; and the tests' run of the program on one frame.
- * What goes into the maps and when: fastmap.c.
+ * switch turned on.  What goes into the maps and when: fastmap.c; the
+ * tests' run of the program on one frame: steer.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -91,34 +91,6 @@ int pyfwd_fastpath_open(struct pyfwd_ctx *ctx)
 err:
 	fastmap_free(m);
 	return err;
-}
-
-int pyfwd_fastpath_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
-			    uint32_t len, uint32_t in_if, uint8_t *out,
-			    uint32_t *out_len, uint32_t *action)
-{
-	struct xsk_io *io = ctx->io;
-	struct bpf_program *prog;
-	struct xdp_md md = { 0 };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame,
-		    .data_size_in = len, .data_out = out,
-		    .data_size_out = *out_len, .ctx_in = &md,
-		    .ctx_size_in = sizeof(md), .repeat = 1);
-
-	if (ctx->io_kind != IO_XSK)
-		return -ENOTCONN;
-	if (in_if >= io->nifaces)
-		return -EINVAL;
-	md.ingress_ifindex = io->ifindex[in_if];
-	md.data_end = len;
-	prog = bpf_object__find_program_by_name(io->obj, "pyfwd_xdp_steer");
-	if (!prog)
-		return -ENOENT;
-	if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts))
-		return -errno;
-	*action = opts.retval;
-	*out_len = opts.data_size_out;
-	return 0;
 }
 
 uint64_t pyfwd_fastpath_flows(const struct pyfwd_ctx *ctx)

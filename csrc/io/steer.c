@@ -2,7 +2,9 @@
 /*
  * steer.c - the steering maps of the BPF object (bpf/steer.bpf.c) that
  * both backends load: what the kernel hands the engine (AF_XDP) or keeps
- * away from its own stack (AF_PACKET).  Set-up code, not per packet.
+ * away from its own stack (AF_PACKET).  Set-up code, not per packet; and
+ * the tests' runs of the XDP program on one frame (BPF_PROG_TEST_RUN),
+ * the steering's and the fast path's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -168,21 +170,53 @@ int pyfwd_steer_set(struct pyfwd_ctx *ctx, const struct pyfwd_endpoint *vips,
 	return err;
 }
 
-int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
-			 uint32_t len, uint32_t *action)
+/* The open AF_XDP backend's program run on opts' frame: its XDP action
+ * in *action.  0 or -errno (-ENOTCONN: no AF_XDP backend open). */
+static int xdp_test_run(struct pyfwd_ctx *ctx, struct bpf_test_run_opts *opts,
+			uint32_t *action)
 {
 	struct bpf_program *prog;
 	struct xsk_io *io = ctx->io;
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame,
-		    .data_size_in = len, .repeat = 1);
 
 	if (ctx->io_kind != IO_XSK)
 		return -ENOTCONN;
 	prog = bpf_object__find_program_by_name(io->obj, "pyfwd_xdp_steer");
 	if (!prog)
 		return -ENOENT;
-	if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts))
+	if (bpf_prog_test_run_opts(bpf_program__fd(prog), opts))
 		return -errno;
-	*action = opts.retval;
+	*action = opts->retval;
 	return 0;
+}
+
+int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
+			 uint32_t len, uint32_t *action)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame,
+		    .data_size_in = len, .repeat = 1);
+
+	return xdp_test_run(ctx, &opts, action);
+}
+
+int pyfwd_fastpath_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
+			    uint32_t len, uint32_t in_if, uint8_t *out,
+			    uint32_t *out_len, uint32_t *action)
+{
+	struct xdp_md md = { 0 };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame,
+		    .data_size_in = len, .data_out = out,
+		    .data_size_out = *out_len, .ctx_in = &md,
+		    .ctx_size_in = sizeof(md), .repeat = 1);
+	int err;
+
+	if (ctx->io_kind != IO_XSK)
+		return -ENOTCONN;
+	if (in_if >= ((struct xsk_io *)ctx->io)->nifaces)
+		return -EINVAL;
+	md.ingress_ifindex = ((struct xsk_io *)ctx->io)->ifindex[in_if];
+	md.data_end = len;
+	err = xdp_test_run(ctx, &opts, action);
+	if (!err)
+		*out_len = opts.data_size_out;
+	return err;
 }

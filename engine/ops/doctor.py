@@ -147,7 +147,7 @@ def run(iface=None, inside_iface=None, modes=(), vip=None, backend="auto",
 
 
 def warn_at_start(iface, inside_iface=None, modes=(), backend="auto",
-                  queues=None, fastpath=None):
+                  queues=None, fastpath=False):
     """Log every problem start_checks() finds as a warning, blocking ones
     too (the engine starts anyway); the findings.  Never raises: a check
     that cannot run is logged and skipped."""

@@ -1,9 +1,16 @@
-"""Helpers for the programs the end-to-end tests start."""
+"""Helpers for the programs the end-to-end tests start, and for the labs
+they share."""
 
+import contextlib
+import os
+import secrets
 import subprocess
 import time
 
+import pytest
+
 from pyfwd.lab.programs import PYFWD
+from pyfwd.lab.topology import Lab
 
 # nginx in the foreground as a real server, everything under one folder
 # (the test's); {servers}: its server blocks.
@@ -88,3 +95,61 @@ def curl(lab, *args, timeout=10, role="client"):
     return lab.run(role, ["curl", "-sS", "--max-time", str(timeout),
                           *args], capture_output=True, text=True,
                    timeout=timeout + 10)
+
+
+@contextlib.contextmanager
+def lazy_labs(tmp_path_factory, make_lab):
+    """A getter of labs by mode, for a module's fixture: lab(mode) builds
+    one when first asked for, with make_lab(mode, a new temporary folder),
+    a generator that yields the lab and then tears it down; every lab made
+    is torn down on the way out.  Fails (not skips) without root."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root, as CI runs it")
+    made = {}
+
+    def get(mode):
+        if mode not in made:
+            gen = make_lab(mode, tmp_path_factory.mktemp(mode))
+            made[mode] = (gen, next(gen))
+        return made[mode][1]
+
+    try:
+        yield get
+    finally:
+        for gen, _ in made.values():
+            next(gen, None)         # its teardown
+
+
+# A web lab's topology by mode: DR is one-arm, NAT two-arm.
+WEB_TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
+
+
+def web_lab(prefix, mode, base, vip, servers, size, prepare=None):
+    """A generator for lazy_labs: a lab (namespaces prefix + 6 random hex
+    digits, WEB_TOPOLOGY[mode]) with nginx on its two real servers, each
+    serving the server blocks servers(role, folder) from its folder under
+    base, which holds `big` (size bytes); DR's reals own vip (realserver
+    setup).  prepare(lab), if given, runs before nginx is waited for.
+    Yields the lab once every nginx answers; then kills them and removes
+    the lab."""
+    procs = []
+    with Lab(prefix + secrets.token_hex(3), topology=WEB_TOPOLOGY[mode],
+             reals=2) as lab:
+        try:
+            for role in lab.reals:
+                if mode == "dr":
+                    realserver_setup(lab, role, vip)
+                d = base / role
+                procs.append(nginx_with_big_file(lab, role, d,
+                                                 servers(role, d), size))
+            if prepare:
+                prepare(lab)
+            for role in lab.reals:
+                wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
+                                      timeout=2, role="lb").stdout ==
+                         f"{role}\n", 10, f"nginx on {role}")
+            yield lab
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait(timeout=5)

@@ -1,29 +1,27 @@
 """The XDP fast path end to end (docs/fastpath.md): an HTTP download
 through a DR VIP (one-arm) and a NAT VIP (two-arm) with `fastpath="xdp"`
-comes whole, and the fast path carries most of its packets; a halted
-real's flows leave it as without the fast path (its download is cut: the
-packets go to the other real, which resets them).  nginx on two real
-servers; the client (and NAT's reals) send with tx checksum offload off (a
-veth's unfinished sums are the core's: with it on, the core completes
-every packet and the fast path carries none), and the switch ports facing
-the balancer run an XDP program (see xdp_on_the_lbs_peers).  Root; the
-labs are removed whatever happens."""
+comes whole, and the fast path carries most of its packets, with the
+kernel's default offloads everywhere (a veth sender's unfinished sums are
+completed by the XDP program); a halted real's flows leave it as without
+the fast path (its download is cut: the packets go to the other real,
+which resets them).  nginx on two real servers; the switch ports facing
+the balancer run an XDP program (see xdp_on_the_lbs_peers), and without
+it the engine refuses the fast path, says why, and the download goes
+through AF_XDP.  Root; the labs are removed whatever happens."""
 
 import ctypes
+import logging
 import os
-import secrets
 import struct
 import subprocess
 
 import pytest
 from pyroute2 import IPRoute
-from pyroute2.ethtool.ioctl import IoctlEthtool
 
 from pyfwd.control.engine import Engine
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import curl, nginx_with_big_file, realserver_setup, wait_for
+from .procs import lazy_labs, wait_for, web_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -38,17 +36,6 @@ SERVER = """
         location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
         location = /big {{ alias {d}/big; }}
     }}"""
-
-
-def offload(lab, role, ifname, flag, on):
-    """`ethtool -K ifname flag on|off` in role's namespace."""
-    def apply():
-        ethtool = IoctlEthtool(ifname)
-        try:
-            ethtool.set_offload_flag(flag, int(on))
-        finally:
-            ethtool.close()
-    lab.call(role, apply)
 
 
 def xdp_pass_fd():
@@ -66,73 +53,48 @@ def xdp_pass_fd():
     return fd
 
 
-def xdp_on_the_lbs_peers(lab, ifnames):
-    """veth hands XDP_TX and redirected frames to its peer at once only
-    when the peer runs an XDP program (else they wait in its ring for other
-    traffic to wake it: Linux 6.18 veth_xdp_flush): one that passes
-    everything, on the switch ports facing the balancer.  A NIC needs
-    nothing of the kind."""
+def xdp_on_the_lbs_peers(lab, ifnames, on=True):
+    """veth hands XDP_TX and redirected frames to its peer only when the
+    peer runs an XDP program in driver mode (else they are dropped, or
+    wait in its ring for other traffic to wake it: Linux 6.18
+    veth_xdp_xmit): one that passes everything, on the switch ports facing
+    the balancer (on=False: taken off again).  A NIC needs nothing of the
+    kind."""
     for ifname in ifnames:
         iface = lab.node("lb").interface(ifname)
 
         def attach(port=iface.port):
-            fd = xdp_pass_fd()
+            fd = xdp_pass_fd() if on else -1
             try:
                 with IPRoute() as ipr:
                     idx, = ipr.link_lookup(ifname=port)
                     ipr.link("set", index=idx, xdp_fd=fd)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         lab.call(iface.switch, attach)
 
 
-TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
+def lb_facing(mode):
+    """The balancer's interfaces in mode's lab."""
+    return ["eth0", "eth1"] if mode == "nat" else ["eth0"]
 
 
 @pytest.fixture(scope="module")
 def labs(tmp_path_factory):
     """{mode: lab}, each built when first asked for, removed at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("needs root, as CI runs it")
-    made = {}
-
-    def get(mode):
-        if mode not in made:
-            gen = make_lab(mode, tmp_path_factory.mktemp(mode))
-            made[mode] = (gen, next(gen))
-        return made[mode][1]
-
-    yield get
-    for gen, _ in made.values():
-        next(gen, None)         # its teardown
+    with lazy_labs(tmp_path_factory, make_lab) as get:
+        yield get
 
 
 def make_lab(mode, base):
-    procs = []
-    with Lab("pffp" + secrets.token_hex(3), topology=TOPOLOGY[mode],
-             reals=2) as lab:
-        try:
-            for role in lab.reals:
-                if mode == "dr":
-                    realserver_setup(lab, role, VIP4)
-                d = base / role
-                procs.append(nginx_with_big_file(
-                    lab, role, d, SERVER.format(d=d, role=role), SIZE))
-            # finished sums: DR's real answers the client itself, NAT's
-            # answers come back through the balancer
-            for role in ["client", *(lab.reals if mode == "nat" else ())]:
-                offload(lab, role, "eth0", "tx-checksumming", False)
-            xdp_on_the_lbs_peers(lab, ["eth0", "eth1"] if mode == "nat"
-                                 else ["eth0"])
-            for role in lab.reals:
-                wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
-                                      timeout=2, role="lb").stdout ==
-                         f"{role}\n", 10, f"nginx on {role}")
-            yield lab
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait(timeout=5)
+    """The kernel's default offloads everywhere (the client's and NAT's
+    reals' sums come unfinished: XDP completes them), an XDP program on
+    the switch ports facing the balancer."""
+    return web_lab("pffp", mode, base, VIP4,
+                   lambda role, d: SERVER.format(d=d, role=role), SIZE,
+                   prepare=lambda lab: xdp_on_the_lbs_peers(
+                       lab, lb_facing(mode)))
 
 
 FAST = "xdp"
@@ -179,6 +141,9 @@ def test_a_download_goes_by_the_fast_path(labs, mode):
     assert s["fast_installed"] >= 1
     # all but the handshake and the close
     assert s["fast_frames"] >= 0.9 * forwarded and forwarded > 50, s
+    # with the kernel's default offloads every TCP segment a veth hands
+    # over has an unfinished sum: the program completed them
+    assert s["csum_completed"] >= 0.9 * s["fast_frames"], s
     # merged: what XDP carried in the client's way counts as flow hits
     assert s["flow_hits"] >= s["fast_frames"] - s["reason"]["forward_reply"]
     if mode == "nat":       # the answers went by XDP too (the bulk)
@@ -188,6 +153,43 @@ def test_a_download_goes_by_the_fast_path(labs, mode):
         s["reason"]["forward"], (reals, s["reason"])
     assert after["fast_frames"] >= s["fast_frames"] and \
         after["frames"] >= s["frames"], (after, s)
+
+
+@pytest.mark.parametrize("mode", ["dr", "nat"])
+def test_a_veth_peer_without_xdp_keeps_the_fast_path_off(labs, mode,
+                                                         caplog):
+    """The switch ports facing the balancer without their XDP program: a
+    veth would drop what XDP sends there, so the engine refuses the fast
+    path, says why (log, status), and the download comes whole through
+    AF_XDP."""
+    lab = labs(mode)
+    ifnames = lb_facing(mode)
+    xdp_on_the_lbs_peers(lab, ifnames, on=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pyfwd"):
+            eng = start(lab, mode)
+        try:
+            status = eng.status()
+            dl = download(lab)
+            out, err = dl.communicate(timeout=60)
+            s = eng.core.stats()
+        finally:
+            eng.stop()
+    finally:
+        xdp_on_the_lbs_peers(lab, ifnames)
+    xsk = status["xsk"]
+    assert xsk["fastpath"] == "refused", xsk
+    for ifname in ifnames:
+        port = lab.node("lb").interface(ifname).port
+        assert f"{ifname}: its veth peer {port} (netns id " in \
+            xsk["fastpath_why"] and "runs no XDP program" in \
+            xsk["fastpath_why"], xsk
+    warned = [r.getMessage() for r in caplog.records
+              if "XDP fast path refused" in r.getMessage()]
+    assert warned and xsk["fastpath_why"] in warned[0], warned
+    assert dl.returncode == 0 and out == f"{SIZE} 200", (out, err)
+    assert s["fast_installed"] == 0 and s["fast_frames"] == 0, s
+    assert s["reason"]["forward"] > 50, s
 
 
 @pytest.mark.parametrize("mode", ["dr", "nat"])

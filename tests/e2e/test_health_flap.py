@@ -12,9 +12,7 @@ shorter than the silence.  Root; the labs are removed whatever happens."""
 
 import ipaddress
 import logging
-import os
 import re
-import secrets
 import subprocess
 import time
 
@@ -22,10 +20,9 @@ import pytest
 
 from pyfwd.control.engine import Engine
 from pyfwd.control.health.spec import HealthSpec
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import curl, nginx_with_big_file, realserver_setup, wait_for
+from .procs import curl, lazy_labs, wait_for, web_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -62,47 +59,18 @@ ARP_RULES = """table arp pfqsarp {{
     }}
 }}
 """
-TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
 
 
 @pytest.fixture(scope="module")
 def labs(tmp_path_factory):
     """{mode: lab}, each built when first asked for, removed at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("needs root, as CI runs it")
-    made = {}
-
-    def get(mode):
-        if mode not in made:
-            gen = make_lab(mode, tmp_path_factory.mktemp(mode))
-            made[mode] = (gen, next(gen))
-        return made[mode][1]
-
-    yield get
-    for gen, _ in made.values():
-        next(gen, None)         # its teardown
+    with lazy_labs(tmp_path_factory, make_lab) as get:
+        yield get
 
 
 def make_lab(mode, base):
-    procs = []
-    with Lab("pfqs" + secrets.token_hex(3), topology=TOPOLOGY[mode],
-             reals=2) as lab:
-        try:
-            for role in lab.reals:
-                if mode == "dr":
-                    realserver_setup(lab, role, VIP4)
-                d = base / role
-                procs.append(nginx_with_big_file(lab, role, d, SERVER.format(
-                    d=d, role=role, check=CHECK_PORT), SIZE))
-            for role in lab.reals:
-                wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
-                                      timeout=2, role="lb").stdout ==
-                         f"{role}\n", 10, f"nginx on {role}")
-            yield lab
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait(timeout=5)
+    return web_lab("pfqs", mode, base, VIP4, lambda role, d: SERVER.format(
+        d=d, role=role, check=CHECK_PORT), SIZE)
 
 
 def names(lab, n=16):

@@ -124,6 +124,16 @@ def test_start_logs_each_problem_as_a_warning(machine, caplog):
     assert len(lines) == sum(f.severity != "ok" for f in found) == 3
 
 
+def test_start_with_the_fast_path_warns_of_a_veth_peer_without_xdp(
+        machine, caplog):
+    machine["va"] = link()
+    with caplog.at_level(logging.WARNING, logger="pyfwd"):
+        doctor.warn_at_start("va", fastpath=True)
+    assert any(r.getMessage().startswith(
+        "doctor: va fastpath (degrades): veth peer vb (netns pfdo-b) runs "
+        "no XDP program") for r in caplog.records)
+
+
 def test_start_carries_on_when_the_checks_cannot_run(machine, caplog):
     with caplog.at_level(logging.WARNING, logger="pyfwd"):
         assert doctor.warn_at_start("nosuch0") == []

@@ -4,6 +4,7 @@ namespace, its peer in another.  Root; the namespaces are removed whatever
 happens."""
 
 import json
+import os
 import signal
 import subprocess
 
@@ -13,7 +14,7 @@ from pyroute2.ethtool import Ethtool
 from pyfwd.lab.namespaces import iproute
 from pyfwd.lab.programs import PYFWD, Namespaces
 
-from .procs import wait_line
+from .procs import wait_line, xdp_pass_fd
 
 pytestmark = pytest.mark.root
 
@@ -113,6 +114,31 @@ def test_a_peer_in_the_same_namespace_is_found_there(pair):
     assert ("note veth0 checksums: frames from veth1 (this namespace) "
             "arrive with unfinished checksums") in flat(r.stdout)
     assert "fix: `ethtool -K veth1 tx off` on this host" in flat(r.stdout)
+
+
+def test_the_fast_path_check_wants_an_xdp_program_on_the_peer(pair):
+    r = doctor(pair, "--fastpath", "xdp")
+    assert r.returncode == 0, r.stdout + r.stderr      # degrades: not fatal
+    out = flat(r.stdout)
+    assert (f"warn eth0 fastpath: veth peer eth1 (netns {pair.ns('peer')}) "
+            "runs no XDP program: `pyfwd start --fastpath xdp` keeps the "
+            "XDP fast path off on eth0") in out
+    assert ("fix: attach an XDP program in driver mode to eth1 in netns "
+            f"{pair.ns('peer')}") in out
+    assert ("ok   eth0 fastpath: the XDP fast path is not asked for" in
+            flat(doctor(pair, "--fastpath", "off").stdout))
+
+    fd = xdp_pass_fd()
+    try:
+        with iproute(pair.ns("peer")) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="eth1")[0],
+                     xdp_fd=fd)
+    finally:
+        os.close(fd)
+    r = doctor(pair, "--fastpath", "xdp")
+    assert ("ok   eth0 fastpath: veth peer eth1 (netns "
+            f"{pair.ns('peer')}) runs an XDP program in driver mode") in \
+        flat(r.stdout), r.stdout
 
 
 def test_doctor_vip_finds_a_host_answering_arp_for_it(pair):

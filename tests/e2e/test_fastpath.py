@@ -9,10 +9,8 @@ the balancer run an XDP program (see xdp_on_the_lbs_peers), and without
 it the engine refuses the fast path, says why, and the download goes
 through AF_XDP.  Root; the labs are removed whatever happens."""
 
-import ctypes
 import logging
 import os
-import struct
 import subprocess
 
 import pytest
@@ -21,36 +19,19 @@ from pyroute2 import IPRoute
 from pyfwd.control.engine import Engine
 from pyfwd.model import Real, Service, Vip
 
-from .procs import lazy_labs, wait_for, web_lab
+from .procs import lazy_labs, wait_for, web_lab, xdp_pass_fd
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 VIP4 = "10.0.0.100"
 WEB = Vip.parse(f"{VIP4}:80/tcp")
 SIZE = 40_000_000
-libc = ctypes.CDLL(None, use_errno=True)
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP = 321, 5, 6     # x86_64
 SERVER = """
     server {{
         listen 80;
         location = /name {{ default_type text/plain; return 200 "{role}\\n"; }}
         location = /big {{ alias {d}/big; }}
     }}"""
-
-
-def xdp_pass_fd():
-    """A loaded XDP program that passes every frame (r0 = XDP_PASS; exit),
-    through bpf(2): its fd."""
-    insns = ctypes.create_string_buffer(struct.pack(
-        "<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), 16)
-    licence = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2,
-                     ctypes.addressof(insns), ctypes.addressof(licence))
-    fd = libc.syscall(NR_BPF, BPF_PROG_LOAD, attr, len(attr))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "BPF_PROG_LOAD")
-    return fd
 
 
 def xdp_on_the_lbs_peers(lab, ifnames, on=True):
@@ -137,7 +118,8 @@ def test_a_download_goes_by_the_fast_path(labs, mode):
     forwarded = s["reason"]["forward"] + s["reason"]["forward_reply"]
     print(f"{mode} download: {forwarded} frames forwarded, "
           f"{s['fast_frames']} by XDP; installed {s['fast_installed']}, "
-          f"removed {s['fast_removed']}")
+          f"removed {s['fast_removed']}; sums completed "
+          f"{s['csum_completed']}")
     assert s["fast_installed"] >= 1
     # all but the handshake and the close
     assert s["fast_frames"] >= 0.9 * forwarded and forwarded > 50, s

@@ -15,6 +15,7 @@ IFLA_TARGET_NETNSID, which needs no entering); one that cannot be looked
 at counts as one without XDP.  Reads only.
 """
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 # is what veth needs (a generic one does not give the peer its NAPI).
 _MODES = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
           "xdpmulti": "multi"}
+NETNS_DIR = "/run/netns"     # where `ip netns` names namespaces
 
 
 def xdp_mode(msg):
@@ -51,10 +53,13 @@ class VethPeer:
     name: Optional[str] = None
     xdp: Optional[str] = None
     unseen: str = ""
+    netns: Optional[str] = None     # the peer's namespace's name, if named
 
     @property
     def where(self):
-        return "this namespace" if self.nsid is None else \
+        if self.nsid is None:
+            return "this namespace"
+        return f"netns {self.netns}" if self.netns else \
             f"netns id {self.nsid}"
 
     @property
@@ -77,6 +82,36 @@ class VethPeer:
                 "what XDP sends to a peer without one in driver mode")
 
 
+def nsid_of(ipr, fd):
+    """The nsid this namespace gives the one of the open namespace file
+    `fd` (RTM_GETNSID, which assigns none), or None."""
+    try:
+        return (ipr.get_netnsid(fd=fd) or {}).get("nsid")
+    except (OSError, NetlinkError):
+        return None
+
+
+def netns_name(ipr, nsid):
+    """The `ip netns` name of the namespace this one calls nsid, or None
+    (RTM_GETNSID of each named one: reads, assigns nothing)."""
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, name),
+                         os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if nsid_of(ipr, fd) == nsid:
+                return name
+        finally:
+            os.close(fd)
+    return None
+
+
 def _link(ipr, index, nsid=None):
     kw = {} if nsid is None else {"IFLA_IF_NETNSID": nsid}
     return ipr.link("get", index=index, **kw)[0]
@@ -93,12 +128,13 @@ def peer_of(ipr, ifindex):
     index, nsid = msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_LINK_NETNSID")
     if not index:
         return VethPeer(name, 0, nsid, unseen="its peer is gone")
+    netns = None if nsid is None else netns_name(ipr, nsid)
     try:
         peer = _link(ipr, index, nsid)
     except (OSError, NetlinkError) as exc:
-        return VethPeer(name, index, nsid, unseen=str(exc))
+        return VethPeer(name, index, nsid, unseen=str(exc), netns=netns)
     return VethPeer(name, index, nsid, peer.get_attr("IFLA_IFNAME"),
-                    xdp_mode(peer))
+                    xdp_mode(peer), netns=netns)
 
 
 def refusal(ifindexes):
@@ -118,4 +154,5 @@ def refusal(ifindexes):
     return "; ".join(why) or None
 
 
-__all__ = ["VethPeer", "peer_of", "refusal", "xdp_mode"]
+__all__ = ["VethPeer", "netns_name", "nsid_of", "peer_of", "refusal",
+           "xdp_mode"]

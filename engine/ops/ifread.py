@@ -20,7 +20,7 @@ from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .._netns import in_netns
-from ..dataplane.vethpeer import xdp_mode
+from ..dataplane.vethpeer import nsid_of, xdp_mode
 from ..neighbours.kernel import ifindex, rx_queues
 from .ifchecks import Host, Link, Peer
 
@@ -130,14 +130,6 @@ def _namespaces():
                    f"the netns of pid {pid} ({comm})"), path
 
 
-def _nsid(ipr, fd):
-    """The nsid this namespace gives the one of `fd`, or None."""
-    try:
-        return (ipr.get_netnsid(fd=fd) or {}).get("nsid")
-    except (OSError, NetlinkError):
-        return None
-
-
 def _enter(fd, index, label):
     """Peer `index` looked at from inside the namespace of `fd`."""
     try:
@@ -167,7 +159,7 @@ def find_peer(index, nsid):
             except OSError:
                 continue
             try:
-                if _nsid(ipr, fd) == nsid:
+                if nsid_of(ipr, fd) == nsid:
                     return _enter(fd, index, label)
             finally:
                 os.close(fd)

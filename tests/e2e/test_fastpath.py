@@ -162,9 +162,9 @@ def test_a_veth_peer_without_xdp_keeps_the_fast_path_off(labs, mode,
     xsk = status["xsk"]
     assert xsk["fastpath"] == "refused", xsk
     for ifname in ifnames:
-        port = lab.node("lb").interface(ifname).port
-        assert f"{ifname}: its veth peer {port} (netns id " in \
-            xsk["fastpath_why"] and "runs no XDP program" in \
+        iface = lab.node("lb").interface(ifname)
+        assert f"{ifname}: its veth peer {iface.port} (netns " \
+            f"{lab.ns(iface.switch)}) runs no XDP program" in \
             xsk["fastpath_why"], xsk
     warned = [r.getMessage() for r in caplog.records
               if "XDP fast path refused" in r.getMessage()]

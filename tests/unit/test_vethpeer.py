@@ -36,6 +36,9 @@ class FakeIPRoute:
         self.links = links
         self.asked = []
 
+    def get_netnsid(self, fd):
+        return {}               # no named namespace is the peer's
+
     def link(self, cmd, index, IFLA_IF_NETNSID=None):
         assert cmd == "get"
         self.asked.append((index, IFLA_IF_NETNSID))
@@ -95,3 +98,25 @@ def test_a_peer_that_cannot_be_looked_at_counts_as_one_without_xdp():
     assert peer.why_not().startswith(
         "eth0: its veth peer ifindex 5 (netns id 4) could not be looked at "
         "(")
+
+
+def test_a_named_namespace_is_said_by_its_name(tmp_path, monkeypatch):
+    """netns_name asks each file of /run/netns for its nsid (RTM_GETNSID)
+    and names the peer's namespace as `ip netns` does."""
+    import os
+    for name in ("pfa", "pfb"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(vethpeer, "NETNS_DIR", str(tmp_path))
+    nsids = {"pfa": 1, "pfb": 3}
+
+    class Named(FakeIPRoute):
+        def get_netnsid(self, fd):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            return {"nsid": nsids[os.path.basename(path)]}
+
+    ipr = Named({(2, None): link("eth0", "veth", peer=5, nsid=3),
+                 (5, 3): link("sw0", "veth")})
+    peer = vethpeer.peer_of(ipr, 2)
+    assert peer.netns == "pfb" and peer.where == "netns pfb"
+    assert "its veth peer sw0 (netns pfb) runs no XDP" in peer.why_not()
+    assert vethpeer.netns_name(ipr, 9) is None

@@ -27,7 +27,8 @@
 /* Frames up to this long have an unfinished L4 sum completed here (the
  * bound of fast_l4_sum's loop); longer ones are the core's. */
 #define FAST_CSUM_FRAME_MAX 4608
-#define FAST_CSUM_WORDS ((FAST_CSUM_FRAME_MAX - ETH_HDR_LEN - IP4_HDR_MIN) / 4)
+#define FAST_CSUM_WORDS \
+	((FAST_CSUM_FRAME_MAX - ETH_HDR_LEN - IP4_HDR_MIN + 3) / 4)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -422,6 +422,7 @@ class Engine:
                     log.error("%s", err)
                 if self.xsk:
                     self.xsk.errors.clear()
+                    self.xsk.poll_check()   # busy polling that cannot work
             except PyfwdError as exc:       # logged, counted, carried on
                 log.error("control: %s", exc)
             except OSError as exc:

@@ -12,6 +12,7 @@ another attach mode (`pyfwd cleanup`).
 """
 
 import errno
+import logging
 import os
 import socket
 import threading
@@ -20,9 +21,11 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
 from . import native as _native
-from .napi import NapiTuning
+from .napi import NapiTuning, busy_poll_state
 from .native import endpoint_array, ffi, lib, snat_struct
 from ..errors import ConfigError, DataplaneError
+
+log = logging.getLogger("pyfwd")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Xsk:
         self._ifaces = ()       # the interfaces' names, by slot
         self._io_lock = threading.Lock()    # sock_stats against close
         self._napi = NapiTuning()   # busy polling's interface settings
+        self._poll_said = None      # the busy-poll state poll_check logged
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=0,
@@ -281,6 +285,42 @@ class Xsk:
                     rows.append({"queue": q, "iface": iface,
                                  **{k: getattr(g, k) for k in counters}})
             return rows
+
+    def napi_ids(self):
+        """The NAPI id each loop found for its sockets (pyfwd_io_napi_id):
+        {(queue, iface): id, or None while not known (no frame yet)}; {}
+        when not open or not AF_XDP.  Any thread, beside close()."""
+        with self._io_lock:
+            if not self._ifaces or self.info.backend != "xdp":
+                return {}
+            out = {}
+            for q in range(self.info.queues):
+                for slot, iface in enumerate(self._ifaces):
+                    ret = lib.pyfwd_io_napi_id(self.core.ctx, q, slot)
+                    out[(q, iface)] = ret if ret >= 0 else None
+            return out
+
+    def busy_poll_state(self):
+        """napi.busy_poll_state of the open sockets: "off", "waiting",
+        "engaged" or "not engaged"."""
+        if not self.info or self.info.backend != "xdp":
+            return "off"
+        return busy_poll_state(self.info.busy_poll, self.napi_ids().values())
+
+    def poll_check(self):
+        """The control thread's: once busy polling proves unable to engage
+        (every socket's NAPI id 0), say so once and put the interfaces'
+        NAPI settings back (the loop sleeps in poll(): they would only
+        delay its wake-ups).  The state."""
+        state = self.busy_poll_state()
+        if state == "not engaged" and self._poll_said != state:
+            log.warning("%s: busy polling cannot engage (the AF_XDP "
+                        "sockets have no NAPI id: copy mode, as on veth); "
+                        "the loops sleep in poll() when idle instead of "
+                        "spinning", "+".join(self._ifaces))
+            self._napi.restore()
+        self._poll_said = state
+        return state
 
     def close(self):
         """Stop the loops, then detach the program and free the sockets."""

@@ -21,6 +21,11 @@ nothing is written and the warning says how to set them by hand.
     tuning.apply("eth0")        # True if set
     ...
     tuning.restore()
+
+busy_poll_state() says, from the sockets' NAPI ids, whether busy polling
+engages at all; when it cannot, the engine puts the settings back at once
+(Xsk.poll_check): they only add the flush timeout's delay to a loop that
+sleeps in poll().
 """
 
 import fcntl
@@ -132,4 +137,32 @@ class NapiTuning:
             f.write(f"{value}\n")
 
 
-__all__ = ["NapiTuning", "DEFER_HARD_IRQS", "GRO_FLUSH_TIMEOUT_NS"]
+# busy_poll_state()'s answers
+BUSY_POLL_STATES = ("off", "waiting", "engaged", "not engaged")
+
+
+def busy_poll_state(asked, napi_ids):
+    """Whether an AF_XDP loop's busy polls do anything, from what its
+    sockets say.  A busy poll drives the NAPI whose id the socket holds
+    (SO_INCOMING_NAPI_ID); a socket with none (copy mode since Linux 6.13,
+    so veth always) polls nothing, and the loop then sleeps in poll() when
+    idle instead of spinning (csrc/io/xsk_loop.c).
+
+    asked: whether the socket options took (XskInfo.busy_poll); napi_ids:
+    each socket's id as the loop found it, None where not known yet (no
+    frame received).  Returns "off" (not asked), "engaged" (some socket
+    has a NAPI id: the loop spins), "not engaged" (every socket has id 0)
+    or "waiting" (no id yet, some unknown: the loop sleeps until one is
+    known)."""
+    if not asked:
+        return "off"
+    ids = list(napi_ids)
+    if any(i for i in ids if i is not None):
+        return "engaged"
+    if ids and all(i == 0 for i in ids):
+        return "not engaged"
+    return "waiting"
+
+
+__all__ = ["NapiTuning", "DEFER_HARD_IRQS", "GRO_FLUSH_TIMEOUT_NS",
+           "BUSY_POLL_STATES", "busy_poll_state"]

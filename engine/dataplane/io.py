@@ -55,6 +55,10 @@ FRAME_SIZE = 4096
 # and sleeps in poll() once idle.  Without busy polling it always sleeps.
 POLL_MODES = {"busy": lib.PYFWD_POLL_BUSY,
               "adaptive": lib.PYFWD_POLL_ADAPTIVE}
+# The default ([engine] poll, --poll): the NAT HTTP rows' CPU per request
+# measured both (README, "Waiting for frames"); where busy polling engages
+# a busy loop burns its core at any load, an adaptive one only under load.
+POLL_DEFAULT = "adaptive"
 RING_MIN, RING_MAX = 64, 65536      # what the kernel takes (xsk.c)
 FRAMES_MAX = 1 << 20
 
@@ -161,7 +165,7 @@ class Xsk:
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=0,
              frame_size=FRAME_SIZE, ring_size=0, ifindex2=0, rings=None,
-             poll="busy"):
+             poll=POLL_DEFAULT):
         """Attach and open the sockets; the XskInfo.  rings: an XskRings
         (None: frames and ring_size, 0 taking the C defaults, which are
         XskRings'); poll: a POLL_MODES key."""
@@ -400,4 +404,5 @@ def xdp_cleanup(ifindex):
 
 
 __all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XskRings", "XDP_MODES",
-           "COPY_MODES", "POLL_MODES", "FRAME_SIZE", "xdp_cleanup"]
+           "COPY_MODES", "POLL_MODES", "POLL_DEFAULT", "FRAME_SIZE",
+           "xdp_cleanup"]

@@ -313,16 +313,17 @@ class Xsk:
 
     def poll_check(self):
         """The control thread's: once busy polling proves unable to engage
-        (every socket's NAPI id 0), say so once and put the interfaces'
-        NAPI settings back (the loop sleeps in poll(): they would only
-        delay its wake-ups).  The state."""
+        (every socket's NAPI id 0), say so once.  The interfaces' NAPI
+        settings stay: without a busy poller they batch the NAPI thread's
+        work (README, "Waiting for frames").  The state."""
         state = self.busy_poll_state()
         if state == "not engaged" and self._poll_said != state:
             log.warning("%s: busy polling cannot engage (the AF_XDP "
                         "sockets have no NAPI id: copy mode, as on veth); "
                         "the loops sleep in poll() when idle instead of "
-                        "spinning", "+".join(self._ifaces))
-            self._napi.restore()
+                        "spinning; napi_defer_hard_irqs and "
+                        "gro_flush_timeout stay set (they batch the "
+                        "receive work)", "+".join(self._ifaces))
         self._poll_said = state
         return state
 

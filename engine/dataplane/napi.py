@@ -23,9 +23,11 @@ nothing is written and the warning says how to set them by hand.
     tuning.restore()
 
 busy_poll_state() says, from the sockets' NAPI ids, whether busy polling
-engages at all; when it cannot, the engine puts the settings back at once
-(Xsk.poll_check): they only add the flush timeout's delay to a loop that
-sleeps in poll().
+engages at all.  When it cannot (veth, AF_XDP copy mode) the settings
+stay: with nobody busy polling they work as interrupt coalescing, the
+NAPI thread handling a batch per gro_flush_timeout instead of a wake-up
+per frame, which measured less CPU per request and no worse latency for
+the NAT HTTP rows (README, "Waiting for frames").
 """
 
 import fcntl

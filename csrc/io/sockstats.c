@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sockstats.c - what the kernel counted at the open backend's sockets:
- * frames it dropped there before a loop saw them (xsk.c and afp.c read
- * them; this file only picks the backend, so that each depends one way).
+ * frames it dropped there before a loop saw them, and the NAPI id an
+ * AF_XDP loop found (xsk.c and afp.c read them; this file only picks the
+ * backend, so that each depends one way).
  */
 #include <errno.h>
 #include <string.h>
@@ -21,4 +22,11 @@ int pyfwd_io_sock_stats_read(struct pyfwd_ctx *ctx, uint32_t queue,
 	if (ctx->io_kind == IO_AFP)
 		return afp_sock_stats(ctx->io, queue, slot, &out->afp);
 	return -ENOTCONN;
+}
+
+int pyfwd_io_napi_id(struct pyfwd_ctx *ctx, uint32_t queue, uint32_t slot)
+{
+	if (!ctx->io || ctx->io_kind != IO_XSK)
+		return -ENOTCONN;
+	return xsk_napi_read(ctx->io, queue, slot);
 }

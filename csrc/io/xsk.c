@@ -131,6 +131,28 @@ static int busy_poll(struct xsk_port *q, const struct pyfwd_xsk_config *c)
 	return 1;
 }
 
+int32_t xsk_napi_id(int fd)
+{
+	unsigned int id = 0;
+	socklen_t len = sizeof(id);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_INCOMING_NAPI_ID, &id, &len))
+		return 0;	/* no CONFIG_NET_RX_BUSY_POLL: nothing to poll */
+	return id > INT32_MAX ? INT32_MAX : (int32_t)id;
+}
+
+int xsk_napi_read(void *p, uint32_t queue, uint32_t slot)
+{
+	struct xsk_io *io = p;
+	int32_t id;
+
+	if (queue >= io->nqueues || slot >= io->q[queue].nports)
+		return -EINVAL;
+	id = __atomic_load_n(&io->q[queue].port[slot].napi_id,
+			     __ATOMIC_RELAXED);
+	return id == XSK_NAPI_UNKNOWN ? -EAGAIN : id;
+}
+
 /* What the kernel says the socket got (XDP_OPTIONS, Linux 5.3+). */
 static int zerocopy(int fd)
 {
@@ -214,6 +236,13 @@ static int port_open(struct xsk_io *io, struct xsk_queue *q, uint32_t slot,
 	}
 	p->busy_poll = busy_poll(p, c);
 	info->busy_poll = p->busy_poll;
+	/* Zero-copy since 6.13 knows it at bind; else the first frame may
+	 * tell (xsk_loop.c). */
+	p->napi_id = xsk_napi_id(p->fd);
+	if (!p->napi_id)
+		p->napi_id = XSK_NAPI_UNKNOWN;
+	if (p->busy_poll && p->napi_id > 0)
+		q->spin = 1;
 	q->nports = slot + 1;
 	return 0;
 }

@@ -22,7 +22,18 @@ struct xsk_port {
 	int fd;
 	int busy_poll;
 	int copy;		/* copy mode: a kick sends XSK_COPY_TX_MAX */
+	int32_t napi_id;	/* XSK_NAPI_UNKNOWN until read (xsk_loop.c) */
+	uint32_t outstanding;	/* sent on TX, not yet completed */
 };
+
+/*
+ * A socket's NAPI id (SO_INCOMING_NAPI_ID) is read at set-up and, while
+ * still 0, once more after its first frames (kernels before 6.13 mark it
+ * on receive).  Busy polling drives only a NAPI the socket knows: with
+ * none (AF_XDP copy mode since 6.13, veth) a busy poll does nothing, so
+ * the loop does not spin but sleeps in poll() when idle.
+ */
+#define XSK_NAPI_UNKNOWN (-1)
 
 /* Frames one sendto() sends in copy mode (the kernel's TX_BATCH_SIZE). */
 #define XSK_COPY_TX_MAX 32
@@ -45,6 +56,7 @@ struct xsk_queue {
 	uint32_t frame_size;
 	uint32_t queue;
 	uint32_t empty;		/* rounds in a row that received nothing */
+	uint32_t spin;		/* 1: some port's busy polls reach a NAPI */
 } __attribute__((aligned(64)));
 
 /* The backend: ctx->io when ctx->io_kind is IO_XSK. */
@@ -65,5 +77,12 @@ struct xsk_io {
  * none such).  io: a struct xsk_io (sockstats.c). */
 int xsk_sock_stats(void *io, uint32_t queue, uint32_t slot,
 		   struct pyfwd_xsk_sock_stats *out);
+
+/* The NAPI id the kernel gives socket fd: >= 0 (0: none, or the kernel
+ * cannot say). */
+int32_t xsk_napi_id(int fd);
+
+/* pyfwd_io_napi_id of a struct xsk_io (xsk.c). */
+int xsk_napi_read(void *io, uint32_t queue, uint32_t slot);
 
 #endif /* PYFWD_XSK_H */

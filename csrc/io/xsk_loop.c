@@ -4,8 +4,10 @@
  * socket of each interface on that queue (two in a two-arm NAT), frames
  * recycled through one free stack (the UMEM is shared).  No allocation,
  * no lock, no Python: the only calls out are the kicks the rings ask for
- * (need_wakeup; copy mode: one per XSK_COPY_TX_MAX frames queued), the
- * busy polls and poll() when idle.
+ * (need_wakeup, and only with frames to send: copy mode's TX ring always
+ * asks; one per XSK_COPY_TX_MAX frames queued), the busy polls (only where
+ * they reach a NAPI), poll() when idle, and one getsockopt per socket at
+ * its first frames (its NAPI id).
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -26,8 +28,10 @@ static void complete_tx(struct xsk_queue *q, struct xsk_port *p)
 	n = xsk_ring_cons__peek(&p->comp, XSK_BATCH_MAX, &idx);
 	for (i = 0; i < n; i++)
 		free_push(q, *xsk_ring_cons__comp_addr(&p->comp, idx + i));
-	if (n)
+	if (n) {
 		xsk_ring_cons__release(&p->comp, n);
+		p->outstanding -= n < p->outstanding ? n : p->outstanding;
+	}
 }
 
 /* Give the kernel free frames to receive into, shared between ports. */
@@ -48,26 +52,35 @@ static void refill(struct xsk_queue *q, struct xsk_port *p)
 	xsk_ring_prod__submit(&p->fill, n);
 }
 
+/* Frames on the TX ring the kernel has not taken yet. */
+static inline uint32_t tx_pending(struct xsk_port *p)
+{
+	return p->tx.size - xsk_prod_nb_free(&p->tx, p->tx.size);
+}
+
 /*
  * Have the kernel send what waits on the TX ring.  Zero-copy: one kick
- * when it asks.  Copy mode sends only inside sendto(), XSK_COPY_TX_MAX
+ * when it asks, while frames wait or are not completed (the driver
+ * reaps them).  Copy mode sends only inside sendto(), XSK_COPY_TX_MAX
  * frames per call: kick until the ring is drained (or the kernel says
  * it cannot take more now), else a 64-frame burst leaves half behind
- * and the ring fills.
+ * and the ring fills; its TX ring always asks, so an empty one is not
+ * kicked (a syscall for nothing, per port and idle round).
  */
 static void kick_tx(struct xsk_port *p, struct worker *w)
 {
 	uint32_t pending, k;
 
 	if (!p->copy) {
-		if (p->busy_poll || xsk_ring_prod__needs_wakeup(&p->tx)) {
+		if (p->outstanding && (p->busy_poll ||
+				       xsk_ring_prod__needs_wakeup(&p->tx))) {
 			sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
 			w->stats.io.wakeups++;
 		}
 		return;
 	}
-	pending = p->tx.size - xsk_prod_nb_free(&p->tx, p->tx.size);
-	for (k = 0; k == 0 || k * XSK_COPY_TX_MAX < pending; k++) {
+	pending = tx_pending(p);
+	for (k = 0; k * XSK_COPY_TX_MAX < pending; k++) {
 		w->stats.io.wakeups++;
 		if (sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
 		    errno != EINTR)
@@ -76,8 +89,9 @@ static void kick_tx(struct xsk_port *p, struct worker *w)
 }
 
 /*
- * Nothing received: drive NAPI ourselves (busy polling; adaptive: only
- * for XSK_ADAPTIVE_IDLE empty rounds in a row), or sleep in poll().
+ * Nothing received: drive NAPI ourselves (busy polling that reaches a
+ * NAPI, q->spin; adaptive: only for XSK_ADAPTIVE_IDLE empty rounds in a
+ * row), or sleep in poll().
  */
 static void idle(struct pyfwd_ctx *ctx, struct xsk_io *io, struct xsk_queue *q,
 		 struct worker *w)
@@ -85,8 +99,8 @@ static void idle(struct pyfwd_ctx *ctx, struct xsk_io *io, struct xsk_queue *q,
 	struct pollfd pfd[PYFWD_IFACES_MAX];
 	uint32_t i;
 
-	if (q->port[0].busy_poll && (io->poll_mode == PYFWD_POLL_BUSY ||
-				     q->empty < XSK_ADAPTIVE_IDLE)) {
+	if (q->spin && (io->poll_mode == PYFWD_POLL_BUSY ||
+			q->empty < XSK_ADAPTIVE_IDLE)) {
 		q->empty++;
 		for (i = 0; i < q->nports; i++)
 			recvfrom(q->port[i].fd, NULL, 0, MSG_DONTWAIT, NULL,
@@ -146,9 +160,26 @@ static void transmit(struct xsk_queue *q, struct worker *w,
 		if (!want[s] || !ok[s])
 			continue;
 		xsk_ring_prod__submit(&q->port[s].tx, want[s]);
+		q->port[s].outstanding += want[s];
 		w->stats.io.tx += want[s];
 		kick_tx(&q->port[s], w);
 	}
+}
+
+/*
+ * A port's first frames: its NAPI id, if set-up did not know it (kernels
+ * before 6.13 mark it on receive), and whether the queue's busy polls
+ * reach a NAPI.  Once per port: the id stays what it was then.
+ */
+static void napi_learn(struct xsk_queue *q, struct xsk_port *p)
+{
+	uint32_t s;
+
+	__atomic_store_n(&p->napi_id, xsk_napi_id(p->fd), __ATOMIC_RELAXED);
+	q->spin = 0;
+	for (s = 0; s < q->nports; s++)
+		if (q->port[s].busy_poll && q->port[s].napi_id > 0)
+			q->spin = 1;
 }
 
 /* One burst from port slot s; the number of frames it had. */
@@ -165,6 +196,8 @@ static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 	n = xsk_ring_cons__peek(&p->rx, batch, &idx);
 	if (!n)
 		return 0;
+	if (unlikely(p->napi_id == XSK_NAPI_UNKNOWN))
+		napi_learn(q, p);
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&p->rx,
 								  idx + i);
@@ -214,7 +247,8 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 			continue;
 		}
 		for (s = 0; s < q->nports; s++)
-			if (xsk_ring_prod__needs_wakeup(&q->port[s].tx))
+			if (q->port[s].outstanding &&
+			    xsk_ring_prod__needs_wakeup(&q->port[s].tx))
 				kick_tx(&q->port[s], w);
 		idle(ctx, io, q, w);
 	}

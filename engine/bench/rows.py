@@ -107,6 +107,12 @@ class Balancer:
 BALANCERS = {b.name: b for b in (
     Balancer("dr", "one-arm", "pyfwd", "dr"),
     Balancer("nat", "two-arm", "pyfwd", "nat"),
+    # NAT with the loop's other ways of waiting (`--poll`, README's
+    # benchmark notes): its CPU per request against the wake-up mode's
+    Balancer("nat-busy", "two-arm", "pyfwd", "nat",
+             ("--busy-poll", "20", "--poll", "busy")),
+    Balancer("nat-adaptive", "two-arm", "pyfwd", "nat",
+             ("--busy-poll", "20", "--poll", "adaptive")),
     Balancer("snat", "one-arm", "pyfwd", "snat"),
     Balancer("kernel-nat", "two-arm", "kernel-nat"),
     Balancer("haproxy-tcp", "one-arm", "haproxy", "tcp"),
@@ -145,12 +151,14 @@ def _close(balancer: str, size: str) -> HttpRow:
 HTTP = tuple(_ka(b, s) for b in HTTP_MODES for s in HTTP_SIZES) + (
     _close("nat", "1k"), _close("kernel-nat", "1k"),
     _close("nat", "100k"), _close("kernel-nat", "100k"),
+    _close("nat-busy", "1k"), _close("nat-busy", "100k"),
+    _close("nat-adaptive", "1k"), _close("nat-adaptive", "100k"),
 )
 # The balancers' run order, interleaved: each pyfwd balancer next to the
 # reference it is compared with (nat with kernel-nat, dr and snat with
 # HAProxy in TCP mode).  A balancer missing here runs last.
-HTTP_RUN_ORDER = ("kernel-nat", "nat", "haproxy-tcp", "dr", "snat",
-                  "haproxy-http")
+HTTP_RUN_ORDER = ("kernel-nat", "nat", "nat-busy", "nat-adaptive",
+                  "haproxy-tcp", "dr", "snat", "haproxy-http")
 HTTP_ROWS = tuple(r.name for r in HTTP)
 
 _PPS = {r.name: r for r in PPS}

@@ -232,8 +232,10 @@ NOTES = [
     "here: NAPI id 0, BusyPollRxPackets unchanged); the NAPI kthread does "
     "the receive work.",
     "HTTP rows run the engine in its wake-up mode (poll(), need_wakeup; "
-    "busy polling off): a busy-polling loop burns its core whether it "
-    "works or not, which would make CPU per request meaningless.",
+    "busy polling off), except nat-busy and nat-adaptive (--busy-poll 20 "
+    "with --poll busy, adaptive): where busy polling engages a busy loop "
+    "burns its core whether it works or not; where it cannot (no NAPI id, "
+    "as on veth) the loop sleeps in poll() when idle all the same.",
     "Balancer CPU is CPU 1's busy time (user, system, irq, softirq) over "
     "the wrk run, from /proc/stat; balancer packets are those received "
     "on the balancer's interfaces.",

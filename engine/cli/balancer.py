@@ -77,7 +77,9 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="with --busy-poll: busy spins all the time; adaptive "
               "spins while frames come and sleeps in poll() once idle "
               "(less CPU when the load is light; default: [engine] poll, "
-              "else busy)")
+              "else adaptive).  Either sleeps in poll() when idle where "
+              "busy polling cannot engage (no NAPI id: AF_XDP copy mode, "
+              "veth), as `pyfwd ctl status` says")
 @click.option("--frames", type=int, default=None, metavar="N",
               help="AF_XDP UMEM frames (4 KiB) per queue (default: [engine] "
               "frames, else twice the fill ring per interface)")

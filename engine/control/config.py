@@ -21,8 +21,8 @@ touched.
     arp_source_burst = 40                   # (neighbours.ratelimit)
     new_flows_per_second = 0                # per queue, 0: no cap; beyond:
                                             # DR+maglev untracked, else drop
-    poll = "busy"                           # busy polling: always, or
-                                            # "adaptive": under load only
+    poll = "adaptive"                       # busy polling: under load only,
+                                            # or "busy": always
     frames = 0                              # AF_XDP UMEM frames per queue
     rx_ring = 2048                          # ring sizes: powers of two
     tx_ring = 2048                          # (dataplane.io.XskRings; frames
@@ -72,7 +72,7 @@ from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
 from ..dataplane.core import NEW_FLOWS_MAX, TIMEOUT_MAX, TIMEOUTS
-from ..dataplane.io import POLL_MODES, XskRings
+from ..dataplane.io import POLL_DEFAULT, POLL_MODES, XskRings
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError
 from ..model import (MODES, NAME_RULE, ON_DOWN, SCHEDULERS, SNAT_PORTS,
@@ -121,7 +121,7 @@ class Config:
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
     new_flows_per_second: int = 0       # per queue; 0: no cap
     rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
-    poll: str = "busy"                  # dataplane.io.POLL_MODES
+    poll: str = POLL_DEFAULT            # dataplane.io.POLL_MODES
     fastpath: str = "off"               # dataplane.fastpath.MODES
 
     def ports(self):

@@ -135,6 +135,12 @@ def _xsk_line(xsk):
         parts.append(f"AF_XDP {x.pop('copy_mode')} mode")
     if "busy_poll" in x:
         parts.append("busy poll " + ("on" if x.pop("busy_poll") else "off"))
+        state = x.pop("busy_polling", None)
+        if state == "not engaged":
+            parts[-1] += (" but not engaged (NAPI id 0): sleeps in poll() "
+                          "when idle")
+        elif state:
+            parts[-1] += f" ({state})"
     if "queues" in x:
         q = x.pop("queues")
         parts.append(plural(q, "queue") if is_number(q) else f"queues {q}")

@@ -48,6 +48,7 @@ from .puntthread import PuntThread
 from .report import Report, write_stats
 from .startup import (check_options, interfaces, log_attached, open_backend,
                       open_core, open_punts, queue_count, snat_setting)
+from ..dataplane.io import POLL_DEFAULT
 from ..errors import ConfigError, PyfwdError
 from ..model import SNAT_PORTS
 from ..neighbours.ratelimit import NeighbourLimits
@@ -97,7 +98,7 @@ class Engine:
                  backend="auto", role="active", ha_options=None,
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
-                 new_flows_per_second=0, rings=None, poll="busy",
+                 new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
                  fastpath="off"):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
@@ -422,6 +423,7 @@ class Engine:
                     log.error("%s", err)
                 if self.xsk:
                     self.xsk.errors.clear()
+                    self.xsk.poll_check()   # busy polling that cannot work
             except PyfwdError as exc:       # logged, counted, carried on
                 log.error("control: %s", exc)
             except OSError as exc:

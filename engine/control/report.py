@@ -58,7 +58,7 @@ class Report:
                 if e.started else 0.0,
                 "vips": len(e.services),
                 "reals": sum(len(s.reals) for s in e.services),
-                "xsk": dataclasses.asdict(e.info) if e.info else None,
+                "xsk": xsk_status(e),
                 "snat": [str(e.snat[0]), e.snat[1], e.snat[2]]
                 if e.snat else None,
                 "haproxy": e.l7.status(),
@@ -185,4 +185,16 @@ def write_stats(path, snapshot):
                  durable=False)
 
 
-__all__ = ["Report", "write_stats"]
+def xsk_status(e):
+    """status()'s data plane: the XskInfo as set up, and for AF_XDP with
+    busy polling asked, whether it engages (Xsk.busy_poll_state)."""
+    if not e.info:
+        return None
+    out = dataclasses.asdict(e.info)
+    state = getattr(e.xsk, "busy_poll_state", None)
+    if out.get("busy_poll") and state:
+        out["busy_polling"] = state()
+    return out
+
+
+__all__ = ["Report", "write_stats", "xsk_status"]

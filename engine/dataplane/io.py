@@ -12,6 +12,7 @@ another attach mode (`pyfwd cleanup`).
 """
 
 import errno
+import logging
 import os
 import socket
 import threading
@@ -20,9 +21,11 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
 from . import native as _native
-from .napi import NapiTuning
+from .napi import NapiTuning, busy_poll_state
 from .native import endpoint_array, ffi, lib, snat_struct
 from ..errors import ConfigError, DataplaneError
+
+log = logging.getLogger("pyfwd")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ FRAME_SIZE = 4096
 # and sleeps in poll() once idle.  Without busy polling it always sleeps.
 POLL_MODES = {"busy": lib.PYFWD_POLL_BUSY,
               "adaptive": lib.PYFWD_POLL_ADAPTIVE}
+# The default ([engine] poll, --poll): the NAT HTTP rows' CPU per request
+# measured both (README, "Waiting for frames"); where busy polling engages
+# a busy loop burns its core at any load, an adaptive one only under load.
+POLL_DEFAULT = "adaptive"
 RING_MIN, RING_MAX = 64, 65536      # what the kernel takes (xsk.c)
 FRAMES_MAX = 1 << 20
 
@@ -157,11 +164,12 @@ class Xsk:
         self._ifaces = ()       # the interfaces' names, by slot
         self._io_lock = threading.Lock()    # sock_stats against close
         self._napi = NapiTuning()   # busy polling's interface settings
+        self._poll_said = None      # the busy-poll state poll_check logged
 
     def open(self, ifindex, queues=1, xdp_mode="auto", copy_mode="auto",
              busy_poll_usecs=0, busy_poll_budget=64, batch=64, frames=0,
              frame_size=FRAME_SIZE, ring_size=0, ifindex2=0, rings=None,
-             poll="busy"):
+             poll=POLL_DEFAULT):
         """Attach and open the sockets; the XskInfo.  rings: an XskRings
         (None: frames and ring_size, 0 taking the C defaults, which are
         XskRings'); poll: a POLL_MODES key."""
@@ -286,6 +294,43 @@ class Xsk:
                                  **{k: getattr(g, k) for k in counters}})
             return rows
 
+    def napi_ids(self):
+        """The NAPI id each loop found for its sockets (pyfwd_io_napi_id):
+        {(queue, iface): id, or None while not known (no frame yet)}; {}
+        when not open or not AF_XDP.  Any thread, beside close()."""
+        with self._io_lock:
+            if not self._ifaces or self.info.backend != "xdp":
+                return {}
+            out = {}
+            for q in range(self.info.queues):
+                for slot, iface in enumerate(self._ifaces):
+                    ret = lib.pyfwd_io_napi_id(self.core.ctx, q, slot)
+                    out[(q, iface)] = ret if ret >= 0 else None
+            return out
+
+    def busy_poll_state(self):
+        """napi.busy_poll_state of the open sockets: "off", "waiting",
+        "engaged" or "not engaged"."""
+        if not self.info or self.info.backend != "xdp":
+            return "off"
+        return busy_poll_state(self.info.busy_poll, self.napi_ids().values())
+
+    def poll_check(self):
+        """The control thread's: once busy polling proves unable to engage
+        (every socket's NAPI id 0), say so once.  The interfaces' NAPI
+        settings stay: without a busy poller they batch the NAPI thread's
+        work (README, "Waiting for frames").  The state."""
+        state = self.busy_poll_state()
+        if state == "not engaged" and self._poll_said != state:
+            log.warning("%s: busy polling cannot engage (the AF_XDP "
+                        "sockets have no NAPI id: copy mode, as on veth); "
+                        "the loops sleep in poll() when idle instead of "
+                        "spinning; napi_defer_hard_irqs and "
+                        "gro_flush_timeout stay set (they batch the "
+                        "receive work)", "+".join(self._ifaces))
+        self._poll_said = state
+        return state
+
     def close(self):
         """Stop the loops, then detach the program and free the sockets."""
         lib.pyfwd_io_stop(self.core.ctx)
@@ -364,4 +409,5 @@ def xdp_cleanup(ifindex):
 
 
 __all__ = ["Endpoint", "Xsk", "Afp", "XskInfo", "XskRings", "XDP_MODES",
-           "COPY_MODES", "POLL_MODES", "FRAME_SIZE", "xdp_cleanup"]
+           "COPY_MODES", "POLL_MODES", "POLL_DEFAULT", "FRAME_SIZE",
+           "xdp_cleanup"]

@@ -90,6 +90,39 @@ def test_start_sets_them_while_it_runs_and_puts_them_back(lab):
     assert napi(lab) == before
 
 
+def test_busy_polling_that_cannot_engage_sleeps_and_says_so(lab):
+    """veth gives AF_XDP copy mode, whose sockets have no NAPI id: busy
+    polls would reach nothing.  Once frames came, `--poll busy` does not
+    spin: the log and `pyfwd ctl status` say so, the idle engine takes a
+    small share of a CPU, and the NAPI settings stay until it stops."""
+    before = napi(lab)
+    sock = f"/tmp/{lab.name}-busy.sock"
+    proc = lab.popen("lb", PYFWD + [
+        "start", "--iface", "eth0", "--vip", f"{VIP4}:80/tcp", "--real",
+        "10.0.0.11", "--busy-poll", "20", "--poll", "busy",
+        "--control-socket", sock],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        said = wait_line(proc, "attached")
+        assert napi(lab) == ("2", "200000"), said
+        r = lab.run("client", ["curl", "-sS", "--max-time", "5",
+                               f"http://{VIP4}/"], capture_output=True,
+                    text=True, timeout=15)
+        assert r.returncode == 0 and "node=real1" in r.stdout, r.stderr
+        said = wait_line(proc, "busy polling cannot engage")
+        assert napi(lab) == ("2", "200000"), said
+        status = subprocess.run(PYFWD + ["ctl", "--socket", sock, "status"],
+                                capture_output=True, text=True, timeout=15)
+        assert "busy poll on but not engaged (NAPI id 0): sleeps in poll()" \
+            in status.stdout, status
+        assert cpu_share(proc.pid, 1.0) < 0.3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=15)[0]
+    assert proc.returncode == 0, out
+    assert napi(lab) == before
+
+
 def test_an_engine_in_a_setns_thread_leaves_the_machines_sysfs_alone(
         lab, caplog):
     host = {}

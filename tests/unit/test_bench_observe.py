@@ -38,6 +38,11 @@ def test_rows_are_one_table_each_and_interleaved():
     # each pyfwd balancer runs right after its reference
     order = rows.balancer_order(rows.HTTP_ROWS)
     assert order.index("nat") == order.index("kernel-nat") + 1
+    # the NAT loop's ways of waiting (--poll), beside it, one row each
+    assert order[order.index("nat"):][:3] == ["nat", "nat-busy",
+                                              "nat-adaptive"]
+    assert rows.http_row("http-nat-adaptive-1m").ref == "http-kernel-nat-1m"
+    assert rows.BALANCERS["nat-busy"].extra[-2:] == ("--poll", "busy")
     assert order.index("dr") == order.index("haproxy-tcp") + 1
     assert rows.balancer_order(["http-snat-1k", "http-nat-1m"]) == \
         ["nat", "snat"]
@@ -50,7 +55,9 @@ def test_serpentine_goes_back_on_odd_runs():
     assert run.serpentine(["a", "b", "c"], 1) == ["c", "b", "a"]
     assert run.select("http-*-close-*") == [
         "http-nat-close-1k", "http-kernel-nat-close-1k",
-        "http-nat-close-100k", "http-kernel-nat-close-100k"]
+        "http-nat-close-100k", "http-kernel-nat-close-100k",
+        "http-nat-busy-close-1k", "http-nat-busy-close-100k",
+        "http-nat-adaptive-close-1k", "http-nat-adaptive-close-100k"]
 
 
 def test_ladder_rungs_are_the_same_for_every_row():

@@ -105,7 +105,8 @@ def test_select_rows_groups_and_patterns():
     assert run.select(None) == list(run.ALL_ROWS)
     assert run.select("pps") == list(run.PPS_ROWS)
     assert run.select("http-*-1m,dr-xdp") == [
-        "dr-xdp", "http-dr-1m", "http-nat-1m", "http-snat-1m",
-        "http-kernel-nat-1m", "http-haproxy-tcp-1m", "http-haproxy-http-1m"]
+        "dr-xdp", "http-dr-1m", "http-nat-1m", "http-nat-busy-1m",
+        "http-nat-adaptive-1m", "http-snat-1m", "http-kernel-nat-1m",
+        "http-haproxy-tcp-1m", "http-haproxy-http-1m"]
     with pytest.raises(BenchError, match="no row is named 'dr-nope'"):
         run.select("dr-xdp,dr-nope")

@@ -689,6 +689,22 @@ def test_status_and_stats_say_why_the_fast_path_was_refused():
         {**STATS, "xsk": {**XSK, "fastpath": "on"}}).splitlines())
 
 
+@pytest.mark.parametrize("state, words", [
+    ("not engaged", "busy poll on but not engaged (NAPI id 0): sleeps in "
+     "poll() when idle, 1 queue"),
+    ("engaged", "busy poll on (engaged), 1 queue"),
+    ("waiting", "busy poll on (waiting), 1 queue"),
+    (None, "busy poll on, 1 queue"),
+])
+def test_format_status_says_whether_busy_polling_engages(state, words):
+    xsk = {**STATUS["xsk"], "busy_poll": True}
+    if state:
+        xsk["busy_polling"] = state
+    line = ctl.format_status({**STATUS, "xsk": xsk}).splitlines()[-1]
+    assert words in line
+    assert "busy polling" not in line       # said once, not as a key
+
+
 def test_format_show():
     text = ctl.format_show(VIPS)
     lines = text.splitlines()

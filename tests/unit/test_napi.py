@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from pyfwd.dataplane.napi import (DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS,
-                                  NapiTuning)
+from pyfwd.dataplane.napi import (BUSY_POLL_STATES, DEFER_HARD_IRQS,
+                                  GRO_FLUSH_TIMEOUT_NS, NapiTuning,
+                                  busy_poll_state)
 
 MAC = "02:00:00:00:00:01"
 
@@ -62,3 +63,69 @@ def test_no_such_device_is_a_warning_not_an_error(sysfs, caplog):
     with caplog.at_level(logging.WARNING, logger="pyfwd"):
         assert not tuning(sysfs).apply("eth8")
     assert "not set" in caplog.text
+
+
+# --- whether busy polling engages (the sockets' NAPI ids) --------------
+
+@pytest.mark.parametrize("asked, ids, state", [
+    (False, [7, 7], "off"),                 # not asked: ids do not matter
+    (True, [], "waiting"),                  # no socket read yet
+    (True, [None, None], "waiting"),        # no frame yet
+    (True, [0, None], "waiting"),           # one side not known yet
+    (True, [0, 0], "not engaged"),          # veth, copy mode
+    (True, [0], "not engaged"),
+    (True, [8193, 0], "engaged"),           # one NAPI to drive is enough
+    (True, [None, 8193], "engaged"),
+])
+def test_busy_poll_state(asked, ids, state):
+    assert busy_poll_state(asked, ids) == state
+    assert state in BUSY_POLL_STATES
+
+
+def test_busy_poll_state_takes_any_iterable():
+    assert busy_poll_state(True, iter([0, 0])) == "not engaged"
+    assert busy_poll_state(True, {(0, "eth0"): 0}.values()) == "not engaged"
+
+
+class _Restores:
+    def __init__(self):
+        self.n = 0
+
+    def restore(self):
+        self.n += 1
+
+
+def test_poll_check_says_once_and_keeps_the_settings(caplog):
+    """A loop whose busy polls reach no NAPI: Xsk.poll_check (the control
+    thread's, every tick) warns once, and the NAPI settings stay (they
+    batch the receive work; close() puts them back)."""
+    from pyfwd.dataplane.io import Xsk
+    xsk = Xsk(core=None)
+    xsk._ifaces = ("eth0", "eth1")
+    xsk._napi = _Restores()
+    states = iter(["waiting", "engaged", "not engaged", "not engaged",
+                   "not engaged"])
+    xsk.busy_poll_state = lambda: next(states)
+    with caplog.at_level(logging.WARNING, logger="pyfwd"):
+        got = [xsk.poll_check() for _ in range(5)]
+    assert got == ["waiting", "engaged"] + ["not engaged"] * 3
+    said = [r.getMessage() for r in caplog.records
+            if "cannot engage" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("eth0+eth1:")
+    assert xsk._napi.n == 0
+
+
+def test_xsk_status_adds_the_busy_poll_state_only_when_asked():
+    from pyfwd.control.report import xsk_status
+    from pyfwd.dataplane.io import XskInfo
+
+    class E:
+        xsk = type("X", (), {"busy_poll_state": lambda self: "not engaged"})()
+
+    e = E()
+    e.info = XskInfo("native", "copy", True, 1, 42)
+    assert xsk_status(e)["busy_polling"] == "not engaged"
+    e.info = XskInfo("native", "copy", False, 1, 42)
+    assert "busy_polling" not in xsk_status(e)
+    e.info = None
+    assert xsk_status(e) is None

@@ -26,7 +26,7 @@ def parse(engine):
 
 def test_the_defaults_keep_the_fill_ring_stocked():
     cfg = parse("")
-    assert cfg.rings == XskRings() and cfg.poll == "busy"
+    assert cfg.rings == XskRings() and cfg.poll == "adaptive"
     r = cfg.rings
     assert r.fill_ring == 2 * r.rx_ring
     assert r.umem_frames(1) >= r.fill_ring + r.tx_ring + r.rx_ring

@@ -40,6 +40,7 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	uint32_t slots = pow2_at_least(cfg->flows, 64);
 
 	w->epoch = EPOCH_IDLE;
+	w->wake_fd = -1;
 	w->flow_mask = slots - 1;
 	/* calloc of a large table maps zero pages: memory is used as used */
 	w->flows = calloc(slots, sizeof(*w->flows));
@@ -116,6 +117,9 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 	for (i = 0; i < ctx->cfg.workers; i++)
 		if (worker_alloc(&ctx->workers[i], &ctx->cfg))
 			goto err;
+	err = handoff_alloc(ctx);
+	if (err)
+		goto err;
 	*out = ctx;
 	return 0;
 
@@ -134,6 +138,8 @@ void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 		ctx->io_close(ctx);	/* the core builds without the I/O */
 	bank_free(&ctx->bank[0]);
 	bank_free(&ctx->bank[1]);
+	if (ctx->workers)
+		handoff_free(ctx);
 	if (ctx->workers)
 		for (i = 0; i < ctx->cfg.workers; i++)
 			worker_free(&ctx->workers[i]);
@@ -159,7 +165,8 @@ int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 		if (ctx->workers[i].ports.size != ctx->workers[i].ports.nfree)
 			return -EBUSY;
 	ctx->snat = *snat;
-	/* Worker i owns the ports with (port - lo) % workers == i. */
+	/* Worker i gives the ports it owns (handoff.c: the answers to a
+	 * port come to its owner). */
 	for (i = 0; i < ctx->cfg.workers; i++) {
 		struct port_pool *pp = &ctx->workers[i].ports;
 
@@ -167,9 +174,10 @@ int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
 		memset(pp->owner, 0, 65536 * sizeof(*pp->owner));
 		pp->cursor = 0;
 		for (p = snat->port_lo; p <= snat->port_hi; p++)
-			if ((p - snat->port_lo) % ctx->cfg.workers == i)
+			if (snat_port_worker(snat, p, ctx->cfg.workers) == i)
 				pp->free[pp->nfree++] = (uint16_t)p;
 		pp->size = pp->nfree;
+		ctx->workers[i].stats.flows.snat_ports_pool = pp->size;
 	}
 	return 0;
 }

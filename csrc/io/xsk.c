@@ -67,9 +67,11 @@ static int ring_bad(uint32_t n)
 static const char *xsk_config_check(const struct pyfwd_xsk_config *c,
 				    uint32_t workers, uint32_t n)
 {
+	/* Several workers: each owns flows, so each needs its queue. */
 	if (!c->queues || c->queues > workers ||
+	    (workers > 1 && c->queues != workers) ||
 	    c->queues > STEER_QUEUES_MAX)
-		return "queues";
+		return "queues (one per worker)";
 	if (!c->batch || c->batch > XSK_BATCH_MAX)
 		return "batch";
 	if ((c->frame_size & (c->frame_size - 1)) || c->frame_size < 2048)

@@ -256,6 +256,9 @@ struct pyfwd_ctx {
 	struct fastmap *fast;	/* the XDP fast path (fastmap.h), or NULL */
 	/* workers * workers rings, [from * workers + to]; NULL: one worker */
 	struct handoff_ring *handoff;
+	/* Workers 0..owners-1 own NAT/SNAT flows and SNAT ports: all of
+	 * them, or worker 0 alone under a backend of one loop (AF_PACKET) */
+	uint32_t owners;
 	int stop;
 };
 
@@ -396,6 +399,13 @@ uint32_t handoff_push(struct pyfwd_ctx *ctx, struct worker *w, uint32_t to,
 void handoff_wake(struct pyfwd_ctx *ctx, struct worker *w);
 int handoff_sleep(struct pyfwd_ctx *ctx, struct worker *w);
 void handoff_woken(struct worker *w);
+
+/*
+ * ctx.c: workers 0..owners-1 own flows from now on (the backends' open:
+ * as many as loops run), the SNAT range split between them anew.  0, or
+ * -EBUSY when flows hold SNAT ports.
+ */
+int ctx_owners_set(struct pyfwd_ctx *ctx, uint32_t owners);
 
 /* The worker whose share of the SNAT range holds port (ctx.c, handoff.c). */
 static inline uint32_t snat_port_worker(const struct pyfwd_snat *s,

@@ -87,7 +87,7 @@ uint32_t pyfwd_flow_owner(const struct pyfwd_ctx *ctx, const uint8_t *addr,
 			  uint8_t family, uint16_t port)
 {
 	const struct pyfwd_snat *s = &ctx->snat;
-	uint32_t n = ctx->cfg.workers, w[5];
+	uint32_t n = ctx->owners, w[5];
 
 	if (n < 2)
 		return 0;

@@ -392,6 +392,12 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 			goto err;
 	}
 	info->queues = c.queues;
+	/* A loop per worker: each owns its share of the flows. */
+	if (ctx_owners_set(ctx, ctx->cfg.workers)) {
+		say(errbuf, errlen, "flows hold SNAT ports");
+		err = -EBUSY;
+		goto err;
+	}
 	io_if_flags_set(ctx, io->ifindex, io->nifaces);
 	io_bind(ctx, io, IO_XSK, xsk_io_free);
 	return 0;

@@ -160,8 +160,7 @@ class Engine:
                                                     self.inside_iface)
         ifindex, ifindex2 = (self.ifindexes + [0])[:2]
         tracked = any(s.mode != "dr" for s in self.services)
-        queues = queue_count(self.options["queues"], tracked, self.iface,
-                             rxq)
+        queues = queue_count(self.options["queues"], self.iface, rxq)
         self.mac = mac
         self.core = open_core(mac, mac2, queues, tracked, self.options)
         self.snat = snat_setting(self.services, self.iface,

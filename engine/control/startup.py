@@ -57,20 +57,14 @@ def check_options(iface, inside_iface, backend, services):
     check_limits(services)
 
 
-def queue_count(asked, tracked, iface, rxq):
-    """How many queues to serve: `asked` (None: every RX queue, or one with
-    NAT/SNAT VIPs, `tracked`) checked against iface's `rxq` RX queues.
-    ConfigError when it cannot be."""
-    queues = served_queues(asked, tracked, rxq)
+def queue_count(asked, iface, rxq):
+    """How many queues to serve: `asked` (None: every RX queue) checked
+    against iface's `rxq` RX queues.  One worker each, whatever the modes:
+    NAT/SNAT frames that come in on another queue than their flow's owner
+    are handed to it.  ConfigError when it cannot be."""
+    queues = served_queues(asked, rxq)
     if not 1 <= queues <= rxq:
         raise ConfigError(f"queues {queues}: {iface} has {rxq} RX queue(s)")
-    if tracked and queues > 1:
-        raise ConfigError(f"queues {queues}: NAT and SNAT run on one queue "
-                          "for now (their flow table is per queue and "
-                          "answers may come in on another)")
-    if tracked and rxq > 1:
-        log.warning("%s: NAT/SNAT serve RX queue 0 only; frames on the "
-                    "other %d queue(s) go to the kernel", iface, rxq - 1)
     return queues
 
 

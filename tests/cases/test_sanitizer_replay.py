@@ -74,9 +74,10 @@ def test_sanitizer_build_replays_corpus(tmp_path, corpus):
     assert not wrong, "\n".join(wrong[:40])
     assert len(files) > 500
     # What the corpus reaches: every reason but the full flow table
-    # (test_nat_core fills one), every kind of forward on both slots.
+    # (test_nat_core fills one) and a full hand-over ring (one worker
+    # here; test_handoff fills one), every kind of forward on both slots.
     reached = {r for rs in got.values() for r in rs}
-    assert set(REASONS) - reached == {"drop_table_full"}
+    assert set(REASONS) - reached == {"drop_table_full", "drop_handoff_full"}
 
 
 def test_corpus_covers_nat_snat_ipv6_and_both_slots():

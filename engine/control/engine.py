@@ -70,7 +70,7 @@ class Engine:
     copy_mode ("auto" | "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL,
     0 = sleep in poll()), queues (default: every RX queue), flows (flow
     slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
-    two; default startup.FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
+    two; default startup.flows_per_queue), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),

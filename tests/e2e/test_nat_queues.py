@@ -16,6 +16,7 @@ from pyfwd.control.engine import Engine
 from pyfwd.model import Real, Service, Vip
 
 from . import labs
+from .test_fastpath import offload, xdp_on_the_lbs_peers
 from .test_nat import curl, stop
 
 pytestmark = pytest.mark.root
@@ -34,18 +35,34 @@ def nat_lab():
 
 
 @pytest.fixture(scope="module")
+def fast_lab():
+    """As nat_lab, ready for the XDP fast path (test_fastpath's way):
+    finished checksums from the client and the reals, an XDP program on
+    the switch ports facing the balancer."""
+    lab = labs.build("pfmq", "two-arm", queues=2)
+    try:
+        for role in ["client", *lab.reals]:
+            offload(lab, role, "eth0", "tx-checksumming", False)
+        xdp_on_the_lbs_peers(lab, ["eth0", "eth1"])
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
 def snat_lab():
     lab = labs.build("pfmq", "one-arm", queues=2)
     yield lab
     lab.down()
 
 
-def start(lab, mode, backend="xdp"):
+def start(lab, mode, backend="xdp", fastpath="off"):
     reals = [Real(lab.ip(r), 8080) for r in lab.reals]
     svc = [Service(WEB, reals, "maglev", mode),
            Service(UDP, [Real(lab.ip(r)) for r in lab.reals], "wrr", mode)]
     eng = Engine("eth0", svc, busy_poll=0, flows=1 << 16, backend=backend,
-                 inside_iface="eth1" if mode == "nat" else None)
+                 inside_iface="eth1" if mode == "nat" else None,
+                 fastpath=fastpath)
     lab.call("lb", eng.start)
     assert eng.info.backend == backend
     return eng
@@ -90,6 +107,9 @@ def check_queues(eng):
     assert all(q["handoff_out"] > 0 for q in queues), queues
     out = sum(q["handoff_out"] for q in queues)
     assert sum(q["handoff_in"] for q in queues) == out, queues
+    print(f"queues: rx {[q['rx'] for q in queues]}, handed out "
+          f"{[q['handoff_out'] for q in queues]}, fast path "
+          f"{s['core']['fast_frames']} frames")
     reason = s["core"]["reason"]
     assert reason["drop_handoff_full"] == 0
     assert reason["drop_no_flow"] == 0, reason
@@ -116,6 +136,27 @@ def test_snat_on_two_queues(snat_lab):
         # each worker gives its own half of the SNAT ports
         pools = [q["snat_ports_pool"] for q in queues]
         assert min(pools) > 0 and max(pools) - min(pools) <= 1
+    finally:
+        stop(eng)
+
+
+def test_nat_fast_path_on_two_queues(fast_lab):
+    """The fast path's map serves both queues: downloads whose flows the
+    owners installed are carried by XDP whatever queue their frames land
+    on, and whatever it leaves still reaches the owner."""
+    eng = start(fast_lab, "nat", fastpath="xdp")
+    try:
+        size = 5_000_000
+        r = curl(fast_lab, "--parallel", "-o", "/dev/null", "-o",
+                 "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-w",
+                 "%{size_download}\n",
+                 *[f"http://{VIP4}/bytes/{size}"] * 4, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [str(size)] * 4
+        connections(fast_lab, "10.0.0.1")
+        s = eng.stats()["core"]
+        assert s["fast_installed"] >= 4 and s["fast_frames"] > 1000, s
+        check_queues(eng)
     finally:
         stop(eng)
 

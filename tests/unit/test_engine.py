@@ -7,7 +7,9 @@ import ipaddress
 import pytest
 
 from pyfwd.control.engine import Engine
-from pyfwd.control.startup import queue_count, snat_setting
+from pyfwd.control.startup import (FLOWS_DR, FLOWS_TRACKED,
+                                   flows_per_queue, queue_count,
+                                   snat_setting)
 from pyfwd.errors import ConfigError
 from pyfwd.model import Real, Service, Vip
 
@@ -65,6 +67,13 @@ def test_queue_count():
     assert queue_count(None, "eth0", 1) == 1
     with pytest.raises(ConfigError, match="queues 5: eth0 has 4 RX"):
         queue_count(5, "eth0", 4)
+
+
+def test_flows_per_queue():
+    assert flows_per_queue(1, False) == flows_per_queue(8, False) == FLOWS_DR
+    assert flows_per_queue(1, True) == FLOWS_TRACKED    # 4M in all
+    assert flows_per_queue(2, True) == FLOWS_TRACKED // 2
+    assert flows_per_queue(16, True) == 1 << 20         # at least 1M
 
 
 def test_snat_setting():

@@ -57,8 +57,10 @@ int handoff_alloc(struct pyfwd_ctx *ctx)
 			return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
-		ctx->workers[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (ctx->workers[i].wake_fd < 0)
+		struct worker *w = &ctx->workers[i];
+
+		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->wake_fd < 0)
 			return -errno;
 	}
 	return 0;
@@ -233,8 +235,8 @@ uint32_t pyfwd_handoff_take(struct pyfwd_ctx *ctx, uint32_t worker,
 				w->stats.verdict[PYFWD_VERDICT_DROP]++;
 				continue;
 			}
-			memcpy(f->data, r->data + (size_t)i * PYFWD_HANDOFF_SNAP,
-			       len);
+			memcpy(f->data,
+			       r->data + (size_t)i * PYFWD_HANDOFF_SNAP, len);
 			f->len = len;
 			f->in_if = r->in_if[i];
 			f->flags = r->flags[i] | PYFWD_FRAME_HANDED;

@@ -207,6 +207,7 @@ struct worker {
 	int wake_fd;		/* eventfd: wakes its loop from poll(), -1 */
 	uint64_t handed_to;	/* bit o: frames pushed to o, not woken yet */
 	int sleeping;		/* in poll(): a hander writes wake_fd */
+	uint32_t take_from;	/* the ring taken from first next time */
 } __attribute__((aligned(64)));
 
 /*

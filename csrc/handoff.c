@@ -208,16 +208,21 @@ void handoff_woken(struct worker *w)
 uint32_t pyfwd_handoff_take(struct pyfwd_ctx *ctx, uint32_t worker,
 			    struct pyfwd_frame *frames, uint32_t max)
 {
-	uint32_t from, got = 0, n = ctx->cfg.workers;
+	uint32_t k, from, got = 0, n = ctx->cfg.workers;
 	struct worker *w;
 
 	if (!ctx->handoff || worker >= n)
 		return 0;
 	w = &ctx->workers[worker];
-	for (from = 0; from < n && got < max; from++) {
+	/* Each call starts one ring further: no hander starves the others. */
+	w->take_from = (w->take_from + 1) % n;
+	if (w->take_from == worker)
+		w->take_from = (w->take_from + 1) % n;
+	for (k = 0; k < n && got < max; k++) {
 		struct handoff_ring *r;
 		uint32_t tail, head, i, len;
 
+		from = (w->take_from + k) % n;
 		if (from == worker)
 			continue;
 		r = ring_of(ctx, from, worker);

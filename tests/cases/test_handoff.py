@@ -189,3 +189,19 @@ def test_udp_nat_flows_on_both_queues():
          for p in range(5000, 5050)]
     fwd, res = run_on(core, 1, q)
     assert len(fwd) == 50 and {r.reason for r in res} == {"forward"}
+
+
+def test_the_owner_takes_from_every_ring_in_turn():
+    core = core_with("nat", workers=3)
+    mine = [p for p in range(10000, 14000) if core.flow_owner(CLIENT, p) == 1]
+    a, b = mine[:200], mine[200:400]
+    for worker, ports in ((0, a), (2, b)):
+        _, res = core.process([syn(p) for p in ports], worker=worker)
+        assert {r.verdict for r in res} == {"handoff"}
+    seen = []
+    for _ in range(2):       # a full ring each: each call starts elsewhere
+        outs, res = core.process_handoffs(1, max_frames=100)
+        assert len(res) == 100
+        seen.append({Ether(o)[TCP].sport for o in outs})
+    assert {bool(s & set(a)) for s in seen} == {True, False}
+    assert {bool(s & set(b)) for s in seen} == {True, False}

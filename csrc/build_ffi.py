@@ -16,8 +16,10 @@ from cffi import FFI
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
-# The boundary's second part (pyfwd.h keeps under its size): the fast path.
-HEADERS = (HEADER, os.path.join(CSRC, "pyfwd_fast.h"))
+# The boundary's other parts (pyfwd.h keeps under its size): the fast
+# path; several workers (flow owners, hand-over).
+HEADERS = (HEADER, os.path.join(CSRC, "pyfwd_fast.h"),
+           os.path.join(CSRC, "pyfwd_mq.h"))
 
 
 def sources():

@@ -10,6 +10,8 @@
  * fetched while it runs instead of one miss at a time.  Flows are then
  * looked up and frames rewritten in order.
  */
+#include <errno.h>
+
 #include "flow.h"
 
 #define SWEEP_TICK_NS 1000000ULL	/* the expiry runs at most once a ms */
@@ -97,6 +99,32 @@ void worker_sweep(struct worker *w, uint64_t now)
 	w->swept_ns = now;
 }
 
+/*
+ * Several workers: a NAT/SNAT frame whose flow another worker owns is
+ * handed to it (1: r says PYFWD_HANDOFF), or *reason becomes a drop when
+ * its ring is full.  A frame handed over once is its owner's.
+ */
+static int handoff_elsewhere(struct pyfwd_ctx *ctx, struct worker *w,
+			     const struct parse *ps,
+			     const struct pyfwd_frame *f,
+			     struct pyfwd_result *r, uint32_t *reason)
+{
+	uint32_t owner;
+
+	if (*reason > PYFWD_R_FORWARD_ICMP || (f->flags & PYFWD_FRAME_HANDED))
+		return 0;
+	owner = handoff_owner(ctx, w, ps, *reason);
+	if (owner == w->id)
+		return 0;
+	if (handoff_push(ctx, w, owner, f)) {
+		*reason = PYFWD_R_DROP_HANDOFF_FULL;
+		return 0;
+	}
+	r->verdict = PYFWD_HANDOFF;
+	r->reason = (uint8_t)*reason;
+	return 1;
+}
+
 uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		      struct pyfwd_frame *frames, uint32_t n,
 		      struct pyfwd_result *out)
@@ -120,6 +148,9 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 			struct parse *p = &ps[i];
 
 			reason = why[i];
+			if (unlikely(ctx->handoff) &&
+			    handoff_elsewhere(ctx, w, p, f, r, &reason))
+				continue;	/* the owner counts it */
 			if (reason == PYFWD_R_FORWARD)
 				reason = forward_vip(ctx, w, b, p, f, now);
 			else if (reason == PYFWD_R_FORWARD_REPLY)
@@ -137,6 +168,8 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
 		}
 	}
 	bank_leave(w);
+	if (w->handed_to)
+		handoff_wake(ctx, w);
 	return fwd;
 }
 
@@ -144,4 +177,13 @@ uint32_t pyfwd_core_burst(struct pyfwd_ctx *ctx, struct pyfwd_frame *frames,
 			  uint32_t n, struct pyfwd_result *out)
 {
 	return worker_burst(ctx, &ctx->workers[0], frames, n, out);
+}
+
+int pyfwd_worker_burst(struct pyfwd_ctx *ctx, uint32_t worker,
+		       struct pyfwd_frame *frames, uint32_t n,
+		       struct pyfwd_result *out)
+{
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	return (int)worker_burst(ctx, &ctx->workers[worker], frames, n, out);
 }

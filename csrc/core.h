@@ -16,6 +16,7 @@
  *   classify.c  parse and classify one frame (tables.h: the look-ups)
  *   rewrite.c   NAT/SNAT translation (rewrite.h: L2), checksums kept right
  *   punt.c      the punt ring: the worker pushes, Python drains
+ *   handoff.c   several workers: flow owners, frames handed to them
  *   stats.c     counters and reason names, read by Python
  *   ctx.c       the context: create, destroy, SNAT pools, clock
  *   tables.c    publishing the tables into the inactive bank
@@ -33,6 +34,7 @@
 #include "packet.h"
 #include "proto.h"
 #include "pyfwd.h"
+#include "pyfwd_mq.h"
 
 /* How many IPv6 extension headers we walk before giving up on a frame. */
 #define IP6_EXTHDR_MAX 8
@@ -200,7 +202,27 @@ struct worker {
 	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
 	struct fast_worker *fast;	/* the XDP fast path's, or NULL */
+	/* Several workers (handoff.c): */
+	uint32_t id;		/* its index: the RX queue it serves */
+	int wake_fd;		/* eventfd: wakes its loop from poll(), -1 */
+	uint64_t handed_to;	/* bit o: frames pushed to o, not woken yet */
+	int sleeping;		/* in poll(): a hander writes wake_fd */
+	uint32_t take_from;	/* the ring taken from first next time */
 } __attribute__((aligned(64)));
+
+/*
+ * Frames a worker hands to another (handoff.c): one ring per (from, to)
+ * pair, single producer, single consumer; slots allocated at create.
+ */
+struct handoff_ring {
+	uint32_t head __attribute__((aligned(64)));	/* written by from */
+	uint32_t tail __attribute__((aligned(64)));	/* written by to */
+	uint32_t mask __attribute__((aligned(64)));	/* slots - 1 */
+	uint16_t *len;
+	uint8_t *in_if;
+	uint8_t *flags;
+	uint8_t *data;		/* slots * PYFWD_HANDOFF_SNAP */
+};
 
 /* --- the context --------------------------------------------------------- */
 
@@ -233,6 +255,11 @@ struct pyfwd_ctx {
 	void (*io_close)(struct pyfwd_ctx *ctx);	/* set with io */
 	struct steer_maps maps;
 	struct fastmap *fast;	/* the XDP fast path (fastmap.h), or NULL */
+	/* workers * workers rings, [from * workers + to]; NULL: one worker */
+	struct handoff_ring *handoff;
+	/* Workers 0..owners-1 own NAT/SNAT flows and SNAT ports: all of
+	 * them, or worker 0 alone under a backend of one loop (AF_PACKET) */
+	uint32_t owners;
 	int stop;
 };
 
@@ -355,6 +382,38 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
  * a wrong one counted and left as it is.  Before any rewrite.
  */
 void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame);
+
+/*
+ * handoff.c: set-up (ctx.c: allocated for several workers, freed); the
+ * worker that owns the flow of a classified frame (handoff_owner: w->id
+ * when none other does); push a copy of f to its ring (0, or the drop
+ * reason); wake the owners pushed to that sleep (after a burst); and the
+ * loops' idle: handoff_sleep() before poll() (1: frames wait, do not
+ * sleep), handoff_woken() after.
+ */
+int handoff_alloc(struct pyfwd_ctx *ctx);
+void handoff_free(struct pyfwd_ctx *ctx);
+uint32_t handoff_owner(const struct pyfwd_ctx *ctx, const struct worker *w,
+		       const struct parse *ps, uint32_t reason);
+uint32_t handoff_push(struct pyfwd_ctx *ctx, struct worker *w, uint32_t to,
+		      const struct pyfwd_frame *f);
+void handoff_wake(struct pyfwd_ctx *ctx, struct worker *w);
+int handoff_sleep(struct pyfwd_ctx *ctx, struct worker *w);
+void handoff_woken(struct worker *w);
+
+/*
+ * ctx.c: workers 0..owners-1 own flows from now on (the backends' open:
+ * as many as loops run), the SNAT range split between them anew.  0, or
+ * -EBUSY when flows hold SNAT ports.
+ */
+int ctx_owners_set(struct pyfwd_ctx *ctx, uint32_t owners);
+
+/* The worker whose share of the SNAT range holds port (ctx.c, handoff.c). */
+static inline uint32_t snat_port_worker(const struct pyfwd_snat *s,
+					uint32_t port, uint32_t workers)
+{
+	return (port - s->port_lo) % workers;
+}
 
 /* punt.c: a copy of the frame for Python (counted when the ring is full). */
 void punt_push(struct worker *w, const uint8_t *data, uint32_t len,

@@ -40,6 +40,7 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 	uint32_t slots = pow2_at_least(cfg->flows, 64);
 
 	w->epoch = EPOCH_IDLE;
+	w->wake_fd = -1;
 	w->flow_mask = slots - 1;
 	/* calloc of a large table maps zero pages: memory is used as used */
 	w->flows = calloc(slots, sizeof(*w->flows));
@@ -116,6 +117,10 @@ int pyfwd_ctx_create(const struct pyfwd_config *cfg, struct pyfwd_ctx **out)
 	for (i = 0; i < ctx->cfg.workers; i++)
 		if (worker_alloc(&ctx->workers[i], &ctx->cfg))
 			goto err;
+	ctx->owners = ctx->cfg.workers;
+	err = handoff_alloc(ctx);
+	if (err)
+		goto err;
 	*out = ctx;
 	return 0;
 
@@ -135,6 +140,8 @@ void pyfwd_ctx_destroy(struct pyfwd_ctx *ctx)
 	bank_free(&ctx->bank[0]);
 	bank_free(&ctx->bank[1]);
 	if (ctx->workers)
+		handoff_free(ctx);
+	if (ctx->workers)
 		for (i = 0; i < ctx->cfg.workers; i++)
 			worker_free(&ctx->workers[i]);
 	free(ctx->workers);
@@ -147,31 +154,51 @@ void pyfwd_ctx_config_read(const struct pyfwd_ctx *ctx,
 	*out = ctx->cfg;
 }
 
-int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
+/* Split the SNAT range between the owners (ports held: -EBUSY). */
+static int snat_split(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat,
+		      uint32_t owners)
 {
 	uint32_t i, p;
 
-	if (snat->family != PYFWD_AF_INET && snat->family != PYFWD_AF_INET6)
-		return -EINVAL;
-	if (!snat->port_lo || snat->port_lo > snat->port_hi)
-		return -EINVAL;
 	for (i = 0; i < ctx->cfg.workers; i++)
 		if (ctx->workers[i].ports.size != ctx->workers[i].ports.nfree)
 			return -EBUSY;
 	ctx->snat = *snat;
-	/* Worker i owns the ports with (port - lo) % workers == i. */
+	ctx->owners = owners;
+	/* Worker i gives the ports it owns (handoff.c: the answers to a
+	 * port come to its owner); a worker that owns no flow, none. */
 	for (i = 0; i < ctx->cfg.workers; i++) {
 		struct port_pool *pp = &ctx->workers[i].ports;
 
 		pp->head = pp->nfree = pp->size = 0;
 		memset(pp->owner, 0, 65536 * sizeof(*pp->owner));
 		pp->cursor = 0;
-		for (p = snat->port_lo; p <= snat->port_hi; p++)
-			if ((p - snat->port_lo) % ctx->cfg.workers == i)
+		for (p = snat->port_lo; snat->port_hi && p <= snat->port_hi;
+		     p++)
+			if (snat_port_worker(snat, p, owners) == i)
 				pp->free[pp->nfree++] = (uint16_t)p;
 		pp->size = pp->nfree;
+		ctx->workers[i].stats.flows.snat_ports_pool = pp->size;
 	}
 	return 0;
+}
+
+int pyfwd_snat_set(struct pyfwd_ctx *ctx, const struct pyfwd_snat *snat)
+{
+	if (snat->family != PYFWD_AF_INET && snat->family != PYFWD_AF_INET6)
+		return -EINVAL;
+	if (!snat->port_lo || snat->port_lo > snat->port_hi)
+		return -EINVAL;
+	return snat_split(ctx, snat, ctx->owners);
+}
+
+int ctx_owners_set(struct pyfwd_ctx *ctx, uint32_t owners)
+{
+	struct pyfwd_snat snat = ctx->snat;
+
+	if (owners == ctx->owners)
+		return 0;
+	return snat_split(ctx, &snat, owners);
 }
 
 void pyfwd_clock_set(struct pyfwd_ctx *ctx, uint64_t now_ns)

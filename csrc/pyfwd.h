@@ -68,7 +68,9 @@
 					 * addr:port or to SNAT's ports (or
 					 * an ICMP error about one) that no
 					 * flow claims */
-#define PYFWD_R_MAX 34
+#define PYFWD_R_DROP_HANDOFF_FULL 34	/* for another worker's flow: its
+					 * ring full (pyfwd_mq.h) */
+#define PYFWD_R_MAX 35
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -139,6 +141,8 @@
  */
 #define PYFWD_FRAME_CSUM_PARTIAL 1
 #define PYFWD_FRAME_GSO 2
+#define PYFWD_FRAME_HANDED 4	/* handed over by another worker: its
+				 * owner's now, never handed on (pyfwd_mq.h) */
 
 /* One frame of a batch: the core reads and rewrites it in place. */
 struct pyfwd_frame {
@@ -259,6 +263,8 @@ struct pyfwd_flow_stats {
 	uint64_t flows_bypassed;	/* frames of new flows beyond
 					 * new_flows_per_second, forwarded
 					 * by the Maglev table, untracked */
+	uint64_t snat_ports_pool;	/* SNAT source ports it may give:
+					 * each worker its share */
 };
 
 /* TCP/UDP checksums of frames flagged PYFWD_FRAME_CSUM_PARTIAL. */
@@ -275,6 +281,9 @@ struct pyfwd_io_stats {
 	uint64_t punt_overflow;		/* punts dropped: punt ring full */
 	uint64_t wakeups;		/* sendto/recvfrom kicks */
 	uint64_t polls;			/* poll() calls */
+	uint64_t handoff_out;		/* frames handed to their flow's
+					 * owner (another worker) */
+	uint64_t handoff_in;		/* frames taken from other workers */
 };
 
 /* The XDP fast path (csrc/fastmap.c): frames it carried count in
@@ -294,7 +303,7 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[34];		/* PYFWD_R_MAX */
+	uint64_t reason[35];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;

@@ -43,6 +43,7 @@ static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_DROP_ICMP_NO_FLOW] = "drop_icmp_no_flow",
 	[PYFWD_R_DROP_TTL_EXPIRED] = "drop_ttl_expired",
 	[PYFWD_R_DROP_NO_FLOW] = "drop_no_flow",
+	[PYFWD_R_DROP_HANDOFF_FULL] = "drop_handoff_full",
 };
 
 const char *pyfwd_reason_name(uint32_t reason)

@@ -73,12 +73,12 @@ _NOT_HOSTS = tuple((ipaddress.ip_network(net), why) for net, why in (
 LOOPBACK = "loopback: never on the wire"
 
 
-def served_queues(asked, tracked, rxq):
-    """The RX queues an engine serves: `asked` (--queues), else queue 0
-    alone when a VIP is NAT or SNAT (`tracked`: their flow table is per
-    queue), else all `rxq`.  The engine checks the result; doctor reports
-    the queues it leaves to the kernel."""
-    return asked or (1 if tracked else rxq)
+def served_queues(asked, rxq):
+    """The RX queues an engine serves: `asked` (--queues), else all `rxq`
+    (NAT and SNAT too: a frame that comes in on another queue than its
+    flow's owner is handed to it, csrc/handoff.c).  The engine checks the
+    result; doctor reports the queues it leaves to the kernel."""
+    return asked or rxq
 
 
 def _unicast(obj, what, loopback=False):

@@ -180,6 +180,11 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	say(errbuf, errlen, "%s", "");
 	if (ctx->io)
 		return -EBUSY;	/* one backend at a time */
+	/* One loop (worker 0) sees every queue: it owns every flow. */
+	if (ctx_owners_set(ctx, 1)) {
+		say(errbuf, errlen, "flows hold SNAT ports");
+		return -EBUSY;
+	}
 	io = calloc(1, sizeof(*io));
 	if (!io)
 		return -ENOMEM;

@@ -96,7 +96,7 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 int pyfwd_afp_run(struct pyfwd_ctx *ctx, uint32_t queue)
 {
 	struct afp_io *io = ctx->io;
-	struct pollfd pfd[PYFWD_IFACES_MAX];
+	struct pollfd pfd[PYFWD_IFACES_MAX + 1];
 	struct worker *w = &ctx->workers[0];
 	uint32_t s, got;
 	int err;

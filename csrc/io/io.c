@@ -130,7 +130,17 @@ void pyfwd_io_close(struct pyfwd_ctx *ctx)
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n)
 {
+	/* Several workers: frames handed to us wake us (handoff.c). */
+	if (handoff_sleep(ctx, w))
+		return;
+	if (w->wake_fd >= 0) {
+		pfd[n].fd = w->wake_fd;
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+		n++;
+	}
 	poll(pfd, n, IDLE_POLL_MS);
+	handoff_woken(w);
 	worker_sweep(w, ctx_now(ctx));
 	w->stats.io.polls++;
 }

@@ -82,8 +82,10 @@ static inline int io_beat(struct pyfwd_ctx *ctx, struct worker *w)
 	return 0;
 }
 
-/* Nothing came: sleep in poll() on n fds, then expire flows as the
- * clock says (worker_sweep: NAT/SNAT ports back, live counts right). */
+/* Nothing came: sleep in poll() on n fds (pfd has room for one more:
+ * the worker's wake_fd, when other workers hand it frames), then expire
+ * flows as the clock says (worker_sweep: NAT/SNAT ports back, live counts
+ * right). */
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n);
 

@@ -67,9 +67,11 @@ static int ring_bad(uint32_t n)
 static const char *xsk_config_check(const struct pyfwd_xsk_config *c,
 				    uint32_t workers, uint32_t n)
 {
+	/* Several workers: each owns flows, so each needs its queue. */
 	if (!c->queues || c->queues > workers ||
+	    (workers > 1 && c->queues != workers) ||
 	    c->queues > STEER_QUEUES_MAX)
-		return "queues";
+		return "queues (one per worker)";
 	if (!c->batch || c->batch > XSK_BATCH_MAX)
 		return "batch";
 	if ((c->frame_size & (c->frame_size - 1)) || c->frame_size < 2048)
@@ -419,6 +421,12 @@ int pyfwd_xsk_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 			goto err;
 	}
 	info->queues = c.queues;
+	/* A loop per worker: each owns its share of the flows. */
+	if (ctx_owners_set(ctx, ctx->cfg.workers)) {
+		say(errbuf, errlen, "flows hold SNAT ports");
+		err = -EBUSY;
+		goto err;
+	}
 	io_if_flags_set(ctx, io->ifindex, io->nifaces);
 	io_bind(ctx, io, IO_XSK, xsk_io_free);
 	return 0;

@@ -96,7 +96,7 @@ static void kick_tx(struct xsk_port *p, struct worker *w)
 static void idle(struct pyfwd_ctx *ctx, struct xsk_io *io, struct xsk_queue *q,
 		 struct worker *w)
 {
-	struct pollfd pfd[PYFWD_IFACES_MAX];
+	struct pollfd pfd[PYFWD_IFACES_MAX + 1];
 	uint32_t i;
 
 	if (q->spin && (io->poll_mode == PYFWD_POLL_BUSY ||
@@ -217,6 +217,36 @@ static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 	return n;
 }
 
+/*
+ * Frames other workers handed to this one (NAT/SNAT flows it owns),
+ * copied into free UMEM frames, through the core, out on this queue's
+ * TX rings as if received here.  The number of frames it had.
+ */
+static uint32_t handoff_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
+			      struct worker *w, uint32_t batch)
+{
+	struct pyfwd_frame frames[XSK_BATCH_MAX];
+	struct pyfwd_result res[XSK_BATCH_MAX];
+	uint64_t addrs[XSK_BATCH_MAX];
+	uint32_t n, i, want = batch < q->nfree ? batch : q->nfree;
+
+	if (!ctx->handoff)
+		return 0;
+	for (i = 0; i < want; i++) {
+		addrs[i] = q->free_addrs[q->nfree - 1 - i];
+		frames[i].data = xsk_umem__get_data(q->area, addrs[i]);
+		frames[i].cap = (uint16_t)(q->frame_size < UINT16_MAX ?
+					   q->frame_size : UINT16_MAX);
+	}
+	n = pyfwd_handoff_take(ctx, q->queue, frames, want);
+	if (!n)
+		return 0;
+	q->nfree -= n;		/* the top n of the free stack */
+	worker_burst(ctx, w, frames, n, res);
+	transmit(q, w, addrs, frames, res, n);
+	return n;
+}
+
 int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 {
 	struct xsk_io *io = ctx->io;
@@ -242,6 +272,7 @@ int pyfwd_xsk_run(struct pyfwd_ctx *ctx, uint32_t queue)
 		}
 		for (s = 0; s < q->nports; s++)
 			got += rx_burst(ctx, q, w, s, io->batch);
+		got += handoff_burst(ctx, q, w, io->batch);
 		if (got) {
 			q->empty = 0;
 			continue;

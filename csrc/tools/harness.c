@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pyfwd_mq.h"
 #include "tools/harness.h"
 
 #define CLOCK_START_NS 1000000000000ull	/* a fixed clock: 1000 s */
@@ -90,11 +91,16 @@ int harness_setups_load(const char *list)
 	return err ?: nsetups ? 0 : -ENOENT;
 }
 
+uint16_t harness_workers;
+
 static struct pyfwd_ctx *ctx_of(const struct setup *s)
 {
+	struct pyfwd_config cfg = s->cfg;
 	struct pyfwd_ctx *ctx;
 
-	if (pyfwd_ctx_create(&s->cfg, &ctx))
+	if (harness_workers)
+		cfg.workers = harness_workers;
+	if (pyfwd_ctx_create(&cfg, &ctx))
 		abort();
 	if (s->snat.port_hi && pyfwd_snat_set(ctx, &s->snat))
 		abort();
@@ -120,6 +126,40 @@ static void check(const struct pyfwd_result *r, const struct pyfwd_frame *f,
 	}
 }
 
+/*
+ * Frame f through the core as worker w (of `workers`, record n's turn);
+ * a frame handed to another worker is taken there, in a buffer of its
+ * size, and run by it, its result in *r.  The frame that ends is *f or
+ * *f2 (then its buffer is *buf2, freed by the caller).
+ */
+static struct pyfwd_frame *run_on(struct pyfwd_ctx *ctx, uint32_t workers,
+				  uint32_t n, struct pyfwd_frame *f,
+				  struct pyfwd_frame *f2, uint8_t **buf2,
+				  struct pyfwd_result *r)
+{
+	uint32_t w = n % workers, o, got = 0;
+
+	if (pyfwd_worker_burst(ctx, w, f, 1, r) < 0)
+		abort();
+	if (r->verdict != PYFWD_HANDOFF)
+		return f;
+	*buf2 = malloc(f->len ? f->len : 1);
+	if (!*buf2)
+		abort();
+	for (o = 0; o < workers; o++) {
+		f2->data = *buf2;
+		f2->cap = (uint16_t)f->len;
+		if (o == w || !pyfwd_handoff_take(ctx, o, f2, 1))
+			continue;
+		if (got++ || pyfwd_worker_burst(ctx, o, f2, 1, r) < 0 ||
+		    r->verdict == PYFWD_HANDOFF)
+			abort();	/* one owner, which keeps it */
+	}
+	if (got != 1)
+		abort();
+	return f2;
+}
+
 uint32_t harness_run(const uint8_t *data, size_t size,
 		     void (*report)(const struct pyfwd_result *r, void *arg),
 		     void *arg)
@@ -141,8 +181,8 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 		uint8_t ctrl = data[off];
 		size_t len = (size_t)data[off + 1] << 8 | data[off + 2];
 		struct pyfwd_result r;
-		struct pyfwd_frame f;
-		uint8_t *buf;
+		struct pyfwd_frame f, f2, *done;
+		uint8_t *buf, *buf2 = NULL;
 
 		off += 3;
 		if (len > size - off)
@@ -163,12 +203,14 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 			pyfwd_clock_set(ctx, now);
 			pyfwd_flows_expire(ctx);
 		}
-		pyfwd_core_burst(ctx, &f, 1, &r);
-		check(&r, &f, data + off, (uint32_t)len);
+		done = run_on(ctx, harness_workers ? harness_workers : 1, n,
+			      &f, &f2, &buf2, &r);
+		check(&r, done, data + off, (uint32_t)len);
 		punted += r.verdict == PYFWD_VERDICT_PUNT;
 		if (report)
 			report(&r, arg);
 		free(buf);
+		free(buf2);
 		off += len;
 		n++;
 	}

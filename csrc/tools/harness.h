@@ -35,6 +35,13 @@
 #define REC_GSO 4
 #define REC_CLOCK 8
 
+/*
+ * Workers every context gets (0: the set-up's).  With several, record n
+ * runs as worker n % workers, and a NAT/SNAT frame another worker owns
+ * is handed to it and run there (csrc/handoff.c): the same promises hold.
+ */
+extern uint16_t harness_workers;
+
 /* Read a set-up file; 0 or -errno (-EINVAL: not one). */
 int harness_setup_load(const char *path);
 

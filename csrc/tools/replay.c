@@ -7,7 +7,11 @@
  * fuzzer found), or with coverage (make -C csrc cover) to measure what
  * it reaches.  Inputs and set-ups are harness.h's.
  *
- *   replay -s SETUP [-s SETUP]... FILE...
+ *   replay [-w WORKERS] -s SETUP [-s SETUP]... FILE...
+ *
+ * -w: every context gets WORKERS workers, the records run on each in
+ * turn, and frames of flows another worker owns are handed to it
+ * (harness.h).
  *
  * Prints "FILE<TAB>REASON REASON ..." per file, the reason of each of its
  * frames in order, and exits 0; aborts when the core breaks a promise;
@@ -58,12 +62,19 @@ int main(int argc, char **argv)
 	uint8_t *data;
 	size_t size;
 
-	while ((opt = getopt(argc, argv, "s:")) != -1) {
-		err = opt == 's' ? harness_setup_load(optarg) : -EINVAL;
+	while ((opt = getopt(argc, argv, "s:w:")) != -1) {
+		if (opt == 'w') {
+			harness_workers = (uint16_t)atoi(optarg);
+			err = harness_workers >= 1 &&
+			      harness_workers <= PYFWD_WORKERS_MAX ? 0 : -EINVAL;
+		} else {
+			err = opt == 's' ? harness_setup_load(optarg) : -EINVAL;
+		}
 		if (err) {
-			fprintf(stderr, "usage: %s -s SETUP... FILE... (%s%s%s)\n",
-				argv[0], optarg ? optarg : "", optarg ? ": " : "",
-				strerror(-err));
+			fprintf(stderr,
+				"usage: %s [-w N] -s SETUP... FILE... "
+				"(%s%s%s)\n", argv[0], optarg ? optarg : "",
+				optarg ? ": " : "", strerror(-err));
 			return 2;
 		}
 	}

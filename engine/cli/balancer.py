@@ -101,8 +101,9 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="RX queues to serve (default: all)")
 @click.option("--flows", type=click.IntRange(64, 1 << 26), default=None,
               help="flow table slots per queue, 72 bytes each; a DR flow "
-              "takes one, a NAT/SNAT flow two (default: 2M for DR, 4M with "
-              "NAT/SNAT: about 1.7M flows either way)")
+              "takes one, a NAT/SNAT flow two (default: 2M for DR; with "
+              "NAT/SNAT 4M in all, split between the queues, 1M each at "
+              "least)")
 @click.option("--neighbour-stale", type=float, default=None,
               metavar="SECONDS",
               help="keep a real server's last MAC this long while ARP or "

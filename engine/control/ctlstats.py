@@ -31,12 +31,12 @@ def fastpath_text(state, why=""):
 # in one; tests/unit/test_counters.py pins them to the header).
 FLOW_COUNTERS = ("flows_new", "flow_hits", "flows_rescheduled",
                  "flows_evicted", "flows_expired", "snat_ports_used",
-                 "flows_half_open", "flows_bypassed")
+                 "flows_half_open", "flows_bypassed", "snat_ports_pool")
 CSUM_COUNTERS = ("csum_completed", "csum_bad")
 FAST_COUNTERS = ("fast_frames", "fast_bytes", "fast_stale", "fast_installed",
                  "fast_removed", "fast_install_failed")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
-               "polls")
+               "polls", "handoff_out", "handoff_in")
 TABLE_COUNTERS = ("vip_count", "vip_generation")
 _SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *FLOW_COUNTERS,
                *CSUM_COUNTERS, *FAST_COUNTERS, *IO_COUNTERS,

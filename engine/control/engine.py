@@ -71,7 +71,7 @@ class Engine:
     copy_mode ("auto" | "copy" | "zerocopy"), busy_poll (µs of SO_BUSY_POLL,
     0 = sleep in poll()), queues (default: every RX queue), flows (flow
     slots per queue, 72 bytes each; a DR flow takes one, a NAT/SNAT flow
-    two; default startup.FLOWS_DR or FLOWS_TRACKED), stats_file (JSON written every
+    two; default startup.flows_per_queue), stats_file (JSON written every
     second and at stop), role ("active": answer ARP for the VIPs and
     announce them; "standby": everything else but that, see set_role()),
     neighbour_stale (s a real's last MAC is kept unanswered: NextHops),
@@ -161,8 +161,7 @@ class Engine:
                                                     self.inside_iface)
         ifindex, ifindex2 = (self.ifindexes + [0])[:2]
         tracked = any(s.mode != "dr" for s in self.services)
-        queues = queue_count(self.options["queues"], tracked, self.iface,
-                             rxq)
+        queues = queue_count(self.options["queues"], self.iface, rxq)
         self.mac = mac
         self.core = open_core(mac, mac2, queues, tracked, self.options)
         self.snat = snat_setting(self.services, self.iface,

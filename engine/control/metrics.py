@@ -59,6 +59,9 @@ CORE_METRICS = {
     "flows_bypassed": ("pyfwd_flows_bypassed_total", "counter",
                        "Frames of new flows beyond new_flows_per_second "
                        "that DR forwarded by the Maglev table, untracked."),
+    "snat_ports_pool": ("pyfwd_snat_ports_pool", "gauge",
+                        "SNAT source ports the workers may give (each "
+                        "worker its share of the range)."),
     "csum_completed": ("pyfwd_csum_completed_total", "counter",
                        "TCP/UDP checksums a sender left unfinished (a veth's "
                        "tx checksum offload), completed before forwarding."),
@@ -95,6 +98,11 @@ CORE_METRICS = {
                 "Kernel wake-ups the I/O loops asked for."),
     "polls": ("pyfwd_polls_total", "counter",
               "poll() calls of the I/O loops."),
+    "handoff_out": ("pyfwd_handoff_out_total", "counter",
+                    "NAT/SNAT frames a queue's worker handed to the "
+                    "worker that owns their flow."),
+    "handoff_in": ("pyfwd_handoff_in_total", "counter",
+                   "NAT/SNAT frames workers took from the others."),
 }
 
 # The control plane's responders: Engine.stats() key -> what they handle.
@@ -137,6 +145,15 @@ QUEUE_METRICS = {
                 "Kernel wake-ups a queue's worker asked for."),
     "polls": ("pyfwd_queue_polls_total", "counter",
               "poll() calls of a queue's worker."),
+    "handoff_out": ("pyfwd_queue_handoff_out_total", "counter",
+                    "NAT/SNAT frames a queue's worker handed to the "
+                    "owner of their flow (another queue's)."),
+    "handoff_in": ("pyfwd_queue_handoff_in_total", "counter",
+                   "NAT/SNAT frames a queue's worker took from the "
+                   "others (flows it owns)."),
+    "snat_ports_pool": ("pyfwd_queue_snat_ports_pool", "gauge",
+                        "SNAT source ports a queue's worker may give (its "
+                        "share of the range)."),
 }
 
 # Per real server keys (struct pyfwd_real_stats) -> (metric suffix, type,

@@ -26,11 +26,14 @@ from ..neighbours.kernel import interface, multicast_socket, primary_ipv4
 log = logging.getLogger("pyfwd")
 
 BACKENDS = ("auto", "xdp", "afpacket")
-# Flow slots per queue.  A table turns new flows away from about 85% full
-# (two windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M
-# slots ~1.7M NAT/SNAT flows (288 MiB).
+# Flow slots.  A table turns new flows away from about 85% full (two
+# windows of 16 slots): 2M slots hold ~1.8M DR flows (144 MiB), 4M slots
+# ~1.7M NAT/SNAT flows (288 MiB).  DR: FLOWS_DR per queue.  NAT/SNAT:
+# FLOWS_TRACKED in all, split between the queues (a flow lives in its
+# owner's table only), FLOWS_TRACKED_MIN per queue at least.
 FLOWS_DR = 1 << 21
 FLOWS_TRACKED = 1 << 22
+FLOWS_TRACKED_MIN = 1 << 20
 
 
 def interfaces(iface, inside_iface):
@@ -58,20 +61,14 @@ def check_options(iface, inside_iface, backend, services):
     check_limits(services)
 
 
-def queue_count(asked, tracked, iface, rxq):
-    """How many queues to serve: `asked` (None: every RX queue, or one with
-    NAT/SNAT VIPs, `tracked`) checked against iface's `rxq` RX queues.
-    ConfigError when it cannot be."""
-    queues = served_queues(asked, tracked, rxq)
+def queue_count(asked, iface, rxq):
+    """How many queues to serve: `asked` (None: every RX queue) checked
+    against iface's `rxq` RX queues.  One worker each, whatever the modes:
+    NAT/SNAT frames that come in on another queue than their flow's owner
+    are handed to it.  ConfigError when it cannot be."""
+    queues = served_queues(asked, rxq)
     if not 1 <= queues <= rxq:
         raise ConfigError(f"queues {queues}: {iface} has {rxq} RX queue(s)")
-    if tracked and queues > 1:
-        raise ConfigError(f"queues {queues}: NAT and SNAT run on one queue "
-                          "for now (their flow table is per queue and "
-                          "answers may come in on another)")
-    if tracked and rxq > 1:
-        log.warning("%s: NAT/SNAT serve RX queue 0 only; frames on the "
-                    "other %d queue(s) go to the kernel", iface, rxq - 1)
     return queues
 
 
@@ -105,11 +102,18 @@ def open_punts(iface, ifindex, core, mac, ha, services, limits):
                  groups=Groups(mc_sock, ifindex, iface) if mc_sock else None)
 
 
+def flows_per_queue(queues, tracked):
+    """Flow slots per queue by default (see FLOWS_DR, FLOWS_TRACKED)."""
+    if not tracked:
+        return FLOWS_DR
+    return max(FLOWS_TRACKED // queues, FLOWS_TRACKED_MIN)
+
+
 def open_core(mac, mac2, queues, tracked, options):
-    """The C core for `queues` workers; options: flows (None: FLOWS_DR, or
-    FLOWS_TRACKED when `tracked`, some VIP is NAT or SNAT), timeouts,
-    new_flows_per_second."""
-    flows = options["flows"] or (FLOWS_TRACKED if tracked else FLOWS_DR)
+    """The C core for `queues` workers; options: flows (slots per queue;
+    None: flows_per_queue, `tracked` when some VIP is NAT or SNAT),
+    timeouts, new_flows_per_second."""
+    flows = options["flows"] or flows_per_queue(queues, tracked)
     return Core(mac=mac, mac2=mac2, workers=queues, flows=flows,
                 timeouts=options["timeouts"],
                 new_flows_per_second=options["new_flows_per_second"])
@@ -197,4 +201,4 @@ def snat_setting(services, iface, address, ports):
 
 __all__ = ["BACKENDS", "interfaces", "check_options", "queue_count",
            "log_attached", "open_punts", "open_core", "open_backend",
-           "snat_setting", "FLOWS_DR", "FLOWS_TRACKED"]
+           "snat_setting", "flows_per_queue", "FLOWS_DR", "FLOWS_TRACKED"]

@@ -25,6 +25,7 @@ from ..model import Service
 from ..frames import ZERO_MAC, mac_to_bytes
 
 _core_burst = lib.pyfwd_core_burst
+_worker_burst = lib.pyfwd_worker_burst
 _FAMILY = {lib.PYFWD_AF_NONE: None, lib.PYFWD_AF_ARP: "arp",
            lib.PYFWD_AF_INET: "ipv4", lib.PYFWD_AF_INET6: "ipv6"}
 _TIMEOUT_MAX = lib.PYFWD_TIMEOUT_LIMIT     # seconds
@@ -57,7 +58,9 @@ _STATS_PLAN = _stats_plan()
 class Result:
     """What the core decided for one frame.
 
-    verdict: "pass" | "punt" | "forward" | "drop"; reason: one of REASONS;
+    verdict: "pass" | "punt" | "forward" | "drop", or "handoff" (handed to
+    its flow's owner, another worker: reason is what it was classified);
+    reason: one of REASONS;
     vip: index of the matched VIP in the published list, or None.
     """
 
@@ -209,18 +212,37 @@ class Core:
         return self.publish_services([Service(v) for v in vips],
                                      {})
 
-    def process(self, frames, in_if=0, csum_partial=False, gso=False):
-        """Run frames (bytes) through the core as one batch (worker 0), as
-        if they came in on interface slot in_if; csum_partial: as a veth
-        hands them over, their TCP/UDP checksums maybe unfinished (the
-        core completes them: csrc/csum.c); gso: as AF_PACKET hands over a
-        veth's TSO frames (checksums unfinished, kept so, for the kernel).
+    def process(self, frames, in_if=0, csum_partial=False, gso=False,
+                worker=0):
+        """Run frames (bytes) through the core as one batch (as `worker`,
+        0 by default), as if they came in on interface slot in_if;
+        csum_partial: as a veth hands them over, their TCP/UDP checksums
+        maybe unfinished (the core completes them: csrc/csum.c); gso: as
+        AF_PACKET hands over a veth's TSO frames (checksums unfinished,
+        kept so, for the kernel).
 
         Returns (out_frames, results): the frames as the core left them
-        (rewritten in place for FORWARD) and one Result each.
+        (rewritten in place for FORWARD) and one Result each; with several
+        workers a NAT/SNAT frame another worker owns has the verdict
+        "handoff" (process_handoffs(owner) takes it).
         """
         batch = _Batch(frames, in_if, csum_partial, gso)
-        self.run(batch)
+        self.run(batch, worker)
+        return batch.frames(), batch.results_list()
+
+    def process_handoffs(self, worker, max_frames=256):
+        """Take the frames other workers handed to `worker` and run them
+        through the core as it (what its loop does every round).
+
+        Returns (out_frames, results) as process(), [] and [] if none.
+        """
+        batch = _Batch([bytes(lib.PYFWD_HANDOFF_SNAP)] * max_frames)
+        with self._lock:
+            n = lib.pyfwd_handoff_take(self.ctx, worker, batch.descs,
+                                       max_frames)
+        batch.n = n
+        if n:
+            self.run(batch, worker)
         return batch.frames(), batch.results_list()
 
     def prepare(self, frames, csum_partial=False):
@@ -230,17 +252,30 @@ class Core:
         """
         return _Batch(frames, csum_partial=csum_partial)
 
-    def run(self, batch):
-        """Process a prepared batch in place; returns how many to forward."""
+    def run(self, batch, worker=0):
+        """Process a prepared batch in place (as `worker`); returns how
+        many to forward."""
         # acquire/release, not `with`: a few hundred ns less per call
         # here, which is several ns per packet of a batch of 64.
         lock = self._lock
         lock.acquire()
         try:
+            if worker:
+                return _native.check(_worker_burst(
+                    self.ctx, worker, batch.descs, batch.n, batch.results),
+                    f"a burst as worker {worker}")
             return _core_burst(self.ctx, batch.descs, batch.n,
                                batch.results)
         finally:
             lock.release()
+
+    def flow_owner(self, address, port):
+        """The worker that owns a NAT/SNAT flow whose client side (the
+        client, or SNAT's address) is address:port (csrc/pyfwd_mq.h):
+        0 with one worker."""
+        addr = ffi.new("uint8_t[16]", address.packed)
+        return lib.pyfwd_flow_owner(self.ctx, addr,
+                                    _native.FAMILIES[address.version], port)
 
     def classify(self, frame):
         """The Result for a single frame."""
@@ -354,7 +389,8 @@ class _Batch:
 
 def _result(r):
     return Result(
-        verdict=VERDICTS[r.verdict],
+        verdict="handoff" if r.verdict == lib.PYFWD_HANDOFF
+        else VERDICTS[r.verdict],
         reason=REASONS[r.reason],
         vip=None if r.vip < 0 else r.vip,
         family=_FAMILY.get(r.family),

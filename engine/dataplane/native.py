@@ -59,9 +59,11 @@ FLOW_COUNTERS = _fields("pyfwd_flow_stats")     # flows_new, flow_hits, ...
 CSUM_COUNTERS = _fields("pyfwd_csum_stats")     # csum_completed, csum_bad
 FAST_COUNTERS = _fields("pyfwd_fast_stats")     # fast_frames, ... (XDP)
 IO_COUNTERS = _fields("pyfwd_io_stats")         # rx, tx, ... of the loops
-# What is reported per queue (= worker): the loop's own counters; the punt
-# ring, drained for all workers at once, is reported for the engine only.
-QUEUE_COUNTERS = tuple(k for k in IO_COUNTERS if k != "punt_overflow")
+# What is reported per queue (= worker): the loop's own counters (the punt
+# ring, drained for all workers at once, is reported for the engine only)
+# and the worker's share of the SNAT ports.
+QUEUE_COUNTERS = tuple(k for k in IO_COUNTERS if k != "punt_overflow") + (
+    "snat_ports_pool",)
 # Per real server id (struct pyfwd_real_stats): frames, bytes, flows_new,
 # active.
 REAL_COUNTERS = _fields("pyfwd_real_stats")

@@ -62,6 +62,16 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # What a built namespace is given
 
+# The roles whose veth pairs take Lab(queues=...).
+_BALANCERS = ("lb", "lb2")
+
+
+def _queue_attrs(queues: int) -> dict:
+    """A veth end's queue counts (none for one: the kernel's default)."""
+    if queues == 1:
+        return {}
+    return {"num_rx_queues": queues, "num_tx_queues": queues}
+
 
 def _host_sysctls(forwarding: bool) -> dict:
     # New namespaces copy some defaults from the root namespace: say them.
@@ -102,14 +112,20 @@ class Lab(Namespaces):
 
     ``Lab(name, topology, reals)`` only computes the plan; ``up()`` builds it,
     ``down()`` removes it.  As a context manager it builds on enter and always
-    removes on exit.  Raises LabError, naming the value, on a bad name,
-    topology or number of reals.
+    removes on exit.  ``queues``: RX and TX queues of each veth pair of the
+    balancer roles (lb, lb2), both ends, so that a sender spreads flows over
+    them by hash as a NIC's RSS does (up() only: ``load()`` does not know
+    it).  Raises LabError, naming the value, on a bad name, topology,
+    number of reals or queues.
     """
 
     def __init__(self, name: str = DEFAULT_NAME, topology: str = "one-arm",
-                 reals: int = 3):
+                 reals: int = 3, queues: int = 1):
         super().__init__()
         self._plan = make_plan(name, topology, reals)
+        if not isinstance(queues, int) or not 1 <= queues <= 64:
+            raise LabError(f"queues {queues!r}: expected 1 to 64")
+        self.queues = queues
 
     def __repr__(self) -> str:
         return (f"Lab(name={self.name!r}, topology={self.topology!r}, "
@@ -251,10 +267,13 @@ class Lab(Namespaces):
             for iface in node.interfaces:
                 switch_ns = self.ns(iface.switch)
                 fd = open_netns(switch_ns)
+                queues = _queue_attrs(self.queues if node.role in _BALANCERS
+                                      else 1)
                 try:
                     ipr.link("add", ifname=iface.name, kind="veth",
-                             address=iface.mac,
-                             peer={"ifname": iface.port, "net_ns_fd": fd})
+                             address=iface.mac, **queues,
+                             peer={"ifname": iface.port, "net_ns_fd": fd,
+                                   **queues})
                 finally:
                     os.close(fd)
                 with iproute(switch_ns) as sw:

@@ -257,28 +257,24 @@ def rp_filter(link, host, plan):
 def queues(link, plan):
     """RX queues the engine does not serve: frames the NIC hashes there
     go to the kernel, which does not forward them to a real server.
-    Which queues are served: model.served_queues."""
+    Which queues are served: model.served_queues (all of them unless
+    --queues says fewer; NAT and SNAT too: frames of a flow another
+    queue's worker owns are handed to it)."""
     rxq = link.rx_queues
-    tracked = bool(plan.modes & TRACKED)
-    served = served_queues(plan.queues, tracked, rxq)
+    served = served_queues(plan.queues, rxq)
     channels = (f"`ethtool -L {link.name} combined {served}` (or rx "
                 f"{served}, as the driver counts them)")
     if served < rxq:
-        why = "NAT and SNAT serve RX queue 0 only (their flow table is " \
-            "per queue)" if tracked and not plan.queues else \
-            f"the engine serves {served} (--queues)"
         return Finding(
             "queues", link.name, "blocks",
-            f"{rxq} RX queues, {why}: frames the NIC hashes to the other "
-            f"{rxq - served} go to the kernel, and those flows are not "
-            "forwarded", channels)
+            f"{rxq} RX queues, the engine serves {served} (--queues): "
+            f"frames the NIC hashes to the other {rxq - served} go to the "
+            "kernel, and those flows are not forwarded", channels)
     if rxq > 1 and plan.may(TRACKED):
-        return Finding(
-            "queues", link.name, "note",
-            f"{rxq} RX queues: DR serves them all; NAT and SNAT serve queue "
-            "0 only, and flows the NIC hashes to the others would not be "
-            "forwarded",
-            f"for NAT/SNAT: `ethtool -L {link.name} combined 1` (or rx 1)")
+        return ok("queues", link.name,
+                  f"{rxq} RX queues, all served; NAT and SNAT frames that "
+                  "come in on another queue than their flow's are handed "
+                  "to its worker (handoff_out, handoff_in)")
     return ok("queues", link.name,
               f"{rxq} RX queue{'s' if rxq > 1 else ''}, all served")
 

@@ -36,6 +36,8 @@ def test_case(core, case):
 COVERED_ELSEWHERE = {
     "drop_table_full": "tests/unit/test_nat_core.py::test_full_table_drops"
                        "_new_flows_and_keeps_established_ones",
+    "drop_handoff_full": "tests/cases/test_handoff.py::test_a_full_ring_"
+                         "drops_and_counts",
 }
 
 

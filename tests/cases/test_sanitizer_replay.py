@@ -74,9 +74,44 @@ def test_sanitizer_build_replays_corpus(tmp_path, corpus):
     assert not wrong, "\n".join(wrong[:40])
     assert len(files) > 500
     # What the corpus reaches: every reason but the full flow table
-    # (test_nat_core fills one), every kind of forward on both slots.
+    # (test_nat_core fills one) and a full hand-over ring (one worker
+    # here; test_handoff fills one), every kind of forward on both slots.
     reached = {r for rs in got.values() for r in rs}
-    assert set(REASONS) - reached == {"drop_table_full"}
+    assert set(REASONS) - reached == {"drop_table_full", "drop_handoff_full"}
+
+
+def test_sanitizer_build_replays_corpus_on_two_workers(tmp_path, corpus):
+    """Each frame on the two workers in turn, NAT/SNAT frames handed to
+    their flow's owner (csrc/handoff.c): no sanitizer report, no broken
+    promise, and the reasons of one worker but where they cannot be:
+    SNAT's canned answers name the ports one worker gives (two workers
+    give each its own share: drop_no_flow, drop_ports_full move), and a
+    DR flow stays on the worker that made it (an ICMP error about it on
+    the other one finds it by hash only for Maglev and sh)."""
+    _, setups, allowed = corpus
+    files = sorted(allowed)
+    argv = [str(make("replay", tmp_path))]
+    for s in setups:
+        argv += ["-s", str(s)]
+    got = {}
+    for workers in ("1", "2"):
+        run = subprocess.run(argv[:1] + ["-w", workers] + argv[1:] + files,
+                             capture_output=True, text=True, timeout=120,
+                             env=SAN_ENV)
+        sanitizer_clean(run)
+        got[workers] = {f: r.split() for f, r in (
+            line.split("\t") for line in run.stdout.splitlines())}
+    assert set(got["2"]) == set(files)
+    names = list(corpus_mod.setups())
+    moved = {"nat": {"drop_no_flow", "drop_ports_full"},   # SNAT's ports
+             "mixed": {"drop_no_flow", "drop_ports_full"},
+             "icmp": {"drop_icmp_no_flow"}}                 # DR's ICMP
+    differ = [f for f in files if got["1"][f] != got["2"][f]]
+    assert len(differ) < len(files) // 50, differ
+    for f in differ:
+        setup = names[Path(f).read_bytes()[0] % len(names)]
+        assert moved.get(setup, set()) & {*got["1"][f], *got["2"][f]}, (
+            f, setup, got["1"][f], got["2"][f])
 
 
 def test_corpus_covers_nat_snat_ipv6_and_both_slots():

@@ -15,11 +15,12 @@ from .procs import wait_line
 UDP_PORT = 9000
 
 
-def build(prefix, topology, reals=3, dr_vip=None):
-    """A lab named prefix + 6 hex digits, up, its real servers answering
-    (see the module); removed again if that fails."""
+def build(prefix, topology, reals=3, dr_vip=None, queues=1):
+    """A lab named prefix + 6 hex digits (its balancer's veths with
+    `queues` queues), up, its real servers answering (see the module);
+    removed again if that fails."""
     lab = Lab(prefix + secrets.token_hex(3), topology=topology,
-              reals=reals).up()
+              reals=reals, queues=queues).up()
     try:
         for role in lab.reals:
             if dr_vip:

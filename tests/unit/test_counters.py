@@ -56,7 +56,9 @@ def test_ctl_stats_groups_are_the_headers():
 def test_every_io_counter_has_a_per_queue_metric():
     # punt_overflow: the engine reports it for the whole engine only (its
     # per-queue rows carry the others)
-    assert set(metrics.QUEUE_METRICS) == set(io_fields()) - {"punt_overflow"}
+    # and snat_ports_pool: each worker's share of the SNAT ports
+    assert set(metrics.QUEUE_METRICS) == \
+        set(io_fields()) - {"punt_overflow"} | {"snat_ports_pool"}
 
 
 def test_every_real_counter_has_a_metric():

@@ -159,11 +159,14 @@ def test_an_unreadable_rp_filter_is_not_judged():
 
 # --- queues -------------------------------------------------------------------
 
-def test_nat_on_a_multi_queue_nic_blocks_the_other_queues():
+def test_nat_on_a_multi_queue_nic_serves_every_queue():
     nic = replace(NIC, rx_queues=4)
     f = ifchecks.queues(nic, replace(PLAN, modes=frozenset({"dr", "snat"})))
-    assert f.severity == "blocks"
-    assert "queue 0 only" in f.what and "other 3" in f.what
+    assert f.severity == "ok"
+    assert "4 RX queues, all served" in f.what and "handed" in f.what
+    f = ifchecks.queues(nic, replace(PLAN, modes=frozenset({"nat"}),
+                                     queues=1))
+    assert f.severity == "blocks" and "other 3" in f.what
     assert f.fix.startswith("`ethtool -L eth0 combined 1`")
 
 
@@ -171,14 +174,15 @@ def test_dr_serves_every_queue_unless_fewer_are_asked_for():
     nic = replace(NIC, rx_queues=4)
     dr = replace(PLAN, modes=frozenset({"dr"}))
     assert ifchecks.queues(nic, dr).severity == "ok"
+    assert "handed" not in ifchecks.queues(nic, dr).what
     f = ifchecks.queues(nic, replace(dr, queues=2))
     assert f.severity == "blocks" and "--queues" in f.what
     assert "combined 2" in f.fix
 
 
-def test_queues_with_the_modes_unknown_are_a_note_for_nat():
+def test_queues_with_the_modes_unknown_are_all_served():
     f = ifchecks.queues(replace(NIC, rx_queues=2), PLAN)
-    assert f.severity == "note" and "NAT and SNAT" in f.what
+    assert f.severity == "ok" and "NAT and SNAT" in f.what
     assert ifchecks.queues(NIC, PLAN).severity == "ok"
 
 

@@ -3,12 +3,13 @@ keeps the services and admin state; start() publishes them), its refusals,
 and the start-up decisions that need no interface (queues, SNAT)."""
 
 import ipaddress
-import logging
 
 import pytest
 
 from pyfwd.control.engine import Engine
-from pyfwd.control.startup import queue_count, snat_setting
+from pyfwd.control.startup import (FLOWS_DR, FLOWS_TRACKED,
+                                   flows_per_queue, queue_count,
+                                   snat_setting)
 from pyfwd.errors import ConfigError
 from pyfwd.model import Real, Service, Vip
 
@@ -60,16 +61,19 @@ def test_refusals_at_construction():
         Engine("eth0", [], role="master")
 
 
-def test_queue_count(caplog):
-    assert queue_count(None, False, "eth0", 4) == 4
-    assert queue_count(2, False, "eth0", 4) == 2
-    with caplog.at_level(logging.WARNING, logger="pyfwd"):
-        assert queue_count(None, True, "eth0", 4) == 1
-    assert "NAT/SNAT serve RX queue 0 only" in caplog.text
+def test_queue_count():
+    assert queue_count(None, "eth0", 4) == 4       # NAT/SNAT as DR: all
+    assert queue_count(2, "eth0", 4) == 2
+    assert queue_count(None, "eth0", 1) == 1
     with pytest.raises(ConfigError, match="queues 5: eth0 has 4 RX"):
-        queue_count(5, False, "eth0", 4)
-    with pytest.raises(ConfigError, match="NAT and SNAT run on one queue"):
-        queue_count(2, True, "eth0", 4)
+        queue_count(5, "eth0", 4)
+
+
+def test_flows_per_queue():
+    assert flows_per_queue(1, False) == flows_per_queue(8, False) == FLOWS_DR
+    assert flows_per_queue(1, True) == FLOWS_TRACKED    # 4M in all
+    assert flows_per_queue(2, True) == FLOWS_TRACKED // 2
+    assert flows_per_queue(16, True) == 1 << 20         # at least 1M
 
 
 def test_snat_setting():

@@ -43,7 +43,8 @@ class FakeCore:
 
     def stats(self, worker=None):
         return {"rx": worker, "tx": 0, "tx_ring_full": 0, "wakeups": 0,
-                "polls": 0, "other": 1}
+                "polls": 0, "handoff_out": 0, "handoff_in": 0,
+                "snat_ports_pool": 0, "other": 1}
 
 
 class FakeL7:
@@ -120,10 +121,9 @@ def test_status_and_stats_from_the_parts(tmp_path):
     assert st["ha"]["role"] == "standby"
     stats = report.stats({"rx": 1})
     assert stats["core"] == {"rx": 1}
-    assert stats["queues"] == [{"rx": 0, "tx": 0, "tx_ring_full": 0,
-                                "wakeups": 0, "polls": 0},
-                               {"rx": 1, "tx": 0, "tx_ring_full": 0,
-                                "wakeups": 0, "polls": 0}]
+    rest = {"tx": 0, "tx_ring_full": 0, "wakeups": 0, "polls": 0,
+            "handoff_out": 0, "handoff_in": 0, "snat_ports_pool": 0}
+    assert stats["queues"] == [{"rx": 0, **rest}, {"rx": 1, **rest}]
     assert stats["arp"] == stats["ndp_conflicts"] == {}   # not started
     eng.punts = make_punts()
     stats = report.stats({})

@@ -542,15 +542,6 @@ struct pyfwd_sock_stats {
 int pyfwd_io_sock_stats_read(struct pyfwd_ctx *ctx, uint32_t queue,
 			     uint32_t slot, struct pyfwd_sock_stats *out);
 
-/*
- * The NAPI id the AF_XDP loop of `queue` found for its socket on `slot`
- * (SO_INCOMING_NAPI_ID): > 0, its busy polls drive that NAPI; 0, none
- * (copy mode, veth): busy polling cannot engage and the loop sleeps in
- * poll() when idle.  -EAGAIN: not known yet (no frame received), -EINVAL
- * (no such queue or slot), -ENOTCONN (no AF_XDP backend).
- */
-int pyfwd_io_napi_id(struct pyfwd_ctx *ctx, uint32_t queue, uint32_t slot);
-
 /* Stop the loops of the backend (they return within 100 ms). */
 void pyfwd_io_stop(struct pyfwd_ctx *ctx);
 /* Stop, detach and free the backend (none open: nothing to do). */

@@ -62,6 +62,15 @@ int pyfwd_worker_burst(struct pyfwd_ctx *ctx, uint32_t worker,
 uint32_t pyfwd_handoff_take(struct pyfwd_ctx *ctx, uint32_t worker,
 			    struct pyfwd_frame *frames, uint32_t max);
 
+/*
+ * The NAPI id the AF_XDP loop of `queue` found for its socket on `slot`
+ * (SO_INCOMING_NAPI_ID): > 0, its busy polls drive that NAPI; 0, none
+ * (copy mode, veth): busy polling cannot engage and the loop sleeps in
+ * poll() when idle.  -EAGAIN: not known yet (no frame received), -EINVAL
+ * (no such queue or slot), -ENOTCONN (no AF_XDP backend).
+ */
+int pyfwd_io_napi_id(struct pyfwd_ctx *ctx, uint32_t queue, uint32_t slot);
+
 /* cffi:end */
 
 #endif /* PYFWD_MQ_H */

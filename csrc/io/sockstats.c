@@ -10,6 +10,7 @@
 
 #include "io/afp.h"
 #include "io/xsk.h"
+#include "pyfwd_mq.h"
 
 int pyfwd_io_sock_stats_read(struct pyfwd_ctx *ctx, uint32_t queue,
 			     uint32_t slot, struct pyfwd_sock_stats *out)

@@ -9,12 +9,16 @@ import os
 import subprocess
 import time
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from .configs import haproxy_conf, nft_ruleset
 from .observe import Probe, kernel_threads, summary
 from .rows import BALANCERS, CONNECTIONS, HTTP_SIZES
 from .system import (LB_CPU, BenchError, link_rx, napi_threads, pin_self,
                      sysfs_write, thread_napi)
 from ..control.server import Client
+from ..dataplane import xdppass
 from ..errors import PyfwdError
 from ..lab import modes as labmodes
 from ..lab.programs import PYFWD, stop
@@ -56,6 +60,8 @@ def pyfwd(bench, stack, lab, mode) -> "Running":
     if two_arm:
         argv += ["--inside-iface", "eth1"]
     argv += list(spec.extra)
+    if "--fastpath" in spec.extra:
+        _peers_xdp(stack, lab, ifaces)
     before = napi_threads()
     with open(logf, "w") as out:
         proc = lab.popen("lb", argv, stdin=subprocess.DEVNULL,
@@ -94,6 +100,25 @@ def pyfwd(bench, stack, lab, mode) -> "Running":
         raise BenchError(f"pyfwd {mode}: expected a NAPI thread per "
                          f"interface of {ifaces}, got {row.napi}")
     return row
+
+def _peers_xdp(stack, lab, ifaces) -> None:
+    """A pass-all XDP program on the switch ports facing the lb's
+    ``ifaces`` for the with-block: veth hands the fast path's frames only
+    to a peer that runs one (dataplane.vethpeer; a NIC needs nothing)."""
+    for ifname in ifaces:
+        iface = lab.node("lb").interface(ifname)
+
+        def attach(port=iface.port, on=True):
+            with IPRoute() as ipr:
+                xdppass.on_peer(ipr, port, on)
+        try:
+            lab.call(iface.switch, attach)
+        except (OSError, NetlinkError) as exc:
+            raise BenchError(f"XDP on {iface.port} (the switch port facing "
+                             f"the lb's {ifname}): {exc}") from None
+        stack.callback(lambda a=attach, s=iface.switch: _quiet(
+            lambda: lab.call(s, lambda: a(on=False))))
+
 
 def _unthread(lab, ifaces) -> None:
     """Threaded NAPI off again, so the next XDP program's NAPI threads

@@ -170,9 +170,13 @@ BEST_TARGETS = (
 # (row template, reference template, words): balancer CPU per request at
 # most the reference's (within NOISE), for each size
 HTTP_TARGETS = (
-    ("http-nat-{}", "http-kernel-nat-{}", ""),
+    ("http-nat-fastpath-{}", "http-kernel-nat-{}",
+     ", with the fast path, keep-alive"),
+    ("http-nat-fastpath-close-{}", "http-kernel-nat-close-{}",
+     ", with the fast path, one connection per request"),
+    ("http-nat-{}", "http-kernel-nat-{}", ", AF_XDP only, keep-alive"),
     ("http-nat-close-{}", "http-kernel-nat-close-{}",
-     ", one connection per request"),
+     ", AF_XDP only, one connection per request"),
 )
 
 

@@ -15,8 +15,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .configs import haproxy_conf, nft_ruleset
 from .observe import Probe, kernel_threads, summary
 from .rows import BALANCERS, CONNECTIONS, HTTP_SIZES
-from .system import (LB_CPU, BenchError, link_rx, napi_threads, pin_self,
-                     sysfs_write, thread_napi)
+from .system import (LB_CPU, LOAD_CPU, BenchError, link_rx, napi_threads,
+                     pin_self, sysfs_write, thread_napi)
 from ..control.server import Client
 from ..dataplane import xdppass
 from ..errors import PyfwdError
@@ -104,13 +104,18 @@ def pyfwd(bench, stack, lab, mode) -> "Running":
 def _peers_xdp(stack, lab, ifaces) -> None:
     """A pass-all XDP program on the switch ports facing the lb's
     ``ifaces`` for the with-block: veth hands the fast path's frames only
-    to a peer that runs one (dataplane.vethpeer; a NIC needs nothing)."""
+    to a peer that runs one (dataplane.vethpeer; a NIC needs nothing).
+    The port's NAPI, which XDP_TX and redirects wake on the sending CPU,
+    is threaded on the load's CPU: it stands for the wire and the next
+    switch, whose work is not the balancer's (as the packet-rate rows'
+    sinks)."""
     for ifname in ifaces:
         iface = lab.node("lb").interface(ifname)
 
         def attach(port=iface.port, on=True):
             with IPRoute() as ipr:
                 xdppass.on_peer(ipr, port, on)
+        before = napi_threads()
         try:
             lab.call(iface.switch, attach)
         except (OSError, NetlinkError) as exc:
@@ -118,13 +123,16 @@ def _peers_xdp(stack, lab, ifaces) -> None:
                              f"the lb's {ifname}): {exc}") from None
         stack.callback(lambda a=attach, s=iface.switch: _quiet(
             lambda: lab.call(s, lambda: a(on=False))))
+        stack.callback(_unthread, lab, [iface.port], iface.switch)
+        thread_napi(lab, iface.switch, iface.port, LOAD_CPU, before=before,
+                    priority=NAPI_RT_PRIORITY)
 
 
-def _unthread(lab, ifaces) -> None:
+def _unthread(lab, ifaces, role="lb") -> None:
     """Threaded NAPI off again, so the next XDP program's NAPI threads
     are new (and pinned) ones."""
     try:
-        sysfs_write(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
+        sysfs_write(lab, role, {f"/sys/class/net/{i}/threaded": 0
                                      for i in ifaces})
     except (BenchError, PyfwdError, OSError):
         pass            # the lab is going anyway

@@ -113,12 +113,14 @@ BALANCERS = {b.name: b for b in (
              ("--busy-poll", "20", "--poll", "busy")),
     Balancer("nat-adaptive", "two-arm", "pyfwd", "nat",
              ("--busy-poll", "20", "--poll", "adaptive")),
-    # NAT with the XDP fast path (docs/fastpath.md): established flows
-    # rewritten and redirected in XDP, the loop sees only new flows; the
-    # switch ports facing the balancer run a pass-all XDP program (veth
-    # hands XDP's frames only to a peer with one: dataplane.vethpeer)
+    # NAT with the XDP fast path (docs/fastpath.md) and the engine's
+    # default poll mode: established flows rewritten and redirected in
+    # XDP, the loop sees only new flows; the switch ports facing the
+    # balancer run a pass-all XDP program (veth hands XDP's frames only
+    # to a peer with one: dataplane.vethpeer)
     Balancer("nat-fastpath", "two-arm", "pyfwd", "nat",
-             ("--fastpath", "xdp")),
+             ("--busy-poll", "20", "--poll", "adaptive",
+              "--fastpath", "xdp")),
     Balancer("snat", "one-arm", "pyfwd", "snat"),
     Balancer("kernel-nat", "two-arm", "kernel-nat"),
     Balancer("haproxy-tcp", "one-arm", "haproxy", "tcp"),

@@ -155,7 +155,38 @@ def kernel_nat(bench, stack, lab, mode) -> "Running":
         "lb", [bench.bin["nft"], "delete", "table", "ip", table],
         capture_output=True)))
     _vip_address(stack, lab)
-    return Running(bench, lab, mode, None)
+    row = Running(bench, lab, mode, None)
+    if "wire" in BALANCERS[mode].extra:
+        _wire(stack, lab, row)
+    return row
+
+
+def _wire(stack, lab, row) -> None:
+    """The lb's veths as a NIC's ports: a pass-all XDP program on each
+    (veth then turns GSO off on its peer, so frames arrive at most an MTU
+    long, as off a wire, and merges them by GRO in its NAPI, as a NIC's
+    driver does), their NAPI threaded on CPU 1 as in the pyfwd rows.
+    Without it a veth hands the balancer whole 64 KB TSO segments, which
+    no NIC receives and no XDP program can see."""
+    ifaces = ["eth0", "eth1"]
+
+    def attach(on=True):
+        with IPRoute() as ipr:
+            for ifname in ifaces:
+                xdppass.on_peer(ipr, ifname, on)
+    before = napi_threads()
+    try:
+        lab.call("lb", attach)
+    except (OSError, NetlinkError) as exc:
+        raise BenchError(f"XDP on the lb's {ifaces}: {exc}") from None
+    stack.callback(lambda: _quiet(lambda: lab.call(
+        "lb", lambda: attach(on=False))))
+    stack.callback(_unthread, lab, ifaces)
+    for ifname in ifaces:
+        pinned = thread_napi(lab, "lb", ifname, LB_CPU, before=before,
+                             priority=NAPI_RT_PRIORITY)
+        row.napi += sorted(pinned.values())
+        row.napi_pids.update({name: pid for pid, name in pinned.items()})
 
 def haproxy(bench, stack, lab, mode) -> "Running":
     conf = os.path.join(bench.tmp, f"{mode}.cfg")

@@ -115,5 +115,9 @@ def http_lines(res, names: list) -> list:
                     *(h for _, h in THREAD_KINDS), "other",
                     "XSK drops/s", "fill empty/s", "TX empty/s",
                     "busy poll"], rows), "",
-            "As for the packet rates, over the wrk run. pyfwd runs in its "
-            "wake-up mode here (busy polling off).", ""]
+            "As for the packet rates, over the wrk run. pyfwd's rows run "
+            "in its wake-up mode (busy polling off) but for nat-busy, "
+            "nat-adaptive and nat-fastpath (`--busy-poll 20` with "
+            "`--poll busy`, `adaptive`, `adaptive`). \"other\": CPU 1's "
+            "time that none of these took (other load on the machine).",
+            ""]

@@ -174,6 +174,11 @@ HTTP_TARGETS = (
      ", with the fast path, keep-alive"),
     ("http-nat-fastpath-close-{}", "http-kernel-nat-close-{}",
      ", with the fast path, one connection per request"),
+    ("http-nat-fastpath-{}", "http-kernel-nat-wire-{}",
+     ", with the fast path, keep-alive, the kernel on NIC-like veths"),
+    ("http-nat-fastpath-close-{}", "http-kernel-nat-wire-close-{}",
+     ", with the fast path, one connection per request, the kernel on "
+     "NIC-like veths"),
     ("http-nat-{}", "http-kernel-nat-{}", ", AF_XDP only, keep-alive"),
     ("http-nat-close-{}", "http-kernel-nat-close-{}",
      ", AF_XDP only, one connection per request"),

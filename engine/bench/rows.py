@@ -123,6 +123,10 @@ BALANCERS = {b.name: b for b in (
               "--fastpath", "xdp")),
     Balancer("snat", "one-arm", "pyfwd", "snat"),
     Balancer("kernel-nat", "two-arm", "kernel-nat"),
+    # the kernel's NAT on veths that behave as a NIC's ports (MTU frames
+    # in, GRO in NAPI: bench.balancers._wire), the reference an XDP path
+    # can be held to: on plain veths the kernel forwards 64 KB segments
+    Balancer("kernel-nat-wire", "two-arm", "kernel-nat", extra=("wire",)),
     Balancer("haproxy-tcp", "one-arm", "haproxy", "tcp"),
     Balancer("haproxy-http", "one-arm", "haproxy", "http"),
 )}
@@ -162,12 +166,13 @@ HTTP = tuple(_ka(b, s) for b in HTTP_MODES for s in HTTP_SIZES) + (
     _close("nat-busy", "1k"), _close("nat-busy", "100k"),
     _close("nat-adaptive", "1k"), _close("nat-adaptive", "100k"),
     _close("nat-fastpath", "1k"), _close("nat-fastpath", "100k"),
+    _close("kernel-nat-wire", "1k"), _close("kernel-nat-wire", "100k"),
 )
 # The balancers' run order, interleaved: each pyfwd balancer next to the
 # reference it is compared with (nat with kernel-nat, dr and snat with
 # HAProxy in TCP mode).  A balancer missing here runs last.
 HTTP_RUN_ORDER = ("kernel-nat", "nat", "nat-busy", "nat-adaptive",
-                  "nat-fastpath", "haproxy-tcp", "dr", "snat", "haproxy-http")
+                  "nat-fastpath", "kernel-nat-wire", "haproxy-tcp", "dr", "snat", "haproxy-http")
 HTTP_ROWS = tuple(r.name for r in HTTP)
 
 _PPS = {r.name: r for r in PPS}

@@ -58,7 +58,8 @@ def test_serpentine_goes_back_on_odd_runs():
         "http-nat-close-100k", "http-kernel-nat-close-100k",
         "http-nat-busy-close-1k", "http-nat-busy-close-100k",
         "http-nat-adaptive-close-1k", "http-nat-adaptive-close-100k",
-        "http-nat-fastpath-close-1k", "http-nat-fastpath-close-100k"]
+        "http-nat-fastpath-close-1k", "http-nat-fastpath-close-100k",
+        "http-kernel-nat-wire-close-1k", "http-kernel-nat-wire-close-100k"]
 
 
 def test_ladder_rungs_are_the_same_for_every_row():

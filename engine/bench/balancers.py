@@ -246,7 +246,8 @@ class Running:
                      {**{pid: n for n, pid in self.napi_pids.items()},
                       **kernel_threads(f"ksoftirqd/{LB_CPU}")},
                      lambda: self.lab.call("lb", netstat),
-                     lambda: sum(link_rx(self.lab).values()))
+                     lambda: sum(link_rx(self.lab).values()),
+                     self.bench.perf)
 
     def measure(self, size: str, conn: str = "keep-alive") -> dict:
         """wrk through the VIP for /``size`` (``conn``: "keep-alive" or

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .rows import HTTP_MODES, HTTP_SIZES, PPS_REFS  # noqa: F401 (re-exported)
-from .breakdown import http_lines, pps_lines
+from .breakdown import http_lines, perf_lines, pps_lines
 from .rows import HTTP_ROWS, http_row
 from .text import num, ratio, spread, table
 
@@ -356,6 +356,7 @@ def markdown(res: Results) -> str:
                                 num(res.get(n, "lb_pkts_per_req")))
                                for n in sized]), ""]
         lines += http_lines(res, names)
+    lines += perf_lines(res)
 
     micro = [r for r in res.rows() if r.metric in MICRO_LABELS]
     if micro:

@@ -22,7 +22,10 @@ import click
               help="measuring window per row (default 5, 3 with --quick)")
 @click.option("--connections", type=click.IntRange(1, 1024), default=32,
               show_default=True, help="wrk connections for the HTTP rows")
-def bench(quick, out, only, repeat, seconds, connections):
+@click.option("--perf", is_flag=True,
+              help="sample the balancer's CPU with perf(1) in every window: "
+              "results.md names the functions its time went to")
+def bench(quick, out, only, repeat, seconds, connections, perf):
     """Measure DR against NAT, side by side with the kernel and HAProxy.
 
     \b
@@ -50,7 +53,7 @@ def bench(quick, out, only, repeat, seconds, connections):
         res = bench_run.run(out, quick=quick, only=only, repeats=repeat,
                             seconds=seconds, connections=connections,
                             log=lambda m: click.echo(m, err=True),
-                            argv=["pyfwd", "bench", *sys.argv[2:]])
+                            perf=perf, argv=["pyfwd", "bench", *sys.argv[2:]])
     except KeyboardInterrupt:
         click.echo(f"interrupted; partial results in {out}", err=True)
         sys.exit(130)

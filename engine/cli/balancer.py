@@ -265,7 +265,7 @@ def _run(cfg, ports, metrics_addr, options):
         engine = Engine(cfg.iface, cfg.services,
                         inside_iface=cfg.inside_iface,
                         snat_address=cfg.snat_address, snat_ports=ports,
-                        role=cfg.role, ha_options=cfg.ha,
+                        role=cfg.role, ha_options=cfg.ha, bgp=cfg.bgp,
                         neighbour_stale=cfg.neighbour_stale,
                         neighbour_limits=cfg.neighbour_limits,
                         timeouts=cfg.timeouts,

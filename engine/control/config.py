@@ -41,6 +41,14 @@ touched.
     lease = 2.5                             # s; 0: no lease
     gateway = "192.168.50.1/24"             # NAT: the reals' gateway
 
+    [bgp]                                   # optional (bgp.BgpOptions):
+    local_as = 65001                        # announce the VIPs by BGP
+    router_id = "10.0.0.2"                  # default: iface's address
+    hold_time = 9                           # s
+    [[bgp.peer]]
+    address = "10.0.0.1"
+    as = 65000
+
     [[vip]]
     name = "pacs-web"
     address = "10.0.0.100"
@@ -65,6 +73,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from .bgp.options import BgpOptions
 from .ha import HaOptions
 from .health.spec import HealthSpec
 from .health.vipprobe import check_via_vip
@@ -123,6 +132,7 @@ class Config:
     rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
     poll: str = POLL_DEFAULT            # dataplane.io.POLL_MODES
     fastpath: str = "off"               # dataplane.fastpath.MODES
+    bgp: BgpOptions = field(default_factory=BgpOptions)    # [bgp]
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -308,10 +318,11 @@ def parse(text, path="<config>", role=None):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in doc:
-        if key not in ("engine", "ha", "vip"):
+        if key not in ("engine", "ha", "bgp", "vip"):
             raise ConfigError(f"{path}: {key}: unknown section (expected "
-                              "[engine], [ha] or [[vip]])")
-    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})))
+                              "[engine], [ha], [bgp] or [[vip]])")
+    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})),
+                 bgp=BgpOptions.from_dict(doc.get("bgp", {})))
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:

@@ -1,0 +1,173 @@
+"""The engine's BGP speaker: which VIPs to announce, and BIRD doing it.
+
+    bgp = BgpSpeaker(options, "eth0")
+    bgp.start()                           # BIRD up, nothing announced
+    bgp.sync(["10.0.0.100"])              # announce exactly these
+    bgp.status()                          # sessions and prefixes
+    bgp.stop()                            # BIRD ends: Cease to its peers
+
+`announceable` is the rule, pure: a VIP address is announced while the
+node is active (HA), the engine alive (every data-plane loop and thread
+beating: control.liveness) and one of the VIP's services can take a new
+flow (a real or the fallback scheduled).  The engine calls sync() once a
+second from its control thread and at once on `ctl ha standby` and stop.
+"""
+
+import ipaddress
+import logging
+import os
+
+from .bird import Bird
+from .birdsock import BirdError, parse_protocols, parse_routes
+from .render import peer_name, prefixes, render
+from ..l7.sync import RUN_DIR, paths
+from ..services import is_up
+from ...errors import ConfigError, PyfwdError
+from ...neighbours.kernel import primary_ipv4
+
+log = logging.getLogger("pyfwd.bgp")
+
+
+def announceable(effective, unscheduled, l7_services=(), state=None,
+                 health=None, *, active=True, alive=True, l7_up=False):
+    """The VIP addresses to announce, sorted text.
+
+    @param effective the L4 services as the tables see them
+        (control.services.effective)
+    @param unscheduled {(vip, real key): why} of the published tables
+    @param l7_services the L7 services; one counts while HAProxy runs
+        (l7_up) and one of its reals is up and not halted
+    @param active the node's HA role is active
+    @param alive the engine's liveness found nothing wrong
+    """
+    if not (active and alive):
+        return []
+    out = set()
+    for s in effective:
+        if any(r.weight and (s.vip, r.key) not in unscheduled
+               for r in s.reals):
+            out.add(s.vip.address)
+    state, health = state or {}, health or {}
+    for s in l7_services if l7_up else ():
+        if any(state.get((s.vip, r.key)) != "halt" and
+               is_up(health, (s.vip, r.key)) for r in s.reals):
+            out.add(s.vip.address)
+    return sorted((str(a) for a in out),
+                  key=lambda a: ipaddress.ip_address(a).packed)
+
+
+class BgpSpeaker:
+    """BIRD for one engine (see the module's docstring).  bird: a Bird
+    (tests give a fake)."""
+
+    def __init__(self, options, iface, bird=None):
+        self.options = options
+        self.iface = iface
+        base = paths(iface, RUN_DIR).replace("/haproxy-", "/bird-")
+        self.bird = bird or Bird(f"{base}.conf", f"{base}.ctl")
+        self.router_id = options.router_id
+        self.announced = None       # what BIRD was last told (list)
+        self.changes = 0            # announcements changed (a counter)
+
+    def start(self):
+        """Start BIRD announcing nothing.  ConfigError when the router id
+        cannot be found or BIRD is missing or refuses the config."""
+        if self.router_id is None:
+            addr = primary_ipv4(self.iface)
+            if addr is None:
+                raise ConfigError(f"bgp.router_id: {self.iface} has no IPv4 "
+                                  "address to take it from; give one")
+            self.router_id = str(addr)
+        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        self.bird.start(self._text([]))
+        self.announced = []
+
+    def _text(self, announce):
+        return render(self.options, self.router_id, announce)
+
+    def sync(self, announce):
+        """Announce exactly `announce` (VIP addresses); True when that
+        changed what BIRD announces.  A refusal is logged, not raised (the
+        control thread must go on)."""
+        if self.announced is None:
+            return False
+        announce = list(announce)
+        if announce == self.announced:
+            return False
+        try:
+            self.bird.configure(self._text(announce))
+        except PyfwdError as exc:
+            log.error("bgp: %s", exc)
+            return False
+        gone = sorted(set(self.announced) - set(announce))
+        new = sorted(set(announce) - set(self.announced))
+        if new:
+            log.warning("bgp: announcing %s", ", ".join(new))
+        if gone:
+            log.warning("bgp: withdrawing %s", ", ".join(gone))
+        self.announced = announce
+        self.changes += 1
+        return True
+
+    def watchdog(self):
+        """Start BIRD again if it died (True then): it announces what it
+        was last told."""
+        if self.announced is None:
+            return False
+        try:
+            return self.bird.ensure_running()
+        except PyfwdError as exc:
+            log.error("bgp: %s", exc)
+            return False
+
+    def stop(self):
+        """End BIRD: its peers get a Cease and withdraw every VIP."""
+        if self.announced is not None:
+            log.info("bgp: stopping BIRD (withdraws %s)",
+                     ", ".join(self.announced) or "nothing")
+        self.bird.stop()
+        self.announced = None
+
+    def status(self):
+        """{"local_as", "router_id", "hold_time", "daemon" ("running" |
+        "down"), "announced": [prefix...] (what pyfwd asks),
+        "sessions": [{"peer", "as", "state", "info", "exported"}]}: state
+        is BGP's ("Established", "Active", "Idle" ...; "down" when BIRD
+        does not answer), exported the prefixes BIRD sent that peer."""
+        o = self.options
+        running = self.announced is not None and self.bird.running()
+        protos = {}
+        if running:
+            try:
+                protos = parse_protocols(
+                    self.bird.sock.call("show protocols")[1])
+            except BirdError as exc:
+                log.warning("bgp: %s", exc)
+                running = False
+        sessions = []
+        for i, p in enumerate(o.peers):
+            row = protos.get(peer_name(i))
+            info = (row or {}).get("info", "")
+            state = info.split()[0] if info else \
+                (row["state"] if row else "down")
+            exported = []
+            if state == "Established":
+                try:
+                    exported = parse_routes(self.bird.sock.call(
+                        f"show route export {peer_name(i)}")[1])
+                except BirdError:
+                    exported = []
+            sessions.append({"peer": p.address, "as": p.asn,
+                             "state": state,
+                             "info": " ".join(info.split()[1:]),
+                             "exported": exported})
+        announced = prefixes(self.announced or [])
+        return {"local_as": o.local_as, "router_id": self.router_id,
+                "hold_time": o.hold_time,
+                "daemon": "running" if running else "down",
+                "restarts": self.bird.restarts,
+                "announced": announced[4] + announced[6],
+                "sessions": sessions}
+
+
+__all__ = ["BgpSpeaker", "announceable"]

@@ -31,6 +31,8 @@ def lab():
       one-arm-ha  one-arm with a second balancer, lb2 (an HA pair)
       two-arm-ha  two-arm with a second balancer, lb2; the reals'
                   gateway 192.168.50.1 is held by the active one
+      ecmp      a client behind a router (BIRD, ECMP) and three active
+                balancers, lb lb2 lb3, announcing the VIP by BGP (DR)
     Namespaces are named NAME-client, NAME-lb, NAME-real1.. and NAME-sw*;
     `pyfwd lab show` prints the address plan.
 
@@ -47,7 +49,8 @@ def lab():
 @LAB_NAME
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
                                                      "one-arm-ha",
-                                                     "two-arm-ha"]),
+                                                     "two-arm-ha",
+                                                     "ecmp"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")

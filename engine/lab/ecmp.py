@@ -189,7 +189,6 @@ class EcmpLab:
     def nexthops(self):
         """The router's next hops toward the VIP (its kernel's route)."""
         with iproute(self.lab.ns("router")) as ipr:
-            routes = ipr.route("get", dst=VIP)
             found = []
             for rt in ipr.route("dump", family=2):
                 if rt.get("RTA_DST") != VIP or rt["dst_len"] != 32:
@@ -199,16 +198,16 @@ class EcmpLab:
                     found += [h.get("RTA_GATEWAY") for h in mp]
                 elif rt.get("RTA_GATEWAY"):
                     found.append(rt.get("RTA_GATEWAY"))
-            del routes
         return sorted(found, key=lambda a: ipaddress.ip_address(a).packed)
 
-    def wait_nexthops(self, n, timeout=30):
+    def wait_nexthops(self, n, timeout=30, since=None):
         """Wait until the router's route to the VIP has n next hops; the
-        seconds it took.  LabError with what it has if not in time."""
+        seconds it took (from `since`, a monotonic time, if given).
+        LabError with what it has if not in time."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if len(self.nexthops()) == n:
-                return time.monotonic() - t0
+                return time.monotonic() - (since or t0)
             time.sleep(0.05)
         raise LabError(f"the router's route to {VIP}: {self.nexthops()}, "
                        f"not {n} next hops within {timeout} s")

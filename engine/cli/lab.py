@@ -128,10 +128,11 @@ def lab_exec(name, node, command):
 
 @lab.command("demo")
 @click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat", "l7",
-                                                 "all"]),
+                                                 "all", "ecmp"]),
               default="all", show_default=True,
               help="the forwarding mode to show; all ends with a table of "
-              "the modes side by side")
+              "the modes side by side; ecmp: three balancers behind a "
+              "router's ECMP, by BGP (not in all)")
 @click.option("--pacs", is_flag=True,
               help="also a PACS workload: Orthanc on the real servers, a "
               "study stored with dcmtk's storescu through the DICOM VIP and "
@@ -162,6 +163,12 @@ def lab_demo(mode, pacs, name, reals):
             raise click.ClickException(
                 "--pacs needs " + ", ".join(missing) + " (./tools/run setup "
                 "installs them)")
+    if mode == "ecmp":
+        from ..lab import ecmpdemo
+        if not ecmpdemo.run(click.echo, name=name):
+            raise click.ClickException("a connection did not survive "
+                                       "(see above)")
+        return
     modes = labmodes.MODES if mode == "all" else (mode,)
     failed = []
     if not demo.run(click.echo, modes, reals, name=name):

@@ -245,6 +245,7 @@ def _run(cfg, ports, metrics_addr, options):
     until a stop signal (SIGHUP: reload); exits through Exit on failure."""
     import signal
 
+    from ..control.bgp import BgpSpeaker
     from ..control.engine import Engine
     from ..control.metrics import MetricsServer
     from ..control.notify import Notifier
@@ -265,7 +266,7 @@ def _run(cfg, ports, metrics_addr, options):
         engine = Engine(cfg.iface, cfg.services,
                         inside_iface=cfg.inside_iface,
                         snat_address=cfg.snat_address, snat_ports=ports,
-                        role=cfg.role, ha_options=cfg.ha, bgp=cfg.bgp,
+                        role=cfg.role, ha_options=cfg.ha,
                         neighbour_stale=cfg.neighbour_stale,
                         neighbour_limits=cfg.neighbour_limits,
                         timeouts=cfg.timeouts,
@@ -281,6 +282,10 @@ def _run(cfg, ports, metrics_addr, options):
     servers = []
     try:
         servers.append(ControlServer(engine, cfg.control_socket).start())
+        if cfg.bgp.enabled:     # BIRD announces the VIPs: after the engine
+            engine.bgp = BgpSpeaker(cfg.bgp, cfg.iface)
+            engine.bgp.start()
+            engine.bgp.follow(engine)
         if metrics_addr:
             servers.append(MetricsServer(engine.stats, metrics_addr).start())
             click.echo(f"metrics at {servers[-1].url}", err=True)
@@ -291,6 +296,8 @@ def _run(cfg, ports, metrics_addr, options):
         raise Exit(EXIT_FAILED, exc) from None
     finally:
         notifier.stopping()
+        if engine.bgp:          # withdrawn first, while traffic flows
+            engine.bgp.stop()
         for server in reversed(servers):
             server.stop()
         engine.stop()

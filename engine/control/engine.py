@@ -25,7 +25,6 @@ parts, each testable alone with fakes, do the rest:
             the IPv6 VIPs' multicast groups
     ha      control.ha.HaState: the role, its counters and schedule
     l7      control.l7.L7Sync: HAProxy for the L7 VIPs
-    bgp     control.bgp.BgpSpeaker: BIRD announcing the VIPs ([bgp])
     report  control.report.Report: status(), show(), stats()
     changes control.changes.Changes: the commands as transactions (rolled
             back when a step fails), the operator's changes kept and
@@ -43,7 +42,6 @@ from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
 from .liveness import EngineLiveness
-from .bgp import BgpSpeaker, announceable
 from .l7.sync import L7Sync
 from .nexthops import NEIGHBOUR_STALE, NextHops, Refresh
 from .puntthread import PuntThread
@@ -84,8 +82,7 @@ class Engine:
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
     cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
-    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md), bgp
-    (bgp.BgpOptions: [bgp], the VIPs announced by BIRD; None: no BGP).
+    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -102,7 +99,7 @@ class Engine:
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
-                 fastpath="off", bgp=None):
+                 fastpath="off"):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -125,7 +122,7 @@ class Engine:
         self.punt_limits = neighbour_limits or NeighbourLimits()
         self.punt_thread = None
         self.l7 = L7Sync(iface, active=self.ha.active)
-        self.bgp = BgpSpeaker(bgp, iface) if bgp and bgp.enabled else None
+        self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
@@ -201,12 +198,6 @@ class Engine:
                 raise
         else:
             self.l7.clean()         # what a dead engine's HAProxy left
-        if self.bgp:
-            try:
-                self.bgp.start()    # announcing nothing until _bgp_sync
-            except BaseException:
-                self.stop()
-                raise
         self.started = time.monotonic()
         self.ha.start()
         self.punt_thread = PuntThread(self.punts).start()
@@ -218,8 +209,6 @@ class Engine:
     def stop(self):
         """Stop forwarding and detach from the interface (idempotent)."""
         self._stop.set()
-        if self.bgp:                # withdraw first: traffic still flows
-            self.bgp.stop()
         if self.monitor:
             self.monitor.stop()
             self.monitor = None
@@ -316,7 +305,6 @@ class Engine:
             out = self.ha.set_role(role, self.services, self._announce, why)
             if self.punts:      # no reply of the old role leaves after this
                 self.punts.settle()
-            self._bgp_sync()
             return out
 
     def renew_lease(self):
@@ -405,20 +393,6 @@ class Engine:
     def _l7_sync(self):
         self.l7.sync(self.l7_services, self.state, self.health)
 
-    def _bgp_sync(self):
-        """Announce by BGP the VIPs that may be (bgp.announceable)."""
-        if not self.bgp or self.tables is None:
-            return
-        alive = self._thread is not None and not self.liveness()
-        with self._lock:
-            effective, _ = svcs.effective(self.services, self.state,
-                                          self.health)
-            want = announceable(effective, self.tables.unscheduled,
-                                self.l7_services, self.state, self.health,
-                                active=self.ha.active, alive=alive,
-                                l7_up=self.l7.haproxy is not None)
-            self.bgp.sync(want)
-
     # --- the control thread ---------------------------------------------
 
     def _control(self):
@@ -445,9 +419,6 @@ class Engine:
                     if self.l7.watchdog():
                         with self._lock:
                             self._l7_sync()
-                    if self.bgp:
-                        self.bgp.watchdog()
-                        self._bgp_sync()
                 for err in self.xsk.errors if self.xsk else ():
                     log.error("%s", err)
                 if self.xsk:

@@ -16,7 +16,6 @@ from pyfwd.control.bgp.render import render
 from pyfwd.control.bgp.text import render_metrics, status_rows
 from pyfwd.control.metrics import _Families
 from pyfwd.errors import ConfigError
-from pyfwd.model import Real, Service, Vip
 
 BGP = {"local_as": 65001, "peer": [{"address": "10.9.0.1", "as": 65000}]}
 BASE = """
@@ -109,18 +108,28 @@ def test_birds_replies_are_read_as_birdc_reads_them():
     assert read_reply(io.BytesIO(b"9001 No valid tables\n"))[0] == 9001
 
 
-WEB = Vip.parse("10.0.0.100:80/tcp")
-DNS = Vip.parse("10.0.0.53:53/udp")
+def vip(address, mode, *reals):
+    return {"vip": address, "mode": mode, "reals": [
+        {"real": k, "weight": w, "scheduled": ok} for k, w, ok in reals]}
 
 
 def test_a_vip_is_announced_only_with_a_real_to_take_new_flows():
-    svcs = [Service(WEB, [Real("10.0.0.11")]),
-            Service(DNS, [Real("10.0.0.12", None, 0)])]    # drained
-    assert announceable(svcs, {}) == ["10.0.0.100"]
-    # the real's MAC unknown: not scheduled, not announced
-    assert announceable(svcs, {(WEB, "10.0.0.11"): "MAC unknown"}) == []
-    assert announceable(svcs, {}, active=False) == []       # standby
-    assert announceable(svcs, {}, alive=False) == []        # loop dead
+    show = [vip("10.0.0.100:80/tcp", "dr", ("10.0.0.11", 1, True)),
+            vip("10.0.0.100:443/tcp", "dr", ("10.0.0.11", 1, True)),
+            # drained, or its MAC unknown, or down: no new flows
+            vip("10.0.0.53:53/udp", "dr", ("10.0.0.12", 0, True),
+                ("10.0.0.13", 1, False)),
+            vip("[fd00::100]:80/tcp", "nat", ("fd00::11", 1, True)),
+            vip("10.0.0.80:80/tcp", "l7", ("10.0.0.11", 1, True))]
+    assert announceable(show) == ["10.0.0.100", "fd00::100"]
+    assert announceable(show, l7_up=True) == ["10.0.0.80", "10.0.0.100",
+                                              "fd00::100"]
+    assert announceable(show, active=False) == []       # standby
+    assert announceable(show, alive=False) == []        # a loop died
+    # the fallback's row, when it is in, counts as a real
+    fb = vip("10.0.0.90:80/tcp", "dr", ("10.0.0.11", 1, False),
+             ("10.0.0.50:80", 1, True))
+    assert announceable([fb]) == ["10.0.0.90"]
 
 
 def test_status_reads_in_ctl_and_in_metrics():

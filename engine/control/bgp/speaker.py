@@ -9,51 +9,60 @@
 `announceable` is the rule, pure: a VIP address is announced while the
 node is active (HA), the engine alive (every data-plane loop and thread
 beating: control.liveness) and one of the VIP's services can take a new
-flow (a real or the fallback scheduled).  The engine calls sync() once a
-second from its control thread and at once on `ctl ha standby` and stop.
+flow (a real or the fallback scheduled).  `follow(engine)` applies it
+every PERIOD from a thread of its own (`pyfwd start` runs it beside the
+control socket and the metrics server): the engine knows nothing of BGP
+but `engine.bgp`, which its reports read.  stop() ends the thread first,
+then BIRD.
 """
 
 import ipaddress
 import logging
 import os
+import threading
+import time
 
 from .bird import Bird
 from .birdsock import BirdError, parse_protocols, parse_routes
 from .render import peer_name, prefixes, render
 from ..l7.sync import RUN_DIR, paths
-from ..services import is_up
 from ...errors import ConfigError, PyfwdError
+from ...model import Vip
 from ...neighbours.kernel import primary_ipv4
 
 log = logging.getLogger("pyfwd.bgp")
 
+PERIOD = 0.25           # s between two looks at the engine
+WATCHDOG = 1.0          # s between two checks that BIRD runs
 
-def announceable(effective, unscheduled, l7_services=(), state=None,
-                 health=None, *, active=True, alive=True, l7_up=False):
+
+def announceable(vips, *, active=True, alive=True, l7_up=False):
     """The VIP addresses to announce, sorted text.
 
-    @param effective the L4 services as the tables see them
-        (control.services.effective)
-    @param unscheduled {(vip, real key): why} of the published tables
-    @param l7_services the L7 services; one counts while HAProxy runs
-        (l7_up) and one of its reals is up and not halted
+    @param vips the engine's show(): a VIP counts when one of its rows (a
+        real, or the fallback when it is in) is scheduled (takes new
+        flows: not halted, drained, down or without a MAC) with a weight;
+        an L7 VIP only while HAProxy runs (l7_up)
     @param active the node's HA role is active
     @param alive the engine's liveness found nothing wrong
     """
     if not (active and alive):
         return []
     out = set()
-    for s in effective:
-        if any(r.weight and (s.vip, r.key) not in unscheduled
-               for r in s.reals):
-            out.add(s.vip.address)
-    state, health = state or {}, health or {}
-    for s in l7_services if l7_up else ():
-        if any(state.get((s.vip, r.key)) != "halt" and
-               is_up(health, (s.vip, r.key)) for r in s.reals):
-            out.add(s.vip.address)
-    return sorted((str(a) for a in out),
-                  key=lambda a: ipaddress.ip_address(a).packed)
+    for v in vips:
+        if v.get("mode") == "l7" and not l7_up:
+            continue
+        if any(r.get("scheduled") and r.get("weight")
+               for r in v.get("reals") or ()):
+            out.add(ipaddress.ip_address(Vip.parse(v["vip"]).address))
+    return [str(a) for a in sorted(out, key=lambda a: (a.version, a))]
+
+
+def engine_wants(engine):
+    """announceable() of a running control.engine.Engine."""
+    return announceable(engine.show(), active=engine.role == "active",
+                        alive=not engine.liveness(),
+                        l7_up=engine.haproxy is not None)
 
 
 class BgpSpeaker:
@@ -68,6 +77,8 @@ class BgpSpeaker:
         self.router_id = options.router_id
         self.announced = None       # what BIRD was last told (list)
         self.changes = 0            # announcements changed (a counter)
+        self._stop = threading.Event()
+        self._thread = None
 
     def start(self):
         """Start BIRD announcing nothing.  ConfigError when the router id
@@ -120,8 +131,30 @@ class BgpSpeaker:
             log.error("bgp: %s", exc)
             return False
 
+    def follow(self, engine, wants=engine_wants):
+        """Announce what wants(engine) says, every PERIOD, from a thread
+        (a look that fails is logged; the next one tries again)."""
+        def run():
+            last = 0.0
+            while not self._stop.wait(PERIOD):
+                try:
+                    if time.monotonic() - last >= WATCHDOG:
+                        last = time.monotonic()
+                        self.watchdog()
+                    self.sync(wants(engine))
+                except Exception:       # a bug: said, and carried on
+                    log.exception("bgp: unexpected error")
+        self._thread = threading.Thread(target=run, name="pyfwd-bgp",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
     def stop(self):
         """End BIRD: its peers get a Cease and withdraw every VIP."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+            self._thread = None
         if self.announced is not None:
             log.info("bgp: stopping BIRD (withdraws %s)",
                      ", ".join(self.announced) or "nothing")

@@ -33,6 +33,7 @@ VIP = "10.0.0.100"
 PORT = 7000
 ROUTER_AS, LB_AS = 65000, 65001
 HOLD_TIME = 9
+METRICS_PORT = 9108         # each balancer's, in its own namespace
 BALANCERS = ("lb", "lb2", "lb3")
 LOAD = [sys.executable, "-m", "pyfwd.lab.ecmpload"]
 
@@ -73,6 +74,7 @@ def balancer_conf(lab, role, reals, sock):
 iface = "eth0"
 control_socket = "{sock}"
 state_file = "{sock}.state"
+metrics = "127.0.0.1:{METRICS_PORT}"
 
 [bgp]
 local_as = {LB_AS}
@@ -185,6 +187,15 @@ class EcmpLab:
             raise LabError(f"ctl {' '.join(argv)} on {role}: "
                            f"{(r.stderr or r.stdout).strip()}")
         return json.loads(r.stdout)
+
+    def metrics(self, role):
+        """The Prometheus text of role's engine."""
+        r = self.lab.run(role, ["curl", "-sS", "--max-time", "5",
+                                f"http://127.0.0.1:{METRICS_PORT}/metrics"],
+                         capture_output=True, text=True)
+        if r.returncode != 0:
+            raise LabError(f"metrics of {role}: {r.stderr.strip()}")
+        return r.stdout
 
     def nexthops(self):
         """The router's next hops toward the VIP (its kernel's route)."""

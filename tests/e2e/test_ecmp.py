@@ -77,6 +77,11 @@ def test_sessions_up_and_the_vip_learnt_with_three_next_hops(ecmp):
         assert bgp["router_id"] == ecmp.lab.ip(role)    # the iface's
         assert [v["bgp"] for v in ecmp.ctl(role, "show")] == ["announced"]
         assert ecmp.ctl(role, "stats")["bgp"]["announced"] == [PREFIX]
+        text = ecmp.metrics(role)
+        router = ecmp.lab.ip("router", "eth1")
+        assert (f'pyfwd_bgp_session_up{{peer="{router}",peer_as="65000"}}'
+                " 1") in text
+        assert f'pyfwd_bgp_announced{{prefix="{PREFIX}"}} 1' in text
 
 
 def test_standby_withdraws_and_active_announces_again(ecmp):

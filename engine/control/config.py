@@ -37,10 +37,6 @@ touched.
     tcp_fin = 10                            # after a FIN or RST
     udp = 300
 
-    [ha]                                    # optional (ha.HaOptions)
-    lease = 2.5                             # s; 0: no lease
-    gateway = "192.168.50.1/24"             # NAT: the reals' gateway
-
     [bgp]                                   # optional (bgp.BgpOptions):
     local_as = 65001                        # announce the VIPs by BGP
     router_id = "10.0.0.2"                  # default: iface's address
@@ -48,6 +44,10 @@ touched.
     [[bgp.peer]]
     address = "10.0.0.1"
     as = 65000
+
+    [ha]                                    # optional (ha.HaOptions)
+    lease = 2.5                             # s; 0: no lease
+    gateway = "192.168.50.1/24"             # NAT: the reals' gateway
 
     [[vip]]
     name = "pacs-web"

@@ -125,6 +125,7 @@ class Config:
     state_file: "str | None" = None
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
+    bgp: BgpOptions = field(default_factory=BgpOptions)    # [bgp]
     neighbour_limits: NeighbourLimits = field(
         default_factory=NeighbourLimits)
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
@@ -132,7 +133,6 @@ class Config:
     rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
     poll: str = POLL_DEFAULT            # dataplane.io.POLL_MODES
     fastpath: str = "off"               # dataplane.fastpath.MODES
-    bgp: BgpOptions = field(default_factory=BgpOptions)    # [bgp]
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when

@@ -470,11 +470,14 @@ def cleanup(iface):
 def check_config(file):
     """Validate a config FILE without touching anything."""
     from ..control import config as config_mod
+    from ..control.bgp.speaker import check_config as check_bird
     from ..control.l7.check import check_haproxy
     cfg = config_mod.load(file)
     l7_note = check_haproxy(cfg.services)
+    bgp_note = check_bird(cfg.bgp, {s.vip.address for s in cfg.services})
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
                "server(s)")
-    if l7_note:
-        click.echo(f"{file}: {l7_note}")
+    for note in (l7_note, bgp_note):
+        if note:
+            click.echo(f"{file}: {note}")

@@ -152,3 +152,16 @@ def test_status_reads_in_ctl_and_in_metrics():
     assert 'pyfwd_bgp_session_state{peer="10.9.0.3",peer_as="65000"} 3' \
         in text
     assert 'pyfwd_bgp_announced{prefix="10.0.0.100/32"} 1' in text
+
+
+def test_check_config_has_bird_parse_what_pyfwd_renders():
+    from pyfwd.control.bgp.speaker import check_config
+    o = BgpOptions.from_dict({**BGP, "peer": [
+        *BGP["peer"], {"address": "fd00::1", "as": 4200000000}]})
+    note = check_config(o, {"10.0.0.100", "fd00::100"})
+    if shutil.which("bird"):
+        assert note == "bgp: AS 65001, 2 peer(s); BIRD accepts its " \
+            "configuration"
+    else:
+        assert "not checked by BIRD" in note
+    assert check_config(BgpOptions(), {"10.0.0.100"}) is None

@@ -65,6 +65,25 @@ def engine_wants(engine):
                         l7_up=engine.haproxy is not None)
 
 
+def check_config(options, addresses):
+    """`pyfwd check-config`'s word on [bgp]: the bird.conf that announces
+    every VIP address, checked by `bird -p` when BIRD is installed; a note
+    (str).  ConfigError with BIRD's message when it refuses the text."""
+    if not options.enabled:
+        return None
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="pyfwd-bird-") as d:
+        bird = Bird(os.path.join(d, "bird.conf"), os.path.join(d, "ctl"))
+        try:
+            bird.check_binary()
+        except ConfigError as exc:
+            return f"bgp: {exc}: not checked by BIRD"
+        bird.validate(render(options, options.router_id or "192.0.2.1",
+                             addresses))
+    return (f"bgp: AS {options.local_as}, {len(options.peers)} peer(s); "
+            "BIRD accepts its configuration")
+
+
 class BgpSpeaker:
     """BIRD for one engine (see the module's docstring).  bird: a Bird
     (tests give a fake)."""
@@ -203,4 +222,4 @@ class BgpSpeaker:
                 "sessions": sessions}
 
 
-__all__ = ["BgpSpeaker", "announceable"]
+__all__ = ["BgpSpeaker", "announceable", "engine_wants", "check_config"]

@@ -113,6 +113,21 @@ def test_a_killed_balancer_is_withdrawn_within_the_hold_time(ecmp):
           f"a new engine announced it in {back:.2f} s")
 
 
+def test_a_dead_bird_is_started_again_by_its_engine(ecmp):
+    ns = os.stat(f"/run/netns/{ecmp.lab.ns('lb3')}").st_ino
+    with open(f"/run/pyfwd/bird-eth0-ns{ns}.pid") as f:
+        pid = int(f.read().split()[0])
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    ecmp.wait_nexthops(2, timeout=HOLD_TIME + 2)
+    back = ecmp.wait_nexthops(3, since=t0)
+    bgp = ecmp.ctl("lb3", "status")["bgp"]
+    assert bgp["restarts"] == 1 and bgp["daemon"] == "running"
+    assert bgp["announced"] == [PREFIX]
+    print(f"BIRD SIGKILLed: started again, the VIP announced again "
+          f"{back:.1f} s later")
+
+
 def test_every_connection_survives_a_balancer_leaving_and_joining(ecmp):
     load = ecmp.hold(CONNS, 16)
     time.sleep(4)
@@ -171,7 +186,7 @@ def test_a_real_added_at_the_same_moment_moves_about_one_nth(ecmp):
           f"expectation 1/{n} = {100 / n:.1f}%), {moved} of {CONNS} overall "
           f"({100 * moved / CONNS:.1f}%); errors {s['errors']}")
     assert rescheduled >= CONNS // 5        # lb2 had its share
-    assert 0.4 * rescheduled / n <= moved <= 1.6 * rescheduled / n + 3
+    assert 0.3 * rescheduled / n <= moved <= 1.6 * rescheduled / n + 3
     assert set(s["errors"]) <= {"reset"}    # real4 resets what it gets
     # the others never changed real
     assert all(len(c["reals"]) == 1 for c in r["connections"]

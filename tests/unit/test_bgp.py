@@ -165,3 +165,55 @@ def test_check_config_has_bird_parse_what_pyfwd_renders():
     else:
         assert "not checked by BIRD" in note
     assert check_config(BgpOptions(), {"10.0.0.100"}) is None
+
+
+class FakeSock:
+    def __init__(self):
+        self.replies = {}
+
+    def call(self, command):
+        return 0, self.replies.get(command, [])
+
+
+class FakeBird:
+    def __init__(self):
+        self.texts, self.sock, self.restarts = [], FakeSock(), 0
+
+    def start(self, text):
+        self.texts.append(text)
+
+    def configure(self, text):
+        self.texts.append(text)
+
+    def running(self):
+        return True
+
+    def stop(self):
+        self.texts.append(None)
+
+
+def test_the_speaker_tells_bird_only_changes_and_reads_its_sessions():
+    from pyfwd.control.bgp import BgpSpeaker
+    bird = FakeBird()
+    sp = BgpSpeaker(BgpOptions.from_dict({**BGP, "router_id": "10.9.0.2"}),
+                    "eth0", bird=bird)
+    sp.start()
+    assert "route" not in bird.texts[0].split("protocol bgp")[0].split(
+        "protocol static pyfwd_vips4")[1]           # nothing at start
+    assert sp.sync(["10.0.0.100"]) and not sp.sync(["10.0.0.100"])
+    assert "route 10.0.0.100/32 blackhole;" in bird.texts[-1]
+    assert len(bird.texts) == 2
+    bird.sock.replies = {
+        "show protocols": ["Name Proto Table State Since Info",
+                           "peer1 BGP --- up 14:21:12 Established"],
+        "show route export peer1": ["Table master4:",
+                                    "10.0.0.100/32 unicast [pyfwd_vips4]"]}
+    st = sp.status()
+    assert st["announced"] == ["10.0.0.100/32"]
+    assert st["sessions"] == [{"peer": "10.9.0.1", "as": 65000,
+                               "state": "Established", "info": "",
+                               "exported": ["10.0.0.100/32"]}]
+    assert sp.sync([]) and "route" not in bird.texts[-1].split(
+        "protocol bgp")[0].split("protocol static pyfwd_vips4")[1]
+    sp.stop()
+    assert bird.texts[-1] is None and sp.status()["daemon"] == "down"

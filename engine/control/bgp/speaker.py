@@ -19,6 +19,7 @@ then BIRD.
 import ipaddress
 import logging
 import os
+import tempfile
 import threading
 import time
 
@@ -71,7 +72,6 @@ def check_config(options, addresses):
     (str).  ConfigError with BIRD's message when it refuses the text."""
     if not options.enabled:
         return None
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="pyfwd-bird-") as d:
         bird = Bird(os.path.join(d, "bird.conf"), os.path.join(d, "ctl"))
         try:
@@ -91,6 +91,7 @@ class BgpSpeaker:
     def __init__(self, options, iface, bird=None):
         self.options = options
         self.iface = iface
+        # HAProxy's naming (per interface and namespace), "bird-" for it
         base = paths(iface, RUN_DIR).replace("/haproxy-", "/bird-")
         self.bird = bird or Bird(f"{base}.conf", f"{base}.ctl")
         self.router_id = options.router_id

@@ -10,15 +10,17 @@ A change of the VIPs to announce changes only the static protocols, so
 configuration changed).
 
 Timers: hold_time as configured, keepalive a third of it (RFC 4271's
-advice), and short connect-retry and error-wait times so that a session
-comes back within seconds of a restart of either side (BIRD's defaults,
-120 s and 60-300 s, are for the Internet, not a rack).
+advice), and short start-delay, connect-retry and error-wait times so
+that a session comes back within seconds of a restart of either side
+(BIRD's defaults, 5 s, 120 s and 60-300 s, are for the Internet, not a
+rack).
 """
 
 import ipaddress
 
 STATIC = {4: "pyfwd_vips4", 6: "pyfwd_vips6"}
 CONNECT_RETRY = 2           # s between two connection attempts
+START_DELAY = 1             # s from BIRD's start to its first attempt (5)
 ERROR_WAIT = (1, 8)         # s: after an error, doubling up to the max
 
 
@@ -65,6 +67,7 @@ def render(options, router_id, announce):
                   f"\tneighbor {p.address} as {p.asn};",
                   f"\thold time {options.hold_time};",
                   f"\tkeepalive time {keepalive};",
+                  f"\tstart delay time {START_DELAY};",
                   f"\tconnect retry time {CONNECT_RETRY};",
                   f"\terror wait time {ERROR_WAIT[0]}, {ERROR_WAIT[1]};",
                   f"\tipv{p.family} {{",

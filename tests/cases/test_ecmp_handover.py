@@ -78,3 +78,45 @@ def test_maglev_moves_about_one_nth_when_a_real_joins():
     to_new = [y for _, y in moved if y == "02:00:00:00:01:0e"]
     assert len(to_new) >= 0.99 * len(moved)     # Maglev: near minimal
     assert 0.20 < len(moved) / len(before) < 0.30
+
+
+def test_nat_mid_connection_segments_follow_the_table_too():
+    """NAT: the same choice (a flow pair made from the segment, DNAT to
+    the connection's real), and the real's answers through that node go
+    back from the VIP.  Behind ECMP a NAT real must send its answers to
+    the node that has the pair (its gateway): DR is the mode for N active
+    balancers; this only shows the scheduling holds."""
+    from . import nat_defs as nd
+    inside = ("192.168.50.11", "192.168.50.12", "192.168.50.13")
+    macs = {Real(a).address: mac_to_bytes(f"02:00:00:00:02:{i + 0x11:02x}")
+            for i, a in enumerate(inside)}
+    ifs = {Real(a).address: 1 for a in inside}
+
+    def nat_node():
+        core = Core(mac=nd.OUT_MAC, mac2=nd.IN_MAC, flows=4096)
+        core.publish_services([Service(nd.WEB, [Real.parse(f"{a}:8080")
+                                                for a in inside],
+                                       "maglev", "nat")], macs, ifs)
+        core.set_clock(1000)
+        return core
+
+    def from_client(port, flags):
+        return nd.tcp(f"10.1.0.{port % 200 + 1}", port, nd.VIP, 80, flags,
+                      nd.OUT_MAC, nd.CLIENT_MAC)
+
+    a, b = nat_node(), nat_node()
+    ports = range(40000, 40100)
+    first = [Ether(o)[IP].dst for o in
+             a.process([from_client(p, "S") for p in ports])[0]]
+    assert len(set(first)) == len(inside)
+    outs, res = b.process([from_client(p, "PA") for p in ports])
+    assert {r.reason for r in res} == {"forward"}
+    assert [Ether(o)[IP].dst for o in outs] == first
+    assert {Ether(o)[TCP].dport for o in outs} == {8080}
+    # the real's answer through b leaves from the VIP:80
+    p = ports[0]
+    reply = nd.tcp(first[0], 8080, f"10.1.0.{p % 200 + 1}", p, "A",
+                   nd.IN_MAC, "02:00:00:00:02:11")
+    [out], [r] = b.process([reply], in_if=1)
+    assert r.reason == "forward_reply"
+    assert (Ether(out)[IP].src, Ether(out)[TCP].sport) == (nd.VIP, 80)

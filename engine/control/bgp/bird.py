@@ -24,7 +24,7 @@ import threading
 import time
 
 from .birdsock import BirdError, BirdSocket
-from ..l7.haproxy import _Spawner as Spawner
+from ..spawner import Spawner
 from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.bgp")
@@ -118,7 +118,7 @@ class Bird:
         cmd = [self.binary, "-f", "-c", self.config_path,
                "-s", self.control_socket, "-P", self.pid_file]
         if self._spawner is None:
-            self._spawner = Spawner()
+            self._spawner = Spawner("pyfwd-bird-spawner")
         try:
             self.proc = self._spawner.popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

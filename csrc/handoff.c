@@ -115,8 +115,8 @@ uint32_t handoff_owner(const struct pyfwd_ctx *ctx, const struct worker *w,
 
 	if (reason == PYFWD_R_FORWARD_REPLY)
 		return pyfwd_flow_owner(ctx, k->daddr, k->family, k->dport);
-	if (vip >= 0 && ps->b->vips[vip].mode == PYFWD_MODE_DR)
-		return w->id;	/* DR: no owner, any worker */
+	if (vip >= 0 && !mode_paired(ps->b->vips[vip].mode))
+		return w->id;	/* DR, TUN: no owner, any worker */
 	if (reason == PYFWD_R_FORWARD || vip >= 0)
 		return pyfwd_flow_owner(ctx, reason == PYFWD_R_FORWARD ?
 						k->saddr : k->daddr,

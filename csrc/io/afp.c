@@ -82,6 +82,7 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 				   .sll_protocol = htons(ETH_P_ALL),
 				   .sll_ifindex = (int)ifindex };
 	int v3 = TPACKET_V3, one = 1, err;
+	unsigned int room = PYFWD_HEADROOM;	/* TUN's outer header */
 	char name[IF_NAMESIZE] = "?";
 
 	if_indextoname(ifindex, name);
@@ -97,6 +98,8 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 		       sizeof(v3)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_VNET_HDR, &one,
 		       sizeof(one)) ||
+	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_RESERVE, &room,
+		       sizeof(room)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_RX_RING, &req,
 		       sizeof(req)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one,

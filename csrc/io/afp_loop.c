@@ -83,6 +83,11 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 					   PYFWD_FRAME_CSUM_PARTIAL : 0);
 		if (vh->gso_type != VIRTIO_NET_HDR_GSO_NONE)
 			frames[n].flags |= PYFWD_FRAME_GSO;
+		/* PACKET_RESERVE's room between the ring's header and
+		 * ours: the core may grow the frame into it (TUN). */
+		if (h->tp_mac >= TPACKET3_HDRLEN + AFP_VNET_HDR_LEN +
+				 PYFWD_HEADROOM)
+			frames[n].flags |= PYFWD_FRAME_HEADROOM;
 		if (++n == AFP_BATCH || i + 1 == total) {
 			w->stats.io.rx += n;
 			worker_burst(ctx, w, frames, n, res);

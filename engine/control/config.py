@@ -46,7 +46,7 @@ touched.
     address = "10.0.0.100"
     port = 80
     protocol = "tcp"
-    mode = "dr"                             # dr | nat | snat
+    mode = "dr"                             # dr | nat | snat | tun | l7
     scheduler = "wlc"                       # rr | wrr | lc | wlc | sh | maglev
     persistence = 0                         # seconds of source affinity
     health = { type = "http", path = "/", expect = 200, interval = 1.0,

@@ -160,7 +160,7 @@ class Engine:
         self.ifindexes, mac, mac2, rxq = interfaces(self.iface,
                                                     self.inside_iface)
         ifindex, ifindex2 = (self.ifindexes + [0])[:2]
-        tracked = any(s.mode != "dr" for s in self.services)
+        tracked = any(s.mode in ("nat", "snat") for s in self.services)
         queues = queue_count(self.options["queues"], self.iface, rxq)
         self.mac = mac
         self.core = open_core(mac, mac2, queues, tracked, self.options)

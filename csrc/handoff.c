@@ -138,7 +138,8 @@ uint32_t handoff_push(struct pyfwd_ctx *ctx, struct worker *w, uint32_t to,
 	memcpy(r->data + (size_t)i * PYFWD_HANDOFF_SNAP, f->data, f->len);
 	r->len[i] = (uint16_t)f->len;
 	r->in_if[i] = f->in_if;
-	r->flags[i] = f->flags;
+	/* the taker's buffer lends no room in front (an XSK frame's start) */
+	r->flags[i] = f->flags & (uint8_t)~PYFWD_FRAME_HEADROOM;
 	__atomic_store_n(&r->head, head + 1, __ATOMIC_RELEASE);
 	w->handed_to |= 1ull << to;
 	w->stats.io.handoff_out++;

@@ -270,7 +270,8 @@ def _run(cfg, ports, metrics_addr, options):
                         neighbour_limits=cfg.neighbour_limits,
                         timeouts=cfg.timeouts,
                         new_flows_per_second=cfg.new_flows_per_second,
-                        rings=cfg.rings, poll=cfg.poll, **options)
+                        rings=cfg.rings, poll=cfg.poll,
+                        tun_sources=cfg.tun_sources, **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

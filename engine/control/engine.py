@@ -37,6 +37,7 @@ import time
 
 from . import ha
 from . import services as svcs
+from . import tunnel
 from .changes import Changes
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
@@ -82,7 +83,9 @@ class Engine:
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
     cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
-    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md).
+    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md),
+    tun_sources (TUN's outer source addresses, one per family; default:
+    the interface's: control.tunnel).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -99,7 +102,7 @@ class Engine:
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
-                 fastpath="off"):
+                 fastpath="off", tun_sources=()):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -108,6 +111,8 @@ class Engine:
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
         self.snat_address = snat_address
         self.snat_ports = snat_ports
+        self.tun_sources = list(tun_sources)
+        self.tun = None             # from start(): control.tunnel.TunEnds
         self.services = list(services)
         self.ha = ha.HaState(role, ha_options)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
@@ -168,6 +173,7 @@ class Engine:
                                  self.snat_address, self.snat_ports)
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])
+        self._set_tun()
         self.hops.apply(self.hops.find(svcs.real_addresses(self.services)))
         self._publish()
         self.xsk, self.info = open_backend(self.backend, self.core, ifindex,
@@ -438,6 +444,19 @@ class Engine:
             if self.hops.apply(hops):
                 self._publish()
             self._refresh.done()
+
+    def _set_tun(self):
+        """TUN's tunnel ends on each interface slot (control.tunnel);
+        ConfigError when a TUN VIP's family has no source address."""
+        vips = [s.vip.address for s in self.services]
+        for slot, ifname in enumerate(self.ifaces):
+            ends = tunnel.tun_ends(ifname, vips, self.tun_sources)
+            why = tunnel.missing(ends, self.services)
+            if why and slot == 0:
+                raise ConfigError(why)
+            self.core.set_tun(slot, ends.source4, ends.source6, ends.mtu)
+            if slot == 0:
+                self.tun = ends
 
     # --- reports (control.report) ----------------------------------------
 

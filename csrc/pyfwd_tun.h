@@ -51,6 +51,22 @@ struct pyfwd_tun {
 int pyfwd_tun_set(struct pyfwd_ctx *ctx, uint32_t slot,
 		  const struct pyfwd_tun *tun);
 
+/*
+ * A TUN real server's side, for kernels without ipip/ip6tnl devices:
+ * attach the XDP program pyfwd_xdp_decap of bpf_path (bpf/decap.bpf.c:
+ * strips an IPIP or IP6IP6 outer header) to ifindex by netlink, so that
+ * it outlives the process (pyfwd_xdp_cleanup detaches it); xdp_mode
+ * PYFWD_XDP_MODE_*.  0 or -errno (-EBUSY, -EEXIST: another program is
+ * attached); errbuf says what failed; *prog_id the program attached.
+ */
+int pyfwd_decap_attach(const char *bpf_path, uint32_t ifindex,
+		       uint32_t xdp_mode, uint32_t *prog_id, char *errbuf,
+		       size_t errlen);
+
+/* The XDP program attached to ifindex: its id (0: none) and name. */
+int pyfwd_xdp_attached(uint32_t ifindex, uint32_t *prog_id, char *name,
+		       size_t namelen);
+
 /* cffi:end */
 
 _Static_assert(sizeof(struct pyfwd_tun) == 24, "pyfwd_tun ABI");

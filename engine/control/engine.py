@@ -84,8 +84,7 @@ class Engine:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
     cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
     fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md),
-    tun_sources (TUN's outer source addresses, one per family; default:
-    the interface's: control.tunnel).
+    tun_sources (TUN's outer sources: control.tunnel).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -111,15 +110,14 @@ class Engine:
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
         self.snat_address = snat_address
         self.snat_ports = snat_ports
-        self.tun_sources = list(tun_sources)
-        self.tun = None             # from start(): control.tunnel.TunEnds
         self.services = list(services)
         self.ha = ha.HaState(role, ha_options)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
                             new_flows_per_second=new_flows_per_second,
-                            rings=rings, poll=poll, fastpath=fastpath)
+                            rings=rings, poll=poll, fastpath=fastpath,
+                            tun_sources=list(tun_sources))
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -173,7 +171,8 @@ class Engine:
                                  self.snat_address, self.snat_ports)
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])
-        self._set_tun()
+        self.tun = tunnel.apply(self.core, self.ifaces, self.services,
+                                self.options["tun_sources"])
         self.hops.apply(self.hops.find(svcs.real_addresses(self.services)))
         self._publish()
         self.xsk, self.info = open_backend(self.backend, self.core, ifindex,
@@ -444,19 +443,6 @@ class Engine:
             if self.hops.apply(hops):
                 self._publish()
             self._refresh.done()
-
-    def _set_tun(self):
-        """TUN's tunnel ends on each interface slot (control.tunnel);
-        ConfigError when a TUN VIP's family has no source address."""
-        vips = [s.vip.address for s in self.services]
-        for slot, ifname in enumerate(self.ifaces):
-            ends = tunnel.tun_ends(ifname, vips, self.tun_sources)
-            why = tunnel.missing(ends, self.services)
-            if why and slot == 0:
-                raise ConfigError(why)
-            self.core.set_tun(slot, ends.source4, ends.source6, ends.mtu)
-            if slot == 0:
-                self.tun = ends
 
     # --- reports (control.report) ----------------------------------------
 

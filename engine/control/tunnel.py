@@ -98,4 +98,20 @@ def missing(ends, services):
     return None
 
 
-__all__ = ["TunEnds", "check_sources", "tun_ends", "missing"]
+def apply(core, ifaces, services, given=()):
+    """Set the tunnel ends of each interface slot (ifaces: slot 0's name,
+    then slot 1's) in core (dataplane.core.Core); slot 0's TunEnds.
+    ConfigError when a TUN VIP's family has no source on slot 0."""
+    vips = [s.vip.address for s in services]
+    first = None
+    for slot, ifname in enumerate(ifaces):
+        ends = tun_ends(ifname, vips, given)
+        why = missing(ends, services)
+        if why and slot == 0:
+            raise ConfigError(why)
+        core.set_tun(slot, ends.source4, ends.source6, ends.mtu)
+        first = first or ends
+    return first
+
+
+__all__ = ["TunEnds", "check_sources", "tun_ends", "missing", "apply"]

@@ -25,7 +25,8 @@ def make_core(mtu=td.MTU, **kw):
 @pytest.mark.parametrize("case", td.cases(), ids=lambda c: c.name)
 def test_case(case):
     core = make_core()
-    [out], [result] = core.process([case.frame], in_if=case.in_if)
+    [out], [result] = core.process([case.frame], in_if=case.in_if,
+                                   gso=case.gso)
     check_case(case, out, result)
     if result.verdict == "forward":
         assert core.stats()["reason"][case.reason] == 1

@@ -124,6 +124,10 @@ def cases():
              "balancer does not fragment)",
              from_client(inner4(fit + 1, df=False, flags="PA",
                                 sport=40005)), "drop_tun_too_big", vip=0),
+        Case("tun4-gso", "a GSO frame (AF_PACKET, a veth's TSO): no IPIP "
+             "segmentation here, dropped and counted",
+             from_client(inner4(sport=40006)), "drop_tun_no_room", vip=0,
+             gso=True),
         Case("tun4-fragment", "a non-first fragment to a TUN VIP: dropped "
              "as for DR", from_client(frag), "drop_fragment",
              vip=0, flags=4),

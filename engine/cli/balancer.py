@@ -271,7 +271,7 @@ def _run(cfg, ports, metrics_addr, options):
                         timeouts=cfg.timeouts,
                         new_flows_per_second=cfg.new_flows_per_second,
                         rings=cfg.rings, poll=cfg.poll,
-                        tun_sources=cfg.tun_sources, **options)
+                        tun=cfg.tun_sources, **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

@@ -98,13 +98,16 @@ def missing(ends, services):
     return None
 
 
-def apply(core, ifaces, services, given=()):
-    """Set the tunnel ends of each interface slot (ifaces: slot 0's name,
-    then slot 1's) in core (dataplane.core.Core); slot 0's TunEnds.
-    ConfigError when a TUN VIP's family has no source on slot 0."""
+def apply(engine):
+    """Set the tunnel ends of each of engine's interface slots in its core
+    (engine.ifaces: slot 0's name, then slot 1's; the sources given in
+    engine.options["tun"]); slot 0's TunEnds.  ConfigError when a TUN
+    VIP's family has no source on slot 0."""
+    core, services = engine.core, engine.services
+    given = engine.options["tun"]
     vips = [s.vip.address for s in services]
     first = None
-    for slot, ifname in enumerate(ifaces):
+    for slot, ifname in enumerate(engine.ifaces):
         ends = tun_ends(ifname, vips, given)
         why = missing(ends, services)
         if why and slot == 0:

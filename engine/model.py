@@ -272,9 +272,9 @@ class Service:
         DR rewrites MAC addresses only, TUN wraps the packet unchanged: the
         real server receives the VIP's port, so a real's port, if given, is
         the VIP's.  Other modes than DR need the real in the VIP's family
-        (TUN: the outer header is of the VIP's family).  An L7 VIP's HAProxy connects
-        through the kernel: a server on this host is fine, but not the
-        VIP's own address and port (HAProxy itself).
+        (TUN: the outer header is of the VIP's family).  An L7 VIP's
+        HAProxy connects through the kernel: a server on this host is
+        fine, but not the VIP's own address and port (HAProxy itself).
         """
         vip = self.vip
         where = f"vip {vip}: {what} {real.key}"

@@ -71,9 +71,10 @@
 #define PYFWD_R_DROP_HANDOFF_FULL 34	/* for another worker's flow: its
 					 * ring full (pyfwd_mq.h) */
 #define PYFWD_R_FORWARD_TOO_BIG 35	/* TUN: an ICMP error back instead */
-#define PYFWD_R_DROP_TUN_NO_ROOM 36	/* TUN: no headroom, or GSO */
+#define PYFWD_R_DROP_TUN_NO_ROOM 36	/* TUN: no headroom, or no source */
 #define PYFWD_R_DROP_TUN_TOO_BIG 37	/* TUN: too big, IPv4 without DF */
-#define PYFWD_R_MAX 38
+#define PYFWD_R_DROP_TUN_GSO 38		/* TUN: GSO frame (AF_PACKET) */
+#define PYFWD_R_MAX 39
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -308,7 +309,7 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[38];		/* PYFWD_R_MAX */
+	uint64_t reason[39];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;

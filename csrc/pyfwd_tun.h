@@ -18,7 +18,9 @@
  * is answered to the client, from the VIP: ICMP fragmentation needed
  * (IPv4 with DF) or ICMPv6 packet too big, with the MTU less the outer
  * header (forward_too_big), as Katran does; IPv4 without DF is dropped
- * (drop_tun_too_big: the balancer does not fragment).
+ * (drop_tun_too_big: the balancer does not fragment).  A GSO frame (the
+ * raw-socket backend's, from a veth peer's TSO or a NIC's GRO) cannot be
+ * cut into tunnelled segments here: drop_tun_gso.
  */
 #ifndef PYFWD_TUN_H
 #define PYFWD_TUN_H

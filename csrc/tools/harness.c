@@ -94,11 +94,11 @@ int harness_setups_load(const char *list)
 
 uint16_t harness_workers;
 
-/* TUN's ends on both slots (tests/cases/corpus.py TUN_SOURCES). */
-static const struct pyfwd_tun harness_tun = {
-	.src4 = { 10, 0, 0, 2 },
-	.src6 = { 0xfd, [15] = 2 },
-	.mtu = 1500,
+/* TUN's ends (tests/cases/corpus.py TUN_SOURCES): slot 1 has no IPv6
+ * source (drop_tun_no_room). */
+static const struct pyfwd_tun harness_tun[PYFWD_IFACES_MAX] = {
+	{ .src4 = { 10, 0, 0, 2 }, .src6 = { 0xfd, [15] = 2 }, .mtu = 1500 },
+	{ .src4 = { 10, 0, 0, 2 }, .mtu = 1500 },
 };
 
 static struct pyfwd_ctx *ctx_of(const struct setup *s)
@@ -114,7 +114,7 @@ static struct pyfwd_ctx *ctx_of(const struct setup *s)
 	if (s->snat.port_hi && pyfwd_snat_set(ctx, &s->snat))
 		abort();
 	for (slot = 0; slot < PYFWD_IFACES_MAX; slot++)
-		if (pyfwd_tun_set(ctx, slot, &harness_tun))
+		if (pyfwd_tun_set(ctx, slot, &harness_tun[slot]))
 			abort();
 	if (pyfwd_tables_publish(ctx, s->vips, s->nvips, s->reals, s->nreals,
 				 s->ring, s->nring))

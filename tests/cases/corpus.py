@@ -32,8 +32,8 @@ from . import nat_defs as nd
 from . import tun_defs as td
 
 FLOWS = 256             # small: a sequence may fill the table
-# TUN's ends on both slots, as csrc/tools/harness.c sets them.
-TUN_SOURCES = ("10.0.0.2", "fd00::2", 1500)
+# TUN's ends on each slot, as csrc/tools/harness.c sets them.
+TUN_SOURCES = (("10.0.0.2", "fd00::2", 1500), ("10.0.0.2", None, 1500))
 MAGLEV = 251            # a prime: small rings, a fresh context per input
 REC_IN_IF1, REC_CSUM_PARTIAL, REC_GSO, REC_CLOCK = 1, 2, 4, 8
 CLOCK_START, CLOCK_STEP = 1000, 64     # seconds, as harness.c
@@ -118,7 +118,8 @@ def setups():
                   mixed_macs, mixed_ifs),
         "icmp": (dict(mac=idefs.LB_MAC), None, idefs.DR_SERVICES,
                  idefs.DR_MACS, None),
-        "tun": (dict(mac=td.LB_MAC), None, td.SERVICES, td.MACS, None),
+        "tun": (dict(mac=td.LB_MAC), None, td.SERVICES, td.MACS,
+                td.OUT_IFS),
     }
 
 
@@ -153,8 +154,8 @@ def make_core(kwargs, snat, services, macs, out_ifs):
     """A Core of a set-up (setups()'s values), its tables published, the
     clock where harness.c starts it."""
     core = Core(flows=FLOWS, **kwargs)
-    for slot in (0, 1):
-        core.set_tun(slot, *TUN_SOURCES)
+    for slot, ends in enumerate(TUN_SOURCES):
+        core.set_tun(slot, *ends)
     if snat:
         core.set_snat(*snat)
     core.publish_services(_small(services), macs, out_ifs)

@@ -18,7 +18,8 @@ from .harness import Case, check_case
 def make_core(mtu=td.MTU, **kw):
     core = Core(mac=td.LB_MAC, flows=4096, **kw)
     core.set_tun(0, td.LB4, td.LB6, mtu)
-    core.publish_services(td.SERVICES, td.MACS)
+    core.set_tun(1, td.LB4, None, mtu)
+    core.publish_services(td.SERVICES, td.MACS, td.OUT_IFS)
     return core
 
 
@@ -97,10 +98,11 @@ def test_no_headroom_is_a_counted_drop():
 
 
 def test_gso_frame_is_dropped():
-    """A GSO frame cannot be tunnelled here (no IPIP GSO): counted drop."""
+    """A GSO frame cannot be tunnelled here (one frame in, one out):
+    counted drop."""
     core = make_core()
     [_], [result] = core.process([td.from_client(td.inner4())], gso=True)
-    assert result.reason == "drop_tun_no_room"
+    assert result.reason == "drop_tun_gso"
 
 
 def test_no_source_address():

@@ -24,16 +24,21 @@ LB4, LB6 = "10.0.0.2", "fd00::2"
 CLIENT4, CLIENT6 = "198.51.100.7", "2001:db8:7::7"   # beyond the router
 VIP4, VIP6 = "10.0.0.100", "fd00::100"
 REAL4, REAL6 = "192.168.60.11", "fd60::11"
+REAL6B = "fd61::11"     # on interface slot 1, which has no IPv6 source
 MTU = 1500
 
 WEB = Vip.parse(f"{VIP4}:80/tcp")
 DNS = Vip.parse(f"{VIP4}:53/udp")
 WEB6 = Vip.parse(f"[{VIP6}]:80/tcp")
+DNS6 = Vip.parse(f"[{VIP6}]:53/udp")
 SERVICES = [Service(WEB, [Real(REAL4)], "maglev", "tun"),
             Service(DNS, [Real(REAL4)], "maglev", "tun"),
-            Service(WEB6, [Real(REAL6)], "maglev", "tun")]
+            Service(WEB6, [Real(REAL6)], "maglev", "tun"),
+            Service(DNS6, [Real(REAL6B)], "maglev", "tun")]
 MACS = {Real(REAL4).address: mac_to_bytes(ROUTER_MAC),
-        Real(REAL6).address: mac_to_bytes(ROUTER_MAC)}
+        Real(REAL6).address: mac_to_bytes(ROUTER_MAC),
+        Real(REAL6B).address: mac_to_bytes(ROUTER_MAC)}
+OUT_IFS = {Real(REAL6B).address: 1}
 
 
 def inner4(size=0, df=True, flags="S", sport=40000, tos=0, ident=7):
@@ -126,8 +131,13 @@ def cases():
                                 sport=40005)), "drop_tun_too_big", vip=0),
         Case("tun4-gso", "a GSO frame (AF_PACKET, a veth's TSO): no IPIP "
              "segmentation here, dropped and counted",
-             from_client(inner4(sport=40006)), "drop_tun_no_room", vip=0,
+             from_client(inner4(sport=40006)), "drop_tun_gso", vip=0,
              gso=True),
+        Case("tun6-no-source", "to a real on a slot without an IPv6 "
+             "source: dropped, counted",
+             from_client(IPv6(src=CLIENT6, dst=VIP6) / UDP(sport=5353,
+                                                           dport=53)),
+             "drop_tun_no_room", vip=3),
         Case("tun4-fragment", "a non-first fragment to a TUN VIP: dropped "
              "as for DR", from_client(frag), "drop_fragment",
              vip=0, flags=4),

@@ -17,10 +17,11 @@ the VIP on lo) and runs nginx.  Default sysctls and offloads everywhere.
   answers ICMP fragmentation needed / packet too big (MTU 1480 / 1460),
   the client's kernel learns it and the upload completes.
 
-On AF_XDP and on the raw-socket backend (the upload on AF_XDP only: the
-raw-socket backend receives the router's GSO frames, which it cannot
-tunnel, and counts them as drop_tun_no_room).  Root; the lab is removed
-whatever happens."""
+On AF_XDP and on the raw-socket backend.  The raw-socket backend receives
+the router's GSO frames (a veth passes a sender's TSO on), which the core
+cannot cut into tunnelled segments: there the upload stalls and the test
+checks that each such frame is counted (drop_tun_gso), the known limit.
+Root; the lab is removed whatever happens."""
 
 import os
 import re
@@ -166,21 +167,31 @@ def test_requests_spread_over_the_reals(lab, engine):
 
 @pytest.mark.parametrize("vip", [VIP4, VIP6])
 def test_too_big_gets_icmp_and_the_upload_completes(lab, engine, vip):
-    if engine.info.backend != "xdp":
-        pytest.skip("the raw-socket backend cannot tunnel GSO frames "
-                    "(counted as drop_tun_no_room; see the module)")
     run(lab, "client", "ip", "route", "flush", "cache")
     run(lab, "client", "ip", "-6", "route", "flush", "cache")
+    xdp = engine.info.backend == "xdp"
     before = core(engine)["reason"]
     r = curl(lab, "-T", str(lab.base / "upload"), "-o", "/dev/null",
-             "-w", "%{http_code}", url(vip, "/up/file"))
+             "-w", "%{http_code}", url(vip, "/up/file"),
+             seconds=20 if xdp else 4)
     after = core(engine)["reason"]
-    assert r.returncode == 0 and r.stdout in ("201", "204"), \
-        (r.returncode, r.stdout, r.stderr)
+    moved = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    print(f"{engine.info.backend} {vip}: upload: curl {r.returncode}, "
+          f"HTTP {r.stdout}; {moved}")
     assert after["forward_too_big"] > before["forward_too_big"]
     route = run(lab, "client", "ip", "route", "get", vip)
     m = re.search(r"\bmtu (\d+)", route)
     want = 1480 if ":" not in vip else 1460
     assert m and int(m.group(1)) == want, route
+    if not xdp:
+        # The known limit of the raw-socket backend: the router's GSO
+        # frames (a veth passes them on) cannot be cut into tunnelled
+        # segments, so the upload stalls, every such frame counted.
+        assert r.returncode == 28, (r.returncode, r.stdout, r.stderr)
+        assert after["drop_tun_gso"] > before["drop_tun_gso"]
+        return
+    assert r.returncode == 0 and r.stdout in ("201", "204"), \
+        (r.returncode, r.stdout, r.stderr)
+    assert after["drop_tun_gso"] == before["drop_tun_gso"]
     stored = [(lab.base / role / "up" / "file") for role in lab.reals]
     assert any(p.exists() and p.stat().st_size == UPLOAD for p in stored)

@@ -47,7 +47,7 @@ def lab():
 @LAB_NAME
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
                                                      "one-arm-ha",
-                                                     "two-arm-ha"]),
+                                                     "two-arm-ha", "tun"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")

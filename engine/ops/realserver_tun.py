@@ -28,6 +28,7 @@ network namespace.
 """
 
 import errno
+import os
 import socket
 
 from pyroute2 import IPRoute
@@ -60,9 +61,10 @@ def _device(ipr, version):
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:    # loading the module made it
             raise PyfwdError(
-                f"this kernel has no {kind} device ({name}: "
+                f"this kernel has no {kind} device for {name} "
+                f"({os.strerror(exc.code)}: "
                 f"{'CONFIG_NET_IPIP' if version == 4 else 'CONFIG_IPV6_TUNNEL'}"
-                f" unset? {exc}); use --decap xdp --iface IF (pyfwd's XDP "
+                " unset?); use --decap xdp --iface IF (pyfwd's XDP "
                 "decapsulation)") from exc
     found = ipr.link_lookup(ifname=name)
     if not found:

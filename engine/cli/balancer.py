@@ -35,7 +35,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--mode", type=click.Choice(L4_MODES), default="dr", show_default=True,
               help="dr: rewrite MACs, replies bypass us; nat: rewrite the "
               "destination (two-arm: we are the real servers' gateway); "
-              "snat: the source too (--vip/--real only: with --config, "
+              "snat: the source too; tun: wrap in IPIP to reals on any "
+              "subnet, replies bypass us (--vip/--real only: with --config, "
               "each [[vip]] sets its own)")
 @click.option("--inside-iface", metavar="IF",
               help="two-arm NAT: the interface on the real servers' side")

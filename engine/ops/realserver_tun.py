@@ -53,6 +53,7 @@ def _device(ipr, version):
     kernel's module has not made it yet; PyfwdError when the kernel has
     no such device."""
     name, kind = DEVICES[version]
+    option = "CONFIG_NET_IPIP" if version == 4 else "CONFIG_IPV6_TUNNEL"
     found = ipr.link_lookup(ifname=name)
     if found:
         return found[0]
@@ -62,9 +63,8 @@ def _device(ipr, version):
         if exc.code != errno.EEXIST:    # loading the module made it
             raise PyfwdError(
                 f"this kernel has no {kind} device for {name} "
-                f"({os.strerror(exc.code)}: "
-                f"{'CONFIG_NET_IPIP' if version == 4 else 'CONFIG_IPV6_TUNNEL'}"
-                " unset?); use --decap xdp --iface IF (pyfwd's XDP "
+                f"({os.strerror(exc.code)}: {option} unset?); use --decap "
+                "xdp --iface IF (pyfwd's XDP "
                 "decapsulation)") from exc
     found = ipr.link_lookup(ifname=name)
     if not found:

@@ -166,8 +166,6 @@ uint32_t tun_forward(const struct pyfwd_ctx *ctx, struct worker *w,
 	if (unlikely(real->family != r->family ||
 		     !memcmp(v4 ? t->src4 : t->src6, zero16, v4 ? 4 : 16)))
 		return PYFWD_R_DROP_TUN_NO_ROOM;	/* nothing to send from */
-	if (reason == PYFWD_R_FORWARD && (f->flags & PYFWD_FRAME_CSUM_PARTIAL))
-		csum_finish(w, ps, f->data);	/* the real cannot */
 	if (unlikely(inlen + grow > mtu)) {
 		if (reason != PYFWD_R_FORWARD)
 			return PYFWD_R_DROP_TUN_TOO_BIG;  /* no error about one */
@@ -175,6 +173,9 @@ uint32_t tun_forward(const struct pyfwd_ctx *ctx, struct worker *w,
 	}
 	if (unlikely(!(f->flags & PYFWD_FRAME_HEADROOM)))
 		return PYFWD_R_DROP_TUN_NO_ROOM;
+	/* Only now: a frame dropped leaves as it came. */
+	if (reason == PYFWD_R_FORWARD && (f->flags & PYFWD_FRAME_CSUM_PARTIAL))
+		csum_finish(w, ps, f->data);	/* the real cannot */
 	in = f->data + l2;
 	if (v4) {
 		/* DF copied (RFC 2003 5.1, as IPVS): path MTU discovery

@@ -27,7 +27,8 @@ def make_core(mtu=td.MTU, **kw):
 def test_case(case):
     core = make_core()
     [out], [result] = core.process([case.frame], in_if=case.in_if,
-                                   gso=case.gso)
+                                   gso=case.gso,
+                                   csum_partial=case.csum_partial)
     check_case(case, out, result)
     if result.verdict == "forward":
         assert core.stats()["reason"][case.reason] == 1

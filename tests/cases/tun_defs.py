@@ -16,7 +16,7 @@ from scapy.packet import Raw
 from pyfwd.frames import mac_to_bytes
 from pyfwd.model import Real, Service, Vip
 
-from .harness import Case
+from .harness import Case, unfinished
 
 LB_MAC, CLIENT_MAC = "02:00:00:00:03:02", "02:00:00:00:03:01"
 ROUTER_MAC = "02:00:00:00:03:fe"
@@ -138,6 +138,16 @@ def cases():
              from_client(IPv6(src=CLIENT6, dst=VIP6) / UDP(sport=5353,
                                                            dport=53)),
              "drop_tun_no_room", vip=3),
+        Case("tun4-csum", "an unfinished TCP sum (a veth's) is completed "
+             "inside the tunnel", unfinished(from_client(inner4(
+                 flags="PA", sport=40007) / Raw(b"data"))), "forward", vip=0,
+             out=encap4(inner4(flags="PA", sport=40007) / Raw(b"data")),
+             csum_partial=True, csum="completed"),
+        Case("tun4-csum-dropped", "unfinished and too big without DF: "
+             "dropped as it came, its sum not completed",
+             unfinished(from_client(inner4(fit + 1, df=False, flags="PA",
+                                           sport=40008))),
+             "drop_tun_too_big", vip=0, csum_partial=True),
         Case("tun4-fragment", "a non-first fragment to a TUN VIP: dropped "
              "as for DR", from_client(frag), "drop_fragment",
              vip=0, flags=4),

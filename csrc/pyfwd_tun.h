@@ -10,6 +10,8 @@
  * balancer's address on the real's interface slot to the real's address,
  * to the next hop toward it (pyfwd_real.mac: the real, or a gateway).
  * The real server decapsulates, answers the client from the VIP itself.
+ * Outer TTL/hop limit 64, TOS/traffic class copied, no DF (as Katran:
+ * routers toward the real may fragment the outer packet).
  *
  * The outer header takes room in front of the frame: the core moves
  * pyfwd_frame.data back by 20 or 40 bytes (the L2 header with it) when

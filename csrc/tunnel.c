@@ -178,14 +178,20 @@ uint32_t tun_forward(const struct pyfwd_ctx *ctx, struct worker *w,
 		csum_finish(w, ps, f->data);	/* the real cannot */
 	in = f->data + l2;
 	if (v4) {
-		/* DF copied (RFC 2003 5.1, as IPVS): path MTU discovery
-		 * beyond the balancer stays the client's. */
-		uint16_t df = ld_be16(in + IP4_FRAG_OFF) & IP4_DF;
+		/*
+		 * No DF outside, as Katran: a router toward the real with a
+		 * smaller MTU fragments the outer packet and the real puts it
+		 * together.  With DF its ICMP error would come to the
+		 * balancer's own address, which nobody reads: a black hole.
+		 * This interface's MTU is enforced here (tun_too_big).  The
+		 * inner identification, so that fragments of two packets
+		 * differ as their senders' packets do.
+		 */
 		uint16_t ident = ld_be16(in + IP4_ID_OFF);
 		uint8_t tos = in[IP4_TOS_OFF];
 
 		h = frame_push(f, l2, grow);
-		ip4_header(h, tos, (uint16_t)(inlen + grow), ident, df,
+		ip4_header(h, tos, (uint16_t)(inlen + grow), ident, 0,
 			   PROTO_IPIP, t->src4, real->addr);
 	} else {
 		/* The flow label spreads the tunnels over ECMP paths

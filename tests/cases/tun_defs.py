@@ -61,10 +61,11 @@ def from_client(pkt, vlan=None):
 
 
 def encap4(inner, vlan=None):
-    """What the real's next hop must receive: IPIP, outer TTL 64, DF, TOS
-    and identification copied from the inner header."""
+    """What the real's next hop must receive: IPIP, outer TTL 64, no DF
+    (as Katran: routers beyond may fragment it), TOS and identification
+    copied from the inner header."""
     l2 = Ether(dst=ROUTER_MAC, src=LB_MAC)
-    outer = IP(src=LB4, dst=REAL4, proto=4, ttl=64, flags=inner.flags,
+    outer = IP(src=LB4, dst=REAL4, proto=4, ttl=64, flags=0,
                tos=inner.tos, id=inner.id)
     return bytes((l2 / Dot1Q(vlan=vlan) if vlan else l2) / outer
                  / Raw(bytes(inner)))
@@ -107,7 +108,7 @@ def cases():
         Case("tun4-syn", "SYN to a TUN VIP: inside IPIP to the real, via "
              "the router", from_client(inner4()), "forward", vip=0,
              out=encap4(inner4()), out_if=0),
-        Case("tun4-nodf", "no DF inside: none outside either",
+        Case("tun4-nodf", "no DF inside, TOS and identification copied",
              from_client(inner4(df=False, flags="PA", sport=40001,
                                 tos=0x10, ident=4242)), "forward", vip=0,
              out=encap4(inner4(df=False, flags="PA", sport=40001, tos=0x10,

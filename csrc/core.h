@@ -405,6 +405,11 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
  */
 void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame);
 
+/* csum.c: the pseudo-header's sum of the IP header at l3, folded, as a
+ * big-endian value, not complemented: what a sender leaves unfinished. */
+uint16_t csum_pseudo(const uint8_t *l3, uint8_t family, uint8_t proto,
+		     uint32_t l4_len);
+
 /*
  * handoff.c: set-up (ctx.c: allocated for several workers, freed); the
  * worker that owns the flow of a classified frame (handoff_owner: w->id

@@ -73,7 +73,7 @@
 #define PYFWD_R_FORWARD_TOO_BIG 35	/* TUN: an ICMP error back instead */
 #define PYFWD_R_DROP_TUN_NO_ROOM 36	/* TUN: no headroom, or no source */
 #define PYFWD_R_DROP_TUN_TOO_BIG 37	/* TUN: too big, IPv4 without DF */
-#define PYFWD_R_DROP_TUN_GSO 38		/* TUN: GSO frame (AF_PACKET) */
+#define PYFWD_R_DROP_TUN_GSO 38		/* TUN: GSO frame (io/afp_gso.c) */
 #define PYFWD_R_MAX 39
 
 /* Address families in shared structs (not the OS's AF_* values). */
@@ -290,6 +290,7 @@ struct pyfwd_io_stats {
 	uint64_t handoff_out;		/* frames handed to their flow's
 					 * owner (another worker) */
 	uint64_t handoff_in;		/* frames taken from other workers */
+	uint64_t tun_gso_cut;		/* TUN: GSO frames cut (afp_gso.c) */
 };
 
 /* The XDP fast path (csrc/fastmap.c): frames it carried count in

@@ -21,8 +21,10 @@
  * (IPv4 with DF) or ICMPv6 packet too big, with the MTU less the outer
  * header (forward_too_big), as Katran does; IPv4 without DF is dropped
  * (drop_tun_too_big: the balancer does not fragment).  A GSO frame (the
- * raw-socket backend's, from a veth peer's TSO or a NIC's GRO) cannot be
- * cut into tunnelled segments here: drop_tun_gso.
+ * raw-socket backend's, from a veth peer's TSO or a NIC's GRO) is not
+ * tunnelled as one (drop_tun_gso): that backend cuts it into its TCP
+ * segments, which come through the core on their own (io/afp_gso.c,
+ * counted in tun_gso_cut).
  */
 #ifndef PYFWD_TUN_H
 #define PYFWD_TUN_H

@@ -161,8 +161,8 @@ uint32_t tun_forward(const struct pyfwd_ctx *ctx, struct worker *w,
 	mtu = t->mtu ? t->mtu : PYFWD_TUN_MTU_DEFAULT;
 	grow = v4 ? IP4_HDR_MIN : IP6_HDR_LEN;
 	if (unlikely(f->flags & PYFWD_FRAME_GSO))
-		return PYFWD_R_DROP_TUN_GSO;	/* one frame in, one out: no
-						 * segmenting here */
+		return PYFWD_R_DROP_TUN_GSO;	/* one frame in, one out: the
+						 * backend cuts it */
 	if (unlikely(real->family != r->family ||
 		     !memcmp(v4 ? t->src4 : t->src6, zero16, v4 ? 4 : 16)))
 		return PYFWD_R_DROP_TUN_NO_ROOM;	/* nothing to send from */

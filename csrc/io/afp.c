@@ -65,6 +65,7 @@ static void afp_io_free(void *p)
 		port_close(&io->port[i]);
 	if (io->obj)
 		bpf_object__close(io->obj);
+	free(io->gso_buf);
 	free(io);
 }
 
@@ -191,6 +192,11 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io = calloc(1, sizeof(*io));
 	if (!io)
 		return -ENOMEM;
+	io->gso_buf = malloc((size_t)AFP_GSO_SEGS * AFP_GSO_SLOT);
+	if (!io->gso_buf) {
+		free(io);
+		return -ENOMEM;
+	}
 	for (i = 0; i < PYFWD_IFACES_MAX; i++)
 		io->port[i].rx_fd = io->port[i].tx_fd = io->port[i].link_fd = -1;
 	io->nports = ifindex2 ? 2 : 1;

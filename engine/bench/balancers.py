@@ -9,12 +9,16 @@ import os
 import subprocess
 import time
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from .configs import haproxy_conf, nft_ruleset
 from .observe import Probe, kernel_threads, summary
 from .rows import BALANCERS, CONNECTIONS, HTTP_SIZES
-from .system import (LB_CPU, BenchError, link_rx, napi_threads, pin_self,
-                     sysfs_write, thread_napi)
+from .system import (LB_CPU, LOAD_CPU, BenchError, link_rx, napi_threads,
+                     pin_self, sysfs_write, thread_napi)
 from ..control.server import Client
+from ..dataplane import xdppass
 from ..errors import PyfwdError
 from ..lab import modes as labmodes
 from ..lab.programs import PYFWD, stop
@@ -56,6 +60,8 @@ def pyfwd(bench, stack, lab, mode) -> "Running":
     if two_arm:
         argv += ["--inside-iface", "eth1"]
     argv += list(spec.extra)
+    if "--fastpath" in spec.extra:
+        _peers_xdp(stack, lab, ifaces)
     before = napi_threads()
     with open(logf, "w") as out:
         proc = lab.popen("lb", argv, stdin=subprocess.DEVNULL,
@@ -95,11 +101,38 @@ def pyfwd(bench, stack, lab, mode) -> "Running":
                          f"interface of {ifaces}, got {row.napi}")
     return row
 
-def _unthread(lab, ifaces) -> None:
+def _peers_xdp(stack, lab, ifaces) -> None:
+    """A pass-all XDP program on the switch ports facing the lb's
+    ``ifaces`` for the with-block: veth hands the fast path's frames only
+    to a peer that runs one (dataplane.vethpeer; a NIC needs nothing).
+    The port's NAPI, which XDP_TX and redirects wake on the sending CPU,
+    is threaded on the load's CPU: it stands for the wire and the next
+    switch, whose work is not the balancer's (as the packet-rate rows'
+    sinks)."""
+    for ifname in ifaces:
+        iface = lab.node("lb").interface(ifname)
+
+        def attach(port=iface.port, on=True):
+            with IPRoute() as ipr:
+                xdppass.on_peer(ipr, port, on)
+        before = napi_threads()
+        try:
+            lab.call(iface.switch, attach)
+        except (OSError, NetlinkError) as exc:
+            raise BenchError(f"XDP on {iface.port} (the switch port facing "
+                             f"the lb's {ifname}): {exc}") from None
+        stack.callback(lambda a=attach, s=iface.switch: _quiet(
+            lambda: lab.call(s, lambda: a(on=False))))
+        stack.callback(_unthread, lab, [iface.port], iface.switch)
+        thread_napi(lab, iface.switch, iface.port, LOAD_CPU, before=before,
+                    priority=NAPI_RT_PRIORITY)
+
+
+def _unthread(lab, ifaces, role="lb") -> None:
     """Threaded NAPI off again, so the next XDP program's NAPI threads
     are new (and pinned) ones."""
     try:
-        sysfs_write(lab, "lb", {f"/sys/class/net/{i}/threaded": 0
+        sysfs_write(lab, role, {f"/sys/class/net/{i}/threaded": 0
                                      for i in ifaces})
     except (BenchError, PyfwdError, OSError):
         pass            # the lab is going anyway
@@ -122,7 +155,38 @@ def kernel_nat(bench, stack, lab, mode) -> "Running":
         "lb", [bench.bin["nft"], "delete", "table", "ip", table],
         capture_output=True)))
     _vip_address(stack, lab)
-    return Running(bench, lab, mode, None)
+    row = Running(bench, lab, mode, None)
+    if "wire" in BALANCERS[mode].extra:
+        _wire(stack, lab, row)
+    return row
+
+
+def _wire(stack, lab, row) -> None:
+    """The lb's veths as a NIC's ports: a pass-all XDP program on each
+    (veth then turns GSO off on its peer, so frames arrive at most an MTU
+    long, as off a wire, and merges them by GRO in its NAPI, as a NIC's
+    driver does), their NAPI threaded on CPU 1 as in the pyfwd rows.
+    Without it a veth hands the balancer whole 64 KB TSO segments, which
+    no NIC receives and no XDP program can see."""
+    ifaces = ["eth0", "eth1"]
+
+    def attach(on=True):
+        with IPRoute() as ipr:
+            for ifname in ifaces:
+                xdppass.on_peer(ipr, ifname, on)
+    before = napi_threads()
+    try:
+        lab.call("lb", attach)
+    except (OSError, NetlinkError) as exc:
+        raise BenchError(f"XDP on the lb's {ifaces}: {exc}") from None
+    stack.callback(lambda: _quiet(lambda: lab.call(
+        "lb", lambda: attach(on=False))))
+    stack.callback(_unthread, lab, ifaces)
+    for ifname in ifaces:
+        pinned = thread_napi(lab, "lb", ifname, LB_CPU, before=before,
+                             priority=NAPI_RT_PRIORITY)
+        row.napi += sorted(pinned.values())
+        row.napi_pids.update({name: pid for pid, name in pinned.items()})
 
 def haproxy(bench, stack, lab, mode) -> "Running":
     conf = os.path.join(bench.tmp, f"{mode}.cfg")
@@ -182,7 +246,8 @@ class Running:
                      {**{pid: n for n, pid in self.napi_pids.items()},
                       **kernel_threads(f"ksoftirqd/{LB_CPU}")},
                      lambda: self.lab.call("lb", netstat),
-                     lambda: sum(link_rx(self.lab).values()))
+                     lambda: sum(link_rx(self.lab).values()),
+                     self.bench.perf)
 
     def measure(self, size: str, conn: str = "keep-alive") -> dict:
         """wrk through the VIP for /``size`` (``conn``: "keep-alive" or

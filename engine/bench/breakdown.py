@@ -6,7 +6,7 @@ Results in, Markdown lines out.
 
 from .text import num, share, table
 
-__all__ = ["pps_lines", "http_lines", "THREAD_KINDS"]
+__all__ = ["pps_lines", "http_lines", "perf_lines", "THREAD_KINDS"]
 
 # observe.KINDS in the column order, with their headers
 THREAD_KINDS = (("napi", "NAPI"), ("loop", "loops"), ("python", "Python"),
@@ -115,5 +115,47 @@ def http_lines(res, names: list) -> list:
                     *(h for _, h in THREAD_KINDS), "other",
                     "XSK drops/s", "fill empty/s", "TX empty/s",
                     "busy poll"], rows), "",
-            "As for the packet rates, over the wrk run. pyfwd runs in its "
-            "wake-up mode here (busy polling off).", ""]
+            "As for the packet rates, over the wrk run. pyfwd's rows run "
+            "in its wake-up mode (busy polling off) but for nat-busy, "
+            "nat-adaptive and nat-fastpath (`--busy-poll 20` with "
+            "`--poll busy`, `adaptive`, `adaptive`). \"other\": CPU 1's "
+            "time that none of these took (other load on the machine).",
+            ""]
+
+
+def _perf_windows(res):
+    """(row, perf detail) of the first window of each row that perf
+    sampled: a packet-rate row's best window (else its full-speed one),
+    an HTTP row's wrk run."""
+    seen = {}
+    for run in (res.info.get("pps_setup") or {}).get("runs", []):
+        best = run.get("best")
+        window = best if isinstance(best, dict) else run.get("full") or {}
+        if "perf" in window:
+            seen.setdefault(run["row"], window["perf"])
+    for run in (res.info.get("http_setup") or {}).get("runs", []):
+        perf = (run.get("observed") or {}).get("perf")
+        if perf and run.get("row"):
+            seen.setdefault(run["row"], perf)
+    return list(seen.items())
+
+
+def perf_lines(res, top: int = 6) -> list:
+    """results.md's section on where the forwarding CPU's time went by
+    function (`pyfwd bench --perf`), or nothing if perf did not run."""
+    rows = []
+    for row, perf in _perf_windows(res):
+        if "error" in perf:
+            rows.append((row, f"perf: {perf['error']}"))
+            continue
+        rows.append((row, "; ".join(
+            f"{share(t['share'])} {t['sym']} ({t['comm']})"
+            for t in perf["top"][:top])))
+    if not rows:
+        return []
+    return ["### Where CPU 1's time went, by function (perf)", "",
+            *table(["row", "the largest shares of CPU 1's samples "
+                    "(function, thread)"], rows), "",
+            "perf record -C 1 through the row's first window (a "
+            "packet-rate row's best one); idle shows as the swapper "
+            "thread's idle functions. `pyfwd bench --perf`.", ""]

@@ -47,6 +47,7 @@ from . import wrk
 from .balancers import (NAPI_RT_PRIORITY, PORT, START, START_TIMEOUT, VIP,
                         check_size, tail)
 from .configs import NGINX_SETTINGS, SIZE_BYTES, nginx_conf
+from .profile import Perf
 from .rows import BALANCERS
 from .rows import HTTP_MODES as MODES
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
@@ -86,12 +87,14 @@ class HttpBench:
     cannot run."""
 
     def __init__(self, seconds: float = 5.0, connections: int = 32,
-                 log=print, prefix: str = None):
+                 log=print, prefix: str = None, perf: bool = False):
         if seconds <= 0 or connections < 1:
             raise BenchError(f"bad wrk run: {seconds} s, {connections} "
                              "connections")
         self.seconds = float(seconds)
         self.connections = int(connections)
+        self._perf = perf
+        self.perf = None            # profile.Perf on CPU 1, with --perf
         self.log = log
         # lab names: prefix + "a" (one-arm) / "b" (two-arm); the nft table
         self.prefix = prefix or "pfht" + secrets.token_hex(2)
@@ -118,6 +121,8 @@ class HttpBench:
         try:
             self.tmp = tempfile.mkdtemp(prefix="pfht")
             os.chmod(self.tmp, 0o755)
+            if self._perf:
+                self.perf = Perf(LB_CPU, self.tmp)
             self._files()
             for lab in self.labs.values():
                 if lab.exists():        # not ours: never remove it

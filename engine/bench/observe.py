@@ -203,13 +203,16 @@ class Probe:
     of the kernel threads doing its receive work; ``netstat``: returns the
     text of /proc/net/netstat as the forwarder's namespace sees it;
     ``rx``: returns the frames its interfaces received so far (for the
-    busy-poll share).  Either may be None."""
+    busy-poll share); ``profile``: a profile.Perf sampling the
+    forwarder's CPU through the window (`pyfwd bench --perf`).  Any may
+    be None."""
 
     def __init__(self, procs: dict, kthreads: dict = None, netstat=None,
-                 rx=None):
+                 rx=None, profile=None):
         self.procs = dict(procs)
         self.kthreads = dict(kthreads or {})
         self.netstat, self.rx = netstat, rx
+        self.profile = profile
         self.errors = []        # what could not be read, in words
         self._t0 = None
 
@@ -240,6 +243,8 @@ class Probe:
         return then(value) if then else value
 
     def start(self) -> None:
+        if self.profile:
+            self.profile.start()
         self._t0 = self._snap()
 
     def stop(self) -> dict:
@@ -251,6 +256,7 @@ class Probe:
         the rest still counts)}.  Never raises for a counter it cannot
         read."""
         a, b = self._t0, self._snap()
+        perf = self.profile.stop() if self.profile else None
         span = max(b["at"] - a["at"], 1e-9)
         rows = []
         for tid, (name, kind, ns) in sorted(b["threads"].items()):
@@ -284,6 +290,7 @@ class Probe:
         return {"seconds": round(span, 3), "threads": rows, "cpu": cpu,
                 "xsk": xsk, "busy_poll": bp,
                 **({"rx_frames": rx} if rx is not None else {}),
+                **({"perf": perf} if perf is not None else {}),
                 **({"errors": self.errors} if self.errors else {})}
 
 

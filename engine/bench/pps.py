@@ -64,6 +64,7 @@ from ..lab.programs import PYFWD, Namespaces
 from . import ladder
 from .configs import nft_ruleset
 from .observe import Probe, kernel_threads, summary
+from .profile import Perf
 from .rows import PPS, PPS_ROWS as ROWS, pps_row
 from .system import (LB_CPU, LOAD_CPU, BenchError, CpuTimes,
                      busy_poll_tuning, cpus, link_stats, napi_threads,
@@ -181,13 +182,15 @@ class PpsBench:
     def __init__(self, seconds: float = 5.0, log=print, warmup: float = 1.0,
                  flows: int = FLOWS, busy_poll: int = BUSY_POLL_US,
                  rate: float = 0, fractions=ladder.FRACTIONS,
-                 prefix: str = "pfpp"):
+                 prefix: str = "pfpp", perf: bool = False):
         self.seconds, self.warmup, self.flows = seconds, warmup, flows
         self.rate = rate        # offered packets/s; 0: as fast as it can
         self.fractions = tuple(fractions)
         self.loads = []         # the ladder (ladder.rungs), once measured
         self.ceiling = {}       # the window that measured it
         self.details = []       # per measure(): the ladder, what was seen
+        self._perf = perf
+        self.perf = None        # profile.Perf on the forwarder's CPU
         # the forwarder CPU's softirq thread, watched in every window
         self._kernel = kernel_threads(f"ksoftirqd/{FWD_CPU}")
         self.busy_poll = busy_poll
@@ -235,6 +238,8 @@ class PpsBench:
 
     def _build(self) -> None:
         self._tmp = tempfile.mkdtemp(prefix=self.name)
+        if self._perf:
+            self.perf = Perf(FWD_CPU, self._tmp)
         for ns in self.ns.values():
             _netns.create(ns)
         for role in self.ns:
@@ -363,7 +368,8 @@ class PpsBench:
             return self._window(sink, rate, None if i == 0 else
                                 min(self.warmup, 0.5),
                                 Probe(procs, {**kthreads, **self._kernel},
-                                      self._netstat, self._lb_rx))
+                                      self._netstat, self._lb_rx,
+                                      self.perf))
         full, best, tried = ladder.climb(window, loads)
         full_seen = full.pop("observed")
         best_seen = best.pop("observed", full_seen)

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .rows import HTTP_MODES, HTTP_SIZES, PPS_REFS  # noqa: F401 (re-exported)
-from .breakdown import http_lines, pps_lines
+from .breakdown import http_lines, perf_lines, pps_lines
 from .rows import HTTP_ROWS, http_row
 from .text import num, ratio, spread, table
 
@@ -170,9 +170,18 @@ BEST_TARGETS = (
 # (row template, reference template, words): balancer CPU per request at
 # most the reference's (within NOISE), for each size
 HTTP_TARGETS = (
-    ("http-nat-{}", "http-kernel-nat-{}", ""),
+    ("http-nat-fastpath-{}", "http-kernel-nat-{}",
+     ", with the fast path, keep-alive"),
+    ("http-nat-fastpath-close-{}", "http-kernel-nat-close-{}",
+     ", with the fast path, one connection per request"),
+    ("http-nat-fastpath-{}", "http-kernel-nat-wire-{}",
+     ", with the fast path, keep-alive, the kernel on NIC-like veths"),
+    ("http-nat-fastpath-close-{}", "http-kernel-nat-wire-close-{}",
+     ", with the fast path, one connection per request, the kernel on "
+     "NIC-like veths"),
+    ("http-nat-{}", "http-kernel-nat-{}", ", AF_XDP only, keep-alive"),
     ("http-nat-close-{}", "http-kernel-nat-close-{}",
-     ", one connection per request"),
+     ", AF_XDP only, one connection per request"),
 )
 
 
@@ -347,6 +356,7 @@ def markdown(res: Results) -> str:
                                 num(res.get(n, "lb_pkts_per_req")))
                                for n in sized]), ""]
         lines += http_lines(res, names)
+    lines += perf_lines(res)
 
     micro = [r for r in res.rows() if r.metric in MICRO_LABELS]
     if micro:

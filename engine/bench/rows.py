@@ -113,8 +113,20 @@ BALANCERS = {b.name: b for b in (
              ("--busy-poll", "20", "--poll", "busy")),
     Balancer("nat-adaptive", "two-arm", "pyfwd", "nat",
              ("--busy-poll", "20", "--poll", "adaptive")),
+    # NAT with the XDP fast path (docs/fastpath.md) and the engine's
+    # default poll mode: established flows rewritten and redirected in
+    # XDP, the loop sees only new flows; the switch ports facing the
+    # balancer run a pass-all XDP program (veth hands XDP's frames only
+    # to a peer with one: dataplane.vethpeer)
+    Balancer("nat-fastpath", "two-arm", "pyfwd", "nat",
+             ("--busy-poll", "20", "--poll", "adaptive",
+              "--fastpath", "xdp")),
     Balancer("snat", "one-arm", "pyfwd", "snat"),
     Balancer("kernel-nat", "two-arm", "kernel-nat"),
+    # the kernel's NAT on veths that behave as a NIC's ports (MTU frames
+    # in, GRO in NAPI: bench.balancers._wire), the reference an XDP path
+    # can be held to: on plain veths the kernel forwards 64 KB segments
+    Balancer("kernel-nat-wire", "two-arm", "kernel-nat", extra=("wire",)),
     Balancer("haproxy-tcp", "one-arm", "haproxy", "tcp"),
     Balancer("haproxy-http", "one-arm", "haproxy", "http"),
 )}
@@ -153,12 +165,14 @@ HTTP = tuple(_ka(b, s) for b in HTTP_MODES for s in HTTP_SIZES) + (
     _close("nat", "100k"), _close("kernel-nat", "100k"),
     _close("nat-busy", "1k"), _close("nat-busy", "100k"),
     _close("nat-adaptive", "1k"), _close("nat-adaptive", "100k"),
+    _close("nat-fastpath", "1k"), _close("nat-fastpath", "100k"),
+    _close("kernel-nat-wire", "1k"), _close("kernel-nat-wire", "100k"),
 )
 # The balancers' run order, interleaved: each pyfwd balancer next to the
 # reference it is compared with (nat with kernel-nat, dr and snat with
 # HAProxy in TCP mode).  A balancer missing here runs last.
 HTTP_RUN_ORDER = ("kernel-nat", "nat", "nat-busy", "nat-adaptive",
-                  "haproxy-tcp", "dr", "snat", "haproxy-http")
+                  "nat-fastpath", "kernel-nat-wire", "haproxy-tcp", "dr", "snat", "haproxy-http")
 HTTP_ROWS = tuple(r.name for r in HTTP)
 
 _PPS = {r.name: r for r in PPS}

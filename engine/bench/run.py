@@ -176,8 +176,8 @@ def serpentine(items: list, run: int) -> list:
     return list(items) if run % 2 == 0 else list(reversed(items))
 
 
-def _pps(rows, repeats, seconds, res, progress, log):
-    with PpsBench(seconds=seconds, log=log) as bench:
+def _pps(rows, repeats, seconds, res, progress, log, perf=False):
+    with PpsBench(seconds=seconds, log=log, perf=perf) as bench:
         res.info["pps_setup"] = bench.setup()
         for run in range(repeats):
             for row in serpentine(rows, run):
@@ -186,9 +186,10 @@ def _pps(rows, repeats, seconds, res, progress, log):
                         lambda: bench.measure(row))
 
 
-def _http(rows, repeats, seconds, connections, res, progress, log):
+def _http(rows, repeats, seconds, connections, res, progress, log,
+          perf=False):
     with HttpBench(seconds=seconds, connections=connections,
-                   log=log) as bench:
+                   log=log, perf=perf) as bench:
         res.info["http_setup"] = bench.setup()
         for run in range(repeats):
             for mode in serpentine(balancer_order(rows), run):
@@ -248,14 +249,18 @@ NOTES = [
 
 def run(out: str, quick: bool = False, only: str = None,
         repeats: int = None, seconds: float = None, connections: int = 32,
-        log=print, argv: list = None) -> Results:
+        log=print, argv: list = None, perf: bool = False) -> Results:
     """Measure the rows ``only`` selects (all by default) and write
     results.{json,md,png} in ``out``.  Returns the Results; failed rows
     are listed in them (and in results.md).  Raises BenchError before
     building anything when the run cannot work; KeyboardInterrupt (or
-    SIGTERM) still writes what was measured, then re-raises."""
+    SIGTERM) still writes what was measured, then re-raises.  ``perf``:
+    sample the balancer's CPU with perf(1) in every window
+    (bench.profile)."""
     rows = select(only)
     preflight(rows)
+    if perf and shutil.which("perf") is None:
+        raise BenchError("--perf needs perf(1): apt-get install linux-perf")
     pps_s, http_s, n = QUICK if quick else FULL
     repeats = repeats or n
     res = Results({
@@ -283,12 +288,12 @@ def run(out: str, quick: bool = False, only: str = None,
         if micro:
             _micro(micro, slots[0], repeats, res, progress)
         if pps:
-            _pps(pps, repeats, seconds or pps_s, res, progress, log)
+            _pps(pps, repeats, seconds or pps_s, res, progress, log, perf)
         if micro and len(slots) > 1:
             _micro(micro, slots[1], repeats, res, progress)
         if http:
             _http(http, repeats, seconds or http_s, connections, res,
-                  progress, log)
+                  progress, log, perf)
         if micro and len(slots) > 2:
             _micro(micro, slots[2], repeats, res, progress)
     except KeyboardInterrupt:

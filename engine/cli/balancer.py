@@ -246,6 +246,7 @@ def _run(cfg, ports, metrics_addr, options):
     until a stop signal (SIGHUP: reload); exits through Exit on failure."""
     import signal
 
+    from ..control.bgp import BgpSpeaker
     from ..control.engine import Engine
     from ..control.metrics import MetricsServer
     from ..control.notify import Notifier
@@ -283,6 +284,10 @@ def _run(cfg, ports, metrics_addr, options):
     servers = []
     try:
         servers.append(ControlServer(engine, cfg.control_socket).start())
+        if cfg.bgp.enabled:     # BIRD announces the VIPs: after the engine
+            engine.bgp = BgpSpeaker(cfg.bgp, cfg.iface)
+            engine.bgp.start()
+            engine.bgp.follow(engine)
         if metrics_addr:
             servers.append(MetricsServer(engine.stats, metrics_addr).start())
             click.echo(f"metrics at {servers[-1].url}", err=True)
@@ -293,6 +298,8 @@ def _run(cfg, ports, metrics_addr, options):
         raise Exit(EXIT_FAILED, exc) from None
     finally:
         notifier.stopping()
+        if engine.bgp:          # withdrawn first, while traffic flows
+            engine.bgp.stop()
         for server in reversed(servers):
             server.stop()
         engine.stop()
@@ -465,11 +472,14 @@ def cleanup(iface):
 def check_config(file):
     """Validate a config FILE without touching anything."""
     from ..control import config as config_mod
+    from ..control.bgp.speaker import check_config as check_bird
     from ..control.l7.check import check_haproxy
     cfg = config_mod.load(file)
     l7_note = check_haproxy(cfg.services)
+    bgp_note = check_bird(cfg.bgp, {s.vip.address for s in cfg.services})
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
                "server(s)")
-    if l7_note:
-        click.echo(f"{file}: {l7_note}")
+    for note in (l7_note, bgp_note):
+        if note:
+            click.echo(f"{file}: {note}")

@@ -22,7 +22,10 @@ import click
               help="measuring window per row (default 5, 3 with --quick)")
 @click.option("--connections", type=click.IntRange(1, 1024), default=32,
               show_default=True, help="wrk connections for the HTTP rows")
-def bench(quick, out, only, repeat, seconds, connections):
+@click.option("--perf", is_flag=True,
+              help="sample the balancer's CPU with perf(1) in every window: "
+              "results.md names the functions its time went to")
+def bench(quick, out, only, repeat, seconds, connections, perf):
     """Measure DR against NAT, side by side with the kernel and HAProxy.
 
     \b
@@ -30,12 +33,14 @@ def bench(quick, out, only, repeat, seconds, connections):
       micro   ns per packet of the C core, Maglev build, flow table memory
       pps     64-byte UDP delivered: generator, xdp-kernel, xsk-minimal,
               kernel-nat (references), dr-xdp, nat-xdp, snat-xdp,
-              dr-afpacket
+              dr-afpacket, and with the XDP fast path dr-fastpath,
+              snat-fastpath, nat-fastpath
       http    wrk to nginx through the VIP, 1k/100k/1m responses, in dr,
-              nat, snat, kernel-nat, haproxy-tcp, haproxy-http (and nat,
-              kernel-nat with a connection per request: http-*-close-*):
-              requests/s, p50/p99, balancer CPU per 1000 requests,
-              packets through the balancer per request
+              nat, nat-busy, nat-adaptive (the --poll modes),
+              nat-fastpath, snat, kernel-nat, haproxy-tcp, haproxy-http
+              (and the NAT ones with a connection per request:
+              http-*-close-*): requests/s, p50/p99, balancer CPU per
+              1000 requests, packets through the balancer per request
     Each row also records CPU per thread, the AF_XDP sockets' counters
     and whether busy polling engaged (results.md: where the time went).
     The load runs on CPU 0, the balancer on CPU 1.  Writes DIR/results.json,
@@ -48,7 +53,7 @@ def bench(quick, out, only, repeat, seconds, connections):
         res = bench_run.run(out, quick=quick, only=only, repeats=repeat,
                             seconds=seconds, connections=connections,
                             log=lambda m: click.echo(m, err=True),
-                            argv=["pyfwd", "bench", *sys.argv[2:]])
+                            perf=perf, argv=["pyfwd", "bench", *sys.argv[2:]])
     except KeyboardInterrupt:
         click.echo(f"interrupted; partial results in {out}", err=True)
         sys.exit(130)

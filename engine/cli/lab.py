@@ -31,6 +31,8 @@ def lab():
       one-arm-ha  one-arm with a second balancer, lb2 (an HA pair)
       two-arm-ha  two-arm with a second balancer, lb2; the reals'
                   gateway 192.168.50.1 is held by the active one
+      ecmp      a client behind a router (BIRD, ECMP) and three active
+                balancers, lb lb2 lb3, announcing the VIP by BGP (DR)
     Namespaces are named NAME-client, NAME-lb, NAME-real1.. and NAME-sw*;
     `pyfwd lab show` prints the address plan.
 
@@ -47,7 +49,8 @@ def lab():
 @LAB_NAME
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
                                                      "one-arm-ha",
-                                                     "two-arm-ha", "tun"]),
+                                                     "two-arm-ha",
+                                                     "ecmp", "tun"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")
@@ -125,10 +128,11 @@ def lab_exec(name, node, command):
 
 @lab.command("demo")
 @click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat", "tun",
-                                                 "l7", "all"]),
+                                                 "l7", "all", "ecmp"]),
               default="all", show_default=True,
               help="the forwarding mode to show; all ends with a table of "
-              "the modes side by side")
+              "the modes side by side; ecmp: three balancers behind a "
+              "router's ECMP, by BGP (not in all)")
 @click.option("--pacs", is_flag=True,
               help="also a PACS workload: Orthanc on the real servers, a "
               "study stored with dcmtk's storescu through the DICOM VIP and "
@@ -159,6 +163,12 @@ def lab_demo(mode, pacs, name, reals):
             raise click.ClickException(
                 "--pacs needs " + ", ".join(missing) + " (./tools/run setup "
                 "installs them)")
+    if mode == "ecmp":
+        from ..lab import ecmpdemo
+        if not ecmpdemo.run(click.echo, name=name):
+            raise click.ClickException("a connection did not survive "
+                                       "(see above)")
+        return
     modes = labmodes.MODES if mode == "all" else (mode,)
     failed = []
     if not demo.run(click.echo, modes, reals, name=name):

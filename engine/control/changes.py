@@ -195,6 +195,11 @@ class Changes:
                               f"differ from the running {running}; the core "
                               "has them from its start: restart the engine "
                               "for that")
+        bgp = getattr(e, "bgp", None)
+        if cfg.bgp != (bgp.options if bgp else cfg.bgp.__class__()):
+            raise ConfigError("reload: [bgp] differs from the running one; "
+                              "restart the engine for that (BIRD's "
+                              "sessions are set at start)")
 
         def change(services, state):
             new, new_state, notes = self.operator.apply(

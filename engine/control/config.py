@@ -39,6 +39,14 @@ touched.
     tcp_fin = 10                            # after a FIN or RST
     udp = 300
 
+    [bgp]                                   # optional (bgp.BgpOptions):
+    local_as = 65001                        # announce the VIPs by BGP
+    router_id = "10.0.0.2"                  # default: iface's address
+    hold_time = 9                           # s
+    [[bgp.peer]]
+    address = "10.0.0.1"
+    as = 65000
+
     [ha]                                    # optional (ha.HaOptions)
     lease = 2.5                             # s; 0: no lease
     gateway = "192.168.50.1/24"             # NAT: the reals' gateway
@@ -67,6 +75,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
+from .bgp.options import BgpOptions
 from .ha import HaOptions
 from .health.spec import HealthSpec
 from .health.vipprobe import check_via_vip
@@ -119,6 +128,7 @@ class Config:
     state_file: "str | None" = None
     services: list = field(default_factory=list)
     ha: HaOptions = field(default_factory=HaOptions)
+    bgp: BgpOptions = field(default_factory=BgpOptions)    # [bgp]
     neighbour_limits: NeighbourLimits = field(
         default_factory=NeighbourLimits)
     timeouts: dict = field(default_factory=dict)    # [engine.timeouts]
@@ -312,10 +322,11 @@ def parse(text, path="<config>", role=None):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in doc:
-        if key not in ("engine", "ha", "vip"):
+        if key not in ("engine", "ha", "bgp", "vip"):
             raise ConfigError(f"{path}: {key}: unknown section (expected "
-                              "[engine], [ha] or [[vip]])")
-    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})))
+                              "[engine], [ha], [bgp] or [[vip]])")
+    cfg = Config(path, ha=HaOptions.from_dict(doc.get("ha", {})),
+                 bgp=BgpOptions.from_dict(doc.get("bgp", {})))
     engine = doc.get("engine", {})
     _check_keys("engine", engine, ENGINE_KEYS)
     for key in ENGINE_KEYS:

@@ -19,6 +19,7 @@ the result itself and is not made here.
 
 import time
 
+from .bgp.text import status_rows as bgp_status_rows
 from .ctlstats import fastpath_text, format_stats
 from .text import count, duration, exact, is_number, plural, scalar, size, table
 
@@ -60,6 +61,7 @@ def format_status(result):
         rows.append(("role", ha_line(r.pop("ha"))))
     if "xsk" in r:
         rows.append(("data plane", _xsk_line(r.pop("xsk"))))
+    rows.extend(bgp_status_rows(r.pop("bgp", None)))
     timeouts = r.pop("timeouts", None)
     if isinstance(timeouts, dict):
         rows.append(("flow timeouts", ", ".join(
@@ -205,6 +207,8 @@ def vip_header(v):
     persistence = v.get("persistence")
     if persistence:
         parts.append(f"persistence {persistence}s")
+    if v.get("bgp"):
+        parts.append(f"bgp {v['bgp']}")
     fallback = v.get("fallback")
     if fallback:
         parts.append(f"fallback {fallback}"

@@ -4,6 +4,7 @@ reason, queue, VIP and real server, and the kernel's socket counters.
     format_stats(request(path, "stats"))
 """
 
+from .bgp.text import status_rows as bgp_status_rows
 from .text import duration, exact, is_number, scalar, size, table
 
 
@@ -99,6 +100,7 @@ def format_stats(result):
             [f"{k} {exact(h.get(k))}" for k in ("transitions",
                                                   "garp_bursts",
                                                   "arp_withheld")])))
+    rows.extend(bgp_status_rows(r.get("bgp")))
     if isinstance(r.get("punt"), dict) and r["punt"]:
         rows.append(("punt", punt_line(r["punt"])))
     conflicts = r.get("arp_conflicts") or {}

@@ -123,6 +123,7 @@ class Engine:
         self.punt_limits = neighbour_limits or NeighbourLimits()
         self.punt_thread = None
         self.l7 = L7Sync(iface, active=self.ha.active)
+        self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
         self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"

@@ -24,6 +24,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+from .bgp.text import render_metrics as render_bgp
 from .text import is_number
 from ..errors import ConfigError
 
@@ -329,6 +330,7 @@ def render(stats):
                   f"{what} handled by the control plane, by outcome.")
     _render_ha(f, stats.get("ha"))
     _render_punt(f, stats.get("punt"))
+    render_bgp(f, stats.get("bgp"))
 
     _render_vips(f, stats.get("vips") or ())
     return f.text()

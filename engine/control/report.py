@@ -59,6 +59,7 @@ class Report:
         ended or stalled, the control thread stuck: engine.liveness()), so
         that keepalived's check fails and the peer takes over."""
         e = self.engine
+        bgp = getattr(e, "bgp", None)       # fakes: none
         problems = e.liveness()
         if problems:
             raise PyfwdError(problem_text(problems))
@@ -77,7 +78,8 @@ class Report:
                 "timeouts": e.core.timeouts() if e.core else None,
                 "new_flows_per_second": e.core.new_flows_per_second()
                 if e.core else None,
-                "ha": e.ha.status()}
+                "ha": e.ha.status(),
+                "bgp": bgp.status() if bgp else None}
 
     def show(self):
         """Every VIP with its real servers: weight, admin state, health,
@@ -86,6 +88,8 @@ class Report:
         e = self.engine
         per_real = e.core.real_stats()
         l7rows = e.l7.rows()
+        bgp = getattr(e, "bgp", None)
+        said = set(bgp.announced or []) if bgp else set()
         vips = []
         for s in e.services:
             fb = s.vip in e.fallback_active
@@ -100,6 +104,9 @@ class Report:
                          "fallback": s.fallback.key if s.fallback else None,
                          "fallback_active": fb,
                          "changed": self._marks(s.vip),
+                         "bgp": None if bgp is None else
+                         ("announced" if str(s.vip.address) in said
+                          else "withdrawn"),
                          "reals": reals})
         return vips
 

@@ -122,6 +122,29 @@ _TOPOLOGIES = {
         routes=(_RouteSpec("real", to=None, via=1, on="swin"),),
         forwarding=("lb", "lb2"),
     ),
+    # N active balancers behind ECMP (engine/lab/ecmp.py, tests/e2e/
+    # test_ecmp.py): the router (BIRD) learns the VIP from lb, lb2 and lb3
+    # by BGP and spreads the client's flows over them; DR, the reals
+    # answer through the router.
+    "ecmp": _TopologySpec(
+        segments=(
+            _SegmentSpec(3, "swc", "10.0.3.0/24", (
+                ("client", "eth0", 1), ("router", "eth0", 2))),
+            _SegmentSpec(1, "sw", "10.0.0.0/24", (
+                ("router", "eth1", 1), ("lb", "eth0", 2),
+                ("lb2", "eth0", 3), ("lb3", "eth0", 4),
+                ("real", "eth0", 10))),
+        ),
+        vip_segment="sw",
+        routes=(
+            _RouteSpec("client", to=None, via="router", on="swc"),
+            _RouteSpec("lb", to=None, via="router", on="sw"),
+            _RouteSpec("lb2", to=None, via="router", on="sw"),
+            _RouteSpec("lb3", to=None, via="router", on="sw"),
+            _RouteSpec("real", to=None, via="router", on="sw"),
+        ),
+        forwarding=("router",),
+    ),
     # DR behind a router (path MTU discovery, tests/e2e/test_pmtu_dr.py):
     # the client on its own segment; the router's address on sw is the
     # default gateway of the balancer and the reals, whose answers go back

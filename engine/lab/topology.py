@@ -63,7 +63,7 @@ __all__ = [
 # What a built namespace is given
 
 # The roles whose veth pairs take Lab(queues=...).
-_BALANCERS = ("lb", "lb2")
+_BALANCERS = ("lb", "lb2", "lb3")
 
 
 def _queue_attrs(queues: int) -> dict:

@@ -2,20 +2,17 @@
 they share."""
 
 import contextlib
-import ctypes
 import os
 import secrets
-import struct
 import subprocess
 import time
 
 import pytest
 
+from pyfwd.dataplane.xdppass import load as xdp_pass_fd  # noqa: F401
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 
-libc = ctypes.CDLL(None, use_errno=True)
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP = 321, 5, 6     # x86_64
 
 # nginx in the foreground as a real server, everything under one folder
 # (the test's); {servers}: its server blocks.
@@ -158,18 +155,3 @@ def web_lab(prefix, mode, base, vip, servers, size, prepare=None):
             for p in procs:
                 p.kill()
                 p.wait(timeout=5)
-
-
-def xdp_pass_fd():
-    """A loaded XDP program that passes every frame (r0 = XDP_PASS; exit),
-    through bpf(2): its fd."""
-    insns = ctypes.create_string_buffer(struct.pack(
-        "<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), 16)
-    licence = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2,
-                     ctypes.addressof(insns), ctypes.addressof(licence))
-    fd = libc.syscall(NR_BPF, BPF_PROG_LOAD, attr, len(attr))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "BPF_PROG_LOAD")
-    return fd

@@ -10,16 +10,16 @@ it the engine refuses the fast path, says why, and the download goes
 through AF_XDP.  Root; the labs are removed whatever happens."""
 
 import logging
-import os
 import subprocess
 
 import pytest
 from pyroute2 import IPRoute
 
 from pyfwd.control.engine import Engine
+from pyfwd.dataplane import xdppass
 from pyfwd.model import Real, Service, Vip
 
-from .procs import lazy_labs, wait_for, web_lab, xdp_pass_fd
+from .procs import lazy_labs, wait_for, web_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -45,14 +45,8 @@ def xdp_on_the_lbs_peers(lab, ifnames, on=True):
         iface = lab.node("lb").interface(ifname)
 
         def attach(port=iface.port):
-            fd = xdp_pass_fd() if on else -1
-            try:
-                with IPRoute() as ipr:
-                    idx, = ipr.link_lookup(ifname=port)
-                    ipr.link("set", index=idx, xdp_fd=fd)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+            with IPRoute() as ipr:
+                xdppass.on_peer(ipr, port, on)
         lab.call(iface.switch, attach)
 
 

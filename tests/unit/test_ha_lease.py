@@ -190,8 +190,8 @@ def test_the_ha_table():
     ('[ha]\ngateway = "224.0.0.1"', "expected a unicast host address"),
     ('[ha]\ngateway = ["192.168.50.1/24", "192.168.50.1/25"]',
      "ha.gateway: 192.168.50.1 given twice"),
-    ('[ha]\n[hb]', "hb: unknown section (expected [engine], [ha] or "
-     "[[vip]])"),
+    ('[ha]\n[hb]', "hb: unknown section (expected [engine], [ha], [bgp] "
+     "or [[vip]])"),
 ])
 def test_bad_ha_tables_are_named(table, words):
     with pytest.raises(ConfigError) as exc:

@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from pyfwd.control.l7.haproxy import _Spawner
+from pyfwd.control.spawner import Spawner
 
 
 def _wait_gone(proc, timeout=3.0):
@@ -17,7 +17,7 @@ def _wait_gone(proc, timeout=3.0):
 
 
 def test_a_child_outlives_the_thread_that_asked_for_it():
-    spawner = _Spawner()
+    spawner = Spawner()
     box = {}
     t = threading.Thread(target=lambda: box.setdefault(
         "proc", spawner.popen(["sleep", "30"], stdin=subprocess.DEVNULL)))
@@ -33,7 +33,7 @@ def test_a_child_outlives_the_thread_that_asked_for_it():
 
 
 def test_popen_errors_reach_the_caller():
-    spawner = _Spawner()
+    spawner = Spawner()
     try:
         try:
             spawner.popen(["/nonexistent/haproxy"])

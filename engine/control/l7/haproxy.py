@@ -19,18 +19,17 @@ closed for the ~0.1-0.5 s the restart takes.
 What happens when pyfwd dies (SIGKILL included): the master is forked with
 a parent-death signal (PR_SET_PDEATHSIG, SIGTERM).  The kernel sends it when
 the *thread* that forked ends, so every fork of one HAProxy happens in one
-thread of its own (`_Spawner`, in the namespace of the thread that first
-started it), which lives until stop() has ended the group: the signal comes
-when pyfwd's process dies, not when a control request's thread ends.  The
-master's SIGTERM ends its workers; a worker whose master was SIGKILLed
-leaves too (the master-worker pipe closes).  A pid file (`-p`) lets the
+thread of its own (control.spawner.Spawner, in the namespace of the thread
+that first started it), which lives until stop() has ended the group: the
+signal comes when pyfwd's process dies, not when a control request's
+thread ends.  The master's SIGTERM ends its workers; a worker whose master
+was SIGKILLed leaves too (the master-worker pipe closes).  A pid file (`-p`) lets the
 next start end an HAProxy that outlived its pyfwd anyway (clear_leftovers).
 """
 
 import collections
 import logging
 import os
-import queue
 import re
 import shutil
 import signal
@@ -40,7 +39,7 @@ import threading
 import time
 
 from .runtime import RuntimeApi
-from ..._netns import enter, libc
+from ..spawner import Spawner
 from ...errors import ConfigError, PyfwdError
 
 log = logging.getLogger("pyfwd.haproxy")
@@ -48,70 +47,6 @@ log = logging.getLogger("pyfwd.haproxy")
 MIN_VERSION = (2, 0)
 
 _ALERT_RE = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
-PR_SET_PDEATHSIG = 1
-
-
-class _Spawner:
-    """One thread that forks every master of one HAProxy and lives until
-    close(): PR_SET_PDEATHSIG fires when the forking thread ends, so it
-    must not be a control request's thread.  The thread enters the network
-    namespace of the thread that made the _Spawner (HAProxy binds there).
-    """
-
-    def __init__(self):
-        self._jobs = queue.Queue()
-        self._ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="pyfwd-haproxy-spawner")
-        self._thread.start()
-
-    def _run(self):
-        try:
-            enter(self._ns)
-        except OSError as exc:
-            self._fail = exc
-        else:
-            self._fail = None
-        finally:
-            os.close(self._ns)
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            args, kwargs, box, done = job
-            try:
-                if self._fail:
-                    raise self._fail
-                box["proc"] = subprocess.Popen(*args, **kwargs)
-            except BaseException as exc:    # handed to the caller
-                box["error"] = exc
-            done.set()
-
-    def popen(self, *args, **kwargs):
-        """subprocess.Popen(*args, **kwargs) from the spawner's thread,
-        with a parent-death SIGTERM; raises what Popen raises."""
-        parent = os.getpid()
-        box, done = {}, threading.Event()
-        kwargs["preexec_fn"] = lambda: _die_with(parent)
-        self._jobs.put((args, kwargs, box, done))
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box["proc"]
-
-    def close(self):
-        """End the thread (once the processes it forked are gone)."""
-        self._jobs.put(None)
-        self._thread.join(timeout=5)
-
-
-def _die_with(parent):
-    """In the child, before exec: SIGTERM when the forking thread ends;
-    exit now if the parent is gone already (it died before the prctl)."""
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() != parent:
-        os._exit(126)
 
 
 def _cmdline(pid):
@@ -293,7 +228,7 @@ class HAProxy(RuntimeApi):
         cmd = [self.binary, "-W", "-db", "-f", self.config_path,
                "-p", self.pid_file, "-S", f"{self.master_socket},mode,600"]
         if self._spawner is None:
-            self._spawner = _Spawner()
+            self._spawner = Spawner("pyfwd-haproxy-spawner")
         try:
             self.proc = self._spawner.popen(cmd, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE,

@@ -81,7 +81,9 @@ def tun_ends(ifname, vips=(), given=(), *, addresses=interface_addresses,
         if a.version == 6 and (a.is_link_local or a.is_loopback):
             continue
         chosen[a.version] = a
-    return TunEnds(chosen.get(4), chosen.get(6), int(mtu(ifname)))
+    # the core holds an MTU in 16 bits: more is as good as no limit here
+    return TunEnds(chosen.get(4), chosen.get(6),
+                   min(int(mtu(ifname)), 65535))
 
 
 def missing(ends, services):

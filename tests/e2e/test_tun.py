@@ -25,17 +25,15 @@ happens."""
 
 import os
 import re
-import secrets
 import time
 
 import pytest
 
 from pyfwd.control.engine import Engine
 from pyfwd.lab.programs import PYFWD
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import nginx_with_big_file
+from .procs import web_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -65,35 +63,29 @@ def url(vip, path):
     return f"http://{vip}{path}" if ":" not in vip else f"http://[{vip}]{path}"
 
 
+def tun_real(lab, role):
+    """role decapsulates the VIPs' tunnels (XDP: this kernel has no ipip
+    or ip6tnl device) and says it is ready."""
+    for vip in (VIP4, VIP6):
+        tun = ["--vip", vip, "--tun", "--decap", "xdp", "--iface", "eth0"]
+        run(lab, role, *PYFWD, "realserver", "setup", *tun)
+        out = run(lab, role, *PYFWD, "realserver", "status", *tun)
+        assert out.startswith("ok"), out
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
     base = tmp_path_factory.mktemp("tun")
-    procs = []
-    with Lab("pftun" + secrets.token_hex(3), topology="tun",
-             reals=2) as lab:
-        try:
-            for role in lab.reals:
-                for vip in (VIP4, VIP6):
-                    tun = ["--vip", vip, "--tun", "--decap", "xdp",
-                           "--iface", "eth0"]
-                    run(lab, role, *PYFWD, "realserver", "setup", *tun)
-                    out = run(lab, role, *PYFWD, "realserver", "status",
-                              *tun)
-                    assert out.startswith("ok"), out
-                d = base / role
-                procs.append(nginx_with_big_file(lab, role, d, SERVER.format(
-                    d=d, role=role), SIZE))
-            (base / "upload").write_bytes(os.urandom(UPLOAD))
-            lab.base = base
-            for role in lab.reals:
-                wait_nginx(lab, role)
-            yield lab
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait(timeout=5)
+
+    def prepare(lab):
+        (base / "upload").write_bytes(os.urandom(UPLOAD))
+        lab.base = base
+    yield from web_lab("pftun", "tun", base, None,
+                       lambda role, d: SERVER.format(d=d, role=role), SIZE,
+                       prepare, topology="tun", setup=tun_real,
+                       asker="router")
 
 
 @pytest.fixture(scope="module", params=["xdp", "afpacket"])
@@ -111,19 +103,6 @@ def engine(lab, request):
     lab.call("lb", eng.start)
     yield eng
     eng.stop()
-
-
-def wait_nginx(lab, role, timeout=10):
-    """nginx answers on role's own address (from the router)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = lab.run("router", ["curl", "-sS", "--max-time", "1",
-                               f"http://{lab.ip(role)}/name"],
-                    capture_output=True, text=True)
-        if r.stdout == f"{role}\n":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nginx on {role}: not up within {timeout} s")
 
 
 def curl(lab, *args, seconds=20):

@@ -209,6 +209,8 @@ def vip_header(v):
         parts.append(f"persistence {persistence}s")
     if v.get("bgp"):
         parts.append(f"bgp {v['bgp']}")
+    if v.get("table"):
+        parts.append(f"table {v['table']}")
     fallback = v.get("fallback")
     if fallback:
         parts.append(f"fallback {fallback}"

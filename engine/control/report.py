@@ -90,6 +90,8 @@ class Report:
         l7rows = e.l7.rows()
         bgp = getattr(e, "bgp", None)
         said = set(bgp.announced or []) if bgp else set()
+        # tables.fingerprint() per VIP (fakes' tables: none)
+        prints = getattr(e.tables, "fingerprints", None) or {}
         vips = []
         for s in e.services:
             fb = s.vip in e.fallback_active
@@ -104,6 +106,7 @@ class Report:
                          "fallback": s.fallback.key if s.fallback else None,
                          "fallback_active": fb,
                          "changed": self._marks(s.vip),
+                         "table": prints.get(s.vip),
                          "bgp": None if bgp is None else
                          ("announced" if str(s.vip.address) in said
                           else "withdrawn"),

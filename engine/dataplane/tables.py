@@ -8,7 +8,9 @@ keeps its real server across every table swap.
 """
 
 import collections
+import hashlib
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -173,6 +175,9 @@ class Tables:
     reals: list              # [RealEntry | None] indexed by id
     ring: np.ndarray         # uint16 real ids, PYFWD_NO_REAL = 0xFFFF
     unscheduled: dict        # (vip, key) -> why it gets no new flows
+    # vip -> fingerprint(): equal on every balancer whose VIP schedules
+    # new flows the same way (ECMP: compare them across the nodes)
+    fingerprints: dict = dataclasses.field(default_factory=dict)
 
 
 def ring_for(service, weights):
@@ -193,8 +198,42 @@ def ring_for(service, weights):
         hosts = [str(r.address) for r in service.reals]
         if len(set(hosts)) == len(hosts):
             keys = hosts
-    return sched_mod.build_table(name, keys, weights,
-                                 size=service.maglev_size)
+    if name != "maglev":
+        return sched_mod.build_table(name, keys, weights,
+                                     size=service.maglev_size)
+    # Maglev fills its table taking the reals in turn, so their order
+    # moves a few entries (15 of 65537 for 4 reals listed backwards): in
+    # the keys' order, balancers whose configs list the same reals in
+    # other orders build the same table (ECMP: a connection that changes
+    # balancer keeps its real).
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    table = sched_mod.build_table(name, [keys[i] for i in order],
+                                  [weights[i] for i in order],
+                                  size=service.maglev_size)
+    back = np.array(order + [sched_mod.NO_REAL], dtype=np.uint16)
+    table = np.asarray(table)
+    return back[np.where(table == sched_mod.NO_REAL, len(order), table)]
+
+
+def fingerprint(service, local) -> str:
+    """12 hex digits naming how ``service`` schedules new flows: its
+    scheduler, mode, persistence and which real (by key, not by this
+    node's ids) each entry of its ring ``local`` (indices into
+    service.reals) names.  Two balancers with the same fingerprint for a
+    VIP send a new flow's first packet to the same real."""
+    keys = sorted({r.key for r in service.reals})
+    rank = {k: i for i, k in enumerate(keys)}
+    lut = np.array([rank[r.key] for r in service.reals]
+                   + [sched_mod.NO_REAL], dtype=np.uint16)
+    local = np.asarray(local, dtype=np.int64)
+    named = lut[np.where(local == sched_mod.NO_REAL, len(service.reals),
+                         local)]
+    h = hashlib.blake2b(digest_size=6)
+    h.update(f"{service.scheduler} {service.mode} {service.persistence}\n"
+             .encode())
+    h.update("\n".join(keys).encode())
+    h.update(named.astype("<u2").tobytes())
+    return h.hexdigest()
 
 
 def build(services, ids, macs, out_ifs=None):
@@ -212,7 +251,7 @@ def build(services, ids, macs, out_ifs=None):
         for r in s.reals:
             ids.get(s.vip, r.key)
     reals = [None] * ids.high_water
-    rings, vips, unscheduled = [], [], {}
+    rings, vips, unscheduled, prints = [], [], {}, {}
     offset = 0
     for s in services:
         idv, weights = [], []
@@ -234,11 +273,12 @@ def build(services, ids, macs, out_ifs=None):
             lut = np.array(idv + [sched_mod.NO_REAL], dtype=np.uint16)
             ring = lut[np.where(local == sched_mod.NO_REAL, len(idv), local)]
         else:
-            ring = np.zeros(0, dtype=np.uint16)
+            local = ring = np.zeros(0, dtype=np.uint16)
+        prints[s.vip] = fingerprint(s, local)
         vips.append(VipEntry(s.vip, RING_INDEX[s.scheduler], offset,
                              len(ring), s.mode, s.persistence))
         rings.append(ring)
         offset += len(ring)
     ring = (np.concatenate(rings) if rings else np.zeros(0, np.uint16))
     return Tables(vips, reals, ring.astype(np.uint16, copy=False),
-                  unscheduled)
+                  unscheduled, prints)

@@ -82,6 +82,11 @@ def test_sessions_up_and_the_vip_learnt_with_three_next_hops(ecmp):
         assert (f'pyfwd_bgp_session_up{{peer="{router}",peer_as="65000"}}'
                 " 1") in text
         assert f'pyfwd_bgp_announced{{prefix="{PREFIX}"}} 1' in text
+    # every balancer schedules new flows alike: one table fingerprint
+    tables = {role: [v["table"] for v in ecmp.ctl(role, "show")]
+              for role in BALANCERS}
+    assert len({tuple(t) for t in tables.values()}) == 1, tables
+    assert all(t and len(t) == 12 for t in tables["lb"]), tables
 
 
 def test_standby_withdraws_and_active_announces_again(ecmp):

@@ -115,3 +115,29 @@ def test_select_rows_groups_and_patterns():
         "http-haproxy-tcp-1m", "http-haproxy-http-1m"]
     with pytest.raises(BenchError, match="no row is named 'dr-nope'"):
         run.select("dr-xdp,dr-nope")
+
+
+@pytest.mark.parametrize("row_kept,ref_kept,pps,met,words", [
+    (False, False, 800_000, False, ""),
+    (True, False, 1_600_000, True, "the ratio is a floor"),
+    (True, False, 800_000, None, "the ratio is a floor"),
+    (False, True, 800_000, False, "the ratio is a ceiling"),
+    (False, True, 1_600_000, None, "the ratio is a ceiling"),
+    (True, True, 800_000, None, "both kept up"),
+])
+def test_a_row_or_reference_that_kept_up_is_judged_only_so_far(
+        row_kept, ref_kept, pps, met, words):
+    """nat-fastpath >= 1.5x kernel-nat (1,000,000 pps): a forwarder that
+    kept up with the generator could have done more."""
+    res = Results()
+    res.add("kernel-nat", {"pps": 1_000_000, "saturated": 0 if ref_kept
+                           else 1})
+    res.add("nat-fastpath", {"pps": pps, "saturated": 0 if row_kept
+                             else 1})
+    (t,) = [t for t in results.targets(res)
+            if t.what.startswith("pyfwd NAT fast path")]
+    assert t.met is met and words in t.measured, t
+    md = results.markdown(res)
+    assert {True: "| met |", False: "| **MISSED** |",
+            None: "| undetermined |"}[met] in md
+

@@ -77,6 +77,7 @@ from .bgp.options import BgpOptions
 from .ha import HaOptions
 from .health.spec import HealthSpec
 from .health.vipprobe import check_via_vip
+from .l7.conflicts import check_shared_reals
 from .l7.options import L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
@@ -369,6 +370,7 @@ def parse(text, path="<config>", role=None):
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
     check_limits(cfg.services)      # those of the Engine's core
+    check_shared_reals(cfg.services)    # an L7 and an L4 SNAT VIP
     return cfg
 
 

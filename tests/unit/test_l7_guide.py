@@ -62,3 +62,101 @@ def test_add_real_refuses_it_and_changes_nothing():
     with pytest.raises(ConfigError, match="vip web .L7. and vip pacs"):
         eng.add_real("pacs", "10.0.0.11:8080")
     assert [r.key for r in eng.services[1].reals] == ["10.0.0.12"]
+
+
+# --- point 4: timeouts and source persistence; point 2: rewrites --------
+
+from pyfwd.control.l7.options import L7Options  # noqa: E402
+from pyfwd.control.l7.render import l7_vips, render  # noqa: E402
+
+
+def section(text, name):
+    lines = text.splitlines()
+    out = []
+    for line in lines[lines.index(f"listen {name}") + 1:]:
+        if not line.startswith("    "):
+            break
+        out.append(line.strip())
+    return out
+
+
+def rendered(extra, mode="l7"):
+    cfg = config.parse(L7_WEB.replace('mode = "l7"', f'mode = "{mode}"\n'
+                                      + extra))
+    return section(render(l7_vips(cfg.services), "/tmp/s",
+                          user=("haproxy", "haproxy")), "web")
+
+
+def test_timeouts_in_seconds_rendered_per_vip():
+    lines = rendered("l7_mode = \"tcp\"\nforwardfor = false\n"
+                     "timeout_client = 3600\ntimeout_server = 3600\n"
+                     "timeout_tunnel = 7200")
+    assert {"timeout client 3600s", "timeout server 3600s",
+            "timeout tunnel 7200s"} <= set(lines)
+    for bad in ("0", "-5", "true", '"1h"', "2000001"):
+        with pytest.raises(ConfigError, match="timeout_client"):
+            rendered(f"timeout_client = {bad}")
+
+
+def test_persistence_source_is_a_stick_table_on_src():
+    lines = rendered('persistence = "source"')
+    assert "stick-table type ip size 100k expire 1800s" in lines
+    assert "stick on src" in lines
+    assert "stick-table type ip size 100k expire 600s" in \
+        rendered("persistence = 600\ncookie = \"SRV\"")
+    with pytest.raises(ConfigError, match='"source" with mode = "l7"'):
+        config.parse(SNAT.format(last=11).replace(
+            'scheduler = "rr"', 'persistence = "source"'))
+
+
+def test_rewrites_and_redirects_in_order():
+    lines = rendered(r'''replace_path = { "^/viewer/(.*)" = "/ohif/\\1" }
+replace_host = { "^pacs\\.old$" = "pacs.new" }
+set_host = "pacs.internal"
+redirect_scheme = "https"
+redirect_location = { "/" = "/viewer/" }
+redirect_code = 301''')
+    rules = [line for line in lines if line.startswith("http-request")]
+    assert rules == [
+        "http-request redirect scheme https code 301 unless { ssl_fc }",
+        'http-request redirect location "/viewer/" code 301 if '
+        '{ path "/" }',
+        r'http-request replace-path "^/viewer/(.*)" "/ohif/\\1"',
+        r'http-request replace-header Host "^pacs\\.old\$" "pacs.new"',
+        'http-request set-header Host "pacs.internal"']
+
+
+@pytest.mark.parametrize("extra,match", [
+    ('redirect_scheme = "ftp"', "redirect_scheme"),
+    ("redirect_code = 200", "redirect_code"),
+    ('redirect_location = { "/" = "viewer" }', "redirect_location"),
+    ('set_path = ""', "set_path"),
+    ('replace_path = "x"', "replace_path"),
+    ('l7_mode = "tcp"\nforwardfor = false\nset_host = "a"', "l7_mode tcp"),
+])
+def test_bad_rewrites_refused(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        rendered(extra)
+
+
+# --- point 1: l7_source -----------------------------------------------------
+
+def test_l7_source_values():
+    assert not [x for x in rendered("") if x.startswith("source")]
+    assert "source 10.0.0.100" in rendered('l7_source = "vip"')
+    assert "source 10.0.0.5" in rendered('l7_source = "10.0.0.5"')
+    assert "source 0.0.0.0 usesrc clientip" in \
+        rendered('l7_source = "client"')
+    with pytest.raises(ConfigError, match="l7_source"):
+        rendered('l7_source = "me"')
+    with pytest.raises(ConfigError, match="family"):
+        rendered('l7_source = "fd00::5"')
+
+
+def test_client_source_keeps_the_workers_root():
+    cfg = config.parse(L7_WEB.replace('mode = "l7"', 'mode = "l7"\n'
+                                      'l7_source = "client"'))
+    text = render(l7_vips(cfg.services), "/tmp/s",
+                  user=("haproxy", "haproxy"))
+    assert "user " not in text
+    assert L7Options.from_dict({}).l7_source == "balancer"

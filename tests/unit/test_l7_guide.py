@@ -160,3 +160,15 @@ def test_client_source_keeps_the_workers_root():
                   user=("haproxy", "haproxy"))
     assert "user " not in text
     assert L7Options.from_dict({}).l7_source == "balancer"
+
+
+def test_pyfwd_check_config_prints_the_conflict(tmp_path):
+    from click.testing import CliRunner
+    from pyfwd.cli.main import cli
+    path = tmp_path / "pyfwd.toml"
+    path.write_text(L7_WEB + SNAT.format(last=11))
+    r = CliRunner().invoke(cli, ["check-config", str(path)])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: vip web (L7) and vip pacs (L4 snat) "
+                               "share the real server 10.0.0.11:8080")
+    assert "Traceback" not in r.output

@@ -240,14 +240,17 @@ def test_l7_source_balancer_vip_and_a_local_address(labs, engine):
 
 
 def _rules(lab):
-    return lab.run("lb", ["ip", "rule"], capture_output=True,
-                   text=True).stdout
+    """The lb's policy rules and nftables ruleset."""
+    return lab.run("lb", ["sh", "-c", "ip rule; nft list ruleset"],
+                   capture_output=True, text=True).stdout
 
 
 def test_l7_source_client_is_transparent_two_arm(labs, engine):
     lab = labs("two-arm")
     eng = engine(lab, web(lab, l7_source="client"))
-    assert "lookup 207" in _rules(lab)
+    rules = _rules(lab)
+    assert "fwmark 0x7077 lookup 207" in rules
+    assert "socket transparent 1 meta mark set 0x00007077" in rules
     r = curl(lab, f"http://{VIP}/")
     assert r.returncode == 0, r.stderr
     assert "peer=10.0.0.1 " in r.stdout, r.stdout       # the client's
@@ -261,8 +264,14 @@ def test_l7_source_client_is_transparent_two_arm(labs, engine):
     assert int(r.stdout) == BIG
     print(f"transparent 100 MB: {took:.2f} s, "
           f"{BIG * 8 / took / 1e6:.0f} Mbit/s")
+    # only HAProxy's sockets are diverted: a client talking to a real
+    # server directly, routed through the balancer, still gets answers
+    real1 = lab.ip("real1")
+    r = curl(lab, f"http://{real1}:8080/")
+    assert r.returncode == 0 and "peer=10.0.0.1 " in r.stdout, r
     eng.stop()
-    assert "lookup 207" not in _rules(lab)          # removed at stop
+    rules = _rules(lab)
+    assert "lookup 207" not in rules and "pyfwd_l7" not in rules
     routes = lab.run("lb", ["ip", "route", "show", "table", "207"],
                      capture_output=True, text=True).stdout
     assert routes.strip() == ""

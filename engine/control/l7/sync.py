@@ -41,7 +41,8 @@ from .addresses import InterfaceAddresses
 from .check import validate_l7
 from .haproxy import HAProxy
 from .render import haproxy_weights, l7_name, l7_server, l7_vips, render
-from .transparent import TransparentRouting, check_sources, client_endpoints
+from .transparent import (TransparentRouting, check_sources,
+                          client_endpoints, client_versions)
 from ..services import is_up, l7
 from ...errors import PyfwdError
 
@@ -110,7 +111,7 @@ class L7Sync:
         self.haproxy = None
         self.addresses = addresses or InterfaceAddresses(iface)
         self.routing = routing or TransparentRouting()
-        self._clients = set()       # l7_source client: the reals routed
+        self._clients = set()       # l7_source client: the IP versions
         self._new_proxy = new_proxy
         self._text = None           # the configuration HAProxy runs
         self._bound = set()         # the addresses it binds
@@ -175,7 +176,7 @@ class L7Sync:
         if text == self._text:
             return
         needed = {s.vip.address for s in services}
-        clients = client_endpoints(services)
+        clients = client_versions(services)
         try:
             self._check_sources(services)
             if self.active:

@@ -203,6 +203,23 @@ def test_dicom_store_through_a_tcp_vip_with_long_timeouts(labs, engine,
              for f in os.listdir(lab.base / role / "scp")]
     assert min(sizes) > 32 << 20
     print(f"3 x 32 MB C-STORE in one association: {took:.1f} s")
+    # persistence = "source": more associations from this client go to
+    # the same real server, round robin notwithstanding
+    where = {role for role in lab.reals
+             if os.listdir(lab.base / role / "scp")}
+    assert len(where) == 1, where
+    small = tmp_path / "small.dcm"
+    (tmp_path / "small.txt").write_text(DATASET.format(n=9, raw=raw).split(
+        "(0028,0002)")[0])
+    subprocess.run(["dump2dcm", str(tmp_path / "small.txt"), str(small)],
+                   check=True, capture_output=True)
+    for _ in range(4):
+        r = lab.run("client", ["/usr/bin/storescu", "-aec", "ANY-SCP", VIP,
+                               "104", str(small)], capture_output=True,
+                    text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    assert {role for role in lab.reals
+            if os.listdir(lab.base / role / "scp")} == where
     # The per-VIP timeout is HAProxy's: an idle association on the
     # 2 s VIP is closed after about 2 s, not the default 60 s.
     idle = lab.run("client", [sys.executable, "-c", f"""

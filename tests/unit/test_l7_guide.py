@@ -172,3 +172,109 @@ def test_pyfwd_check_config_prints_the_conflict(tmp_path):
     assert r.output.startswith("Error: vip web (L7) and vip pacs (L4 snat) "
                                "share the real server 10.0.0.11:8080")
     assert "Traceback" not in r.output
+
+
+# --- L7Sync and the transparent routing (a fake kernel) ---------------------
+
+from pyfwd.control.l7.options import L7Options as _O  # noqa: E402
+from pyfwd.control.l7.sync import L7Sync  # noqa: E402
+from pyfwd.control.l7.transparent import _nft_rule  # noqa: E402
+from pyfwd.model import Real, Service, Vip  # noqa: E402
+
+
+class FakeRouting:
+    def __init__(self, local=(), one_arm=()):
+        self.calls, self.local, self.one_arm = [], set(local), one_arm
+
+    def open(self):
+        self.calls.append("open")
+
+    def apply(self, versions):
+        self.calls.append(("apply", sorted(versions)))
+
+    def local_addresses(self):
+        import ipaddress
+        return {ipaddress.ip_address(a) for a in self.local}
+
+    def one_arm_reals(self, iface, reals):
+        return [r for r in reals if str(r) in self.one_arm]
+
+    def close(self):
+        self.calls.append("close")
+
+
+class FakeAddresses:
+    def open(self):
+        pass
+
+    def add(self, addresses):
+        pass
+
+    def release(self, keep=()):
+        pass
+
+    def close(self):
+        pass
+
+
+class Proxy:
+    runtime_socket = "/tmp/x.sock"
+
+    def __init__(self):
+        self.texts = []
+
+    def check_binary(self):
+        return "2.6"
+
+    def start(self, text):
+        self.texts.append(text)
+
+    reload = start
+
+    def validate(self, text):
+        pass
+
+    def __getattr__(self, name):        # set_state, set_health, ...
+        return lambda *a, **k: None
+
+    def stop(self):
+        pass
+
+
+def l7svc(port, **opts):
+    return Service(Vip.parse(f"10.0.0.100:{port}/tcp"),
+                   [Real.parse("10.0.0.11:8080")], "rr", "l7",
+                   name=f"w{port}", l7=_O.from_dict(opts))
+
+
+def test_sync_installs_and_removes_the_transparent_routing(caplog):
+    routing, proxy = FakeRouting(one_arm={"10.0.0.11"}), Proxy()
+    sync = L7Sync("eth0", new_proxy=lambda i: proxy,
+                  addresses=FakeAddresses(), routing=routing)
+    sync.start([l7svc(80, l7_source="client")], {}, {})
+    assert routing.calls == [("apply", [4])]
+    assert "usesrc clientip" in proxy.texts[-1]
+    assert any("one-arm" in r.getMessage() and "10.0.0.11" in
+               r.getMessage() for r in caplog.records)
+    sync.sync([l7svc(80, l7_source="client"), l7svc(81)], {}, {})
+    assert routing.calls == [("apply", [4])]        # no change: no call
+    sync.sync([l7svc(81)], {}, {})
+    assert routing.calls[-1] == ("apply", [])
+    sync.stop()
+    assert routing.calls[-1] == "close"
+
+
+def test_a_source_address_must_be_local():
+    routing = FakeRouting(local={"10.0.0.2", "10.0.0.50"})
+    sync = L7Sync("eth0", new_proxy=lambda i: Proxy(),
+                  addresses=FakeAddresses(), routing=routing)
+    sync.start([l7svc(80, l7_source="10.0.0.50")], {}, {})
+    with pytest.raises(ConfigError, match="l7_source 10.0.0.77: not an "
+                       "address of this host"):
+        sync.checked([l7svc(80, l7_source="10.0.0.77")])
+
+
+def test_the_nftables_rule_is_the_tproxy_one():
+    names = [e["attrs"][0][1] for e in _nft_rule()]
+    assert names == ["meta", "cmp", "socket", "cmp", "immediate", "meta",
+                     "immediate"]

@@ -8,9 +8,7 @@ stores what storescu sends.  Namespaces start with pfl7g; the labs and
 every process are removed whatever happens."""
 
 import os
-import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -162,7 +160,8 @@ def test_rewrite_reaches_nginx_and_redirects_come_back(labs, engine):
 
 def test_bad_regex_is_refused_with_haproxys_message(labs, engine):
     lab = labs("one-arm")
-    with pytest.raises(ConfigError, match=r"'web80'.*regex '\^/\(unclosed' is invalid"):
+    with pytest.raises(ConfigError,
+                       match=r"'web80'.*regex '\^/\(unclosed' is invalid"):
         engine(lab, web(lab, replace_path={"^/(unclosed": "/x"}))
 
 

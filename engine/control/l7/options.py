@@ -190,7 +190,8 @@ class L7Options:
                           "an address of this host") from None
 
         return cls(**timeouts, l7_source=source,
-                   rewrite=Rewrite.from_dict(d, where, http), l7_mode=mode, forwardfor=forwardfor, cookie=cookie,
+                   rewrite=Rewrite.from_dict(d, where, http), l7_mode=mode,
+                   forwardfor=forwardfor, cookie=cookie,
                    tls_cert=tls_cert, send_proxy=send_proxy,
                    set_headers=tuple(set_headers.items()),
                    del_headers=tuple(del_headers), maxconn=maxconn,

@@ -1,13 +1,13 @@
 """The URL rewriting and redirect keys of an L7 http VIP (`Rewrite`), and
 the HAProxy directives they become (`rewrite_lines`).
 
-    replace_path = { "^/viewer/(.*)" = "/ohif/\\\\1" }  # http-request replace-path
-    set_path = "/index.html"                          # http-request set-path
-    replace_host = { "^pacs\\\\.old$" = "pacs.new" }      # replace-header Host
+    replace_path = { "^/viewer/(.*)" = "/ohif/\\\\1" }  # replace-path
+    set_path = "/index.html"                          # set-path
+    replace_host = { "^pacs\\\\.old$" = "pacs.new" }  # replace-header Host
     set_host = "pacs.internal"                        # set-header Host
     redirect_scheme = "https"           # http-request redirect scheme https
     redirect_prefix = "https://pacs.example.org"      # redirect prefix
-    redirect_location = { "/" = "/viewer/" }          # redirect location, by path
+    redirect_location = { "/" = "/viewer/" }          # location, by path
     redirect_code = 302                 # 301, 302 (default), 303, 307, 308
 
 Regexes are HAProxy's (PCRE): pyfwd passes them as they are and `haproxy

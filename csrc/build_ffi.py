@@ -17,9 +17,10 @@ from cffi import FFI
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
 # The boundary's other parts (pyfwd.h keeps under its size): the fast
-# path; several workers (flow owners, hand-over).
+# path; several workers (flow owners, hand-over); L4 TUN.
 HEADERS = (HEADER, os.path.join(CSRC, "pyfwd_fast.h"),
-           os.path.join(CSRC, "pyfwd_mq.h"))
+           os.path.join(CSRC, "pyfwd_mq.h"),
+           os.path.join(CSRC, "pyfwd_tun.h"))
 
 
 def sources():

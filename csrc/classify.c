@@ -227,7 +227,7 @@ static uint32_t classify_l4(struct parse *ps, const uint8_t *saddr,
 		return PYFWD_R_PASS_VIP_OTHER;
 	ps->r->vip = vip;
 	/* NAT/SNAT route (rewrite_ttl_dec): a router drops it here. */
-	if (ps->b->vips[vip].mode != PYFWD_MODE_DR &&
+	if (mode_paired(ps->b->vips[vip].mode) &&
 	    unlikely(ip_ttl(ps->p + ps->r->l3_off, family) <= 1))
 		return PYFWD_R_DROP_TTL_EXPIRED;
 	tcp_udp_take(ps, saddr, daddr, family, proto, h);

@@ -14,6 +14,8 @@
  *   flow.c      the flow table: probe, pairs, sweep, expiry (flow.h: the
  *               per-packet look-up and touch, inline)
  *   classify.c  parse and classify one frame (tables.h: the look-ups)
+ *   tunnel.c    TUN: the outer header, or the ICMP error of a packet too
+ *               big for the tunnel
  *   rewrite.c   NAT/SNAT translation (rewrite.h: L2), checksums kept right
  *   punt.c      the punt ring: the worker pushes, Python drains
  *   handoff.c   several workers: flow owners, frames handed to them
@@ -35,6 +37,7 @@
 #include "proto.h"
 #include "pyfwd.h"
 #include "pyfwd_mq.h"
+#include "pyfwd_tun.h"
 
 /* How many IPv6 extension headers we walk before giving up on a frame. */
 #define IP6_EXTHDR_MAX 8
@@ -243,6 +246,7 @@ struct pyfwd_ctx {
 	/* Per slot: flags the backend gives every frame (io.c decides). */
 	uint8_t if_flags[PYFWD_IFACES_MAX];
 	struct pyfwd_snat snat;
+	struct pyfwd_tun tun[PYFWD_IFACES_MAX];	/* TUN's outer sources */
 	int any_mac;		/* cfg.mac is all zero: accept any unicast */
 	uint64_t gen;		/* bank = gen & 1; a release store writes it */
 	uint64_t clock_ns;	/* fixed clock for tests, 0 = real clock */
@@ -306,13 +310,20 @@ static inline uint64_t ctx_now(const struct pyfwd_ctx *ctx)
 /* The reasons are ordered by verdict: see PYFWD_R_* in pyfwd.h. */
 static inline uint32_t reason_verdict(uint32_t reason)
 {
-	if (reason <= PYFWD_R_FORWARD_ICMP)
+	if (reason <= PYFWD_R_FORWARD_ICMP ||
+	    reason == PYFWD_R_FORWARD_TOO_BIG)
 		return PYFWD_VERDICT_FORWARD;
 	if (reason <= PYFWD_R_PASS_VIP_OTHER)
 		return PYFWD_VERDICT_PASS;
 	if (reason <= PYFWD_R_PUNT_NDP)
 		return PYFWD_VERDICT_PUNT;
 	return PYFWD_VERDICT_DROP;
+}
+
+/* NAT and SNAT: a flow of two entries, routed (TTL), replies come back. */
+static inline int mode_paired(uint8_t mode)
+{
+	return mode == PYFWD_MODE_NAT || mode == PYFWD_MODE_SNAT;
 }
 
 /* --- one frame on its way through a burst ------------------------------- */
@@ -362,6 +373,17 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 		      struct pyfwd_frame *f, uint64_t now);
 
 /*
+ * tunnel.c: a TUN VIP's frame (the client's packet, or an ICMP error
+ * about one: `error`) encapsulated toward real id and its L2 rewritten;
+ * or, too big for the tunnel, turned into the ICMP error back to the
+ * client.  Returns the reason it ends with: `reason` (FORWARD or
+ * FORWARD_ICMP), FORWARD_TOO_BIG, or a drop.
+ */
+uint32_t tun_forward(const struct pyfwd_ctx *ctx, struct worker *w,
+		     const struct vip_bank *b, uint32_t id, struct parse *ps,
+		     struct pyfwd_frame *f, uint32_t reason);
+
+/*
  * sched.c: a real server for a new flow of vip (PYFWD_NO_REAL if none);
  * and persistence: the real this client's address was sent to on this VIP
  * within the last vip->persist seconds (a flow entry of its own), or
@@ -382,6 +404,11 @@ uint32_t sched_persist_lookup(struct worker *w, const struct vip_bank *b,
  * a wrong one counted and left as it is.  Before any rewrite.
  */
 void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame);
+
+/* csum.c: the pseudo-header's sum of the IP header at l3, folded, as a
+ * big-endian value, not complemented: what a sender leaves unfinished. */
+uint16_t csum_pseudo(const uint8_t *l3, uint8_t family, uint8_t proto,
+		     uint32_t l4_len);
 
 /*
  * handoff.c: set-up (ctx.c: allocated for several workers, freed); the

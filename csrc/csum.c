@@ -53,9 +53,8 @@
  */
 #include "core.h"
 
-/* The pseudo-header's sum, folded, big-endian value (not complemented). */
-static inline uint16_t pseudo_sum(const uint8_t *l3, uint8_t family,
-				  uint8_t proto, uint32_t l4_len)
+uint16_t csum_pseudo(const uint8_t *l3, uint8_t family, uint8_t proto,
+		     uint32_t l4_len)
 {
 	uint64_t s = (uint64_t)proto + l4_len;
 	int k;
@@ -83,7 +82,7 @@ void csum_finish(struct worker *w, const struct parse *ps, uint8_t *frame)
 	} else {
 		field = l4 + TCP_CSUM_OFF;
 	}
-	pseudo = pseudo_sum(frame + r->l3_off, r->family, r->l4proto, len);
+	pseudo = csum_pseudo(frame + r->l3_off, r->family, r->l4proto, len);
 	seg = csum_be16(csum_add(0, l4, len));
 	if (ld_be16(field) == pseudo) {
 		sum = (uint16_t)~seg;

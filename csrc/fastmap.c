@@ -122,6 +122,8 @@ static int fast_carries(const struct fastmap *m, const struct flow *fl,
 {
 	const struct pyfwd_result *r = ps->r;
 
+	if (fl->mode == PYFWD_MODE_TUN)
+		return 0;	/* the program cannot grow a frame */
 	if (fl->dir == DIR_ORIG ? fl->in_if != f->in_if :
 				  fl->mode == PYFWD_MODE_DR)
 		return 0;

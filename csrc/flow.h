@@ -117,7 +117,7 @@ static inline uint8_t flow_tcp_state(const struct flow *f, uint8_t fl,
 		return f->state == FLOW_SYN ? FLOW_SYN_ACK : f->state;
 	if (syn_ack == TCP_ACK &&
 	    (f->state == FLOW_SYN_ACK ||
-	     (f->state == FLOW_SYN && f->mode == PYFWD_MODE_DR)))
+	     (f->state == FLOW_SYN && !mode_paired(f->mode))))
 		return FLOW_OPEN;	/* the client's ACK: handshake done */
 	return f->state;
 }

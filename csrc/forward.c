@@ -3,11 +3,13 @@
  * forward.c - the three kinds of forward, once a frame is classified:
  *
  *   FORWARD        to a VIP service: find its flow or schedule a new one,
- *                  rewrite for the VIP's mode (DR: L2; NAT/SNAT: L3/L4)
+ *                  rewrite for the VIP's mode (DR: L2; NAT/SNAT: L3/L4;
+ *                  TUN: an outer IP header, tunnel.c)
  *   FORWARD_REPLY  a real server's answer (NAT, SNAT): back to the
  *                  client, from the VIP
  *   FORWARD_ICMP   an ICMP error quoting a packet of a flow: DR, to the
- *                  flow's real; NAT/SNAT, the quoted packet made what
+ *                  flow's real (TUN: through its tunnel); NAT/SNAT, the
+ *                  quoted packet made what
  *                  its sender sent, to that sender
  *
  * Each returns the reason the frame ends with: the one it came with, or
@@ -68,9 +70,9 @@ static void xlat_apply(const struct pyfwd_ctx *ctx, struct worker *w,
 	xlat_out(ctx, w, b, e, &x);
 	if (!gso && (f->flags & PYFWD_FRAME_CSUM_PARTIAL))
 		csum_finish(w, ps, f->data);	/* NAT then starts from it */
-	if (e->mode != PYFWD_MODE_DR)	/* routed: a hop (classify.c) */
+	if (mode_paired(e->mode))	/* routed: a hop (classify.c) */
 		rewrite_ttl_dec(f->data + ps->r->l3_off, ps->key.family);
-	if (e->mode != PYFWD_MODE_DR)
+	if (mode_paired(e->mode))
 		rewrite_nat(f->data + ps->r->l3_off, f->data + ps->r->l4_off,
 			    ps->l3_end - ps->r->l4_off, ps->key.family,
 			    ps->key.proto, x.saddr, x.sport, x.daddr, x.dport,
@@ -109,8 +111,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	struct flow_key pk;
 
 	*why = PYFWD_R_DROP_TABLE_FULL;
-	if (unlikely(!slot || (evict == EVICT_DR &&
-			       vip->mode != PYFWD_MODE_DR)))
+	if (unlikely(!slot || (evict == EVICT_DR && mode_paired(vip->mode))))
 		return NULL;
 	if (vip->persist)
 		id = sched_persist_lookup(w, b, vip, &ps->key, now, &pe, &pk);
@@ -143,7 +144,7 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow->peer = NO_PEER;
 	flow->in_if = f->in_if;
 	memcpy(flow->mac, f->data + 6, 6);
-	if (vip->mode != PYFWD_MODE_DR) {
+	if (mode_paired(vip->mode)) {
 		/* taken while we look; state 0: no half-open to push out */
 		flow->expires_ns = now + 1;
 		*why = flow_pair_open(ctx, w, b, flow, now, keep);
@@ -179,9 +180,10 @@ static inline int new_flow_over_cap(const struct pyfwd_config *c,
 }
 
 /*
- * A new flow beyond the cap: DR with Maglev sends it by the table without
- * a flow entry (the same tuple, the same real, while the table stands:
- * Katran's LRU bypass); anything else is dropped, as for a full table.
+ * A new flow beyond the cap: DR (or TUN) with Maglev sends it by the
+ * table without a flow entry (the same tuple, the same real, while the
+ * table stands: Katran's LRU bypass); anything else is dropped, as for a
+ * full table.
  */
 static uint32_t forward_untracked(const struct pyfwd_ctx *ctx,
 				  struct worker *w, const struct vip_bank *b,
@@ -189,9 +191,9 @@ static uint32_t forward_untracked(const struct pyfwd_ctx *ctx,
 {
 	const struct pyfwd_vip *vip = &b->vips[ps->r->vip];
 	struct flow e = { .dir = DIR_ORIG, .mode = PYFWD_MODE_DR };
-	uint32_t id;
+	uint32_t id, why = PYFWD_R_FORWARD;
 
-	if (vip->mode != PYFWD_MODE_DR || vip->sched != PYFWD_SCHED_HASH ||
+	if (mode_paired(vip->mode) || vip->sched != PYFWD_SCHED_HASH ||
 	    vip->persist)
 		return PYFWD_R_DROP_TABLE_FULL;
 	if (unlikely(!vip->ring_len))
@@ -201,11 +203,16 @@ static uint32_t forward_untracked(const struct pyfwd_ctx *ctx,
 		return PYFWD_R_DROP_NO_REAL;
 	e.key = ps->key;
 	e.real = (uint16_t)id;
-	xlat_apply(ctx, w, b, &e, ps, f);
+	if (vip->mode == PYFWD_MODE_TUN)
+		why = tun_forward(ctx, w, b, id, ps, f, why);
+	else
+		xlat_apply(ctx, w, b, &e, ps, f);
 	w->stats.flows.flows_bypassed++;
-	w->real_stats[id].frames++;
-	w->real_stats[id].bytes += f->len;
-	return PYFWD_R_FORWARD;
+	if (why == PYFWD_R_FORWARD) {
+		w->real_stats[id].frames++;
+		w->real_stats[id].bytes += f->len;
+	}
+	return why;
 }
 
 uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
@@ -248,8 +255,16 @@ uint32_t forward_vip(const struct pyfwd_ctx *ctx, struct worker *w,
 	}
 	flow_touch(&ctx->cfg, w, flow, fl, 0, now);
 
-	xlat_apply(ctx, w, b, flow, ps, f);
-	fastmap_learn(ctx, w, b, flow, ps, f);
+	if (flow->mode == PYFWD_MODE_TUN) {
+		/* never the XDP fast path's: it cannot grow a frame */
+		why = tun_forward(ctx, w, b, flow->real, ps, f,
+				  PYFWD_R_FORWARD);
+		if (why != PYFWD_R_FORWARD)
+			return why;
+	} else {
+		xlat_apply(ctx, w, b, flow, ps, f);
+		fastmap_learn(ctx, w, b, flow, ps, f);
+	}
 	w->real_stats[flow->real].frames++;
 	w->real_stats[flow->real].bytes += f->len;
 	return PYFWD_R_FORWARD;
@@ -314,7 +329,7 @@ static uint32_t icmp_dr_real(struct worker *w, const struct vip_bank *b,
 
 	if (hit && real_usable(b, hit->real))
 		return hit->real;
-	if (vip->mode != PYFWD_MODE_DR || !vip->ring_len ||
+	if (mode_paired(vip->mode) || !vip->ring_len ||
 	    (vip->sched != PYFWD_SCHED_HASH &&
 	     vip->sched != PYFWD_SCHED_SRC_HASH))
 		return PYFWD_NO_REAL;
@@ -360,6 +375,9 @@ uint32_t forward_icmp(const struct pyfwd_ctx *ctx, struct worker *w,
 		id = icmp_dr_real(w, b, ps, hit, &rev, now);
 		if (id == PYFWD_NO_REAL)
 			return PYFWD_R_DROP_ICMP_NO_FLOW;
+		if (b->vips[ps->r->vip].mode == PYFWD_MODE_TUN)
+			return tun_forward(ctx, w, b, id, ps, f,
+					   PYFWD_R_FORWARD_ICMP);
 		real = &b->reals[id];
 		rewrite_l2(ctx, f->data, real->mac, real->out_if, ps->r);
 		return PYFWD_R_FORWARD_ICMP;

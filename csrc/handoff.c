@@ -115,8 +115,8 @@ uint32_t handoff_owner(const struct pyfwd_ctx *ctx, const struct worker *w,
 
 	if (reason == PYFWD_R_FORWARD_REPLY)
 		return pyfwd_flow_owner(ctx, k->daddr, k->family, k->dport);
-	if (vip >= 0 && ps->b->vips[vip].mode == PYFWD_MODE_DR)
-		return w->id;	/* DR: no owner, any worker */
+	if (vip >= 0 && !mode_paired(ps->b->vips[vip].mode))
+		return w->id;	/* DR, TUN: no owner, any worker */
 	if (reason == PYFWD_R_FORWARD || vip >= 0)
 		return pyfwd_flow_owner(ctx, reason == PYFWD_R_FORWARD ?
 						k->saddr : k->daddr,
@@ -138,7 +138,8 @@ uint32_t handoff_push(struct pyfwd_ctx *ctx, struct worker *w, uint32_t to,
 	memcpy(r->data + (size_t)i * PYFWD_HANDOFF_SNAP, f->data, f->len);
 	r->len[i] = (uint16_t)f->len;
 	r->in_if[i] = f->in_if;
-	r->flags[i] = f->flags;
+	/* the taker's buffer lends no room in front (an XSK frame's start) */
+	r->flags[i] = f->flags & (uint8_t)~PYFWD_FRAME_HEADROOM;
 	__atomic_store_n(&r->head, head + 1, __ATOMIC_RELEASE);
 	w->handed_to |= 1ull << to;
 	w->stats.io.handoff_out++;

@@ -70,7 +70,11 @@
 					 * flow claims */
 #define PYFWD_R_DROP_HANDOFF_FULL 34	/* for another worker's flow: its
 					 * ring full (pyfwd_mq.h) */
-#define PYFWD_R_MAX 35
+#define PYFWD_R_FORWARD_TOO_BIG 35	/* TUN: an ICMP error back instead */
+#define PYFWD_R_DROP_TUN_NO_ROOM 36	/* TUN: no headroom, or no source */
+#define PYFWD_R_DROP_TUN_TOO_BIG 37	/* TUN: too big, IPv4 without DF */
+#define PYFWD_R_DROP_TUN_GSO 38		/* TUN: GSO frame (io/afp_gso.c) */
+#define PYFWD_R_MAX 39
 
 /* Address families in shared structs (not the OS's AF_* values). */
 #define PYFWD_AF_NONE 0
@@ -115,6 +119,7 @@
 #define PYFWD_MODE_DR 0		/* rewrite the MACs, send back out */
 #define PYFWD_MODE_NAT 1	/* destination := real; replies come back */
 #define PYFWD_MODE_SNAT 2	/* and source := the balancer's address:port */
+#define PYFWD_MODE_TUN 3	/* IPIP/IP6IP6 to the real (pyfwd_tun.h) */
 
 #define PYFWD_IFACES_MAX 2	/* interface slots: 0 outside, 1 inside */
 
@@ -143,6 +148,7 @@
 #define PYFWD_FRAME_GSO 2
 #define PYFWD_FRAME_HANDED 4	/* handed over by another worker: its
 				 * owner's now, never handed on (pyfwd_mq.h) */
+#define PYFWD_FRAME_HEADROOM 8	/* room before data: pyfwd_tun.h */
 
 /* One frame of a batch: the core reads and rewrites it in place. */
 struct pyfwd_frame {
@@ -284,6 +290,7 @@ struct pyfwd_io_stats {
 	uint64_t handoff_out;		/* frames handed to their flow's
 					 * owner (another worker) */
 	uint64_t handoff_in;		/* frames taken from other workers */
+	uint64_t tun_gso_cut;		/* TUN: GSO frames cut (afp_gso.c) */
 };
 
 /* The XDP fast path (csrc/fastmap.c): frames it carried count in
@@ -303,7 +310,7 @@ struct pyfwd_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t verdict[4];		/* PYFWD_VERDICT_MAX */
-	uint64_t reason[35];		/* PYFWD_R_MAX */
+	uint64_t reason[39];		/* PYFWD_R_MAX */
 	struct pyfwd_table_stats tables;
 	struct pyfwd_flow_stats flows;
 	struct pyfwd_csum_stats csum;
@@ -401,7 +408,6 @@ int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 /* Counters of real ids 0..n-1 (n <= max_reals), summed over workers. */
 int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 			  struct pyfwd_real_stats *out, uint32_t n);
-
 
 /*
  * Expire now whatever has timed out in every worker's flow table (the
@@ -569,12 +575,6 @@ int pyfwd_xdp_cleanup(uint32_t ifindex, uint32_t *prog_id);
 /* Names for logs, metrics and tests. */
 const char *pyfwd_reason_name(uint32_t reason);
 uint32_t pyfwd_reason_verdict(uint32_t reason);
-
-/*
- * Open and load (through the kernel verifier) a BPF object file, then
- * unload it.  0 or -errno; errbuf gets libbpf's last complaint.
- */
-int pyfwd_bpf_object_check(const char *path, char *errbuf, size_t errlen);
 
 /* cffi:end */
 

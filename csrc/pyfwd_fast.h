@@ -52,6 +52,12 @@ int pyfwd_steer_test_run(struct pyfwd_ctx *ctx, const uint8_t *frame,
 /* Flows installed in the fast path now, summed over workers. */
 uint64_t pyfwd_fastpath_flows(const struct pyfwd_ctx *ctx);
 
+/*
+ * Open and load (through the kernel verifier) a BPF object file, then
+ * unload it.  0 or -errno; errbuf gets libbpf's last complaint.
+ */
+int pyfwd_bpf_object_check(const char *path, char *errbuf, size_t errlen);
+
 /* cffi:end */
 
 #endif /* PYFWD_FAST_H */

@@ -44,6 +44,10 @@ static const char *const reason_names[PYFWD_R_MAX] = {
 	[PYFWD_R_DROP_TTL_EXPIRED] = "drop_ttl_expired",
 	[PYFWD_R_DROP_NO_FLOW] = "drop_no_flow",
 	[PYFWD_R_DROP_HANDOFF_FULL] = "drop_handoff_full",
+	[PYFWD_R_FORWARD_TOO_BIG] = "forward_too_big",
+	[PYFWD_R_DROP_TUN_NO_ROOM] = "drop_tun_no_room",
+	[PYFWD_R_DROP_TUN_TOO_BIG] = "drop_tun_too_big",
+	[PYFWD_R_DROP_TUN_GSO] = "drop_tun_gso",
 };
 
 const char *pyfwd_reason_name(uint32_t reason)

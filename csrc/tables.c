@@ -71,7 +71,7 @@ static int vip_valid(const struct pyfwd_vip *v, uint32_t nring)
 	}
 	if (v->proto != PROTO_TCP && v->proto != PROTO_UDP)
 		return 0;
-	if (v->mode > PYFWD_MODE_SNAT)
+	if (v->mode > PYFWD_MODE_TUN)
 		return 0;
 	if (v->sched > PYFWD_SCHED_LEAST)
 		return 0;
@@ -219,7 +219,7 @@ int pyfwd_tables_publish(struct pyfwd_ctx *ctx, const struct pyfwd_vip *vips,
 	b->count = nvips;
 	b->nat_vips = 0;
 	for (i = 0; i < nvips; i++)
-		b->nat_vips += vips[i].mode != PYFWD_MODE_DR;
+		b->nat_vips += mode_paired(vips[i].mode);
 	bank_nat_reals(b, vips, nvips, reals, nreals, ring);
 	b->nreals = nreals;
 	b->nring = nring;

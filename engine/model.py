@@ -13,7 +13,9 @@ from .errors import ConfigError
 
 PROTOCOLS = ("tcp", "udp")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "maglev")
-MODES = ("dr", "nat", "snat", "l7")   # l7: HAProxy, not the C core
+MODES = ("dr", "nat", "snat", "tun", "l7")   # l7: HAProxy, not the C core
+# Modes whose real servers answer the client themselves, from the VIP.
+DIRECT_MODES = ("dr", "tun")
 PERSIST_MAX = 65535
 SNAT_PORTS = (61000, 65535)     # above Linux's ephemeral 32768-60999
 MAGLEV_SIZE_DEFAULT = 65537     # a prime: the Maglev table's size per VIP
@@ -267,11 +269,12 @@ class Service:
         An L4 mode (the C core) puts frames on the wire: no loopback real,
         and no real at the VIP's own address, which the balancer owns (it
         answers ARP for it), so frames sent there would come back to it.
-        DR rewrites MAC addresses only: the real server receives the VIP's
-        port, so a real's port, if given, is the VIP's.  Other modes than
-        DR need the real in the VIP's family.  An L7 VIP's HAProxy connects
-        through the kernel: a server on this host is fine, but not the
-        VIP's own address and port (HAProxy itself).
+        DR rewrites MAC addresses only, TUN wraps the packet unchanged: the
+        real server receives the VIP's port, so a real's port, if given, is
+        the VIP's.  Other modes than DR need the real in the VIP's family
+        (TUN: the outer header is of the VIP's family).  An L7 VIP's
+        HAProxy connects through the kernel: a server on this host is
+        fine, but not the VIP's own address and port (HAProxy itself).
         """
         vip = self.vip
         where = f"vip {vip}: {what} {real.key}"
@@ -297,6 +300,12 @@ class Service:
                               f"server receives the VIP's port {vip.port}; "
                               "leave the port out, or use nat or snat to "
                               "translate ports")
+        if self.mode == "tun" and real.port not in (None, vip.port):
+            raise ConfigError(f"{where}: port {real.port} in TUN, which "
+                              "sends the client's packet unchanged inside "
+                              "a tunnel, so the real server receives the "
+                              f"VIP's port {vip.port}; leave the port out, "
+                              "or use nat or snat to translate ports")
 
     @property
     def label(self):

@@ -65,6 +65,7 @@ static void afp_io_free(void *p)
 		port_close(&io->port[i]);
 	if (io->obj)
 		bpf_object__close(io->obj);
+	free(io->gso_buf);
 	free(io);
 }
 
@@ -82,6 +83,7 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 				   .sll_protocol = htons(ETH_P_ALL),
 				   .sll_ifindex = (int)ifindex };
 	int v3 = TPACKET_V3, one = 1, err;
+	unsigned int room = PYFWD_HEADROOM;	/* TUN's outer header */
 	char name[IF_NAMESIZE] = "?";
 
 	if_indextoname(ifindex, name);
@@ -97,6 +99,8 @@ static int port_open(struct afp_port *p, uint32_t ifindex, int filter_fd,
 		       sizeof(v3)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_VNET_HDR, &one,
 		       sizeof(one)) ||
+	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_RESERVE, &room,
+		       sizeof(room)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_RX_RING, &req,
 		       sizeof(req)) ||
 	    setsockopt(p->rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one,
@@ -188,6 +192,11 @@ int pyfwd_afp_open(struct pyfwd_ctx *ctx, const char *bpf_path,
 	io = calloc(1, sizeof(*io));
 	if (!io)
 		return -ENOMEM;
+	io->gso_buf = malloc((size_t)AFP_GSO_SEGS * AFP_GSO_SLOT);
+	if (!io->gso_buf) {
+		free(io);
+		return -ENOMEM;
+	}
 	for (i = 0; i < PYFWD_IFACES_MAX; i++)
 		io->port[i].rx_fd = io->port[i].tx_fd = io->port[i].link_fd = -1;
 	io->nports = ifindex2 ? 2 : 1;

@@ -20,6 +20,10 @@
 #define AFP_STATS_BLOCKS 1024
 /* Before every frame, received and sent (PACKET_VNET_HDR). */
 #define AFP_VNET_HDR_LEN sizeof(struct virtio_net_hdr)
+/* TUN: a GSO frame cut into at most this many segments, each in a slot
+ * (afp_gso.c); a longer frame or a larger gso_size stays dropped. */
+#define AFP_GSO_SEGS 64
+#define AFP_GSO_SLOT 2048
 
 struct afp_port {
 	int rx_fd;
@@ -39,7 +43,17 @@ struct afp_io {
 	struct bpf_object *obj;
 	uint32_t nports;
 	struct afp_port port[PYFWD_IFACES_MAX];
+	uint8_t *gso_buf;	/* AFP_GSO_SEGS slots (afp_gso.c) */
 };
+
+/*
+ * TUN (afp_gso.c): GSO frame f, its virtio_net_hdr vh, cut into TCP
+ * segments in buf's slots, described in out[] (AFP_GSO_SEGS of them):
+ * how many, 0 when it cannot be.
+ */
+uint32_t afp_gso_cut(const struct pyfwd_frame *f,
+		     const struct virtio_net_hdr *vh, uint8_t *buf,
+		     struct pyfwd_frame *out);
 
 /*
  * Add what the kernel counted at p's receive socket since the last read

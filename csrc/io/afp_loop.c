@@ -56,6 +56,33 @@ static void transmit(struct afp_io *io, struct worker *w,
 	}
 }
 
+/*
+ * TUN: the GSO frames of a burst that the core could not tunnel
+ * (drop_tun_gso: left as they came), each cut into its TCP segments
+ * (afp_gso.c), which go through the core and out as frames of their own.
+ */
+static void gso_cut_burst(struct pyfwd_ctx *ctx, struct afp_io *io,
+			  struct worker *w, struct pyfwd_frame *frames,
+			  const struct pyfwd_result *res, uint32_t n)
+{
+	struct pyfwd_frame segs[AFP_GSO_SEGS];
+	struct pyfwd_result sres[AFP_GSO_SEGS];
+	uint32_t i, m;
+
+	for (i = 0; i < n; i++) {
+		if (res[i].reason != PYFWD_R_DROP_TUN_GSO)
+			continue;
+		m = afp_gso_cut(&frames[i], (const void *)(frames[i].data -
+							   AFP_VNET_HDR_LEN),
+				io->gso_buf, segs);
+		if (!m)
+			continue;
+		w->stats.io.tun_gso_cut++;
+		worker_burst(ctx, w, segs, m, sres);
+		transmit(io, w, segs, sres, m);
+	}
+}
+
 /* Every frame of one retired block through the core, in bursts. */
 static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 		  struct tpacket_block_desc *bd, uint8_t slot)
@@ -63,7 +90,7 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 	struct pyfwd_frame frames[AFP_BATCH];
 	struct pyfwd_result res[AFP_BATCH];
 	struct tpacket3_hdr *h;
-	uint32_t i, n = 0, total = bd->hdr.bh1.num_pkts;
+	uint32_t i, n = 0, fwd, total = bd->hdr.bh1.num_pkts;
 	uint8_t flags = io_if_flags(ctx, slot);
 
 	h = (struct tpacket3_hdr *)((uint8_t *)bd +
@@ -83,10 +110,17 @@ static void rx_block(struct pyfwd_ctx *ctx, struct afp_io *io, struct worker *w,
 					   PYFWD_FRAME_CSUM_PARTIAL : 0);
 		if (vh->gso_type != VIRTIO_NET_HDR_GSO_NONE)
 			frames[n].flags |= PYFWD_FRAME_GSO;
+		/* PACKET_RESERVE's room between the ring's header and
+		 * ours: the core may grow the frame into it (TUN). */
+		if (h->tp_mac >= TPACKET3_HDRLEN + AFP_VNET_HDR_LEN +
+				 PYFWD_HEADROOM)
+			frames[n].flags |= PYFWD_FRAME_HEADROOM;
 		if (++n == AFP_BATCH || i + 1 == total) {
 			w->stats.io.rx += n;
-			worker_burst(ctx, w, frames, n, res);
+			fwd = worker_burst(ctx, w, frames, n, res);
 			transmit(io, w, frames, res, n);
+			if (fwd < n)
+				gso_cut_burst(ctx, io, w, frames, res, n);
 			n = 0;
 		}
 		h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset);

@@ -152,7 +152,8 @@ static void transmit(struct xsk_queue *q, struct worker *w,
 			continue;
 		}
 		t = xsk_ring_prod__tx_desc(&q->port[s].tx, tidx[s]++);
-		t->addr = addrs[i];
+		/* the core may have moved the start back (TUN) */
+		t->addr = (uint64_t)(frames[i].data - (uint8_t *)q->area);
 		t->len = frames[i].len;
 		t->options = 0;
 	}
@@ -208,7 +209,10 @@ static uint32_t rx_burst(struct pyfwd_ctx *ctx, struct xsk_queue *q,
 		frames[i].cap = (uint16_t)(q->frame_size -
 					   (d->addr & (q->frame_size - 1)));
 		frames[i].in_if = (uint8_t)s;
-		frames[i].flags = flags;
+		/* XDP's headroom is in front (the core may grow into it) */
+		frames[i].flags = flags |
+			((d->addr & (q->frame_size - 1)) >= PYFWD_HEADROOM ?
+			 PYFWD_FRAME_HEADROOM : 0);
 	}
 	xsk_ring_cons__release(&p->rx, n);
 	w->stats.io.rx += n;

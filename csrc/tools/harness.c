@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pyfwd_mq.h"
+#include "pyfwd_tun.h"
 #include "tools/harness.h"
 
 #define CLOCK_START_NS 1000000000000ull	/* a fixed clock: 1000 s */
@@ -93,10 +94,18 @@ int harness_setups_load(const char *list)
 
 uint16_t harness_workers;
 
+/* TUN's ends (tests/cases/corpus.py TUN_SOURCES): slot 1 has no IPv6
+ * source (drop_tun_no_room). */
+static const struct pyfwd_tun harness_tun[PYFWD_IFACES_MAX] = {
+	{ .src4 = { 10, 0, 0, 2 }, .src6 = { 0xfd, [15] = 2 }, .mtu = 1500 },
+	{ .src4 = { 10, 0, 0, 2 }, .mtu = 1500 },
+};
+
 static struct pyfwd_ctx *ctx_of(const struct setup *s)
 {
 	struct pyfwd_config cfg = s->cfg;
 	struct pyfwd_ctx *ctx;
+	uint32_t slot;
 
 	if (harness_workers)
 		cfg.workers = harness_workers;
@@ -104,6 +113,9 @@ static struct pyfwd_ctx *ctx_of(const struct setup *s)
 		abort();
 	if (s->snat.port_hi && pyfwd_snat_set(ctx, &s->snat))
 		abort();
+	for (slot = 0; slot < PYFWD_IFACES_MAX; slot++)
+		if (pyfwd_tun_set(ctx, slot, &harness_tun[slot]))
+			abort();
 	if (pyfwd_tables_publish(ctx, s->vips, s->nvips, s->reals, s->nreals,
 				 s->ring, s->nring))
 		abort();
@@ -111,15 +123,26 @@ static struct pyfwd_ctx *ctx_of(const struct setup *s)
 	return ctx;
 }
 
-/* The promises every frame's result keeps, whatever the frame. */
+/*
+ * The promises every frame's result keeps, whatever the frame.  buf: the
+ * buffer, PYFWD_HEADROOM bytes and the frame's len (NULL: no room): a
+ * forward keeps its length, or (TUN) grows into the headroom and ends
+ * within the buffer.
+ */
 static void check(const struct pyfwd_result *r, const struct pyfwd_frame *f,
-		  const uint8_t *before, uint32_t len)
+		  const uint8_t *before, uint32_t len, const uint8_t *buf)
 {
+	int tun = buf && (r->reason == PYFWD_R_FORWARD_TOO_BIG ||
+			  f->data != buf + PYFWD_HEADROOM);
+
 	if (r->reason >= PYFWD_R_MAX ||
 	    r->verdict != pyfwd_reason_verdict(r->reason))
 		abort();
 	if (r->verdict == PYFWD_VERDICT_FORWARD) {
-		if (r->out_if >= PYFWD_IFACES_MAX || f->len != len)
+		if (r->out_if >= PYFWD_IFACES_MAX || (!tun && f->len != len))
+			abort();
+		if (tun && (f->data < buf ||
+			    f->data + f->len > buf + PYFWD_HEADROOM + len))
 			abort();
 	} else if (f->len != len || (len && memcmp(f->data, before, len))) {
 		abort();	/* only a forward rewrites */
@@ -187,17 +210,19 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 		off += 3;
 		if (len > size - off)
 			len = size - off;
-		buf = malloc(len ? len : 1);
+		/* room in front, as the backends lend (TUN grows into it) */
+		buf = malloc(PYFWD_HEADROOM + len);
 		if (!buf)
 			abort();
-		memcpy(buf, data + off, len);
-		f.data = len ? buf : NULL;
+		memcpy(buf + PYFWD_HEADROOM, data + off, len);
+		f.data = len ? buf + PYFWD_HEADROOM : NULL;
 		f.len = (uint32_t)len;
 		f.cap = (uint16_t)len;
 		f.in_if = ctrl & REC_IN_IF1;
 		f.flags = (ctrl & REC_CSUM_PARTIAL ?
 			   PYFWD_FRAME_CSUM_PARTIAL : 0) |
-			  (ctrl & REC_GSO ? PYFWD_FRAME_GSO : 0);
+			  (ctrl & REC_GSO ? PYFWD_FRAME_GSO : 0) |
+			  (len ? PYFWD_FRAME_HEADROOM : 0);
 		if (ctrl & REC_CLOCK) {
 			now += ((uint64_t)(ctrl >> 4) + 1) * CLOCK_STEP_NS;
 			pyfwd_clock_set(ctx, now);
@@ -205,7 +230,8 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 		}
 		done = run_on(ctx, harness_workers ? harness_workers : 1, n,
 			      &f, &f2, &buf2, &r);
-		check(&r, done, data + off, (uint32_t)len);
+		check(&r, done, data + off, (uint32_t)len,
+		      done == &f ? buf : NULL);
 		punted += r.verdict == PYFWD_VERDICT_PUNT;
 		if (report)
 			report(&r, arg);

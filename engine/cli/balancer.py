@@ -35,7 +35,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--mode", type=click.Choice(L4_MODES), default="dr", show_default=True,
               help="dr: rewrite MACs, replies bypass us; nat: rewrite the "
               "destination (two-arm: we are the real servers' gateway); "
-              "snat: the source too (--vip/--real only: with --config, "
+              "snat: the source too; tun: wrap in IPIP to reals on any "
+              "subnet, replies bypass us (--vip/--real only: with --config, "
               "each [[vip]] sets its own)")
 @click.option("--inside-iface", metavar="IF",
               help="two-arm NAT: the interface on the real servers' side")
@@ -271,7 +272,8 @@ def _run(cfg, ports, metrics_addr, options):
                         neighbour_limits=cfg.neighbour_limits,
                         timeouts=cfg.timeouts,
                         new_flows_per_second=cfg.new_flows_per_second,
-                        rings=cfg.rings, poll=cfg.poll, **options)
+                        rings=cfg.rings, poll=cfg.poll,
+                        tun=cfg.tun_sources, **options)
         engine.start()
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None

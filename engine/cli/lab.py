@@ -50,7 +50,7 @@ def lab():
 @click.option("--topology", "-t", type=click.Choice(["one-arm", "two-arm",
                                                      "one-arm-ha",
                                                      "two-arm-ha",
-                                                     "ecmp"]),
+                                                     "ecmp", "tun"]),
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")
@@ -127,8 +127,8 @@ def lab_exec(name, node, command):
 
 
 @lab.command("demo")
-@click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat", "l7",
-                                                 "all", "ecmp"]),
+@click.option("--mode", "-m", type=click.Choice(["dr", "nat", "snat", "tun",
+                                                 "l7", "all", "ecmp"]),
               default="all", show_default=True,
               help="the forwarding mode to show; all ends with a table of "
               "the modes side by side; ecmp: three balancers behind a "
@@ -146,12 +146,12 @@ def lab_demo(mode, pacs, name, reals):
     """Show what each forwarding mode does, measured.
 
     For each mode it builds the lab that mode needs (DR, SNAT, L7: one
-    segment; NAT: the balancer between two), sets up the real servers,
-    starts the balancer, sends requests and a 20 MB download through the
-    VIP, and explains from a capture at the switch ports which real server
-    answered, which client address it saw, which way the reply went and how
-    many frames and bytes crossed the balancer in each direction.  Every
-    lab is removed at the end.
+    segment; NAT: the balancer between two; TUN: the real servers behind a
+    router), sets up the real servers, starts the balancer, sends requests
+    and a 20 MB download through the VIP, and explains from a capture at
+    the switch ports which real server answered, which client address it
+    saw, which way the reply went and how many frames and bytes crossed
+    the balancer in each direction.  Every lab is removed at the end.
     """
     from ..lab import demo
     from ..lab import modes as labmodes

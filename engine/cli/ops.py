@@ -12,8 +12,28 @@ from ..model import MODES
 
 @click.group(cls=Group, context_settings=CONTEXT)
 def realserver():
-    """Prepare this Linux host as a DR real server (run it ON the real
-    server)."""
+    """Prepare this Linux host as a DR (or, with --tun, TUN) real server
+    (run it ON the real server)."""
+
+
+# TUN real servers (ops.realserver_tun): how the outer header comes off.
+_TUN = click.option("--tun", is_flag=True,
+                    help="a TUN real server: the VIP on the kernel's "
+                    "tunnel device (tunl0, ip6tnl0), rp_filter relaxed, "
+                    "ARP as for DR")
+_DECAP = click.option("--decap", type=click.Choice(["tunnel", "xdp"]),
+                      default="tunnel", show_default=True,
+                      help="with --tun: the kernel's tunnel device, or "
+                      "pyfwd's XDP decapsulation on --iface (kernels "
+                      "without ipip/ip6tnl) with the VIP on lo")
+_IFACE = click.option("--iface", metavar="IF",
+                      help="with --decap xdp: where the tunnelled packets "
+                      "come in")
+
+
+def _tun_only(tun, decap, iface):
+    if not tun and (decap != "tunnel" or iface):
+        raise click.UsageError("--decap and --iface go with --tun")
 
 
 _ROOT = click.option("--root", default="/", show_default=True,
@@ -52,12 +72,26 @@ def _echo(changes):
               "enabled oneshot systemd unit that runs this setup at boot "
               "(with --undo: remove them)")
 @_ROOT
-def realserver_setup(vip, dev, undo, persist, root):
+@_TUN
+@_DECAP
+@_IFACE
+def realserver_setup(vip, dev, undo, persist, root, tun, decap, iface):
     """Put VIP/32 on lo and stop this host answering ARP for it
     (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
-    nodad (Linux answers no NDP for it there).  Idempotent."""
+    nodad (Linux answers no NDP for it there).  --tun: the VIP on the
+    tunnel device instead (tunl0 or ip6tnl0, up, rp_filter relaxed), or
+    with --decap xdp on lo behind pyfwd's XDP decapsulation.
+    Idempotent."""
     from ..ops import realserver as rs
     need_root("pyfwd realserver setup")
+    _tun_only(tun, decap, iface)
+    if tun:
+        from ..ops import realserver_tun as rt
+        if persist:
+            raise click.UsageError("--persist is for DR real servers only")
+        _echo(rt.teardown(vip, decap, iface) if undo
+              else rt.setup(vip, decap, iface))
+        return
     changes = rs.setup(vip, undo=undo, dev=dev)
     if persist:
         changes += rs.unpersist(vip, root=root) if undo else \
@@ -72,11 +106,19 @@ def realserver_setup(vip, dev, undo, persist, root):
               help="also remove what `setup --persist` wrote (the sysctl "
               "file with the last VIP)")
 @_ROOT
-def realserver_teardown(vip, dev, persist, root):
+@_TUN
+@_DECAP
+@_IFACE
+def realserver_teardown(vip, dev, persist, root, tun, decap, iface):
     """Undo `setup`: remove VIP from DEV, and the ARP settings when no
-    other VIP remains."""
+    other VIP remains (--tun: as `setup --tun` did it)."""
     from ..ops import realserver as rs
     need_root("pyfwd realserver teardown")
+    _tun_only(tun, decap, iface)
+    if tun:
+        from ..ops import realserver_tun as rt
+        _echo(rt.teardown(vip, decap, iface))
+        return
     changes = rs.setup(vip, undo=True, dev=dev)
     if persist:
         changes += rs.unpersist(vip, root=root)
@@ -89,11 +131,24 @@ def realserver_teardown(vip, dev, persist, root):
 @_ROOT
 @click.option("--running-only", is_flag=True,
               help="check the running state only, not what a reboot needs")
-def realserver_status(vip, dev, root, running_only):
+@_TUN
+@_DECAP
+@_IFACE
+def realserver_status(vip, dev, root, running_only, tun, decap, iface):
     """Say whether this host is set up as a DR real server for VIP, now
     and after a reboot (what `setup --persist` writes, present and in
-    agreement).  Exits 1 with the reasons when not."""
+    agreement).  Exits 1 with the reasons when not.  --tun: as a TUN real
+    server, now."""
     from ..ops import realserver as rs
+    _tun_only(tun, decap, iface)
+    if tun:
+        from ..ops import realserver_tun as rt
+        st = rt.status(vip, decap, iface)
+        if st["ok"]:
+            click.echo(f"ok (TUN, VIP on {st['dev']}, decap {decap})")
+            return
+        click.echo("not ready: " + "; ".join(st["problems"]))
+        sys.exit(1)
     st = rs.status(vip, dev=dev, root=None if running_only else root)
     if st["ok"]:
         click.echo("ok" if running_only else "ok, and after a reboot too")

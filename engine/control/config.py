@@ -30,6 +30,8 @@ touched.
     comp_ring = 2048                        # interface)
     fastpath = "off"                        # "xdp": established flows sent
                                             # by XDP (docs/fastpath.md)
+    tun_sources = ["10.0.0.2"]              # TUN's outer sources, one per
+                                            # family; default: iface's
 
     [engine.timeouts]                       # optional: idle seconds of a flow
     tcp_syn = 30                            # half-open: handshake not done
@@ -54,7 +56,7 @@ touched.
     address = "10.0.0.100"
     port = 80
     protocol = "tcp"
-    mode = "dr"                             # dr | nat | snat
+    mode = "dr"                             # dr | nat | snat | tun | l7
     scheduler = "wlc"                       # rr | wrr | lc | wlc | sh | maglev
     persistence = 0                         # seconds of source affinity
     health = { type = "http", path = "/", expect = 200, interval = 1.0,
@@ -81,6 +83,7 @@ from .l7.conflicts import check_shared_reals
 from .l7.options import SOURCE_EXPIRE, L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
+from .tunnel import check_sources
 from ..dataplane.core import NEW_FLOWS_MAX, TIMEOUT_MAX, TIMEOUTS
 from ..dataplane.io import POLL_DEFAULT, POLL_MODES, XskRings
 from ..dataplane.tables import check_limits
@@ -96,7 +99,7 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "state_file": str, "timeouts": dict,
                "new_flows_per_second": int, "poll": str,
                **dict.fromkeys(XskRings.KEYS, int),
-               "fastpath": str,
+               "fastpath": str, "tun_sources": list,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
             "mode": str, "scheduler": str, "persistence": (int, str),
@@ -135,6 +138,7 @@ class Config:
     rings: XskRings = field(default_factory=XskRings)   # AF_XDP sizes
     poll: str = POLL_DEFAULT            # dataplane.io.POLL_MODES
     fastpath: str = "off"               # dataplane.fastpath.MODES
+    tun_sources: list = field(default_factory=list)  # control.tunnel
 
     def ports(self):
         """The SNAT port range (low, high): snat_ports, or SNAT_PORTS when
@@ -356,6 +360,7 @@ def parse(text, path="<config>", role=None):
                               ": expected an IPv4 address") from None
     if cfg.snat_ports is not None:
         parse_ports(cfg.snat_ports)
+    check_sources(cfg.tun_sources)
     cfg.neighbour_stale = check_stale(cfg.neighbour_stale,
                                       "engine.neighbour_stale")
     from .ha import parse_role

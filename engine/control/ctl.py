@@ -67,6 +67,11 @@ def format_status(result):
         rows.append(("flow timeouts", ", ".join(
             f"{k} {exact(v)}s"
             for k, v in timeouts.items())))
+    tun = r.pop("tun", None)
+    if isinstance(tun, dict):
+        rows.append(("tun", ", ".join(
+            [f"from {tun[k]}" for k in ("source4", "source6") if tun.get(k)]
+            + [f"mtu {tun.get('mtu')}"])))
     snat = r.pop("snat", None)
     if isinstance(snat, (list, tuple)) and len(snat) == 3:
         rows.append(("snat", f"{snat[0]} ports {snat[1]}-{snat[2]}"))

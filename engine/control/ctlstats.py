@@ -37,7 +37,7 @@ CSUM_COUNTERS = ("csum_completed", "csum_bad")
 FAST_COUNTERS = ("fast_frames", "fast_bytes", "fast_stale", "fast_installed",
                  "fast_removed", "fast_install_failed")
 IO_COUNTERS = ("rx", "tx", "tx_ring_full", "punt_overflow", "wakeups",
-               "polls", "handoff_out", "handoff_in")
+               "polls", "handoff_out", "handoff_in", "tun_gso_cut")
 TABLE_COUNTERS = ("vip_count", "vip_generation")
 _SHOWN_CORE = {"frames", "bytes", "verdict", "reason", *FLOW_COUNTERS,
                *CSUM_COUNTERS, *FAST_COUNTERS, *IO_COUNTERS,

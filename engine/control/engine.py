@@ -37,6 +37,7 @@ import time
 
 from . import ha
 from . import services as svcs
+from . import tunnel
 from .changes import Changes
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
@@ -82,7 +83,7 @@ class Engine:
     timeouts ({[engine.timeouts] key: seconds} for the core:
     dataplane.core.TIMEOUTS), new_flows_per_second (per queue, 0: no
     cap: dataplane.core.Core), rings and poll (dataplane.io.Xsk.open),
-    fastpath ("off" | "xdp": the XDP fast path, docs/fastpath.md).
+    fastpath ("off" | "xdp": docs/fastpath.md), tun (control.tunnel).
 
     Locking: one re-entrant lock (taken by every change, by show() and
     stats(), and by the announcements of the control thread) guards the
@@ -99,7 +100,7 @@ class Engine:
                  neighbour_stale=NEIGHBOUR_STALE, state_file=None,
                  neighbour_limits=None, timeouts=None,
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
-                 fastpath="off"):
+                 fastpath="off", tun=()):
         check_options(iface, inside_iface, backend, services)
         self.backend = backend
         self.iface = iface
@@ -114,7 +115,7 @@ class Engine:
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
                             new_flows_per_second=new_flows_per_second,
-                            rings=rings, poll=poll, fastpath=fastpath)
+                            rings=rings, poll=poll, fastpath=fastpath, tun=tun)
         self.stats_file = stats_file
         self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
@@ -161,14 +162,14 @@ class Engine:
         self.ifindexes, mac, mac2, rxq = interfaces(self.iface,
                                                     self.inside_iface)
         ifindex, ifindex2 = (self.ifindexes + [0])[:2]
-        tracked = any(s.mode != "dr" for s in self.services)
         queues = queue_count(self.options["queues"], self.iface, rxq)
         self.mac = mac
-        self.core = open_core(mac, mac2, queues, tracked, self.options)
+        self.core = open_core(mac, mac2, queues, self.services, self.options)
         self.snat = snat_setting(self.services, self.iface,
                                  self.snat_address, self.snat_ports)
         if self.snat:
             self.core.set_snat(self.snat[0], self.snat[1:])
+        self.tun_ends = tunnel.apply(self)
         self.hops.apply(self.hops.find(svcs.real_addresses(self.services)))
         self._publish()
         self.xsk, self.info = open_backend(self.backend, self.core, ifindex,

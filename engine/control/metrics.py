@@ -104,6 +104,9 @@ CORE_METRICS = {
                     "worker that owns their flow."),
     "handoff_in": ("pyfwd_handoff_in_total", "counter",
                    "NAT/SNAT frames workers took from the others."),
+    "tun_gso_cut": ("pyfwd_tun_gso_cut_total", "counter",
+                    "TUN: GSO frames the raw-socket backend cut into their "
+                    "TCP segments to tunnel each."),
 }
 
 # The control plane's responders: Engine.stats() key -> what they handle.
@@ -152,6 +155,8 @@ QUEUE_METRICS = {
     "handoff_in": ("pyfwd_queue_handoff_in_total", "counter",
                    "NAT/SNAT frames a queue's worker took from the "
                    "others (flows it owns)."),
+    "tun_gso_cut": ("pyfwd_queue_tun_gso_cut_total", "counter",
+                    "TUN: GSO frames a queue's worker cut into segments."),
     "snat_ports_pool": ("pyfwd_queue_snat_ports_pool", "gauge",
                         "SNAT source ports a queue's worker may give (its "
                         "share of the range)."),

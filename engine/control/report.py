@@ -28,6 +28,16 @@ log = logging.getLogger("pyfwd.control.report")
 QUIESCED = "; quiesced (on_down): no new flows, established ones go on"
 
 
+def tun_status(e):
+    """TUN's tunnel ends on the outside interface, JSON-ready: {"source4",
+    "source6", "mtu"}; None unless a VIP is TUN."""
+    ends = getattr(e, "tun_ends", None)
+    if ends is None or not any(s.mode == "tun" for s in e.services):
+        return None
+    return {"source4": ends.source4 and str(ends.source4),
+            "source6": ends.source6 and str(ends.source6), "mtu": ends.mtu}
+
+
 class Report:
     """The reports of `engine` (a control.engine.Engine or a fake with its
     public attributes: iface, inside_iface, config_path, started, info,
@@ -42,8 +52,8 @@ class Report:
         self._clock = clock
 
     def status(self):
-        """Engine-wide facts: interfaces, pid, uptime, counts, modes, the
-        flow timeouts (seconds, by [engine.timeouts] key), the cap on new
+        """Engine-wide facts: interfaces, pid, uptime, counts, modes, TUN's
+        tunnel ends (when a VIP is TUN), the flow timeouts (seconds, by [engine.timeouts] key), the cap on new
         flows per second per queue (0: none), HA.
         PyfwdError naming each part that is not alive (a data-plane loop
         ended or stalled, the control thread stuck: engine.liveness()), so
@@ -62,6 +72,7 @@ class Report:
                 "xsk": xsk_status(e),
                 "snat": [str(e.snat[0]), e.snat[1], e.snat[2]]
                 if e.snat else None,
+                "tun": tun_status(e),
                 "haproxy": e.l7.status(),
                 "config": e.config_path,
                 "timeouts": e.core.timeouts() if e.core else None,

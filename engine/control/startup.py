@@ -111,10 +111,11 @@ def flows_per_queue(queues, tracked):
     return max(FLOWS_TRACKED // queues, FLOWS_TRACKED_MIN)
 
 
-def open_core(mac, mac2, queues, tracked, options):
+def open_core(mac, mac2, queues, services, options):
     """The C core for `queues` workers; options: flows (slots per queue;
-    None: flows_per_queue, `tracked` when some VIP is NAT or SNAT),
-    timeouts, new_flows_per_second."""
+    None: flows_per_queue, tracked when some VIP of services is NAT or
+    SNAT), timeouts, new_flows_per_second."""
+    tracked = any(s.mode in ("nat", "snat") for s in services)
     flows = options["flows"] or flows_per_queue(queues, tracked)
     return Core(mac=mac, mac2=mac2, workers=queues, flows=flows,
                 timeouts=options["timeouts"],

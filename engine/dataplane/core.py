@@ -9,6 +9,7 @@ burst without crossing into Python.
 """
 
 import errno
+import ipaddress
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -203,6 +204,27 @@ class Core:
                       "setting the SNAT address and ports")
         self.snat = (address, lo, hi)
 
+    def set_tun(self, slot=0, source4=None, source6=None, mtu=0):
+        """TUN's outer source addresses (IPv4, IPv6: None for none: that
+        family's TUN VIPs drop as drop_tun_no_room) and the MTU (IP bytes,
+        0: 1500) of interface slot `slot`: a packet that no longer fits
+        once encapsulated is answered by an ICMP error (pyfwd_tun.h).
+        ConfigError for a bad value."""
+        tun = ffi.new("struct pyfwd_tun *")
+        try:
+            if source4 is not None:
+                tun.src4 = ipaddress.IPv4Address(source4).packed
+            if source6 is not None:
+                tun.src6 = ipaddress.IPv6Address(source6).packed
+        except ValueError as e:
+            raise ConfigError(f"tun source: {e}") from None
+        if not (isinstance(mtu, int) and (mtu == 0 or 616 <= mtu <= 65535)):
+            raise ConfigError(f"tun mtu {mtu!r}: expected 616-65535")
+        tun.mtu = mtu
+        _native.check(lib.pyfwd_tun_set(self.ctx, slot, tun),
+                      "setting the TUN sources")
+        self.tun = (slot, source4, source6, mtu)
+
     def publish_vips(self, vips):
         """Publish VIPs with no real servers (classification only)."""
         vips = tuple(vips)
@@ -213,20 +235,22 @@ class Core:
                                      {})
 
     def process(self, frames, in_if=0, csum_partial=False, gso=False,
-                worker=0):
+                worker=0, headroom=True):
         """Run frames (bytes) through the core as one batch (as `worker`,
         0 by default), as if they came in on interface slot in_if;
         csum_partial: as a veth hands them over, their TCP/UDP checksums
         maybe unfinished (the core completes them: csrc/csum.c); gso: as
         AF_PACKET hands over a veth's TSO frames (checksums unfinished,
-        kept so, for the kernel).
+        kept so, for the kernel); headroom: the buffers lend the core
+        PYFWD_HEADROOM bytes in front (PYFWD_FRAME_HEADROOM), as the
+        backends' do.
 
         Returns (out_frames, results): the frames as the core left them
         (rewritten in place for FORWARD) and one Result each; with several
         workers a NAT/SNAT frame another worker owns has the verdict
         "handoff" (process_handoffs(owner) takes it).
         """
-        batch = _Batch(frames, in_if, csum_partial, gso)
+        batch = _Batch(frames, in_if, csum_partial, gso, headroom)
         self.run(batch, worker)
         return batch.frames(), batch.results_list()
 
@@ -365,17 +389,22 @@ class Core:
 class _Batch:
     """Frames in C buffers with their descriptors and result slots."""
 
-    def __init__(self, frames, in_if=0, csum_partial=False, gso=False):
+    def __init__(self, frames, in_if=0, csum_partial=False, gso=False,
+                 headroom=True):
         frames = [bytes(f) for f in frames]
         flags = ((lib.PYFWD_FRAME_CSUM_PARTIAL if csum_partial else 0)
-                 | (lib.PYFWD_FRAME_GSO if gso else 0))
+                 | (lib.PYFWD_FRAME_GSO if gso else 0)
+                 | (lib.PYFWD_FRAME_HEADROOM if headroom else 0))
+        room = lib.PYFWD_HEADROOM if headroom else 0
         self.n = len(frames)
         self.descs = ffi.new("struct pyfwd_frame[]", max(self.n, 1))
         self.results = ffi.new("struct pyfwd_result[]", max(self.n, 1))
-        self._bufs = [ffi.new("uint8_t[]", f) if f else ffi.NULL
-                      for f in frames]
+        # As the backends' buffers: room in front (TUN grows into it).
+        self._bufs = [ffi.new("uint8_t[]", bytes(room) + f) if f
+                      else ffi.NULL for f in frames]
         for d, f, b in zip(self.descs, frames, self._bufs):
-            d.data, d.len, d.cap = b, len(f), min(len(f), 65535)
+            d.data = b + room if f else b
+            d.len, d.cap = len(f), min(len(f), 65535)
             d.in_if = in_if
             d.flags = flags
 

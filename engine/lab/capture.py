@@ -103,6 +103,7 @@ class Tcp4(NamedTuple):
 _ETH_IPV4 = 0x0800
 _ETH_8021Q = 0x8100
 _IPPROTO_TCP = 6
+_IPPROTO_IPIP = 4       # TUN: the client's packet inside IPv4
 _IPV4 = struct.Struct("!BxHxxHBB")  # version+IHL, length, frag, ttl, proto
 _TCP = struct.Struct("!HHIIBB")     # ports, seq, ack, data offset, flags
 
@@ -117,8 +118,9 @@ def parse_tcp4(data: bytes, wirelen: Optional[int] = None) -> Optional[Tcp4]:
     None for anything else or anything malformed: not IPv4, IP version not
     4, IHL < 5, a fragment (first or not), not TCP, TCP data offset < 5, an
     IP total length shorter than the IP and TCP headers (or longer than the
-    frame), or a capture that ends before the fixed TCP header.  Never
-    raises for any bytes.
+    frame), or a capture that ends before the fixed TCP header.  An IPIP
+    packet (TUN) gives the headers of the TCP segment inside it (one
+    level).  Never raises for any bytes.
     """
     if len(data) < 14:
         return None
@@ -133,6 +135,11 @@ def parse_tcp4(data: bytes, wirelen: Optional[int] = None) -> Optional[Tcp4]:
         return None
     ver_ihl, total, frag, ttl, proto = _IPV4.unpack_from(data, ip)
     ihl = (ver_ihl & 0x0f) * 4
+    if proto == _IPPROTO_IPIP and ver_ihl >> 4 == 4 and ihl >= 20 and \
+            not frag & 0x3fff and len(data) >= ip + ihl + 20:
+        ip += ihl               # the inner header: read as the outer was
+        ver_ihl, total, frag, ttl, proto = _IPV4.unpack_from(data, ip)
+        ihl = (ver_ihl & 0x0f) * 4
     # 0x3fff: more fragments, or a fragment offset (DF, 0x4000, is fine)
     if ver_ihl >> 4 != 4 or ihl < 20 or frag & 0x3fff or \
             proto != _IPPROTO_TCP:

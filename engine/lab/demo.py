@@ -36,6 +36,10 @@ _WHAT = {
     "snat": "SNAT (full NAT) rewrites the destination to the real server "
             "and the source to the\nbalancer's own address and a port it "
             "picks: the replies come back to the balancer.",
+    "tun": "TUN wraps each request, unchanged, in an outer IPv4 header "
+           "(IPIP) to the real\nserver, which is on another subnet behind a "
+           "router: it unwraps it, holds the VIP\nand answers the client "
+           "itself.",
     "l7": "L7 runs HAProxy: it ends the client's TCP connection and opens "
           "its own to a real\nserver (X-Forwarded-For carries the client's "
           "address).",

@@ -13,12 +13,15 @@ dr     one-arm    rewrites the destination MAC; each real holds the VIP on
 nat    two-arm    rewrites the destination address:port and back; the
                   reals' default route is the balancer
 snat   one-arm    also rewrites the source to the balancer's own address
+tun    tun        wraps the packet in IPIP to the real, on another subnet
+                  behind a router (``pyfwd realserver setup --tun``), which
+                  answers directly
 l7     one-arm    HAProxy, run by the engine, terminates the connection
 =====  =========  ==========================================================
 
 A `Listener` is one VIP port and the real servers' port behind it.  DR
-cannot translate ports (the packet reaches the real unchanged), so a DR
-listener's real port is its VIP port.
+and TUN cannot translate ports (the packet reaches the real unchanged),
+so their listeners' real port is the VIP port.
 """
 
 import contextlib
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError, LabError
 from . import whoami
 from .programs import PYFWD, stop
-from ..model import MODES
+from ..model import DIRECT_MODES, MODES
 
 __all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "Listener",
            "web_listener", "setup_reals", "services", "balancer", "curl",
@@ -38,7 +41,10 @@ __all__ = ["VIP", "MODES", "TOPOLOGY", "WHOAMI_PORT", "Listener",
 
 VIP = "10.0.0.100"
 TOPOLOGY = {"dr": "one-arm", "nat": "two-arm", "snat": "one-arm",
-            "l7": "one-arm"}
+            "tun": "tun", "l7": "one-arm"}
+# How the lab's TUN real servers take the outer header off: pyfwd's XDP
+# decapsulation works on any kernel (the CI's has no ipip device).
+TUN_SETUP = ["--tun", "--decap", "xdp", "--iface", "eth0"]
 WHOAMI_PORT = 8080
 START_TIMEOUT = 10.0
 
@@ -55,9 +61,9 @@ class Listener:
 
 def web_listener(mode: str, real_port: int = WHOAMI_PORT) -> Listener:
     """The demo's HTTP service: VIP:80 to real:8080, but VIP:8080 in DR
-    (no port translation there)."""
+    and TUN (no port translation there)."""
     _check_mode(mode)
-    return Listener(real_port if mode == "dr" else 80, real_port)
+    return Listener(real_port if mode in DIRECT_MODES else 80, real_port)
 
 
 def _check_mode(mode: str) -> None:
@@ -66,14 +72,17 @@ def _check_mode(mode: str) -> None:
                           f"{', '.join(MODES)}")
 
 
-def setup_reals(lab, vips=(VIP,), roles=None, timeout=30.0) -> dict:
+def setup_reals(lab, vips=(VIP,), roles=None, timeout=30.0,
+                tun=False) -> dict:
     """`pyfwd realserver setup --vip V` on each real server (all of the lab's
-    by default), as an operator runs it: the VIP on lo, ARP for it off.
-    Returns {role: what the command printed}; LabError if it fails."""
+    by default), as an operator runs it: the VIP on lo, ARP for it off
+    (tun: `--tun`, TUN_SETUP).  Returns {role: what the command printed};
+    LabError if it fails."""
     said = {}
     for role in lab.reals if roles is None else roles:
         for vip in vips:
-            argv = PYFWD + ["realserver", "setup", "--vip", vip]
+            argv = PYFWD + ["realserver", "setup", "--vip", vip] + \
+                (TUN_SETUP if tun else [])
             try:
                 r = lab.run(role, argv, capture_output=True, text=True,
                             timeout=timeout)
@@ -128,10 +137,10 @@ def services(lab, mode: str, listeners, scheduler: str = "rr",
     roles = lab.reals if reals is None else reals
     out = []
     for li in listeners:
-        if mode == "dr" and li.port != li.real_port:
-            raise ConfigError(f"DR listener {li.vip}:{li.port}: real port "
-                              f"{li.real_port} differs (DR does not "
-                              "translate ports)")
+        if mode in DIRECT_MODES and li.port != li.real_port:
+            raise ConfigError(f"{mode.upper()} listener {li.vip}:{li.port}: "
+                              f"real port {li.real_port} differs ("
+                              f"{mode.upper()} does not translate ports)")
         host = f"[{li.vip}]" if ":" in li.vip else li.vip   # IPv6
         vip = Vip.parse(f"{host}:{li.port}/tcp")
         out.append(Service(
@@ -159,8 +168,9 @@ def balancer(lab, mode: str, listeners=None, scheduler: str = "rr",
         raise LabError(f"mode {mode} runs in a {TOPOLOGY[mode]} lab, "
                        f"'{lab.name}' is {lab.topology}")
     listeners = list(listeners or [web_listener(mode)])
-    if mode == "dr" and realserver_setup:
-        setup_reals(lab, sorted({li.vip for li in listeners}), roles=reals)
+    if mode in DIRECT_MODES and realserver_setup:
+        setup_reals(lab, sorted({li.vip for li in listeners}), roles=reals,
+                    tun=mode == "tun")
     kw = dict(busy_poll=0, flows=1 << 14)
     kw.update(engine_kw)
     eng = Engine("eth0", services(lab, mode, listeners, scheduler, reals),

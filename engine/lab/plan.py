@@ -166,6 +166,27 @@ _TOPOLOGIES = {
         ),
         forwarding=("router",),
     ),
+    # L4 TUN (tests/e2e/test_tun.py): the real servers on a subnet of their
+    # own, behind a router, not on the balancer's segment; the balancer
+    # reaches them through the router, and they answer the client through
+    # it, straight (no way back through the balancer).
+    "tun": _TopologySpec(
+        segments=(
+            _SegmentSpec(3, "swc", "10.0.3.0/24", (
+                ("client", "eth0", 1), ("router", "eth0", 2))),
+            _SegmentSpec(1, "sw", "10.0.0.0/24", (
+                ("router", "eth1", 1), ("lb", "eth0", 2))),
+            _SegmentSpec(4, "swr", "10.0.4.0/24", (
+                ("router", "eth2", 1), ("real", "eth0", 10))),
+        ),
+        vip_segment="sw",
+        routes=(
+            _RouteSpec("client", to=None, via="router", on="swc"),
+            _RouteSpec("lb", to=None, via="router", on="sw"),
+            _RouteSpec("real", to=None, via="router", on="swr"),
+        ),
+        forwarding=("router",),
+    ),
 }
 
 TOPOLOGIES = tuple(_TOPOLOGIES)

@@ -3,8 +3,9 @@ the packet cases (csrc/tools/harness.h says the format).
 
 Set-ups are what the packet-case tests publish (defs: DR, IPv4 and IPv6;
 nat_defs: two-arm NAT and SNAT, its port pool of two; csum_defs: IPv6
-NAT), captured from Core itself, plus "mixed": every scheduler,
-persistence, DR, NAT and SNAT side by side, and "icmp" (icmp_defs' DR).
+NAT; tun_defs: TUN, IPv4 and IPv6), captured from Core itself, plus
+"mixed": every scheduler, persistence, DR, NAT and SNAT side by side, and
+"icmp" (icmp_defs' DR).
 Inputs are every case of defs (its truncations included), every sequence
 of nat_defs, csum_defs and icmp_defs as one input (the return path, ICMP
 errors and SNAT ports need the flow the first frames make), with the
@@ -28,8 +29,11 @@ from . import csum_defs as cd
 from . import defs
 from . import icmp_defs as idefs
 from . import nat_defs as nd
+from . import tun_defs as td
 
 FLOWS = 256             # small: a sequence may fill the table
+# TUN's ends on each slot, as csrc/tools/harness.c sets them.
+TUN_SOURCES = (("10.0.0.2", "fd00::2", 1500), ("10.0.0.2", None, 1500))
 MAGLEV = 251            # a prime: small rings, a fresh context per input
 REC_IN_IF1, REC_CSUM_PARTIAL, REC_GSO, REC_CLOCK = 1, 2, 4, 8
 CLOCK_START, CLOCK_STEP = 1000, 64     # seconds, as harness.c
@@ -114,6 +118,8 @@ def setups():
                   mixed_macs, mixed_ifs),
         "icmp": (dict(mac=idefs.LB_MAC), None, idefs.DR_SERVICES,
                  idefs.DR_MACS, None),
+        "tun": (dict(mac=td.LB_MAC), None, td.SERVICES, td.MACS,
+                td.OUT_IFS),
     }
 
 
@@ -148,6 +154,8 @@ def make_core(kwargs, snat, services, macs, out_ifs):
     """A Core of a set-up (setups()'s values), its tables published, the
     clock where harness.c starts it."""
     core = Core(flows=FLOWS, **kwargs)
+    for slot, ends in enumerate(TUN_SOURCES):
+        core.set_tun(slot, *ends)
     if snat:
         core.set_snat(*snat)
     core.publish_services(_small(services), macs, out_ifs)
@@ -239,6 +247,8 @@ def inputs():
     for name, make, steps in idefs.sequences():
         add(f"icmp-{name}", icmp_setup[make], [(c, {c.reason})
                                                for c in steps])
+    for c in td.cases():
+        add(c.name, "tun", [(c, {c.reason})])
     return out
 
 

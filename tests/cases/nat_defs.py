@@ -39,6 +39,14 @@ OUT_IFS = {Real(REAL1).address: 1, Real(REAL2).address: 1,
            Real(SREAL).address: 0}
 
 
+# three NAT reals of 8080 behind one interface, for the tests that spread
+# many flows (tests/unit/test_nat_core.py, tests/cases/test_handoff.py)
+POOL = [Real.parse(f"192.168.50.{10 + i}:8080") for i in (1, 2, 3)]
+POOL_MACS = {r.address: bytes([2, 0, 0, 0, 2, 0x10 + i])
+             for i, r in enumerate(POOL, start=1)}
+POOL_OUT_IFS = {r.address: 1 for r in POOL}
+
+
 def tcp(src, sport, dst, dport, flags, mac_dst, mac_src, payload=b""):
     return bytes(Ether(dst=mac_dst, src=mac_src) / IP(src=src, dst=dst)
                  / TCP(sport=sport, dport=dport, flags=flags, seq=1000,

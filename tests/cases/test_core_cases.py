@@ -42,9 +42,10 @@ COVERED_ELSEWHERE = {
 
 
 def test_cases_cover_every_verdict_and_reason():
-    from . import icmp_defs, nat_defs
+    from . import icmp_defs, nat_defs, tun_defs
     reasons = {c.reason for c in WELLFORMED + MALFORMED}
     reasons |= {c.reason for _, steps in nat_defs.sequences() for c in steps}
+    reasons |= {c.reason for c in tun_defs.cases()}
     reasons |= icmp_defs.reasons()
     reasons |= set(COVERED_ELSEWHERE)
     assert reasons == set(REASONS), set(REASONS) - reasons

@@ -10,16 +10,12 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pyfwd.dataplane.core import Core
-from pyfwd.model import Real, Service, Vip
+from pyfwd.model import Real, Service
 
 from . import nat_defs as nd
 
-WEB = Vip.parse(f"{nd.VIP}:80/tcp")
-DNS = Vip.parse(f"{nd.VIP}:53/udp")
-REALS = [Real.parse(f"192.168.50.{10 + i}:8080") for i in (1, 2, 3)]
-MACS = {r.address: bytes([2, 0, 0, 0, 2, 0x10 + i])
-        for i, r in enumerate(REALS, start=1)}
-OUT_IFS = {r.address: 1 for r in REALS}
+WEB, DNS = nd.WEB, nd.DNS
+REALS, MACS, OUT_IFS = nd.POOL, nd.POOL_MACS, nd.POOL_OUT_IFS
 PORTS = (61000, 61999)
 CLIENT = ipaddress.ip_address(nd.CLIENT)
 SNAT = ipaddress.ip_address(nd.SNAT)

@@ -118,7 +118,7 @@ def test_corpus_covers_nat_snat_ipv6_and_both_slots():
     ins = corpus_mod.inputs()
     names = list(corpus_mod.setups())
     used = {names[data[0]] for _, data, _ in ins}
-    assert used == {"dr", "nat", "nat6", "mixed", "icmp"}
+    assert used == {"dr", "nat", "nat6", "mixed", "icmp", "tun"}
     slot1 = [n for n, data, _ in ins
              if any(ctrl & corpus_mod.REC_IN_IF1
                     for ctrl, _ in corpus_mod.read_input(data)[1])]

@@ -126,21 +126,27 @@ def lazy_labs(tmp_path_factory, make_lab):
 WEB_TOPOLOGY = {"dr": "one-arm", "nat": "two-arm"}
 
 
-def web_lab(prefix, mode, base, vip, servers, size, prepare=None):
-    """A generator for lazy_labs: a lab (namespaces prefix + 6 random hex
-    digits, WEB_TOPOLOGY[mode]) with nginx on its two real servers, each
-    serving the server blocks servers(role, folder) from its folder under
-    base, which holds `big` (size bytes); DR's reals own vip (realserver
-    setup).  prepare(lab), if given, runs before nginx is waited for.
-    Yields the lab once every nginx answers; then kills them and removes
-    the lab."""
+def web_lab(prefix, mode, base, vip, servers, size, prepare=None,
+            topology=None, setup=None, asker="lb"):
+    """A generator for lazy_labs (or a module fixture's `yield from`): a
+    lab (namespaces prefix + 6 random hex digits, ``topology`` or
+    WEB_TOPOLOGY[mode]) with nginx on its two real servers, each serving
+    the server blocks servers(role, folder) from its folder under base,
+    which holds `big` (size bytes).  setup(lab, role) prepares each real
+    first (default: DR's reals own vip, realserver setup); prepare(lab),
+    if given, runs before nginx is waited for (asked from ``asker``, for
+    /name).  Yields the lab once every nginx answers; then kills them and
+    removes the lab."""
+    if setup is None and mode == "dr":
+        def setup(lab, role):
+            realserver_setup(lab, role, vip)
     procs = []
-    with Lab(prefix + secrets.token_hex(3), topology=WEB_TOPOLOGY[mode],
-             reals=2) as lab:
+    with Lab(prefix + secrets.token_hex(3),
+             topology=topology or WEB_TOPOLOGY[mode], reals=2) as lab:
         try:
             for role in lab.reals:
-                if mode == "dr":
-                    realserver_setup(lab, role, vip)
+                if setup:
+                    setup(lab, role)
                 d = base / role
                 procs.append(nginx_with_big_file(lab, role, d,
                                                  servers(role, d), size))
@@ -148,7 +154,7 @@ def web_lab(prefix, mode, base, vip, servers, size, prepare=None):
                 prepare(lab)
             for role in lab.reals:
                 wait_for(lambda: curl(lab, f"http://{lab.ip(role)}/name",
-                                      timeout=2, role="lb").stdout ==
+                                      timeout=2, role=asker).stdout ==
                          f"{role}\n", 10, f"nginx on {role}")
             yield lab
         finally:

@@ -80,23 +80,27 @@ def test_two_arm_up_down(name):
     assert ours(name) == []
 
 
-TABLE_ROW = re.compile(r"^(dr|nat|snat|l7) +(one-arm|two-arm) +(\S+) +"
+TABLE_ROW = re.compile(r"^(dr|nat|snat|tun|l7) +(one-arm|two-arm|tun) +(\S+) +"
                        r"(direct to client|via balancer) +(\d+) +([\d.]+) +"
                        r"([\d.]+)$", re.M)
 
 
 def test_demo_all_modes_measured_and_cleans_up(name):
-    r = pyfwd("lab", "demo", "--name", name, "--reals", "2", timeout=240)
+    r = pyfwd("lab", "demo", "--name", name, "--reals", "2", timeout=300)
     out = r.stdout
     assert "FAIL" not in out
     # 4 requests per mode (2 per real), each saying who answered it
-    assert len(re.findall(r"ok +answered by real[12] ", out)) == 16, out
+    assert len(re.findall(r"ok +answered by real[12] ", out)) == 20, out
     rows = {m[0]: m[1:] for m in TABLE_ROW.findall(out)}
-    assert sorted(rows) == ["dr", "l7", "nat", "snat"], out
+    assert sorted(rows) == ["dr", "l7", "nat", "snat", "tun"], out
     topo, saw, path, frames, mb, reply_mb = rows["dr"]
     # DR: the client's own address reaches the real server; the 20 MB
     # download's replies never reach the balancer, only the client's ACKs
     assert (topo, saw, path) == ("one-arm", "10.0.0.1", "direct to client")
+    assert float(reply_mb) == 0 and float(mb) < 2 and int(frames) > 100
+    # TUN: the same from another subnet: the client is behind a router
+    topo, saw, path, frames, mb, reply_mb = rows["tun"]
+    assert (topo, saw, path) == ("tun", "10.0.3.1", "direct to client")
     assert float(reply_mb) == 0 and float(mb) < 2 and int(frames) > 100
     topo, saw, path, frames, mb, reply_mb = rows["nat"]
     assert (topo, saw, path) == ("two-arm", "10.0.0.1", "via balancer")

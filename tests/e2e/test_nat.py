@@ -91,16 +91,22 @@ def curl(lab, *args, timeout=60):
                    timeout=timeout + 10)
 
 
-def thousand_connections(lab, seen_client):
-    n = 1000
-    r = curl(lab, "-H", "Connection: close", *[f"http://{VIP4}/"] * n,
-             timeout=240)
+def answers(r, n):
+    """curl's run ``r`` of n requests: all answered, by every real server:
+    (the answers' lines, how many each real server gave)."""
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == n
     nodes = collections.Counter(re.search(r"node=(\w+)", x).group(1)
                                 for x in lines)
     assert set(nodes) == {"real1", "real2", "real3"}, nodes
+    return lines, nodes
+
+
+def thousand_connections(lab, seen_client):
+    n = 1000
+    lines, nodes = answers(curl(lab, "-H", "Connection: close",
+                                *[f"http://{VIP4}/"] * n, timeout=240), n)
     assert min(nodes.values()) > n / 6, nodes
     # port translation: the real servers were asked on 8080
     assert all(re.search(r"local=[\d.]+:8080", x) for x in lines)

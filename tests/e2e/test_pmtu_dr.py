@@ -20,16 +20,14 @@ Root; the lab is removed whatever happens."""
 
 import os
 import re
-import secrets
 import time
 
 import pytest
 
 from pyfwd.control.engine import Engine
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
-from .procs import nginx_with_big_file, realserver_setup
+from .procs import realserver_setup, web_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -58,25 +56,16 @@ NO_FRAG_NEEDED = """table inet pficblock {
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("needs root, as CI runs it")
-    base = tmp_path_factory.mktemp("pmtu")
-    procs = []
-    with Lab("pfic" + secrets.token_hex(3), topology="dr-mtu",
-             reals=2) as lab:
-        try:
-            for role in lab.reals:
-                for vip in (VIP4, VIP6):
-                    realserver_setup(lab, role, vip)
-                d = base / role
-                procs.append(nginx_with_big_file(lab, role, d, SERVER.format(
-                    d=d, role=role), SIZE))
-            run(lab, "router", "ip", "link", "set", "eth0", "mtu", str(MTU))
-            for role in lab.reals:
-                wait_nginx(lab, role)
-            yield lab
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait(timeout=5)
+
+    def owns_both(lab, role):
+        for vip in (VIP4, VIP6):
+            realserver_setup(lab, role, vip)
+    yield from web_lab(
+        "pfic", "dr", tmp_path_factory.mktemp("pmtu"), None,
+        lambda role, d: SERVER.format(d=d, role=role), SIZE,
+        lambda lab: run(lab, "router", "ip", "link", "set", "eth0", "mtu",
+                        str(MTU)),
+        topology="dr-mtu", setup=owns_both)
 
 
 @pytest.fixture(scope="module", params=["xdp", "afpacket"])
@@ -96,18 +85,6 @@ def run(lab, role, *argv, timeout=30):
                 timeout=timeout)
     assert r.returncode == 0, f"{argv}: {r.stderr}"
     return r.stdout
-
-
-def wait_nginx(lab, role, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = lab.run("lb", ["curl", "-sS", "--max-time", "1",
-                           f"http://{lab.ip(role)}/name"],
-                    capture_output=True, text=True)
-        if r.stdout == f"{role}\n":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nginx on {role}: not up within {timeout} s")
 
 
 def download(lab, url, seconds):

@@ -23,7 +23,7 @@ def test_help_lists_the_commands():
                  "one-arm", "two-arm"):
         assert word in r.output
     r = run("lab", "demo", "--help")
-    for word in ("--mode", "dr|nat|snat|l7|all", "--pacs"):
+    for word in ("--mode", "dr|nat|snat|tun|l7|all", "--pacs"):
         assert word in r.output
     r = run("lab", "trace", "--help")
     for word in ("--mode", "dr|nat|snat", "--out"):

@@ -134,7 +134,8 @@ def test_mode_and_scheduler_codes_are_the_header_codes():
     lib = _native.lib
     assert tables.MODE_CODE == {"dr": lib.PYFWD_MODE_DR,
                                 "nat": lib.PYFWD_MODE_NAT,
-                                "snat": lib.PYFWD_MODE_SNAT}
+                                "snat": lib.PYFWD_MODE_SNAT,
+                                "tun": lib.PYFWD_MODE_TUN}
     assert set(tables.MODE_CODE) == set(MODES) - {"l7"}   # l7: HAProxy
     assert set(tables.RING_INDEX) == set(SCHEDULERS)
     assert set(tables.RING_INDEX.values()) == {

@@ -44,7 +44,7 @@ class FakeCore:
     def stats(self, worker=None):
         return {"rx": worker, "tx": 0, "tx_ring_full": 0, "wakeups": 0,
                 "polls": 0, "handoff_out": 0, "handoff_in": 0,
-                "snat_ports_pool": 0, "other": 1}
+                "tun_gso_cut": 0, "snat_ports_pool": 0, "other": 1}
 
 
 class FakeL7:
@@ -122,7 +122,8 @@ def test_status_and_stats_from_the_parts(tmp_path):
     stats = report.stats({"rx": 1})
     assert stats["core"] == {"rx": 1}
     rest = {"tx": 0, "tx_ring_full": 0, "wakeups": 0, "polls": 0,
-            "handoff_out": 0, "handoff_in": 0, "snat_ports_pool": 0}
+            "handoff_out": 0, "handoff_in": 0, "tun_gso_cut": 0,
+            "snat_ports_pool": 0}
     assert stats["queues"] == [{"rx": 0, **rest}, {"rx": 1, **rest}]
     assert stats["arp"] == stats["ndp_conflicts"] == {}   # not started
     eng.punts = make_punts()

@@ -59,7 +59,7 @@ _ETH = 14
 def check_via_vip(where, mode, vip):
     """ConfigError unless a VIP of ``mode`` at ``vip`` (model.Vip) can take
     ``via_vip``: DR and TCP."""
-    if mode != "dr":
+    if mode != "dr":        # TUN's reals are not on our segment
         raise ConfigError(f"{where}.via_vip = true: only for mode = \"dr\" "
                           f"(this VIP's mode is {mode!r}; its real servers "
                           "do not own the VIP)")

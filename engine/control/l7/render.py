@@ -158,8 +158,8 @@ def render(vips, runtime_socket, user="auto"):
         user = haproxy_user()
     if user and any(v.options.l7_source == "client" for v in vips):
         # usesrc clientip: every connection to a real server binds a
-        # foreign address (IP_TRANSPARENT), which needs CAP_NET_ADMIN
-        # that HAProxy 2.6's workers lose with their user.
+        # foreign address (IP_TRANSPARENT); HAProxy 2.6 refuses a `user`
+        # then ("Some configuration options require full privileges").
         user = None
     maxconn = sum(v.options.maxconn for v in vips) or MAXCONN
     out = [

@@ -27,6 +27,7 @@ import os
 
 from . import config as config_mod
 from . import services as svcs
+from .l7.conflicts import check_shared_reals
 from .state import OperatorState, copy_services, file_sha256
 from ..dataplane.tables import check_limits
 from ..errors import ConfigError, PyfwdError
@@ -243,6 +244,7 @@ class Changes:
             try:
                 services, state, result = change(
                     copy_services(e.services), dict(e.state))
+                check_shared_reals(services)
             except BaseException:
                 self._restore_bookkeeping(before)
                 raise

@@ -79,7 +79,8 @@ from .bgp.options import BgpOptions
 from .ha import HaOptions
 from .health.spec import HealthSpec
 from .health.vipprobe import check_via_vip
-from .l7.options import L7Options
+from .l7.conflicts import check_shared_reals
+from .l7.options import SOURCE_EXPIRE, L7Options
 from .nexthops import NEIGHBOUR_STALE, check_stale
 from .server import DEFAULT_PATH
 from .tunnel import check_sources
@@ -101,12 +102,13 @@ ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "fastpath": str, "tun_sources": list,
                **dict.fromkeys(NeighbourLimits.KEYS, (int, float))}
 VIP_KEYS = {"name": str, "address": str, "port": int, "protocol": str,
-            "mode": str, "scheduler": str, "persistence": int,
+            "mode": str, "scheduler": str, "persistence": (int, str),
             "health": dict, "fallback": str, "real": list, "on_down": str,
             **L7Options.KEYS}       # mode = "l7" (HAProxy) only
 REAL_KEYS = {"address": str, "port": int, "weight": int}
 _KIND = {int: "an integer", str: "a string", dict: "a table",
-         list: "an array", bool: "true or false", (int, float): "a number"}
+         list: "an array", bool: "true or false", (int, float): "a number",
+         (int, str): 'seconds, or "source" (mode = "l7")'}
 
 
 @dataclass
@@ -295,6 +297,12 @@ def parse_vip(v, where, names=()):
         fallback = parse_fallback(v["fallback"], vip, f"{where}.fallback")
     on_down = _choice(where, "on_down", v.get("on_down", Service.on_down),
                       ON_DOWN)
+    persistence = v.get("persistence", 0)
+    if persistence == "source" and mode == "l7":   # a stick table on src
+        persistence = SOURCE_EXPIRE
+    elif isinstance(persistence, str):
+        raise ConfigError(f"{where}.persistence = {persistence!r}: expected "
+                          'seconds, or "source" with mode = "l7"')
     l7 = None
     given = [k for k in L7Options.KEYS if k in v]
     if mode == "l7":
@@ -304,7 +312,7 @@ def parse_vip(v, where, names=()):
                           f"(this VIP's mode is {mode!r})")
     try:
         return Service(vip, reals, sched, mode,
-                       persistence=v.get("persistence", 0), name=name,
+                       persistence=persistence, name=name,
                        health=health, fallback=fallback, l7=l7,
                        on_down=on_down)
     except ConfigError as exc:
@@ -374,6 +382,7 @@ def parse(text, path="<config>", role=None):
         seen[svc.vip] = svc.name or i
         cfg.services.append(svc)
     check_limits(cfg.services)      # those of the Engine's core
+    check_shared_reals(cfg.services)    # an L7 and an L4 SNAT VIP
     return cfg
 
 

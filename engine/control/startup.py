@@ -13,6 +13,7 @@ import logging
 
 from . import services as svcs
 from .config import check_ifaces
+from .l7.conflicts import check_shared_reals
 from .punts import Groups, Punts
 from ..dataplane.core import Core
 from ..dataplane import fastpath, vethpeer
@@ -59,6 +60,7 @@ def check_options(iface, inside_iface, backend, services):
         dup = next(v for v in vips if vips.count(v) > 1)
         raise ConfigError(f"vip {dup}: configured twice")
     check_limits(services)
+    check_shared_reals(services)
 
 
 def queue_count(asked, iface, rxq):

@@ -1,16 +1,24 @@
 """The L7 keys of a [[vip]] table (`L7Options`), parsed and checked."""
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from typing import Optional
 
+from .rewrite import Rewrite
 from ...errors import ConfigError
 
 L7_MODES = ("http", "tcp")
 MAXCONN = 2000              # per L7 VIP (HAProxy's frontend maxconn)
 MAXCONN_MAX = 1_000_000
 HTTP_REQUEST_TIMEOUT = "10s"    # a whole request's headers (slowloris)
+
+TIMEOUT_MAX = 2_000_000     # seconds (HAProxy's times stop at 2^31 ms)
+TIMEOUT_KEYS = ("timeout_client", "timeout_server", "timeout_tunnel")
+SOURCE_EXPIRE = 1800        # persistence = "source": seconds of a stick
+# l7_source: the address HAProxy connects to the real servers from
+L7_SOURCES = ("balancer", "vip", "client")
 
 TIME_RE = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")   # an HAProxy time
 
@@ -33,7 +41,14 @@ class L7Options:
     request's headers (http only); xff_drop_client: remove an
     X-Forwarded-For the client sent before adding ours, so the real server
     sees only the address HAProxy saw (http only; default off, for clients
-    behind a proxy the operator trusts).
+    behind a proxy the operator trusts).  timeout_client, timeout_server,
+    timeout_tunnel: seconds (None: render.DEFAULT_TIMEOUTS), HAProxy's
+    `timeout client|server|tunnel` of this VIP (a DICOM C-MOVE streams for
+    minutes).  l7_source: "balancer" (the kernel picks the balancer's own
+    address), "vip", a local address, or "client" (transparent: HAProxy
+    connects from the client's address; the real servers must answer
+    through the balancer, see l7/transparent.py).  rewrite: the URL
+    rewriting and redirect keys (rewrite.py; http only).
     """
 
     l7_mode: str = "http"
@@ -46,12 +61,23 @@ class L7Options:
     maxconn: int = MAXCONN
     timeout_http_request: str = HTTP_REQUEST_TIMEOUT
     xff_drop_client: bool = False
+    timeout_client: Optional[int] = None
+    timeout_server: Optional[int] = None
+    timeout_tunnel: Optional[int] = None
+    l7_source: str = "balancer"
+    rewrite: Rewrite = Rewrite()
 
     # The [[vip]] keys of an L7 VIP, with the TOML type each takes.
     KEYS = {"l7_mode": str, "forwardfor": bool, "cookie": str,
             "tls_cert": str, "send_proxy": bool, "set_headers": dict,
             "del_headers": list, "maxconn": int, "timeout_http_request": str,
-            "xff_drop_client": bool}
+            "xff_drop_client": bool, **dict.fromkeys(TIMEOUT_KEYS, int),
+            "l7_source": str, **Rewrite.KEYS}
+
+    def timeouts(self):
+        """{client|server|tunnel: HAProxy time} of the timeouts given."""
+        return {k[len("timeout_"):]: f"{getattr(self, k)}s"
+                for k in TIMEOUT_KEYS if getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, d, where="vip"):
@@ -146,7 +172,26 @@ class L7Options:
                 if v:
                     raise bad(key, v, f"no {key} with l7_mode tcp")
 
-        return cls(l7_mode=mode, forwardfor=forwardfor, cookie=cookie,
+        timeouts = {}
+        for key in TIMEOUT_KEYS:
+            if key in d:
+                t = d[key]
+                if isinstance(t, bool) or not isinstance(t, int) or \
+                        not 1 <= t <= TIMEOUT_MAX:
+                    raise bad(key, t, f"seconds from 1 to {TIMEOUT_MAX}")
+                timeouts[key] = t
+
+        source = d.get("l7_source", "balancer")
+        if source not in L7_SOURCES:
+            try:
+                ipaddress.ip_address(source)
+            except (TypeError, ValueError):
+                raise bad("l7_source", source, "balancer, vip, client or "
+                          "an address of this host") from None
+
+        return cls(**timeouts, l7_source=source,
+                   rewrite=Rewrite.from_dict(d, where, http), l7_mode=mode,
+                   forwardfor=forwardfor, cookie=cookie,
                    tls_cert=tls_cert, send_proxy=send_proxy,
                    set_headers=tuple(set_headers.items()),
                    del_headers=tuple(del_headers), maxconn=maxconn,
@@ -154,5 +199,6 @@ class L7Options:
                    xff_drop_client=xff_drop)
 
 
-__all__ = ["L7_MODES", "MAXCONN", "HTTP_REQUEST_TIMEOUT", "TIME_RE",
+__all__ = ["TIMEOUT_MAX", "TIMEOUT_KEYS", "SOURCE_EXPIRE", "L7_SOURCES",
+           "L7_MODES", "MAXCONN", "HTTP_REQUEST_TIMEOUT", "TIME_RE",
            "L7Options"]

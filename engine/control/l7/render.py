@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from .options import MAXCONN, TIME_RE, L7Options
+from .rewrite import rewrite_lines
 from ...errors import ConfigError
 
 log = logging.getLogger("pyfwd.haproxy")
@@ -115,7 +116,9 @@ class L7Vip:
     of `HAProxy.set_state`; vip: anything with `.address` and `.port`
     (a pyfwd.model.Vip); reals: [(server_name, address, port, weight)] with
     pyfwd weights; scheduler: a pyfwd scheduler name; timeouts: overrides of
-    DEFAULT_TIMEOUTS (connect, client, server, tunnel), HAProxy time values.
+    DEFAULT_TIMEOUTS (connect, client, server, tunnel), HAProxy time values;
+    persistence: seconds a client sticks to its server by its address (a
+    stick table on src), 0 for none.
     """
 
     name: str
@@ -124,6 +127,7 @@ class L7Vip:
     scheduler: str = "rr"
     options: L7Options = field(default_factory=L7Options)
     timeouts: dict = field(default_factory=dict)
+    persistence: int = 0
 
 
 def l7_vips(services):
@@ -133,7 +137,8 @@ def l7_vips(services):
     return [L7Vip(l7_name(s), s.vip,
                   [(l7_server(r), r.address, r.port or s.vip.port, r.weight)
                    for r in s.reals],
-                  s.scheduler, s.l7)
+                  s.scheduler, s.l7 or L7Options(),
+                  (s.l7 or L7Options()).timeouts(), s.persistence)
             for s in services]
 
 
@@ -151,6 +156,11 @@ def render(vips, runtime_socket, user="auto"):
     """
     if user == "auto":
         user = haproxy_user()
+    if user and any(v.options.l7_source == "client" for v in vips):
+        # usesrc clientip: every connection to a real server binds a
+        # foreign address (IP_TRANSPARENT); HAProxy 2.6 refuses a `user`
+        # then ("Some configuration options require full privileges").
+        user = None
     maxconn = sum(v.options.maxconn for v in vips) or MAXCONN
     out = [
         "# Written by pyfwd (pyfwd.control.l7): pyfwd rewrites this file.",
@@ -182,6 +192,20 @@ def render(vips, runtime_socket, user="auto"):
     return "\n".join(out) + "\n"
 
 
+def _source_lines(v, source):
+    """The `source` line of l7_source (none for "balancer")."""
+    if source == "balancer":
+        return []
+    if source == "client":
+        any_ = "::" if v.vip.address.version == 6 else "0.0.0.0"
+        return [f"    source {any_} usesrc clientip"]
+    addr = v.vip.address if source == "vip" else ipaddress.ip_address(source)
+    if addr.version != v.vip.address.version:
+        raise ConfigError(f"vip {v.name}: l7_source {source}: the VIP's "
+                          f"family (IPv{v.vip.address.version})")
+    return [f"    source {addr}"]
+
+
 def _render_vip(v, name):
     o = v.options
     where = f"vip {name}"
@@ -196,6 +220,11 @@ def _render_vip(v, name):
              f"    maxconn {o.maxconn}", f"    balance {balance}"]
     if hash_type:
         lines.append(f"    hash-type {hash_type}")
+    if v.persistence:
+        table = "ipv6" if v.vip.address.version == 6 else "ip"
+        lines += [f"    stick-table type {table} size 100k expire "
+                  f"{v.persistence}s", "    stick on src"]
+    lines += _source_lines(v, o.l7_source)
     for key, value in v.timeouts.items():
         if key not in DEFAULT_TIMEOUTS or not isinstance(value, str) \
                 or not TIME_RE.match(value):
@@ -217,6 +246,7 @@ def _render_vip(v, name):
             lines.append(f"    http-request set-header {h} {_quote(value)}")
         if o.cookie:
             lines.append(f"    cookie {o.cookie} insert indirect nocache")
+        lines += rewrite_lines(o.rewrite, _quote)
     names = set()
     for sname, _, _, w in v.reals:
         if (isinstance(w, bool) or not isinstance(w, int)

@@ -41,6 +41,8 @@ from .addresses import InterfaceAddresses
 from .check import validate_l7
 from .haproxy import HAProxy
 from .render import haproxy_weights, l7_name, l7_server, l7_vips, render
+from .transparent import (TransparentRouting, check_sources,
+                          client_endpoints, client_versions)
 from ..services import is_up, l7
 from ...errors import PyfwdError
 
@@ -103,11 +105,13 @@ class L7Sync:
     """
 
     def __init__(self, iface, *, new_proxy=new_haproxy, addresses=None,
-                 active=True):
+                 active=True, routing=None):
         self.iface = iface
         self.active = active
         self.haproxy = None
         self.addresses = addresses or InterfaceAddresses(iface)
+        self.routing = routing or TransparentRouting()
+        self._clients = set()       # l7_source client: the IP versions
         self._new_proxy = new_proxy
         self._text = None           # the configuration HAProxy runs
         self._bound = set()         # the addresses it binds
@@ -122,6 +126,7 @@ class L7Sync:
         self.addresses.open()
         self._configure(proxy, services, proxy.start)
         self.haproxy = proxy
+        self._say_one_arm(services)
         log.info("HAProxy serves %s", ", ".join(
             f"{l7_name(s)} ({s.vip}, {s.l7.l7_mode})" for s in services))
         self.sync(services, state, health)
@@ -154,6 +159,7 @@ class L7Sync:
         changes nothing.  Without HAProxy running, a new one checks them
         (it must be installed then)."""
         vips = l7(services)
+        self._check_sources(vips)
         if vips:
             proxy = self.haproxy or self._new_proxy(self.iface)
             if render(l7_vips(vips), proxy.runtime_socket) != self._text:
@@ -170,18 +176,60 @@ class L7Sync:
         if text == self._text:
             return
         needed = {s.vip.address for s in services}
+        clients = client_versions(services)
         try:
+            self._check_sources(services)
             if self.active:
                 self.addresses.add(needed)
+            if clients != self._clients:
+                self.routing.apply(clients)
             run(text)
         except BaseException:
+            if clients != self._clients:
+                try:
+                    self.routing.apply(self._clients)
+                except PyfwdError as exc:
+                    log.warning("%s", exc)
             # HAProxy's file may hold the refused text: the next call
             # installs its text again, whatever it is.
             self._text = None
             self.addresses.release(keep=self._bound if self.active else ())
             raise
         self._text, self._bound = text, needed
+        if clients != self._clients:
+            self._clients = clients
+            self._say_one_arm(services)
         self.addresses.release(keep=needed if self.active else ())
+
+    def _check_sources(self, services):
+        """ConfigError for an l7_source address that is not this host's."""
+        if any(s.l7.l7_source not in ("balancer", "vip", "client")
+               for s in services):
+            check_sources(services, self.routing.local_addresses())
+
+    def _say_one_arm(self, services):
+        """Warn about the l7_source client VIPs' real servers that are
+        reached through the clients' interface: their answers come back
+        only if this balancer is their gateway."""
+        reals = sorted({a for a, _ in client_endpoints(services)},
+                       key=lambda a: (a.version, a))
+        if not reals or not self.haproxy:
+            return
+        try:
+            one_arm = self.routing.one_arm_reals(self.iface, reals)
+        except PyfwdError as exc:
+            log.warning("%s", exc)
+            return
+        if one_arm:
+            log.warning(
+                "l7_source client: real server(s) %s are reached through "
+                "%s, the interface the clients come in on (one-arm): they "
+                "answer the clients' addresses, so their answers come back "
+                "to HAProxy only if this balancer is their default gateway; "
+                "otherwise those connections hang. Make it their gateway, "
+                "put them behind an inside interface (two-arm), or use "
+                "l7_source \"balancer\"", ", ".join(map(str, one_arm)),
+                self.iface)
 
     def set_active(self, active):
         """Follow the node's role: active puts the addresses HAProxy binds
@@ -219,6 +267,8 @@ class L7Sync:
                 os.unlink(proxy.config_path)
             self.addresses.open()
             self.addresses.close()
+            self.routing.open()
+            self.routing.close()        # the rules a dead pyfwd left
         except (PyfwdError, OSError) as exc:
             log.warning("L7 clean-up of an earlier run: %s", exc)
 
@@ -276,6 +326,8 @@ class L7Sync:
             self.haproxy = None
         self._text, self._bound = None, set()
         self.addresses.close()
+        self.routing.close()
+        self._clients = set()
 
 
 __all__ = ["L7Sync", "paths", "new_haproxy", "server_state", "cuts_sessions"]

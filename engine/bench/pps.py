@@ -499,8 +499,7 @@ class PpsBench:
             "delivered": end["count"] - start["count"],
             **{f"cpu{c}_busy": round(t1.since(t0, c) / span, 3)
                for c in (GEN_CPU, FWD_CPU)},
-            **{f"cpu{c}_softirq": round((t1.softirq[c] - t0.softirq[c])
-                                        / span, 3)
+            **{f"cpu{c}_softirq": round(t1.softirq_since(t0, c) / span, 3)
                for c in (GEN_CPU, FWD_CPU)},
             "observed": seen,
         }

@@ -138,17 +138,31 @@ def busy_poll_tuning(lab, role: str, iface: str, defer: int = 2,
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Seconds per CPU since boot from /proc/stat: busy (user, nice,
-    system, irq, softirq, steal) and the softirq part of it."""
-    busy: dict
-    softirq: dict
+    """Per CPU since boot, from /proc/stat: idle (idle + iowait), which a
+    tickless kernel measures exactly (its idle clock stops on every
+    interrupt), and the tick-sampled busy fields (user, nice, system, irq,
+    softirq, steal) with their softirq part.
+
+    Busy time is wall time less idle time, not the sum of the busy fields:
+    with NO_HZ_IDLE and tick-based accounting (CONFIG_IRQ_TIME_ACCOUNTING
+    unset, as on this machine kind) a CPU that wakes from idle for an
+    interrupt and its softirq, and sleeps again before the next tick, is
+    never sampled: the kernel's own forwarding, done in softirq on a
+    mostly idle CPU, would count for almost nothing (kernel-nat read 6%
+    busy forwarding 740k packets/s).  Busy time no tick saw can only be
+    interrupt work (a running task keeps the tick on), so it is counted
+    as softirq."""
+    idle: dict
+    tick_busy: dict
+    tick_softirq: dict
     at: float
 
     @classmethod
     def now(cls) -> "CpuTimes":
         tick = os.sysconf("SC_CLK_TCK")
-        busy, soft = {}, {}
+        idle, busy, soft = {}, {}, {}
         with open("/proc/stat") as f:
+            at = time.monotonic()
             for line in f:
                 name, *vals = line.split()
                 if not name.startswith("cpu") or name == "cpu":
@@ -156,13 +170,26 @@ class CpuTimes:
                 v = [int(x) / tick for x in vals]
                 cpu = int(name[3:])
                 # user nice system idle iowait irq softirq steal
+                idle[cpu] = v[3] + v[4]
                 busy[cpu] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
                 soft[cpu] = v[6]
-        return cls(busy, soft, time.monotonic())
+        return cls(idle, busy, soft, at)
 
     def since(self, earlier: "CpuTimes", cpu: int) -> float:
-        """Busy CPU seconds of ``cpu`` between ``earlier`` and this."""
-        return self.busy[cpu] - earlier.busy[cpu]
+        """Busy CPU seconds of ``cpu`` between ``earlier`` and this: the
+        wall time it was not idle."""
+        wall = self.at - earlier.at
+        return min(wall, max(0.0, wall - (self.idle[cpu] -
+                                          earlier.idle[cpu])))
+
+    def softirq_since(self, earlier: "CpuTimes", cpu: int) -> float:
+        """The softirq part of since(): what the ticks saw in softirq,
+        and the busy time no tick saw at all."""
+        tick_soft = self.tick_softirq[cpu] - earlier.tick_softirq[cpu]
+        tick_rest = (self.tick_busy[cpu] - earlier.tick_busy[cpu]
+                     - tick_soft)
+        return min(self.since(earlier, cpu),
+                   max(tick_soft, self.since(earlier, cpu) - tick_rest))
 
 
 def pin_self(cpu: int):

@@ -108,7 +108,7 @@ def measure(lab, url, seconds, wrk, connections, procs=None, engine_rx=None,
         "row": label, "url": url, "requests": w["requests"],
         "errors": w["errors"],
         "cpu1_s": cpu1.since(cpu0, LB_CPU),
-        "cpu1_softirq_s": cpu1.softirq[LB_CPU] - cpu0.softirq[LB_CPU],
+        "cpu1_softirq_s": cpu1.softirq_since(cpu0, LB_CPU),
         "cpu0_s": cpu1.since(cpu0, LOAD_CPU),
         "procs_s": {k: p1[k] - p0[k] for k in procs},
         "net_rx_softirqs": {f"cpu{i}": b - a for i, (a, b) in

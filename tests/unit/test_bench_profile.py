@@ -104,3 +104,26 @@ def test_stop_returns_top_functions_with_a_real_perf(tmp_path):
     assert "top" in out, out
     assert out["top"] and all(0 < t["share"] <= 1 for t in out["top"])
     assert any(t["comm"].startswith("python") for t in out["top"]), out
+
+
+def test_cpu_time_is_wall_less_idle_and_unsampled_busy_is_softirq():
+    """A tickless kernel without IRQ time accounting samples busy time on
+    ticks only: softirq work on a mostly idle CPU is missed by the busy
+    fields but not by the idle clock (bench.system.CpuTimes)."""
+    from pyfwd.bench.system import CpuTimes
+    t0 = CpuTimes({1: 100.0}, {1: 50.0}, {1: 10.0}, at=0.0)
+    # mostly idle: 0.5 s not idle, ticks saw 0.1 s of which 0.05 softirq
+    t1 = CpuTimes({1: 104.5}, {1: 50.1}, {1: 10.05}, at=5.0)
+    assert abs(t1.since(t0, 1) - 0.5) < 1e-9
+    assert abs(t1.softirq_since(t0, 1) - 0.45) < 1e-9
+    # busy all the time in tasks: the ticks saw it all
+    t2 = CpuTimes({1: 100.0}, {1: 55.0}, {1: 11.0}, at=5.0)
+    assert abs(t2.since(t0, 1) - 5.0) < 1e-9
+    assert abs(t2.softirq_since(t0, 1) - 1.0) < 1e-9
+    # the machine's own: between 0 and the wall time
+    a = CpuTimes.now()
+    time.sleep(0.2)
+    b = CpuTimes.now()
+    for cpu in a.idle:
+        assert 0 <= b.softirq_since(a, cpu) <= b.since(a, cpu) \
+            <= b.at - a.at + 1e-9

@@ -4,7 +4,9 @@ configuration of the engine in front of them.
 
 Each real server runs:
 
-- whoami on TCP 8080 and UDP 9000 (the service);
+- whoami on TCP 8080 and UDP 9000 (the service), and on TCP 8081 (the
+  L7 VIP's service: an L7 VIP and an L4 SNAT VIP may not share a real
+  server's address and port, control.l7.conflicts);
 - a second whoami on TCP 8090: the health agent every VIP's check reaches
   (``port = 8090``), so that a real can fail its checks while its service
   goes on (a flap), as an agent check does;
@@ -12,7 +14,8 @@ Each real server runs:
 
 The VIPs (``vips``): ``web`` (SNAT, 10.0.0.100:80 to 8080), ``web-dr``
 (DR, 10.0.0.100:8080, Maglev), ``dicom`` (SNAT, 10.0.0.100:104 to 11112),
-``udp`` (SNAT, 10.0.0.100:9000/udp), ``l7`` (HAProxy, 10.0.0.101:80).
+``udp`` (SNAT, 10.0.0.100:9000/udp), ``l7`` (HAProxy, 10.0.0.101:80 to
+8081).
 The last real of the lab is left out of the file: the faults add it to
 ``web`` and remove it again.
 """
@@ -27,10 +30,11 @@ from ..errors import LabError
 from . import whoami
 from .modes import VIP, setup_reals, stop_all
 
-__all__ = ["SERVICE_PORT", "AGENT_PORT", "UDP_PORT", "DICOM_PORT", "L7_VIP",
+__all__ = ["SERVICE_PORT", "L7_PORT", "AGENT_PORT", "UDP_PORT", "DICOM_PORT", "L7_VIP",
            "VipSpec", "vips", "config_text", "Servers"]
 
 SERVICE_PORT = 8080
+L7_PORT = 8081
 AGENT_PORT = 8090
 UDP_PORT = 9000
 DICOM_PORT = 11112
@@ -63,8 +67,7 @@ def vips():
             VipSpec("dicom", VIP, 104, "tcp", "snat", "lc", DICOM_PORT),
             VipSpec("udp", VIP, UDP_PORT, "udp", "snat", "maglev",
                     UDP_PORT),
-            VipSpec("l7", L7_VIP, 80, "tcp", "l7", "rr", SERVICE_PORT,
-                    "http")]
+            VipSpec("l7", L7_VIP, 80, "tcp", "l7", "rr", L7_PORT, "http")]
 
 
 def config_text(lab, socket_path, roles):
@@ -113,6 +116,11 @@ class Servers:
                 stderr=subprocess.DEVNULL, text=True)
             self.procs.append(p)
             _wait_line(p, "listening", f"whoami on {role}")
+            p = self.lab.popen(role, whoami.command(L7_PORT, role),
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(p)
+            _wait_line(p, "listening", f"whoami (L7) on {role}")
             self.agent_up(role)
             env = dict(os.environ, TCP_NODELAY="1")
             self.procs.append(self.lab.popen(

@@ -17,10 +17,11 @@ from cffi import FFI
 CSRC = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(CSRC, "pyfwd.h")
 # The boundary's other parts (pyfwd.h keeps under its size): the fast
-# path; several workers (flow owners, hand-over); L4 TUN.
+# path; several workers (flow owners, hand-over); L4 TUN; listing flows.
 HEADERS = (HEADER, os.path.join(CSRC, "pyfwd_fast.h"),
            os.path.join(CSRC, "pyfwd_mq.h"),
-           os.path.join(CSRC, "pyfwd_tun.h"))
+           os.path.join(CSRC, "pyfwd_tun.h"),
+           os.path.join(CSRC, "pyfwd_flows.h"))
 
 
 def sources():

@@ -38,6 +38,7 @@
 #include "pyfwd.h"
 #include "pyfwd_mq.h"
 #include "pyfwd_tun.h"
+#include "pyfwd_flows.h"
 
 /* How many IPv6 extension headers we walk before giving up on a frame. */
 #define IP6_EXTHDR_MAX 8
@@ -114,11 +115,12 @@ _Static_assert(offsetof(struct flow_key, sport) == 32 &&
  * flow; or a lone late segment of one gone) is half-open too, until the
  * client's next segment; a NAT one still waits for the real.
  */
-#define FLOW_OPEN 1	/* established: tcp_timeout */
-#define FLOW_CLOSING 2	/* FIN or RST seen: tcp_fin_timeout */
-#define FLOW_SYN 3	/* half-open: the client's SYN, no more yet */
-#define FLOW_SYN_ACK 4	/* half-open, NAT/SNAT: the real answered, the
-			 * client's ACK not seen yet */
+#define FLOW_OPEN PYFWD_FLOW_OPEN	/* established: tcp_timeout */
+#define FLOW_CLOSING PYFWD_FLOW_CLOSING	/* FIN or RST: tcp_fin_timeout */
+#define FLOW_SYN PYFWD_FLOW_SYN	/* half-open: the client's SYN only */
+#define FLOW_SYN_ACK PYFWD_FLOW_SYN_ACK	/* half-open, NAT/SNAT: the real
+					 * answered, the client's ACK not
+					 * seen yet */
 #define FLOW_PROBE 16	/* slots looked at from each of two hashes */
 
 #define DIR_ORIG 0	/* client -> VIP */
@@ -188,6 +190,8 @@ struct punt_ring {
  * Everything one loop thread writes.  Aligned so that two workers never
  * share a cache line.
  */
+struct flow_list;	/* flowlist.c */
+
 struct worker {
 	uint64_t epoch;		/* generation being read, or EPOCH_IDLE */
 	uint32_t flow_mask;
@@ -204,6 +208,10 @@ struct worker {
 	uint64_t new_second;	/* new_flows_per_second: the second counted */
 	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
+	/* pyfwd_flow_list (flowlist.c): a request posted, and the one this
+	 * worker's loop is copying (its own: no other thread reads it). */
+	struct flow_list *list_req;
+	struct flow_list *listing;
 	struct fast_worker *fast;	/* the XDP fast path's, or NULL */
 	/* Several workers (handoff.c): */
 	uint32_t id;		/* its index: the RX queue it serves */
@@ -352,6 +360,12 @@ uint32_t worker_burst(struct pyfwd_ctx *ctx, struct worker *w,
  * whole pass every SWEEP_ROUND ms, at most once a ms); the loops call it
  * when idle, worker_burst on every burst. */
 void worker_sweep(struct worker *w, uint64_t now);
+
+/* flowlist.c: the loops' side of pyfwd_flow_list: take a request posted
+ * and copy the next slice of the table (all of it: the rest at once, for a
+ * paused loop); flow_list_free at destroy (a listing its loop left). */
+void flow_list_serve(struct pyfwd_ctx *ctx, struct worker *w, int all);
+void flow_list_free(struct worker *w);
 
 /* classify.c: the reason for frame f (ps->r filled on the way). */
 uint32_t frame_classify(const struct pyfwd_ctx *ctx, struct parse *ps,

@@ -18,6 +18,7 @@ static void worker_free(struct worker *w)
 	free(w->active);
 	free(w->real_stats);
 	free(w->punt.data);
+	flow_list_free(w);
 }
 
 /*

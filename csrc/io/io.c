@@ -130,6 +130,9 @@ void pyfwd_io_close(struct pyfwd_ctx *ctx)
 void io_idle_poll(struct pyfwd_ctx *ctx, struct worker *w, struct pollfd *pfd,
 		  uint32_t n)
 {
+	/* A flow listing under way: the next slice, not a sleep. */
+	if (unlikely(w->listing))
+		return;
 	/* Several workers: frames handed to us wake us (handoff.c). */
 	if (handoff_sleep(ctx, w))
 		return;
@@ -177,7 +180,9 @@ int io_held(struct pyfwd_ctx *ctx, struct worker *w)
 
 	while ((how = __atomic_load_n(&w->hold, __ATOMIC_RELAXED)) ==
 		       PYFWD_LOOP_PAUSE &&
-	       !io_stopped(ctx))
+	       !io_stopped(ctx)) {
+		flow_list_serve(ctx, w, 1);	/* paused: at once */
 		nanosleep(&tick, NULL);
+	}
 	return how == PYFWD_LOOP_EXIT ? -ECANCELED : 0;
 }

@@ -70,13 +70,17 @@ int io_held(struct pyfwd_ctx *ctx, struct worker *w);
 void io_name_thread(const char *kind, uint32_t queue);
 
 /*
- * Every loop iteration: one heartbeat (a relaxed store: one writer), then
- * the test hook's hold (pyfwd_io_worker_pause).  0, or -ECANCELED when
- * the loop must return.
+ * Every loop iteration: one heartbeat (a relaxed store: one writer), a
+ * slice of a flow listing asked (pyfwd_flow_list), then the test hook's
+ * hold (pyfwd_io_worker_pause).  0, or -ECANCELED when the loop must
+ * return.
  */
 static inline int io_beat(struct pyfwd_ctx *ctx, struct worker *w)
 {
 	__atomic_store_n(&w->beats, w->beats + 1, __ATOMIC_RELAXED);
+	if (unlikely(w->listing ||
+		     __atomic_load_n(&w->list_req, __ATOMIC_RELAXED)))
+		flow_list_serve(ctx, w, 0);
 	if (unlikely(__atomic_load_n(&w->hold, __ATOMIC_RELAXED)))
 		return io_held(ctx, w);
 	return 0;

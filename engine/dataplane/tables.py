@@ -139,6 +139,10 @@ class RealIds:
         """The id of (vip, key), or None if it has none."""
         return self._ids.get((vip, key))
 
+    def owners(self):
+        """{id: (vip, key)} of the ids in use."""
+        return {i: k for k, i in self._ids.items()}
+
     def retain(self, pairs):
         """Release every id whose (vip, key) is not in pairs."""
         pairs = set(pairs)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import need_root
+from .common import JSON_HELP, need_root
 from ..control.ha import ROLES
 from ..control.server import DEFAULT_PATH
 from ..errors import ConfigError, DataplaneError, PyfwdError
@@ -469,17 +469,29 @@ def cleanup(iface):
 
 @click.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False))
-def check_config(file):
-    """Validate a config FILE without touching anything."""
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def check_config(file, as_json):
+    """Validate a config FILE without touching anything.  --json: {"ok",
+    "file", "vips": [{"name", "vip", "mode", "scheduler", "reals"}],
+    "notes"}."""
     from ..control import config as config_mod
     from ..control.bgp.speaker import check_config as check_bird
     from ..control.l7.check import check_haproxy
     cfg = config_mod.load(file)
     l7_note = check_haproxy(cfg.services)
     bgp_note = check_bird(cfg.bgp, {s.vip.address for s in cfg.services})
+    notes = [note for note in (l7_note, bgp_note) if note]
+    if as_json:
+        import json
+        click.echo(json.dumps({
+            "ok": True, "file": file, "notes": notes,
+            "vips": [{"name": s.label, "vip": str(s.vip), "mode": s.mode,
+                      "scheduler": s.scheduler,
+                      "reals": [str(r) for r in s.reals]}
+                     for s in cfg.services]}, indent=2))
+        return
     n = sum(len(s.reals) for s in cfg.services)
     click.echo(f"{file}: ok: {len(cfg.services)} VIP(s), {n} real "
                "server(s)")
-    for note in (l7_note, bgp_note):
-        if note:
-            click.echo(f"{file}: {note}")
+    for note in notes:
+        click.echo(f"{file}: {note}")

@@ -1,12 +1,15 @@
 """`pyfwd ctl CMD ARGS`: one click command per control command, made from
 control/protocol.py's COMMANDS (the table that also drives the socket's
-validation and its help)."""
+validation and its help): a required field is an argument, an optional
+one an --option.  add-vip also takes the ipvsadm-like form
+`ADDR:PORT/PROTO --scheduler S --mode M [--real R ...]` (addvip.py)."""
 
 import json
 
 import click
 
-from .common import CONTEXT, Group
+from .addvip import VIP_OPTIONS, json_object, vip_table
+from .common import CONTEXT, JSON_HELP, Group
 from ..control import ctl as fmt
 from ..control import protocol
 from ..control import server as control
@@ -19,7 +22,7 @@ def _options():
                          metavar="PATH", help="the engine's control socket "
                          f"[default: {control.DEFAULT_PATH}]"),
             click.Option(["--json", "as_json"], is_flag=True,
-                         help="print the reply as JSON (for scripts)")]
+                         help=JSON_HELP)]
 
 
 @click.group(cls=Group, context_settings=CONTEXT, params=_options())
@@ -29,24 +32,42 @@ def ctl(ctx, sock, as_json):
 
     Every change takes effect at once, without dropping established
     flows (halt and del-real move the flows of that real server).
-    --socket and --json go before or after the command.
+    --socket and --json go before or after the command; under --json an
+    error is {"ok": false, "error": MESSAGE} on stdout, with the same exit
+    status (1).
     """
     ctx.obj = {"socket": sock, "json": as_json}
 
 
+def _param(a):
+    """The click parameter of protocol field a: an argument when required,
+    an --option when it has a default."""
+    kind = click.Choice(a.choices) if a.choices else \
+        int if a.type is int else str
+    if a.default is protocol.REQUIRED:
+        return click.Argument([a.name], type=kind)
+    return click.Option([f"--{a.name}"], type=kind, default=None,
+                        metavar=a.name.upper(), help=a.help + (
+                            "" if a.default is None
+                            else f" [default: {a.default}]"))
+
+
 def _ctl_command(name, spec):
     """The click command of control command `name` (a protocol.Command):
-    its fields as arguments, its help as the help."""
+    its fields as arguments and options, its help as the help."""
 
     def run(ctx, sock, as_json, **kw):
         sock = sock or ctx.obj["socket"] or control.DEFAULT_PATH
         args = {}
         for a in spec.args:
             value = kw[a.name]
+            if value is None:
+                continue                # optional, left out
             if a.type is int:
                 value = int(value)
             elif a.type is dict:
-                value = _json_arg(a.name, value)
+                value = vip_table(value, kw) if name == "add-vip" else \
+                    json_object(a.name, value)
             args[a.name] = value
         result = control.request(sock, name, **args)
         if as_json or ctx.obj["json"]:
@@ -54,33 +75,38 @@ def _ctl_command(name, spec):
         else:
             click.echo(fmt.format_result(name, result))
 
-    params = [click.Argument([a.name], type=click.Choice(a.choices)
-                             if a.choices else int if a.type is int
-                             else str)
-              for a in spec.args] + _options()
+    params = [_param(a) for a in spec.args] + _options()
     doc = spec.help
-    if any(a.type is dict for a in spec.args):
-        doc += ("\n\nVIP is a JSON object, or @FILE holding one (a [[vip]] "
+    if name == "add-vip":
+        params[1:1] = list(VIP_OPTIONS.values())
+        doc += ("\n\nVIP is ADDR:PORT/PROTO with --scheduler and --mode "
+                "(and --name, --real, --persistence), as ipvsadm -A, e.g.\n\n"
+                "\b\n  pyfwd ctl add-vip 10.0.0.10:104/tcp --scheduler wlc "
+                "--mode dr \\\n      --real 10.0.0.11 --real 10.0.0.12@2"
+                "\n\nor a JSON object, or @FILE holding one (a [[vip]] "
                 "table of the config file).")
+    if name == "rate":
+        doc += ("\n\nCPS: new flows, INPPS: packets, INBPS: bytes per "
+                "second toward the real servers, averaged as IPVS's "
+                "estimator does (an exponentially weighted average of "
+                "2-second samples, each weighing 1/4).  The answers of the "
+                "real servers (ipvsadm's OutPPS, OutBPS) are not counted "
+                "per real server; an L7 VIP's are HAProxy's.")
+    if name == "zero":
+        doc += ("\n\nThe counters are not reset: the engine keeps a "
+                "baseline that ctl's show, stats and rate subtract.  The "
+                "Prometheus metrics and the stats file keep counting, "
+                "never going down.")
+    if name == "flows":
+        doc += ("\n\nOne row per flow, the soonest to expire last: "
+                "EXPIRES is the time left unless a packet comes (an XDP "
+                "fast path flow, `fast`, is listed too: the core keeps "
+                "tracking it).  --limit 0 lists them all; past the limit, "
+                "how many more there are.  Each loop copies its own table "
+                "between bursts: no flow is read half written.")
     return click.Command(name, params=params, help=doc,
                          callback=click.pass_context(run),
                          context_settings=CONTEXT)
-
-
-def _json_arg(what, text):
-    if text.startswith("@"):
-        try:
-            with open(text[1:], encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise click.ClickException(f"{what}: {exc.strerror}: {text[1:]}")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise click.ClickException(f"{what}: not JSON: {exc}")
-    if not isinstance(value, dict):
-        raise click.ClickException(f"{what}: expected a JSON object")
-    return value
 
 
 for _name, _spec in protocol.COMMANDS.items():

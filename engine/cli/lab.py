@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, Group, need_root
+from .common import CONTEXT, JSON_HELP, Group, need_root
 
 
 def lab_name(default="pyfwd", what="lab name"):
@@ -84,7 +84,7 @@ def lab_down(name, all_):
 
 @lab.command("show")
 @LAB_NAME
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def lab_show(name, as_json):
     """Print a running lab's address plan (nodes, interfaces, routes)."""
     from ..lab import topology as labmod
@@ -97,11 +97,16 @@ def lab_show(name, as_json):
 
 
 @lab.command("list")
-def lab_list():
-    """List the labs present on this machine."""
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def lab_list(as_json):
+    """List the labs present on this machine (--json: their names)."""
     from ..lab import topology as labmod
     need_root("pyfwd lab list")
-    for name in labmod.list_labs():
+    names = labmod.list_labs()
+    if as_json:
+        click.echo(json.dumps(names))
+        return
+    for name in names:
         click.echo(name)
 
 

@@ -2,11 +2,12 @@
 server), `pyfwd arp-check` (the ARP problem), `pyfwd doctor` (this
 machine and its interfaces)."""
 
+import json
 import sys
 
 import click
 
-from .common import CONTEXT, Group, need_root
+from .common import CONTEXT, JSON_HELP, Group, need_root
 from ..model import MODES
 
 
@@ -134,22 +135,29 @@ def realserver_teardown(vip, dev, persist, root, tun, decap, iface):
 @_TUN
 @_DECAP
 @_IFACE
-def realserver_status(vip, dev, root, running_only, tun, decap, iface):
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def realserver_status(vip, dev, root, running_only, tun, decap, iface,
+                      as_json):
     """Say whether this host is set up as a DR real server for VIP, now
     and after a reboot (what `setup --persist` writes, present and in
     agreement).  Exits 1 with the reasons when not.  --tun: as a TUN real
-    server, now."""
+    server, now.  --json: what was found, "ok" and "problems" included
+    (exit status as without)."""
     from ..ops import realserver as rs
     _tun_only(tun, decap, iface)
     if tun:
         from ..ops import realserver_tun as rt
         st = rt.status(vip, decap, iface)
+        if as_json:
+            _json_exit({"mode": "tun", **st})
         if st["ok"]:
             click.echo(f"ok (TUN, VIP on {st['dev']}, decap {decap})")
             return
         click.echo("not ready: " + "; ".join(st["problems"]))
         sys.exit(1)
     st = rs.status(vip, dev=dev, root=None if running_only else root)
+    if as_json:
+        _json_exit({"mode": "dr", **st})
     if st["ok"]:
         click.echo("ok" if running_only else "ok, and after a reboot too")
         return
@@ -168,13 +176,15 @@ def realserver_status(vip, dev, root, running_only, tun, decap, iface):
               help="the balancer's MAC (default: IF's own, when run on "
               "the balancer)")
 @click.option("--timeout", type=float, default=1.0, show_default=True)
-def arp_check(iface, vip, balancer_mac, timeout):
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def arp_check(iface, vip, balancer_mac, timeout, as_json):
     """Ask who has VIP and list every MAC that answers.
 
     Any answer that is not the balancer's is the ARP problem: that host
     takes traffic for the VIP away from the balancer.  Exits 1 if any.
     Run it from any host on the segment; on the balancer itself while the
     engine runs, the engine reports such answers in its log instead.
+    --json: {"vip", "iface", "ok", "answers": [{"mac", "balancer"}]}.
     """
     from ..neighbours.check import arp_check as check
     need_root("pyfwd arp-check")
@@ -184,6 +194,10 @@ def arp_check(iface, vip, balancer_mac, timeout):
         own = interface(iface)[1]
     answers = check(iface, vip, timeout=timeout, own_mac=own)
     bad = [a for a in answers if not a.is_balancer]
+    if as_json:
+        _json_exit({"vip": vip, "iface": iface, "ok": not bad,
+                    "answers": [{"mac": a.mac, "balancer": a.is_balancer}
+                                for a in answers]})
     for a in answers:
         what = "balancer" if a.is_balancer else \
             "ARP PROBLEM: not the balancer"
@@ -216,7 +230,9 @@ def arp_check(iface, vip, balancer_mac, timeout):
               "either): with xdp, or by default, a veth whose peer runs no "
               "XDP program is a warning")
 @click.option("--json", "as_json", is_flag=True,
-              help="print the findings as JSON")
+              help="print the findings as JSON; an error is then "
+              "{\"ok\": false, \"error\": MESSAGE} on stdout, with the "
+              "same exit status")
 def doctor(iface, inside_iface, modes, vip, fastpath, as_json):
     """Check the build, the XDP program, the kernel and, with --iface, an
     interface: each finding says what breaks and the fix.
@@ -243,3 +259,9 @@ def doctor(iface, inside_iface, modes, vip, fastpath, as_json):
             sys.exit(1)
         raise click.ClickException(
             f"{len(blocking(found))} finding(s) block forwarding")
+
+
+def _json_exit(result):
+    """Print result as JSON; exit 1 unless result["ok"]."""
+    click.echo(json.dumps(result, indent=2, default=str))
+    sys.exit(0 if result.get("ok") else 1)

@@ -9,6 +9,7 @@ Pure functions, values in, text out (no trailing newline):
     format_changes(request(path, "changes"))
     format_ha(request(path, "ha", role="active"))
     format_renew(request(path, "ha-renew"))
+    format_rate, format_flows, format_zero (control.ctlrate)
     format_result(cmd, result)          # any command: picks one of the above
 
 Tables are aligned, numbers right-aligned, and fit 100 columns with
@@ -20,6 +21,7 @@ the result itself and is not made here.
 import time
 
 from .bgp.text import status_rows as bgp_status_rows
+from .ctlrate import format_flows, format_rate, format_zero
 from .ctlstats import fastpath_text, format_stats
 from .text import count, duration, exact, is_number, plural, scalar, size, table
 
@@ -338,7 +340,8 @@ _FORMATTERS = {"status": format_status, "show": format_show,
                "changes": format_changes,
                "forget": format_forget,
                "help": format_help, "ha": format_ha,
-               "ha-renew": format_renew}
+               "ha-renew": format_renew, "rate": format_rate,
+               "flows": format_flows, "zero": format_zero}
 
 
 def format_result(cmd, result):

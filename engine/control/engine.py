@@ -26,6 +26,8 @@ parts, each testable alone with fakes, do the rest:
     ha      control.ha.HaState: the role, its counters and schedule
     l7      control.l7.L7Sync: HAProxy for the L7 VIPs
     report  control.report.Report: status(), show(), stats()
+    views   control.ctlviews.CtlViews: ctl rate, zero, flows and the
+            show and stats that ctl prints (the zeroed counters)
     changes control.changes.Changes: the commands as transactions (rolled
             back when a step fails), the operator's changes kept and
             replayed (control.state)
@@ -39,6 +41,7 @@ from . import ha
 from . import services as svcs
 from . import tunnel
 from .changes import Changes
+from .ctlviews import CtlViews
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
@@ -117,19 +120,18 @@ class Engine:
                             new_flows_per_second=new_flows_per_second,
                             rings=rings, poll=poll, fastpath=fastpath, tun=tun)
         self.stats_file = stats_file
-        self.core = self.xsk = self.info = self.snat = None
+        self.core = self.xsk = self.info = self.snat = self.tables = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
         self.punt_limits = neighbour_limits or NeighbourLimits()
-        self.punt_thread = None
+        self.punt_thread = self.monitor = None
         self.l7 = L7Sync(iface, active=self.ha.active)
         self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
-        self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
-        self.monitor = None
+        self.views = CtlViews(self)     # ctl rate and zero (ctlviews.py)
         self._lock = threading.RLock()
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
@@ -407,6 +409,7 @@ class Engine:
             now = time.monotonic()
             try:
                 self.ha.tick(self.set_role)     # the lease, the gateway
+                self.views.tick(now)            # ctl rate's samples (2 s)
                 if self.ha.announcement_due():
                     with self._lock:
                         self._announce()

@@ -16,19 +16,26 @@ from ..errors import PyfwdError
 from .ha import ROLES
 
 
+REQUIRED = object()     # Arg.default of a field a request must give
+
+
 class Arg(NamedTuple):
     """A request field: its name, its JSON type (str, int or dict), what
-    it means and, when only some values are valid, those (checked here)."""
+    it means and, when only some values are valid, those (checked here);
+    default: the value of a field left out (or null), REQUIRED when it
+    must be given (the CLI makes an optional field an --option)."""
 
     name: str
     type: type
     help: str
     choices: tuple = ()
+    default: object = REQUIRED
 
 
 class Command(NamedTuple):
     """A control command: its fields (in CLI argument order), a one-line
-    description, the engine method it calls (None: served here) and
+    description, the engine method it calls (None: served here; `a.b`:
+    the method b of the engine's part a) and
     whether it waits for the other engine calls to finish (serialized) or
     runs at once, beside them (the method is safe for that: it reads, or
     takes the engine's own lock briefly)."""
@@ -51,10 +58,28 @@ COMMANDS = {
                       "real server counts, the XDP/AF_XDP modes", "status",
                       serialized=False),
     "show": Command((), "the VIPs and their real servers: weight, state, "
-                    "health, whether scheduled and why not, counters",
-                    "show"),
+                    "health, whether scheduled and why not, counters "
+                    "(since the last `zero`)", "views.show"),
     "stats": Command((), "every counter: frames per verdict and reason, "
-                     "queues, ARP, per VIP and real server", "stats"),
+                     "queues, ARP, per VIP and real server (since the last "
+                     "`zero`)", "views.stats"),
+    "rate": Command((), "new flows, packets and bytes per second toward "
+                    "each VIP and real server (as ipvsadm -L --rate): "
+                    "sampled every 2 s, averaged as IPVS does (EWMA, "
+                    "each sample weighing 1/4)", "views.rate"),
+    "zero": Command((Arg("vip", str, "the VIP whose counters to zero "
+                         "(its name or ADDR:PORT/PROTO); every counter "
+                         "when left out", default=None),),
+                    "zero the counters that show and stats print (as "
+                    "ipvsadm -Z): a baseline subtracted from ctl's output; "
+                    "the metrics' counters never go down", "views.zero"),
+    "flows": Command((Arg("vip", str, "only the flows to this VIP (its "
+                          "name or ADDR:PORT/PROTO)", default=None),
+                      Arg("limit", int, "list at most this many (0: all)",
+                          default=100)),
+                     "the flows alive (as ipvsadm -L -c): protocol, "
+                     "state, expiry, client, VIP, real server, SNAT port",
+                     "views.flows"),
     "add-vip": Command((Arg("vip", dict, "the VIP: one [[vip]] table of the "
                             "config file as a JSON object, \"real\" "
                             "optional"),),
@@ -105,9 +130,11 @@ _TYPE_NAMES = {str: "string", int: "integer", dict: "object"}
 
 def help_result():
     """What {"cmd": "help"} returns: [{"cmd", "args": {name: type},
-    "help"}]."""
+    "help"}] (an optional field's type: `integer, optional`)."""
     return [{"cmd": name,
-             "args": {a.name: _TYPE_NAMES[a.type] for a in c.args},
+             "args": {a.name: _TYPE_NAMES[a.type] +
+                      ("" if a.default is REQUIRED else ", optional")
+                      for a in c.args},
              "help": c.help} for name, c in COMMANDS.items()]
 
 
@@ -153,6 +180,9 @@ def parse_request(line):
         raise BadRequest(f"{cmd}: unknown field {short(extra[0])}{expects}")
     args = []
     for a in command.args:
+        if a.default is not REQUIRED and req.get(a.name) is None:
+            args.append(a.default)
+            continue
         if a.name not in req:
             raise BadRequest(f"{cmd}: missing field '{a.name}'{expects}")
         value = req[a.name]
@@ -193,5 +223,5 @@ def short(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-__all__ = ["Arg", "Command", "COMMANDS", "help_result", "BadRequest",
+__all__ = ["Arg", "Command", "REQUIRED", "COMMANDS", "help_result", "BadRequest",
            "parse_request", "short"]

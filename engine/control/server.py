@@ -58,8 +58,9 @@ def _one_line(text):
 class ControlServer:
     """Serves the control protocol for `engine` on a unix socket at `path`.
 
-    engine: an object with the methods named in COMMANDS (status, show,
-    stats, add_vip, del_vip, add_real, del_real, set_weight, drain, halt,
+    engine: an object with the methods named in COMMANDS (status,
+    views.show, views.stats, views.rate, views.zero, views.flows,
+    add_vip, del_vip, add_real, del_real, set_weight, drain, halt,
     online, reload, set_role, renew_lease); each returns JSON-ready data
     and raises PyfwdError for a bad request.  The serialized commands run
     one at a time; the others (status, ha, ha-renew) at once, beside
@@ -289,10 +290,10 @@ class ControlServer:
             if command.method is None:
                 result = help_result()
             elif not command.serialized:
-                result = getattr(self.engine, command.method)(*args)
+                result = _method(self.engine, command.method)(*args)
             else:
                 with self._engine_lock:
-                    result = getattr(self.engine, command.method)(*args)
+                    result = _method(self.engine, command.method)(*args)
             return _reply({"ok": True, "result": result})
         except PyfwdError as exc:
             return _reply_error(str(exc))
@@ -300,6 +301,14 @@ class ControlServer:
             log.exception("control command %r failed", cmd)
             return _reply_error(f"internal error: {type(exc).__name__}: "
                                 f"{exc}")
+
+
+def _method(engine, name):
+    """The engine's method `name`, or for `part.name` its part's."""
+    target = engine
+    for attr in name.split("."):
+        target = getattr(target, attr)
+    return target
 
 
 def _reply(obj):

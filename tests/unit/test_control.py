@@ -17,6 +17,7 @@ import pytest
 
 from pyfwd.control import server as control
 from pyfwd.control import ctl
+from pyfwd.control.engine import Engine
 from pyfwd.control.protocol import COMMANDS, parse_request
 from pyfwd.control.server import ControlServer, request
 from pyfwd.errors import ConfigError, PyfwdError
@@ -55,6 +56,11 @@ STATS = {"core": {"frames": 1000, "bytes": 64000,
                   "flows_new": 50, "rx": 1000, "tx": 980},
          "queues": [{"rx": 600, "tx": 590}, {"rx": 400, "tx": 390}],
          "arp": {"requests_answered": 4}, "vips": VIPS, "xsk": XSK}
+RATE = {"interval": 2.0, "weight": 0.25, "vips": [
+    {"name": "pacs-web", "vip": "10.0.0.100:80/tcp", "cps": 3.0,
+     "in_pps": 120.0, "in_bps": 96000.0,
+     "reals": [{"real": "10.0.0.11", "cps": 3.0, "in_pps": 120.0,
+                "in_bps": 96000.0}]}]}
 RELOAD = {"added_vips": ["web2"], "removed_vips": [], "changed": ["dicom"]}
 
 
@@ -65,6 +71,7 @@ class FakeEngine:
     def __init__(self):
         self.calls = []
         self.lock = threading.Lock()
+        self.views = self       # the engine's part for show and stats
 
     def _call(self, name, *args):
         with self.lock:
@@ -86,6 +93,18 @@ class FakeEngine:
     def stats(self):
         self._call("stats")
         return STATS
+
+    def rate(self):
+        self._call("rate")
+        return RATE
+
+    def zero(self, vip):
+        self._call("zero", vip)
+        return {"zeroed": vip or "all", "reals": 2}
+
+    def flows(self, vip, limit):
+        self._call("flows", vip, limit)
+        return {"flows": [], "total": 0, "limit": limit}
 
     def add_vip(self, spec):
         self._call("add_vip", spec)
@@ -206,6 +225,14 @@ class Conn:
     ("status", {}, ("status", ()), STATUS),
     ("show", {}, ("show", ()), VIPS),
     ("stats", {}, ("stats", ()), STATS),
+    ("rate", {}, ("rate", ()), RATE),
+    ("zero", {}, ("zero", (None,)), {"zeroed": "all", "reals": 2}),
+    ("zero", {"vip": "dicom"}, ("zero", ("dicom",)),
+     {"zeroed": "dicom", "reals": 2}),
+    ("flows", {}, ("flows", (None, 100)),
+     {"flows": [], "total": 0, "limit": 100}),
+    ("flows", {"vip": "dicom", "limit": 0}, ("flows", ("dicom", 0)),
+     {"flows": [], "total": 0, "limit": 0}),
     ("add-vip", {"vip": {"name": "web2", "vip": "10.0.0.101:80/tcp",
                          "real": ["10.0.0.21"]}},
      ("add_vip", ({"name": "web2", "vip": "10.0.0.101:80/tcp",
@@ -236,9 +263,17 @@ def test_each_command_round_trips(server, engine, cmd, args, call, result):
     assert engine.calls == [call]
 
 
+def _resolve(obj, dotted):
+    for attr in dotted.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
 def test_commands_name_engine_methods():
+    real = Engine("eth0", [])
     for name, c in COMMANDS.items():
-        assert c.method is None or callable(getattr(FakeEngine, c.method))
+        assert c.method is None or callable(_resolve(FakeEngine(), c.method))
+        assert c.method is None or callable(_resolve(real, c.method)), name
         assert c.help and all(a.type in (str, int, dict) for a in c.args)
 
 

@@ -26,10 +26,22 @@ SEEDS = [json.dumps({"cmd": c, **{a.name: ("web" if a.type is str else
 
 
 class FakeEngine:
-    """Every engine method: returns its arguments."""
+    """Every engine method (and its parts', `views.show`): returns its
+    name and arguments."""
+
+    def __init__(self, prefix=""):
+        self._prefix = prefix
 
     def __getattr__(self, name):
-        return lambda *args: {"method": name, "args": list(args)}
+        return FakeMethod(self._prefix + name)
+
+
+class FakeMethod(FakeEngine):
+    def __call__(self, *args):
+        return {"method": self._prefix, "args": list(args)}
+
+    def __getattr__(self, name):
+        return FakeMethod(f"{self._prefix}.{name}")
 
 
 def check_reply(line):

@@ -1,0 +1,186 @@
+"""ipvsadm's habits in `pyfwd ctl`, end to end in a one-arm DR lab with
+three whoami real servers, on each backend (AF_XDP and raw sockets):
+`ctl flows` lists the connections held open through the VIP with their
+client and real server (each loop copying its own table), `ctl rate`
+shows packets and new flows per second during a transfer, `ctl zero`
+zeroes ctl's counters while the engine's snapshot (what /metrics renders)
+keeps counting.  Root; the lab (namespaces pfcq*) is removed whatever
+happens; the control socket lives in the test's temp dir."""
+
+import json
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pyfwd.control import server as control
+from pyfwd.control.engine import Engine
+from pyfwd.lab import whoami
+from pyfwd.lab.programs import PYFWD
+from pyfwd.lab.topology import Lab
+from pyfwd.model import Real, Service, Vip
+
+from .procs import wait_line
+
+pytestmark = pytest.mark.root
+
+VIP4 = "10.0.0.100"
+WEB = Vip.parse(f"{VIP4}:80/tcp")
+HELD = 4        # connections held open through the VIP
+
+# Opens HELD keep-alive connections, one request each, says for each its
+# local address:port and the real server that answered, then holds them.
+HOLDER = textwrap.dedent(f"""
+    import socket, sys, time
+    socks = []
+    for i in range({HELD}):
+        s = socket.create_connection(("{VIP4}", 80), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
+        data = b""
+        while b"node=" not in data or not data.endswith(b"\\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        node = data.split(b"node=")[1].split()[0].decode()
+        host, port = s.getsockname()
+        print(f"{{host}}:{{port}} {{node}}", flush=True)
+        socks.append(s)
+    print("holding", flush=True)
+    time.sleep(120)
+""")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    procs = []
+    with Lab("pfcq" + secrets.token_hex(3), topology="one-arm",
+             reals=3) as lab:
+        for role in lab.reals:
+            r = lab.run(role, PYFWD + ["realserver", "setup", "--vip", VIP4],
+                        capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            p = lab.popen(role, whoami.command(80, role),
+                          stdout=subprocess.PIPE, text=True)
+            wait_line(p, "listening")
+            procs.append(p)
+        yield lab
+        for p in procs:
+            p.kill()
+            p.wait(timeout=5)
+
+
+@pytest.fixture(params=["xdp", "afpacket"])
+def engine(lab, request, tmp_path):
+    eng = Engine("eth0", [Service(WEB, [Real.parse(f"10.0.0.{11 + i}")
+                                        for i in range(3)], "rr",
+                                  name="pacs-web")],
+                 busy_poll=0, flows=1 << 16, backend=request.param)
+    lab.call("lb", eng.start)
+    assert eng.info.backend == request.param
+    srv = control.ControlServer(eng, str(tmp_path / "ctl.sock")).start()
+    eng.sock = srv.path
+    yield eng
+    time.sleep(0.5)     # the last FIN handshakes, through the engine
+    srv.stop()
+    eng.stop()
+
+
+def ctl(eng, *args):
+    """`pyfwd ctl ARGS --json` against eng: its JSON."""
+    r = subprocess.run(PYFWD + ["ctl", *args, "--socket", eng.sock,
+                                "--json"], capture_output=True, text=True,
+                       timeout=30)
+    out = json.loads(r.stdout)
+    assert r.returncode == 0, out
+    return out
+
+
+def wait_for(check, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.25)
+    return check()
+
+
+def test_flows_list_the_connections_held_with_their_real(lab, engine):
+    holder = lab.popen("client", [sys.executable, "-c", HOLDER],
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        held = {}
+        for _ in range(HELD):
+            line = holder.stdout.readline().split()
+            assert len(line) == 2, line
+            held[line[0]] = line[1]
+        wait_line(holder, "holding")
+        reals = {role: f"{lab.ip(role)}:80" for role in lab.reals}
+        out = ctl(engine, "flows", "--vip", "pacs-web")
+        by_client = {f["client"]: f for f in out["flows"]}
+        for client, node in held.items():
+            f = by_client[client]
+            assert (f["vip"], f["real"], f["proto"], f["mode"]) == \
+                (f"{VIP4}:80", reals[node], "tcp", "dr"), f
+            assert f["state"] == "established" and f["expires"] > 60, f
+        assert out["total"] >= HELD
+        # the limit, and what it says past it
+        out = ctl(engine, "flows", "--limit", "1")
+        assert len(out["flows"]) == 1 and out["total"] >= HELD
+        text = subprocess.run(PYFWD + ["ctl", "flows", "--limit", "1",
+                                       "--socket", engine.sock],
+                              capture_output=True, text=True, timeout=30)
+        assert text.returncode == 0, text.stderr
+        assert "more not shown" in text.stdout
+        assert "PRO" in text.stdout.splitlines()[0]
+    finally:
+        holder.kill()
+        holder.wait(timeout=5)
+
+
+def test_rate_during_a_transfer_then_zero_keeps_metrics(lab, engine):
+    # ~25 s at 2 MB/s: several 2 s samples while it runs
+    curl = lab.popen("client", ["curl", "-sS", "-o", "/dev/null",
+                                "--limit-rate", "2M", "--max-time", "40",
+                                f"http://{VIP4}/bytes/50000000"])
+    try:
+        def busy():
+            for _ in range(3):      # new flows, for CPS
+                lab.run("client", ["curl", "-sS", "-o", "/dev/null",
+                                   "--max-time", "5", f"http://{VIP4}/"],
+                        timeout=10)
+            web = ctl(engine, "rate")["vips"][0]
+            return web if web["in_pps"] > 0 and web["in_bps"] > 0 and \
+                web["cps"] > 0 else None
+        web = wait_for(busy, 15)
+        assert web, ctl(engine, "rate")
+        assert sum(r["in_pps"] for r in web["reals"]) == \
+            pytest.approx(web["in_pps"], abs=0.2)
+    finally:
+        curl.kill()
+        curl.wait(timeout=5)
+
+    before = ctl(engine, "show")[0]["reals"]
+    raw_before = engine.stats()
+    assert sum(r["frames"] for r in before) > 0
+    assert ctl(engine, "zero")["zeroed"] == "all"
+    after = ctl(engine, "show")[0]["reals"]
+    assert sum(r["frames"] for r in after) < sum(r["frames"]
+                                                 for r in before)
+    stats = ctl(engine, "stats")
+    raw = engine.stats()        # the snapshot the metrics render
+    assert stats["core"]["rx"] < raw["core"]["rx"]
+    assert raw["core"]["rx"] >= raw_before["core"]["rx"]
+    assert sum(r["frames"] for r in raw["vips"][0]["reals"]) >= \
+        sum(r["frames"] for r in raw_before["vips"][0]["reals"])
+    # zeroing one VIP by name; an unknown one is an error, as JSON
+    assert ctl(engine, "zero", "--vip", "pacs-web")["zeroed"] == \
+        f"{VIP4}:80/tcp"
+    r = subprocess.run(PYFWD + ["ctl", "zero", "--vip", "nope", "--socket",
+                                engine.sock, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False

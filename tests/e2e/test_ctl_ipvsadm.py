@@ -184,3 +184,21 @@ def test_rate_during_a_transfer_then_zero_keeps_metrics(lab, engine):
                                 engine.sock, "--json"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False
+
+
+def test_flows_of_a_paused_or_ended_loop(lab, engine):
+    """A paused loop copies its table at once (it still serves listings);
+    a loop that ended is read in place: either way `ctl flows` answers."""
+    r = lab.run("client", ["curl", "-sS", "-o", "/dev/null", "--max-time",
+                           "5", f"http://{VIP4}/"], timeout=10)
+    assert r.returncode == 0
+    engine.xsk.pause(0, "pause")
+    try:
+        t0 = time.monotonic()
+        assert ctl(engine, "flows")["total"] >= 1
+        assert time.monotonic() - t0 < 10
+    finally:
+        engine.xsk.pause(0, "run")
+    engine.xsk.pause(0, "exit")
+    assert wait_for(lambda: not engine.xsk.loops()[0]["running"], 5)
+    assert ctl(engine, "flows")["total"] >= 1

@@ -5,7 +5,10 @@ the e2e tests that forward traffic."""
 
 import secrets
 import subprocess
+import time
 
+from pyfwd.control import server as control
+from pyfwd.control.engine import Engine
 from pyfwd.lab import whoami
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
@@ -36,3 +39,22 @@ def build(prefix, topology, reals=3, dr_vip=None, queues=1):
         lab.down()
         raise
     return lab
+
+
+def serve_engine(lab, services, backend, sock, **kw):
+    """For fixtures: an in-process Engine for services on lb's eth0 (poll
+    mode, 65536 flow slots, `backend`, kw: Engine's options) with a
+    control socket at `sock` (eng.sock); yields it, then stops both after
+    the last FIN handshakes went through the engine."""
+    eng = Engine("eth0", services, busy_poll=0, flows=1 << 16,
+                 backend=backend, **kw)
+    lab.call("lb", eng.start)
+    assert eng.info.backend == backend
+    eng.sock = str(sock)
+    srv = control.ControlServer(eng, eng.sock).start()
+    try:
+        yield eng
+    finally:
+        time.sleep(0.5)
+        srv.stop()
+        eng.stop()

@@ -1,14 +1,14 @@
 """ipvsadm's habits in `pyfwd ctl`, end to end in a one-arm DR lab with
 three whoami real servers, on each backend (AF_XDP and raw sockets):
 `ctl flows` lists the connections held open through the VIP with their
-client and real server (each loop copying its own table), `ctl rate`
+client and real server (each loop copying its own table; SNAT: the
+real's port and the source port given), `ctl rate`
 shows packets and new flows per second during a transfer, `ctl zero`
 zeroes ctl's counters while the engine's snapshot (what /metrics renders)
 keeps counting.  Root; the lab (namespaces pfcq*) is removed whatever
 happens; the control socket lives in the test's temp dir."""
 
 import json
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -16,13 +16,10 @@ import time
 
 import pytest
 
-from pyfwd.control import server as control
-from pyfwd.control.engine import Engine
-from pyfwd.lab import whoami
 from pyfwd.lab.programs import PYFWD
-from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
+from . import labs
 from .procs import wait_line
 
 pytestmark = pytest.mark.root
@@ -56,37 +53,28 @@ HOLDER = textwrap.dedent(f"""
 
 @pytest.fixture(scope="module")
 def lab():
-    procs = []
-    with Lab("pfcq" + secrets.token_hex(3), topology="one-arm",
-             reals=3) as lab:
-        for role in lab.reals:
-            r = lab.run(role, PYFWD + ["realserver", "setup", "--vip", VIP4],
-                        capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-            p = lab.popen(role, whoami.command(80, role),
-                          stdout=subprocess.PIPE, text=True)
-            wait_line(p, "listening")
-            procs.append(p)
-        yield lab
-        for p in procs:
-            p.kill()
-            p.wait(timeout=5)
+    lab = labs.build("pfcq", "one-arm", dr_vip=VIP4)
+    yield lab
+    lab.down()
+
+
+@pytest.fixture(scope="module")
+def snat_lab():
+    lab = labs.build("pfcq", "one-arm")        # whoami on 8080
+    yield lab
+    lab.down()
 
 
 @pytest.fixture(params=["xdp", "afpacket"])
-def engine(lab, request, tmp_path):
-    eng = Engine("eth0", [Service(WEB, [Real.parse(f"10.0.0.{11 + i}")
-                                        for i in range(3)], "rr",
-                                  name="pacs-web")],
-                 busy_poll=0, flows=1 << 16, backend=request.param)
-    lab.call("lb", eng.start)
-    assert eng.info.backend == request.param
-    srv = control.ControlServer(eng, str(tmp_path / "ctl.sock")).start()
-    eng.sock = srv.path
-    yield eng
-    time.sleep(0.5)     # the last FIN handshakes, through the engine
-    srv.stop()
-    eng.stop()
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def engine(lab, backend, tmp_path):
+    yield from labs.serve_engine(
+        lab, [Service(WEB, [Real(lab.ip(r)) for r in lab.reals], "rr",
+                      name="pacs-web")], backend, tmp_path / "ctl.sock")
 
 
 def ctl(eng, *args):
@@ -109,16 +97,22 @@ def wait_for(check, seconds):
     return check()
 
 
-def test_flows_list_the_connections_held_with_their_real(lab, engine):
+def hold(lab):
+    """HOLDER in the client: (its process, {client ADDR:PORT: node})."""
     holder = lab.popen("client", [sys.executable, "-c", HOLDER],
                        stdout=subprocess.PIPE, text=True)
+    held = {}
+    for _ in range(HELD):
+        line = holder.stdout.readline().split()
+        assert len(line) == 2, line
+        held[line[0]] = line[1]
+    wait_line(holder, "holding")
+    return holder, held
+
+
+def test_flows_list_the_connections_held_with_their_real(lab, engine):
+    holder, held = hold(lab)
     try:
-        held = {}
-        for _ in range(HELD):
-            line = holder.stdout.readline().split()
-            assert len(line) == 2, line
-            held[line[0]] = line[1]
-        wait_line(holder, "holding")
         reals = {role: f"{lab.ip(role)}:80" for role in lab.reals}
         out = ctl(engine, "flows", "--vip", "pacs-web")
         by_client = {f["client"]: f for f in out["flows"]}
@@ -202,3 +196,27 @@ def test_flows_of_a_paused_or_ended_loop(lab, engine):
     engine.xsk.pause(0, "exit")
     assert wait_for(lambda: not engine.xsk.loops()[0]["running"], 5)
     assert ctl(engine, "flows")["total"] >= 1
+
+
+def test_snat_flows_say_the_real_port_and_the_snat_port(snat_lab, backend,
+                                                         tmp_path):
+    """SNAT: the real server's address and port (8080) come from the
+    flow's answer entry, and the source port the balancer gave it."""
+    web = Service(WEB, [Real(snat_lab.ip(r), 8080) for r in snat_lab.reals],
+                  "rr", "snat", name="pacs-web")
+    for eng in labs.serve_engine(snat_lab, [web], backend,
+                                 tmp_path / "ctl.sock"):
+        holder, held = hold(snat_lab)
+        try:
+            out = ctl(eng, "flows")
+            by_client = {f["client"]: f for f in out["flows"]}
+            lo, hi = eng.snat[1], eng.snat[2]
+            for client, node in held.items():
+                f = by_client[client]
+                assert (f["real"], f["mode"]) == \
+                    (f"{snat_lab.ip(node)}:8080", "snat"), f
+                assert lo <= f["snat_port"] <= hi, f
+            assert len({by_client[c]["snat_port"] for c in held}) == HELD
+        finally:
+            holder.kill()
+            holder.wait(timeout=5)

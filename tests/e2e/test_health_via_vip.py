@@ -14,14 +14,13 @@ import time
 
 import pytest
 
-from pyfwd.control import server as control
-from pyfwd.control.engine import Engine
 from pyfwd.control.health.spec import HealthSpec
 from pyfwd.lab import whoami
 from pyfwd.lab.programs import PYFWD
 from pyfwd.lab.topology import Lab
 from pyfwd.model import Real, Service, Vip
 
+from . import labs
 from .procs import wait_line
 from .test_control_plane import wait_for
 
@@ -63,15 +62,8 @@ def engine(lab, tmp_path, request):
     svcs = [Service(Vip(vip, 80, "tcp"), [Real(a) for a in reals], "wrr",
                     name=f"web{len(vip)}", health=spec)
             for vip, reals in REALS.items()]
-    eng = Engine("eth0", svcs, busy_poll=0, flows=1 << 16,
-                 backend=request.param)
-    lab.call("lb", eng.start)
-    eng.sock = str(tmp_path / "ctl.sock")
-    srv = control.ControlServer(eng, eng.sock).start()
-    yield eng
-    time.sleep(0.5)
-    srv.stop()
-    eng.stop()
+    yield from labs.serve_engine(lab, svcs, request.param,
+                                 tmp_path / "ctl.sock")
 
 
 def rows(lab, eng, vip):

@@ -59,25 +59,35 @@ def list_flows(core, vip=None, limit=LIMIT_DEFAULT, running=None,
     """
     flt = _filter(vip)
     owners = core.ids.owners()
+    slots = _slots(core)        # what one worker's table can hold
     rows, total = [], 0
     for w in range(core.workers):
         room = 0 if limit and len(rows) >= limit else \
-            (limit - len(rows) if limit else None)
+            (min(limit - len(rows), slots) if limit else None)
         loop = bool(running and w < len(running) and running[w])
-        n, found, infos = _worker(core, w, flt, room, loop, wait_ms)
+        n, found, infos = _worker(core, w, flt, room, loop, wait_ms, slots)
         total += found
         rows.extend(_row(infos[i], owners) for i in range(n))
     rows.sort(key=lambda r: -r["expires"])
     return rows, total
 
 
-def _worker(core, w, flt, room, loop, wait_ms):
+def _slots(core):
+    """Flow slots per worker (a power of two, as ctx.c makes them)."""
+    cfg = ffi.new("struct pyfwd_config *")
+    lib.pyfwd_ctx_config_read(core.ctx, cfg)
+    return 1 << (max(cfg.flows or lib.PYFWD_FLOWS_DEFAULT, 64) - 1
+                  ).bit_length()
+
+
+def _worker(core, w, flt, room, loop, wait_ms, slots):
     """(copied, total, array) of worker w; room None: all of them (asked
-    twice: the count, then that many, plus what came meanwhile)."""
+    twice: the count, then that many, plus what came meanwhile, at most
+    `slots`)."""
     total = ffi.new("uint64_t *")
     if room is None:
         n, _, _ = _call(core, w, flt, 0, total, loop, wait_ms)
-        room = total[0] + 1024
+        room = min(total[0] + 1024, slots)
     out = ffi.new("struct pyfwd_flow_info[]", max(room, 1))
     n, _, _ = _call(core, w, flt, room, total, loop, wait_ms, out)
     return n, total[0], out

@@ -98,3 +98,10 @@ def test_nat_and_snat_pairs_are_listed_once_with_real_and_snat_port():
     assert snat["real"] == f"{nd.SREAL}:8080"
     assert snat["snat_port"] in range(nd.SNAT_PORTS[0],
                                       nd.SNAT_PORTS[1] + 1)
+
+
+def test_a_huge_limit_is_capped_by_the_table():
+    core = dr_core()
+    core.process([dr_tcp(40000)])
+    rows, total = list_flows(core, limit=10 ** 12)
+    assert (len(rows), total) == (1, 1)

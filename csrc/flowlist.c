@@ -195,7 +195,7 @@ int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
 			free(l);
 			return -EBUSY;
 		}
-		/* a loop asleep in poll() wakes now, else within IDLE_POLL_MS */
+		/* a loop asleep in poll() wakes now, else in IDLE_POLL_MS */
 		if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof(one)) < 0)
 			(void)0;	/* EAGAIN: woken already */
 		err = list_wait(w, l, wait_ms);

@@ -223,5 +223,5 @@ def short(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-__all__ = ["Arg", "Command", "REQUIRED", "COMMANDS", "help_result", "BadRequest",
-           "parse_request", "short"]
+__all__ = ["Arg", "Command", "REQUIRED", "COMMANDS", "help_result",
+           "BadRequest", "parse_request", "short"]

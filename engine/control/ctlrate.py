@@ -39,10 +39,10 @@ def format_rate(result):
     lines = table(_RATE_HEADER, rows, right={1, 2, 3})
     weight = r.get("weight")
     lines.append("")
-    lines.append(f"per second, sampled every {r.get('interval', '?')}s and "
-                 "averaged as IPVS does (each sample weighs "
-                 f"{weight if weight is not None else '?'}); INBPS in "
-                 "bytes; toward the real servers only")
+    lines.append(f"per second toward the real servers (INBPS: bytes), "
+                 f"sampled every {r.get('interval', '?')}s")
+    lines.append("and averaged as IPVS does (each sample weighs "
+                 f"{weight if weight is not None else '?'})")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from pyfwd.model import Real, Service, Vip
 
 from . import labs
 from .procs import wait_line
+from .test_fastpath import xdp_on_the_lbs_peers
 
 pytestmark = pytest.mark.root
 
@@ -60,7 +61,8 @@ def lab():
 
 @pytest.fixture(scope="module")
 def snat_lab():
-    lab = labs.build("pfcq", "one-arm")        # whoami on 8080
+    # whoami on 8080; two queues: two workers' tables to list
+    lab = labs.build("pfcq", "one-arm", queues=2)
     yield lab
     lab.down()
 
@@ -201,7 +203,8 @@ def test_flows_of_a_paused_or_ended_loop(lab, engine):
 def test_snat_flows_say_the_real_port_and_the_snat_port(snat_lab, backend,
                                                          tmp_path):
     """SNAT: the real server's address and port (8080) come from the
-    flow's answer entry, and the source port the balancer gave it."""
+    flow's answer entry, and the source port the balancer gave it; the
+    flows of both queues' tables are listed."""
     web = Service(WEB, [Real(snat_lab.ip(r), 8080) for r in snat_lab.reals],
                   "rr", "snat", name="pacs-web")
     for eng in labs.serve_engine(snat_lab, [web], backend,
@@ -220,3 +223,27 @@ def test_snat_flows_say_the_real_port_and_the_snat_port(snat_lab, backend,
         finally:
             holder.kill()
             holder.wait(timeout=5)
+
+
+def test_fast_path_flows_are_listed_and_marked(lab, tmp_path):
+    """The XDP fast path carries established flows, the core keeps
+    tracking them: `ctl flows` lists them, marked fast."""
+    xdp_on_the_lbs_peers(lab, ["eth0"])
+    try:
+        web = Service(WEB, [Real(lab.ip(r)) for r in lab.reals], "rr",
+                      name="pacs-web")
+        for eng in labs.serve_engine(lab, [web], "xdp",
+                                     tmp_path / "ctl.sock", fastpath="xdp"):
+            assert eng.info.fastpath == "on", eng.info
+            holder, held = hold(lab)
+            try:
+                def fast():
+                    flows = {f["client"]: f for f in
+                             ctl(eng, "flows")["flows"]}
+                    return all(flows.get(c, {}).get("fast") for c in held)
+                assert wait_for(fast, 5), ctl(eng, "flows")
+            finally:
+                holder.kill()
+                holder.wait(timeout=5)
+    finally:
+        xdp_on_the_lbs_peers(lab, ["eth0"], on=False)

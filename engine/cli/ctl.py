@@ -33,8 +33,8 @@ def ctl(ctx, sock, as_json):
     Every change takes effect at once, without dropping established
     flows (halt and del-real move the flows of that real server).
     --socket and --json go before or after the command; under --json an
-    error is {"ok": false, "error": MESSAGE} on stdout, with the same exit
-    status (1).
+    error is {"ok": false, "error": MESSAGE} on stdout, with the exit
+    status it has without --json.
     """
     ctx.obj = {"socket": sock, "json": as_json}
 
@@ -94,7 +94,8 @@ def _ctl_command(name, spec):
                 "per real server; an L7 VIP's are HAProxy's.")
     if name == "zero":
         doc += ("\n\nThe counters are not reset: the engine keeps a "
-                "baseline that ctl's show, stats and rate subtract.  The "
+                "baseline that ctl's show and stats subtract (rates are "
+                "differences: unchanged).  The "
                 "Prometheus metrics and the stats file keep counting, "
                 "never going down.")
     if name == "flows":

@@ -140,8 +140,8 @@ class RealIds:
         return self._ids.get((vip, key))
 
     def owners(self):
-        """{id: (vip, key)} of the ids in use."""
-        return {i: k for k, i in self._ids.items()}
+        """{id: (vip, key)} of the ids in use (any thread: one copy)."""
+        return {i: k for k, i in list(self._ids.items())}
 
     def retain(self, pairs):
         """Release every id whose (vip, key) is not in pairs."""

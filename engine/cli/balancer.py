@@ -55,7 +55,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
               f"[engine] control_socket, else {DEFAULT_PATH})")
 @click.option("--metrics", metavar="[ADDR:]PORT",
               help="serve Prometheus metrics at http://ADDR:PORT/metrics "
-              "(loopback unless ADDR says otherwise)")
+              "(loopback unless ADDR says otherwise; e.g. 10104, "
+              "127.0.0.1:10104, [::1]:10104)")
 @click.option("--backend", type=click.Choice(["auto", "xdp", "afpacket"]),
               default="auto", show_default=True,
               help="xdp: AF_XDP sockets; afpacket: raw sockets (TPACKET_V3) "
@@ -211,7 +212,7 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
     """(config, SNAT ports, metrics address) from the options and the file;
     UsageError or ConfigError when they say nothing that can run."""
     from ..control import config as config_mod
-    from ..control.metrics import parse_address
+    from ..control.metrics_http import parse_address
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
     if config_path:
@@ -248,7 +249,7 @@ def _run(cfg, ports, metrics_addr, options):
 
     from ..control.bgp import BgpSpeaker
     from ..control.engine import Engine
-    from ..control.metrics import MetricsServer
+    from ..control.metrics_http import MetricsServer
     from ..control.notify import Notifier
     from ..control.server import ControlServer
     from ..ops.doctor import warn_at_start

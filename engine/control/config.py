@@ -8,7 +8,7 @@ touched.
     iface = "eth0"
     inside_iface = "eth1"                   # two-arm NAT only
     control_socket = "/run/pyfwd/pyfwd.sock"
-    metrics = "127.0.0.1:9108"              # optional
+    metrics = "127.0.0.1:10104"             # optional
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
@@ -368,7 +368,7 @@ def parse(text, path="<config>", role=None):
     if role is not None:
         cfg.role = parse_role(role)
     if cfg.metrics is not None:
-        from .metrics import parse_address
+        from .metrics_http import parse_address
         parse_address(cfg.metrics)
     vips = doc.get("vip", [])
     if not isinstance(vips, list) or not vips:

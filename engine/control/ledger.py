@@ -16,6 +16,13 @@ its VIP (`departed`), so that the VIP's totals never go down either.  A
 VIP that is deleted takes its totals with it: re-added, it starts from 0
 (a counter reset, as for a restarted engine).
 
+An L7 VIP's counters are HAProxy's, which start again from 0 whenever
+HAProxy reloads (every change of its servers) or restarts: `observed()`
+carries them over such a drop (`offset`), so that they never go down
+either; what HAProxy counted between the last look and its reload is
+lost (the engine looks at every publish, before HAProxy reloads, and at
+every scrape).
+
 It also stamps, in wall-clock seconds, when each real's condition (admin
 state, health, scheduled or not) last changed: the metrics' and the
 dashboard's "last change".
@@ -47,6 +54,8 @@ class RealLedger:
         self._departed = {}     # vip -> counts of its reals that left
         self._cond = {}         # pair -> its condition, as last seen
         self._changed = {}      # pair -> wall-clock time of the change
+        self._l7_last = {}      # L7 pair -> HAProxy's counts, last seen
+        self._l7_offset = {}    # L7 pair -> what HAProxy counted before
         self._seen = False
 
     @property
@@ -54,13 +63,15 @@ class RealLedger:
         """Whether published() ran (a Report over fakes may never)."""
         return self._seen
 
-    def published(self, configured, ids, raw, conditions=None):
+    def published(self, configured, ids, raw, conditions=None, l7=None):
         """Account for a publish.  configured: the (vip, real key) pairs
         of the L4 VIPs' configuration (their reals and fallbacks, in the
         tables or not); ids: {pair: id} now in the tables; raw: the data
         plane's counters by id (Core.real_stats()), read after the
         publish; conditions: {pair: anything comparable} of every real
-        (L7 ones too), whose change is stamped."""
+        (L7 ones too), whose change is stamped; l7: {pair: HAProxy's
+        counters} of the L7 VIPs' configured reals (None: not looked at,
+        the L7 reals unchanged)."""
         self._seen = True
         configured = set(configured)
         for pair, rid in self._ids.items():
@@ -73,6 +84,16 @@ class RealLedger:
                 self._base[pair] = {k: raw.get(rid, {}).get(k, 0)
                                     for k in COUNTERS}
         self._ids = dict(ids)
+        if l7 is not None:
+            for pair, counts in l7.items():
+                self.observed(pair, counts)
+            configured |= set(l7)
+        else:
+            configured |= set(self._l7_last)
+        for pair in [p for p in self._l7_last if p not in configured]:
+            _add(self._acc.setdefault(pair, dict(_ZERO)),
+                 self._l7_total(pair))
+            del self._l7_last[pair], self._l7_offset[pair]
         vips = {vip for vip, _ in configured}
         for pair in [p for p in self._acc if p not in configured]:
             counts = self._acc.pop(pair)
@@ -89,6 +110,26 @@ class RealLedger:
         below 0)."""
         now, base = raw.get(rid, {}), self._base.get(pair, _ZERO)
         return {k: max(0, now.get(k, 0) - base.get(k, 0)) for k in COUNTERS}
+
+    def observed(self, pair, counts):
+        """An L7 real's counters from HAProxy's (`counts`: its row, {}
+        when HAProxy did not answer), carried over HAProxy's restarts:
+        the row with frames, bytes and flows_new that never go down."""
+        last = self._l7_last.setdefault(pair, dict(_ZERO))
+        offset = self._l7_offset.setdefault(pair, dict(_ZERO))
+        for k in COUNTERS:
+            now = counts.get(k)
+            if not isinstance(now, int) or isinstance(now, bool):
+                continue                # not told: the last stands
+            if now < last[k]:           # HAProxy started again
+                offset[k] += last[k]
+            last[k] = now
+        return {**counts, **self._l7_total(pair)}
+
+    def _l7_total(self, pair):
+        out = dict(self._l7_offset[pair])
+        _add(out, self._l7_last[pair])
+        return out
 
     def _stamp(self, conditions):
         now = self._clock()
@@ -119,6 +160,9 @@ class RealLedger:
             counts = self.counters(pair, raw)
             del counts["active"]
             _add(out, counts)
+        for pair in self._l7_last:
+            if pair[0] == vip:
+                _add(out, self._l7_total(pair))
         return out
 
     def last_change(self, pair):

@@ -17,10 +17,10 @@ labels vip (the VIP's name), vip_address (ADDR:PORT/PROTO) and real
 
 Counters never go down while their series exists: a real's count
 survives its halts and health flips, and a VIP's totals keep what its
-departed real servers counted (control.ledger).  A VIP deleted and added
-again, and a restarted engine, start from 0: a counter reset, which
-Prometheus's rate() handles.  An L7 VIP's counters are HAProxy's: they
-restart when HAProxy does.
+departed real servers counted, and an L7 VIP's (HAProxy's) are carried
+over HAProxy's reloads (control.ledger).  A VIP deleted and added again,
+and a restarted engine, start from 0: a counter reset, which
+Prometheus's rate() handles.
 """
 
 import importlib.metadata

@@ -71,8 +71,14 @@ class Report:
                           e.health.get(k, (None,))[0], k in unscheduled)
                       for k in ((s.vip, r.key) for s in e.services
                                 for r in s.reals)}
+        # HAProxy's counters before it reloads (_l7_sync comes next)
+        l7 = [s for s in e.services if s.mode == "l7"]
+        rows = e.l7.rows() if l7 else {}
         self.ledger.published(configured, e.core.ids.mapping(),
-                              e.core.real_stats(), conditions)
+                              e.core.real_stats(), conditions,
+                              {(s.vip, r.key): rows.get(
+                                  (l7_name(s), l7_server(r)), {})
+                               for s in l7 for r in s.reals})
 
     def status(self):
         """Engine-wide facts: interfaces, pid, uptime, counts, modes, TUN's
@@ -162,6 +168,8 @@ class Report:
             why = e.hops.note(r.address)    # on a MAC kept unanswered
         if s.mode == "l7":
             counters = l7rows.get((l7_name(s), l7_server(r)), {})
+            if self.ledger.seen:        # over HAProxy's restarts
+                counters = self.ledger.observed(k, counters)
         elif self.ledger.seen:
             counters = self.ledger.counters(k, per_real)
         else:                   # nothing published yet (fakes): raw
@@ -187,9 +195,9 @@ class Report:
 
     def _totals(self, s, reals, per_real):
         """A VIP's frames, bytes and new flows since it was added: the
-        ledger's for an L4 VIP (its departed reals' included), else the
-        sums of the rows (HAProxy's counters for an L7 VIP)."""
-        if s.mode != "l7" and self.ledger.seen:
+        ledger's (its departed reals' included), else (nothing published:
+        fakes) the sums of the rows."""
+        if self.ledger.seen:
             return self.ledger.vip_totals(s.vip, per_real)
         return {k: sum(r.get(k) or 0 for r in reals) for k in COUNTERS}
 

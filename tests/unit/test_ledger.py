@@ -77,6 +77,32 @@ def test_conditions_of_reals_that_left_are_forgotten():
     assert led.last_change(B) == 2
 
 
+L7 = Vip.parse("10.0.0.101:80/tcp")
+S1, S2 = (L7, "10.0.0.21:8080"), (L7, "10.0.0.22:8080")
+
+
+def test_haproxy_counters_are_carried_over_its_restarts():
+    led = RealLedger()
+    led.published([], {}, {}, l7={S1: {"flows_new": 5, "bytes": 500},
+                                  S2: {"flows_new": 1, "bytes": 10}})
+    assert led.observed(S1, {"flows_new": 7, "bytes": 700, "active": 2}) \
+        == {"flows_new": 7, "bytes": 700, "frames": 0, "active": 2}
+    # HAProxy reloaded: its counters start again from 0
+    got = led.observed(S1, {"flows_new": 1, "bytes": 100, "active": 1})
+    assert (got["flows_new"], got["bytes"], got["active"]) == (8, 800, 1)
+    # HAProxy did not answer: the last counts stand
+    assert led.observed(S1, {})["flows_new"] == 8
+    assert led.vip_totals(L7, {}) == {"frames": 0, "bytes": 810,
+                                      "flows_new": 9}
+    # S2 leaves (HAProxy forgets it): the VIP keeps its counts
+    led.published([], {}, {}, l7={S1: {"flows_new": 1, "bytes": 100}})
+    assert led.vip_totals(L7, {}) == {"frames": 0, "bytes": 810,
+                                      "flows_new": 9}
+    # the L7 VIP deleted: its totals go
+    led.published([], {}, {}, l7={})
+    assert led.vip_totals(L7, {})["flows_new"] == 0
+
+
 # --- an engine with frames through its core -------------------------------
 
 CLIENT_MAC = "02:00:00:00:00:99"

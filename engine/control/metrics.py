@@ -280,6 +280,9 @@ class EngineCollector(Collector):
 class _Snapshot(Collector):
     """One snapshot's families (render())."""
 
+    def __init__(self, stats, build):
+        self.stats, self.build = stats, build
+
     def collect(self):
         return families(self.stats, self.build)
 
@@ -293,9 +296,7 @@ def render(stats, build=None):
     (not a number) is skipped rather than rendered.
     """
     registry = CollectorRegistry(auto_describe=False)
-    snapshot = _Snapshot()
-    snapshot.stats, snapshot.build = stats, build
-    registry.register(snapshot)
+    registry.register(_Snapshot(stats, build))
     return generate_latest(registry).decode()
 
 

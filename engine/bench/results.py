@@ -310,7 +310,7 @@ def markdown(res: Results) -> str:
     missed = [t for t in tg if t.met is False]
     if missed:
         lines += [f"{len(missed)} target(s) missed on this run; see the "
-                  "README's benchmark notes for why.", ""]
+                  "docs/bench.md for why.", ""]
 
     pps_rows = [r for r in res.rows() if r.metric == "pps"]
     if pps_rows:

@@ -20,6 +20,11 @@ Adding a page is one entry:
 
     MetricsServer(engine.stats, address, routes={"/": page})
 
+A whole application can take its requests instead (`web`: an object
+whose handle(request, body) answers the GET, HEAD or POST requests it
+owns and returns True, False to leave one to the routes; body is False
+for HEAD).  POST goes nowhere else: 405 when web does not take it.
+
 The default port, 10104, is on no exporter's list (Prometheus keeps the
 9100-9999 range for them; 10104 echoes DICOM's 104).
 """
@@ -118,6 +123,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._respond(body=False)
 
+    def do_POST(self):
+        web = self.server.owner.web
+        if web is None or not web.handle(self, True):
+            self.close_connection = True    # its body is left unread
+            self._send(405, TEXT, b"method not allowed\n", True,
+                       {"Allow": "GET, HEAD"})
+
     def _route(self):
         """The handler of this request's path, or None."""
         path = urlsplit(self.path).path
@@ -129,6 +141,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return routes[max(under, key=len)] if under else None
 
     def _respond(self, body):
+        web = self.server.owner.web
+        if web is not None and web.handle(self, body):
+            return              # the application's (control.web)
         handler = self._route()
         if handler is None:
             self._send(404, TEXT, b"not found: try /metrics\n", body)
@@ -173,12 +188,14 @@ class MetricsServer:
     get_stats: a callable returning an Engine.stats() snapshot; an
     exception from it answers that scrape with 500 (logged).  address:
     (host, port), port 0 picks a free port (see .port once started).
-    routes: {path: handler} served besides /metrics (see the module's
-    docstring).  registry: what /metrics serves (metrics_registry()).
+    routes: {path: handler} served besides /metrics; web: an application
+    that takes its own requests first (see the module's docstring).
+    registry: what /metrics serves (metrics_registry()).
     """
 
-    def __init__(self, get_stats, address=DEFAULT_ADDRESS, routes=None):
-        self.get_stats = get_stats
+    def __init__(self, get_stats, address=DEFAULT_ADDRESS, routes=None,
+                 web=None):
+        self.get_stats, self.web = get_stats, web
         self.address = tuple(address)
         self.registry = metrics_registry(get_stats)
         self.routes = {"/metrics": serve_metrics, **(routes or {})}

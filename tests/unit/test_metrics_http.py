@@ -138,6 +138,52 @@ def test_routes_are_served_beside_metrics():
         srv.stop()
 
 
+def test_an_application_takes_its_requests_first():
+    class Web:
+        def __init__(self):
+            self.seen = []
+
+        def handle(self, request, body):
+            self.seen.append((request.command, request.path, body))
+            if not request.path.startswith("/api/"):
+                return False
+            n = int(request.headers.get("Content-Length") or 0)
+            data = b"posted " + request.rfile.read(n) if n else b"{}"
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            if body:
+                request.wfile.write(data)
+            return True
+    web = Web()
+    srv = metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0),
+                                     web=web).start()
+    try:
+        assert get(srv.base_url + "/api/state")[2] == b"{}"
+        req = urllib.request.Request(srv.base_url + "/api/drain",
+                                     data=b"x=1", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.read() == b"posted x=1"
+        assert get(srv.url)[0] == 200       # not its: the routes'
+        assert ("GET", "/metrics", True) in web.seen
+        # a POST it does not take: 405, not the routes
+        req = urllib.request.Request(srv.url, data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=5)
+        assert exc.value.code == 405
+    finally:
+        srv.stop()
+    # without one, POST is refused too
+    srv = metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0)).start()
+    try:
+        req = urllib.request.Request(srv.url, data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=5)
+        assert exc.value.code == 405
+    finally:
+        srv.stop()
+
+
 def test_other_paths_are_404(server):
     for path in ("/", "/metricsx", "/metrics/x", "/favicon.ico"):
         with pytest.raises(urllib.error.HTTPError) as exc:

@@ -166,22 +166,22 @@ def test_an_application_takes_its_requests_first():
             assert resp.read() == b"posted x=1"
         assert get(srv.url)[0] == 200       # not its: the routes'
         assert ("GET", "/metrics", True) in web.seen
-        # a POST it does not take: 405, not the routes
-        req = urllib.request.Request(srv.url, data=b"x", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(req, timeout=5)
-        assert exc.value.code == 405
+        assert post_status(srv.url) == 405  # a POST it does not take
     finally:
         srv.stop()
     # without one, POST is refused too
     srv = metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0)).start()
     try:
-        req = urllib.request.Request(srv.url, data=b"x", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(req, timeout=5)
-        assert exc.value.code == 405
+        assert post_status(srv.url) == 405
     finally:
         srv.stop()
+
+
+def post_status(url):
+    req = urllib.request.Request(url, data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=5)
+    return exc.value.code
 
 
 def test_other_paths_are_404(server):

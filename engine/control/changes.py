@@ -63,6 +63,7 @@ class Changes:
 
     def __init__(self, engine, state_file=None):
         self.engine = engine
+        self.events = engine.events     # control.events.EventLog
         path = state_path(engine.config_path, state_file)
         self.operator = OperatorState.load(path) if path else \
             OperatorState()
@@ -97,6 +98,7 @@ class Changes:
             return services, state, svc
         svc = self.commit("add-vip", change, resolve=True)
         log.info("vip %s (%s): added", svc.label, svc.vip)
+        self.events.add("vip", svc.label, None, f"added ({svc.vip})")
         return svc.label
 
     def del_vip(self, vip):
@@ -108,6 +110,7 @@ class Changes:
             return services, state, s
         s = self.commit("del-vip", change)
         log.info("vip %s: removed", s.label)
+        self.events.add("vip", s.label, None, f"removed ({s.vip})")
 
     def add_real(self, vip, real):
         """Add real (a Real or `ADDR[:PORT][@W]`) to vip."""
@@ -120,6 +123,8 @@ class Changes:
             return services, state, s
         s = self.commit("add-real", change, resolve=True)
         log.info("vip %s: added real %s", s.label, real)
+        self.events.add("real", s.label, real.key,
+                        f"added (weight {real.weight})")
 
     def del_real(self, vip, key):
         """Remove a real server; its flows are rescheduled."""
@@ -129,6 +134,7 @@ class Changes:
             return services, state, (s, r)
         s, r = self.commit("del-real", change)
         log.info("vip %s: removed real %s", s.label, r.key)
+        self.events.add("real", s.label, r.key, "removed")
 
     def set_weight(self, vip, key, weight):
         """A real's new weight (0 to 65535)."""
@@ -139,6 +145,8 @@ class Changes:
         s, old = self.commit("weight", change)
         log.info("vip %s: real %s weight %d -> %d", s.label, old.key,
                  old.weight, weight)
+        self.events.add("weight", s.label, old.key,
+                        f"weight {old.weight} -> {weight}")
 
     def set_state(self, vip, key, value):
         """drain, halt or online."""
@@ -148,6 +156,7 @@ class Changes:
             return services, state, (s, r)
         s, r = self.commit(value, change)
         log.info("vip %s: real %s %s", s.label, r.key, value)
+        self.events.add("state", s.label, r.key, value)
 
     def forget(self, vip, real):
         """Drop the operator's changes of vip's real (`all`: every one of
@@ -169,6 +178,8 @@ class Changes:
                                                    for c in dropped]
         dropped = self.commit("forget", change, resolve=True)
         log.info("forgot the operator's changes: %s", "; ".join(dropped))
+        self.events.add("forget", vip_text, None, "forgot " +
+                        "; ".join(dropped))
         return dropped
 
     def reload(self):
@@ -214,6 +225,7 @@ class Changes:
             return e.l7.checked(new), new_state, summary
         summary = self.commit("reload", change, resolve=True)
         log.info("reload: %s", summary)
+        self.events.add("reload", text=reload_text(summary))
         log_notes("reload", {"conflicts": summary["conflicts"],
                              "absorbed": summary["absorbed"]})
         return summary
@@ -320,6 +332,14 @@ class Changes:
 def _real_key(text):
     """A real's key from `ADDR[:PORT]` as the operator typed it."""
     return Real.parse(text).key
+
+
+def reload_text(summary):
+    """A reload's summary in one line, for the event log."""
+    said = [f"{k.replace('_', ' ')}: {', '.join(map(str, summary[k]))}"
+            for k in ("added_vips", "removed_vips", "changed", "conflicts")
+            if summary.get(k)]
+    return "reloaded" + (f": {'; '.join(said)}" if said else ", no change")
 
 
 def log_notes(when, notes):

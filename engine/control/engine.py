@@ -29,6 +29,8 @@ parts, each testable alone with fakes, do the rest:
     changes control.changes.Changes: the commands as transactions (rolled
             back when a step fails), the operator's changes kept and
             replayed (control.state)
+    events  control.events.EventLog: what happened (health, changes,
+            reloads, roles), for the dashboard
 """
 
 import logging
@@ -39,6 +41,7 @@ from . import ha
 from . import services as svcs
 from . import tunnel
 from .changes import Changes
+from .events import EventLog
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
@@ -137,6 +140,7 @@ class Engine:
         self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
+        self.events = EventLog()    # the dashboard's (control.web)
         # The commands that change us, atomic; the operator's changes
         # replayed from the state file (over services).
         self.changes = Changes(self, state_file)
@@ -205,6 +209,7 @@ class Engine:
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
+        self.events.add("start", text="started on " + ", ".join(self.ifaces))
         return self
 
     def stop(self):
@@ -304,6 +309,9 @@ class Engine:
             # L7: the VIP addresses follow the role, before announcing
             self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
             out = self.ha.set_role(role, self.services, self._announce, why)
+            if out["changed"]:
+                self.events.add("ha", text=f"{out['previous']} -> "
+                                f"{out['role']}{f' ({why})' if why else ''}")
             if self.punts:      # no reply of the old role leaves after this
                 self.punts.settle()
             return out
@@ -326,7 +334,12 @@ class Engine:
         """Read the config file again, replay the operator's changes over
         it and apply the difference; returns what changed.  ConfigError
         (and nothing applied) when it is bad."""
-        return self.changes.reload()
+        try:
+            return self.changes.reload()
+        except PyfwdError as exc:
+            self.events.add("reload", text=f"failed, running config kept: "
+                            f"{exc}")
+            raise
 
     def _changed(self, resolve=False):
         """Publish, steer and check what the services now say."""
@@ -359,6 +372,8 @@ class Engine:
             log.warning("vip %s: real %s is %s (%s)%s", s.label, real,
                         "up" if up else "DOWN", detail, "" if up else
                         ON_DOWN_SAYS[s.on_down])
+            self.events.add("health", s.label, real,
+                            f"{'up' if up else 'down'} ({detail})")
             self._publish()
             self._l7_sync()
 

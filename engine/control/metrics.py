@@ -496,11 +496,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._respond(body=True)
+    do_POST = do_GET            # the dashboard's actions (web)
 
     def do_HEAD(self):
         self._respond(body=False)
 
     def _respond(self, body):
+        if self.server.web and self.server.web.handle(self, body):
+            return              # the dashboard's (control.web)
         if urlsplit(self.path).path != "/metrics":
             self._send(404, b"not found: try /metrics\n", "text/plain; "
                        "charset=utf-8", body)
@@ -530,26 +533,25 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_port = False    # a second engine on the port must fail
 
-    def __init__(self, address, get_stats):
-        self.get_stats = get_stats
+    def __init__(self, address, get_stats, web=None):
+        self.get_stats, self.web = get_stats, web
         self.address_family = (socket.AF_INET6 if ":" in address[0]
                                else socket.AF_INET)
         super().__init__(address, _Handler)
 
 
 class MetricsServer:
-    """Serves render(get_stats()) at http://ADDRESS/metrics; 404 elsewhere.
-
+    """Serves render(get_stats()) at http://ADDRESS/metrics, web (the
+    dashboard, control.web.Dashboard) at /, /static/, /api/; 404 elsewhere.
     get_stats: a callable returning an Engine.stats() snapshot; an
     exception from it answers that scrape with 500 (logged).  address:
     (host, port), port 0 picks a free port (see .port once started).
     """
 
-    def __init__(self, get_stats, address=DEFAULT_ADDRESS):
-        self.get_stats = get_stats
+    def __init__(self, get_stats, address=DEFAULT_ADDRESS, web=None):
+        self.get_stats, self.web = get_stats, web
         self.address = tuple(address)
-        self._httpd = None
-        self._thread = None
+        self._httpd = self._thread = None
 
     def __enter__(self):
         return self.start()
@@ -575,7 +577,7 @@ class MetricsServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = _HTTPServer(self.address, self.get_stats)
+            self._httpd = _HTTPServer(self.address, self.get_stats, self.web)
         except OSError as exc:
             host, port = self.address[0], self.address[1]
             host = f"[{host}]" if ":" in host else host

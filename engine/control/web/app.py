@@ -134,6 +134,10 @@ class Dashboard:
         except Exception:       # a bug: said, answered, the server goes on
             log.exception("dashboard: %s %s failed", method, handler.path)
             out = refuse(500, "internal error (logged)")
+        if out.status == 403:
+            log.warning("dashboard: refused %s %s from %s: %s", method,
+                        handler.path, handler.client_address[0],
+                        json.loads(out.body)["error"])
         self.send(handler, out, body)
         return True
 

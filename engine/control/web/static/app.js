@@ -31,7 +31,8 @@
     if (Math.abs(n) >= 1e9) return (n / 1e9).toFixed(1) + " G";
     if (Math.abs(n) >= 1e6) return (n / 1e6).toFixed(1) + " M";
     if (Math.abs(n) >= 1e4) return (n / 1e3).toFixed(1) + " k";
-    return Number.isInteger(n) ? String(n) : n.toFixed(1);
+    return Math.abs(n) >= 10 || Number.isInteger(n) ? String(Math.round(n))
+      : n.toFixed(1);
   }
 
   function bytes(n) {
@@ -182,6 +183,7 @@
     weight.type = "number";
     weight.min = "0";
     weight.max = "65535";
+    weight.placeholder = "weight";
     weight.setAttribute("aria-label", "new weight of " + r.real);
     const set = el("button", "act act-weight", "Set weight");
     set.type = "button";

@@ -185,7 +185,18 @@ class Changes:
     def reload(self):
         """Read the config file again, replay the operator's changes over
         it and apply the difference; the summary (reload_summary's, with
-        "operator_changes", "conflicts", "absorbed")."""
+        "operator_changes", "conflicts", "absorbed").  Recorded as an event,
+        done or failed."""
+        try:
+            summary = self._reload()
+        except PyfwdError as exc:
+            self.events.add("reload", text=f"failed, running config kept: "
+                            f"{exc}")
+            raise
+        self.events.add("reload", text=reload_text(summary))
+        return summary
+
+    def _reload(self):
         e = self.engine
         if not e.config_path:
             raise ConfigError("reload: the engine was not started with "
@@ -225,7 +236,6 @@ class Changes:
             return e.l7.checked(new), new_state, summary
         summary = self.commit("reload", change, resolve=True)
         log.info("reload: %s", summary)
-        self.events.add("reload", text=reload_text(summary))
         log_notes("reload", {"conflicts": summary["conflicts"],
                              "absorbed": summary["absorbed"]})
         return summary

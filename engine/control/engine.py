@@ -105,15 +105,13 @@ class Engine:
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
                  fastpath="off", tun=()):
         check_options(iface, inside_iface, backend, services)
-        self.backend = backend
-        self.iface = iface
-        self.config_path = config_path
-        self.inside_iface = inside_iface
+        self.backend, self.iface = backend, iface
+        self.config_path, self.inside_iface = config_path, inside_iface
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
-        self.snat_address = snat_address
-        self.snat_ports = snat_ports
+        self.snat_address, self.snat_ports = snat_address, snat_ports
         self.services = list(services)
-        self.ha = ha.HaState(role, ha_options)
+        self.events = EventLog()    # the dashboard's (control.web)
+        self.ha = ha.HaState(role, ha_options, events=self.events)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
@@ -128,19 +126,16 @@ class Engine:
         self.l7 = L7Sync(iface, active=self.ha.active)
         self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
-        self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
-        self.monitor = None
+        self.tables = self.monitor = None
         self._lock = threading.RLock()
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
-        self._thread = None
-        self.started = None
+        self._thread = self.started = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
-        self.events = EventLog()    # the dashboard's (control.web)
         # The commands that change us, atomic; the operator's changes
         # replayed from the state file (over services).
         self.changes = Changes(self, state_file)
@@ -309,9 +304,6 @@ class Engine:
             # L7: the VIP addresses follow the role, before announcing
             self.l7.set_active(ha.parse_role(role, "ha: role") == "active")
             out = self.ha.set_role(role, self.services, self._announce, why)
-            if out["changed"]:
-                self.events.add("ha", text=f"{out['previous']} -> "
-                                f"{out['role']}{f' ({why})' if why else ''}")
             if self.punts:      # no reply of the old role leaves after this
                 self.punts.settle()
             return out
@@ -334,12 +326,7 @@ class Engine:
         """Read the config file again, replay the operator's changes over
         it and apply the difference; returns what changed.  ConfigError
         (and nothing applied) when it is bad."""
-        try:
-            return self.changes.reload()
-        except PyfwdError as exc:
-            self.events.add("reload", text=f"failed, running config kept: "
-                            f"{exc}")
-            raise
+        return self.changes.reload()
 
     def _changed(self, resolve=False):
         """Publish, steer and check what the services now say."""
@@ -369,11 +356,10 @@ class Engine:
                 s = self.service(vip)
             except ConfigError:
                 return          # removed meanwhile
-            log.warning("vip %s: real %s is %s (%s)%s", s.label, real,
-                        "up" if up else "DOWN", detail, "" if up else
-                        ON_DOWN_SAYS[s.on_down])
-            self.events.add("health", s.label, real,
-                            f"{'up' if up else 'down'} ({detail})")
+            said = f"{'up' if up else 'DOWN'} ({detail})"
+            log.warning("vip %s: real %s is %s%s", s.label, real, said,
+                        "" if up else ON_DOWN_SAYS[s.on_down])
+            self.events.add("health", s.label, real, said)
             self._publish()
             self._l7_sync()
 

@@ -370,8 +370,54 @@ def test_the_engine_records_changes_health_roles_and_reloads(tmp_path):
         ("weight", real, f"weight {vip.reals[0].weight} -> 7"),
         ("real", "10.0.0.19", "added (weight 1)"),
         ("real", "10.0.0.19", "removed"),
-        ("health", real, "down (connection refused)")]
+        ("health", real, "DOWN (connection refused)")]
     assert kinds[6] == ("ha", None, "active -> standby")
     assert kinds[7][0] == "reload" and kinds[7][2].startswith("reloaded")
     assert kinds[8][0] == "reload" and "failed" in kinds[8][2]
     assert len(kinds) == 9
+
+
+# --- pyfwd start and the config file ----------------------------------------------
+
+def start(*args):
+    from click.testing import CliRunner
+
+    from pyfwd.cli.main import cli
+    return CliRunner().invoke(cli, ["start", "--iface", "lo", "--vip",
+                                    "10.0.0.100:80/tcp", "--real",
+                                    "10.0.0.11", *args])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="start checks root first")
+def test_start_refuses_a_token_it_cannot_trust(tmp_path):
+    bad = token_file(tmp_path, mode=0o644)
+    r = start("--metrics", "127.0.0.1:0", "--dashboard-token", bad)
+    assert r.exit_code == 2 and "chmod 600" in r.output
+    assert "Traceback" not in r.output
+    r = start("--dashboard-token", token_file(tmp_path))    # no --metrics
+    assert r.exit_code == 2 and "needs --metrics" in r.output
+
+
+def test_start_help_explains_the_dashboard():
+    r = start("--help")
+    assert "--dashboard-token FILE" in r.output and "dashboard" in r.output
+
+
+def test_the_config_key_is_a_path_beside_the_file(tmp_path):
+    from pyfwd.control import config as config_mod
+    path = tmp_path / "pyfwd.toml"
+    text = ('[engine]\ndashboard_token = "{}"\n[[vip]]\naddress = '
+            '"10.0.0.100"\nport = 80\n')
+    path.write_text(text.format("dash.token"))
+    assert config_mod.load(str(path)).dashboard_token == str(
+        tmp_path / "dash.token")
+    path.write_text(text.format("/etc/pyfwd/t"))
+    cfg = config_mod.load(str(path))
+    assert cfg.dashboard_token == "/etc/pyfwd/t"
+    assert cfg.with_flags(dashboard_token="/x").dashboard_token == "/x"
+    path.write_text(text.format(" "))
+    with pytest.raises(ConfigError, match="dashboard_token"):
+        config_mod.load(str(path))
+    path.write_text(text.replace('"{}"', "1"))
+    with pytest.raises(ConfigError, match="dashboard_token = 1"):
+        config_mod.load(str(path))

@@ -60,6 +60,10 @@
       d.toLocaleTimeString([], {hour12: false});
   }
 
+  function colClass(column) {
+    return "col-" + column.replace(/[^a-z]+/g, "-");
+  }
+
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
   function say(text, kind) {
@@ -83,7 +87,7 @@
       e.inside_iface : "") + (s.backend ? " (" + s.backend + ")" : ""));
     const role = (s.ha && s.ha.role) || "?";
     fact(dl, "HA role", role, "role role-" + role);
-    if (s.ha && s.ha.since) fact(dl, "since", clock(s.ha.since));
+    if (s.ha && s.ha.since) fact(dl, "role since", clock(s.ha.since));
     fact(dl, "uptime", duration(e.uptime));
     const t = s.totals || {};
     const r = rate(t, "engine");
@@ -110,6 +114,7 @@
       form.hidden = true;
       lock.hidden = false;
     }
+    document.body.classList.toggle("read-only", !actionsAllowed);
     const enabled = actionsAllowed && !!token();
     document.querySelectorAll("button.act, input.weight").forEach((b) => {
       b.disabled = !enabled || b.dataset.current === "1";
@@ -148,7 +153,7 @@
     const facts = el("p", "vip-facts");
     const table = el("table", "reals");
     const tr = el("tr");
-    COLUMNS.forEach((c) => tr.append(el("th", null, c)));
+    COLUMNS.forEach((c) => tr.append(el("th", colClass(c), c)));
     table.append(el("thead"), el("tbody"));
     table.tHead.append(tr);
     section.append(h2, facts, table);
@@ -174,7 +179,7 @@
     tr.dataset.real = r.real;
     const cells = {};
     COLUMNS.forEach((c) => {
-      cells[c] = el("td", "col-" + c.replace(/[^a-z]+/g, "-"));
+      cells[c] = el("td", colClass(c));
       tr.append(cells[c]);
     });
     const buttons = ["drain", "halt", "online"].map((a) =>
@@ -329,10 +334,13 @@
     }
   }
 
+  let generation = 0;          // one chain of polls: the latest one's
+
   async function poll() {
     clearTimeout(timer);
+    const mine = ++generation;
     await load();
-    timer = setTimeout(poll, POLL_MS);
+    if (mine === generation) timer = setTimeout(poll, POLL_MS);
   }
 
   // --- actions ---

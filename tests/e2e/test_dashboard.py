@@ -8,7 +8,8 @@ from there), where the dashboard listens on loopback.  The page shows the
 VIP and its real servers; an action without the token, or with a wrong
 one, is refused (403) and changes nothing; with the token, a click on
 Drain drains the real server (in the page and in `pyfwd ctl show`) and the
-events list says so.  A screenshot is left in the test's temporary folder.
+events list says so; so does a weight typed in, and the HA role set as
+keepalived would.  A screenshot is left in the test's temporary folder.
 Root; the lab is removed whatever happens.
 """
 
@@ -176,13 +177,25 @@ def session(url, token, sock, shot):
         wait.until(lambda _: state("10.0.0.11") == "drain")
         seen["message"] = d.find_element(By.ID, "message").text
         seen["after"] = states(sock)
-        wait.until(lambda _: any(
-            "drain" in tr.text and "10.0.0.11" in tr.text
-            for tr in d.find_elements(By.CSS_SELECTOR, "#events tbody tr")))
-        seen["events"] = [tr.text for tr in d.find_elements(
-            By.CSS_SELECTOR, "#events tbody tr")]
         seen["drain_disabled"] = not row("10.0.0.11").find_element(
             By.CSS_SELECTOR, "button[data-action='drain']").is_enabled()
+        # a weight typed in
+        row("10.0.0.12").find_element(By.CSS_SELECTOR,
+                                      "input.weight").send_keys("5")
+        row("10.0.0.12").find_element(
+            By.CSS_SELECTOR, "button[data-action='weight']").click()
+        wait.until(lambda _: row("10.0.0.12").find_element(
+            By.CSS_SELECTOR, "td.col-weight").text == "5")
+        with Client(str(sock)) as c:
+            seen["weights"] = {r["real"]: r["weight"]
+                               for r in c.call("show")[0]["reals"]}
+            c.call("ha", role="standby")    # as keepalived would
+        wait.until(lambda _: d.find_element(By.CSS_SELECTOR,
+                                            "dd.role").text == "standby")
+        wait.until(lambda _: "active -> standby" in d.find_element(
+            By.ID, "events").text)
+        seen["events"] = [tr.text for tr in d.find_elements(
+            By.CSS_SELECTOR, "#events tbody tr")]
         d.save_screenshot(str(shot))
         # errors of the page (script, CSP), the refusals above left out
         seen["console"] = [e for e in d.get_log("browser")
@@ -238,6 +251,11 @@ def test_the_dashboard_in_a_browser(lab, tmp_path):
     assert any(e.split()[1:] == ["state", "pacs-web", "10.0.0.11", "drain"]
                for e in seen["events"]), seen["events"]
     assert seen["drain_disabled"]
+    assert seen["weights"] == {"10.0.0.11": 1, "10.0.0.12": 5}
+    assert any(e.split()[1:] == ["weight", "pacs-web", "10.0.0.12", "weight",
+                                 "1", "->", "5"] for e in seen["events"])
+    assert any(e.split()[1:] == ["ha", "active", "->", "standby"]
+               for e in seen["events"]), seen["events"]
     assert seen["console"] == [], seen["console"]
     assert shot.stat().st_size > 10000
     # kept: a restart would replay it (the state file), as for ctl

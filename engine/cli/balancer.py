@@ -56,7 +56,8 @@ L4_MODES = [m for m in MODES if m != "l7"]
 @click.option("--metrics", metavar="[ADDR:]PORT",
               help="serve Prometheus metrics at http://ADDR:PORT/metrics "
               "and a live dashboard at http://ADDR:PORT/ (loopback unless "
-              "ADDR says otherwise)")
+              "ADDR says otherwise; e.g. 10104, 127.0.0.1:10104, "
+              "[::1]:10104)")
 @click.option("--dashboard-token", metavar="FILE",
               type=click.Path(dir_okay=False),
               help="let the dashboard drain, halt, online and weigh real "
@@ -222,7 +223,7 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
     """(config, SNAT ports, metrics address) from the options and the file;
     UsageError or ConfigError when they say nothing that can run."""
     from ..control import config as config_mod
-    from ..control.metrics import parse_address
+    from ..control.metrics_http import parse_address
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
     if config_path:
@@ -278,7 +279,7 @@ def _run(cfg, ports, web, options):
 
     from ..control.bgp import BgpSpeaker
     from ..control.engine import Engine
-    from ..control.metrics import MetricsServer
+    from ..control.metrics_http import MetricsServer
     from ..control.notify import Notifier
     from ..control.server import ControlServer
     from ..control.web import Dashboard

@@ -24,6 +24,7 @@ _thread).
 import copy
 import logging
 import os
+import time
 
 from . import config as config_mod
 from . import services as svcs
@@ -70,6 +71,9 @@ class Changes:
         self.base = list(engine.services)
         self.base_sha = file_sha256(engine.config_path) \
             if engine.config_path else None
+        # the config file's loads: at start, then by reload() (ok or not)
+        loaded = time.time() if engine.config_path else None
+        self._reload = {"last": loaded, "ok": True, "last_ok": loaded}
         if self.operator.entries:
             if self.operator.config_sha256 not in (None, self.base_sha):
                 log.warning("%s changed since the operator's changes were "
@@ -182,25 +186,35 @@ class Changes:
                         "; ".join(dropped))
         return dropped
 
+    def reload_status(self):
+        """The config file's last load, for the metrics: {"last" (wall-clock
+        seconds of the start's load or the last reload, None without a
+        config file), "ok" (whether that one worked), "last_ok" (of the
+        last that worked)}."""
+        return dict(self._reload)
+
     def reload(self):
         """Read the config file again, replay the operator's changes over
         it and apply the difference; the summary (reload_summary's, with
         "operator_changes", "conflicts", "absorbed").  Recorded as an event,
         done or failed."""
+        if not self.engine.config_path:
+            raise ConfigError("reload: the engine was not started with "
+                              "--config")
+        now = time.time()
         try:
-            summary = self._reload()
-        except PyfwdError as exc:
+            summary = self._reload_file()
+        except BaseException as exc:
+            self._reload.update(last=now, ok=False)
             self.events.add("reload", text=f"failed, running config kept: "
                             f"{exc}")
             raise
+        self._reload.update(last=now, ok=True, last_ok=now)
         self.events.add("reload", text=reload_text(summary))
         return summary
 
-    def _reload(self):
+    def _reload_file(self):
         e = self.engine
-        if not e.config_path:
-            raise ConfigError("reload: the engine was not started with "
-                              "--config")
         cfg = config_mod.load(e.config_path, role=e.role)
         sha = file_sha256(e.config_path)
         if cfg.iface not in (None, e.iface) or \
@@ -284,8 +298,10 @@ class Changes:
     def _snapshot(self):
         e = self.engine
         core = getattr(e, "core", None)
+        report = getattr(e, "report", None)     # fakes: none
         return {"services": list(e.services), "state": dict(e.state),
                 "health": dict(e.health),
+                "ledger": copy.deepcopy(report.ledger) if report else None,
                 "ids": copy.deepcopy(core.ids) if core is not None
                 else None,
                 "l7_running": e.l7.haproxy is not None,
@@ -309,6 +325,8 @@ class Changes:
         e.health.update(before["health"])
         if before["ids"] is not None:
             e.core.ids = before["ids"]
+        if before["ledger"] is not None:    # the counters as they were
+            e.report.ledger = before["ledger"]
         failed = []
         steps = [("tables and steering", e._publish)]
         if before["l7_running"]:

@@ -8,7 +8,7 @@ touched.
     iface = "eth0"
     inside_iface = "eth1"                   # two-arm NAT only
     control_socket = "/run/pyfwd/pyfwd.sock"
-    metrics = "127.0.0.1:9108"              # optional
+    metrics = "127.0.0.1:10104"             # optional
     dashboard_token = "/etc/pyfwd/dashboard.token"  # the dashboard's actions
                                             # (at metrics' /); 0600, root's
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
@@ -374,7 +374,7 @@ def parse(text, path="<config>", role=None):
     if role is not None:
         cfg.role = parse_role(role)
     if cfg.metrics is not None:
-        from .metrics import parse_address
+        from .metrics_http import parse_address
         parse_address(cfg.metrics)
     if cfg.dashboard_token is not None:
         cfg.dashboard_token = dashboard_token_path(cfg.dashboard_token,

@@ -133,7 +133,7 @@ class Engine:
         self._lock = threading.RLock()
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
-        self._thread = self.started = None
+        self._thread = self.started = self.started_at = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
         # The commands that change us, atomic; the operator's changes
@@ -198,7 +198,7 @@ class Engine:
                 raise
         else:
             self.l7.clean()         # what a dead engine's HAProxy left
-        self.started = time.monotonic()
+        self.started, self.started_at = time.monotonic(), time.time()
         self.ha.start()
         self.punt_thread = PuntThread(self.punts).start()
         self._thread = threading.Thread(target=self._control,
@@ -380,6 +380,7 @@ class Engine:
         self.tables = self.core.publish_services(
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
+        self.report.published()         # counters and changes (ledger.py)
         if self.punts:
             self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:
@@ -400,8 +401,7 @@ class Engine:
     def _control(self):
         """MAC refresh, announcements, stats file, the HAProxy watchdog,
         the data plane's errors: every TICK (the punted frames: the punt
-        thread).  An error is
-        logged and the loop carries on (ARP must go on)."""
+        thread).  An error is logged and the loop carries on (ARP too)."""
         last_stats = last_l7 = time.monotonic()
         while not self._refresh.sleep(control_pause(self.ha), self._stop):
             self.ticks += 1

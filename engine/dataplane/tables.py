@@ -139,6 +139,10 @@ class RealIds:
         """The id of (vip, key), or None if it has none."""
         return self._ids.get((vip, key))
 
+    def mapping(self):
+        """{(vip, key): id} of every pair that has an id (a copy)."""
+        return dict(self._ids)
+
     def retain(self, pairs):
         """Release every id whose (vip, key) is not in pairs."""
         pairs = set(pairs)

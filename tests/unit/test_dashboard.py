@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pyfwd.control import metrics
+from pyfwd.control import metrics_http as metrics
 from pyfwd.control.events import EventLog
 from pyfwd.control.server import ControlServer
 from pyfwd.control.web import Dashboard, load_token

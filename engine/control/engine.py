@@ -29,6 +29,8 @@ parts, each testable alone with fakes, do the rest:
     changes control.changes.Changes: the commands as transactions (rolled
             back when a step fails), the operator's changes kept and
             replayed (control.state)
+    events  control.events.EventLog: what happened (health, changes,
+            reloads, roles), for the dashboard
 """
 
 import logging
@@ -39,6 +41,7 @@ from . import ha
 from . import services as svcs
 from . import tunnel
 from .changes import Changes
+from .events import EventLog
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
@@ -102,15 +105,13 @@ class Engine:
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
                  fastpath="off", tun=()):
         check_options(iface, inside_iface, backend, services)
-        self.backend = backend
-        self.iface = iface
-        self.config_path = config_path
-        self.inside_iface = inside_iface
+        self.backend, self.iface = backend, iface
+        self.config_path, self.inside_iface = config_path, inside_iface
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
-        self.snat_address = snat_address
-        self.snat_ports = snat_ports
+        self.snat_address, self.snat_ports = snat_address, snat_ports
         self.services = list(services)
-        self.ha = ha.HaState(role, ha_options)
+        self.events = EventLog()    # the dashboard's (control.web)
+        self.ha = ha.HaState(role, ha_options, events=self.events)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
@@ -125,16 +126,14 @@ class Engine:
         self.l7 = L7Sync(iface, active=self.ha.active)
         self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
-        self.tables = None
         self.state = {}         # (vip, real key) -> "drain" | "halt"
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
-        self.monitor = None
+        self.tables = self.monitor = None
         self._lock = threading.RLock()
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
-        self._thread = None
-        self.started = self.started_at = None
+        self._thread = self.started = self.started_at = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
         # The commands that change us, atomic; the operator's changes
@@ -205,6 +204,7 @@ class Engine:
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
+        self.events.add("start", text="started on " + ", ".join(self.ifaces))
         return self
 
     def stop(self):
@@ -356,9 +356,10 @@ class Engine:
                 s = self.service(vip)
             except ConfigError:
                 return          # removed meanwhile
-            log.warning("vip %s: real %s is %s (%s)%s", s.label, real,
-                        "up" if up else "DOWN", detail, "" if up else
-                        ON_DOWN_SAYS[s.on_down])
+            said = f"{'up' if up else 'DOWN'} ({detail})"
+            log.warning("vip %s: real %s is %s%s", s.label, real, said,
+                        "" if up else ON_DOWN_SAYS[s.on_down])
+            self.events.add("health", s.label, real, said)
             self._publish()
             self._l7_sync()
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import sysconfig
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -121,7 +121,13 @@ class BuildExt(build_ext):
         super().run()
 
 
+# engine/ is the package pyfwd (pyproject.toml's package-dir): it and every
+# package below it, found rather than listed.
+PACKAGES = ["pyfwd"] + [f"pyfwd.{p}" for p in find_packages(os.path.join(HERE, "engine"))]
+
+
 setup(
+    packages=PACKAGES,
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
 )

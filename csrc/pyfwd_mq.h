@@ -71,6 +71,21 @@ uint32_t pyfwd_handoff_take(struct pyfwd_ctx *ctx, uint32_t worker,
  */
 int pyfwd_io_napi_id(struct pyfwd_ctx *ctx, uint32_t queue, uint32_t slot);
 
+/*
+ * What worker `worker` has room for and holds now: its flow table's
+ * slots (a DR flow takes one, a NAT/SNAT flow two) and its punt ring's,
+ * and the punted frames waiting there for Python.  0, or -EINVAL past
+ * the last worker.
+ */
+struct pyfwd_worker_room {
+	uint64_t flow_slots;
+	uint32_t punt_slots;
+	uint32_t punt_queued;
+};
+
+int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
+			   struct pyfwd_worker_room *out);
+
 /* cffi:end */
 
 #endif /* PYFWD_MQ_H */

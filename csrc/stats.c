@@ -104,6 +104,21 @@ int pyfwd_worker_stats_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 	return 0;
 }
 
+int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
+			   struct pyfwd_worker_room *out)
+{
+	const struct worker *w;
+
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	w = &ctx->workers[worker];
+	out->flow_slots = (uint64_t)w->flow_mask + 1;
+	out->punt_slots = PUNT_SLOTS;
+	out->punt_queued = __atomic_load_n(&w->punt.head, __ATOMIC_ACQUIRE) -
+			   __atomic_load_n(&w->punt.tail, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
 int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 			  struct pyfwd_real_stats *out, uint32_t n)
 {

@@ -25,4 +25,32 @@ connection, tracked by the core so it stays on its real; each frame gets a
 a **punt** is a frame the core hands to Python (ARP, ICMP, NDP for a VIP).
 """
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """This installation's version: its distribution's metadata (pip
+    wrote it from pyproject.toml, the one place the version is written);
+    in a checkout that was never installed, pyproject.toml beside engine/;
+    "unknown" when neither is there."""
+    from importlib import metadata
+    try:
+        return metadata.version("pyfwd")
+    except metadata.PackageNotFoundError:
+        pass
+    import os
+    import tomllib
+    path = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "pyproject.toml")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)["project"]["version"] + "+checkout"
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def __getattr__(name):
+    # __version__ is looked up when asked for (PEP 562): importing pyfwd
+    # stays free of importlib.metadata's cost.
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """`pyfwd bench`: DR against NAT, side by side with the kernel and
-HAProxy, in one run (see README "Benchmarks").
+HAProxy, in one run (see docs/bench.md).
 
   run      the harness: rows chosen, run in rounds, results written
   rows     the packet-rate and HTTP rows, one line each, interleaved

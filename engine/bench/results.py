@@ -81,6 +81,7 @@ class Results:
         self.info = dict(info or {})
         self._rows = {}
         self.failures = []          # (row name, message)
+        self.files = []             # the paths write() made, last time
 
     def add(self, name: str, metrics: dict) -> None:
         """Record one run of ``name``: ``{metric: value}``."""
@@ -310,7 +311,7 @@ def markdown(res: Results) -> str:
     missed = [t for t in tg if t.met is False]
     if missed:
         lines += [f"{len(missed)} target(s) missed on this run; see the "
-                  "README's benchmark notes for why.", ""]
+                  "docs/bench.md for why.", ""]
 
     pps_rows = [r for r in res.rows() if r.metric == "pps"]
     if pps_rows:
@@ -484,9 +485,16 @@ def plot(res: Results, path: str) -> None:
     plt.close(fig)
 
 
+# Without matplotlib the figures are all in results.json and results.md
+NO_PNG = ("results.png skipped: matplotlib is not installed; pip install "
+          "matplotlib (or 'pyfwd[bench]'), then draw it from results.json "
+          "with: pyfwd bench --replot --out {out}")
+
+
 def write(res: Results, out_dir: str) -> list:
-    """results.json, results.md and results.png in ``out_dir``; the paths
-    written."""
+    """results.json, results.md and, when matplotlib is installed,
+    results.png in ``out_dir``; the paths written (also kept in
+    ``res.files``)."""
     import os
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, f"results.{ext}")
@@ -496,5 +504,21 @@ def write(res: Results, out_dir: str) -> list:
         f.write("\n")
     with open(paths[1], "w") as f:
         f.write(markdown(res))
-    plot(res, paths[2])
+    try:
+        plot(res, paths[2])
+    except ImportError:
+        paths.pop()
+    res.files = paths
     return paths
+
+
+def replot(out_dir: str) -> str:
+    """Draw ``out_dir``/results.png again from its results.json; the
+    path.  Raises OSError or ValueError for a missing or unreadable file,
+    ImportError without matplotlib."""
+    import os
+    with open(os.path.join(out_dir, "results.json")) as f:
+        res = Results.from_json(json.load(f))
+    path = os.path.join(out_dir, "results.png")
+    plot(res, path)
+    return path

@@ -107,7 +107,7 @@ class Balancer:
 BALANCERS = {b.name: b for b in (
     Balancer("dr", "one-arm", "pyfwd", "dr"),
     Balancer("nat", "two-arm", "pyfwd", "nat"),
-    # NAT with the loop's other ways of waiting (`--poll`, README's
+    # NAT with the loop's other ways of waiting (`--poll`, docs/bench.md's
     # benchmark notes): its CPU per request against the wake-up mode's
     Balancer("nat-busy", "two-arm", "pyfwd", "nat",
              ("--busy-poll", "20", "--poll", "busy")),

@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import signal
+import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -80,12 +81,21 @@ def preflight(rows: list) -> None:
                                    ":/usr/sbin:/sbin")]
     if missing:
         raise BenchError("missing: " + ", ".join(missing))
+
+
+def check_out(out: str) -> None:
+    """``out`` is a directory the results can be written to, made if
+    missing: tried with a file, before anything is measured.  Raises
+    BenchError naming the directory and what is wrong."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BenchError(f"--out {out}: exists and is not a directory")
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise BenchError("results.png needs matplotlib: pip install "
-                         "'pyfwd[bench]' (or pip install matplotlib)") \
-            from None
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".pyfwd-bench-"):
+            pass
+    except OSError as exc:
+        raise BenchError(f"--out {out}: cannot write the results there: "
+                         f"{exc.strerror or exc}") from None
 
 
 def machine() -> str:
@@ -259,6 +269,7 @@ def run(out: str, quick: bool = False, only: str = None,
     (bench.profile)."""
     rows = select(only)
     preflight(rows)
+    check_out(out)
     if perf and shutil.which("perf") is None:
         raise BenchError("--perf needs perf(1): apt-get install linux-perf")
     pps_s, http_s, n = QUICK if quick else FULL

@@ -55,7 +55,16 @@ L4_MODES = [m for m in MODES if m != "l7"]
               f"[engine] control_socket, else {DEFAULT_PATH})")
 @click.option("--metrics", metavar="[ADDR:]PORT",
               help="serve Prometheus metrics at http://ADDR:PORT/metrics "
-              "(loopback unless ADDR says otherwise)")
+              "and a live dashboard at http://ADDR:PORT/ (loopback unless "
+              "ADDR says otherwise; e.g. 10104, 127.0.0.1:10104, "
+              "[::1]:10104)")
+@click.option("--dashboard-token", metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="let the dashboard drain, halt, online and weigh real "
+              "servers for whoever gives the token in FILE (owned by the "
+              "engine's user, mode 600: `head -c 32 /dev/urandom | base64 "
+              "> FILE`); default [engine] dashboard_token, else the "
+              "dashboard is read-only")
 @click.option("--backend", type=click.Choice(["auto", "xdp", "afpacket"]),
               default="auto", show_default=True,
               help="xdp: AF_XDP sockets; afpacket: raw sockets (TPACKET_V3) "
@@ -133,7 +142,8 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
           snat_ports, scheduler, control_socket, metrics, backend, xdp_mode,
           copy_mode, busy_poll, poll, frames, rx_ring, tx_ring, fill_ring,
           comp_ring, queues, flows, neighbour_stale, stats_file, role,
-          standby, log_level, state_file=None, fastpath=None):
+          standby, log_level, state_file=None, fastpath=None,
+          dashboard_token=None):
     """Run the balancer in the foreground until SIGINT or SIGTERM.
 
     \b
@@ -171,16 +181,18 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
             click.get_current_context(), iface, vips, reals, config_path,
             mode, inside_iface, snat_address, snat_ports, scheduler,
             control_socket, metrics, role, standby, neighbour_stale)
-        cfg = cfg.with_flags(poll=poll, rings=dict(
-            frames=frames, rx_ring=rx_ring, tx_ring=tx_ring,
-            fill_ring=fill_ring, comp_ring=comp_ring))
+        cfg = cfg.with_flags(poll=poll, dashboard_token=dashboard_token,
+                             rings=dict(frames=frames, rx_ring=rx_ring,
+                                        tx_ring=tx_ring, fill_ring=fill_ring,
+                                        comp_ring=comp_ring))
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None
     if os.geteuid() != 0:
         raise Exit(EXIT_NOT_ROOT, "pyfwd start needs root (BPF, AF_XDP "
                    "and the interfaces); run it with sudo or as a service")
+    token = dashboard_token_of(cfg, metrics_addr)
     logging_setup(log_level)
-    _run(cfg, ports, metrics_addr, dict(
+    _run(cfg, ports, (metrics_addr, token), dict(
         xdp_mode=xdp_mode, copy_mode=copy_mode, busy_poll=busy_poll,
         queues=queues, flows=flows, stats_file=stats_file, backend=backend,
         fastpath=fastpath or cfg.fastpath,
@@ -211,7 +223,7 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
     """(config, SNAT ports, metrics address) from the options and the file;
     UsageError or ConfigError when they say nothing that can run."""
     from ..control import config as config_mod
-    from ..control.metrics import parse_address
+    from ..control.metrics_http import parse_address
     if config_path and (vips or reals):
         raise click.UsageError("give either --config or --vip/--real")
     if config_path:
@@ -241,16 +253,36 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
     return cfg, ports, metrics_addr
 
 
-def _run(cfg, ports, metrics_addr, options):
+def dashboard_token_of(cfg, metrics_addr):
+    """The dashboard's token (control.web.token) from cfg's file, or None
+    (read-only); Exit (usage) when the file will not do, or when there is
+    no metrics listener to serve the dashboard."""
+    from ..control.web import load_token
+    if not cfg.dashboard_token:
+        return None
+    if not metrics_addr:
+        raise Exit(EXIT_USAGE, "--dashboard-token (or [engine] "
+                   "dashboard_token) needs --metrics: the dashboard is on "
+                   "the metrics listener")
+    try:
+        return load_token(cfg.dashboard_token)
+    except ConfigError as exc:
+        raise Exit(EXIT_USAGE, exc) from None
+
+
+def _run(cfg, ports, web, options):
     """Start the engine and its servers, tell the service manager, serve
-    until a stop signal (SIGHUP: reload); exits through Exit on failure."""
+    until a stop signal (SIGHUP: reload); exits through Exit on failure.
+    web: (the metrics listener's address or None, the dashboard's
+    token or None)."""
     import signal
 
     from ..control.bgp import BgpSpeaker
     from ..control.engine import Engine
-    from ..control.metrics import MetricsServer
+    from ..control.metrics_http import MetricsServer
     from ..control.notify import Notifier
     from ..control.server import ControlServer
+    from ..control.web import Dashboard
     from ..ops.doctor import warn_at_start
 
     notifier = Notifier()
@@ -288,9 +320,15 @@ def _run(cfg, ports, metrics_addr, options):
             engine.bgp = BgpSpeaker(cfg.bgp, cfg.iface)
             engine.bgp.start()
             engine.bgp.follow(engine)
-        if metrics_addr:
-            servers.append(MetricsServer(engine.stats, metrics_addr).start())
-            click.echo(f"metrics at {servers[-1].url}", err=True)
+        metrics_addr, token = web
+        if metrics_addr:    # the dashboard's actions: ctl's serialized path
+            app = Dashboard(engine, servers[0].handle_line, token)
+            servers.append(MetricsServer(engine.stats, metrics_addr,
+                                         web=app).start())
+            click.echo(f"metrics at {servers[-1].url}, dashboard at "
+                       f"{servers[-1].url[:-len('metrics')]} ("
+                       f"{'actions with the token' if token else 'read-only'}"
+                       ")", err=True)
         notify_reloads(engine, notifier)
         notifier.ready(forwarding(engine))
         serve(engine, servers[0], notifier, signals)

@@ -25,7 +25,10 @@ import click
 @click.option("--perf", is_flag=True,
               help="sample the balancer's CPU with perf(1) in every window: "
               "results.md names the functions its time went to")
-def bench(quick, out, only, repeat, seconds, connections, perf):
+@click.option("--replot", is_flag=True,
+              help="measure nothing: draw DIR/results.png again from "
+              "DIR/results.json (after installing matplotlib)")
+def bench(quick, out, only, repeat, seconds, connections, perf, replot):
     """Measure DR against NAT, side by side with the kernel and HAProxy.
 
     \b
@@ -44,10 +47,17 @@ def bench(quick, out, only, repeat, seconds, connections, perf):
     Each row also records CPU per thread, the AF_XDP sockets' counters
     and whether busy polling engaged (results.md: where the time went).
     The load runs on CPU 0, the balancer on CPU 1.  Writes DIR/results.json,
-    results.md (ratios, the DR : NAT headline, the targets) and results.png.
+    results.md (ratios, the DR : NAT headline, the targets) and, with
+    matplotlib installed (pip install 'pyfwd[bench]'), results.png; DIR is
+    checked (made if missing, written to) before anything is measured.
     Compare figures within one run: ratios, not absolute numbers.
     """
+    from ..bench import results as bench_results
     from ..bench import run as bench_run
+
+    if replot:
+        _replot(bench_results, out)
+        return
 
     try:
         res = bench_run.run(out, quick=quick, only=only, repeats=repeat,
@@ -58,9 +68,23 @@ def bench(quick, out, only, repeat, seconds, connections, perf):
         click.echo(f"interrupted; partial results in {out}", err=True)
         sys.exit(130)
     click.echo(bench_run.main_table(res))
-    click.echo(f"written: {out}/results.json, results.md, results.png",
-               err=True)
+    click.echo("written: " + ", ".join(res.files), err=True)
+    if not any(f.endswith(".png") for f in res.files):
+        click.echo(bench_results.NO_PNG.format(out=out), err=True)
     if res.failures:
         raise click.ClickException(
             f"{len(res.failures)} row run(s) failed: "
             + "; ".join(f"{n}: {m}" for n, m in res.failures[:3]))
+
+
+def _replot(bench_results, out):
+    try:
+        path = bench_results.replot(out)
+    except ImportError:
+        raise click.ClickException(
+            "--replot needs matplotlib: pip install matplotlib (or "
+            "'pyfwd[bench]')") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(
+            f"--replot: cannot read {out}/results.json: {exc}") from None
+    click.echo(f"written: {path}", err=True)

@@ -2,15 +2,31 @@
 pyfwd.cli per group.  main() is the console script.
 """
 
+import os
+import platform
+
 import click
 
-from .. import __version__
 from . import balancer, bench, ctl, ha, lab, ops, soak
 from .common import CONTEXT, Group
 
 
+def _version(ctx, param, value):
+    """--version: the version, where this pyfwd lives and its Python (as
+    pip --version does: which of several installs answered)."""
+    if not value or ctx.resilient_parsing:
+        return
+    import pyfwd
+    where = os.path.dirname(os.path.abspath(pyfwd.__file__))
+    click.echo(f"pyfwd {pyfwd.__version__} from {where} "
+               f"(Python {platform.python_version()})")
+    ctx.exit()
+
+
 @click.group(cls=Group, context_settings=CONTEXT)
-@click.version_option(__version__, prog_name="pyfwd")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_version, help="Show the version, where pyfwd is "
+              "installed, and exit.")
 def cli():
     """pyfwd: a userspace load balancer (L4 DR, NAT, SNAT; L7 via HAProxy)
     with a C AF_XDP data plane.

@@ -24,6 +24,7 @@ _thread).
 import copy
 import logging
 import os
+import time
 
 from . import config as config_mod
 from . import services as svcs
@@ -63,12 +64,16 @@ class Changes:
 
     def __init__(self, engine, state_file=None):
         self.engine = engine
+        self.events = engine.events     # control.events.EventLog
         path = state_path(engine.config_path, state_file)
         self.operator = OperatorState.load(path) if path else \
             OperatorState()
         self.base = list(engine.services)
         self.base_sha = file_sha256(engine.config_path) \
             if engine.config_path else None
+        # the config file's loads: at start, then by reload() (ok or not)
+        loaded = time.time() if engine.config_path else None
+        self._reload = {"last": loaded, "ok": True, "last_ok": loaded}
         if self.operator.entries:
             if self.operator.config_sha256 not in (None, self.base_sha):
                 log.warning("%s changed since the operator's changes were "
@@ -97,6 +102,7 @@ class Changes:
             return services, state, svc
         svc = self.commit("add-vip", change, resolve=True)
         log.info("vip %s (%s): added", svc.label, svc.vip)
+        self.events.add("vip", svc.label, None, f"added ({svc.vip})")
         return svc.label
 
     def del_vip(self, vip):
@@ -108,6 +114,7 @@ class Changes:
             return services, state, s
         s = self.commit("del-vip", change)
         log.info("vip %s: removed", s.label)
+        self.events.add("vip", s.label, None, f"removed ({s.vip})")
 
     def add_real(self, vip, real):
         """Add real (a Real or `ADDR[:PORT][@W]`) to vip."""
@@ -120,6 +127,8 @@ class Changes:
             return services, state, s
         s = self.commit("add-real", change, resolve=True)
         log.info("vip %s: added real %s", s.label, real)
+        self.events.add("real", s.label, real.key,
+                        f"added (weight {real.weight})")
 
     def del_real(self, vip, key):
         """Remove a real server; its flows are rescheduled."""
@@ -129,6 +138,7 @@ class Changes:
             return services, state, (s, r)
         s, r = self.commit("del-real", change)
         log.info("vip %s: removed real %s", s.label, r.key)
+        self.events.add("real", s.label, r.key, "removed")
 
     def set_weight(self, vip, key, weight):
         """A real's new weight (0 to 65535)."""
@@ -139,6 +149,8 @@ class Changes:
         s, old = self.commit("weight", change)
         log.info("vip %s: real %s weight %d -> %d", s.label, old.key,
                  old.weight, weight)
+        self.events.add("weight", s.label, old.key,
+                        f"weight {old.weight} -> {weight}")
 
     def set_state(self, vip, key, value):
         """drain, halt or online."""
@@ -148,6 +160,7 @@ class Changes:
             return services, state, (s, r)
         s, r = self.commit(value, change)
         log.info("vip %s: real %s %s", s.label, r.key, value)
+        self.events.add("state", s.label, r.key, value)
 
     def forget(self, vip, real):
         """Drop the operator's changes of vip's real (`all`: every one of
@@ -169,16 +182,39 @@ class Changes:
                                                    for c in dropped]
         dropped = self.commit("forget", change, resolve=True)
         log.info("forgot the operator's changes: %s", "; ".join(dropped))
+        self.events.add("forget", vip_text, None, "forgot " +
+                        "; ".join(dropped))
         return dropped
+
+    def reload_status(self):
+        """The config file's last load, for the metrics: {"last" (wall-clock
+        seconds of the start's load or the last reload, None without a
+        config file), "ok" (whether that one worked), "last_ok" (of the
+        last that worked)}."""
+        return dict(self._reload)
 
     def reload(self):
         """Read the config file again, replay the operator's changes over
         it and apply the difference; the summary (reload_summary's, with
-        "operator_changes", "conflicts", "absorbed")."""
-        e = self.engine
-        if not e.config_path:
+        "operator_changes", "conflicts", "absorbed").  Recorded as an event,
+        done or failed."""
+        if not self.engine.config_path:
             raise ConfigError("reload: the engine was not started with "
                               "--config")
+        now = time.time()
+        try:
+            summary = self._reload_file()
+        except BaseException as exc:
+            self._reload.update(last=now, ok=False)
+            self.events.add("reload", text=f"failed, running config kept: "
+                            f"{exc}")
+            raise
+        self._reload.update(last=now, ok=True, last_ok=now)
+        self.events.add("reload", text=reload_text(summary))
+        return summary
+
+    def _reload_file(self):
+        e = self.engine
         cfg = config_mod.load(e.config_path, role=e.role)
         sha = file_sha256(e.config_path)
         if cfg.iface not in (None, e.iface) or \
@@ -262,8 +298,10 @@ class Changes:
     def _snapshot(self):
         e = self.engine
         core = getattr(e, "core", None)
+        report = getattr(e, "report", None)     # fakes: none
         return {"services": list(e.services), "state": dict(e.state),
                 "health": dict(e.health),
+                "ledger": copy.deepcopy(report.ledger) if report else None,
                 "ids": copy.deepcopy(core.ids) if core is not None
                 else None,
                 "l7_running": e.l7.haproxy is not None,
@@ -287,6 +325,8 @@ class Changes:
         e.health.update(before["health"])
         if before["ids"] is not None:
             e.core.ids = before["ids"]
+        if before["ledger"] is not None:    # the counters as they were
+            e.report.ledger = before["ledger"]
         failed = []
         steps = [("tables and steering", e._publish)]
         if before["l7_running"]:
@@ -320,6 +360,14 @@ class Changes:
 def _real_key(text):
     """A real's key from `ADDR[:PORT]` as the operator typed it."""
     return Real.parse(text).key
+
+
+def reload_text(summary):
+    """A reload's summary in one line, for the event log."""
+    said = [f"{k.replace('_', ' ')}: {', '.join(map(str, summary[k]))}"
+            for k in ("added_vips", "removed_vips", "changed", "conflicts")
+            if summary.get(k)]
+    return "reloaded" + (f": {'; '.join(said)}" if said else ", no change")
 
 
 def log_notes(when, notes):

@@ -8,7 +8,9 @@ touched.
     iface = "eth0"
     inside_iface = "eth1"                   # two-arm NAT only
     control_socket = "/run/pyfwd/pyfwd.sock"
-    metrics = "127.0.0.1:9108"              # optional
+    metrics = "127.0.0.1:10104"             # optional
+    dashboard_token = "/etc/pyfwd/dashboard.token"  # the dashboard's actions
+                                            # (at metrics' /); 0600, root's
     snat_address = "10.0.0.2"               # SNAT; default: iface's address
     snat_ports = "61000-65535"
     role = "active"                         # or "standby" (HA, at start)
@@ -72,6 +74,7 @@ touched.
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 
@@ -95,6 +98,7 @@ from ..neighbours.ratelimit import NeighbourLimits
 
 ENGINE_KEYS = {"iface": str, "inside_iface": str, "snat_address": str,
                "snat_ports": str, "control_socket": str, "metrics": str,
+               "dashboard_token": str,
                "role": str, "neighbour_stale": (int, float),
                "state_file": str, "timeouts": dict,
                "new_flows_per_second": int, "poll": str,
@@ -125,6 +129,7 @@ class Config:
     snat_ports: "str | None" = None
     control_socket: str = DEFAULT_PATH
     metrics: "str | None" = None
+    dashboard_token: "str | None" = None    # control.web.token's file
     role: str = "active"
     neighbour_stale: float = NEIGHBOUR_STALE
     state_file: "str | None" = None
@@ -150,7 +155,7 @@ class Config:
     def with_flags(self, *, iface=None, inside_iface=None, snat_address=None,
                    snat_ports=None, control_socket=None, metrics=None,
                    role=None, neighbour_stale=None, rings=None,
-                   poll=None):
+                   poll=None, dashboard_token=None):
         """This config with `pyfwd start`'s flags over it; a new Config.
 
         A flag given (not None, not empty) replaces the [engine] key of
@@ -183,6 +188,7 @@ class Config:
             snat_ports=snat_ports or self.snat_ports,
             control_socket=control_socket or self.control_socket,
             metrics=metrics or self.metrics, role=role or self.role,
+            dashboard_token=dashboard_token or self.dashboard_token,
             neighbour_stale=self.neighbour_stale if neighbour_stale is None
             else check_stale(neighbour_stale, "--neighbour-stale"))
 
@@ -368,8 +374,11 @@ def parse(text, path="<config>", role=None):
     if role is not None:
         cfg.role = parse_role(role)
     if cfg.metrics is not None:
-        from .metrics import parse_address
+        from .metrics_http import parse_address
         parse_address(cfg.metrics)
+    if cfg.dashboard_token is not None:
+        cfg.dashboard_token = dashboard_token_path(cfg.dashboard_token,
+                                                   path)
     vips = doc.get("vip", [])
     if not isinstance(vips, list) or not vips:
         raise ConfigError(f"{path}: no [[vip]] configured")
@@ -403,6 +412,18 @@ def load(path, role=None):
                           f"{col} (byte 0x{data[exc.start]:02x}); TOML is "
                           "UTF-8") from None
     return parse(text, path, role)
+
+
+def dashboard_token_path(text, path):
+    """[engine] dashboard_token: the token file's path, a relative one
+    beside the config file (path); ConfigError when empty.  The file
+    itself is read at start (control.web.token.load_token)."""
+    if not text.strip():
+        raise ConfigError("engine.dashboard_token = '': expected the path "
+                          "of the dashboard's token file")
+    if os.path.isabs(text) or path in (None, "<config>"):
+        return text
+    return os.path.join(os.path.dirname(os.path.abspath(path)), text)
 
 
 def parse_ports(text):

@@ -191,12 +191,12 @@ class CtlViews:
 
 def l4_counters(core):
     """{(vip, real): {REAL_KEYS}} from the core's counters: the L4 VIPs'
-    real servers (no lock: ids.owners() is one copy)."""
+    real servers (no lock: ids.mapping() is one copy)."""
     if core is None:
         return {}
     per = core.real_stats()
     return {(str(vip), key): {k: per[i][k] for k in REAL_KEYS}
-            for i, (vip, key) in core.ids.owners().items() if i in per}
+            for (vip, key), i in core.ids.mapping().items() if i in per}
 
 
 def _counters(vips):

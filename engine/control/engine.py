@@ -31,6 +31,8 @@ parts, each testable alone with fakes, do the rest:
     changes control.changes.Changes: the commands as transactions (rolled
             back when a step fails), the operator's changes kept and
             replayed (control.state)
+    events  control.events.EventLog: what happened (health, changes,
+            reloads, roles), for the dashboard
 """
 
 import logging
@@ -42,6 +44,7 @@ from . import services as svcs
 from . import tunnel
 from .changes import Changes
 from .ctlviews import CtlViews
+from .events import EventLog
 from .gateway import Gateway
 from .health.monitor import HealthMonitor
 from .health.vipprobe import checker
@@ -105,38 +108,36 @@ class Engine:
                  new_flows_per_second=0, rings=None, poll=POLL_DEFAULT,
                  fastpath="off", tun=()):
         check_options(iface, inside_iface, backend, services)
-        self.backend = backend
-        self.iface = iface
-        self.config_path = config_path
-        self.inside_iface = inside_iface
+        self.backend, self.iface = backend, iface
+        self.config_path, self.inside_iface = config_path, inside_iface
         self.ifaces = [iface] + ([inside_iface] if inside_iface else [])
-        self.snat_address = snat_address
-        self.snat_ports = snat_ports
+        self.snat_address, self.snat_ports = snat_address, snat_ports
         self.services = list(services)
-        self.ha = ha.HaState(role, ha_options)
+        self.events = EventLog()    # the dashboard's (control.web)
+        self.ha = ha.HaState(role, ha_options, events=self.events)
         self.options = dict(xdp_mode=xdp_mode, copy_mode=copy_mode,
                             busy_poll=busy_poll, queues=queues, flows=flows,
                             timeouts=dict(timeouts or {}),
                             new_flows_per_second=new_flows_per_second,
                             rings=rings, poll=poll, fastpath=fastpath, tun=tun)
         self.stats_file = stats_file
-        self.core = self.xsk = self.info = self.snat = self.tables = None
+        self.core = self.xsk = self.info = self.snat = None
         self.hops = NextHops(self.ifaces, stale=neighbour_stale)
         self.punts = None           # from start(): it needs the sockets
         self.punt_limits = neighbour_limits or NeighbourLimits()
-        self.punt_thread = self.monitor = None
+        self.punt_thread = None
         self.l7 = L7Sync(iface, active=self.ha.active)
         self.bgp = None     # a bgp.BgpSpeaker that `pyfwd start` runs
         self.report = Report(self)
         self.state = {}         # (vip, real key) -> "drain" | "halt"
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
+        self.tables = self.monitor = None
         self.views = CtlViews(self)     # ctl rate and zero (ctlviews.py)
         self._lock = threading.RLock()
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
-        self._thread = None
-        self.started = None
+        self._thread = self.started = self.started_at = None
         self._refresh = Refresh(self._lock, arp_refresh)
         self.ticks, self.liveness = 0, EngineLiveness(self)  # liveness.py
         # The commands that change us, atomic; the operator's changes
@@ -201,12 +202,13 @@ class Engine:
                 raise
         else:
             self.l7.clean()         # what a dead engine's HAProxy left
-        self.started = time.monotonic()
+        self.started, self.started_at = time.monotonic(), time.time()
         self.ha.start()
         self.punt_thread = PuntThread(self.punts).start()
         self._thread = threading.Thread(target=self._control,
                                         name="pyfwd-control", daemon=True)
         self._thread.start()
+        self.events.add("start", text="started on " + ", ".join(self.ifaces))
         return self
 
     def stop(self):
@@ -358,9 +360,10 @@ class Engine:
                 s = self.service(vip)
             except ConfigError:
                 return          # removed meanwhile
-            log.warning("vip %s: real %s is %s (%s)%s", s.label, real,
-                        "up" if up else "DOWN", detail, "" if up else
-                        ON_DOWN_SAYS[s.on_down])
+            said = f"{'up' if up else 'DOWN'} ({detail})"
+            log.warning("vip %s: real %s is %s%s", s.label, real, said,
+                        "" if up else ON_DOWN_SAYS[s.on_down])
+            self.events.add("health", s.label, real, said)
             self._publish()
             self._l7_sync()
 
@@ -381,6 +384,7 @@ class Engine:
         self.tables = self.core.publish_services(
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
+        self.report.published()         # counters and changes (ledger.py)
         if self.punts:
             self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:
@@ -401,8 +405,7 @@ class Engine:
     def _control(self):
         """MAC refresh, announcements, stats file, the HAProxy watchdog,
         the data plane's errors: every TICK (the punted frames: the punt
-        thread).  An error is
-        logged and the loop carries on (ARP must go on)."""
+        thread).  An error is logged and the loop carries on (ARP too)."""
         last_stats = last_l7 = time.monotonic()
         while not self._refresh.sleep(control_pause(self.ha), self._stop):
             self.ticks += 1

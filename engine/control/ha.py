@@ -175,7 +175,8 @@ class HaState:
     servers' gateway that follows the role (a control.gateway.Gateway,
     which sets itself here when options.gateway has addresses), or None.
 
-    clock: monotonic seconds (the schedule); wall: epoch seconds (since).
+    clock: monotonic seconds (the schedule); wall: epoch seconds (since);
+    events: where set_role() records a change (control.events), or None.
     Not thread-safe: the engine calls it under its lock, except
     announcement_due() and lease_lapsed(), which its control thread calls
     alone, renew(), which keepalived's check calls at once (see
@@ -189,8 +190,9 @@ class HaState:
                 "peers_evicted")
 
     def __init__(self, role="active", options=None, *, clock=time.monotonic,
-                 wall=time.time):
+                 wall=time.time, events=None):
         self.role = parse_role(role)
+        self.events = events    # a control.events.EventLog, or None
         self._clock, self._wall = clock, wall
         self.since = wall()
         self.counters = dict.fromkeys(self.COUNTERS, 0)
@@ -298,6 +300,9 @@ class HaState:
             self.gateway.sync()
         announced = announce() if self.active else []
         if changed:
+            if self.events is not None:
+                self.events.add("ha", text=f"{previous} -> {role}" +
+                                (f" ({reason})" if reason else ""))
             log.warning("ha: %s -> %s%s%s", previous, role,
                         f" ({reason})" if reason else "",
                         f": announcing {', '.join(announced) or 'no VIP'}"

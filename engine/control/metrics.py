@@ -1,37 +1,38 @@
-"""Prometheus metrics: the engine's counters in the text exposition format.
+"""Prometheus metrics: the engine's families, from its stats() snapshot.
 
-render() turns an Engine.stats() snapshot into the text format (version
-0.0.4), written by hand: no client library.  MetricsServer serves it over
-HTTP at /metrics (loopback by default):
+`EngineCollector` is a prometheus_client collector: every collect() reads
+one Engine.stats() snapshot and yields its families.  The metrics
+listener (control.metrics_http) serves it beside the process's and the
+platform's collectors, in the text format or OpenMetrics.  render(stats)
+gives the text format of one snapshot (tests, tools):
 
-    server = MetricsServer(engine.stats, ("127.0.0.1", 9108)).start()
-    ...
-    server.stop()
+    text = render(engine.stats())
 
-Names: every metric starts with `pyfwd_`; counters end in `_total`.  Per
-VIP and real server series carry the labels vip (the VIP's name),
-vip_address (ADDR:PORT/PROTO) and real (ADDR:PORT).  A VIP's counters are
-the sums of its real servers' and restart from a lower value when a real
-server is removed (Prometheus treats that as a counter reset).
+Names: every family starts with `pyfwd_`; counters end in `_total`;
+times are wall-clock timestamps (`..._timestamp_seconds`, like
+process_start_time_seconds), never ages; capacity gauges come in pairs,
+`..._used` and `..._capacity`.  Per VIP and real server series carry the
+labels vip (the VIP's name), vip_address (ADDR:PORT/PROTO) and real
+(ADDR:PORT).
+
+Counters never go down while their series exists: a real's count
+survives its halts and health flips, and a VIP's totals keep what its
+departed real servers counted, and an L7 VIP's (HAProxy's) are carried
+over HAProxy's reloads (control.ledger).  A VIP deleted and added again,
+and a restarted engine, start from 0: a counter reset, which
+Prometheus's rate() handles.
 """
 
-import http.server
-import ipaddress
-import logging
-import math
-import re
-import socket
-import threading
-from urllib.parse import urlsplit
+import importlib.metadata
+import platform
+
+from prometheus_client.core import Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .bgp.text import render_metrics as render_bgp
 from .text import is_number
-from ..errors import ConfigError
-
-log = logging.getLogger("pyfwd.control.metrics")
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DEFAULT_ADDRESS = ("127.0.0.1", 9108)
+from .. import __version__
 
 # Engine.stats()["core"] keys (struct pyfwd_stats) other than
 # frames/bytes/verdict/reason: key -> (metric name, type, help).  Unknown
@@ -60,7 +61,7 @@ CORE_METRICS = {
     "flows_bypassed": ("pyfwd_flows_bypassed_total", "counter",
                        "Frames of new flows beyond new_flows_per_second "
                        "that DR forwarded by the Maglev table, untracked."),
-    "snat_ports_pool": ("pyfwd_snat_ports_pool", "gauge",
+    "snat_ports_pool": ("pyfwd_snat_ports_capacity", "gauge",
                         "SNAT source ports the workers may give (each "
                         "worker its share of the range)."),
     "csum_completed": ("pyfwd_csum_completed_total", "counter",
@@ -157,7 +158,7 @@ QUEUE_METRICS = {
                    "others (flows it owns)."),
     "tun_gso_cut": ("pyfwd_queue_tun_gso_cut_total", "counter",
                     "TUN: GSO frames a queue's worker cut into segments."),
-    "snat_ports_pool": ("pyfwd_queue_snat_ports_pool", "gauge",
+    "snat_ports_pool": ("pyfwd_queue_snat_ports_capacity", "gauge",
                         "SNAT source ports a queue's worker may give (its "
                         "share of the range)."),
 }
@@ -210,35 +211,26 @@ AFP_SOCK_METRICS = {
 }
 SOCK_METRICS = {"xdp": XSK_SOCK_METRICS, "afpacket": AFP_SOCK_METRICS}
 
-
-def escape_label(value):
-    """A label value as the text format wants it: \\ " and newline
-    escaped."""
-    return (str(value).replace("\\", "\\\\").replace("\"", "\\\"")
-            .replace("\n", "\\n"))
+# Flow table slots a flow takes, by its VIP's mode: NAT and SNAT keep an
+# entry for each direction.
+FLOW_SLOTS = {"dr": 1, "tun": 1, "nat": 2, "snat": 2}
 
 
-def _escape_help(text):
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value):
-    """A sample value: integers exactly, floats in repr, NaN and +-Inf as
-    the format spells them; booleans as 1/0."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    value = float(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+def build_info():
+    """pyfwd_build_info's labels that do not depend on the engine: the
+    installed version and the Python running it."""
+    try:
+        version = importlib.metadata.version("pyfwd")
+    except importlib.metadata.PackageNotFoundError:
+        version = __version__
+    return {"version": version, "python": platform.python_version(),
+            "implementation": platform.python_implementation()}
 
 
 class _Families:
-    """Metric families in the order they were first declared."""
+    """Metric families in the order they were first declared; add()
+    takes the full sample name (`..._total` for a counter, `..._info` for
+    an info)."""
 
     def __init__(self):
         self._order = []
@@ -246,50 +238,87 @@ class _Families:
 
     def declare(self, name, kind, help_):
         if name not in self._families:
+            suffix = {"counter": "_total", "info": "_info"}.get(kind)
+            family = name[:-len(suffix)] if suffix and \
+                name.endswith(suffix) else name
             self._order.append(name)
-            self._families[name] = (kind, help_, [])
+            self._families[name] = Metric(family, help_, kind)
 
     def add(self, name, value, labels=None, kind="gauge", help_=""):
-        """One sample; None values are left out (not known)."""
+        """One sample; None and values that are not numbers are left out
+        (not known)."""
         if value is None:
             return
         if isinstance(value, str) or not isinstance(value, (int, float)):
             return              # not a number: not a sample
         self.declare(name, kind, help_)
-        self._families[name][2].append((labels or {}, value))
+        self._families[name].add_sample(
+            name, {k: str(v) for k, v in (labels or {}).items()}, value)
 
-    def text(self):
-        out = []
-        for name in self._order:
-            kind, help_, samples = self._families[name]
-            if not samples:
-                continue
-            out.append(f"# HELP {name} {_escape_help(help_)}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                if labels:
-                    inner = ",".join(f"{k}=\"{escape_label(v)}\""
-                                     for k, v in labels.items())
-                    out.append(f"{name}{{{inner}}} {format_value(value)}")
-                else:
-                    out.append(f"{name} {format_value(value)}")
-        return "\n".join(out) + "\n" if out else ""
+    def metrics(self):
+        """The families that have samples."""
+        return [self._families[n] for n in self._order
+                if self._families[n].samples]
 
 
-def render(stats):
-    """The text exposition (format 0.0.4) of an Engine.stats() snapshot.
+class EngineCollector(Collector):
+    """The engine's families: collect() reads get_stats() (an
+    Engine.stats() snapshot) once per scrape; an exception from it fails
+    the scrape (the listener answers 500)."""
+
+    def __init__(self, get_stats):
+        self.get_stats = get_stats
+        self.build = build_info()
+
+    def describe(self):
+        return []               # not known before a snapshot: none checked
+
+    def collect(self):
+        return families(self.get_stats(), self.build)
+
+
+class _Snapshot(Collector):
+    """One snapshot's families (render())."""
+
+    def __init__(self, stats, build):
+        self.stats, self.build = stats, build
+
+    def collect(self):
+        return families(self.stats, self.build)
+
+
+def render(stats, build=None):
+    """The text exposition (format 0.0.4) of an Engine.stats() snapshot;
+    with pyfwd_build_info when build (build_info()'s labels) is given, as
+    EngineCollector does.
 
     Keys missing from `stats` leave their metrics out; a malformed value
     (not a number) is skipped rather than rendered.
     """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(stats, build))
+    return generate_latest(registry).decode()
+
+
+def families(stats, build=None):
+    """The list of metric families (prometheus_client Metric) of an
+    Engine.stats() snapshot; build: build_info()'s labels for
+    pyfwd_build_info (None: left out)."""
     f = _Families()
     counter, gauge = "counter", "gauge"
-    uptime = stats.get("uptime")
-    f.add("pyfwd_uptime_seconds", uptime, kind=gauge,
-          help_="Seconds since the engine started.")
+    xsk = stats.get("xsk") if isinstance(stats.get("xsk"), dict) else {}
+    if build is not None:
+        f.add("pyfwd_build_info", 1, {
+            **build, "backend": xsk.get("backend", ""),
+            "fastpath": xsk.get("fastpath", "")}, "info",
+            "pyfwd's version, the Python running it, the data plane's "
+            "backend (xdp, afpacket) and XDP fast path (on, off, refused); "
+            "always 1.")
+    f.add("pyfwd_start_time_seconds", stats.get("started_at"), kind=gauge,
+          help_="When the engine started, in seconds since the epoch.")
+    _render_reload(f, stats.get("config_reload"))
 
-    xsk = stats.get("xsk")
-    if isinstance(xsk, dict):
+    if xsk:
         busy = xsk.get("busy_poll")
         f.add("pyfwd_dataplane_info", 1, {
             "xdp_mode": xsk.get("xdp_mode", ""),
@@ -298,9 +327,9 @@ def render(stats):
             if isinstance(busy, bool) else str(busy or ""),
             "queues": str(xsk.get("queues", "")),
             "fastpath": str(xsk.get("fastpath", "")),
-        }, gauge, "The data plane's set-up (XDP mode, AF_XDP copy mode, "
-                  "busy polling, queues, the XDP fast path: on, off or "
-                  "refused); always 1.")
+        }, "info", "The data plane's set-up (XDP mode, AF_XDP copy mode, "
+                   "busy polling, queues, the XDP fast path: on, off or "
+                   "refused); always 1.")
 
     core = stats.get("core") or {}
     f.add("pyfwd_frames_total", core.get("frames"), kind=counter,
@@ -317,6 +346,7 @@ def render(stats):
               "a frame was dropped).")
     for key, (name, kind, help_) in CORE_METRICS.items():
         f.add(name, core.get(key), kind=kind, help_=help_)
+    _render_room(f, stats.get("room"), stats.get("vips") or ())
 
     for i, q in enumerate(stats.get("queues") or ()):
         for key, (name, kind, help_) in QUEUE_METRICS.items():
@@ -333,7 +363,54 @@ def render(stats):
     render_bgp(f, stats.get("bgp"))
 
     _render_vips(f, stats.get("vips") or ())
-    return f.text()
+    return f.metrics()
+
+
+def _render_reload(f, loaded):
+    """The config file's loads (Changes.reload_status()), as Prometheus
+    tells its own: whether the last worked, when it was, when the last
+    that worked was."""
+    if not isinstance(loaded, dict) or loaded.get("last") is None:
+        return                  # no config file
+    f.add("pyfwd_config_last_reload_successful", int(bool(loaded.get("ok"))),
+          kind="gauge", help_="1 if the config file's last load (at start "
+          "or by reload) worked, 0 if it was refused.")
+    f.add("pyfwd_config_last_reload_timestamp_seconds", loaded.get("last"),
+          kind="gauge", help_="When the config file was last loaded (at "
+          "start or by reload, refused or not), in seconds since the "
+          "epoch.")
+    f.add("pyfwd_config_last_reload_success_timestamp_seconds",
+          loaded.get("last_ok"), kind="gauge",
+          help_="When the config file was last loaded successfully, in "
+          "seconds since the epoch.")
+
+
+def _render_room(f, room, vips):
+    """The capacity gauges: flow table slots (used: the live flows of the
+    L4 VIPs, two slots for a NAT/SNAT flow), the punt rings, the XDP fast
+    path's flow map."""
+    if not isinstance(room, dict):
+        return
+    used = 0
+    for v in vips:
+        per = FLOW_SLOTS.get(v.get("mode"))
+        if per:
+            used += per * sum(r.get("active") or 0
+                              for r in v.get("reals") or ())
+    f.add("pyfwd_flow_slots_used", used, kind="gauge",
+          help_="Flow table slots the live flows take (a DR or TUN flow "
+          "one, a NAT or SNAT flow two), summed over the workers.")
+    f.add("pyfwd_flow_slots_capacity", room.get("flow_slots"), kind="gauge",
+          help_="Flow table slots of all workers (--flows per queue).")
+    f.add("pyfwd_punt_ring_used", room.get("punt_queued"), kind="gauge",
+          help_="Punted frames (ARP, ICMP, NDP for a VIP) waiting for the "
+          "control plane.")
+    f.add("pyfwd_punt_ring_capacity", room.get("punt_slots"), kind="gauge",
+          help_="Slots of the punt rings (one per worker).")
+    f.add("pyfwd_fast_flows_used", room.get("fast_flows"), kind="gauge",
+          help_="Entries of the XDP fast path's flow map in use.")
+    f.add("pyfwd_fast_flows_capacity", room.get("fast_slots"), kind="gauge",
+          help_="Entries of the XDP fast path's flow map.")
 
 
 def _render_sockets(f, sockets):
@@ -360,9 +437,9 @@ def _render_ha(f, ha):
         f.add("pyfwd_ha_role", int(ha.get("role") == role), {"role": role},
               "gauge", "This node's high-availability role (1: the one it "
               "has).")
-    f.add("pyfwd_ha_role_since_seconds", ha.get("since"), kind="gauge",
-          help_="When the role last changed (or the engine started), in "
-          "seconds since the epoch.")
+    f.add("pyfwd_ha_role_last_change_timestamp_seconds", ha.get("since"),
+          kind="gauge", help_="When the role last changed (or the engine "
+          "started), in seconds since the epoch.")
     for key, (name, help_) in _HA.items():
         f.add(name, ha.get(key), kind="counter", help_=help_)
 
@@ -396,8 +473,10 @@ def _render_vips(f, vips):
     gauge = "gauge"
     # declare in a stable order: VIP families first, then the reals'
     for key, (suffix, kind, help_) in REAL_METRICS.items():
-        f.declare(f"pyfwd_vip_{suffix}", kind, f"{help_} for a VIP (sum of "
-                  "its real servers).")
+        f.declare(f"pyfwd_vip_{suffix}", kind, f"{help_} for a VIP (its "
+                  "real servers', departed ones included)." if
+                  kind == "counter" else f"{help_} for a VIP (sum of its "
+                  "real servers).")
     for key, (suffix, kind, help_) in REAL_METRICS.items():
         f.declare(f"pyfwd_real_{suffix}", kind, f"{help_} to a real server.")
     for v in vips:
@@ -406,193 +485,62 @@ def _render_vips(f, vips):
         reals = v.get("reals") or ()
         f.add("pyfwd_vip_info", 1, {**vl, "mode": v.get("mode") or "",
                                     "scheduler": v.get("scheduler") or ""},
-              gauge, "A VIP's mode and scheduler; always 1.")
+              "info", "A VIP's mode and scheduler; always 1.")
         f.add("pyfwd_vip_fallback_active", v.get("fallback_active"), vl,
               gauge, "1 when a VIP sends its flows to its fallback server "
               "(no real server is up).")
+        f.add("pyfwd_vip_reals_scheduled",
+              sum(1 for r in reals if r.get("state") != "fallback"
+                  and r.get("scheduled") is True), vl, gauge,
+              "Real servers of a VIP that new flows may go to (the fallback "
+              "server not counted).")
+        totals = v.get("totals")
         for key, (suffix, kind, help_) in REAL_METRICS.items():
+            if isinstance(totals, dict) and key in totals:
+                f.add(f"pyfwd_vip_{suffix}", totals[key], vl, kind)
+                continue
             values = [r.get(key) for r in reals]
             values = [x for x in values if is_number(x)]
             f.add(f"pyfwd_vip_{suffix}", sum(values) if values else
                   (0 if not reals else None), vl, kind)
         for r in reals:
-            rl = {**vl, "real": r.get("real", "")}
-            for key, (suffix, kind, help_) in REAL_METRICS.items():
-                f.add(f"pyfwd_real_{suffix}", r.get(key), rl, kind)
-            f.add("pyfwd_real_weight", r.get("weight"), rl, gauge,
-                  "A real server's weight.")
-            health = r.get("health")
-            if health in ("up", "down"):
-                f.add("pyfwd_real_health_up", 1 if health == "up" else 0,
-                      rl, gauge, "A real server's health check: 1 up, 0 "
-                      "down (absent without a health check).")
-            state = r.get("state")
-            if state is not None:
-                for s in REAL_STATES + (() if state in REAL_STATES
-                                        else (str(state),)):
-                    f.add("pyfwd_real_state", 1 if s == state else 0,
-                          {**rl, "state": s}, gauge,
-                          "A real server's administrative state: 1 for the "
-                          "current one (online, drain, halt).")
-            f.add("pyfwd_real_scheduled", r.get("scheduled"), rl, gauge,
-                  "1 when new flows may go to a real server.")
-            hs = r.get("haproxy_state")
-            if hs is not None:      # an L7 VIP's server, as HAProxy has it
-                f.add("pyfwd_haproxy_server_state", 1,
-                      {**rl, "state": str(hs),
-                       "status": str(r.get("haproxy_status") or "")}, gauge,
-                      "An L7 real server's state in HAProxy (ready, drain, "
-                      "maint) and its operational status.")
+            _render_real(f, {**vl, "real": r.get("real", "")}, r)
 
 
-# --- HTTP ----------------------------------------------------------------
-
-def parse_address(text, default_host=DEFAULT_ADDRESS[0]):
-    """`ADDR:PORT` -> (host, port): 127.0.0.1:9108, [::1]:9108, :9108 or
-    9108 (on `default_host`, loopback).  Port 0 picks a free port.
-
-    Raises ConfigError naming the text and the expected form.
-    """
-    form = ("expected ADDR:PORT, e.g. 127.0.0.1:9108, [::1]:9108 or :9108")
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"metrics address {text!r}: {form}")
-    s = text.strip()
-    if s.isdigit():
-        host, port = default_host, s
-    elif s.startswith("["):
-        m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", s)
-        if not m:
-            raise ConfigError(f"metrics address {text!r}: {form}")
-        host, port = m.group(1), m.group(2)
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"metrics address {text!r}: {host!r} is not "
-                              "an IPv6 address") from None
-    else:
-        host, sep, port = s.rpartition(":")
-        if not sep:
-            raise ConfigError(f"metrics address {text!r}: {form}")
-        if ":" in host:
-            raise ConfigError(f"metrics address {text!r}: write an IPv6 "
-                              "address in brackets, e.g. [::1]:9108")
-        host = host or default_host
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?",
-                                host):
-                raise ConfigError(f"metrics address {text!r}: {host!r} is "
-                                  "not an address or host name") from None
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"metrics address {text!r}: port {port!r}: "
-                          "expected 0 to 65535")
-    return host, int(port)
+def _render_real(f, rl, r):
+    gauge = "gauge"
+    for key, (suffix, kind, help_) in REAL_METRICS.items():
+        f.add(f"pyfwd_real_{suffix}", r.get(key), rl, kind)
+    f.add("pyfwd_real_weight", r.get("weight"), rl, gauge,
+          "A real server's weight.")
+    health = r.get("health")
+    if health in ("up", "down"):
+        f.add("pyfwd_real_health_up", 1 if health == "up" else 0,
+              rl, gauge, "A real server's health check: 1 up, 0 "
+              "down (absent without a health check).")
+    state = r.get("state")
+    if state is not None:
+        for s in REAL_STATES + (() if state in REAL_STATES
+                                else (str(state),)):
+            f.add("pyfwd_real_state", 1 if s == state else 0,
+                  {**rl, "state": s}, gauge,
+                  "A real server's administrative state: 1 for the "
+                  "current one (online, drain, halt).")
+    f.add("pyfwd_real_scheduled", r.get("scheduled"), rl, gauge,
+          "1 when new flows may go to a real server.")
+    f.add("pyfwd_real_last_change_timestamp_seconds", r.get("last_change"),
+          rl, gauge, "When a real server's administrative state, health or "
+          "scheduling last changed (or it was added), in seconds since the "
+          "epoch.")
+    hs = r.get("haproxy_state")
+    if hs is not None:      # an L7 VIP's server, as HAProxy has it
+        f.add("pyfwd_haproxy_server_state", 1,
+              {**rl, "state": str(hs),
+               "status": str(r.get("haproxy_status") or "")}, gauge,
+              "An L7 real server's state in HAProxy (ready, drain, "
+              "maint) and its operational status.")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "pyfwd"
-    timeout = 10                # a slow client does not hold a thread
-
-    def do_GET(self):
-        self._respond(body=True)
-
-    def do_HEAD(self):
-        self._respond(body=False)
-
-    def _respond(self, body):
-        if urlsplit(self.path).path != "/metrics":
-            self._send(404, b"not found: try /metrics\n", "text/plain; "
-                       "charset=utf-8", body)
-            return
-        try:
-            text = render(self.server.get_stats())
-        except Exception as exc:    # the scrape fails, the server stays
-            log.exception("metrics: rendering failed")
-            self._send(500, f"error: {exc}\n".encode(),
-                       "text/plain; charset=utf-8", body)
-            return
-        self._send(200, text.encode(), CONTENT_TYPE, body)
-
-    def _send(self, code, data, ctype, body):
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def log_message(self, format, *args):    # noqa: A002 (http.server's)
-        log.debug("metrics: %s %s", self.address_string(), format % args)
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_port = False    # a second engine on the port must fail
-
-    def __init__(self, address, get_stats):
-        self.get_stats = get_stats
-        self.address_family = (socket.AF_INET6 if ":" in address[0]
-                               else socket.AF_INET)
-        super().__init__(address, _Handler)
-
-
-class MetricsServer:
-    """Serves render(get_stats()) at http://ADDRESS/metrics; 404 elsewhere.
-
-    get_stats: a callable returning an Engine.stats() snapshot; an
-    exception from it answers that scrape with 500 (logged).  address:
-    (host, port), port 0 picks a free port (see .port once started).
-    """
-
-    def __init__(self, get_stats, address=DEFAULT_ADDRESS):
-        self.get_stats = get_stats
-        self.address = tuple(address)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    @property
-    def port(self):
-        """The bound port (useful with port 0); None before start()."""
-        return self._httpd.server_address[1] if self._httpd else None
-
-    @property
-    def url(self):
-        """http://HOST:PORT/metrics of the running server."""
-        host = self._httpd.server_address[0]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/metrics"
-
-    def start(self):
-        """Bind and serve in a background thread; returns self.  Raises
-        ConfigError when the address cannot be bound."""
-        if self._httpd is not None:
-            return self
-        try:
-            self._httpd = _HTTPServer(self.address, self.get_stats)
-        except OSError as exc:
-            host, port = self.address[0], self.address[1]
-            host = f"[{host}]" if ":" in host else host
-            raise ConfigError(f"metrics address {host}:{port}: "
-                              f"{exc.strerror or exc}") from None
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name="pyfwd-metrics", daemon=True)
-        self._thread.start()
-        log.info("metrics at %s", self.url)
-        return self
-
-    def stop(self):
-        """Stop serving and close the socket.  Idempotent."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5.0)
-        self._httpd = None
+__all__ = ["EngineCollector", "render", "families", "build_info",
+           "CORE_METRICS", "QUEUE_METRICS", "REAL_METRICS", "SOCK_METRICS",
+           "FLOW_SLOTS"]

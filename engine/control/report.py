@@ -4,8 +4,10 @@
 `stats` (and the metrics, which render stats()) from the engine's public
 parts: its services and admin state, the data plane's counters (core),
 the next hops (hops), the punt answering (punts), the HA state (ha), the
-L7 sync (l7) and the health monitor.  It reads and never changes; the
-engine calls show() and stats() under its lock.
+L7 sync (l7) and the health monitor.  It reads and never changes them;
+the engine calls show() and stats() under its lock.  Its own part is the
+ledger (control.ledger.RealLedger) that published() keeps: per real and
+VIP counters that never go down, and when each real last changed.
 """
 
 import dataclasses
@@ -14,9 +16,11 @@ import logging
 import os
 import time
 
+from .ledger import COUNTERS, RealLedger
 from .l7.render import l7_name, l7_server
 from .liveness import problem_text
 from .state import atomic_write
+from ..dataplane import fastpath
 from ..dataplane.native import QUEUE_COUNTERS
 from ..errors import DataplaneError, PyfwdError
 from ..frames import mac_to_str
@@ -44,12 +48,37 @@ class Report:
     snat, services, state, health, monitor, fallback_active, tables, core,
     hops, punts, ha, l7, and liveness(); changes, if any: its
     control.changes.Changes; xsk, if any: its dataplane.io backend).  pid
-    and clock: os.getpid and time.monotonic, for tests."""
+    and clock: os.getpid and time.monotonic, for tests; wall: the
+    ledger's clock (time.time)."""
 
-    def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic):
+    def __init__(self, engine, *, pid=os.getpid, clock=time.monotonic,
+                 wall=time.time):
         self.engine = engine
         self._pid = pid
         self._clock = clock
+        self.ledger = RealLedger(wall)
+
+    def published(self):
+        """After a publish (Engine._publish): account the real servers'
+        counters by (VIP, real) and stamp the ones whose condition (admin
+        state, health, scheduled) changed (control.ledger)."""
+        e = self.engine
+        unscheduled = e.tables.unscheduled if e.tables else {}
+        configured = [(s.vip, r.key) for s in e.services if s.mode != "l7"
+                      for r in s.reals + ([s.fallback] if s.fallback
+                                          else [])]
+        conditions = {k: (e.state.get(k, "online"),
+                          e.health.get(k, (None,))[0], k in unscheduled)
+                      for k in ((s.vip, r.key) for s in e.services
+                                for r in s.reals)}
+        # HAProxy's counters before it reloads (_l7_sync comes next)
+        l7 = [s for s in e.services if s.mode == "l7"]
+        rows = e.l7.rows() if l7 else {}
+        self.ledger.published(configured, e.core.ids.mapping(),
+                              e.core.real_stats(), conditions,
+                              {(s.vip, r.key): rows.get(
+                                  (l7_name(s), l7_server(r)), {})
+                               for s in l7 for r in s.reals})
 
     def status(self):
         """Engine-wide facts: interfaces, pid, uptime, counts, modes, TUN's
@@ -100,6 +129,7 @@ class Report:
                 reals.append(self._real(s, s.fallback, per_real, l7rows,
                                         fallback=True))
             vips.append({"name": s.label, "vip": str(s.vip),
+                         "totals": self._totals(s, reals, per_real),
                          "mode": s.mode, "scheduler": s.scheduler,
                          "persistence": s.persistence,
                          "on_down": s.on_down,
@@ -138,11 +168,17 @@ class Report:
             why = e.hops.note(r.address)    # on a MAC kept unanswered
         if s.mode == "l7":
             counters = l7rows.get((l7_name(s), l7_server(r)), {})
-        else:
+            if self.ledger.seen:        # over HAProxy's restarts
+                counters = self.ledger.observed(k, counters)
+        elif self.ledger.seen:
+            counters = self.ledger.counters(k, per_real)
+        else:                   # nothing published yet (fakes): raw
             rid = e.core.ids.lookup(*k)
             counters = per_real.get(rid, {}) if rid is not None else {}
         return {"real": r.key, "weight": r.weight, "state": st,
                 "changed": [] if fallback else self._marks(s.vip, r.key),
+                "last_change": None if fallback else
+                self.ledger.last_change(k),
                 "health": None if not checked else
                 ("up" if up else "down"),
                 "health_detail": detail,
@@ -157,6 +193,14 @@ class Report:
                     "haproxy_status": counters.get("haproxy_status")}
                    if s.mode == "l7" else {})}
 
+    def _totals(self, s, reals, per_real):
+        """A VIP's frames, bytes and new flows since it was added: the
+        ledger's (its departed reals' included), else (nothing published:
+        fakes) the sums of the rows."""
+        if self.ledger.seen:
+            return self.ledger.vip_totals(s.vip, per_real)
+        return {k: sum(r.get(k) or 0 for r in reals) for k in COUNTERS}
+
     def _marks(self, vip, real=None):
         """What an operator changed of vip's real `real` (None: of the
         VIP) through ctl, and since when: [{"by", "what", "since"[,
@@ -170,13 +214,20 @@ class Report:
         server (as show()), per queue, the punt responders' counters and
         conflicts (arp, icmp, ndp, arp_conflicts, ndp_conflicts), the
         punt thread's fairness counters (punt: Punts.fairness()), what the
-        kernel counted at the sockets (sockets(): drops before a loop)."""
+        kernel counted at the sockets (sockets(): drops before a loop);
+        started_at (wall-clock seconds of the start), config_reload
+        (Changes.reload_status()) and room (the workers' capacity:
+        Core.room(), the fast path's flows) for the metrics."""
         e = self.engine
         punts = {**e.punts.counters(), "punt": e.punts.fairness()} \
             if e.punts else {k: {} for k in ("arp", "icmp", "ndp",
                                              "arp_conflicts",
                                              "ndp_conflicts", "punt")}
+        changes = getattr(e, "changes", None)       # fakes: none
         return {**self.status(), "core": core, "vips": self.show(),
+                "started_at": getattr(e, "started_at", None),
+                "config_reload": changes.reload_status() if changes
+                else None, "room": room(e),
                 "queues": [{k: q[k] for k in QUEUE_COUNTERS}
                            for q in (e.core.stats(worker=i)
                                      for i in range(e.core.workers))],
@@ -198,6 +249,19 @@ class Report:
             log.warning("socket counters: %s", exc)
             return {}
         return {info.backend: rows} if rows else {}
+
+
+def room(e):
+    """Core.room() with the XDP fast path's flows and map size when it is
+    on (fast_flows, fast_slots); None without a core (or a fake's)."""
+    core = getattr(e, "core", None)
+    if core is None or not hasattr(core, "room"):
+        return None
+    out = core.room()
+    if getattr(e.info, "fastpath", "off") == "on":
+        out.update(fast_flows=fastpath.flows(core),
+                   fast_slots=fastpath.FLOWS_MAX)
+    return out
 
 
 def write_stats(path, snapshot):

@@ -331,6 +331,20 @@ class Core:
                 out[name] = value
         return out
 
+    def room(self):
+        """What the workers have room for and hold now, summed: flow_slots
+        (flow table slots: a DR flow takes one, a NAT/SNAT flow two),
+        punt_slots and punt_queued (punted frames Python has not drained
+        yet)."""
+        out = dict.fromkeys(("flow_slots", "punt_slots", "punt_queued"), 0)
+        r = ffi.new("struct pyfwd_worker_room *")
+        for i in range(self.workers):
+            _native.check(lib.pyfwd_worker_room_read(self.ctx, i, r),
+                          f"reading the room of worker {i}")
+            for k in out:
+                out[k] += getattr(r, k)
+        return out
+
     def real_stats(self):
         """{real id: {"frames", "bytes", "flows_new", "active"}} (the
         REAL_COUNTERS) for ids in use; active = flows alive (expired ones

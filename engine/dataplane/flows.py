@@ -58,7 +58,7 @@ def list_flows(core, vip=None, limit=LIMIT_DEFAULT, running=None,
     within wait_ms: ETIMEDOUT).
     """
     flt = _filter(vip)
-    owners = core.ids.owners()
+    owners = {i: k for k, i in core.ids.mapping().items()}
     slots = _slots(core)        # what one worker's table can hold
     rows, total = [], 0
     for w in range(core.workers):

@@ -56,8 +56,9 @@ FRAME_SIZE = 4096
 POLL_MODES = {"busy": lib.PYFWD_POLL_BUSY,
               "adaptive": lib.PYFWD_POLL_ADAPTIVE}
 # The default ([engine] poll, --poll): the NAT HTTP rows' CPU per request
-# measured both (README, "Waiting for frames"); where busy polling engages
-# a busy loop burns its core at any load, an adaptive one only under load.
+# measured both (docs/bench.md, "Waiting for frames"); where busy polling
+# engages a busy loop burns its core at any load, an adaptive one only under
+# load.
 POLL_DEFAULT = "adaptive"
 RING_MIN, RING_MAX = 64, 65536      # what the kernel takes (xsk.c)
 FRAMES_MAX = 1 << 20
@@ -319,7 +320,7 @@ class Xsk:
         """The control thread's: once busy polling proves unable to engage
         (every socket's NAPI id 0), say so once.  The interfaces' NAPI
         settings stay: without a busy poller they batch the NAPI thread's
-        work (README, "Waiting for frames").  The state."""
+        work (docs/bench.md, "Waiting for frames").  The state."""
         state = self.busy_poll_state()
         if state == "not engaged" and self._poll_said != state:
             log.warning("%s: busy polling cannot engage (the AF_XDP "

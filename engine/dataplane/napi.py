@@ -27,7 +27,7 @@ engages at all.  When it cannot (veth, AF_XDP copy mode) the settings
 stay: with nobody busy polling they work as interrupt coalescing, the
 NAPI thread handling a batch per gro_flush_timeout instead of a wake-up
 per frame, which measured less CPU per request and no worse latency for
-the NAT HTTP rows (README, "Waiting for frames").
+the NAT HTTP rows (docs/bench.md, "Waiting for frames").
 """
 
 import fcntl

@@ -139,9 +139,9 @@ class RealIds:
         """The id of (vip, key), or None if it has none."""
         return self._ids.get((vip, key))
 
-    def owners(self):
-        """{id: (vip, key)} of the ids in use (any thread: one copy)."""
-        return {i: k for k, i in list(self._ids.items())}
+    def mapping(self):
+        """{(vip, key): id} of every pair that has an id (a copy)."""
+        return dict(self._ids)
 
     def retain(self, pairs):
         """Release every id whose (vip, key) is not in pairs."""

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from ..control.metrics_http import DEFAULT_PORT
 from ..errors import LabError
 from .namespaces import iproute
 from .programs import PYFWD
@@ -33,7 +34,7 @@ VIP = "10.0.0.100"
 PORT = 7000
 ROUTER_AS, LB_AS = 65000, 65001
 HOLD_TIME = 9
-METRICS_PORT = 9108         # each balancer's, in its own namespace
+METRICS_PORT = DEFAULT_PORT     # each balancer's, in its own namespace
 BALANCERS = ("lb", "lb2", "lb3")
 LOAD = [sys.executable, "-m", "pyfwd.lab.ecmpload"]
 

@@ -64,7 +64,7 @@ def _xdp_object(native):
     except Exception as exc:
         return [found, Finding("XDP verifier", "host", "blocks", str(exc),
                                "a kernel whose verifier takes it (the "
-                               "README's set-up: Linux 5.x or newer)")]
+                               "README's kernel table: Linux 5.11 or newer)")]
     return [found, ok("XDP verifier", "host",
                       "steer.bpf.o loads on this kernel")]
 

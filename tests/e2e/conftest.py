@@ -1,12 +1,14 @@
 """Fixtures for the namespace tests: root is required, names are unique.
 
 Tests marked ``root`` fail (never skip) when not run as root.  Every lab and
-namespace a test makes is named with PREFIX ("pft" + 5 random characters), so
+namespace a test makes is named with PREFIX ("pft", or $PYFWD_TEST_PREFIX,
+then random characters up to 8), so
 a run collides with nothing else on the machine, and a session finalizer
 removes whatever a failed test left behind.
 """
 
 import itertools
+import os
 import random
 import string
 
@@ -15,8 +17,11 @@ from pyroute2 import netns
 
 from pyfwd.lab import topology as lab
 
-PREFIX = "pft" + "".join(random.choices(string.ascii_lowercase + string.digits,
-                                        k=5))
+# PYFWD_TEST_PREFIX (e.g. "pfm-"): a run's own start of the names, made up
+# to 8 characters at random (interface names are derived from them).
+_BASE = os.environ.get("PYFWD_TEST_PREFIX", "pft")[:6]
+PREFIX = _BASE + "".join(random.choices(string.ascii_lowercase + string.digits,
+                                        k=8 - len(_BASE)))
 _counter = itertools.count()
 
 

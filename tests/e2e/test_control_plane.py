@@ -351,6 +351,16 @@ def test_source_hash_and_persistence_keep_a_client_on_one_server(lab,
         assert min(many) > 0, (svc.scheduler, many)
 
 
+def scrape(lab):
+    """{(sample name, sorted labels): value} of the lab balancer's
+    /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    page = lab.run("lb", ["curl", "-sS", "http://127.0.0.1:10104/metrics"],
+                   capture_output=True, text=True, timeout=10).stdout
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(page) for s in f.samples}
+
+
 def test_cli_control_socket_and_metrics_page(lab, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
     cfg = tmp_path / "pyfwd.toml"
@@ -359,7 +369,7 @@ def test_cli_control_socket_and_metrics_page(lab, tmp_path):
         [engine]
         iface = "eth0"
         control_socket = "{sock}"
-        metrics = "127.0.0.1:9108"
+        metrics = "127.0.0.1:10104"
 
         [[vip]]
         name = "pacs-web"
@@ -397,11 +407,34 @@ def test_cli_control_socket_and_metrics_page(lab, tmp_path):
         r = lab.run("lb", ctl_ + ["weight", "nosuch", "10.0.0.11", "5"],
                     capture_output=True, text=True)
         assert r.returncode == 1 and "nosuch" in r.stderr
-        page = lab.run("lb", ["curl", "-sS", "http://127.0.0.1:9108/metrics"],
+        page = lab.run("lb", ["curl", "-sS", "http://127.0.0.1:10104/metrics"],
                        capture_output=True, text=True).stdout
         names = {f.name for f in text_string_to_metric_families(page)}
         assert any("frames" in n for n in names), names
         assert 'real="10.0.0.12"' in page
+        # the engine's, the process's; timestamps, capacity, build
+        got = scrape(lab)
+        for name in ("process_start_time_seconds", "pyfwd_build_info",
+                     "pyfwd_flow_slots_capacity", "pyfwd_punt_ring_capacity"):
+            assert any(n == name for n, _ in got), name
+        assert abs(got[("pyfwd_start_time_seconds", ())] - time.time()) < 120
+        assert got[("pyfwd_config_last_reload_successful", ())] == 1
+        web = (("vip", "pacs-web"), ("vip_address", f"{VIP4}:80/tcp"))
+        before = got[("pyfwd_vip_frames_total", web)]
+        assert before > 0 and got[("pyfwd_flow_slots_used", ())] >= 0
+        # a real server leaves: the VIP's counters do not go down
+        r = lab.run("lb", ctl_ + ["del-real", "pacs-web", "10.0.0.11"],
+                    capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        got = scrape(lab)
+        assert got[("pyfwd_vip_frames_total", web)] >= before
+        assert not any(dict(k).get("real") == "10.0.0.11" for _, k in got)
+        # a refused reload says so
+        cfg.write_text(cfg.read_text() + "\n[[vip]]\nbroken = =\n")
+        r = lab.run("lb", ctl_ + ["reload"], capture_output=True, text=True,
+                    timeout=30)
+        assert r.returncode == 1
+        assert scrape(lab)[("pyfwd_config_last_reload_successful", ())] == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)

@@ -30,6 +30,7 @@ import tempfile
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pyfwd.lab.ecmp import BALANCERS, HOLD_TIME, VIP, EcmpLab, summary
 from pyfwd.lab.topology import Lab
@@ -77,11 +78,13 @@ def test_sessions_up_and_the_vip_learnt_with_three_next_hops(ecmp):
         assert bgp["router_id"] == ecmp.lab.ip(role)    # the iface's
         assert [v["bgp"] for v in ecmp.ctl(role, "show")] == ["announced"]
         assert ecmp.ctl(role, "stats")["bgp"]["announced"] == [PREFIX]
-        text = ecmp.metrics(role)
+        got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(ecmp.metrics(role))
+               for s in f.samples}
         router = ecmp.lab.ip("router", "eth1")
-        assert (f'pyfwd_bgp_session_up{{peer="{router}",peer_as="65000"}}'
-                " 1") in text
-        assert f'pyfwd_bgp_announced{{prefix="{PREFIX}"}} 1' in text
+        assert got[("pyfwd_bgp_session_up", (("peer", router),
+                                             ("peer_as", "65000")))] == 1
+        assert got[("pyfwd_bgp_announced", (("prefix", PREFIX),))] == 1
     # every balancer schedules new flows alike: one table fingerprint
     tables = {role: [v["table"] for v in ecmp.ctl(role, "show")]
               for role in BALANCERS}

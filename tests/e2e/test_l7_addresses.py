@@ -109,7 +109,7 @@ def test_two_l7_vips_and_a_dr_vip_on_one_address(lab, tmp_path):
         [engine]
         iface = "eth0"
         control_socket = "{sock}"
-        metrics = "127.0.0.1:9108"
+        metrics = "127.0.0.1:10104"
         """) + l7(lab, "web", VIP4, 80) +
         l7(lab, "tls", VIP4, 443, tls_cert=lab.base / "both.pem") +
         dr(lab, "dicom", VIP4, 104))

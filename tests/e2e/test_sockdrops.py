@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyfwd.control.engine import Engine
-from pyfwd.control.metrics import SOCK_METRICS, MetricsServer
+from pyfwd.control.metrics import SOCK_METRICS
+from pyfwd.control.metrics_http import MetricsServer
 from pyfwd.control.server import ControlServer
 from pyfwd.dataplane.native import SOCK_COUNTERS
 from pyfwd.lab.programs import PYFWD

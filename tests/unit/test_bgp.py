@@ -7,14 +7,15 @@ import shutil
 import subprocess
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pyfwd.control import config
 from pyfwd.control.bgp import BgpOptions, announceable
 from pyfwd.control.bgp.birdsock import (parse_protocols, parse_routes,
                                         read_reply)
 from pyfwd.control.bgp.render import render
-from pyfwd.control.bgp.text import render_metrics, status_rows
-from pyfwd.control.metrics import _Families
+from pyfwd.control.bgp.text import status_rows
+from pyfwd.control import metrics
 from pyfwd.errors import ConfigError
 
 BGP = {"local_as": 65001, "peer": [{"address": "10.9.0.1", "as": 65000}]}
@@ -145,13 +146,17 @@ def test_status_reads_in_ctl_and_in_metrics():
     assert "announcing 10.0.0.100/32" in rows["bgp"]
     assert rows["bgp peer"] == ("10.9.0.1 AS 65000 Established, 1 prefix "
                                 "exported")
-    f = _Families()
-    render_metrics(f, b)
-    text = f.text()
-    assert 'pyfwd_bgp_session_up{peer="10.9.0.1",peer_as="65000"} 1' in text
-    assert 'pyfwd_bgp_session_state{peer="10.9.0.3",peer_as="65000"} 3' \
-        in text
-    assert 'pyfwd_bgp_announced{prefix="10.0.0.100/32"} 1' in text
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(
+               metrics.render({"bgp": b}))
+           for s in fam.samples}
+    peer1 = (("peer", "10.9.0.1"), ("peer_as", "65000"))
+    peer3 = (("peer", "10.9.0.3"), ("peer_as", "65000"))
+    assert got[("pyfwd_bgp_session_up", peer1)] == 1
+    assert got[("pyfwd_bgp_session_up", peer3)] == 0
+    assert got[("pyfwd_bgp_session_state", peer3)] == 3
+    assert got[("pyfwd_bgp_announced", (("prefix", "10.0.0.100/32"),))] == 1
+    assert got[("pyfwd_bgp_daemon_restarts_total", ())] == 0
 
 
 def test_check_config_has_bird_parse_what_pyfwd_renders():

@@ -6,6 +6,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+import pyfwd
 from pyfwd.cli.main import cli
 
 
@@ -44,7 +45,8 @@ def test_console_script_help():
 
 def test_version():
     r = run("--version")
-    assert r.exit_code == 0 and "pyfwd, version" in r.output
+    assert r.exit_code == 0 and r.output.startswith(
+        f"pyfwd {pyfwd.__version__} from ")
 
 
 @pytest.mark.root

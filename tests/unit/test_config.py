@@ -13,7 +13,7 @@ GOOD = textwrap.dedent("""
     [engine]
     iface = "eth0"
     control_socket = "/run/pyfwd/pyfwd.sock"
-    metrics = "127.0.0.1:9108"
+    metrics = "127.0.0.1:10104"
 
     [[vip]]
     name = "pacs-web"
@@ -48,7 +48,7 @@ GOOD = textwrap.dedent("""
 
 def test_the_documented_shape_loads():
     cfg = config.parse(GOOD)
-    assert cfg.iface == "eth0" and cfg.metrics == "127.0.0.1:9108"
+    assert cfg.iface == "eth0" and cfg.metrics == "127.0.0.1:10104"
     web, dicom = cfg.services
     assert (web.name, web.scheduler, web.health.type, str(web.fallback)) == (
         "pacs-web", "wlc", "http", "10.0.0.50:80@1")
@@ -75,7 +75,7 @@ def test_the_documented_shape_loads():
                                                                "IPv4"]),
     ('fallback = "10.0.0.50:80"', 'fallback = "fd00::50"', ["fallback",
                                                              "brackets"]),
-    ('metrics = "127.0.0.1:9108"', 'metrics = "here"', ["here"]),
+    ('metrics = "127.0.0.1:10104"', 'metrics = "here"', ["here"]),
     ('iface = "eth0"', 'iface = "eth0"\n    colour = "red"', ["engine.colour",
                                                             "unknown key"]),
     ('name = "pacs-dicom"', 'name = "pacs-web"', ["pacs-web", "twice"]),
@@ -131,7 +131,7 @@ FILE = textwrap.dedent("""
     snat_address = "10.0.0.2"
     snat_ports = "40000-40999"
     control_socket = "/run/file.sock"
-    metrics = "127.0.0.1:9108"
+    metrics = "127.0.0.1:10104"
     role = "standby"
 
     [[vip]]
@@ -146,7 +146,7 @@ def test_flags_not_given_leave_the_files_keys():
     assert (cfg.iface, cfg.inside_iface, cfg.snat_address, cfg.snat_ports,
             cfg.control_socket, cfg.metrics, cfg.role) == (
         "eth0", "eth1", "10.0.0.2", "40000-40999", "/run/file.sock",
-        "127.0.0.1:9108", "standby")
+        "127.0.0.1:10104", "standby")
 
 
 def test_flags_given_override_the_files_keys():

@@ -1,5 +1,5 @@
 """The house itself: the package's import graph, its layers, the size of its
-rooms, and the README's map of it.
+rooms, and the map of it in docs/layout.md.
 
 Read from the source with ast (nothing is imported), so a function-level
 import counts as much as one at the top of a module.
@@ -250,10 +250,11 @@ def test_c_headers_include_no_cycle():
 
 
 def _readme_layout():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    """The map of the tree: the first code block of docs/layout.md."""
+    with open(os.path.join(ROOT, "docs", "layout.md"), encoding="utf-8") as f:
         text = f.read()
-    m = re.search(r"^## Layout\n.*?^```\n(.*?)\n```", text, re.S | re.M)
-    assert m, "README has no Layout section with a code block"
+    m = re.search(r"^# Layout\n.*?^```\n(.*?)\n```", text, re.S | re.M)
+    assert m, "docs/layout.md has no Layout heading with a code block"
     return m.group(1)
 
 
@@ -280,7 +281,7 @@ def _layout_paths(block):
 def test_readme_layout_names_only_what_exists():
     missing = [p for p in _layout_paths(_readme_layout())
                if not os.path.exists(os.path.join(ROOT, p.rstrip("/")))]
-    assert not missing, f"README Layout names what is not there: {missing}"
+    assert not missing, f"docs/layout.md names what is not there: {missing}"
 
 
 def test_readme_layout_names_every_package_and_c_folder():
@@ -297,7 +298,7 @@ def test_readme_layout_names_every_package_and_c_folder():
     unnamed = sorted(d for d in dirs
                      if not any(n == d or n.startswith(d + "/")
                                 for n in named))
-    assert not unnamed, f"README Layout leaves out: {unnamed}"
+    assert not unnamed, f"docs/layout.md leaves out: {unnamed}"
 
 
 def _c_files():
@@ -335,4 +336,4 @@ def test_readme_layout_files_named_under_a_folder_exist():
         for name in re.findall(r"\b[\w]+\.(?:py|c|h)\b", rest):
             if name not in present:
                 missing.append(folder + name)
-    assert not missing, f"README Layout names what is not there: {missing}"
+    assert not missing, f"docs/layout.md names what is not there: {missing}"

@@ -1,21 +1,27 @@
-"""Prometheus metrics: render() checked with prometheus_client's parser,
-MetricsServer over real HTTP."""
+"""Prometheus metrics: the engine's families (control.metrics) over
+made-up snapshots, checked with prometheus_client's parsers (the text
+format and OpenMetrics).  The listener: test_metrics_http.py."""
 
 import copy
-import math
-import urllib.error
-import urllib.request
+import platform
 
-import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as openmetrics_latest)
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families)
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyfwd.control import metrics
-from pyfwd.errors import ConfigError
 
 XSK = {"xdp_mode": "native", "copy_mode": "zerocopy", "busy_poll": True,
        "queues": 4, "prog_id": 42, "fastpath": "on"}
 STATS = {
     "iface": "eth0", "pid": 99, "uptime": 12.5, "xsk": XSK,
+    "started_at": 1764800000.25,
+    "config_reload": {"last": 1764800100.5, "ok": False,
+                      "last_ok": 1764800000.0},
+    "room": {"flow_slots": 4096, "punt_slots": 512, "punt_queued": 3},
     "core": {"frames": 1000, "bytes": 64000,
              "verdict": {"pass": 10, "punt": 2, "forward": 980, "drop": 8},
              "reason": {"forward": 980, "pass_not_vip": 10, "punt_arp": 2,
@@ -24,7 +30,8 @@ STATS = {
              "flows_new": 50, "flow_hits": 930, "flows_rescheduled": 1,
              "flows_evicted": 0, "flows_expired": 7, "snat_ports_used": 12,
              "rx": 1000, "tx": 980, "tx_ring_full": 0, "punt_overflow": 0,
-             "wakeups": 3, "polls": 9, "vip_generation": 4},
+             "wakeups": 3, "polls": 9, "vip_generation": 4,
+             "snat_ports_pool": 4000},
     "queues": [{"rx": 600, "tx": 590, "tx_ring_full": 0, "polls": 5},
                {"rx": 400, "tx": 390, "tx_ring_full": 2}],
     "arp": {"requests_answered": 4, "conflicts": 0, "ignored": 1},
@@ -33,6 +40,7 @@ STATS = {
          "scheduler": "wlc", "persistence": 0, "fallback": "10.0.0.50:80",
          "fallback_active": False, "reals": [
              {"real": "10.0.0.11:80", "weight": 100, "state": "online",
+              "last_change": 1764800050.5,
               "health": "up", "health_detail": "ok", "scheduled": True,
               "why": None, "mac": "02:00:00:00:00:11", "active": 3,
               "frames": 10, "bytes": 1000, "flows_new": 5},
@@ -47,7 +55,9 @@ STATS = {
               "bytes": 0, "flows_new": 0}]},
         {"name": "dicom", "vip": "10.0.0.100:104/tcp", "mode": "nat",
          "scheduler": "maglev", "persistence": 0, "fallback": None,
-         "fallback_active": True, "reals": []},
+         "fallback_active": True, "reals": [],
+         # what its departed reals counted (control.ledger)
+         "totals": {"frames": 70, "bytes": 7000, "flows_new": 7}},
     ],
 }
 
@@ -87,10 +97,8 @@ def test_render_parses_and_equals_the_input():
     assert value(samples, "pyfwd_frames_by_reason_total",
                  reason="drop_fragment") == 0
     assert value(samples, "pyfwd_flows_new_total") == 50
-    assert families["pyfwd_snat_ports_used"].type == "gauge"
     assert value(samples, "pyfwd_queue_tx_ring_full_total", queue="1") == 2
     assert value(samples, "pyfwd_arp_events_total", event="ignored") == 1
-    assert value(samples, "pyfwd_uptime_seconds") == 12.5
     assert value(samples, "pyfwd_table_generation") == 4
     assert value(samples, "pyfwd_queue_polls_total", queue="0") == 5
 
@@ -103,14 +111,21 @@ def test_render_parses_and_equals_the_input():
     assert families["pyfwd_real_flows_active"].type == "gauge"
     assert value(samples, "pyfwd_real_flows_active", **real) == 3
     assert value(samples, "pyfwd_real_weight", **real) == 100
+    # no totals in the snapshot (an older engine's): the reals' sums
     assert value(samples, "pyfwd_vip_bytes_total", **WEB) == 98765433100
     assert value(samples, "pyfwd_vip_flows_active", **WEB) == 4
     assert value(samples, "pyfwd_vip_flows_new_total", **WEB) == 6
     dicom = {"vip": "dicom", "vip_address": "10.0.0.100:104/tcp"}
-    assert value(samples, "pyfwd_vip_frames_total", **dicom) == 0
+    # the ledger's totals: a VIP whose reals all left keeps their counts
+    assert value(samples, "pyfwd_vip_frames_total", **dicom) == 70
+    assert value(samples, "pyfwd_vip_bytes_total", **dicom) == 7000
+    assert value(samples, "pyfwd_vip_flows_active", **dicom) == 0
     assert value(samples, "pyfwd_vip_fallback_active", **dicom) == 1
     assert value(samples, "pyfwd_vip_info", **dicom, mode="nat",
                  scheduler="maglev") == 1
+    # reals new flows may go to: one of three, none
+    assert value(samples, "pyfwd_vip_reals_scheduled", **WEB) == 1
+    assert value(samples, "pyfwd_vip_reals_scheduled", **dicom) == 0
 
     # health: 1 up, 0 down, absent without a health check
     assert value(samples, "pyfwd_real_health_up", **real) == 1
@@ -135,11 +150,98 @@ def test_render_parses_and_equals_the_input():
                               "fastpath": "on"}
 
 
-def test_large_counters_are_exact_in_the_text():
-    text = metrics.render(STATS)
-    assert (f'pyfwd_real_frames_total{{vip="pacs-web",'
-            f'vip_address="10.0.0.100:80/tcp",real="10.0.0.12:80"}} '
-            f'{2 ** 53 + 1}\n') in text
+def test_times_are_timestamps_not_ages():
+    families, samples = parse(metrics.render(STATS))
+    assert value(samples, "pyfwd_start_time_seconds") == 1764800000.25
+    assert value(samples, "pyfwd_real_last_change_timestamp_seconds",
+                 **WEB, real="10.0.0.11:80") == 1764800050.5
+    # a real without one (never published) has no sample
+    assert not any(n == "pyfwd_real_last_change_timestamp_seconds" and
+                   ("real", "10.0.0.12:80") in labels
+                   for n, labels in samples)
+    # the config file's last reload was refused; the start's load worked
+    assert value(samples, "pyfwd_config_last_reload_successful") == 0
+    assert value(samples, "pyfwd_config_last_reload_timestamp_seconds") == \
+        1764800100.5
+    assert value(samples,
+                 "pyfwd_config_last_reload_success_timestamp_seconds") == \
+        1764800000.0
+    # ages are gone
+    assert not any(n.endswith(("_uptime_seconds", "_since_seconds",
+                               "_age_seconds")) for n in families)
+    # without a config file: no reload series
+    stats = dict(STATS, config_reload={"last": None, "ok": True,
+                                       "last_ok": None})
+    families, _ = parse(metrics.render(stats))
+    assert not any(n.startswith("pyfwd_config_") for n in families)
+
+
+def test_capacity_gauges_come_as_used_and_capacity():
+    families, samples = parse(metrics.render(STATS))
+    # live flows: pacs-web (DR) 3 + 1 + 0, one slot each; dicom (NAT) none
+    assert value(samples, "pyfwd_flow_slots_used") == 4
+    assert value(samples, "pyfwd_flow_slots_capacity") == 4096
+    assert value(samples, "pyfwd_snat_ports_used") == 12
+    assert value(samples, "pyfwd_snat_ports_capacity") == 4000
+    assert value(samples, "pyfwd_punt_ring_used") == 3
+    assert value(samples, "pyfwd_punt_ring_capacity") == 512
+    assert "pyfwd_fast_flows_used" not in families      # fast path: off
+    stats = copy.deepcopy(STATS)
+    stats["vips"][1]["reals"] = [{"real": "10.0.0.21:104", "active": 5}]
+    stats["room"].update(fast_flows=7, fast_slots=65536)
+    _, samples = parse(metrics.render(stats))
+    assert value(samples, "pyfwd_flow_slots_used") == 4 + 2 * 5  # NAT: two
+    assert value(samples, "pyfwd_fast_flows_used") == 7
+    assert value(samples, "pyfwd_fast_flows_capacity") == 65536
+    # every capacity gauge has its pair
+    names = set(families)
+    for name in names:
+        if name.endswith("_capacity"):
+            assert name[:-len("capacity")] + "used" in names, name
+    assert {families[n].type for n in names
+            if n.endswith(("_used", "_capacity"))} == {"gauge"}
+
+
+def test_build_info_from_the_collector():
+    collector = metrics.EngineCollector(lambda: STATS)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    [info] = [f for f in collector.collect() if f.name == "pyfwd_build"]
+    assert info.type == "info"
+    [sample] = info.samples
+    assert sample.name == "pyfwd_build_info" and sample.value == 1
+    assert sample.labels["python"] == platform.python_version()
+    assert sample.labels["version"] == metrics.build_info()["version"]
+    assert sample.labels["version"][0].isdigit()
+    assert (sample.labels["backend"], sample.labels["fastpath"]) == \
+        ("", "on")
+    assert registry.get_sample_value(
+        "pyfwd_build_info", sample.labels) == 1
+    assert registry.get_sample_value("pyfwd_frames_total") == 1000
+    # render() leaves it out unless asked
+    assert "pyfwd_build_info" not in metrics.render(STATS)
+    assert "pyfwd_build_info{" in metrics.render(STATS, metrics.build_info())
+
+
+def test_openmetrics_parses_and_types_hold():
+    registry = CollectorRegistry()
+    registry.register(metrics.EngineCollector(lambda: STATS))
+    text = openmetrics_latest(registry).decode()
+    assert text.endswith("# EOF\n")
+    fams = {f.name: f for f in openmetrics_families(text)}
+    assert fams["pyfwd_frames"].type == "counter"
+    assert fams["pyfwd_build"].type == "info"
+    assert fams["pyfwd_vip"].type == "info"
+    assert fams["pyfwd_start_time_seconds"].type == "gauge"
+    [s] = [s for s in fams["pyfwd_vip_bytes"].samples
+           if s.labels["vip"] == "dicom"]
+    assert (s.name, s.value) == ("pyfwd_vip_bytes_total", 7000)
+
+
+def test_large_counters_are_float64_as_prometheus_keeps_them():
+    _, samples = parse(metrics.render(STATS))
+    assert value(samples, "pyfwd_real_frames_total", **WEB,
+                 real="10.0.0.12:80") == float(2 ** 53 + 1)
 
 
 def test_help_and_type_come_once_before_the_samples():
@@ -166,13 +268,13 @@ def test_label_values_are_escaped():
     _, samples = parse(text)
     assert value(samples, "pyfwd_real_bytes_total", vip=odd,
                  vip_address="10.0.0.100:80/tcp", real="10.0.0.11:80") == 1000
-    assert metrics.escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 
 
 def test_missing_and_odd_values_are_left_out():
     text = metrics.render({"core": {"frames": 5, "bytes": None,
                                     "reason": {"drop_runt": "x"}},
                            "vips": [{"vip": "10.0.0.1:80/tcp",
+                                     "totals": "odd",
                                      "reals": [{"real": "10.0.0.2:80",
                                                 "active": 7, "flows": 8}]}]})
     families, samples = parse(text)
@@ -180,6 +282,7 @@ def test_missing_and_odd_values_are_left_out():
     assert "pyfwd_bytes" not in families
     assert "pyfwd_frames_by_reason" not in families
     assert "pyfwd_dataplane_info" not in families
+    assert "pyfwd_flow_slots_used" not in families      # no room: no core
     # a VIP without a name is labelled with its address; "flows" (older
     # engines' name of "active") is not read
     assert value(samples, "pyfwd_real_flows_active",
@@ -191,127 +294,17 @@ def test_missing_and_odd_values_are_left_out():
     assert metrics.render({}) == ""
 
 
-@pytest.mark.parametrize("v,text", [
-    (1, "1"), (True, "1"), (False, "0"), (0.5, "0.5"), (2 ** 64, str(2 ** 64)),
-    (math.nan, "NaN"), (math.inf, "+Inf"), (-math.inf, "-Inf"),
-])
-def test_format_value(v, text):
-    assert metrics.format_value(v) == text
-
-
-# --- parse_address ----------------------------------------------------------
-
-@pytest.mark.parametrize("text,address", [
-    ("127.0.0.1:9108", ("127.0.0.1", 9108)),
-    ("0.0.0.0:9100", ("0.0.0.0", 9100)),
-    ("[::1]:9108", ("::1", 9108)),
-    ("[fd00::1]:0", ("fd00::1", 0)),
-    (":9108", ("127.0.0.1", 9108)),
-    ("9108", ("127.0.0.1", 9108)),
-    (" localhost:9108 ", ("localhost", 9108)),
-])
-def test_parse_address(text, address):
-    assert metrics.parse_address(text) == address
-
-
-@pytest.mark.parametrize("text,words", [
-    ("", "ADDR:PORT"),
-    (None, "ADDR:PORT"),
-    ("127.0.0.1", "ADDR:PORT"),
-    ("127.0.0.1:http", "'http'"),
-    ("127.0.0.1:65536", "0 to 65535"),
-    ("127.0.0.1:-1", "0 to 65535"),
-    ("::1:9108", "[::1]:9108"),
-    ("[::1]9108", "ADDR:PORT"),
-    ("[nope]:9108", "IPv6"),
-    ("bad host:9108", "host name"),
-])
-def test_parse_address_errors(text, words):
-    with pytest.raises(ConfigError) as exc:
-        metrics.parse_address(text)
-    assert words in str(exc.value)
-    assert "metrics address" in str(exc.value)
-
-
-# --- the HTTP server --------------------------------------------------------
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return resp.status, resp.headers["Content-Type"], resp.read()
-
-
-@pytest.fixture
-def server():
-    calls = []
-
-    def get_stats():
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("engine went away")
-        return STATS
-    srv = metrics.MetricsServer(get_stats, ("127.0.0.1", 0)).start()
-    srv.calls = calls
-    yield srv
-    srv.stop()
-
-
-def test_metrics_over_http(server):
-    assert server.port > 0
-    assert server.url == f"http://127.0.0.1:{server.port}/metrics"
-    status, ctype, body = get(server.url)
-    assert status == 200
-    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
-    assert body.decode() == metrics.render(STATS)
-    _, samples = parse(body.decode())
-    assert value(samples, "pyfwd_frames_by_reason_total",
-                 reason="drop_no_real") == 3
-    status, _, _ = get(server.url + "?name[]=x")        # query ignored
-    assert status == 200
-
-
-def test_other_paths_are_404(server):
-    for path in ("/", "/metricsx", "/metrics/x", "/favicon.ico"):
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            get(f"http://127.0.0.1:{server.port}{path}")
-        assert exc.value.code == 404
-    assert server.calls == []           # no stats read for a 404
-
-
-def test_a_failing_scrape_is_500_and_the_server_carries_on(server):
-    get(server.url)
-    get(server.url)
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        get(server.url)
-    assert exc.value.code == 500
-    assert get(server.url)[0] == 200
-
-
-def test_ipv6_loopback():
+def test_a_failing_snapshot_fails_the_collect():
+    def broken():
+        raise RuntimeError("engine went away")
+    collector = metrics.EngineCollector(broken)
     try:
-        srv = metrics.MetricsServer(lambda: STATS, ("::1", 0)).start()
-    except ConfigError as exc:
-        pytest.skip(f"no IPv6 loopback here: {exc}")
-    try:
-        assert srv.url == f"http://[::1]:{srv.port}/metrics"
-        assert get(srv.url)[0] == 200
-    finally:
-        srv.stop()
-
-
-def test_busy_port_is_a_config_error(server):
-    other = metrics.MetricsServer(lambda: STATS, ("127.0.0.1", server.port))
-    with pytest.raises(ConfigError, match=f"127.0.0.1:{server.port}"):
-        other.start()
-
-
-def test_stop_frees_the_port_and_is_idempotent():
-    srv = metrics.MetricsServer(lambda: STATS, ("127.0.0.1", 0)).start()
-    port = srv.port
-    srv.stop()
-    srv.stop()
-    assert srv.port is None
-    with pytest.raises(urllib.error.URLError):
-        get(f"http://127.0.0.1:{port}/metrics")
+        list(collector.collect())
+    except RuntimeError as exc:
+        assert "went away" in str(exc)
+    else:
+        raise AssertionError("collect() hid the failure")
+    assert collector.describe() == []
 
 
 def test_ha_role_and_responder_counters():
@@ -324,7 +317,9 @@ def test_ha_role_and_responder_counters():
     assert value(samples, "pyfwd_ha_role", role="standby") == 1
     assert value(samples, "pyfwd_ha_role", role="active") == 0
     assert families["pyfwd_ha_role"].type == "gauge"
-    assert value(samples, "pyfwd_ha_role_since_seconds") == 1764350000.5
+    assert value(samples,
+                 "pyfwd_ha_role_last_change_timestamp_seconds") == \
+        1764350000.5
     assert value(samples, "pyfwd_ha_transitions_total") == 2
     assert value(samples, "pyfwd_ha_arp_withheld_total") == 7
     assert value(samples, "pyfwd_ha_garp_bursts_total") == 1

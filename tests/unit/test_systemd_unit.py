@@ -79,6 +79,11 @@ def test_the_unit_says_what_pyfwd_start_does(name):
     [start] = s["ExecStart"]
     assert start.startswith(f"{INSTALLED} start --config ")
     assert "--control-socket /run/pyfwd/" in start
+    # /etc is read-only under ProtectSystem=full: the state file goes to
+    # the StateDirectory, never beside the config
+    assert s["ProtectSystem"] == ["full"]
+    assert s["StateDirectory"] == ["pyfwd"]
+    assert " --state-file /var/lib/pyfwd/" in start
     # the statuses a restart cannot mend
     assert {int(x) for x in s["RestartPreventExitStatus"][0].split()} == \
         {balancer.EXIT_USAGE, balancer.EXIT_NOT_ROOT}

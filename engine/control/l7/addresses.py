@@ -14,7 +14,7 @@ have put it there already: that one is left alone, at stop too.
     addrs.close()                   # removes what we added
 
 The addresses pyfwd adds carry ADDR_PROTO as their origin (IFA_PROTO,
-Linux 6.1 and later), so one that a pyfwd killed before its stop left
+Linux 5.18 and later), so one that a pyfwd killed before its stop left
 behind is recognised at the next start and removed when no longer needed.
 """
 

@@ -1,0 +1,75 @@
+"""The dashboard's token: the secret its actions need.
+
+The token is the content of a file that only the engine's user may read
+(`pyfwd start --dashboard-token FILE`, or [engine] dashboard_token): the
+file must be a regular file, owned by the engine's user, with no
+permission for group or others (chmod 600 or 400), and hold one line of
+at least TOKEN_MIN characters.  Anything else refuses to start, with a
+ConfigError saying what to fix:
+
+    token = load_token("/etc/pyfwd/dashboard.token")
+    same_token(token, request_header)      # constant time
+
+Make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`.
+"""
+
+import hmac
+import os
+import stat
+
+from ...errors import ConfigError
+
+TOKEN_MIN = 16          # characters
+TOKEN_MAX = 4096        # bytes read
+MAKE_ONE = ("make one with: head -c 32 /dev/urandom | base64 > FILE; "
+            "chmod 600 FILE")
+
+
+def load_token(path, euid=None):
+    """The token in the file at `path` (str, surrounding blanks cut).
+    euid: the user who must own it (default: this process's).  Raises
+    ConfigError naming the file and the problem: missing, not a regular
+    file, owned by another user, readable or writable by group or others,
+    empty, too short, not one line of text."""
+    euid = os.geteuid() if euid is None else euid
+    where = f"dashboard token {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{where}: not a regular file")
+        if st.st_uid != euid:
+            raise ConfigError(f"{where}: owned by uid {st.st_uid}, not by "
+                              f"the engine's user (uid {euid}); chown it")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{where}: mode {stat.S_IMODE(st.st_mode):04o}"
+                              " lets group or others at it; chmod 600 it")
+        data = os.read(fd, TOKEN_MAX + 1)
+    finally:
+        os.close(fd)
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not ASCII text; {MAKE_ONE}") from None
+    if len(data) > TOKEN_MAX or "\n" in token or not token.isprintable():
+        raise ConfigError(f"{where}: expected one line of text (at most "
+                          f"{TOKEN_MAX} bytes); {MAKE_ONE}")
+    if len(token) < TOKEN_MIN:
+        raise ConfigError(f"{where}: {len(token)} characters, at least "
+                          f"{TOKEN_MIN} expected; {MAKE_ONE}")
+    return token
+
+
+def same_token(token, given):
+    """True when `given` (a header's value, or None) is `token`; the
+    comparison takes the same time wherever they differ."""
+    if given is None:
+        return False
+    return hmac.compare_digest(token.encode("ascii"),
+                               given.strip().encode("utf-8", "replace"))
+
+
+__all__ = ["load_token", "same_token", "TOKEN_MIN"]

@@ -10,13 +10,17 @@ balancer's) and to which local address it was sent (the VIP in DR).
 GET /          -> "node=real1 client=10.0.0.1:40312 local=10.0.0.100:80\\n"
                   (plus " xff=..." when a proxy sent X-Forwarded-For)
 GET /bytes/N   -> N bytes of payload (for transfer tests), N <= 1 GiB
+GET /bytes/N?rate=R -> the same, sent at R bytes per second at most (a
+                  download that lasts, whatever the client's buffers)
 """
 
 import argparse
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 64 * 1024
 MAX_BYTES = 1 << 30
@@ -44,7 +48,9 @@ class WhoamiHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.startswith("/bytes/"):
-            return self._bytes(self.path[len("/bytes/"):])
+            url = urlsplit(self.path)
+            rate = parse_qs(url.query).get("rate", ["0"])[0]
+            return self._bytes(url.path[len("/bytes/"):], rate)
         client = "%s:%d" % self.client_address[:2]
         local = "%s:%d" % self.connection.getsockname()[:2]
         xff = self.headers.get("X-Forwarded-For")
@@ -52,20 +58,30 @@ class WhoamiHandler(BaseHTTPRequestHandler):
                 + (f" xff={xff}" if xff else "") + "\n").encode()
         self._reply(200, body)
 
-    def _bytes(self, count):
+    def _bytes(self, count, rate="0"):
         if not count.isdigit() or int(count) > MAX_BYTES:
             return self._reply(400, b"expected /bytes/N, N <= 1 GiB\n")
-        left = int(count)
+        if not rate.isdigit():
+            return self._reply(400, b"expected ?rate=BYTES_PER_SECOND\n")
+        left, rate = int(count), int(rate)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(left))
         self.send_header("X-Node", self.server.node)
         self.end_headers()
         block = b"\xa5" * CHUNK
+        # paced: chunks of a tenth of a second's worth, each on its time
+        chunk = max(1, min(CHUNK, rate // 10)) if rate else CHUNK
+        start, sent = time.monotonic(), 0
         while left:
-            n = min(left, CHUNK)
+            n = min(left, chunk)
             self.wfile.write(block[:n])
             left -= n
+            sent += n
+            if rate:
+                ahead = start + sent / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
 
     def _reply(self, status, body):
         self.send_response(status)

@@ -53,7 +53,7 @@ PYFWD = str(Path(sys.executable).with_name("pyfwd"))
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 MAC_RE = re.compile(r"^([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b", re.M)
 DOWNLOAD = 8 << 20          # bytes, at RATE: runs ~8 s, across the failover
-RATE = "1M"
+RATE = 1 << 20              # bytes/s, paced by the real server (whoami)
 ADVERT_INT = 1              # keepalived's, seconds
 # A dead master is noticed after 3 adverts and the backup's skew, under
 # 4 s here; 2 s more for notify_master, the gratuitous ARP and the probe.
@@ -312,16 +312,15 @@ def test_keepalived_failover_keeps_the_dr_download(pair):
     # its end the only TCP traffic to the VIP is the download's: the
     # failover is watched with ping, which the active engine answers
     # itself.
-    # curl's --limit-rate paces its reads, not the sender: with the
-    # client's receive buffer autotuned to megabytes, most of the download
-    # can land in the socket before the failover (seen once: 8 MB in
-    # 1.5 s).  A small buffer makes the real server wait for curl.
-    pair.lab.sysctl("client", "net.ipv4.tcp_rmem", "4096 65536 131072")
+    # The real server paces the download (whoami's ?rate=): curl's
+    # --limit-rate paces only its reads, and with the client's receive
+    # buffer autotuned to megabytes most of the download could land in the
+    # socket before the failover (seen twice: 8 MB in 1.5 s).
     headers = pair.dir / "download.headers"
     download = pair.lab.popen("client", [
-        "curl", "-sS", "--limit-rate", RATE, "--max-time", "90", "-D",
+        "curl", "-sS", "--max-time", "90", "-D",
         str(headers), "-o", "/dev/null", "-w", "%{size_download} "
-        "%{http_code}", f"{URL}/bytes/{DOWNLOAD}"],
+        "%{http_code}", f"{URL}/bytes/{DOWNLOAD}?rate={RATE}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)

@@ -38,3 +38,20 @@ def test_bad_bytes_request(server):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(url(server, "/bytes/lots"), timeout=5)
     assert exc.value.code == 400
+
+
+def test_paced_bytes_take_their_time(server):
+    """?rate=R: the server sends R bytes a second at most, whatever the
+    client reads (a download that lasts across a failover)."""
+    import time
+    start = time.monotonic()
+    r = urllib.request.urlopen(url(server, "/bytes/300000?rate=600000"),
+                               timeout=10)
+    assert len(r.read()) == 300000
+    assert time.monotonic() - start >= 0.35     # the last chunk at 0.4 s
+
+
+def test_bad_rate(server):
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(url(server, "/bytes/10?rate=fast"), timeout=5)
+    assert exc.value.code == 400

@@ -1,12 +1,14 @@
 """`pyfwd ctl add-vip`'s VIP argument: a [[vip]] table as JSON (or @FILE),
 or the ipvsadm-like form
 
-    pyfwd ctl add-vip 10.0.0.10:104/tcp --scheduler wlc --mode dr \\
+    pyfwd ctl add-vip 10.0.0.10:104/tcp [--scheduler wlc] [--mode dr] \\
         [--name N] [--real ADDR[:PORT][@W] ...] [--persistence S]
 
 which builds the same table: {"address", "port", "protocol", "scheduler",
 "mode", "name", "persistence", "real": [{"address", "port", "weight"}]}.
-The engine checks it as a [[vip]] table of the config file.
+--scheduler and --mode default to what a [[vip]] table without them gets
+(model.Service's defaults).  The engine checks it as a [[vip]] table of
+the config file.
 """
 
 import json
@@ -14,15 +16,17 @@ import json
 import click
 
 from ..errors import ConfigError
-from ..model import MODES, SCHEDULERS, Real, Vip
+from ..model import MODES, SCHEDULERS, Real, Service, Vip
 
 VIP_OPTIONS = {
     "scheduler": click.Option(["--scheduler"], type=click.Choice(SCHEDULERS),
                               help="how new flows pick a real server "
-                              "(ADDR:PORT/PROTO form; required there)"),
+                              "(ADDR:PORT/PROTO form) [default: "
+                              f"{Service.scheduler}, as in the config file]"),
     "mode": click.Option(["--mode"], type=click.Choice(MODES),
-                         help="the forwarding mode (ADDR:PORT/PROTO form; "
-                         "required there)"),
+                         help="the forwarding mode (ADDR:PORT/PROTO form) "
+                         f"[default: {Service.mode}, as in the config "
+                         "file]"),
     "name": click.Option(["--name"], help="the VIP's name (ctl and the "
                          "metrics use it)"),
     "real": click.Option(["--real"], multiple=True,
@@ -37,8 +41,9 @@ VIP_OPTIONS = {
 def vip_table(text, options):
     """The [[vip]] table of add-vip's VIP argument `text` and its options
     ({name: value} of VIP_OPTIONS' names).  click.UsageError for options
-    with a JSON object, a missing --scheduler or --mode, or a bad VIP or
-    real; click.ClickException for a JSON that is not an object."""
+    with a JSON object, or a bad VIP or real (--scheduler and --mode
+    default to model.Service's, a [[vip]] table's); click.ClickException
+    for a JSON that is not an object."""
     given = {k: v for k, v in options.items()
              if k in VIP_OPTIONS and v not in (None, ())}
     if text.lstrip().startswith(("{", "@")):
@@ -49,25 +54,36 @@ def vip_table(text, options):
         return json_object("vip", text)
     try:
         vip = Vip.parse(text)
+    except ConfigError as exc:
+        raise click.UsageError(_not_a_vip(text, exc)) from None
+    try:
         reals = [Real.parse(r) for r in given.get("real", ())]
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    missing = [k for k in ("scheduler", "mode") if k not in given]
-    if missing:
-        raise click.UsageError(f"VIP {text}: --{' and --'.join(missing)} "
-                               "needed (or give a JSON object)")
     table = {"address": str(vip.address), "port": vip.port,
-             "protocol": vip.protocol, "scheduler": given["scheduler"],
-             "mode": given["mode"]}
+             "protocol": vip.protocol,
+             "scheduler": given.get("scheduler", Service.scheduler),
+             "mode": given.get("mode", Service.mode)}
     if "name" in given:
         table["name"] = given["name"]
     if "persistence" in given:
         p = given["persistence"]
-        table["persistence"] = int(p) if p.isdigit() else p
+        table["persistence"] = int(p) if p.isdecimal() else p
     table["real"] = [{"address": str(r.address), "weight": r.weight,
                       **({"port": r.port} if r.port else {})}
                      for r in reals]
     return table
+
+
+def _not_a_vip(text, exc):
+    """The message for a VIP argument that Vip.parse refused (exc): JSON
+    that is not an object (an array, a number) is neither form."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return str(exc)
+    return (f"VIP {text!r}: neither a JSON object nor ADDR:PORT/PROTO "
+            "(e.g. 10.0.0.100:80/tcp)")
 
 
 def json_object(what, text):
@@ -79,6 +95,9 @@ def json_object(what, text):
                 text = f.read()
         except OSError as exc:
             raise click.ClickException(f"{what}: {exc.strerror}: {text[1:]}")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"{what}: not UTF-8 (byte "
+                                       f"{exc.start}): {text[1:]}") from None
     try:
         value = json.loads(text)
     except ValueError as exc:

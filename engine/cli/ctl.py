@@ -2,7 +2,7 @@
 control/protocol.py's COMMANDS (the table that also drives the socket's
 validation and its help): a required field is an argument, an optional
 one an --option.  add-vip also takes the ipvsadm-like form
-`ADDR:PORT/PROTO --scheduler S --mode M [--real R ...]` (addvip.py)."""
+`ADDR:PORT/PROTO [--scheduler S] [--mode M] [--real R ...]` (addvip.py)."""
 
 import json
 
@@ -79,8 +79,9 @@ def _ctl_command(name, spec):
     doc = spec.help
     if name == "add-vip":
         params[1:1] = list(VIP_OPTIONS.values())
-        doc += ("\n\nVIP is ADDR:PORT/PROTO with --scheduler and --mode "
-                "(and --name, --real, --persistence), as ipvsadm -A, e.g.\n\n"
+        doc += ("\n\nVIP is ADDR:PORT/PROTO with the options below "
+                "(--scheduler and --mode left out: the config file's "
+                "defaults), as ipvsadm -A, e.g.\n\n"
                 "\b\n  pyfwd ctl add-vip 10.0.0.10:104/tcp --scheduler wlc "
                 "--mode dr \\\n      --real 10.0.0.11 --real 10.0.0.12@2"
                 "\n\nor a JSON object, or @FILE holding one (a [[vip]] "

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from pyfwd.cli.addvip import vip_table
 from pyfwd.cli.main import cli
+from pyfwd.control.config import parse_vip
+from pyfwd.errors import ConfigError
 
 NO_SOCKET = "/nonexistent/pyfwd-test.sock"
 
@@ -50,7 +52,7 @@ BAD = {("check-config",): ["/nonexistent/pyfwd.toml"],
        ("doctor",): ["--vip", "10.0.0.1"],              # --vip needs --iface
        ("realserver", "status"): ["--vip", "not-an-address"],
        ("lab", "show"): ["-n", "no/such lab"],
-       ("ctl", "add-vip"): ["10.0.0.10:104/tcp", "--mode", "dr"],
+       ("ctl", "add-vip"): ["[1, 2]", "--mode", "dr"],
        ("ctl", "flows"): ["--limit", "many"]}
 
 
@@ -110,7 +112,7 @@ def test_without_json_errors_stay_text():
     assert result.stdout == "" and "no pyfwd engine" in result.stderr
 
 
-# --- ctl add-vip ADDR:PORT/PROTO --scheduler S --mode M ----------------------
+# --- ctl add-vip ADDR:PORT/PROTO [--scheduler S] [--mode M] ------------------
 
 def test_add_vip_address_form_builds_the_vip_table():
     table = vip_table("[fd00::10]:104/tcp", {
@@ -135,10 +137,50 @@ def test_add_vip_json_form_keeps_working(tmp_path):
     assert vip_table(f"@{path}", {"real": ()}) == spec
 
 
+def test_add_vip_address_form_defaults_as_the_config_file():
+    """--scheduler and --mode left out: what a [[vip]] table without them
+    gets (config.parse_vip), as the JSON form and pyfwd start."""
+    table = vip_table("10.0.0.10:104/tcp", {"real": ("10.0.0.11",)})
+    bare = parse_vip({"address": "10.0.0.10", "port": 104}, "vip")
+    assert (table["scheduler"], table["mode"]) == (bare.scheduler,
+                                                   bare.mode)
+    assert vip_table("10.0.0.10:104/tcp", {"mode": "nat"})["scheduler"] \
+        == bare.scheduler
+    assert vip_table("10.0.0.10:104/tcp", {"scheduler": "rr"})["mode"] \
+        == bare.mode
+    add_vip = run(["ctl", "add-vip", "--help"]).stdout
+    assert f"[default: {bare.scheduler}," in add_vip
+    assert f"[default: {bare.mode}," in add_vip
+
+
+def test_add_vip_persistence_takes_only_decimal_digits():
+    """'²' is a digit to str.isdigit() but no number to int(): it goes on
+    as text, which the engine refuses as a [[vip]] table's (a
+    ConfigError, not a traceback)."""
+    assert vip_table("10.0.0.10:80/tcp", {"persistence": "²"}
+                     )["persistence"] == "²"
+    with pytest.raises(ConfigError, match="persistence = '²'"):
+        parse_vip(vip_table("10.0.0.10:80/tcp", {"persistence": "²"}),
+                  "add-vip")
+    assert vip_table("10.0.0.10:80/tcp", {"persistence": "300"}
+                     )["persistence"] == 300
+
+
+def test_add_vip_file_not_utf8_is_named(tmp_path):
+    path = tmp_path / "vip.json"
+    path.write_bytes(b'{"address": "10.0.0.\xff"}')
+    with pytest.raises(click.ClickException, match="not UTF-8") as err:
+        vip_table(f"@{path}", {})
+    assert str(path) in err.value.message
+    result = run(["ctl", "add-vip", f"@{path}", "--socket", NO_SOCKET])
+    assert result.exit_code == 1
+    assert "not UTF-8" in result.stderr and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("text,options,says", [
-    ("10.0.0.10:104/tcp", {"mode": "dr"}, "--scheduler needed"),
-    ("10.0.0.10:104/tcp", {}, "--scheduler and --mode needed"),
-    ("10.0.0.10:104", {"scheduler": "rr", "mode": "dr"}, "ADDR:PORT/PROTO"),
+    ("[1, 2]", {}, "neither a JSON object nor ADDR:PORT/PROTO"),
+    ("7", {"mode": "dr"}, "neither a JSON object nor ADDR:PORT/PROTO"),
+    ("10.0.0.10:104", {"scheduler": "rr", "mode": "dr"}, "expected ADDR:"),
     ("10.0.0.10:104/tcp", {"scheduler": "rr", "mode": "dr",
                            "real": ("10.0.0.11@x",)}, "real '10.0.0.11@x'"),
     ('{"address": "10.0.0.10"}', {"mode": "dr"}, "--mode: only with"),

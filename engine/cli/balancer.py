@@ -124,9 +124,10 @@ L4_MODES = [m for m in MODES if m != "l7"]
               help="write the counters as JSON here every second")
 @click.option("--state-file", type=click.Path(dir_okay=False),
               help="keep the changes made by `pyfwd ctl` here, to replay "
-              "them at a restart (default: [engine] state_file, else the "
-              "config file's path + .state; with --vip/--real, none: they "
-              "end with the engine)")
+              "them at a restart (default: [engine] state_file, else under "
+              "systemd's StateDirectory= $STATE_DIRECTORY/<config file's "
+              "name without .toml>.state, else the config file's path + "
+              ".state; with --vip/--real, none: they end with the engine)")
 @click.option("--role", type=click.Choice(ROLES),
               default=None,
               help="the high-availability role at start (overrides [engine] "
@@ -197,8 +198,7 @@ def start(iface, vips, reals, config_path, mode, inside_iface, snat_address,
         queues=queues, flows=flows, stats_file=stats_file, backend=backend,
         fastpath=fastpath or cfg.fastpath,
         config_path=os.path.abspath(config_path) if config_path else None,
-        state_file=os.path.abspath(state_file) if state_file
-        else cfg.state_file))
+        state_file=state_file_of(state_file, config_path, cfg.state_file)))
 
 
 # pyfwd start's exit statuses (its --help and docs/operating say them).
@@ -468,6 +468,24 @@ def stderr_is_journal(env=None, fd=None):
     except (ValueError, OSError):
         return False
     return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def state_file_of(given, config_path, configured, env=None):
+    """Where pyfwd start keeps ctl's changes: --state-file `given`; else
+    [engine] state_file (`configured`, None when the file has none; a
+    relative one is the config directory's: control.changes.state_path);
+    else, with a config file and $STATE_DIRECTORY set (systemd's
+    StateDirectory=, the first of a ':' list),
+    $STATE_DIRECTORY/<config file's stem>.state; else None, which
+    state_path makes `<config>.state` (or nothing, with --vip/--real)."""
+    if given:
+        return os.path.abspath(given)
+    directory = (os.environ if env is None else env).get(
+        "STATE_DIRECTORY", "").split(":")[0]
+    if configured or not config_path or not directory:
+        return configured
+    stem = os.path.splitext(os.path.basename(config_path))[0]
+    return os.path.join(directory, f"{stem}.state")
 
 
 class JournalFormatter(logging.Formatter):

@@ -80,10 +80,12 @@ def test_the_unit_says_what_pyfwd_start_does(name):
     assert start.startswith(f"{INSTALLED} start --config ")
     assert "--control-socket /run/pyfwd/" in start
     # /etc is read-only under ProtectSystem=full: the state file goes to
-    # the StateDirectory, never beside the config
+    # the StateDirectory ($STATE_DIRECTORY: pyfwd start's default there),
+    # never beside the config; no --state-file, which would override an
+    # operator's [engine] state_file
     assert s["ProtectSystem"] == ["full"]
     assert s["StateDirectory"] == ["pyfwd"]
-    assert " --state-file /var/lib/pyfwd/" in start
+    assert "--state-file" not in start
     # the statuses a restart cannot mend
     assert {int(x) for x in s["RestartPreventExitStatus"][0].split()} == \
         {balancer.EXIT_USAGE, balancer.EXIT_NOT_ROOT}

@@ -1,8 +1,9 @@
 """The sdist and the wheel, built as a user builds them (python -m build:
 the sdist, then the wheel from the sdist), hold what an install needs:
 every package under engine/, the C extension, the XDP programs and the
-bench's tools in the wheel; the C sources, setup.py and LICENSE in the
-sdist, and no build output there.
+bench's tools in the wheel; the C sources, setup.py, LICENSE and the
+operator's files (tools/systemd, tools/monitoring) in the sdist, and no
+build output there.
 
 Built once, offline (--no-isolation: this venv's setuptools and cffi),
 from a copy of the checkout's files (tracked and new, not ignored ones),
@@ -27,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Files of kinds other helpers will add, planted in the copy: the
 # package-data globs must take them.
 PLANTED = ("engine/control/web/static/app.css",
-           "engine/control/web/static/js/app.js",
-           "engine/ops/dashboard.json", "engine/ops/alerts.yml")
+           "engine/control/web/static/js/app.js")
 # A stale build output in the tree: the sdist must leave it out.
 STALE = ("engine/bpf/stale.bpf.o", "engine/bench/bin/stale",
          "engine/_fastpath.c")
@@ -117,8 +117,12 @@ def test_the_sdist_builds_without_the_checkout(built):
     need = [p for p in tracked if p.startswith("csrc/")] + \
         [p for p in tracked if p.startswith("bench/") and p.endswith(".c")] + \
         ["setup.py", "pyproject.toml", "LICENSE", "README.md",
-         "tools/systemd/pyfwd.service"]
+         "tools/systemd/pyfwd.service"] + \
+        [p for p in tracked if p.startswith("tools/monitoring/")]
     assert "csrc/pyfwd.h" in need and "csrc/io/xsk.c" in need
+    # docs/monitoring.md sends operators there: Grafana's JSON, the rules
+    assert "tools/monitoring/grafana-pyfwd.json" in need
+    assert "tools/monitoring/pyfwd-alerts.yml" in need
     assert [p for p in need if p not in sdist] == []
     assert [p for p in tracked if p.startswith("examples/")
             and p not in sdist] == []

@@ -278,8 +278,8 @@ def parse_vip(v, where, names=()):
                   _required(where, v, "port"), v.get("protocol", "tcp"))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    mode = _choice(where, "mode", v.get("mode", "dr"), MODES)
-    sched = _choice(where, "scheduler", v.get("scheduler", "maglev"),
+    mode = _choice(where, "mode", v.get("mode", Service.mode), MODES)
+    sched = _choice(where, "scheduler", v.get("scheduler", Service.scheduler),
                     SCHEDULERS)
     reals = []
     for j, r in enumerate(v.get("real", [])):

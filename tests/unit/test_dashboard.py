@@ -17,6 +17,7 @@ from pyfwd.control import metrics_http as metrics
 from pyfwd.control.events import EventLog
 from pyfwd.control.server import ControlServer
 from pyfwd.control.web import Dashboard, load_token
+from pyfwd.control.web import token as token_mod
 from pyfwd.control.web.app import (SECURITY_HEADERS, TOKEN_HEADER,
                                    foreign_host, parse_action, same_origin)
 from pyfwd.errors import ConfigError, PyfwdError
@@ -387,8 +388,24 @@ def test_token_file_problems_are_said(tmp_path):
         load_token(token_file(tmp_path, "a" * 20 + "\n" + "b" * 20))
     link = tmp_path / "link"
     link.symlink_to(good)
-    with pytest.raises(ConfigError, match="dashboard token"):
+    with pytest.raises(ConfigError, match="is a symbolic link: give the "
+                       "file itself"):
         load_token(str(link))
+
+
+@pytest.mark.parametrize("call", ["fstat", "read"])
+def test_a_token_file_that_cannot_be_read_is_a_config_error(tmp_path,
+                                                            monkeypatch,
+                                                            call):
+    good = token_file(tmp_path)
+
+    def fail(*args):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(token_mod, "os", SimpleNamespace(**{
+        **vars(os), call: fail}))           # token.py's os only
+    with pytest.raises(ConfigError, match=f"dashboard token {good}: .*"
+                       "Input/output error"):
+        load_token(good)
 
 
 # --- the event log and where the engine records -----------------------------------

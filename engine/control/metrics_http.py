@@ -1,5 +1,5 @@
-"""The metrics listener: Prometheus's /metrics over HTTP, and the routes
-other parts add to the same listener.
+"""The metrics listener: Prometheus's /metrics over HTTP, and the web
+application that shares it (control.web, the dashboard).
 
     server = MetricsServer(engine.stats, ("127.0.0.1", 10104)).start()
     server.url                  # http://127.0.0.1:10104/metrics
@@ -10,20 +10,21 @@ other parts add to the same listener.
 (process_*: CPU, memory, open files, start time) and the platform's
 (python_info, python_gc_*).  The format follows the scrape's Accept
 header (prometheus_client's choose_encoder): OpenMetrics when asked,
-the text format 0.0.4 otherwise.
+the text format 0.0.4 otherwise.  Any other path is 404.
 
-Routes: {path: handler}; a handler gets the request (a _Handler: its
-.path, .headers, .command, .rfile, the MetricsServer as .server.owner)
-and returns (status, content type, body bytes[, {header: value}]).  A
-path that ends in "/" also serves every path under it (`/static/`).
-Adding a page is one entry:
+An application takes its requests first (`web`: an object whose
+handle(request, body) answers the GET, HEAD or POST requests it owns
+and returns True, False to leave one to /metrics; body is False for
+HEAD).  The request is the handler: its .path, .headers, .command,
+.rfile, .reply() to answer and .read_done() once a POST's body is read.
+POST goes nowhere else: 405 when web does not take it.
 
-    MetricsServer(engine.stats, address, routes={"/": page})
-
-A whole application can take its requests instead (`web`: an object
-whose handle(request, body) answers the GET, HEAD or POST requests it
-owns and returns True, False to leave one to the routes; body is False
-for HEAD).  POST goes nowhere else: 405 when web does not take it.
+A slow client cannot hold the listener: at most MAX_REQUESTS
+connections are served at once (a thread each); beyond them, the one
+that has been sending its request the longest, over READ_GRACE seconds,
+is cut to make room, else the new one is closed at once.  Every
+connection is cut at DEADLINE seconds, whatever it is doing.  A client
+that leaves mid-answer is a debug line, not a traceback.
 
 The default port, 10104, is on no exporter's list (Prometheus keeps the
 9100-9999 range for them; 10104 echoes DICOM's 104).
@@ -34,7 +35,9 @@ import ipaddress
 import logging
 import re
 import socket
+import sys
 import threading
+import time
 from urllib.parse import urlsplit
 
 from prometheus_client import (CollectorRegistry, GCCollector,
@@ -49,6 +52,10 @@ log = logging.getLogger("pyfwd.control.metrics")
 DEFAULT_PORT = 10104
 DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
 TEXT = "text/plain; charset=utf-8"
+MAX_REQUESTS = 16       # connections served at once, a thread each
+DEADLINE = 15.0         # seconds a connection may last, all in
+READ_GRACE = 1.0        # seconds a request may take to arrive before
+                        # it may be cut to make room for another
 
 
 def parse_address(text, default_host=DEFAULT_ADDRESS[0]):
@@ -106,16 +113,9 @@ def metrics_registry(get_stats):
     return registry
 
 
-def serve_metrics(request):
-    """The /metrics route: the server's registry, encoded as the scrape's
-    Accept header asks."""
-    encoder, ctype = choose_encoder(request.headers.get("Accept"))
-    return 200, ctype, encoder(request.server.owner.registry)
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "pyfwd"
-    timeout = 10                # a slow client does not hold a thread
+    timeout = 10                # per read; the whole request: DEADLINE
 
     def do_GET(self):
         self._respond(body=True)
@@ -127,36 +127,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         web = self.server.owner.web
         if web is None or not web.handle(self, True):
             self.close_connection = True    # its body is left unread
-            self._send(405, TEXT, b"method not allowed\n", True,
+            self.reply(405, TEXT, b"method not allowed\n", True,
                        {"Allow": "GET, HEAD"})
 
-    def _route(self):
-        """The handler of this request's path, or None."""
-        path = urlsplit(self.path).path
-        routes = self.server.owner.routes
-        if path in routes:
-            return routes[path]
-        under = [p for p in routes if p.endswith("/") and p != "/"
-                 and path.startswith(p)]
-        return routes[max(under, key=len)] if under else None
+    def parse_request(self):
+        ok = super().parse_request()
+        if ok and self.command != "POST":   # a POST's body is still to come
+            self.read_done()
+        return ok
+
+    def read_done(self):
+        """Say the request is read (its body too, for a POST): from now
+        on it is cut only at DEADLINE, not to make room for another."""
+        self.server.read_done(self.request)
 
     def _respond(self, body):
-        web = self.server.owner.web
-        if web is not None and web.handle(self, body):
+        owner = self.server.owner
+        if owner.web is not None and owner.web.handle(self, body):
             return              # the application's (control.web)
-        handler = self._route()
-        if handler is None:
-            self._send(404, TEXT, b"not found: try /metrics\n", body)
+        if urlsplit(self.path).path != "/metrics":
+            self.reply(404, TEXT, b"not found: try /metrics\n", body)
             return
+        encoder, ctype = choose_encoder(self.headers.get("Accept"))
         try:
-            code, ctype, data, *headers = handler(self)
+            data = encoder(owner.registry)
         except Exception as exc:    # the request fails, the server stays
             log.exception("metrics listener: %s failed", self.path)
-            self._send(500, TEXT, f"error: {exc}\n".encode(), body)
+            self.reply(500, TEXT, f"error: {exc}\n".encode(), body)
             return
-        self._send(code, ctype, data, body, *headers)
+        self.reply(200, ctype, data, body)
 
-    def _send(self, code, ctype, data, body, headers=None):
+    def reply(self, code, ctype, data, body=True, headers=None):
+        """Answer `code` with `data` (bytes) of Content-Type `ctype` and
+        `headers` ({name: value}); body: False for HEAD (the headers
+        only).  The one writer of answers, control.web's included."""
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -170,35 +174,129 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.debug("metrics: %s %s", self.address_string(), format % args)
 
 
+class _Connection:
+    """One connection being served: since when, whether its request is
+    still being read, whether it was cut."""
+
+    __slots__ = ("since", "reading", "cut")
+
+    def __init__(self, since):
+        self.since, self.reading, self.cut = since, True, False
+
+
 class _HTTPServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, at most MAX_REQUESTS at once, each cut
+    at DEADLINE seconds (by the serving thread: service_actions())."""
+
     daemon_threads = True
     allow_reuse_port = False    # a second engine on the port must fail
+    request_queue_size = 64     # a burst waits to be accepted (or refused)
 
     def __init__(self, address, owner):
         self.owner = owner
         self.address_family = (socket.AF_INET6 if ":" in address[0]
                                else socket.AF_INET)
+        self.refused = 0        # connections closed at once: all slots busy
+        self.cut = 0            # connections shut down: slow or late
+        self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self._lock = threading.Lock()
+        self._open = {}         # socket -> _Connection
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False) and not self._make_room():
+            self.refused += 1
+            log.debug("metrics: %s refused: %d requests in progress",
+                      client_address[0], MAX_REQUESTS)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._open[request] = _Connection(time.monotonic())
+        try:
+            super().process_request(request, client_address)
+        except BaseException:   # no thread: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown_request(self, request):
+        with self._lock:        # never cut a closed (reused) descriptor
+            self._open.pop(request, None)
+            super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("metrics: %s went away: %s", client_address[0], exc)
+        else:
+            log.exception("metrics listener: a request from %s failed",
+                          client_address[0])
+
+    def read_done(self, request):
+        """The request on `request` is read: it may not be cut to make
+        room (_make_room()), only at DEADLINE."""
+        with self._lock:
+            conn = self._open.get(request)
+            if conn is not None:
+                conn.reading = False
+
+    def service_actions(self):
+        """Cut the connections older than DEADLINE (every poll)."""
+        now = time.monotonic()
+        with self._lock:
+            for request, conn in self._open.items():
+                if not conn.cut and now - conn.since > DEADLINE:
+                    self._cut(request, conn, "over the deadline")
+
+    def _make_room(self):
+        """All slots busy: cut the connection that has been sending its
+        request the longest, over READ_GRACE seconds, and take its slot
+        (a slow client must not keep a scrape out).  False when there is
+        none to cut."""
+        now = time.monotonic()
+        with self._lock:
+            slow = [(conn.since, request) for request, conn in
+                    self._open.items() if conn.reading and not conn.cut
+                    and now - conn.since > READ_GRACE]
+            if not slow:
+                return False
+            request = min(slow, key=lambda item: item[0])[1]
+            self._cut(request, self._open[request], "too slow to ask")
+        return self._slots.acquire(timeout=1.0)
+
+    def _cut(self, request, conn, why):
+        """Shut `request` down: its thread reads the end, its writes
+        fail, it ends (and frees its slot).  Under self._lock."""
+        conn.cut, conn.reading = True, False
+        self.cut += 1
+        try:
+            log.debug("metrics: %s cut: %s", request.getpeername()[0], why)
+            request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass                # already gone
 
 
 class MetricsServer:
-    """Serves the metrics at http://ADDRESS/metrics, and `routes`; 404
+    """Serves the metrics at http://ADDRESS/metrics, and `web`; 404
     elsewhere.
 
     get_stats: a callable returning an Engine.stats() snapshot; an
     exception from it answers that scrape with 500 (logged).  address:
     (host, port), port 0 picks a free port (see .port once started).
-    routes: {path: handler} served besides /metrics; web: an application
-    that takes its own requests first (see the module's docstring).
+    web: an application that takes its own requests first (see the
+    module's docstring).
     registry: what /metrics serves (metrics_registry()).
     """
 
-    def __init__(self, get_stats, address=DEFAULT_ADDRESS, routes=None,
-                 web=None):
+    def __init__(self, get_stats, address=DEFAULT_ADDRESS, web=None):
         self.get_stats, self.web = get_stats, web
         self.address = tuple(address)
         self.registry = metrics_registry(get_stats)
-        self.routes = {"/metrics": serve_metrics, **(routes or {})}
         self._httpd = None
         self._thread = None
 
@@ -255,4 +353,4 @@ class MetricsServer:
 
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_PORT", "MetricsServer",
-           "metrics_registry", "parse_address", "serve_metrics"]
+           "metrics_registry", "parse_address"]

@@ -1,10 +1,11 @@
 """The web dashboard without root: control.web's requests over a real HTTP
 listener (MetricsServer with the dashboard), its refusals (no token, a
 wrong one, another origin, another site, not JSON, a bad body, an unknown
-action), the token file's checks, and the engine's event log with the
+action, a Host that is not this machine), the token file's checks, and the engine's event log with the
 places that record in it (changes, health, HA role, reload)."""
 
 import http.client
+import io
 import json
 import os
 import socket
@@ -16,8 +17,9 @@ from pyfwd.control import metrics_http as metrics
 from pyfwd.control.events import EventLog
 from pyfwd.control.server import ControlServer
 from pyfwd.control.web import Dashboard, load_token
+from pyfwd.control.web import token as token_mod
 from pyfwd.control.web.app import (SECURITY_HEADERS, TOKEN_HEADER,
-                                   parse_action, same_origin)
+                                   foreign_host, parse_action, same_origin)
 from pyfwd.errors import ConfigError, PyfwdError
 
 from .test_changes import started
@@ -245,6 +247,21 @@ def test_other_methods_and_posts_elsewhere_are_405(site):
     assert reply.startswith(b"HTTP/1.0 400") and b"Content-Length" in reply
 
 
+def test_an_action_says_when_its_body_is_read(site):
+    # from then on the listener cuts it only at its deadline, never to
+    # make room for another client (metrics_http._make_room)
+    said = []
+    body = json.dumps(DRAIN).encode()
+    handler = SimpleNamespace(
+        command="POST", path="/api/action", client_address=("127.0.0.1", 1),
+        headers={"Content-Length": str(len(body)), "Host": site.host,
+                 "Content-Type": "application/json", TOKEN_HEADER: TOKEN},
+        rfile=io.BytesIO(body), read_done=lambda: said.append("read"),
+        reply=lambda code, *args: said.append(code))
+    assert site.app.handle(handler)
+    assert said == ["read", 200] and site.control.lines
+
+
 def test_a_bug_in_the_app_is_a_500_not_a_dead_server(site):
     site.engine.stats = lambda: 1 / 0
     status, _, body = request(site, "GET", "/api/state")
@@ -259,6 +276,47 @@ def test_same_origin_and_parse_action_alone():
     assert "Host" in same_origin({"Origin": "http://h:1"})
     assert parse_action(b'{"action": "online", "vip": "v", "real": "r"}') \
         == {"cmd": "online", "vip": "v", "real": "r"}
+
+
+# --- the Host header: DNS rebinding ------------------------------------------
+
+def test_a_foreign_host_is_421_everywhere_but_metrics(site):
+    # evil.example pointed at 127.0.0.1 once its page was loaded: the
+    # browser sends its own name as Host, and Origin to match
+    evil = f"evil.example:{site.port}"
+    for path in ("/", "/static/app.js", "/api/state", "/api/events"):
+        status, headers, body = request(site, "GET", path,
+                                        headers={"Host": evil})
+        assert status == 421, path
+        reply = json.loads(body)
+        assert reply["ok"] is False and "evil.example" in reply["error"]
+        assert headers["X-Frame-Options"] == "DENY"
+    assert post(site, DRAIN, Host=evil, Origin=f"http://{evil}")[0] == 421
+    assert site.control.lines == []
+    status, _, body = request(site, "GET", "/metrics", headers={"Host": evil})
+    assert status == 200 and b"python_info" in body     # any Host: scrapes
+
+
+def test_this_machines_names_and_addresses_are_answered(site):
+    for host in (f"127.0.0.1:{site.port}", f"[::1]:{site.port}",
+                 f"localhost:{site.port}", "LocalHost",
+                 f"{socket.gethostname()}:{site.port}",
+                 f"{socket.getfqdn()}.:{site.port}", "10.1.2.3"):
+        assert request(site, "GET", "/api/state",
+                       headers={"Host": host})[0] == 200, host
+    assert post(site, DRAIN, Host=f"localhost:{site.port}",
+                Origin=f"http://localhost:{site.port}")[0] == 200
+
+
+@pytest.mark.parametrize("host,foreign", [
+    (None, False), ("127.0.0.1", False), ("[::1]", False),
+    ("[fe80::1%eth0]:1", False), ("localhost.:80", False),
+    ("evil.example", True), ("evil.example:10104", True), ("", True),
+    ("127.0.0.1.evil.example", True), ("[::1]x", True), ("[nope]:1", True),
+    ("localhost.evil.example:1", True), ("::1", True),
+])
+def test_foreign_host_alone(host, foreign):
+    assert bool(foreign_host(host)) is foreign
 
 
 # --- through the real control path ------------------------------------------------
@@ -330,8 +388,24 @@ def test_token_file_problems_are_said(tmp_path):
         load_token(token_file(tmp_path, "a" * 20 + "\n" + "b" * 20))
     link = tmp_path / "link"
     link.symlink_to(good)
-    with pytest.raises(ConfigError, match="dashboard token"):
+    with pytest.raises(ConfigError, match="is a symbolic link: give the "
+                       "file itself"):
         load_token(str(link))
+
+
+@pytest.mark.parametrize("call", ["fstat", "read"])
+def test_a_token_file_that_cannot_be_read_is_a_config_error(tmp_path,
+                                                            monkeypatch,
+                                                            call):
+    good = token_file(tmp_path)
+
+    def fail(*args):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(token_mod, "os", SimpleNamespace(**{
+        **vars(os), call: fail}))           # token.py's os only
+    with pytest.raises(ConfigError, match=f"dashboard token {good}: .*"
+                       "Input/output error"):
+        load_token(good)
 
 
 # --- the event log and where the engine records -----------------------------------

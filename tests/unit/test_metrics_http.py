@@ -1,8 +1,14 @@
 """The metrics listener (control.metrics_http) over real HTTP on
 loopback: /metrics in the text format or OpenMetrics as the scrape asks,
 the process's and the platform's families beside the engine's, routes
-added beside /metrics, errors; and parse_address."""
+an application's beside /metrics, errors, slow clients and clients that
+leave; and parse_address."""
 
+import http.client
+import logging
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -113,31 +119,6 @@ def test_openmetrics_when_the_scrape_asks(server):
     assert fams["process_start_time_seconds"].type == "gauge"
 
 
-def test_routes_are_served_beside_metrics():
-    def page(request):
-        return 200, "text/html; charset=utf-8", b"<p>pyfwd</p>", {
-            "Cache-Control": "no-store"}
-
-    def static(request):
-        return 200, "text/plain", request.path.encode()
-    srv = metrics_http.MetricsServer(
-        lambda: STATS, ("127.0.0.1", 0),
-        routes={"/": page, "/static/": static}).start()
-    try:
-        base = srv.base_url
-        assert get(base + "/") == (200, "text/html; charset=utf-8",
-                                   b"<p>pyfwd</p>")
-        with urllib.request.urlopen(base + "/", timeout=5) as resp:
-            assert resp.headers["Cache-Control"] == "no-store"
-        assert get(base + "/static/app.js")[2] == b"/static/app.js"
-        assert get(base + "/metrics")[0] == 200
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            get(base + "/api/none")
-        assert exc.value.code == 404
-    finally:
-        srv.stop()
-
-
 def test_an_application_takes_its_requests_first():
     class Web:
         def __init__(self):
@@ -149,22 +130,22 @@ def test_an_application_takes_its_requests_first():
                 return False
             n = int(request.headers.get("Content-Length") or 0)
             data = b"posted " + request.rfile.read(n) if n else b"{}"
-            request.send_response(200)
-            request.send_header("Content-Length", str(len(data)))
-            request.end_headers()
-            if body:
-                request.wfile.write(data)
+            request.reply(200, "text/plain", data, body,
+                          {"Cache-Control": "no-store"})
             return True
     web = Web()
     srv = metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0),
                                      web=web).start()
     try:
-        assert get(srv.base_url + "/api/state")[2] == b"{}"
+        assert get(srv.base_url + "/api/state") == (200, "text/plain",
+                                                    b"{}")
+        with urllib.request.urlopen(srv.base_url + "/api/x", timeout=5) as r:
+            assert r.headers["Cache-Control"] == "no-store"
         req = urllib.request.Request(srv.base_url + "/api/drain",
                                      data=b"x=1", method="POST")
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.read() == b"posted x=1"
-        assert get(srv.url)[0] == 200       # not its: the routes'
+        assert get(srv.url)[0] == 200       # not its: the listener's
         assert ("GET", "/metrics", True) in web.seen
         assert post_status(srv.url) == 405  # a POST it does not take
     finally:
@@ -229,3 +210,121 @@ def test_stop_frees_the_port_and_is_idempotent():
         get(f"http://127.0.0.1:{port}/metrics")
 
 
+
+
+# --- slow clients and clients that leave ------------------------------------
+
+def slow_clients(port, n):
+    """n connections that send the start of a request and no more."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nX-Slow: ")
+        except OSError:
+            pass            # closed at once: all slots busy
+        socks.append(s)
+    return socks
+
+
+def trickle(socks):
+    for s in socks:
+        try:
+            s.sendall(b"a")
+        except OSError:
+            pass
+
+
+def closed_by_the_server(sock, within):
+    """True when the server ends `sock` within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass            # an answer (400: its request was cut short)
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def wait_for(cond, within=5.0):
+    end = time.monotonic() + within
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.05)
+    return cond()
+
+
+def test_slow_clients_neither_hold_the_listener_nor_its_threads(monkeypatch):
+    monkeypatch.setattr(metrics_http, "READ_GRACE", 0.5)
+    monkeypatch.setattr(metrics_http, "DEADLINE", 3.0)
+    threads = threading.active_count()
+    srv = metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0)).start()
+    socks = []
+    try:
+        socks = slow_clients(srv.port, 40)
+        time.sleep(0.7)
+        trickle(socks)
+        # one thread each, at most MAX_REQUESTS; the others closed at once
+        assert threading.active_count() <= threads + 1 + 16
+        assert srv._httpd.refused + srv._httpd.cut >= 40 - 16
+        t0 = time.monotonic()
+        status, _, body = get(srv.url)      # a slow one is cut for it
+        assert status == 200 and b"pyfwd_frames" in body
+        assert time.monotonic() - t0 < 2.0
+        # every slow one is ended by the deadline at the latest
+        assert all(closed_by_the_server(s, 5.0) for s in socks)
+        assert wait_for(lambda: threading.active_count() <= threads + 1)
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_a_client_over_the_deadline_is_cut(monkeypatch):
+    monkeypatch.setattr(metrics_http, "DEADLINE", 1.0)
+    with metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0)) as srv:
+        sock, = slow_clients(srv.port, 1)
+        t0 = time.monotonic()
+        with sock:
+            while time.monotonic() - t0 < 0.8:    # a byte every 0.2 s
+                time.sleep(0.2)
+                sock.sendall(b"a")
+            assert closed_by_the_server(sock, 2.0)
+            assert time.monotonic() - t0 < 2.5
+        assert srv._httpd.cut == 1
+        assert get(srv.url)[0] == 200
+
+
+class Leaving:
+    """An application whose answer fails as when the client has left
+    (/api/gone), or with a bug (/api/bug)."""
+
+    def handle(self, request, body):
+        if request.path == "/api/gone":
+            raise BrokenPipeError(32, "Broken pipe")
+        if request.path == "/api/bug":
+            raise RuntimeError("a bug")
+        return False
+
+
+def test_a_client_that_leaves_is_a_debug_line_a_bug_one_error(caplog,
+                                                               capsys):
+    caplog.set_level(logging.DEBUG, logger="pyfwd.control.metrics")
+    with metrics_http.MetricsServer(lambda: STATS, ("127.0.0.1", 0),
+                                    web=Leaving()) as srv:
+        for path in ("/api/gone", "/api/bug"):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port,
+                                              timeout=5)
+            conn.request("GET", path)
+            with pytest.raises(http.client.RemoteDisconnected):
+                conn.getresponse()
+            conn.close()
+        assert wait_for(lambda: any(r.levelno == logging.ERROR
+                                    for r in caplog.records))
+        assert get(srv.url)[0] == 200
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.DEBUG
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info[0] is RuntimeError
+    assert "Traceback" not in capsys.readouterr().err

@@ -22,13 +22,22 @@ serialized path), so it is atomic, kept in the state file, and refused
 with the same errors as `pyfwd ctl`.  Every answer carries the security
 headers (SECURITY_HEADERS); nothing here raises to the HTTP server.
 
+Every request to the dashboard's paths (is_ours()) must name this
+machine in its Host header, as an IP address, localhost or its own name
+(foreign_host()), else 421 Misdirected Request: a page whose DNS name
+was pointed here afterwards (DNS rebinding) reads nothing.  /metrics
+answers any Host (Prometheus scrapes by whatever name it was given).
+
     app = Dashboard(engine, control=server.handle_line, token=token)
     MetricsServer(engine.stats, address, web=app)   # calls app.handle()
 """
 
+import functools
+import ipaddress
 import json
 import logging
 import os
+import socket
 import time
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -116,8 +125,8 @@ class Dashboard:
     # --- the HTTP server's side ---------------------------------------------
 
     def handle(self, handler, body=True):
-        """Answer the request of `handler` (an http.server handler) if it is
-        ours (is_ours(), or any POST); False to leave it to the caller.
+        """Answer the request of `handler` (control.metrics_http's: its
+        reply() writes the answer) if it is ours (is_ours(), or any POST); False to leave it to the caller.
         body: False for HEAD."""
         method = handler.command
         if not is_ours(urlsplit(handler.path).path) and method != "POST":
@@ -134,7 +143,7 @@ class Dashboard:
         except Exception:       # a bug: said, answered, the server goes on
             log.exception("dashboard: %s %s failed", method, handler.path)
             out = refuse(500, "internal error (logged)")
-        if out.status == 403:
+        if out.status in (403, 421):
             log.warning("dashboard: refused %s %s from %s: %s", method,
                         handler.path, handler.client_address[0],
                         json.loads(out.body)["error"])
@@ -144,14 +153,8 @@ class Dashboard:
     @staticmethod
     def send(handler, out, body=True):
         """Write Response `out` on handler, with SECURITY_HEADERS."""
-        handler.send_response(out.status)
-        handler.send_header("Content-Type", out.ctype)
-        handler.send_header("Content-Length", str(len(out.body)))
-        for name, value in {**SECURITY_HEADERS, **out.headers}.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        if body:
-            handler.wfile.write(out.body)
+        handler.reply(out.status, out.ctype, out.body, body,
+                      {**SECURITY_HEADERS, **out.headers})
 
     # --- requests -------------------------------------------------------------
 
@@ -160,6 +163,9 @@ class Dashboard:
         headers (a mapping, case-insensitive as http.server's), body."""
         url = urlsplit(target)
         path = url.path
+        why = foreign_host(headers.get("Host"))
+        if why and is_ours(path):
+            return refuse(421, why)
         if method == "POST":
             if path != "/api/action":
                 return refuse(405, f"POST {path}: only /api/action takes "
@@ -260,7 +266,48 @@ def read_body(handler):
         return b"", f"body not read: {exc}"
     if len(data) != n:
         return b"", "body shorter than its Content-Length"
+    handler.read_done()
     return data, None
+
+
+@functools.cache
+def own_names():
+    """This machine's names, lower case: "localhost", its host name and
+    its fully qualified one (looked up once, on first need)."""
+    return frozenset(n.lower().rstrip(".") for n in (
+        "localhost", socket.gethostname(), socket.getfqdn()) if n)
+
+
+def foreign_host(host):
+    """None when the Host header `host` names this machine: an IP address
+    (v4, or v6 in brackets), "localhost" or this machine's own name
+    (own_names()), with or without a port; else why not.  A name that is
+    not ours may be one an attacker's DNS points here (DNS rebinding: the
+    browser would take the attacker's page and the dashboard for one
+    origin).  No Host (HTTP/1.0) passes: a browser always sends one."""
+    if host is None:
+        return None
+    name = host.strip()
+    if name.startswith("["):
+        literal, sep, rest = name[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(literal)
+            if sep and (not rest or rest[:1] == ":" and rest[1:].isdigit()):
+                return None
+        except ValueError:
+            pass
+    else:
+        head, sep, port = name.rpartition(":")
+        if sep and port.isdigit():
+            name = head
+        try:
+            ipaddress.IPv4Address(name)
+            return None
+        except ValueError:
+            if name.lower().rstrip(".") in own_names():
+                return None
+    return (f"Host {host!r} is not this machine: the dashboard answers "
+            "by IP address, localhost or this machine's name only")
 
 
 def same_origin(headers):

@@ -13,6 +13,7 @@ ConfigError saying what to fix:
 Make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`.
 """
 
+import errno
 import hmac
 import os
 import stat
@@ -29,14 +30,18 @@ def load_token(path, euid=None):
     """The token in the file at `path` (str, surrounding blanks cut).
     euid: the user who must own it (default: this process's).  Raises
     ConfigError naming the file and the problem: missing, not a regular
-    file, owned by another user, readable or writable by group or others,
+    file (a symbolic link included: give the file itself), unreadable,
+    owned by another user, readable or writable by group or others,
     empty, too short, not one line of text."""
     euid = os.geteuid() if euid is None else euid
     where = f"dashboard token {path}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise ConfigError(f"{where}: {exc.strerror}") from None
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise ConfigError(f"{where}: is a symbolic link: give the file "
+                              "itself") from None
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -48,6 +53,9 @@ def load_token(path, euid=None):
             raise ConfigError(f"{where}: mode {stat.S_IMODE(st.st_mode):04o}"
                               " lets group or others at it; chmod 600 it")
         data = os.read(fd, TOKEN_MAX + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: not read: {exc.strerror or exc}") \
+            from None
     finally:
         os.close(fd)
     try:

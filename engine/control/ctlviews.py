@@ -162,11 +162,9 @@ class CtlViews:
                               "its connections (its runtime API: show "
                               "sess)")
         self._started()
-        xsk = getattr(self.engine, "xsk", None)
-        running = [loop["running"] for loop in xsk.loops()] if xsk else None
         rows, total = list_flows(self.engine.core,
                                  service.vip if service else None, limit,
-                                 running)
+                                 getattr(self.engine, "xsk", None))
         return {"flows": rows, "total": total, "limit": limit}
 
     def _started(self):

@@ -29,8 +29,9 @@ them).
 
 import time
 
-from ..dataplane.flows import LIMIT_DEFAULT, list_flows
+from ..dataplane.flows import list_flows
 from ..errors import ConfigError, PyfwdError
+from .protocol import FLOWS_LIMIT_DEFAULT
 
 RATE_INTERVAL = 2.0     # s between two samples (IPVS's estimator's too)
 RATE_WEIGHT = 0.25      # the weight of a sample in the average (IPVS: 1/4)
@@ -147,7 +148,7 @@ class CtlViews:
 
     # --- flows --------------------------------------------------------
 
-    def flows(self, vip=None, limit=LIMIT_DEFAULT):
+    def flows(self, vip=None, limit=FLOWS_LIMIT_DEFAULT):
         """`ctl flows`: {"flows": [...] (dataplane.flows.list_flows' rows),
         "total" (how many match), "limit"}; the flows to vip only (its
         name or ADDR:PORT/PROTO) when given; limit 0: all of them.

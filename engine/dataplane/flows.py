@@ -17,10 +17,8 @@ import ipaddress
 from . import native as _native
 from .native import PROTOCOLS, ffi, fill_addr, lib
 from .tables import MODE_CODE
-from ..control.protocol import FLOWS_LIMIT_DEFAULT
 from ..model import hostport
 
-LIMIT_DEFAULT = FLOWS_LIMIT_DEFAULT     # rows `ctl flows` prints unless told
 WAIT_MS = 2000          # how long a running loop may take to copy
 
 _MODES = {code: name for name, code in MODE_CODE.items()}
@@ -47,7 +45,7 @@ def _filter(vip):
     return f
 
 
-def list_flows(core, vip=None, limit=LIMIT_DEFAULT, io=None,
+def list_flows(core, vip=None, limit=0, io=None,
                wait_ms=WAIT_MS):
     """The live flows of every worker of `core` (a dataplane.core.Core),
     those to `vip` (a model.Vip) only when given: (rows, total).
@@ -55,7 +53,8 @@ def list_flows(core, vip=None, limit=LIMIT_DEFAULT, io=None,
     rows: at most `limit` (0: all of them) dicts {"proto", "state"
     (established, syn, syn-ack, closing; udp), "expires" (seconds, float),
     "client", "vip", "real" (ADDR:PORT), "snat_port" (SNAT, else None),
-    "mode", "worker", "fast"}, soonest to expire last; total: how many
+    "mode", "worker", "fast"}, soonest to expire last (`ctl flows` asks
+    for control.protocol.FLOWS_LIMIT_DEFAULT unless told); total: how many
     flows match in all.  io: the I/O backend whose loops run the workers
     (a dataplane.io.Xsk or Afp; None: no loop runs, as in tests or a
     stopped engine).  Raises DataplaneError (a loop that did not answer
@@ -136,4 +135,4 @@ def _with_port(key, port):
     return key
 
 
-__all__ = ["list_flows", "endpoint", "LIMIT_DEFAULT", "WAIT_MS"]
+__all__ = ["list_flows", "endpoint", "WAIT_MS"]

@@ -4,12 +4,14 @@ table is read in place, PYFWD_FLOW_LIST_INPLACE)."""
 
 import ctypes
 import errno
+import inspect
 import threading
 import time
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 
+from pyfwd.control.ctlviews import CtlViews
 from pyfwd.control.protocol import COMMANDS, FLOWS_LIMIT_DEFAULT
 from pyfwd.dataplane import flows as flows_mod
 from pyfwd.dataplane.core import Core
@@ -162,9 +164,11 @@ def test_all_of_them_in_one_pass_with_the_tables_room(monkeypatch):
 
 
 def test_the_default_limit_has_one_home():
-    assert flows_mod.LIMIT_DEFAULT == FLOWS_LIMIT_DEFAULT
+    assert not hasattr(flows_mod, "LIMIT_DEFAULT")
     limit, = [a for a in COMMANDS["flows"].args if a.name == "limit"]
     assert limit.default == FLOWS_LIMIT_DEFAULT
+    assert inspect.signature(CtlViews.flows).parameters["limit"].default \
+        == FLOWS_LIMIT_DEFAULT
 
 
 def test_wait_0_is_refused_not_read_in_place():

@@ -208,10 +208,12 @@ struct worker {
 	uint64_t new_second;	/* new_flows_per_second: the second counted */
 	uint32_t new_in_second;	/* and the new flows made in it */
 	int hold;		/* PYFWD_LOOP_*: set by pyfwd_io_worker_pause */
-	/* pyfwd_flow_list (flowlist.c): a request posted, and the one this
-	 * worker's loop is copying (its own: no other thread reads it). */
+	/* pyfwd_flow_list (flowlist.c): a request posted, the one this
+	 * worker's loop is copying (its own: no other thread reads it), and
+	 * one its reader abandoned, copied, for the next reader to free. */
 	struct flow_list *list_req;
 	struct flow_list *listing;
+	struct flow_list *list_dead;
 	struct fast_worker *fast;	/* the XDP fast path's, or NULL */
 	/* Several workers (handoff.c): */
 	uint32_t id;		/* its index: the RX queue it serves */
@@ -363,7 +365,8 @@ void worker_sweep(struct worker *w, uint64_t now);
 
 /* flowlist.c: the loops' side of pyfwd_flow_list: take a request posted
  * and copy the next slice of the table (all of it: the rest at once, for a
- * paused loop); flow_list_free at destroy (a listing its loop left). */
+ * paused loop); flow_list_free at destroy (a listing its loop left, one
+ * parked). */
 void flow_list_serve(struct pyfwd_ctx *ctx, struct worker *w, int all);
 void flow_list_free(struct worker *w);
 

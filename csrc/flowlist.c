@@ -11,10 +11,14 @@
  * An idle loop does not sleep while it lists (io_idle_poll); a paused
  * one copies the rest at once.
  *
- * The request is the reader's allocation (control plane).  Its state says
- * who frees it: the reader, once the loop said DONE (or withdrew it before
- * the loop took it); the loop, when the reader gave up waiting
- * (ABANDONED); ctx destroy, when a loop ended in the middle of one.
+ * The request is the reader's allocation (control plane), and only the
+ * control plane frees it (the loop never allocates nor frees).  Its state
+ * says who: the reader, once the loop said DONE (or withdrew it before
+ * the loop took it); when the reader gave up waiting (ABANDONED) the loop
+ * parks it in w->list_dead when done, and the next reader frees it (a
+ * loop takes no request while one is parked: at most one is); ctx destroy
+ * frees what is left (parked, or a listing its loop ended in the middle
+ * of).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,7 +33,7 @@
 
 #define LIST_POSTED 0		/* waiting for, or being copied by, a loop */
 #define LIST_DONE 1
-#define LIST_ABANDONED 2	/* the reader left: the loop frees it */
+#define LIST_ABANDONED 2	/* the reader left: the loop parks it */
 
 struct flow_list {
 	struct pyfwd_flow_filter filter;
@@ -86,7 +90,9 @@ static void list_scan(struct worker *w, struct flow_list *l, uint32_t end,
 	for (; l->cursor < end; l->cursor++) {
 		struct flow *f = &w->flows[l->cursor];
 
-		if (!f->expires_ns || f->dir != DIR_ORIG)
+		/* a persistence entry (PROTO_PERSIST) is no flow */
+		if (!f->expires_ns || f->dir != DIR_ORIG ||
+		    f->key.proto == PROTO_PERSIST)
 			continue;
 		if (!flow_alive(f, now) &&
 		    !(revive && fastmap_revive(w, f, now)))
@@ -106,6 +112,9 @@ void flow_list_serve(struct pyfwd_ctx *ctx, struct worker *w, int all)
 	int posted = LIST_POSTED;
 
 	if (!l) {
+		/* one parked at a time: the waiting reader frees it first */
+		if (__atomic_load_n(&w->list_dead, __ATOMIC_RELAXED))
+			return;
 		l = __atomic_exchange_n(&w->list_req, NULL, __ATOMIC_ACQUIRE);
 		if (!l)
 			return;
@@ -119,11 +128,19 @@ void flow_list_serve(struct pyfwd_ctx *ctx, struct worker *w, int all)
 	w->listing = NULL;
 	if (!__atomic_compare_exchange_n(&l->state, &posted, LIST_DONE, 0,
 					 __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
-		free(l);	/* abandoned by its reader */
+		/* abandoned by its reader: the next one frees it */
+		__atomic_store_n(&w->list_dead, l, __ATOMIC_RELEASE);
+}
+
+/* Free the request a loop parked (abandoned, copied), if any. */
+static void list_reap(struct worker *w)
+{
+	free(__atomic_exchange_n(&w->list_dead, NULL, __ATOMIC_ACQUIRE));
 }
 
 void flow_list_free(struct worker *w)
 {
+	list_reap(w);
 	free(w->listing);	/* abandoned: its loop ended midway */
 	w->listing = NULL;
 }
@@ -145,6 +162,7 @@ static int list_wait(struct worker *w, struct flow_list *l, uint32_t wait_ms)
 	int posted;
 
 	while (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) != LIST_DONE) {
+		list_reap(w);	/* the loop waits for that before taking l */
 		if (mono_ms() < deadline) {
 			nanosleep(&tick, NULL);
 			continue;
@@ -156,7 +174,7 @@ static int list_wait(struct worker *w, struct flow_list *l, uint32_t wait_ms)
 			free(l);
 			return -ETIMEDOUT;
 		}
-		posted = LIST_POSTED;	/* taken: the loop frees it */
+		posted = LIST_POSTED;	/* taken: the loop parks it */
 		if (__atomic_compare_exchange_n(&l->state, &posted,
 						LIST_ABANDONED, 0,
 						__ATOMIC_ACQ_REL,
@@ -177,16 +195,18 @@ int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
 	uint64_t one = 1;
 	int n, err;
 
-	if (worker >= ctx->cfg.workers || (max && !out) || !total)
+	if (worker >= ctx->cfg.workers || (max && !out) || !total ||
+	    !wait_ms)
 		return -EINVAL;
 	w = &ctx->workers[worker];
+	list_reap(w);
 	l = calloc(1, sizeof(*l) + (size_t)max * sizeof(*out));
 	if (!l)
 		return -ENOMEM;
 	if (filter)
 		l->filter = *filter;
 	l->max = max;
-	if (!wait_ms) {
+	if (wait_ms == PYFWD_FLOW_LIST_INPLACE) {
 		list_scan(w, l, w->flow_mask + 1, ctx_now(ctx), 0);
 	} else {
 		if (!__atomic_compare_exchange_n(&w->list_req, &none, l, 0,

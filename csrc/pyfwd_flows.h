@@ -48,18 +48,23 @@ struct pyfwd_flow_info {
 	uint8_t fast;		/* 1: in the XDP fast path's map too */
 };
 
+/* wait_ms of pyfwd_flow_list: read the table in the caller's thread. */
+#define PYFWD_FLOW_LIST_INPLACE 0xffffffff
+
 /*
  * Copy up to max live flows of worker's table that match filter (NULL:
  * every one) into out, one per flow (NAT/SNAT pairs once); *total gets
  * how many match in all.  Returns how many were copied, or -errno:
- * -EINVAL (no such worker), -ENOMEM, -EBUSY (another listing of that
- * worker waits), -ETIMEDOUT (its loop did not answer within wait_ms).
+ * -EINVAL (no such worker, wait_ms 0), -ENOMEM, -EBUSY (another listing
+ * of that worker waits), -ETIMEDOUT (its loop did not answer within
+ * wait_ms).
  *
- * wait_ms > 0: a loop runs the worker; it copies its own table between
+ * wait_ms (> 0): a loop runs the worker; it copies its own table between
  * bursts (a few thousand slots per loop iteration, never a torn entry)
- * and this waits up to wait_ms for it.  wait_ms 0: no loop runs it
- * (tests; stopped, or its loop ended): copied here, the caller
- * serialising with pyfwd_core_burst.  Any thread; GIL released.
+ * and this waits up to wait_ms for it.  PYFWD_FLOW_LIST_INPLACE: no loop
+ * runs it, nor can start, and its I/O is not being closed (tests; stopped,
+ * or its loop ended): copied here, the caller serialising with
+ * pyfwd_core_burst and the I/O's close.  Any thread; GIL released.
  */
 int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
 		    const struct pyfwd_flow_filter *filter,

@@ -88,4 +88,6 @@ int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 
 /* cffi:end */
 
+_Static_assert(sizeof(struct pyfwd_worker_room) == 16, "worker room");
+
 #endif /* PYFWD_MQ_H */

@@ -108,14 +108,18 @@ int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 			   struct pyfwd_worker_room *out)
 {
 	const struct worker *w;
+	uint32_t head, tail;
 
 	if (worker >= ctx->cfg.workers)
 		return -EINVAL;
 	w = &ctx->workers[worker];
 	out->flow_slots = (uint64_t)w->flow_mask + 1;
 	out->punt_slots = PUNT_SLOTS;
-	out->punt_queued = __atomic_load_n(&w->punt.head, __ATOMIC_ACQUIRE) -
-			   __atomic_load_n(&w->punt.tail, __ATOMIC_ACQUIRE);
+	/* tail first: head read after it is never behind it (a push and a
+	 * drain between two loads in the other order wrap to ~4.29e9) */
+	tail = __atomic_load_n(&w->punt.tail, __ATOMIC_ACQUIRE);
+	head = __atomic_load_n(&w->punt.head, __ATOMIC_ACQUIRE);
+	out->punt_queued = head - tail;
 	return 0;
 }
 

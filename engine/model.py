@@ -25,6 +25,20 @@ MAGLEV_SIZE_DEFAULT = 65537     # a prime: the Maglev table's size per VIP
 # its established flows are rescheduled (as halt).
 ON_DOWN = ("quiesce", "reset")
 
+
+
+def hostport(address, port=None):
+    """`10.0.0.1:80`, `[2001:db8::1]:80`: an address (an ipaddress value,
+    or its text, which is normalised) with a port; port None: the address
+    as it stands before one (`10.0.0.1`, `[2001:db8::1]`).  Raises
+    ValueError for text that is no address."""
+    if not isinstance(address, (ipaddress.IPv4Address,
+                                ipaddress.IPv6Address)):
+        address = ipaddress.ip_address(address)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return host if port is None else f"{host}:{port}"
+
+
 _VIP_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:/\[\]]+)):(?P<port>[^/]+)"
                      r"/(?P<proto>[A-Za-z]+)$")
 
@@ -148,9 +162,7 @@ class Vip:
         return cls(addr, port, m.group("proto").lower())
 
     def __str__(self):
-        host = (f"[{self.address}]" if self.address.version == 6
-                else str(self.address))
-        return f"{host}:{self.port}/{self.protocol}"
+        return f"{hostport(self.address, self.port)}/{self.protocol}"
 
 
 _REAL_RE = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:@\[\]]+))"
@@ -210,9 +222,7 @@ class Real:
     @property
     def key(self):
         """The real's identity within a VIP (weight aside)."""
-        host = (f"[{self.address}]" if self.address.version == 6
-                else str(self.address))
-        return f"{host}:{self.port}" if self.port else host
+        return hostport(self.address, self.port)
 
     def __str__(self):
         return f"{self.key}@{self.weight}"

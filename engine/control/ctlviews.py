@@ -29,8 +29,9 @@ them).
 
 import time
 
-from ..dataplane.flows import LIMIT_DEFAULT, list_flows
+from ..dataplane.flows import list_flows
 from ..errors import ConfigError, PyfwdError
+from .protocol import FLOWS_LIMIT_DEFAULT
 
 RATE_INTERVAL = 2.0     # s between two samples (IPVS's estimator's too)
 RATE_WEIGHT = 0.25      # the weight of a sample in the average (IPVS: 1/4)
@@ -147,7 +148,7 @@ class CtlViews:
 
     # --- flows --------------------------------------------------------
 
-    def flows(self, vip=None, limit=LIMIT_DEFAULT):
+    def flows(self, vip=None, limit=FLOWS_LIMIT_DEFAULT):
         """`ctl flows`: {"flows": [...] (dataplane.flows.list_flows' rows),
         "total" (how many match), "limit"}; the flows to vip only (its
         name or ADDR:PORT/PROTO) when given; limit 0: all of them.
@@ -162,11 +163,9 @@ class CtlViews:
                               "its connections (its runtime API: show "
                               "sess)")
         self._started()
-        xsk = getattr(self.engine, "xsk", None)
-        running = [loop["running"] for loop in xsk.loops()] if xsk else None
         rows, total = list_flows(self.engine.core,
                                  service.vip if service else None, limit,
-                                 running)
+                                 getattr(self.engine, "xsk", None))
         return {"flows": rows, "total": total, "limit": limit}
 
     def _started(self):

@@ -17,6 +17,7 @@ from .ha import ROLES
 
 
 REQUIRED = object()     # Arg.default of a field a request must give
+FLOWS_LIMIT_DEFAULT = 100   # the rows `ctl flows` lists unless told
 
 
 class Arg(NamedTuple):
@@ -76,7 +77,7 @@ COMMANDS = {
     "flows": Command((Arg("vip", str, "only the flows to this VIP (its "
                           "name or ADDR:PORT/PROTO)", default=None),
                       Arg("limit", int, "list at most this many (0: all)",
-                          default=100)),
+                          default=FLOWS_LIMIT_DEFAULT)),
                      "the flows alive (as ipvsadm -L -c): protocol, "
                      "state, expiry, client, VIP, real server, SNAT port",
                      "views.flows"),
@@ -223,5 +224,5 @@ def short(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-__all__ = ["Arg", "Command", "REQUIRED", "COMMANDS", "help_result",
-           "BadRequest", "parse_request", "short"]
+__all__ = ["Arg", "Command", "REQUIRED", "FLOWS_LIMIT_DEFAULT", "COMMANDS",
+           "help_result", "BadRequest", "parse_request", "short"]

@@ -2,22 +2,23 @@
 `ipvsadm -L -c`), read through pyfwd_flow_list (csrc/pyfwd_flows.h).
 
     rows, total = list_flows(core, vip=Vip.parse("10.0.0.100:80/tcp"),
-                             limit=100, running=[True])
+                             limit=100, io=engine.xsk)
 
 A worker whose loop runs copies its own table between bursts (never a torn
 entry); one without a running loop (tests, a stopped engine, a loop that
-ended) is read here, under the core's lock.  The XDP fast path's flows
+ended) is read here, under the core's lock and the I/O's (no close).  The XDP fast path's flows
 are in the core's tables too (it keeps connection tracking): they are
 listed, marked `fast`, their expiry pushed on by what the program saw.
 """
 
+import contextlib
 import ipaddress
 
 from . import native as _native
 from .native import PROTOCOLS, ffi, fill_addr, lib
 from .tables import MODE_CODE
+from ..model import hostport
 
-LIMIT_DEFAULT = 100     # rows `ctl flows` prints unless told
 WAIT_MS = 2000          # how long a running loop may take to copy
 
 _MODES = {code: name for name, code in MODE_CODE.items()}
@@ -31,8 +32,8 @@ _TCP_STATES = {lib.PYFWD_FLOW_OPEN: "established",
 def endpoint(family, packed, port):
     """`10.0.0.1:80`, `[2001:db8::1]:80` from a C address (16 bytes)."""
     if family == lib.PYFWD_AF_INET6:
-        return f"[{ipaddress.IPv6Address(bytes(packed))}]:{port}"
-    return f"{ipaddress.IPv4Address(bytes(packed[0:4]))}:{port}"
+        return hostport(ipaddress.IPv6Address(bytes(packed)), port)
+    return hostport(ipaddress.IPv4Address(bytes(packed[0:4])), port)
 
 
 def _filter(vip):
@@ -44,7 +45,7 @@ def _filter(vip):
     return f
 
 
-def list_flows(core, vip=None, limit=LIMIT_DEFAULT, running=None,
+def list_flows(core, vip=None, limit=0, io=None,
                wait_ms=WAIT_MS):
     """The live flows of every worker of `core` (a dataplane.core.Core),
     those to `vip` (a model.Vip) only when given: (rows, total).
@@ -52,57 +53,59 @@ def list_flows(core, vip=None, limit=LIMIT_DEFAULT, running=None,
     rows: at most `limit` (0: all of them) dicts {"proto", "state"
     (established, syn, syn-ack, closing; udp), "expires" (seconds, float),
     "client", "vip", "real" (ADDR:PORT), "snat_port" (SNAT, else None),
-    "mode", "worker", "fast"}, soonest to expire last; total: how many
-    flows match in all.  running: per worker, whether a loop runs it
-    (None: none does).  Raises DataplaneError (a loop that did not answer
+    "mode", "worker", "fast"}, soonest to expire last (`ctl flows` asks
+    for control.protocol.FLOWS_LIMIT_DEFAULT unless told); total: how many
+    flows match in all.  io: the I/O backend whose loops run the workers
+    (a dataplane.io.Xsk or Afp; None: no loop runs, as in tests or a
+    stopped engine).  Raises DataplaneError (a loop that did not answer
     within wait_ms: ETIMEDOUT).
     """
     flt = _filter(vip)
     owners = {i: k for k, i in core.ids.mapping().items()}
-    slots = _slots(core)        # what one worker's table can hold
     rows, total = [], 0
     for w in range(core.workers):
-        room = 0 if limit and len(rows) >= limit else \
-            (min(limit - len(rows), slots) if limit else None)
-        loop = bool(running and w < len(running) and running[w])
-        n, found, infos = _worker(core, w, flt, room, loop, wait_ms, slots)
+        slots = _slots(core, w)     # at least its flows: one pass
+        room = min(max(limit - len(rows), 0), slots) if limit else slots
+        out = ffi.new("struct pyfwd_flow_info[]", max(room, 1))
+        n, found = _worker(core, io, w, flt, out, room, wait_ms)
         total += found
-        rows.extend(_row(infos[i], owners) for i in range(n))
+        rows.extend(_row(out[i], owners) for i in range(n))
     rows.sort(key=lambda r: -r["expires"])
     return rows, total
 
 
-def _slots(core):
-    """Flow slots per worker (a power of two, as ctx.c makes them)."""
-    cfg = ffi.new("struct pyfwd_config *")
-    lib.pyfwd_ctx_config_read(core.ctx, cfg)
-    return 1 << (max(cfg.flows or lib.PYFWD_FLOWS_DEFAULT, 64) - 1
-                  ).bit_length()
+def _slots(core, w):
+    """Worker w's flow table slots (a flow takes one or two)."""
+    room = ffi.new("struct pyfwd_worker_room *")
+    _native.check(lib.pyfwd_worker_room_read(core.ctx, w, room),
+                  f"reading the room of worker {w}")
+    return room.flow_slots
 
 
-def _worker(core, w, flt, room, loop, wait_ms, slots):
-    """(copied, total, array) of worker w; room None: all of them (asked
-    twice: the count, then that many, plus what came meanwhile, at most
-    `slots`)."""
+def _worker(core, io, w, flt, out, room, wait_ms):
+    """(copied, total) of worker w into out: its loop copies them when one
+    runs, else they are read here, in place."""
     total = ffi.new("uint64_t *")
-    if room is None:
-        n, _, _ = _call(core, w, flt, 0, total, loop, wait_ms)
-        room = min(total[0] + 1024, slots)
-    out = ffi.new("struct pyfwd_flow_info[]", max(room, 1))
-    n, _, _ = _call(core, w, flt, room, total, loop, wait_ms, out)
-    return n, total[0], out
-
-
-def _call(core, w, flt, room, total, loop, wait_ms, out=ffi.NULL):
+    # io's close() frees what the table read in place refers to (the
+    # fast path's maps) under its _io_lock; a loop that ended never
+    # runs again.  Held, no close can run, and a loop seen ended is.
+    with (io._io_lock if io is not None else contextlib.nullcontext()):
+        loop = _loop_runs(io, w)
+        if not loop:
+            with core._lock:        # no process() beside the copy
+                ret = lib.pyfwd_flow_list(core.ctx, w, flt, out, room,
+                                          total,
+                                          lib.PYFWD_FLOW_LIST_INPLACE)
     if loop:
         ret = lib.pyfwd_flow_list(core.ctx, w, flt, out, room, total,
                                   wait_ms)
-    else:
-        with core._lock:        # no process() beside the copy
-            ret = lib.pyfwd_flow_list(core.ctx, w, flt, out, room, total,
-                                      0)
     _native.check(ret, f"listing the flows of queue {w}")
-    return ret, total[0], out
+    return ret, total[0]
+
+
+def _loop_runs(io, w):
+    loops = io.loops() if io is not None else ()
+    return w < len(loops) and loops[w]["running"]
 
 
 def _row(f, owners):
@@ -132,4 +135,4 @@ def _with_port(key, port):
     return key
 
 
-__all__ = ["list_flows", "endpoint", "LIMIT_DEFAULT", "WAIT_MS"]
+__all__ = ["list_flows", "endpoint", "WAIT_MS"]

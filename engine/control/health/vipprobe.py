@@ -40,7 +40,7 @@ from .probes import check as _check
 from .spec import target_address
 from ...errors import ConfigError, PyfwdError
 from ...frames import ETH_P_IP, ETH_P_IPV6, eth_header, mac_to_str
-from ...model import Vip
+from ...model import Vip, hostport
 from ...neighbours.framesocket import FrameSocket
 from ...neighbours.icmp import checksum
 
@@ -196,7 +196,7 @@ def probe(ifname, real_mac, real, vip, port, timeout, *, source=None):
         src = source or _source(real)
     except OSError as exc:
         return False, f"no address toward {real}: {exc.strerror or exc}"
-    at = f"[{vip}]:{port}" if vip.version == 6 else f"{vip}:{port}"
+    at = hostport(vip, port)
     where = f"{at} through {mac_to_str(real_mac)}"
     seq = secrets.randbits(32)
     family = socket.AF_INET if src.version == 4 else socket.AF_INET6

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from .options import MAXCONN, TIME_RE, L7Options
 from .rewrite import rewrite_lines
 from ...errors import ConfigError
+from ...model import hostport
 
 log = logging.getLogger("pyfwd.haproxy")
 
@@ -100,11 +101,6 @@ def _quote(value):
     """A double-quoted HAProxy config word: no env expansion, no splitting."""
     return '"' + (str(value).replace("\\", "\\\\").replace('"', '\\"')
                   .replace("$", "\\$")) + '"'
-
-
-def _hostport(address, port):
-    addr = ipaddress.ip_address(str(address))
-    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 
@@ -213,7 +209,7 @@ def _render_vip(v, name):
         raise ConfigError(f"{where}: scheduler {v.scheduler!r}: expected one "
                           f"of {', '.join(BALANCE)}")
     balance, hash_type = BALANCE[v.scheduler]
-    bind = f"    bind {_hostport(v.vip.address, v.vip.port)} transparent"
+    bind = f"    bind {hostport(v.vip.address, v.vip.port)} transparent"
     if o.tls_cert:
         bind += f" ssl crt {_quote(o.tls_cert)}"
     lines = [f"listen {name}", f"    mode {o.l7_mode}", bind,
@@ -259,7 +255,7 @@ def _render_vip(v, name):
         if sname in names:
             raise ConfigError(f"{where}: server {sname} listed twice")
         names.add(sname)
-        line = (f"    server {sname} {_hostport(address, port)} "
+        line = (f"    server {sname} {hostport(address, port)} "
                 f"weight {weight}")
         if o.l7_mode == "http" and o.cookie:
             line += f" cookie {sname}"

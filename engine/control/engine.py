@@ -384,7 +384,8 @@ class Engine:
         self.tables = self.core.publish_services(
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
-        self.report.published()         # counters and changes (ledger.py)
+        # counters and changes (ledger.py); ctl zero's baselines of the
+        self.views.retain(self.report.published())  # pairs configured
         if self.punts:
             self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:
@@ -412,7 +413,8 @@ class Engine:
             now = time.monotonic()
             try:
                 self.ha.tick(self.set_role)     # the lease, the gateway
-                self.views.tick(now)            # ctl rate's samples (2 s)
+                with self._lock:                # the ledger's, published
+                    self.views.tick(now)        # ctl rate's samples (2 s)
                 if self.ha.announcement_due():
                     with self._lock:
                         self._announce()

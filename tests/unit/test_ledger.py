@@ -223,3 +223,30 @@ def test_reload_keeps_the_counts_of_reals_that_stay(eng, tmp_path):
     refused = eng.changes.reload_status()
     assert not refused["ok"] and refused["last_ok"] == status["last_ok"]
     assert refused["last"] >= status["last"]
+
+
+def test_a_vip_whose_last_real_left_keeps_its_totals(eng):
+    syns(eng, 30)
+    before, _ = vip_totals(eng)
+    eng.del_real("web", "10.0.0.11")
+    eng.del_real("web", "10.0.0.12")            # web has no real server
+    assert vip_totals(eng) == (before, {})
+    eng.add_real("web", "10.0.0.13")            # on a released id
+    syns(eng, 10, first=5000)
+    after, reals = vip_totals(eng)
+    assert after["flows_new"] == before["flows_new"] + 10
+    assert reals["10.0.0.13"]["flows_new"] == 10
+
+
+def test_ctl_zero_forgets_a_real_deleted_and_added_again(eng):
+    syns(eng, 30)
+    eng.views.zero()
+    gone = next(k for k, r in vip_totals(eng)[1].items() if r["frames"])
+    eng.del_real("web", gone)
+    eng.add_real("web", gone)                   # counts from 0 again
+    for first in range(5000, 8000, 100):        # past its old count
+        syns(eng, 100, first=first)
+    [web] = [v for v in eng.views.show() if v["name"] == "web"]
+    shown = {r["real"]: r["frames"] for r in web["reals"]}
+    assert shown[gone] == vip_totals(eng)[1][gone]["frames"] > 0
+    assert web["totals"]["frames"] == 3000      # since the zero

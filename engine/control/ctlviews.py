@@ -18,6 +18,7 @@ after ipvsadm's `-L --rate` and `-Z`.
     views.tick(time.monotonic())        # the control thread, every TICK
     views.rate()                        # {"interval", "vips": [...]}
     views.zero("pacs-web")              # or None: every counter
+    views.retain(pairs)                 # Engine._publish: pairs configured
     views.show()                        # Engine.show() minus the baselines
     views.stats()                       # Engine.stats() minus the baselines
     views.flows("pacs-web", limit=100)  # the flows alive (dataplane.flows)

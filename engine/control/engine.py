@@ -384,8 +384,8 @@ class Engine:
         self.tables = self.core.publish_services(
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
-        # counters and changes (ledger.py); ctl zero's baselines of the
-        self.views.retain(self.report.published())  # pairs configured
+        pairs = self.report.published()     # counters, changes (ledger.py)
+        self.views.retain(pairs)            # ctl zero's baselines
         if self.punts:
             self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:
@@ -413,7 +413,7 @@ class Engine:
             now = time.monotonic()
             try:
                 self.ha.tick(self.set_role)     # the lease, the gateway
-                with self._lock:                # the ledger's, published
+                with self._lock:                # the ledger, as _publish
                     self.views.tick(now)        # ctl rate's samples (2 s)
                 if self.ha.announcement_due():
                     with self._lock:

@@ -28,6 +28,7 @@ OutPPS/OutBPS are not given: the core counts the real servers' answers
 them).
 """
 
+import contextlib
 import time
 
 from .ledger import COUNTERS as REAL_KEYS     # active: a gauge
@@ -47,10 +48,11 @@ class CtlViews:
     """The rates and zero baselines of `engine` (a control.engine.Engine,
     or a fake with show(), stats(), service(), report.ledger (a
     control.ledger.RealLedger) and core (real_stats(), stats(worker=),
-    workers))."""
+    workers)); lock: the one its publishes hold (the ledger's)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, lock=None):
         self.engine = engine
+        self._lock = lock or contextlib.nullcontext()
         self._last = None       # (when, {(vip, real): counters})
         self._avg = {}          # (vip, real) -> {rate name: average}
         self._next = 0.0
@@ -67,8 +69,10 @@ class CtlViews:
         if now < self._next:
             return
         self._next = now + RATE_INTERVAL
-        self.sample(now, l4_counters(self.engine.core,
-                                     self.engine.report.ledger))
+        with self._lock:
+            counters = l4_counters(self.engine.core,
+                                   self.engine.report.ledger)
+        self.sample(now, counters)
 
     def sample(self, now, counters):
         """One sample: {(vip, real): {REAL_KEYS...}} read at `now`."""
@@ -218,7 +222,7 @@ class CtlViews:
 def l4_counters(core, ledger):
     """{(vip, real): {REAL_KEYS}} of the L4 VIPs' real servers: the
     ledger's, which never go down (a real's id handed to another comes
-    with its counts); under the engine's lock."""
+    with its counts); under the lock of the ledger's publishes."""
     if core is None:
         return {}
     per, out = core.real_stats(), {}

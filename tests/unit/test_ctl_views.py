@@ -299,3 +299,25 @@ def test_format_zero():
     assert "every VIP" in format_zero({"zeroed": "all", "reals": 2})
     assert "10.0.0.100:80/tcp" in format_zero(
         {"zeroed": "10.0.0.100:80/tcp", "reals": 1})
+
+
+def test_rate_samples_the_ledger_under_the_publishes_lock():
+    """The ledger changes in Engine._publish, under the engine's lock:
+    a sample read half-way through a publish could show a spike."""
+    eng = Eng()
+    held = []
+
+    class Lock:
+        def __enter__(self):
+            held.append(True)
+
+        def __exit__(self, *exc):
+            held.append(False)
+
+    ledger = eng.report.ledger
+    seen = []
+    eng.report = SimpleNamespace(ledger=SimpleNamespace(
+        l4_pairs=lambda: seen.append(held[-1:]) or ledger.l4_pairs(),
+        counters=ledger.counters))
+    CtlViews(eng, Lock()).tick(0.0)
+    assert seen == [[True]] and held == [True, False]

@@ -6,7 +6,7 @@
     format_zero(request(path, "zero", vip=None))
 """
 
-from .text import is_number, table
+from .text import is_number, table, vip_label
 
 _RATE_HEADER = ("VIP / REAL", "CPS", "INPPS", "INBPS")
 
@@ -28,11 +28,8 @@ def format_rate(result):
         return "no VIPs"
     rows = []
     for v in vips:
-        name = v.get("name") or v.get("vip", "?")
-        if v.get("vip") and v["vip"] != name:
-            name = f"{name} ({v['vip']})"
-        rows.append([name, _rate(v.get("cps")), _rate(v.get("in_pps")),
-                     _rate(v.get("in_bps"))])
+        rows.append([vip_label(v), _rate(v.get("cps")),
+                     _rate(v.get("in_pps")), _rate(v.get("in_bps"))])
         rows.extend(["  " + str(x.get("real", "?")), _rate(x.get("cps")),
                      _rate(x.get("in_pps")), _rate(x.get("in_bps"))]
                     for x in v.get("reals") or ())

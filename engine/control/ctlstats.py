@@ -5,7 +5,8 @@ reason, queue, VIP and real server, and the kernel's socket counters.
 """
 
 from .bgp.text import status_rows as bgp_status_rows
-from .text import duration, exact, is_number, scalar, size, table
+from .text import (duration, exact, is_number, scalar, size, table,
+                   vip_label)
 
 
 def punt_line(p):
@@ -137,11 +138,9 @@ def format_stats(result):
         rows = []
         for v in vips:
             reals = v.get("reals") or ()
-            name = v.get("name") or v.get("vip", "?")
-            if v.get("vip") and v["vip"] != name:
-                name = f"{name} ({v['vip']})"
-            rows.append([name, "", _sum(reals, "frames"), _sum(reals, "bytes"),
-                         _sum(reals, "flows_new"), _sum(reals, "active")])
+            rows.append([vip_label(v), "", _sum(reals, "frames"),
+                         _sum(reals, "bytes"), _sum(reals, "flows_new"),
+                         _sum(reals, "active")])
             for real in reals:
                 rows.append(["  " + str(real.get("real", "?")),
                              real.get("state") or "",

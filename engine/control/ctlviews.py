@@ -18,6 +18,7 @@ after ipvsadm's `-L --rate` and `-Z`.
     views.tick(time.monotonic())        # the control thread, every TICK
     views.rate()                        # {"interval", "vips": [...]}
     views.zero("pacs-web")              # or None: every counter
+    views.retain(pairs)                 # Engine._publish: pairs configured
     views.show()                        # Engine.show() minus the baselines
     views.stats()                       # Engine.stats() minus the baselines
     views.flows("pacs-web", limit=100)  # the flows alive (dataplane.flows)
@@ -27,32 +28,37 @@ OutPPS/OutBPS are not given: the core counts the real servers' answers
 them).
 """
 
+import contextlib
 import time
 
+from .ledger import COUNTERS as REAL_KEYS     # active: a gauge
+from .metrics import CORE_METRICS, QUEUE_METRICS
 from ..dataplane.flows import list_flows
 from ..errors import ConfigError, PyfwdError
 from .protocol import FLOWS_LIMIT_DEFAULT
 
 RATE_INTERVAL = 2.0     # s between two samples (IPVS's estimator's too)
 RATE_WEIGHT = 0.25      # the weight of a sample in the average (IPVS: 1/4)
-REAL_KEYS = ("frames", "bytes", "flows_new")    # counters (active: a gauge)
 RATE_OF = {"flows_new": "cps", "frames": "in_pps", "bytes": "in_bps"}
 # Core.stats() keys that are gauges, never zeroed.
-GAUGES = frozenset({"snat_ports_used", "flows_half_open", "snat_ports_pool",
-                    "vip_count", "vip_generation"})
+GAUGES = frozenset(k for table in (CORE_METRICS, QUEUE_METRICS)
+                   for k, (_, kind, _) in table.items() if kind == "gauge")
 
 
 class CtlViews:
     """The rates and zero baselines of `engine` (a control.engine.Engine,
-    or a fake with show(), stats(), service() and core (real_stats(), ids,
-    stats(worker=), workers))."""
+    or a fake with show(), stats(), service(), report.ledger (a
+    control.ledger.RealLedger) and core (real_stats(), stats(worker=),
+    workers)); lock: the one its publishes hold (the ledger's)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, lock=None):
         self.engine = engine
+        self._lock = lock or contextlib.nullcontext()
         self._last = None       # (when, {(vip, real): counters})
         self._avg = {}          # (vip, real) -> {rate name: average}
         self._next = 0.0
         self._reals = {}        # zero's baselines: (vip, real) -> counters
+        self._totals = {}       # and vip -> its totals (show()'s)
         self._core = None       # and the core's ({key: n}), queues'
         self._queues = None
         self.zeroed = None      # when (epoch seconds), what
@@ -64,7 +70,10 @@ class CtlViews:
         if now < self._next:
             return
         self._next = now + RATE_INTERVAL
-        self.sample(now, l4_counters(self.engine.core))
+        with self._lock:
+            counters = l4_counters(self.engine.core,
+                                   self.engine.report.ledger)
+        self.sample(now, counters)
 
     def sample(self, now, counters):
         """One sample: {(vip, real): {REAL_KEYS...}} read at `now`."""
@@ -114,10 +123,16 @@ class CtlViews:
         ConfigError when there is no such VIP."""
         only = str(self.engine.service(vip).vip) if vip else None
         self._started()
-        shown = _counters(self.engine.show())
+        vips = self.engine.show()
+        shown = _counters(vips)
         for k, c in shown.items():
             if only is None or k[0] == only:
                 self._reals[k] = c
+        for v in vips:
+            if isinstance(v.get("totals"), dict) and \
+                    (only is None or v.get("vip") == only):
+                self._totals[v.get("vip")] = \
+                    {k: v["totals"].get(k) or 0 for k in REAL_KEYS}
         if only is None:
             self._core = dict(_flat(self.engine.core.stats()))
             self._queues = [dict(_flat(self.engine.core.stats(worker=i)))
@@ -126,6 +141,17 @@ class CtlViews:
         return {"zeroed": only or "all",
                 "reals": sum(1 for k in shown
                              if only is None or k[0] == only)}
+
+    def retain(self, pairs):
+        """After a publish: keep the baselines of the configured (vip, real
+        key) `pairs` only; a pair or VIP that left and comes back counts
+        from 0 again (control.ledger)."""
+        keep = {(str(v), k) for v, k in pairs}
+        for k in [k for k in self._reals if k not in keep]:
+            del self._reals[k]
+        vips = {v for v, _ in keep}
+        for v in [v for v in self._totals if v not in vips]:
+            del self._totals[v]
 
     def show(self):
         """Engine.show() with the counters counted from the last zero."""
@@ -175,6 +201,10 @@ class CtlViews:
 
     def _less_vips(self, vips):
         for v in vips:
+            base = self._totals.get(v.get("vip"))
+            if base and isinstance(v.get("totals"), dict):
+                v["totals"] = {k: _minus(n, base.get(k))
+                               for k, n in v["totals"].items()}
             for r in v.get("reals") or ():
                 base = self._reals.get((v.get("vip"), r.get("real")))
                 if not base:
@@ -188,14 +218,17 @@ class CtlViews:
         return vips
 
 
-def l4_counters(core):
-    """{(vip, real): {REAL_KEYS}} from the core's counters: the L4 VIPs'
-    real servers (no lock: ids.mapping() is one copy)."""
+def l4_counters(core, ledger):
+    """{(vip, real): {REAL_KEYS}} of the L4 VIPs' real servers: the
+    ledger's, which never go down (a real's id handed to another comes
+    with its counts); under the lock of the ledger's publishes."""
     if core is None:
         return {}
-    per = core.real_stats()
-    return {(str(vip), key): {k: per[i][k] for k in REAL_KEYS}
-            for (vip, key), i in core.ids.mapping().items() if i in per}
+    per, out = core.real_stats(), {}
+    for vip, key in ledger.l4_pairs():
+        c = ledger.counters((vip, key), per)
+        out[(str(vip), key)] = {k: c[k] for k in REAL_KEYS}
+    return out
 
 
 def _counters(vips):

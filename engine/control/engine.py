@@ -133,8 +133,8 @@ class Engine:
         self.fallback_active = set()
         self.health = {}        # (vip, real key) -> (up, detail)
         self.tables = self.monitor = None
-        self.views = CtlViews(self)     # ctl rate and zero (ctlviews.py)
         self._lock = threading.RLock()
+        self.views = CtlViews(self, self._lock)     # ctl rate, zero
         self.gateway = Gateway(inside_iface or iface, self.ha, self._lock)
         self._stop = threading.Event()
         self._thread = self.started = self.started_at = None
@@ -384,7 +384,7 @@ class Engine:
         self.tables = self.core.publish_services(
             effective, self.hops.macs, self.hops.out_ifs)
         self.hops.explain(self.tables.unscheduled)
-        self.report.published()         # counters and changes (ledger.py)
+        self.views.retain(self.report.published())  # ledger.py, ctl zero
         if self.punts:
             self.punts.update_vips(*svcs.vip_addresses(self.services))
         if self.xsk and self.info:

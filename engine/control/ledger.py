@@ -63,17 +63,19 @@ class RealLedger:
         """Whether published() ran (a Report over fakes may never)."""
         return self._seen
 
-    def published(self, configured, ids, raw, conditions=None, l7=None):
+    def published(self, configured, ids, raw, conditions=None, l7=(),
+                  vips=()):
         """Account for a publish.  configured: the (vip, real key) pairs
         of the L4 VIPs' configuration (their reals and fallbacks, in the
         tables or not); ids: {pair: id} now in the tables; raw: the data
         plane's counters by id (Core.real_stats()), read after the
         publish; conditions: {pair: anything comparable} of every real
         (L7 ones too), whose change is stamped; l7: {pair: HAProxy's
-        counters} of the L7 VIPs' configured reals (None: not looked at,
-        the L7 reals unchanged)."""
+        counters} of the L7 VIPs' configured reals; vips: every
+        configured VIP (one without reals keeps its totals)."""
         self._seen = True
         configured = set(configured)
+        l7 = dict(l7)
         for pair, rid in self._ids.items():
             if ids.get(pair) != rid:        # its id was released
                 _add(self._acc.setdefault(pair, dict(_ZERO)),
@@ -84,17 +86,14 @@ class RealLedger:
                 self._base[pair] = {k: raw.get(rid, {}).get(k, 0)
                                     for k in COUNTERS}
         self._ids = dict(ids)
-        if l7 is not None:
-            for pair, counts in l7.items():
-                self.observed(pair, counts)
-            configured |= set(l7)
-        else:
-            configured |= set(self._l7_last)
-        for pair in [p for p in self._l7_last if p not in configured]:
+        for pair, counts in l7.items():
+            self.observed(pair, counts)
+        configured |= set(l7)
+        for pair in [p for p in self._l7_last if p not in l7]:
             _add(self._acc.setdefault(pair, dict(_ZERO)),
                  self._l7_total(pair))
             del self._l7_last[pair], self._l7_offset[pair]
-        vips = {vip for vip, _ in configured}
+        vips = {vip for vip, _ in configured} | set(vips)
         for pair in [p for p in self._acc if p not in configured]:
             counts = self._acc.pop(pair)
             if pair[0] in vips:             # its VIP keeps what it counted
@@ -124,7 +123,9 @@ class RealLedger:
             if now < last[k]:           # HAProxy started again
                 offset[k] += last[k]
             last[k] = now
-        return {**counts, **self._l7_total(pair)}
+        out = self._l7_total(pair)
+        _add(out, self._acc.get(pair, _ZERO))   # counted as L4 before
+        return {**counts, **out}
 
     def _l7_total(self, pair):
         out = dict(self._l7_offset[pair])
@@ -151,6 +152,12 @@ class RealLedger:
             _add(out, self._own(pair, rid, raw))
             out["active"] = raw.get(rid, {}).get("active", 0)
         return out
+
+    def l4_pairs(self):
+        """The L4 VIPs' pairs it counts: those in the tables and those
+        with earlier counts (halted, down)."""
+        return {p for p in (*self._ids, *self._acc)
+                if p not in self._l7_last}
 
     def vip_totals(self, vip, raw):
         """{"frames", "bytes", "flows_new"} of vip since it was added: its

@@ -398,8 +398,11 @@ def _render_room(f, room, vips):
             used += per * sum(r.get("active") or 0
                               for r in v.get("reals") or ())
     f.add("pyfwd_flow_slots_used", used, kind="gauge",
-          help_="Flow table slots the live flows take (a DR or TUN flow "
-          "one, a NAT or SNAT flow two), summed over the workers.")
+          help_="Flow table slots in use, an estimate: the live flows "
+          "of the VIPs' real servers times the slots a flow takes (a DR or "
+          "TUN flow one, a NAT or SNAT flow two), summed over the workers; "
+          "persistence entries and the flows of removed real servers are "
+          "not counted (pyfwd_flows_evicted_total tells a full table).")
     f.add("pyfwd_flow_slots_capacity", room.get("flow_slots"), kind="gauge",
           help_="Flow table slots of all workers (--flows per queue).")
     f.add("pyfwd_punt_ring_used", room.get("punt_queued"), kind="gauge",
@@ -495,9 +498,10 @@ def _render_vips(f, vips):
               "Real servers of a VIP that new flows may go to (the fallback "
               "server not counted).")
         totals = v.get("totals")
+        totals = totals if isinstance(totals, dict) else {}
         for key, (suffix, kind, help_) in REAL_METRICS.items():
-            if isinstance(totals, dict) and key in totals:
-                f.add(f"pyfwd_vip_{suffix}", totals[key], vl, kind)
+            if kind == "counter":       # the ledger's (Report._totals)
+                f.add(f"pyfwd_vip_{suffix}", totals.get(key), vl, kind)
                 continue
             values = [r.get(key) for r in reals]
             values = [x for x in values if is_number(x)]

@@ -61,7 +61,8 @@ class Report:
     def published(self):
         """After a publish (Engine._publish): account the real servers'
         counters by (VIP, real) and stamp the ones whose condition (admin
-        state, health, scheduled) changed (control.ledger)."""
+        state, health, scheduled) changed (control.ledger).  Returns the
+        configured (VIP, real key) pairs, L7 ones and fallbacks included."""
         e = self.engine
         unscheduled = e.tables.unscheduled if e.tables else {}
         configured = [(s.vip, r.key) for s in e.services if s.mode != "l7"
@@ -74,11 +75,12 @@ class Report:
         # HAProxy's counters before it reloads (_l7_sync comes next)
         l7 = [s for s in e.services if s.mode == "l7"]
         rows = e.l7.rows() if l7 else {}
+        l7rows = {(s.vip, r.key): rows.get((l7_name(s), l7_server(r)), {})
+                  for s in l7 for r in s.reals}
         self.ledger.published(configured, e.core.ids.mapping(),
-                              e.core.real_stats(), conditions,
-                              {(s.vip, r.key): rows.get(
-                                  (l7_name(s), l7_server(r)), {})
-                               for s in l7 for r in s.reals})
+                              e.core.real_stats(), conditions, l7rows,
+                              vips=[s.vip for s in e.services])
+        return configured + list(l7rows)
 
     def status(self):
         """Engine-wide facts: interfaces, pid, uptime, counts, modes, TUN's

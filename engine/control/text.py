@@ -82,6 +82,15 @@ def exact(n):
     return str(n) if is_number(n) else "-"
 
 
+def vip_label(v):
+    """A VIP row's (show(), rate()) label: "name (ADDR:PORT/PROTO)", or
+    the one of them it has."""
+    name = v.get("name") or v.get("vip", "?")
+    if v.get("vip") and v["vip"] != name:
+        name = f"{name} ({v['vip']})"
+    return name
+
+
 def plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -100,4 +109,4 @@ def scalar(value):
 
 
 __all__ = ["table", "duration", "count", "size", "is_number", "exact",
-           "plural", "scalar"]
+           "plural", "scalar", "vip_label"]

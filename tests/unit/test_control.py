@@ -20,6 +20,7 @@ from pyfwd.control import ctl
 from pyfwd.control.engine import Engine
 from pyfwd.control.protocol import COMMANDS, parse_request
 from pyfwd.control.server import ControlServer, request
+from pyfwd.control.text import vip_label
 from pyfwd.errors import ConfigError, PyfwdError
 
 VIPS = [
@@ -817,6 +818,18 @@ def test_format_reload_and_results():
 ])
 def test_number_formats(fn, value, text):
     assert fn(value) == text
+
+
+@pytest.mark.parametrize("row,label", [
+    ({"name": "web", "vip": "10.0.0.100:80/tcp"}, "web (10.0.0.100:80/tcp)"),
+    ({"name": "10.0.0.100:80/tcp", "vip": "10.0.0.100:80/tcp"},
+     "10.0.0.100:80/tcp"),
+    ({"vip": "10.0.0.100:80/tcp"}, "10.0.0.100:80/tcp"),
+    ({"name": "web"}, "web"), ({}, "?"),
+])
+def test_vip_label(row, label):
+    """One label for `ctl rate` and `ctl stats`."""
+    assert vip_label(row) == label
 
 
 # --- pyfwd ctl: options before or after the command -------------------------

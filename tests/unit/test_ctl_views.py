@@ -3,13 +3,16 @@
 baselines (ctl's output only: Engine.stats() and so the metrics keep
 counting), the listing's limit and filter."""
 
+from types import SimpleNamespace
+
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pyfwd.control.ctlrate import format_flows, format_rate, format_zero
-from pyfwd.control.ctlviews import (RATE_INTERVAL, RATE_WEIGHT, CtlViews,
-                                    l4_counters)
+from pyfwd.control.ctlviews import (GAUGES, RATE_INTERVAL, RATE_WEIGHT,
+                                    CtlViews, l4_counters)
+from pyfwd.control.ledger import RealLedger
 from pyfwd.control.services import find_service
 from pyfwd.dataplane.core import Core
 from pyfwd.errors import ConfigError, PyfwdError
@@ -21,32 +24,45 @@ DICOM = Vip.parse("10.0.0.100:104/tcp")
 SERVICES = [Service(WEB, [Real.parse("10.0.0.11")], name="web"),
             Service(DICOM, [Real.parse("10.0.0.12")], name="dicom")]
 MACS = {Real.parse("10.0.0.11").address: b"\x02\0\0\0\x01\x11",
-        Real.parse("10.0.0.12").address: b"\x02\0\0\0\x01\x12"}
+        Real.parse("10.0.0.12").address: b"\x02\0\0\0\x01\x12",
+        Real.parse("10.0.0.13").address: b"\x02\0\0\0\x01\x13"}
 
 
 class Eng:
-    """An engine's parts that CtlViews reads, over a real Core."""
+    """An engine's parts that CtlViews reads, over a real Core and a
+    ledger (as Engine._publish and Report.show())."""
 
-    def __init__(self):
+    def __init__(self, services=SERVICES):
         self.core = Core(mac=LB_MAC, flows=4096)
-        self.core.publish_services(SERVICES, MACS)
-        self.services = SERVICES
+        self.report = SimpleNamespace(ledger=RealLedger())
         self.xsk = None
+        self.views = None
+        self.publish(services, services)
+
+    def publish(self, services, effective=None):
+        """services configured; effective: those in the tables (halted
+        reals left out)."""
+        self.services = services
+        self.core.publish_services(effective or services, MACS)
+        configured = [(s.vip, r.key) for s in services for r in s.reals]
+        self.report.ledger.published(configured, self.core.ids.mapping(),
+                                     self.core.real_stats(),
+                                     vips=[s.vip for s in services])
+        if self.views:
+            self.views.retain(configured)
 
     def service(self, vip):
         return find_service(self.services, vip)
 
     def show(self):
-        per = self.core.real_stats()
+        per, led = self.core.real_stats(), self.report.ledger
         out = []
         for s in self.services:
-            reals = []
-            for r in s.reals:
-                c = per[self.core.ids.lookup(s.vip, r.key)]
-                reals.append({"real": r.key, "active": c["active"],
-                              **{k: c[k] for k in ("frames", "bytes",
-                                                   "flows_new")}})
-            out.append({"name": s.label, "vip": str(s.vip), "reals": reals})
+            reals = [{"real": r.key, **led.counters((s.vip, r.key), per)}
+                     for r in s.reals]
+            totals = led.vip_totals(s.vip, per)
+            out.append({"name": s.label, "vip": str(s.vip),
+                        "totals": totals, "reals": reals})
         return out
 
     def stats(self):
@@ -99,9 +115,36 @@ def test_a_counter_that_went_back_gives_no_negative_rate():
 def test_l4_counters_name_vip_and_real():
     eng = Eng()
     send(eng, 40000)
-    c = l4_counters(eng.core)
+    c = l4_counters(eng.core, eng.report.ledger)
     assert c[("10.0.0.100:80/tcp", "10.0.0.11")]["flows_new"] == 1
-    assert l4_counters(None) == {}
+    assert l4_counters(None, eng.report.ledger) == {}
+
+
+def test_a_real_given_another_reals_id_shows_no_rate_spike():
+    """B deleted, then A halted: A online again gets B's old id, with
+    B's counts; the rate samples the ledger's counters, not the id's."""
+    a, b = Real.parse("10.0.0.11"), Real.parse("10.0.0.13")
+    both = [Service(WEB, [a, b], name="web")]
+    eng = Eng(both)
+    eng.views = views = CtlViews(eng)
+    ids = eng.core.ids
+    a_id, b_id = ids.lookup(WEB, a.key), ids.lookup(WEB, b.key)
+    for port in range(40000, 40100):
+        before = eng.core.real_stats()[b_id]["frames"]
+        send(eng, port)
+        if eng.core.real_stats()[b_id]["frames"] > before:
+            send(eng, port, flags="A", n=500)   # B counts far more than A
+    per = eng.core.real_stats()
+    assert per[b_id]["frames"] > per[a_id]["frames"] + 500
+    views.tick(0.0)
+    only_a = [Service(WEB, [a], name="web")]
+    eng.publish(only_a)                                 # del real B
+    eng.publish(only_a, [Service(WEB, [], name="web")])  # halt A
+    eng.publish(only_a)                                 # A online again
+    assert ids.lookup(WEB, a.key) == b_id               # B's id, B's counts
+    views.tick(RATE_INTERVAL)                           # no traffic since
+    assert views.rate()["vips"][0]["reals"][0] == {
+        "real": a.key, "cps": 0.0, "in_pps": 0.0, "in_bps": 0.0}
 
 
 def test_zero_all_subtracts_in_ctl_output_only():
@@ -141,6 +184,45 @@ def test_zero_one_vip_leaves_the_others_and_the_core():
     assert views.stats()["core"]["frames"] == 2     # the core: not zeroed
     with pytest.raises(ConfigError):
         views.zero("nope")
+
+
+def test_zero_baselines_of_a_real_that_left_are_dropped_at_publish():
+    """A real deleted and added again counts from 0 (the ledger): its
+    baseline goes when it leaves, though it counts past it later."""
+    eng = Eng()
+    eng.views = views = CtlViews(eng)
+    send(eng, 40000, n=100)
+    views.zero()
+    eng.publish([Service(WEB, [], name="web"), SERVICES[1]])   # del real
+    eng.publish(SERVICES)                                      # add real
+    send(eng, 40001, n=150)
+    shown = views.show()[0]
+    assert shown["reals"][0]["frames"] == 150
+    assert shown["totals"]["frames"] == 250     # the VIP stayed: 100 + 150
+    eng.publish(SERVICES[1:])                   # del vip web: its totals go
+    eng.publish(SERVICES)                       # add vip web: from 0
+    send(eng, 40002, n=120)
+    assert views.show()[0]["totals"]["frames"] == 120
+
+
+def test_zero_reduces_a_vips_totals_as_its_reals():
+    eng = Eng()
+    views = CtlViews(eng)
+    send(eng, 40000, n=3)
+    send(eng, 41000, dport=104, n=2)
+    views.zero("web")
+    send(eng, 40001)
+    web, dicom = views.show()
+    assert web["totals"] == {"frames": 1, "bytes": web["reals"][0]["bytes"],
+                             "flows_new": 1}
+    assert dicom["totals"]["frames"] == 2       # not zeroed
+    assert views.stats()["vips"][0]["totals"]["frames"] == 1
+    assert eng.show()[0]["totals"]["frames"] == 4
+
+
+def test_gauges_are_the_metrics_gauges():
+    assert {"snat_ports_used", "flows_half_open", "snat_ports_pool",
+            "vip_count", "vip_generation"} == GAUGES
 
 
 def test_a_real_counting_from_zero_again_drops_its_baseline():
@@ -217,3 +299,25 @@ def test_format_zero():
     assert "every VIP" in format_zero({"zeroed": "all", "reals": 2})
     assert "10.0.0.100:80/tcp" in format_zero(
         {"zeroed": "10.0.0.100:80/tcp", "reals": 1})
+
+
+def test_rate_samples_the_ledger_under_the_publishes_lock():
+    """The ledger changes in Engine._publish, under the engine's lock:
+    a sample read half-way through a publish could show a spike."""
+    eng = Eng()
+    held = []
+
+    class Lock:
+        def __enter__(self):
+            held.append(True)
+
+        def __exit__(self, *exc):
+            held.append(False)
+
+    ledger = eng.report.ledger
+    seen = []
+    eng.report = SimpleNamespace(ledger=SimpleNamespace(
+        l4_pairs=lambda: seen.append(held[-1:]) or ledger.l4_pairs(),
+        counters=ledger.counters))
+    CtlViews(eng, Lock()).tick(0.0)
+    assert seen == [[True]] and held == [True, False]

@@ -103,6 +103,39 @@ def test_haproxy_counters_are_carried_over_its_restarts():
     assert led.vip_totals(L7, {})["flows_new"] == 0
 
 
+def test_a_vip_without_reals_keeps_its_totals():
+    """Its last real deleted, the VIP stays configured: its totals stay,
+    and go on counting from there when a real (on the same id) comes."""
+    led = RealLedger()
+    led.published([A], {A: 1}, raw(i1=(0, 0, 0, 0)), vips=[WEB])
+    counted = raw(i1=(100, 1000, 5, 0))
+    led.published([], {}, counted, vips=[WEB])          # del real A
+    assert led.vip_totals(WEB, counted) == {"frames": 100, "bytes": 1000,
+                                            "flows_new": 5}
+    led.published([B], {B: 1}, counted, vips=[WEB])     # add real B
+    assert led.vip_totals(WEB, raw(i1=(130, 1300, 6, 0))) == {
+        "frames": 130, "bytes": 1300, "flows_new": 6}
+    led.published([], {}, counted, vips=[])             # del vip: a reset
+    led.published([B], {B: 1}, counted, vips=[WEB])
+    assert led.vip_totals(WEB, counted)["frames"] == 0
+
+
+def test_a_real_switched_from_l4_to_l7_keeps_its_l4_counts():
+    led = RealLedger()
+    led.published([A], {A: 1}, raw(i1=(0, 0, 0, 0)), l7={}, vips=[WEB])
+    counted = raw(i1=(100, 1000, 5, 0))
+    assert led.counters(A, counted)["frames"] == 100
+    l7 = {A: {"frames": 3, "bytes": 30, "flows_new": 1}}
+    led.published([], {}, counted, l7=l7, vips=[WEB])   # now L7
+    assert led.observed(A, l7[A]) == {"frames": 103, "bytes": 1030,
+                                      "flows_new": 6}
+    assert led.vip_totals(WEB, counted) == {"frames": 103, "bytes": 1030,
+                                            "flows_new": 6}
+    led.published([A], {A: 2}, raw(i2=(0, 0, 0, 0)), l7={},
+                  vips=[WEB])                           # and L4 again
+    assert led.counters(A, raw(i2=(1, 10, 1, 0)))["frames"] == 104
+
+
 # --- an engine with frames through its core -------------------------------
 
 CLIENT_MAC = "02:00:00:00:00:99"
@@ -190,3 +223,30 @@ def test_reload_keeps_the_counts_of_reals_that_stay(eng, tmp_path):
     refused = eng.changes.reload_status()
     assert not refused["ok"] and refused["last_ok"] == status["last_ok"]
     assert refused["last"] >= status["last"]
+
+
+def test_a_vip_whose_last_real_left_keeps_its_totals(eng):
+    syns(eng, 30)
+    before, _ = vip_totals(eng)
+    eng.del_real("web", "10.0.0.11")
+    eng.del_real("web", "10.0.0.12")            # web has no real server
+    assert vip_totals(eng) == (before, {})
+    eng.add_real("web", "10.0.0.13")            # on a released id
+    syns(eng, 10, first=5000)
+    after, reals = vip_totals(eng)
+    assert after["flows_new"] == before["flows_new"] + 10
+    assert reals["10.0.0.13"]["flows_new"] == 10
+
+
+def test_ctl_zero_forgets_a_real_deleted_and_added_again(eng):
+    syns(eng, 30)
+    eng.views.zero()
+    gone = next(k for k, r in vip_totals(eng)[1].items() if r["frames"])
+    eng.del_real("web", gone)
+    eng.add_real("web", gone)                   # counts from 0 again
+    for first in range(5000, 8000, 100):        # past its old count
+        syns(eng, 100, first=first)
+    [web] = [v for v in eng.views.show() if v["name"] == "web"]
+    shown = {r["real"]: r["frames"] for r in web["reals"]}
+    assert shown[gone] == vip_totals(eng)[1][gone]["frames"] > 0
+    assert web["totals"]["frames"] == 3000      # since the zero

@@ -38,7 +38,11 @@ STATS = {
     "vips": [
         {"name": "pacs-web", "vip": "10.0.0.100:80/tcp", "mode": "dr",
          "scheduler": "wlc", "persistence": 0, "fallback": "10.0.0.50:80",
-         "fallback_active": False, "reals": [
+         "fallback_active": False,
+         # the ledger's, its departed reals' included (control.ledger)
+         "totals": {"frames": 2 ** 53 + 20, "bytes": 98765433200,
+                    "flows_new": 8},
+         "reals": [
              {"real": "10.0.0.11:80", "weight": 100, "state": "online",
               "last_change": 1764800050.5,
               "health": "up", "health_detail": "ok", "scheduled": True,
@@ -111,10 +115,10 @@ def test_render_parses_and_equals_the_input():
     assert families["pyfwd_real_flows_active"].type == "gauge"
     assert value(samples, "pyfwd_real_flows_active", **real) == 3
     assert value(samples, "pyfwd_real_weight", **real) == 100
-    # no totals in the snapshot (an older engine's): the reals' sums
-    assert value(samples, "pyfwd_vip_bytes_total", **WEB) == 98765433100
+    # counters: the ledger's totals; live flows: the sum of the reals'
+    assert value(samples, "pyfwd_vip_bytes_total", **WEB) == 98765433200
     assert value(samples, "pyfwd_vip_flows_active", **WEB) == 4
-    assert value(samples, "pyfwd_vip_flows_new_total", **WEB) == 6
+    assert value(samples, "pyfwd_vip_flows_new_total", **WEB) == 8
     dicom = {"vip": "dicom", "vip_address": "10.0.0.100:104/tcp"}
     # the ledger's totals: a VIP whose reals all left keeps their counts
     assert value(samples, "pyfwd_vip_frames_total", **dicom) == 70
@@ -181,6 +185,10 @@ def test_capacity_gauges_come_as_used_and_capacity():
     # live flows: pacs-web (DR) 3 + 1 + 0, one slot each; dicom (NAT) none
     assert value(samples, "pyfwd_flow_slots_used") == 4
     assert value(samples, "pyfwd_flow_slots_capacity") == 4096
+    # an estimate, and its HELP says what it leaves out
+    help_ = families["pyfwd_flow_slots_used"].documentation
+    assert "an estimate" in help_ and "persistence entries and the flows " \
+        "of removed real servers are not counted" in help_
     assert value(samples, "pyfwd_snat_ports_used") == 12
     assert value(samples, "pyfwd_snat_ports_capacity") == 4000
     assert value(samples, "pyfwd_punt_ring_used") == 3

@@ -133,7 +133,8 @@ def test_promtool_makes_every_alert_fire():
 def test_rules_cover_what_an_operator_must_hear_of():
     alerts = {alert for alert, _ in rules()}
     assert {"PyfwdDown", "PyfwdRealServerDown", "PyfwdVipHasNoRealServer",
-            "PyfwdFlowTableNearlyFull", "PyfwdSnatPortsNearlyExhausted",
+            "PyfwdFlowTableNearlyFull", "PyfwdFlowTableFull",
+            "PyfwdSnatPortsNearlyExhausted",
             "PyfwdDropsRising", "PyfwdHaNoActiveNode",
             "PyfwdHaSeveralActiveNodes",
             "PyfwdConfigReloadFailed"} <= alerts

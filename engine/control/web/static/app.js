@@ -247,7 +247,8 @@
       const part = vipSection(v);
       part.section.dataset.vip = v.name;
       part.name.textContent = v.name;
-      part.addr.textContent = v.vip;
+      // an unnamed VIP is named by its address: say it once
+      part.addr.textContent = v.name === v.vip ? "" : v.vip;
       const sum = {active: 0, frames: 0, bytes: 0, flows_new: 0};
       const rows = new Set();
       v.reals.forEach((r, j) => {

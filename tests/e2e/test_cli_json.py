@@ -5,25 +5,18 @@ checked against what the kernel then has.  Names start with the run's
 PREFIX (tests/e2e/conftest.py); everything is removed whatever happens."""
 
 import json
-import subprocess
 
 import pytest
 
 from pyfwd.lab.programs import PYFWD
 
 from .test_cli_lab import ours, pyfwd as pyfwd_cli
+from .test_realserver_persist import sh, sysctl
 
 pytestmark = pytest.mark.root
 
 VIP = "10.0.0.100"
 VIP6 = "fd00::100"
-
-
-def sh(*argv, check=True):
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if check:
-        assert r.returncode == 0, (argv, r.stdout, r.stderr)
-    return r
 
 
 @pytest.fixture
@@ -47,11 +40,6 @@ def pyfwd_json(ns_name, *args):
     reply = json.loads(r.stdout)
     assert reply["ok"] is True, reply
     return reply
-
-
-def sysctl(ns_name, key):
-    return int(sh("ip", "netns", "exec", ns_name, "sysctl", "-n", key)
-               .stdout.strip())
 
 
 def addresses(ns_name, dev):

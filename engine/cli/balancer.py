@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import JSON_HELP, need_root
+from .common import JSON_OPTION, need_root
 from ..control.ha import ROLES
 from ..control.server import DEFAULT_PATH
 from ..errors import ConfigError, DataplaneError, PyfwdError
@@ -508,24 +508,31 @@ class JournalFormatter(logging.Formatter):
 
 @click.command()
 @click.option("--iface", "-i", required=True, metavar="IF")
-def cleanup(iface):
+@JSON_OPTION
+def cleanup(iface, as_json):
     """Remove an XDP program left on IF by another attach mode.
 
     A running engine holds its program with a bpf_link: that one is not
-    touched (stop the engine instead).
+    touched (stop the engine instead).  --json: {"ok", "iface",
+    "removed": the program's id, or null when none was attached}.
     """
     from ..dataplane.io import xdp_cleanup
     from ..neighbours.kernel import interface
     need_root("pyfwd cleanup")
     ifindex = interface(iface)[0]
     prog = xdp_cleanup(ifindex)
+    if as_json:
+        import json
+        click.echo(json.dumps({"ok": True, "iface": iface,
+                               "removed": prog or None}))
+        return
     click.echo(f"{iface}: removed XDP program {prog}" if prog else
                f"{iface}: no XDP program attached")
 
 
 @click.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@JSON_OPTION
 def check_config(file, as_json):
     """Validate a config FILE without touching anything.  --json: {"ok",
     "file", "vips": [{"name", "vip", "mode", "scheduler", "reals"}],

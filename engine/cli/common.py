@@ -16,6 +16,9 @@ JSON_HELP = ("print JSON (for scripts); an error is then "
              "{\"ok\": false, \"error\": MESSAGE} on stdout, with the same "
              "exit status")
 _JSON_META = "pyfwd.json"       # ctx.meta: --json was on the command line
+# The --json option of a command (as_json): the Group below makes its
+# errors JSON too.
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 
 
 class JsonError(click.ClickException):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, JSON_HELP, Group, need_root
+from .common import CONTEXT, JSON_OPTION, Group, need_root
 
 
 def lab_name(default="pyfwd", what="lab name"):
@@ -54,15 +54,39 @@ def lab():
               default="one-arm", show_default=True)
 @click.option("--reals", "-r", type=int, default=3, show_default=True,
               help="number of real servers (1-16)")
-def lab_up(name, topology, reals):
-    """Build a lab and print its address plan."""
+@JSON_OPTION
+def lab_up(name, topology, reals, as_json):
+    """Build a lab and print its address plan.  --json: {"ok", "name",
+    "topology", "namespaces", "bridges": [{"namespace", "ifname"}],
+    "links": [{"kind": "veth", "namespace", "ifname", "peer_namespace",
+    "peer"}], "plan": as `lab show --json`}."""
     from ..lab import topology as labmod
     need_root("pyfwd lab up")
     built = labmod.Lab(name, topology=topology, reals=reals).up()
+    if as_json:
+        click.echo(json.dumps({"ok": True, "name": name,
+                               "topology": topology, **_made(built),
+                               "plan": built.plan().to_dict()}, indent=2))
+        return
     click.echo(built.format_plan())
     click.echo(f"\nlab '{name}' is up; `pyfwd lab exec -n {name} client -- "
                "ping -c1 <addr>` runs a command in it, `pyfwd lab down -n "
                f"{name}` removes it")
+
+
+def _made(built):
+    """What Lab.up() made, from its plan: a namespace per node, a bridge
+    in each switch's, a veth pair per host interface (its peer a port of
+    the switch)."""
+    from ..lab.plan import BRIDGE
+    plan = built.plan()
+    return {"namespaces": sorted(n.namespace for n in plan.nodes),
+            "bridges": [{"namespace": n.namespace, "ifname": BRIDGE}
+                        for n in plan.switches],
+            "links": [{"kind": "veth", "namespace": n.namespace,
+                       "ifname": i.name, "peer_namespace": built.ns(i.switch),
+                       "peer": i.port}
+                      for n in plan.hosts for i in n.interfaces]}
 
 
 @lab.command("down")
@@ -70,21 +94,28 @@ def lab_up(name, topology, reals):
 @click.option("--all", "all_", is_flag=True,
               help="remove every pyfwd lab on this machine (only namespaces "
               "pyfwd marked as its own)")
-def lab_down(name, all_):
-    """Remove a lab (its namespaces, veths and bridges)."""
+@JSON_OPTION
+def lab_down(name, all_, as_json):
+    """Remove a lab (its namespaces, veths and bridges).  --json: {"ok",
+    "name" (null with --all), "removed": the namespaces (their veths and
+    bridges went with them)}."""
     from ..lab import topology as labmod
     need_root("pyfwd lab down")
     if all_:
         removed = labmod.down_all()
     else:
         removed = labmod.Lab.load(name).down()
+    if as_json:
+        click.echo(json.dumps({"ok": True, "name": None if all_ else name,
+                               "removed": removed}))
+        return
     click.echo(f"removed {len(removed)} namespaces"
                + (": " + " ".join(removed) if removed else ""))
 
 
 @lab.command("show")
 @LAB_NAME
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@JSON_OPTION
 def lab_show(name, as_json):
     """Print a running lab's address plan (nodes, interfaces, routes)."""
     from ..lab import topology as labmod
@@ -97,7 +128,7 @@ def lab_show(name, as_json):
 
 
 @lab.command("list")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@JSON_OPTION
 def lab_list(as_json):
     """List the labs present on this machine (--json: their names)."""
     from ..lab import topology as labmod

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, JSON_HELP, Group, need_root
+from .common import CONTEXT, JSON_OPTION, Group, need_root
 from ..model import MODES
 
 
@@ -53,7 +53,15 @@ def _self_command():
     return [sys.executable, "-m", "pyfwd.cli"]
 
 
-def _echo(changes):
+def _report(changes, as_json, **about):
+    """Print what setup/teardown changed: a line each, or with --json
+    {"ok": true, **about, "changes": [{"what", ..., "text"}]} (the kinds:
+    ops.realserver_changes)."""
+    if as_json:
+        from ..ops.realserver_changes import to_json
+        click.echo(json.dumps({"ok": True, **about,
+                               "changes": to_json(changes)}, indent=2))
+        return
     for line in changes:
         click.echo(line)
     if not changes:
@@ -76,13 +84,16 @@ def _echo(changes):
 @_TUN
 @_DECAP
 @_IFACE
-def realserver_setup(vip, dev, undo, persist, root, tun, decap, iface):
+@JSON_OPTION
+def realserver_setup(vip, dev, undo, persist, root, tun, decap, iface,
+                     as_json):
     """Put VIP/32 on lo and stop this host answering ARP for it
     (arp_ignore=1, arp_announce=2); an IPv6 VIP: VIP/128 on lo with
     nodad (Linux answers no NDP for it there).  --tun: the VIP on the
     tunnel device instead (tunl0 or ip6tnl0, up, rp_filter relaxed), or
     with --decap xdp on lo behind pyfwd's XDP decapsulation.
-    Idempotent."""
+    Idempotent.  --json: {"ok", "vip", "mode", "undo", "changes": [{"what":
+    "sysctl"|"address"|"link"|"file"|"unit"|"xdp", ..., "text"}]}."""
     from ..ops import realserver as rs
     need_root("pyfwd realserver setup")
     _tun_only(tun, decap, iface)
@@ -90,14 +101,15 @@ def realserver_setup(vip, dev, undo, persist, root, tun, decap, iface):
         from ..ops import realserver_tun as rt
         if persist:
             raise click.UsageError("--persist is for DR real servers only")
-        _echo(rt.teardown(vip, decap, iface) if undo
-              else rt.setup(vip, decap, iface))
+        _report(rt.teardown(vip, decap, iface) if undo
+                else rt.setup(vip, decap, iface), as_json, vip=vip,
+                mode="tun", undo=undo)
         return
     changes = rs.setup(vip, undo=undo, dev=dev)
     if persist:
         changes += rs.unpersist(vip, root=root) if undo else \
             rs.persist(vip, dev, root=root, command=_self_command())
-    _echo(changes)
+    _report(changes, as_json, vip=vip, mode="dr", undo=undo)
 
 
 @realserver.command("teardown")
@@ -110,20 +122,23 @@ def realserver_setup(vip, dev, undo, persist, root, tun, decap, iface):
 @_TUN
 @_DECAP
 @_IFACE
-def realserver_teardown(vip, dev, persist, root, tun, decap, iface):
+@JSON_OPTION
+def realserver_teardown(vip, dev, persist, root, tun, decap, iface, as_json):
     """Undo `setup`: remove VIP from DEV, and the ARP settings when no
-    other VIP remains (--tun: as `setup --tun` did it)."""
+    other VIP remains (--tun: as `setup --tun` did it).  --json: as
+    `setup --json`."""
     from ..ops import realserver as rs
     need_root("pyfwd realserver teardown")
     _tun_only(tun, decap, iface)
     if tun:
         from ..ops import realserver_tun as rt
-        _echo(rt.teardown(vip, decap, iface))
+        _report(rt.teardown(vip, decap, iface), as_json, vip=vip,
+                mode="tun", undo=True)
         return
     changes = rs.setup(vip, undo=True, dev=dev)
     if persist:
         changes += rs.unpersist(vip, root=root)
-    _echo(changes)
+    _report(changes, as_json, vip=vip, mode="dr", undo=True)
 
 
 @realserver.command("status")
@@ -135,7 +150,7 @@ def realserver_teardown(vip, dev, persist, root, tun, decap, iface):
 @_TUN
 @_DECAP
 @_IFACE
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@JSON_OPTION
 def realserver_status(vip, dev, root, running_only, tun, decap, iface,
                       as_json):
     """Say whether this host is set up as a DR real server for VIP, now
@@ -176,7 +191,7 @@ def realserver_status(vip, dev, root, running_only, tun, decap, iface,
               help="the balancer's MAC (default: IF's own, when run on "
               "the balancer)")
 @click.option("--timeout", type=float, default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@JSON_OPTION
 def arp_check(iface, vip, balancer_mac, timeout, as_json):
     """Ask who has VIP and list every MAC that answers.
 

@@ -42,6 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from . import realserver_boot as boot
+from . import realserver_changes as change
 from ..errors import ConfigError, PyfwdError
 from ..neighbours.kernel import addresses, ifindex
 
@@ -136,7 +137,8 @@ def _on(addrs: list, index: int, vip) -> list:
 def setup(vip, undo: bool = False, dev: str = "lo") -> list:
     """Configure the current network namespace as a DR real server for
     ``vip`` (IPv4 or IPv6), or undo it.  Returns what was changed, one line
-    each, for the CLI to print; ``[]`` means nothing needed changing (it is
+    each, for the CLI to print (realserver_changes.Change: the line, with
+    its fields for --json); ``[]`` means nothing needed changing (it is
     idempotent).
 
     Setup, in this order (the VIP never sits on ``dev`` while ARP would
@@ -172,16 +174,16 @@ def setup(vip, undo: bool = False, dev: str = "lo") -> list:
             changes += _set_arp(links, ARP_IGNORE, ARP_ANNOUNCE)
             if not links[index][1]:
                 _netlink(ipr.link, "set", index=index, state="up")
-                changes.append(f"set {dev} up")
+                changes.append(change.link(dev, "up"))
             if not present:
                 _netlink(ipr.addr, "add", index=index, address=str(addr),
                          prefixlen=32)
-                changes.append(f"added {addr}/32 to {dev}")
+                changes.append(change.address("added", f"{addr}/32", dev))
         else:
             for a in present:
                 _netlink(ipr.addr, "del", index=index, address=str(a.ip),
                          prefixlen=a.network.prefixlen)
-                changes.append(f"removed {a} from {dev}")
+                changes.append(change.address("removed", a, dev))
             if not _dr_vips(addrs, index, addr):
                 changes += _set_arp(links, 0, 0)
     return changes
@@ -197,15 +199,16 @@ def _setup6(addr, undo: bool, dev: str) -> list:
             for a in present:
                 _netlink(ipr.addr, "del", index=index, address=str(a.ip),
                          prefixlen=a.network.prefixlen)
-                changes.append(f"removed {a} from {dev}")
+                changes.append(change.address("removed", a, dev))
             return changes
         if not links[index][1]:
             _netlink(ipr.link, "set", index=index, state="up")
-            changes.append(f"set {dev} up")
+            changes.append(change.link(dev, "up"))
         if not present:
             _netlink(ipr.addr, "add", index=index, address=str(addr),
                      prefixlen=128, flags=IFA_F_NODAD)
-            changes.append(f"added {addr}/128 to {dev} (nodad)")
+            changes.append(change.address("added", f"{addr}/128", dev,
+                                          nodad=True))
     return changes
 
 
@@ -229,7 +232,8 @@ def _set_arp(links: dict, ignore: int, announce: int) -> list:
             if old is None or old == value or (value and old in good):
                 continue
             _write_conf(ifname, key, value)
-            changes.append(f"net.ipv4.conf.{ifname}.{key}: {old} -> {value}")
+            changes.append(change.sysctl(f"net.ipv4.conf.{ifname}.{key}",
+                                         old, value))
     return changes
 
 

@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 
+from . import realserver_changes as change
 from ..errors import ConfigError, PyfwdError
 
 SYSCTL_FILE = "etc/sysctl.d/99-pyfwd-realserver.conf"
@@ -116,7 +117,7 @@ def _write(path, text, changes):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-    changes.append(f"wrote {path}")
+    changes.append(change.file("wrote", path))
 
 
 def persist(vip, dev="lo", *, root="/", command, arp=None) -> list:
@@ -145,7 +146,8 @@ def persist(vip, dev="lo", *, root="/", command, arp=None) -> list:
             if os.path.lexists(link):
                 os.unlink(link)
             os.symlink(target, link)
-            changes.append(f"enabled {unit_name(addr)}: {link} -> {target}")
+            changes.append(change.unit_enabled(unit_name(addr), link,
+                                               target))
     except OSError as exc:
         raise PyfwdError(f"cannot write {exc.filename}: "
                          f"{exc.strerror or exc}") from exc
@@ -171,11 +173,11 @@ def unpersist(vip, *, root="/") -> list:
         for path in paths:
             if os.path.lexists(path):
                 os.unlink(path)
-                changes.append(f"removed {path}")
+                changes.append(change.file("removed", path))
         sysctl = _path(root, SYSCTL_FILE)
         if not _units(root) and os.path.exists(sysctl):
             os.unlink(sysctl)
-            changes.append(f"removed {sysctl}")
+            changes.append(change.file("removed", sysctl))
     except OSError as exc:
         raise PyfwdError(f"cannot remove {exc.filename}: "
                          f"{exc.strerror or exc}") from exc

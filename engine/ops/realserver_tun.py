@@ -36,6 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from . import realserver as rs
+from . import realserver_changes as change
 from ..errors import ConfigError, PyfwdError
 from ..neighbours.kernel import addresses, ifindex
 
@@ -83,14 +84,15 @@ def _tunnel_setup(addr):
             changes += rs._set_arp(links, rs.ARP_IGNORE, rs.ARP_ANNOUNCE)
         if not links[index][1]:
             rs._netlink(ipr.link, "set", index=index, state="up")
-            changes.append(f"set {name} up")
+            changes.append(change.link(name, "up"))
         fam = socket.AF_INET if addr.version == 4 else socket.AF_INET6
         if not rs._on(addresses(ipr, fam), index, addr):
             extra = {} if addr.version == 4 else {"flags": IFA_F_NODAD}
             rs._netlink(ipr.addr, "add", index=index, address=str(addr),
                         prefixlen=32 if addr.version == 4 else 128, **extra)
-            changes.append(f"added {addr}/{32 if addr.version == 4 else 128}"
-                           f" to {name}")
+            changes.append(change.address(
+                "added", f"{addr}/{32 if addr.version == 4 else 128}", name,
+                nodad=addr.version == 6, say_nodad=False))
     if addr.version == 4:
         changes += _relax_rp(name)
     return changes
@@ -104,7 +106,8 @@ def _relax_rp(name):
         new = want if want is not None else (RP_LOOSE if old == 1 else old)
         if old is not None and old != new:
             rs._write_conf(ifname, "rp_filter", new)
-            changes.append(f"net.ipv4.conf.{ifname}.rp_filter: {old} -> {new}")
+            changes.append(change.sysctl(f"net.ipv4.conf.{ifname}.rp_filter",
+                                         old, new))
     return changes
 
 
@@ -132,7 +135,7 @@ def setup(vip, decap="tunnel", iface=None, xdp_mode="auto"):
                          "attached: pyfwd's decapsulation cannot go there")
     if not prog:
         prog = xdp.attach(index, xdp_mode)
-        changes.append(f"attached XDP {xdp.PROGRAM} (id {prog}) to {iface}")
+        changes.append(change.xdp("attached", xdp.PROGRAM, iface, prog))
     return changes
 
 
@@ -151,7 +154,7 @@ def teardown(vip, decap="tunnel", iface=None):
             prog, name = xdp.attached(index)
             if prog and name == xdp.PROGRAM:
                 xdp.detach(index)
-                changes.append(f"detached XDP {name} from {iface}")
+                changes.append(change.xdp("detached", name, iface))
         return changes
     name, _ = DEVICES[addr.version]
     with IPRoute() as ipr:
@@ -163,7 +166,7 @@ def teardown(vip, decap="tunnel", iface=None):
         fam = socket.AF_INET if addr.version == 4 else socket.AF_INET6
         if not [a for a in addresses(ipr, fam) if a.index == index]:
             rs._netlink(ipr.link, "set", index=index, state="down")
-            changes.append(f"set {name} down")
+            changes.append(change.link(name, "down"))
     return changes
 
 

@@ -1,6 +1,7 @@
 """--json on every command that prints: under it, an error (usage, bad
 input, no engine) is a JSON object {"ok": false, "error"} on stdout, with
-the exit status the error has without --json.  And `ctl add-vip`'s
+the exit status the error has without --json.  Every command of the tree
+has --json or a line in EXEMPT saying why not.  And `ctl add-vip`'s
 ipvsadm-like form."""
 
 import json
@@ -13,6 +14,7 @@ from pyfwd.cli.addvip import vip_table
 from pyfwd.cli.main import cli
 from pyfwd.control.config import parse_vip
 from pyfwd.errors import ConfigError
+from pyfwd.ops import realserver_changes as change
 
 NO_SOCKET = "/nonexistent/pyfwd-test.sock"
 
@@ -28,6 +30,34 @@ def json_commands(group=cli, path=()):
 
 
 COMMANDS = list(json_commands())
+
+# The commands without --json, and why JSON makes no sense for them.  (A
+# group is no command: alone it prints its help; ctl's takes --json for
+# its commands.)
+EXEMPT = {
+    ("start",): "a foreground daemon: what it prints is its log; `pyfwd "
+                "ctl show|status --json` asks the running engine",
+    ("bench",): "writes its results as DIR/results.json (--out); stdout "
+                "is the table for reading",
+    ("ha", "keepalived-conf"): "prints a file for keepalived "
+                               "(keepalived.conf), not a result",
+    ("lab", "demo"): "a lesson: a narrative of each mode, measured for "
+                     "reading (it writes no results; `pyfwd bench` does)",
+    ("lab", "trace"): "a lesson: a narrative and a diagram; its results "
+                      "are the files it writes to --out (pcaps, trace.svg)",
+    ("lab", "arp-problem"): "a lesson: a narrative, shown, found, fixed",
+    ("lab", "exec"): "runs the user's command: the output and the exit "
+                     "status are that command's",
+}
+
+
+def leaves(group=cli, path=()):
+    """Every command path of the tree (groups walked, not listed)."""
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            yield from leaves(cmd, path + (name,))
+        else:
+            yield path + (name,)
 
 
 def filled(path):
@@ -53,6 +83,12 @@ BAD = {("check-config",): ["/nonexistent/pyfwd.toml"],
        ("realserver", "status"): ["--vip", "not-an-address"],
        ("lab", "show"): ["-n", "no/such lab"],
        ("ctl", "add-vip"): ["[1, 2]", "--mode", "dr"],
+       # refused before anything is touched (and without root: need_root)
+       ("realserver", "setup"): ["--vip", "10.0.0.1", "--decap", "xdp"],
+       ("realserver", "teardown"): ["--vip", "10.0.0.1", "--iface", "x"],
+       ("cleanup",): ["--iface", "no/such/if"],
+       ("lab", "up"): ["--reals", "many"],
+       ("lab", "down"): ["-n", "no/such lab"],
        ("ctl", "flows"): ["--limit", "many"]}
 
 
@@ -63,8 +99,26 @@ def run(args):
 def test_the_commands_that_print_have_json():
     for must in [("check-config",), ("doctor",), ("realserver", "status"),
                  ("arp-check",), ("lab", "list"), ("ctl", "show"),
-                 ("ctl", "flows"), ("ctl", "rate"), ("ctl", "zero")]:
+                 ("ctl", "flows"), ("ctl", "rate"), ("ctl", "zero"),
+                 ("realserver", "setup"), ("realserver", "teardown"),
+                 ("cleanup",), ("lab", "up"), ("lab", "down")]:
         assert must in COMMANDS
+
+
+@pytest.mark.parametrize("path", list(leaves()), ids=" ".join)
+def test_every_command_has_json_or_an_exemption(path):
+    """A new command needs --json or a line in EXEMPT saying why not;
+    an exempt command that gains --json leaves EXEMPT."""
+    assert (path in COMMANDS) != (path in EXEMPT), (
+        f"pyfwd {' '.join(path)}: " + ("has --json and an exemption"
+                                       if path in COMMANDS else
+                                       "no --json and no exemption"))
+
+
+def test_the_exemptions_are_commands():
+    assert set(EXEMPT) <= set(leaves())
+    assert all(why for why in EXEMPT.values())
+    assert ("realserver", "status") in set(leaves())       # the walk works
 
 
 def check_json_error(args):
@@ -110,6 +164,103 @@ def test_without_json_errors_stay_text():
     result = run(["ctl", "rate", "--socket", NO_SOCKET])
     assert result.exit_code == 1
     assert result.stdout == "" and "no pyfwd engine" in result.stderr
+
+
+# --- what realserver setup|teardown and cleanup print under --json ---------
+
+def test_changes_are_the_lines_they_were_with_fields():
+    """A Change prints as the line before --json did; its fields say the
+    same as an object."""
+    lines = {
+        change.sysctl("net.ipv4.conf.all.arp_ignore", 0, 1):
+            "net.ipv4.conf.all.arp_ignore: 0 -> 1",
+        change.address("added", "10.0.0.100/32", "lo"):
+            "added 10.0.0.100/32 to lo",
+        change.address("removed", "10.0.0.100/32", "lo"):
+            "removed 10.0.0.100/32 from lo",
+        change.address("added", "fd00::100/128", "lo", nodad=True):
+            "added fd00::100/128 to lo (nodad)",
+        change.address("added", "fd00::100/128", "ip6tnl0", nodad=True,
+                       say_nodad=False): "added fd00::100/128 to ip6tnl0",
+        change.link("tunl0", "down"): "set tunl0 down",
+        change.file("wrote", "/etc/x.conf"): "wrote /etc/x.conf",
+        change.unit_enabled("u.service", "/w/u.service", "/l/u.service"):
+            "enabled u.service: /w/u.service -> /l/u.service",
+        change.xdp("attached", "decap", "eth0", 7):
+            "attached XDP decap (id 7) to eth0",
+        change.xdp("detached", "decap", "eth0"): "detached XDP decap from eth0",
+    }
+    for made, line in lines.items():
+        assert made == line and str(made) == line
+    sysctl, = [c for c in lines if c.fields["what"] == "sysctl"]
+    assert json.loads(json.dumps(change.to_json([sysctl]))) == [{
+        "what": "sysctl", "key": "net.ipv4.conf.all.arp_ignore", "from": 0,
+        "to": 1, "text": "net.ipv4.conf.all.arp_ignore: 0 -> 1"}]
+    v6 = change.address("added", "fd00::100/128", "ip6tnl0", nodad=True,
+                        say_nodad=False)
+    assert v6.to_dict() == {"what": "address", "action": "added",
+                            "address": "fd00::100/128", "dev": "ip6tnl0",
+                            "nodad": True, "text": str(v6)}
+
+
+@pytest.fixture
+def as_root(monkeypatch):
+    for module in ("ops", "balancer", "lab"):
+        monkeypatch.setattr(f"pyfwd.cli.{module}.need_root", lambda what: None)
+
+
+SETUP = [change.sysctl("net.ipv4.conf.all.arp_ignore", 0, 1),
+         change.address("added", "10.0.0.100/32", "lo")]
+
+
+@pytest.mark.parametrize("command", ["setup", "teardown"])
+def test_realserver_json_lists_the_changes(as_root, monkeypatch, command):
+    calls = []
+
+    def setup(vip, undo=False, dev="lo"):
+        calls.append((vip, undo, dev))
+        return list(SETUP)
+
+    monkeypatch.setattr("pyfwd.ops.realserver.setup", setup)
+    monkeypatch.setattr("pyfwd.ops.realserver.unpersist",
+                        lambda vip, root: [change.file("removed", "/x")])
+    args = ["realserver", command, "--vip", "10.0.0.100", "--persist",
+            "--root", "/nonexistent"]
+    if command == "setup":
+        args.append("--undo")
+    result = run(args + ["--json"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("10.0.0.100", True, "lo")]
+    reply = json.loads(result.stdout)
+    assert reply["ok"] is True and reply["vip"] == "10.0.0.100"
+    assert (reply["mode"], reply["undo"]) == ("dr", True)
+    assert [c["what"] for c in reply["changes"]] == ["sysctl", "address",
+                                                     "file"]
+    assert reply["changes"][0]["from"] == 0 and reply["changes"][0]["to"] == 1
+    assert reply["changes"][1]["address"] == "10.0.0.100/32"
+    assert reply["changes"][2]["path"] == "/x"
+    plain = run(args)                       # without --json: the lines
+    assert plain.stdout.splitlines() == [*SETUP, "removed /x"]
+
+
+def test_realserver_json_nothing_to_change(as_root, monkeypatch):
+    monkeypatch.setattr("pyfwd.ops.realserver.setup", lambda *a, **k: [])
+    result = run(["realserver", "setup", "--vip", "10.0.0.100", "--json"])
+    assert json.loads(result.stdout)["changes"] == []
+    assert run(["realserver", "setup", "--vip", "10.0.0.100"]
+               ).stdout == "nothing to change\n"
+
+
+@pytest.mark.parametrize("prog,removed", [(7, 7), (0, None)])
+def test_cleanup_json(as_root, monkeypatch, prog, removed):
+    monkeypatch.setattr("pyfwd.neighbours.kernel.interface",
+                        lambda name: (3, "02:00:00:00:00:01"))
+    monkeypatch.setattr("pyfwd.dataplane.io.xdp_cleanup",
+                        lambda ifindex: prog)
+    result = run(["cleanup", "--iface", "eth9", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"ok": True, "iface": "eth9",
+                                         "removed": removed}
 
 
 # --- ctl add-vip ADDR:PORT/PROTO [--scheduler S] [--mode M] ------------------

@@ -254,10 +254,10 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
 
 
 def dashboard_token_of(cfg, metrics_addr):
-    """The dashboard's token (control.web.token) from cfg's file, or None
-    (read-only); Exit (usage) when the file will not do, or when there is
+    """The dashboard's token file (control.web.token.TokenFile: read
+    again when it changes) from cfg, or None (read-only); Exit (usage) when the file will not do, or when there is
     no metrics listener to serve the dashboard."""
-    from ..control.web import load_token
+    from ..control.web.token import TokenFile
     if not cfg.dashboard_token:
         return None
     if not metrics_addr:
@@ -265,7 +265,7 @@ def dashboard_token_of(cfg, metrics_addr):
                    "dashboard_token) needs --metrics: the dashboard is on "
                    "the metrics listener")
     try:
-        return load_token(cfg.dashboard_token)
+        return TokenFile(cfg.dashboard_token)
     except ConfigError as exc:
         raise Exit(EXIT_USAGE, exc) from None
 

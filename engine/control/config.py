@@ -417,7 +417,8 @@ def load(path, role=None):
 def dashboard_token_path(text, path):
     """[engine] dashboard_token: the token file's path, a relative one
     beside the config file (path); ConfigError when empty.  The file
-    itself is read at start (control.web.token.load_token)."""
+    itself is read at start and again when it changes
+    (control.web.token.TokenFile)."""
     if not text.strip():
         raise ConfigError("engine.dashboard_token = '': expected the path "
                           "of the dashboard's token file")

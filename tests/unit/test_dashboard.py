@@ -17,6 +17,7 @@ from pyfwd.control import metrics_http as metrics
 from pyfwd.control.events import EventLog
 from pyfwd.control.server import ControlServer
 from pyfwd.control.web import Dashboard, load_token
+from pyfwd.control.web.token import TokenFile
 from pyfwd.control.web import token as token_mod
 from pyfwd.control.web.app import (SECURITY_HEADERS, TOKEN_HEADER,
                                    foreign_host, parse_action, same_origin)
@@ -495,3 +496,28 @@ def test_the_config_key_is_a_path_beside_the_file(tmp_path):
     path.write_text(text.replace('"{}"', "1"))
     with pytest.raises(ConfigError, match="dashboard_token = 1"):
         config_mod.load(str(path))
+
+
+def test_a_new_token_needs_no_restart_and_a_bad_file_no_old_token(tmp_path,
+                                                                     caplog):
+    """The engine's TokenFile: a rewritten file's token is taken at the
+    next action and the old one refused; a file made unsafe refuses every
+    action (not the old token: it may be the leaked one) until mended."""
+    path = token_file(tmp_path)
+    engine, control = FakeEngine(), FakeControl()
+    with serve(Dashboard(engine, control, TokenFile(path))) as srv:
+        site = SimpleNamespace(port=srv.port, host=f"127.0.0.1:{srv.port}")
+        assert post(site, DRAIN)[0] == 200
+        new = "n" * 24
+        token_file(tmp_path, new)
+        os.utime(path, ns=(1, 1))       # a rewrite within the clock's tick
+        assert post(site, DRAIN)[0] == 403
+        assert post(site, DRAIN, token=new)[0] == 200
+        os.chmod(path, 0o644)
+        status, reply = post(site, DRAIN, token=new)
+        assert status == 403 and "log says why" in reply["error"], reply
+        assert "chmod 600" in caplog.text
+        os.chmod(path, 0o600)
+        assert post(site, DRAIN, token=new)[0] == 200
+        assert post(site, DRAIN)[0] == 403
+    assert len(control.lines) == 3

@@ -100,8 +100,8 @@ class Dashboard:
 
     control: a callable taking one control request line (bytes) and
     returning its reply line (ControlServer.handle_line), or None: no
-    actions.  token: the token actions need (load_token()), or None:
-    read-only.  static: the folder of the page's files (read once, here).
+    actions.  token: the token actions need (a str, or a TokenFile: its
+    current() one), or None: read-only.  static: the folder of the page's files (read once, here).
     """
 
     def __init__(self, engine, control=None, token=None, static=STATIC,
@@ -236,7 +236,13 @@ class Dashboard:
         if ctype.strip().lower() != JSON:
             return refuse(403, f"Content-Type {ctype.strip() or 'none'!s}: "
                           f"actions take {JSON}")
-        if not same_token(self.token, headers.get(TOKEN_HEADER)):
+        token = self.token
+        if hasattr(token, "current"):
+            token = token.current()
+            if token is None:
+                return refuse(403, "the token file changed and will not do "
+                              "now: the engine's log says why")
+        if not same_token(token, headers.get(TOKEN_HEADER)):
             return refuse(403, f"no token or a wrong one ({TOKEN_HEADER})")
         try:
             request = parse_action(body)

@@ -10,15 +10,24 @@ ConfigError saying what to fix:
     token = load_token("/etc/pyfwd/dashboard.token")
     same_token(token, request_header)      # constant time
 
+The engine keeps a TokenFile: a new token is taken when the file
+changes (a rotation needs no restart), and a file that no longer passes
+the checks above leaves no token at all (actions refused, a warning
+logged) rather than the old one, which may be the leaked one.
+
 Make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`.
 """
 
 import errno
 import hmac
+import logging
 import os
 import stat
+import threading
 
 from ...errors import ConfigError
+
+log = logging.getLogger("pyfwd.control.web")
 
 TOKEN_MIN = 16          # characters
 TOKEN_MAX = 4096        # bytes read
@@ -71,13 +80,55 @@ def load_token(path, euid=None):
     return token
 
 
+class TokenFile:
+    """The token of the file at `path`, read again when the file changes
+    (its inode, size, times, mode or owner); load_token()'s checks each
+    time.
+
+        tokens = TokenFile(path)    # ConfigError: the file will not do
+        tokens.current()            # the token, or None: the file changed
+                                    # and no longer passes (logged)
+    """
+
+    def __init__(self, path, euid=None):
+        self.path, self._euid = path, euid
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._token = load_token(path, euid)
+
+    def _stat(self):
+        try:
+            st = os.lstat(self.path)
+        except OSError as exc:
+            return exc.errno
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                st.st_mode, st.st_uid)
+
+    def current(self):
+        with self._lock:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return self._token
+            self._stamp = stamp
+            try:
+                self._token = load_token(self.path, self._euid)
+            except ConfigError as exc:
+                self._token = None
+                log.warning("%s: the dashboard's actions are refused until "
+                            "it is mended", exc)
+            else:
+                log.info("dashboard token %s: read again (it changed)",
+                         self.path)
+            return self._token
+
+
 def same_token(token, given):
     """True when `given` (a header's value, or None) is `token`; the
     comparison takes the same time wherever they differ."""
-    if given is None:
+    if token is None or given is None:
         return False
     return hmac.compare_digest(token.encode("ascii"),
                                given.strip().encode("utf-8", "replace"))
 
 
-__all__ = ["load_token", "same_token", "TOKEN_MIN"]
+__all__ = ["load_token", "same_token", "TokenFile", "TOKEN_MIN"]

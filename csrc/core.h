@@ -133,7 +133,7 @@ _Static_assert(offsetof(struct flow_key, sport) == 32 &&
  */
 struct flow {
 	struct flow_key key;	/* the tuple as it arrives */
-	uint64_t expires_ns;	/* 0 or past: the slot is free */
+	uint64_t expires_ns;	/* past: expired; 0: the slot is free */
 	uint32_t peer;		/* other direction's slot + 1, or NO_PEER */
 	uint16_t real;		/* real server id */
 	uint16_t snat_port;	/* ORIG of SNAT: the source port we gave */
@@ -198,6 +198,7 @@ struct worker {
 	uint32_t sweep;		/* next slot the incremental expiry looks at */
 	uint64_t swept_ns;	/* when it last looked (burst.c) */
 	struct flow *flows;
+	uint64_t slots_used;	/* slots an entry holds (flow.h flow_slot_*) */
 	struct port_pool ports;
 	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
 	uint32_t *active;	/* per real id: flows alive (this worker) */

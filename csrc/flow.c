@@ -58,15 +58,16 @@ static uint16_t snat_port_take(struct port_pool *pp, uint16_t keep)
 	return port;
 }
 
-/* An entry found expired: a pair is freed now, a DR entry just lapses. */
+/*
+ * An entry found expired is reaped: freed, its slot free again (a pair's
+ * both, SNAT's port back).  flows_expired counts the NAT/SNAT pairs.
+ */
 static inline void flow_lapse(struct worker *w, struct flow *f)
 {
-	fastmap_forget(w, f);
-	if (f->peer != NO_PEER) {
-		flow_free(w, f);
-		w->stats.flows.flows_expired++;
-	}
-	flow_uncount(w, f);
+	if (!f->expires_ns)
+		return;		/* free already */
+	w->stats.flows.flows_expired += f->peer != NO_PEER;
+	flow_free(w, f);
 }
 
 __attribute__((noinline)) struct flow *
@@ -118,7 +119,7 @@ void flow_free(struct worker *w, struct flow *f)
 	fastmap_forget(w, f);
 	if (f->peer == NO_PEER) {
 		flow_uncount(w, f);
-		f->expires_ns = 0;
+		flow_slot_clear(w, f);
 		return;
 	}
 	peer = flow_peer(w, f);
@@ -129,7 +130,8 @@ void flow_free(struct worker *w, struct flow *f)
 	if (orig->mode == PYFWD_MODE_SNAT && orig->snat_port &&
 	    w->ports.owner[orig->snat_port])
 		snat_port_release(w, orig->snat_port);
-	f->expires_ns = peer->expires_ns = 0;
+	flow_slot_clear(w, f);
+	flow_slot_clear(w, peer);
 	f->peer = peer->peer = NO_PEER;
 }
 
@@ -208,7 +210,7 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 	rep->real = orig->real;
 	rep->dir = DIR_REPLY;
 	rep->mode = orig->mode;
-	rep->expires_ns = orig->expires_ns;
+	flow_slot_take(w, rep, orig->expires_ns);
 	rep->peer = flow_link(w, orig);
 	orig->peer = flow_link(w, rep);
 	return 0;
@@ -216,8 +218,8 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 
 /*
  * Incremental expiry: a few slots per burst, never the whole table at
- * once.  A NAT/SNAT pair is freed when its entries expire (SNAT gets its
- * port back); DR entries just lapse.
+ * once.  An expired entry is freed (a NAT/SNAT pair both, SNAT gets its
+ * port back).
  */
 void flow_sweep(struct worker *w, uint64_t now, uint32_t slots)
 {

@@ -6,6 +6,12 @@
  * Fixed-size open addressing, allocated at create time: a new flow takes a
  * free slot of one of two probe windows; when both are full, DR pushes out
  * the oldest entry and NAT/SNAT drops the frame (a counted reason).
+ *
+ * An entry holds its slot while its expires_ns is not 0: from when it is
+ * written into a free slot until it is freed, pushed out, or found expired
+ * and reaped (flow.c flow_lapse: by a probe, the sweep, pyfwd_flows_expire).
+ * w->slots_used counts them, changed only by flow_slot_take and
+ * flow_slot_clear: per new entry and per freed one, never per packet.
  */
 #ifndef PYFWD_FLOW_H
 #define PYFWD_FLOW_H
@@ -47,6 +53,25 @@ static inline struct flow *flow_peer(struct worker *w, const struct flow *f)
 static inline uint32_t flow_link(const struct worker *w, const struct flow *f)
 {
 	return (uint32_t)(f - w->flows) + 1;
+}
+
+/*
+ * Entry f takes its slot until expires_ns (not 0): counted if the slot was
+ * free.  Only the worker writes slots_used, a plain aligned u64: readers
+ * (pyfwd_worker_room_read) load it racily, a value at most a burst old.
+ */
+static inline void flow_slot_take(struct worker *w, struct flow *f,
+				  uint64_t expires_ns)
+{
+	w->slots_used += !f->expires_ns;
+	f->expires_ns = expires_ns;
+}
+
+/* Entry f's slot is free again (counted if it was held). */
+static inline void flow_slot_clear(struct worker *w, struct flow *f)
+{
+	w->slots_used -= !!f->expires_ns;
+	f->expires_ns = 0;
 }
 
 static inline int flow_half_open(uint8_t state)
@@ -168,7 +193,7 @@ uint32_t flow_pair_open(const struct pyfwd_ctx *ctx, struct worker *w,
 			const struct vip_bank *b, struct flow *orig,
 			uint64_t now, uint16_t keep);
 
-/* Expire NAT/SNAT pairs in the next `slots` slots (loops: when idle). */
+/* Reap the expired entries of the next `slots` slots (loops: when idle). */
 void flow_sweep(struct worker *w, uint64_t now, uint32_t slots);
 
 #endif /* PYFWD_FLOW_H */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * flowlist.c - pyfwd_flow_list (`pyfwd ctl flows`): a copy of the live
- * flows of a worker's table.
+ * flows of a worker's table; and the tests' count of its held slots.
  *
  * A loop owns its table and writes it without locks: a thread reading it
  * beside the loop could copy an entry half rewritten.  So the reader posts
@@ -226,5 +226,19 @@ int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
 	*total = l->total;
 	n = (int)l->n;
 	free(l);
+	return n;
+}
+
+int64_t pyfwd_flow_slots_scan(const struct pyfwd_ctx *ctx, uint32_t worker)
+{
+	const struct worker *w;
+	int64_t n = 0;
+	uint64_t i;
+
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	w = &ctx->workers[worker];
+	for (i = 0; i <= w->flow_mask; i++)
+		n += !!w->flows[i].expires_ns;
 	return n;
 }

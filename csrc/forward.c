@@ -127,16 +127,19 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 		pe = NULL;	/* one free slot: the flow comes first */
 	if (pe) {
 		if (!flow_alive(pe, now)) {
-			memset(pe, 0, sizeof(*pe));
+			memset(pe, 0, sizeof(*pe));	/* a free slot */
 			pe->key = pk;
 		}
 		pe->real = (uint16_t)id;
-		pe->expires_ns = now + (uint64_t)vip->persist * NS_PER_S;
+		flow_slot_take(w, pe, now + (uint64_t)vip->persist * NS_PER_S);
 	}
 	if (evict)
 		flow_free(w, slot);	/* a half-open pair: both, its port */
 	flow = slot;
-	memset(flow, 0, sizeof(*flow));
+	memset(flow, 0, sizeof(*flow));		/* a free slot */
+	/* taken while we look (flow_touch gives it its expiry); state 0:
+	 * NAT/SNAT's REPLY entry pushes out no half-open flow there */
+	flow_slot_take(w, flow, now + 1);
 	flow->key = ps->key;
 	flow->real = (uint16_t)id;
 	flow->mode = vip->mode;
@@ -145,11 +148,9 @@ static struct flow *flow_new(const struct pyfwd_ctx *ctx, struct worker *w,
 	flow->in_if = f->in_if;
 	memcpy(flow->mac, f->data + 6, 6);
 	if (mode_paired(vip->mode)) {
-		/* taken while we look; state 0: no half-open to push out */
-		flow->expires_ns = now + 1;
 		*why = flow_pair_open(ctx, w, b, flow, now, keep);
 		if (*why) {
-			flow->expires_ns = 0;	/* the slot stays free */
+			flow_slot_clear(w, flow);	/* it stays free */
 			return NULL;
 		}
 		flow_peer(w, flow)->state = flow_first_state(ps);

@@ -71,6 +71,13 @@ int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
 		    struct pyfwd_flow_info *out, uint32_t max,
 		    uint64_t *total, uint32_t wait_ms);
 
+/*
+ * Tests: the slots of worker's table an entry holds, counted by reading
+ * every one (what pyfwd_worker_room's flow_slots_used keeps without a
+ * scan), or -EINVAL past the last worker.  Not beside a running loop.
+ */
+int64_t pyfwd_flow_slots_scan(const struct pyfwd_ctx *ctx, uint32_t worker);
+
 /* cffi:end */
 
 _Static_assert(sizeof(struct pyfwd_flow_filter) == 24, "flow filter");

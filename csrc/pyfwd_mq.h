@@ -73,12 +73,16 @@ int pyfwd_io_napi_id(struct pyfwd_ctx *ctx, uint32_t queue, uint32_t slot);
 
 /*
  * What worker `worker` has room for and holds now: its flow table's
- * slots (a DR flow takes one, a NAT/SNAT flow two) and its punt ring's,
- * and the punted frames waiting there for Python.  0, or -EINVAL past
- * the last worker.
+ * slots and those an entry holds (flow_slots_used, exact: a DR or TUN
+ * flow takes one, a NAT/SNAT flow two, a persistent VIP's client one
+ * more; an expired one until the sweep reaps it, within ~1 s), its
+ * punt ring's slots and the punted frames waiting there for Python.
+ * flow_slots_used is the worker's own counter, read without a lock: at
+ * most a burst old.  0, or -EINVAL past the last worker.
  */
 struct pyfwd_worker_room {
 	uint64_t flow_slots;
+	uint64_t flow_slots_used;
 	uint32_t punt_slots;
 	uint32_t punt_queued;
 };
@@ -88,6 +92,6 @@ int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 
 /* cffi:end */
 
-_Static_assert(sizeof(struct pyfwd_worker_room) == 16, "worker room");
+_Static_assert(sizeof(struct pyfwd_worker_room) == 24, "worker room");
 
 #endif /* PYFWD_MQ_H */

@@ -114,6 +114,10 @@ int pyfwd_worker_room_read(const struct pyfwd_ctx *ctx, uint32_t worker,
 		return -EINVAL;
 	w = &ctx->workers[worker];
 	out->flow_slots = (uint64_t)w->flow_mask + 1;
+	/* written by the worker alone, per new or freed entry: a plain
+	 * aligned u64, never torn */
+	out->flow_slots_used = __atomic_load_n(&w->slots_used,
+					       __ATOMIC_RELAXED);
 	out->punt_slots = PUNT_SLOTS;
 	/* tail first: head read after it is never behind it (a push and a
 	 * drain between two loads in the other order wrap to ~4.29e9) */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pyfwd_flows.h"
 #include "pyfwd_mq.h"
 #include "pyfwd_tun.h"
 #include "tools/harness.h"
@@ -150,6 +151,27 @@ static void check(const struct pyfwd_result *r, const struct pyfwd_frame *f,
 }
 
 /*
+ * Each worker's count of held flow slots is what a scan of its table
+ * finds (csrc/flow.h flow_slot_*), and the table's size at most; `all`
+ * (every entry expired and reaped): none.
+ */
+static void check_slots(struct pyfwd_ctx *ctx, int all)
+{
+	struct pyfwd_worker_room room;
+	struct pyfwd_config cfg;
+	uint32_t w;
+
+	pyfwd_ctx_config_read(ctx, &cfg);
+	for (w = 0; w < cfg.workers; w++)
+		if (pyfwd_worker_room_read(ctx, w, &room) ||
+		    room.flow_slots_used > room.flow_slots ||
+		    (int64_t)room.flow_slots_used !=
+		    pyfwd_flow_slots_scan(ctx, w) ||
+		    (all && room.flow_slots_used))
+			abort();
+}
+
+/*
  * Frame f through the core as worker w (of `workers`, record n's turn);
  * a frame handed to another worker is taken there, in a buffer of its
  * size, and run by it, its result in *r.  The frame that ends is *f or
@@ -232,6 +254,7 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 			      &f, &f2, &buf2, &r);
 		check(&r, done, data + off, (uint32_t)len,
 		      done == &f ? buf : NULL);
+		check_slots(ctx, 0);
 		punted += r.verdict == PYFWD_VERDICT_PUNT;
 		if (report)
 			report(&r, arg);
@@ -256,6 +279,10 @@ uint32_t harness_run(const uint8_t *data, size_t size,
 	    (s->snat.port_hi && st.flows.snat_ports_used >
 	     (uint64_t)(s->snat.port_hi - s->snat.port_lo + 1)))
 		abort();
+	/* past any timeout: every entry expires, every slot is free */
+	pyfwd_clock_set(ctx, 1ull << 63);
+	pyfwd_flows_expire(ctx);
+	check_slots(ctx, 1);
 	pyfwd_ctx_destroy(ctx);
 	return n;
 }

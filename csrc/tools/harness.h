@@ -52,8 +52,8 @@ int harness_setups_load(const char *list);
  * Run one input.  report (may be NULL) gets each record's result.  Aborts
  * when the core breaks a promise: a verdict that is not its reason's, a
  * frame it did not forward changed, an interface slot out of range,
- * frames, punts or SNAT ports miscounted.  Returns the number of records
- * run.
+ * frames, punts, SNAT ports or held flow slots miscounted.  Returns the
+ * number of records run.
  */
 uint32_t harness_run(const uint8_t *data, size_t size,
 		     void (*report)(const struct pyfwd_result *r, void *arg),

@@ -211,11 +211,6 @@ AFP_SOCK_METRICS = {
 }
 SOCK_METRICS = {"xdp": XSK_SOCK_METRICS, "afpacket": AFP_SOCK_METRICS}
 
-# Flow table slots a flow takes, by its VIP's mode: NAT and SNAT keep an
-# entry for each direction.
-FLOW_SLOTS = {"dr": 1, "tun": 1, "nat": 2, "snat": 2}
-
-
 def build_info():
     """pyfwd_build_info's labels that do not depend on the engine: the
     installed version and the Python running it."""
@@ -346,7 +341,7 @@ def families(stats, build=None):
               "a frame was dropped).")
     for key, (name, kind, help_) in CORE_METRICS.items():
         f.add(name, core.get(key), kind=kind, help_=help_)
-    _render_room(f, stats.get("room"), stats.get("vips") or ())
+    _render_room(f, stats.get("room"))
 
     for i, q in enumerate(stats.get("queues") or ()):
         for key, (name, kind, help_) in QUEUE_METRICS.items():
@@ -385,24 +380,18 @@ def _render_reload(f, loaded):
           "seconds since the epoch.")
 
 
-def _render_room(f, room, vips):
-    """The capacity gauges: flow table slots (used: the live flows of the
-    L4 VIPs, two slots for a NAT/SNAT flow), the punt rings, the XDP fast
-    path's flow map."""
+def _render_room(f, room):
+    """The capacity gauges (Core.room()): flow table slots, the punt
+    rings, the XDP fast path's flow map."""
     if not isinstance(room, dict):
         return
-    used = 0
-    for v in vips:
-        per = FLOW_SLOTS.get(v.get("mode"))
-        if per:
-            used += per * sum(r.get("active") or 0
-                              for r in v.get("reals") or ())
-    f.add("pyfwd_flow_slots_used", used, kind="gauge",
-          help_="Flow table slots in use, an estimate: the live flows "
-          "of the VIPs' real servers times the slots a flow takes (a DR or "
-          "TUN flow one, a NAT or SNAT flow two), summed over the workers; "
-          "persistence entries and the flows of removed real servers are "
-          "not counted (pyfwd_flows_evicted_total tells a full table).")
+    f.add("pyfwd_flow_slots_used", room.get("flow_slots_used"),
+          kind="gauge",
+          help_="Flow table slots in use, exact, summed over the workers: "
+          "a slot holds one direction of a flow (a DR or TUN flow takes "
+          "one, a NAT or SNAT flow two) or a persistence entry (one per "
+          "client of a persistent VIP), the flows of removed real servers "
+          "too; an expired entry until the sweep frees it (within ~1 s).")
     f.add("pyfwd_flow_slots_capacity", room.get("flow_slots"), kind="gauge",
           help_="Flow table slots of all workers (--flows per queue).")
     f.add("pyfwd_punt_ring_used", room.get("punt_queued"), kind="gauge",
@@ -546,5 +535,4 @@ def _render_real(f, rl, r):
 
 
 __all__ = ["EngineCollector", "render", "families", "build_info",
-           "CORE_METRICS", "QUEUE_METRICS", "REAL_METRICS", "SOCK_METRICS",
-           "FLOW_SLOTS"]
+           "CORE_METRICS", "QUEUE_METRICS", "REAL_METRICS", "SOCK_METRICS"]

@@ -333,10 +333,13 @@ class Core:
 
     def room(self):
         """What the workers have room for and hold now, summed: flow_slots
-        (flow table slots: a DR flow takes one, a NAT/SNAT flow two),
-        punt_slots and punt_queued (punted frames Python has not drained
-        yet)."""
-        out = dict.fromkeys(("flow_slots", "punt_slots", "punt_queued"), 0)
+        (flow table slots) and flow_slots_used (those an entry holds,
+        exact: a DR or TUN flow one, a NAT/SNAT flow two, a persistent
+        VIP's client one more; an expired entry until the sweep reaps it,
+        within about a second), punt_slots and punt_queued (punted frames
+        Python has not drained yet)."""
+        out = dict.fromkeys(("flow_slots", "flow_slots_used", "punt_slots",
+                             "punt_queued"), 0)
         r = ffi.new("struct pyfwd_worker_room *")
         for i in range(self.workers):
             _native.check(lib.pyfwd_worker_room_read(self.ctx, i, r),

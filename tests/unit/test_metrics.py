@@ -21,7 +21,8 @@ STATS = {
     "started_at": 1764800000.25,
     "config_reload": {"last": 1764800100.5, "ok": False,
                       "last_ok": 1764800000.0},
-    "room": {"flow_slots": 4096, "punt_slots": 512, "punt_queued": 3},
+    "room": {"flow_slots": 4096, "flow_slots_used": 9, "punt_slots": 512,
+             "punt_queued": 3},
     "core": {"frames": 1000, "bytes": 64000,
              "verdict": {"pass": 10, "punt": 2, "forward": 980, "drop": 8},
              "reason": {"forward": 980, "pass_not_vip": 10, "punt_arp": 2,
@@ -182,13 +183,13 @@ def test_times_are_timestamps_not_ages():
 
 def test_capacity_gauges_come_as_used_and_capacity():
     families, samples = parse(metrics.render(STATS))
-    # live flows: pacs-web (DR) 3 + 1 + 0, one slot each; dicom (NAT) none
-    assert value(samples, "pyfwd_flow_slots_used") == 4
+    # the core's count of held slots, not the VIPs' live flows (4 here)
+    assert value(samples, "pyfwd_flow_slots_used") == 9
     assert value(samples, "pyfwd_flow_slots_capacity") == 4096
-    # an estimate, and its HELP says what it leaves out
+    # exact, and its HELP says what a slot holds
     help_ = families["pyfwd_flow_slots_used"].documentation
-    assert "an estimate" in help_ and "persistence entries and the flows " \
-        "of removed real servers are not counted" in help_
+    assert "exact" in help_ and "estimate" not in help_
+    assert "persistence entry" in help_ and "removed real servers" in help_
     assert value(samples, "pyfwd_snat_ports_used") == 12
     assert value(samples, "pyfwd_snat_ports_capacity") == 4000
     assert value(samples, "pyfwd_punt_ring_used") == 3
@@ -198,7 +199,7 @@ def test_capacity_gauges_come_as_used_and_capacity():
     stats["vips"][1]["reals"] = [{"real": "10.0.0.21:104", "active": 5}]
     stats["room"].update(fast_flows=7, fast_slots=65536)
     _, samples = parse(metrics.render(stats))
-    assert value(samples, "pyfwd_flow_slots_used") == 4 + 2 * 5  # NAT: two
+    assert value(samples, "pyfwd_flow_slots_used") == 9     # no estimate
     assert value(samples, "pyfwd_fast_flows_used") == 7
     assert value(samples, "pyfwd_fast_flows_capacity") == 65536
     # every capacity gauge has its pair

@@ -142,7 +142,8 @@ struct flow {
 	uint8_t mode;		/* PYFWD_MODE_* */
 	uint8_t in_if;		/* ORIG: where the client's frames come in */
 	uint8_t mac[6];		/* ORIG: the MAC they come from (next hop) */
-	uint8_t counted;	/* in its real's active count */
+	uint8_t counted;	/* in its real's active count (and, closing,
+				 * its inactive one) */
 	uint8_t pad[5];
 };
 
@@ -201,7 +202,10 @@ struct worker {
 	uint64_t slots_used;	/* slots an entry holds (flow.h flow_slot_*) */
 	struct port_pool ports;
 	uint32_t *seq;		/* per VIP index: next ring entry (SEQ) */
-	uint32_t *active;	/* per real id: flows alive (this worker) */
+	uint32_t *active;	/* per real id: flows alive (this worker),
+				 * closing ones too: what LC and WLC weigh */
+	uint32_t *inactive;	/* per real id: those of them closing
+				 * (flow.h: FLOW_CLOSING, after a FIN/RST) */
 	struct pyfwd_real_stats *real_stats;
 	struct punt_ring punt;
 	struct pyfwd_stats stats;

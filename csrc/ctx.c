@@ -16,6 +16,7 @@ static void worker_free(struct worker *w)
 	free(w->flows);
 	free(w->seq);
 	free(w->active);
+	free(w->inactive);
 	free(w->real_stats);
 	free(w->punt.data);
 	flow_list_free(w);
@@ -49,12 +50,13 @@ static int worker_alloc(struct worker *w, const struct pyfwd_config *cfg)
 		map_zero_pages(w->flows, (size_t)slots * sizeof(*w->flows));
 	w->seq = calloc(cfg->max_vips, sizeof(*w->seq));
 	w->active = calloc(cfg->max_reals, sizeof(*w->active));
+	w->inactive = calloc(cfg->max_reals, sizeof(*w->inactive));
 	w->real_stats = calloc(cfg->max_reals, sizeof(*w->real_stats));
 	w->punt.data = calloc(PUNT_SLOTS, PUNT_SNAP);
 	w->ports.free = calloc(65536, sizeof(*w->ports.free));
 	w->ports.owner = calloc(65536, sizeof(*w->ports.owner));
-	if (!w->flows || !w->seq || !w->active || !w->real_stats ||
-	    !w->punt.data ||
+	if (!w->flows || !w->seq || !w->active || !w->inactive ||
+	    !w->real_stats || !w->punt.data ||
 	    !w->ports.free || !w->ports.owner)
 		return -ENOMEM;
 	return 0;

@@ -80,14 +80,16 @@ static inline int flow_half_open(uint8_t state)
 }
 
 /*
- * A flow stops counting toward its real's live flows (LC and stats) and,
- * half-open, toward flows_half_open.  Only a live ORIG entry counts.
+ * A flow stops counting toward its real's live flows (LC and stats),
+ * closing, toward its inactive ones, and half-open, toward
+ * flows_half_open.  Only a live ORIG entry counts.
  */
 static inline void flow_uncount(struct worker *w, struct flow *f)
 {
 	if (f->counted) {
 		f->counted = 0;
 		w->active[f->real]--;
+		w->inactive[f->real] -= f->state == FLOW_CLOSING;
 		w->stats.flows.flows_half_open -= flow_half_open(f->state);
 	}
 }
@@ -159,16 +161,22 @@ static inline void flow_touch(const struct pyfwd_config *c, struct worker *w,
 		ttl = c->udp_timeout;
 	} else {
 		uint8_t state = flow_tcp_state(f, fl, from_real);
+		/* the ORIG entry is the counted one */
+		const struct flow *orig = f->dir == DIR_ORIG ? f : peer;
 
 		if (unlikely(flow_half_open(state) !=
 			     flow_half_open(f->state))) {
-			/* the ORIG entry is the counted one */
-			const struct flow *orig = f->dir == DIR_ORIG ? f : peer;
-
 			if (orig->counted && flow_half_open(state))
 				w->stats.flows.flows_half_open++;
 			else if (orig->counted)
 				w->stats.flows.flows_half_open--;
+		}
+		if (unlikely((state == FLOW_CLOSING) !=
+			     (f->state == FLOW_CLOSING)) && orig->counted) {
+			if (state == FLOW_CLOSING)
+				w->inactive[orig->real]++;
+			else
+				w->inactive[orig->real]--;
 		}
 		f->state = state;
 		ttl = state == FLOW_CLOSING ? c->tcp_fin_timeout :

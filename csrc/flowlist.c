@@ -242,3 +242,39 @@ int64_t pyfwd_flow_slots_scan(const struct pyfwd_ctx *ctx, uint32_t worker)
 		n += !!w->flows[i].expires_ns;
 	return n;
 }
+
+int pyfwd_flow_counts_check(const struct pyfwd_ctx *ctx, uint32_t worker)
+{
+	const struct worker *w;
+	uint32_t *all, *closing, r, n = ctx->cfg.max_reals;
+	int bad = 0;
+	uint64_t i;
+
+	if (worker >= ctx->cfg.workers)
+		return -EINVAL;
+	w = &ctx->workers[worker];
+	all = calloc(n, sizeof(*all));
+	closing = calloc(n, sizeof(*closing));
+	if (!all || !closing) {
+		free(all);
+		free(closing);
+		return -ENOMEM;
+	}
+	for (i = 0; i <= w->flow_mask; i++) {
+		const struct flow *f = &w->flows[i];
+
+		if (!f->counted)
+			continue;
+		if (!f->expires_ns || f->dir != DIR_ORIG || f->real >= n) {
+			bad = 1;	/* only a held ORIG entry counts */
+			break;
+		}
+		all[f->real]++;
+		closing[f->real] += f->state == FLOW_CLOSING;
+	}
+	for (r = 0; r < n && !bad; r++)
+		bad = all[r] != w->active[r] || closing[r] != w->inactive[r];
+	free(all);
+	free(closing);
+	return bad;
+}

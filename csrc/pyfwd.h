@@ -318,13 +318,13 @@ struct pyfwd_stats {
 	struct pyfwd_io_stats io;	/* the last group (see below) */
 };
 
-/* Per real server id. */
+/* Per real server id; LC and WLC weigh active + inactive (live flows). */
 struct pyfwd_real_stats {
 	uint64_t frames;
 	uint64_t bytes;
 	uint64_t flows_new;
-	uint64_t active;	/* flows alive now (expired ones leave a few
-				 * slots at a time: a count, not a ledger) */
+	uint64_t active;	/* alive, established or half-open */
+	uint64_t inactive;	/* alive, closing: a FIN or RST seen */
 };
 
 /* AF_XDP set-up. */
@@ -582,12 +582,12 @@ _Static_assert(sizeof(struct pyfwd_frame) == 16, "pyfwd_frame ABI");
 _Static_assert(sizeof(struct pyfwd_result) == 16, "pyfwd_result ABI");
 _Static_assert(sizeof(struct pyfwd_vip) == 32, "pyfwd_vip ABI");
 _Static_assert(sizeof(struct pyfwd_real) == 32, "pyfwd_real ABI");
+_Static_assert(sizeof(struct pyfwd_real_stats) == 40, "real stats ABI");
 _Static_assert(sizeof(struct pyfwd_config) == 56, "pyfwd_config ABI");
 _Static_assert(sizeof(struct pyfwd_xsk_config) == 64, "xsk config ABI");
 _Static_assert(sizeof(struct pyfwd_snat) == 24, "pyfwd_snat ABI");
 _Static_assert(sizeof(struct pyfwd_endpoint) == 20, "pyfwd_endpoint ABI");
-_Static_assert(sizeof(struct pyfwd_sock_stats) == 72,
-	       "pyfwd_sock_stats ABI");
+_Static_assert(sizeof(struct pyfwd_sock_stats) == 72, "sock stats ABI");
 _Static_assert(sizeof(struct pyfwd_stats) % sizeof(uint64_t) == 0 &&
 	       offsetof(struct pyfwd_stats, io) +
 	       sizeof(struct pyfwd_io_stats) == sizeof(struct pyfwd_stats),

@@ -78,6 +78,15 @@ int pyfwd_flow_list(struct pyfwd_ctx *ctx, uint32_t worker,
  */
 int64_t pyfwd_flow_slots_scan(const struct pyfwd_ctx *ctx, uint32_t worker);
 
+/*
+ * Tests: 0 if worker's per-real counts of live flows (active: all of
+ * them, closing ones too; inactive: the closing ones) are what a scan of
+ * its counted entries finds, 1 if not (or an entry counted that is not a
+ * held ORIG entry), -EINVAL past the last worker, -ENOMEM.  Allocates:
+ * not beside a running loop.
+ */
+int pyfwd_flow_counts_check(const struct pyfwd_ctx *ctx, uint32_t worker);
+
 /* cffi:end */
 
 _Static_assert(sizeof(struct pyfwd_flow_filter) == 24, "flow filter");

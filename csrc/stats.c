@@ -136,14 +136,25 @@ int pyfwd_real_stats_read(const struct pyfwd_ctx *ctx,
 		return -E2BIG;
 	memset(out, 0, n * sizeof(*out));
 	for (i = 0; i < ctx->cfg.workers; i++) {
-		const struct pyfwd_real_stats *s = ctx->workers[i].real_stats;
+		const struct worker *w = &ctx->workers[i];
+		const struct pyfwd_real_stats *s = w->real_stats;
 
 		for (r = 0; r < n; r++) {
+			/* w->active counts the closing flows too (the
+			 * schedulers' total); read racily, the two may
+			 * disagree by a burst: inactive never beyond it */
+			uint32_t all = __atomic_load_n(&w->active[r],
+						       __ATOMIC_RELAXED);
+			uint32_t closing = __atomic_load_n(&w->inactive[r],
+							   __ATOMIC_RELAXED);
+
+			if (closing > all)
+				closing = all;
 			out[r].frames += s[r].frames;
 			out[r].bytes += s[r].bytes;
 			out[r].flows_new += s[r].flows_new;
-			out[r].active += __atomic_load_n(
-				&ctx->workers[i].active[r], __ATOMIC_RELAXED);
+			out[r].active += all - closing;
+			out[r].inactive += closing;
 		}
 	}
 	fastmap_real_stats_add(ctx, out, n);

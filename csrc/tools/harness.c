@@ -153,7 +153,8 @@ static void check(const struct pyfwd_result *r, const struct pyfwd_frame *f,
 /*
  * Each worker's count of held flow slots is what a scan of its table
  * finds (csrc/flow.h flow_slot_*), and the table's size at most; `all`
- * (every entry expired and reaped): none.
+ * (every entry expired and reaped): none.  Its per-real counts of live and
+ * closing flows are what a scan of its counted entries finds.
  */
 static void check_slots(struct pyfwd_ctx *ctx, int all)
 {
@@ -167,7 +168,8 @@ static void check_slots(struct pyfwd_ctx *ctx, int all)
 		    room.flow_slots_used > room.flow_slots ||
 		    (int64_t)room.flow_slots_used !=
 		    pyfwd_flow_slots_scan(ctx, w) ||
-		    (all && room.flow_slots_used))
+		    (all && room.flow_slots_used) ||
+		    pyfwd_flow_counts_check(ctx, w))
 			abort();
 }
 

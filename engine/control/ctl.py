@@ -164,14 +164,15 @@ def _xsk_line(xsk):
 
 # --- show -------------------------------------------------------------------
 
-_SHOW_HEADER = ("REAL", "WEIGHT", "STATE", "HEALTH", "ACTIVE", "NEW",
-                "PACKETS", "BYTES", "WHY")
-_SHOW_RIGHT = {1, 4, 5, 6, 7}
+_SHOW_HEADER = ("REAL", "WEIGHT", "STATE", "HEALTH", "ACTIVE", "INACT",
+                "NEW", "PACKETS", "BYTES", "WHY")
+_SHOW_RIGHT = {1, 4, 5, 6, 7, 8}
 
 
 def format_show(result):
     """The show command: per VIP a header line and a table of its real
-    servers (weight, state, health, active and new flows, packets, bytes,
+    servers (weight, state, health, active (established or half-open),
+    inactive (closing) and new flows, packets, bytes,
     why it gets no new flows); a `*` after the state marks a real changed
     through ctl, said under the table (what, since when)."""
     vips = list(result or ())
@@ -226,11 +227,11 @@ def _show_row(r):
     why = r.get("why")
     if not why and health == "down" and r.get("health_detail"):
         why = r["health_detail"]
-    active = r.get("active")
     state = (r.get("state") or "-") + ("*" if r.get("changed") else "")
     return (r.get("real", "?"), exact(r.get("weight")),
-            state, health or "-", count(active),
-            count(r.get("flows_new")), count(r.get("frames")),
+            state, health or "-", count(r.get("active")),
+            count(r.get("inactive")), count(r.get("flows_new")),
+            count(r.get("frames")),
             size(r.get("bytes")), why or "")
 
 

@@ -140,17 +140,19 @@ def format_stats(result):
             reals = v.get("reals") or ()
             rows.append([vip_label(v), "", _sum(reals, "frames"),
                          _sum(reals, "bytes"), _sum(reals, "flows_new"),
-                         _sum(reals, "active")])
+                         _sum(reals, "active"), _sum(reals, "inactive")])
             for real in reals:
                 rows.append(["  " + str(real.get("real", "?")),
                              real.get("state") or "",
                              exact(real.get("frames")),
                              exact(real.get("bytes")),
                              exact(real.get("flows_new")),
-                             exact(real.get("active"))])
+                             exact(real.get("active")),
+                             exact(real.get("inactive"))])
         out.append("")
         out.extend(table(("VIP / REAL", "STATE", "PACKETS", "BYTES",
-                          "NEW FLOWS", "ACTIVE"), rows, right={2, 3, 4, 5}))
+                          "NEW FLOWS", "ACTIVE", "INACT"), rows,
+                         right={2, 3, 4, 5, 6}))
     return "\n".join(out)
 
 

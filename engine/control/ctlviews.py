@@ -31,7 +31,7 @@ them).
 import contextlib
 import time
 
-from .ledger import COUNTERS as REAL_KEYS     # active: a gauge
+from .ledger import COUNTERS as REAL_KEYS     # active, inactive: gauges
 from .metrics import CORE_METRICS, QUEUE_METRICS
 from ..dataplane.flows import list_flows
 from ..errors import ConfigError, PyfwdError

@@ -35,6 +35,9 @@ Pure: no native handle, testable with dicts.
 import time
 
 COUNTERS = ("frames", "bytes", "flows_new")
+# Live flows of a real's id now, never carried over (ipvsadm's ActiveConn
+# and InActConn): active established or half-open, inactive closing.
+GAUGES = ("active", "inactive")
 _ZERO = dict.fromkeys(COUNTERS, 0)
 
 
@@ -142,15 +145,15 @@ class RealLedger:
             del self._cond[pair], self._changed[pair]
 
     def counters(self, pair, raw):
-        """{"frames", "bytes", "flows_new", "active"} of pair: the three
-        counters since it was configured, the live flows of its id now
-        (0 without one)."""
+        """{"frames", "bytes", "flows_new", "active", "inactive"} of pair:
+        the three counters since it was configured, the GAUGES of its id
+        now (0 without one)."""
         out = dict(self._acc.get(pair, _ZERO))
         rid = self._ids.get(pair)
-        out["active"] = 0
+        out.update(dict.fromkeys(GAUGES, 0))
         if rid is not None:
             _add(out, self._own(pair, rid, raw))
-            out["active"] = raw.get(rid, {}).get("active", 0)
+            out.update({k: raw.get(rid, {}).get(k, 0) for k in GAUGES})
         return out
 
     def l4_pairs(self):
@@ -164,9 +167,7 @@ class RealLedger:
         configured reals' (fallback included) and the departed ones'."""
         out = dict(self._departed.get(vip, _ZERO))
         for pair in {p for p in (*self._acc, *self._ids) if p[0] == vip}:
-            counts = self.counters(pair, raw)
-            del counts["active"]
-            _add(out, counts)
+            _add(out, self.counters(pair, raw))
         for pair in self._l7_last:
             if pair[0] == vip:
                 _add(out, self._l7_total(pair))

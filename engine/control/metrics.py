@@ -169,7 +169,12 @@ REAL_METRICS = {
     "frames": ("frames_total", "counter", "Frames forwarded"),
     "bytes": ("bytes_total", "counter", "Bytes forwarded"),
     "flows_new": ("flows_new_total", "counter", "New flows scheduled"),
-    "active": ("flows_active", "gauge", "Flows alive"),
+    "active": ("flows_active", "gauge",
+               "Flows alive, established or half-open (ipvsadm's "
+               "ActiveConn)"),
+    "inactive": ("flows_inactive", "gauge",
+                 "Flows alive and closing: a FIN or RST seen, kept for "
+                 "tcp_fin_timeout (ipvsadm's InActConn)"),
 }
 
 REAL_STATES = ("online", "drain", "halt")

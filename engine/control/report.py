@@ -188,6 +188,7 @@ class Report:
                 "mac": mac_to_str(mac) if mac else None,
                 "via": e.hops.via(r.address),
                 "active": counters.get("active", 0),
+                "inactive": counters.get("inactive", 0),
                 "frames": counters.get("frames", 0),
                 "bytes": counters.get("bytes", 0),
                 "flows_new": counters.get("flows_new", 0),

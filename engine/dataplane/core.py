@@ -349,9 +349,10 @@ class Core:
         return out
 
     def real_stats(self):
-        """{real id: {"frames", "bytes", "flows_new", "active"}} (the
-        REAL_COUNTERS) for ids in use; active = flows alive (expired ones
-        leave within a sweep)."""
+        """{real id: {"frames", "bytes", "flows_new", "active",
+        "inactive"}} (the REAL_COUNTERS) for ids in use; active = flows
+        alive, established or half-open, inactive = flows alive and closing
+        (a FIN or RST seen); expired ones leave within a sweep."""
         n = self.ids.high_water
         arr = ffi.new("struct pyfwd_real_stats[]", max(n, 1))
         _native.check(lib.pyfwd_real_stats_read(self.ctx, arr, n),
@@ -381,8 +382,10 @@ class Core:
             lib.pyfwd_flows_expire(self.ctx)
 
     def flows(self):
-        """{real id: flows alive now} (the data plane's live counts)."""
-        return {i: v["active"] for i, v in self.real_stats().items()}
+        """{real id: flows alive now, closing ones too} (the data plane's
+        live counts: what LC and WLC weigh)."""
+        return {i: v["active"] + v["inactive"]
+                for i, v in self.real_stats().items()}
 
     def drain_punts(self, max_frames=256):
         """Frames the workers punted (ARP, ICMP, NDP for a VIP), oldest

@@ -65,7 +65,7 @@ IO_COUNTERS = _fields("pyfwd_io_stats")         # rx, tx, ... of the loops
 QUEUE_COUNTERS = tuple(k for k in IO_COUNTERS if k != "punt_overflow") + (
     "snat_ports_pool",)
 # Per real server id (struct pyfwd_real_stats): frames, bytes, flows_new,
-# active.
+# active, inactive.
 REAL_COUNTERS = _fields("pyfwd_real_stats")
 # What the kernel counted at a backend's sockets (struct pyfwd_sock_stats,
 # one group per backend): AF_XDP's XDP_STATISTICS (rx_dropped, ...,

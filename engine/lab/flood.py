@@ -369,8 +369,9 @@ class FlowSampler:
         out = {k: core.get(k, 0) for k in (
             "flows_half_open", "flows_new", "flows_evicted",
             "flows_expired", "flows_bypassed")}
-        out["flows"] = sum(r.get("active", 0) for v in s.get("vips", [])
-                           for r in v.get("reals", []))
+        out["flows"] = sum(r.get("active", 0) + r.get("inactive", 0)
+                           for v in s.get("vips", [])
+                           for r in v.get("reals", []))    # closing too
         reasons = core.get("reason") or {}
         for k in self.keep_reasons:
             out[k] = reasons.get(k, 0)

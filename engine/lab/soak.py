@@ -216,7 +216,9 @@ class Sampler:
         self.last_show = shown
         self.shows.append({
             "t": t,
-            "flows": {v["name"]: sum(r["active"] for r in v["reals"])
+            # every live flow, closing ones too
+            "flows": {v["name"]: sum(r["active"] + r.get("inactive", 0)
+                                     for r in v["reals"])
                       for v in shown},
             "health": {(v["name"], self.node_of.get(r["real"], r["real"])):
                        r["health"] for v in shown for r in v["reals"]}})
@@ -375,7 +377,8 @@ def _soak(opts, lab, engine, servers, out, in_file, extra, addr_of,
                                     SETTLE, allowance))
     report["last_show"] = [
         {"name": v["name"], "reals": {r["real"]: {
-            k: r[k] for k in ("state", "health", "active", "flows_new")}
+            k: r.get(k) for k in ("state", "health", "active", "inactive",
+                                  "flows_new")}
             for r in v["reals"]}} for v in sampler.last_show or []]
     report["client_open_after"] = [      # what may still send
         ln for ln in sockets if not ln.startswith("TIME-WAIT")]

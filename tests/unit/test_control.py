@@ -30,16 +30,18 @@ VIPS = [
          {"real": "10.0.0.11:80", "weight": 100, "state": "online",
           "health": "up", "health_detail": "tcp connect ok",
           "scheduled": True, "why": None, "mac": "02:00:00:00:00:11",
-          "active": 3, "frames": 10, "bytes": 1000, "flows_new": 5},
+          "active": 3, "inactive": 2, "frames": 10, "bytes": 1000,
+          "flows_new": 5},
          {"real": "10.0.0.12:80", "weight": 0, "state": "drain",
           "health": "up", "health_detail": "", "scheduled": False,
           "why": "draining (weight 0)", "mac": "02:00:00:00:00:12",
-          "active": 12345, "frames": 123456789, "bytes": 98765432100,
+          "active": 12345, "inactive": 7, "frames": 123456789,
+          "bytes": 98765432100,
           "flows_new": 1234567},
          {"real": "10.0.0.13:80", "weight": 100, "state": "online",
           "health": "down", "health_detail": "tcp connect: refused",
           "scheduled": False, "why": None, "mac": None, "active": 0,
-          "frames": 0, "bytes": 0, "flows_new": 0}]},
+          "inactive": 0, "frames": 0, "bytes": 0, "flows_new": 0}]},
     {"name": "dicom", "vip": "10.0.0.100:104/tcp", "mode": "nat",
      "scheduler": "maglev", "persistence": 0, "fallback": None,
      "fallback_active": False, "reals": []},
@@ -747,21 +749,23 @@ def test_format_show():
     assert lines[0] == ("pacs-web  10.0.0.100:80/tcp  dr  wlc  persistence "
                         "300s  fallback 10.0.0.50:80")
     header = lines[1]
-    names = ["REAL", "WEIGHT", "STATE", "HEALTH", "ACTIVE", "NEW",
+    names = ["REAL", "WEIGHT", "STATE", "HEALTH", "ACTIVE", "INACT", "NEW",
              "PACKETS", "BYTES", "WHY"]
     assert header.split() == names
     # right-aligned numbers end where their header ends
     for line in lines[2:5]:
-        for n in ("WEIGHT", "ACTIVE", "PACKETS", "BYTES"):
+        for n in ("WEIGHT", "ACTIVE", "INACT", "PACKETS", "BYTES"):
             end = header.index(n) + len(n)
             assert line[end - 1] != " " and line[end:end + 1] in ("", " ")
-    assert _columns(lines[2], 9) == [
-        "10.0.0.11:80", "100", "online", "up", "3", "5", "10", "1000 B", ""]
-    assert _columns(lines[3], 9) == [
-        "10.0.0.12:80", "0", "drain", "up", "12345", "1.2M", "123.5M",
-        "92.0 GiB", "draining (weight 0)"]
-    assert _columns(lines[4], 9)[3:] == [
-        "down", "0", "0", "0", "0 B", "tcp connect: refused"]
+    # ACTIVE established or half-open, INACT closing (ipvsadm's two)
+    assert _columns(lines[2], 10) == [
+        "10.0.0.11:80", "100", "online", "up", "3", "2", "5", "10",
+        "1000 B", ""]
+    assert _columns(lines[3], 10) == [
+        "10.0.0.12:80", "0", "drain", "up", "12345", "7", "1.2M",
+        "123.5M", "92.0 GiB", "draining (weight 0)"]
+    assert _columns(lines[4], 10)[3:] == [
+        "down", "0", "0", "0", "0", "0 B", "tcp connect: refused"]
     assert lines[5] == ""
     assert lines[6] == "dicom  10.0.0.100:104/tcp  nat  maglev"
     assert lines[7] == "  no real servers"
@@ -790,10 +794,10 @@ def test_format_stats():
     row = next(line for line in lines if line.strip().startswith(
         "10.0.0.12:80"))
     assert row.split() == ["10.0.0.12:80", "drain", "123456789",
-                           "98765432100", "1234567", "12345"]
+                           "98765432100", "1234567", "12345", "7"]
     row = next(line for line in lines if line.startswith("pacs-web"))
-    assert row.split()[-4:] == ["123456799", "98765433100", "1234572",
-                                "12348"]
+    assert row.split()[-5:] == ["123456799", "98765433100", "1234572",
+                                "12348", "9"]
     assert all(len(line) <= 100 for line in lines)
 
 

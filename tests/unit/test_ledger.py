@@ -17,9 +17,10 @@ OTHER = Vip.parse("10.0.0.200:80/tcp")
 
 
 def raw(**ids):
-    """{id: counters} from id=(frames, bytes, flows_new, active)."""
-    return {int(k[1:]): dict(zip(("frames", "bytes", "flows_new", "active"),
-                                 v)) for k, v in ids.items()}
+    """{id: counters} from id=(frames, bytes, flows_new, active[,
+    inactive])."""
+    keys = ("frames", "bytes", "flows_new", "active", "inactive")
+    return {int(k[1:]): dict(zip(keys, v)) for k, v in ids.items()}
 
 
 def test_a_real_keeps_its_counts_across_ids():
@@ -31,13 +32,14 @@ def test_a_real_keeps_its_counts_across_ids():
                   {A: ("online", True, False), B: ("online", True, False)})
     assert led.seen
     # from publish on: the counts it had when it got the id are not its
-    assert led.counters(A, raw(i0=(12, 120, 2, 1))) == {
-        "frames": 2, "bytes": 20, "flows_new": 1, "active": 1}
+    # active and inactive: the id's gauges now, never a difference
+    assert led.counters(A, raw(i0=(12, 120, 2, 1, 3))) == {
+        "frames": 2, "bytes": 20, "flows_new": 1, "active": 1, "inactive": 3}
     # A halted: out of the tables, its id released; it keeps its counts
     led.published([A, B], {B: 1}, raw(i0=(15, 150, 3, 0), i1=(5, 50, 1, 0)),
                   {A: ("halt", True, False), B: ("online", True, False)})
     assert led.counters(A, raw(i0=(99, 990, 9, 0))) == {
-        "frames": 5, "bytes": 50, "flows_new": 2, "active": 0}
+        "frames": 5, "bytes": 50, "flows_new": 2, "active": 0, "inactive": 0}
     assert led.last_change(A) == 101 and led.last_change(B) == 100
     # online again with another id (2, which had someone's 40 frames)
     led.published([A, B], {A: 2, B: 1}, raw(i1=(5, 50, 1, 0),

@@ -48,11 +48,12 @@ STATS = {
               "last_change": 1764800050.5,
               "health": "up", "health_detail": "ok", "scheduled": True,
               "why": None, "mac": "02:00:00:00:00:11", "active": 3,
-              "frames": 10, "bytes": 1000, "flows_new": 5},
+              "inactive": 6, "frames": 10, "bytes": 1000, "flows_new": 5},
              {"real": "10.0.0.12:80", "weight": 0, "state": "drain",
               "health": "down", "health_detail": "refused",
               "scheduled": False, "why": "draining (weight 0)",
-              "mac": None, "active": 1, "frames": 2 ** 53 + 1,
+              "mac": None, "active": 1, "inactive": 2,
+              "frames": 2 ** 53 + 1,
               "bytes": 98765432100, "flows_new": 1},
              {"real": "[fd00::13]:80", "weight": 1, "state": "halt",
               "health": None, "health_detail": "", "scheduled": False,
@@ -115,10 +116,14 @@ def test_render_parses_and_equals_the_input():
     assert value(samples, "pyfwd_real_flows_new_total", **real) == 5
     assert families["pyfwd_real_flows_active"].type == "gauge"
     assert value(samples, "pyfwd_real_flows_active", **real) == 3
+    # closing flows apart (ipvsadm's InActConn)
+    assert families["pyfwd_real_flows_inactive"].type == "gauge"
+    assert value(samples, "pyfwd_real_flows_inactive", **real) == 6
     assert value(samples, "pyfwd_real_weight", **real) == 100
     # counters: the ledger's totals; live flows: the sum of the reals'
     assert value(samples, "pyfwd_vip_bytes_total", **WEB) == 98765433200
     assert value(samples, "pyfwd_vip_flows_active", **WEB) == 4
+    assert value(samples, "pyfwd_vip_flows_inactive", **WEB) == 8
     assert value(samples, "pyfwd_vip_flows_new_total", **WEB) == 8
     dicom = {"vip": "dicom", "vip_address": "10.0.0.100:104/tcp"}
     # the ledger's totals: a VIP whose reals all left keeps their counts

@@ -161,7 +161,7 @@ def test_counter_names_are_the_header_fields():
     assert "snat_ports_pool" in _native.FLOW_COUNTERS
     assert _native.CSUM_COUNTERS == ("csum_completed", "csum_bad")
     assert _native.REAL_COUNTERS == ("frames", "bytes", "flows_new",
-                                     "active")
+                                     "active", "inactive")
 
 
 def test_endpoints_cross_as_pyfwd_endpoint():

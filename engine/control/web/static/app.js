@@ -9,7 +9,7 @@
   const POLL_MS = 1500;
   const TOKEN_KEY = "pyfwd-dashboard-token";
   const COLUMNS = ["real", "state", "health", "weight", "scheduled",
-    "active flows", "new flows/s", "frames/s", "bytes/s", "actions"];
+    "active flows", "inactive flows", "new flows/s", "frames/s", "bytes/s", "actions"];
   const $ = (id) => document.getElementById(id);
 
   let previous = null;        // {time, counters: {key: {frames, ...}}}
@@ -222,7 +222,9 @@
     c.scheduled.textContent = r.scheduled ? "yes" + (r.why ? " (" + r.why +
       ")" : "") : "no: " + (r.why || "?");
     c.scheduled.className = "col-scheduled " + (r.scheduled ? "yes" : "no");
+    // ipvsadm's ActiveConn and InActConn: established, closing
     c["active flows"].textContent = number(r.active);
+    c["inactive flows"].textContent = number(r.inactive);
     c["new flows/s"].textContent = number(rt.flows_new);
     c["frames/s"].textContent = number(rt.frames);
     c["bytes/s"].textContent = bytes(rt.bytes) + "/s";
@@ -249,13 +251,15 @@
       part.name.textContent = v.name;
       // an unnamed VIP is named by its address: say it once
       part.addr.textContent = v.name === v.vip ? "" : v.vip;
-      const sum = {active: 0, frames: 0, bytes: 0, flows_new: 0};
+      const sum = {active: 0, inactive: 0, frames: 0, bytes: 0,
+        flows_new: 0};
       const rows = new Set();
       v.reals.forEach((r, j) => {
         rows.add(r.real);
         const row = realRow(part, v, r);
         const rt = renderReal(row, v, r);
         sum.active += r.active || 0;
+        sum.inactive += r.inactive || 0;
         for (const k of ["frames", "bytes", "flows_new"]) sum[k] += rt[k] || 0;
         if (part.tbody.children[j] !== row.tr) {
           part.tbody.insertBefore(row.tr, part.tbody.children[j] || null);
@@ -272,6 +276,7 @@
       if (v.bgp) facts.push("BGP " + v.bgp);
       facts.push(v.reals.length + " real server(s)",
         number(sum.active) + " active flows",
+        number(sum.inactive) + " inactive flows",
         number(sum.flows_new) + " new flows/s",
         number(sum.frames) + " frames/s", bytes(sum.bytes) + "/s");
       part.facts.textContent = facts.join(" · ");

@@ -54,6 +54,20 @@ def tcp(src, sport, dst, dport, flags, mac_dst, mac_src, payload=b""):
                  / (Raw(payload) if payload else b""))
 
 
+def seg(vip, sport, flags="S", client=CLIENT):
+    """A client's TCP segment to vip (a Vip) from port sport."""
+    return tcp(client, sport, vip.address.compressed, vip.port, flags,
+               OUT_MAC, CLIENT_MAC)
+
+
+def answer(frame_out, flags="SA"):
+    """The real server's answer to a frame the core sent it."""
+    p = Ether(frame_out)
+    return bytes(Ether(dst=p.src, src=p.dst)
+                 / IP(src=p[IP].dst, dst=p[IP].src)
+                 / TCP(sport=p[TCP].dport, dport=p[TCP].sport, flags=flags))
+
+
 def udp(src, sport, dst, dport, mac_dst, mac_src, payload=b"q",
         chksum=None):
     u = UDP(sport=sport, dport=dport)

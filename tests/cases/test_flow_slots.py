@@ -8,7 +8,6 @@ root: frames through the core on its fixed clock."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pyfwd.control import metrics
@@ -17,6 +16,7 @@ from pyfwd.dataplane.native import lib
 from pyfwd.model import Real, Service, Vip
 
 from . import nat_defs as nd
+from .nat_defs import answer, seg
 
 T0 = 1000
 TIMEOUTS = {"tcp_syn": 30, "tcp_established": 900, "tcp_fin": 10,
@@ -42,19 +42,6 @@ def new_core(flows=4096, workers=1):
                           {**nd.POOL_OUT_IFS, **nd.OUT_IFS})
     core.set_clock(T0)
     return core
-
-
-def seg(vip, sport, flags="S", client=nd.CLIENT):
-    return nd.tcp(client, sport, vip.address.compressed, vip.port, flags,
-                  nd.OUT_MAC, nd.CLIENT_MAC)
-
-
-def answer(frame_out, flags="SA"):
-    """The real server's answer to a frame the core sent it."""
-    p = Ether(frame_out)
-    return bytes(Ether(dst=p.src, src=p.dst)
-                 / IP(src=p[IP].dst, dst=p[IP].src)
-                 / TCP(sport=p[TCP].dport, dport=p[TCP].sport, flags=flags))
 
 
 def used(core):

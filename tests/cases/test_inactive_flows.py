@@ -6,14 +6,12 @@ live flow (what LC and WLC weigh, unchanged) and the closing ones
 all - closing.  pyfwd_flow_counts_check compares both to a scan of the
 table.  No root: frames through the core on its fixed clock."""
 
-from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
-
 from pyfwd.dataplane.core import Core
 from pyfwd.dataplane.native import lib
 from pyfwd.model import Real, Service, Vip
 
 from . import nat_defs as nd
+from .nat_defs import answer, seg
 
 T0 = 1000
 FIN_S = 10
@@ -34,19 +32,6 @@ def new_core(workers=1):
         {**nd.POOL_MACS, **nd.MACS}, {**nd.POOL_OUT_IFS, **nd.OUT_IFS})
     core.set_clock(T0)
     return core
-
-
-def seg(vip, sport, flags="S"):
-    return nd.tcp(nd.CLIENT, sport, vip.address.compressed, vip.port, flags,
-                  nd.OUT_MAC, nd.CLIENT_MAC)
-
-
-def answer(frame_out, flags="SA"):
-    """The real server's answer to a frame the core sent it."""
-    p = Ether(frame_out)
-    return bytes(Ether(dst=p.src, src=p.dst)
-                 / IP(src=p[IP].dst, dst=p[IP].src)
-                 / TCP(sport=p[TCP].dport, dport=p[TCP].sport, flags=flags))
 
 
 def forwarded(core, frames, **kw):

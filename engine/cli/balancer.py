@@ -255,8 +255,9 @@ def _start_config(ctx, iface, vips, reals, config_path, mode, inside_iface,
 
 def dashboard_token_of(cfg, metrics_addr):
     """The dashboard's token file (control.web.token.TokenFile: read
-    again when it changes) from cfg, or None (read-only); Exit (usage) when the file will not do, or when there is
-    no metrics listener to serve the dashboard."""
+    again when it changes) from cfg, or None (read-only); Exit (usage)
+    when the file will not do, or when there is no metrics listener to
+    serve the dashboard."""
     from ..control.web.token import TokenFile
     if not cfg.dashboard_token:
         return None

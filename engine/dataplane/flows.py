@@ -6,9 +6,10 @@
 
 A worker whose loop runs copies its own table between bursts (never a torn
 entry); one without a running loop (tests, a stopped engine, a loop that
-ended) is read here, under the core's lock and the I/O's (no close).  The XDP fast path's flows
-are in the core's tables too (it keeps connection tracking): they are
-listed, marked `fast`, their expiry pushed on by what the program saw.
+ended) is read here, under the core's lock and the I/O's (no close).
+The XDP fast path's flows are in the core's tables too (it keeps
+connection tracking): they are listed, marked `fast`, their expiry pushed
+on by what the program saw.
 """
 
 import contextlib

@@ -101,7 +101,8 @@ class Dashboard:
     control: a callable taking one control request line (bytes) and
     returning its reply line (ControlServer.handle_line), or None: no
     actions.  token: the token actions need (a str, or a TokenFile: its
-    current() one), or None: read-only.  static: the folder of the page's files (read once, here).
+    current() one), or None: read-only.  static: the folder of the
+    page's files (read once, here).
     """
 
     def __init__(self, engine, control=None, token=None, static=STATIC,
@@ -126,8 +127,8 @@ class Dashboard:
 
     def handle(self, handler, body=True):
         """Answer the request of `handler` (control.metrics_http's: its
-        reply() writes the answer) if it is ours (is_ours(), or any POST); False to leave it to the caller.
-        body: False for HEAD."""
+        reply() writes the answer) if it is ours (is_ours(), or any
+        POST); False to leave it to the caller.  body: False for HEAD."""
         method = handler.command
         if not is_ours(urlsplit(handler.path).path) and method != "POST":
             return False

@@ -9,7 +9,8 @@
   const POLL_MS = 1500;
   const TOKEN_KEY = "pyfwd-dashboard-token";
   const COLUMNS = ["real", "state", "health", "weight", "scheduled",
-    "active flows", "inactive flows", "new flows/s", "frames/s", "bytes/s", "actions"];
+    "active flows", "inactive flows", "new flows/s", "frames/s", "bytes/s",
+    "actions"];
   const $ = (id) => document.getElementById(id);
 
   let previous = null;        // {time, counters: {key: {frames, ...}}}

@@ -67,26 +67,33 @@ def start(lab, mode, backend="xdp", fastpath="off"):
 
 def connections(lab, client):
     """CONNECTIONS HTTP requests, 10 at a time, each its own connection
-    (its own source port, so its own queue by hash): all answered."""
+    (its own source port, so its own queue by hash): all answered.
+    Returns the source ports the real servers saw."""
     lines, _ = answers(curl(lab, "--parallel", "--parallel-max", "10", "-H",
                             "Connection: close",
                             *[f"http://{VIP4}/"] * CONNECTIONS, timeout=120),
                        CONNECTIONS)
-    assert {re.search(r"client=([\d.]+):", x).group(1)
-            for x in lines} == {client}
+    seen = [re.search(r"client=([\d.]+):(\d+)", x).groups() for x in lines]
+    assert {ip for ip, _ in seen} == {client}
+    return {port for _, port in seen}
 
 
 def udp_exchanges(lab, n=20):
-    """n UDP queries, each from its own socket (port): all answered."""
+    """n UDP queries, each from its own socket (port): all answered.
+    Returns the source ports used (the kernel picks them at random, so
+    two sockets may draw the same one: that is one flow, not two)."""
+    ports = set()
     for i in range(n):
         sock = lab.socket("client", socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.settimeout(3)
             sock.connect((VIP4, UDP.port))
+            ports.add(sock.getsockname()[1])
             sock.send(b"q" * (i + 1))
             assert f"len={i + 1}" in sock.recv(2048).decode()
         finally:
             sock.close()
+    return ports
 
 
 def check_queues(eng):
@@ -111,10 +118,13 @@ def check_queues(eng):
 def test_nat_on_two_queues(nat_lab):
     eng = start(nat_lab, "nat")
     try:
-        connections(nat_lab, "10.0.0.1")
-        udp_exchanges(nat_lab)
+        tcp = connections(nat_lab, "10.0.0.1")
+        udp = udp_exchanges(nat_lab)
         check_queues(eng)
-        assert eng.stats()["core"]["flows_new"] >= CONNECTIONS + 20
+        # one flow per distinct 5-tuple: a source port drawn twice (CI
+        # saw 319 of 320 once) is the same flow again, not a lost one
+        assert eng.stats()["core"]["flows_new"] >= len(tcp) + len(udp)
+        assert len(tcp) + len(udp) >= CONNECTIONS + 15
     finally:
         stop(eng)
 
